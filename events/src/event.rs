@@ -1,0 +1,519 @@
+//! The payloads: one variant per transition of the protocol.
+//!
+//! Rules for changing them (see `docs/adr/01-event-model.md`): names are past tense and never
+//! reused; a new field is added with `#[serde(default)]`; anything else bumps the variant's
+//! schema version and adds an upcaster in [`crate::upcast`].
+//!
+//! No payload carries a plaintext prompt or output: work travels as [`Sealed`] blobs.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, Hash32, NodeId, RequestId, TaskId};
+
+/// Ciphertext, base64 in JSON. What key it is sealed to is said by the field that holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Sealed(#[serde(with = "crate::b64")] #[schemars(with = "String")] pub Vec<u8>);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({} bytes)", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Standard,
+    High,
+}
+
+/// Where a submission came from, so the answer can be routed back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum IntakeSource {
+    Http,
+    /// A submission consumed from the Kafka submissions topic; `reference` keys the reply.
+    Kafka { reference: String },
+    /// The coordinator's own demo or test driver.
+    Local,
+}
+
+/// Why intake refused a submission. The wire names are part of the HTTP contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    InsufficientCredit,
+    MalformedRequest,
+    PayloadHashMismatch,
+    UnknownWorkloadClass,
+    UnknownModel,
+    TierOutOfRange,
+    DeadlineOutOfRange,
+    UnknownNode,
+    NodeAlreadyRegistered,
+    InvalidAmount,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration recorded on the log, so replay prices and validates exactly as the coordinator.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogModel {
+    /// The model reference clients name, e.g. `oss-chat-v1`.
+    pub model: String,
+    /// SHA-256 of the model file that nodes must serve.
+    pub sha256: Hash32,
+    /// The smallest hardware tier that can run it.
+    pub min_tier: u8,
+    /// Price of a request in credit minor units: `base_price + per_token_price * max_tokens`,
+    /// times the priority multiplier.
+    pub base_price: u64,
+    pub per_token_price: u64,
+    pub max_tokens_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogPublished {
+    pub models: Vec<CatalogModel>,
+    pub max_tier: u8,
+    pub min_deadline_seconds: u32,
+    pub max_deadline_seconds: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credits: integers in minor units, never floats.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreditsDeposited {
+    pub account: AccountId,
+    /// The on-chain transaction this deposit was observed in; one `tx_ref` credits once.
+    pub tx_ref: String,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreditsReserved {
+    pub account: AccountId,
+    pub request_id: RequestId,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreditsCharged {
+    pub account: AccountId,
+    pub request_id: RequestId,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreditsRefunded {
+    pub account: AccountId,
+    pub request_id: RequestId,
+    pub amount: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Intake (step 1) and segmentation (step 2).
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestAccepted {
+    pub request_id: RequestId,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub source: IntakeSource,
+    pub workload_class: String,
+    pub model: String,
+    pub hardware_tier: u8,
+    pub priority: Priority,
+    pub deadline_seconds: u32,
+    pub max_tokens: u32,
+    pub credit_account: AccountId,
+    /// The client's RSA public key (PEM) that the result is sealed to.
+    pub client_pubkey: String,
+    /// SHA-256 of the payload bytes, as submitted and checked.
+    pub payload_hash: Hash32,
+    /// The payload, sealed to the coordinator's own storage key: it survives a crash for
+    /// re-dispatch, and never lies on the log in plaintext.
+    pub sealed_payload: Sealed,
+    pub price: u64,
+}
+
+/// A refused submission: recorded for the audit trail, with no request id allocated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestRejected {
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub source: IntakeSource,
+    pub code: RejectionCode,
+    #[serde(default)]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedSubtask {
+    pub subtask: u32,
+    /// Sub-tasks whose results this one needs; none means it may run in parallel.
+    pub depends_on: Vec<u32>,
+    pub sealed_payload: Sealed,
+    pub payload_hash: Hash32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubtasksPlanned {
+    pub request_id: RequestId,
+    pub subtasks: Vec<PlannedSubtask>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes.
+
+/// What must match for two honest nodes to produce the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionClass {
+    /// e.g. `cpu-x86_64-avx2`, `cuda-sm90`.
+    pub device: String,
+    pub driver: String,
+    /// e.g. `onnxruntime-1.32.0`.
+    pub runtime: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeRegistered {
+    pub node_id: NodeId,
+    /// RSA public key, PEM (SPKI). `node_id` is the SHA-256 of its DER.
+    pub public_key_pem: String,
+    pub hardware_tier: u8,
+    pub models: Vec<String>,
+    pub slots: u32,
+    pub stake: u64,
+    pub execution_class: ExecutionClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeHeartbeat {
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeDrained {
+    pub node_id: NodeId,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling (3), dispatch (4), execution (5), proof-of-execution (6).
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CandidateScore {
+    pub node_id: NodeId,
+    pub free_slots: u32,
+    pub queue_depth: u32,
+    pub hardware_tier: u8,
+    /// Reputation in basis points (10_000 = 1.0), so the score stays an integer.
+    pub reputation_bp: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestScheduled {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+    /// How many nodes passed the capability match.
+    pub candidates_considered: u32,
+    /// The best candidates in rank order, the chosen one first: the decision's reasons.
+    pub ranked: Vec<CandidateScore>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskDispatched {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+    /// The work sealed so only `node_id` can open it.
+    pub sealed_work: Sealed,
+    /// Deadline in log time: `recorded_at` of this event plus the request's deadline.
+    pub deadline_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResultSubmitted {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+    /// The result sealed to the coordinator's storage key.
+    pub sealed_result: Sealed,
+    /// `SHA-256(task_id || result || node_id)` as the node claims it.
+    pub poe: Hash32,
+    /// RSA-PSS-SHA256 over request id, task id, node id, attempt and PoE.
+    pub signature: Sealed,
+    pub token_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadlineExpired {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LateResultDiscarded {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation (7).
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitmentVerified {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitmentRejected {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SamplingSeedCommitted {
+    pub epoch: u64,
+    pub seed_hash: Hash32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SamplingSeedRevealed {
+    pub epoch: u64,
+    pub seed: Hash32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RedundancySampled {
+    pub task_id: TaskId,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Verdict {
+    /// One result, not sampled, commitment verified.
+    Accepted,
+    /// Sampled; the replicas agreed.
+    Agreed { nodes: Vec<NodeId> },
+    /// A majority agreed; `dissenters` were outvoted.
+    Majority {
+        winners: Vec<NodeId>,
+        dissenters: Vec<NodeId>,
+    },
+    /// No majority: every party is flagged for review.
+    NoMajority { parties: Vec<NodeId> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ValidationResolved {
+    pub task_id: TaskId,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub result_hash: Option<Hash32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeFlagged {
+    pub node_id: NodeId,
+    #[serde(default)]
+    pub task_id: Option<TaskId>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StandingChanged {
+    pub node_id: NodeId,
+    pub valid: u64,
+    pub invalid: u64,
+    pub disagreements: u64,
+    /// Standing in basis points (10_000 = full standing).
+    pub standing_bp: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeRemovedFromPool {
+    pub node_id: NodeId,
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Result return (8).
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResultReturned {
+    pub request_id: RequestId,
+    /// The result sealed to the client's public key.
+    pub sealed_for_client: Sealed,
+    pub poe: Hash32,
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestFailed {
+    pub request_id: RequestId,
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staking and settlement (9).
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StakeDeposited {
+    pub node_id: NodeId,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UnstakeRequested {
+    pub node_id: NodeId,
+    pub amount: u64,
+    pub available_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StakeReturned {
+    pub node_id: NodeId,
+    /// Always the full amount requested: stake is never seized.
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardMode {
+    /// Linear unlock of the Operator Rewards bucket.
+    Bootstrap,
+    /// A share of AI usage payments.
+    SteadyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RewardModeChanged {
+    pub mode: RewardMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Payout {
+    pub node_id: NodeId,
+    /// verified uptime seconds x stake x tier weight.
+    pub weight: u128,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RewardEpochSettled {
+    pub epoch: u64,
+    pub mode: RewardMode,
+    pub pool: u64,
+    pub payouts: Vec<Payout>,
+}
+
+/// Declares the payload enum and everything generated from the list: the type names on the
+/// wire, each variant's current schema version, typed decoding from raw JSON and schema export.
+/// One list, so a variant cannot be added to one table and forgotten in another.
+macro_rules! events {
+    ($( $(#[$doc:meta])* $variant:ident = $version:literal ),* $(,)?) => {
+        /// Every transition of the protocol.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $( $(#[$doc])* $variant($variant), )*
+        }
+
+        $(
+            impl From<$variant> for Event {
+                fn from(e: $variant) -> Self { Event::$variant(e) }
+            }
+        )*
+
+        impl Event {
+            /// Every type name, in declaration order.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$( stringify!($variant) ),*];
+
+            /// The name written in the envelope's `type` field.
+            pub fn type_name(&self) -> &'static str {
+                match self { $( Event::$variant(_) => stringify!($variant), )* }
+            }
+
+            /// The schema version this build writes for `type_name`, or `None` if unknown.
+            pub fn current_version(type_name: &str) -> Option<u32> {
+                match type_name { $( stringify!($variant) => Some($version), )* _ => None }
+            }
+
+            pub(crate) fn serialize_data<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $( Event::$variant(d) => serde::Serialize::serialize(d, s), )* }
+            }
+
+            /// Decodes a payload already at its current version.
+            pub(crate) fn decode_current(type_name: &str, data: &str) -> Result<Event, crate::envelope::DecodeError> {
+                match type_name {
+                    $( stringify!($variant) => serde_json::from_str::<$variant>(data)
+                        .map(Event::$variant)
+                        .map_err(|e| crate::envelope::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
+                    other => Err(crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+
+            pub(crate) fn decode_value(type_name: &str, data: serde_json::Value) -> Result<Event, crate::envelope::DecodeError> {
+                match type_name {
+                    $( stringify!($variant) => serde_json::from_value::<$variant>(data)
+                        .map(Event::$variant)
+                        .map_err(|e| crate::envelope::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
+                    other => Err(crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+
+            /// `(type name, version, JSON Schema of the payload)` for every variant.
+            pub fn payload_schemas() -> Vec<(&'static str, u32, schemars::Schema)> {
+                vec![ $( (stringify!($variant), $version, schemars::schema_for!($variant)), )* ]
+            }
+        }
+    };
+}
+
+events! {
+    CatalogPublished = 1,
+    CreditsDeposited = 1,
+    CreditsReserved = 1,
+    CreditsCharged = 1,
+    CreditsRefunded = 1,
+    RequestAccepted = 1,
+    RequestRejected = 1,
+    SubtasksPlanned = 1,
+    NodeRegistered = 1,
+    NodeHeartbeat = 1,
+    NodeDrained = 1,
+    RequestScheduled = 1,
+    TaskDispatched = 1,
+    ResultSubmitted = 1,
+    DeadlineExpired = 1,
+    LateResultDiscarded = 1,
+    CommitmentVerified = 1,
+    CommitmentRejected = 1,
+    SamplingSeedCommitted = 1,
+    SamplingSeedRevealed = 1,
+    RedundancySampled = 1,
+    ValidationResolved = 1,
+    NodeFlagged = 1,
+    StandingChanged = 1,
+    NodeRemovedFromPool = 1,
+    ResultReturned = 1,
+    RequestFailed = 1,
+    StakeDeposited = 1,
+    UnstakeRequested = 1,
+    StakeReturned = 1,
+    RewardModeChanged = 1,
+    RewardEpochSettled = 1,
+}

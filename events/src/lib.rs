@@ -1,0 +1,28 @@
+//! Events of the ParalleliX coordinator, and the log they live on.
+//!
+//! Every transition of the protocol (see `PROTOCOL.md`) is an immutable [`Event`] wrapped in an
+//! [`Envelope`] and appended to a log. This crate is the one all others depend on, so it holds
+//! what they must agree on byte for byte: the event types and their JSON, the upcasters that
+//! read old versions, and the log (trait + backends).
+//!
+//! # Layout
+//! - [`ids`]: fixed-width identifiers (request, task, node, account) and digests.
+//! - [`event`]: the payload enum, one variant per transition, generated tables.
+//! - [`envelope`]: the header and the wire codec.
+//! - [`upcast`]: the upcaster chain for older payload versions.
+//! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend.
+//! - [`schema`]: JSON Schema export for `schemas/`.
+//! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
+
+mod b64;
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod log;
+pub mod schema;
+pub mod seal;
+pub mod upcast;
+
+pub use envelope::{DecodeError, Envelope, Header};
+pub use event::Event;
+pub use ids::{AccountId, Hash32, NodeId, RequestId, TaskId};

@@ -1,0 +1,187 @@
+//! The append-only log: one small reader/writer trait pair and its backends, chosen by URL.
+//!
+//! Contract (checked by the conformance suite in `prlx-tests`, run on every backend):
+//! - [`LogWriter::append`] takes a batch and returns its offsets only once the whole batch is
+//!   durable. A batch is atomic: a reader sees all of it or none of it, also after a crash.
+//! - Offsets are strictly increasing; within a batch they are consecutive. Between batches a
+//!   backend may skip offsets (Kafka's transaction markers do), so a reader continues from the
+//!   last record's offset + 1, never from a count.
+//! - A reader sees only durable records. Corruption below the durable end is an error that names
+//!   the offset; it is never skipped silently.
+//! - One writer at a time; a second one is refused (file lock) or fenced (Kafka).
+//!
+//! # Layout
+//! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
+//! - [`url`]: parsing of backend URLs.
+
+pub mod file;
+mod url;
+
+use std::future::Future;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::url::LogUrl;
+
+/// Position of a record in the log.
+pub type Offset = u64;
+
+/// One durable record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: Offset,
+    pub payload: Vec<u8>,
+}
+
+/// Why a log operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid log URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("the {backend} backend is not available in this build: {reason}")]
+    BackendUnavailable {
+        backend: &'static str,
+        reason: &'static str,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("log {dir} is locked by another writer (only one process may append)")]
+    Locked { dir: PathBuf },
+    #[error("corrupt log at offset {offset} ({file}, byte {position}): {reason}")]
+    Corrupt {
+        offset: Offset,
+        file: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("record {index} of the batch is {len} bytes; the limit is {max}")]
+    RecordTooLarge { index: usize, len: usize, max: usize },
+    #[error("the writer failed earlier ({0}); reopen the log to recover")]
+    Poisoned(String),
+    #[error("the writer has shut down")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// The single writer of a log.
+pub trait LogWriter: Send + Sync {
+    /// Appends `batch` atomically and returns the offsets it got (consecutive), only once all of
+    /// it is durable. An empty batch appends nothing and returns an empty range at the end.
+    fn append(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send;
+}
+
+/// A reader; any number may read while the writer appends, in this process or others.
+pub trait LogReader: Send + Sync {
+    /// Up to `max` durable records with offset `>= from`, in order; empty when there are none
+    /// yet.
+    fn read(
+        &self,
+        from: Offset,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, LogError>> + Send;
+
+    /// One past the offset of the last durable record.
+    fn end(&self) -> impl Future<Output = Result<Offset, LogError>> + Send;
+
+    /// Waits until a durable record with offset `>= from` may exist, or `timeout` passes.
+    /// Returns whether the end moved past `from`. Used to follow the tail without spinning.
+    fn wait_for(
+        &self,
+        from: Offset,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool, LogError>> + Send;
+}
+
+/// A writer of whichever backend the URL named.
+#[derive(Debug)]
+pub enum AnyWriter {
+    File(file::FileLogWriter),
+}
+
+/// A reader of whichever backend the URL named.
+#[derive(Debug)]
+pub enum AnyReader {
+    File(file::FileLogReader),
+}
+
+impl LogUrl {
+    /// Opens the single writer; recovers the log first (see the backend's docs).
+    pub fn open_writer(&self) -> Result<AnyWriter, LogError> {
+        match self {
+            LogUrl::File { dir, options } => {
+                file::FileLogWriter::open(dir, options.clone()).map(AnyWriter::File)
+            }
+            LogUrl::Kafka { .. } => Err(LogError::BackendUnavailable {
+                backend: "kafka",
+                reason: "the Kafka backend has not been built yet; use file://DIR",
+            }),
+        }
+    }
+
+    /// Opens a reader. It does not need the writer to be running.
+    pub fn open_reader(&self) -> Result<AnyReader, LogError> {
+        match self {
+            LogUrl::File { dir, options } => {
+                file::FileLogReader::open(dir, options.clone()).map(AnyReader::File)
+            }
+            LogUrl::Kafka { .. } => Err(LogError::BackendUnavailable {
+                backend: "kafka",
+                reason: "the Kafka backend has not been built yet; use file://DIR",
+            }),
+        }
+    }
+}
+
+impl AnyWriter {
+    /// A reader that follows this writer in-process, woken on each commit instead of polling.
+    pub fn reader(&self) -> AnyReader {
+        match self {
+            AnyWriter::File(w) => AnyReader::File(w.reader()),
+        }
+    }
+}
+
+impl LogWriter for AnyWriter {
+    async fn append(&self, batch: Vec<Vec<u8>>) -> Result<Range<Offset>, LogError> {
+        match self {
+            AnyWriter::File(w) => w.append(batch).await,
+        }
+    }
+}
+
+impl LogReader for AnyReader {
+    async fn read(&self, from: Offset, max: usize) -> Result<Vec<Record>, LogError> {
+        match self {
+            AnyReader::File(r) => r.read(from, max).await,
+        }
+    }
+    async fn end(&self) -> Result<Offset, LogError> {
+        match self {
+            AnyReader::File(r) => r.end().await,
+        }
+    }
+    async fn wait_for(&self, from: Offset, timeout: Duration) -> Result<bool, LogError> {
+        match self {
+            AnyReader::File(r) => r.wait_for(from, timeout).await,
+        }
+    }
+}
