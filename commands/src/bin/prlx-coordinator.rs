@@ -1,1 +1,144 @@
-fn main(){}
+//! `prlx-coordinator`: the single writer of the ParalleliX event log.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::shell::{load_or_create_key, Coordinator, Outcome};
+use prlx_events::event::{CatalogPublished, IntakeSource, Priority, Sealed};
+use prlx_events::log::LogUrl;
+use prlx_events::{AccountId, Hash32};
+
+#[derive(Parser, Debug)]
+#[command(name = "prlx-coordinator", version, about = "The ParalleliX coordinator: intake, scheduling and settlement, all as events on one log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the intake lifecycle on a log end to end: publish the catalog, take deposits
+    /// (a repeated on-chain transaction credits once), accept and reject submissions
+    /// (idempotent retry, bad payload hash, unknown workload class and model, insufficient
+    /// credit) and print what the log now holds. Safe to run again on the same log.
+    Demo {
+        /// Where the event log lives: file://DIR (embedded, the default) or kafka://HOST:PORT/TOPIC.
+        #[arg(long, env = "PRLX_LOG", default_value = "file://./demo-log")]
+        log: String,
+        /// The coordinator's storage key (32 bytes, mode 0600); created on first start.
+        /// Accepted payloads are sealed to it on the log.
+        #[arg(long, env = "PRLX_KEY_FILE", default_value = "./demo-log.key")]
+        key_file: PathBuf,
+        /// The model catalog and prices (JSON) published to the log if none is there yet.
+        #[arg(long, default_value = "config/catalog.json")]
+        catalog: PathBuf,
+        /// How many valid requests to submit.
+        #[arg(long, default_value_t = 20)]
+        requests: u32,
+        /// This writer's producer id on the log.
+        #[arg(long, default_value = "coordinator/1")]
+        producer: String,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Demo { log, key_file, catalog, requests, producer } => demo(&log, &key_file, &catalog, requests, &producer).await,
+    }
+}
+
+async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, requests: u32, producer: &str) -> anyhow::Result<()> {
+    let url = LogUrl::parse(log)?;
+    let key = load_or_create_key(key_file)?;
+    let mut coord = Coordinator::open(&url, producer, key).await.context("opening the coordinator")?;
+    println!("log {log}: recovered {} records", coord.state_fold().next_offset());
+
+    if coord.state().catalog.is_none() {
+        let text = std::fs::read_to_string(catalog).with_context(|| format!("reading {}", catalog.display()))?;
+        let c: CatalogPublished = serde_json::from_str(&text).with_context(|| format!("parsing {}", catalog.display()))?;
+        coord.execute(Command::PublishCatalog(c)).await?;
+    }
+
+    // Deposits observed on-chain. The run number keeps tx refs fresh when the demo runs again.
+    let run = coord.state().deposits.len() as u64;
+    let big = AccountId("parallelix-ai".into());
+    let small = AccountId("small-client".into());
+    for (account, tx, amount) in [(&big, format!("0xdemo-{run}"), 1_000_000), (&big, format!("0xdemo-{run}"), 1_000_000), (&small, format!("0xsmall-{run}"), 50)] {
+        let outcome = coord.execute(Command::DepositCredits { account: account.clone(), tx_ref: tx.clone(), amount }).await?;
+        println!("deposit {tx} of {amount} to {account}: {}", describe(&outcome));
+    }
+
+    let base = |account: &AccountId, key: Option<String>, prompt: &str| Submission {
+        idempotency_key: key,
+        source: IntakeSource::Local,
+        workload_class: INFERENCE.into(),
+        model: "oss-chat-v1".into(),
+        hardware_tier: 1,
+        priority: Priority::Standard,
+        deadline_seconds: 60,
+        max_tokens: 32,
+        credit_account: account.clone(),
+        client_pubkey: String::new(),
+        payload_hash: Hash32::of(prompt.as_bytes()),
+        computed_payload_hash: Hash32([0; 32]),
+        sealed_payload: Sealed(Vec::new()),
+    };
+    let mut accepted = 0;
+    for i in 0..requests {
+        let prompt = format!("Prompt {run}.{i}: what is the capital of France?");
+        let cmd = coord.submission(base(&big, Some(format!("demo-{run}-{i}")), &prompt), prompt.as_bytes());
+        if let Outcome::Appended(_) = coord.execute(cmd).await? {
+            accepted += 1;
+        }
+    }
+    println!("submitted {requests} valid requests: {accepted} accepted");
+
+    let prompt = format!("Prompt {run}.0: what is the capital of France?");
+    let retry = coord.submission(base(&big, Some(format!("demo-{run}-0")), &prompt), prompt.as_bytes());
+    let outcome = coord.execute(retry).await?;
+    let id = coord.state().request_for_key(&big, &format!("demo-{run}-0"));
+    println!("retry with the same Idempotency-Key: {} (request {})", describe(&outcome), id.map_or("none".into(), |r| r.to_string()));
+
+    let mut bad_hash = base(&big, None, "something else");
+    bad_hash.payload_hash = Hash32::of(b"not the payload");
+    let mut unknown_class = base(&big, None, "x");
+    unknown_class.workload_class = "ai.training".into();
+    let mut unknown_model = base(&big, None, "x");
+    unknown_model.model = "gpt-omega".into();
+    for (what, s, payload) in [
+        ("payload hash mismatch", bad_hash, &b"something else"[..]),
+        ("unknown workload class", unknown_class, b"x"),
+        ("unknown model", unknown_model, b"x"),
+        ("insufficient credit", base(&small, None, "x"), b"x"),
+    ] {
+        let cmd = coord.submission(s, payload);
+        println!("{what}: {}", describe(&coord.execute(cmd).await?));
+    }
+
+    let st = coord.state();
+    println!("\nstate after {} records:", coord.state_fold().next_offset());
+    println!("  requests accepted: {}", st.requests.len());
+    for (code, n) in &st.rejections {
+        println!("  rejected {code}: {n}");
+    }
+    for (account, a) in &st.accounts {
+        println!("  account {account}: balance {}, reserved {}, available {}", a.balance, a.reserved, a.available());
+    }
+    Ok(())
+}
+
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Appended(r) => format!("recorded at offsets {}..{}", r.start, r.end),
+        Outcome::Unchanged => "already recorded, nothing new".into(),
+        Outcome::Rejected { rejection, offset } => format!(
+            "rejected {} ({}): {} [audit record at offset {offset}]",
+            serde_json::to_value(rejection.code).unwrap().as_str().unwrap_or("?"),
+            rejection.field.as_deref().unwrap_or("-"),
+            rejection.message
+        ),
+    }
+}

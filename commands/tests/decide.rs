@@ -1,0 +1,180 @@
+//! Intake decisions, Given/When/Then.
+
+use prlx_commands::decide::{task_price, Command, Submission, INFERENCE};
+use prlx_commands::testkit::given;
+use prlx_events::event::*;
+use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
+
+fn catalog() -> Event {
+    CatalogPublished {
+        models: vec![CatalogModel {
+            model: "oss-chat-v1".into(),
+            sha256: Hash32::of(b"model"),
+            min_tier: 2,
+            base_price: 100,
+            per_token_price: 3,
+            max_tokens_limit: 64,
+        }],
+        max_tier: 4,
+        min_deadline_seconds: 5,
+        max_deadline_seconds: 600,
+    }
+    .into()
+}
+
+fn acct() -> AccountId {
+    AccountId("ai".into())
+}
+
+fn deposit(amount: u64) -> Event {
+    CreditsDeposited { account: acct(), tx_ref: "0x1".into(), amount }.into()
+}
+
+fn submission() -> Submission {
+    Submission {
+        idempotency_key: Some("k1".into()),
+        source: IntakeSource::Http,
+        workload_class: INFERENCE.into(),
+        model: "oss-chat-v1".into(),
+        hardware_tier: 3,
+        priority: Priority::Standard,
+        deadline_seconds: 60,
+        max_tokens: 10,
+        credit_account: acct(),
+        client_pubkey: "pem".into(),
+        payload_hash: Hash32::of(b"payload"),
+        computed_payload_hash: Hash32::of(b"payload"),
+        sealed_payload: Sealed(vec![1, 2, 3]),
+    }
+}
+
+fn submit(s: Submission) -> Command {
+    Command::SubmitRequest(Box::new(s))
+}
+
+fn accepted(id: u64, s: &Submission, price: u64) -> Vec<Event> {
+    vec![
+        RequestAccepted {
+            request_id: RequestId(id),
+            idempotency_key: s.idempotency_key.clone(),
+            source: s.source.clone(),
+            workload_class: s.workload_class.clone(),
+            model: s.model.clone(),
+            hardware_tier: s.hardware_tier,
+            priority: s.priority,
+            deadline_seconds: s.deadline_seconds,
+            max_tokens: s.max_tokens,
+            credit_account: s.credit_account.clone(),
+            client_pubkey: s.client_pubkey.clone(),
+            payload_hash: s.payload_hash,
+            sealed_payload: s.sealed_payload.clone(),
+            price,
+        }
+        .into(),
+        CreditsReserved { account: acct(), request_id: RequestId(id), amount: price }.into(),
+    ]
+}
+
+#[test]
+fn a_funded_valid_submission_is_accepted_and_its_price_reserved() {
+    // (100 + 3 * 10) * 100% = 130
+    given([catalog(), deposit(1_000)]).when(submit(submission())).then_expect(accepted(0, &submission(), 130));
+}
+
+#[test]
+fn request_ids_are_allocated_densely_from_the_log() {
+    let first = accepted(0, &submission(), 130);
+    let mut second = submission();
+    second.idempotency_key = Some("k2".into());
+    let mut history = vec![catalog(), deposit(1_000)];
+    history.extend(first);
+    given(history).when(submit(second.clone())).then_expect(accepted(1, &second, 130));
+}
+
+#[test]
+fn a_retry_with_the_same_idempotency_key_adds_nothing() {
+    let mut history = vec![catalog(), deposit(1_000)];
+    history.extend(accepted(0, &submission(), 130));
+    let g = given(history);
+    assert_eq!(g.state().request_for_key(&acct(), "k1"), Some(RequestId(0)));
+    g.when(submit(submission())).then_expect([]);
+}
+
+#[test]
+fn insufficient_credit_is_refused_and_allocates_no_id() {
+    let r = given([catalog(), deposit(129)]).when(submit(submission())).then_reject(RejectionCode::InsufficientCredit, "credit_account");
+    assert!(r.message.contains("130") && r.message.contains("129"), "{}", r.message);
+    // Credit already reserved by another request is not available.
+    let mut history = vec![catalog(), deposit(200)];
+    history.extend(accepted(0, &submission(), 130));
+    let mut s = submission();
+    s.idempotency_key = None;
+    given(history).when(submit(s)).then_reject(RejectionCode::InsufficientCredit, "credit_account");
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let cases: Vec<(fn(&mut Submission), RejectionCode, &str)> = vec![
+        (|s| s.workload_class = "ai.training".into(), RejectionCode::UnknownWorkloadClass, "workload_class"),
+        (|s| s.model = "nope".into(), RejectionCode::UnknownModel, "model"),
+        (|s| s.hardware_tier = 1, RejectionCode::TierOutOfRange, "hardware_tier"),
+        (|s| s.hardware_tier = 5, RejectionCode::TierOutOfRange, "hardware_tier"),
+        (|s| s.deadline_seconds = 4, RejectionCode::DeadlineOutOfRange, "deadline_seconds"),
+        (|s| s.deadline_seconds = 601, RejectionCode::DeadlineOutOfRange, "deadline_seconds"),
+        (|s| s.max_tokens = 0, RejectionCode::MalformedRequest, "max_tokens"),
+        (|s| s.max_tokens = 65, RejectionCode::MalformedRequest, "max_tokens"),
+        (|s| s.computed_payload_hash = Hash32::of(b"other"), RejectionCode::PayloadHashMismatch, "payload_hash"),
+    ];
+    for (break_it, code, field) in cases {
+        let mut s = submission();
+        break_it(&mut s);
+        given([catalog(), deposit(1_000)]).when(submit(s)).then_reject(code, field);
+    }
+    // With no catalog at all, every model is unknown.
+    given([deposit(1_000)]).when(submit(submission())).then_reject(RejectionCode::UnknownModel, "model");
+}
+
+#[test]
+fn a_deposit_is_credited_once_per_transaction() {
+    let cmd = || Command::DepositCredits { account: acct(), tx_ref: "0x1".into(), amount: 5 };
+    given([]).when(cmd()).then_expect([deposit(5)]);
+    given([deposit(5)]).when(cmd()).then_expect([]);
+    given([]).when(Command::DepositCredits { account: acct(), tx_ref: "0x2".into(), amount: 0 }).then_reject(RejectionCode::InvalidAmount, "amount");
+    given([deposit(u64::MAX)])
+        .when(Command::DepositCredits { account: acct(), tx_ref: "0x2".into(), amount: 1 })
+        .then_reject(RejectionCode::InvalidAmount, "amount");
+}
+
+#[test]
+fn nodes_register_once_and_heartbeat_only_when_known() {
+    let node = NodeRegistered {
+        node_id: NodeId(Hash32::of(b"key")),
+        public_key_pem: "pem".into(),
+        hardware_tier: 2,
+        models: vec!["oss-chat-v1".into()],
+        slots: 2,
+        stake: 10,
+        execution_class: ExecutionClass { device: "cpu".into(), driver: "-".into(), runtime: "ort".into() },
+    };
+    let id = node.node_id;
+    given([catalog()]).when(Command::RegisterNode(Box::new(node.clone()))).then_expect([node.clone().into()]);
+    given([catalog(), node.clone().into()]).when(Command::RegisterNode(Box::new(node.clone()))).then_expect([]);
+    let mut changed = node.clone();
+    changed.slots = 9;
+    given([catalog(), node.clone().into()]).when(Command::RegisterNode(Box::new(changed))).then_reject(RejectionCode::NodeAlreadyRegistered, "public_key");
+    let mut too_big = node.clone();
+    too_big.hardware_tier = 9;
+    given([catalog()]).when(Command::RegisterNode(Box::new(too_big))).then_reject(RejectionCode::TierOutOfRange, "hardware_tier");
+    given([]).when(Command::Heartbeat { node_id: id }).then_reject(RejectionCode::UnknownNode, "node_id");
+    given([node.into()]).when(Command::Heartbeat { node_id: id }).then_expect([NodeHeartbeat { node_id: id }.into()]);
+}
+
+#[test]
+fn price_is_integer_and_rounds_up() {
+    let m = CatalogModel { model: "m".into(), sha256: Hash32([0; 32]), min_tier: 1, base_price: 1, per_token_price: 1, max_tokens_limit: 10 };
+    assert_eq!(task_price(&m, Priority::Standard, 2), Some(3));
+    assert_eq!(task_price(&m, Priority::High, 2), Some(5)); // 4.5 -> 5
+    assert_eq!(task_price(&m, Priority::Low, 2), Some(3)); // 2.4 -> 3
+    let huge = CatalogModel { per_token_price: u64::MAX, ..m };
+    assert_eq!(task_price(&huge, Priority::Standard, 2), None);
+}

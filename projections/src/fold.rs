@@ -1,0 +1,98 @@
+//! The fold driver shared by every projection.
+
+use std::collections::BTreeMap;
+
+use prlx_events::log::Offset;
+use prlx_events::Envelope;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A read model built by folding envelopes in log order.
+pub trait Projection: Default + Clone + PartialEq + Serialize + DeserializeOwned {
+    /// Names the snapshot file.
+    const NAME: &'static str;
+    /// Bumped whenever `apply` changes meaning; a snapshot of another fold version is rebuilt.
+    const FOLD_VERSION: u32;
+
+    /// Folds one event. On `Err` the state must be unchanged: check first, then mutate.
+    fn apply(&mut self, env: &Envelope) -> Result<(), FoldError>;
+}
+
+/// An event that this state cannot follow: the log and the fold disagree. Never skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{event_type}: {reason}")]
+pub struct FoldError {
+    pub event_type: &'static str,
+    pub reason: String,
+}
+
+impl FoldError {
+    pub fn new(env: &Envelope, reason: impl Into<String>) -> Self {
+        Self {
+            event_type: env.event.type_name(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A fold error with the offset it happened at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at offset {offset}: {error}")]
+pub struct FoldAtError {
+    pub offset: Offset,
+    #[source]
+    pub error: FoldError,
+}
+
+/// Whether an event was folded or dropped as a redelivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    Applied,
+    Duplicate,
+}
+
+/// A projection plus where it stands in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fold<S> {
+    pub state: S,
+    /// The offset of the last record fed, `None` before the first.
+    pub last_offset: Option<Offset>,
+    /// Highest sequence seen per producer: a record at or below it is a redelivery (a retried
+    /// append whose first try did land) and is dropped, so nothing is applied twice.
+    pub producers: BTreeMap<String, u64>,
+    pub duplicates_dropped: u64,
+}
+
+impl<S: Projection> Fold<S> {
+    /// The offset to read from next.
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset.map_or(0, |o| o + 1)
+    }
+
+    /// Feeds the record at `offset`. Offsets must increase; the backend may skip some.
+    pub fn feed(&mut self, offset: Offset, env: &Envelope) -> Result<Fed, FoldAtError> {
+        let at = |error| FoldAtError { offset, error };
+        if self.last_offset.is_some_and(|last| offset <= last) {
+            return Err(at(FoldError::new(
+                env,
+                format!("offset {offset} fed after {}", self.last_offset.unwrap()),
+            )));
+        }
+        let h = &env.header;
+        if self.producers.get(&h.producer).is_some_and(|&seen| h.sequence <= seen) {
+            self.last_offset = Some(offset);
+            self.duplicates_dropped += 1;
+            return Ok(Fed::Duplicate);
+        }
+        self.state.apply(env).map_err(at)?;
+        self.producers.insert(h.producer.clone(), h.sequence);
+        self.last_offset = Some(offset);
+        Ok(Fed::Applied)
+    }
+}
+
+/// The style's functional form: `apply(state, &event) -> Result<state, FoldError>`.
+pub fn apply<S: Projection>(mut state: S, env: &Envelope) -> Result<S, FoldError> {
+    state.apply(env)?;
+    Ok(state)
+}

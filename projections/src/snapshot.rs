@@ -1,0 +1,143 @@
+//! Snapshots: a fold saved with the versions it was made under, so a restart folds only the
+//! tail. A snapshot of another format or fold version is ignored and the fold rebuilt.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use prlx_events::log::{LogError, LogReader, Offset};
+use prlx_events::{DecodeError, Envelope};
+use serde::{Deserialize, Serialize};
+
+use crate::fold::{Fold, FoldAtError, Projection};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot<S> {
+    pub format_version: u32,
+    pub fold_version: u32,
+    pub last_offset: Option<Offset>,
+    pub fold: Fold<S>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("snapshot {path} is malformed: {source}")]
+    Malformed {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("record at offset {offset} does not decode: {source}")]
+    Decode {
+        offset: Offset,
+        #[source]
+        source: DecodeError,
+    },
+    #[error(transparent)]
+    Fold(#[from] FoldAtError),
+}
+
+impl<S: Projection> Snapshot<S> {
+    pub fn of(fold: &Fold<S>) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            fold_version: S::FOLD_VERSION,
+            last_offset: fold.last_offset,
+            fold: fold.clone(),
+        }
+    }
+
+    /// Writes atomically: a temporary file, fsynced, renamed over the old one.
+    pub fn save(&self, path: &Path) -> Result<(), SnapshotError> {
+        let io = |op, e| SnapshotError::Io {
+            op,
+            path: path.display().to_string(),
+            source: e,
+        };
+        let tmp = path.with_extension("tmp");
+        let body = serde_json::to_vec(self).expect("projection state serializes");
+        let mut f = fs::File::create(&tmp).map_err(|e| io("create", e))?;
+        f.write_all(&body).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+        fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("fsync directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// The fold in the snapshot at `path`, or `None` when there is none or it was made by
+    /// another format or fold version (then the caller rebuilds from the log).
+    pub fn load(path: &Path) -> Result<Option<Fold<S>>, SnapshotError> {
+        let body = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(SnapshotError::Io {
+                    op: "read",
+                    path: path.display().to_string(),
+                    source: e,
+                })
+            }
+        };
+        // Check the versions before decoding the state: an old state may not decode at all.
+        #[derive(Deserialize)]
+        struct Versions {
+            format_version: u32,
+            fold_version: u32,
+        }
+        let malformed = |source| SnapshotError::Malformed {
+            path: path.display().to_string(),
+            source,
+        };
+        let v: Versions = serde_json::from_slice(&body).map_err(malformed)?;
+        if v.format_version != FORMAT_VERSION || v.fold_version != S::FOLD_VERSION {
+            return Ok(None);
+        }
+        let snap: Snapshot<S> = serde_json::from_slice(&body).map_err(malformed)?;
+        Ok(Some(snap.fold))
+    }
+}
+
+/// Feeds every record from `fold.next_offset()` to the end of the log into `fold`.
+pub async fn catch_up<S: Projection, R: LogReader>(
+    fold: &mut Fold<S>,
+    reader: &R,
+) -> Result<(), SnapshotError> {
+    loop {
+        let records = reader.read(fold.next_offset(), 4096).await?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in records {
+            let env = Envelope::decode(&r.payload).map_err(|source| SnapshotError::Decode {
+                offset: r.offset,
+                source,
+            })?;
+            fold.feed(r.offset, &env)?;
+        }
+    }
+}
+
+/// Restores from the snapshot at `path` when it is usable, then folds the tail of the log.
+pub async fn restore<S: Projection, R: LogReader>(
+    path: &Path,
+    reader: &R,
+) -> Result<Fold<S>, SnapshotError> {
+    let mut fold = Snapshot::<S>::load(path)?.unwrap_or_default();
+    catch_up(&mut fold, reader).await?;
+    Ok(fold)
+}
