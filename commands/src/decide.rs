@@ -111,10 +111,18 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             amount,
         } => {
             if tx_ref.is_empty() {
-                return Err(Rejection::new(RejectionCode::MalformedRequest, Some("tx_ref"), "must not be empty"));
+                return Err(Rejection::new(
+                    RejectionCode::MalformedRequest,
+                    Some("tx_ref"),
+                    "must not be empty",
+                ));
             }
             if amount == 0 {
-                return Err(Rejection::new(RejectionCode::InvalidAmount, Some("amount"), "must be positive"));
+                return Err(Rejection::new(
+                    RejectionCode::InvalidAmount,
+                    Some("amount"),
+                    "must be positive",
+                ));
             }
             // The same on-chain transaction observed twice credits once: the repeat is a no-op.
             if state.deposits.contains(&tx_ref) {
@@ -122,9 +130,18 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             }
             let balance = state.accounts.get(&account).map_or(0, |a| a.balance);
             if balance.checked_add(amount).is_none() {
-                return Err(Rejection::new(RejectionCode::InvalidAmount, Some("amount"), "balance would overflow"));
+                return Err(Rejection::new(
+                    RejectionCode::InvalidAmount,
+                    Some("amount"),
+                    "balance would overflow",
+                ));
             }
-            Ok(vec![CreditsDeposited { account, tx_ref, amount }.into()])
+            Ok(vec![CreditsDeposited {
+                account,
+                tx_ref,
+                amount,
+            }
+            .into()])
         }
         Command::SubmitRequest(s) => submit(state, *s),
         Command::RegisterNode(n) => {
@@ -133,7 +150,10 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
                 let same = existing.hardware_tier == n.hardware_tier
                     && existing.slots == n.slots
                     && existing.execution_class == n.execution_class
-                    && existing.models.iter().eq(n.models.iter().collect::<std::collections::BTreeSet<_>>());
+                    && existing
+                        .models
+                        .iter()
+                        .eq(n.models.iter().collect::<std::collections::BTreeSet<_>>());
                 return if same {
                     Ok(vec![])
                 } else {
@@ -145,10 +165,18 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
                 };
             }
             if n.slots == 0 {
-                return Err(Rejection::new(RejectionCode::MalformedRequest, Some("slots"), "must be at least 1"));
+                return Err(Rejection::new(
+                    RejectionCode::MalformedRequest,
+                    Some("slots"),
+                    "must be at least 1",
+                ));
             }
             if n.models.is_empty() {
-                return Err(Rejection::new(RejectionCode::MalformedRequest, Some("models"), "must name a model"));
+                return Err(Rejection::new(
+                    RejectionCode::MalformedRequest,
+                    Some("models"),
+                    "must name a model",
+                ));
             }
             if let Some(max) = state.catalog.as_ref().map(|c| c.max_tier) {
                 if n.hardware_tier == 0 || n.hardware_tier > max {
@@ -163,7 +191,11 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         }
         Command::Heartbeat { node_id } => {
             if !state.nodes.contains_key(&node_id) {
-                return Err(Rejection::new(RejectionCode::UnknownNode, Some("node_id"), format!("{node_id} is not registered")));
+                return Err(Rejection::new(
+                    RejectionCode::UnknownNode,
+                    Some("node_id"),
+                    format!("{node_id} is not registered"),
+                ));
             }
             Ok(vec![NodeHeartbeat { node_id }.into()])
         }
@@ -182,28 +214,46 @@ fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejecti
         return Err(Rejection::new(
             UnknownWorkloadClass,
             Some("workload_class"),
-            format!("{:?} is not a known workload class (known: {INFERENCE})", s.workload_class),
+            format!(
+                "{:?} is not a known workload class (known: {INFERENCE})",
+                s.workload_class
+            ),
         ));
     }
-    let catalog = state
-        .catalog
-        .as_ref()
-        .ok_or_else(|| Rejection::new(UnknownModel, Some("model"), "no model catalog has been published"))?;
+    let catalog = state.catalog.as_ref().ok_or_else(|| {
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            "no model catalog has been published",
+        )
+    })?;
     let model = state.catalog_model(&s.model).ok_or_else(|| {
-        Rejection::new(UnknownModel, Some("model"), format!("{:?} is not in the catalog", s.model))
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            format!("{:?} is not in the catalog", s.model),
+        )
     })?;
     if s.hardware_tier < model.min_tier || s.hardware_tier > catalog.max_tier {
         return Err(Rejection::new(
             TierOutOfRange,
             Some("hardware_tier"),
-            format!("{} needs a tier in {}..={}", s.model, model.min_tier, catalog.max_tier),
+            format!(
+                "{} needs a tier in {}..={}",
+                s.model, model.min_tier, catalog.max_tier
+            ),
         ));
     }
-    if s.deadline_seconds < catalog.min_deadline_seconds || s.deadline_seconds > catalog.max_deadline_seconds {
+    if s.deadline_seconds < catalog.min_deadline_seconds
+        || s.deadline_seconds > catalog.max_deadline_seconds
+    {
         return Err(Rejection::new(
             DeadlineOutOfRange,
             Some("deadline_seconds"),
-            format!("must be {}..={}", catalog.min_deadline_seconds, catalog.max_deadline_seconds),
+            format!(
+                "must be {}..={}",
+                catalog.min_deadline_seconds, catalog.max_deadline_seconds
+            ),
         ));
     }
     if s.max_tokens == 0 || s.max_tokens > model.max_tokens_limit {
@@ -222,12 +272,18 @@ fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejecti
     }
     let price = task_price(model, s.priority, s.max_tokens)
         .ok_or_else(|| Rejection::new(MalformedRequest, Some("max_tokens"), "price overflows"))?;
-    let available = state.accounts.get(&s.credit_account).map_or(0, |a| a.available());
+    let available = state
+        .accounts
+        .get(&s.credit_account)
+        .map_or(0, |a| a.available());
     if price > available {
         return Err(Rejection::new(
             InsufficientCredit,
             Some("credit_account"),
-            format!("price {price} exceeds the {available} available to {}", s.credit_account),
+            format!(
+                "price {price} exceeds the {available} available to {}",
+                s.credit_account
+            ),
         ));
     }
     let request_id = RequestId(state.next_request_id);

@@ -38,7 +38,10 @@ pub enum Outcome {
     /// Nothing to do (a retry of something already recorded).
     Unchanged,
     /// Refused; the rejection was recorded at `offset`.
-    Rejected { rejection: Rejection, offset: Offset },
+    Rejected {
+        rejection: Rejection,
+        offset: Offset,
+    },
 }
 
 /// The coordinator's single writer.
@@ -53,13 +56,23 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Opens the log as its only writer and folds it from the start.
-    pub async fn open(url: &LogUrl, producer: impl Into<String>, key: StorageKey) -> Result<Self, ShellError> {
+    pub async fn open(
+        url: &LogUrl,
+        producer: impl Into<String>,
+        key: StorageKey,
+    ) -> Result<Self, ShellError> {
         let writer = url.open_writer()?;
         let mut fold = Fold::default();
         catch_up(&mut fold, &writer.reader()).await?;
         let producer = producer.into();
         let next_sequence = fold.producers.get(&producer).map_or(0, |s| s + 1);
-        Ok(Self { writer, fold, producer, next_sequence, key })
+        Ok(Self {
+            writer,
+            fold,
+            producer,
+            next_sequence,
+            key,
+        })
     }
 
     pub fn state(&self) -> &CoordinatorState {
@@ -86,7 +99,10 @@ impl Coordinator {
             Err(rejection) => {
                 let (key, source) = audit.unwrap_or((None, IntakeSource::Local));
                 let range = self.append(vec![rejection.to_event(key, source)]).await?;
-                Ok(Outcome::Rejected { rejection, offset: range.start })
+                Ok(Outcome::Rejected {
+                    rejection,
+                    offset: range.start,
+                })
             }
         }
     }
@@ -111,7 +127,10 @@ impl Coordinator {
                 )
             })
             .collect();
-        let range = self.writer.append(envelopes.iter().map(Envelope::encode).collect()).await?;
+        let range = self
+            .writer
+            .append(envelopes.iter().map(Envelope::encode).collect())
+            .await?;
         self.next_sequence += envelopes.len() as u64;
         for (offset, env) in range.clone().zip(&envelopes) {
             self.fold.feed(offset, env)?;
@@ -128,7 +147,11 @@ impl Coordinator {
     }
 
     /// Opens a payload sealed by [`Coordinator::seal_payload`] (for re-dispatch).
-    pub fn open_payload(&self, hash: &Hash32, sealed: &Sealed) -> Result<Vec<u8>, prlx_events::seal::SealError> {
+    pub fn open_payload(
+        &self,
+        hash: &Hash32,
+        sealed: &Sealed,
+    ) -> Result<Vec<u8>, prlx_events::seal::SealError> {
         self.key.open(&payload_aad(hash), sealed)
     }
 
@@ -151,14 +174,25 @@ fn payload_aad(hash: &Hash32) -> Vec<u8> {
 /// Loads the 32-byte storage key at `path`, creating it (mode 0600) on first start. A key file
 /// readable by others is refused: it opens every payload on the log.
 pub fn load_or_create_key(path: &Path) -> Result<StorageKey, ShellError> {
-    let err = |reason: String| ShellError::Key { path: path.display().to_string(), reason };
+    let err = |reason: String| ShellError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
-                return Err(err(format!("permissions {:o} let others read it; chmod 600", mode & 0o777)));
+                return Err(err(format!(
+                    "permissions {:o} let others read it; chmod 600",
+                    mode & 0o777
+                )));
             }
-            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| err(format!("{} bytes, expected 32", b.len())))?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|b: Vec<u8>| err(format!("{} bytes, expected 32", b.len())))?;
             Ok(StorageKey::from_bytes(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -173,7 +207,9 @@ pub fn load_or_create_key(path: &Path) -> Result<StorageKey, ShellError> {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| err(e.to_string()))?;
-            f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| err(e.to_string()))?;
+            f.write_all(&bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
             Ok(StorageKey::from_bytes(bytes))
         }
         Err(e) => Err(err(e.to_string())),

@@ -20,7 +20,8 @@ pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
             Envelope::new(
                 Header {
                     event_id: Uuid::from_u128(i as u128 + 1),
-                    recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(i as i64),
+                    recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+                        + chrono::Duration::seconds(i as i64),
                     producer: "testkit".into(),
                     sequence: i as u64,
                     correlation_id: None,
@@ -40,7 +41,8 @@ pub struct Given {
 pub fn given(history: impl IntoIterator<Item = Event>) -> Given {
     let mut fold = Fold::<CoordinatorState>::default();
     for (i, env) in envelopes(history).iter().enumerate() {
-        fold.feed(i as u64, env).unwrap_or_else(|e| panic!("the given history does not fold: {e}"));
+        fold.feed(i as u64, env)
+            .unwrap_or_else(|e| panic!("the given history does not fold: {e}"));
     }
     Given { state: fold.state }
 }
@@ -75,7 +77,11 @@ impl Then {
     pub fn then_reject(self, code: RejectionCode, field: &str) -> Rejection {
         match self.outcome {
             Err(r) => {
-                assert_eq!((r.code, r.field.as_deref()), (code, Some(field)), "rejection: {r}");
+                assert_eq!(
+                    (r.code, r.field.as_deref()),
+                    (code, Some(field)),
+                    "rejection: {r}"
+                );
                 r
             }
             Ok(events) => panic!("expected rejection {code:?} on {field}, got events {events:?}"),
@@ -85,6 +91,7 @@ impl Then {
     /// The decided events, for assertions the two forms above do not cover.
     #[track_caller]
     pub fn events(self) -> Vec<Event> {
-        self.outcome.unwrap_or_else(|r| panic!("expected events, got rejection {r}"))
+        self.outcome
+            .unwrap_or_else(|r| panic!("expected events, got rejection {r}"))
     }
 }

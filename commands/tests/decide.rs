@@ -27,7 +27,12 @@ fn acct() -> AccountId {
 }
 
 fn deposit(amount: u64) -> Event {
-    CreditsDeposited { account: acct(), tx_ref: "0x1".into(), amount }.into()
+    CreditsDeposited {
+        account: acct(),
+        tx_ref: "0x1".into(),
+        amount,
+    }
+    .into()
 }
 
 fn submission() -> Submission {
@@ -71,14 +76,21 @@ fn accepted(id: u64, s: &Submission, price: u64) -> Vec<Event> {
             price,
         }
         .into(),
-        CreditsReserved { account: acct(), request_id: RequestId(id), amount: price }.into(),
+        CreditsReserved {
+            account: acct(),
+            request_id: RequestId(id),
+            amount: price,
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn a_funded_valid_submission_is_accepted_and_its_price_reserved() {
     // (100 + 3 * 10) * 100% = 130
-    given([catalog(), deposit(1_000)]).when(submit(submission())).then_expect(accepted(0, &submission(), 130));
+    given([catalog(), deposit(1_000)])
+        .when(submit(submission()))
+        .then_expect(accepted(0, &submission(), 130));
 }
 
 #[test]
@@ -88,7 +100,9 @@ fn request_ids_are_allocated_densely_from_the_log() {
     second.idempotency_key = Some("k2".into());
     let mut history = vec![catalog(), deposit(1_000)];
     history.extend(first);
-    given(history).when(submit(second.clone())).then_expect(accepted(1, &second, 130));
+    given(history)
+        .when(submit(second.clone()))
+        .then_expect(accepted(1, &second, 130));
 }
 
 #[test]
@@ -102,46 +116,109 @@ fn a_retry_with_the_same_idempotency_key_adds_nothing() {
 
 #[test]
 fn insufficient_credit_is_refused_and_allocates_no_id() {
-    let r = given([catalog(), deposit(129)]).when(submit(submission())).then_reject(RejectionCode::InsufficientCredit, "credit_account");
-    assert!(r.message.contains("130") && r.message.contains("129"), "{}", r.message);
+    let r = given([catalog(), deposit(129)])
+        .when(submit(submission()))
+        .then_reject(RejectionCode::InsufficientCredit, "credit_account");
+    assert!(
+        r.message.contains("130") && r.message.contains("129"),
+        "{}",
+        r.message
+    );
     // Credit already reserved by another request is not available.
     let mut history = vec![catalog(), deposit(200)];
     history.extend(accepted(0, &submission(), 130));
     let mut s = submission();
     s.idempotency_key = None;
-    given(history).when(submit(s)).then_reject(RejectionCode::InsufficientCredit, "credit_account");
+    given(history)
+        .when(submit(s))
+        .then_reject(RejectionCode::InsufficientCredit, "credit_account");
 }
 
 #[test]
 fn each_bad_field_is_named() {
-    let cases: Vec<(fn(&mut Submission), RejectionCode, &str)> = vec![
-        (|s| s.workload_class = "ai.training".into(), RejectionCode::UnknownWorkloadClass, "workload_class"),
-        (|s| s.model = "nope".into(), RejectionCode::UnknownModel, "model"),
-        (|s| s.hardware_tier = 1, RejectionCode::TierOutOfRange, "hardware_tier"),
-        (|s| s.hardware_tier = 5, RejectionCode::TierOutOfRange, "hardware_tier"),
-        (|s| s.deadline_seconds = 4, RejectionCode::DeadlineOutOfRange, "deadline_seconds"),
-        (|s| s.deadline_seconds = 601, RejectionCode::DeadlineOutOfRange, "deadline_seconds"),
-        (|s| s.max_tokens = 0, RejectionCode::MalformedRequest, "max_tokens"),
-        (|s| s.max_tokens = 65, RejectionCode::MalformedRequest, "max_tokens"),
-        (|s| s.computed_payload_hash = Hash32::of(b"other"), RejectionCode::PayloadHashMismatch, "payload_hash"),
+    type Case = (fn(&mut Submission), RejectionCode, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            |s| s.workload_class = "ai.training".into(),
+            RejectionCode::UnknownWorkloadClass,
+            "workload_class",
+        ),
+        (
+            |s| s.model = "nope".into(),
+            RejectionCode::UnknownModel,
+            "model",
+        ),
+        (
+            |s| s.hardware_tier = 1,
+            RejectionCode::TierOutOfRange,
+            "hardware_tier",
+        ),
+        (
+            |s| s.hardware_tier = 5,
+            RejectionCode::TierOutOfRange,
+            "hardware_tier",
+        ),
+        (
+            |s| s.deadline_seconds = 4,
+            RejectionCode::DeadlineOutOfRange,
+            "deadline_seconds",
+        ),
+        (
+            |s| s.deadline_seconds = 601,
+            RejectionCode::DeadlineOutOfRange,
+            "deadline_seconds",
+        ),
+        (
+            |s| s.max_tokens = 0,
+            RejectionCode::MalformedRequest,
+            "max_tokens",
+        ),
+        (
+            |s| s.max_tokens = 65,
+            RejectionCode::MalformedRequest,
+            "max_tokens",
+        ),
+        (
+            |s| s.computed_payload_hash = Hash32::of(b"other"),
+            RejectionCode::PayloadHashMismatch,
+            "payload_hash",
+        ),
     ];
     for (break_it, code, field) in cases {
         let mut s = submission();
         break_it(&mut s);
-        given([catalog(), deposit(1_000)]).when(submit(s)).then_reject(code, field);
+        given([catalog(), deposit(1_000)])
+            .when(submit(s))
+            .then_reject(code, field);
     }
     // With no catalog at all, every model is unknown.
-    given([deposit(1_000)]).when(submit(submission())).then_reject(RejectionCode::UnknownModel, "model");
+    given([deposit(1_000)])
+        .when(submit(submission()))
+        .then_reject(RejectionCode::UnknownModel, "model");
 }
 
 #[test]
 fn a_deposit_is_credited_once_per_transaction() {
-    let cmd = || Command::DepositCredits { account: acct(), tx_ref: "0x1".into(), amount: 5 };
+    let cmd = || Command::DepositCredits {
+        account: acct(),
+        tx_ref: "0x1".into(),
+        amount: 5,
+    };
     given([]).when(cmd()).then_expect([deposit(5)]);
     given([deposit(5)]).when(cmd()).then_expect([]);
-    given([]).when(Command::DepositCredits { account: acct(), tx_ref: "0x2".into(), amount: 0 }).then_reject(RejectionCode::InvalidAmount, "amount");
+    given([])
+        .when(Command::DepositCredits {
+            account: acct(),
+            tx_ref: "0x2".into(),
+            amount: 0,
+        })
+        .then_reject(RejectionCode::InvalidAmount, "amount");
     given([deposit(u64::MAX)])
-        .when(Command::DepositCredits { account: acct(), tx_ref: "0x2".into(), amount: 1 })
+        .when(Command::DepositCredits {
+            account: acct(),
+            tx_ref: "0x2".into(),
+            amount: 1,
+        })
         .then_reject(RejectionCode::InvalidAmount, "amount");
 }
 
@@ -154,27 +231,53 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         models: vec!["oss-chat-v1".into()],
         slots: 2,
         stake: 10,
-        execution_class: ExecutionClass { device: "cpu".into(), driver: "-".into(), runtime: "ort".into() },
+        execution_class: ExecutionClass {
+            device: "cpu".into(),
+            driver: "-".into(),
+            runtime: "ort".into(),
+        },
     };
     let id = node.node_id;
-    given([catalog()]).when(Command::RegisterNode(Box::new(node.clone()))).then_expect([node.clone().into()]);
-    given([catalog(), node.clone().into()]).when(Command::RegisterNode(Box::new(node.clone()))).then_expect([]);
+    given([catalog()])
+        .when(Command::RegisterNode(Box::new(node.clone())))
+        .then_expect([node.clone().into()]);
+    given([catalog(), node.clone().into()])
+        .when(Command::RegisterNode(Box::new(node.clone())))
+        .then_expect([]);
     let mut changed = node.clone();
     changed.slots = 9;
-    given([catalog(), node.clone().into()]).when(Command::RegisterNode(Box::new(changed))).then_reject(RejectionCode::NodeAlreadyRegistered, "public_key");
+    given([catalog(), node.clone().into()])
+        .when(Command::RegisterNode(Box::new(changed)))
+        .then_reject(RejectionCode::NodeAlreadyRegistered, "public_key");
     let mut too_big = node.clone();
     too_big.hardware_tier = 9;
-    given([catalog()]).when(Command::RegisterNode(Box::new(too_big))).then_reject(RejectionCode::TierOutOfRange, "hardware_tier");
-    given([]).when(Command::Heartbeat { node_id: id }).then_reject(RejectionCode::UnknownNode, "node_id");
-    given([node.into()]).when(Command::Heartbeat { node_id: id }).then_expect([NodeHeartbeat { node_id: id }.into()]);
+    given([catalog()])
+        .when(Command::RegisterNode(Box::new(too_big)))
+        .then_reject(RejectionCode::TierOutOfRange, "hardware_tier");
+    given([])
+        .when(Command::Heartbeat { node_id: id })
+        .then_reject(RejectionCode::UnknownNode, "node_id");
+    given([node.into()])
+        .when(Command::Heartbeat { node_id: id })
+        .then_expect([NodeHeartbeat { node_id: id }.into()]);
 }
 
 #[test]
 fn price_is_integer_and_rounds_up() {
-    let m = CatalogModel { model: "m".into(), sha256: Hash32([0; 32]), min_tier: 1, base_price: 1, per_token_price: 1, max_tokens_limit: 10 };
+    let m = CatalogModel {
+        model: "m".into(),
+        sha256: Hash32([0; 32]),
+        min_tier: 1,
+        base_price: 1,
+        per_token_price: 1,
+        max_tokens_limit: 10,
+    };
     assert_eq!(task_price(&m, Priority::Standard, 2), Some(3));
     assert_eq!(task_price(&m, Priority::High, 2), Some(5)); // 4.5 -> 5
     assert_eq!(task_price(&m, Priority::Low, 2), Some(3)); // 2.4 -> 3
-    let huge = CatalogModel { per_token_price: u64::MAX, ..m };
+    let huge = CatalogModel {
+        per_token_price: u64::MAX,
+        ..m
+    };
     assert_eq!(task_price(&huge, Priority::Standard, 2), None);
 }

@@ -47,7 +47,9 @@ pub enum DecodeError {
     Envelope(#[source] serde_json::Error),
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    #[error("{event_type} version {version} is newer than this build understands (current {current})")]
+    #[error(
+        "{event_type} version {version} is newer than this build understands (current {current})"
+    )]
     FutureVersion {
         event_type: String,
         version: u32,

@@ -14,7 +14,11 @@ use crate::ids::{AccountId, Hash32, NodeId, RequestId, TaskId};
 
 /// Ciphertext, base64 in JSON. What key it is sealed to is said by the field that holds it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Sealed(#[serde(with = "crate::b64")] #[schemars(with = "String")] pub Vec<u8>);
+pub struct Sealed(
+    #[serde(with = "crate::b64")]
+    #[schemars(with = "String")]
+    pub Vec<u8>,
+);
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -22,7 +26,9 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -36,7 +42,9 @@ pub enum Priority {
 pub enum IntakeSource {
     Http,
     /// A submission consumed from the Kafka submissions topic; `reference` keys the reply.
-    Kafka { reference: String },
+    Kafka {
+        reference: String,
+    },
     /// The coordinator's own demo or test driver.
     Local,
 }

@@ -11,8 +11,8 @@ use crate::event::Event;
 /// File name -> pretty JSON, for every schema this build defines.
 pub fn render_all() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut envelope = serde_json::to_value(schemars::schema_for!(EnvelopeShape))
-        .expect("schemas serialize");
+    let mut envelope =
+        serde_json::to_value(schemars::schema_for!(EnvelopeShape)).expect("schemas serialize");
     // The `type` field takes exactly the declared names.
     envelope["properties"]["type"]["enum"] = serde_json::json!(Event::TYPE_NAMES);
     out.insert("envelope.json".to_owned(), pretty(&envelope));

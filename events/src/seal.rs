@@ -29,7 +29,9 @@ impl std::fmt::Debug for StorageKey {
 pub enum SealError {
     #[error("sealed blob is {0} bytes, shorter than nonce + tag")]
     TooShort(usize),
-    #[error("sealed blob does not open with this key and context (wrong key, wrong AAD, or tampered)")]
+    #[error(
+        "sealed blob does not open with this key and context (wrong key, wrong AAD, or tampered)"
+    )]
     Open,
 }
 
@@ -45,7 +47,13 @@ impl StorageKey {
     pub fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Sealed {
         let ct = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);

@@ -3,7 +3,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 use prlx_events::event::*;
 use prlx_events::upcast::Upcaster;
-use prlx_events::{AccountId, DecodeError, Envelope, Event, Hash32, Header, NodeId, RequestId, TaskId};
+use prlx_events::{
+    AccountId, DecodeError, Envelope, Event, Hash32, Header, NodeId, RequestId, TaskId,
+};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -52,14 +54,36 @@ fn one_of_each() -> Vec<Event> {
             max_deadline_seconds: 3600,
         }
         .into(),
-        CreditsDeposited { account: AccountId("acct".into()), tx_ref: "0xabc".into(), amount: u64::MAX }.into(),
-        CreditsReserved { account: AccountId("acct".into()), request_id: RequestId(1), amount: 5 }.into(),
-        CreditsCharged { account: AccountId("acct".into()), request_id: RequestId(1), amount: 4 }.into(),
-        CreditsRefunded { account: AccountId("acct".into()), request_id: RequestId(1), amount: 1 }.into(),
+        CreditsDeposited {
+            account: AccountId("acct".into()),
+            tx_ref: "0xabc".into(),
+            amount: u64::MAX,
+        }
+        .into(),
+        CreditsReserved {
+            account: AccountId("acct".into()),
+            request_id: RequestId(1),
+            amount: 5,
+        }
+        .into(),
+        CreditsCharged {
+            account: AccountId("acct".into()),
+            request_id: RequestId(1),
+            amount: 4,
+        }
+        .into(),
+        CreditsRefunded {
+            account: AccountId("acct".into()),
+            request_id: RequestId(1),
+            amount: 1,
+        }
+        .into(),
         RequestAccepted {
             request_id: RequestId(1),
             idempotency_key: Some("k-1".into()),
-            source: IntakeSource::Kafka { reference: "ref-9".into() },
+            source: IntakeSource::Kafka {
+                reference: "ref-9".into(),
+            },
             workload_class: "ai.inference".into(),
             model: "oss-chat-v1".into(),
             hardware_tier: 3,
@@ -83,7 +107,12 @@ fn one_of_each() -> Vec<Event> {
         .into(),
         SubtasksPlanned {
             request_id: RequestId(2),
-            subtasks: vec![PlannedSubtask { subtask: 1, depends_on: vec![0], sealed_payload: Sealed(vec![9]), payload_hash: Hash32::of(b"s") }],
+            subtasks: vec![PlannedSubtask {
+                subtask: 1,
+                depends_on: vec![0],
+                sealed_payload: Sealed(vec![9]),
+                payload_hash: Hash32::of(b"s"),
+            }],
         }
         .into(),
         NodeRegistered {
@@ -103,10 +132,23 @@ fn one_of_each() -> Vec<Event> {
             attempt: 0,
             node_id: node(1),
             candidates_considered: 3,
-            ranked: vec![CandidateScore { node_id: node(1), free_slots: 1, queue_depth: 0, hardware_tier: 2, reputation_bp: 10_000 }],
+            ranked: vec![CandidateScore {
+                node_id: node(1),
+                free_slots: 1,
+                queue_depth: 0,
+                hardware_tier: 2,
+                reputation_bp: 10_000,
+            }],
         }
         .into(),
-        TaskDispatched { task_id: task(1), attempt: 0, node_id: node(1), sealed_work: Sealed(vec![1; 40]), deadline_at: t0() }.into(),
+        TaskDispatched {
+            task_id: task(1),
+            attempt: 0,
+            node_id: node(1),
+            sealed_work: Sealed(vec![1; 40]),
+            deadline_at: t0(),
+        }
+        .into(),
         ResultSubmitted {
             task_id: task(1),
             attempt: 0,
@@ -117,33 +159,115 @@ fn one_of_each() -> Vec<Event> {
             token_count: 12,
         }
         .into(),
-        DeadlineExpired { task_id: task(1), attempt: 0, node_id: node(1) }.into(),
-        LateResultDiscarded { task_id: task(1), attempt: 0, node_id: node(1) }.into(),
-        CommitmentVerified { task_id: task(1), attempt: 0, node_id: node(1) }.into(),
-        CommitmentRejected { task_id: task(1), attempt: 1, node_id: node(2), reason: "poe mismatch".into() }.into(),
-        SamplingSeedCommitted { epoch: 1, seed_hash: Hash32::of(b"seed") }.into(),
-        SamplingSeedRevealed { epoch: 1, seed: Hash32([5; 32]) }.into(),
-        RedundancySampled { task_id: task(1), epoch: 1 }.into(),
+        DeadlineExpired {
+            task_id: task(1),
+            attempt: 0,
+            node_id: node(1),
+        }
+        .into(),
+        LateResultDiscarded {
+            task_id: task(1),
+            attempt: 0,
+            node_id: node(1),
+        }
+        .into(),
+        CommitmentVerified {
+            task_id: task(1),
+            attempt: 0,
+            node_id: node(1),
+        }
+        .into(),
+        CommitmentRejected {
+            task_id: task(1),
+            attempt: 1,
+            node_id: node(2),
+            reason: "poe mismatch".into(),
+        }
+        .into(),
+        SamplingSeedCommitted {
+            epoch: 1,
+            seed_hash: Hash32::of(b"seed"),
+        }
+        .into(),
+        SamplingSeedRevealed {
+            epoch: 1,
+            seed: Hash32([5; 32]),
+        }
+        .into(),
+        RedundancySampled {
+            task_id: task(1),
+            epoch: 1,
+        }
+        .into(),
         ValidationResolved {
             task_id: task(1),
-            verdict: Verdict::Majority { winners: vec![node(1), node(3)], dissenters: vec![node(2)] },
+            verdict: Verdict::Majority {
+                winners: vec![node(1), node(3)],
+                dissenters: vec![node(2)],
+            },
             result_hash: Some(Hash32::of(b"r")),
         }
         .into(),
-        NodeFlagged { node_id: node(2), task_id: Some(task(1)), reason: "outvoted".into() }.into(),
-        StandingChanged { node_id: node(2), valid: 3, invalid: 1, disagreements: 1, standing_bp: 7_500 }.into(),
-        NodeRemovedFromPool { node_id: node(2), reason: "standing below threshold".into() }.into(),
-        ResultReturned { request_id: RequestId(1), sealed_for_client: Sealed(vec![8; 30]), poe: Hash32::of(b"poe"), node_id: node(1) }.into(),
-        RequestFailed { request_id: RequestId(3), reason: "no capable node".into() }.into(),
-        StakeDeposited { node_id: node(1), amount: 500 }.into(),
-        UnstakeRequested { node_id: node(1), amount: 500, available_at: t0() }.into(),
-        StakeReturned { node_id: node(1), amount: 500 }.into(),
-        RewardModeChanged { mode: RewardMode::SteadyState }.into(),
+        NodeFlagged {
+            node_id: node(2),
+            task_id: Some(task(1)),
+            reason: "outvoted".into(),
+        }
+        .into(),
+        StandingChanged {
+            node_id: node(2),
+            valid: 3,
+            invalid: 1,
+            disagreements: 1,
+            standing_bp: 7_500,
+        }
+        .into(),
+        NodeRemovedFromPool {
+            node_id: node(2),
+            reason: "standing below threshold".into(),
+        }
+        .into(),
+        ResultReturned {
+            request_id: RequestId(1),
+            sealed_for_client: Sealed(vec![8; 30]),
+            poe: Hash32::of(b"poe"),
+            node_id: node(1),
+        }
+        .into(),
+        RequestFailed {
+            request_id: RequestId(3),
+            reason: "no capable node".into(),
+        }
+        .into(),
+        StakeDeposited {
+            node_id: node(1),
+            amount: 500,
+        }
+        .into(),
+        UnstakeRequested {
+            node_id: node(1),
+            amount: 500,
+            available_at: t0(),
+        }
+        .into(),
+        StakeReturned {
+            node_id: node(1),
+            amount: 500,
+        }
+        .into(),
+        RewardModeChanged {
+            mode: RewardMode::SteadyState,
+        }
+        .into(),
         RewardEpochSettled {
             epoch: 4,
             mode: RewardMode::Bootstrap,
             pool: 1_000_000,
-            payouts: vec![Payout { node_id: node(1), weight: u128::from(u64::MAX) * 3, amount: 1_000_000 }],
+            payouts: vec![Payout {
+                node_id: node(1),
+                weight: u128::from(u64::MAX) * 3,
+                amount: 1_000_000,
+            }],
         }
         .into(),
     ]
@@ -160,7 +284,8 @@ fn every_variant_round_trips_byte_for_byte() {
     for (i, event) in events.into_iter().enumerate() {
         let env = Envelope::new(header(i as u64, t0()), event);
         let bytes = env.encode();
-        let back = Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", env.event.type_name()));
+        let back =
+            Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", env.event.type_name()));
         assert_eq!(back, env);
         assert_eq!(back.encode(), bytes, "re-encoding must reproduce the bytes");
     }
@@ -168,7 +293,12 @@ fn every_variant_round_trips_byte_for_byte() {
 
 #[test]
 fn wire_form_is_plain_json_with_the_header_beside_the_payload() {
-    let env = Envelope::new(header(7, t0()), NodeHeartbeat { node_id: node(0xab) });
+    let env = Envelope::new(
+        header(7, t0()),
+        NodeHeartbeat {
+            node_id: node(0xab),
+        },
+    );
     let v: serde_json::Value = serde_json::from_slice(&env.encode()).unwrap();
     assert_eq!(v["type"], "NodeHeartbeat");
     assert_eq!(v["version"], 1);
@@ -179,15 +309,33 @@ fn wire_form_is_plain_json_with_the_header_beside_the_payload() {
 
 #[test]
 fn decode_errors_name_what_is_wrong() {
-    let good = String::from_utf8(Envelope::new(header(1, t0()), NodeHeartbeat { node_id: node(1) }).encode()).unwrap();
+    let good = String::from_utf8(
+        Envelope::new(header(1, t0()), NodeHeartbeat { node_id: node(1) }).encode(),
+    )
+    .unwrap();
     let unknown = good.replace("\"NodeHeartbeat\"", "\"NodeExploded\"");
-    assert!(matches!(Envelope::decode(unknown.as_bytes()), Err(DecodeError::UnknownType(t)) if t == "NodeExploded"));
+    assert!(
+        matches!(Envelope::decode(unknown.as_bytes()), Err(DecodeError::UnknownType(t)) if t == "NodeExploded")
+    );
     let future = good.replace("\"version\":1", "\"version\":9");
-    assert!(matches!(Envelope::decode(future.as_bytes()), Err(DecodeError::FutureVersion { version: 9, current: 1, .. })));
+    assert!(matches!(
+        Envelope::decode(future.as_bytes()),
+        Err(DecodeError::FutureVersion {
+            version: 9,
+            current: 1,
+            ..
+        })
+    ));
     let bad_payload = good.replace("\"node_id\":\"", "\"node_id\":\"zz");
     let err = Envelope::decode(bad_payload.as_bytes()).unwrap_err();
-    assert!(matches!(err, DecodeError::Payload { ref event_type, .. } if event_type == "NodeHeartbeat"), "{err}");
-    assert!(matches!(Envelope::decode(b"{not json"), Err(DecodeError::Envelope(_))));
+    assert!(
+        matches!(err, DecodeError::Payload { ref event_type, .. } if event_type == "NodeHeartbeat"),
+        "{err}"
+    );
+    assert!(matches!(
+        Envelope::decode(b"{not json"),
+        Err(DecodeError::Envelope(_))
+    ));
 }
 
 /// An old (version 0) heartbeat that called the field `node`.
@@ -205,11 +353,22 @@ fn upcaster_chain_lifts_old_payloads_before_typed_decoding() {
         Uuid::from_u128(1),
         "cd".repeat(32)
     );
-    let chain = [Upcaster { event_type: "NodeHeartbeat", from_version: 0, upcast: rename_node_field }];
+    let chain = [Upcaster {
+        event_type: "NodeHeartbeat",
+        from_version: 0,
+        upcast: rename_node_field,
+    }];
     let env = Envelope::decode_with(old.as_bytes(), &chain).unwrap();
-    assert_eq!(env.event, Event::NodeHeartbeat(NodeHeartbeat { node_id: node(0xcd) }));
+    assert_eq!(
+        env.event,
+        Event::NodeHeartbeat(NodeHeartbeat {
+            node_id: node(0xcd)
+        })
+    );
     // Re-encoding writes the current version.
-    assert!(String::from_utf8(env.encode()).unwrap().contains("\"version\":1"));
+    assert!(String::from_utf8(env.encode())
+        .unwrap()
+        .contains("\"version\":1"));
     // Without the upcaster the old payload is refused, naming the gap.
     assert!(matches!(
         Envelope::decode(old.as_bytes()),
@@ -217,7 +376,9 @@ fn upcaster_chain_lifts_old_payloads_before_typed_decoding() {
     ));
     // An upcaster that fails says why.
     let broken = old.replace("\"node\"", "\"nod\"");
-    let err = Envelope::decode_with(broken.as_bytes(), &chain).unwrap_err().to_string();
+    let err = Envelope::decode_with(broken.as_bytes(), &chain)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing field node"), "{err}");
 }
 
@@ -241,7 +402,10 @@ fn checked_in_schemas_are_current() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "json") {
-            on_disk.insert(p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap());
+            on_disk.insert(
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            );
         }
     }
     let stale: Vec<_> = rendered
@@ -259,38 +423,67 @@ fn arb_text() -> impl Strategy<Value = String> {
 fn arb_event() -> impl Strategy<Value = Event> {
     let hash = any::<[u8; 32]>().prop_map(Hash32);
     prop_oneof![
-        (arb_text(), arb_text(), any::<u64>()).prop_map(|(a, t, amount)| Event::from(CreditsDeposited { account: AccountId(a), tx_ref: t, amount })),
-        (hash.clone(), any::<u64>(), any::<u32>()).prop_map(|(h, r, a)| Event::from(DeadlineExpired { task_id: TaskId { request: RequestId(r), subtask: a }, attempt: a, node_id: NodeId(h) })),
-        (proptest::option::of(arb_text()), arb_text(), proptest::collection::vec(any::<u8>(), 0..64), hash.clone(), any::<u64>(), any::<u8>()).prop_map(|(k, m, payload, h, price, tier)| {
-            Event::from(RequestAccepted {
-                request_id: RequestId(price / 2),
-                idempotency_key: k,
-                source: IntakeSource::Http,
-                workload_class: "ai.inference".into(),
-                model: m,
-                hardware_tier: tier,
-                priority: Priority::Low,
-                deadline_seconds: 60,
-                max_tokens: 1,
-                credit_account: AccountId("a".into()),
-                client_pubkey: String::new(),
-                payload_hash: h,
-                sealed_payload: Sealed(payload),
-                price,
-            })
-        }),
-        (arb_text(), proptest::option::of(arb_text())).prop_map(|(message, field)| Event::from(RequestRejected {
-            idempotency_key: None,
-            source: IntakeSource::Local,
-            code: RejectionCode::MalformedRequest,
-            field,
-            message,
-        })),
-        (hash.clone(), proptest::collection::vec(hash, 0..4)).prop_map(|(h, others)| Event::from(ValidationResolved {
-            task_id: task(1),
-            verdict: Verdict::NoMajority { parties: others.into_iter().map(NodeId).collect() },
-            result_hash: Some(h),
-        })),
+        (arb_text(), arb_text(), any::<u64>()).prop_map(|(a, t, amount)| Event::from(
+            CreditsDeposited {
+                account: AccountId(a),
+                tx_ref: t,
+                amount
+            }
+        )),
+        (hash.clone(), any::<u64>(), any::<u32>()).prop_map(|(h, r, a)| Event::from(
+            DeadlineExpired {
+                task_id: TaskId {
+                    request: RequestId(r),
+                    subtask: a
+                },
+                attempt: a,
+                node_id: NodeId(h)
+            }
+        )),
+        (
+            proptest::option::of(arb_text()),
+            arb_text(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            hash.clone(),
+            any::<u64>(),
+            any::<u8>()
+        )
+            .prop_map(|(k, m, payload, h, price, tier)| {
+                Event::from(RequestAccepted {
+                    request_id: RequestId(price / 2),
+                    idempotency_key: k,
+                    source: IntakeSource::Http,
+                    workload_class: "ai.inference".into(),
+                    model: m,
+                    hardware_tier: tier,
+                    priority: Priority::Low,
+                    deadline_seconds: 60,
+                    max_tokens: 1,
+                    credit_account: AccountId("a".into()),
+                    client_pubkey: String::new(),
+                    payload_hash: h,
+                    sealed_payload: Sealed(payload),
+                    price,
+                })
+            }),
+        (arb_text(), proptest::option::of(arb_text())).prop_map(|(message, field)| Event::from(
+            RequestRejected {
+                idempotency_key: None,
+                source: IntakeSource::Local,
+                code: RejectionCode::MalformedRequest,
+                field,
+                message,
+            }
+        )),
+        (hash.clone(), proptest::collection::vec(hash, 0..4)).prop_map(|(h, others)| Event::from(
+            ValidationResolved {
+                task_id: task(1),
+                verdict: Verdict::NoMajority {
+                    parties: others.into_iter().map(NodeId).collect()
+                },
+                result_hash: Some(h),
+            }
+        )),
     ]
 }
 

@@ -6,7 +6,11 @@
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "prlx-node", version, about = "ParalleliX operator node (not yet implemented: see the node daemon issue)")]
+#[command(
+    name = "prlx-node",
+    version,
+    about = "ParalleliX operator node (not yet implemented: see the node daemon issue)"
+)]
 struct Cli {}
 
 fn main() -> anyhow::Result<()> {

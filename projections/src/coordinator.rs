@@ -79,14 +79,22 @@ pub struct CoordinatorState {
 
 impl CoordinatorState {
     pub fn catalog_model(&self, model: &str) -> Option<&CatalogModel> {
-        self.catalog.as_ref()?.models.iter().find(|m| m.model == model)
+        self.catalog
+            .as_ref()?
+            .models
+            .iter()
+            .find(|m| m.model == model)
     }
 
     pub fn request_for_key(&self, account: &AccountId, key: &str) -> Option<RequestId> {
         self.idempotency.get(account)?.get(key).copied()
     }
 
-    fn request_mut(&mut self, env: &Envelope, id: RequestId) -> Result<&mut RequestView, FoldError> {
+    fn request_mut(
+        &mut self,
+        env: &Envelope,
+        id: RequestId,
+    ) -> Result<&mut RequestView, FoldError> {
         self.requests
             .get_mut(&id)
             .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))
@@ -100,16 +108,28 @@ impl CoordinatorState {
 
     /// Checks a release of `amount` reserved credits for request `id` against both the
     /// request and its account, before anything is changed.
-    fn check_release(&self, env: &Envelope, account: &AccountId, id: RequestId, amount: u64) -> Result<(), FoldError> {
+    fn check_release(
+        &self,
+        env: &Envelope,
+        account: &AccountId,
+        id: RequestId,
+        amount: u64,
+    ) -> Result<(), FoldError> {
         let req = self
             .requests
             .get(&id)
             .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
         if &req.account != account {
-            return Err(FoldError::new(env, format!("request {id} belongs to {}, not {account}", req.account)));
+            return Err(FoldError::new(
+                env,
+                format!("request {id} belongs to {}, not {account}", req.account),
+            ));
         }
         if amount > req.reserved {
-            return Err(FoldError::new(env, format!("releases {amount} but request {id} holds {}", req.reserved)));
+            return Err(FoldError::new(
+                env,
+                format!("releases {amount} but request {id} holds {}", req.reserved),
+            ));
         }
         Ok(())
     }
@@ -125,7 +145,10 @@ impl Projection for CoordinatorState {
             Event::CatalogPublished(c) => self.catalog = Some(c.clone()),
             Event::CreditsDeposited(d) => {
                 if self.deposits.contains(&d.tx_ref) {
-                    return Err(FoldError::new(env, format!("deposit {} credited twice", d.tx_ref)));
+                    return Err(FoldError::new(
+                        env,
+                        format!("deposit {} credited twice", d.tx_ref),
+                    ));
                 }
                 let acct = self.accounts.get(&d.account).cloned().unwrap_or_default();
                 let balance = acct
@@ -139,12 +162,18 @@ impl Projection for CoordinatorState {
                 if r.request_id.0 != self.next_request_id {
                     return Err(FoldError::new(
                         env,
-                        format!("request id {} allocated, next free is {}", r.request_id.0, self.next_request_id),
+                        format!(
+                            "request id {} allocated, next free is {}",
+                            r.request_id.0, self.next_request_id
+                        ),
                     ));
                 }
                 if let Some(key) = &r.idempotency_key {
                     if self.request_for_key(&r.credit_account, key).is_some() {
-                        return Err(FoldError::new(env, format!("idempotency key {key:?} used twice")));
+                        return Err(FoldError::new(
+                            env,
+                            format!("idempotency key {key:?} used twice"),
+                        ));
                     }
                     self.idempotency
                         .entry(r.credit_account.clone())
@@ -172,48 +201,72 @@ impl Projection for CoordinatorState {
                 if c.amount > available {
                     return Err(FoldError::new(
                         env,
-                        format!("reserves {} but {} has {available} available", c.amount, c.account),
+                        format!(
+                            "reserves {} but {} has {available} available",
+                            c.amount, c.account
+                        ),
                     ));
                 }
                 let req = self.request_mut(env, c.request_id)?;
                 req.reserved += c.amount;
-                self.accounts.get_mut(&c.account).expect("checked above").reserved += c.amount;
+                self.accounts
+                    .get_mut(&c.account)
+                    .expect("checked above")
+                    .reserved += c.amount;
             }
             Event::CreditsCharged(c) => {
                 self.check_release(env, &c.account, c.request_id, c.amount)?;
                 let req = self.request_mut(env, c.request_id)?;
                 req.reserved -= c.amount;
                 req.charged += c.amount;
-                let acct = self.accounts.get_mut(&c.account).expect("request implies account");
+                let acct = self
+                    .accounts
+                    .get_mut(&c.account)
+                    .expect("request implies account");
                 acct.reserved -= c.amount;
                 acct.balance -= c.amount;
             }
             Event::CreditsRefunded(c) => {
                 self.check_release(env, &c.account, c.request_id, c.amount)?;
                 self.request_mut(env, c.request_id)?.reserved -= c.amount;
-                self.accounts.get_mut(&c.account).expect("request implies account").reserved -= c.amount;
+                self.accounts
+                    .get_mut(&c.account)
+                    .expect("request implies account")
+                    .reserved -= c.amount;
             }
             Event::RequestRejected(r) => {
                 let code = serde_json::to_value(r.code).expect("plain enum");
-                *self.rejections.entry(code.as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                *self
+                    .rejections
+                    .entry(code.as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
             }
             Event::ResultReturned(r) => {
                 let req = self.request_mut(env, r.request_id)?;
                 if req.status != RequestStatus::Accepted {
-                    return Err(FoldError::new(env, format!("request {} is already {:?}", r.request_id, req.status)));
+                    return Err(FoldError::new(
+                        env,
+                        format!("request {} is already {:?}", r.request_id, req.status),
+                    ));
                 }
                 req.status = RequestStatus::Completed;
             }
             Event::RequestFailed(r) => {
                 let req = self.request_mut(env, r.request_id)?;
                 if req.status != RequestStatus::Accepted {
-                    return Err(FoldError::new(env, format!("request {} is already {:?}", r.request_id, req.status)));
+                    return Err(FoldError::new(
+                        env,
+                        format!("request {} is already {:?}", r.request_id, req.status),
+                    ));
                 }
                 req.status = RequestStatus::Failed;
             }
             Event::NodeRegistered(n) => {
                 if self.nodes.contains_key(&n.node_id) {
-                    return Err(FoldError::new(env, format!("node {} registered twice", n.node_id)));
+                    return Err(FoldError::new(
+                        env,
+                        format!("node {} registered twice", n.node_id),
+                    ));
                 }
                 self.nodes.insert(
                     n.node_id,

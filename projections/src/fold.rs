@@ -79,7 +79,11 @@ impl<S: Projection> Fold<S> {
             )));
         }
         let h = &env.header;
-        if self.producers.get(&h.producer).is_some_and(|&seen| h.sequence <= seen) {
+        if self
+            .producers
+            .get(&h.producer)
+            .is_some_and(|&seen| h.sequence <= seen)
+        {
             self.last_offset = Some(offset);
             self.duplicates_dropped += 1;
             return Ok(Fed::Duplicate);

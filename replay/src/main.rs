@@ -20,7 +20,11 @@ use prlx_projections::{CoordinatorState, Fold};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
-#[command(name = "prlx-replay", version, about = "Replay a ParalleliX event log and verify it")]
+#[command(
+    name = "prlx-replay",
+    version,
+    about = "Replay a ParalleliX event log and verify it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -69,7 +73,11 @@ struct Divergence {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let Cmd::Verify { log, json, snapshot } = Cli::parse().command;
+    let Cmd::Verify {
+        log,
+        json,
+        snapshot,
+    } = Cli::parse().command;
     match verify(&log, snapshot).await {
         Ok(report) => {
             if json {
@@ -77,7 +85,11 @@ async fn main() -> ExitCode {
             } else {
                 print_text(&report);
             }
-            if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("prlx-replay: {e:#}");
@@ -100,7 +112,11 @@ async fn verify(log: &str, snapshot: Option<PathBuf>) -> anyhow::Result<Report> 
                     prlx_events::log::LogError::Corrupt { offset, .. } => *offset,
                     _ => fold.next_offset(),
                 };
-                divergence = Some(Divergence { offset, event_type: None, message: e.to_string() });
+                divergence = Some(Divergence {
+                    offset,
+                    event_type: None,
+                    message: e.to_string(),
+                });
                 break;
             }
         };
@@ -111,7 +127,11 @@ async fn verify(log: &str, snapshot: Option<PathBuf>) -> anyhow::Result<Report> 
             let env = match Envelope::decode(&r.payload) {
                 Ok(env) => env,
                 Err(e) => {
-                    divergence = Some(Divergence { offset: r.offset, event_type: None, message: e.to_string() });
+                    divergence = Some(Divergence {
+                        offset: r.offset,
+                        event_type: None,
+                        message: e.to_string(),
+                    });
                     break 'outer;
                 }
             };
@@ -140,7 +160,11 @@ async fn verify(log: &str, snapshot: Option<PathBuf>) -> anyhow::Result<Report> 
         end_offset: reader.end().await?,
         duplicates_dropped: fold.duplicates_dropped,
         events_by_type: by_type,
-        accounts: st.accounts.iter().map(|(k, a)| (k.0.clone(), (a.balance, a.reserved))).collect(),
+        accounts: st
+            .accounts
+            .iter()
+            .map(|(k, a)| (k.0.clone(), (a.balance, a.reserved)))
+            .collect(),
         requests: st.requests.len(),
         nodes: st.nodes.len(),
         divergence,
@@ -149,7 +173,10 @@ async fn verify(log: &str, snapshot: Option<PathBuf>) -> anyhow::Result<Report> 
 }
 
 fn print_text(r: &Report) {
-    println!("replayed {} records (log end {}), {} duplicate deliveries dropped", r.records, r.end_offset, r.duplicates_dropped);
+    println!(
+        "replayed {} records (log end {}), {} duplicate deliveries dropped",
+        r.records, r.end_offset, r.duplicates_dropped
+    );
     for (t, n) in &r.events_by_type {
         println!("  {t:<22} {n}");
     }
@@ -165,7 +192,10 @@ fn print_text(r: &Report) {
         Some(d) => println!(
             "DIVERGENCE at offset {}{}: {}",
             d.offset,
-            d.event_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(),
+            d.event_type
+                .as_deref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default(),
             d.message
         ),
     }

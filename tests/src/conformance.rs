@@ -53,7 +53,11 @@ pub async fn batches_get_consecutive_offsets_and_read_back_in_order<F: LogFixtur
     for b in 0..20 {
         let batch: Vec<_> = (0..=b % 5).map(|i| payload(&format!("b{b}"), i)).collect();
         let range = w.append(batch.clone()).await.unwrap();
-        assert_eq!(range.end - range.start, batch.len() as u64, "offsets within a batch are consecutive");
+        assert_eq!(
+            range.end - range.start,
+            batch.len() as u64,
+            "offsets within a batch are consecutive"
+        );
         if let Some(p) = prev_end {
             assert!(range.start >= p, "offsets increase across batches");
         }
@@ -61,14 +65,21 @@ pub async fn batches_get_consecutive_offsets_and_read_back_in_order<F: LogFixtur
         expected.extend(range.zip(batch));
     }
     let r = f.open_reader();
-    let got: Vec<_> = read_all(&r, expected[0].0).await.into_iter().map(|r| (r.offset, r.payload)).collect();
+    let got: Vec<_> = read_all(&r, expected[0].0)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.payload))
+        .collect();
     assert_eq!(got, expected);
     assert_eq!(r.end().await.unwrap(), prev_end.unwrap());
 }
 
 pub async fn read_from_the_middle_and_with_a_limit<F: LogFixture>(f: F) {
     let w = f.writer();
-    let range = w.append((0..50).map(|i| payload("m", i)).collect()).await.unwrap();
+    let range = w
+        .append((0..50).map(|i| payload("m", i)).collect())
+        .await
+        .unwrap();
     let r = f.open_reader();
     let mid = range.start + 17;
     let got = r.read(mid, 5).await.unwrap();
@@ -96,10 +107,16 @@ pub async fn empty_batch_appends_nothing<F: LogFixture>(f: F) {
 
 pub async fn odd_sizes_round_trip<F: LogFixture>(f: F) {
     let w = f.writer();
-    let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..(1 << 20))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let batch = vec![Vec::new(), big.clone(), b"\0\xff\n".to_vec()];
     let range = w.append(batch.clone()).await.unwrap();
-    let got: Vec<_> = read_all(&f.open_reader(), range.start).await.into_iter().map(|r| r.payload).collect();
+    let got: Vec<_> = read_all(&f.open_reader(), range.start)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
     assert_eq!(got, batch);
 }
 
@@ -111,7 +128,9 @@ pub async fn concurrent_appends_are_each_acknowledged_once<F: LogFixture>(f: F) 
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..25 {
-                let batch: Vec<_> = (0..(i % 3 + 1)).map(|j| payload(&format!("t{t}-{i}"), j)).collect();
+                let batch: Vec<_> = (0..(i % 3 + 1))
+                    .map(|j| payload(&format!("t{t}-{i}"), j))
+                    .collect();
                 let range = w.append(batch.clone()).await.unwrap();
                 acked.extend(range.zip(batch));
             }
@@ -126,8 +145,15 @@ pub async fn concurrent_appends_are_each_acknowledged_once<F: LogFixture>(f: F) 
     assert_eq!(offsets.len(), acked.len(), "no offset is handed out twice");
     acked.sort();
     let first = acked[0].0;
-    let got: Vec<_> = read_all(&f.open_reader(), first).await.into_iter().map(|r| (r.offset, r.payload)).collect();
-    assert_eq!(got, acked, "every acknowledged record reads back, in offset order");
+    let got: Vec<_> = read_all(&f.open_reader(), first)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.payload))
+        .collect();
+    assert_eq!(
+        got, acked,
+        "every acknowledged record reads back, in offset order"
+    );
 }
 
 pub async fn a_follower_is_woken_by_new_appends<F: LogFixture>(f: F) {
@@ -140,7 +166,10 @@ pub async fn a_follower_is_woken_by_new_appends<F: LogFixture>(f: F) {
             let mut next = first.end;
             let mut seen = Vec::new();
             while seen.len() < 3 {
-                assert!(r.wait_for(next, Duration::from_secs(20)).await.unwrap(), "follower timed out");
+                assert!(
+                    r.wait_for(next, Duration::from_secs(20)).await.unwrap(),
+                    "follower timed out"
+                );
                 for rec in r.read(next, 10).await.unwrap() {
                     next = rec.offset + 1;
                     seen.push(rec.payload);
@@ -157,17 +186,31 @@ pub async fn a_follower_is_woken_by_new_appends<F: LogFixture>(f: F) {
 }
 
 pub async fn acknowledged_appends_survive_a_writer_restart<F: LogFixture>(mut f: F) {
-    let a = f.writer().append((0..10).map(|i| payload("r", i)).collect()).await.unwrap();
+    let a = f
+        .writer()
+        .append((0..10).map(|i| payload("r", i)).collect())
+        .await
+        .unwrap();
     f.reopen_writer();
     let b = f.writer().append(vec![payload("r", 10)]).await.unwrap();
-    assert!(b.start >= a.end, "a restarted writer continues after the last record");
-    let got: Vec<_> = read_all(&f.open_reader(), a.start).await.into_iter().map(|r| r.payload).collect();
+    assert!(
+        b.start >= a.end,
+        "a restarted writer continues after the last record"
+    );
+    let got: Vec<_> = read_all(&f.open_reader(), a.start)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
     assert_eq!(got, (0..11).map(|i| payload("r", i)).collect::<Vec<_>>());
 }
 
 pub async fn a_second_writer_is_refused<F: LogFixture>(f: F) {
     f.writer().append(vec![payload("w", 0)]).await.unwrap();
-    assert!(f.open_second_writer().is_err(), "two writers must never append to one log");
+    assert!(
+        f.open_second_writer().is_err(),
+        "two writers must never append to one log"
+    );
     // The first writer is unaffected.
     f.writer().append(vec![payload("w", 1)]).await.unwrap();
 }

@@ -22,7 +22,9 @@ pub fn check(bytes: &[u8]) -> Result<(u64, u32, u32), String> {
     let index = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
     if payload(batch_id, index, count) != bytes {
-        return Err(format!("record {index}/{count} of batch {batch_id} is damaged"));
+        return Err(format!(
+            "record {index}/{count} of batch {batch_id} is damaged"
+        ));
     }
     Ok((batch_id, index, count))
 }

@@ -20,8 +20,14 @@ impl FileFixture {
             segment_bytes: 4096,
             ..FileLogOptions::default()
         };
-        let writer = Some(Arc::new(FileLogWriter::open(dir.path(), options.clone()).unwrap()));
-        Self { dir, options, writer }
+        let writer = Some(Arc::new(
+            FileLogWriter::open(dir.path(), options.clone()).unwrap(),
+        ));
+        Self {
+            dir,
+            options,
+            writer,
+        }
     }
 }
 
@@ -38,7 +44,9 @@ impl LogFixture for FileFixture {
     fn reopen_writer(&mut self) {
         let w = self.writer.take().unwrap();
         drop(Arc::into_inner(w).expect("the test holds no other handle"));
-        self.writer = Some(Arc::new(FileLogWriter::open(self.dir.path(), self.options.clone()).unwrap()));
+        self.writer = Some(Arc::new(
+            FileLogWriter::open(self.dir.path(), self.options.clone()).unwrap(),
+        ));
     }
     fn open_second_writer(&self) -> Result<(), LogError> {
         FileLogWriter::open(self.dir.path(), self.options.clone()).map(drop)

@@ -27,26 +27,38 @@ async fn verify_log(reader: &FileLogReader) -> BTreeMap<u64, std::ops::Range<Off
         for r in recs {
             assert_eq!(r.offset, next, "offsets are dense");
             next += 1;
-            let (id, index, count) = torture::check(&r.payload).unwrap_or_else(|e| panic!("offset {}: {e}", r.offset));
+            let (id, index, count) =
+                torture::check(&r.payload).unwrap_or_else(|e| panic!("offset {}: {e}", r.offset));
             match open.take() {
                 None => {
                     assert_eq!(index, 0, "offset {}: batch {id} starts mid-batch", r.offset);
                     open = Some((id, 1, count, r.offset));
                 }
                 Some((open_id, want, n, start)) => {
-                    assert_eq!((id, index, count), (open_id, want, n), "offset {}: batches interleave", r.offset);
+                    assert_eq!(
+                        (id, index, count),
+                        (open_id, want, n),
+                        "offset {}: batches interleave",
+                        r.offset
+                    );
                     open = Some((id, want + 1, n, start));
                 }
             }
             if let Some((id, got, n, start)) = open {
                 if got == n {
-                    assert!(batches.insert(id, start..r.offset + 1).is_none(), "batch {id} appears twice");
+                    assert!(
+                        batches.insert(id, start..r.offset + 1).is_none(),
+                        "batch {id} appears twice"
+                    );
                     open = None;
                 }
             }
         }
     }
-    assert!(open.is_none(), "a partial batch is visible at the end: {open:?}");
+    assert!(
+        open.is_none(),
+        "a partial batch is visible at the end: {open:?}"
+    );
     batches
 }
 
@@ -59,10 +71,17 @@ async fn sigkill_while_appending_loses_no_acknowledged_batch() {
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let runs = 16;
     for run in 0..runs {
-        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let kill_after = 1 + (rng >> 33) % 300;
         let mut child = Command::new(exe)
-            .args([dir.path().to_str().unwrap(), &run.to_string(), "4", "100000"])
+            .args([
+                dir.path().to_str().unwrap(),
+                &run.to_string(),
+                "4",
+                "100000",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -75,7 +94,7 @@ async fn sigkill_while_appending_loses_no_acknowledged_batch() {
             seen += 1;
         }
         child.kill().unwrap(); // SIGKILL
-        // Acks printed before death still count: they were acknowledged.
+                               // Acks printed before death still count: they were acknowledged.
         for line in lines {
             record_ack(&mut acked, &line.unwrap());
         }
@@ -85,19 +104,51 @@ async fn sigkill_while_appending_loses_no_acknowledged_batch() {
         let reader = FileLogReader::open(dir.path(), FileLogOptions::default()).unwrap();
         let before = verify_log(&reader).await;
         for (id, range) in &acked {
-            assert_eq!(before.get(id), Some(range), "run {run}: acknowledged batch {id} missing before recovery");
+            assert_eq!(
+                before.get(id),
+                Some(range),
+                "run {run}: acknowledged batch {id} missing before recovery"
+            );
         }
         // ...and recovery keeps all of them.
-        drop(FileLogWriter::open(dir.path(), FileLogOptions { segment_bytes: 64 << 10, ..FileLogOptions::default() }).unwrap());
+        drop(
+            FileLogWriter::open(
+                dir.path(),
+                FileLogOptions {
+                    segment_bytes: 64 << 10,
+                    ..FileLogOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         let after = verify_log(&reader).await;
         for (id, range) in &acked {
-            assert_eq!(after.get(id), Some(range), "run {run}: acknowledged batch {id} lost in recovery");
+            assert_eq!(
+                after.get(id),
+                Some(range),
+                "run {run}: acknowledged batch {id} lost in recovery"
+            );
         }
         assert!(after.len() >= before.len());
     }
-    assert!(acked.len() as u64 >= runs, "the test killed writers that had acknowledged work");
-    let segments = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count();
-    assert!(segments > 1, "the kills spanned segment rolls ({segments} segments)");
+    assert!(
+        acked.len() as u64 >= runs,
+        "the test killed writers that had acknowledged work"
+    );
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(
+        segments > 1,
+        "the kills spanned segment rolls ({segments} segments)"
+    );
 }
 
 fn record_ack(acked: &mut BTreeMap<u64, std::ops::Range<Offset>>, line: &str) {
@@ -106,5 +157,8 @@ fn record_ack(acked: &mut BTreeMap<u64, std::ops::Range<Offset>>, line: &str) {
     let id: u64 = parts.next().unwrap().parse().unwrap();
     let start: u64 = parts.next().unwrap().parse().unwrap();
     let end: u64 = parts.next().unwrap().parse().unwrap();
-    assert!(acked.insert(id, start..end).is_none(), "batch {id} acknowledged twice");
+    assert!(
+        acked.insert(id, start..end).is_none(),
+        "batch {id} acknowledged twice"
+    );
 }

@@ -14,7 +14,14 @@ use proptest::prelude::*;
 
 fn catalog() -> Command {
     Command::PublishCatalog(CatalogPublished {
-        models: vec![CatalogModel { model: "m".into(), sha256: Hash32([1; 32]), min_tier: 1, base_price: 5, per_token_price: 1, max_tokens_limit: 50 }],
+        models: vec![CatalogModel {
+            model: "m".into(),
+            sha256: Hash32([1; 32]),
+            min_tier: 1,
+            base_price: 5,
+            per_token_price: 1,
+            max_tokens_limit: 50,
+        }],
         max_tier: 3,
         min_deadline_seconds: 1,
         max_deadline_seconds: 100,
@@ -24,24 +31,40 @@ fn catalog() -> Command {
 fn arb_command() -> impl Strategy<Value = Command> {
     let account = (0u8..3).prop_map(|a| AccountId(format!("acct-{a}")));
     prop_oneof![
-        (account.clone(), 0u8..20, 1u64..500).prop_map(|(account, tx, amount)| Command::DepositCredits { account, tx_ref: format!("tx-{tx}"), amount }),
-        (account, proptest::option::of(0u8..10), 0u32..60, any::<bool>()).prop_map(|(account, key, max_tokens, good_hash)| {
-            Command::SubmitRequest(Box::new(Submission {
-                idempotency_key: key.map(|k| format!("key-{k}")),
-                source: IntakeSource::Http,
-                workload_class: INFERENCE.into(),
-                model: "m".into(),
-                hardware_tier: 1,
-                priority: Priority::Standard,
-                deadline_seconds: 10,
-                max_tokens,
-                credit_account: account,
-                client_pubkey: String::new(),
-                payload_hash: Hash32([2; 32]),
-                computed_payload_hash: if good_hash { Hash32([2; 32]) } else { Hash32([3; 32]) },
-                sealed_payload: Sealed(vec![9; 4]),
-            }))
+        (account.clone(), 0u8..20, 1u64..500).prop_map(|(account, tx, amount)| {
+            Command::DepositCredits {
+                account,
+                tx_ref: format!("tx-{tx}"),
+                amount,
+            }
         }),
+        (
+            account,
+            proptest::option::of(0u8..10),
+            0u32..60,
+            any::<bool>()
+        )
+            .prop_map(|(account, key, max_tokens, good_hash)| {
+                Command::SubmitRequest(Box::new(Submission {
+                    idempotency_key: key.map(|k| format!("key-{k}")),
+                    source: IntakeSource::Http,
+                    workload_class: INFERENCE.into(),
+                    model: "m".into(),
+                    hardware_tier: 1,
+                    priority: Priority::Standard,
+                    deadline_seconds: 10,
+                    max_tokens,
+                    credit_account: account,
+                    client_pubkey: String::new(),
+                    payload_hash: Hash32([2; 32]),
+                    computed_payload_hash: if good_hash {
+                        Hash32([2; 32])
+                    } else {
+                        Hash32([3; 32])
+                    },
+                    sealed_payload: Sealed(vec![9; 4]),
+                }))
+            }),
     ]
 }
 
@@ -98,14 +121,25 @@ proptest! {
 async fn a_snapshot_of_another_fold_version_is_rebuilt_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let w = FileLogWriter::open(dir.path().join("log"), FileLogOptions::default()).unwrap();
-    let log = history(vec![Command::DepositCredits { account: AccountId("a".into()), tx_ref: "t".into(), amount: 7 }]);
-    w.append(log.iter().map(Envelope::encode).collect()).await.unwrap();
+    let log = history(vec![Command::DepositCredits {
+        account: AccountId("a".into()),
+        tx_ref: "t".into(),
+        amount: 7,
+    }]);
+    w.append(log.iter().map(Envelope::encode).collect())
+        .await
+        .unwrap();
     // A snapshot that claims an old fold version and a wrong balance.
     let mut stale = Fold::<CoordinatorState>::default();
     for (i, env) in log.iter().enumerate() {
         stale.feed(i as u64, env).unwrap();
     }
-    stale.state.accounts.get_mut(&AccountId("a".into())).unwrap().balance = 999;
+    stale
+        .state
+        .accounts
+        .get_mut(&AccountId("a".into()))
+        .unwrap()
+        .balance = 999;
     let mut snap = Snapshot::of(&stale);
     snap.fold_version = CoordinatorState::FOLD_VERSION + 1;
     let path = dir.path().join("snap");
@@ -116,14 +150,21 @@ async fn a_snapshot_of_another_fold_version_is_rebuilt_not_trusted() {
 
 #[test]
 fn a_redelivered_event_is_dropped_not_applied_twice() {
-    let log = history(vec![Command::DepositCredits { account: AccountId("a".into()), tx_ref: "t".into(), amount: 7 }]);
+    let log = history(vec![Command::DepositCredits {
+        account: AccountId("a".into()),
+        tx_ref: "t".into(),
+        amount: 7,
+    }]);
     let mut fold = Fold::<CoordinatorState>::default();
     for (i, env) in log.iter().enumerate() {
         fold.feed(i as u64, env).unwrap();
     }
     // The same envelope again at a later offset (a retried append that had landed).
     let last = log.last().unwrap();
-    assert_eq!(fold.feed(log.len() as u64, last).unwrap(), prlx_projections::fold::Fed::Duplicate);
+    assert_eq!(
+        fold.feed(log.len() as u64, last).unwrap(),
+        prlx_projections::fold::Fed::Duplicate
+    );
     assert_eq!(fold.state.accounts[&AccountId("a".into())].balance, 7);
     assert_eq!(fold.duplicates_dropped, 1);
 }

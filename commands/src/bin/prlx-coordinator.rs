@@ -11,7 +11,11 @@ use prlx_events::log::LogUrl;
 use prlx_events::{AccountId, Hash32};
 
 #[derive(Parser, Debug)]
-#[command(name = "prlx-coordinator", version, about = "The ParalleliX coordinator: intake, scheduling and settlement, all as events on one log")]
+#[command(
+    name = "prlx-coordinator",
+    version,
+    about = "The ParalleliX coordinator: intake, scheduling and settlement, all as events on one log"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -46,19 +50,38 @@ enum Cmd {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Demo { log, key_file, catalog, requests, producer } => demo(&log, &key_file, &catalog, requests, &producer).await,
+        Cmd::Demo {
+            log,
+            key_file,
+            catalog,
+            requests,
+            producer,
+        } => demo(&log, &key_file, &catalog, requests, &producer).await,
     }
 }
 
-async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, requests: u32, producer: &str) -> anyhow::Result<()> {
+async fn demo(
+    log: &str,
+    key_file: &std::path::Path,
+    catalog: &std::path::Path,
+    requests: u32,
+    producer: &str,
+) -> anyhow::Result<()> {
     let url = LogUrl::parse(log)?;
     let key = load_or_create_key(key_file)?;
-    let mut coord = Coordinator::open(&url, producer, key).await.context("opening the coordinator")?;
-    println!("log {log}: recovered {} records", coord.state_fold().next_offset());
+    let mut coord = Coordinator::open(&url, producer, key)
+        .await
+        .context("opening the coordinator")?;
+    println!(
+        "log {log}: recovered {} records",
+        coord.state_fold().next_offset()
+    );
 
     if coord.state().catalog.is_none() {
-        let text = std::fs::read_to_string(catalog).with_context(|| format!("reading {}", catalog.display()))?;
-        let c: CatalogPublished = serde_json::from_str(&text).with_context(|| format!("parsing {}", catalog.display()))?;
+        let text = std::fs::read_to_string(catalog)
+            .with_context(|| format!("reading {}", catalog.display()))?;
+        let c: CatalogPublished = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", catalog.display()))?;
         coord.execute(Command::PublishCatalog(c)).await?;
     }
 
@@ -66,9 +89,22 @@ async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, 
     let run = coord.state().deposits.len() as u64;
     let big = AccountId("parallelix-ai".into());
     let small = AccountId("small-client".into());
-    for (account, tx, amount) in [(&big, format!("0xdemo-{run}"), 1_000_000), (&big, format!("0xdemo-{run}"), 1_000_000), (&small, format!("0xsmall-{run}"), 50)] {
-        let outcome = coord.execute(Command::DepositCredits { account: account.clone(), tx_ref: tx.clone(), amount }).await?;
-        println!("deposit {tx} of {amount} to {account}: {}", describe(&outcome));
+    for (account, tx, amount) in [
+        (&big, format!("0xdemo-{run}"), 1_000_000),
+        (&big, format!("0xdemo-{run}"), 1_000_000),
+        (&small, format!("0xsmall-{run}"), 50),
+    ] {
+        let outcome = coord
+            .execute(Command::DepositCredits {
+                account: account.clone(),
+                tx_ref: tx.clone(),
+                amount,
+            })
+            .await?;
+        println!(
+            "deposit {tx} of {amount} to {account}: {}",
+            describe(&outcome)
+        );
     }
 
     let base = |account: &AccountId, key: Option<String>, prompt: &str| Submission {
@@ -89,7 +125,10 @@ async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, 
     let mut accepted = 0;
     for i in 0..requests {
         let prompt = format!("Prompt {run}.{i}: what is the capital of France?");
-        let cmd = coord.submission(base(&big, Some(format!("demo-{run}-{i}")), &prompt), prompt.as_bytes());
+        let cmd = coord.submission(
+            base(&big, Some(format!("demo-{run}-{i}")), &prompt),
+            prompt.as_bytes(),
+        );
         if let Outcome::Appended(_) = coord.execute(cmd).await? {
             accepted += 1;
         }
@@ -97,10 +136,19 @@ async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, 
     println!("submitted {requests} valid requests: {accepted} accepted");
 
     let prompt = format!("Prompt {run}.0: what is the capital of France?");
-    let retry = coord.submission(base(&big, Some(format!("demo-{run}-0")), &prompt), prompt.as_bytes());
+    let retry = coord.submission(
+        base(&big, Some(format!("demo-{run}-0")), &prompt),
+        prompt.as_bytes(),
+    );
     let outcome = coord.execute(retry).await?;
-    let id = coord.state().request_for_key(&big, &format!("demo-{run}-0"));
-    println!("retry with the same Idempotency-Key: {} (request {})", describe(&outcome), id.map_or("none".into(), |r| r.to_string()));
+    let id = coord
+        .state()
+        .request_for_key(&big, &format!("demo-{run}-0"));
+    println!(
+        "retry with the same Idempotency-Key: {} (request {})",
+        describe(&outcome),
+        id.map_or("none".into(), |r| r.to_string())
+    );
 
     let mut bad_hash = base(&big, None, "something else");
     bad_hash.payload_hash = Hash32::of(b"not the payload");
@@ -119,13 +167,21 @@ async fn demo(log: &str, key_file: &std::path::Path, catalog: &std::path::Path, 
     }
 
     let st = coord.state();
-    println!("\nstate after {} records:", coord.state_fold().next_offset());
+    println!(
+        "\nstate after {} records:",
+        coord.state_fold().next_offset()
+    );
     println!("  requests accepted: {}", st.requests.len());
     for (code, n) in &st.rejections {
         println!("  rejected {code}: {n}");
     }
     for (account, a) in &st.accounts {
-        println!("  account {account}: balance {}, reserved {}, available {}", a.balance, a.reserved, a.available());
+        println!(
+            "  account {account}: balance {}, reserved {}, available {}",
+            a.balance,
+            a.reserved,
+            a.available()
+        );
     }
     Ok(())
 }
@@ -136,7 +192,10 @@ fn describe(o: &Outcome) -> String {
         Outcome::Unchanged => "already recorded, nothing new".into(),
         Outcome::Rejected { rejection, offset } => format!(
             "rejected {} ({}): {} [audit record at offset {offset}]",
-            serde_json::to_value(rejection.code).unwrap().as_str().unwrap_or("?"),
+            serde_json::to_value(rejection.code)
+                .unwrap()
+                .as_str()
+                .unwrap_or("?"),
             rejection.field.as_deref().unwrap_or("-"),
             rejection.message
         ),

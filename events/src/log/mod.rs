@@ -62,7 +62,11 @@ pub enum LogError {
         reason: String,
     },
     #[error("record {index} of the batch is {len} bytes; the limit is {max}")]
-    RecordTooLarge { index: usize, len: usize, max: usize },
+    RecordTooLarge {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("the writer failed earlier ({0}); reopen the log to recover")]
     Poisoned(String),
     #[error("the writer has shut down")]

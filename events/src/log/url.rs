@@ -30,7 +30,9 @@ impl LogUrl {
                 None => (rest, None),
             };
             if path.is_empty() {
-                return Err(bad("file:// needs a directory, e.g. file://./log or file:///var/lib/prlx/log"));
+                return Err(bad(
+                    "file:// needs a directory, e.g. file://./log or file:///var/lib/prlx/log",
+                ));
             }
             let mut options = FileLogOptions::default();
             for pair in query.into_iter().flat_map(|q| q.split('&')) {
@@ -42,9 +44,9 @@ impl LogUrl {
                         "unknown option {k:?} (known: segment_bytes, poll_ms)"
                     )));
                 }
-                let n: u64 = v
-                    .parse()
-                    .map_err(|_| bad(&format!("option {k}: {v:?} is not a non-negative integer")))?;
+                let n: u64 = v.parse().map_err(|_| {
+                    bad(&format!("option {k}: {v:?} is not a non-negative integer"))
+                })?;
                 match k {
                     "segment_bytes" => {
                         if n < 4096 {
@@ -98,7 +100,7 @@ mod tests {
         assert_eq!(options.poll_interval, Duration::from_millis(3));
         assert!(matches!(
             LogUrl::parse("file:///abs/dir").unwrap(),
-            LogUrl::File { dir, .. } if dir == PathBuf::from("/abs/dir")
+            LogUrl::File { dir, .. } if dir == std::path::Path::new("/abs/dir")
         ));
     }
 
