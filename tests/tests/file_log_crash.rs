@@ -92,6 +92,19 @@ async fn sigkill_while_appending_loses_no_acknowledged_batch() {
             let line = lines.next().expect("writer exited early").unwrap();
             record_ack(&mut acked, &line);
             seen += 1;
+            if seen == kill_after / 2 {
+                // A reader in this process while the other one appends: whole batches only,
+                // and everything acknowledged so far is already visible.
+                let follower = FileLogReader::open(dir.path(), FileLogOptions::default()).unwrap();
+                let live = verify_log(&follower).await;
+                for (id, range) in &acked {
+                    assert_eq!(
+                        live.get(id),
+                        Some(range),
+                        "run {run}: acked batch {id} not visible to a live reader"
+                    );
+                }
+            }
         }
         child.kill().unwrap(); // SIGKILL
                                // Acks printed before death still count: they were acknowledged.
