@@ -211,6 +211,26 @@ pub struct NodeDrained {
     pub node_id: NodeId,
 }
 
+/// The coordinator's signing key (PEM), so nodes and auditors can check session grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CoordinatorKeyPublished {
+    pub public_key_pem: String,
+}
+
+/// A session key granted to a node for an epoch (see `docs/dispatch-security.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionKeyIssued {
+    pub node_id: NodeId,
+    pub epoch: u64,
+    /// The key, RSA-OAEP-SHA256 to the node's public key: only the node can read it.
+    pub wrapped_key: Sealed,
+    /// RSA-PSS-SHA256 by the coordinator over node id, epoch and `wrapped_key`.
+    pub signature: Sealed,
+    /// The same key sealed to the coordinator's storage key, so a restarted coordinator can
+    /// keep dispatching under it.
+    pub sealed_for_coordinator: Sealed,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scheduling (3), dispatch (4), execution (5), proof-of-execution (6).
 
@@ -503,6 +523,8 @@ events! {
     NodeRegistered = 1,
     NodeHeartbeat = 1,
     NodeDrained = 1,
+    CoordinatorKeyPublished = 1,
+    SessionKeyIssued = 1,
     RequestScheduled = 1,
     TaskDispatched = 1,
     ResultSubmitted = 1,

@@ -12,9 +12,11 @@
 //! - [`upcast`]: the upcaster chain for older payload versions.
 //! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend.
 //! - [`schema`]: JSON Schema export for `schemas/`.
+//! - [`crypto`]: node ids, session grants, dispatch/result sealing, proof-of-execution, signatures.
 //! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
 
 mod b64;
+pub mod crypto;
 pub mod envelope;
 pub mod event;
 pub mod ids;

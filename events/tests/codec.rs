@@ -127,6 +127,18 @@ fn one_of_each() -> Vec<Event> {
         .into(),
         NodeHeartbeat { node_id: node(1) }.into(),
         NodeDrained { node_id: node(1) }.into(),
+        CoordinatorKeyPublished {
+            public_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
+        }
+        .into(),
+        SessionKeyIssued {
+            node_id: node(1),
+            epoch: 3,
+            wrapped_key: Sealed(vec![1; 256]),
+            signature: Sealed(vec![2; 256]),
+            sealed_for_coordinator: Sealed(vec![3; 60]),
+        }
+        .into(),
         RequestScheduled {
             task_id: task(1),
             attempt: 0,

@@ -298,6 +298,8 @@ impl Projection for CoordinatorState {
             // Folded by the scheduling, validation and settlement projections of their own
             // issues; they do not change what intake decides.
             Event::SubtasksPlanned(_)
+            | Event::CoordinatorKeyPublished(_)
+            | Event::SessionKeyIssued(_)
             | Event::RequestScheduled(_)
             | Event::TaskDispatched(_)
             | Event::ResultSubmitted(_)

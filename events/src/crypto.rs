@@ -1,0 +1,409 @@
+//! Protocol cryptography shared by the coordinator, the node and the auditor: node identities,
+//! per-node session keys, dispatch sealing, proof-of-execution and result signatures.
+//!
+//! The scheme and its threat model are in `docs/dispatch-security.md`. In short: once per node
+//! and epoch the coordinator draws a 256-bit session key, wraps it to the node's RSA key
+//! (RSA-OAEP-SHA256) and signs the grant (RSA-PSS-SHA256) with its own key. A node verifies
+//! that signature (a public-key operation) before it lets its private key touch the wrapped
+//! key, so it never runs an RSA private-key operation on input an attacker chose. After that,
+//! every dispatch and every result is AES-256-GCM under the session key, with an AAD that
+//! binds request, task, node, attempt and direction: it both hides and authenticates, at
+//! microseconds per message instead of milliseconds per signature.
+//!
+//! Randomness comes in as a parameter (`CryptoRngCore`): the shells draw it, nothing here does.
+
+use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
+use rsa::pss::{BlindedSigningKey, Signature, VerifyingKey};
+use rsa::rand_core::CryptoRngCore;
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{Hash32, NodeId, RequestId, TaskId};
+use crate::seal::{SealError, StorageKey, NONCE_LEN};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("public key: {0}")]
+    PublicKey(String),
+    #[error("the session grant's signature does not verify against the coordinator's key")]
+    GrantSignature,
+    #[error("the session grant is for {got}, not this node ({want})")]
+    GrantForAnotherNode { got: NodeId, want: NodeId },
+    #[error("unwrapping the session key failed")]
+    Unwrap,
+    #[error("the result signature does not verify against the node's key")]
+    ResultSignature,
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The SPKI DER of a public key, the bytes a [`NodeId`] is the hash of.
+pub fn public_key_der(key: &RsaPublicKey) -> Vec<u8> {
+    key.to_public_key_der()
+        .expect("an RSA public key always encodes")
+        .into_vec()
+}
+
+pub fn public_key_pem(key: &RsaPublicKey) -> String {
+    key.to_public_key_pem(LineEnding::LF)
+        .expect("an RSA public key always encodes")
+}
+
+pub fn parse_public_key_pem(pem: &str) -> Result<RsaPublicKey, CryptoError> {
+    RsaPublicKey::from_public_key_pem(pem).map_err(|e| CryptoError::PublicKey(e.to_string()))
+}
+
+/// A node is named by the SHA-256 of its public key's SPKI DER.
+pub fn node_id_of(key: &RsaPublicKey) -> NodeId {
+    NodeId::from_public_key_der(&public_key_der(key))
+}
+
+/// `PoE = SHA-256(task_id || result || node_id)`, with the 16-byte task id and the 32-byte
+/// node id fixed width, so the concatenation is unambiguous.
+pub fn proof_of_execution(task: TaskId, result: &[u8], node: NodeId) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(task.to_bytes());
+    h.update(result);
+    h.update(node.to_bytes());
+    Hash32(h.finalize().into())
+}
+
+/// What a node signs for a result: a domain tag, then request id (u64 BE), task id (16 bytes),
+/// node id (32 bytes), attempt (u32 BE) and the PoE (32 bytes). Binding all of them means a
+/// signature cannot be replayed for another request, task, node or attempt.
+pub fn result_statement(
+    request: RequestId,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    poe: Hash32,
+) -> Vec<u8> {
+    let mut m = b"prlx/result/v1\0".to_vec();
+    m.extend_from_slice(&request.0.to_be_bytes());
+    m.extend_from_slice(&task.to_bytes());
+    m.extend_from_slice(&node.to_bytes());
+    m.extend_from_slice(&attempt.to_be_bytes());
+    m.extend_from_slice(&poe.0);
+    m
+}
+
+pub fn sign(key: &RsaPrivateKey, message: &[u8], rng: &mut impl CryptoRngCore) -> Vec<u8> {
+    BlindedSigningKey::<Sha256>::new(key.clone())
+        .sign_with_rng(rng, message)
+        .to_vec()
+}
+
+pub fn verify(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(sig) = Signature::try_from(signature) else {
+        return false;
+    };
+    VerifyingKey::<Sha256>::new(key.clone())
+        .verify(message, &sig)
+        .is_ok()
+}
+
+/// A per-node, per-epoch AES-256 key. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct SessionKey(StorageKey, [u8; 32]);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+impl SessionKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(StorageKey::from_bytes(bytes), bytes)
+    }
+
+    pub fn generate(rng: &mut impl CryptoRngCore) -> Self {
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        Self::from_bytes(b)
+    }
+
+    /// For sealing the key itself to the coordinator's storage key (it must survive restarts).
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        &self.1
+    }
+}
+
+/// A session key granted to a node for an epoch: wrapped so only the node can read it, and
+/// signed so the node knows the coordinator made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionGrant {
+    pub node_id: NodeId,
+    pub epoch: u64,
+    pub wrapped_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+fn grant_statement(node: NodeId, epoch: u64, wrapped: &[u8]) -> Vec<u8> {
+    let mut m = b"prlx/session-grant/v1\0".to_vec();
+    m.extend_from_slice(&node.to_bytes());
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m.extend_from_slice(wrapped);
+    m
+}
+
+/// The coordinator's side: wrap `key` to the node and sign the grant.
+pub fn grant_session(
+    coordinator: &RsaPrivateKey,
+    node_key: &RsaPublicKey,
+    epoch: u64,
+    key: &SessionKey,
+    rng: &mut impl CryptoRngCore,
+) -> SessionGrant {
+    let node_id = node_id_of(node_key);
+    let wrapped_key = node_key
+        .encrypt(rng, Oaep::new::<Sha256>(), key.expose_bytes())
+        .expect("a 32-byte key fits in OAEP for keys of 2048 bits and more");
+    let signature = sign(
+        coordinator,
+        &grant_statement(node_id, epoch, &wrapped_key),
+        rng,
+    );
+    SessionGrant {
+        node_id,
+        epoch,
+        wrapped_key,
+        signature,
+    }
+}
+
+/// The node's side: check the coordinator's signature first, and only then unwrap.
+pub fn accept_session(
+    coordinator: &RsaPublicKey,
+    node: &RsaPrivateKey,
+    grant: &SessionGrant,
+) -> Result<SessionKey, CryptoError> {
+    let me = node_id_of(&node.to_public_key());
+    if grant.node_id != me {
+        return Err(CryptoError::GrantForAnotherNode {
+            got: grant.node_id,
+            want: me,
+        });
+    }
+    if !verify(
+        coordinator,
+        &grant_statement(grant.node_id, grant.epoch, &grant.wrapped_key),
+        &grant.signature,
+    ) {
+        return Err(CryptoError::GrantSignature);
+    }
+    let bytes = node
+        .decrypt(Oaep::new::<Sha256>(), &grant.wrapped_key)
+        .map_err(|_| CryptoError::Unwrap)?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Unwrap)?;
+    Ok(SessionKey::from_bytes(bytes))
+}
+
+/// Which way a sealed message travels: part of the AAD, so a dispatch cannot pass as a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Dispatch,
+    Result,
+}
+
+fn message_aad(dir: Direction, task: TaskId, node: NodeId, attempt: u32, epoch: u64) -> Vec<u8> {
+    let mut aad = match dir {
+        Direction::Dispatch => b"prlx/dispatch/v1\0".to_vec(),
+        Direction::Result => b"prlx/result-body/v1\0".to_vec(),
+    };
+    aad.extend_from_slice(&task.to_bytes());
+    aad.extend_from_slice(&node.to_bytes());
+    aad.extend_from_slice(&attempt.to_be_bytes());
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}
+
+/// Seals a dispatch or a result body under the session key, bound to its task, node, attempt
+/// and epoch (the task id carries the request id).
+#[allow(clippy::too_many_arguments)]
+pub fn seal_message(
+    key: &SessionKey,
+    dir: Direction,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    epoch: u64,
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    key.0
+        .seal(
+            nonce,
+            &message_aad(dir, task, node, attempt, epoch),
+            plaintext,
+        )
+        .0
+}
+
+pub fn open_message(
+    key: &SessionKey,
+    dir: Direction,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let blob = crate::event::Sealed(sealed.to_vec());
+    Ok(key
+        .0
+        .open(&message_aad(dir, task, node, attempt, epoch), &blob)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::rand_core::OsRng;
+
+    fn key() -> RsaPrivateKey {
+        // 2048 bits keeps the test fast; production keys are 3072.
+        RsaPrivateKey::new(&mut OsRng, 2048).unwrap()
+    }
+
+    #[test]
+    fn a_grant_opens_only_for_its_node_and_only_if_the_coordinator_signed_it() {
+        let (coord, node, other) = (key(), key(), key());
+        let session = SessionKey::generate(&mut OsRng);
+        let grant = grant_session(&coord, &node.to_public_key(), 7, &session, &mut OsRng);
+        let got = accept_session(&coord.to_public_key(), &node, &grant).unwrap();
+        assert_eq!(got.expose_bytes(), session.expose_bytes());
+
+        // Another node cannot take it, even by relabelling it as its own.
+        assert!(matches!(
+            accept_session(&coord.to_public_key(), &other, &grant),
+            Err(CryptoError::GrantForAnotherNode { .. })
+        ));
+        let mut relabelled = grant.clone();
+        relabelled.node_id = node_id_of(&other.to_public_key());
+        assert_eq!(
+            accept_session(&coord.to_public_key(), &other, &relabelled).unwrap_err(),
+            CryptoError::GrantSignature
+        );
+
+        // A grant not signed by the coordinator is refused before any private-key operation.
+        let forged = grant_session(&other, &node.to_public_key(), 7, &session, &mut OsRng);
+        assert_eq!(
+            accept_session(&coord.to_public_key(), &node, &forged).unwrap_err(),
+            CryptoError::GrantSignature
+        );
+        let mut bumped = grant.clone();
+        bumped.epoch = 8;
+        assert_eq!(
+            accept_session(&coord.to_public_key(), &node, &bumped).unwrap_err(),
+            CryptoError::GrantSignature
+        );
+    }
+
+    #[test]
+    fn messages_are_bound_to_task_node_attempt_epoch_and_direction() {
+        let k = SessionKey::generate(&mut OsRng);
+        let task = TaskId::whole(RequestId(3));
+        let node = NodeId(Hash32([1; 32]));
+        let sealed = seal_message(
+            &k,
+            Direction::Dispatch,
+            task,
+            node,
+            0,
+            1,
+            [9; 12],
+            b"prompt",
+        );
+        assert_eq!(
+            open_message(&k, Direction::Dispatch, task, node, 0, 1, &sealed).unwrap(),
+            b"prompt"
+        );
+        for (dir, t, n, a, e) in [
+            (Direction::Result, task, node, 0, 1),
+            (Direction::Dispatch, TaskId::whole(RequestId(4)), node, 0, 1),
+            (Direction::Dispatch, task, NodeId(Hash32([2; 32])), 0, 1),
+            (Direction::Dispatch, task, node, 1, 1),
+            (Direction::Dispatch, task, node, 0, 2),
+        ] {
+            assert!(open_message(&k, dir, t, n, a, e, &sealed).is_err());
+        }
+        assert!(open_message(
+            &SessionKey::generate(&mut OsRng),
+            Direction::Dispatch,
+            task,
+            node,
+            0,
+            1,
+            &sealed
+        )
+        .is_err());
+        assert_eq!(format!("{k:?}"), "SessionKey(<redacted>)");
+    }
+
+    #[test]
+    fn result_signatures_cannot_be_replayed_for_another_task_node_or_attempt() {
+        let node_key = key();
+        let node = node_id_of(&node_key.to_public_key());
+        let task = TaskId::whole(RequestId(5));
+        let poe = proof_of_execution(task, b"Paris", node);
+        let sig = sign(
+            &node_key,
+            &result_statement(RequestId(5), task, node, 0, poe),
+            &mut OsRng,
+        );
+        let pk = node_key.to_public_key();
+        assert!(verify(
+            &pk,
+            &result_statement(RequestId(5), task, node, 0, poe),
+            &sig
+        ));
+        assert!(!verify(
+            &pk,
+            &result_statement(RequestId(6), TaskId::whole(RequestId(6)), node, 0, poe),
+            &sig
+        ));
+        assert!(!verify(
+            &pk,
+            &result_statement(RequestId(5), task, node, 1, poe),
+            &sig
+        ));
+        assert!(!verify(
+            &pk,
+            &result_statement(RequestId(5), task, NodeId(Hash32([0; 32])), 0, poe),
+            &sig
+        ));
+        assert!(!verify(
+            &pk,
+            &result_statement(RequestId(5), task, node, 0, Hash32::of(b"x")),
+            &sig
+        ));
+        assert!(!verify(&pk, b"garbage", b"not a signature"));
+    }
+
+    #[test]
+    fn poe_layout_is_task_then_result_then_node() {
+        let task = TaskId {
+            request: RequestId(1),
+            subtask: 2,
+        };
+        let node = NodeId(Hash32([0xee; 32]));
+        let mut bytes = task.to_bytes().to_vec();
+        bytes.extend_from_slice(b"out");
+        bytes.extend_from_slice(&[0xee; 32]);
+        assert_eq!(proof_of_execution(task, b"out", node), Hash32::of(&bytes));
+        // Moving a byte between result and node id changes the digest: fixed widths, no ambiguity.
+        assert_ne!(
+            proof_of_execution(task, b"ou", node),
+            proof_of_execution(task, b"out", node)
+        );
+    }
+
+    #[test]
+    fn node_id_is_the_hash_of_the_spki_der_and_pem_round_trips() {
+        let k = key().to_public_key();
+        assert_eq!(node_id_of(&k), NodeId(Hash32::of(&public_key_der(&k))));
+        assert_eq!(parse_public_key_pem(&public_key_pem(&k)).unwrap(), k);
+        assert!(parse_public_key_pem("not a key").is_err());
+    }
+}
