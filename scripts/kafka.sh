@@ -97,8 +97,8 @@ ensure_classpath() {
         log "fetching Kafka $version classpath with Maven (cached in ~/.m2)"
         rm -rf "$LIBS_DIR" "$CDS_DIR"
         mvn -q -B -Dstyle.color=never -f "$CONF_DIR/pom.xml" dependency:copy-dependencies \
-            -DincludeScope=runtime -DoutputDirectory="$LIBS_DIR" >&2 \
-            || die "mvn dependency:copy-dependencies failed"
+            -DincludeScope=runtime -DoutputDirectory="$LIBS_DIR" >"$STATE_DIR/mvn.log" 2>&1 \
+            || { tail -n 40 "$STATE_DIR/mvn.log" >&2; die "mvn dependency:copy-dependencies failed"; }
         [ -f "$LIBS_DIR/kafka_2.13-$version.jar" ] || die "kafka_2.13-$version.jar missing after mvn"
         echo "$want" >"$stamp"
     fi
@@ -169,7 +169,12 @@ port $formatted_port (the KRaft voter record keeps it); use KAFKA_CONTROLLER_POR
     rm -rf "$DATA_DIR" "$FORMAT_FILE"
     mkdir -p "$DATA_DIR"
     local cluster_id
-    cluster_id="$(java_run kafka.tools.StorageTool random-uuid)" || die "StorageTool random-uuid failed"
+    # Same form as `StorageTool random-uuid` (base64url of 16 random bytes, not starting
+    # with '-'), without paying for another JVM start.
+    cluster_id=-
+    while [ "${cluster_id:0:1}" = - ]; do
+        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     log "formatting storage (cluster id $cluster_id)"
     java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS_FILE" --standalone >"$LOG_DIR/format.log" 2>&1 \
         || { cat "$LOG_DIR/format.log" >&2; die "formatting storage failed"; }
@@ -201,6 +206,8 @@ cmd_start() {
     for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
         ! port_open "$p" || die "port 127.0.0.1:$p is already in use by another process"
     done
+    # Keep only this run's broker log, so a failure shows the right tail.
+    [ ! -f "$LOG_DIR/server.log" ] || mv -f "$LOG_DIR/server.log" "$LOG_DIR/server.log.prev"
     write_props
     ensure_formatted
 

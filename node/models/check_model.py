@@ -91,6 +91,15 @@ class Runner:
             inp = np.asarray([[nxt]], dtype=np.int64)
         return out_ids, prefill_s, decode_s, steps
 
+    def rescore(self, ids: list[int]) -> list[int]:
+        """One prefill over the whole sequence; greedy argmax at every position."""
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
+                 "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                 "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
+                 **{n: empty for n in self.past_names}}
+        return [int(t) for t in np.argmax(self.sess.run(["logits"], feeds)[0][0], axis=-1)]
+
 
 def load_registry(key: str, registry: str) -> dict:
     with open(registry, "rb") as f:
@@ -119,6 +128,10 @@ def run_once(entry, prompt, threads, max_new, quiet=False):
               f"load={r.load_s:.2f}s prefill={pre_s * 1e3:.1f}ms ({len(ids) / pre_s:.0f} tok/s) "
               f"decode={tps:.1f} tok/s")
         print(f"  -> {gen!r}")
+    if not quiet and out:
+        full = r.rescore(ids + out)
+        agree = sum(int(a == b) for a, b in zip(full[len(ids) - 1:], out))
+        print(f"  one-shot prefill re-score agrees with KV-cache decode on {agree}/{len(out)} greedy tokens")
     return out, gen, tps
 
 
