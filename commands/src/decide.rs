@@ -4,8 +4,11 @@
 //! looked up by the shell and put into the command, so it lands in the events and replay needs
 //! no clock. A rejection is the request being wrong (a 4xx), never a failure of ours.
 
+use chrono::{DateTime, Utc};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
+use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::CoordinatorState;
 
 /// The only workload class of the live path. General-path classes arrive with their issue.
@@ -24,6 +27,42 @@ pub enum Command {
     Heartbeat {
         node_id: NodeId,
     },
+    /// Record the scheduler's next decision and its dispatch. The shell computed `choice` with
+    /// [`next_assignment`] and sealed the work for that node; decide checks both against the
+    /// state, so a stale or tampered choice is refused.
+    Dispatch(Box<Dispatch>),
+    /// The timer service saw the deadline of a running dispatch pass.
+    ExpireDeadline {
+        request: RequestId,
+        node: NodeId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    },
+    /// A node returned a result; the shell opened it and checked the commitment and signature.
+    CompleteTask(Box<Completion>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub choice: Choice,
+    pub sealed_work: Sealed,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub request: RequestId,
+    pub node: NodeId,
+    pub attempt: u32,
+    pub sealed_result: Sealed,
+    pub poe: Hash32,
+    pub signature: Sealed,
+    pub token_count: u32,
+    /// Whether the PoE recomputed from the opened result matches, and the signature verifies.
+    /// `Err` says which check failed.
+    pub commitment: Result<(), String>,
+    /// The result sealed to the client's key, for return.
+    pub sealed_for_client: Sealed,
 }
 
 /// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the
@@ -93,6 +132,51 @@ pub fn task_price(model: &CatalogModel, priority: Priority, max_tokens: u32) -> 
     Some(base.checked_mul(percent)?.div_ceil(100))
 }
 
+/// The price of a request for `model` at `tier` and `priority` with `max_tokens`, with the
+/// same checks intake applies (`GET /v1/quote` and submission share it).
+pub fn quote(
+    state: &CoordinatorState,
+    model: &str,
+    tier: u8,
+    priority: Priority,
+    max_tokens: u32,
+) -> Result<u64, Rejection> {
+    use RejectionCode::*;
+    let catalog = state.catalog.as_ref().ok_or_else(|| {
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            "no model catalog has been published",
+        )
+    })?;
+    let m = state.catalog_model(model).ok_or_else(|| {
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            format!("{model:?} is not in the catalog"),
+        )
+    })?;
+    if tier < m.min_tier || tier > catalog.max_tier {
+        return Err(Rejection::new(
+            TierOutOfRange,
+            Some("hardware_tier"),
+            format!(
+                "{model} needs a tier in {}..={}",
+                m.min_tier, catalog.max_tier
+            ),
+        ));
+    }
+    if max_tokens == 0 || max_tokens > m.max_tokens_limit {
+        return Err(Rejection::new(
+            MalformedRequest,
+            Some("max_tokens"),
+            format!("must be 1..={}", m.max_tokens_limit),
+        ));
+    }
+    task_price(m, priority, max_tokens)
+        .ok_or_else(|| Rejection::new(MalformedRequest, Some("max_tokens"), "price overflows"))
+}
+
 pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, Rejection> {
     match command {
         Command::PublishCatalog(c) => {
@@ -159,7 +243,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
                 } else {
                     Err(Rejection::new(
                         RejectionCode::NodeAlreadyRegistered,
-                        Some("public_key"),
+                        Some("public_key_pem"),
                         format!("{} is registered with other parameters", n.node_id),
                     ))
                 };
@@ -199,7 +283,225 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             }
             Ok(vec![NodeHeartbeat { node_id }.into()])
         }
+        Command::Dispatch(d) => dispatch(state, *d),
+        Command::ExpireDeadline {
+            request,
+            node,
+            attempt,
+            now,
+        } => expire(state, request, node, attempt, now),
+        Command::CompleteTask(c) => complete(state, *c),
     }
+}
+
+fn internal(field: &str, message: impl Into<String>) -> Rejection {
+    Rejection::new(RejectionCode::MalformedRequest, Some(field), message)
+}
+
+fn dispatch(state: &CoordinatorState, d: Dispatch) -> Result<Vec<Event>, Rejection> {
+    let expected = next_assignment(state);
+    if expected.as_ref() != Some(&d.choice) {
+        return Err(internal(
+            "choice",
+            format!(
+                "stale scheduling choice {:?}; the state gives {expected:?}",
+                d.choice
+            ),
+        ));
+    }
+    let c = d.choice;
+    let req = &state.requests[&c.request];
+    let task_id = TaskId::whole(c.request);
+    Ok(vec![
+        RequestScheduled {
+            task_id,
+            attempt: c.attempt,
+            node_id: c.node,
+            candidates_considered: c.candidates_considered,
+            ranked: c.ranked,
+        }
+        .into(),
+        TaskDispatched {
+            task_id,
+            attempt: c.attempt,
+            node_id: c.node,
+            sealed_work: d.sealed_work,
+            deadline_at: d.now + chrono::Duration::seconds(i64::from(req.deadline_seconds)),
+        }
+        .into(),
+    ])
+}
+
+/// Events that end a request that will not be served: the failure and the full refund.
+fn give_up(state: &CoordinatorState, request: RequestId, reason: String) -> Vec<Event> {
+    let req = &state.requests[&request];
+    let mut events: Vec<Event> = vec![RequestFailed {
+        request_id: request,
+        reason,
+    }
+    .into()];
+    if req.reserved > 0 {
+        events.push(
+            CreditsRefunded {
+                account: req.account.clone(),
+                request_id: request,
+                amount: req.reserved,
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+fn expire(
+    state: &CoordinatorState,
+    request: RequestId,
+    node: NodeId,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let req = state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let deadline = match &req.running {
+        Some(a) if a.node == node && a.attempt == attempt => a.deadline_at,
+        _ => return Ok(vec![]), // already returned or expired: nothing to do
+    };
+    match deadline {
+        Some(at) if now >= at => {}
+        _ => {
+            return Err(internal(
+                "now",
+                format!("deadline {deadline:?} has not passed at {now}"),
+            ))
+        }
+    }
+    let task_id = TaskId::whole(request);
+    let mut events: Vec<Event> = vec![DeadlineExpired {
+        task_id,
+        attempt,
+        node_id: node,
+    }
+    .into()];
+    if req.attempts >= state.max_attempts() {
+        events.extend(give_up(
+            state,
+            request,
+            format!("no result after {} dispatch attempts", req.attempts),
+        ));
+    }
+    Ok(events)
+}
+
+fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejection> {
+    let req = state
+        .requests
+        .get(&c.request)
+        .ok_or_else(|| internal("request", format!("unknown request {}", c.request)))?;
+    let task_id = TaskId::whole(c.request);
+    let running = matches!(&req.running, Some(a) if a.node == c.node && a.attempt == c.attempt && a.deadline_at.is_some());
+    if !running {
+        // A result for an attempt that expired (or a request already settled): recorded, unused.
+        if req.tried.contains(&c.node) && c.attempt < req.attempts {
+            return Ok(vec![LateResultDiscarded {
+                task_id,
+                attempt: c.attempt,
+                node_id: c.node,
+            }
+            .into()]);
+        }
+        return Err(Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{} has no dispatch {} of {}", c.node, c.attempt, c.request),
+        ));
+    }
+    let mut events: Vec<Event> = vec![ResultSubmitted {
+        task_id,
+        attempt: c.attempt,
+        node_id: c.node,
+        sealed_result: c.sealed_result,
+        poe: c.poe,
+        signature: c.signature,
+        token_count: c.token_count,
+    }
+    .into()];
+    match c.commitment {
+        Ok(()) => {
+            events.push(
+                CommitmentVerified {
+                    task_id,
+                    attempt: c.attempt,
+                    node_id: c.node,
+                }
+                .into(),
+            );
+            events.push(
+                ValidationResolved {
+                    task_id,
+                    verdict: Verdict::Accepted,
+                    result_hash: None,
+                }
+                .into(),
+            );
+            events.push(
+                ResultReturned {
+                    request_id: c.request,
+                    sealed_for_client: c.sealed_for_client,
+                    poe: c.poe,
+                    node_id: c.node,
+                }
+                .into(),
+            );
+            let charge = req.price.min(req.reserved);
+            events.push(
+                CreditsCharged {
+                    account: req.account.clone(),
+                    request_id: c.request,
+                    amount: charge,
+                }
+                .into(),
+            );
+            if req.reserved > charge {
+                events.push(
+                    CreditsRefunded {
+                        account: req.account.clone(),
+                        request_id: c.request,
+                        amount: req.reserved - charge,
+                    }
+                    .into(),
+                );
+            }
+        }
+        Err(reason) => {
+            events.push(
+                CommitmentRejected {
+                    task_id,
+                    attempt: c.attempt,
+                    node_id: c.node,
+                    reason: reason.clone(),
+                }
+                .into(),
+            );
+            events.push(
+                NodeFlagged {
+                    node_id: c.node,
+                    task_id: Some(task_id),
+                    reason,
+                }
+                .into(),
+            );
+            if req.attempts >= state.max_attempts() && req.status == RequestStatus::Accepted {
+                events.extend(give_up(
+                    state,
+                    c.request,
+                    format!("no valid result after {} dispatch attempts", req.attempts),
+                ));
+            }
+        }
+    }
+    Ok(events)
 }
 
 fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejection> {
@@ -220,30 +522,8 @@ fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejecti
             ),
         ));
     }
-    let catalog = state.catalog.as_ref().ok_or_else(|| {
-        Rejection::new(
-            UnknownModel,
-            Some("model"),
-            "no model catalog has been published",
-        )
-    })?;
-    let model = state.catalog_model(&s.model).ok_or_else(|| {
-        Rejection::new(
-            UnknownModel,
-            Some("model"),
-            format!("{:?} is not in the catalog", s.model),
-        )
-    })?;
-    if s.hardware_tier < model.min_tier || s.hardware_tier > catalog.max_tier {
-        return Err(Rejection::new(
-            TierOutOfRange,
-            Some("hardware_tier"),
-            format!(
-                "{} needs a tier in {}..={}",
-                s.model, model.min_tier, catalog.max_tier
-            ),
-        ));
-    }
+    let price = quote(state, &s.model, s.hardware_tier, s.priority, s.max_tokens)?;
+    let catalog = state.catalog.as_ref().expect("quote checked the catalog");
     if s.deadline_seconds < catalog.min_deadline_seconds
         || s.deadline_seconds > catalog.max_deadline_seconds
     {
@@ -256,13 +536,6 @@ fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejecti
             ),
         ));
     }
-    if s.max_tokens == 0 || s.max_tokens > model.max_tokens_limit {
-        return Err(Rejection::new(
-            MalformedRequest,
-            Some("max_tokens"),
-            format!("must be 1..={}", model.max_tokens_limit),
-        ));
-    }
     if s.payload_hash != s.computed_payload_hash {
         return Err(Rejection::new(
             PayloadHashMismatch,
@@ -270,8 +543,6 @@ fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejecti
             "does not match the SHA-256 of the payload bytes received",
         ));
     }
-    let price = task_price(model, s.priority, s.max_tokens)
-        .ok_or_else(|| Rejection::new(MalformedRequest, Some("max_tokens"), "price overflows"))?;
     let available = state
         .accounts
         .get(&s.credit_account)

@@ -2,11 +2,17 @@
 //! what it decides to the log.
 //!
 //! # Layout
+//! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
+//!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
+//! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
+//!   OpenAPI document.
 //! - [`shell`]: the [`Coordinator`](shell::Coordinator): recovery, stamping, append, apply;
 //!   the storage key.
 //! - [`testkit`]: Given/When/Then for decisions.
 
+pub mod actor;
 pub mod decide;
+pub mod http;
 pub mod shell;
 pub mod testkit;

@@ -18,6 +18,8 @@ fn catalog() -> Event {
         max_tier: 4,
         min_deadline_seconds: 5,
         max_deadline_seconds: 600,
+        reputation_weight_pct: 100,
+        max_attempts: 2,
     }
     .into()
 }
@@ -248,7 +250,7 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
     changed.slots = 9;
     given([catalog(), node.clone().into()])
         .when(Command::RegisterNode(Box::new(changed)))
-        .then_reject(RejectionCode::NodeAlreadyRegistered, "public_key");
+        .then_reject(RejectionCode::NodeAlreadyRegistered, "public_key_pem");
     let mut too_big = node.clone();
     too_big.hardware_tier = 9;
     given([catalog()])

@@ -89,6 +89,20 @@ pub struct CatalogPublished {
     pub max_tier: u8,
     pub min_deadline_seconds: u32,
     pub max_deadline_seconds: u32,
+    /// Weight of reputation in scheduling, in percent (100 = 1.0).
+    #[serde(default = "default_reputation_weight_pct")]
+    pub reputation_weight_pct: u32,
+    /// Dispatch attempts (first plus re-dispatches) before a request fails and is refunded.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_reputation_weight_pct() -> u32 {
+    100
+}
+
+fn default_max_attempts() -> u32 {
+    3
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ fn one_of_each() -> Vec<Event> {
             max_tier: 5,
             min_deadline_seconds: 5,
             max_deadline_seconds: 3600,
+            reputation_weight_pct: 100,
+            max_attempts: 3,
         }
         .into(),
         CreditsDeposited {

@@ -9,10 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, NodeId, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::{FoldError, Projection};
+use crate::scheduler::{choose_node, slot_key, QueueEntry, Scheduler};
+
+/// Reputation weight in percent when the catalog sets none (1.0).
+pub const DEFAULT_REPUTATION_WEIGHT_PCT: u32 = 100;
+/// Dispatch attempts before a request fails, when the catalog sets none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -47,6 +53,26 @@ pub struct RequestView {
     pub charged: u64,
     pub status: RequestStatus,
     pub accepted_at: DateTime<Utc>,
+    pub deadline_seconds: u32,
+    pub payload_hash: Hash32,
+    /// The payload sealed to the coordinator's storage key, kept for (re-)dispatch.
+    pub sealed_payload: Sealed,
+    /// Dispatches so far; the next one is attempt number `attempts`.
+    pub attempts: u32,
+    /// Nodes that already had this request: a re-dispatch goes elsewhere.
+    pub tried: BTreeSet<NodeId>,
+    /// Where it waits in the queue, while it waits.
+    pub queued: Option<QueueEntry>,
+    /// The node working on it, while one is.
+    pub running: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: NodeId,
+    pub attempt: u32,
+    /// Set when the dispatch is recorded.
+    pub deadline_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +87,19 @@ pub struct NodeView {
     pub draining: bool,
     pub in_pool: bool,
     pub standing_bp: u32,
+    /// Tasks dispatched to it and not yet returned or expired.
+    pub busy: u32,
+}
+
+impl NodeView {
+    pub fn free_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.busy)
+    }
+
+    /// Whether new work may go to it.
+    pub fn schedulable(&self) -> bool {
+        self.in_pool && !self.draining && self.free_slots() > 0
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +114,7 @@ pub struct CoordinatorState {
     /// Rejections recorded at intake, by code.
     pub rejections: BTreeMap<String, u64>,
     pub next_request_id: u64,
+    pub sched: Scheduler,
 }
 
 impl CoordinatorState {
@@ -88,6 +128,80 @@ impl CoordinatorState {
 
     pub fn request_for_key(&self, account: &AccountId, key: &str) -> Option<RequestId> {
         self.idempotency.get(account)?.get(key).copied()
+    }
+
+    pub fn reputation_weight_pct(&self) -> u32 {
+        self.catalog
+            .as_ref()
+            .map_or(DEFAULT_REPUTATION_WEIGHT_PCT, |c| c.reputation_weight_pct)
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.catalog
+            .as_ref()
+            .map_or(DEFAULT_MAX_ATTEMPTS, |c| c.max_attempts)
+    }
+
+    /// Changes a node and keeps the free-capacity index in step with it.
+    fn update_node(
+        &mut self,
+        env: &Envelope,
+        id: NodeId,
+        change: impl FnOnce(&mut NodeView),
+    ) -> Result<(), FoldError> {
+        let weight = self.reputation_weight_pct();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| FoldError::new(env, format!("unknown node {id}")))?;
+        let old_key = slot_key(id, node, weight);
+        self.sched.unindex(node, old_key);
+        change(node);
+        let new_key = slot_key(id, node, weight);
+        self.sched.index(node, new_key);
+        Ok(())
+    }
+
+    /// Puts a request (back) in its queue.
+    fn enqueue(&mut self, id: RequestId) {
+        let req = self.requests.get_mut(&id).expect("caller checked");
+        let entry = QueueEntry::new(
+            req.priority,
+            req.accepted_at + chrono::Duration::seconds(i64::from(req.deadline_seconds)),
+            id,
+        );
+        req.queued = Some(entry.clone());
+        self.sched.enqueue(req, entry);
+    }
+
+    /// Ends the running assignment `(node, attempt)` of a request and frees the node's slot.
+    fn close_assignment(
+        &mut self,
+        env: &Envelope,
+        id: RequestId,
+        node: NodeId,
+        attempt: u32,
+    ) -> Result<(), FoldError> {
+        let req = self.request_mut(env, id)?;
+        match &req.running {
+            Some(a) if a.node == node && a.attempt == attempt && a.deadline_at.is_some() => {
+                req.running = None
+            }
+            other => {
+                return Err(FoldError::new(
+                    env,
+                    format!("attempt {attempt} on {node} is not the running dispatch {other:?}"),
+                ))
+            }
+        }
+        self.update_node(env, node, |n| n.busy -= 1)
+    }
+
+    fn requeue_if_attempts_left(&mut self, id: RequestId) {
+        let req = &self.requests[&id];
+        if req.status == RequestStatus::Accepted && req.attempts < self.max_attempts() {
+            self.enqueue(id);
+        }
     }
 
     fn request_mut(
@@ -192,9 +306,17 @@ impl Projection for CoordinatorState {
                         charged: 0,
                         status: RequestStatus::Accepted,
                         accepted_at: at,
+                        deadline_seconds: r.deadline_seconds,
+                        payload_hash: r.payload_hash,
+                        sealed_payload: r.sealed_payload.clone(),
+                        attempts: 0,
+                        tried: BTreeSet::new(),
+                        queued: None,
+                        running: None,
                     },
                 );
                 self.next_request_id += 1;
+                self.enqueue(r.request_id);
             }
             Event::CreditsReserved(c) => {
                 let available = self.accounts.get(&c.account).map_or(0, Account::available);
@@ -243,23 +365,115 @@ impl Projection for CoordinatorState {
             }
             Event::ResultReturned(r) => {
                 let req = self.request_mut(env, r.request_id)?;
-                if req.status != RequestStatus::Accepted {
+                if req.status != RequestStatus::Accepted
+                    || req.running.is_some()
+                    || req.queued.is_some()
+                {
                     return Err(FoldError::new(
                         env,
-                        format!("request {} is already {:?}", r.request_id, req.status),
+                        format!(
+                            "request {} is {:?}, running {:?}, queued {}",
+                            r.request_id,
+                            req.status,
+                            req.running,
+                            req.queued.is_some()
+                        ),
                     ));
                 }
                 req.status = RequestStatus::Completed;
             }
             Event::RequestFailed(r) => {
                 let req = self.request_mut(env, r.request_id)?;
-                if req.status != RequestStatus::Accepted {
+                if req.status != RequestStatus::Accepted || req.running.is_some() {
                     return Err(FoldError::new(
                         env,
-                        format!("request {} is already {:?}", r.request_id, req.status),
+                        format!(
+                            "request {} is {:?}, running {:?}",
+                            r.request_id, req.status, req.running
+                        ),
                     ));
                 }
                 req.status = RequestStatus::Failed;
+                if let Some(entry) = req.queued.take() {
+                    let (model, tier) = (req.model.clone(), req.hardware_tier);
+                    self.sched.dequeue(&model, tier, &entry);
+                }
+            }
+            Event::RequestScheduled(e) => {
+                let req = self.requests.get(&e.task_id.request).ok_or_else(|| {
+                    FoldError::new(env, format!("unknown request {}", e.task_id.request))
+                })?;
+                let Some(entry) = req.queued.clone() else {
+                    return Err(FoldError::new(
+                        env,
+                        format!("request {} is not waiting for a node", e.task_id.request),
+                    ));
+                };
+                // Re-derive the decision from this state: the log's receipt must be exactly it.
+                let expected = choose_node(self, e.task_id.request);
+                let recorded = (e.node_id, e.attempt, e.candidates_considered, &e.ranked);
+                match &expected {
+                    Some(c) if (c.node, c.attempt, c.candidates_considered, &c.ranked) == recorded => {}
+                    other => {
+                        return Err(FoldError::new(
+                            env,
+                            format!("scheduling receipt differs from the decision this state gives: recorded {recorded:?}, derived {other:?}"),
+                        ))
+                    }
+                }
+                let req = self.requests.get_mut(&e.task_id.request).expect("checked");
+                req.queued = None;
+                req.running = Some(Assignment {
+                    node: e.node_id,
+                    attempt: e.attempt,
+                    deadline_at: None,
+                });
+                req.attempts += 1;
+                req.tried.insert(e.node_id);
+                let (model, tier) = (req.model.clone(), req.hardware_tier);
+                self.sched.dequeue(&model, tier, &entry);
+                self.update_node(env, e.node_id, |n| n.busy += 1)?;
+            }
+            Event::TaskDispatched(d) => {
+                let req = self.request_mut(env, d.task_id.request)?;
+                match &mut req.running {
+                    Some(a)
+                        if a.node == d.node_id
+                            && a.attempt == d.attempt
+                            && a.deadline_at.is_none() =>
+                    {
+                        a.deadline_at = Some(d.deadline_at)
+                    }
+                    other => {
+                        return Err(FoldError::new(
+                            env,
+                            format!(
+                            "dispatch of attempt {} to {} does not match the assignment {other:?}",
+                            d.attempt, d.node_id
+                        ),
+                        ))
+                    }
+                }
+            }
+            Event::DeadlineExpired(d) => {
+                self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
+                self.requeue_if_attempts_left(d.task_id.request);
+            }
+            Event::ResultSubmitted(r) => {
+                self.close_assignment(env, r.task_id.request, r.node_id, r.attempt)?
+            }
+            Event::CommitmentRejected(c) => {
+                let req = self.request_mut(env, c.task_id.request)?;
+                if req.running.is_some()
+                    || req.queued.is_some()
+                    || req.status != RequestStatus::Accepted
+                {
+                    return Err(FoldError::new(
+                        env,
+                        format!("request {} is not awaiting validation", c.task_id.request),
+                    ));
+                }
+                self.requeue_if_attempts_left(c.task_id.request);
             }
             Event::NodeRegistered(n) => {
                 if self.nodes.contains_key(&n.node_id) {
@@ -268,26 +482,33 @@ impl Projection for CoordinatorState {
                         format!("node {} registered twice", n.node_id),
                     ));
                 }
-                self.nodes.insert(
-                    n.node_id,
-                    NodeView {
-                        hardware_tier: n.hardware_tier,
-                        models: n.models.iter().cloned().collect(),
-                        slots: n.slots,
-                        stake: n.stake,
-                        execution_class: n.execution_class.clone(),
-                        registered_at: at,
-                        last_heartbeat: at,
-                        draining: false,
-                        in_pool: true,
-                        standing_bp: 10_000,
-                    },
+                let view = NodeView {
+                    hardware_tier: n.hardware_tier,
+                    models: n.models.iter().cloned().collect(),
+                    slots: n.slots,
+                    stake: n.stake,
+                    execution_class: n.execution_class.clone(),
+                    registered_at: at,
+                    last_heartbeat: at,
+                    draining: false,
+                    in_pool: true,
+                    standing_bp: 10_000,
+                    busy: 0,
+                };
+                self.sched.index(
+                    &view,
+                    slot_key(n.node_id, &view, self.reputation_weight_pct()),
                 );
+                self.nodes.insert(n.node_id, view);
             }
             Event::NodeHeartbeat(h) => self.node_mut(env, h.node_id)?.last_heartbeat = at,
-            Event::NodeDrained(d) => self.node_mut(env, d.node_id)?.draining = true,
-            Event::NodeRemovedFromPool(r) => self.node_mut(env, r.node_id)?.in_pool = false,
-            Event::StandingChanged(s) => self.node_mut(env, s.node_id)?.standing_bp = s.standing_bp,
+            Event::NodeDrained(d) => self.update_node(env, d.node_id, |n| n.draining = true)?,
+            Event::NodeRemovedFromPool(r) => {
+                self.update_node(env, r.node_id, |n| n.in_pool = false)?
+            }
+            Event::StandingChanged(s) => {
+                self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?
+            }
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node
@@ -300,13 +521,8 @@ impl Projection for CoordinatorState {
             Event::SubtasksPlanned(_)
             | Event::CoordinatorKeyPublished(_)
             | Event::SessionKeyIssued(_)
-            | Event::RequestScheduled(_)
-            | Event::TaskDispatched(_)
-            | Event::ResultSubmitted(_)
-            | Event::DeadlineExpired(_)
             | Event::LateResultDiscarded(_)
             | Event::CommitmentVerified(_)
-            | Event::CommitmentRejected(_)
             | Event::SamplingSeedCommitted(_)
             | Event::SamplingSeedRevealed(_)
             | Event::RedundancySampled(_)

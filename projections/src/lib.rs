@@ -10,11 +10,13 @@
 //!   delivery dropped by producer sequence) and [`FoldError`].
 //! - [`coordinator`]: [`CoordinatorState`], what intake and scheduling decide against:
 //!   catalog, accounts, requests, nodes.
+//! - [`scheduler`]: queues, the free-capacity index, and the pure scheduling decision.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
 
 pub mod coordinator;
 pub mod fold;
+pub mod scheduler;
 pub mod snapshot;
 
 pub use coordinator::CoordinatorState;

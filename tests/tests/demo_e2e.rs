@@ -22,7 +22,12 @@ fn bin(name: &str) -> PathBuf {
         .modified()
         .unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for krate in ["events", "projections", "commands", "replay"] {
+    // The crates each binary is built from.
+    let crates: &[&str] = match name {
+        "prlx-coordinator" => &["events", "projections", "commands"],
+        _ => &["events", "projections", "replay"],
+    };
+    for krate in crates {
         let newest = newest_source(&root.join(krate).join("src"));
         assert!(
             newest <= built,

@@ -25,6 +25,8 @@ fn catalog() -> Command {
         max_tier: 3,
         min_deadline_seconds: 1,
         max_deadline_seconds: 100,
+        reputation_weight_pct: 100,
+        max_attempts: 3,
     })
 }
 

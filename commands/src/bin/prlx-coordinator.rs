@@ -1,10 +1,13 @@
 //! `prlx-coordinator`: the single writer of the ParalleliX event log.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use prlx_commands::actor;
 use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::http;
 use prlx_commands::shell::{load_or_create_key, Coordinator, Outcome};
 use prlx_events::event::{CatalogPublished, IntakeSource, Priority, Sealed};
 use prlx_events::log::LogUrl;
@@ -45,6 +48,33 @@ enum Cmd {
         #[arg(long, default_value = "coordinator/1")]
         producer: String,
     },
+    /// Serve the HTTP intake (submissions, deposits, quotes, node registration and heartbeats;
+    /// the API is described at /openapi.json) until SIGTERM or Ctrl-C.
+    ///
+    /// Prints `listening on http://ADDR` to stdout once bound. On a signal it stops taking
+    /// connections, lets requests in flight finish, and exits 0; everything it acknowledged is
+    /// already durable on the log.
+    ///
+    /// The API is unauthenticated: bind it to loopback or put it behind an authenticating
+    /// proxy.
+    Serve {
+        /// Where the event log lives: file://DIR (embedded, the default) or kafka://HOST:PORT/TOPIC.
+        #[arg(long, env = "PRLX_LOG", default_value = "file://./coordinator-log")]
+        log: String,
+        /// The address to listen on; port 0 picks a free port (the line on stdout says which).
+        #[arg(long, env = "PRLX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The coordinator's storage key (32 bytes, mode 0600); created on first start.
+        /// Accepted payloads are sealed to it on the log.
+        #[arg(long, env = "PRLX_KEY_FILE", default_value = "./coordinator.key")]
+        key_file: PathBuf,
+        /// The model catalog and prices (JSON) published to the log if none is there yet.
+        #[arg(long, env = "PRLX_CATALOG", default_value = "config/catalog.json")]
+        catalog: PathBuf,
+        /// This writer's producer id on the log.
+        #[arg(long, env = "PRLX_PRODUCER", default_value = "coordinator/1")]
+        producer: String,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +87,82 @@ async fn main() -> anyhow::Result<()> {
             requests,
             producer,
         } => demo(&log, &key_file, &catalog, requests, &producer).await,
+        Cmd::Serve {
+            log,
+            listen,
+            key_file,
+            catalog,
+            producer,
+        } => serve(&log, listen, &key_file, &catalog, &producer).await,
     }
+}
+
+/// Opens the coordinator and publishes the catalog from `catalog` if the log has none.
+async fn open_coordinator(
+    log: &str,
+    key_file: &Path,
+    catalog: &Path,
+    producer: &str,
+) -> anyhow::Result<Coordinator> {
+    let url = LogUrl::parse(log)?;
+    let key = load_or_create_key(key_file)?;
+    let mut coord = Coordinator::open(&url, producer, key)
+        .await
+        .context("opening the coordinator")?;
+    eprintln!(
+        "log {log}: recovered {} records",
+        coord.state_fold().next_offset()
+    );
+    if coord.state().catalog.is_none() {
+        let text = std::fs::read_to_string(catalog)
+            .with_context(|| format!("reading {}", catalog.display()))?;
+        let c: CatalogPublished = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", catalog.display()))?;
+        if let Outcome::Rejected { rejection, .. } =
+            coord.execute(Command::PublishCatalog(c)).await?
+        {
+            anyhow::bail!("catalog {} refused: {rejection}", catalog.display());
+        }
+    }
+    Ok(coord)
+}
+
+async fn serve(
+    log: &str,
+    listen: SocketAddr,
+    key_file: &Path,
+    catalog: &Path,
+    producer: &str,
+) -> anyhow::Result<()> {
+    // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
+    // with the default action, but shut us down like any other.
+    let signal = http::shutdown_signal().context("installing signal handlers")?;
+    let coord = open_coordinator(log, key_file, catalog, producer).await?;
+    let (handle, actor) = actor::spawn(coord);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("listening on http://{addr}");
+
+    let stopped = handle.clone();
+    axum::serve(listener, http::app(handle.clone()))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = signal => eprintln!("shutting down: finishing requests in flight"),
+                () = stopped.stopped() => eprintln!("the coordinator stopped; shutting down"),
+            }
+        })
+        .await
+        .context("serving HTTP")?;
+    // Every handle is gone with the router: the actor drains its queue and ends.
+    drop(handle);
+    actor
+        .await
+        .context("the coordinator task panicked")?
+        .context("the coordinator failed")?;
+    eprintln!("stopped");
+    Ok(())
 }
 
 async fn demo(

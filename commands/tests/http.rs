@@ -1,0 +1,1021 @@
+//! The HTTP intake: `app()` driven with `oneshot` on a real file log, and one test of the
+//! `prlx-coordinator serve` process over real HTTP, stopped with SIGTERM.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use prlx_commands::actor::{self, CoordinatorHandle};
+use prlx_commands::decide::Command;
+use prlx_commands::http::{app, MAX_BODY_BYTES};
+use prlx_commands::shell::{Coordinator, Outcome};
+use prlx_events::crypto::{node_id_of, public_key_pem};
+use prlx_events::event::CatalogPublished;
+use prlx_events::log::LogUrl;
+use prlx_events::seal::StorageKey;
+use prlx_events::{AccountId, Hash32, RequestId};
+use prlx_projections::snapshot::catch_up;
+use prlx_projections::{CoordinatorState, Fold};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// One model, min tier 2 of 4, price `100 + 3 * max_tokens`, at most 64 tokens.
+const CATALOG: &str = r#"{
+    "models": [{
+        "model": "oss-chat-v1",
+        "sha256": "413d91283462e82c40ec82d694437f7a972d0dc0d2bcc980f2dbd96afc1b426e",
+        "min_tier": 2,
+        "base_price": 100,
+        "per_token_price": 3,
+        "max_tokens_limit": 64
+    }],
+    "max_tier": 4,
+    "min_deadline_seconds": 5,
+    "max_deadline_seconds": 600
+}"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: Router,
+    handle: CoordinatorHandle,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+    let mut coord = Coordinator::open(&url, "http-test", StorageKey::from_bytes([7; 32]))
+        .await
+        .unwrap();
+    let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
+    let outcome = coord
+        .execute(Command::PublishCatalog(catalog))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
+    let (handle, _task) = actor::spawn(coord);
+    Fixture {
+        _dir: dir,
+        app: app(handle.clone()),
+        handle,
+    }
+}
+
+/// A client key, generated once for the whole test binary (RSA key generation is slow).
+fn client_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| public_key_pem(&new_key().to_public_key()))
+}
+
+fn new_key() -> rsa::RsaPrivateKey {
+    rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
+}
+
+fn sha256_hex(s: &str) -> String {
+    Hash32::of(s.as_bytes()).to_hex()
+}
+
+fn submission(account: &str, prompt: &str) -> Value {
+    json!({
+        "workload_class": "ai.inference",
+        "model": "oss-chat-v1",
+        "hardware_tier": 3,
+        "priority": "standard",
+        "deadline_seconds": 60,
+        "credit_account": account,
+        "client_pubkey": client_pem(),
+        "prompt": prompt,
+        "max_tokens": 10,
+        "payload_hash": sha256_hex(prompt),
+    })
+}
+
+impl Fixture {
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {bytes:?}"))
+        };
+        (status, body)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_with(uri, body, None).await
+    }
+
+    async fn post_with(
+        &self,
+        uri: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::post(uri).header("content-type", "application/json");
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        self.send(req.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    async fn deposit(&self, account: &str, tx_ref: &str, amount: u64) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/accounts/{account}/deposits"),
+            &json!({"tx_ref": tx_ref, "amount": amount}),
+        )
+        .await
+    }
+
+    async fn state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&CoordinatorState) -> T + Send + 'static,
+    ) -> T {
+        self.handle.read_state(f).await.unwrap()
+    }
+
+    async fn log_end(&self) -> u64 {
+        let (status, body) = self.get("/healthz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ok");
+        body["log_end"].as_u64().unwrap()
+    }
+}
+
+#[track_caller]
+fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, field: Option<&str>) {
+    let (s, body) = got;
+    assert_eq!(
+        (
+            *s,
+            body["error"]["code"].as_str(),
+            body["error"]["field"].as_str()
+        ),
+        (status, Some(code), field),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body.get("request_id").is_none(),
+        "a rejection allocates no id: {body}"
+    );
+}
+
+#[tokio::test]
+async fn accepted_submission_reserves_its_price_and_reads_back() {
+    let f = fixture().await;
+    assert_eq!(f.deposit("ai", "0x1", 10_000).await.0, StatusCode::OK);
+
+    let (status, body) = f.post("/v1/requests", &submission("ai", "hello")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body,
+        json!({"request_id": 0, "status": "accepted", "price": 130})
+    );
+
+    let (status, body) = f.get("/v1/requests/0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "request_id": 0, "status": "accepted", "price": 130, "reserved": 130, "charged": 0,
+            "model": "oss-chat-v1", "hardware_tier": 3, "priority": "standard",
+        })
+    );
+    let (status, body) = f.get("/v1/accounts/ai").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"account": "ai", "balance": 10_000, "reserved": 130, "available": 9_870})
+    );
+
+    assert_error(
+        &f.get("/v1/requests/1").await,
+        StatusCode::NOT_FOUND,
+        "unknown_request",
+        Some("request_id"),
+    );
+    assert_error(
+        &f.get("/v1/requests/first").await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("request_id"),
+    );
+}
+
+#[tokio::test]
+async fn every_submission_rejection_has_its_status_code_and_field() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 10_000).await;
+    let ok = submission("ai", "hello");
+    let with = |field: &str, value: Value| {
+        let mut s = ok.clone();
+        s[field] = value;
+        s
+    };
+    let without = |field: &str| {
+        let mut s = ok.clone();
+        s.as_object_mut().unwrap().remove(field);
+        s
+    };
+    use StatusCode as S;
+    // (body, status, code, field, recorded on the log by the core)
+    let cases = [
+        (
+            without("prompt"),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "prompt",
+            false,
+        ),
+        (
+            without("payload_hash"),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "payload_hash",
+            false,
+        ),
+        (
+            with("max_tokens", json!("ten")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            false,
+        ),
+        (
+            with("hardware_tier", json!(300)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "hardware_tier",
+            false,
+        ),
+        (
+            with("priority", json!("urgent")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "priority",
+            false,
+        ),
+        (
+            with("client_pubkey", json!("not a key")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "client_pubkey",
+            false,
+        ),
+        (
+            with("payload_hash", json!("abc")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "payload_hash",
+            false,
+        ),
+        (
+            with("credit_account", json!("")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "credit_account",
+            false,
+        ),
+        (
+            with("payload_hash", json!(sha256_hex("other"))),
+            S::BAD_REQUEST,
+            "payload_hash_mismatch",
+            "payload_hash",
+            true,
+        ),
+        (
+            with("workload_class", json!("ai.training")),
+            S::BAD_REQUEST,
+            "unknown_workload_class",
+            "workload_class",
+            true,
+        ),
+        (
+            with("model", json!("gpt-omega")),
+            S::BAD_REQUEST,
+            "unknown_model",
+            "model",
+            true,
+        ),
+        (
+            with("hardware_tier", json!(1)),
+            S::BAD_REQUEST,
+            "tier_out_of_range",
+            "hardware_tier",
+            true,
+        ),
+        (
+            with("hardware_tier", json!(5)),
+            S::BAD_REQUEST,
+            "tier_out_of_range",
+            "hardware_tier",
+            true,
+        ),
+        (
+            with("deadline_seconds", json!(1)),
+            S::BAD_REQUEST,
+            "deadline_out_of_range",
+            "deadline_seconds",
+            true,
+        ),
+        (
+            with("max_tokens", json!(0)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            true,
+        ),
+        (
+            with("max_tokens", json!(65)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            true,
+        ),
+        (
+            with("credit_account", json!("nobody")),
+            S::PAYMENT_REQUIRED,
+            "insufficient_credit",
+            "credit_account",
+            true,
+        ),
+    ];
+    let recorded = cases.iter().filter(|c| c.4).count() as u64;
+    for (body, status, code, field, _) in &cases {
+        let got = f.post("/v1/requests", body).await;
+        assert_error(&got, *status, code, Some(field));
+    }
+
+    let bad_key = f.post_with("/v1/requests", &ok, Some("has space")).await;
+    assert_error(
+        &bad_key,
+        S::BAD_REQUEST,
+        "malformed_request",
+        Some("Idempotency-Key"),
+    );
+    let long_key = "k".repeat(256);
+    let long = f.post_with("/v1/requests", &ok, Some(&long_key)).await;
+    assert_error(
+        &long,
+        S::BAD_REQUEST,
+        "malformed_request",
+        Some("Idempotency-Key"),
+    );
+
+    let trailing = format!("{ok} {{}}");
+    for (raw, field) in [
+        ("{\"model\": ", Some("model")),
+        ("nonsense", None),
+        (trailing.as_str(), None),
+    ] {
+        let got = f
+            .send(
+                Request::post("/v1/requests")
+                    .header("content-type", "application/json")
+                    .body(Body::from(raw.to_owned()))
+                    .unwrap(),
+            )
+            .await;
+        assert_error(&got, S::BAD_REQUEST, "malformed_request", field);
+    }
+    let form = f
+        .send(
+            Request::post("/v1/requests")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(ok.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        &form,
+        S::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        None,
+    );
+
+    let (requests, reserved, rejections) = f
+        .state(|s| {
+            (
+                s.requests.len(),
+                s.accounts[&AccountId("ai".into())].reserved,
+                s.rejections.values().sum::<u64>(),
+            )
+        })
+        .await;
+    assert_eq!(
+        (requests, reserved),
+        (0, 0),
+        "nothing was accepted or reserved"
+    );
+    assert_eq!(
+        rejections, recorded,
+        "the core's rejections are on the log; bodies that never parsed are not"
+    );
+}
+
+#[tokio::test]
+async fn idempotent_retry_returns_the_same_id_and_reserves_once() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 10_000).await;
+    f.deposit("other", "0x2", 10_000).await;
+    let body = submission("ai", "hello");
+
+    let first = f.post_with("/v1/requests", &body, Some("key-1")).await;
+    assert_eq!(first.0, StatusCode::ACCEPTED, "{}", first.1);
+    let end = f.log_end().await;
+    let retry = f.post_with("/v1/requests", &body, Some("key-1")).await;
+    assert_eq!(retry, first, "a retry answers exactly as the first try");
+    assert_eq!(f.log_end().await, end, "a retry appends nothing");
+    let (_, account) = f.get("/v1/accounts/ai").await;
+    assert_eq!(account["reserved"], first.1["price"], "reserved once");
+
+    // Without the key, or under another account, the same body is a new request.
+    let fresh = f.post("/v1/requests", &body).await;
+    assert_eq!(fresh.1["request_id"], 1);
+    let elsewhere = f
+        .post_with("/v1/requests", &submission("other", "hello"), Some("key-1"))
+        .await;
+    assert_eq!(elsewhere.1["request_id"], 2, "keys are per account");
+    assert_eq!(
+        f.state(|s| s.request_for_key(&AccountId("ai".into()), "key-1"))
+            .await,
+        Some(RequestId(0))
+    );
+}
+
+#[tokio::test]
+async fn concurrent_submissions_get_dense_distinct_ids() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 1_000_000).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let app = f.app.clone();
+        let body = submission("ai", &format!("prompt {i}"));
+        tasks.push(tokio::spawn(async move {
+            let req = Request::post("/v1/requests")
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", format!("k{i}"))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            (i, v["request_id"].as_u64().unwrap())
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        let (i, id) = t.await.unwrap();
+        // Each answer is the id its own key maps to, not a neighbour's.
+        let key_id = f
+            .state(move |s| s.request_for_key(&AccountId("ai".into()), &format!("k{i}")))
+            .await;
+        assert_eq!(key_id, Some(RequestId(id)));
+        ids.insert(id);
+    }
+    assert_eq!(ids, (0..24).collect());
+}
+
+#[tokio::test]
+async fn deposit_with_the_same_tx_ref_credits_once() {
+    let f = fixture().await;
+    let (status, body) = f.deposit("ai", "0xabc", 500).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"account": "ai", "balance": 500, "reserved": 0, "available": 500, "credited": true})
+    );
+    let (status, body) = f.deposit("ai", "0xabc", 500).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"account": "ai", "balance": 500, "reserved": 0, "available": 500, "credited": false})
+    );
+    let (_, account) = f.get("/v1/accounts/ai").await;
+    assert_eq!(account["balance"], 500);
+
+    assert_error(
+        &f.deposit("ai", "0xzero", 0).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_amount",
+        Some("amount"),
+    );
+    assert_error(
+        &f.deposit("ai", "", 5).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("tx_ref"),
+    );
+    assert_error(
+        &f.post(
+            "/v1/accounts/ai/deposits",
+            &json!({"tx_ref": "0x9", "amount": -5}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("amount"),
+    );
+    assert_error(
+        &f.get("/v1/accounts/nobody").await,
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        Some("account"),
+    );
+}
+
+#[tokio::test]
+async fn quote_equals_the_price_charged_at_submission() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 100_000).await;
+    for (priority, max_tokens) in [("low", 7), ("standard", 10), ("high", 64)] {
+        let (status, quote) = f
+            .get(&format!(
+                "/v1/quote?model=oss-chat-v1&hardware_tier=3&priority={priority}&max_tokens={max_tokens}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{quote}");
+        let mut body = submission("ai", priority);
+        body["priority"] = json!(priority);
+        body["max_tokens"] = json!(max_tokens);
+        let (status, accepted) = f.post("/v1/requests", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        assert_eq!(quote["model"], "oss-chat-v1");
+        assert_eq!(
+            quote["price"], accepted["price"],
+            "{priority} x {max_tokens}"
+        );
+    }
+    // 100 + 3 * 7 = 121, at 80%, rounded up.
+    let (_, low) = f
+        .get("/v1/quote?model=oss-chat-v1&hardware_tier=2&priority=low&max_tokens=7")
+        .await;
+    assert_eq!(low["price"], 97);
+    let (_, default) = f
+        .get("/v1/quote?model=oss-chat-v1&hardware_tier=2&max_tokens=10")
+        .await;
+    assert_eq!(default["price"], 130, "priority defaults to standard");
+
+    use StatusCode as S;
+    for (query, code, field) in [
+        (
+            "model=gpt-omega&hardware_tier=3&max_tokens=10",
+            "unknown_model",
+            "model",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=1&max_tokens=10",
+            "tier_out_of_range",
+            "hardware_tier",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=5&max_tokens=10",
+            "tier_out_of_range",
+            "hardware_tier",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=3&max_tokens=0",
+            "malformed_request",
+            "max_tokens",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=3&max_tokens=65",
+            "malformed_request",
+            "max_tokens",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=three&max_tokens=10",
+            "malformed_request",
+            "hardware_tier",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=3",
+            "malformed_request",
+            "max_tokens",
+        ),
+        (
+            "hardware_tier=3&max_tokens=10",
+            "malformed_request",
+            "model",
+        ),
+        (
+            "model=oss-chat-v1&hardware_tier=3&max_tokens=10&priority=urgent",
+            "malformed_request",
+            "priority",
+        ),
+    ] {
+        assert_error(
+            &f.get(&format!("/v1/quote?{query}")).await,
+            S::BAD_REQUEST,
+            code,
+            Some(field),
+        );
+    }
+}
+
+#[tokio::test]
+async fn node_registration_conflict_and_heartbeat() {
+    let f = fixture().await;
+    let key = new_key().to_public_key();
+    let expected_id = node_id_of(&key).0.to_hex();
+    let node = json!({
+        "public_key_pem": public_key_pem(&key),
+        "hardware_tier": 3,
+        "models": ["oss-chat-v1"],
+        "slots": 2,
+        "stake": 1_000,
+        "execution_class": {"device": "cpu-x86_64-avx2", "driver": "none", "runtime": "onnxruntime-1.22.0"},
+    });
+
+    let (status, body) = f.post("/v1/nodes", &node).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body, json!({"node_id": expected_id}));
+    assert_eq!(expected_id.len(), 64);
+    let (status, again) = f.post("/v1/nodes", &node).await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::OK, &body),
+        "identical re-registration"
+    );
+
+    let mut other = node.clone();
+    other["slots"] = json!(8);
+    assert_error(
+        &f.post("/v1/nodes", &other).await,
+        StatusCode::CONFLICT,
+        "node_already_registered",
+        Some("public_key_pem"),
+    );
+
+    let end = f.log_end().await;
+    let (status, body) = f
+        .send(
+            Request::post(format!("/v1/nodes/{expected_id}/heartbeat"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    assert_eq!(f.log_end().await, end + 1, "the heartbeat is on the log");
+
+    let unknown = f
+        .send(
+            Request::post(format!("/v1/nodes/{}/heartbeat", "0".repeat(64)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        &unknown,
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        Some("node_id"),
+    );
+    let malformed = f
+        .send(
+            Request::post("/v1/nodes/node-1/heartbeat")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        &malformed,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("node_id"),
+    );
+
+    let (status, nodes) = f.get("/v1/nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    let n = &nodes[0];
+    assert_eq!(n["node_id"], expected_id);
+    assert_eq!(
+        (&n["hardware_tier"], &n["models"], &n["slots"], &n["stake"]),
+        (&json!(3), &json!(["oss-chat-v1"]), &json!(2), &json!(1_000))
+    );
+    assert_eq!(n["execution_class"], node["execution_class"]);
+    assert_eq!(
+        (&n["in_pool"], &n["draining"]),
+        (&json!(true), &json!(false))
+    );
+    assert!(n["last_heartbeat"].as_str().unwrap() >= n["registered_at"].as_str().unwrap());
+
+    let mut bad = node.clone();
+    bad["public_key_pem"] = json!("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n");
+    assert_error(
+        &f.post("/v1/nodes", &bad).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("public_key_pem"),
+    );
+    let mut missing = node.clone();
+    missing["execution_class"]
+        .as_object_mut()
+        .unwrap()
+        .remove("device");
+    assert_error(
+        &f.post("/v1/nodes", &missing).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("execution_class.device"),
+    );
+    let mut wrong = node.clone();
+    wrong["models"] = json!(["oss-chat-v1", 7]);
+    assert_error(
+        &f.post("/v1/nodes", &wrong).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("models[1]"),
+    );
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_with_the_error_body() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 10_000).await;
+    let end = f.log_end().await;
+    let prompt = "x".repeat(MAX_BODY_BYTES);
+    let got = f.post("/v1/requests", &submission("ai", &prompt)).await;
+    assert_error(
+        &got,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        None,
+    );
+    assert_eq!(f.log_end().await, end, "nothing appended");
+
+    // Just under the limit is read (and then judged on its merits).
+    let mut body = submission("ai", "");
+    let room = MAX_BODY_BYTES - body.to_string().len() - 1;
+    let prompt = "y".repeat(room);
+    body["prompt"] = json!(prompt);
+    body["payload_hash"] = json!(sha256_hex(&prompt));
+    let (status, accepted) = f.post("/v1/requests", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_use_the_error_body() {
+    let f = fixture().await;
+    assert_error(
+        &f.get("/v2/requests").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+    );
+    let delete = f
+        .send(Request::delete("/v1/nodes").body(Body::empty()).unwrap())
+        .await;
+    assert_error(
+        &delete,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+    );
+}
+
+#[tokio::test]
+async fn openapi_lists_every_path() {
+    let f = fixture().await;
+    let (status, doc) = f.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected = BTreeSet::from([
+        "/v1/requests",
+        "/v1/requests/{id}",
+        "/v1/accounts/{account}",
+        "/v1/accounts/{account}/deposits",
+        "/v1/quote",
+        "/v1/nodes",
+        "/v1/nodes/{id}/heartbeat",
+        "/healthz",
+        "/openapi.json",
+    ]);
+    assert_eq!(paths, expected);
+    assert!(doc["paths"]["/v1/nodes"]["get"].is_object());
+    assert!(doc["paths"]["/v1/nodes"]["post"].is_object());
+    let hash_doc = doc["components"]["schemas"]["SubmitRequestBody"]["properties"]["payload_hash"]
+        ["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        hash_doc.contains("SHA-256") && hash_doc.contains("UTF-8"),
+        "{hash_doc}"
+    );
+    // Every documented path is served (a 404 here would be our fallback's `not_found`).
+    for path in expected {
+        let concrete = path.replace("{id}", "0").replace("{account}", "ai");
+        let (status, body) = f.get(&concrete).await;
+        assert_ne!(
+            body["error"]["code"], "not_found",
+            "{path}: {status} {body}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real process.
+
+mod process {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// Kills the child if the test fails before it exits.
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn http(
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr)
+            .header("content-type", "application/json");
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let res = sender
+            .send_request(req.body(Full::new(Bytes::from(bytes))).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn serve_takes_real_http_and_exits_0_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prlx-coordinator"));
+        for var in [
+            "PRLX_LOG",
+            "PRLX_LISTEN",
+            "PRLX_KEY_FILE",
+            "PRLX_CATALOG",
+            "PRLX_PRODUCER",
+        ] {
+            cmd.env_remove(var);
+        }
+        let child = cmd
+            .arg("serve")
+            .arg("--log")
+            .arg(format!("file://{}", log_dir.display()))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--key-file")
+            .arg(dir.path().join("key"))
+            .arg("--catalog")
+            .arg(&catalog)
+            .args(["--producer", "serve-test/1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut child = Guard(child);
+
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no `listening on` line within 60 s");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
+
+        let (status, _) = http(
+            &addr,
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&json!({"tx_ref": "0xfeed", "amount": 5_000})),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let prompt = "the plaintext prompt must never reach the log";
+        let (status, accepted) = http(
+            &addr,
+            "POST",
+            "/v1/requests",
+            Some(&submission("ai", prompt)),
+            Some("serve-1"),
+        )
+        .await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["request_id"].as_u64().unwrap();
+        let (status, fetched) = http(&addr, "GET", &format!("/v1/requests/{id}"), None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(fetched["price"], accepted["price"]);
+        assert_eq!(fetched["reserved"], accepted["price"]);
+
+        let pid = child.0.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 30 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(exit.code(), Some(0), "{exit:?}");
+
+        // What it acknowledged is on the log: fold it again from the start.
+        let url = LogUrl::parse(&format!("file://{}", log_dir.display())).unwrap();
+        let reader = url.open_reader().unwrap();
+        let mut fold = Fold::<CoordinatorState>::default();
+        catch_up(&mut fold, &reader).await.unwrap();
+        let request = &fold.state.requests[&RequestId(id)];
+        assert_eq!(request.account, AccountId("ai".into()));
+        assert_eq!(Some(request.price), accepted["price"].as_u64());
+        assert_eq!(
+            fold.state
+                .request_for_key(&AccountId("ai".into()), "serve-1"),
+            Some(RequestId(id))
+        );
+        assert_eq!(fold.state.accounts[&AccountId("ai".into())].balance, 5_000);
+
+        let mut segments = 0;
+        for entry in std::fs::read_dir(&log_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                segments += 1;
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(prompt.len()).any(|w| w == prompt.as_bytes()),
+                    "{} holds the plaintext prompt",
+                    path.display()
+                );
+                assert!(
+                    !bytes.windows(16).any(|w| w == b"must never reach"),
+                    "{} holds part of the prompt",
+                    path.display()
+                );
+            }
+        }
+        assert!(segments > 0, "no .seg files in {}", log_dir.display());
+    }
+}

@@ -1,0 +1,421 @@
+//! Scheduling, dispatch, deadlines and completion, Given/When/Then, plus the fold's check of
+//! recorded scheduling receipts.
+
+use chrono::{TimeZone, Utc};
+use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::testkit::{envelopes, given};
+use prlx_events::event::*;
+use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::scheduler::{next_assignment, Choice};
+use prlx_projections::{CoordinatorState, Fold};
+
+fn catalog(weight: u32) -> Event {
+    CatalogPublished {
+        models: vec![
+            CatalogModel {
+                model: "chat".into(),
+                sha256: Hash32([1; 32]),
+                min_tier: 1,
+                base_price: 10,
+                per_token_price: 1,
+                max_tokens_limit: 100,
+            },
+            CatalogModel {
+                model: "other".into(),
+                sha256: Hash32([2; 32]),
+                min_tier: 1,
+                base_price: 10,
+                per_token_price: 1,
+                max_tokens_limit: 100,
+            },
+        ],
+        max_tier: 5,
+        min_deadline_seconds: 1,
+        max_deadline_seconds: 600,
+        reputation_weight_pct: weight,
+        max_attempts: 2,
+    }
+    .into()
+}
+
+fn node(n: u8) -> NodeId {
+    NodeId(Hash32([n; 32]))
+}
+
+fn register(n: u8, tier: u8, slots: u32, models: &[&str]) -> Event {
+    NodeRegistered {
+        node_id: node(n),
+        public_key_pem: format!("key-{n}"),
+        hardware_tier: tier,
+        models: models.iter().map(|m| m.to_string()).collect(),
+        slots,
+        stake: 100,
+        execution_class: ExecutionClass {
+            device: "cpu".into(),
+            driver: "-".into(),
+            runtime: "ort-1.32".into(),
+        },
+    }
+    .into()
+}
+
+fn acct() -> AccountId {
+    AccountId("ai".into())
+}
+
+fn accept(id: u64, model: &str, tier: u8, priority: Priority) -> Vec<Event> {
+    vec![
+        RequestAccepted {
+            request_id: RequestId(id),
+            idempotency_key: None,
+            source: IntakeSource::Http,
+            workload_class: "ai.inference".into(),
+            model: model.into(),
+            hardware_tier: tier,
+            priority,
+            deadline_seconds: 30,
+            max_tokens: 5,
+            credit_account: acct(),
+            client_pubkey: String::new(),
+            payload_hash: Hash32([9; 32]),
+            sealed_payload: Sealed(vec![7; 8]),
+            price: 15,
+        }
+        .into(),
+        CreditsReserved {
+            account: acct(),
+            request_id: RequestId(id),
+            amount: 15,
+        }
+        .into(),
+    ]
+}
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// Folds `history` and returns the state, as the shell would hold it.
+fn state(history: &[Event]) -> CoordinatorState {
+    given(history.to_vec()).state().clone()
+}
+
+fn base(nodes: Vec<Event>) -> Vec<Event> {
+    let mut h = vec![
+        catalog(100),
+        CreditsDeposited {
+            account: acct(),
+            tx_ref: "t".into(),
+            amount: 1_000,
+        }
+        .into(),
+    ];
+    h.extend(nodes);
+    h
+}
+
+/// Decides the next dispatch from `history`, as the shell does, and returns its events.
+fn dispatch_next(history: &[Event], now: i64) -> Vec<Event> {
+    let st = state(history);
+    let choice = next_assignment(&st).expect("something to dispatch");
+    decide(
+        &st,
+        Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(vec![1, 2, 3]),
+            now: t(now),
+        })),
+    )
+    .unwrap()
+}
+
+fn scheduled_node(events: &[Event]) -> NodeId {
+    match &events[0] {
+        Event::RequestScheduled(s) => s.node_id,
+        other => panic!("expected RequestScheduled, got {other:?}"),
+    }
+}
+
+#[test]
+fn best_fit_picks_the_smallest_capable_tier_and_records_its_reasons() {
+    let mut h = base(vec![
+        register(1, 5, 1, &["chat"]),
+        register(2, 2, 1, &["chat"]),
+        register(3, 3, 1, &["chat"]),
+        register(4, 1, 4, &["chat"]),
+        register(5, 2, 1, &["other"]),
+    ]);
+    h.extend(accept(0, "chat", 2, Priority::Standard));
+    let events = dispatch_next(&h, 0);
+    assert_eq!(
+        scheduled_node(&events),
+        node(2),
+        "tier 2 fits a tier-2 request; tier 1 is too small, 3 and 5 too big"
+    );
+    let Event::RequestScheduled(s) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        s.candidates_considered, 3,
+        "nodes 2, 3 and 1 (tier 5) are capable; 4 is too small, 5 lacks the model"
+    );
+    let ranked: Vec<_> = s
+        .ranked
+        .iter()
+        .map(|c| (c.node_id, c.hardware_tier))
+        .collect();
+    assert_eq!(ranked, vec![(node(2), 2), (node(3), 3), (node(1), 5)]);
+    let Event::TaskDispatched(d) = &events[1] else {
+        panic!("{:?}", events[1])
+    };
+    assert_eq!(d.deadline_at, t(30));
+    assert_eq!(d.task_id, TaskId::whole(RequestId(0)));
+}
+
+#[test]
+fn reputation_breaks_ties_within_a_tier_only_when_weighted() {
+    let standing = |n: u8, bp: u32| -> Event {
+        StandingChanged {
+            node_id: node(n),
+            valid: 1,
+            invalid: 0,
+            disagreements: 0,
+            standing_bp: bp,
+        }
+        .into()
+    };
+    let nodes = vec![
+        register(1, 2, 1, &["chat"]),
+        register(2, 2, 1, &["chat"]),
+        standing(1, 5_000),
+    ];
+    let mut h = base(nodes.clone());
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    assert_eq!(
+        scheduled_node(&dispatch_next(&h, 0)),
+        node(2),
+        "node 1's lower standing ranks it second"
+    );
+    // With reputation weighted 0, standing is ignored and the node id decides.
+    let mut h = vec![
+        catalog(0),
+        CreditsDeposited {
+            account: acct(),
+            tx_ref: "t".into(),
+            amount: 1_000,
+        }
+        .into(),
+    ];
+    h.extend(nodes);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    assert_eq!(scheduled_node(&dispatch_next(&h, 0)), node(1));
+}
+
+#[test]
+fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
+    let mut h = base(vec![register(1, 1, 1, &["chat"])]);
+    h.extend(accept(0, "chat", 1, Priority::Low));
+    h.extend(accept(1, "chat", 1, Priority::High));
+    let first = dispatch_next(&h, 0);
+    let Event::RequestScheduled(s) = &first[0] else {
+        unreachable!()
+    };
+    assert_eq!(s.task_id.request, RequestId(1), "high priority goes first");
+    h.extend(first);
+    let st = state(&h);
+    assert_eq!(
+        next_assignment(&st),
+        None,
+        "the only slot is taken: request 0 waits"
+    );
+    assert_eq!(st.sched.queued(), 1);
+    // A stale choice (the slot is taken) is refused, not recorded.
+    let stale = Choice {
+        request: RequestId(0),
+        node: node(1),
+        attempt: 0,
+        candidates_considered: 1,
+        ranked: vec![],
+    };
+    assert!(decide(
+        &st,
+        Command::Dispatch(Box::new(Dispatch {
+            choice: stale,
+            sealed_work: Sealed(vec![]),
+            now: t(1)
+        }))
+    )
+    .is_err());
+}
+
+#[test]
+fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let first = dispatch_next(&h, 0);
+    let n1 = scheduled_node(&first);
+    h.extend(first);
+    let expire = |node, attempt, now| Command::ExpireDeadline {
+        request: RequestId(0),
+        node,
+        attempt,
+        now: t(now),
+    };
+    // Not before the deadline.
+    assert!(decide(&state(&h), expire(n1, 0, 29)).is_err());
+    given(h.clone())
+        .when(expire(n1, 0, 30))
+        .then_expect([DeadlineExpired {
+            task_id: TaskId::whole(RequestId(0)),
+            attempt: 0,
+            node_id: n1,
+        }
+        .into()]);
+    h.push(
+        DeadlineExpired {
+            task_id: TaskId::whole(RequestId(0)),
+            attempt: 0,
+            node_id: n1,
+        }
+        .into(),
+    );
+    let second = dispatch_next(&h, 30);
+    let n2 = scheduled_node(&second);
+    assert_ne!(n2, n1, "a re-dispatch goes to a different node");
+    h.extend(second);
+    // The late result of attempt 0 is recorded and discarded.
+    let late = Completion {
+        request: RequestId(0),
+        node: n1,
+        attempt: 0,
+        sealed_result: Sealed(vec![1]),
+        poe: Hash32([3; 32]),
+        signature: Sealed(vec![2]),
+        token_count: 3,
+        commitment: Ok(()),
+        sealed_for_client: Sealed(vec![4]),
+    };
+    given(h.clone())
+        .when(Command::CompleteTask(Box::new(late)))
+        .then_expect([LateResultDiscarded {
+            task_id: TaskId::whole(RequestId(0)),
+            attempt: 0,
+            node_id: n1,
+        }
+        .into()]);
+    // The second attempt also expires: max_attempts is 2, so the request fails and is refunded in full.
+    let events = given(h.clone()).when(expire(n2, 1, 60)).events();
+    assert!(
+        matches!(&events[1], Event::RequestFailed(f) if f.request_id == RequestId(0)),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[2],
+        CreditsRefunded {
+            account: acct(),
+            request_id: RequestId(0),
+            amount: 15
+        }
+        .into()
+    );
+    h.extend(events);
+    let st = state(&h);
+    assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
+    assert_eq!(st.accounts[&acct()].reserved, 0);
+    assert_eq!(
+        st.nodes[&n1].busy + st.nodes[&n2].busy,
+        0,
+        "both slots are free again"
+    );
+}
+
+#[test]
+fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let d = dispatch_next(&h, 0);
+    let n = scheduled_node(&d);
+    h.extend(d);
+    let completion = |commitment| Completion {
+        request: RequestId(0),
+        node: n,
+        attempt: 0,
+        sealed_result: Sealed(vec![1]),
+        poe: Hash32([3; 32]),
+        signature: Sealed(vec![2]),
+        token_count: 3,
+        commitment,
+        sealed_for_client: Sealed(vec![4]),
+    };
+    let ok = given(h.clone())
+        .when(Command::CompleteTask(Box::new(completion(Ok(())))))
+        .events();
+    let types: Vec<_> = ok.iter().map(Event::type_name).collect();
+    assert_eq!(
+        types,
+        [
+            "ResultSubmitted",
+            "CommitmentVerified",
+            "ValidationResolved",
+            "ResultReturned",
+            "CreditsCharged"
+        ]
+    );
+    let mut done = h.clone();
+    done.extend(ok);
+    let st = state(&done);
+    assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Completed);
+    assert_eq!(
+        (st.accounts[&acct()].balance, st.accounts[&acct()].reserved),
+        (985, 0)
+    );
+
+    let bad = given(h.clone())
+        .when(Command::CompleteTask(Box::new(completion(Err(
+            "poe mismatch".into(),
+        )))))
+        .events();
+    let types: Vec<_> = bad.iter().map(Event::type_name).collect();
+    assert_eq!(
+        types,
+        ["ResultSubmitted", "CommitmentRejected", "NodeFlagged"]
+    );
+    h.extend(bad);
+    let again = dispatch_next(&h, 5);
+    assert_ne!(scheduled_node(&again), n, "the work goes to another node");
+}
+
+#[test]
+fn the_fold_refuses_a_scheduling_receipt_the_state_does_not_give() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["other"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let mut events = dispatch_next(&h, 0);
+    // Claim the request went to node 2, which does not serve the model.
+    if let Event::RequestScheduled(s) = &mut events[0] {
+        s.node_id = node(2);
+    }
+    h.extend(events);
+    let mut fold = Fold::<CoordinatorState>::default();
+    let envs = envelopes(h);
+    let err = envs
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| fold.feed(i as u64, e).err())
+        .expect("the fold must refuse it");
+    assert_eq!(err.error.event_type, "RequestScheduled");
+    assert!(
+        err.error.reason.contains("scheduling receipt differs"),
+        "{}",
+        err.error.reason
+    );
+}
