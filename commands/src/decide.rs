@@ -40,6 +40,12 @@ pub enum Command {
     },
     /// A node returned a result; the shell opened it and checked the commitment and signature.
     CompleteTask(Box<Completion>),
+    /// Put the coordinator's signing key on the log (at start, when it is not there yet).
+    PublishCoordinatorKey {
+        public_key_pem: String,
+    },
+    /// Record a session grant the shell made for a node.
+    IssueSession(Box<SessionKeyIssued>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,6 +297,29 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             now,
         } => expire(state, request, node, attempt, now),
         Command::CompleteTask(c) => complete(state, *c),
+        Command::PublishCoordinatorKey { public_key_pem } => {
+            if state.coordinator_key.as_deref() == Some(public_key_pem.as_str()) {
+                return Ok(vec![]);
+            }
+            Ok(vec![CoordinatorKeyPublished { public_key_pem }.into()])
+        }
+        Command::IssueSession(k) => {
+            let node = state.nodes.get(&k.node_id).ok_or_else(|| {
+                Rejection::new(
+                    RejectionCode::UnknownNode,
+                    Some("node_id"),
+                    format!("{} is not registered", k.node_id),
+                )
+            })?;
+            if node
+                .session
+                .as_ref()
+                .is_some_and(|(epoch, _)| *epoch >= k.epoch)
+            {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::SessionKeyIssued(*k)])
+        }
     }
 }
 

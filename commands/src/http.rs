@@ -21,11 +21,13 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::{
     ExecutionClass, IntakeSource, NodeRegistered, Priority, RejectionCode, Sealed,
 };
+use prlx_events::protocol::ResultReport;
 use prlx_events::{AccountId, Hash32, NodeId, RequestId};
 use prlx_projections::CoordinatorState;
 use serde::de::DeserializeOwned;
@@ -58,6 +60,7 @@ pub fn app_with_body_limit(handle: CoordinatorHandle, max_body_bytes: usize) -> 
         .route("/v1/quote", get(quote))
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
+        .route("/v1/nodes/{id}/results", post(submit_result))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .fallback(no_route)
@@ -452,6 +455,48 @@ pub struct RequestStatusBody {
     pub model: String,
     pub hardware_tier: u8,
     pub priority: PriorityParam,
+    /// Dispatches so far (a re-dispatch after a missed deadline or a bad result adds one).
+    pub attempts: u32,
+    /// `queued`, `running` or `done`: where the work is.
+    #[schema(example = "running")]
+    pub stage: String,
+    /// When completed: the result sealed to `client_pubkey` (base64; RSA-OAEP-SHA256-wrapped
+    /// AES-256-GCM key, AAD = the request id as u64 big-endian) and its proof-of-execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultBodyOut>,
+}
+
+/// A returned result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResultBodyOut {
+    /// Base64 of the sealed result.
+    pub sealed_for_client: String,
+    /// `SHA-256(task_id || result || node_id)`, hex.
+    pub poe: String,
+    /// The node that produced it, 64 hex characters.
+    pub node_id: String,
+}
+
+/// What a node reports for a dispatch (`prlx_events::protocol::ResultReport`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultReportBody {
+    pub request_id: u64,
+    pub attempt: u32,
+    pub epoch: u64,
+    /// Base64 of the canonical result sealed under the node's session key.
+    pub sealed_result: String,
+    /// Hex `SHA-256(task_id || result || node_id)`.
+    pub poe: String,
+    /// Base64 RSA-PSS-SHA256 signature over the result statement.
+    pub signature: String,
+    pub token_count: u32,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportOutcome {
+    /// `recorded`: the result and its verdict are on the log; `duplicate`: already recorded.
+    pub outcome: String,
 }
 
 /// A deposit observed on-chain.
@@ -657,7 +702,7 @@ async fn submit_request(
                     .and_then(|key| state.request_for_key(&account, key)),
                 // Answered in the same turn as the append: the newest request is this one.
                 Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
-                Outcome::Rejected { .. } => None,
+                Outcome::Rejected { .. } | Outcome::Refused(_) => None,
             }?;
             state.requests.get(&id).map(|r| (id, r.price))
         })
@@ -733,6 +778,21 @@ async fn get_request(
                 model: r.model.clone(),
                 hardware_tier: r.hardware_tier,
                 priority: r.priority.into(),
+                attempts: r.attempts,
+                stage: if r.queued.is_some() {
+                    "queued"
+                } else if r.running.is_some() {
+                    "running"
+                } else {
+                    "done"
+                }
+                .into(),
+                result: r.result.as_ref().map(|res| ResultBodyOut {
+                    sealed_for_client: base64::engine::general_purpose::STANDARD
+                        .encode(&res.sealed_for_client.0),
+                    poe: res.poe.to_hex(),
+                    node_id: res.node.0.to_hex(),
+                }),
             })
         })
         .await?
@@ -774,6 +834,7 @@ async fn deposit_credits(
         Outcome::Appended(_) => true,
         Outcome::Unchanged => false,
         Outcome::Rejected { rejection, .. } => return Err(rejection.into()),
+        Outcome::Refused(m) => return Err(AppError::internal(m)),
     };
     let view = view.ok_or_else(|| AppError::internal("the account is not recorded"))?;
     Ok(Json(DepositResult {
@@ -902,6 +963,7 @@ async fn register_node(
         Outcome::Appended(_) => Ok((StatusCode::CREATED, answer)),
         Outcome::Unchanged => Ok((StatusCode::OK, answer)),
         Outcome::Rejected { rejection, .. } => Err(AppError::from(rejection)),
+        Outcome::Refused(m) => Err(AppError::internal(m)),
     }
 }
 
@@ -930,6 +992,72 @@ async fn node_heartbeat(
     {
         Outcome::Appended(_) | Outcome::Unchanged => Ok(StatusCode::NO_CONTENT),
         Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        Outcome::Refused(m) => Err(AppError::internal(m)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/results",
+    tag = "nodes",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = ResultReportBody,
+    responses(
+        (status = 200, description = "Recorded with its verdict, or a duplicate", body = ReportOutcome),
+        (status = 400, description = "`malformed_request`, or `report_refused` (bad signature, unknown request or epoch)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`: no dispatch of this attempt to this node", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+async fn submit_result(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<ResultReportBody>,
+) -> Result<Json<ReportOutcome>, AppError> {
+    use base64::Engine as _;
+    let node: NodeId = id
+        .parse()
+        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))?;
+    let b64 = |field: &str, v: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|_| AppError::malformed(field, "must be base64"))
+    };
+    let report = ResultReport {
+        request_id: RequestId(body.request_id),
+        attempt: body.attempt,
+        epoch: body.epoch,
+        sealed_result: b64("sealed_result", &body.sealed_result)?,
+        poe: body
+            .poe
+            .parse()
+            .map_err(|_| AppError::malformed("poe", "must be 64 hex characters"))?,
+        signature: b64("signature", &body.signature)?,
+        token_count: body.token_count,
+    };
+    let (outcome, ()) = coordinator
+        .execute(
+            Intake::Report {
+                node,
+                report: Box::new(report),
+            },
+            |_, _| (),
+        )
+        .await?;
+    match outcome {
+        Outcome::Appended(_) => Ok(Json(ReportOutcome {
+            outcome: "recorded".into(),
+        })),
+        Outcome::Unchanged => Ok(Json(ReportOutcome {
+            outcome: "duplicate".into(),
+        })),
+        Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        Outcome::Refused(why) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "report_refused",
+            Some("signature"),
+            why,
+        )),
     }
 }
 
@@ -1017,6 +1145,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         register_node,
         list_nodes,
         node_heartbeat,
+        submit_result,
         healthz,
         openapi_json,
     ),

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use chrono::Utc;
-use prlx_events::event::{IntakeSource, Sealed};
+use prlx_events::event::Sealed;
 use prlx_events::log::{AnyWriter, LogError, LogUrl, LogWriter, Offset};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Event, Hash32, Header};
@@ -16,7 +15,20 @@ use prlx_projections::{CoordinatorState, Fold};
 use rand::RngCore;
 use uuid::Uuid;
 
-use crate::decide::{decide, Command, Rejection, Submission};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prlx_events::crypto::{
+    grant_session, open_message, proof_of_execution, result_statement, seal_message,
+    seal_to_public_key, verify, Direction, SessionKey,
+};
+use prlx_events::event::SessionKeyIssued;
+use prlx_events::protocol::{DispatchBody, ResultReport};
+use prlx_events::{NodeId, RequestId, TaskId};
+use prlx_projections::scheduler::{next_assignment, Choice};
+use rsa::RsaPrivateKey;
+
+use crate::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -37,11 +49,13 @@ pub enum Outcome {
     Appended(std::ops::Range<Offset>),
     /// Nothing to do (a retry of something already recorded).
     Unchanged,
-    /// Refused; the rejection was recorded at `offset`.
+    /// Refused; a refused submission is recorded at `offset`.
     Rejected {
         rejection: Rejection,
-        offset: Offset,
+        offset: Option<Offset>,
     },
+    /// Refused before `decide`, recording nothing: a node report that does not verify.
+    Refused(String),
 }
 
 /// The coordinator's single writer.
@@ -52,7 +66,30 @@ pub struct Coordinator {
     producer: String,
     next_sequence: u64,
     key: StorageKey,
+    /// Signs session grants; without it the coordinator takes requests but dispatches none.
+    signing_key: Option<RsaPrivateKey>,
+    /// Session keys opened from the log, by node.
+    sessions: BTreeMap<NodeId, (u64, SessionKey)>,
+    /// Set when nodes may lack a session grant (at start, after a registration).
+    grants_pending: bool,
 }
+
+/// Why a node's result report was refused before it reached `decide` (it proves nothing
+/// about the node, so it must not count against it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("unknown request {0}")]
+    UnknownRequest(RequestId),
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    #[error("the node has no session for epoch {0}")]
+    WrongEpoch(u64),
+    #[error("the report's signature does not verify against the node's key")]
+    BadSignature,
+}
+
+/// The epoch of session grants. Key rotation (new epochs) is not implemented yet.
+pub const SESSION_EPOCH: u64 = 1;
 
 impl Coordinator {
     /// Opens the log as its only writer and folds it from the start.
@@ -72,7 +109,248 @@ impl Coordinator {
             producer,
             next_sequence,
             key,
+            signing_key: None,
+            sessions: BTreeMap::new(),
+            grants_pending: true,
         })
+    }
+
+    /// Enables dispatch: session grants are signed with `key`.
+    pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// The earliest deadline of a running dispatch, for the timer service.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.fold.state.sched.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Everything the shell owes the log after a change, at time `now`: the coordinator's key,
+    /// session grants for new nodes, expiries of passed deadlines, then dispatches until no
+    /// waiting request has a free capable node. Each is one command through `decide`, so each
+    /// decision sees the state the previous one left.
+    pub async fn housekeeping(&mut self, now: DateTime<Utc>) -> Result<(), ShellError> {
+        let Some(signing) = self.signing_key.clone() else {
+            return Ok(());
+        };
+        let pem = prlx_events::crypto::public_key_pem(&signing.to_public_key());
+        if self.fold.state.coordinator_key.as_deref() != Some(pem.as_str()) {
+            self.execute(Command::PublishCoordinatorKey {
+                public_key_pem: pem,
+            })
+            .await?;
+        }
+        if self.grants_pending {
+            self.grants_pending = false;
+            let needing: Vec<(NodeId, String)> = self
+                .fold
+                .state
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.session.is_none() && n.in_pool)
+                .map(|(id, n)| (*id, n.public_key_pem.clone()))
+                .collect();
+            for (node, pem) in needing {
+                self.grant(&signing, node, &pem).await?;
+            }
+        }
+        let due: Vec<(DateTime<Utc>, RequestId)> = self
+            .fold
+            .state
+            .sched
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect();
+        for (_, request) in due {
+            let Some(a) = self.fold.state.requests[&request].running.clone() else {
+                continue;
+            };
+            self.execute(Command::ExpireDeadline {
+                request,
+                node: a.node,
+                attempt: a.attempt,
+                now,
+            })
+            .await?;
+        }
+        while let Some(choice) = next_assignment(&self.fold.state) {
+            let Some(sealed_work) = self.seal_dispatch(&choice)? else {
+                break;
+            };
+            self.execute(Command::Dispatch(Box::new(Dispatch {
+                choice,
+                sealed_work,
+                now,
+            })))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks that a node may need a session grant (after a registration).
+    pub fn note_registration(&mut self) {
+        self.grants_pending = true;
+    }
+
+    async fn grant(
+        &mut self,
+        signing: &RsaPrivateKey,
+        node: NodeId,
+        pem: &str,
+    ) -> Result<(), ShellError> {
+        let Ok(node_key) = prlx_events::crypto::parse_public_key_pem(pem) else {
+            // Registration checks the key; a node whose key does not parse gets no work.
+            return Ok(());
+        };
+        let mut rng = rsa::rand_core::OsRng;
+        let session = SessionKey::generate(&mut rng);
+        let grant = grant_session(signing, &node_key, SESSION_EPOCH, &session, &mut rng);
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let sealed = self.key.seal(
+            nonce,
+            &session_aad(node, SESSION_EPOCH),
+            session.expose_bytes(),
+        );
+        self.execute(Command::IssueSession(Box::new(SessionKeyIssued {
+            node_id: node,
+            epoch: SESSION_EPOCH,
+            wrapped_key: Sealed(grant.wrapped_key),
+            signature: Sealed(grant.signature),
+            sealed_for_coordinator: sealed,
+        })))
+        .await?;
+        self.sessions.insert(node, (SESSION_EPOCH, session));
+        Ok(())
+    }
+
+    /// The session key of `node`, opened from the log on first use.
+    fn session(&mut self, node: NodeId) -> Option<(u64, SessionKey)> {
+        if let Some(s) = self.sessions.get(&node) {
+            return Some(s.clone());
+        }
+        let (epoch, sealed) = self.fold.state.nodes.get(&node)?.session.clone()?;
+        let bytes = self.key.open(&session_aad(node, epoch), &sealed).ok()?;
+        let key = SessionKey::from_bytes(bytes.try_into().ok()?);
+        self.sessions.insert(node, (epoch, key.clone()));
+        Some((epoch, key))
+    }
+
+    /// The work for `choice`, sealed to its node; `None` when the node has no session yet.
+    fn seal_dispatch(&mut self, choice: &Choice) -> Result<Option<Sealed>, ShellError> {
+        let Some((epoch, session)) = self.session(choice.node) else {
+            return Ok(None);
+        };
+        let req = &self.fold.state.requests[&choice.request];
+        let prompt = self
+            .open_payload(&req.payload_hash, &req.sealed_payload)
+            .map_err(|e| ShellError::Key {
+                path: "storage key".into(),
+                reason: format!("payload of {} does not open: {e}", choice.request),
+            })?;
+        let body = DispatchBody {
+            request_id: choice.request,
+            model: req.model.clone(),
+            prompt: String::from_utf8_lossy(&prompt).into_owned(),
+            max_tokens: req.max_tokens,
+        };
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let task = TaskId::whole(choice.request);
+        let json = serde_json::to_vec(&body).expect("plain data");
+        Ok(Some(Sealed(seal_message(
+            &session,
+            Direction::Dispatch,
+            task,
+            choice.node,
+            choice.attempt,
+            epoch,
+            nonce,
+            &json,
+        ))))
+    }
+
+    /// Checks a node's result report and builds the command that records it. A report whose
+    /// signature does not verify is refused here: it may not come from the node at all, so it
+    /// must not count against the node. A signed report whose result does not open or does not
+    /// match its PoE is the node's fault and goes to `decide` as a failed commitment.
+    pub fn completion(
+        &mut self,
+        node: NodeId,
+        report: &ResultReport,
+    ) -> Result<Command, ReportError> {
+        let state = &self.fold.state;
+        let req = state
+            .requests
+            .get(&report.request_id)
+            .ok_or(ReportError::UnknownRequest(report.request_id))?;
+        let view = state
+            .nodes
+            .get(&node)
+            .ok_or(ReportError::UnknownNode(node))?;
+        let node_key = prlx_events::crypto::parse_public_key_pem(&view.public_key_pem)
+            .map_err(|_| ReportError::UnknownNode(node))?;
+        let task = TaskId::whole(report.request_id);
+        let statement = result_statement(report.request_id, task, node, report.attempt, report.poe);
+        if !verify(&node_key, &statement, &report.signature) {
+            return Err(ReportError::BadSignature);
+        }
+        let client_pubkey = req.client_pubkey.clone();
+        let (epoch, session) = self
+            .session(node)
+            .ok_or(ReportError::WrongEpoch(report.epoch))?;
+        if epoch != report.epoch {
+            return Err(ReportError::WrongEpoch(report.epoch));
+        }
+        let opened = open_message(
+            &session,
+            Direction::Result,
+            task,
+            node,
+            report.attempt,
+            epoch,
+            &report.sealed_result,
+        );
+        let (commitment, result) = match opened {
+            Err(_) => (
+                Err("the result does not open under the node's session key".to_owned()),
+                Vec::new(),
+            ),
+            Ok(bytes) if proof_of_execution(task, &bytes, node) != report.poe => (
+                Err("PoE does not match SHA-256(task_id || result || node_id)".to_owned()),
+                bytes,
+            ),
+            Ok(bytes) => (Ok(()), bytes),
+        };
+        let mut rng = rsa::rand_core::OsRng;
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let sealed_result = self
+            .key
+            .seal(nonce, &result_aad(task, report.attempt), &result);
+        let sealed_for_client = match prlx_events::crypto::parse_public_key_pem(&client_pubkey) {
+            Ok(client) if commitment.is_ok() => Sealed(seal_to_public_key(
+                &client,
+                &report.request_id.0.to_be_bytes(),
+                &result,
+                &mut rng,
+            )),
+            _ => Sealed(Vec::new()),
+        };
+        Ok(Command::CompleteTask(Box::new(Completion {
+            request: report.request_id,
+            node,
+            attempt: report.attempt,
+            sealed_result,
+            poe: report.poe,
+            signature: Sealed(report.signature.clone()),
+            token_count: report.token_count,
+            commitment,
+            sealed_for_client,
+        })))
     }
 
     pub fn state(&self) -> &CoordinatorState {
@@ -96,14 +374,21 @@ impl Coordinator {
         match decide(&self.fold.state, command) {
             Ok(events) if events.is_empty() => Ok(Outcome::Unchanged),
             Ok(events) => Ok(Outcome::Appended(self.append(events).await?)),
-            Err(rejection) => {
-                let (key, source) = audit.unwrap_or((None, IntakeSource::Local));
-                let range = self.append(vec![rejection.to_event(key, source)]).await?;
-                Ok(Outcome::Rejected {
+            // Refused submissions are part of the intake audit trail; other refusals (a
+            // heartbeat from an unknown node, say) would only let anyone fill the log.
+            Err(rejection) => match audit {
+                Some((key, source)) => {
+                    let range = self.append(vec![rejection.to_event(key, source)]).await?;
+                    Ok(Outcome::Rejected {
+                        rejection,
+                        offset: Some(range.start),
+                    })
+                }
+                None => Ok(Outcome::Rejected {
                     rejection,
-                    offset: range.start,
-                })
-            }
+                    offset: None,
+                }),
+            },
         }
     }
 
@@ -164,6 +449,20 @@ impl Coordinator {
     }
 }
 
+fn session_aad(node: NodeId, epoch: u64) -> Vec<u8> {
+    let mut aad = b"prlx/session/v1/".to_vec();
+    aad.extend_from_slice(&node.to_bytes());
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}
+
+fn result_aad(task: TaskId, attempt: u32) -> Vec<u8> {
+    let mut aad = b"prlx/result-at-rest/v1/".to_vec();
+    aad.extend_from_slice(&task.to_bytes());
+    aad.extend_from_slice(&attempt.to_be_bytes());
+    aad
+}
+
 /// The AAD binds a sealed payload to its hash, so a blob cannot be swapped into another record.
 fn payload_aad(hash: &Hash32) -> Vec<u8> {
     let mut aad = b"prlx/payload/v1/".to_vec();
@@ -211,6 +510,57 @@ pub fn load_or_create_key(path: &Path) -> Result<StorageKey, ShellError> {
                 .and_then(|_| f.sync_all())
                 .map_err(|e| err(e.to_string()))?;
             Ok(StorageKey::from_bytes(bytes))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Bits of a signing key created on first start.
+pub const SIGNING_KEY_BITS: usize = 3072;
+
+/// Loads the coordinator's RSA signing key (PKCS#8 PEM) at `path`, creating a
+/// [`SIGNING_KEY_BITS`]-bit one (mode 0600) on first start. A key file readable by others is
+/// refused.
+pub fn load_or_create_signing_key(path: &Path) -> Result<RsaPrivateKey, ShellError> {
+    use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+    let err = |reason: String| ShellError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "permissions {:o} let others read it; chmod 600",
+                    mode & 0o777
+                )));
+            }
+            RsaPrivateKey::from_pkcs8_pem(&pem)
+                .map_err(|e| err(format!("not a PKCS#8 RSA key: {e}")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, SIGNING_KEY_BITS)
+                .map_err(|e| err(e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| err(e.to_string()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+            f.write_all(pem.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(key)
         }
         Err(e) => Err(err(e.to_string())),
     }

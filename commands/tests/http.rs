@@ -196,6 +196,7 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
         json!({
             "request_id": 0, "status": "accepted", "price": 130, "reserved": 130, "charged": 0,
             "model": "oss-chat-v1", "hardware_tier": 3, "priority": "standard",
+            "attempts": 0, "stage": "queued",
         })
     );
     let (status, body) = f.get("/v1/accounts/ai").await;
@@ -813,6 +814,7 @@ async fn openapi_lists_every_path() {
         "/v1/quote",
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
+        "/v1/nodes/{id}/results",
         "/healthz",
         "/openapi.json",
     ]);

@@ -256,6 +256,49 @@ pub fn open_message(
         .open(&message_aad(dir, task, node, attempt, epoch), &blob)?)
 }
 
+/// Hybrid sealing to an RSA public key (results returned to clients): a fresh AES-256 key,
+/// RSA-OAEP-SHA256-wrapped, then AES-256-GCM. Wire form: wrapped-key length (u16 BE) ||
+/// wrapped key || nonce || ciphertext+tag.
+pub fn seal_to_public_key(
+    key: &RsaPublicKey,
+    aad: &[u8],
+    plaintext: &[u8],
+    rng: &mut impl CryptoRngCore,
+) -> Vec<u8> {
+    let mut k = [0u8; 32];
+    rng.fill_bytes(&mut k);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let wrapped = key
+        .encrypt(rng, Oaep::new::<Sha256>(), &k)
+        .expect("a 32-byte key fits in OAEP for keys of 2048 bits and more");
+    let body = StorageKey::from_bytes(k).seal(nonce, aad, plaintext).0;
+    let mut out = Vec::with_capacity(2 + wrapped.len() + body.len());
+    out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Opens [`seal_to_public_key`]'s output (the client's side).
+pub fn open_with_private_key(
+    key: &RsaPrivateKey,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let n = sealed
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .ok_or(CryptoError::Unwrap)?;
+    let wrapped = sealed.get(2..2 + n).ok_or(CryptoError::Unwrap)?;
+    let k = key
+        .decrypt(Oaep::new::<Sha256>(), wrapped)
+        .map_err(|_| CryptoError::Unwrap)?;
+    let k: [u8; 32] = k.try_into().map_err(|_| CryptoError::Unwrap)?;
+    let body = crate::event::Sealed(sealed[2 + n..].to_vec());
+    Ok(StorageKey::from_bytes(k).open(aad, &body)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +422,24 @@ mod tests {
             &sig
         ));
         assert!(!verify(&pk, b"garbage", b"not a signature"));
+    }
+
+    #[test]
+    fn hybrid_sealing_opens_only_with_the_private_key_and_aad() {
+        let client = key();
+        let sealed = seal_to_public_key(
+            &client.to_public_key(),
+            b"req-1",
+            b"The capital of France is Paris.",
+            &mut OsRng,
+        );
+        assert_eq!(
+            open_with_private_key(&client, b"req-1", &sealed).unwrap(),
+            b"The capital of France is Paris."
+        );
+        assert!(open_with_private_key(&client, b"req-2", &sealed).is_err());
+        assert!(open_with_private_key(&key(), b"req-1", &sealed).is_err());
+        assert!(open_with_private_key(&client, b"req-1", &sealed[..10]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`envelope`]: the header and the wire codec.
 //! - [`upcast`]: the upcaster chain for older payload versions.
 //! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend.
+//! - [`protocol`]: dispatch body, canonical result and the node's result report.
 //! - [`schema`]: JSON Schema export for `schemas/`.
 //! - [`crypto`]: node ids, session grants, dispatch/result sealing, proof-of-execution, signatures.
 //! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
@@ -21,6 +22,7 @@ pub mod envelope;
 pub mod event;
 pub mod ids;
 pub mod log;
+pub mod protocol;
 pub mod schema;
 pub mod seal;
 pub mod upcast;

@@ -65,6 +65,18 @@ pub struct RequestView {
     pub queued: Option<QueueEntry>,
     /// The node working on it, while one is.
     pub running: Option<Assignment>,
+    pub max_tokens: u32,
+    /// The client's RSA public key (PEM): the result is sealed to it.
+    pub client_pubkey: String,
+    /// The result as returned to the client, once validated.
+    pub result: Option<ReturnedResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedResult {
+    pub sealed_for_client: Sealed,
+    pub poe: Hash32,
+    pub node: NodeId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +101,10 @@ pub struct NodeView {
     pub standing_bp: u32,
     /// Tasks dispatched to it and not yet returned or expired.
     pub busy: u32,
+    pub public_key_pem: String,
+    /// The epoch of its current session key and that key sealed to the coordinator's storage
+    /// key; `None` until a grant is issued.
+    pub session: Option<(u64, Sealed)>,
 }
 
 impl NodeView {
@@ -115,6 +131,8 @@ pub struct CoordinatorState {
     pub rejections: BTreeMap<String, u64>,
     pub next_request_id: u64,
     pub sched: Scheduler,
+    /// The coordinator's signing key (PEM), as last published.
+    pub coordinator_key: Option<String>,
 }
 
 impl CoordinatorState {
@@ -184,8 +202,14 @@ impl CoordinatorState {
     ) -> Result<(), FoldError> {
         let req = self.request_mut(env, id)?;
         match &req.running {
-            Some(a) if a.node == node && a.attempt == attempt && a.deadline_at.is_some() => {
-                req.running = None
+            Some(Assignment {
+                node: n,
+                attempt: a,
+                deadline_at: Some(at),
+            }) if *n == node && *a == attempt => {
+                let at = *at;
+                req.running = None;
+                self.sched.deadlines.remove(&(at, id));
             }
             other => {
                 return Err(FoldError::new(
@@ -313,6 +337,9 @@ impl Projection for CoordinatorState {
                         tried: BTreeSet::new(),
                         queued: None,
                         running: None,
+                        max_tokens: r.max_tokens,
+                        client_pubkey: r.client_pubkey.clone(),
+                        result: None,
                     },
                 );
                 self.next_request_id += 1;
@@ -381,6 +408,28 @@ impl Projection for CoordinatorState {
                     ));
                 }
                 req.status = RequestStatus::Completed;
+                req.result = Some(ReturnedResult {
+                    sealed_for_client: r.sealed_for_client.clone(),
+                    poe: r.poe,
+                    node: r.node_id,
+                });
+            }
+            Event::CoordinatorKeyPublished(k) => {
+                self.coordinator_key = Some(k.public_key_pem.clone())
+            }
+            Event::SessionKeyIssued(k) => {
+                let node = self.node_mut(env, k.node_id)?;
+                if node
+                    .session
+                    .as_ref()
+                    .is_some_and(|(epoch, _)| *epoch >= k.epoch)
+                {
+                    return Err(FoldError::new(
+                        env,
+                        format!("epoch {} is not newer than the node's session", k.epoch),
+                    ));
+                }
+                node.session = Some((k.epoch, k.sealed_for_coordinator.clone()));
             }
             Event::RequestFailed(r) => {
                 let req = self.request_mut(env, r.request_id)?;
@@ -494,6 +543,8 @@ impl Projection for CoordinatorState {
                     in_pool: true,
                     standing_bp: 10_000,
                     busy: 0,
+                    public_key_pem: n.public_key_pem.clone(),
+                    session: None,
                 };
                 self.sched.index(
                     &view,
@@ -519,8 +570,6 @@ impl Projection for CoordinatorState {
             // Folded by the scheduling, validation and settlement projections of their own
             // issues; they do not change what intake decides.
             Event::SubtasksPlanned(_)
-            | Event::CoordinatorKeyPublished(_)
-            | Event::SessionKeyIssued(_)
             | Event::LateResultDiscarded(_)
             | Event::CommitmentVerified(_)
             | Event::SamplingSeedCommitted(_)

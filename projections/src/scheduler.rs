@@ -75,6 +75,8 @@ pub struct Scheduler {
     pub queues: BTreeMap<String, BTreeMap<u8, BTreeSet<QueueEntry>>>,
     /// model -> tier -> nodes of that tier with a free slot.
     pub free: BTreeMap<String, BTreeMap<u8, BTreeSet<SlotKey>>>,
+    /// Running dispatches by deadline, for the timer service.
+    pub deadlines: BTreeSet<(DateTime<Utc>, RequestId)>,
 }
 
 /// A scheduling decision and its reasons.

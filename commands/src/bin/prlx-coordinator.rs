@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use prlx_commands::actor;
 use prlx_commands::decide::{Command, Submission, INFERENCE};
 use prlx_commands::http;
-use prlx_commands::shell::{load_or_create_key, Coordinator, Outcome};
+use prlx_commands::shell::{load_or_create_key, load_or_create_signing_key, Coordinator, Outcome};
 use prlx_events::event::{CatalogPublished, IntakeSource, Priority, Sealed};
 use prlx_events::log::LogUrl;
 use prlx_events::{AccountId, Hash32};
@@ -74,6 +74,15 @@ enum Cmd {
         /// This writer's producer id on the log.
         #[arg(long, env = "PRLX_PRODUCER", default_value = "coordinator/1")]
         producer: String,
+        /// The coordinator's RSA signing key (PKCS#8 PEM, mode 0600; a 3072-bit key is
+        /// created on first start). It signs the session grants that let nodes read their
+        /// dispatches; its public half goes on the log for nodes and auditors.
+        #[arg(
+            long,
+            env = "PRLX_SIGNING_KEY",
+            default_value = "./coordinator-signing.pem"
+        )]
+        signing_key: PathBuf,
     },
 }
 
@@ -93,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
             key_file,
             catalog,
             producer,
-        } => serve(&log, listen, &key_file, &catalog, &producer).await,
+            signing_key,
+        } => serve(&log, listen, &key_file, &catalog, &producer, &signing_key).await,
     }
 }
 
@@ -133,11 +143,15 @@ async fn serve(
     key_file: &Path,
     catalog: &Path,
     producer: &str,
+    signing_key: &Path,
 ) -> anyhow::Result<()> {
     // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
     // with the default action, but shut us down like any other.
     let signal = http::shutdown_signal().context("installing signal handlers")?;
-    let coord = open_coordinator(log, key_file, catalog, producer).await?;
+    let signing = load_or_create_signing_key(signing_key)?;
+    let coord = open_coordinator(log, key_file, catalog, producer)
+        .await?
+        .with_signing_key(signing);
     let (handle, actor) = actor::spawn(coord);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -296,13 +310,15 @@ fn describe(o: &Outcome) -> String {
         Outcome::Appended(r) => format!("recorded at offsets {}..{}", r.start, r.end),
         Outcome::Unchanged => "already recorded, nothing new".into(),
         Outcome::Rejected { rejection, offset } => format!(
-            "rejected {} ({}): {} [audit record at offset {offset}]",
+            "rejected {} ({}): {}{}",
             serde_json::to_value(rejection.code)
                 .unwrap()
                 .as_str()
                 .unwrap_or("?"),
             rejection.field.as_deref().unwrap_or("-"),
-            rejection.message
+            rejection.message,
+            offset.map_or(String::new(), |o| format!(" [audit record at offset {o}]"))
         ),
+        Outcome::Refused(why) => format!("refused, nothing recorded: {why}"),
     }
 }

@@ -1,0 +1,51 @@
+//! What travels between the coordinator and a node, inside the sealed envelopes of
+//! [`crate::crypto`]: the dispatch body, the canonical result, and the node's report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Hash32, RequestId};
+
+/// The work of one inference request, sealed under the node's session key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchBody {
+    pub request_id: RequestId,
+    pub model: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+}
+
+/// A node's output. Its canonical bytes ([`ResultBody::canonical_bytes`]) are what the PoE
+/// commits to and what redundant replicas are compared on: honest nodes of one execution class
+/// decoding greedily produce the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultBody {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub model_sha256: Hash32,
+    /// e.g. `greedy`.
+    pub decoding: String,
+    pub stopped_at_eos: bool,
+}
+
+impl ResultBody {
+    /// Compact JSON in field order: deterministic for a given value.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain data serializes")
+    }
+}
+
+/// What a node posts to `POST /v1/nodes/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultReport {
+    pub request_id: RequestId,
+    pub attempt: u32,
+    pub epoch: u64,
+    /// The canonical result bytes sealed under the session key (direction `Result`).
+    #[serde(with = "crate::b64")]
+    pub sealed_result: Vec<u8>,
+    pub poe: Hash32,
+    /// RSA-PSS-SHA256 by the node over [`crate::crypto::result_statement`].
+    #[serde(with = "crate::b64")]
+    pub signature: Vec<u8>,
+    pub token_count: u32,
+}
