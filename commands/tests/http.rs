@@ -908,6 +908,7 @@ mod process {
             "PRLX_KEY_FILE",
             "PRLX_CATALOG",
             "PRLX_PRODUCER",
+            "PRLX_SIGNING_KEY",
         ] {
             cmd.env_remove(var);
         }
@@ -918,6 +919,8 @@ mod process {
             .args(["--listen", "127.0.0.1:0"])
             .arg("--key-file")
             .arg(dir.path().join("key"))
+            .arg("--signing-key")
+            .arg(dir.path().join("signing.pem"))
             .arg("--catalog")
             .arg(&catalog)
             .args(["--producer", "serve-test/1"])
