@@ -19,6 +19,7 @@
 //! in-memory state may no longer match it. Callers then get [`ActorError::Stopped`]; the
 //! process is meant to exit and be restarted, which re-folds the log (crash-only).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 
 use chrono::Utc;
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::decide::{Command, Submission};
-use crate::shell::{Coordinator, Outcome, ShellError};
+use crate::shell::{AppendFuture, Coordinator, Outcome, ShellError, Staged};
 
 /// How many messages may wait for the actor before senders wait too (backpressure).
 pub const QUEUE_DEPTH: usize = 1024;
@@ -88,13 +89,29 @@ pub enum ActorError {
     NoAnswer,
 }
 
-type ExecuteReply = Box<dyn FnOnce(&Result<Outcome, ShellError>, &Fold<CoordinatorState>) + Send>;
-type ReadReply = Box<dyn FnOnce(&Fold<CoordinatorState>) + Send>;
+/// Sends an answer once everything it reflects is durable.
+type Deliver = Box<dyn FnOnce(Result<Outcome, ActorError>) + Send>;
+/// Computes a command's answer from its outcome and the state right after it.
+type ExecuteReply = Box<dyn FnOnce(&Outcome, &Fold<CoordinatorState>) -> Deliver + Send>;
+/// Computes a read's answer from the state as it stands.
+type ReadReply = Box<dyn FnOnce(&Fold<CoordinatorState>) -> Deliver + Send>;
 
 enum Message {
     Execute { intake: Intake, reply: ExecuteReply },
     Read { reply: ReadReply },
 }
+
+/// An answer waiting for the appends before it: answers leave in the order their messages
+/// came, each only once its own events and every earlier event are durable, so no client
+/// ever sees state the log could still lose.
+struct Waiting {
+    durable: Option<AppendFuture>,
+    outcome: Outcome,
+    deliver: Option<Deliver>,
+}
+
+/// How many answers may wait on appends before the actor stops taking messages.
+pub const MAX_IN_FLIGHT: usize = 8192;
 
 /// A cloneable way to reach the actor. Every HTTP handler holds one; none holds the coordinator.
 #[derive(Debug, Clone)]
@@ -114,65 +131,127 @@ pub fn spawn(coordinator: Coordinator) -> (CoordinatorHandle, JoinHandle<Result<
 /// promptly even when no message arrives.
 const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Decisions are pipelined: a command is decided and applied as soon as it arrives and its
+/// append is started (ordered at that moment); its answer waits in `waiting` until the append
+/// is durable. Many commands thus share one group commit of the log instead of one `fdatasync`
+/// each, while every decision still sees the state all earlier decisions left.
 async fn run(
     mut coordinator: Coordinator,
     mut rx: mpsc::Receiver<Message>,
 ) -> Result<(), ShellError> {
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
     // Whatever the log owes from before a restart (grants, expiries, dispatches).
-    coordinator.housekeeping(Utc::now()).await?;
-    loop {
+    push_housekeeping(&mut coordinator, &mut waiting)?;
+    let mut open = true;
+    while open || !waiting.is_empty() {
         // The timer service: wake at the next deadline (or the tick), expire what is due.
         let wait = coordinator
             .next_deadline()
             .and_then(|at| (at - Utc::now()).to_std().ok())
             .unwrap_or(TIMER_TICK)
             .min(TIMER_TICK);
-        let message = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
-            },
-            () = tokio::time::sleep(wait) => {
-                coordinator.housekeeping(Utc::now()).await?;
-                continue;
-            }
-        };
-        match message {
-            Message::Read { reply } => answer(|| reply(coordinator.state_fold())),
-            Message::Execute { intake, reply } => {
-                let command = match intake {
-                    Intake::Command(command) => Ok(command),
-                    Intake::Submission {
-                        submission,
-                        payload,
-                    } => Ok(coordinator.submission(*submission, &payload)),
-                    Intake::Report { node, report } => coordinator.completion(node, &report),
-                };
-                let command = match command {
-                    Ok(c) => c,
-                    Err(refused) => {
-                        let result = Ok(Outcome::Refused(refused.to_string()));
-                        answer(|| reply(&result, coordinator.state_fold()));
-                        continue;
-                    }
-                };
-                if matches!(command, Command::RegisterNode(_)) {
-                    coordinator.note_registration();
+        let front_ready = waiting.front().is_some_and(|w| w.durable.is_none());
+        tokio::select! {
+            biased;
+            // Answers whose appends are durable leave first, in order.
+            range = async {
+                match waiting.front_mut().and_then(|w| w.durable.as_mut()) {
+                    Some(durable) => durable.await,
+                    None => std::future::pending().await,
                 }
-                let result = coordinator.execute(command).await;
-                answer(|| reply(&result, coordinator.state_fold()));
-                result?;
-                coordinator.housekeeping(Utc::now()).await?;
+            } => {
+                let range = range?;
+                coordinator.durable_through(&range);
+                let w = waiting.pop_front().expect("front exists");
+                if let Some(deliver) = w.deliver {
+                    deliver(Ok(w.outcome.at(range)));
+                }
+            }
+            () = std::future::ready(()), if front_ready => {
+                let w = waiting.pop_front().expect("front exists");
+                if let Some(deliver) = w.deliver {
+                    deliver(Ok(w.outcome));
+                }
+            }
+            m = rx.recv(), if open && waiting.len() < MAX_IN_FLIGHT => match m {
+                None => open = false,
+                Some(message) => {
+                    handle(&mut coordinator, &mut waiting, message)?;
+                    push_housekeeping(&mut coordinator, &mut waiting)?;
+                }
+            },
+            () = tokio::time::sleep(wait), if open => {
+                push_housekeeping(&mut coordinator, &mut waiting)?;
             }
         }
     }
     Ok(())
 }
 
+fn handle(
+    coordinator: &mut Coordinator,
+    waiting: &mut VecDeque<Waiting>,
+    message: Message,
+) -> Result<(), ShellError> {
+    match message {
+        Message::Read { reply } => {
+            let deliver = answer(|| reply(coordinator.state_fold()));
+            waiting.push_back(Waiting {
+                durable: None,
+                outcome: Outcome::Unchanged,
+                deliver,
+            });
+        }
+        Message::Execute { intake, reply } => {
+            let command = match intake {
+                Intake::Command(command) => Ok(command),
+                Intake::Submission {
+                    submission,
+                    payload,
+                } => Ok(coordinator.submission(*submission, &payload)),
+                Intake::Report { node, report } => coordinator.completion(node, &report),
+            };
+            let staged = match command {
+                Ok(command) => {
+                    if matches!(command, Command::RegisterNode(_)) {
+                        coordinator.note_registration();
+                    }
+                    coordinator.stage(command)?
+                }
+                Err(refused) => Staged {
+                    outcome: Outcome::Refused(refused.to_string()),
+                    durable: None,
+                },
+            };
+            let deliver = answer(|| reply(&staged.outcome, coordinator.state_fold()));
+            waiting.push_back(Waiting {
+                durable: staged.durable,
+                outcome: staged.outcome,
+                deliver,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn push_housekeeping(
+    coordinator: &mut Coordinator,
+    waiting: &mut VecDeque<Waiting>,
+) -> Result<(), ShellError> {
+    for durable in coordinator.stage_housekeeping(Utc::now())? {
+        waiting.push_back(Waiting {
+            durable: Some(durable),
+            outcome: Outcome::Unchanged,
+            deliver: None,
+        });
+    }
+    Ok(())
+}
+
 /// Runs a reply function. A panic in one is the caller's bug; it only reads the state, so the
 /// actor carries on and that caller sees [`ActorError::NoAnswer`].
-fn answer(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
+fn answer(f: impl FnOnce() -> Deliver) -> Option<Deliver> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
 impl CoordinatorHandle {
@@ -183,12 +262,11 @@ impl CoordinatorHandle {
         then: impl FnOnce(&Outcome, &CoordinatorState) -> T + Send + 'static,
     ) -> Result<(Outcome, T), ActorError> {
         let (tx, rx) = oneshot::channel();
-        let reply: ExecuteReply = Box::new(move |result, fold| {
-            let answer = match result {
-                Ok(outcome) => Ok((outcome.clone(), then(outcome, &fold.state))),
-                Err(e) => Err(ActorError::Failed(e.to_string())),
-            };
-            let _ = tx.send(answer);
+        let reply: ExecuteReply = Box::new(move |outcome, fold| {
+            let answer = then(outcome, &fold.state);
+            Box::new(move |durable: Result<Outcome, ActorError>| {
+                let _ = tx.send(durable.map(|outcome| (outcome, answer)));
+            })
         });
         self.tx
             .send(Message::Execute { intake, reply })
@@ -211,7 +289,10 @@ impl CoordinatorHandle {
     ) -> Result<T, ActorError> {
         let (tx, rx) = oneshot::channel();
         let reply: ReadReply = Box::new(move |fold| {
-            let _ = tx.send(f(fold));
+            let answer = f(fold);
+            Box::new(move |_: Result<Outcome, ActorError>| {
+                let _ = tx.send(answer);
+            })
         });
         self.tx
             .send(Message::Read { reply })

@@ -16,6 +16,7 @@ use rand::RngCore;
 use uuid::Uuid;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{
@@ -38,8 +39,45 @@ pub enum ShellError {
     Recover(#[from] SnapshotError),
     #[error("the coordinator's own events do not fold (a bug): {0}")]
     Fold(#[from] FoldAtError),
+    #[error("the coordinator decided an event its own fold refuses (a bug): {0}")]
+    OwnFold(prlx_projections::FoldError),
     #[error("storage key {path}: {reason}")]
     Key { path: String, reason: String },
+}
+
+/// An append in flight: resolves with the offsets once durable.
+pub type AppendFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Range<Offset>, LogError>> + Send>>;
+
+/// A command decided and applied, its events on their way to the log.
+pub struct Staged {
+    /// What the command came to; offsets are filled in by [`Coordinator::settle`].
+    pub outcome: Outcome,
+    /// `None` when there was nothing to append.
+    pub durable: Option<AppendFuture>,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("outcome", &self.outcome)
+            .field("appending", &self.durable.is_some())
+            .finish()
+    }
+}
+
+impl Outcome {
+    /// The outcome with the offsets its append got.
+    pub fn at(self, range: Range<Offset>) -> Outcome {
+        match self {
+            Outcome::Appended(_) => Outcome::Appended(range),
+            Outcome::Rejected { rejection, .. } => Outcome::Rejected {
+                rejection,
+                offset: Some(range.start),
+            },
+            other => other,
+        }
+    }
 }
 
 /// What a command came to.
@@ -131,15 +169,37 @@ impl Coordinator {
     /// waiting request has a free capable node. Each is one command through `decide`, so each
     /// decision sees the state the previous one left.
     pub async fn housekeeping(&mut self, now: DateTime<Utc>) -> Result<(), ShellError> {
+        for durable in self.stage_housekeeping(now)? {
+            let range = durable.await?;
+            self.durable_through(&range);
+        }
+        Ok(())
+    }
+
+    /// [`Coordinator::housekeeping`] without waiting: the commands are decided and applied,
+    /// and their appends are in flight, in order.
+    pub fn stage_housekeeping(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppendFuture>, ShellError> {
+        let mut pending = Vec::new();
+        let mut stage = |this: &mut Self, command| -> Result<(), ShellError> {
+            if let Some(durable) = this.stage(command)?.durable {
+                pending.push(durable);
+            }
+            Ok(())
+        };
         let Some(signing) = self.signing_key.clone() else {
-            return Ok(());
+            return Ok(pending);
         };
         let pem = prlx_events::crypto::public_key_pem(&signing.to_public_key());
         if self.fold.state.coordinator_key.as_deref() != Some(pem.as_str()) {
-            self.execute(Command::PublishCoordinatorKey {
-                public_key_pem: pem,
-            })
-            .await?;
+            stage(
+                self,
+                Command::PublishCoordinatorKey {
+                    public_key_pem: pem,
+                },
+            )?;
         }
         if self.grants_pending {
             self.grants_pending = false;
@@ -152,7 +212,9 @@ impl Coordinator {
                 .map(|(id, n)| (*id, n.public_key_pem.clone()))
                 .collect();
             for (node, pem) in needing {
-                self.grant(&signing, node, &pem).await?;
+                if let Some(command) = self.grant(&signing, node, &pem) {
+                    stage(self, command)?;
+                }
             }
         }
         let due: Vec<(DateTime<Utc>, RequestId)> = self
@@ -168,26 +230,30 @@ impl Coordinator {
             let Some(a) = self.fold.state.requests[&request].running.clone() else {
                 continue;
             };
-            self.execute(Command::ExpireDeadline {
-                request,
-                node: a.node,
-                attempt: a.attempt,
-                now,
-            })
-            .await?;
+            stage(
+                self,
+                Command::ExpireDeadline {
+                    request,
+                    node: a.node,
+                    attempt: a.attempt,
+                    now,
+                },
+            )?;
         }
         while let Some(choice) = next_assignment(&self.fold.state) {
             let Some(sealed_work) = self.seal_dispatch(&choice)? else {
                 break;
             };
-            self.execute(Command::Dispatch(Box::new(Dispatch {
-                choice,
-                sealed_work,
-                now,
-            })))
-            .await?;
+            stage(
+                self,
+                Command::Dispatch(Box::new(Dispatch {
+                    choice,
+                    sealed_work,
+                    now,
+                })),
+            )?;
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Marks that a node may need a session grant (after a registration).
@@ -195,15 +261,11 @@ impl Coordinator {
         self.grants_pending = true;
     }
 
-    async fn grant(
-        &mut self,
-        signing: &RsaPrivateKey,
-        node: NodeId,
-        pem: &str,
-    ) -> Result<(), ShellError> {
+    /// A session grant for `node`, as the command that records it; the key is cached.
+    fn grant(&mut self, signing: &RsaPrivateKey, node: NodeId, pem: &str) -> Option<Command> {
         let Ok(node_key) = prlx_events::crypto::parse_public_key_pem(pem) else {
             // Registration checks the key; a node whose key does not parse gets no work.
-            return Ok(());
+            return None;
         };
         let mut rng = rsa::rand_core::OsRng;
         let session = SessionKey::generate(&mut rng);
@@ -215,16 +277,14 @@ impl Coordinator {
             &session_aad(node, SESSION_EPOCH),
             session.expose_bytes(),
         );
-        self.execute(Command::IssueSession(Box::new(SessionKeyIssued {
+        self.sessions.insert(node, (SESSION_EPOCH, session));
+        Some(Command::IssueSession(Box::new(SessionKeyIssued {
             node_id: node,
             epoch: SESSION_EPOCH,
             wrapped_key: Sealed(grant.wrapped_key),
             signature: Sealed(grant.signature),
             sealed_for_coordinator: sealed,
         })))
-        .await?;
-        self.sessions.insert(node, (SESSION_EPOCH, session));
-        Ok(())
     }
 
     /// The session key of `node`, opened from the log on first use.
@@ -366,61 +426,94 @@ impl Coordinator {
     }
 
     /// Decides, appends, applies. A rejection is recorded too (without a request id).
+    /// Decides, appends, waits until durable, and returns what the command came to.
     pub async fn execute(&mut self, command: Command) -> Result<Outcome, ShellError> {
+        let staged = self.stage(command)?;
+        self.settle(staged).await
+    }
+
+    /// Decides `command` and applies its events now; their append is started (ordered now)
+    /// and completes when [`Staged::durable`] resolves. The caller must not report the outcome
+    /// to anyone before that: until then it is not on the log.
+    pub fn stage(&mut self, command: Command) -> Result<Staged, ShellError> {
         let audit = match &command {
             Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),
             _ => None,
         };
         match decide(&self.fold.state, command) {
-            Ok(events) if events.is_empty() => Ok(Outcome::Unchanged),
-            Ok(events) => Ok(Outcome::Appended(self.append(events).await?)),
+            Ok(events) if events.is_empty() => Ok(Staged {
+                outcome: Outcome::Unchanged,
+                durable: None,
+            }),
+            Ok(events) => Ok(Staged {
+                outcome: Outcome::Appended(0..0),
+                durable: Some(self.stage_events(events)?),
+            }),
             // Refused submissions are part of the intake audit trail; other refusals (a
             // heartbeat from an unknown node, say) would only let anyone fill the log.
             Err(rejection) => match audit {
                 Some((key, source)) => {
-                    let range = self.append(vec![rejection.to_event(key, source)]).await?;
-                    Ok(Outcome::Rejected {
-                        rejection,
-                        offset: Some(range.start),
+                    let durable = self.stage_events(vec![rejection.to_event(key, source)])?;
+                    Ok(Staged {
+                        outcome: Outcome::Rejected {
+                            rejection,
+                            offset: None,
+                        },
+                        durable: Some(durable),
                     })
                 }
-                None => Ok(Outcome::Rejected {
-                    rejection,
-                    offset: None,
+                None => Ok(Staged {
+                    outcome: Outcome::Rejected {
+                        rejection,
+                        offset: None,
+                    },
+                    durable: None,
                 }),
             },
         }
     }
 
-    async fn append(&mut self, events: Vec<Event>) -> Result<std::ops::Range<Offset>, ShellError> {
+    /// Waits for a staged command's events to be durable and fills in their offsets.
+    pub async fn settle(&mut self, staged: Staged) -> Result<Outcome, ShellError> {
+        match staged.durable {
+            None => Ok(staged.outcome),
+            Some(durable) => {
+                let range = durable.await?;
+                self.durable_through(&range);
+                Ok(staged.outcome.at(range))
+            }
+        }
+    }
+
+    /// Records that an append finished: the fold's offset catches up.
+    pub fn durable_through(&mut self, range: &Range<Offset>) {
+        if range.end > range.start {
+            self.fold.advance(range.end - 1);
+        }
+    }
+
+    /// Stamps `events`, applies them to the state and starts their append.
+    fn stage_events(&mut self, events: Vec<Event>) -> Result<AppendFuture, ShellError> {
         let now = Utc::now();
         let correlation = Uuid::new_v4();
-        let envelopes: Vec<Envelope> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| {
-                Envelope::new(
-                    Header {
-                        event_id: Uuid::new_v4(),
-                        recorded_at: now,
-                        producer: self.producer.clone(),
-                        sequence: self.next_sequence + i as u64,
-                        correlation_id: Some(correlation),
-                        causation_id: None,
-                    },
-                    event,
-                )
-            })
-            .collect();
-        let range = self
-            .writer
-            .append(envelopes.iter().map(Envelope::encode).collect())
-            .await?;
-        self.next_sequence += envelopes.len() as u64;
-        for (offset, env) in range.clone().zip(&envelopes) {
-            self.fold.feed(offset, env)?;
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            let env = Envelope::new(
+                Header {
+                    event_id: Uuid::new_v4(),
+                    recorded_at: now,
+                    producer: self.producer.clone(),
+                    sequence: self.next_sequence,
+                    correlation_id: Some(correlation),
+                    causation_id: None,
+                },
+                event,
+            );
+            self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
+            self.next_sequence += 1;
+            encoded.push(env.encode());
         }
-        Ok(range)
+        Ok(Box::pin(self.writer.append(encoded)))
     }
 
     /// Hashes and seals a payload for a [`Submission`]: the plaintext goes no further.

@@ -95,6 +95,23 @@ impl<S: Projection> Fold<S> {
     }
 }
 
+impl<S: Projection> Fold<S> {
+    /// Applies an event that this process is appending now, before its offset is known (a
+    /// pipelining writer decides the next command while earlier appends are in flight). The
+    /// offset catches up with [`Fold::advance`] once the append is durable.
+    pub fn apply_own(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        self.state.apply(env)?;
+        self.producers
+            .insert(env.header.producer.clone(), env.header.sequence);
+        Ok(())
+    }
+
+    /// Records that everything through `last` is durable and folded.
+    pub fn advance(&mut self, last: Offset) {
+        self.last_offset = Some(self.last_offset.map_or(last, |o| o.max(last)));
+    }
+}
+
 /// The style's functional form: `apply(state, &event) -> Result<state, FoldError>`.
 pub fn apply<S: Projection>(mut state: S, env: &Envelope) -> Result<S, FoldError> {
     state.apply(env)?;

@@ -156,6 +156,27 @@ pub async fn concurrent_appends_are_each_acknowledged_once<F: LogFixture>(f: F) 
     );
 }
 
+pub async fn appends_are_ordered_when_called_not_when_awaited<F: LogFixture>(f: F) {
+    let w = f.writer();
+    let pending: Vec<_> = (0..5).map(|i| w.append(vec![payload("o", i)])).collect();
+    // Await in reverse: the order of the calls still decides the offsets.
+    let mut ranges: Vec<_> = Vec::new();
+    for fut in pending.into_iter().rev() {
+        ranges.push(fut.await.unwrap());
+    }
+    ranges.reverse();
+    assert!(
+        ranges.windows(2).all(|p| p[0].end <= p[1].start),
+        "{ranges:?}"
+    );
+    let got: Vec<_> = read_all(&f.open_reader(), ranges[0].start)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got, (0..5).map(|i| payload("o", i)).collect::<Vec<_>>());
+}
+
 pub async fn a_follower_is_woken_by_new_appends<F: LogFixture>(f: F) {
     let w = f.writer();
     let first = w.append(vec![payload("f", 0)]).await.unwrap();
@@ -227,6 +248,7 @@ macro_rules! conformance_suite {
             empty_batch_appends_nothing,
             odd_sizes_round_trip,
             concurrent_appends_are_each_acknowledged_once,
+            appends_are_ordered_when_called_not_when_awaited,
             a_follower_is_woken_by_new_appends,
             acknowledged_appends_survive_a_writer_restart,
             a_second_writer_is_refused,

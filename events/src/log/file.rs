@@ -453,26 +453,49 @@ impl Drop for FileLogWriter {
 }
 
 impl LogWriter for FileLogWriter {
-    async fn append(&self, batch: Vec<Vec<u8>>) -> Result<Range<Offset>, LogError> {
+    fn append(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        // Enqueued now, not when first polled: batches take offsets in call order.
+        let enqueued = self.enqueue(batch);
+        async move {
+            match enqueued {
+                Enqueued::Ready(r) => r,
+                Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
+            }
+        }
+    }
+}
+
+enum Enqueued {
+    Ready(Result<Range<Offset>, LogError>),
+    Waiting(oneshot::Receiver<Result<Range<Offset>, LogError>>),
+}
+
+impl FileLogWriter {
+    fn enqueue(&self, batch: Vec<Vec<u8>>) -> Enqueued {
         if batch.is_empty() {
             let end = *self.committed.borrow();
-            return Ok(end..end);
+            return Enqueued::Ready(Ok(end..end));
         }
         let max = self.options.max_record_bytes;
         if let Some((index, r)) = batch.iter().enumerate().find(|(_, r)| r.len() > max) {
-            return Err(LogError::RecordTooLarge {
+            return Enqueued::Ready(Err(LogError::RecordTooLarge {
                 index,
                 len: r.len(),
                 max,
-            });
+            }));
         }
         let (reply, rx) = oneshot::channel();
-        self.queue
+        let sent = self
+            .queue
             .as_ref()
-            .ok_or(LogError::Closed)?
-            .send(AppendRequest { batch, reply })
-            .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+            .map(|q| q.send(AppendRequest { batch, reply }).is_ok());
+        match sent {
+            Some(true) => Enqueued::Waiting(rx),
+            _ => Enqueued::Ready(Err(LogError::Closed)),
+        }
     }
 }
 

@@ -87,10 +87,14 @@ impl LogError {
 pub trait LogWriter: Send + Sync {
     /// Appends `batch` atomically and returns the offsets it got (consecutive), only once all of
     /// it is durable. An empty batch appends nothing and returns an empty range at the end.
+    ///
+    /// The batch is ordered when `append` is *called*, not when its future is first polled:
+    /// a caller may start several appends and await them later (pipelining), and they land in
+    /// call order. The future owns what it needs (`'static`), so it can be awaited elsewhere.
     fn append(
         &self,
         batch: Vec<Vec<u8>>,
-    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send;
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static;
 }
 
 /// A reader; any number may read while the writer appends, in this process or others.
@@ -165,9 +169,12 @@ impl AnyWriter {
 }
 
 impl LogWriter for AnyWriter {
-    async fn append(&self, batch: Vec<Vec<u8>>) -> Result<Range<Offset>, LogError> {
+    fn append(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         match self {
-            AnyWriter::File(w) => w.append(batch).await,
+            AnyWriter::File(w) => w.append(batch),
         }
     }
 }
