@@ -495,12 +495,12 @@ impl Coordinator {
     /// Stamps `events`, applies them to the state and starts their append.
     fn stage_events(&mut self, events: Vec<Event>) -> Result<AppendFuture, ShellError> {
         let now = Utc::now();
-        let correlation = Uuid::new_v4();
+        let correlation = random_uuid();
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
             let env = Envelope::new(
                 Header {
-                    event_id: Uuid::new_v4(),
+                    event_id: random_uuid(),
                     recorded_at: now,
                     producer: self.producer.clone(),
                     sequence: self.next_sequence,
@@ -540,6 +540,12 @@ impl Coordinator {
         s.sealed_payload = sealed;
         Command::SubmitRequest(Box::new(s))
     }
+}
+
+/// A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` asks the kernel (a syscall) per id,
+/// and the coordinator stamps several ids per request.
+fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 fn session_aad(node: NodeId, epoch: u64) -> Vec<u8> {

@@ -1,0 +1,289 @@
+//! Coordinator throughput on the file log: requests admitted -> scheduled -> dispatched, all
+//! durable, side by side with a raw append of the same event bytes to the same kind of log.
+//!
+//! `cargo bench -p prlx-tests --bench coordinator` (`PRLX_BENCH_QUICK=1` for a short run).
+//!
+//! - coordinator: the real actor (decide, fold, sealing, group-committed appends), with 64
+//!   registered nodes of 512 slots each and session grants issued before the clock starts;
+//!   `CONCURRENCY` clients submit; the clock stops when a read (answered only after every
+//!   earlier append is durable) sees nothing left in the queue.
+//! - raw: the same records, read back from the coordinator's log, appended to a fresh file log
+//!   in the same batches (one per command) by `CONCURRENCY` tasks: no deciding, folding or
+//!   sealing, only the log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prlx_commands::actor::{self, Intake};
+use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::shell::Coordinator;
+use prlx_events::crypto::{node_id_of, public_key_pem};
+use prlx_events::event::*;
+use prlx_events::log::file::{FileLogOptions, FileLogWriter};
+use prlx_events::log::{LogReader, LogUrl, LogWriter};
+use prlx_events::seal::StorageKey;
+use prlx_events::{AccountId, Envelope, Hash32};
+
+const CONCURRENCY: usize = 256;
+const NODES: usize = 64;
+
+fn submission(i: usize) -> (Submission, Vec<u8>) {
+    let prompt = format!("prompt number {i}: what is the capital of France?");
+    (
+        Submission {
+            idempotency_key: None,
+            source: IntakeSource::Local,
+            workload_class: INFERENCE.into(),
+            model: "bench-model".into(),
+            hardware_tier: 1,
+            priority: Priority::Standard,
+            deadline_seconds: 3600,
+            max_tokens: 16,
+            credit_account: AccountId("bench".into()),
+            client_pubkey: String::new(),
+            payload_hash: Hash32::of(prompt.as_bytes()),
+            computed_payload_hash: Hash32([0; 32]),
+            sealed_payload: Sealed(Vec::new()),
+        },
+        prompt.into_bytes(),
+    )
+}
+
+async fn run_coordinator(
+    dir: &std::path::Path,
+    requests: usize,
+    keys: &[rsa::RsaPrivateKey],
+) -> (Duration, Vec<(usize, Vec<u8>)>) {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
+        .await
+        .unwrap()
+        .with_signing_key(keys[0].clone());
+    let (handle, task) = actor::spawn(coord);
+    handle
+        .execute_command(Command::PublishCatalog(CatalogPublished {
+            models: vec![CatalogModel {
+                model: "bench-model".into(),
+                sha256: Hash32([0; 32]),
+                min_tier: 1,
+                base_price: 1,
+                per_token_price: 0,
+                max_tokens_limit: 64,
+            }],
+            max_tier: 5,
+            min_deadline_seconds: 1,
+            max_deadline_seconds: 7200,
+            reputation_weight_pct: 100,
+            max_attempts: 3,
+        }))
+        .await
+        .unwrap();
+    handle
+        .execute_command(Command::DepositCredits {
+            account: AccountId("bench".into()),
+            tx_ref: "t".into(),
+            amount: u64::MAX / 4,
+        })
+        .await
+        .unwrap();
+    for key in &keys[1..] {
+        let public = key.to_public_key();
+        handle
+            .execute_command(Command::RegisterNode(Box::new(NodeRegistered {
+                node_id: node_id_of(&public),
+                public_key_pem: public_key_pem(&public),
+                hardware_tier: 1,
+                models: vec!["bench-model".into()],
+                slots: 512,
+                stake: 1,
+                execution_class: ExecutionClass {
+                    device: "cpu".into(),
+                    driver: "-".into(),
+                    runtime: "-".into(),
+                },
+            })))
+            .await
+            .unwrap();
+    }
+    // Grants are issued by housekeeping; a read returns once they are durable.
+    handle.read_state(|_| ()).await.unwrap();
+
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let clients: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let handle = handle.clone();
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    let (s, payload) = submission(i);
+                    handle
+                        .execute(
+                            Intake::Submission {
+                                submission: Box::new(s),
+                                payload,
+                            },
+                            |_, _| (),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (queued, running) = handle
+        .read_state(|s| {
+            (
+                s.sched.queued(),
+                s.requests.values().filter(|r| r.running.is_some()).count(),
+            )
+        })
+        .await
+        .unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(
+        (queued, running),
+        (0, requests),
+        "every request was dispatched"
+    );
+    drop(handle);
+    task.await.unwrap().unwrap();
+
+    // The records of the timed part, grouped into the batches they were appended in (one
+    // command's events share a correlation id).
+    let reader = url.open_reader().unwrap();
+    let mut records = Vec::new();
+    let mut from = 0;
+    loop {
+        let got = reader.read(from, 4096).await.unwrap();
+        let Some(last) = got.last() else { break };
+        from = last.offset + 1;
+        records.extend(got);
+    }
+    let first_timed = records
+        .iter()
+        .position(|r| {
+            matches!(
+                Envelope::decode(&r.payload).unwrap().event,
+                Event::RequestAccepted(_)
+            )
+        })
+        .unwrap();
+    // Rebuild as (batch index, record) pairs.
+    let mut grouped = Vec::new();
+    let mut idx = 0;
+    let mut last_corr = None;
+    for r in &records[first_timed..] {
+        let corr = Envelope::decode(&r.payload).unwrap().header.correlation_id;
+        if last_corr.is_some() && corr != last_corr {
+            idx += 1;
+        }
+        last_corr = corr;
+        grouped.push((idx, r.payload.clone()));
+    }
+    (elapsed, grouped)
+}
+
+async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duration {
+    let w = Arc::new(FileLogWriter::open(dir, FileLogOptions::default()).unwrap());
+    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+    for (idx, r) in records {
+        if batches.len() <= *idx {
+            batches.push(Vec::new());
+        }
+        batches[*idx].push(r.clone());
+    }
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let w = Arc::clone(&w);
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some(batch) = next else { break };
+                    w.append(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    t.elapsed()
+}
+
+/// Keys for the coordinator and the nodes, cached between runs (generating 65 RSA keys takes
+/// longer than the benchmark itself).
+fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
+    use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..=NODES)
+        .map(|i| {
+            let path = dir.join(format!("{i}.pem"));
+            if let Ok(pem) = std::fs::read_to_string(&path) {
+                return rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+            }
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+            std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+            key
+        })
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
+    let requests = if quick { 2_000 } else { 20_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = bench_keys();
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("coordinator_bench");
+    let _ = std::fs::remove_dir_all(&base);
+    let rounds = if quick { 1 } else { 3 };
+    let (mut coord, mut raw) = (Vec::new(), Vec::new());
+    let mut events = 0;
+    for round in 0..rounds {
+        let (elapsed, records) = rt.block_on(run_coordinator(
+            &base.join(format!("coord-{round}")),
+            requests,
+            &keys,
+        ));
+        events = records.len();
+        let raw_elapsed = rt.block_on(run_raw(&base.join(format!("raw-{round}")), &records));
+        coord.push(elapsed);
+        raw.push(raw_elapsed);
+    }
+    coord.sort();
+    raw.sort();
+    let (c, r) = (coord[rounds / 2], raw[rounds / 2]);
+    println!("{requests} requests, {events} events ({:.1} per request), {CONCURRENCY} concurrent clients, {NODES} nodes; median of {rounds}", events as f64 / requests as f64);
+    println!("| path | requests/s (admitted -> dispatched, durable) | events/s |");
+    println!("|---|---:|---:|");
+    println!(
+        "| coordinator (decide + fold + seal + append) | {:.0} | {:.0} |",
+        requests as f64 / c.as_secs_f64(),
+        events as f64 / c.as_secs_f64()
+    );
+    println!(
+        "| raw file-log append of the same records | {:.0} | {:.0} |",
+        requests as f64 / r.as_secs_f64(),
+        events as f64 / r.as_secs_f64()
+    );
+    println!(
+        "coordinator / raw: {:.2}",
+        r.as_secs_f64() / c.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
