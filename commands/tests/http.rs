@@ -1,6 +1,8 @@
 //! The HTTP intake: `app()` driven with `oneshot` on a real file log, and one test of the
 //! `prlx-coordinator serve` process over real HTTP, stopped with SIGTERM.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -844,56 +846,10 @@ async fn openapi_lists_every_path() {
 // The real process.
 
 mod process {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
 
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
-
+    use super::common::{http, spawn_serve};
     use super::*;
-
-    /// Kills the child if the test fails before it exits.
-    struct Guard(Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    async fn http(
-        addr: &str,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        idempotency_key: Option<&str>,
-    ) -> (u16, Value) {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr)
-            .header("content-type", "application/json");
-        if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let res = sender
-            .send_request(req.body(Full::new(Bytes::from(bytes))).unwrap())
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
 
     #[tokio::test]
     async fn serve_takes_real_http_and_exits_0_on_sigterm() {
@@ -901,50 +857,7 @@ mod process {
         let log_dir = dir.path().join("log");
         let catalog = dir.path().join("catalog.json");
         std::fs::write(&catalog, CATALOG).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prlx-coordinator"));
-        for var in [
-            "PRLX_LOG",
-            "PRLX_LISTEN",
-            "PRLX_KEY_FILE",
-            "PRLX_CATALOG",
-            "PRLX_PRODUCER",
-            "PRLX_SIGNING_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
-        let child = cmd
-            .arg("serve")
-            .arg("--log")
-            .arg(format!("file://{}", log_dir.display()))
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--key-file")
-            .arg(dir.path().join("key"))
-            .arg("--signing-key")
-            .arg(dir.path().join("signing.pem"))
-            .arg("--catalog")
-            .arg(&catalog)
-            .args(["--producer", "serve-test/1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut child = Guard(child);
-
-        let stdout = child.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("no `listening on` line within 60 s");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (mut child, addr) = spawn_serve(dir.path(), &catalog);
         assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
 
         let (status, _) = http(

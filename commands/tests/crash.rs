@@ -1,0 +1,238 @@
+//! Crash test: SIGKILL the coordinator during a run of 1,200 requests over real HTTP, restart
+//! it on the same log, retry what was not acknowledged, and prove from the log that no
+//! acknowledged request was lost, none was accepted twice, and no (request, attempt) was
+//! scheduled or dispatched twice.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use common::{http, spawn_serve, try_http};
+use prlx_events::crypto::public_key_pem;
+use prlx_events::log::{LogReader, LogUrl};
+use prlx_events::{AccountId, Envelope, Event, RequestId};
+use prlx_projections::snapshot::catch_up;
+use prlx_projections::{CoordinatorState, Fold};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const REQUESTS: usize = 1_200;
+const KILL_AFTER_ACKS: usize = 400;
+
+const CATALOG: &str = r#"{
+    "models": [{"model": "tiny-test-v1",
+        "sha256": "924ad9e508b7a25b657a3a4079033938cd989f88d7463eefc329324f715a5f4d",
+        "min_tier": 1, "base_price": 10, "per_token_price": 1, "max_tokens_limit": 64}],
+    "max_tier": 4, "min_deadline_seconds": 5, "max_deadline_seconds": 3600
+}"#;
+
+fn submission(i: usize, client_pem: &str) -> serde_json::Value {
+    let prompt = format!("request {i}");
+    json!({
+        "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
+        "priority": if i % 3 == 0 { "high" } else { "standard" }, "deadline_seconds": 3600,
+        "credit_account": "ai", "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
+        "payload_hash": hex::encode(Sha256::digest(prompt.as_bytes())),
+    })
+}
+
+/// Submits `keys` with `concurrency` clients; returns key -> request id for every 202, and
+/// stops early (leaving the rest) once the server stops answering.
+async fn submit_all(
+    addr: &str,
+    keys: Vec<usize>,
+    client_pem: &str,
+    acked: Arc<Mutex<BTreeMap<usize, u64>>>,
+) {
+    let queue = Arc::new(Mutex::new(keys.into_iter()));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (addr, pem, queue, acked) = (
+                addr.to_owned(),
+                client_pem.to_owned(),
+                Arc::clone(&queue),
+                Arc::clone(&acked),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some(i) = next else { break };
+                    match try_http(
+                        &addr,
+                        "POST",
+                        "/v1/requests",
+                        Some(&submission(i, &pem)),
+                        Some(&format!("k-{i}")),
+                    )
+                    .await
+                    {
+                        Ok((202, body)) => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(i, body["request_id"].as_u64().unwrap());
+                        }
+                        Ok((status, body)) => panic!("request {i}: {status} {body}"),
+                        Err(_) => break, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(&catalog, CATALOG).unwrap();
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let client_pem = public_key_pem(&client.to_public_key());
+
+    let (mut server, addr) = spawn_serve(dir.path(), &catalog);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&json!({"tx_ref": "0x1", "amount": 10_000_000})),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    // Four nodes with room for every request, so each accepted request is also dispatched.
+    for _ in 0..4 {
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let body = json!({"public_key_pem": public_key_pem(&key.to_public_key()), "hardware_tier": 1,
+            "models": ["tiny-test-v1"], "slots": 400, "stake": 10,
+            "execution_class": {"device": "cpu", "driver": "none", "runtime": "test"}});
+        assert_eq!(
+            http(&addr, "POST", "/v1/nodes", Some(&body), None).await.0,
+            201
+        );
+    }
+
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let run = {
+        let (addr, pem, acked) = (addr.clone(), client_pem.clone(), Arc::clone(&acked));
+        tokio::spawn(async move { submit_all(&addr, (0..REQUESTS).collect(), &pem, acked).await })
+    };
+    // SIGKILL once enough requests were acknowledged, in the middle of the stream.
+    while acked.lock().unwrap().len() < KILL_AFTER_ACKS {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    run.await.unwrap();
+    let before_restart = acked.lock().unwrap().clone();
+    assert!(
+        before_restart.len() >= KILL_AFTER_ACKS && before_restart.len() < REQUESTS,
+        "killed mid-run: {} acked",
+        before_restart.len()
+    );
+
+    // Restart on the same log; retry everything not acknowledged (the client cannot know
+    // whether an unanswered one landed) and some that were, all with their keys.
+    let (_server, addr) = spawn_serve(dir.path(), &catalog);
+    let retry: Vec<usize> = (0..REQUESTS)
+        .filter(|i| !before_restart.contains_key(i) || i % 50 == 0)
+        .collect();
+    let after = Arc::new(Mutex::new(BTreeMap::new()));
+    submit_all(&addr, retry, &client_pem, Arc::clone(&after)).await;
+    let after = after.lock().unwrap().clone();
+    for (i, id) in &after {
+        if let Some(first) = before_restart.get(i) {
+            assert_eq!(
+                first, id,
+                "key k-{i} got request {first} before the crash and {id} after"
+            );
+        }
+    }
+    // Wait until the restarted coordinator has dispatched everything (a read sees it durable).
+    let mut done = false;
+    for _ in 0..200 {
+        let (_, health) = http(&addr, "GET", "/healthz", None, None).await;
+        let (_, last) = http(
+            &addr,
+            "GET",
+            &format!("/v1/requests/{}", REQUESTS - 1),
+            None,
+            None,
+        )
+        .await;
+        if health["status"] == "ok" && last["stage"] == "running" {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(done, "the last request was not dispatched");
+
+    // The log, folded from the start with the auditor's fold (which also re-derives every
+    // scheduling receipt), and counted event by event.
+    let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+    let reader = url.open_reader().unwrap();
+    let mut fold = Fold::<CoordinatorState>::default();
+    catch_up(&mut fold, &reader)
+        .await
+        .expect("the log folds cleanly after the crash");
+    let st = &fold.state;
+    let account = AccountId("ai".into());
+    for (i, id) in before_restart.iter().chain(after.iter()) {
+        assert_eq!(
+            st.request_for_key(&account, &format!("k-{i}")),
+            Some(RequestId(*id)),
+            "acknowledged k-{i} is on the log as request {id}"
+        );
+    }
+    assert_eq!(
+        st.requests.len(),
+        REQUESTS,
+        "every key accepted exactly once"
+    );
+    assert_eq!(st.idempotency[&account].len(), REQUESTS);
+
+    let mut scheduled: BTreeMap<(u64, u32), usize> = BTreeMap::new();
+    let mut dispatched: BTreeMap<(u64, u32), usize> = BTreeMap::new();
+    let mut next = 0;
+    loop {
+        let records = reader.read(next, 4096).await.unwrap();
+        let Some(last) = records.last() else { break };
+        next = last.offset + 1;
+        for r in records {
+            match Envelope::decode(&r.payload).unwrap().event {
+                Event::RequestScheduled(s) => {
+                    *scheduled
+                        .entry((s.task_id.request.0, s.attempt))
+                        .or_default() += 1
+                }
+                Event::TaskDispatched(d) => {
+                    *dispatched
+                        .entry((d.task_id.request.0, d.attempt))
+                        .or_default() += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        scheduled.values().all(|&n| n == 1),
+        "a (request, attempt) was scheduled twice"
+    );
+    assert!(
+        dispatched.values().all(|&n| n == 1),
+        "a (request, attempt) was dispatched twice"
+    );
+    let dispatched_requests: BTreeSet<u64> = dispatched.keys().map(|(r, _)| *r).collect();
+    assert_eq!(
+        dispatched_requests.len(),
+        REQUESTS,
+        "every accepted request was dispatched"
+    );
+}
