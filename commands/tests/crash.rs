@@ -31,7 +31,7 @@ fn submission(i: usize, client_pem: &str) -> serde_json::Value {
     let prompt = format!("request {i}");
     json!({
         "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
-        "priority": if i % 3 == 0 { "high" } else { "standard" }, "deadline_seconds": 3600,
+        "priority": if i.is_multiple_of(3) { "high" } else { "standard" }, "deadline_seconds": 3600,
         "credit_account": "ai", "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
         "payload_hash": hex::encode(Sha256::digest(prompt.as_bytes())),
     })
@@ -141,7 +141,7 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
     // whether an unanswered one landed) and some that were, all with their keys.
     let (_server, addr) = spawn_serve(dir.path(), &catalog);
     let retry: Vec<usize> = (0..REQUESTS)
-        .filter(|i| !before_restart.contains_key(i) || i % 50 == 0)
+        .filter(|i| !before_restart.contains_key(i) || i.is_multiple_of(50))
         .collect();
     let after = Arc::new(Mutex::new(BTreeMap::new()));
     submit_all(&addr, retry, &client_pem, Arc::clone(&after)).await;
