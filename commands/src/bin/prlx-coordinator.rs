@@ -186,23 +186,7 @@ async fn demo(
     requests: u32,
     producer: &str,
 ) -> anyhow::Result<()> {
-    let url = LogUrl::parse(log)?;
-    let key = load_or_create_key(key_file)?;
-    let mut coord = Coordinator::open(&url, producer, key)
-        .await
-        .context("opening the coordinator")?;
-    println!(
-        "log {log}: recovered {} records",
-        coord.state_fold().next_offset()
-    );
-
-    if coord.state().catalog.is_none() {
-        let text = std::fs::read_to_string(catalog)
-            .with_context(|| format!("reading {}", catalog.display()))?;
-        let c: CatalogPublished = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", catalog.display()))?;
-        coord.execute(Command::PublishCatalog(c)).await?;
-    }
+    let mut coord = open_coordinator(log, key_file, catalog, producer).await?;
 
     // Deposits observed on-chain. The run number keeps tx refs fresh when the demo runs again.
     let run = coord.state().deposits.len() as u64;
