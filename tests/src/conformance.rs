@@ -19,7 +19,8 @@ pub trait LogFixture: Send + Sync + 'static {
     fn open_reader(&self) -> Self::Reader;
     /// Stops the writer and opens a new one on the same log, as a restart would.
     fn reopen_writer(&mut self);
-    /// Tries to open a second writer while the first is live; the backend must refuse it.
+    /// Opens a second writer while the first is live: the backend must refuse it (`Err`), or
+    /// open it and fence the first, whose appends must then fail.
     fn open_second_writer(&self) -> Result<(), LogError>;
 }
 
@@ -226,14 +227,16 @@ pub async fn acknowledged_appends_survive_a_writer_restart<F: LogFixture>(mut f:
     assert_eq!(got, (0..11).map(|i| payload("r", i)).collect::<Vec<_>>());
 }
 
-pub async fn a_second_writer_is_refused<F: LogFixture>(f: F) {
+pub async fn a_second_writer_is_refused_or_fences_the_first<F: LogFixture>(f: F) {
     f.writer().append(vec![payload("w", 0)]).await.unwrap();
-    assert!(
-        f.open_second_writer().is_err(),
-        "two writers must never append to one log"
-    );
-    // The first writer is unaffected.
-    f.writer().append(vec![payload("w", 1)]).await.unwrap();
+    // Two writers must never both append to one log: a backend either refuses the second
+    // (the file log's lock) or lets it fence the first (Kafka's transactional id).
+    if f.open_second_writer().is_ok() {
+        let late = f.writer().append(vec![payload("w", 1)]).await;
+        assert!(late.is_err(), "a fenced writer appended: {late:?}");
+    } else {
+        f.writer().append(vec![payload("w", 1)]).await.unwrap();
+    }
 }
 
 /// Expands every conformance case into a `#[tokio::test]` for one backend. `$make` is an
@@ -251,7 +254,7 @@ macro_rules! conformance_suite {
             appends_are_ordered_when_called_not_when_awaited,
             a_follower_is_woken_by_new_appends,
             acknowledged_appends_survive_a_writer_restart,
-            a_second_writer_is_refused,
+            a_second_writer_is_refused_or_fences_the_first,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
