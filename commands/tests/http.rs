@@ -222,10 +222,9 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
     );
 }
 
-#[tokio::test]
-async fn every_submission_rejection_has_its_status_code_and_field() {
-    let f = fixture().await;
-    f.deposit("ai", "0x1", 10_000).await;
+/// Every submission rejection: (body, status, code, field, recorded on the log by the core).
+/// Shared by the in-process test and the real-process one.
+fn rejection_cases() -> Vec<(Value, StatusCode, &'static str, &'static str, bool)> {
     let ok = submission("ai", "hello");
     let with = |field: &str, value: Value| {
         let mut s = ok.clone();
@@ -239,7 +238,7 @@ async fn every_submission_rejection_has_its_status_code_and_field() {
     };
     use StatusCode as S;
     // (body, status, code, field, recorded on the log by the core)
-    let cases = [
+    vec![
         (
             without("prompt"),
             S::BAD_REQUEST,
@@ -359,7 +358,16 @@ async fn every_submission_rejection_has_its_status_code_and_field() {
             "credit_account",
             true,
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_submission_rejection_has_its_status_code_and_field() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 10_000).await;
+    let ok = submission("ai", "hello");
+    let cases = rejection_cases();
+    use StatusCode as S;
     let recorded = cases.iter().filter(|c| c.4).count() as u64;
     for (body, status, code, field, _) in &cases {
         let got = f.post("/v1/requests", body).await;
@@ -850,6 +858,59 @@ mod process {
 
     use super::common::{http, spawn_serve};
     use super::*;
+
+    /// The same rejection table as the in-process test, over a real socket to a real
+    /// `serve` process: status, code and field, and nothing accepted.
+    #[tokio::test]
+    async fn every_rejection_over_real_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let (_child, addr) = spawn_serve(dir.path(), &catalog);
+        let deposit = json!({"tx_ref": "0x1", "amount": 10_000});
+        assert_eq!(
+            http(
+                &addr,
+                "POST",
+                "/v1/accounts/ai/deposits",
+                Some(&deposit),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        for (body, status, code, field, _) in rejection_cases() {
+            let (got, answer) = http(&addr, "POST", "/v1/requests", Some(&body), None).await;
+            assert_eq!(got, status.as_u16(), "{code}/{field}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{answer}");
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+        // Deposits credit once, over the wire too.
+        let (_, again) = http(
+            &addr,
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&deposit),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (again["credited"].clone(), again["balance"].clone()),
+            (json!(false), json!(10_000))
+        );
+        let (_, account) = http(&addr, "GET", "/v1/accounts/ai", None, None).await;
+        assert_eq!(account["reserved"], 0, "nothing was accepted: {account}");
+        // An oversized body is refused whole.
+        let mut big = submission("ai", "x");
+        big["prompt"] = json!("x".repeat(MAX_BODY_BYTES + 1));
+        assert_eq!(
+            http(&addr, "POST", "/v1/requests", Some(&big), None)
+                .await
+                .0,
+            413
+        );
+    }
 
     #[tokio::test]
     async fn serve_takes_real_http_and_exits_0_on_sigterm() {
