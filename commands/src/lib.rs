@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
+//! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
 //!   OpenAPI document.
@@ -12,6 +13,7 @@
 //! - [`testkit`]: Given/When/Then for decisions.
 
 pub mod actor;
+pub mod client;
 pub mod decide;
 pub mod http;
 pub mod shell;

@@ -7,9 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// Kills the child if the test fails before it exits.
@@ -71,8 +68,8 @@ pub fn spawn_serve(dir: &Path, catalog: &Path) -> (Guard, String) {
     (child, addr)
 }
 
-/// One HTTP/1.1 exchange on a fresh connection; `Err` when the connection fails (a killed
-/// server), so callers can tell "refused" from "answered".
+/// One exchange; `Err` when the connection fails (a killed server), so callers can tell
+/// "refused" from "answered".
 pub async fn try_http(
     addr: &str,
     method: &str,
@@ -80,37 +77,9 @@ pub async fn try_http(
     body: Option<&Value>,
     idempotency_key: Option<&str>,
 ) -> Result<(u16, Value), String> {
-    let stream = tokio::net::TcpStream::connect(addr)
+    prlx_commands::client::request(addr, method, path, body, idempotency_key)
         .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .header("content-type", "application/json");
-    if let Some(key) = idempotency_key {
-        req = req.header("Idempotency-Key", key);
-    }
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(bytes))).unwrap())
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let bytes = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+        .map_err(|e| e.to_string())
 }
 
 pub async fn http(
