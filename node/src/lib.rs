@@ -1,9 +1,9 @@
 //! `prlx-node`: the ParalleliX operator node.
 //!
-//! An operator runs the `prlx-node` binary to serve registry models with ONNX Runtime. This
-//! library is the part that runs a model: the registry of model files and their hashes, and the
-//! greedy-decoding engine over the graph contract of `node/models/README.md`. Pulling
-//! dispatches, decryption, commitments and reporting come with the node daemon.
+//! An operator runs `prlx-node run` to serve registry models with ONNX Runtime: it registers
+//! with the coordinator, follows the coordinator's log for the dispatches addressed to it,
+//! opens them with its session key, generates, commits to the result (proof-of-execution),
+//! signs it and reports it. `prlx-node generate` runs one prompt, as a check of the models.
 //!
 //! # Layout
 //!
@@ -12,9 +12,21 @@
 //! - [`engine`]: loading ONNX Runtime (`ORT_DYLIB_PATH`), one session per [`Engine`] (one per
 //!   worker slot), prompt templating and tokenization, prefill + KV-cache greedy decoding into
 //!   a [`Generation`].
+//! - [`follow`]: the pure core of the daemon: the log folded from this node's point of view
+//!   (coordinator key, grants, the dispatches still open for it) and opening a dispatch.
+//! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
+//! - [`worker`]: one thread per engine; a job becomes a committed, signed, sealed report.
+//! - [`client`]: a small HTTP/1.1 client for the coordinator's API.
+//! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, following the
+//!   log, reporting, draining on shutdown.
 
+pub mod client;
+pub mod daemon;
 pub mod engine;
+pub mod follow;
+pub mod keys;
 pub mod registry;
+pub mod worker;
 
 pub use engine::{Engine, EngineError, EngineOptions, Generation, ModelFiles, Provider};
 pub use registry::{ModelEntry, Registry, RegistryError};

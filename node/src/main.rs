@@ -4,30 +4,97 @@
 //! rather than pretending to serve. `prlx-node generate` runs one prompt through the engine, a
 //! manual check for operators that their models and ONNX Runtime work.
 
+//! `prlx-node`: the operator daemon. `prlx-node run` registers with the coordinator, follows
+//! its log for dispatches addressed to this node, runs them with ONNX Runtime and reports
+//! signed, committed results (see `prlx_node::daemon`). `prlx-node generate` runs one prompt
+//! through the engine, a manual check for operators that their models and ONNX Runtime work.
+
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use prlx_node::daemon::{self, DaemonConfig, Stopped};
 use prlx_node::engine::{Engine, EngineOptions, Provider};
 use prlx_node::registry::Registry;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "prlx-node",
-    version,
-    about = "ParalleliX operator node (serving dispatches is not implemented yet: see the node daemon issue)"
-)]
+#[command(name = "prlx-node", version, about = "ParalleliX operator node")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve dispatches (not implemented yet).
-    Run,
+    /// Serve dispatches: register with the coordinator, follow its log for work addressed to
+    /// this node, run it with ONNX Runtime and report signed results, until SIGTERM or Ctrl-C.
+    ///
+    /// Prints `node_id HEX` to stdout once registered; progress goes to stderr.
+    ///
+    /// On SIGTERM or Ctrl-C the node takes no new dispatches, lets the generations already
+    /// running finish and report (for up to --drain-secs), and exits 0. Dispatches it had not
+    /// started are not run: the coordinator re-dispatches them to another node when their
+    /// deadline passes. A node restarted with the same key reads the log from the start and
+    /// runs only the dispatches still open for it, whose deadline has not passed.
+    Run(RunArgs),
     /// Run one prompt through a registry model and print the generation.
     Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The coordinator's HTTP API, http://HOST:PORT (registration, heartbeats, results).
+    #[arg(long, env = "PRLX_COORDINATOR")]
+    coordinator: String,
+    /// The coordinator's event log, which this node reads (never writes) for its session
+    /// grants and dispatches: file://DIR for the embedded log.
+    #[arg(long, env = "PRLX_LOG")]
+    log: String,
+    /// This node's RSA private key (PKCS#8 PEM). Created (3072 bits, mode 0600) on first
+    /// start; a key file that group or others can read is refused. Its public key's SHA-256
+    /// is the node id: keep the file to keep the identity.
+    #[arg(long, env = "PRLX_NODE_KEY")]
+    key: PathBuf,
+    /// Registry references of the models to serve, comma-separated (e.g. oss-chat-v1).
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Hardware tier this node declares (1..=the catalog's max_tier); it gets requests of
+    /// this tier and below.
+    #[arg(long)]
+    tier: u8,
+    /// Requests run at once. One engine per slot is loaded for each model.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    /// Stake in minor units, declared at registration (weights uptime rewards).
+    #[arg(long)]
+    stake: u64,
+    /// ONNX Runtime intra-op threads per engine.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The model registry [default: ROOT/node/models/registry.toml].
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// The directory the registry's paths are relative to (the repository root).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Execution provider: cpu, or cuda (needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    provider: Provider,
+    /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else ROOT/.cache/ort/ORT_DYLIB_PATH].
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// Seconds between heartbeats to the coordinator.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_secs: u64,
+    /// On SIGTERM or Ctrl-C, how long running generations may take to finish and report
+    /// before the node exits anyway.
+    #[arg(long, default_value_t = 60)]
+    drain_secs: u64,
+    /// The coordinator's signing public key (PEM) to pin. Every key the log publishes must
+    /// equal it, else the node stops; without it the node trusts the key the log publishes.
+    #[arg(long, env = "PRLX_COORDINATOR_KEY")]
+    coordinator_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,12 +125,63 @@ struct GenerateArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        None | Some(Command::Run) => anyhow::bail!(
-            "prlx-node does not serve yet: the node daemon is not implemented in this build \
-             (`prlx-node generate` runs one prompt as a check)"
-        ),
-        Some(Command::Generate(args)) => generate(args),
+        Command::Run(args) => run(args),
+        Command::Generate(args) => generate(args),
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = DaemonConfig {
+        coordinator: args.coordinator,
+        log: args.log,
+        key: args.key,
+        models: args.models,
+        hardware_tier: args.tier,
+        slots: args.slots,
+        stake: args.stake,
+        threads: args.threads,
+        registry: args
+            .registry
+            .unwrap_or_else(|| args.root.join("node/models/registry.toml")),
+        root: args.root,
+        provider: args.provider,
+        ort_library: args.ort_library,
+        heartbeat: Duration::from_secs(args.heartbeat_secs),
+        drain: Duration::from_secs(args.drain_secs),
+        coordinator_key: args.coordinator_key,
+    };
+    // Engines run on their own threads; the runtime only carries the I/O.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let signal = shutdown_signal().context("installing signal handlers")?;
+        let stopped = daemon::run(config, signal).await?;
+        if stopped == Stopped::DrainTimedOut {
+            eprintln!("prlx-node: exiting with work unfinished (drain timeout)");
+        }
+        anyhow::Ok(())
+    })?;
+    // Returning from main ends the process, worker threads still generating after a drain
+    // timeout included; the coordinator re-dispatches their work after its deadline.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed here, before the
+/// future is first polled, so a signal that arrives early is not lost to the default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {

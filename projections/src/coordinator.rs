@@ -503,6 +503,10 @@ impl Projection for CoordinatorState {
                         ))
                     }
                 }
+                // The timer service's index: running dispatches by deadline.
+                self.sched
+                    .deadlines
+                    .insert((d.deadline_at, d.task_id.request));
             }
             Event::DeadlineExpired(d) => {
                 self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
