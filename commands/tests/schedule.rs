@@ -266,7 +266,10 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         now: t(now),
     };
     // Not before the deadline; the timer service's index holds it until then.
-    assert_eq!(state(&h).sched.deadlines.first(), Some(&(t(30), RequestId(0))));
+    assert_eq!(
+        state(&h).sched.deadlines.first(),
+        Some(&(t(30), RequestId(0)))
+    );
     assert!(decide(&state(&h), expire(n1, 0, 29)).is_err());
     given(h.clone())
         .when(expire(n1, 0, 30))
@@ -325,7 +328,11 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     );
     h.extend(events);
     let st = state(&h);
-    assert!(st.sched.deadlines.is_empty(), "no deadline left to watch: {:?}", st.sched.deadlines);
+    assert!(
+        st.sched.deadlines.is_empty(),
+        "no deadline left to watch: {:?}",
+        st.sched.deadlines
+    );
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
     assert_eq!(st.accounts[&acct()].reserved, 0);
     assert_eq!(
