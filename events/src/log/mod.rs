@@ -12,9 +12,13 @@
 //!
 //! # Layout
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
+//! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
+//!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`).
 //! - [`url`]: parsing of backend URLs.
 
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod url;
 
 use std::future::Future;
@@ -23,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::url::LogUrl;
+pub use self::url::{KafkaLogOptions, LogUrl};
 
 /// Position of a record in the log.
 pub type Offset = u64;
@@ -71,6 +75,24 @@ pub enum LogError {
     Poisoned(String),
     #[error("the writer has shut down")]
     Closed,
+    /// Another writer opened the log with the same transactional id and fenced this one; it
+    /// can never append again. Whatever it had not committed was aborted.
+    #[error(
+        "this writer of Kafka topic {topic} was fenced by a newer writer with transactional id \
+         {transactional_id:?} ({reason}); only one writer may append: reopen to take over"
+    )]
+    Fenced {
+        topic: String,
+        transactional_id: String,
+        reason: String,
+    },
+    /// The append may or may not be in the log (e.g. the commit timed out); the writer has
+    /// re-created its producer, which settles it one way or the other. Read the log to know.
+    #[error("the append may or may not be in the log ({reason}); read the log to find out")]
+    OutcomeUnknown { reason: String },
+    /// A broker operation failed; nothing of the operation took effect.
+    #[error("kafka {op}: {reason}")]
+    Kafka { op: &'static str, reason: String },
 }
 
 impl LogError {
@@ -123,12 +145,16 @@ pub trait LogReader: Send + Sync {
 #[derive(Debug)]
 pub enum AnyWriter {
     File(file::FileLogWriter),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaLogWriter),
 }
 
 /// A reader of whichever backend the URL named.
 #[derive(Debug)]
 pub enum AnyReader {
     File(file::FileLogReader),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaLogReader),
 }
 
 impl LogUrl {
@@ -138,10 +164,16 @@ impl LogUrl {
             LogUrl::File { dir, options } => {
                 file::FileLogWriter::open(dir, options.clone()).map(AnyWriter::File)
             }
-            LogUrl::Kafka { .. } => Err(LogError::BackendUnavailable {
-                backend: "kafka",
-                reason: "the Kafka backend has not been built yet; use file://DIR",
-            }),
+            #[cfg(feature = "kafka")]
+            LogUrl::Kafka {
+                bootstrap,
+                topic,
+                options,
+            } => {
+                kafka::KafkaLogWriter::open(bootstrap, topic, options.clone()).map(AnyWriter::Kafka)
+            }
+            #[cfg(not(feature = "kafka"))]
+            LogUrl::Kafka { .. } => Err(KAFKA_NOT_COMPILED_IN),
         }
     }
 
@@ -151,19 +183,35 @@ impl LogUrl {
             LogUrl::File { dir, options } => {
                 file::FileLogReader::open(dir, options.clone()).map(AnyReader::File)
             }
-            LogUrl::Kafka { .. } => Err(LogError::BackendUnavailable {
-                backend: "kafka",
-                reason: "the Kafka backend has not been built yet; use file://DIR",
-            }),
+            #[cfg(feature = "kafka")]
+            LogUrl::Kafka {
+                bootstrap,
+                topic,
+                options,
+            } => {
+                kafka::KafkaLogReader::open(bootstrap, topic, options.clone()).map(AnyReader::Kafka)
+            }
+            #[cfg(not(feature = "kafka"))]
+            LogUrl::Kafka { .. } => Err(KAFKA_NOT_COMPILED_IN),
         }
     }
 }
 
+#[cfg(not(feature = "kafka"))]
+const KAFKA_NOT_COMPILED_IN: LogError = LogError::BackendUnavailable {
+    backend: "kafka",
+    reason: "this build has no Kafka backend: rebuild with the cargo feature `kafka` of \
+             prlx-events, or use file://DIR",
+};
+
 impl AnyWriter {
-    /// A reader that follows this writer in-process, woken on each commit instead of polling.
+    /// A reader that follows this writer in-process: for the file log, woken on each commit
+    /// instead of polling; for Kafka, a consumer of the writer's topic.
     pub fn reader(&self) -> AnyReader {
         match self {
             AnyWriter::File(w) => AnyReader::File(w.reader()),
+            #[cfg(feature = "kafka")]
+            AnyWriter::Kafka(w) => AnyReader::Kafka(w.reader()),
         }
     }
 }
@@ -173,6 +221,25 @@ impl LogWriter for AnyWriter {
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        // Each arm enqueues now (call order); only the waiting goes into the returned future.
+        #[cfg(feature = "kafka")]
+        {
+            enum Appending<F, K> {
+                File(F),
+                Kafka(K),
+            }
+            let appending = match self {
+                AnyWriter::File(w) => Appending::File(w.append(batch)),
+                AnyWriter::Kafka(w) => Appending::Kafka(w.append(batch)),
+            };
+            async move {
+                match appending {
+                    Appending::File(f) => f.await,
+                    Appending::Kafka(k) => k.await,
+                }
+            }
+        }
+        #[cfg(not(feature = "kafka"))]
         match self {
             AnyWriter::File(w) => w.append(batch),
         }
@@ -183,16 +250,48 @@ impl LogReader for AnyReader {
     async fn read(&self, from: Offset, max: usize) -> Result<Vec<Record>, LogError> {
         match self {
             AnyReader::File(r) => r.read(from, max).await,
+            #[cfg(feature = "kafka")]
+            AnyReader::Kafka(r) => r.read(from, max).await,
         }
     }
     async fn end(&self) -> Result<Offset, LogError> {
         match self {
             AnyReader::File(r) => r.end().await,
+            #[cfg(feature = "kafka")]
+            AnyReader::Kafka(r) => r.end().await,
         }
     }
     async fn wait_for(&self, from: Offset, timeout: Duration) -> Result<bool, LogError> {
         match self {
             AnyReader::File(r) => r.wait_for(from, timeout).await,
+            #[cfg(feature = "kafka")]
+            AnyReader::Kafka(r) => r.wait_for(from, timeout).await,
+        }
+    }
+}
+
+#[cfg(all(test, not(feature = "kafka")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_urls_say_the_backend_is_not_compiled_in() {
+        let url = LogUrl::parse("kafka://127.0.0.1:19092/events").unwrap();
+        for err in [
+            url.open_writer().unwrap_err(),
+            url.open_reader().unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    LogError::BackendUnavailable {
+                        backend: "kafka",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("feature `kafka`"), "{err}");
         }
     }
 }
