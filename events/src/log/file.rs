@@ -881,6 +881,7 @@ impl LogReader for FileLogReader {
                 Ok(woke || *rx.borrow() > from)
             }
             EndSource::File(_) => {
+                // The clock bounds the wait only; nothing read from it is recorded.
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
                     if self.durable_end()? > from {

@@ -10,6 +10,10 @@
 //!   the offset; it is never skipped silently.
 //! - One writer at a time; a second one is refused (file lock) or fenced (Kafka).
 //!
+//! The backends are I/O, not part of the deterministic core: they read the monotonic clock,
+//! but only to bound how long a wait or a network call may take. No clock reading reaches a
+//! record, an event or a fold; time in events is the producer's `recorded_at`.
+//!
 //! # Layout
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
 //! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
