@@ -153,6 +153,9 @@ fn smollm2_answers_paris_with_identical_ids_across_runs() {
     assert_eq!(first.token_ids, again.token_ids);
     assert!(first.generated_tokens <= 32);
     assert_eq!(first.prompt_tokens, 16);
+    // Same execution class, other thread count: validation compares these bytes.
+    let mut two = engine_with(CHAT, threads(2));
+    assert_eq!(two.generate(prompt, 32).unwrap().token_ids, first.token_ids);
 }
 
 #[test]
