@@ -235,6 +235,25 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         }
         Command::SubmitRequest(s) => submit(state, *s),
         Command::RegisterNode(n) => {
+            // The id is the key's fingerprint: a registration cannot claim another node's id,
+            // and every node on the log has a key that session grants can be wrapped to.
+            match prlx_events::crypto::parse_public_key_pem(&n.public_key_pem) {
+                Ok(key) if prlx_events::crypto::node_id_of(&key) == n.node_id => {}
+                Ok(_) => {
+                    return Err(Rejection::new(
+                        RejectionCode::MalformedRequest,
+                        Some("node_id"),
+                        "is not the SHA-256 of the public key's SPKI DER",
+                    ))
+                }
+                Err(e) => {
+                    return Err(Rejection::new(
+                        RejectionCode::MalformedRequest,
+                        Some("public_key_pem"),
+                        format!("must be an RSA public key in PEM (SPKI): {e}"),
+                    ))
+                }
+            }
             if let Some(existing) = state.nodes.get(&n.node_id) {
                 // Registering again with the same facts is a retry; with other facts a conflict.
                 let same = existing.hardware_tier == n.hardware_tier

@@ -2,6 +2,7 @@
 
 use prlx_commands::decide::{task_price, Command, Submission, INFERENCE};
 use prlx_commands::testkit::given;
+use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
 
@@ -226,9 +227,12 @@ fn a_deposit_is_credited_once_per_transaction() {
 
 #[test]
 fn nodes_register_once_and_heartbeat_only_when_known() {
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .unwrap()
+        .to_public_key();
     let node = NodeRegistered {
-        node_id: NodeId(Hash32::of(b"key")),
-        public_key_pem: "pem".into(),
+        node_id: node_id_of(&key),
+        public_key_pem: public_key_pem(&key),
         hardware_tier: 2,
         models: vec!["oss-chat-v1".into()],
         slots: 2,
@@ -240,6 +244,17 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         },
     };
     let id = node.node_id;
+    // The id must be the key's fingerprint, and the key must be a key.
+    let mut claimed = node.clone();
+    claimed.node_id = NodeId(Hash32::of(b"someone else"));
+    given([catalog()])
+        .when(Command::RegisterNode(Box::new(claimed)))
+        .then_reject(RejectionCode::MalformedRequest, "node_id");
+    let mut garbage = node.clone();
+    garbage.public_key_pem = "pem".into();
+    given([catalog()])
+        .when(Command::RegisterNode(Box::new(garbage)))
+        .then_reject(RejectionCode::MalformedRequest, "public_key_pem");
     given([catalog()])
         .when(Command::RegisterNode(Box::new(node.clone())))
         .then_expect([node.clone().into()]);
