@@ -69,21 +69,8 @@ struct RunArgs {
     /// Stake in minor units, declared at registration (weights uptime rewards).
     #[arg(long)]
     stake: u64,
-    /// ONNX Runtime intra-op threads per engine.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// The model registry [default: ROOT/node/models/registry.toml].
-    #[arg(long)]
-    registry: Option<PathBuf>,
-    /// The directory the registry's paths are relative to (the repository root).
-    #[arg(long, default_value = ".")]
-    root: PathBuf,
-    /// Execution provider: cpu, or cuda (needs a build with the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    provider: Provider,
-    /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else ROOT/.cache/ort/ORT_DYLIB_PATH].
-    #[arg(long)]
-    ort_library: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Seconds between heartbeats to the coordinator.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_secs: u64,
@@ -106,7 +93,14 @@ struct GenerateArgs {
     prompt: String,
     #[arg(long, default_value_t = 64)]
     max_tokens: u32,
-    /// ONNX Runtime intra-op threads.
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// How models are found and run; shared by `run` and `generate`.
+#[derive(clap::Args, Debug)]
+struct EngineArgs {
+    /// ONNX Runtime intra-op threads per engine.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// The model registry [default: ROOT/node/models/registry.toml].
@@ -121,6 +115,14 @@ struct GenerateArgs {
     /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else ROOT/.cache/ort/ORT_DYLIB_PATH].
     #[arg(long)]
     ort_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn registry_path(&self) -> PathBuf {
+        self.registry
+            .clone()
+            .unwrap_or_else(|| self.root.join("node/models/registry.toml"))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,13 +141,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         hardware_tier: args.tier,
         slots: args.slots,
         stake: args.stake,
-        threads: args.threads,
-        registry: args
-            .registry
-            .unwrap_or_else(|| args.root.join("node/models/registry.toml")),
-        root: args.root,
-        provider: args.provider,
-        ort_library: args.ort_library,
+        threads: args.engine.threads,
+        registry: args.engine.registry_path(),
+        root: args.engine.root,
+        provider: args.engine.provider,
+        ort_library: args.engine.ort_library,
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         drain: Duration::from_secs(args.drain_secs),
         coordinator_key: args.coordinator_key,
@@ -185,15 +185,12 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let registry_path = args
-        .registry
-        .unwrap_or_else(|| args.root.join("node/models/registry.toml"));
-    let registry = Registry::load(&registry_path, &args.root)?;
+    let registry = Registry::load(&args.engine.registry_path(), &args.engine.root)?;
     let entry = registry.get(&args.model)?;
     let options = EngineOptions {
-        intra_op_threads: args.threads,
-        provider: args.provider,
-        ort_library: args.ort_library,
+        intra_op_threads: args.engine.threads,
+        provider: args.engine.provider,
+        ort_library: args.engine.ort_library,
     };
     let mut engine = Engine::load(entry, &options)
         .with_context(|| format!("loading model {}", entry.reference))?;

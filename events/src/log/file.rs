@@ -33,9 +33,9 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use super::{LogError, LogReader, LogWriter, Offset, Record};
+use super::{enqueue_append, AppendRequest, LogError, LogReader, LogWriter, Offset, Record};
 
 const MAGIC: &[u8; 8] = b"PRLXLOG\0";
 const FORMAT_VERSION: u32 = 1;
@@ -313,11 +313,6 @@ fn valid_record_follows(bytes: &[u8], pos: usize, expected: Offset, max_record: 
 // ---------------------------------------------------------------------------------------------
 // The writer
 
-struct AppendRequest {
-    batch: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Result<Range<Offset>, LogError>>,
-}
-
 /// The single writer of a file log. Dropping it stops the writer thread after the queued
 /// appends are done.
 #[derive(Debug)]
@@ -457,45 +452,10 @@ impl LogWriter for FileLogWriter {
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl std::future::Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        // Enqueued now, not when first polled: batches take offsets in call order.
-        let enqueued = self.enqueue(batch);
-        async move {
-            match enqueued {
-                Enqueued::Ready(r) => r,
-                Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
-            }
-        }
-    }
-}
-
-enum Enqueued {
-    Ready(Result<Range<Offset>, LogError>),
-    Waiting(oneshot::Receiver<Result<Range<Offset>, LogError>>),
-}
-
-impl FileLogWriter {
-    fn enqueue(&self, batch: Vec<Vec<u8>>) -> Enqueued {
-        if batch.is_empty() {
-            let end = *self.committed.borrow();
-            return Enqueued::Ready(Ok(end..end));
-        }
-        let max = self.options.max_record_bytes;
-        if let Some((index, r)) = batch.iter().enumerate().find(|(_, r)| r.len() > max) {
-            return Enqueued::Ready(Err(LogError::RecordTooLarge {
-                index,
-                len: r.len(),
-                max,
-            }));
-        }
-        let (reply, rx) = oneshot::channel();
-        let sent = self
-            .queue
-            .as_ref()
-            .map(|q| q.send(AppendRequest { batch, reply }).is_ok());
-        match sent {
-            Some(true) => Enqueued::Waiting(rx),
-            _ => Enqueued::Ready(Err(LogError::Closed)),
-        }
+        let end = *self.committed.borrow();
+        enqueue_append(batch, end, self.options.max_record_bytes, |req| {
+            self.queue.as_ref().is_some_and(|q| q.send(req).is_ok())
+        })
     }
 }
 

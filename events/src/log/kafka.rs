@@ -62,10 +62,12 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::AsyncRuntime;
 use rdkafka::{Message, Offset as KafkaOffset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
-use super::{KafkaLogOptions, LogError, LogReader, LogWriter, Offset, Record};
+use super::{
+    enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter, Offset, Record,
+};
 
 /// The one partition of a log's topic.
 const PARTITION: i32 = 0;
@@ -331,11 +333,6 @@ fn classify(producer: &FutureProducer, e: &KafkaError) -> Failure {
 // ---------------------------------------------------------------------------------------------
 // The writer
 
-struct AppendRequest {
-    batch: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Result<Range<Offset>, LogError>>,
-}
-
 fn group_cost(batch: &[Vec<u8>]) -> usize {
     batch.iter().map(|r| r.len() + RECORD_COST).sum()
 }
@@ -414,35 +411,6 @@ impl KafkaLogWriter {
     pub fn transactional_id(&self) -> &str {
         &self.target.transactional_id
     }
-
-    fn enqueue(&self, batch: Vec<Vec<u8>>) -> Enqueued {
-        if batch.is_empty() {
-            let end = *self.committed.borrow();
-            return Enqueued::Ready(Ok(end..end));
-        }
-        let max = self.target.options.max_record_bytes;
-        if let Some((index, r)) = batch.iter().enumerate().find(|(_, r)| r.len() > max) {
-            return Enqueued::Ready(Err(LogError::RecordTooLarge {
-                index,
-                len: r.len(),
-                max,
-            }));
-        }
-        let (reply, rx) = oneshot::channel();
-        let sent = self
-            .queue
-            .as_ref()
-            .map(|q| q.send(AppendRequest { batch, reply }).is_ok());
-        match sent {
-            Some(true) => Enqueued::Waiting(rx),
-            _ => Enqueued::Ready(Err(LogError::Closed)),
-        }
-    }
-}
-
-enum Enqueued {
-    Ready(Result<Range<Offset>, LogError>),
-    Waiting(oneshot::Receiver<Result<Range<Offset>, LogError>>),
 }
 
 impl LogWriter for KafkaLogWriter {
@@ -450,14 +418,10 @@ impl LogWriter for KafkaLogWriter {
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        // Queued now, not when first polled: batches take offsets in call order.
-        let enqueued = self.enqueue(batch);
-        async move {
-            match enqueued {
-                Enqueued::Ready(r) => r,
-                Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
-            }
-        }
+        let end = *self.committed.borrow();
+        enqueue_append(batch, end, self.target.options.max_record_bytes, |req| {
+            self.queue.as_ref().is_some_and(|q| q.send(req).is_ok())
+        })
     }
 }
 
@@ -1062,7 +1026,7 @@ mod tests {
     fn request(n: usize) -> AppendRequest {
         AppendRequest {
             batch: vec![vec![0u8; 3]; n],
-            reply: oneshot::channel().0,
+            reply: tokio::sync::oneshot::channel().0,
         }
     }
 

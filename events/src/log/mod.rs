@@ -145,6 +145,50 @@ pub trait LogReader: Send + Sync {
     ) -> impl Future<Output = Result<bool, LogError>> + Send;
 }
 
+/// One append waiting for a backend's writer: the batch and where its answer goes.
+pub(crate) struct AppendRequest {
+    pub(crate) batch: Vec<Vec<u8>>,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<Range<Offset>, LogError>>,
+}
+
+/// The shared front half of every writer's `append`: checks the batch, hands it to the
+/// writer's queue *now* (so batches take offsets in call order, whenever the future is
+/// polled) with `send`, and returns the future of the answer. `end` answers an empty batch;
+/// `send` returns false when the writer is gone.
+pub(crate) fn enqueue_append(
+    batch: Vec<Vec<u8>>,
+    end: Offset,
+    max_record_bytes: usize,
+    send: impl FnOnce(AppendRequest) -> bool,
+) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+    let waiting = if batch.is_empty() {
+        Err(Ok(end..end))
+    } else if let Some((index, r)) = batch
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.len() > max_record_bytes)
+    {
+        Err(Err(LogError::RecordTooLarge {
+            index,
+            len: r.len(),
+            max: max_record_bytes,
+        }))
+    } else {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if send(AppendRequest { batch, reply }) {
+            Ok(rx)
+        } else {
+            Err(Err(LogError::Closed))
+        }
+    };
+    async move {
+        match waiting {
+            Ok(rx) => rx.await.map_err(|_| LogError::Closed)?,
+            Err(ready) => ready,
+        }
+    }
+}
+
 /// A writer of whichever backend the URL named.
 #[derive(Debug)]
 pub enum AnyWriter {
