@@ -841,7 +841,8 @@ impl LogReader for FileLogReader {
                 Ok(woke || *rx.borrow() > from)
             }
             EndSource::File(_) => {
-                // The clock bounds the wait only; nothing read from it is recorded.
+                // Monotonic clock for the wait's timeout only (I/O shell): never recorded in an
+                // event, so replay stays deterministic.
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
                     if self.durable_end()? > from {

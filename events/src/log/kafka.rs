@@ -190,6 +190,7 @@ impl Target {
                 }
             }
         }
+        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
         let deadline = Instant::now() + timeout;
         loop {
             match topic_partitions(admin.inner(), &self.topic, timeout)? {
@@ -934,6 +935,7 @@ impl LogReader for KafkaLogReader {
             self.check_retained(from, low)?;
             self.assign(&mut c, from)?;
         }
+        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
         let deadline = Instant::now() + self.target.options.timeout;
         while c.buffer.len() < max {
             // Whatever the consumer has ready, without waiting.
@@ -964,6 +966,7 @@ impl LogReader for KafkaLogReader {
         // The last stable offset counts commit markers (and aborted records): find the last
         // committed record below it, looking further back only when the tail holds none.
         let mut c = self.cursor.lock().await;
+        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
         let deadline = Instant::now() + self.target.options.timeout;
         let mut window = END_WINDOW;
         loop {
@@ -997,6 +1000,7 @@ impl LogReader for KafkaLogReader {
     }
 
     async fn wait_for(&self, from: Offset, timeout: Duration) -> Result<bool, LogError> {
+        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
         let deadline = Instant::now() + timeout;
         let mut c = self.cursor.lock().await;
         if c.covers(from) {
