@@ -482,6 +482,7 @@ fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejec
                     task_id,
                     attempt: c.attempt,
                     node_id: c.node,
+                    result_hash: None,
                 }
                 .into(),
             );

@@ -21,6 +21,7 @@ fn catalog() -> Event {
         max_deadline_seconds: 600,
         reputation_weight_pct: 100,
         max_attempts: 2,
+        validation: Default::default(),
     }
     .into()
 }

@@ -35,6 +35,7 @@ fn catalog(weight: u32) -> Event {
         max_deadline_seconds: 600,
         reputation_weight_pct: weight,
         max_attempts: 2,
+        validation: Default::default(),
     }
     .into()
 }

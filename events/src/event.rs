@@ -95,6 +95,41 @@ pub struct CatalogPublished {
     /// Dispatch attempts (first plus re-dispatches) before a request fails and is refunded.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Sampling and standing rules of step 7.
+    #[serde(default)]
+    pub validation: ValidationPolicy,
+}
+
+/// How results are validated and how standing moves (see `docs/validation.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ValidationPolicy {
+    /// Fraction of completed requests re-dispatched to a second node, in basis points
+    /// (10_000 = every request).
+    pub sampling_bp: u32,
+    /// Length of a sampling epoch in seconds; its seed is revealed when it ends.
+    pub epoch_seconds: u32,
+    /// Standing lost for a result proven bad (commitment rejected, outvoted).
+    pub invalid_penalty_bp: u32,
+    /// Standing lost by each party of a comparison with no majority (flagged for review).
+    pub review_penalty_bp: u32,
+    /// Standing regained by a result that a replica confirmed, up to 10_000.
+    pub valid_credit_bp: u32,
+    /// A node whose standing falls below this leaves the active pool.
+    pub removal_below_bp: u32,
+}
+
+impl Default for ValidationPolicy {
+    fn default() -> Self {
+        Self {
+            sampling_bp: 1_000,
+            epoch_seconds: 3_600,
+            invalid_penalty_bp: 2_500,
+            review_penalty_bp: 1_000,
+            valid_credit_bp: 250,
+            removal_below_bp: 5_000,
+        }
+    }
 }
 
 fn default_reputation_weight_pct() -> u32 {
@@ -316,6 +351,10 @@ pub struct CommitmentVerified {
     pub task_id: TaskId,
     pub attempt: u32,
     pub node_id: NodeId,
+    /// SHA-256 of the canonical result bytes: what replicas are compared on. (The PoE cannot
+    /// be compared: it binds the node id.)
+    #[serde(default)]
+    pub result_hash: Option<Hash32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -329,7 +368,12 @@ pub struct CommitmentRejected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SamplingSeedCommitted {
     pub epoch: u64,
+    /// SHA-256 of the seed: the commitment the reveal is checked against.
     pub seed_hash: Hash32,
+    /// The seed sealed to the coordinator's storage key, so a restarted coordinator keeps
+    /// sampling under the same commitment. Nodes cannot open it.
+    #[serde(default)]
+    pub sealed_seed: Option<Sealed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -342,6 +386,9 @@ pub struct SamplingSeedRevealed {
 pub struct RedundancySampled {
     pub task_id: TaskId,
     pub epoch: u64,
+    /// The node whose result is being checked; the replica must come from its class.
+    #[serde(default)]
+    pub primary: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -358,6 +405,9 @@ pub enum Verdict {
     },
     /// No majority: every party is flagged for review.
     NoMajority { parties: Vec<NodeId> },
+    /// Sampled, but no untried node of the primary's execution class is in the pool: the
+    /// result is released unconfirmed (counted apart so auditors see the gap).
+    Unconfirmed { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -54,6 +54,7 @@ fn one_of_each() -> Vec<Event> {
             max_deadline_seconds: 3600,
             reputation_weight_pct: 100,
             max_attempts: 3,
+            validation: Default::default(),
         }
         .into(),
         CreditsDeposited {
@@ -189,6 +190,7 @@ fn one_of_each() -> Vec<Event> {
             task_id: task(1),
             attempt: 0,
             node_id: node(1),
+            result_hash: Some(Hash32::of(b"result")),
         }
         .into(),
         CommitmentRejected {
@@ -201,6 +203,7 @@ fn one_of_each() -> Vec<Event> {
         SamplingSeedCommitted {
             epoch: 1,
             seed_hash: Hash32::of(b"seed"),
+            sealed_seed: Some(Sealed(vec![7; 60])),
         }
         .into(),
         SamplingSeedRevealed {
@@ -211,6 +214,7 @@ fn one_of_each() -> Vec<Event> {
         RedundancySampled {
             task_id: task(1),
             epoch: 1,
+            primary: Some(node(1)),
         }
         .into(),
         ValidationResolved {

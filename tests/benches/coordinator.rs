@@ -75,6 +75,7 @@ async fn run_coordinator(
             max_deadline_seconds: 7200,
             reputation_weight_pct: 100,
             max_attempts: 3,
+            validation: Default::default(),
         }))
         .await
         .unwrap();

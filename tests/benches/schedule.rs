@@ -62,6 +62,7 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
             max_deadline_seconds: 600,
             reputation_weight_pct: 100,
             max_attempts: 3,
+            validation: Default::default(),
         }
         .into(),
     );

@@ -27,6 +27,7 @@ fn catalog() -> Command {
         max_deadline_seconds: 100,
         reputation_weight_pct: 100,
         max_attempts: 3,
+        validation: Default::default(),
     })
 }
 
