@@ -46,6 +46,8 @@ pub enum Command {
     },
     /// Record a session grant the shell made for a node.
     IssueSession(Box<SessionKeyIssued>),
+    /// Staking, reward mode, reward epochs: see [`crate::settle`].
+    Settlement(crate::settle::SettlementCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +324,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             }
             Ok(vec![CoordinatorKeyPublished { public_key_pem }.into()])
         }
+        Command::Settlement(c) => crate::settle::decide_settlement(state, c),
         Command::IssueSession(k) => {
             let node = state.nodes.get(&k.node_id).ok_or_else(|| {
                 Rejection::new(

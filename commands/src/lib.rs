@@ -8,6 +8,7 @@
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
 //!   OpenAPI document.
+//! - [`settle`]: staking, reward mode and reward-epoch commands.
 //! - [`shell`]: the [`Coordinator`](shell::Coordinator): recovery, stamping, append, apply;
 //!   the storage key.
 //! - [`testkit`]: Given/When/Then for decisions.
@@ -16,5 +17,6 @@ pub mod actor;
 pub mod client;
 pub mod decide;
 pub mod http;
+pub mod settle;
 pub mod shell;
 pub mod testkit;

@@ -240,6 +240,9 @@ impl Coordinator {
                 },
             )?;
         }
+        for command in crate::settle::due_settlements(&self.fold.state, now) {
+            stage(self, Command::Settlement(command))?;
+        }
         while let Some(choice) = next_assignment(&self.fold.state) {
             let Some(sealed_work) = self.seal_dispatch(&choice)? else {
                 break;

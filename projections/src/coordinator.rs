@@ -133,6 +133,8 @@ pub struct CoordinatorState {
     pub sched: Scheduler,
     /// The coordinator's signing key (PEM), as last published.
     pub coordinator_key: Option<String>,
+    /// Uptime, stake and reward epochs (step 9).
+    pub rewards: crate::settlement::Settlement,
 }
 
 impl CoordinatorState {
@@ -586,6 +588,7 @@ impl Projection for CoordinatorState {
             | Event::RewardModeChanged(_)
             | Event::RewardEpochSettled(_) => {}
         }
-        Ok(())
+        // Settlement sees every event the coordinator accepted, after it.
+        self.rewards.apply(env)
     }
 }

@@ -11,12 +11,14 @@
 //! - [`coordinator`]: [`CoordinatorState`], what intake and scheduling decide against:
 //!   catalog, accounts, requests, nodes.
 //! - [`scheduler`]: queues, the free-capacity index, and the pure scheduling decision.
+//! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
 
 pub mod coordinator;
 pub mod fold;
 pub mod scheduler;
+pub mod settlement;
 pub mod snapshot;
 
 pub use coordinator::CoordinatorState;
