@@ -7,8 +7,9 @@
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
-use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::coordinator::RequestView;
 use prlx_projections::scheduler::{next_assignment, Choice};
+use prlx_projections::validation::{compare, peer_exists, sampled, standing_bp, Comparison};
 use prlx_projections::CoordinatorState;
 
 /// The only workload class of the live path. General-path classes arrive with their issue.
@@ -37,6 +38,9 @@ pub enum Command {
         node: NodeId,
         attempt: u32,
         now: DateTime<Utc>,
+        /// The request's one verified result sealed to the client, when it has one (a replica
+        /// expired): released unconfirmed if no other replica can be found.
+        release: Option<Sealed>,
     },
     /// A node returned a result; the shell opened it and checked the commitment and signature.
     CompleteTask(Box<Completion>),
@@ -46,6 +50,17 @@ pub enum Command {
     },
     /// Record a session grant the shell made for a node.
     IssueSession(Box<SessionKeyIssued>),
+    /// Open sampling epoch `epoch` with the hash of its secret seed.
+    CommitSamplingSeed {
+        epoch: u64,
+        seed_hash: Hash32,
+        sealed_seed: Sealed,
+    },
+    /// Close the open sampling epoch by revealing its seed.
+    RevealSamplingSeed {
+        epoch: u64,
+        seed: Hash32,
+    },
     /// Staking, reward mode, reward epochs: see [`crate::settle`].
     Settlement(crate::settle::SettlementCommand),
 }
@@ -69,8 +84,13 @@ pub struct Completion {
     /// Whether the PoE recomputed from the opened result matches, and the signature verifies.
     /// `Err` says which check failed.
     pub commitment: Result<(), String>,
-    /// The result sealed to the client's key, for return.
+    /// SHA-256 of the canonical result bytes (meaningful when the commitment checked).
+    pub result_hash: Hash32,
+    /// The result this command would release, sealed to the client's key: this one when its
+    /// commitment checked, else the request's one earlier verified result, if any.
     pub sealed_for_client: Sealed,
+    /// The open sampling epoch's seed, opened by the shell: the draw is made here.
+    pub seed: Option<Hash32>,
 }
 
 /// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the
@@ -316,7 +336,39 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             node,
             attempt,
             now,
-        } => expire(state, request, node, attempt, now),
+            release,
+        } => expire(state, request, node, attempt, now, release),
+        Command::CommitSamplingSeed {
+            epoch,
+            seed_hash,
+            sealed_seed,
+        } => {
+            if state.sampling.current.is_some() || epoch != state.sampling.last_epoch + 1 {
+                return Err(internal(
+                    "epoch",
+                    format!(
+                        "epoch {epoch} cannot open: last {}, open {:?}",
+                        state.sampling.last_epoch,
+                        state.sampling.current.as_ref().map(|e| e.epoch)
+                    ),
+                ));
+            }
+            Ok(vec![SamplingSeedCommitted {
+                epoch,
+                seed_hash,
+                sealed_seed: Some(sealed_seed),
+            }
+            .into()])
+        }
+        Command::RevealSamplingSeed { epoch, seed } => match &state.sampling.current {
+            Some(open) if open.epoch == epoch && Hash32::of(&seed.0) == open.seed_hash => {
+                Ok(vec![SamplingSeedRevealed { epoch, seed }.into()])
+            }
+            _ => Err(internal(
+                "seed",
+                format!("is not the committed seed of an open epoch {epoch}"),
+            )),
+        },
         Command::CompleteTask(c) => complete(state, *c),
         Command::PublishCoordinatorKey { public_key_pem } => {
             if state.coordinator_key.as_deref() == Some(public_key_pem.as_str()) {
@@ -410,6 +462,7 @@ fn expire(
     node: NodeId,
     attempt: u32,
     now: DateTime<Utc>,
+    release: Option<Sealed>,
 ) -> Result<Vec<Event>, Rejection> {
     let req = state
         .requests
@@ -435,14 +488,187 @@ fn expire(
         node_id: node,
     }
     .into()];
-    if req.attempts >= state.max_attempts() {
-        events.extend(give_up(
-            state,
-            request,
-            format!("no result after {} dispatch attempts", req.attempts),
-        ));
-    }
+    events.extend(after_failure(state, req, request, release));
     Ok(events)
+}
+
+/// What follows a failed dispatch (expired, or a result that did not check). Before a
+/// verified result: give up after `max_attempts` failures. While validating: resolve with
+/// what is in hand if no untried peer of the class is left, else the fold re-queues.
+fn after_failure(
+    state: &CoordinatorState,
+    req: &RequestView,
+    request: RequestId,
+    release: Option<Sealed>,
+) -> Vec<Event> {
+    if req.results.is_empty() {
+        if req.failures + 1 >= state.max_attempts() {
+            return give_up(
+                state,
+                request,
+                format!("no valid result after {} dispatch attempts", req.attempts),
+            );
+        }
+        return vec![];
+    }
+    let class = req
+        .replica_class
+        .as_ref()
+        .expect("results before validation imply sampled");
+    if peer_exists(state, req, class) {
+        return vec![];
+    }
+    without_peer(state, req, request, release.unwrap_or(Sealed(Vec::new())))
+}
+
+/// Validation that needs a replica no node can provide: one result is released
+/// unconfirmed; two that disagree have no majority (both flagged, the request fails).
+fn without_peer(
+    state: &CoordinatorState,
+    req: &RequestView,
+    request: RequestId,
+    release: Sealed,
+) -> Vec<Event> {
+    let task_id = TaskId::whole(request);
+    let class = req.replica_class.as_ref().expect("sampled");
+    match req.results.as_slice() {
+        [only] => {
+            let mut events: Vec<Event> = vec![ValidationResolved {
+                task_id,
+                verdict: Verdict::Unconfirmed {
+                    reason: format!(
+                        "no untried node of execution class {}/{}/{} serves {} at tier {}+",
+                        class.device, class.driver, class.runtime, req.model, req.hardware_tier
+                    ),
+                },
+                result_hash: Some(only.result_hash),
+            }
+            .into()];
+            events.extend(release_result(req, request, release, only.poe, only.node));
+            events
+        }
+        _ => {
+            let parties: Vec<NodeId> = req.results.iter().map(|r| r.node).collect();
+            let mut events: Vec<Event> = vec![ValidationResolved {
+                task_id,
+                verdict: Verdict::NoMajority {
+                    parties: parties.clone(),
+                },
+                result_hash: None,
+            }
+            .into()];
+            events.extend(review_flags(
+                state,
+                task_id,
+                &parties,
+                "no tie-breaking peer",
+            ));
+            events.extend(give_up(
+                state,
+                request,
+                "replicas disagree and no majority can be formed".into(),
+            ));
+            events
+        }
+    }
+}
+
+/// Returns a result to the client and settles the request's credit.
+fn release_result(
+    req: &RequestView,
+    request: RequestId,
+    sealed_for_client: Sealed,
+    poe: Hash32,
+    node: NodeId,
+) -> Vec<Event> {
+    let mut events: Vec<Event> = vec![ResultReturned {
+        request_id: request,
+        sealed_for_client,
+        poe,
+        node_id: node,
+    }
+    .into()];
+    let charge = req.price.min(req.reserved);
+    events.push(
+        CreditsCharged {
+            account: req.account.clone(),
+            request_id: request,
+            amount: charge,
+        }
+        .into(),
+    );
+    if req.reserved > charge {
+        events.push(
+            CreditsRefunded {
+                account: req.account.clone(),
+                request_id: request,
+                amount: req.reserved - charge,
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+/// How a node's validation history moves in one decision: (valid, invalid, disagreements).
+type HistoryDelta = (u64, u64, u64);
+
+/// `StandingChanged` for a node whose history moves by `delta`, and its removal from the
+/// pool when standing falls under the floor. Stake is untouched: standing never seizes.
+fn standing_events(state: &CoordinatorState, node: NodeId, delta: HistoryDelta) -> Vec<Event> {
+    let Some(n) = state.nodes.get(&node) else {
+        return vec![];
+    };
+    let policy = state.validation_policy();
+    let (valid, invalid, disagreements) = (
+        n.valid + delta.0,
+        n.invalid + delta.1,
+        n.disagreements + delta.2,
+    );
+    let bp = standing_bp(&policy, valid, invalid, disagreements);
+    let mut events: Vec<Event> = vec![StandingChanged {
+        node_id: node,
+        valid,
+        invalid,
+        disagreements,
+        standing_bp: bp,
+    }
+    .into()];
+    if bp < policy.removal_below_bp && n.in_pool {
+        events.push(
+            NodeRemovedFromPool {
+                node_id: node,
+                reason: format!(
+                    "standing {bp} bp is below {} bp (valid {valid}, invalid {invalid}, disagreements {disagreements})",
+                    policy.removal_below_bp
+                ),
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+/// Flags every party of a comparison without a majority for review.
+fn review_flags(
+    state: &CoordinatorState,
+    task_id: TaskId,
+    parties: &[NodeId],
+    why: &str,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for &p in parties {
+        events.push(
+            NodeFlagged {
+                node_id: p,
+                task_id: Some(task_id),
+                reason: format!("review: replicas disagree ({why})"),
+            }
+            .into(),
+        );
+        events.extend(standing_events(state, p, (0, 0, 1)));
+    }
+    events
 }
 
 fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejection> {
@@ -478,78 +704,182 @@ fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejec
         token_count: c.token_count,
     }
     .into()];
-    match c.commitment {
-        Ok(()) => {
-            events.push(
-                CommitmentVerified {
-                    task_id,
-                    attempt: c.attempt,
-                    node_id: c.node,
-                    result_hash: None,
+    if let Err(reason) = c.commitment {
+        // Check 1 failed: the result is dropped, the node flagged, the work goes elsewhere.
+        events.push(
+            CommitmentRejected {
+                task_id,
+                attempt: c.attempt,
+                node_id: c.node,
+                reason: reason.clone(),
+            }
+            .into(),
+        );
+        events.push(
+            NodeFlagged {
+                node_id: c.node,
+                task_id: Some(task_id),
+                reason,
+            }
+            .into(),
+        );
+        events.extend(standing_events(state, c.node, (0, 1, 0)));
+        // The removal above does not change whether a peer exists: the node was tried.
+        events.extend(after_failure(
+            state,
+            req,
+            c.request,
+            Some(c.sealed_for_client),
+        ));
+        return Ok(events);
+    }
+    events.push(
+        CommitmentVerified {
+            task_id,
+            attempt: c.attempt,
+            node_id: c.node,
+            result_hash: Some(c.result_hash),
+        }
+        .into(),
+    );
+    // The results as the fold will hold them after `CommitmentVerified`.
+    let mut results = req.results.clone();
+    results.push(prlx_projections::validation::VerifiedResult {
+        node: c.node,
+        attempt: c.attempt,
+        result_hash: c.result_hash,
+        poe: c.poe,
+        sealed_result: Sealed(Vec::new()),
+    });
+    match compare(&results) {
+        Comparison::Single => {
+            // Check 2: the draw. Made now that the node has committed to its result.
+            let draw = match (&state.sampling.current, c.seed) {
+                (Some(open), Some(seed)) if Hash32::of(&seed.0) == open.seed_hash => {
+                    Some((open.epoch, sampled(&seed, c.request, open.sampling_bp)))
                 }
-                .into(),
-            );
+                (Some(open), _) => {
+                    return Err(internal(
+                        "seed",
+                        format!("is not the committed seed of open epoch {}", open.epoch),
+                    ))
+                }
+                (None, _) => None,
+            };
+            match draw {
+                Some((epoch, true)) => {
+                    events.push(
+                        RedundancySampled {
+                            task_id,
+                            epoch,
+                            primary: Some(c.node),
+                        }
+                        .into(),
+                    );
+                    let class = &state.nodes[&c.node].execution_class;
+                    if !peer_exists(state, req, class) {
+                        let mut sampled_req = req.clone();
+                        sampled_req.results = results;
+                        sampled_req.replica_class = Some(class.clone());
+                        events.extend(without_peer(
+                            state,
+                            &sampled_req,
+                            c.request,
+                            c.sealed_for_client,
+                        ));
+                    }
+                }
+                _ => {
+                    events.push(
+                        ValidationResolved {
+                            task_id,
+                            verdict: Verdict::Accepted,
+                            result_hash: Some(c.result_hash),
+                        }
+                        .into(),
+                    );
+                    events.extend(release_result(
+                        req,
+                        c.request,
+                        c.sealed_for_client,
+                        c.poe,
+                        c.node,
+                    ));
+                }
+            }
+        }
+        Comparison::Tiebreak => {
+            // Two replicas disagree: a third decides, if the class has one left.
+            if !peer_exists(state, req, req.replica_class.as_ref().expect("sampled")) {
+                let mut req = req.clone();
+                req.results = results;
+                events.extend(without_peer(state, &req, c.request, Sealed(Vec::new())));
+            }
+        }
+        Comparison::Resolved(verdict) => {
+            let mut deltas: Vec<(NodeId, HistoryDelta)> = Vec::new();
+            match &verdict {
+                Verdict::Agreed { nodes } => deltas.extend(nodes.iter().map(|n| (*n, (1, 0, 0)))),
+                Verdict::Majority {
+                    winners,
+                    dissenters,
+                } => {
+                    deltas.extend(winners.iter().map(|n| (*n, (1, 0, 0))));
+                    deltas.extend(dissenters.iter().map(|n| (*n, (0, 1, 0))));
+                }
+                _ => {}
+            }
+            let winner_hash = match &verdict {
+                Verdict::Agreed { .. } | Verdict::Majority { .. } => Some(c.result_hash),
+                _ => None,
+            };
             events.push(
                 ValidationResolved {
                     task_id,
-                    verdict: Verdict::Accepted,
-                    result_hash: None,
+                    verdict: verdict.clone(),
+                    result_hash: winner_hash,
                 }
                 .into(),
             );
-            events.push(
-                ResultReturned {
-                    request_id: c.request,
-                    sealed_for_client: c.sealed_for_client,
-                    poe: c.poe,
-                    node_id: c.node,
+            if let Verdict::Majority { dissenters, .. } = &verdict {
+                for &d in dissenters {
+                    events.push(
+                        NodeFlagged {
+                            node_id: d,
+                            task_id: Some(task_id),
+                            reason: "outvoted: its result differs from the majority".into(),
+                        }
+                        .into(),
+                    );
                 }
-                .into(),
-            );
-            let charge = req.price.min(req.reserved);
-            events.push(
-                CreditsCharged {
-                    account: req.account.clone(),
-                    request_id: c.request,
-                    amount: charge,
-                }
-                .into(),
-            );
-            if req.reserved > charge {
-                events.push(
-                    CreditsRefunded {
-                        account: req.account.clone(),
-                        request_id: c.request,
-                        amount: req.reserved - charge,
-                    }
-                    .into(),
-                );
             }
-        }
-        Err(reason) => {
-            events.push(
-                CommitmentRejected {
-                    task_id,
-                    attempt: c.attempt,
-                    node_id: c.node,
-                    reason: reason.clone(),
-                }
-                .into(),
-            );
-            events.push(
-                NodeFlagged {
-                    node_id: c.node,
-                    task_id: Some(task_id),
-                    reason,
-                }
-                .into(),
-            );
-            if req.attempts >= state.max_attempts() && req.status == RequestStatus::Accepted {
-                events.extend(give_up(
-                    state,
+            for (n, delta) in deltas {
+                events.extend(standing_events(state, n, delta));
+            }
+            match verdict {
+                // The latest result is always on the winning side: the first two disagreed,
+                // so any majority of three includes the third.
+                Verdict::Agreed { .. } | Verdict::Majority { .. } => events.extend(release_result(
+                    req,
                     c.request,
-                    format!("no valid result after {} dispatch attempts", req.attempts),
-                ));
+                    c.sealed_for_client,
+                    c.poe,
+                    c.node,
+                )),
+                Verdict::NoMajority { parties } => {
+                    events.extend(review_flags(
+                        state,
+                        task_id,
+                        &parties,
+                        "three different results",
+                    ));
+                    events.extend(give_up(
+                        state,
+                        c.request,
+                        "three replicas returned three different results".into(),
+                    ));
+                }
+                Verdict::Accepted | Verdict::Unconfirmed { .. } => {}
             }
         }
     }

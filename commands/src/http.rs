@@ -457,7 +457,9 @@ pub struct RequestStatusBody {
     pub priority: PriorityParam,
     /// Dispatches so far (a re-dispatch after a missed deadline or a bad result adds one).
     pub attempts: u32,
-    /// `queued`, `running` or `done`: where the work is.
+    /// `queued`, `running`, `validating` or `done`: where the work is. `validating`: a result
+    /// is in, its commitment checked, and the request was drawn for redundant execution; the
+    /// result is released once a replica confirms it (or a majority of three decides).
     #[schema(example = "running")]
     pub stage: String,
     /// When completed: the result sealed to `client_pubkey` (base64; RSA-OAEP-SHA256-wrapped
@@ -779,7 +781,9 @@ async fn get_request(
                 hardware_tier: r.hardware_tier,
                 priority: r.priority.into(),
                 attempts: r.attempts,
-                stage: if r.queued.is_some() {
+                stage: if r.validating() {
+                    "validating"
+                } else if r.queued.is_some() {
                     "queued"
                 } else if r.running.is_some() {
                     "running"

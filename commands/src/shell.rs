@@ -110,6 +110,8 @@ pub struct Coordinator {
     sessions: BTreeMap<NodeId, (u64, SessionKey)>,
     /// Set when nodes may lack a session grant (at start, after a registration).
     grants_pending: bool,
+    /// The open sampling epoch's seed, opened from the log on first use.
+    seed: Option<(u64, Hash32)>,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -122,7 +124,9 @@ pub enum ReportError {
     UnknownNode(NodeId),
     #[error("the node has no session for epoch {0}")]
     WrongEpoch(u64),
-    #[error("the report's signature does not verify against the node's key")]
+    /// Neither the signature nor the session-key seal proves the report is the node's: it
+    /// may be anyone's, so it is not held against the node.
+    #[error("the report's signature does not verify against the node's key, and its result does not open under the node's session key")]
     BadSignature,
 }
 
@@ -150,6 +154,7 @@ impl Coordinator {
             signing_key: None,
             sessions: BTreeMap::new(),
             grants_pending: true,
+            seed: None,
         })
     }
 
@@ -201,6 +206,34 @@ impl Coordinator {
                 },
             )?;
         }
+        // Sampling epochs: reveal the seed of one that ended, open the next.
+        let ended = match &self.fold.state.sampling.current {
+            Some(open) if now >= open.ends_at => Some(open.epoch),
+            Some(_) => None,
+            None => Some(0),
+        };
+        if let Some(epoch) = ended {
+            if epoch > 0 {
+                let seed = self.sampling_seed()?.expect("an epoch is open");
+                stage(self, Command::RevealSamplingSeed { epoch, seed })?;
+            }
+            let mut seed = [0u8; 32];
+            rsa::rand_core::OsRng.fill_bytes(&mut seed);
+            let seed = Hash32(seed);
+            let next = self.fold.state.sampling.last_epoch + 1;
+            let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+            rsa::rand_core::OsRng.fill_bytes(&mut nonce);
+            let sealed_seed = self.key.seal(nonce, &seed_aad(next), &seed.0);
+            stage(
+                self,
+                Command::CommitSamplingSeed {
+                    epoch: next,
+                    seed_hash: Hash32::of(&seed.0),
+                    sealed_seed,
+                },
+            )?;
+            self.seed = Some((next, seed));
+        }
         if self.grants_pending {
             self.grants_pending = false;
             let needing: Vec<(NodeId, String)> = self
@@ -230,6 +263,7 @@ impl Coordinator {
             let Some(a) = self.fold.state.requests[&request].running.clone() else {
                 continue;
             };
+            let release = self.release_for_client(request);
             stage(
                 self,
                 Command::ExpireDeadline {
@@ -237,6 +271,7 @@ impl Coordinator {
                     node: a.node,
                     attempt: a.attempt,
                     now,
+                    release,
                 },
             )?;
         }
@@ -257,6 +292,56 @@ impl Coordinator {
             )?;
         }
         Ok(pending)
+    }
+
+    /// The open sampling epoch's seed, opened from its `SamplingSeedCommitted` on first use
+    /// (after a restart); `None` when no epoch is open.
+    fn sampling_seed(&mut self) -> Result<Option<Hash32>, ShellError> {
+        let Some(open) = &self.fold.state.sampling.current else {
+            return Ok(None);
+        };
+        if let Some((epoch, seed)) = self.seed {
+            if epoch == open.epoch {
+                return Ok(Some(seed));
+            }
+        }
+        let epoch = open.epoch;
+        let opened = open
+            .sealed_seed
+            .as_ref()
+            .and_then(|sealed| self.key.open(&seed_aad(epoch), sealed).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(Hash32)
+            .filter(|seed| Hash32::of(&seed.0) == open.seed_hash)
+            .ok_or_else(|| ShellError::Key {
+                path: "storage key".into(),
+                reason: format!(
+                    "the seed of sampling epoch {epoch} does not open with this storage key"
+                ),
+            })?;
+        self.seed = Some((epoch, opened));
+        Ok(Some(opened))
+    }
+
+    /// The request's one verified result, sealed to its client, for a command that may
+    /// release it unconfirmed. `None` unless exactly one verified result is held.
+    fn release_for_client(&self, request: RequestId) -> Option<Sealed> {
+        let req = self.fold.state.requests.get(&request)?;
+        let [only] = req.results.as_slice() else {
+            return None;
+        };
+        let task = TaskId::whole(request);
+        let result = self
+            .key
+            .open(&result_aad(task, only.attempt), &only.sealed_result)
+            .ok()?;
+        let client = prlx_events::crypto::parse_public_key_pem(&req.client_pubkey).ok()?;
+        Some(Sealed(seal_to_public_key(
+            &client,
+            &request.0.to_be_bytes(),
+            &result,
+            &mut rsa::rand_core::OsRng,
+        )))
     }
 
     /// Marks that a node may need a session grant (after a registration).
@@ -358,9 +443,7 @@ impl Coordinator {
             .map_err(|_| ReportError::UnknownNode(node))?;
         let task = TaskId::whole(report.request_id);
         let statement = result_statement(report.request_id, task, node, report.attempt, report.poe);
-        if !verify(&node_key, &statement, &report.signature) {
-            return Err(ReportError::BadSignature);
-        }
+        let signed = verify(&node_key, &statement, &report.signature);
         let client_pubkey = req.client_pubkey.clone();
         let (epoch, session) = self
             .session(node)
@@ -377,16 +460,24 @@ impl Coordinator {
             epoch,
             &report.sealed_result,
         );
-        let (commitment, result) = match opened {
-            Err(_) => (
+        // A report is the node's when either its signature or the session-key seal proves
+        // it; only then may a defect count against the node. The checks in the order of
+        // the protocol: the result opens, the signature is over this task, the PoE matches.
+        let (commitment, result) = match (opened, signed) {
+            (Err(_), false) => return Err(ReportError::BadSignature),
+            (Err(_), true) => (
                 Err("the result does not open under the node's session key".to_owned()),
                 Vec::new(),
             ),
-            Ok(bytes) if proof_of_execution(task, &bytes, node) != report.poe => (
+            (Ok(bytes), false) => (
+                Err("the signature does not verify for this task (replayed or forged)".to_owned()),
+                bytes,
+            ),
+            (Ok(bytes), true) if proof_of_execution(task, &bytes, node) != report.poe => (
                 Err("PoE does not match SHA-256(task_id || result || node_id)".to_owned()),
                 bytes,
             ),
-            Ok(bytes) => (Ok(()), bytes),
+            (Ok(bytes), true) => (Ok(()), bytes),
         };
         let mut rng = rsa::rand_core::OsRng;
         let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
@@ -401,8 +492,11 @@ impl Coordinator {
                 &result,
                 &mut rng,
             )),
-            _ => Sealed(Vec::new()),
+            _ => self
+                .release_for_client(report.request_id)
+                .unwrap_or(Sealed(Vec::new())),
         };
+        let seed = self.sampling_seed().ok().flatten();
         Ok(Command::CompleteTask(Box::new(Completion {
             request: report.request_id,
             node,
@@ -412,7 +506,9 @@ impl Coordinator {
             signature: Sealed(report.signature.clone()),
             token_count: report.token_count,
             commitment,
+            result_hash: Hash32::of(&result),
             sealed_for_client,
+            seed,
         })))
     }
 
@@ -554,6 +650,12 @@ fn random_uuid() -> Uuid {
 fn session_aad(node: NodeId, epoch: u64) -> Vec<u8> {
     let mut aad = b"prlx/session/v1/".to_vec();
     aad.extend_from_slice(&node.to_bytes());
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}
+
+fn seed_aad(epoch: u64) -> Vec<u8> {
+    let mut aad = b"prlx/sampling-seed/v1/".to_vec();
     aad.extend_from_slice(&epoch.to_be_bytes());
     aad
 }

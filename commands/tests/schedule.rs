@@ -11,6 +11,10 @@ use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::{CoordinatorState, Fold};
 
 fn catalog(weight: u32) -> Event {
+    catalog_with(weight, Default::default())
+}
+
+fn catalog_with(weight: u32, validation: ValidationPolicy) -> Event {
     CatalogPublished {
         models: vec![
             CatalogModel {
@@ -35,7 +39,7 @@ fn catalog(weight: u32) -> Event {
         max_deadline_seconds: 600,
         reputation_weight_pct: weight,
         max_attempts: 2,
-        validation: Default::default(),
+        validation,
     }
     .into()
 }
@@ -176,41 +180,56 @@ fn best_fit_picks_the_smallest_capable_tier_and_records_its_reasons() {
 
 #[test]
 fn reputation_breaks_ties_within_a_tier_only_when_weighted() {
-    let standing = |n: u8, bp: u32| -> Event {
-        StandingChanged {
-            node_id: node(n),
-            valid: 1,
-            invalid: 0,
-            disagreements: 0,
-            standing_bp: bp,
-        }
-        .into()
+    // One bad result with invalid weight 1 halves a fresh node's standing: 1 / (1 + 1).
+    let lenient = ValidationPolicy {
+        invalid_weight: 1,
+        removal_below_bp: 0,
+        ..Default::default()
     };
-    let nodes = vec![
-        register(1, 2, 1, &["chat"]),
-        register(2, 2, 1, &["chat"]),
-        standing(1, 5_000),
-    ];
-    let mut h = base(nodes.clone());
-    h.extend(accept(0, "chat", 1, Priority::Standard));
-    assert_eq!(
-        scheduled_node(&dispatch_next(&h, 0)),
-        node(2),
-        "node 1's lower standing ranks it second"
-    );
-    // With reputation weighted 0, standing is ignored and the node id decides.
-    let mut h = vec![
-        catalog(0),
-        CreditsDeposited {
-            account: acct(),
-            tx_ref: "t".into(),
-            amount: 1_000,
-        }
-        .into(),
-    ];
-    h.extend(nodes);
-    h.extend(accept(0, "chat", 1, Priority::Standard));
-    assert_eq!(scheduled_node(&dispatch_next(&h, 0)), node(1));
+    for (weight, expected) in [(100, node(2)), (0, node(1))] {
+        let mut h = base(vec![
+            register(1, 2, 2, &["chat"]),
+            register(2, 2, 2, &["chat"]),
+        ]);
+        h[0] = catalog_with(weight, lenient.clone());
+        h.extend(accept(0, "chat", 1, Priority::Standard));
+        let d = dispatch_next(&h, 0);
+        assert_eq!(
+            scheduled_node(&d),
+            node(1),
+            "equal standing: the node id decides"
+        );
+        h.extend(d);
+        let bad = completion(node(1), 0, Err("PoE does not match".into()));
+        h.extend(given(h.clone()).when(bad).events());
+        assert_eq!(state(&h).nodes[&node(1)].standing_bp, 5_000);
+        let d = dispatch_next(&h, 1);
+        assert_eq!(scheduled_node(&d), node(2), "the re-dispatch avoids node 1");
+        h.extend(d);
+        // Node 1 has more free slots (2 against 1) but half the standing.
+        h.extend(accept(1, "chat", 1, Priority::Standard));
+        assert_eq!(
+            scheduled_node(&dispatch_next(&h, 2)),
+            expected,
+            "reputation weight {weight}%"
+        );
+    }
+}
+
+fn completion(node: NodeId, attempt: u32, commitment: Result<(), String>) -> Command {
+    Command::CompleteTask(Box::new(Completion {
+        request: RequestId(0),
+        node,
+        attempt,
+        sealed_result: Sealed(vec![1]),
+        poe: Hash32([3; 32]),
+        signature: Sealed(vec![2]),
+        token_count: 3,
+        commitment,
+        sealed_for_client: Sealed(vec![4]),
+        result_hash: Hash32([5; 32]),
+        seed: None,
+    }))
 }
 
 #[test]
@@ -265,6 +284,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         node,
         attempt,
         now: t(now),
+        release: None,
     };
     // Not before the deadline; the timer service's index holds it until then.
     assert_eq!(
@@ -303,6 +323,8 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         token_count: 3,
         commitment: Ok(()),
         sealed_for_client: Sealed(vec![4]),
+        result_hash: Hash32([5; 32]),
+        seed: None,
     };
     given(h.clone())
         .when(Command::CompleteTask(Box::new(late)))
@@ -363,6 +385,8 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
         token_count: 3,
         commitment,
         sealed_for_client: Sealed(vec![4]),
+        result_hash: Hash32([5; 32]),
+        seed: None,
     };
     let ok = given(h.clone())
         .when(Command::CompleteTask(Box::new(completion(Ok(())))))
@@ -395,7 +419,14 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
     let types: Vec<_> = bad.iter().map(Event::type_name).collect();
     assert_eq!(
         types,
-        ["ResultSubmitted", "CommitmentRejected", "NodeFlagged"]
+        [
+            "ResultSubmitted",
+            "CommitmentRejected",
+            "NodeFlagged",
+            "StandingChanged",
+            "NodeRemovedFromPool"
+        ],
+        "a fresh node's first bad result drops its standing to 2_000 bp, under the floor"
     );
     h.extend(bad);
     let again = dispatch_next(&h, 5);

@@ -109,12 +109,10 @@ pub struct ValidationPolicy {
     pub sampling_bp: u32,
     /// Length of a sampling epoch in seconds; its seed is revealed when it ends.
     pub epoch_seconds: u32,
-    /// Standing lost for a result proven bad (commitment rejected, outvoted).
-    pub invalid_penalty_bp: u32,
-    /// Standing lost by each party of a comparison with no majority (flagged for review).
-    pub review_penalty_bp: u32,
-    /// Standing regained by a result that a replica confirmed, up to 10_000.
-    pub valid_credit_bp: u32,
+    /// Weight of a result proven bad (commitment rejected, outvoted) in the standing ratio.
+    pub invalid_weight: u32,
+    /// Weight of a comparison with no majority (every party flagged for review).
+    pub review_weight: u32,
     /// A node whose standing falls below this leaves the active pool.
     pub removal_below_bp: u32,
 }
@@ -124,9 +122,8 @@ impl Default for ValidationPolicy {
         Self {
             sampling_bp: 1_000,
             epoch_seconds: 3_600,
-            invalid_penalty_bp: 2_500,
-            review_penalty_bp: 1_000,
-            valid_credit_bp: 250,
+            invalid_weight: 4,
+            review_weight: 1,
             removal_below_bp: 5_000,
         }
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fold::{FoldError, Projection};
 use crate::scheduler::{choose_node, slot_key, QueueEntry, Scheduler};
+use crate::validation::{compare, peer_exists, sampled, standing_bp, Comparison, VerifiedResult};
 
 /// Reputation weight in percent when the catalog sets none (1.0).
 pub const DEFAULT_REPUTATION_WEIGHT_PCT: u32 = 100;
@@ -70,6 +71,25 @@ pub struct RequestView {
     pub client_pubkey: String,
     /// The result as returned to the client, once validated.
     pub result: Option<ReturnedResult>,
+    /// Dispatches that failed (expired, commitment rejected) before a verified result; the
+    /// request fails after `max_attempts` of them.
+    pub failures: u32,
+    /// Verified results so far: one, or up to three when the request was sampled.
+    pub results: Vec<VerifiedResult>,
+    /// Set when sampled: replicas must come from the primary's execution class.
+    pub replica_class: Option<ExecutionClass>,
+    /// Set once `ValidationResolved` is recorded.
+    pub validated: bool,
+    /// The latest submitted result, until its commitment is judged: (node, attempt, PoE,
+    /// sealed result).
+    pub submitted: Option<(NodeId, u32, Hash32, Sealed)>,
+}
+
+impl RequestView {
+    /// Waiting for a replica's result before the first is released.
+    pub fn validating(&self) -> bool {
+        !self.results.is_empty() && !self.validated
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +125,11 @@ pub struct NodeView {
     /// The epoch of its current session key and that key sealed to the coordinator's storage
     /// key; `None` until a grant is issued.
     pub session: Option<(u64, Sealed)>,
+    /// Validation history: results a replica confirmed, results proven bad, comparisons with
+    /// no majority it was party to. Standing is computed from these.
+    pub valid: u64,
+    pub invalid: u64,
+    pub disagreements: u64,
 }
 
 impl NodeView {
@@ -135,6 +160,31 @@ pub struct CoordinatorState {
     pub coordinator_key: Option<String>,
     /// Uptime, stake and reward epochs (step 9).
     pub rewards: crate::settlement::Settlement,
+    /// Sampling epochs (step 7).
+    pub sampling: SamplingState,
+}
+
+/// The sampling epochs: at most one open (committed, not revealed) at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplingState {
+    pub current: Option<SamplingEpoch>,
+    /// The last epoch committed; the next is this plus one.
+    pub last_epoch: u64,
+    /// Epochs whose seed was revealed and whose every sampling decision re-derived.
+    pub verified_epochs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplingEpoch {
+    pub epoch: u64,
+    pub seed_hash: Hash32,
+    /// The seed sealed to the coordinator's storage key.
+    pub sealed_seed: Option<Sealed>,
+    /// The fraction in force when the epoch began: a catalog change applies from the next.
+    pub sampling_bp: u32,
+    pub ends_at: DateTime<Utc>,
+    /// Every sampling decision of the epoch, checked when the seed is revealed.
+    pub decisions: BTreeMap<RequestId, bool>,
 }
 
 impl CoordinatorState {
@@ -154,6 +204,13 @@ impl CoordinatorState {
         self.catalog
             .as_ref()
             .map_or(DEFAULT_REPUTATION_WEIGHT_PCT, |c| c.reputation_weight_pct)
+    }
+
+    pub fn validation_policy(&self) -> ValidationPolicy {
+        self.catalog
+            .as_ref()
+            .map(|c| c.validation.clone())
+            .unwrap_or_default()
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -223,11 +280,101 @@ impl CoordinatorState {
         self.update_node(env, node, |n| n.busy -= 1)
     }
 
-    fn requeue_if_attempts_left(&mut self, id: RequestId) {
-        let req = &self.requests[&id];
-        if req.status == RequestStatus::Accepted && req.attempts < self.max_attempts() {
+    /// After a failed dispatch: before a verified result, it counts against the request's
+    /// attempts; a failed replica does not (the request's result is already in hand), and the
+    /// replica is sought elsewhere until no peer is left.
+    fn after_failed_dispatch(&mut self, id: RequestId) {
+        let max = self.max_attempts();
+        let req = self.requests.get_mut(&id).expect("caller checked");
+        if req.status != RequestStatus::Accepted || req.validated {
+            return;
+        }
+        if req.results.is_empty() {
+            req.failures += 1;
+            if req.failures < max {
+                self.enqueue(id);
+            }
+        } else {
             self.enqueue(id);
         }
+    }
+
+    /// Takes the request out of its queue, if it waits in one.
+    fn dequeue(&mut self, id: RequestId) {
+        let req = self.requests.get_mut(&id).expect("caller checked");
+        if let Some(entry) = req.queued.take() {
+            let (model, tier) = (req.model.clone(), req.hardware_tier);
+            self.sched.dequeue(&model, tier, &entry);
+        }
+    }
+
+    /// Folds a verdict: re-derives it from the recorded results and moves the parties'
+    /// validation history.
+    fn resolve(&mut self, env: &Envelope, v: &ValidationResolved) -> Result<(), FoldError> {
+        let id = v.task_id.request;
+        let req = self
+            .requests
+            .get(&id)
+            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        if req.validated || req.running.is_some() || req.status != RequestStatus::Accepted {
+            return Err(FoldError::new(
+                env,
+                format!("request {id} has no validation in progress"),
+            ));
+        }
+        let no_peer = |class: &Option<ExecutionClass>| {
+            class.as_ref().is_some_and(|c| !peer_exists(self, req, c))
+        };
+        let derived = match (&v.verdict, compare(&req.results)) {
+            (Verdict::Accepted, Comparison::Single) if req.replica_class.is_none() => true,
+            (Verdict::Unconfirmed { .. }, Comparison::Single) => no_peer(&req.replica_class),
+            (Verdict::NoMajority { parties }, Comparison::Tiebreak) => {
+                no_peer(&req.replica_class)
+                    && parties.iter().eq(req.results.iter().map(|r| &r.node))
+            }
+            (recorded, Comparison::Resolved(derived)) => *recorded == derived,
+            _ => false,
+        };
+        if !derived {
+            return Err(FoldError::new(
+                env,
+                format!(
+                    "verdict: recorded {:?}, but the {} verified result(s) and the pool give {:?}",
+                    v.verdict,
+                    req.results.len(),
+                    compare(&req.results)
+                ),
+            ));
+        }
+        if let Verdict::Accepted = v.verdict {
+            if let Some(epoch) = &mut self.sampling.current {
+                if epoch.decisions.insert(id, false).is_some() {
+                    return Err(FoldError::new(env, format!("request {id} drawn twice")));
+                }
+            }
+        }
+        let mut bump = |nodes: &[NodeId], f: fn(&mut NodeView)| {
+            for n in nodes {
+                if let Some(node) = self.nodes.get_mut(n) {
+                    f(node);
+                }
+            }
+        };
+        match &v.verdict {
+            Verdict::Agreed { nodes } => bump(nodes, |n| n.valid += 1),
+            Verdict::Majority {
+                winners,
+                dissenters,
+            } => {
+                bump(winners, |n| n.valid += 1);
+                bump(dissenters, |n| n.invalid += 1);
+            }
+            Verdict::NoMajority { parties } => bump(parties, |n| n.disagreements += 1),
+            Verdict::Accepted | Verdict::Unconfirmed { .. } => {}
+        }
+        self.dequeue(id);
+        self.requests.get_mut(&id).expect("checked").validated = true;
+        Ok(())
     }
 
     fn request_mut(
@@ -277,7 +424,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 1;
+    const FOLD_VERSION: u32 = 2;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
@@ -342,6 +489,11 @@ impl Projection for CoordinatorState {
                         max_tokens: r.max_tokens,
                         client_pubkey: r.client_pubkey.clone(),
                         result: None,
+                        failures: 0,
+                        results: Vec::new(),
+                        replica_class: None,
+                        validated: false,
+                        submitted: None,
                     },
                 );
                 self.next_request_id += 1;
@@ -397,11 +549,12 @@ impl Projection for CoordinatorState {
                 if req.status != RequestStatus::Accepted
                     || req.running.is_some()
                     || req.queued.is_some()
+                    || !req.validated
                 {
                     return Err(FoldError::new(
                         env,
                         format!(
-                            "request {} is {:?}, running {:?}, queued {}",
+                            "request {} is {:?}, running {:?}, queued {}, not yet validated",
                             r.request_id,
                             req.status,
                             req.running,
@@ -445,10 +598,7 @@ impl Projection for CoordinatorState {
                     ));
                 }
                 req.status = RequestStatus::Failed;
-                if let Some(entry) = req.queued.take() {
-                    let (model, tier) = (req.model.clone(), req.hardware_tier);
-                    self.sched.dequeue(&model, tier, &entry);
-                }
+                self.dequeue(r.request_id);
             }
             Event::RequestScheduled(e) => {
                 let req = self.requests.get(&e.task_id.request).ok_or_else(|| {
@@ -512,23 +662,187 @@ impl Projection for CoordinatorState {
             }
             Event::DeadlineExpired(d) => {
                 self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
-                self.requeue_if_attempts_left(d.task_id.request);
+                self.after_failed_dispatch(d.task_id.request);
             }
             Event::ResultSubmitted(r) => {
-                self.close_assignment(env, r.task_id.request, r.node_id, r.attempt)?
+                self.close_assignment(env, r.task_id.request, r.node_id, r.attempt)?;
+                self.requests
+                    .get_mut(&r.task_id.request)
+                    .expect("closed")
+                    .submitted = Some((r.node_id, r.attempt, r.poe, r.sealed_result.clone()));
+            }
+            Event::CommitmentVerified(c) => {
+                let id = c.task_id.request;
+                let req = self.request_mut(env, id)?;
+                let Some((node, attempt, poe, sealed_result)) = req.submitted.take() else {
+                    return Err(FoldError::new(
+                        env,
+                        format!("request {id} has no result to judge"),
+                    ));
+                };
+                if (node, attempt) != (c.node_id, c.attempt) {
+                    req.submitted = Some((node, attempt, poe, sealed_result));
+                    return Err(FoldError::new(
+                        env,
+                        format!("judges attempt {} on {}, but the result submitted is attempt {attempt} on {node}", c.attempt, c.node_id),
+                    ));
+                }
+                req.results.push(VerifiedResult {
+                    node,
+                    attempt,
+                    // Logs from before replicas were compared carry no hash; they were never
+                    // compared either.
+                    result_hash: c.result_hash.unwrap_or(Hash32([0; 32])),
+                    poe,
+                    sealed_result,
+                });
+                if compare(&req.results) == Comparison::Tiebreak {
+                    self.enqueue(id);
+                }
             }
             Event::CommitmentRejected(c) => {
-                let req = self.request_mut(env, c.task_id.request)?;
+                let id = c.task_id.request;
+                let req = self.request_mut(env, id)?;
                 if req.running.is_some()
                     || req.queued.is_some()
                     || req.status != RequestStatus::Accepted
+                    || !matches!(&req.submitted, Some((n, a, ..)) if (*n, *a) == (c.node_id, c.attempt))
                 {
                     return Err(FoldError::new(
                         env,
-                        format!("request {} is not awaiting validation", c.task_id.request),
+                        format!(
+                            "request {id} has no result of attempt {} on {} to judge",
+                            c.attempt, c.node_id
+                        ),
                     ));
                 }
-                self.requeue_if_attempts_left(c.task_id.request);
+                req.submitted = None;
+                self.node_mut(env, c.node_id)?.invalid += 1;
+                self.after_failed_dispatch(id);
+            }
+            Event::RedundancySampled(r) => {
+                let id = r.task_id.request;
+                let req = self.request_mut(env, id)?;
+                let primary = match req.results.as_slice() {
+                    [only] if !req.validated && req.replica_class.is_none() => only.node,
+                    _ => {
+                        return Err(FoldError::new(
+                            env,
+                            format!(
+                                "request {id} does not have exactly one result awaiting the draw"
+                            ),
+                        ))
+                    }
+                };
+                if r.primary.is_some_and(|p| p != primary) {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "primary: recorded {:?}, the result is from {primary}",
+                            r.primary
+                        ),
+                    ));
+                }
+                let class = self.node_mut(env, primary)?.execution_class.clone();
+                let Some(epoch) = self
+                    .sampling
+                    .current
+                    .as_mut()
+                    .filter(|e| e.epoch == r.epoch)
+                else {
+                    return Err(FoldError::new(
+                        env,
+                        format!("epoch {} is not the open sampling epoch", r.epoch),
+                    ));
+                };
+                if epoch.decisions.insert(id, true).is_some() {
+                    return Err(FoldError::new(env, format!("request {id} drawn twice")));
+                }
+                self.requests.get_mut(&id).expect("checked").replica_class = Some(class);
+                self.enqueue(id);
+            }
+            Event::ValidationResolved(v) => self.resolve(env, v)?,
+            Event::SamplingSeedCommitted(c) => {
+                if let Some(open) = &self.sampling.current {
+                    return Err(FoldError::new(
+                        env,
+                        format!("epoch {} is still open", open.epoch),
+                    ));
+                }
+                if c.epoch != self.sampling.last_epoch + 1 {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "epoch {} follows epoch {}",
+                            c.epoch, self.sampling.last_epoch
+                        ),
+                    ));
+                }
+                let policy = self.validation_policy();
+                self.sampling.last_epoch = c.epoch;
+                self.sampling.current = Some(SamplingEpoch {
+                    epoch: c.epoch,
+                    seed_hash: c.seed_hash,
+                    sealed_seed: c.sealed_seed.clone(),
+                    sampling_bp: policy.sampling_bp,
+                    ends_at: at + chrono::Duration::seconds(i64::from(policy.epoch_seconds)),
+                    decisions: BTreeMap::new(),
+                });
+            }
+            Event::SamplingSeedRevealed(r) => {
+                let Some(open) = self
+                    .sampling
+                    .current
+                    .as_ref()
+                    .filter(|e| e.epoch == r.epoch)
+                else {
+                    return Err(FoldError::new(
+                        env,
+                        format!("epoch {} is not open", r.epoch),
+                    ));
+                };
+                if Hash32::of(&r.seed.0) != open.seed_hash {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "seed: its SHA-256 is not the commitment {}",
+                            open.seed_hash.to_hex()
+                        ),
+                    ));
+                }
+                // The auditor's check: every draw of the epoch follows from the seed.
+                if let Some((id, recorded)) = open
+                    .decisions
+                    .iter()
+                    .find(|(id, s)| sampled(&r.seed, **id, open.sampling_bp) != **s)
+                {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "sampled: request {id} recorded {recorded}, the seed gives {}",
+                            !recorded
+                        ),
+                    ));
+                }
+                self.sampling.current = None;
+                self.sampling.verified_epochs += 1;
+            }
+            Event::StandingChanged(s) => {
+                let policy = self.validation_policy();
+                let node = self.node_mut(env, s.node_id)?;
+                let derived = standing_bp(&policy, node.valid, node.invalid, node.disagreements);
+                let recorded = (s.valid, s.invalid, s.disagreements, s.standing_bp);
+                let expected = (node.valid, node.invalid, node.disagreements, derived);
+                if recorded != expected {
+                    return Err(FoldError::new(
+                        env,
+                        format!("standing: recorded (valid, invalid, disagreements, bp) {recorded:?}, the history gives {expected:?}"),
+                    ));
+                }
+                self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?
+            }
+            Event::NodeFlagged(f) => {
+                self.node_mut(env, f.node_id)?;
             }
             Event::NodeRegistered(n) => {
                 if self.nodes.contains_key(&n.node_id) {
@@ -551,6 +865,9 @@ impl Projection for CoordinatorState {
                     busy: 0,
                     public_key_pem: n.public_key_pem.clone(),
                     session: None,
+                    valid: 0,
+                    invalid: 0,
+                    disagreements: 0,
                 };
                 self.sched.index(
                     &view,
@@ -563,9 +880,6 @@ impl Projection for CoordinatorState {
             Event::NodeRemovedFromPool(r) => {
                 self.update_node(env, r.node_id, |n| n.in_pool = false)?
             }
-            Event::StandingChanged(s) => {
-                self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?
-            }
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node
@@ -577,16 +891,11 @@ impl Projection for CoordinatorState {
             // issues; they do not change what intake decides.
             Event::SubtasksPlanned(_)
             | Event::LateResultDiscarded(_)
-            | Event::CommitmentVerified(_)
-            | Event::SamplingSeedCommitted(_)
-            | Event::SamplingSeedRevealed(_)
-            | Event::RedundancySampled(_)
-            | Event::ValidationResolved(_)
-            | Event::NodeFlagged(_)
             | Event::UnstakeRequested(_)
             | Event::StakeReturned(_)
             | Event::RewardModeChanged(_)
-            | Event::RewardEpochSettled(_) => {}
+            | Event::RewardEpochSettled(_)
+            | Event::RewardPolicyPublished(_) => {}
         }
         // Settlement sees every event the coordinator accepted, after it.
         self.rewards.apply(env)

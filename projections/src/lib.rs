@@ -12,6 +12,7 @@
 //!   catalog, accounts, requests, nodes.
 //! - [`scheduler`]: queues, the free-capacity index, and the pure scheduling decision.
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
+//! - [`validation`]: the sampling draw, verdicts over replica results, standing.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
 
@@ -20,6 +21,7 @@ pub mod fold;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;
+pub mod validation;
 
 pub use coordinator::CoordinatorState;
 pub use fold::{Fold, FoldError, Projection};

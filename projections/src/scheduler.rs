@@ -173,10 +173,29 @@ pub fn choose_node(state: &CoordinatorState, request: RequestId) -> Option<Choic
     let tiers = state.sched.free.get(&req.model)?;
     let mut considered: u32 = 0;
     let mut ranked = Vec::with_capacity(RANKED_REASONS);
+    // A replica must come from the primary's execution class, so that honest nodes produce
+    // the same bytes. Only sampled requests pay for the per-node class lookups.
+    let class_ok = |node: &NodeId| match &req.replica_class {
+        None => true,
+        Some(class) => state
+            .nodes
+            .get(node)
+            .is_some_and(|n| &n.execution_class == class),
+    };
     // Best fit: walk tiers upward from the request's; within a tier the set is in rank order.
     for (&tier, set) in tiers.range(req.hardware_tier..) {
-        considered = considered.saturating_add(set.len() as u32);
-        let usable = set.iter().filter(|k| !req.tried.contains(&k.node));
+        if req.replica_class.is_some() {
+            let n = set
+                .iter()
+                .filter(|k| !req.tried.contains(&k.node) && class_ok(&k.node))
+                .count();
+            considered = considered.saturating_add(n as u32);
+        } else {
+            considered = considered.saturating_add(set.len() as u32);
+        }
+        let usable = set
+            .iter()
+            .filter(|k| !req.tried.contains(&k.node) && class_ok(&k.node));
         for key in usable.take(RANKED_REASONS - ranked.len()) {
             ranked.push(CandidateScore {
                 node_id: key.node,
@@ -189,15 +208,20 @@ pub fn choose_node(state: &CoordinatorState, request: RequestId) -> Option<Choic
     }
     let chosen = ranked.first()?.node_id;
     // Nodes this request already tried are indexed but not candidates; counting them by
-    // lookup keeps this O(tried), not O(nodes).
-    let excluded = req
-        .tried
-        .iter()
-        .filter_map(|id| state.nodes.get(id))
-        .filter(|n| {
-            n.schedulable() && n.hardware_tier >= req.hardware_tier && n.models.contains(&req.model)
-        })
-        .count() as u32;
+    // lookup keeps this O(tried), not O(nodes). (Replicas counted them out above.)
+    let excluded = if req.replica_class.is_some() {
+        0
+    } else {
+        req.tried
+            .iter()
+            .filter_map(|id| state.nodes.get(id))
+            .filter(|n| {
+                n.schedulable()
+                    && n.hardware_tier >= req.hardware_tier
+                    && n.models.contains(&req.model)
+            })
+            .count() as u32
+    };
     Some(Choice {
         request,
         node: chosen,

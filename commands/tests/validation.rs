@@ -1,0 +1,539 @@
+//! Validation (step 7) decided and folded: the sampling draw, replicas from the same execution
+//! class, agreement, majority, no majority, no peer, and the fold's re-derivation of each
+//! verdict, standing change and (at the seed's reveal) sampling decision.
+
+use chrono::{TimeZone, Utc};
+use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::testkit::{envelopes, given};
+use prlx_events::event::*;
+use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::scheduler::next_assignment;
+use prlx_projections::validation::sampled;
+use prlx_projections::{CoordinatorState, Fold};
+
+const SEED: Hash32 = Hash32([42; 32]);
+
+fn catalog(sampling_bp: u32) -> Event {
+    CatalogPublished {
+        models: vec![CatalogModel {
+            model: "chat".into(),
+            sha256: Hash32([1; 32]),
+            min_tier: 1,
+            base_price: 10,
+            per_token_price: 1,
+            max_tokens_limit: 100,
+        }],
+        max_tier: 5,
+        min_deadline_seconds: 1,
+        max_deadline_seconds: 600,
+        reputation_weight_pct: 100,
+        max_attempts: 2,
+        validation: ValidationPolicy {
+            sampling_bp,
+            ..Default::default()
+        },
+    }
+    .into()
+}
+
+fn node(n: u8) -> NodeId {
+    NodeId(Hash32([n; 32]))
+}
+
+fn class(device: &str) -> ExecutionClass {
+    ExecutionClass {
+        device: device.into(),
+        driver: "-".into(),
+        runtime: "onnxruntime-1.22".into(),
+    }
+}
+
+fn register(n: u8, device: &str) -> Event {
+    NodeRegistered {
+        node_id: node(n),
+        public_key_pem: format!("key-{n}"),
+        hardware_tier: 1,
+        models: vec!["chat".into()],
+        slots: 1,
+        stake: 100,
+        execution_class: class(device),
+    }
+    .into()
+}
+
+fn acct() -> AccountId {
+    AccountId("ai".into())
+}
+
+fn accept(id: u64) -> Vec<Event> {
+    vec![
+        RequestAccepted {
+            request_id: RequestId(id),
+            idempotency_key: None,
+            source: IntakeSource::Http,
+            workload_class: "ai.inference".into(),
+            model: "chat".into(),
+            hardware_tier: 1,
+            priority: Priority::Standard,
+            deadline_seconds: 30,
+            max_tokens: 5,
+            credit_account: acct(),
+            client_pubkey: String::new(),
+            payload_hash: Hash32([9; 32]),
+            sealed_payload: Sealed(vec![7; 8]),
+            price: 15,
+        }
+        .into(),
+        CreditsReserved {
+            account: acct(),
+            request_id: RequestId(id),
+            amount: 15,
+        }
+        .into(),
+    ]
+}
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// A catalog, credit, the nodes, an open sampling epoch under [`SEED`], and request 0.
+fn history(sampling_bp: u32, nodes: Vec<Event>) -> Vec<Event> {
+    let mut h = vec![
+        catalog(sampling_bp),
+        CreditsDeposited {
+            account: acct(),
+            tx_ref: "t".into(),
+            amount: 1_000,
+        }
+        .into(),
+    ];
+    h.extend(nodes);
+    h.push(
+        SamplingSeedCommitted {
+            epoch: 1,
+            seed_hash: Hash32::of(&SEED.0),
+            sealed_seed: None,
+        }
+        .into(),
+    );
+    h.extend(accept(0));
+    h
+}
+
+fn state(h: &[Event]) -> CoordinatorState {
+    given(h.to_vec()).state().clone()
+}
+
+/// Decides the next dispatch, appends it, and returns the chosen node.
+fn dispatch(h: &mut Vec<Event>) -> NodeId {
+    let st = state(h);
+    let choice = next_assignment(&st).expect("something to dispatch");
+    let events = decide(
+        &st,
+        Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(vec![1]),
+            now: t(0),
+        })),
+    )
+    .unwrap();
+    let Event::RequestScheduled(s) = &events[0] else {
+        unreachable!()
+    };
+    let n = s.node_id;
+    h.extend(events);
+    n
+}
+
+/// `node` returns `result` for its running attempt of request 0; returns the event types.
+fn complete(h: &mut Vec<Event>, node: NodeId, result: &[u8]) -> Vec<&'static str> {
+    let st = state(h);
+    let attempt = st.requests[&RequestId(0)].running.as_ref().unwrap().attempt;
+    let events = decide(
+        &st,
+        Command::CompleteTask(Box::new(Completion {
+            request: RequestId(0),
+            node,
+            attempt,
+            sealed_result: Sealed(vec![1]),
+            poe: Hash32([3; 32]),
+            signature: Sealed(vec![2]),
+            token_count: 3,
+            commitment: Ok(()),
+            result_hash: Hash32::of(result),
+            sealed_for_client: Sealed(result.to_vec()),
+            seed: Some(SEED),
+        })),
+    )
+    .unwrap();
+    let types = events.iter().map(Event::type_name).collect();
+    h.extend(events);
+    types
+}
+
+fn verdict(h: &[Event]) -> Verdict {
+    h.iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::ValidationResolved(v) => Some(v.verdict.clone()),
+            _ => None,
+        })
+        .expect("a verdict")
+}
+
+fn stage(h: &[Event]) -> (RequestStatus, bool, bool) {
+    let st = state(h);
+    let r = &st.requests[&RequestId(0)];
+    (r.status, r.validating(), r.result.is_some())
+}
+
+#[test]
+fn an_unsampled_result_is_released_at_once() {
+    let mut h = history(0, vec![register(1, "cpu"), register(2, "cpu")]);
+    let n = dispatch(&mut h);
+    let types = complete(&mut h, n, b"answer");
+    assert_eq!(
+        types,
+        [
+            "ResultSubmitted",
+            "CommitmentVerified",
+            "ValidationResolved",
+            "ResultReturned",
+            "CreditsCharged"
+        ]
+    );
+    assert_eq!(verdict(&h), Verdict::Accepted);
+    assert_eq!(
+        state(&h).sampling.current.as_ref().unwrap().decisions[&RequestId(0)],
+        false,
+        "the draw is recorded for the auditor"
+    );
+}
+
+#[test]
+fn a_sampled_result_waits_for_a_replica_of_its_class_and_agreement_releases_it() {
+    // Node 2 is of another class; node 3 shares node 1's.
+    let mut h = history(
+        10_000,
+        vec![register(1, "cpu"), register(2, "cuda"), register(3, "cpu")],
+    );
+    let primary = dispatch(&mut h);
+    assert_eq!(primary, node(1));
+    assert_eq!(
+        complete(&mut h, primary, b"answer"),
+        ["ResultSubmitted", "CommitmentVerified", "RedundancySampled"]
+    );
+    assert_eq!(
+        stage(&h),
+        (RequestStatus::Accepted, true, false),
+        "nothing released while validating"
+    );
+    let replica = dispatch(&mut h);
+    assert_eq!(replica, node(3), "same class, not the primary");
+    assert_eq!(
+        complete(&mut h, replica, b"answer"),
+        [
+            "ResultSubmitted",
+            "CommitmentVerified",
+            "ValidationResolved",
+            "StandingChanged",
+            "StandingChanged",
+            "ResultReturned",
+            "CreditsCharged"
+        ]
+    );
+    assert_eq!(
+        verdict(&h),
+        Verdict::Agreed {
+            nodes: vec![node(1), node(3)]
+        }
+    );
+    let st = state(&h);
+    assert_eq!(stage(&h), (RequestStatus::Completed, false, true));
+    assert_eq!((st.nodes[&node(1)].valid, st.nodes[&node(3)].valid), (1, 1));
+    assert_eq!(st.accounts[&acct()].balance, 985, "charged once");
+}
+
+#[test]
+fn disagreement_brings_a_third_and_the_majority_flags_the_dissenter() {
+    let mut h = history(
+        10_000,
+        vec![register(1, "cpu"), register(2, "cpu"), register(3, "cpu")],
+    );
+    let primary = dispatch(&mut h);
+    complete(&mut h, primary, b"wrong");
+    let replica = dispatch(&mut h);
+    assert_eq!(
+        complete(&mut h, replica, b"right"),
+        ["ResultSubmitted", "CommitmentVerified"],
+        "two results that differ: no verdict yet"
+    );
+    assert!(stage(&h).1, "still validating");
+    let third = dispatch(&mut h);
+    assert!(third != primary && third != replica);
+    let types = complete(&mut h, third, b"right");
+    assert_eq!(
+        types,
+        [
+            "ResultSubmitted",
+            "CommitmentVerified",
+            "ValidationResolved",
+            "NodeFlagged",
+            "StandingChanged",
+            "StandingChanged",
+            "StandingChanged",
+            "NodeRemovedFromPool",
+            "ResultReturned",
+            "CreditsCharged"
+        ]
+    );
+    assert_eq!(
+        verdict(&h),
+        Verdict::Majority {
+            winners: vec![replica, third],
+            dissenters: vec![primary]
+        }
+    );
+    let st = state(&h);
+    let p = &st.nodes[&primary];
+    assert_eq!((p.invalid, p.standing_bp, p.in_pool), (1, 2_000, false));
+    assert_eq!(p.stake, 100, "standing never touches stake");
+    let r = st.requests[&RequestId(0)].result.as_ref().unwrap();
+    assert_eq!(r.sealed_for_client, Sealed(b"right".to_vec()));
+}
+
+#[test]
+fn three_different_results_have_no_majority_every_party_is_flagged_and_the_request_refunded() {
+    let mut h = history(
+        10_000,
+        vec![register(1, "cpu"), register(2, "cpu"), register(3, "cpu")],
+    );
+    for result in [&b"a"[..], b"b", b"c"] {
+        let n = dispatch(&mut h);
+        complete(&mut h, n, result);
+    }
+    assert_eq!(
+        verdict(&h),
+        Verdict::NoMajority {
+            parties: vec![node(1), node(2), node(3)]
+        }
+    );
+    let flagged = h
+        .iter()
+        .filter(|e| matches!(e, Event::NodeFlagged(_)))
+        .count();
+    assert_eq!(flagged, 3);
+    let st = state(&h);
+    assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
+    assert_eq!(
+        (st.accounts[&acct()].balance, st.accounts[&acct()].reserved),
+        (1_000, 0),
+        "refunded in full"
+    );
+    assert!(
+        st.nodes.values().all(|n| n.disagreements == 1 && n.in_pool),
+        "review lowers standing to 5_000 bp: flagged, not removed"
+    );
+}
+
+#[test]
+fn without_a_peer_of_the_class_the_result_is_released_unconfirmed() {
+    let mut h = history(10_000, vec![register(1, "cpu"), register(2, "cuda")]);
+    let primary = dispatch(&mut h);
+    assert_eq!(
+        complete(&mut h, primary, b"answer"),
+        [
+            "ResultSubmitted",
+            "CommitmentVerified",
+            "RedundancySampled",
+            "ValidationResolved",
+            "ResultReturned",
+            "CreditsCharged"
+        ]
+    );
+    assert!(matches!(verdict(&h), Verdict::Unconfirmed { .. }));
+    assert_eq!(stage(&h), (RequestStatus::Completed, false, true));
+}
+
+#[test]
+fn a_replica_that_misses_its_deadline_is_replaced_and_the_last_peer_gone_releases_unconfirmed() {
+    let mut h = history(10_000, vec![register(1, "cpu"), register(2, "cpu")]);
+    let primary = dispatch(&mut h);
+    complete(&mut h, primary, b"answer");
+    let replica = dispatch(&mut h);
+    let st = state(&h);
+    let attempt = st.requests[&RequestId(0)].running.as_ref().unwrap().attempt;
+    let events = given(h.clone())
+        .when(Command::ExpireDeadline {
+            request: RequestId(0),
+            node: replica,
+            attempt,
+            now: t(31),
+            release: Some(Sealed(b"answer".to_vec())),
+        })
+        .events();
+    let types: Vec<_> = events.iter().map(Event::type_name).collect();
+    assert_eq!(
+        types,
+        [
+            "DeadlineExpired",
+            "ValidationResolved",
+            "ResultReturned",
+            "CreditsCharged"
+        ],
+        "no third node of the class: the primary's result goes out unconfirmed"
+    );
+    h.extend(events);
+    assert_eq!(
+        state(&h).requests[&RequestId(0)].failures,
+        0,
+        "a replica's miss is not the request's"
+    );
+}
+
+#[test]
+fn the_reveal_re_derives_every_draw_of_the_epoch() {
+    // Half the requests are sampled; find one the seed samples and one it does not.
+    let bp = 5_000;
+    let hit = (0..).find(|&i| sampled(&SEED, RequestId(i), bp)).unwrap();
+    let miss = (0..).find(|&i| !sampled(&SEED, RequestId(i), bp)).unwrap();
+    let mut h = history(bp, vec![register(1, "cpu"), register(2, "cpu")]);
+    for id in 1..=hit.max(miss) {
+        h.extend(accept(id));
+    }
+    let reveal: Event = SamplingSeedRevealed {
+        epoch: 1,
+        seed: SEED,
+    }
+    .into();
+    // An honest run: serve `miss` (drawn: not sampled) and reveal.
+    let mut honest = h.clone();
+    let drawn = serve(&mut honest, RequestId(miss));
+    assert_eq!(drawn, "ValidationResolved");
+    honest.push(reveal.clone());
+    assert_eq!(state(&honest).sampling.verified_epochs, 1);
+
+    // A log that skips the replica of `hit`: its Accepted verdict folds (the seed is secret),
+    // but the reveal exposes it.
+    let mut forged = h.clone();
+    assert_eq!(serve(&mut forged, RequestId(hit)), "RedundancySampled");
+    let at = forged
+        .iter()
+        .rposition(|e| matches!(e, Event::RedundancySampled(_)))
+        .unwrap();
+    forged[at] = ValidationResolved {
+        task_id: TaskId::whole(RequestId(hit)),
+        verdict: Verdict::Accepted,
+        result_hash: None,
+    }
+    .into();
+    forged.push(reveal);
+    let mut fold = Fold::<CoordinatorState>::default();
+    let err = envelopes(forged)
+        .iter()
+        .enumerate()
+        .find_map(|(i, env)| fold.feed(i as u64, env).err())
+        .expect("the forged draw is caught");
+    assert_eq!(err.error.event_type, "SamplingSeedRevealed");
+    assert!(
+        err.error
+            .to_string()
+            .contains(&format!("request {}", RequestId(hit))),
+        "{err}"
+    );
+
+    // A wrong seed does not open the commitment.
+    let mut wrong = honest.clone();
+    wrong.pop();
+    wrong.push(
+        SamplingSeedRevealed {
+            epoch: 1,
+            seed: Hash32([7; 32]),
+        }
+        .into(),
+    );
+    let mut fold = Fold::<CoordinatorState>::default();
+    assert!(envelopes(wrong)
+        .iter()
+        .enumerate()
+        .any(|(i, env)| fold.feed(i as u64, env).is_err()));
+}
+
+/// Dispatches `id` (it must be next in line for node 1) and completes it; returns the type
+/// of the event that follows the verified commitment.
+fn serve(h: &mut Vec<Event>, id: RequestId) -> &'static str {
+    // Requests queue in arrival order at equal priority: fail the ones before `id`.
+    loop {
+        let st = state(h);
+        let choice = next_assignment(&st).expect("work");
+        let events = decide(
+            &st,
+            Command::Dispatch(Box::new(Dispatch {
+                choice: choice.clone(),
+                sealed_work: Sealed(vec![1]),
+                now: t(0),
+            })),
+        )
+        .unwrap();
+        h.extend(events);
+        let st = state(h);
+        let events = decide(
+            &st,
+            Command::CompleteTask(Box::new(Completion {
+                request: choice.request,
+                node: choice.node,
+                attempt: choice.attempt,
+                sealed_result: Sealed(vec![1]),
+                poe: Hash32([3; 32]),
+                signature: Sealed(vec![2]),
+                token_count: 3,
+                commitment: Ok(()),
+                result_hash: Hash32::of(b"r"),
+                sealed_for_client: Sealed(vec![4]),
+                seed: Some(SEED),
+            })),
+        )
+        .unwrap();
+        let follows = events[2].type_name();
+        h.extend(events);
+        if choice.request == id {
+            return follows;
+        }
+        // Finish any replica so the next request's dispatch is the next in line.
+        while state(h).requests[&choice.request].validating() {
+            let st = state(h);
+            let Some(c) = next_assignment(&st) else { break };
+            let ev = decide(
+                &st,
+                Command::Dispatch(Box::new(Dispatch {
+                    choice: c.clone(),
+                    sealed_work: Sealed(vec![1]),
+                    now: t(0),
+                })),
+            )
+            .unwrap();
+            h.extend(ev);
+            let st = state(h);
+            let ev = decide(
+                &st,
+                Command::CompleteTask(Box::new(Completion {
+                    request: c.request,
+                    node: c.node,
+                    attempt: c.attempt,
+                    sealed_result: Sealed(vec![1]),
+                    poe: Hash32([3; 32]),
+                    signature: Sealed(vec![2]),
+                    token_count: 3,
+                    commitment: Ok(()),
+                    result_hash: Hash32::of(b"r"),
+                    sealed_for_client: Sealed(vec![4]),
+                    seed: Some(SEED),
+                })),
+            )
+            .unwrap();
+            h.extend(ev);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Validation (step 7), the pure parts shared by `decide` and the fold: the sampling draw,
+//! the verdict over replica results, and standing.
+//!
+//! The coordinator decides with these functions and the fold re-derives with them, so an
+//! auditor replaying the log checks every verdict, every standing change, and (once an
+//! epoch's seed is revealed) every sampling decision of that epoch. See `docs/validation.md`.
+
+use serde::{Deserialize, Serialize};
+
+use prlx_events::event::{ExecutionClass, Sealed, ValidationPolicy, Verdict};
+use prlx_events::{Hash32, NodeId, RequestId};
+
+use crate::coordinator::{CoordinatorState, RequestView};
+
+/// Basis points in one.
+pub const BP: u32 = 10_000;
+
+/// Whether `request` is sampled for redundant execution under an epoch's `seed`:
+/// `SHA-256("prlx/sample/v1" || seed || request_id) mod 10_000 < sampling_bp`.
+///
+/// Nodes cannot predict it (the seed is secret until the epoch ends, and only its hash is on
+/// the log); auditors recompute it once the seed is revealed. The modulo bias of a 64-bit
+/// draw over 10_000 buckets is below 1e-15.
+pub fn sampled(seed: &Hash32, request: RequestId, sampling_bp: u32) -> bool {
+    let mut input = Vec::with_capacity(14 + 32 + 8);
+    input.extend_from_slice(b"prlx/sample/v1");
+    input.extend_from_slice(&seed.0);
+    input.extend_from_slice(&request.0.to_be_bytes());
+    let h = Hash32::of(&input);
+    let draw = u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"));
+    draw % u64::from(BP) < u64::from(sampling_bp)
+}
+
+/// Standing in basis points from a node's validation history:
+/// `10_000 * (valid + 1) / (valid + 1 + invalid_weight * invalid + review_weight * disagreements)`.
+///
+/// A ratio, so a node's confirmed work earns it room for a rare honest-looking mishap, while a
+/// node with no confirmed work falls out of the pool on its first proven bad result (with the
+/// default weight 4: 1 / 5 = 2_000 bp, under the 5_000 bp floor).
+pub fn standing_bp(policy: &ValidationPolicy, valid: u64, invalid: u64, disagreements: u64) -> u32 {
+    let num = u128::from(valid) + 1;
+    let den = num
+        + u128::from(policy.invalid_weight) * u128::from(invalid)
+        + u128::from(policy.review_weight) * u128::from(disagreements);
+    (u128::from(BP) * num / den) as u32
+}
+
+/// A result whose commitment checked, kept until the request's validation resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedResult {
+    pub node: NodeId,
+    pub attempt: u32,
+    /// SHA-256 of the canonical result bytes: what replicas are compared on.
+    pub result_hash: Hash32,
+    /// The node's proof of execution, returned with the result when it is released.
+    pub poe: Hash32,
+    /// The result sealed to the coordinator's storage key (from `ResultSubmitted`), so the
+    /// coordinator can release it later without the node.
+    pub sealed_result: Sealed,
+}
+
+/// Where a request's validation stands after its verified results so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// One result: the sampling draw decides.
+    Single,
+    /// Two results that agree, or a majority of three.
+    Resolved(Verdict),
+    /// Two results that differ: a third, tie-breaking replica is needed.
+    Tiebreak,
+}
+
+/// The verdict the results give: two that agree, a majority of three, or none.
+pub fn compare(results: &[VerifiedResult]) -> Comparison {
+    let nodes = |pred: &dyn Fn(&VerifiedResult) -> bool| -> Vec<NodeId> {
+        results.iter().filter(|r| pred(r)).map(|r| r.node).collect()
+    };
+    match results {
+        [] | [_] => Comparison::Single,
+        [a, b] if a.result_hash == b.result_hash => Comparison::Resolved(Verdict::Agreed {
+            nodes: vec![a.node, b.node],
+        }),
+        [_, _] => Comparison::Tiebreak,
+        _ => {
+            let winner = results.iter().map(|r| r.result_hash).find(|h| {
+                2 * results.iter().filter(|r| r.result_hash == *h).count() > results.len()
+            });
+            Comparison::Resolved(match winner {
+                Some(w) => Verdict::Majority {
+                    winners: nodes(&|r| r.result_hash == w),
+                    dissenters: nodes(&|r| r.result_hash != w),
+                },
+                None => Verdict::NoMajority {
+                    parties: nodes(&|_| true),
+                },
+            })
+        }
+    }
+}
+
+/// Whether a replica for `req` can ever be found: some node in the pool, not draining, that
+/// serves the model at the tier, of the execution class the replicas must share, that the
+/// request has not tried. Busy nodes count: the replica waits for a slot. O(nodes), and only
+/// asked for sampled requests.
+pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ExecutionClass) -> bool {
+    state.nodes.iter().any(|(id, n)| {
+        n.in_pool
+            && !n.draining
+            && n.hardware_tier >= req.hardware_tier
+            && n.models.contains(&req.model)
+            && &n.execution_class == class
+            && !req.tried.contains(id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(node: u8, result: &[u8]) -> VerifiedResult {
+        VerifiedResult {
+            node: NodeId(Hash32([node; 32])),
+            attempt: 0,
+            result_hash: Hash32::of(result),
+            poe: Hash32([0; 32]),
+            sealed_result: Sealed(vec![]),
+        }
+    }
+
+    #[test]
+    fn sampling_rate_follows_the_fraction() {
+        let seed = Hash32::of(b"epoch seed");
+        for bp in [0, 500, 1_000, 2_000, 10_000] {
+            let n = 100_000u64;
+            let hits = (0..n).filter(|&i| sampled(&seed, RequestId(i), bp)).count() as u64;
+            let expected = n * u64::from(bp) / 10_000;
+            // Binomial sd at n = 100k is at most 158; allow 5 sd.
+            assert!(
+                hits.abs_diff(expected) <= 800,
+                "bp {bp}: {hits} vs {expected}"
+            );
+        }
+        // Another seed draws another sample.
+        let other = Hash32::of(b"other seed");
+        let differ = (0..1000)
+            .filter(|&i| {
+                sampled(&seed, RequestId(i), 5_000) != sampled(&other, RequestId(i), 5_000)
+            })
+            .count();
+        assert!(differ > 300, "{differ}");
+    }
+
+    #[test]
+    fn standing_falls_with_bad_results_and_holds_with_good() {
+        let p = ValidationPolicy::default();
+        assert_eq!(standing_bp(&p, 0, 0, 0), 10_000);
+        assert_eq!(standing_bp(&p, 0, 1, 0), 2_000);
+        assert_eq!(standing_bp(&p, 9, 1, 0), 7_142); // 10 / 14
+        assert_eq!(standing_bp(&p, 0, 0, 1), 5_000);
+        assert!(standing_bp(&p, 0, 0, 1) >= p.removal_below_bp);
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(compare(&[r(1, b"x")]), Comparison::Single);
+        assert_eq!(compare(&[r(1, b"x"), r(2, b"y")]), Comparison::Tiebreak);
+        let n = |i: u8| NodeId(Hash32([i; 32]));
+        assert_eq!(
+            compare(&[r(1, b"x"), r(2, b"x")]),
+            Comparison::Resolved(Verdict::Agreed {
+                nodes: vec![n(1), n(2)]
+            })
+        );
+        assert_eq!(
+            compare(&[r(1, b"x"), r(2, b"y"), r(3, b"y")]),
+            Comparison::Resolved(Verdict::Majority {
+                winners: vec![n(2), n(3)],
+                dissenters: vec![n(1)]
+            })
+        );
+        assert_eq!(
+            compare(&[r(1, b"x"), r(2, b"y"), r(3, b"z")]),
+            Comparison::Resolved(Verdict::NoMajority {
+                parties: vec![n(1), n(2), n(3)]
+            })
+        );
+    }
+}
