@@ -35,6 +35,7 @@ use crate::client::{ClientError, CoordinatorClient};
 use crate::engine::{
     resolve_ort_library, Engine, EngineError, EngineOptions, ModelFiles, Provider,
 };
+use crate::fault::{Fault, FaultDrill};
 use crate::follow::{Applied, Assigned, Assignments, FollowError, GrantToAccept};
 use crate::keys::{self, KeyError, KeySource, NODE_KEY_BITS};
 use crate::registry::{Registry, RegistryError};
@@ -76,6 +77,9 @@ pub struct DaemonConfig {
     pub drain: Duration,
     /// A pinned coordinator signing key (PEM, SPKI).
     pub coordinator_key: Option<PathBuf>,
+    /// A fault drill: report defective results on purpose (tests of the coordinator's
+    /// validation only). `None` for an honest node.
+    pub fault: Option<Fault>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +286,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, DaemonError> {
     let mut stop = StopFlag::new(shutdown);
+    if let Some(fault) = config.fault {
+        warn_fault_drill(fault);
+    }
 
     let (node_key, source) = keys::load_or_create(&config.key, NODE_KEY_BITS)?;
     let node = node_id_of(&node_key.to_public_key());
@@ -343,7 +350,8 @@ pub async fn run(
         key: node_key,
     });
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let pool = WorkerPool::start(loaded.engines, Arc::clone(&identity), done_tx)
+    let drill = config.fault.map(|fault| Arc::new(FaultDrill::new(fault)));
+    let pool = WorkerPool::start(loaded.engines, Arc::clone(&identity), done_tx, drill)
         .map_err(DaemonError::Threads)?;
     let reporter = tokio::spawn(report_results(client.clone(), node, done_rx));
     let heartbeat = tokio::spawn(heartbeats(
@@ -390,6 +398,18 @@ pub async fn run(
             Ok(Stopped::DrainTimedOut)
         }
     }
+}
+
+/// Loud on purpose: a node with a fault drill must never be mistaken for an honest one.
+fn warn_fault_drill(fault: Fault) {
+    let bar = "!".repeat(78);
+    say(&bar);
+    say(format_args!(
+        "WARNING: FAULT DRILL {fault}: this node {}.",
+        fault.describe()
+    ));
+    say("It exists to test the coordinator's validation: never run it on a real network.");
+    say(&bar);
 }
 
 /// Follows the log until asked to stop.

@@ -12,6 +12,9 @@
 //! - [`engine`]: loading ONNX Runtime (`ORT_DYLIB_PATH`), one session per [`Engine`] (one per
 //!   worker slot), prompt templating and tokenization, prefill + KV-cache greedy decoding into
 //!   a [`Generation`].
+//! - [`fault`]: fault drills (`--fault`): deliberately defective reports (a wrong result, a
+//!   PoE over another node id, a replayed signature, silence) for testing the coordinator's
+//!   validation with real node processes.
 //! - [`follow`]: the pure core of the daemon: the log folded from this node's point of view
 //!   (coordinator key, grants, the dispatches still open for it) and opening a dispatch.
 //! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
@@ -23,6 +26,7 @@
 pub mod client;
 pub mod daemon;
 pub mod engine;
+pub mod fault;
 pub mod follow;
 pub mod keys;
 pub mod registry;

@@ -1,9 +1,3 @@
-//! `prlx-node`: the operator daemon. It will pull dispatches addressed to this node from the
-//! log, decrypt them, run the model with ONNX Runtime, commit to the result and report it.
-//! That work is its own issue (the node daemon); until it lands this binary only says so,
-//! rather than pretending to serve. `prlx-node generate` runs one prompt through the engine, a
-//! manual check for operators that their models and ONNX Runtime work.
-
 //! `prlx-node`: the operator daemon. `prlx-node run` registers with the coordinator, follows
 //! its log for dispatches addressed to this node, runs them with ONNX Runtime and reports
 //! signed, committed results (see `prlx_node::daemon`). `prlx-node generate` runs one prompt
@@ -16,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use prlx_node::daemon::{self, DaemonConfig, Stopped};
 use prlx_node::engine::{Engine, EngineOptions, Provider};
+use prlx_node::fault::Fault;
 use prlx_node::registry::Registry;
 
 #[derive(Parser, Debug)]
@@ -82,6 +77,11 @@ struct RunArgs {
     /// equal it, else the node stops; without it the node trusts the key the log publishes.
     #[arg(long, env = "PRLX_COORDINATOR_KEY")]
     coordinator_key: Option<PathBuf>,
+    /// Fault drill, for testing the coordinator's validation only: every report this node
+    /// makes is defective in the named way (silent: none is made). Without it (the default)
+    /// the node is honest. Deliberately not settable from the environment.
+    #[arg(long, value_enum, value_name = "KIND")]
+    fault: Option<Fault>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -149,6 +149,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         drain: Duration::from_secs(args.drain_secs),
         coordinator_key: args.coordinator_key,
+        fault: args.fault,
     };
     // Engines run on their own threads; the runtime only carries the I/O.
     let runtime = tokio::runtime::Builder::new_multi_thread()

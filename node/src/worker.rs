@@ -6,6 +6,9 @@
 //! canonical result bytes, proof-of-execution, signature, sealing — and hands it to the
 //! reporter; it never talks to the network itself.
 //!
+//! A fault drill ([`crate::fault`]), when one is set, replaces `commit_result` for every job
+//! (or, for `silent`, drops every job); without one the workers never consult it.
+//!
 //! Draining: once [`WorkerPool::drain`] is called, a worker finishes the job it is running and
 //! skips every queued one (the coordinator re-dispatches those after their deadline).
 
@@ -27,6 +30,7 @@ use rsa::RsaPrivateKey;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Engine, Generation};
+use crate::fault::FaultDrill;
 
 /// The node's identity: what its workers sign with.
 pub struct Identity {
@@ -136,14 +140,18 @@ struct Shared {
     done: UnboundedSender<Finished>,
     draining: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
+    /// A fault drill to apply to every job; `None` on an honest node.
+    drill: Option<Arc<FaultDrill>>,
 }
 
 impl WorkerPool {
-    /// Starts one thread per engine. Finished reports go to `done`.
+    /// Starts one thread per engine. Finished reports go to `done`. `drill` makes every
+    /// report defective on purpose (see [`crate::fault`]); `None` for an honest node.
     pub fn start(
         engines: Vec<Engine>,
         identity: Arc<Identity>,
         done: UnboundedSender<Finished>,
+        drill: Option<Arc<FaultDrill>>,
     ) -> std::io::Result<WorkerPool> {
         let draining = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicUsize::new(0));
@@ -163,6 +171,7 @@ impl WorkerPool {
                 done: done.clone(),
                 draining: Arc::clone(&draining),
                 busy: Arc::clone(&busy),
+                drill: drill.clone(),
             };
             let worker = std::thread::Builder::new()
                 .name(format!("worker-{i}-{model}"))
@@ -230,8 +239,15 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
             );
             continue;
         }
+        if shared.drill.as_ref().is_some_and(|d| !d.reports()) {
+            eprintln!(
+                "prlx-node: FAULT DRILL silent: dropping {task} attempt {attempt} unrun and \
+                 unreported"
+            );
+            continue;
+        }
         shared.busy.fetch_add(1, Ordering::SeqCst);
-        let outcome = run_job(&mut engine, &job, &shared.identity);
+        let outcome = run_job(&mut engine, &job, &shared.identity, shared.drill.as_deref());
         shared.busy.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(finished) => {
@@ -251,7 +267,12 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
     }
 }
 
-fn run_job(engine: &mut Engine, job: &Job, identity: &Identity) -> Result<Finished, String> {
+fn run_job(
+    engine: &mut Engine,
+    job: &Job,
+    identity: &Identity,
+    drill: Option<&FaultDrill>,
+) -> Result<Finished, String> {
     let started = Instant::now();
     eprintln!(
         "prlx-node: running {} attempt {} on {} (max_tokens {})",
@@ -271,13 +292,19 @@ fn run_job(engine: &mut Engine, job: &Job, identity: &Identity) -> Result<Finish
             format!("{kind}: {e}")
         })?;
     let result = result_body(&generation).map_err(|e| e.to_string())?;
-    let report = commit_result(
-        identity,
-        job,
-        &result,
-        generation.generated_tokens,
-        &mut OsRng,
-    );
+    let tokens = generation.generated_tokens;
+    let report = match drill {
+        None => commit_result(identity, job, &result, tokens, &mut OsRng),
+        Some(drill) => {
+            eprintln!(
+                "prlx-node: FAULT DRILL {}: the report of {} attempt {} is defective on purpose",
+                drill.fault(),
+                job.task,
+                job.attempt
+            );
+            drill.commit(identity, job, &result, tokens, &mut OsRng)
+        }
+    };
     Ok(Finished {
         task: job.task,
         attempt: job.attempt,

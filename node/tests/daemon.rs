@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
+use prlx_events::event::Verdict;
 use prlx_events::log::{LogReader, LogUrl, Offset};
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId, TaskId};
@@ -566,17 +567,31 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
         "the node serving only {UNASKED} got a dispatch: {sent:?}"
     );
     assert!(c.proc.find("running ").is_none());
-    // Each request ran once: one result on the log per task, none late.
+    // Each request ran once, or twice when the draw sampled it for a replica (10% by
+    // default): the replica went to the other tiny node and agreed. None late.
     let mut results = BTreeMap::new();
+    let mut sampled = BTreeSet::new();
     for (_, e) in &events {
         match e {
             Event::ResultSubmitted(r) => *results.entry(r.task_id).or_insert(0) += 1,
+            Event::RedundancySampled(r) => {
+                sampled.insert(r.task_id);
+            }
+            Event::ValidationResolved(v) if sampled.contains(&v.task_id) => assert!(
+                matches!(v.verdict, Verdict::Agreed { .. }),
+                "honest replicas of one class disagree: {v:?}"
+            ),
             Event::LateResultDiscarded(l) => panic!("late result {l:?}"),
             _ => {}
         }
     }
     assert_eq!(results.len(), 6);
-    assert!(results.values().all(|&n| n == 1), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(t, &n)| n == 1 + usize::from(sampled.contains(t))),
+        "{results:?}, sampled {sampled:?}"
+    );
 
     // A restart with the same key reads the log from 0 and finds nothing left to run.
     a.proc.signal("-TERM");
