@@ -265,12 +265,13 @@ fn one_of_each() -> Vec<Event> {
         UnstakeRequested {
             node_id: node(1),
             amount: 500,
-            available_at: t0(),
+            cooldown_seconds: 604_800,
         }
         .into(),
         StakeReturned {
             node_id: node(1),
             amount: 500,
+            available_at: t0(),
         }
         .into(),
         RewardModeChanged {
@@ -279,15 +280,25 @@ fn one_of_each() -> Vec<Event> {
         .into(),
         RewardEpochSettled {
             epoch: 4,
-            mode: RewardMode::Bootstrap,
-            pool: 1_000_000,
+            starts_at: t0(),
+            ends_at: t0() + chrono::Duration::days(1),
+            mode: RewardMode::SteadyState,
+            income: 1_000,
+            carried_in: 7,
+            pool: 857,
+            treasury: 100,
+            infra: 50,
+            total_weight: u128::from(u64::MAX) * 3,
             payouts: vec![Payout {
                 node_id: node(1),
+                verified_slots: 1_440,
                 weight: u128::from(u64::MAX) * 3,
-                amount: 1_000_000,
+                amount: 857,
             }],
+            carried_over: 0,
         }
         .into(),
+        RewardPolicyPublished::default().into(),
     ]
 }
 

@@ -20,9 +20,12 @@ pub trait Projection: Default + Clone + PartialEq + Serialize + DeserializeOwned
 
 /// An event that this state cannot follow: the log and the fold disagree. Never skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{event_type}: {reason}")]
+#[error("{event_type}{}: {reason}", field.as_deref().map(|f| format!(".{f}")).unwrap_or_default())]
 pub struct FoldError {
     pub event_type: &'static str,
+    /// The payload field that disagrees (`payouts[2].amount`), when the fold can tell; the
+    /// auditor reports it beside the offset.
+    pub field: Option<String>,
     pub reason: String,
 }
 
@@ -30,7 +33,16 @@ impl FoldError {
     pub fn new(env: &Envelope, reason: impl Into<String>) -> Self {
         Self {
             event_type: env.event.type_name(),
+            field: None,
             reason: reason.into(),
+        }
+    }
+
+    /// A fold error that names the payload field at fault, e.g. `payouts[2].amount`.
+    pub fn at_field(env: &Envelope, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(env, reason)
         }
     }
 }

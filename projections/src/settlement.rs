@@ -1,21 +1,691 @@
 //! Settlement (step 9): verified uptime, stake, and reward epochs.
 //!
 //! Folded as part of [`crate::CoordinatorState`] (its `rewards` field), so `decide` can close
-//! an epoch against it and the auditor recomputes every payout with the same code.
-//! Work in progress: the rules and the fold arrive with the settlement issue.
+//! an epoch against it and the auditor recomputes every payout with the same code: the fold
+//! refuses a [`RewardEpochSettled`] that differs from what [`Settlement::settle_next`] gives,
+//! naming the first field that differs. The rules are in `docs/settlement.md`; in short:
+//!
+//! - An epoch is divided into uptime slots. A node earns a slot when it heartbeats or has a
+//!   commitment verified in it while it is in the pool, not draining and not *in default*; a
+//!   failed dispatch (deadline expired, commitment rejected, node flagged) puts it in default
+//!   until its next verified commitment.
+//! - Each earned slot adds `stake x tier weight` (at that moment) to the node's weight.
+//! - The pool is the bucket's linear unlock (bootstrap) or the operators' share of the credits
+//!   charged in the epoch (steady state); it is split `floor(pool * w / W)`, and the leftover
+//!   minor units go one each by largest remainder, ties to the lower node id.
+//!
+//! Settlement keeps its own view of each node (tier, stake, pool status, default), so a
+//! settlement depends on nothing but this struct.
 
-use prlx_events::Envelope;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use prlx_events::event::*;
+use prlx_events::{Envelope, Event, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::FoldError;
 
 /// Everything settlement needs from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settlement {}
+pub struct Settlement {
+    /// The reward policy, once published.
+    pub policy: Option<RewardPolicyPublished>,
+    /// When epoch 0 starts: the first multiple of the epoch length (since the Unix epoch) at
+    /// or after the policy was recorded.
+    pub first_epoch_start: Option<DateTime<Utc>>,
+    /// Mode changes in log order, with the time each was recorded.
+    pub mode_changes: Vec<(DateTime<Utc>, RewardMode)>,
+    pub operators: BTreeMap<NodeId, Operator>,
+    /// Verified uptime of the epochs not settled yet: epoch -> node -> uptime.
+    pub uptime: BTreeMap<u64, BTreeMap<NodeId, Uptime>>,
+    /// Credits charged in each epoch not settled yet.
+    pub charged: BTreeMap<u64, u64>,
+    /// The next epoch to settle; epochs settle in order.
+    pub next_epoch: u64,
+    /// Bootstrap epochs settled so far: the index of the next bucket unlock.
+    pub bootstrap_epochs_settled: u64,
+    /// The operators' pool the last settled epoch could not pay out.
+    pub carried: u64,
+}
+
+/// Settlement's view of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub tier: u8,
+    /// Stake that counts in the weighting: registered plus deposited, minus unstaked.
+    pub stake: u64,
+    /// Unstake requests waiting for their cooldown, oldest first.
+    pub unbonding: Vec<Unbonding>,
+    pub in_pool: bool,
+    pub draining: bool,
+    /// A dispatch failed and no commitment has been verified since: earns no slots.
+    pub in_default: bool,
+    /// The last uptime slot (counted from epoch 0's start) this node earned.
+    pub last_slot: Option<u64>,
+    /// Rewards paid to it over all settled epochs, in minor units.
+    pub paid: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbonding {
+    pub amount: u64,
+    pub available_at: DateTime<Utc>,
+}
+
+/// A node's verified uptime in one epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uptime {
+    pub slots: u64,
+    /// Sum over the earned slots of stake x tier weight at the time each was earned.
+    pub weight: u128,
+}
+
+/// What is wrong with a reward policy: the field and why.
+pub fn policy_problem(p: &RewardPolicyPublished) -> Option<(&'static str, String)> {
+    if p.epoch_seconds == 0 {
+        return Some(("epoch_seconds", "must be positive".into()));
+    }
+    if p.uptime_slot_seconds == 0 || !p.epoch_seconds.is_multiple_of(p.uptime_slot_seconds) {
+        return Some((
+            "uptime_slot_seconds",
+            format!(
+                "must be positive and divide epoch_seconds ({})",
+                p.epoch_seconds
+            ),
+        ));
+    }
+    if p.operator_bucket_pct > 100 {
+        return Some(("operator_bucket_pct", "must be at most 100".into()));
+    }
+    if p.unlock_epochs == 0 {
+        return Some(("unlock_epochs", "must be positive".into()));
+    }
+    let split = u32::from(p.operators_pct) + u32::from(p.treasury_pct) + u32::from(p.infra_pct);
+    if split != 100 {
+        return Some((
+            "operators_pct",
+            format!("operators_pct + treasury_pct + infra_pct must be 100, not {split}"),
+        ));
+    }
+    let mut tiers: Vec<u8> = p.tier_weights.iter().map(|t| t.tier).collect();
+    tiers.sort_unstable();
+    if let Some(w) = tiers.windows(2).find(|w| w[0] == w[1]) {
+        return Some(("tier_weights", format!("tier {} is listed twice", w[0])));
+    }
+    None
+}
+
+/// The weight of `tier` under `policy`; an unlisted tier weighs 0.
+pub fn tier_weight(policy: &RewardPolicyPublished, tier: u8) -> u32 {
+    policy
+        .tier_weights
+        .iter()
+        .find(|t| t.tier == tier)
+        .map_or(0, |t| t.weight)
+}
+
+/// What the bucket unlocks in the `k`-th bootstrap epoch (0-based): the `N` amounts
+/// `floor(B(k+1)/N) - floor(Bk/N)` add up to the bucket `B` exactly; nothing after `N`.
+pub fn bootstrap_unlock(policy: &RewardPolicyPublished, k: u64) -> u64 {
+    let n = u128::from(policy.unlock_epochs);
+    let k = u128::from(k);
+    if k >= n {
+        return 0;
+    }
+    let bucket = u128::from(policy.total_supply) * u128::from(policy.operator_bucket_pct) / 100;
+    let unlocked = |i: u128| bucket * i / n;
+    u64::try_from(unlocked(k + 1) - unlocked(k)).expect("at most the bucket, which fits")
+}
+
+/// The steady-state split of `income`: `(operators, treasury, infra)`. Treasury and infra get
+/// the floor of their percent; operators get the rest, so the three add up to `income`.
+pub fn steady_split(policy: &RewardPolicyPublished, income: u64) -> (u64, u64, u64) {
+    let pct =
+        |p: u8| u64::try_from(u128::from(income) * u128::from(p) / 100).expect("at most income");
+    let treasury = pct(policy.treasury_pct);
+    let infra = pct(policy.infra_pct);
+    (income - treasury - infra, treasury, infra)
+}
+
+/// `floor(a * b / c)` and `(a * b) mod c`, exactly, for `b <= c` (so the quotient is at most
+/// `a`): the product can need 192 bits, so it is divided bit by bit.
+pub fn mul_div_rem(a: u64, b: u128, c: u128) -> (u64, u128) {
+    assert!(c > 0 && b <= c, "mul_div_rem needs 0 < c and b <= c");
+    let (b_hi, b_lo) = (b >> 64, b & u128::from(u64::MAX));
+    let p_lo = u128::from(a) * b_lo;
+    let p_mid = u128::from(a) * b_hi;
+    let (lo, carry) = p_lo.overflowing_add(p_mid << 64);
+    let hi = (p_mid >> 64) + u128::from(carry);
+    if hi == 0 {
+        return (u64::try_from(lo / c).expect("b <= c"), lo % c);
+    }
+    let (mut q, mut r) = (0u128, 0u128);
+    for i in (0..256).rev() {
+        let bit = if i >= 128 {
+            (hi >> (i - 128)) & 1
+        } else {
+            (lo >> i) & 1
+        };
+        let overflow = r >> 127;
+        r = (r << 1) | bit;
+        q <<= 1;
+        if overflow == 1 || r >= c {
+            r = r.wrapping_sub(c);
+            q |= 1;
+        }
+    }
+    (u64::try_from(q).expect("b <= c"), r)
+}
+
+/// Splits `pool` by `weights`: `floor(pool * w / W)` each, then the leftover minor units one
+/// each to the largest remainders, ties to the earlier entry. Returns the amounts and what
+/// is left unpaid (all of `pool` when `W = 0`; otherwise 0).
+pub fn split_pool(pool: u64, weights: &[u128]) -> (Vec<u64>, u64) {
+    let total = weights.iter().fold(0u128, |s, w| s.saturating_add(*w));
+    if total == 0 {
+        return (vec![0; weights.len()], pool);
+    }
+    let shares: Vec<(u64, u128)> = weights
+        .iter()
+        .map(|w| mul_div_rem(pool, *w, total))
+        .collect();
+    let mut amounts: Vec<u64> = shares.iter().map(|s| s.0).collect();
+    let mut leftover = pool - amounts.iter().sum::<u64>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| match shares[b].1.cmp(&shares[a].1) {
+        Ordering::Equal => a.cmp(&b),
+        other => other,
+    });
+    // Fewer units are left than there are positive remainders, unless the total weight
+    // saturated (it cannot in practice); then the rest carries over.
+    for i in order {
+        if leftover == 0 || shares[i].1 == 0 {
+            break;
+        }
+        amounts[i] += 1;
+        leftover -= 1;
+    }
+    (amounts, leftover)
+}
 
 impl Settlement {
-    /// Folds one event. Called after the coordinator's own fold accepted it.
-    pub fn apply(&mut self, _env: &Envelope) -> Result<(), FoldError> {
+    /// The mode now (bootstrap until a change is recorded).
+    pub fn mode(&self) -> RewardMode {
+        self.mode_changes
+            .last()
+            .map_or(RewardMode::Bootstrap, |(_, m)| *m)
+    }
+
+    /// The mode of an epoch ending at `end`: the last change recorded before it ends.
+    pub fn mode_before(&self, end: DateTime<Utc>) -> RewardMode {
+        self.mode_changes
+            .iter()
+            .rev()
+            .find(|(at, _)| *at < end)
+            .map_or(RewardMode::Bootstrap, |(_, m)| *m)
+    }
+
+    /// `[start, end)` of epoch `k`, once a policy exists.
+    pub fn epoch_bounds(&self, k: u64) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let p = self.policy.as_ref()?;
+        let len = i64::from(p.epoch_seconds);
+        let start = self.first_epoch_start? + Duration::seconds(len * i64::try_from(k).ok()?);
+        Some((start, start + Duration::seconds(len)))
+    }
+
+    /// The epoch `at` falls in, and its uptime slot counted from epoch 0; `None` before
+    /// epoch 0 or without a policy.
+    pub fn slot_of(&self, at: DateTime<Utc>) -> Option<(u64, u64)> {
+        let p = self.policy.as_ref()?;
+        let start = self.first_epoch_start?;
+        if at < start {
+            return None;
+        }
+        let secs = u64::try_from((at - start).num_seconds()).ok()?;
+        let slot = secs / u64::from(p.uptime_slot_seconds);
+        let per_epoch = u64::from(p.epoch_seconds / p.uptime_slot_seconds);
+        Some((slot / per_epoch, slot))
+    }
+
+    /// The epochs owed a settlement at `now` (ended, not settled), in order.
+    pub fn due_epochs(&self, now: DateTime<Utc>) -> Vec<u64> {
+        let mut due = Vec::new();
+        let mut k = self.next_epoch;
+        while let Some((_, end)) = self.epoch_bounds(k) {
+            if end > now {
+                break;
+            }
+            due.push(k);
+            k += 1;
+        }
+        due
+    }
+
+    /// One entry per unstake whose cooldown is over at `now`, by node id, oldest first.
+    pub fn due_returns(&self, now: DateTime<Utc>) -> Vec<NodeId> {
+        self.operators
+            .iter()
+            .flat_map(|(id, op)| {
+                op.unbonding
+                    .iter()
+                    .take_while(move |u| u.available_at <= now)
+                    .map(move |_| *id)
+            })
+            .collect()
+    }
+
+    /// The settlement of the next epoch from this state, or `None` without a policy. Pure:
+    /// the coordinator records it and the fold recomputes it to check what was recorded.
+    pub fn settle_next(&self) -> Option<RewardEpochSettled> {
+        let p = self.policy.as_ref()?;
+        let epoch = self.next_epoch;
+        let (starts_at, ends_at) = self.epoch_bounds(epoch)?;
+        let mode = self.mode_before(ends_at);
+        let (income, operators, treasury, infra) = match mode {
+            RewardMode::Bootstrap => {
+                let unlock = bootstrap_unlock(p, self.bootstrap_epochs_settled);
+                (unlock, unlock, 0, 0)
+            }
+            RewardMode::SteadyState => {
+                let income = self.charged.get(&epoch).copied().unwrap_or(0);
+                let (o, t, i) = steady_split(p, income);
+                (income, o, t, i)
+            }
+        };
+        // Saturates only past u64::MAX minor units, which no supply reaches.
+        let pool = operators.saturating_add(self.carried);
+        let empty = BTreeMap::new();
+        let uptime = self.uptime.get(&epoch).unwrap_or(&empty);
+        let weights: Vec<u128> = uptime.values().map(|u| u.weight).collect();
+        let (amounts, carried_over) = split_pool(pool, &weights);
+        let payouts = uptime
+            .iter()
+            .zip(amounts)
+            .map(|((node, u), amount)| Payout {
+                node_id: *node,
+                verified_slots: u.slots,
+                weight: u.weight,
+                amount,
+            })
+            .collect();
+        Some(RewardEpochSettled {
+            epoch,
+            starts_at,
+            ends_at,
+            mode,
+            income,
+            carried_in: self.carried,
+            pool,
+            treasury,
+            infra,
+            total_weight: weights.iter().fold(0u128, |s, w| s.saturating_add(*w)),
+            payouts,
+            carried_over,
+        })
+    }
+
+    /// Folds one event. Called after the coordinator's own fold accepted it, so for events
+    /// the coordinator changes state on, this must not fail; the settlement-only events are
+    /// checked here before anything changes.
+    pub fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        let at = env.header.recorded_at;
+        match &env.event {
+            Event::NodeRegistered(n) => {
+                self.operators.entry(n.node_id).or_insert(Operator {
+                    tier: n.hardware_tier,
+                    stake: n.stake,
+                    unbonding: Vec::new(),
+                    in_pool: true,
+                    draining: false,
+                    in_default: false,
+                    last_slot: None,
+                    paid: 0,
+                });
+            }
+            Event::NodeDrained(d) => self.update(d.node_id, |op| op.draining = true),
+            Event::NodeRemovedFromPool(r) => self.update(r.node_id, |op| op.in_pool = false),
+            Event::StakeDeposited(s) => {
+                // The coordinator checked the node and the sum against its own (larger) total.
+                self.update(s.node_id, |op| op.stake = op.stake.saturating_add(s.amount))
+            }
+            Event::DeadlineExpired(e) => self.update(e.node_id, |op| op.in_default = true),
+            Event::CommitmentRejected(c) => self.update(c.node_id, |op| op.in_default = true),
+            Event::NodeFlagged(f) => self.update(f.node_id, |op| op.in_default = true),
+            Event::CommitmentVerified(c) => {
+                self.update(c.node_id, |op| op.in_default = false);
+                self.earn_slot(c.node_id, at);
+            }
+            Event::NodeHeartbeat(h) => self.earn_slot(h.node_id, at),
+            Event::CreditsCharged(c) => {
+                if let Some((epoch, _)) = self.slot_of(at) {
+                    if epoch >= self.next_epoch {
+                        let sum = self.charged.entry(epoch).or_default();
+                        *sum = sum.saturating_add(c.amount);
+                    }
+                }
+            }
+            Event::RewardPolicyPublished(p) => {
+                if self.policy.is_some() {
+                    return Err(FoldError::new(env, "a reward policy is already published"));
+                }
+                if let Some((field, why)) = policy_problem(p) {
+                    return Err(FoldError::at_field(env, field, why));
+                }
+                let len = i64::from(p.epoch_seconds);
+                let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+                let start = (secs + len - 1).div_euclid(len) * len;
+                self.first_epoch_start = Some(
+                    Utc.timestamp_opt(start, 0)
+                        .single()
+                        .ok_or_else(|| FoldError::new(env, "epoch start out of range"))?,
+                );
+                self.policy = Some(p.clone());
+            }
+            Event::RewardModeChanged(m) => self.mode_changes.push((at, m.mode)),
+            Event::UnstakeRequested(u) => self.unstake(env, u)?,
+            Event::StakeReturned(r) => {
+                let op = self.operator(env, r.node_id)?;
+                let Some(oldest) = op.unbonding.first() else {
+                    return Err(FoldError::at_field(
+                        env,
+                        "node_id",
+                        format!("{} has no pending unstake", r.node_id),
+                    ));
+                };
+                if r.available_at != oldest.available_at {
+                    return Err(FoldError::at_field(
+                        env,
+                        "available_at",
+                        format!(
+                            "recorded {}, pending {}",
+                            r.available_at, oldest.available_at
+                        ),
+                    ));
+                }
+                if r.amount != oldest.amount {
+                    return Err(FoldError::at_field(
+                        env,
+                        "amount",
+                        format!("recorded {}, pending {}", r.amount, oldest.amount),
+                    ));
+                }
+                if at < oldest.available_at {
+                    return Err(FoldError::at_field(
+                        env,
+                        "available_at",
+                        format!("returned at {at}, before the cooldown ends"),
+                    ));
+                }
+                self.update(r.node_id, |op| {
+                    op.unbonding.remove(0);
+                });
+            }
+            Event::RewardEpochSettled(recorded) => self.close_epoch(env, recorded)?,
+            _ => {}
+        }
         Ok(())
+    }
+
+    fn update(&mut self, node: NodeId, change: impl FnOnce(&mut Operator)) {
+        if let Some(op) = self.operators.get_mut(&node) {
+            change(op);
+        }
+    }
+
+    fn operator(&self, env: &Envelope, node: NodeId) -> Result<&Operator, FoldError> {
+        self.operators
+            .get(&node)
+            .ok_or_else(|| FoldError::at_field(env, "node_id", format!("unknown node {node}")))
+    }
+
+    /// Counts the slot `at` falls in for `node`, if it is eligible and has not earned it yet.
+    fn earn_slot(&mut self, node: NodeId, at: DateTime<Utc>) {
+        let Some((epoch, slot)) = self.slot_of(at) else {
+            return;
+        };
+        let Some(policy) = self.policy.as_ref() else {
+            return;
+        };
+        let Some(op) = self.operators.get_mut(&node) else {
+            return;
+        };
+        // Slots of a settled epoch are closed; a slot is earned once.
+        if epoch < self.next_epoch || op.last_slot.is_some_and(|last| slot <= last) {
+            return;
+        }
+        if !op.in_pool || op.draining || op.in_default {
+            return;
+        }
+        let add = u128::from(op.stake) * u128::from(tier_weight(policy, op.tier));
+        op.last_slot = Some(slot);
+        let up = self
+            .uptime
+            .entry(epoch)
+            .or_default()
+            .entry(node)
+            .or_default();
+        up.slots += 1;
+        up.weight = up.weight.saturating_add(add);
+    }
+
+    fn unstake(&mut self, env: &Envelope, u: &UnstakeRequested) -> Result<(), FoldError> {
+        let Some(policy) = self.policy.as_ref() else {
+            return Err(FoldError::new(
+                env,
+                "no reward policy: no cooldown is known",
+            ));
+        };
+        if u.cooldown_seconds != policy.unstake_cooldown_seconds {
+            return Err(FoldError::at_field(
+                env,
+                "cooldown_seconds",
+                format!(
+                    "recorded {}, policy {}",
+                    u.cooldown_seconds, policy.unstake_cooldown_seconds
+                ),
+            ));
+        }
+        let op = self.operator(env, u.node_id)?;
+        if u.amount == 0 || u.amount > op.stake {
+            return Err(FoldError::at_field(
+                env,
+                "amount",
+                format!("{} is not in 1..={} staked", u.amount, op.stake),
+            ));
+        }
+        let available_at =
+            env.header.recorded_at + Duration::seconds(i64::from(u.cooldown_seconds));
+        self.update(u.node_id, |op| {
+            op.stake -= u.amount;
+            op.unbonding.push(Unbonding {
+                amount: u.amount,
+                available_at,
+            });
+        });
+        Ok(())
+    }
+
+    /// Checks a recorded settlement against the one this state gives, then closes the epoch.
+    fn close_epoch(
+        &mut self,
+        env: &Envelope,
+        recorded: &RewardEpochSettled,
+    ) -> Result<(), FoldError> {
+        let Some(expected) = self.settle_next() else {
+            return Err(FoldError::new(env, "no reward policy has been published"));
+        };
+        if let Some((field, why)) = first_difference(recorded, &expected) {
+            return Err(FoldError::at_field(env, field, why));
+        }
+        if env.header.recorded_at < expected.ends_at {
+            return Err(FoldError::at_field(
+                env,
+                "ends_at",
+                format!(
+                    "settled at {}, before the epoch ends",
+                    env.header.recorded_at
+                ),
+            ));
+        }
+        for p in &expected.payouts {
+            self.update(p.node_id, |op| op.paid = op.paid.saturating_add(p.amount));
+        }
+        if expected.mode == RewardMode::Bootstrap {
+            self.bootstrap_epochs_settled += 1;
+        }
+        self.carried = expected.carried_over;
+        self.uptime.remove(&expected.epoch);
+        self.charged.remove(&expected.epoch);
+        self.next_epoch += 1;
+        Ok(())
+    }
+}
+
+/// The first field where `recorded` differs from `expected`, as `(path, "recorded X,
+/// recomputed Y")`.
+pub fn first_difference(
+    recorded: &RewardEpochSettled,
+    expected: &RewardEpochSettled,
+) -> Option<(String, String)> {
+    fn differ<T: PartialEq + std::fmt::Debug>(
+        field: impl Into<String>,
+        recorded: &T,
+        expected: &T,
+    ) -> Option<(String, String)> {
+        (recorded != expected).then(|| {
+            (
+                field.into(),
+                format!("recorded {recorded:?}, recomputed {expected:?}"),
+            )
+        })
+    }
+    let (r, e) = (recorded, expected);
+    let fields = [
+        differ("epoch", &r.epoch, &e.epoch),
+        differ("starts_at", &r.starts_at, &e.starts_at),
+        differ("ends_at", &r.ends_at, &e.ends_at),
+        differ("mode", &r.mode, &e.mode),
+        differ("income", &r.income, &e.income),
+        differ("carried_in", &r.carried_in, &e.carried_in),
+        differ("pool", &r.pool, &e.pool),
+        differ("treasury", &r.treasury, &e.treasury),
+        differ("infra", &r.infra, &e.infra),
+        differ("total_weight", &r.total_weight, &e.total_weight),
+    ];
+    if let Some(d) = fields.into_iter().flatten().next() {
+        return Some(d);
+    }
+    for (i, (rp, ep)) in r.payouts.iter().zip(&e.payouts).enumerate() {
+        let d = differ(format!("payouts[{i}].node_id"), &rp.node_id, &ep.node_id)
+            .or_else(|| {
+                differ(
+                    format!("payouts[{i}].verified_slots"),
+                    &rp.verified_slots,
+                    &ep.verified_slots,
+                )
+            })
+            .or_else(|| differ(format!("payouts[{i}].weight"), &rp.weight, &ep.weight))
+            .or_else(|| differ(format!("payouts[{i}].amount"), &rp.amount, &ep.amount));
+        if d.is_some() {
+            return d;
+        }
+    }
+    differ("payouts.len()", &r.payouts.len(), &e.payouts.len())
+        .or_else(|| differ("carried_over", &r.carried_over, &e.carried_over))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn mul_div_rem_is_exact_past_128_bits() {
+        // (2^64 - 1) * (2^100) / (2^100 + 1): the product needs 164 bits.
+        let (a, b, c) = (u64::MAX, 1u128 << 100, (1u128 << 100) + 1);
+        let (q, r) = mul_div_rem(a, b, c);
+        // a*b = q*c + r  <=>  a*2^100 = q*2^100 + q + r, with q = a - 1: r = 2^100 - a + 1.
+        assert_eq!(q, u64::MAX - 1);
+        assert_eq!(r, (1u128 << 100) - u128::from(u64::MAX) + 1);
+        assert_eq!(mul_div_rem(7, 3, 4), (5, 1));
+        assert_eq!(mul_div_rem(u64::MAX, u128::MAX, u128::MAX), (u64::MAX, 0));
+    }
+
+    #[test]
+    fn the_bootstrap_unlock_adds_up_to_the_bucket() {
+        let p = RewardPolicyPublished {
+            total_supply: 1_000_000_007,
+            unlock_epochs: 730,
+            ..Default::default()
+        };
+        let total: u64 = (0..800).map(|k| bootstrap_unlock(&p, k)).sum();
+        assert_eq!(total, 1_000_000_007 * 25 / 100);
+        assert_eq!(bootstrap_unlock(&p, 730), 0);
+    }
+
+    /// `a * b + add` as (high, low) 128-bit halves, by schoolbook multiplication.
+    fn wide(a: u64, b: u128, add: u128) -> (u128, u128) {
+        let lo = u128::from(a) * (b & u128::from(u64::MAX));
+        let mid = u128::from(a) * (b >> 64);
+        let (lo, c1) = lo.overflowing_add(mid << 64);
+        let (lo, c2) = lo.overflowing_add(add);
+        ((mid >> 64) + u128::from(c1) + u128::from(c2), lo)
+    }
+
+    proptest! {
+        #[test]
+        fn mul_div_rem_inverts_the_wide_product(
+            a in any::<u64>(),
+            b in any::<u128>(),
+            extra in any::<u128>(),
+        ) {
+            let c = b.saturating_add(extra).max(1);
+            let (q, r) = mul_div_rem(a, b, c);
+            prop_assert!(r < c);
+            // q * c + r == a * b, in 256 bits.
+            let (qc_hi, qc_lo) = {
+                let (hi, lo) = wide(q, c & u128::from(u64::MAX), r);
+                let (mid_hi, mid_lo) = wide(q, c >> 64, 0);
+                let (lo, carry) = lo.overflowing_add(mid_lo << 64);
+                (hi + (mid_lo >> 64) + (mid_hi << 64) + u128::from(carry), lo)
+            };
+            prop_assert_eq!((qc_hi, qc_lo), wide(a, b, 0));
+        }
+
+        #[test]
+        fn payouts_add_up_to_the_pool(
+            pool in any::<u64>(),
+            weights in proptest::collection::vec(
+                prop_oneof![Just(0u128), any::<u128>().prop_map(|w| w >> 4), 0u128..1000],
+                0..20,
+            ),
+        ) {
+            let (amounts, left) = split_pool(pool, &weights);
+            let paid: u128 = amounts.iter().map(|a| u128::from(*a)).sum();
+            prop_assert_eq!(paid + u128::from(left), u128::from(pool));
+            let total: u128 = weights.iter().fold(0u128, |s, w| s.saturating_add(*w));
+            if total > 0 && total < u128::MAX {
+                prop_assert_eq!(left, 0);
+            }
+            for (a, w) in amounts.iter().zip(&weights) {
+                if *w == 0 {
+                    prop_assert_eq!(*a, 0);
+                }
+            }
+        }
+
+        #[test]
+        fn mul_div_rem_matches_u128_when_it_fits(
+            a in any::<u32>(),
+            b in any::<u64>(),
+            extra in any::<u64>(),
+        ) {
+            let c = u128::from(b) + u128::from(extra) + 1;
+            let (q, r) = mul_div_rem(u64::from(a), u128::from(b), c);
+            let p = u128::from(a) * u128::from(b);
+            prop_assert_eq!((u128::from(q), r), (p / c, p % c));
+        }
     }
 }
