@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - [`conformance`]: the log contract, as plain async functions run against every backend.
+//! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
+//!   driving the real coordinator core.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
 
 pub mod conformance;
+pub mod sabotage;
 pub mod torture;
