@@ -50,6 +50,11 @@ pub enum Command {
     },
     /// Record a session grant the shell made for a node.
     IssueSession(Box<SessionKeyIssued>),
+    /// The timer service saw a node's heartbeats stop for the catalog's timeout.
+    LapseNode {
+        node_id: NodeId,
+        now: DateTime<Utc>,
+    },
     /// Open sampling epoch `epoch` with the hash of its secret seed.
     CommitSamplingSeed {
         epoch: u64,
@@ -338,6 +343,32 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             now,
             release,
         } => expire(state, request, node, attempt, now, release),
+        Command::LapseNode { node_id, now } => {
+            let node = state.nodes.get(&node_id).ok_or_else(|| {
+                Rejection::new(
+                    RejectionCode::UnknownNode,
+                    Some("node_id"),
+                    format!("{node_id} is not registered"),
+                )
+            })?;
+            if node.lapsed {
+                return Ok(vec![]);
+            }
+            if now < node.last_heartbeat + state.node_timeout() {
+                return Err(internal(
+                    "now",
+                    format!(
+                        "{node_id} heartbeated at {}, within the timeout",
+                        node.last_heartbeat
+                    ),
+                ));
+            }
+            Ok(vec![NodeLapsed {
+                node_id,
+                last_heartbeat: node.last_heartbeat,
+            }
+            .into()])
+        }
         Command::CommitSamplingSeed {
             epoch,
             seed_hash,

@@ -250,6 +250,19 @@ impl Coordinator {
                 }
             }
         }
+        let timeout = self.fold.state.node_timeout();
+        let silent: Vec<NodeId> = self
+            .fold
+            .state
+            .sched
+            .heartbeats
+            .iter()
+            .take_while(|(at, _)| *at + timeout <= now)
+            .map(|(_, node)| *node)
+            .collect();
+        for node_id in silent {
+            stage(self, Command::LapseNode { node_id, now })?;
+        }
         let due: Vec<(DateTime<Utc>, RequestId)> = self
             .fold
             .state

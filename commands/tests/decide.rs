@@ -20,6 +20,7 @@ fn catalog() -> Event {
         min_deadline_seconds: 5,
         max_deadline_seconds: 600,
         reputation_weight_pct: 100,
+        node_timeout_seconds: 30,
         max_attempts: 2,
         validation: Default::default(),
     }

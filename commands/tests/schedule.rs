@@ -38,6 +38,7 @@ fn catalog_with(weight: u32, validation: ValidationPolicy) -> Event {
         min_deadline_seconds: 1,
         max_deadline_seconds: 600,
         reputation_weight_pct: weight,
+        node_timeout_seconds: 30,
         max_attempts: 2,
         validation,
     }
@@ -459,4 +460,81 @@ fn the_fold_refuses_a_scheduling_receipt_the_state_does_not_give() {
         "{}",
         err.error.reason
     );
+}
+
+#[test]
+fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
+    // The testkit's clock starts at t(0) and ticks a second per event: the registrations land
+    // at t(2) and t(3). A one-second timeout keeps the history short.
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    let Event::CatalogPublished(mut c) = h[0].clone() else {
+        unreachable!()
+    };
+    c.node_timeout_seconds = 1;
+    h[0] = c.into();
+    let lapse = |n: u8, now: i64| Command::LapseNode {
+        node_id: node(n),
+        now: t(now),
+    };
+    assert!(
+        decide(&state(&h), lapse(1, 2)).is_err(),
+        "not before the timeout"
+    );
+    let events = given(h.clone()).when(lapse(1, 40)).events();
+    assert_eq!(
+        events,
+        [NodeLapsed {
+            node_id: node(1),
+            last_heartbeat: t(2),
+        }
+        .into()]
+    );
+    h.extend(events);
+    assert!(
+        given(h.clone()).when(lapse(1, 41)).events().is_empty(),
+        "lapsing twice is a no-op"
+    );
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let d = dispatch_next(&h, 41);
+    assert_eq!(
+        scheduled_node(&d),
+        node(2),
+        "the lapsed node is passed over"
+    );
+    h.extend(d);
+    h.extend(accept(1, "chat", 1, Priority::Standard));
+    assert_eq!(
+        next_assignment(&state(&h)),
+        None,
+        "node 1 is lapsed, node 2 busy"
+    );
+    h.push(NodeHeartbeat { node_id: node(1) }.into());
+    assert_eq!(
+        scheduled_node(&dispatch_next(&h, 50)),
+        node(1),
+        "back after a heartbeat"
+    );
+}
+
+#[test]
+fn the_fold_refuses_a_lapse_before_the_timeout() {
+    let mut h = base(vec![register(1, 1, 1, &["chat"])]);
+    h.push(
+        NodeLapsed {
+            node_id: node(1),
+            last_heartbeat: t(2),
+        }
+        .into(),
+    );
+    // Recorded at t(3): one second after the registration, not thirty.
+    let mut fold = Fold::<CoordinatorState>::default();
+    let err = envelopes(h)
+        .iter()
+        .enumerate()
+        .find_map(|(i, env)| fold.feed(i as u64, env).err())
+        .expect("refused");
+    assert_eq!(err.error.event_type, "NodeLapsed");
 }

@@ -28,6 +28,7 @@ fn catalog(sampling_bp: u32) -> Event {
         min_deadline_seconds: 1,
         max_deadline_seconds: 600,
         reputation_weight_pct: 100,
+        node_timeout_seconds: 30,
         max_attempts: 2,
         validation: ValidationPolicy {
             sampling_bp,

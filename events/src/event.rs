@@ -98,6 +98,14 @@ pub struct CatalogPublished {
     /// Sampling and standing rules of step 7.
     #[serde(default)]
     pub validation: ValidationPolicy,
+    /// A node whose last heartbeat is older than this gets no new work until it heartbeats
+    /// again (it lapses; see `NodeLapsed`).
+    #[serde(default = "default_node_timeout_seconds")]
+    pub node_timeout_seconds: u32,
+}
+
+fn default_node_timeout_seconds() -> u32 {
+    30
 }
 
 /// How results are validated and how standing moves (see `docs/validation.md`).
@@ -255,6 +263,16 @@ pub struct NodeHeartbeat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeDrained {
     pub node_id: NodeId,
+}
+
+/// A node missed its heartbeats for the catalog's `node_timeout_seconds`: it gets no new work,
+/// and is no replica peer, until its next heartbeat. Its running dispatches keep their
+/// deadlines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeLapsed {
+    pub node_id: NodeId,
+    /// Its last heartbeat (or registration), in log time.
+    pub last_heartbeat: DateTime<Utc>,
 }
 
 /// The coordinator's signing key (PEM), so nodes and auditors can check session grants.
@@ -690,4 +708,5 @@ events! {
     RewardModeChanged = 1,
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,
+    NodeLapsed = 1,
 }

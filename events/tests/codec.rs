@@ -53,6 +53,7 @@ fn one_of_each() -> Vec<Event> {
             min_deadline_seconds: 5,
             max_deadline_seconds: 3600,
             reputation_weight_pct: 100,
+            node_timeout_seconds: 30,
             max_attempts: 3,
             validation: Default::default(),
         }
@@ -130,6 +131,11 @@ fn one_of_each() -> Vec<Event> {
         .into(),
         NodeHeartbeat { node_id: node(1) }.into(),
         NodeDrained { node_id: node(1) }.into(),
+        NodeLapsed {
+            node_id: node(1),
+            last_heartbeat: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        }
+        .into(),
         CoordinatorKeyPublished {
             public_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
         }

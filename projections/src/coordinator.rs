@@ -20,6 +20,8 @@ use crate::validation::{compare, peer_exists, sampled, standing_bp, Comparison, 
 pub const DEFAULT_REPUTATION_WEIGHT_PCT: u32 = 100;
 /// Dispatch attempts before a request fails, when the catalog sets none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Heartbeat silence after which a node lapses, when no catalog is published.
+pub const DEFAULT_NODE_TIMEOUT_SECONDS: u32 = 30;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -112,12 +114,17 @@ pub struct NodeView {
     pub hardware_tier: u8,
     pub models: BTreeSet<String>,
     pub slots: u32,
+    /// Stake that counts: registered plus deposited, minus unstake requests (whether or not
+    /// their cooldown is over). The same as settlement's `Operator::stake`.
     pub stake: u64,
     pub execution_class: ExecutionClass,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat: DateTime<Utc>,
     pub draining: bool,
     pub in_pool: bool,
+    /// Missed its heartbeats (`NodeLapsed`) and has not heartbeated since.
+    #[serde(default)]
+    pub lapsed: bool,
     pub standing_bp: u32,
     /// Tasks dispatched to it and not yet returned or expired.
     pub busy: u32,
@@ -139,7 +146,12 @@ impl NodeView {
 
     /// Whether new work may go to it.
     pub fn schedulable(&self) -> bool {
-        self.in_pool && !self.draining && self.free_slots() > 0
+        self.available() && self.free_slots() > 0
+    }
+
+    /// In the pool, not draining, not lapsed: it may take work when it has a free slot.
+    pub fn available(&self) -> bool {
+        self.in_pool && !self.draining && !self.lapsed
     }
 }
 
@@ -211,6 +223,14 @@ impl CoordinatorState {
             .as_ref()
             .map(|c| c.validation.clone())
             .unwrap_or_default()
+    }
+
+    pub fn node_timeout(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(
+            self.catalog
+                .as_ref()
+                .map_or(DEFAULT_NODE_TIMEOUT_SECONDS, |c| c.node_timeout_seconds),
+        ))
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -424,7 +444,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 2;
+    const FOLD_VERSION: u32 = 3;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
@@ -861,6 +881,7 @@ impl Projection for CoordinatorState {
                     last_heartbeat: at,
                     draining: false,
                     in_pool: true,
+                    lapsed: false,
                     standing_bp: 10_000,
                     busy: 0,
                     public_key_pem: n.public_key_pem.clone(),
@@ -874,8 +895,36 @@ impl Projection for CoordinatorState {
                     slot_key(n.node_id, &view, self.reputation_weight_pct()),
                 );
                 self.nodes.insert(n.node_id, view);
+                self.sched.heartbeats.insert((at, n.node_id));
             }
-            Event::NodeHeartbeat(h) => self.node_mut(env, h.node_id)?.last_heartbeat = at,
+            Event::NodeHeartbeat(h) => {
+                let node = self.node_mut(env, h.node_id)?;
+                let (was, lapsed) = (node.last_heartbeat, node.lapsed);
+                self.sched.heartbeats.remove(&(was, h.node_id));
+                if lapsed {
+                    self.update_node(env, h.node_id, |n| n.lapsed = false)?;
+                }
+                self.node_mut(env, h.node_id)?.last_heartbeat = at;
+                self.sched.heartbeats.insert((at, h.node_id));
+            }
+            Event::NodeLapsed(l) => {
+                let timeout = self.node_timeout();
+                let node = self.node_mut(env, l.node_id)?;
+                if node.lapsed
+                    || node.last_heartbeat != l.last_heartbeat
+                    || at < node.last_heartbeat + timeout
+                {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "last_heartbeat: recorded {}, the node's is {} (lapsed {}), timeout {} s at {at}",
+                            l.last_heartbeat, node.last_heartbeat, node.lapsed, timeout.num_seconds()
+                        ),
+                    ));
+                }
+                self.sched.heartbeats.remove(&(l.last_heartbeat, l.node_id));
+                self.update_node(env, l.node_id, |n| n.lapsed = true)?;
+            }
             Event::NodeDrained(d) => self.update_node(env, d.node_id, |n| n.draining = true)?,
             Event::NodeRemovedFromPool(r) => {
                 self.update_node(env, r.node_id, |n| n.in_pool = false)?
@@ -898,6 +947,15 @@ impl Projection for CoordinatorState {
             | Event::RewardPolicyPublished(_) => {}
         }
         // Settlement sees every event the coordinator accepted, after it.
-        self.rewards.apply(env)
+        self.rewards.apply(env)?;
+        // Settlement checked the unstake against the same stake (registration plus deposits
+        // minus unstakes), so it is lowered only once that passed: a refused event changes
+        // nothing.
+        if let Event::UnstakeRequested(u) = &env.event {
+            if let Some(node) = self.nodes.get_mut(&u.node_id) {
+                node.stake = node.stake.saturating_sub(u.amount);
+            }
+        }
+        Ok(())
     }
 }

@@ -77,6 +77,9 @@ pub struct Scheduler {
     pub free: BTreeMap<String, BTreeMap<u8, BTreeSet<SlotKey>>>,
     /// Running dispatches by deadline, for the timer service.
     pub deadlines: BTreeSet<(DateTime<Utc>, RequestId)>,
+    /// Nodes not lapsed, by last heartbeat: the timer service lapses them from the front.
+    #[serde(default)]
+    pub heartbeats: BTreeSet<(DateTime<Utc>, NodeId)>,
 }
 
 /// A scheduling decision and its reasons.

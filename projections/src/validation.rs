@@ -104,8 +104,7 @@ pub fn compare(results: &[VerifiedResult]) -> Comparison {
 /// asked for sampled requests.
 pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ExecutionClass) -> bool {
     state.nodes.iter().any(|(id, n)| {
-        n.in_pool
-            && !n.draining
+        n.available()
             && n.hardware_tier >= req.hardware_tier
             && n.models.contains(&req.model)
             && &n.execution_class == class

@@ -74,6 +74,7 @@ async fn run_coordinator(
             min_deadline_seconds: 1,
             max_deadline_seconds: 7200,
             reputation_weight_pct: 100,
+            node_timeout_seconds: 30,
             max_attempts: 3,
             validation: Default::default(),
         }))

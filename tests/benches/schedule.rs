@@ -61,6 +61,7 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
             min_deadline_seconds: 1,
             max_deadline_seconds: 600,
             reputation_weight_pct: 100,
+            node_timeout_seconds: 30,
             max_attempts: 3,
             validation: Default::default(),
         }

@@ -190,6 +190,7 @@ pub fn run(p: Params) -> Outcome {
         min_deadline_seconds: 1,
         max_deadline_seconds: 3_600,
         reputation_weight_pct: 100,
+        node_timeout_seconds: 30,
         max_attempts: 3,
         validation: ValidationPolicy {
             sampling_bp: p.sampling_bp,

@@ -26,6 +26,7 @@ fn catalog() -> Command {
         min_deadline_seconds: 1,
         max_deadline_seconds: 100,
         reputation_weight_pct: 100,
+        node_timeout_seconds: 30,
         max_attempts: 3,
         validation: Default::default(),
     })
