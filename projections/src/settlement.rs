@@ -18,7 +18,7 @@
 //! settlement depends on nothing but this struct.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use prlx_events::event::*;
@@ -48,6 +48,10 @@ pub struct Settlement {
     pub bootstrap_epochs_settled: u64,
     /// The operators' pool the last settled epoch could not pay out.
     pub carried: u64,
+    /// Nodes with pending unstakes, by when their oldest one is due: the timer service reads
+    /// the front, so finding what is due does not walk every operator.
+    #[serde(default)]
+    pub unbonding_due: BTreeSet<(DateTime<Utc>, NodeId)>,
 }
 
 /// Settlement's view of one node.
@@ -265,9 +269,11 @@ impl Settlement {
 
     /// One entry per unstake whose cooldown is over at `now`, by node id, oldest first.
     pub fn due_returns(&self, now: DateTime<Utc>) -> Vec<NodeId> {
-        self.operators
+        self.unbonding_due
             .iter()
-            .flat_map(|(id, op)| {
+            .take_while(|(at, _)| *at <= now)
+            .flat_map(|(_, id)| {
+                let op = &self.operators[id];
                 op.unbonding
                     .iter()
                     .take_while(move |u| u.available_at <= now)
@@ -418,9 +424,14 @@ impl Settlement {
                         format!("returned at {at}, before the cooldown ends"),
                     ));
                 }
+                let due = oldest.available_at;
+                self.unbonding_due.remove(&(due, r.node_id));
                 self.update(r.node_id, |op| {
                     op.unbonding.remove(0);
                 });
+                if let Some(next) = self.operators[&r.node_id].unbonding.first() {
+                    self.unbonding_due.insert((next.available_at, r.node_id));
+                }
             }
             Event::RewardEpochSettled(recorded) => self.close_epoch(env, recorded)?,
             _ => {}
@@ -497,6 +508,9 @@ impl Settlement {
         }
         let available_at =
             env.header.recorded_at + Duration::seconds(i64::from(u.cooldown_seconds));
+        if op.unbonding.is_empty() {
+            self.unbonding_due.insert((available_at, u.node_id));
+        }
         self.update(u.node_id, |op| {
             op.stake -= u.amount;
             op.unbonding.push(Unbonding {
