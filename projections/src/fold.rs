@@ -129,3 +129,41 @@ pub fn apply<S: Projection>(mut state: S, env: &Envelope) -> Result<S, FoldError
     state.apply(env)?;
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prlx_events::event::CreditsDeposited;
+    use prlx_events::{AccountId, Header};
+
+    fn envelope() -> Envelope {
+        let header = Header {
+            event_id: Default::default(),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            producer: "p".into(),
+            sequence: 0,
+            correlation_id: None,
+            causation_id: None,
+        };
+        let deposit = CreditsDeposited {
+            account: AccountId("a".into()),
+            tx_ref: "t".into(),
+            amount: 1,
+        };
+        Envelope::new(header, deposit)
+    }
+
+    #[test]
+    fn a_fold_error_names_its_field_when_it_has_one() {
+        let env = envelope();
+        let plain = FoldError::new(&env, "credited twice");
+        assert_eq!(plain.field, None);
+        assert_eq!(plain.to_string(), "CreditsDeposited: credited twice");
+        let at = FoldError::at_field(&env, "amount", "recorded 2, recomputed 1");
+        assert_eq!(at.field.as_deref(), Some("amount"));
+        assert_eq!(
+            at.to_string(),
+            "CreditsDeposited.amount: recorded 2, recomputed 1"
+        );
+    }
+}

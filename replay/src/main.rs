@@ -1,29 +1,26 @@
-//! `prlx-replay`: the auditor. Reads the log from the start with the coordinator's own folds
-//! and reports the first record that does not decode or does not fold, with its offset.
-//!
-//! What it verifies today: every record's checksum and batch framing (the log backend), every
-//! envelope and payload (decoding, upcasting), duplicate deliveries (dropped by producer
-//! sequence), and every invariant the coordinator projection enforces (deposits credited once,
-//! dense request ids, reservations within available credit, charges and refunds within what
-//! is reserved, known nodes and requests). Settlement recomputation and re-deriving scheduling
-//! and sampling decisions come with their issues.
+//! `prlx-replay`: the auditor's command line. The replay itself is in the library
+//! ([`prlx_replay::verify`]); this file parses arguments, draws the progress line and maps the
+//! outcome to the exit code.
 
-use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use prlx_events::log::{LogReader, LogUrl, Offset};
-use prlx_events::Envelope;
-use prlx_projections::snapshot::{restore, Snapshot};
-use prlx_projections::{CoordinatorState, Fold};
-use serde::Serialize;
+use prlx_replay::{verify, Progress, VerifyOptions};
+
+const EXIT_STATUS: &str = "Exit status: 0 when every record matches, 1 when the log diverges \
+    (the report names the offset, the event type and, when known, the field; damaged bytes \
+    count as a divergence), 2 when the log or a snapshot could not be read at all.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "prlx-replay",
     version,
-    about = "Replay a ParalleliX event log and verify it"
+    about = "Audit a ParalleliX event log: replay it with the coordinator's own code and report \
+             the first record that does not match",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,43 +29,78 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Fold the whole log and report the first divergence. Exit 0 only if everything checks.
+    /// Replay the whole log and check every record against the state rebuilt before it.
+    ///
+    /// Every record's checksum, every event's encoding, every balance movement and every
+    /// scheduling decision (re-derived from the state at that offset) is checked with the
+    /// same code the coordinator runs. The first record that does not match is reported
+    /// with its offset, its event type and, when known, the field that differs.
+    #[command(verbatim_doc_comment, after_help = EXIT_STATUS)]
     Verify {
-        /// The log: file://DIR or kafka://HOST:PORT/TOPIC.
-        #[arg(long, env = "PRLX_LOG")]
+        /// The log to audit: file://DIR (the coordinator's log directory) or
+        /// kafka://HOST:PORT/TOPIC.
+        #[arg(long, env = "PRLX_LOG", value_name = "URL")]
         log: String,
-        /// Write the report as JSON on stdout instead of text.
+        /// Print the report as JSON on stdout (for scripts); no progress line.
         #[arg(long)]
         json: bool,
-        /// Also save a snapshot of the verified fold here, and check that restoring from it
-        /// (snapshot + tail) gives the same state as the full replay.
-        #[arg(long)]
+        /// After a clean replay, save a snapshot of the rebuilt state to FILE, and check that
+        /// restoring a snapshot and replaying the rest gives exactly the full replay's state.
+        #[arg(long, value_name = "FILE")]
         snapshot: Option<PathBuf>,
+        /// Start from the state saved in FILE (by --snapshot) and verify only the records
+        /// after it. Faster; trusts whoever made the snapshot for everything before it.
+        #[arg(long, value_name = "FILE")]
+        from_snapshot: Option<PathBuf>,
     },
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    ok: bool,
-    records: u64,
-    end_offset: Offset,
-    duplicates_dropped: u64,
-    events_by_type: BTreeMap<&'static str, u64>,
-    accounts: BTreeMap<String, (u64, u64)>,
-    requests: usize,
-    nodes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    divergence: Option<Divergence>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    snapshot_matches_full_replay: Option<bool>,
+/// Logs shorter than this replay too fast for a progress line to help.
+const PROGRESS_MIN_RECORDS: u64 = 50_000;
+
+/// A one-line progress display on stderr, redrawn at most ten times a second.
+struct ProgressLine {
+    started: Instant,
+    last_draw: Option<Instant>,
+    drawn: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Divergence {
-    offset: Offset,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_type: Option<String>,
-    message: String,
+impl ProgressLine {
+    fn update(&mut self, p: Progress) {
+        let total = p.end.saturating_sub(p.start);
+        if total < PROGRESS_MIN_RECORDS {
+            return;
+        }
+        let now = Instant::now();
+        let done = p.at.saturating_sub(p.start).min(total);
+        if done < total
+            && self
+                .last_draw
+                .is_some_and(|t| now - t < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last_draw = Some(now);
+        const WIDTH: u64 = 30;
+        let filled = (done * WIDTH / total) as usize;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{total} records ({:.0}/s)",
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled),
+            done as f64 / secs
+        );
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    fn finish(&self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -77,126 +109,47 @@ async fn main() -> ExitCode {
         log,
         json,
         snapshot,
+        from_snapshot,
     } = Cli::parse().command;
-    match verify(&log, snapshot).await {
+    let options = VerifyOptions {
+        log,
+        snapshot,
+        from_snapshot,
+    };
+    let show_progress = !json && std::io::stderr().is_terminal();
+    let mut bar = ProgressLine {
+        started: Instant::now(),
+        last_draw: None,
+        drawn: false,
+    };
+    let result = verify(&options, |p| {
+        if show_progress {
+            bar.update(p);
+        }
+    })
+    .await;
+    bar.finish();
+    match result {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
             } else {
-                print_text(&report);
+                print!("{}", report.to_text());
             }
-            if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(report.exit_code())
         }
         Err(e) => {
-            eprintln!("prlx-replay: {e:#}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "log": options.log, "error": e.to_string() })
+                );
+            }
+            eprintln!("prlx-replay: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-async fn verify(log: &str, snapshot: Option<PathBuf>) -> anyhow::Result<Report> {
-    let reader = LogUrl::parse(log)?.open_reader()?;
-    let mut fold = Fold::<CoordinatorState>::default();
-    let mut by_type = BTreeMap::new();
-    let mut records = 0;
-    let mut divergence = None;
-    'outer: loop {
-        let batch = match reader.read(fold.next_offset(), 4096).await {
-            Ok(b) => b,
-            Err(e) => {
-                let offset = match &e {
-                    prlx_events::log::LogError::Corrupt { offset, .. } => *offset,
-                    _ => fold.next_offset(),
-                };
-                divergence = Some(Divergence {
-                    offset,
-                    event_type: None,
-                    message: e.to_string(),
-                });
-                break;
-            }
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for r in batch {
-            let env = match Envelope::decode(&r.payload) {
-                Ok(env) => env,
-                Err(e) => {
-                    divergence = Some(Divergence {
-                        offset: r.offset,
-                        event_type: None,
-                        message: e.to_string(),
-                    });
-                    break 'outer;
-                }
-            };
-            if let Err(e) = fold.feed(r.offset, &env) {
-                divergence = Some(Divergence {
-                    offset: r.offset,
-                    event_type: Some(env.event.type_name().to_owned()),
-                    message: e.error.to_string(),
-                });
-                break 'outer;
-            }
-            records += 1;
-            *by_type.entry(env.event.type_name()).or_default() += 1;
-        }
-    }
-    let mut snapshot_matches = None;
-    if let (Some(path), None) = (&snapshot, &divergence) {
-        Snapshot::of(&fold).save(path)?;
-        let restored: Fold<CoordinatorState> = restore(path, &reader).await?;
-        snapshot_matches = Some(restored == fold);
-    }
-    let st = &fold.state;
-    Ok(Report {
-        ok: divergence.is_none() && snapshot_matches != Some(false),
-        records,
-        end_offset: reader.end().await?,
-        duplicates_dropped: fold.duplicates_dropped,
-        events_by_type: by_type,
-        accounts: st
-            .accounts
-            .iter()
-            .map(|(k, a)| (k.0.clone(), (a.balance, a.reserved)))
-            .collect(),
-        requests: st.requests.len(),
-        nodes: st.nodes.len(),
-        divergence,
-        snapshot_matches_full_replay: snapshot_matches,
-    })
-}
-
-fn print_text(r: &Report) {
-    println!(
-        "replayed {} records (log end {}), {} duplicate deliveries dropped",
-        r.records, r.end_offset, r.duplicates_dropped
-    );
-    for (t, n) in &r.events_by_type {
-        println!("  {t:<22} {n}");
-    }
-    println!("requests {}, nodes {}", r.requests, r.nodes);
-    for (a, (balance, reserved)) in &r.accounts {
-        println!("  account {a}: balance {balance}, reserved {reserved}");
-    }
-    if let Some(m) = r.snapshot_matches_full_replay {
-        println!("snapshot + tail equals full replay: {m}");
-    }
-    match &r.divergence {
-        None => println!("OK: every record decodes and folds"),
-        Some(d) => println!(
-            "DIVERGENCE at offset {}{}: {}",
-            d.offset,
-            d.event_type
-                .as_deref()
-                .map(|t| format!(" ({t})"))
-                .unwrap_or_default(),
-            d.message
-        ),
     }
 }

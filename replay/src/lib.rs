@@ -1,0 +1,421 @@
+//! The ParalleliX auditor: replays the event log with the coordinator's own folds and reports
+//! the first record that the log and the fold disagree on.
+//!
+//! What a replay verifies: every record's checksum and batch framing (the log backend), every
+//! envelope and payload (decoding, upcasting), duplicate deliveries (dropped by producer
+//! sequence), and every invariant the coordinator projection enforces: deposits credited once,
+//! dense request ids, reservations within available credit, charges and refunds within what is
+//! reserved, known nodes and requests, and every scheduling receipt re-derived from the state at
+//! its offset. Settlement is part of the coordinator state, so its fold runs here too.
+//!
+//! The binary (`src/main.rs`) is a thin shell over [`verify`]: argument parsing, the progress
+//! line and the exit code ([`Report::exit_code`]).
+//!
+//! # Layout
+//! - [`verify`]: the replay itself, with [`VerifyOptions`].
+//! - [`Report`], [`Divergence`], [`DivergenceKind`]: what it found, as text or JSON.
+//! - [`VerifyError`]: why it could not finish reading (exit code 2), as opposed to a divergence
+//!   (exit code 1).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use prlx_events::log::{LogError, LogReader, LogUrl, Offset};
+use prlx_events::Envelope;
+use prlx_projections::snapshot::{catch_up, Snapshot, SnapshotError};
+use prlx_projections::{CoordinatorState, Fold};
+use serde::Serialize;
+
+/// Records asked of the backend per read.
+const READ_BATCH: usize = 4096;
+
+/// What to replay and which snapshot checks to run.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The log: `file://DIR` or `kafka://HOST:PORT/TOPIC`.
+    pub log: String,
+    /// Save a snapshot of the verified fold here, and check that snapshots restore to the
+    /// same state as the full replay (one taken here at the end, one taken half way).
+    pub snapshot: Option<PathBuf>,
+    /// Start from this snapshot instead of offset 0 and verify only the tail after it.
+    pub from_snapshot: Option<PathBuf>,
+}
+
+/// Why the replay could not be finished: the log (or a snapshot) could not be read at all.
+/// Not a finding about the log's content; the binary exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read the log: {0}")]
+    Log(#[from] LogError),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error(
+        "snapshot {0} is missing or was made by another format or fold version; \
+         verify from the start instead"
+    )]
+    UnusableSnapshot(PathBuf),
+    #[error(
+        "snapshot {} covers the log up to offset {snapshot_end}, but this log ends at \
+         {log_end}: it was made from another log",
+        path.display()
+    )]
+    SnapshotAhead {
+        path: PathBuf,
+        snapshot_end: Offset,
+        log_end: Offset,
+    },
+}
+
+/// What kind of disagreement was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DivergenceKind {
+    /// The bytes on the log are damaged: a checksum, framing or numbering error.
+    CorruptRecord,
+    /// The record is intact but is not a valid envelope or payload.
+    Undecodable,
+    /// The event does not follow from the state the log built so far (the fold refused it).
+    FoldRefused,
+    /// A snapshot restored plus the tail differs from the full replay.
+    SnapshotMismatch,
+}
+
+/// The first place where the log and the recomputation disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    pub offset: Offset,
+    pub kind: DivergenceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The payload field that differs (`node_id`, `payouts[2].amount`), when the fold names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// Where a `--from-snapshot` replay started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resumed {
+    pub snapshot: PathBuf,
+    /// The first offset verified in this run; everything before it was taken on trust from
+    /// the snapshot.
+    pub from_offset: Offset,
+}
+
+/// The `--snapshot` checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotCheck {
+    pub saved_to: PathBuf,
+    /// The saved snapshot, loaded back and caught up, equals the full replay.
+    pub restored_equals_full: bool,
+    /// A snapshot taken half way (after this offset), restored and folded over the tail,
+    /// equals the full replay. `None` when the log was too short to cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_after_offset: Option<Offset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_plus_tail_equals_full: Option<bool>,
+}
+
+/// Everything a replay found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True only when every record decoded and folded and every snapshot check held.
+    pub ok: bool,
+    pub log: String,
+    /// Records verified in this run (duplicates included).
+    pub records: u64,
+    /// One past the last offset on the log when the replay started.
+    pub end_offset: Offset,
+    pub duplicates_dropped: u64,
+    pub events_by_type: BTreeMap<&'static str, u64>,
+    /// Per account: `(balance, reserved)` in minor units, at the last verified record.
+    pub accounts: BTreeMap<String, (u64, u64)>,
+    pub requests: usize,
+    pub nodes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotCheck>,
+}
+
+impl Report {
+    /// 0 when everything matches, 1 on a divergence. (2, the log could not be read, is a
+    /// [`VerifyError`], not a report.)
+    pub fn exit_code(&self) -> u8 {
+        if self.ok {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "log {}", self.log);
+        if let Some(r) = &self.resumed {
+            let _ = writeln!(
+                s,
+                "resumed from snapshot {} at offset {} (earlier records taken on trust)",
+                r.snapshot.display(),
+                r.from_offset
+            );
+        }
+        let _ = writeln!(
+            s,
+            "replayed {} records (log end {}), {} duplicate deliveries dropped",
+            self.records, self.end_offset, self.duplicates_dropped
+        );
+        for (t, n) in &self.events_by_type {
+            let _ = writeln!(s, "  {t:<26} {n}");
+        }
+        let _ = writeln!(s, "requests {}, nodes {}", self.requests, self.nodes);
+        for (a, (balance, reserved)) in &self.accounts {
+            let _ = writeln!(s, "  account {a}: balance {balance}, reserved {reserved}");
+        }
+        if let Some(c) = &self.snapshot {
+            let _ = writeln!(
+                s,
+                "snapshot saved to {}; restored + tail equals full replay: {}",
+                c.saved_to.display(),
+                c.restored_equals_full
+            );
+            if let (Some(at), Some(eq)) = (c.cut_after_offset, c.cut_plus_tail_equals_full) {
+                let _ = writeln!(
+                    s,
+                    "snapshot after offset {at} + tail equals full replay: {eq}"
+                );
+            }
+        }
+        match &self.divergence {
+            None if self.ok => {
+                let _ = writeln!(s, "OK: every record decodes and folds");
+            }
+            None => {}
+            Some(d) => {
+                let mut what = Vec::new();
+                what.extend(d.event_type.as_deref());
+                let field = d.field.as_deref().map(|f| format!("field {f}"));
+                what.extend(field.as_deref());
+                let what = if what.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", what.join(", "))
+                };
+                let _ = writeln!(s, "DIVERGENCE at offset {}{what}: {}", d.offset, d.message);
+            }
+        }
+        s
+    }
+}
+
+/// Progress of a replay, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub start: Offset,
+    /// The next offset to verify.
+    pub at: Offset,
+    pub end: Offset,
+}
+
+/// Replays the log named in `options` from the start (or from `options.from_snapshot`) and
+/// reports the first divergence. `progress` is called after each read batch.
+pub async fn verify(
+    options: &VerifyOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report, VerifyError> {
+    let reader = LogUrl::parse(&options.log)?.open_reader()?;
+    let end_offset = reader.end().await?;
+    let (mut fold, resumed) = match &options.from_snapshot {
+        None => (Fold::<CoordinatorState>::default(), None),
+        Some(path) => {
+            let fold = Snapshot::<CoordinatorState>::load(path)?
+                .ok_or_else(|| VerifyError::UnusableSnapshot(path.clone()))?;
+            let from_offset = fold.next_offset();
+            if from_offset > end_offset {
+                return Err(VerifyError::SnapshotAhead {
+                    path: path.clone(),
+                    snapshot_end: from_offset,
+                    log_end: end_offset,
+                });
+            }
+            (
+                fold,
+                Some(Resumed {
+                    snapshot: path.clone(),
+                    from_offset,
+                }),
+            )
+        }
+    };
+    let start = fold.next_offset();
+    // Half way through, keep a copy of the fold for the snapshot + tail check.
+    let cut_at = (options.snapshot.is_some() && end_offset > start + 1)
+        .then(|| start + (end_offset - start) / 2);
+    let mut cut: Option<Fold<CoordinatorState>> = None;
+
+    let mut by_type = BTreeMap::new();
+    let mut records = 0;
+    let mut divergence = None;
+    let mut read_max = READ_BATCH;
+    'replay: loop {
+        progress(Progress {
+            start,
+            at: fold.next_offset(),
+            end: end_offset,
+        });
+        let batch = match reader.read(fold.next_offset(), read_max).await {
+            Ok(b) => b,
+            // Damage further on: verify the records before it first, so that the report
+            // names the first divergence whichever kind it is.
+            Err(LogError::Corrupt { offset, .. })
+                if offset > fold.next_offset()
+                    && ((offset - fold.next_offset()) as usize) < read_max =>
+            {
+                read_max = (offset - fold.next_offset()) as usize;
+                continue;
+            }
+            Err(LogError::Corrupt {
+                offset,
+                file,
+                position,
+                reason,
+            }) => {
+                divergence = Some(Divergence {
+                    offset,
+                    kind: DivergenceKind::CorruptRecord,
+                    event_type: None,
+                    field: None,
+                    message: format!("{reason} ({}, byte {position})", file.display()),
+                });
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch {
+            if let (Some(at), None) = (cut_at, &cut) {
+                if r.offset >= at && fold.last_offset.is_some() {
+                    cut = Some(fold.clone());
+                }
+            }
+            let env = match Envelope::decode(&r.payload) {
+                Ok(env) => env,
+                Err(e) => {
+                    divergence = Some(Divergence {
+                        offset: r.offset,
+                        kind: DivergenceKind::Undecodable,
+                        event_type: declared_type(&r.payload),
+                        field: None,
+                        message: e.to_string(),
+                    });
+                    break 'replay;
+                }
+            };
+            if let Err(e) = fold.feed(r.offset, &env) {
+                divergence = Some(Divergence {
+                    offset: r.offset,
+                    kind: DivergenceKind::FoldRefused,
+                    event_type: Some(e.error.event_type.to_owned()),
+                    field: e.error.field,
+                    message: e.error.reason,
+                });
+                break 'replay;
+            }
+            records += 1;
+            *by_type.entry(env.event.type_name()).or_default() += 1;
+        }
+    }
+    progress(Progress {
+        start,
+        at: fold.next_offset(),
+        end: end_offset,
+    });
+
+    let mut snapshot_check = None;
+    if let (Some(path), None) = (&options.snapshot, &divergence) {
+        snapshot_check = Some(check_snapshots(path, &fold, cut, &reader).await?);
+    }
+    if let Some(c) = &snapshot_check {
+        if !c.restored_equals_full || c.cut_plus_tail_equals_full == Some(false) {
+            divergence = Some(Divergence {
+                offset: c.cut_after_offset.unwrap_or(fold.next_offset()),
+                kind: DivergenceKind::SnapshotMismatch,
+                event_type: None,
+                field: None,
+                message: "a snapshot restored and caught up differs from the full replay".into(),
+            });
+        }
+    }
+
+    let st = &fold.state;
+    Ok(Report {
+        ok: divergence.is_none(),
+        log: options.log.clone(),
+        records,
+        end_offset,
+        duplicates_dropped: fold.duplicates_dropped,
+        events_by_type: by_type,
+        accounts: st
+            .accounts
+            .iter()
+            .map(|(k, a)| (k.0.clone(), (a.balance, a.reserved)))
+            .collect(),
+        requests: st.requests.len(),
+        nodes: st.nodes.len(),
+        resumed,
+        divergence,
+        snapshot: snapshot_check,
+    })
+}
+
+/// Saves `full` to `path`, and checks that restoring it, and restoring `cut` (a fold taken
+/// half way, through the same snapshot codec), each caught up to the end, equal `full`.
+async fn check_snapshots<R: LogReader>(
+    path: &std::path::Path,
+    full: &Fold<CoordinatorState>,
+    cut: Option<Fold<CoordinatorState>>,
+    reader: &R,
+) -> Result<SnapshotCheck, VerifyError> {
+    Snapshot::of(full).save(path)?;
+    let mut restored = Snapshot::<CoordinatorState>::load(path)?
+        .ok_or_else(|| VerifyError::UnusableSnapshot(path.to_owned()))?;
+    catch_up(&mut restored, reader).await?;
+    let (cut_after_offset, cut_plus_tail_equals_full) = match cut {
+        None => (None, None),
+        Some(cut) => {
+            let bytes = serde_json::to_vec(&Snapshot::of(&cut)).expect("state serializes");
+            let snap: Snapshot<CoordinatorState> =
+                serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Malformed {
+                    path: "(in memory)".into(),
+                    source,
+                })?;
+            let mut from_cut = snap.fold;
+            catch_up(&mut from_cut, reader).await?;
+            (cut.last_offset, Some(from_cut == *full))
+        }
+    };
+    Ok(SnapshotCheck {
+        saved_to: path.to_owned(),
+        restored_equals_full: restored == *full,
+        cut_after_offset,
+        cut_plus_tail_equals_full,
+    })
+}
+
+/// The `type` an undecodable record claims, if its JSON gets that far.
+fn declared_type(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        event_type: String,
+    }
+    serde_json::from_slice::<Typed>(payload)
+        .ok()
+        .map(|t| t.event_type)
+}

@@ -1,0 +1,446 @@
+//! Auditor replay speed, side by side with a raw JSONL fold of the same events, and full
+//! replay against snapshot + tail.
+//!
+//! `cargo bench -p prlx-tests --bench replay` (`PRLX_BENCH_QUICK=1` for a short run;
+//! `PRLX_BENCH_PROFILE=1` runs only the auditor, ten times, for `perf record`).
+//!
+//! The log is written once by the real coordinator shell (`Coordinator` on a `file://` log:
+//! decide, fold, sealing, session grants, signed and sealed results from 16 nodes, validation)
+//! and cached under the target directory; about 10 events per request. Then, alternating,
+//! 5 rounds, median:
+//! - auditor: `prlx_replay::verify` end to end over the file log (read, CRC, decode, fold,
+//!   every scheduling receipt re-derived, the report).
+//! - decode + fold: the same, from payloads already in memory (no log read, no CRC).
+//! - raw JSONL: the same envelopes one per line in a file; read lines, `serde_json` each into a
+//!   `Value`, count by `type` and sum `data.amount`. No checks at all: the floor of "reading
+//!   the events", against which the auditor's cost is measured.
+//! - raw JSONL from memory: the parse alone.
+//! - snapshot + tail: `verify --from-snapshot` with a snapshot taken 90% of the way in.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::shell::{Coordinator, SESSION_EPOCH};
+use prlx_events::crypto::{
+    accept_session, node_id_of, proof_of_execution, public_key_pem, result_statement, seal_message,
+    sign, Direction, SessionGrant, SessionKey,
+};
+use prlx_events::event::*;
+use prlx_events::log::{LogReader, LogUrl, Record};
+use prlx_events::protocol::{ResultBody, ResultReport};
+use prlx_events::seal::{StorageKey, NONCE_LEN};
+use prlx_events::{AccountId, Envelope, Hash32, NodeId};
+use prlx_projections::snapshot::Snapshot;
+use prlx_projections::{CoordinatorState, Fold};
+use prlx_replay::{verify, VerifyOptions};
+use rsa::rand_core::{OsRng, RngCore};
+
+const NODES: usize = 16;
+const CHUNK: usize = 512;
+const MODEL_SHA: Hash32 = Hash32([0x5a; 32]);
+
+/// Keys for the coordinator and the nodes, cached between runs (the same cache as the
+/// coordinator benchmark).
+fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
+    use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..=NODES)
+        .map(|i| {
+            let path = dir.join(format!("{i}.pem"));
+            if let Ok(pem) = std::fs::read_to_string(&path) {
+                return rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+            }
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+            std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+            key
+        })
+        .collect()
+}
+
+async fn read_from(reader: &impl LogReader, from: u64) -> Vec<Record> {
+    let mut out = Vec::new();
+    loop {
+        let got = reader.read(from + out.len() as u64, 4096).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
+fn submission(i: usize) -> (Submission, Vec<u8>) {
+    let prompt = format!("prompt {i}: summarise the minutes of meeting number {i} in one line");
+    (
+        Submission {
+            idempotency_key: Some(format!("key-{i}")),
+            source: IntakeSource::Http,
+            workload_class: INFERENCE.into(),
+            model: "chat-v1".into(),
+            hardware_tier: 1,
+            priority: if i.is_multiple_of(5) {
+                Priority::High
+            } else {
+                Priority::Standard
+            },
+            deadline_seconds: 600,
+            max_tokens: 64,
+            credit_account: AccountId(format!("acct-{}", i % 8)),
+            client_pubkey: String::new(),
+            payload_hash: Hash32::of(prompt.as_bytes()),
+            computed_payload_hash: Hash32([0; 32]),
+            sealed_payload: Sealed(Vec::new()),
+        },
+        prompt.into_bytes(),
+    )
+}
+
+/// A node's signed, sealed answer to a dispatch (the same bytes for every replica of a
+/// request, as honest greedy decoding gives).
+fn answer(
+    key: &rsa::RsaPrivateKey,
+    node: NodeId,
+    session: &SessionKey,
+    d: &TaskDispatched,
+) -> ResultReport {
+    let result = ResultBody {
+        text: format!(
+            "The minutes of meeting {} say the budget was approved.",
+            d.task_id.request.0
+        ),
+        token_ids: (0..24)
+            .map(|t| t * 7 + d.task_id.request.0 as u32 % 100)
+            .collect(),
+        model_sha256: MODEL_SHA,
+        decoding: "greedy".into(),
+        stopped_at_eos: true,
+    };
+    let bytes = result.canonical_bytes();
+    let poe = proof_of_execution(d.task_id, &bytes, node);
+    let statement = result_statement(d.task_id.request, d.task_id, node, d.attempt, poe);
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    ResultReport {
+        request_id: d.task_id.request,
+        attempt: d.attempt,
+        epoch: SESSION_EPOCH,
+        sealed_result: seal_message(
+            session,
+            Direction::Result,
+            d.task_id,
+            node,
+            d.attempt,
+            SESSION_EPOCH,
+            nonce,
+            &bytes,
+        ),
+        poe,
+        signature: sign(key, &statement, &mut OsRng),
+        token_count: 24,
+    }
+}
+
+/// Writes `requests` requests' worth of coordinator work to a fresh log at `dir`.
+async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let mut coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
+        .await
+        .unwrap()
+        .with_signing_key(keys[0].clone());
+    coord
+        .execute(Command::PublishCatalog(CatalogPublished {
+            models: vec![CatalogModel {
+                model: "chat-v1".into(),
+                sha256: MODEL_SHA,
+                min_tier: 1,
+                base_price: 50,
+                per_token_price: 3,
+                max_tokens_limit: 256,
+            }],
+            max_tier: 3,
+            min_deadline_seconds: 1,
+            max_deadline_seconds: 3600,
+            reputation_weight_pct: 100,
+            node_timeout_seconds: 30,
+            max_attempts: 3,
+            validation: Default::default(),
+        }))
+        .await
+        .unwrap();
+    for a in 0..8 {
+        coord
+            .execute(Command::DepositCredits {
+                account: AccountId(format!("acct-{a}")),
+                tx_ref: format!("bank-{a}"),
+                amount: u64::MAX / 64,
+            })
+            .await
+            .unwrap();
+    }
+    let mut nodes = Vec::new();
+    for (i, key) in keys[1..].iter().enumerate() {
+        let public = key.to_public_key();
+        let id = node_id_of(&public);
+        coord
+            .execute(Command::RegisterNode(Box::new(NodeRegistered {
+                node_id: id,
+                public_key_pem: public_key_pem(&public),
+                hardware_tier: 1 + (i % 3) as u8,
+                models: vec!["chat-v1".into()],
+                slots: 64,
+                stake: 1_000 * (i as u64 + 1),
+                execution_class: ExecutionClass {
+                    device: "cpu".into(),
+                    driver: "-".into(),
+                    runtime: "onnxruntime-1.22".into(),
+                },
+            })))
+            .await
+            .unwrap();
+        nodes.push((key.clone(), id));
+    }
+    coord.note_registration();
+    coord.housekeeping(Utc::now()).await.unwrap();
+    let reader = coord.writer().reader();
+    let mut seen = 0u64;
+    let mut sessions: HashMap<NodeId, SessionKey> = HashMap::new();
+    let mut next = 0;
+    while next < requests {
+        let mut pending = Vec::new();
+        for i in next..(next + CHUNK).min(requests) {
+            let (s, payload) = submission(i);
+            let cmd = coord.submission(s, &payload);
+            pending.extend(coord.stage(cmd).unwrap().durable);
+        }
+        next = (next + CHUNK).min(requests);
+        pending.extend(coord.stage_housekeeping(Utc::now()).unwrap());
+        // Answer every dispatch until the chunk is done (redundancy may add replicas).
+        loop {
+            for p in pending.drain(..) {
+                let range = p.await.unwrap();
+                coord.durable_through(&range);
+            }
+            let fresh = read_from(&reader, seen).await;
+            seen += fresh.len() as u64;
+            let mut answered = 0;
+            for r in fresh {
+                match Envelope::decode(&r.payload).unwrap().event {
+                    Event::SessionKeyIssued(g) => {
+                        let (key, _) = nodes.iter().find(|(_, id)| *id == g.node_id).unwrap();
+                        let grant = SessionGrant {
+                            node_id: g.node_id,
+                            epoch: g.epoch,
+                            wrapped_key: g.wrapped_key.0,
+                            signature: g.signature.0,
+                        };
+                        let session =
+                            accept_session(&keys[0].to_public_key(), key, &grant).unwrap();
+                        sessions.insert(g.node_id, session);
+                    }
+                    Event::TaskDispatched(d) => {
+                        let (key, id) = nodes.iter().find(|(_, id)| *id == d.node_id).unwrap();
+                        let report = answer(key, *id, &sessions[id], &d);
+                        let cmd = coord.completion(*id, &report).unwrap();
+                        pending.extend(coord.stage(cmd).unwrap().durable);
+                        answered += 1;
+                    }
+                    _ => {}
+                }
+            }
+            pending.extend(coord.stage_housekeeping(Utc::now()).unwrap());
+            if answered == 0 && pending.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// The cached log, written again when missing or when it no longer verifies (the event
+/// model changed).
+fn bench_log(rt: &tokio::runtime::Runtime, requests: usize) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-bench-{requests}"));
+    let url = format!("file://{}", dir.join("log").display());
+    let ok = dir.join("log").exists()
+        && rt
+            .block_on(verify(
+                &VerifyOptions {
+                    log: url.clone(),
+                    ..Default::default()
+                },
+                |_| (),
+            ))
+            .is_ok_and(|r| r.ok);
+    if !ok {
+        let _ = std::fs::remove_dir_all(&dir);
+        let keys = bench_keys();
+        let t = Instant::now();
+        rt.block_on(generate(&dir.join("log"), requests, &keys));
+        eprintln!(
+            "generated the bench log in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    dir
+}
+
+fn raw_jsonl_fold(lines: impl Iterator<Item = String>) -> (u64, u128) {
+    let mut by_type: HashMap<String, u64> = HashMap::new();
+    let mut sum = 0u128;
+    let mut n = 0;
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        *by_type
+            .entry(v["type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        sum += v["data"]["amount"].as_u64().unwrap_or(0) as u128;
+        n += 1;
+    }
+    (n, sum)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
+    let requests = if quick { 2_000 } else { 12_000 };
+    let rounds = if quick { 3 } else { 5 };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = bench_log(&rt, requests);
+    let url = format!("file://{}", dir.join("log").display());
+    let reader = LogUrl::parse(&url).unwrap().open_reader().unwrap();
+    let records = rt.block_on(read_from(&reader, 0));
+    let events = records.len() as u64;
+    let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+
+    // The same events as JSONL.
+    let jsonl = dir.join("events.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&jsonl).unwrap());
+        for r in &records {
+            f.write_all(&r.payload).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+    }
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
+
+    // A snapshot 90% of the way in.
+    let cut = events * 9 / 10;
+    let snap = dir.join("cut.snapshot");
+    {
+        let mut fold = Fold::<CoordinatorState>::default();
+        for r in &records[..cut as usize] {
+            fold.feed(r.offset, &Envelope::decode(&r.payload).unwrap())
+                .unwrap();
+        }
+        Snapshot::of(&fold).save(&snap).unwrap();
+    }
+    let snap_bytes = std::fs::metadata(&snap).unwrap().len();
+
+    if std::env::var_os("PRLX_BENCH_PROFILE").is_some() {
+        // Only the auditor, over and over: for `perf record`.
+        let opts = VerifyOptions {
+            log: url.clone(),
+            ..Default::default()
+        };
+        for _ in 0..10 {
+            rt.block_on(verify(&opts, |_| ())).unwrap();
+        }
+        return;
+    }
+    let full_opts = VerifyOptions {
+        log: url.clone(),
+        ..Default::default()
+    };
+    let tail_opts = VerifyOptions {
+        log: url.clone(),
+        from_snapshot: Some(snap.clone()),
+        ..Default::default()
+    };
+    let (mut auditor, mut folded, mut raw, mut raw_mem, mut tail) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let report = rt.block_on(verify(&full_opts, |_| ())).unwrap();
+        auditor.push(t.elapsed());
+        assert!(
+            report.ok && report.records == events,
+            "{}",
+            report.to_text()
+        );
+
+        let t = Instant::now();
+        let mut fold = Fold::<CoordinatorState>::default();
+        for r in &records {
+            fold.feed(r.offset, &Envelope::decode(&r.payload).unwrap())
+                .unwrap();
+        }
+        folded.push(t.elapsed());
+        std::hint::black_box(&fold);
+
+        let t = Instant::now();
+        let f = BufReader::new(std::fs::File::open(&jsonl).unwrap());
+        let (n, _) = std::hint::black_box(raw_jsonl_fold(f.lines().map(Result::unwrap)));
+        raw.push(t.elapsed());
+        assert_eq!(n, events);
+
+        let t = Instant::now();
+        std::hint::black_box(raw_jsonl_fold(lines.iter().cloned()));
+        raw_mem.push(t.elapsed());
+
+        let t = Instant::now();
+        let report = rt.block_on(verify(&tail_opts, |_| ())).unwrap();
+        tail.push(t.elapsed());
+        assert!(report.ok && report.records == events - cut);
+    }
+    let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    let (a, f, r, m, t) = (
+        median(auditor),
+        median(folded),
+        median(raw),
+        median(raw_mem),
+        median(tail),
+    );
+    println!(
+        "{events} events from {requests} requests ({:.1} per request, {:.0} bytes per event on average); median of {rounds}",
+        events as f64 / requests as f64,
+        bytes as f64 / events as f64
+    );
+    println!("| path | time (ms) | events/s | / raw JSONL |");
+    println!("|---|---:|---:|---:|");
+    for (name, d) in [
+        ("auditor: `prlx_replay::verify` over the file log", a),
+        ("decode + fold, payloads in memory", f),
+        (
+            "raw JSONL fold: read file, `Value` per line, count + sum",
+            r,
+        ),
+        ("raw JSONL fold, lines in memory", m),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.0} | {:.2} |",
+            d.as_secs_f64() * 1e3,
+            rate(d),
+            r.as_secs_f64() / d.as_secs_f64()
+        );
+    }
+    println!(
+        "| snapshot ({} KiB, after {cut} events) + tail of {} events | {:.1} | | full / this: {:.1}x |",
+        snap_bytes / 1024,
+        events - cut,
+        t.as_secs_f64() * 1e3,
+        a.as_secs_f64() / t.as_secs_f64()
+    );
+}
