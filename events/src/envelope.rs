@@ -81,7 +81,11 @@ impl Envelope {
 
     /// Serializes to the wire form (compact JSON). Infallible: every payload is plain data.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("event payloads are plain data and always serialize")
+        // Most events are a few hundred bytes: start there rather than grow from 128.
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self)
+            .expect("event payloads are plain data and always serialize");
+        out
     }
 
     /// Decodes the wire form, upcasting older payload versions first.
