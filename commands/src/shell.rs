@@ -606,7 +606,14 @@ impl Coordinator {
 
     /// Stamps `events`, applies them to the state and starts their append.
     fn stage_events(&mut self, events: Vec<Event>) -> Result<AppendFuture, ShellError> {
-        let now = Utc::now();
+        // Log time never goes back: a decision made at `now` is stamped at or after it, and
+        // at or after everything before it, so the fold's time checks (deadlines, lapses,
+        // epoch ends) hold even if the wall clock steps back.
+        let now = self
+            .fold
+            .state
+            .log_time
+            .map_or_else(Utc::now, |t| t.max(Utc::now()));
         let correlation = random_uuid();
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {

@@ -174,6 +174,10 @@ pub struct CoordinatorState {
     pub rewards: crate::settlement::Settlement,
     /// Sampling epochs (step 7).
     pub sampling: SamplingState,
+    /// The latest `recorded_at` folded: the writer never stamps an event earlier, so log time
+    /// only moves forward even if the wall clock steps back.
+    #[serde(default)]
+    pub log_time: Option<DateTime<Utc>>,
 }
 
 /// The sampling epochs: at most one open (committed, not revealed) at a time.
@@ -956,6 +960,7 @@ impl Projection for CoordinatorState {
                 node.stake = node.stake.saturating_sub(u.amount);
             }
         }
+        self.log_time = Some(self.log_time.map_or(at, |t| t.max(at)));
         Ok(())
     }
 }
