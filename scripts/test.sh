@@ -30,9 +30,11 @@ ensure_build_packages() {
   command -v python3 >/dev/null || pkgs+=(python3)
   command -v pkg-config >/dev/null || pkgs+=(pkg-config)
   [[ -f /usr/include/zlib.h ]] || pkgs+=(zlib1g-dev)
+  # kcat: a Kafka client that is not ours, publishing submissions in the Kafka intake test.
+  command -v kcat >/dev/null || pkgs+=(kcat)
   [[ ${#pkgs[@]} -eq 0 ]] && return 0
   if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    echo "missing build packages: ${pkgs[*]} (install them; needed to build librdkafka)" >&2
+    echo "missing packages: ${pkgs[*]} (install them; needed to build librdkafka and by the Kafka tests)" >&2
     exit 1
   fi
   echo "installing build packages: ${pkgs[*]}" >&2

@@ -10,12 +10,18 @@
 //!
 //! The prompt of a submission is hashed and sealed inside the actor and never written anywhere
 //! in plaintext: no handler logs a body, and no error message quotes the prompt.
+//!
+//! Node endpoints (heartbeats, stake and unstake) are not authenticated: node requests are not
+//! signed yet, so anyone who can reach the API can move a registered node's stake weighting.
+//! Bind the API to loopback or put it behind an authenticating proxy.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -25,17 +31,21 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::{
-    ExecutionClass, IntakeSource, NodeRegistered, Priority, RejectionCode, Sealed,
+    ExecutionClass, IntakeSource, NodeRegistered, Priority, RejectionCode, RewardEpochSettled,
+    RewardMode, Sealed,
 };
+use prlx_events::log::AnyReader;
 use prlx_events::protocol::ResultReport;
-use prlx_events::{AccountId, Hash32, NodeId, RequestId};
-use prlx_projections::CoordinatorState;
+use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
+use prlx_projections::snapshot::catch_up;
+use prlx_projections::{CoordinatorState, Fold, FoldError, Projection};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::actor::{ActorError, CoordinatorHandle, Intake};
 use crate::decide::{self, Command, Rejection, Submission};
+use crate::settle::SettlementCommand;
 use crate::shell::Outcome;
 
 /// The largest request body accepted, in bytes. A sealed payload is about 4/3 of the prompt
@@ -45,13 +55,26 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-/// The router over `handle`, with the default body limit.
-pub fn app(handle: CoordinatorHandle) -> Router {
-    app_with_body_limit(handle, MAX_BODY_BYTES)
+/// The router over `handle`, with the default body limit. `log` reads the coordinator's log
+/// (`Coordinator::writer().reader()`): the reward history is served from the durable log, since
+/// the coordinator's state keeps only what the next settlement needs.
+pub fn app(handle: CoordinatorHandle, log: AnyReader) -> Router {
+    app_with_body_limit(handle, log, MAX_BODY_BYTES)
 }
 
 /// The router over `handle`; bodies over `max_body_bytes` get 413.
-pub fn app_with_body_limit(handle: CoordinatorHandle, max_body_bytes: usize) -> Router {
+pub fn app_with_body_limit(
+    handle: CoordinatorHandle,
+    log: AnyReader,
+    max_body_bytes: usize,
+) -> Router {
+    let api = Api {
+        coordinator: handle,
+        history: Arc::new(History {
+            log,
+            fold: tokio::sync::Mutex::new(Fold::default()),
+        }),
+    };
     Router::new()
         .route("/v1/requests", post(submit_request))
         .route("/v1/requests/{id}", get(get_request))
@@ -61,12 +84,85 @@ pub fn app_with_body_limit(handle: CoordinatorHandle, max_body_bytes: usize) -> 
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
         .route("/v1/nodes/{id}/results", post(submit_result))
+        .route("/v1/nodes/{id}/stake", post(deposit_stake).get(get_stake))
+        .route("/v1/nodes/{id}/unstake", post(request_unstake))
+        .route("/v1/rewards", get(get_rewards))
+        .route("/v1/rewards/epochs", get(list_epochs))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(handle)
+        .with_state(api)
+}
+
+/// What the handlers share: the actor, and the reward history read from the log.
+#[derive(Debug, Clone)]
+struct Api {
+    coordinator: CoordinatorHandle,
+    history: Arc<History>,
+}
+
+impl FromRef<Api> for CoordinatorHandle {
+    fn from_ref(api: &Api) -> Self {
+        api.coordinator.clone()
+    }
+}
+
+impl FromRef<Api> for Arc<History> {
+    fn from_ref(api: &Api) -> Self {
+        api.history.clone()
+    }
+}
+
+/// [`RewardHistory`] folded from the log, caught up on each read.
+#[derive(Debug)]
+struct History {
+    log: AnyReader,
+    fold: tokio::sync::Mutex<Fold<RewardHistory>>,
+}
+
+impl History {
+    /// Catches up with the durable end of the log and answers `f` from the history.
+    async fn read<T>(&self, f: impl FnOnce(&RewardHistory) -> T) -> Result<T, AppError> {
+        let mut fold = self.fold.lock().await;
+        catch_up(&mut fold, &self.log).await.map_err(|e| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "coordinator_unavailable",
+                None,
+                format!("reading the reward history from the log: {e}"),
+            )
+        })?;
+        Ok(f(&fold.state))
+    }
+}
+
+/// What settlement has done, as the log records it: the settled epochs in order and the stake
+/// returned to each node. The coordinator's state drops an epoch's details once it is closed
+/// and counts no returns, so this read model follows the log instead. It holds durable records
+/// only; the coordinator's fold has already checked every one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardHistory {
+    pub epochs: Vec<RewardEpochSettled>,
+    pub returned: BTreeMap<NodeId, u64>,
+}
+
+impl Projection for RewardHistory {
+    const NAME: &'static str = "reward-history";
+    const FOLD_VERSION: u32 = 1;
+
+    fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        match &env.event {
+            Event::RewardEpochSettled(s) => self.epochs.push(s.clone()),
+            Event::StakeReturned(r) => {
+                let sum = self.returned.entry(r.node_id).or_default();
+                *sum = sum.saturating_add(r.amount);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// The OpenAPI document of this API.
@@ -622,6 +718,151 @@ pub struct NodeBody {
     pub standing_bp: u32,
 }
 
+/// Stake to add to, or take out of, a node's reward weighting.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StakeAmountBody {
+    /// In minor units; positive. An unstake may not exceed what is staked.
+    pub amount: u64,
+}
+
+/// A node's stake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StakeBody {
+    pub node_id: String,
+    /// What weights its uptime rewards now: registered plus deposited, minus unstaked.
+    pub staked: u64,
+    /// Unstaked amounts waiting for their cooldown, oldest first; each is returned whole at
+    /// its `available_at` (stake is never seized).
+    pub pending: Vec<PendingUnstakeBody>,
+    /// Stake returned to it so far, after cooldowns.
+    pub returned: u64,
+    /// Uptime rewards paid to it over every settled epoch.
+    pub rewards_paid: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PendingUnstakeBody {
+    pub amount: u64,
+    /// When the cooldown ends; the coordinator records the return at its next tick after.
+    #[schema(value_type = String, format = DateTime)]
+    pub available_at: DateTime<Utc>,
+}
+
+/// `bootstrap` (the Operator Rewards bucket unlocks linearly) or `steady_state` (a share of
+/// the credits charged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardModeParam {
+    Bootstrap,
+    SteadyState,
+}
+
+impl From<RewardMode> for RewardModeParam {
+    fn from(m: RewardMode) -> Self {
+        match m {
+            RewardMode::Bootstrap => RewardModeParam::Bootstrap,
+            RewardMode::SteadyState => RewardModeParam::SteadyState,
+        }
+    }
+}
+
+/// Where settlement stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RewardsBody {
+    /// The published reward policy (the fields of the `RewardPolicyPublished` event, see
+    /// `docs/settlement.md`); null before one is published, and then nothing is earned.
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<serde_json::Value>,
+    /// The mode the epoch in progress settles in, unless it is changed before the epoch ends.
+    pub mode: RewardModeParam,
+    /// The next epoch to settle (the one in progress, or one that ended a moment ago).
+    pub next_epoch: u64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_epoch_starts_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_epoch_ends_at: Option<DateTime<Utc>>,
+    /// The operators' pool the last settled epoch could not pay out; it joins the next pool.
+    pub carried: u64,
+}
+
+/// Settled epochs from `from` on.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EpochsQuery {
+    /// The first epoch to list (default 0).
+    pub from: Option<u64>,
+    /// At most this many epochs (default and maximum 1000).
+    pub limit: Option<u32>,
+}
+
+/// The most epochs one listing returns.
+pub const MAX_EPOCHS_LISTED: u32 = 1000;
+
+/// One settled reward epoch (the `RewardEpochSettled` event). Amounts are in minor units and
+/// add up exactly: `income + carried_in = pool + treasury + infra` and
+/// `pool = sum(payouts.amount) + carried_over`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RewardEpochBody {
+    pub epoch: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub starts_at: DateTime<Utc>,
+    /// Exclusive.
+    #[schema(value_type = String, format = DateTime)]
+    pub ends_at: DateTime<Utc>,
+    pub mode: RewardModeParam,
+    /// Bootstrap: what the bucket unlocked. Steady state: the credits charged in the epoch.
+    pub income: u64,
+    pub carried_in: u64,
+    /// What operators shared.
+    pub pool: u64,
+    pub treasury: u64,
+    pub infra: u64,
+    /// A u128, as a decimal string (JSON numbers lose precision past 2^53 in many clients).
+    #[schema(example = "5400")]
+    pub total_weight: String,
+    /// One per node that earned an uptime slot, in node id order.
+    pub payouts: Vec<PayoutBody>,
+    pub carried_over: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PayoutBody {
+    pub node_id: String,
+    /// Uptime slots it earned in the epoch.
+    pub verified_slots: u64,
+    /// Sum over those slots of stake x tier weight; a u128 as a decimal string.
+    pub weight: String,
+    pub amount: u64,
+}
+
+impl From<&RewardEpochSettled> for RewardEpochBody {
+    fn from(e: &RewardEpochSettled) -> Self {
+        RewardEpochBody {
+            epoch: e.epoch,
+            starts_at: e.starts_at,
+            ends_at: e.ends_at,
+            mode: e.mode.into(),
+            income: e.income,
+            carried_in: e.carried_in,
+            pool: e.pool,
+            treasury: e.treasury,
+            infra: e.infra,
+            total_weight: e.total_weight.to_string(),
+            payouts: e
+                .payouts
+                .iter()
+                .map(|p| PayoutBody {
+                    node_id: p.node_id.0.to_hex(),
+                    verified_slots: p.verified_slots,
+                    weight: p.weight.to_string(),
+                    amount: p.amount,
+                })
+                .collect(),
+            carried_over: e.carried_over,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthBody {
     #[schema(example = "ok")]
@@ -659,6 +900,18 @@ async fn submit_request(
     ApiJson(body): ApiJson<SubmitRequestBody>,
 ) -> Result<(StatusCode, Json<SubmissionAccepted>), AppError> {
     let idempotency_key = idempotency_key(&headers)?;
+    let (submission, payload) = submission_from_body(body, idempotency_key, IntakeSource::Http)?;
+    let accepted = submit(&coordinator, submission, payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Checks a submission body as intake does (the same for HTTP and the Kafka submissions
+/// topic) and builds the core's [`Submission`] and the payload bytes.
+pub fn submission_from_body(
+    body: SubmitRequestBody,
+    idempotency_key: Option<String>,
+    source: IntakeSource,
+) -> Result<(Submission, Vec<u8>), AppError> {
     if body.credit_account.is_empty() {
         return Err(AppError::malformed("credit_account", "must not be empty"));
     }
@@ -674,26 +927,38 @@ async fn submit_request(
             "must be the lowercase hex SHA-256 of the prompt's UTF-8 bytes (64 characters)",
         )
     })?;
-    let account = AccountId(body.credit_account);
     let submission = Submission {
-        idempotency_key: idempotency_key.clone(),
-        source: IntakeSource::Http,
+        idempotency_key,
+        source,
         workload_class: body.workload_class,
         model: body.model,
         hardware_tier: body.hardware_tier,
         priority: body.priority.into(),
         deadline_seconds: body.deadline_seconds,
         max_tokens: body.max_tokens,
-        credit_account: account.clone(),
+        credit_account: AccountId(body.credit_account),
         client_pubkey: body.client_pubkey,
         payload_hash,
         // Filled in by the actor, which holds the storage key.
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
     };
+    Ok((submission, body.prompt.into_bytes()))
+}
+
+/// Submits through the actor and answers once the outcome is durable: the request accepted
+/// (or, for a retry with the same idempotency key, the request the first try created), or
+/// the rejection.
+pub async fn submit(
+    coordinator: &CoordinatorHandle,
+    submission: Submission,
+    payload: Vec<u8>,
+) -> Result<SubmissionAccepted, AppError> {
+    let account = submission.credit_account.clone();
+    let idempotency_key = submission.idempotency_key.clone();
     let intake = Intake::Submission {
         submission: Box::new(submission),
-        payload: body.prompt.into_bytes(),
+        payload,
     };
     let (outcome, accepted) = coordinator
         .execute(intake, move |outcome, state| {
@@ -711,14 +976,11 @@ async fn submit_request(
         .await?;
     match (outcome, accepted) {
         (Outcome::Rejected { rejection, .. }, _) => Err(rejection.into()),
-        (_, Some((id, price))) => Ok((
-            StatusCode::ACCEPTED,
-            Json(SubmissionAccepted {
-                request_id: id.0,
-                status: "accepted".into(),
-                price,
-            }),
-        )),
+        (_, Some((id, price))) => Ok(SubmissionAccepted {
+            request_id: id.0,
+            status: "accepted".into(),
+            price,
+        }),
         (outcome, None) => Err(AppError::internal(format!(
             "submission came to {outcome:?} but no request is recorded for it"
         ))),
@@ -983,6 +1245,9 @@ async fn register_node(
         (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
     ),
 )]
+/// Record that a node is up.
+///
+/// Not authenticated: node requests are not signed yet.
 async fn node_heartbeat(
     State(coordinator): State<CoordinatorHandle>,
     ApiPath(id): ApiPath,
@@ -1098,6 +1363,218 @@ async fn list_nodes(
     Ok(Json(nodes))
 }
 
+fn parse_node_id(id: &str) -> Result<NodeId, AppError> {
+    id.parse()
+        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))
+}
+
+/// A node's stake: the history (returns) first, then the state. The state answers only once
+/// everything it reflects is durable, so it is at least as new as the history: an amount in
+/// the middle of being returned can be missing for a moment, never counted twice.
+async fn stake_view(api: &Api, node_id: NodeId) -> Result<StakeBody, AppError> {
+    let returned = api
+        .history
+        .read(|h| h.returned.get(&node_id).copied().unwrap_or(0))
+        .await?;
+    api.coordinator
+        .read_state(move |state| {
+            let op = state.rewards.operators.get(&node_id)?;
+            Some(StakeBody {
+                node_id: node_id.0.to_hex(),
+                staked: op.stake,
+                pending: op
+                    .unbonding
+                    .iter()
+                    .map(|u| PendingUnstakeBody {
+                        amount: u.amount,
+                        available_at: u.available_at,
+                    })
+                    .collect(),
+                returned,
+                rewards_paid: op.paid,
+            })
+        })
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found(
+                "unknown_node",
+                "node_id",
+                format!("{node_id} is not registered"),
+            )
+        })
+}
+
+/// Runs a stake movement and answers with the node's stake after it.
+async fn move_stake(
+    api: &Api,
+    node_id: NodeId,
+    command: SettlementCommand,
+) -> Result<Json<StakeBody>, AppError> {
+    match api
+        .coordinator
+        .execute_command(Command::Settlement(command))
+        .await?
+    {
+        Outcome::Appended(_) | Outcome::Unchanged => Ok(Json(stake_view(api, node_id).await?)),
+        Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        Outcome::Refused(m) => Err(AppError::internal(m)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/stake",
+    tag = "rewards",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = StakeAmountBody,
+    responses(
+        (status = 200, description = "Recorded; the node's stake after it", body = StakeBody),
+        (status = 400, description = "`malformed_request` (naming the field), `invalid_amount` (0, or the stake would overflow)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+/// Add stake to a node.
+///
+/// Stake observed on-chain joins the node's reward weighting from the next uptime slot it
+/// earns.
+///
+/// Not authenticated: node requests are not signed yet, so anyone who can reach the API can
+/// call this for any registered node.
+async fn deposit_stake(
+    State(api): State<Api>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<StakeAmountBody>,
+) -> Result<Json<StakeBody>, AppError> {
+    let node_id = parse_node_id(&id)?;
+    let command = SettlementCommand::DepositStake {
+        node_id,
+        amount: body.amount,
+    };
+    move_stake(&api, node_id, command).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/unstake",
+    tag = "rewards",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = StakeAmountBody,
+    responses(
+        (status = 200, description = "Recorded; the node's stake after it", body = StakeBody),
+        (status = 400, description = "`malformed_request` (naming the field; `policy` when no reward policy is published), `invalid_amount` (0, or more than staked)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+/// Unstake from a node.
+///
+/// `amount` leaves the node's reward weighting at once and is returned whole after the
+/// policy's cooldown (`pending` in the answer says when).
+///
+/// Not authenticated: node requests are not signed yet, so anyone who can reach the API can
+/// call this for any registered node.
+async fn request_unstake(
+    State(api): State<Api>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<StakeAmountBody>,
+) -> Result<Json<StakeBody>, AppError> {
+    let node_id = parse_node_id(&id)?;
+    let command = SettlementCommand::RequestUnstake {
+        node_id,
+        amount: body.amount,
+    };
+    move_stake(&api, node_id, command).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{id}/stake",
+    tag = "rewards",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    responses(
+        (status = 200, body = StakeBody),
+        (status = 400, description = "`malformed_request`: not a node id", body = ErrorBody),
+        (status = 404, description = "`unknown_node`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+/// A node's stake: staked, waiting for its cooldown, returned, and rewards paid.
+async fn get_stake(
+    State(api): State<Api>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<StakeBody>, AppError> {
+    let node_id = parse_node_id(&id)?;
+    Ok(Json(stake_view(&api, node_id).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/rewards",
+    tag = "rewards",
+    responses((status = 200, description = "The reward policy, mode and next epoch", body = RewardsBody)),
+)]
+/// Where settlement stands: the policy, the mode and the next epoch to settle.
+async fn get_rewards(
+    State(coordinator): State<CoordinatorHandle>,
+) -> Result<Json<RewardsBody>, AppError> {
+    let body = coordinator
+        .read_state(|state| {
+            let r = &state.rewards;
+            let bounds = r.epoch_bounds(r.next_epoch);
+            RewardsBody {
+                policy: r.policy.as_ref().and_then(|p| serde_json::to_value(p).ok()),
+                mode: r.mode().into(),
+                next_epoch: r.next_epoch,
+                next_epoch_starts_at: bounds.map(|b| b.0),
+                next_epoch_ends_at: bounds.map(|b| b.1),
+                carried: r.carried,
+            }
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/rewards/epochs",
+    tag = "rewards",
+    params(EpochsQuery),
+    responses(
+        (status = 200, description = "Settled epochs from `from` on, in order, with every payout", body = [RewardEpochBody]),
+        (status = 400, description = "`malformed_request` naming `from` or `limit`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`: the log could not be read", body = ErrorBody),
+    ),
+)]
+/// Settled reward epochs with every payout, as recorded on the log.
+async fn list_epochs(
+    State(history): State<Arc<History>>,
+    ApiQuery(q): ApiQuery<EpochsQuery>,
+) -> Result<Json<Vec<RewardEpochBody>>, AppError> {
+    let limit = q.limit.unwrap_or(MAX_EPOCHS_LISTED);
+    if limit == 0 || limit > MAX_EPOCHS_LISTED {
+        return Err(AppError::malformed(
+            "limit",
+            format!("must be 1 to {MAX_EPOCHS_LISTED}"),
+        ));
+    }
+    let from = q.from.unwrap_or(0);
+    let epochs = history
+        .read(|h| {
+            // Epochs are recorded in order from 0, so epoch k is at index k.
+            let start = usize::try_from(from)
+                .unwrap_or(usize::MAX)
+                .min(h.epochs.len());
+            h.epochs[start..]
+                .iter()
+                .take(limit as usize)
+                .map(RewardEpochBody::from)
+                .collect()
+        })
+        .await?;
+    Ok(Json(epochs))
+}
+
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -1138,7 +1615,10 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
             A submission's `payload_hash` is the lowercase hex SHA-256 of the UTF-8 bytes of its \
             `prompt`. The prompt is sealed to the coordinator's storage key on arrival and is never \
             stored or logged in plaintext.\n\n\
-            Amounts are integers in credit minor units."
+            Amounts are integers in credit minor units.\n\n\
+            Node endpoints (`/v1/nodes/{id}/heartbeat`, `/stake`, `/unstake`) are not \
+            authenticated: node requests are not signed yet. Bind the API to loopback or put \
+            it behind an authenticating proxy."
     ),
     paths(
         submit_request,
@@ -1150,9 +1630,14 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         list_nodes,
         node_heartbeat,
         submit_result,
+        deposit_stake,
+        request_unstake,
+        get_stake,
+        get_rewards,
+        list_epochs,
         healthz,
         openapi_json,
     ),
-    components(schemas(ErrorBody, ErrorDetail, PriorityParam))
+    components(schemas(ErrorBody, ErrorDetail, PriorityParam, RewardModeParam))
 )]
 struct ApiDoc;

@@ -6,8 +6,12 @@
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
 //! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
+//! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
+//!   answers 503 otherwise, stepping down and taking over as the lease moves.
 //! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
 //!   OpenAPI document.
+//! - `kafka_intake` (feature `kafka`): submissions consumed from a Kafka topic, answers
+//!   produced to a reply topic.
 //! - [`settle`]: staking, reward mode and reward-epoch commands.
 //! - [`shell`]: the [`Coordinator`](shell::Coordinator): recovery, stamping, append, apply;
 //!   the storage key.
@@ -16,7 +20,10 @@
 pub mod actor;
 pub mod client;
 pub mod decide;
+pub mod failover;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka_intake;
 pub mod settle;
 pub mod shell;
 pub mod testkit;

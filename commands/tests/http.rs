@@ -12,14 +12,17 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use prlx_commands::actor::{self, CoordinatorHandle};
-use prlx_commands::decide::Command;
+use prlx_commands::decide::{decide, Command};
 use prlx_commands::http::{app, MAX_BODY_BYTES};
+use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
 use prlx_events::crypto::{node_id_of, public_key_pem};
-use prlx_events::event::CatalogPublished;
-use prlx_events::log::LogUrl;
+use prlx_events::event::{
+    CatalogPublished, ExecutionClass, NodeRegistered, RewardMode, RewardPolicyPublished,
+};
+use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Hash32, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use serde_json::{json, Value};
@@ -47,6 +50,12 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|_| Vec::new()).await
+}
+
+/// A coordinator on a fresh log with the catalog published, then the commands `setup`
+/// returns, each of which must be recorded.
+async fn fixture_with(setup: impl FnOnce(&CoordinatorState) -> Vec<Command>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
     let mut coord = Coordinator::open(&url, "http-test", StorageKey::from_bytes([7; 32]))
@@ -58,10 +67,19 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
+    for command in setup(coord.state()) {
+        let outcome = coord.execute(command).await.unwrap();
+        assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
+    }
+    serve_coordinator(dir, coord)
+}
+
+fn serve_coordinator(dir: tempfile::TempDir, coord: Coordinator) -> Fixture {
+    let log = coord.writer().reader();
     let (handle, _task) = actor::spawn(coord);
     Fixture {
         _dir: dir,
-        app: app(handle.clone()),
+        app: app(handle.clone(), log),
         handle,
     }
 }
@@ -825,12 +843,28 @@ async fn openapi_lists_every_path() {
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
         "/v1/nodes/{id}/results",
+        "/v1/nodes/{id}/stake",
+        "/v1/nodes/{id}/unstake",
+        "/v1/rewards",
+        "/v1/rewards/epochs",
         "/healthz",
         "/openapi.json",
     ]);
     assert_eq!(paths, expected);
     assert!(doc["paths"]["/v1/nodes"]["get"].is_object());
     assert!(doc["paths"]["/v1/nodes"]["post"].is_object());
+    assert!(doc["paths"]["/v1/nodes/{id}/stake"]["get"].is_object());
+    assert!(doc["paths"]["/v1/nodes/{id}/stake"]["post"].is_object());
+    // The node endpoints say they are not authenticated, in the operation and the overview.
+    for path in ["heartbeat", "stake", "unstake"] {
+        let op = &doc["paths"][format!("/v1/nodes/{{id}}/{path}")]["post"];
+        let text = format!("{}", op["description"]);
+        assert!(text.contains("Not authenticated"), "{path}: {op}");
+    }
+    assert!(doc["info"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("not authenticated"));
     let hash_doc = doc["components"]["schemas"]["SubmitRequestBody"]["properties"]["payload_hash"]
         ["description"]
         .as_str()
@@ -848,6 +882,340 @@ async fn openapi_lists_every_path() {
             "{path}: {status} {body}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staking and rewards.
+
+/// Ten-minute epochs of one-minute slots; a supply of 1_000_000 whose 25% bucket unlocks over
+/// 3 epochs; tier t weighs t; a 900 s cooldown.
+fn reward_policy() -> RewardPolicyPublished {
+    RewardPolicyPublished {
+        epoch_seconds: 600,
+        uptime_slot_seconds: 60,
+        total_supply: 1_000_000,
+        unlock_epochs: 3,
+        unstake_cooldown_seconds: 900,
+        ..RewardPolicyPublished::default()
+    }
+}
+
+/// Node `n` (1 or 2): its id and public key. Small keys, made once per test binary: only
+/// their fingerprints matter here.
+fn node_key(n: u8) -> &'static (NodeId, String) {
+    static KEYS: OnceLock<Vec<(NodeId, String)>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        (0..2)
+            .map(|_| {
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024)
+                    .unwrap()
+                    .to_public_key();
+                (node_id_of(&key), public_key_pem(&key))
+            })
+            .collect()
+    });
+    &keys[usize::from(n) - 1]
+}
+
+fn test_node(n: u8) -> NodeId {
+    node_key(n).0
+}
+
+fn register(n: u8, tier: u8, stake: u64) -> Command {
+    Command::RegisterNode(Box::new(NodeRegistered {
+        node_id: test_node(n),
+        public_key_pem: node_key(n).1.clone(),
+        hardware_tier: tier,
+        models: vec!["oss-chat-v1".into()],
+        slots: 1,
+        stake,
+        execution_class: ExecutionClass {
+            device: "cpu".into(),
+            driver: "-".into(),
+            runtime: "ort".into(),
+        },
+    }))
+}
+
+fn policy_command() -> Command {
+    Command::Settlement(SettlementCommand::PublishPolicy(reward_policy()))
+}
+
+#[tokio::test]
+async fn stake_and_unstake_move_the_weighting_and_name_what_they_refuse() {
+    let f = fixture_with(|_| vec![policy_command(), register(1, 2, 1_000)]).await;
+    let id = test_node(1).0.to_hex();
+    let amount = |a: u64| json!({ "amount": a });
+
+    let (status, body) = f.post(&format!("/v1/nodes/{id}/stake"), &amount(500)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"node_id": id, "staked": 1_500, "pending": [], "returned": 0, "rewards_paid": 0})
+    );
+
+    let end = f.log_end().await;
+    for (path, a) in [("unstake", 1_501), ("unstake", 0), ("stake", 0)] {
+        assert_error(
+            &f.post(&format!("/v1/nodes/{id}/{path}"), &amount(a)).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+            Some("amount"),
+        );
+    }
+    assert_error(
+        &f.post(
+            &format!("/v1/nodes/{id}/unstake"),
+            &json!({"amount": "all"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("amount"),
+    );
+    assert_error(
+        &f.post(&format!("/v1/nodes/{id}/unstake"), &json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("amount"),
+    );
+    assert_eq!(
+        f.log_end().await,
+        end,
+        "a refused stake movement is not logged"
+    );
+
+    let (status, body) = f
+        .post(&format!("/v1/nodes/{id}/unstake"), &amount(400))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["staked"], &body["returned"]),
+        (&json!(1_100), &json!(0))
+    );
+    let pending = body["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{body}");
+    assert_eq!(pending[0]["amount"], 400);
+    let available_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(pending[0]["available_at"].clone()).unwrap();
+    let requested_at = f
+        .state(|s| s.rewards.operators[&test_node(1)].unbonding[0].available_at)
+        .await;
+    assert_eq!(available_at, requested_at);
+    assert!(available_at > chrono::Utc::now() + chrono::Duration::seconds(800));
+
+    let (status, read) = f.get(&format!("/v1/nodes/{id}/stake")).await;
+    assert_eq!((status, &read), (StatusCode::OK, &body));
+    // The node list follows unstakes too.
+    let (_, nodes) = f.get("/v1/nodes").await;
+    assert_eq!(nodes[0]["stake"], 1_100, "{nodes}");
+
+    let unknown = "0".repeat(64);
+    assert_error(
+        &f.post(&format!("/v1/nodes/{unknown}/stake"), &amount(1))
+            .await,
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        Some("node_id"),
+    );
+    assert_error(
+        &f.post(&format!("/v1/nodes/{unknown}/unstake"), &amount(1))
+            .await,
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        Some("node_id"),
+    );
+    assert_error(
+        &f.get(&format!("/v1/nodes/{unknown}/stake")).await,
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        Some("node_id"),
+    );
+    assert_error(
+        &f.post("/v1/nodes/node-1/stake", &amount(1)).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("node_id"),
+    );
+}
+
+#[tokio::test]
+async fn unstaking_needs_a_policy_for_its_cooldown() {
+    let f = fixture_with(|_| vec![register(1, 1, 100)]).await;
+    let id = test_node(1).0.to_hex();
+    assert_error(
+        &f.post(&format!("/v1/nodes/{id}/unstake"), &json!({"amount": 10}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("policy"),
+    );
+    let (status, rewards) = f.get("/v1/rewards").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        rewards,
+        json!({
+            "policy": null, "mode": "bootstrap", "next_epoch": 0, "next_epoch_starts_at": null,
+            "next_epoch_ends_at": null, "carried": 0
+        })
+    );
+}
+
+/// Epoch 0 of [`reward_policy`] starts at `t(0)`, a multiple of 600 s.
+fn t(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// A log whose events are recorded at chosen times (the shell stamps the wall clock), built
+/// as the shell builds it: each command decided against the fold, its events folded.
+#[derive(Default)]
+struct TimedLog {
+    fold: Fold<CoordinatorState>,
+    records: Vec<Vec<u8>>,
+}
+
+impl TimedLog {
+    #[track_caller]
+    fn run(&mut self, at: i64, command: Command) {
+        let events = decide(&self.fold.state, command).unwrap_or_else(|r| panic!("{r}"));
+        for event in events {
+            self.push(at, event);
+        }
+    }
+
+    #[track_caller]
+    fn push(&mut self, at: i64, event: Event) {
+        let seq = self.records.len() as u64;
+        let env = Envelope::new(
+            Header {
+                event_id: uuid::Uuid::from_u128(u128::from(seq) + 1),
+                recorded_at: t(at),
+                producer: "timed-log".into(),
+                sequence: seq,
+                correlation_id: None,
+                causation_id: None,
+            },
+            event,
+        );
+        self.fold.feed(seq, &env).unwrap();
+        self.records.push(env.encode());
+    }
+
+    /// What housekeeping at `at` stages for settlement.
+    fn settle_due(&mut self, at: i64) {
+        for command in due_settlements(&self.fold.state, t(at)) {
+            self.run(at, Command::Settlement(command));
+        }
+    }
+}
+
+#[tokio::test]
+async fn settled_epochs_are_listed_with_their_payouts() {
+    let a = test_node(1);
+    let b = test_node(2);
+    let mut log = TimedLog::default();
+    let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
+    log.run(-100, Command::PublishCatalog(catalog));
+    log.run(-100, policy_command());
+    log.run(-50, register(1, 1, 100));
+    log.run(-50, register(2, 2, 300));
+    // A earns slots 0 and 1 at stake 100 x tier 1: weight 200. B earns slot 0 at 300 x 2,
+    // unstakes 100, then earns slot 2 at 200 x 2: weight 1_000.
+    log.run(30, Command::Heartbeat { node_id: a });
+    log.run(90, Command::Heartbeat { node_id: a });
+    log.run(30, Command::Heartbeat { node_id: b });
+    log.run(
+        100,
+        Command::Settlement(SettlementCommand::RequestUnstake {
+            node_id: b,
+            amount: 100,
+        }),
+    );
+    log.run(130, Command::Heartbeat { node_id: b });
+    // Epoch 0 closes; epoch 1 has no uptime and carries its pool; B's 100 comes back at 1_000.
+    log.settle_due(600);
+    log.settle_due(1_200);
+    assert_eq!(log.fold.state.rewards.next_epoch, 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+    {
+        let writer = url.open_writer().unwrap();
+        writer.append(log.records).await.unwrap();
+    }
+    let coord = Coordinator::open(&url, "http-test", StorageKey::from_bytes([7; 32]))
+        .await
+        .unwrap();
+    let f = serve_coordinator(dir, coord);
+
+    let (status, epochs) = f.get("/v1/rewards/epochs").await;
+    assert_eq!(status, StatusCode::OK, "{epochs}");
+    // The first unlock, floor(250_000 / 3) = 83_333, split 200 : 1_000. The floors add up
+    // to 83_332; the unit left goes to the larger remainder, A's (1_000 against 200).
+    let mut payouts = vec![
+        json!({"node_id": a.0.to_hex(), "verified_slots": 2, "weight": "200", "amount": 13_889}),
+        json!({"node_id": b.0.to_hex(), "verified_slots": 2, "weight": "1000", "amount": 69_444}),
+    ];
+    payouts.sort_by_key(|p| p["node_id"].as_str().unwrap().to_owned());
+    assert_eq!(
+        epochs[0],
+        json!({
+            "epoch": 0, "starts_at": "2024-01-01T00:00:00Z", "ends_at": "2024-01-01T00:10:00Z",
+            "mode": "bootstrap", "income": 83_333, "carried_in": 0, "pool": 83_333,
+            "treasury": 0, "infra": 0, "total_weight": "1200", "payouts": payouts,
+            "carried_over": 0,
+        })
+    );
+    assert_eq!(
+        (
+            &epochs[1]["epoch"],
+            &epochs[1]["payouts"],
+            &epochs[1]["pool"],
+            &epochs[1]["carried_over"]
+        ),
+        (&json!(1), &json!([]), &json!(83_333), &json!(83_333))
+    );
+    assert_eq!(epochs.as_array().unwrap().len(), 2);
+
+    let (_, from_1) = f.get("/v1/rewards/epochs?from=1").await;
+    assert_eq!(from_1, json!([epochs[1].clone()]));
+    let (_, first) = f.get("/v1/rewards/epochs?limit=1").await;
+    assert_eq!(first, json!([epochs[0].clone()]));
+    let (_, past) = f.get("/v1/rewards/epochs?from=7").await;
+    assert_eq!(past, json!([]));
+    for (query, field) in [
+        ("from=-1", "from"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ] {
+        assert_error(
+            &f.get(&format!("/v1/rewards/epochs?{query}")).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            Some(field),
+        );
+    }
+
+    let (_, stake_b) = f.get(&format!("/v1/nodes/{}/stake", b.0.to_hex())).await;
+    assert_eq!(
+        stake_b,
+        json!({
+            "node_id": b.0.to_hex(), "staked": 200, "pending": [], "returned": 100,
+            "rewards_paid": 69_444
+        })
+    );
+    let (_, rewards) = f.get("/v1/rewards").await;
+    assert_eq!(rewards["policy"]["epoch_seconds"], 600, "{rewards}");
+    assert_eq!(
+        (
+            &rewards["mode"],
+            &rewards["next_epoch"],
+            &rewards["carried"]
+        ),
+        (&json!("bootstrap"), &json!(2), &json!(83_333))
+    );
+    assert_eq!(rewards["next_epoch_ends_at"], "2024-01-01T00:30:00Z");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,6 +1278,92 @@ mod process {
                 .0,
             413
         );
+    }
+
+    /// `--reward-policy` and `--reward-mode` at start (through `demo`, which opens the
+    /// coordinator as `serve` does and exits): recorded once, kept on restart, a different
+    /// or a bad policy refused naming the field.
+    #[tokio::test]
+    async fn the_reward_policy_and_mode_are_recorded_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = format!("file://{}", dir.path().join("log").display());
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+        let start = |extra: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_prlx-coordinator"))
+                .env_remove("PRLX_REWARD_POLICY")
+                .env_remove("PRLX_REWARD_MODE")
+                .args(["demo", "--requests", "1", "--log", &log])
+                .arg("--key-file")
+                .arg(dir.path().join("key"))
+                .arg("--catalog")
+                .arg(format!("{config}/catalog.json"))
+                .args(extra)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            (out.status.code(), text)
+        };
+        let fold = || async {
+            let url = LogUrl::parse(&log).unwrap();
+            let mut fold = Fold::<CoordinatorState>::default();
+            catch_up(&mut fold, &url.open_reader().unwrap())
+                .await
+                .unwrap();
+            fold.state.rewards
+        };
+        let demo_policy = format!("{config}/rewards-demo.json");
+
+        let (code, out) = start(&[
+            "--reward-policy",
+            &demo_policy,
+            "--reward-mode",
+            "steady-state",
+        ]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("epochs of 10 s"), "{out}");
+        let rewards = fold().await;
+        assert_eq!(rewards.policy.as_ref().unwrap().epoch_seconds, 10);
+        assert_eq!(rewards.mode(), RewardMode::SteadyState);
+        assert_eq!(rewards.mode_changes.len(), 1);
+
+        // Again with the same settings, or none: nothing new.
+        for extra in [
+            &[
+                "--reward-policy",
+                &demo_policy,
+                "--reward-mode",
+                "steady-state",
+            ][..],
+            &[],
+        ] {
+            let (code, out) = start(extra);
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(fold().await, rewards);
+        }
+
+        let (code, out) = start(&["--reward-policy", &format!("{config}/rewards.json")]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains("another reward policy (epoch_seconds: log 10, given 86400)"),
+            "{out}"
+        );
+        let bad = dir.path().join("bad.json");
+        let mut policy = serde_json::to_value(RewardPolicyPublished::default()).unwrap();
+        policy["uptime_slot_seconds"] = json!(7);
+        std::fs::write(&bad, policy.to_string()).unwrap();
+        let (code, out) = start(&["--reward-policy", bad.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains(
+                "bad.json: uptime_slot_seconds: must be positive and divide epoch_seconds"
+            ),
+            "{out}"
+        );
+
+        let (code, out) = start(&["--reward-mode", "bootstrap"]);
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(fold().await.mode(), RewardMode::Bootstrap);
     }
 
     #[tokio::test]

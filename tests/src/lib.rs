@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`conformance`]: the log contract, as plain async functions run against every backend.
+//! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
 
 pub mod conformance;
+pub mod kafka;
 pub mod sabotage;
 pub mod torture;

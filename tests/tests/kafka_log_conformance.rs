@@ -5,10 +5,7 @@
 //! `scripts/kafka.sh start` and sets it). Without it every case says it was skipped and returns.
 #![cfg(feature = "kafka")]
 
-use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prlx_events::log::kafka::{KafkaLogReader, KafkaLogWriter};
 use prlx_events::log::{
@@ -16,33 +13,12 @@ use prlx_events::log::{
 };
 use prlx_tests::conformance::LogFixture;
 
-/// The broker's address, or `None` after saying (past the test harness's capture) that the
-/// case is skipped.
 fn bootstrap() -> Option<String> {
-    match std::env::var("PRLX_KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.trim().is_empty() => Some(b.trim().to_owned()),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: PRLX_KAFKA_BOOTSTRAP not set (scripts/test.sh starts a broker)"
-            );
-            None
-        }
-    }
+    prlx_tests::kafka::bootstrap()
 }
 
-/// A topic name no other case, run or process uses.
 fn fresh_topic(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "prlx-test-{tag}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    prlx_tests::kafka::fresh_topic("test", tag)
 }
 
 struct KafkaFixture {

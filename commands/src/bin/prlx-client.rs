@@ -1,11 +1,12 @@
 //! `prlx-client`: submits prompts to a coordinator as ParalleliX AI would, waits for the
-//! results, opens them with the client's own key and checks their proof-of-execution.
+//! results, opens them with the client's own key and checks their proof-of-execution. Its
+//! subcommands move a node's stake and show the rewards settled.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
@@ -16,16 +17,23 @@ use sha2::{Digest, Sha256};
 #[command(
     name = "prlx-client",
     version,
-    about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and verify them"
+    about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and verify them",
+    long_about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and \
+        verify them; or, with a subcommand, move a node's stake and show the rewards settled. \
+        A prompt that is a subcommand's name goes after `--`.",
+    subcommand_negates_reqs = true
 )]
 struct Cli {
     /// The coordinator's HTTP address.
     #[arg(
         long,
         env = "PRLX_COORDINATOR",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        global = true
     )]
     coordinator: String,
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// The credit account to charge.
     #[arg(long, default_value = "parallelix-ai")]
     account: String,
@@ -50,6 +58,43 @@ struct Cli {
     prompts: Vec<String>,
 }
 
+/// Staking and rewards. Node endpoints are not authenticated yet: whoever reaches the API can
+/// move a registered node's stake.
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Add stake (observed on-chain) to a node's reward weighting.
+    Stake {
+        /// The node id, 64 hex characters.
+        node_id: String,
+        /// In minor units.
+        amount: u64,
+    },
+    /// Take stake out of a node's reward weighting; it is returned after the policy's cooldown.
+    Unstake {
+        /// The node id, 64 hex characters.
+        node_id: String,
+        /// In minor units; at most what is staked.
+        amount: u64,
+    },
+    /// Show a node's stake: staked, pending unstakes, returned, rewards paid.
+    StakeInfo {
+        /// The node id, 64 hex characters.
+        node_id: String,
+    },
+    /// Show the reward policy, the mode and the next epoch to settle (`next_epoch N` on a
+    /// line of its own).
+    Rewards,
+    /// List settled reward epochs and their payouts.
+    Epochs {
+        /// The first epoch to list.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Wait up to this many seconds for an epoch from `--from` on that paid someone.
+        #[arg(long)]
+        wait_for_payouts: Option<u64>,
+    },
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -59,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
         .context("--coordinator must be http://HOST:PORT")?
         .trim_end_matches('/')
         .to_owned();
+    if let Some(command) = cli.command {
+        return rewards(&addr, command).await;
+    }
     // A fresh key per run: results are sealed to it, so only this process can read them.
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
     let pem = public_key_pem(&key.to_public_key());
@@ -158,4 +206,133 @@ async fn http(
     idempotency_key: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
     Ok(prlx_commands::client::request(addr, method, path, body.as_ref(), idempotency_key).await?)
+}
+
+/// Runs a staking or rewards subcommand.
+async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
+    let verb = match &command {
+        Sub::Unstake { .. } => "unstake",
+        _ => "stake",
+    };
+    match command {
+        Sub::Stake { node_id, amount } | Sub::Unstake { node_id, amount } => {
+            let path = format!("/v1/nodes/{node_id}/{verb}");
+            let (status, body) =
+                http(addr, "POST", &path, Some(json!({"amount": amount})), None).await?;
+            if status != 200 {
+                bail!("{verb} refused: {status} {body}");
+            }
+            println!("{verb} {amount}: {}", describe_stake(&body));
+        }
+        Sub::StakeInfo { node_id } => {
+            let path = format!("/v1/nodes/{node_id}/stake");
+            let (status, body) = http(addr, "GET", &path, None, None).await?;
+            if status != 200 {
+                bail!("{status} {body}");
+            }
+            println!("{}", describe_stake(&body));
+        }
+        Sub::Rewards => {
+            let (status, body) = http(addr, "GET", "/v1/rewards", None, None).await?;
+            if status != 200 {
+                bail!("{status} {body}");
+            }
+            let p = &body["policy"];
+            if p.is_null() {
+                println!("no reward policy is published: nothing is earned yet");
+            } else {
+                println!(
+                    "policy: epochs of {} s, uptime slots of {} s, unstake cooldown {} s",
+                    p["epoch_seconds"], p["uptime_slot_seconds"], p["unstake_cooldown_seconds"]
+                );
+            }
+            println!("mode {}", body["mode"].as_str().unwrap_or("?"));
+            println!("next_epoch {}", body["next_epoch"]);
+            println!(
+                "next epoch ends at {}, carried into it {}",
+                body["next_epoch_ends_at"].as_str().unwrap_or("-"),
+                body["carried"]
+            );
+        }
+        Sub::Epochs {
+            from,
+            wait_for_payouts,
+        } => {
+            let deadline = wait_for_payouts.map(|s| Instant::now() + Duration::from_secs(s));
+            let path = format!("/v1/rewards/epochs?from={from}");
+            let epochs = loop {
+                let (status, body) = http(addr, "GET", &path, None, None).await?;
+                if status != 200 {
+                    bail!("{status} {body}");
+                }
+                let epochs = body.as_array().cloned().unwrap_or_default();
+                let paid = epochs
+                    .iter()
+                    .any(|e| e["payouts"].as_array().is_some_and(|p| !p.is_empty()));
+                match deadline {
+                    Some(at) if !paid => {
+                        if Instant::now() > at {
+                            bail!(
+                                "no epoch from {from} on paid anyone within {} s",
+                                wait_for_payouts.unwrap_or(0)
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    _ => break epochs,
+                }
+            };
+            if epochs.is_empty() {
+                println!("no epoch from {from} on is settled yet");
+            }
+            for e in &epochs {
+                println!(
+                    "epoch {} [{} .. {}) {}: income {}, carried in {}, pool {}, treasury {}, infra {}, carried over {}",
+                    e["epoch"],
+                    e["starts_at"].as_str().unwrap_or("?"),
+                    e["ends_at"].as_str().unwrap_or("?"),
+                    e["mode"].as_str().unwrap_or("?"),
+                    e["income"],
+                    e["carried_in"],
+                    e["pool"],
+                    e["treasury"],
+                    e["infra"],
+                    e["carried_over"]
+                );
+                for p in e["payouts"].as_array().into_iter().flatten() {
+                    println!(
+                        "  node {}: {} verified slots, weight {}, paid {}",
+                        p["node_id"].as_str().unwrap_or("?"),
+                        p["verified_slots"],
+                        p["weight"].as_str().unwrap_or("?"),
+                        p["amount"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_stake(body: &Value) -> String {
+    let pending: Vec<String> = body["pending"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            format!(
+                "{} at {}",
+                u["amount"],
+                u["available_at"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    format!(
+        "node {}: staked {}, pending [{}], returned {}, rewards paid {}",
+        body["node_id"].as_str().unwrap_or("?"),
+        body["staked"],
+        pending.join(", "),
+        body["returned"],
+        body["rewards_paid"]
+    )
 }

@@ -43,6 +43,12 @@
 //!   (Jepsen found anomalies when such a producer is reused; see `shared/KAFKA.md`). Its
 //!   batches get [`LogError::OutcomeUnknown`]: the caller reads the log to know.
 //! - Any other fatal producer error poisons the writer ([`LogError::Poisoned`]); reopen it.
+//!
+//! # Layout
+//! - [`lease`]: leader election among would-be writers through a consumer group, so that a
+//!   standby does not fence the active writer just by starting (docs/adr/04-kafka-failover.md).
+
+pub mod lease;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -18,11 +18,14 @@
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
 //! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
 //!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`).
+//! - [`lease`]: which of several would-be writers may open the writer now (an election
+//!   through a consumer group on Kafka; always held on the file log, whose lock suffices).
 //! - [`url`]: parsing of backend URLs.
 
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod lease;
 mod url;
 
 use std::future::Future;
@@ -31,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::lease::{Lease, DEFAULT_LEASE_SESSION};
 pub use self::url::{KafkaLogOptions, LogUrl};
 
 /// Position of a record in the log.

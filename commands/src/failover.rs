@@ -1,0 +1,372 @@
+//! `serve` under a lease: one coordinator process that is the log's writer while it holds the
+//! lease (active) and answers `503` + `Retry-After` while it does not (standby). See
+//! docs/adr/04-kafka-failover.md.
+//!
+//! The process keeps its HTTP port bound throughout and goes round one loop:
+//! 1. **Standby**: every route answers `503 coordinator_unavailable` with `Retry-After`, so a
+//!    load balancer's health check (`GET /healthz`) sends nobody here, and a client that
+//!    arrives anyway retries.
+//! 2. **Elected**: still answering 503, it opens the log's writer (on Kafka,
+//!    `init_transactions` fences any earlier writer and aborts its open transaction), folds
+//!    the log from the start and publishes what the bin asks (catalog, reward policy).
+//! 3. **Active**: the usual router over the coordinator actor, until the lease is lost, the
+//!    actor stops on a log failure (fenced, outcome unknown, broker gone too long), or a
+//!    signal. On a lease loss or a log failure it stops taking connections, lets requests in
+//!    flight finish (their answers are 503 once the actor is gone), drops the writer and goes
+//!    back to 1. Nothing unanswered is lost: an answer leaves only once durable, and a
+//!    client's retry with its `Idempotency-Key` finds what did land.
+//!
+//! After a log failure while still holding the lease it leaves the group and joins again,
+//! so that another instance gets the lease if there is one: a process whose writer keeps
+//! failing must not keep the lease to itself, nor fence back whoever fenced it.
+//!
+//! On a file log the lease is always held (the file lock refuses a second writer): the loop
+//! runs once, and any failure ends the process, as before (crash-only; a supervisor restarts
+//! it).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use prlx_events::log::{Lease, LogError};
+use prlx_projections::snapshot::SnapshotError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::actor;
+use crate::http::{self, ErrorBody, ErrorDetail};
+use crate::shell::{Coordinator, ShellError};
+
+/// A task that runs beside the HTTP intake while this instance is active (the Kafka
+/// submissions intake): told to stop, and awaited, when the instance steps down.
+#[derive(Debug)]
+pub struct ActiveTask {
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<()>,
+}
+
+impl ActiveTask {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What a standby tells clients to wait before they try again, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+/// Bounds of the pause between attempts to open the log while elected.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why the coordinator could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The log could not be opened, read or appended to (the broker is away, another writer
+    /// fenced this one): worth another try while elected.
+    #[error("{0}")]
+    Log(String),
+    /// Anything else (a refused catalog, a bad key, a bad URL): another try would fail alike.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Why serving ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("opening the coordinator: {0}")]
+    Open(String),
+    #[error("the coordinator failed: {0}")]
+    Failed(ShellError),
+    #[error("the coordinator task panicked")]
+    Panicked,
+    #[error("serving HTTP: {0}")]
+    Http(std::io::Error),
+}
+
+/// Whether a shell failure is the log's (a new writer, reopened, may carry on) rather than a
+/// bug or a bad key, which would only fail again.
+pub fn is_log_failure(e: &ShellError) -> bool {
+    match e {
+        ShellError::Log(e) | ShellError::Recover(SnapshotError::Log(e)) => is_transient(e),
+        _ => false,
+    }
+}
+
+/// Whether a log error may go away by itself or with a new writer: the broker was away, this
+/// writer was fenced or poisoned. Not: a bad URL, a backend not built in, a corrupt log.
+pub fn is_transient(e: &LogError) -> bool {
+    matches!(
+        e,
+        LogError::Kafka { .. }
+            | LogError::OutcomeUnknown { .. }
+            | LogError::Fenced { .. }
+            | LogError::Poisoned(_)
+            | LogError::Closed
+    )
+}
+
+/// The bound listener, shared by the standby and the active server in turn.
+#[derive(Debug, Clone)]
+struct SharedListener(Arc<TcpListener>);
+
+impl axum::serve::Listener for SharedListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                // Out of file descriptors and the like: pass, as axum's own listener does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The standby's answer to everything.
+fn standby_app() -> Router {
+    Router::new().fallback(standby)
+}
+
+async fn standby() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "coordinator_unavailable".into(),
+            field: None,
+            message: "this coordinator instance is a standby: it does not hold the log's lease \
+                      (another instance is active, or this one is taking over); try again"
+                .into(),
+        },
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// A standby server running on the listener until stopped.
+struct Standby {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Standby {
+    fn start(listener: &SharedListener) -> Standby {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = axum::serve(listener.clone(), standby_app()).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(async move { server.await });
+        Standby { stop, task }
+    }
+
+    async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(served) => served.map_err(ServeError::Http),
+            Err(_) => Err(ServeError::Panicked),
+        }
+    }
+}
+
+fn say(message: impl std::fmt::Display) {
+    eprintln!("{message}");
+}
+
+async fn until_set(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Why the active phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepDown {
+    Signal,
+    ActorStopped,
+    LeaseLost,
+}
+
+/// Serves on `listener` under `lease` until `shutdown` resolves; see the module docs. `open`
+/// opens the coordinator (writer, recovery, what the log must carry) each time this process
+/// is elected; `on_listening` is called once with the address, when the port first answers:
+/// at once when the lease is elected (the standby answers), after the first open otherwise.
+pub async fn serve<O, F>(
+    listener: TcpListener,
+    mut lease: Lease,
+    mut open: O,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut on_active: impl FnMut(actor::CoordinatorHandle) -> Option<ActiveTask>,
+) -> Result<(), ServeError>
+where
+    O: FnMut() -> F,
+    F: Future<Output = Result<Coordinator, OpenError>>,
+{
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let listener = SharedListener(Arc::new(listener));
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        // Keep the sender: a dropped one would read as "never".
+        std::future::pending::<()>().await
+    });
+    let elected = lease.is_elected();
+    let mut on_listening = Some(on_listening);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        // Standby (elected leases only): answer 503 until elected and opened.
+        let standby = elected.then(|| Standby::start(&listener));
+        if let Some(f) = on_listening.take_if(|_| elected) {
+            f(addr);
+        }
+        if !lease.is_held() {
+            say("standby: waiting for the log's lease (answering 503 until then)");
+        }
+        let mut stopping = stop.clone();
+        let acquired = tokio::select! {
+            r = lease.acquired() => r,
+            () = until_set(&mut stopping) => {
+                if let Some(s) = standby { s.stop().await?; }
+                return Ok(());
+            }
+        };
+        if let Err(e) = acquired {
+            // Out of the group (a rejoin failed): try again after a pause.
+            say(format_args!("the lease: {e}; joining the election again"));
+            pause(&mut backoff, &stop).await;
+            if let Err(e) = lease.rejoin() {
+                say(format_args!("joining the election: {e}"));
+            }
+            if let Some(s) = standby {
+                s.stop().await?;
+            }
+            continue;
+        }
+        if elected {
+            say("elected: opening the log as its writer");
+        }
+        let opened = tokio::select! {
+            r = open() => r,
+            () = until_set(&mut stopping) => {
+                if let Some(s) = standby { s.stop().await?; }
+                return Ok(());
+            }
+        };
+        let coordinator = match opened {
+            Ok(c) => c,
+            Err(OpenError::Log(why)) if elected => {
+                say(format_args!(
+                    "opening the log failed: {why}; standing by, then trying again"
+                ));
+                pause(&mut backoff, &stop).await;
+                if let Err(e) = lease.rejoin() {
+                    say(format_args!("joining the election: {e}"));
+                }
+                if let Some(s) = standby {
+                    s.stop().await?;
+                }
+                continue;
+            }
+            Err(OpenError::Log(why) | OpenError::Fatal(why)) => {
+                if let Some(s) = standby {
+                    s.stop().await?;
+                }
+                return Err(ServeError::Open(why));
+            }
+        };
+        backoff = BACKOFF_MIN;
+        if let Some(s) = standby {
+            s.stop().await?;
+        }
+        if let Some(f) = on_listening.take() {
+            f(addr);
+        }
+
+        // Active.
+        let history = coordinator.writer().reader();
+        let (handle, actor) = actor::spawn(coordinator);
+        if elected {
+            say("active: serving as the log's writer");
+        }
+        // Other doors (the Kafka intake) open only while active, and close before the actor.
+        let side = on_active(handle.clone());
+        let (why_tx, why_rx) = oneshot::channel();
+        let actor_stopped = handle.clone();
+        let mut signalled = stop.clone();
+        let mut held = lease.holder();
+        let served = axum::serve(listener.clone(), http::app(handle.clone(), history))
+            .with_graceful_shutdown(async move {
+                let why = tokio::select! {
+                    () = until_set(&mut signalled) => StepDown::Signal,
+                    () = actor_stopped.stopped() => StepDown::ActorStopped,
+                    _ = held.wait_for(|held| !*held) => StepDown::LeaseLost,
+                };
+                match why {
+                    StepDown::Signal => say("shutting down: finishing requests in flight"),
+                    StepDown::ActorStopped => say("the coordinator stopped; stepping down"),
+                    StepDown::LeaseLost => {
+                        say("lost the log's lease: stepping down, finishing requests in flight")
+                    }
+                }
+                let _ = why_tx.send(why);
+            })
+            .await;
+        if let Some(side) = side {
+            side.stop().await;
+        }
+        // Every handle is gone with the router: the actor drains its queue and ends, and
+        // with it the writer.
+        drop(handle);
+        let ended = actor.await.map_err(|_| ServeError::Panicked)?;
+        served.map_err(ServeError::Http)?;
+        let why = why_rx.await.unwrap_or(StepDown::ActorStopped);
+        match (why, ended) {
+            (StepDown::Signal, Ok(())) => return Ok(()),
+            (_, Err(e)) if !(elected && is_log_failure(&e)) => {
+                return Err(ServeError::Failed(e));
+            }
+            (StepDown::Signal, Err(e)) => return Err(ServeError::Failed(e)),
+            (StepDown::LeaseLost, ended) => {
+                if let Err(e) = ended {
+                    say(format_args!("the writer stopped too: {e}"));
+                }
+            }
+            (StepDown::ActorStopped, ended) => {
+                let why = ended
+                    .err()
+                    .map_or("it stopped".to_owned(), |e| e.to_string());
+                say(format_args!(
+                    "the coordinator failed ({why}); leaving the election and joining again \
+                     (another instance may take over)"
+                ));
+                if let Err(e) = lease.rejoin() {
+                    say(format_args!("joining the election: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `backoff` (unless shutting down) and doubles it up to the limit.
+async fn pause(backoff: &mut Duration, stop: &watch::Receiver<bool>) {
+    let mut stopping = stop.clone();
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        () = until_set(&mut stopping) => {}
+    }
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}

@@ -1,0 +1,223 @@
+//! The Kafka submissions intake against a real broker, with `kcat` (a client that is not
+//! ours) publishing submissions and reading the answers: accepted, the same record published
+//! twice answered with the same request and recorded once, a malformed one answered with the
+//! field at fault, and a redelivery after the intake restarts answered the same way.
+//!
+//! The broker comes from `PRLX_KAFKA_BOOTSTRAP` (`scripts/test.sh` starts one); without it the
+//! test says it was skipped and returns.
+#![cfg(feature = "kafka")]
+
+use std::io::Write;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prlx_commands::actor::{self, CoordinatorHandle};
+use prlx_commands::decide::Command;
+use prlx_commands::kafka_intake::{self, KafkaIntakeConfig, Reply};
+use prlx_commands::shell::Coordinator;
+use prlx_events::crypto::public_key_pem;
+use prlx_events::event::*;
+use prlx_events::log::{LogReader, LogUrl};
+use prlx_events::seal::StorageKey;
+use prlx_events::{AccountId, Envelope, Event, Hash32};
+
+fn bootstrap() -> Option<String> {
+    prlx_tests::kafka::bootstrap()
+}
+
+fn kcat_publish(bootstrap: &str, topic: &str, key: &str, value: &str) {
+    // -K splits key and value at the first occurrence of the delimiter.
+    let mut child = Process::new("kcat")
+        .args(["-b", bootstrap, "-t", topic, "-P", "-K", "\t"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test.sh installs it)");
+    writeln!(child.stdin.take().unwrap(), "{key}\t{value}").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "kcat -P failed: {status}");
+}
+
+/// Reads `count` answers from the start of `topic` with kcat (JSON envelope per record).
+fn kcat_read(bootstrap: &str, topic: &str, count: usize) -> Vec<(String, Reply)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Process::new("kcat")
+            .args([
+                "-b",
+                bootstrap,
+                "-t",
+                topic,
+                "-C",
+                "-o",
+                "beginning",
+                "-e",
+                "-J",
+            ])
+            .output()
+            .expect("kcat runs");
+        let got: Vec<(String, Reply)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("kcat -J line");
+                let key = v["key"].as_str().unwrap_or_default().to_owned();
+                let reply =
+                    serde_json::from_str(v["payload"].as_str().expect("payload")).expect("a reply");
+                (key, reply)
+            })
+            .collect();
+        if got.len() >= count {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} answers on {topic}: {got:?}",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn coordinator(dir: &std::path::Path) -> (CoordinatorHandle, LogUrl) {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let coord = Coordinator::open(&url, "kafka-intake-test", StorageKey::from_bytes([5; 32]))
+        .await
+        .unwrap();
+    let (handle, _task) = actor::spawn(coord);
+    (handle, url)
+}
+
+fn body(prompt: &str, client_pem: &str) -> String {
+    serde_json::json!({
+        "workload_class": "ai.inference",
+        "model": "chat",
+        "hardware_tier": 1,
+        "priority": "standard",
+        "deadline_seconds": 60,
+        "credit_account": "parallelix-ai",
+        "client_pubkey": client_pem,
+        "prompt": prompt,
+        "max_tokens": 8,
+        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_submissions_are_answered_once_each_on_the_reply_topic() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, url) = coordinator(dir.path()).await;
+    handle
+        .execute_command(Command::PublishCatalog(CatalogPublished {
+            models: vec![CatalogModel {
+                model: "chat".into(),
+                sha256: Hash32([1; 32]),
+                min_tier: 1,
+                base_price: 10,
+                per_token_price: 1,
+                max_tokens_limit: 64,
+            }],
+            max_tier: 3,
+            min_deadline_seconds: 1,
+            max_deadline_seconds: 600,
+            reputation_weight_pct: 100,
+            max_attempts: 3,
+            validation: Default::default(),
+            node_timeout_seconds: 30,
+        }))
+        .await
+        .unwrap();
+    handle
+        .execute_command(Command::DepositCredits {
+            account: AccountId("parallelix-ai".into()),
+            tx_ref: "tx-1".into(),
+            amount: 1_000,
+        })
+        .await
+        .unwrap();
+
+    let unique = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let config = KafkaIntakeConfig {
+        bootstrap: bootstrap.clone(),
+        submissions_topic: format!("prlx-test-submissions-{unique}"),
+        replies_topic: format!("prlx-test-replies-{unique}"),
+        group_id: format!("prlx-test-intake-{unique}"),
+    };
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    // kcat sends one line per record; the JSON string escapes the PEM's newlines.
+    let pem = public_key_pem(&client.to_public_key());
+    let ok = body("What is the capital of France?", &pem);
+    kcat_publish(&bootstrap, &config.submissions_topic, "order-1", &ok);
+    kcat_publish(&bootstrap, &config.submissions_topic, "order-1", &ok);
+    let bad = ok.replace("\"hardware_tier\":1", "\"hardware_tier\":\"one\"");
+    assert_ne!(bad, ok);
+    kcat_publish(&bootstrap, &config.submissions_topic, "order-2", &bad);
+
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 3);
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let (k0, first) = &answers[0];
+    let (k1, again) = &answers[1];
+    assert_eq!((k0.as_str(), k1.as_str()), ("order-1", "order-1"));
+    assert_eq!(first.status, "accepted", "{first:?}");
+    assert_eq!(first, again, "the same record twice: the same answer");
+    let (k2, rejected) = &answers[2];
+    assert_eq!(k2, "order-2");
+    assert_eq!(rejected.status, "rejected");
+    let error = rejected.error.as_ref().unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.field.as_deref()),
+        ("malformed_request", Some("hardware_tier")),
+        "{error:?}"
+    );
+
+    // A restarted intake in the same group resumes after what it committed: nothing is
+    // answered twice; a record published now is answered.
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    let second = body("And of Spain?", &pem);
+    kcat_publish(&bootstrap, &config.submissions_topic, "order-3", &second);
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 4);
+    assert_eq!(answers.len(), 4, "nothing answered twice: {answers:?}");
+    assert_eq!(answers[3].0, "order-3");
+    assert_eq!(answers[3].1.request_id, Some(first.request_id.unwrap() + 1));
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+
+    // On the log: two requests, each once, each with its reference as idempotency key and
+    // Kafka as its source.
+    let state_requests = handle.read_state(|s| s.requests.len()).await.unwrap();
+    assert_eq!(state_requests, 2);
+    let reader = url.open_reader().unwrap();
+    let records = reader.read(0, 1_000).await.unwrap();
+    let accepted: Vec<RequestAccepted> = records
+        .iter()
+        .filter_map(|r| match Envelope::decode(&r.payload).unwrap().event {
+            Event::RequestAccepted(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[0].idempotency_key.as_deref(), Some("order-1"));
+    assert_eq!(
+        accepted[0].source,
+        IntakeSource::Kafka {
+            reference: "order-1".into()
+        }
+    );
+    assert_eq!(accepted[1].idempotency_key.as_deref(), Some("order-3"));
+    // The malformed record never reached the core (like a malformed HTTP body).
+    assert!(records.iter().all(|r| !matches!(
+        Envelope::decode(&r.payload).unwrap().event,
+        Event::RequestRejected(_)
+    )));
+}
