@@ -1451,4 +1451,95 @@ mod process {
         }
         assert!(segments > 0, "no .seg files in {}", log_dir.display());
     }
+
+    /// Scheduling over real HTTP to a real `serve`: best fit (the smallest tier that fits,
+    /// with its reasons on the log), then capacity (the next request goes to the bigger node),
+    /// then queueing (no capable node has a slot; a node too small never gets one).
+    #[tokio::test]
+    async fn best_fit_then_capacity_then_queueing_over_real_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let (_child, addr) = spawn_serve(dir.path(), &catalog);
+        let mut ids = Vec::new();
+        for tier in [2, 4, 3] {
+            let key = new_key().to_public_key();
+            let node = json!({
+                "public_key_pem": public_key_pem(&key),
+                "hardware_tier": tier,
+                "models": ["oss-chat-v1"],
+                "slots": 1,
+                "stake": 1_000,
+                "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+            });
+            let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
+            assert_eq!(status, 201, "{body}");
+            ids.push((tier, node_id_of(&key)));
+        }
+        let node_of = |tier: u8| ids.iter().find(|(t, _)| *t == tier).unwrap().1;
+        let deposit = json!({"tx_ref": "0x1", "amount": 10_000});
+        http(
+            &addr,
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&deposit),
+            None,
+        )
+        .await;
+        for i in 0..3 {
+            let (status, body) = http(
+                &addr,
+                "POST",
+                "/v1/requests",
+                Some(&submission("ai", &format!("prompt {i}"))),
+                None,
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+        }
+        // The log, read from this process while the coordinator writes it.
+        let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+        let reader = url.open_reader().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let scheduled = loop {
+            let records = prlx_events::log::LogReader::read(&reader, 0, 10_000)
+                .await
+                .unwrap();
+            let scheduled: Vec<_> = records
+                .iter()
+                .filter_map(|r| match Envelope::decode(&r.payload).unwrap().event {
+                    Event::RequestScheduled(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            if scheduled.len() >= 2 || std::time::Instant::now() > deadline {
+                break scheduled;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(scheduled.len(), 2, "two dispatches: {scheduled:?}");
+        let first = &scheduled[0];
+        assert_eq!(first.task_id.request, RequestId(0));
+        assert_eq!(
+            first.node_id,
+            node_of(3),
+            "tier 3 fits a tier-3 request best"
+        );
+        assert_eq!(first.candidates_considered, 2, "tier 2 is not a candidate");
+        let reasons: Vec<(u8, u32)> = first
+            .ranked
+            .iter()
+            .map(|c| (c.hardware_tier, c.free_slots))
+            .collect();
+        assert_eq!(reasons, [(3, 1), (4, 1)], "the reasons, best first");
+        assert_eq!(scheduled[1].task_id.request, RequestId(1));
+        assert_eq!(scheduled[1].node_id, node_of(4), "the tier-3 node is busy");
+        let (_, third) = http(&addr, "GET", "/v1/requests/2", None, None).await;
+        assert_eq!(third["stage"], "queued", "{third}");
+        assert_eq!(third["attempts"], 0);
+        assert!(
+            scheduled.iter().all(|s| s.node_id != node_of(2)),
+            "the tier-2 node is too small for every request"
+        );
+    }
 }
