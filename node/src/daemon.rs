@@ -412,17 +412,58 @@ fn warn_fault_drill(fault: Fault) {
     say(&bar);
 }
 
+/// Bounds of the pause between tries to read the log while its backend is away.
+const LOG_RETRY_MIN: Duration = Duration::from_millis(200);
+const LOG_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Log errors worth waiting out: the backend is away or busy. Corruption, a wrong URL or a
+/// missing topic are not.
+fn is_transient(e: &LogError) -> bool {
+    matches!(e, LogError::Kafka { .. } | LogError::Io { .. })
+}
+
 /// Follows the log until asked to stop.
 async fn follow(
     follower: &mut Follower,
     pool: &WorkerPool,
     stop: &mut StopFlag,
 ) -> Result<(), DaemonError> {
+    let mut backoff = LOG_RETRY_MIN;
+    let mut log_trouble: Option<std::time::Instant> = None;
     loop {
         if stop.is_set() {
             return Ok(());
         }
-        let step = follower.step().await?;
+        let step = match follower.step().await {
+            Ok(step) => {
+                if let Some(since) = log_trouble.take() {
+                    say(format_args!(
+                        "reading the coordinator's log again (after {} s)",
+                        since.elapsed().as_secs()
+                    ));
+                }
+                backoff = LOG_RETRY_MIN;
+                step
+            }
+            // The log's backend away for a while (a broker restarting, a partition changing
+            // leader): nothing was folded from the failed read, so the same read is tried
+            // again. A node that exited here would stop heartbeating and lapse.
+            Err(DaemonError::Log(e)) if is_transient(&e) => {
+                if log_trouble.is_none() {
+                    say(format_args!(
+                        "warning: reading the coordinator's log failed ({e}); retrying"
+                    ));
+                    log_trouble = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    () = stop.wait() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(LOG_RETRY_MAX);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for (assigned, job) in step.ready {
             match job {
                 Ok(job) => {
@@ -445,7 +486,8 @@ async fn follow(
         if step.read == 0 {
             tokio::select! {
                 () = stop.wait() => return Ok(()),
-                r = follower.reader.wait_for(follower.next, FOLLOW_WAIT) => { r?; }
+                // A failed wait is noticed by the next read, which retries.
+                _ = follower.reader.wait_for(follower.next, FOLLOW_WAIT) => {}
             }
         }
     }
