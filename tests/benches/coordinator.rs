@@ -50,11 +50,11 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
 }
 
 async fn run_coordinator(
-    dir: &std::path::Path,
+    url: &str,
     requests: usize,
     keys: &[rsa::RsaPrivateKey],
 ) -> (Duration, Vec<(usize, Vec<u8>)>) {
-    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let url = LogUrl::parse(url).unwrap();
     let coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
         .await
         .unwrap()
@@ -242,8 +242,80 @@ fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
         .collect()
 }
 
+/// The raw side on Kafka: the same records produced to a fresh one-partition topic of the
+/// same broker by `CONCURRENCY` tasks, one batch at a time, each batch awaited until every
+/// record is acknowledged: an idempotent producer with `acks=all`, as the log's writer is,
+/// without its transactions, deciding, folding or sealing.
+#[cfg(feature = "kafka")]
+async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)]) -> Duration {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+    for (idx, r) in records {
+        if batches.len() <= *idx {
+            batches.push(Vec::new());
+        }
+        batches[*idx].push(r.clone());
+    }
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let producer = producer.clone();
+            let queue = Arc::clone(&queue);
+            let topic = topic.to_owned();
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some(batch) = next else { break };
+                    let sends: Vec<_> = batch
+                        .iter()
+                        .map(|r| {
+                            producer.send(
+                                FutureRecord::<(), [u8]>::to(&topic).payload(r.as_slice()),
+                                Duration::from_secs(30),
+                            )
+                        })
+                        .collect();
+                    for s in sends {
+                        s.await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    t.elapsed()
+}
+
 fn main() {
     let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
+    // PRLX_BENCH_KAFKA=HOST:PORT runs both sides on that Kafka broker instead of file logs.
+    let kafka = std::env::var("PRLX_BENCH_KAFKA")
+        .ok()
+        .filter(|b| !b.is_empty());
     let requests = if quick { 2_000 } else { 20_000 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -257,13 +329,27 @@ fn main() {
     let (mut coord, mut raw) = (Vec::new(), Vec::new());
     let mut events = 0;
     for round in 0..rounds {
-        let (elapsed, records) = rt.block_on(run_coordinator(
-            &base.join(format!("coord-{round}")),
-            requests,
-            &keys,
-        ));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let url = match &kafka {
+            Some(b) => format!("kafka://{b}/prlx-bench-coord-{stamp}"),
+            None => format!("file://{}", base.join(format!("coord-{round}")).display()),
+        };
+        let (elapsed, records) = rt.block_on(run_coordinator(&url, requests, &keys));
         events = records.len();
-        let raw_elapsed = rt.block_on(run_raw(&base.join(format!("raw-{round}")), &records));
+        let raw_elapsed = match &kafka {
+            #[cfg(feature = "kafka")]
+            Some(b) => rt.block_on(run_raw_kafka(
+                b,
+                &format!("prlx-bench-raw-{stamp}"),
+                &records,
+            )),
+            #[cfg(not(feature = "kafka"))]
+            Some(_) => panic!("PRLX_BENCH_KAFKA needs the kafka feature"),
+            None => rt.block_on(run_raw(&base.join(format!("raw-{round}")), &records)),
+        };
         coord.push(elapsed);
         raw.push(raw_elapsed);
     }
@@ -278,8 +364,13 @@ fn main() {
         requests as f64 / c.as_secs_f64(),
         events as f64 / c.as_secs_f64()
     );
+    let (log, raw_what) = match &kafka {
+        Some(_) => ("Kafka log", "raw rdkafka produce of the same records"),
+        None => ("file log", "raw file-log append of the same records"),
+    };
+    println!("log: {log}");
     println!(
-        "| raw file-log append of the same records | {:.0} | {:.0} |",
+        "| {raw_what} | {:.0} | {:.0} |",
         requests as f64 / r.as_secs_f64(),
         events as f64 / r.as_secs_f64()
     );
