@@ -36,9 +36,10 @@ use crate::engine::{
     resolve_ort_library, Engine, EngineError, EngineOptions, ModelFiles, Provider,
 };
 use crate::fault::{Fault, FaultDrill};
-use crate::follow::{Applied, Assigned, Assignments, FollowError, GrantToAccept};
+use crate::follow::{Applied, Assigned, Assignments, DispatchKey, FollowError, GrantToAccept};
 use crate::keys::{self, KeyError, KeySource, NODE_KEY_BITS};
 use crate::registry::{Registry, RegistryError};
+use crate::trace::{self, JobTrace};
 use crate::worker::{Finished, Identity, Job, WorkerPool};
 
 /// Records read from the log per batch.
@@ -369,6 +370,7 @@ pub async fn run(
         identity,
         served: loaded.served,
         caught_up: false,
+        traces: BTreeMap::new(),
     };
     let followed = follow(&mut follower, &pool, &mut stop).await;
     heartbeat.abort();
@@ -503,6 +505,8 @@ struct Follower {
     identity: Arc<Identity>,
     served: BTreeMap<String, Hash32>,
     caught_up: bool,
+    /// With `PRLX_NODE_TRACE` set: the traces of the dispatches read and not yet opened.
+    traces: BTreeMap<DispatchKey, JobTrace>,
 }
 
 struct Step {
@@ -523,6 +527,9 @@ impl Follower {
             match Envelope::decode(&record.payload) {
                 Ok(envelope) => {
                     let applied = self.state.apply(&envelope.event)?;
+                    if trace::enabled() {
+                        self.trace(&applied, envelope.header.recorded_at);
+                    }
                     self.on_applied(applied);
                 }
                 // A record this build cannot read (a newer coordinator's event type, say)
@@ -563,10 +570,14 @@ impl Follower {
         })
     }
 
-    fn open(&self, assigned: &Assigned) -> Result<Job, String> {
+    fn open(&mut self, assigned: &Assigned) -> Result<Job, String> {
+        let mut trace = self.traces.remove(&assigned.key());
         let body = crate::follow::open_dispatch(&self.sessions, self.identity.node, assigned)
             .map_err(|e| e.to_string())?;
         let epoch = assigned.epoch.expect("open_dispatch needs an epoch");
+        if let Some(trace) = &mut trace {
+            trace.mark("opened");
+        }
         Ok(Job {
             task: assigned.task,
             attempt: assigned.attempt,
@@ -574,7 +585,24 @@ impl Follower {
             session: self.sessions[&epoch].clone(),
             body,
             deadline_at: assigned.deadline_at,
+            trace,
         })
+    }
+
+    /// Starts the trace of a dispatch just read; forgets that of one the log closed.
+    fn trace(&mut self, applied: &Applied, recorded_at: chrono::DateTime<Utc>) {
+        match applied {
+            Applied::Dispatched(key) => {
+                if let Some(mut trace) = JobTrace::start(recorded_at) {
+                    trace.mark("read");
+                    self.traces.insert(*key, trace);
+                }
+            }
+            Applied::Closed(key) => {
+                self.traces.remove(key);
+            }
+            _ => {}
+        }
     }
 
     fn on_applied(&mut self, applied: Applied) {
@@ -739,15 +767,22 @@ async fn report_results(
 }
 
 /// Posts one result until the coordinator answers 200 (recorded or duplicate) or refuses it.
-async fn report_one(client: CoordinatorClient, node: NodeId, finished: Finished) {
+async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finished) {
     let path = format!("/v1/nodes/{}/results", node.0);
     let (task, attempt) = (finished.task, finished.attempt);
+    if let Some(trace) = &mut finished.trace {
+        trace.mark("posting");
+    }
     let started = tokio::time::Instant::now();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
     loop {
         let why = match client.post_json(&path, &finished.report).await {
             Ok(a) if a.status == 200 => {
+                if let Some(trace) = &mut finished.trace {
+                    trace.mark("reported");
+                    trace::report(trace, format_args!("{task} attempt {attempt}"));
+                }
                 let outcome = a.json()["outcome"].as_str().unwrap_or("ok").to_owned();
                 say(format_args!("reported {task} attempt {attempt}: {outcome}"));
                 return;

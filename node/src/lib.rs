@@ -22,6 +22,7 @@
 //! - [`client`]: a small HTTP/1.1 client for the coordinator's API.
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, following the
 //!   log, reporting, draining on shutdown.
+//! - [`trace`]: the opt-in per-job phase trace (`PRLX_NODE_TRACE=1`).
 
 pub mod client;
 pub mod daemon;
@@ -30,6 +31,7 @@ pub mod fault;
 pub mod follow;
 pub mod keys;
 pub mod registry;
+pub mod trace;
 pub mod worker;
 
 pub use engine::{Engine, EngineError, EngineOptions, Generation, ModelFiles, Provider};

@@ -31,6 +31,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Engine, Generation};
 use crate::fault::FaultDrill;
+use crate::trace::JobTrace;
 
 /// The node's identity: what its workers sign with.
 pub struct Identity {
@@ -56,6 +57,8 @@ pub struct Job {
     pub session: SessionKey,
     pub body: DispatchBody,
     pub deadline_at: DateTime<Utc>,
+    /// The phase trace, with `PRLX_NODE_TRACE` set ([`crate::trace`]); `None` otherwise.
+    pub trace: Option<JobTrace>,
 }
 
 /// A result ready to report.
@@ -66,6 +69,8 @@ pub struct Finished {
     pub deadline_at: DateTime<Utc>,
     pub report: ResultReport,
     pub elapsed: Duration,
+    /// The job's trace, carried on to the reporter.
+    pub trace: Option<JobTrace>,
 }
 
 /// Why a result body could not be built from a generation.
@@ -216,7 +221,7 @@ impl WorkerPool {
 fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared) {
     loop {
         // The lock guards the queue only, for as long as it takes to take one job.
-        let job = match queue
+        let mut job = match queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .recv()
@@ -247,7 +252,14 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
             continue;
         }
         shared.busy.fetch_add(1, Ordering::SeqCst);
-        let outcome = run_job(&mut engine, &job, &shared.identity, shared.drill.as_deref());
+        let trace = job.trace.take();
+        let outcome = run_job(
+            &mut engine,
+            &job,
+            trace,
+            &shared.identity,
+            shared.drill.as_deref(),
+        );
         shared.busy.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(finished) => {
@@ -270,10 +282,14 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
 fn run_job(
     engine: &mut Engine,
     job: &Job,
+    mut trace: Option<JobTrace>,
     identity: &Identity,
     drill: Option<&FaultDrill>,
 ) -> Result<Finished, String> {
     let started = Instant::now();
+    if let Some(trace) = &mut trace {
+        trace.mark("started");
+    }
     eprintln!(
         "prlx-node: running {} attempt {} on {} (max_tokens {})",
         job.task,
@@ -291,6 +307,13 @@ fn run_job(
             };
             format!("{kind}: {e}")
         })?;
+    if let Some(trace) = &mut trace {
+        let t = &generation.timing;
+        trace.mark_after("tokenized", t.tokenize);
+        trace.mark_after("prefilled", t.prefill);
+        trace.mark_after("decoded", t.decode);
+        trace.mark("generated");
+    }
     let result = result_body(&generation).map_err(|e| e.to_string())?;
     let tokens = generation.generated_tokens;
     let report = match drill {
@@ -311,6 +334,10 @@ fn run_job(
         deadline_at: job.deadline_at,
         report,
         elapsed: started.elapsed(),
+        trace: trace.map(|mut trace| {
+            trace.mark("committed");
+            trace
+        }),
     })
 }
 
@@ -340,6 +367,7 @@ mod tests {
                 max_tokens: 4,
             },
             deadline_at: Utc::now(),
+            trace: None,
         };
         let result = ResultBody {
             text: "abc".into(),

@@ -74,6 +74,7 @@ fn job(request: u64, session: &SessionKey) -> Job {
             max_tokens: 8,
         },
         deadline_at: Utc::now(),
+        trace: None,
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Floor {
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
+    /// How long the first run (the prefill) of the last `generate` took.
+    pub prefill: std::time::Duration,
 }
 
 impl Floor {
@@ -38,6 +40,7 @@ impl Floor {
             kv_heads: entry.num_kv_heads,
             head_dim: entry.head_dim,
             vocab: entry.vocab_size,
+            prefill: std::time::Duration::ZERO,
         })
     }
 
@@ -49,7 +52,8 @@ impl Floor {
         let mut ids = prompt_ids.to_vec();
         let mut past_len = 0;
         let mut out = Vec::with_capacity(runs);
-        for _ in 0..runs {
+        let started = std::time::Instant::now();
+        for step in 0..runs {
             let seq = ids.len();
             let total = past_len + seq;
             let positions: Vec<i64> = (past_len as i64..total as i64).collect();
@@ -70,6 +74,9 @@ impl Floor {
                 }
             }
             past.extend(outputs.map(|(_, v)| v));
+            if step == 0 {
+                self.prefill = started.elapsed();
+            }
             out.push(next as u32);
             past_len = total;
             ids = vec![next as i64];
