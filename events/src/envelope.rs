@@ -96,6 +96,18 @@ impl Envelope {
     /// As [`Envelope::decode`], with an explicit upcaster chain (tests exercise the mechanism
     /// with chains of their own).
     pub fn decode_with(bytes: &[u8], upcasters: &[Upcaster]) -> Result<Self, DecodeError> {
+        // The common case in one pass; anything it does not take (an older version, `data`
+        // before `type`, any error) goes the general way below, which also words the errors.
+        if let Some(env) = fast::decode(bytes) {
+            return Ok(env);
+        }
+        Self::decode_general(bytes, upcasters)
+    }
+
+    /// The general decoder: the envelope with `data` as raw JSON first, then the payload
+    /// (upcast first when older). Parses `data` twice, but handles every case and names
+    /// errors precisely.
+    fn decode_general(bytes: &[u8], upcasters: &[Upcaster]) -> Result<Self, DecodeError> {
         let raw: RawEnvelope<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
         let event_type = raw.event_type.as_ref();
         let current = Event::current_version(event_type)
@@ -189,4 +201,375 @@ pub(crate) struct EnvelopeShape {
     correlation_id: Option<Uuid>,
     causation_id: Option<Uuid>,
     data: serde_json::Value,
+}
+
+/// The one-pass decoder of [`Envelope::decode_with`]'s common case: a payload at its current
+/// version, with `type` and `version` before `data` (as [`Envelope::encode`] writes them), is
+/// decoded straight into its type by the envelope's own deserializer, instead of being scanned
+/// once as a `RawValue` and parsed again from it. Together with the fast timestamp and UUID
+/// paths this was ~40% of the auditor's time.
+///
+/// It answers `Some` only where the general decoder gives the same envelope: the fields are read
+/// with the same rules (required ones, `null`/missing optional ids, duplicates refused, unknown
+/// fields ignored, nothing after the object), and `data` is decoded by the same payload type from
+/// the same text. Everything else, errors included, is `None`.
+mod fast {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use chrono::{DateTime, Utc};
+    use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+    use uuid::Uuid;
+
+    use super::{Envelope, Header};
+    use crate::event::Event;
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
+        // UTF-8 checked once for the whole record, up front. This is also what keeps the fast
+        // path from accepting more than the general one: that one reads `data` as a `RawValue`,
+        // which must be valid UTF-8 even inside strings that the payload type then skips.
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let env = de
+            .deserialize_struct("Envelope", FIELDS, EnvelopeVisitor)
+            .ok()?;
+        de.end().ok()?;
+        Some(env)
+    }
+
+    const FIELDS: &[&str] = &[
+        "event_id",
+        "type",
+        "version",
+        "recorded_at",
+        "producer",
+        "sequence",
+        "correlation_id",
+        "causation_id",
+        "data",
+    ];
+
+    enum Field {
+        EventId,
+        Type,
+        Version,
+        RecordedAt,
+        Producer,
+        Sequence,
+        CorrelationId,
+        CausationId,
+        Data,
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for Field {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Field;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("field identifier")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Field, E> {
+                    Ok(match s {
+                        "event_id" => Field::EventId,
+                        "type" => Field::Type,
+                        "version" => Field::Version,
+                        "recorded_at" => Field::RecordedAt,
+                        "producer" => Field::Producer,
+                        "sequence" => Field::Sequence,
+                        "correlation_id" => Field::CorrelationId,
+                        "causation_id" => Field::CausationId,
+                        "data" => Field::Data,
+                        _ => Field::Other,
+                    })
+                }
+            }
+            d.deserialize_identifier(V)
+        }
+    }
+
+    /// A string borrowed from the input where it has no escapes.
+    struct Str<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Str<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Borrowed(s)))
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(s.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// A UUID: the hyphenated fast path, else `Uuid::parse_str` (as `Uuid`'s `Deserialize`).
+    struct FastUuid(Uuid);
+
+    impl<'de> Deserialize<'de> for FastUuid {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = FastUuid;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a UUID string")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<FastUuid, E> {
+                    match crate::fast::uuid(s) {
+                        Some(u) => Ok(FastUuid(u)),
+                        None => Uuid::parse_str(s).map(FastUuid).map_err(E::custom),
+                    }
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// `Option<Uuid>` through the fast path: `null` is `None`.
+    fn optional_uuid<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Uuid>, A::Error> {
+        Ok(map.next_value::<Option<FastUuid>>()?.map(|u| u.0))
+    }
+
+    /// Decodes `data` as the payload of `type_name` at its current version.
+    struct Payload<'a>(&'a str);
+
+    impl<'de> DeserializeSeed<'de> for Payload<'_> {
+        type Value = Event;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+            Event::deserialize_current(self.0, d)
+                .unwrap_or_else(|| Err(de::Error::custom("unknown event type")))
+        }
+    }
+
+    struct EnvelopeVisitor;
+
+    /// Declines the fast path (the general decoder takes over); never shown.
+    fn decline<E: de::Error>() -> E {
+        E::custom("not the fast path")
+    }
+
+    impl<'de> Visitor<'de> for EnvelopeVisitor {
+        type Value = Envelope;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event envelope")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+            let mut event_id: Option<Uuid> = None;
+            let mut event_type: Option<Str<'de>> = None;
+            let mut version: Option<u32> = None;
+            let mut recorded_at: Option<DateTime<Utc>> = None;
+            let mut producer: Option<String> = None;
+            let mut sequence: Option<u64> = None;
+            let mut correlation_id: Option<Option<Uuid>> = None;
+            let mut causation_id: Option<Option<Uuid>> = None;
+            let mut event: Option<Event> = None;
+            fn once<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+                match slot {
+                    Some(_) => Err(E::duplicate_field(name)),
+                    None => Ok(()),
+                }
+            }
+            while let Some(key) = map.next_key::<Field>()? {
+                match key {
+                    Field::EventId => {
+                        once(&event_id, "event_id")?;
+                        event_id = Some(map.next_value::<FastUuid>()?.0);
+                    }
+                    Field::Type => {
+                        once(&event_type, "type")?;
+                        event_type = Some(map.next_value()?);
+                    }
+                    Field::Version => {
+                        once(&version, "version")?;
+                        version = Some(map.next_value()?);
+                    }
+                    Field::RecordedAt => {
+                        once(&recorded_at, "recorded_at")?;
+                        let s = map.next_value::<Str<'de>>()?;
+                        recorded_at = Some(crate::fast::datetime::parse(&s.0)?);
+                    }
+                    Field::Producer => {
+                        once(&producer, "producer")?;
+                        producer = Some(map.next_value()?);
+                    }
+                    Field::Sequence => {
+                        once(&sequence, "sequence")?;
+                        sequence = Some(map.next_value()?);
+                    }
+                    Field::CorrelationId => {
+                        once(&correlation_id, "correlation_id")?;
+                        correlation_id = Some(optional_uuid(&mut map)?);
+                    }
+                    Field::CausationId => {
+                        once(&causation_id, "causation_id")?;
+                        causation_id = Some(optional_uuid(&mut map)?);
+                    }
+                    Field::Data => {
+                        once(&event, "data")?;
+                        let (Some(t), Some(v)) = (&event_type, version) else {
+                            return Err(decline());
+                        };
+                        if Event::current_version(&t.0) != Some(v) {
+                            return Err(decline());
+                        }
+                        event = Some(map.next_value_seed(Payload(&t.0))?);
+                    }
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let (
+                Some(event_id),
+                Some(_),
+                Some(_),
+                Some(recorded_at),
+                Some(producer),
+                Some(sequence),
+                Some(event),
+            ) = (
+                event_id,
+                event_type,
+                version,
+                recorded_at,
+                producer,
+                sequence,
+                event,
+            )
+            else {
+                return Err(decline());
+            };
+            Ok(Envelope {
+                header: Header {
+                    event_id,
+                    recorded_at,
+                    producer,
+                    sequence,
+                    correlation_id: correlation_id.flatten(),
+                    causation_id: causation_id.flatten(),
+                },
+                event,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NodeHeartbeat;
+    use crate::{Hash32, NodeId};
+
+    fn wire() -> String {
+        let header = Header {
+            event_id: Uuid::from_u128(0x35b7_3b9d_dcdd_4c0b_ace2_5a3e_ad6d_7b3c),
+            recorded_at: "2026-11-25T02:26:35.638235905Z".parse().unwrap(),
+            producer: "coordinator/1".into(),
+            sequence: 44,
+            correlation_id: Some(Uuid::from_u128(7)),
+            causation_id: None,
+        };
+        let env = Envelope::new(
+            header,
+            NodeHeartbeat {
+                node_id: NodeId(Hash32([0xab; 32])),
+            },
+        );
+        String::from_utf8(env.encode()).unwrap()
+    }
+
+    /// The one-pass decoder either declines or agrees with the general one, and the public
+    /// decoder always agrees with the general one, on shapes the writer never produces.
+    #[test]
+    fn the_fast_path_agrees_with_the_general_decoder_or_declines() {
+        let good = wire();
+        let id = "35b73b9d-dcdd-4c0b-ace2-5a3ead6d7b3c";
+        let data = format!(r#""data":{{"node_id":"{}"}}"#, "ab".repeat(32));
+        let cases: Vec<(String, bool)> = vec![
+            // (bytes, the fast path takes it)
+            (good.clone(), true),
+            (good.replace("\"type\"", "\"ty\\u0070e\""), true),
+            (
+                good.replace("\"NodeHeartbeat\"", "\"Node\\u0048eartbeat\""),
+                true,
+            ),
+            (good.replace(",\"causation_id\":null", ""), true),
+            (
+                good.replace(
+                    ",\"correlation_id\":\"00000000-0000-0000-0000-000000000007\"",
+                    "",
+                ),
+                true,
+            ),
+            (
+                good.replace("{\"event_id\"", "{\"extra\":[1,{\"x\":\"y\"}],\"event_id\""),
+                true,
+            ),
+            (
+                good.replace("\"node_id\"", "\"future_field\":\"z\",\"node_id\""),
+                true,
+            ),
+            (good.replace(id, &id.to_uppercase()), true),
+            // Forms the writer does not use: the scalar fast paths fall back to `uuid`, chrono.
+            (good.replace(id, &id.replace('-', "")), true),
+            (good.replace("35.638235905Z", "35.638235905+00:00"), true),
+            (good.replace("35.638235905Z", "35.6382Z"), true),
+            (
+                good.replace("02:26:35.638235905Z", "03:26:35.638235905+01:00"),
+                true,
+            ),
+            // Declined (`data` before `type`), decoded the general way.
+            (
+                format!("{{{data},{}", good[1..].replace(&format!(",{data}"), "")),
+                false,
+            ),
+            // Refused both ways.
+            (
+                good.replace("\"sequence\":44", "\"sequence\":44,\"sequence\":45"),
+                false,
+            ),
+            (good.replace("\"sequence\":44,", ""), false),
+            (good.replace("\"version\":1", "\"version\":2"), false),
+            (good.replace("\"NodeHeartbeat\"", "\"NodeExploded\""), false),
+            (format!("{good} x"), false),
+            (good.replace("\"node_id\":\"ab", "\"node_id\":\"zz"), false),
+        ];
+        for (text, fast_takes_it) in cases {
+            let general = Envelope::decode_general(text.as_bytes(), UPCASTERS);
+            let fast = fast::decode(text.as_bytes());
+            assert_eq!(fast.is_some(), fast_takes_it, "{text}");
+            if let Some(f) = &fast {
+                assert_eq!(Some(f), general.as_ref().ok(), "{text}");
+            }
+            match (Envelope::decode(text.as_bytes()), general) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+        }
+        // Invalid UTF-8 in a string the payload type skips: the general decoder refuses it
+        // (`data` is read as a `RawValue`), so the fast path must too.
+        let mut bytes = good
+            .replace("\"node_id\"", "\"future_field\":\"\u{e9}\",\"node_id\"")
+            .into_bytes();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == "\u{e9}".as_bytes())
+            .unwrap();
+        bytes[at + 1] = b'!';
+        assert!(Envelope::decode_general(&bytes, UPCASTERS).is_err());
+        assert!(fast::decode(&bytes).is_none());
+        assert!(Envelope::decode(&bytes).is_err());
+    }
 }

@@ -272,6 +272,7 @@ pub struct NodeDrained {
 pub struct NodeLapsed {
     pub node_id: NodeId,
     /// Its last heartbeat (or registration), in log time.
+    #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub last_heartbeat: DateTime<Utc>,
 }
 
@@ -327,6 +328,7 @@ pub struct TaskDispatched {
     /// The work sealed so only `node_id` can open it.
     pub sealed_work: Sealed,
     /// Deadline in log time: `recorded_at` of this event plus the request's deadline.
+    #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub deadline_at: DateTime<Utc>,
 }
 
@@ -557,6 +559,7 @@ pub struct StakeReturned {
     /// Always the full amount requested: stake is never seized.
     pub amount: u64,
     /// When the cooldown of that request ended.
+    #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub available_at: DateTime<Utc>,
 }
 
@@ -591,8 +594,10 @@ pub struct Payout {
 pub struct RewardEpochSettled {
     /// Counted from 0, the first epoch after the policy.
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub starts_at: DateTime<Utc>,
     /// Exclusive: an event recorded at `ends_at` belongs to the next epoch.
+    #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub ends_at: DateTime<Utc>,
     pub mode: RewardMode,
     /// Bootstrap: what the bucket unlocks this epoch. Steady state: the credits charged in it.
@@ -652,6 +657,18 @@ macro_rules! events {
                         .map(Event::$variant)
                         .map_err(|e| crate::envelope::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
                     other => Err(crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+
+            /// Decodes a payload already at its current version from inside the envelope's
+            /// own deserializer (one pass over the bytes); `None` for an unknown type.
+            pub(crate) fn deserialize_current<'de, D: serde::Deserializer<'de>>(
+                type_name: &str,
+                d: D,
+            ) -> Option<Result<Event, D::Error>> {
+                match type_name {
+                    $( stringify!($variant) => Some(<$variant as serde::Deserialize>::deserialize(d).map(Event::$variant)), )*
+                    _ => None,
                 }
             }
 

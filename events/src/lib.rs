@@ -20,6 +20,7 @@ mod b64;
 pub mod crypto;
 pub mod envelope;
 pub mod event;
+mod fast;
 pub mod ids;
 pub mod log;
 pub mod protocol;

@@ -91,17 +91,20 @@ impl<S: Projection> Fold<S> {
             )));
         }
         let h = &env.header;
-        if self
-            .producers
-            .get(&h.producer)
-            .is_some_and(|&seen| h.sequence <= seen)
-        {
+        // One lookup per event, and no `String` clone but for a producer's first event.
+        let seen = self.producers.get_mut(&h.producer);
+        if seen.as_deref().is_some_and(|&seen| h.sequence <= seen) {
             self.last_offset = Some(offset);
             self.duplicates_dropped += 1;
             return Ok(Fed::Duplicate);
         }
         self.state.apply(env).map_err(at)?;
-        self.producers.insert(h.producer.clone(), h.sequence);
+        match seen {
+            Some(seen) => *seen = h.sequence,
+            None => {
+                self.producers.insert(h.producer.clone(), h.sequence);
+            }
+        }
         self.last_offset = Some(offset);
         Ok(Fed::Applied)
     }
@@ -113,8 +116,13 @@ impl<S: Projection> Fold<S> {
     /// offset catches up with [`Fold::advance`] once the append is durable.
     pub fn apply_own(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.state.apply(env)?;
-        self.producers
-            .insert(env.header.producer.clone(), env.header.sequence);
+        let h = &env.header;
+        match self.producers.get_mut(&h.producer) {
+            Some(seen) => *seen = h.sequence,
+            None => {
+                self.producers.insert(h.producer.clone(), h.sequence);
+            }
+        }
         Ok(())
     }
 
