@@ -105,7 +105,10 @@ pub struct Coordinator {
     next_sequence: u64,
     key: StorageKey,
     /// Signs session grants; without it the coordinator takes requests but dispatches none.
-    signing_key: Option<RsaPrivateKey>,
+    signing_key: Option<std::sync::Arc<RsaPrivateKey>>,
+    /// Its public half as published (PEM), encoded once: housekeeping compares it with the
+    /// log's after every command, and encoding it each time showed in the profile.
+    signing_pem: Option<String>,
     /// Session keys opened from the log, by node.
     sessions: BTreeMap<NodeId, (u64, SessionKey)>,
     /// Set when nodes may lack a session grant (at start, after a registration).
@@ -152,6 +155,7 @@ impl Coordinator {
             next_sequence,
             key,
             signing_key: None,
+            signing_pem: None,
             sessions: BTreeMap::new(),
             grants_pending: true,
             seed: None,
@@ -160,7 +164,8 @@ impl Coordinator {
 
     /// Enables dispatch: session grants are signed with `key`.
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
-        self.signing_key = Some(key);
+        self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
+        self.signing_key = Some(std::sync::Arc::new(key));
         self
     }
 
@@ -194,11 +199,12 @@ impl Coordinator {
             }
             Ok(())
         };
+        // An `Arc`: cloning the key itself copies its big integers on every command.
         let Some(signing) = self.signing_key.clone() else {
             return Ok(pending);
         };
-        let pem = prlx_events::crypto::public_key_pem(&signing.to_public_key());
-        if self.fold.state.coordinator_key.as_deref() != Some(pem.as_str()) {
+        if self.fold.state.coordinator_key.as_deref() != self.signing_pem.as_deref() {
+            let pem = self.signing_pem.clone().expect("set with the key");
             stage(
                 self,
                 Command::PublishCoordinatorKey {

@@ -158,13 +158,26 @@ impl Serialize for Envelope {
         st.serialize_field("event_id", &h.event_id)?;
         st.serialize_field("type", type_name)?;
         st.serialize_field("version", &version)?;
-        st.serialize_field("recorded_at", &h.recorded_at)?;
+        st.serialize_field("recorded_at", &FastTime(&h.recorded_at))?;
         st.serialize_field("producer", &h.producer)?;
         st.serialize_field("sequence", &h.sequence)?;
         st.serialize_field("correlation_id", &h.correlation_id)?;
         st.serialize_field("causation_id", &h.causation_id)?;
         st.serialize_field("data", &Data(&self.event))?;
         st.end()
+    }
+}
+
+/// `recorded_at` as chrono writes it, without chrono's per-char formatting.
+struct FastTime<'a>(&'a DateTime<Utc>);
+
+impl Serialize for FastTime<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 30];
+        match crate::fast::format_rfc3339_utc(self.0, &mut buf) {
+            Some(n) => s.serialize_str(std::str::from_utf8(&buf[..n]).expect("ASCII")),
+            None => self.0.serialize(s),
+        }
     }
 }
 

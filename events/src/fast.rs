@@ -170,6 +170,55 @@ pub(crate) fn rfc3339_utc(s: &str) -> Option<DateTime<Utc>> {
     Some(NaiveDateTime::new(date, time).and_utc())
 }
 
+/// Writes `t` exactly as chrono's serde writes a `DateTime<Utc>` (the form [`rfc3339_utc`]
+/// reads) into `buf`, returning its length; `None` for what this does not cover (a year
+/// outside 0000..=9999, a leap second), which the caller leaves to chrono. Every event's
+/// `recorded_at` is written this way: chrono's writer goes through `fmt` one char at a time,
+/// which showed in the coordinator's profile.
+pub(crate) fn format_rfc3339_utc(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nano = t.nanosecond();
+    if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
+        return None;
+    }
+    fn put(buf: &mut [u8], at: usize, width: usize, mut v: u32) {
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    put(buf, 0, 4, year as u32);
+    buf[4] = b'-';
+    put(buf, 5, 2, t.month());
+    buf[7] = b'-';
+    put(buf, 8, 2, t.day());
+    buf[10] = b'T';
+    put(buf, 11, 2, t.hour());
+    buf[13] = b':';
+    put(buf, 14, 2, t.minute());
+    buf[16] = b':';
+    put(buf, 17, 2, t.second());
+    // chrono's AutoSi: no fraction, or the fewest of 3, 6, 9 digits that are exact.
+    let (digits, value) = if nano == 0 {
+        (0, 0)
+    } else if nano % 1_000_000 == 0 {
+        (3, nano / 1_000_000)
+    } else if nano % 1_000 == 0 {
+        (6, nano / 1_000)
+    } else {
+        (9, nano)
+    };
+    let mut len = 19;
+    if digits > 0 {
+        buf[19] = b'.';
+        put(buf, 20, digits, value);
+        len = 20 + digits;
+    }
+    buf[len] = b'Z';
+    Some(len + 1)
+}
+
 /// Serde adapter for `DateTime<Utc>` fields: the fast path above, else chrono's own parse
 /// (the same as `DateTime<Utc>`'s `Deserialize`, errors included).
 pub(crate) mod datetime {
@@ -208,6 +257,46 @@ pub(crate) mod datetime {
 mod tests {
     use super::*;
     use chrono::{SecondsFormat, TimeZone};
+
+    #[test]
+    fn timestamps_are_written_byte_for_byte_as_chrono_writes_them() {
+        let base = Utc.with_ymd_and_hms(2026, 11, 25, 2, 26, 35).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut cases = vec![
+            base,
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        ];
+        for nanos in [1, 999, 1_000, 999_000, 1_000_000, 120_000_000, 999_999_999] {
+            cases.push(base + chrono::Duration::nanoseconds(nanos));
+        }
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let secs = (seed >> 20) as i64 % 253_402_300_000; // up to 9999-12-31
+            let nanos = match seed % 4 {
+                0 => 0,
+                1 => (seed >> 8) as i64 % 1_000 * 1_000_000,
+                2 => (seed >> 8) as i64 % 1_000_000 * 1_000,
+                _ => (seed >> 8) as i64 % 1_000_000_000,
+            };
+            cases.push(Utc.timestamp_opt(secs, nanos as u32).unwrap());
+        }
+        for t in cases {
+            let mut buf = [0u8; 30];
+            let n = format_rfc3339_utc(&t, &mut buf).expect("in range");
+            let chrono = serde_json::to_string(&t).unwrap();
+            assert_eq!(
+                format!("\"{}\"", std::str::from_utf8(&buf[..n]).unwrap()),
+                chrono
+            );
+            assert_eq!(
+                rfc3339_utc(std::str::from_utf8(&buf[..n]).unwrap()),
+                Some(t)
+            );
+        }
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_rfc3339_utc(&far, &mut [0; 30]), None);
+    }
 
     #[test]
     fn timestamps_agree_with_chrono_on_what_we_write() {
