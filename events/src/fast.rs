@@ -202,9 +202,9 @@ pub(crate) fn format_rfc3339_utc(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Optio
     // chrono's AutoSi: no fraction, or the fewest of 3, 6, 9 digits that are exact.
     let (digits, value) = if nano == 0 {
         (0, 0)
-    } else if nano % 1_000_000 == 0 {
+    } else if nano.is_multiple_of(1_000_000) {
         (3, nano / 1_000_000)
-    } else if nano % 1_000 == 0 {
+    } else if nano.is_multiple_of(1_000) {
         (6, nano / 1_000)
     } else {
         (9, nano)
