@@ -841,14 +841,12 @@ impl LogReader for FileLogReader {
                 Ok(woke || *rx.borrow() > from)
             }
             EndSource::File(_) => {
-                // Monotonic clock for the wait's timeout only (I/O shell): never recorded in an
-                // event, so replay stays deterministic.
-                let deadline = tokio::time::Instant::now() + timeout;
+                let deadline = super::deadline::after(timeout);
                 loop {
                     if self.durable_end()? > from {
                         return Ok(true);
                     }
-                    if tokio::time::Instant::now() >= deadline {
+                    if super::deadline::passed(deadline) {
                         return Ok(false);
                     }
                     tokio::time::sleep(self.options.poll_interval).await;

@@ -72,7 +72,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
 use super::{
-    enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter, Offset, Record,
+    deadline, enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter,
+    Offset, Record,
 };
 
 /// The one partition of a log's topic.
@@ -196,13 +197,12 @@ impl Target {
                 }
             }
         }
-        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline::after(timeout);
         loop {
             match topic_partitions(admin.inner(), &self.topic, timeout)? {
                 Some(1) => return Ok(()),
                 Some(n) => return Err(not_one_partition(&self.topic, n)),
-                None if Instant::now() < deadline => {
+                None if !deadline::passed(deadline) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 None => {
@@ -941,11 +941,10 @@ impl LogReader for KafkaLogReader {
             self.check_retained(from, low)?;
             self.assign(&mut c, from)?;
         }
-        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
-        let deadline = Instant::now() + self.target.options.timeout;
+        let deadline = deadline::after(self.target.options.timeout);
         while c.buffer.len() < max {
             // Whatever the consumer has ready, without waiting.
-            if self.pull(&mut c, Instant::now()).await? {
+            if self.pull(&mut c, deadline::immediate()).await? {
                 continue;
             }
             if !c.buffer.is_empty() {
@@ -972,15 +971,14 @@ impl LogReader for KafkaLogReader {
         // The last stable offset counts commit markers (and aborted records): find the last
         // committed record below it, looking further back only when the tail holds none.
         let mut c = self.cursor.lock().await;
-        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
-        let deadline = Instant::now() + self.target.options.timeout;
+        let deadline = deadline::after(self.target.options.timeout);
         let mut window = END_WINDOW;
         loop {
             let start = stable.saturating_sub(window).max(low);
             self.assign(&mut c, start)?;
             let mut last = None;
             loop {
-                if !self.pull(&mut c, Instant::now()).await? {
+                if !self.pull(&mut c, deadline::immediate()).await? {
                     if self.stands_at(&c) >= stable {
                         break;
                     }
@@ -1006,8 +1004,7 @@ impl LogReader for KafkaLogReader {
     }
 
     async fn wait_for(&self, from: Offset, timeout: Duration) -> Result<bool, LogError> {
-        // Monotonic clock for a network timeout only (I/O shell): never recorded in an event.
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline::after(timeout);
         let mut c = self.cursor.lock().await;
         if c.covers(from) {
             c.skip_to(from);

@@ -347,3 +347,26 @@ mod tests {
         }
     }
 }
+
+/// Deadlines of I/O waits in the backends. The backends are the shell around the pure core:
+/// they read the monotonic clock only to bound how long a disk or network wait lasts, here and
+/// nowhere else, and never record it in an event, so replay still reproduces state byte for
+/// byte. (tokio's `Instant`, so tests that pause tokio's clock control these waits too.)
+pub(crate) mod deadline {
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Instant {
+        Instant::now() + timeout
+    }
+
+    /// A deadline already reached: for a wait that must not block.
+    pub(crate) fn immediate() -> Instant {
+        Instant::now()
+    }
+
+    pub(crate) fn passed(deadline: Instant) -> bool {
+        Instant::now() >= deadline
+    }
+}
