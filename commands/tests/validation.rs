@@ -8,7 +8,7 @@ use prlx_commands::testkit::{envelopes, given};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::RequestStatus;
-use prlx_projections::scheduler::next_assignment;
+use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::validation::sampled;
 use prlx_projections::{CoordinatorState, Fold};
 
@@ -461,79 +461,57 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
         .any(|(i, env)| fold.feed(i as u64, env).is_err()));
 }
 
-/// Dispatches `id` (it must be next in line for node 1) and completes it; returns the type
-/// of the event that follows the verified commitment.
+/// Serves requests in queue order, each with the same result and replicas agreeing, until
+/// `id` has been served; returns the type of the event that followed `id`'s verified
+/// commitment (the draw: `ValidationResolved` or `RedundancySampled`).
 fn serve(h: &mut Vec<Event>, id: RequestId) -> &'static str {
-    // Requests queue in arrival order at equal priority: fail the ones before `id`.
     loop {
-        let st = state(h);
-        let choice = next_assignment(&st).expect("work");
-        let events = decide(
-            &st,
-            Command::Dispatch(Box::new(Dispatch {
-                choice: choice.clone(),
-                sealed_work: Sealed(vec![1]),
-                now: t(0),
-            })),
-        )
-        .unwrap();
-        h.extend(events);
-        let st = state(h);
-        let events = decide(
-            &st,
-            Command::CompleteTask(Box::new(Completion {
-                request: choice.request,
-                node: choice.node,
-                attempt: choice.attempt,
-                sealed_result: Sealed(vec![1]),
-                poe: Hash32([3; 32]),
-                signature: Sealed(vec![2]),
-                token_count: 3,
-                commitment: Ok(()),
-                result_hash: Hash32::of(b"r"),
-                sealed_for_client: Sealed(vec![4]),
-                seed: Some(SEED),
-            })),
-        )
-        .unwrap();
-        let follows = events[2].type_name();
-        h.extend(events);
+        let choice = next_assignment(&state(h)).expect("work");
+        let follows = dispatch_and_complete(h, choice.clone());
         if choice.request == id {
             return follows;
         }
         // Finish any replica so the next request's dispatch is the next in line.
         while state(h).requests[&choice.request].validating() {
-            let st = state(h);
-            let Some(c) = next_assignment(&st) else { break };
-            let ev = decide(
-                &st,
-                Command::Dispatch(Box::new(Dispatch {
-                    choice: c.clone(),
-                    sealed_work: Sealed(vec![1]),
-                    now: t(0),
-                })),
-            )
-            .unwrap();
-            h.extend(ev);
-            let st = state(h);
-            let ev = decide(
-                &st,
-                Command::CompleteTask(Box::new(Completion {
-                    request: c.request,
-                    node: c.node,
-                    attempt: c.attempt,
-                    sealed_result: Sealed(vec![1]),
-                    poe: Hash32([3; 32]),
-                    signature: Sealed(vec![2]),
-                    token_count: 3,
-                    commitment: Ok(()),
-                    result_hash: Hash32::of(b"r"),
-                    sealed_for_client: Sealed(vec![4]),
-                    seed: Some(SEED),
-                })),
-            )
-            .unwrap();
-            h.extend(ev);
+            let Some(c) = next_assignment(&state(h)) else {
+                break;
+            };
+            dispatch_and_complete(h, c);
         }
     }
+}
+
+/// Records `choice`'s dispatch and its node's verified result; returns the type of the event
+/// after `CommitmentVerified`.
+fn dispatch_and_complete(h: &mut Vec<Event>, choice: Choice) -> &'static str {
+    let events = decide(
+        &state(h),
+        Command::Dispatch(Box::new(Dispatch {
+            choice: choice.clone(),
+            sealed_work: Sealed(vec![1]),
+            now: t(0),
+        })),
+    )
+    .unwrap();
+    h.extend(events);
+    let events = decide(
+        &state(h),
+        Command::CompleteTask(Box::new(Completion {
+            request: choice.request,
+            node: choice.node,
+            attempt: choice.attempt,
+            sealed_result: Sealed(vec![1]),
+            poe: Hash32([3; 32]),
+            signature: Sealed(vec![2]),
+            token_count: 3,
+            commitment: Ok(()),
+            result_hash: Hash32::of(b"r"),
+            sealed_for_client: Sealed(vec![4]),
+            seed: Some(SEED),
+        })),
+    )
+    .unwrap();
+    let follows = events[2].type_name();
+    h.extend(events);
+    follows
 }

@@ -46,7 +46,7 @@ use crate::worker::{Finished, Identity, Job, WorkerPool};
 const READ_BATCH: usize = 256;
 /// How long the follower waits for the log to grow before looking again.
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
-/// Retry backoff bounds for calls to the coordinator.
+/// Retry backoff bounds for calls to the coordinator and reads of its log.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A result not delivered after this long of retrying is given up on (the coordinator has
@@ -414,10 +414,6 @@ fn warn_fault_drill(fault: Fault) {
     say(&bar);
 }
 
-/// Bounds of the pause between tries to read the log while its backend is away.
-const LOG_RETRY_MIN: Duration = Duration::from_millis(200);
-const LOG_RETRY_MAX: Duration = Duration::from_secs(5);
-
 /// Log errors worth waiting out: the backend is away or busy. Corruption, a wrong URL or a
 /// missing topic are not.
 fn is_transient(e: &LogError) -> bool {
@@ -430,7 +426,7 @@ async fn follow(
     pool: &WorkerPool,
     stop: &mut StopFlag,
 ) -> Result<(), DaemonError> {
-    let mut backoff = LOG_RETRY_MIN;
+    let mut backoff = BACKOFF_MIN;
     let mut log_trouble: Option<std::time::Instant> = None;
     loop {
         if stop.is_set() {
@@ -444,7 +440,7 @@ async fn follow(
                         since.elapsed().as_secs()
                     ));
                 }
-                backoff = LOG_RETRY_MIN;
+                backoff = BACKOFF_MIN;
                 step
             }
             // The log's backend away for a while (a broker restarting, a partition changing
@@ -461,7 +457,7 @@ async fn follow(
                     () = stop.wait() => return Ok(()),
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(LOG_RETRY_MAX);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
             Err(e) => return Err(e),

@@ -12,13 +12,12 @@
 
 use std::sync::Mutex;
 
-use prlx_events::crypto::{proof_of_execution, result_statement, seal_message, sign, Direction};
+use prlx_events::crypto::{result_statement, sign};
 use prlx_events::protocol::{ResultBody, ResultReport};
-use prlx_events::seal::NONCE_LEN;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
 use rsa::rand_core::CryptoRngCore;
 
-use crate::worker::{commit_result, Identity, Job};
+use crate::worker::{commit_result, commit_with_poe_of, Identity, Job};
 
 /// What a faulty node does wrong. The names are the `--fault` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -200,31 +199,14 @@ fn commit_bad_poe(
     token_count: u32,
     rng: &mut impl CryptoRngCore,
 ) -> ResultReport {
-    let bytes = result.canonical_bytes();
-    let poe = proof_of_execution(job.task, &bytes, decoy_node(identity.node));
-    let statement = result_statement(job.task.request, job.task, identity.node, job.attempt, poe);
-    let signature = sign(&identity.key, &statement, rng);
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill_bytes(&mut nonce);
-    let sealed_result = seal_message(
-        &job.session,
-        Direction::Result,
-        job.task,
-        identity.node,
-        job.attempt,
-        job.epoch,
-        nonce,
-        &bytes,
-    );
-    ResultReport {
-        request_id: job.task.request,
-        attempt: job.attempt,
-        epoch: job.epoch,
-        sealed_result,
-        poe,
-        signature,
+    commit_with_poe_of(
+        identity,
+        job,
+        result,
         token_count,
-    }
+        decoy_node(identity.node),
+        rng,
+    )
 }
 
 #[cfg(test)]

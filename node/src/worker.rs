@@ -103,8 +103,21 @@ pub fn commit_result(
     token_count: u32,
     rng: &mut impl CryptoRngCore,
 ) -> ResultReport {
+    commit_with_poe_of(identity, job, result, token_count, identity.node, rng)
+}
+
+/// [`commit_result`] with the PoE computed over `poe_node`: the node's own id for an honest
+/// report; the `bad-poe` fault drill passes another.
+pub(crate) fn commit_with_poe_of(
+    identity: &Identity,
+    job: &Job,
+    result: &ResultBody,
+    token_count: u32,
+    poe_node: NodeId,
+    rng: &mut impl CryptoRngCore,
+) -> ResultReport {
     let bytes = result.canonical_bytes();
-    let poe = proof_of_execution(job.task, &bytes, identity.node);
+    let poe = proof_of_execution(job.task, &bytes, poe_node);
     let statement = result_statement(job.task.request, job.task, identity.node, job.attempt, poe);
     let signature = sign(&identity.key, &statement, rng);
     let mut nonce = [0u8; NONCE_LEN];

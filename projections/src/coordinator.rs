@@ -397,7 +397,13 @@ impl CoordinatorState {
             Verdict::Accepted | Verdict::Unconfirmed { .. } => {}
         }
         self.dequeue(id);
-        self.requests.get_mut(&id).expect("checked").validated = true;
+        let req = self.requests.get_mut(&id).expect("checked");
+        req.validated = true;
+        // The sealed results were kept only to release one without its node; the verdict
+        // is in, so only their hashes stay (they are on the log in `ResultSubmitted`).
+        for r in &mut req.results {
+            r.sealed_result = Sealed(Vec::new());
+        }
         Ok(())
     }
 
@@ -448,7 +454,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 3;
+    const FOLD_VERSION: u32 = 4;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;

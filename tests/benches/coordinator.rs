@@ -193,8 +193,8 @@ async fn run_coordinator(
     (elapsed, grouped)
 }
 
-async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duration {
-    let w = Arc::new(FileLogWriter::open(dir, FileLogOptions::default()).unwrap());
+/// The records regrouped into the batches the coordinator appended them in.
+fn batches(records: &[(usize, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
     let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
     for (idx, r) in records {
         if batches.len() <= *idx {
@@ -202,6 +202,12 @@ async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duratio
         }
         batches[*idx].push(r.clone());
     }
+    batches
+}
+
+async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duration {
+    let w = Arc::new(FileLogWriter::open(dir, FileLogOptions::default()).unwrap());
+    let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
     let t = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENCY)
@@ -270,13 +276,7 @@ async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)
         .set("linger.ms", "1")
         .create()
         .unwrap();
-    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
-    for (idx, r) in records {
-        if batches.len() <= *idx {
-            batches.push(Vec::new());
-        }
-        batches[*idx].push(r.clone());
-    }
+    let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
     let t = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENCY)

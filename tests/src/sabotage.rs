@@ -209,11 +209,6 @@ pub fn run(p: Params) -> Outcome {
     let mut order: Vec<u32> = (0..p.nodes).collect();
     order.sort_by_key(|i| h(&[&seed, &i.to_be_bytes()]));
     let k = (u64::from(p.nodes) * u64::from(p.saboteurs_bp)).div_ceil(10_000) as usize;
-    let k = k.min(if p.saboteurs_bp == 0 {
-        0
-    } else {
-        p.nodes as usize
-    });
     let saboteurs: BTreeSet<NodeId> = order[..k].iter().map(|&i| node_id(i)).collect();
     let nodes: Vec<Event> = (0..p.nodes)
         .map(|i| {
