@@ -364,6 +364,7 @@ pub async fn run(
 
     let mut follower = Follower {
         reader,
+        url: log_url.clone(),
         next: 0,
         state: Assignments::new(node, pinned),
         sessions: BTreeMap::new(),
@@ -458,6 +459,12 @@ async fn follow(
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
+                // A Kafka consumer that lost every broker can take minutes to find them again
+                // (seen in the broker-restart test); a fresh reader reconnects at once, and
+                // `next` says where to resume. If opening fails too, the next round retries.
+                if let Ok(reader) = follower.url.open_reader() {
+                    follower.reader = reader;
+                }
                 continue;
             }
             Err(e) => return Err(e),
@@ -494,6 +501,8 @@ async fn follow(
 /// The log reader and the fold over it.
 struct Follower {
     reader: AnyReader,
+    /// Where `reader` reads, to open a fresh one when the backend was away.
+    url: LogUrl,
     next: Offset,
     state: Assignments,
     /// Session keys accepted from grants, by epoch.
