@@ -111,6 +111,11 @@ fn base_config(bootstrap: &str) -> ClientConfig {
         // A metadata lookup must never create a topic with the broker's defaults (its retention
         // would expire the log); the writer creates topics itself.
         .set("allow.auto.create.topics", "false");
+    // librdkafka's own debug contexts (e.g. `eos,protocol`), for diagnosing a cluster; off
+    // unless asked for.
+    if let Ok(contexts) = std::env::var("PRLX_KAFKA_DEBUG") {
+        config.set("debug", &contexts);
+    }
     config
 }
 
@@ -228,6 +233,7 @@ impl Target {
             // A group is produced all at once and then awaited: waiting to fill batches would
             // only add latency.
             .set("linger.ms", "0")
+            .set("retry.backoff.ms", "5")
             .set("message.max.bytes", self.max_message_bytes())
             .set("message.timeout.ms", &timeout_ms)
             // How long the broker keeps a crashed writer's transaction open (blocking readers)
@@ -441,6 +447,16 @@ impl Drop for KafkaLogWriter {
     }
 }
 
+/// How long after a commit the writer waits before it starts the next transaction.
+///
+/// Why: the broker answers EndTxn before it has written the commit markers. A transaction
+/// that adds its partition in that window is refused with CONCURRENT_TRANSACTIONS, and
+/// librdkafka retries only after a fixed 20 ms. Started at once, about one transaction in three
+/// paid those 20 ms (BENCHMARKS.md, "Coordinator throughput on Kafka"); 1 ms later, about one
+/// in a hundred did. The wait costs at most this much latency and groups whatever arrives
+/// during it into the next transaction.
+const TRANSACTION_GAP: Duration = Duration::from_millis(1);
+
 /// The writer thread's state.
 struct WriterTask {
     target: Target,
@@ -469,7 +485,12 @@ impl WriterTask {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<AppendRequest>) {
         let max_group = self.target.options.max_group_bytes;
         let mut group = Vec::new();
+        // When the broker will have finished the last commit (see TRANSACTION_GAP).
+        let mut next_transaction = deadline::immediate();
         while let Some(first) = queue.recv().await {
+            // Blocking is fine: this thread does nothing else, and what arrives meanwhile
+            // joins the group.
+            thread::sleep(deadline::remaining(next_transaction));
             let mut bytes = group_cost(&first.batch);
             group.push(first);
             while bytes < max_group {
@@ -485,6 +506,7 @@ impl WriterTask {
                 Some(e) => Err(e.clone()),
                 None => self.commit_group(&group).await,
             };
+            next_transaction = deadline::after(TRANSACTION_GAP);
             match result {
                 Ok(ranges) => {
                     if let Some(last) = ranges.last() {
@@ -542,6 +564,7 @@ impl WriterTask {
             Ok(ranges) => ranges,
             Err(reason) => return Err(self.abort(&producer, reason)),
         };
+        settle_deliveries(&producer, self.target.options.timeout);
         // Every delivery is in, so the flush inside commit returns at once.
         match producer.commit_transaction(self.target.options.timeout) {
             Ok(()) => Ok(ranges),
@@ -609,6 +632,21 @@ impl WriterTask {
             LogError::Fenced { .. } => self.stop(e),
             e => e,
         }
+    }
+}
+
+/// Waits until librdkafka has let go of every delivered message, so that the flush inside
+/// `commit_transaction` finds nothing outstanding.
+///
+/// Why: a delivery future resolves in the producer's polling thread a moment *before* that
+/// thread releases the message. A flush that still counts it waits for the next event on the
+/// queue, up to 100 ms (rust-rdkafka's flush loop), and in a transaction there is none: one
+/// commit in three or four took 100 ms more than its work. The gap is microseconds, so yielding
+/// the thread is enough; after `limit` the commit's own flush takes over.
+fn settle_deliveries(producer: &FutureProducer, limit: Duration) {
+    let until = deadline::after(limit);
+    while producer.in_flight_count() > 0 && !deadline::passed(until) {
+        std::thread::yield_now();
     }
 }
 

@@ -362,8 +362,15 @@ pub(crate) mod deadline {
     }
 
     /// A deadline already reached: for a wait that must not block.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn immediate() -> Instant {
         Instant::now()
+    }
+
+    /// How long until `deadline`; zero once it has passed.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn remaining(deadline: Instant) -> Duration {
+        deadline.saturating_duration_since(Instant::now())
     }
 
     pub(crate) fn passed(deadline: Instant) -> bool {
