@@ -6,6 +6,7 @@
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
 //! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
+//! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
 //!   answers 503 otherwise, stepping down and taking over as the lease moves.
 //! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
@@ -20,6 +21,7 @@
 pub mod actor;
 pub mod client;
 pub mod decide;
+pub mod encoder;
 pub mod failover;
 pub mod http;
 #[cfg(feature = "kafka")]

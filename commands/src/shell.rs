@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use prlx_events::event::Sealed;
-use prlx_events::log::{AnyWriter, LogError, LogUrl, LogWriter, Offset};
+use prlx_events::log::{AnyWriter, LogError, LogUrl, Offset};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Event, Hash32, Header};
 use prlx_projections::fold::FoldAtError;
@@ -30,6 +30,7 @@ use prlx_projections::scheduler::{next_assignment, Choice};
 use rsa::RsaPrivateKey;
 
 use crate::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
+use crate::encoder::Encoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -99,7 +100,9 @@ pub enum Outcome {
 /// The coordinator's single writer.
 #[derive(Debug)]
 pub struct Coordinator {
-    writer: AnyWriter,
+    writer: std::sync::Arc<AnyWriter>,
+    /// Encodes and appends what the coordinator stages, beside the actor.
+    encoder: Encoder,
     fold: Fold<CoordinatorState>,
     producer: String,
     next_sequence: u64,
@@ -143,13 +146,19 @@ impl Coordinator {
         producer: impl Into<String>,
         key: StorageKey,
     ) -> Result<Self, ShellError> {
-        let writer = url.open_writer()?;
+        let writer = std::sync::Arc::new(url.open_writer()?);
+        let encoder = Encoder::start(writer.clone()).map_err(|e| LogError::Io {
+            op: "start the encoder thread",
+            path: Default::default(),
+            source: std::sync::Arc::new(e),
+        })?;
         let mut fold = Fold::default();
         catch_up(&mut fold, &writer.reader()).await?;
         let producer = producer.into();
         let next_sequence = fold.producers.get(&producer).map_or(0, |s| s + 1);
         Ok(Self {
             writer,
+            encoder,
             fold,
             producer,
             next_sequence,
@@ -621,7 +630,7 @@ impl Coordinator {
             .log_time
             .map_or_else(Utc::now, |t| t.max(Utc::now()));
         let correlation = random_uuid();
-        let mut encoded = Vec::with_capacity(events.len());
+        let mut staged = Vec::with_capacity(events.len());
         for event in events {
             let env = Envelope::new(
                 Header {
@@ -636,9 +645,9 @@ impl Coordinator {
             );
             self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
             self.next_sequence += 1;
-            encoded.push(env.encode());
+            staged.push(env);
         }
-        Ok(Box::pin(self.writer.append(encoded)))
+        Ok(self.encoder.append(staged))
     }
 
     /// Hashes and seals a payload for a [`Submission`]: the plaintext goes no further.
