@@ -261,6 +261,20 @@ impl CoordinatorHandle {
         intake: Intake,
         then: impl FnOnce(&Outcome, &CoordinatorState) -> T + Send + 'static,
     ) -> Result<(Outcome, T), ActorError> {
+        self.enqueue(intake, then).await?.await
+    }
+
+    /// As [`CoordinatorHandle::execute`], in two steps: this returns once `intake` is in the
+    /// actor's queue (so whatever is enqueued after it is decided after it), and the future
+    /// it returns gives the answer.
+    pub async fn enqueue<T: Send + 'static>(
+        &self,
+        intake: Intake,
+        then: impl FnOnce(&Outcome, &CoordinatorState) -> T + Send + 'static,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(Outcome, T), ActorError>> + Send + 'static,
+        ActorError,
+    > {
         let (tx, rx) = oneshot::channel();
         let reply: ExecuteReply = Box::new(move |outcome, fold| {
             let answer = then(outcome, &fold.state);
@@ -272,7 +286,8 @@ impl CoordinatorHandle {
             .send(Message::Execute { intake, reply })
             .await
             .map_err(|_| ActorError::Stopped)?;
-        rx.await.map_err(|_| self.no_reply())?
+        let handle = self.clone();
+        Ok(async move { rx.await.map_err(|_| handle.no_reply())? })
     }
 
     /// Decides a ready command and returns only its outcome.

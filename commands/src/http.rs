@@ -954,14 +954,29 @@ pub async fn submit(
     submission: Submission,
     payload: Vec<u8>,
 ) -> Result<SubmissionAccepted, AppError> {
+    submit_enqueued(coordinator, submission, payload)
+        .await?
+        .await
+}
+
+/// As [`submit`], in two steps: this returns once the submission is in the coordinator's
+/// queue (so one enqueued after it is decided after it); the future gives the answer.
+pub async fn submit_enqueued(
+    coordinator: &CoordinatorHandle,
+    submission: Submission,
+    payload: Vec<u8>,
+) -> Result<
+    impl std::future::Future<Output = Result<SubmissionAccepted, AppError>> + Send + 'static,
+    AppError,
+> {
     let account = submission.credit_account.clone();
     let idempotency_key = submission.idempotency_key.clone();
     let intake = Intake::Submission {
         submission: Box::new(submission),
         payload,
     };
-    let (outcome, accepted) = coordinator
-        .execute(intake, move |outcome, state| {
+    let answer = coordinator
+        .enqueue(intake, move |outcome, state| {
             let id = match outcome {
                 // A retry: the key names the request the first try created.
                 Outcome::Unchanged => idempotency_key
@@ -974,17 +989,19 @@ pub async fn submit(
             state.requests.get(&id).map(|r| (id, r.price))
         })
         .await?;
-    match (outcome, accepted) {
-        (Outcome::Rejected { rejection, .. }, _) => Err(rejection.into()),
-        (_, Some((id, price))) => Ok(SubmissionAccepted {
-            request_id: id.0,
-            status: "accepted".into(),
-            price,
-        }),
-        (outcome, None) => Err(AppError::internal(format!(
-            "submission came to {outcome:?} but no request is recorded for it"
-        ))),
-    }
+    Ok(async move {
+        match answer.await? {
+            (Outcome::Rejected { rejection, .. }, _) => Err(rejection.into()),
+            (_, Some((id, price))) => Ok(SubmissionAccepted {
+                request_id: id.0,
+                status: "accepted".into(),
+                price,
+            }),
+            (outcome, None) => Err(AppError::internal(format!(
+                "submission came to {outcome:?} but no request is recorded for it"
+            ))),
+        }
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {

@@ -13,8 +13,11 @@
 //! account), so a record redelivered after a crash, or published twice, is answered with the
 //! request its first delivery created and appends nothing. The offset is committed only after
 //! the outcome is durable on the log and its answer acknowledged by the broker. Answers are
-//! therefore at least once, and a repeated answer is identical to the first. Records are
-//! handled one at a time in partition order.
+//! therefore at least once, and a repeated answer is identical to the first.
+//!
+//! Up to [`MAX_IN_FLIGHT`] records are decided at once (the coordinator groups them into one
+//! append), but they leave in record order: answers are produced in that order, and the
+//! committed offset only ever passes records that are answered, as do all before them.
 //!
 //! A record without a usable key (absent, over 128 bytes, not visible ASCII) is referenced as
 //! `kafka:TOPIC:PARTITION:OFFSET`, which is stable across redeliveries too.
@@ -28,13 +31,17 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use tokio::task::JoinHandle;
 
 use prlx_events::event::IntakeSource;
 
 use crate::actor::CoordinatorHandle;
 use crate::http::{
-    decode_json, submission_from_body, submit, AppError, ErrorDetail, SubmitRequestBody,
+    decode_json, submission_from_body, submit_enqueued, AppError, ErrorDetail, SubmissionAccepted,
+    SubmitRequestBody,
 };
 
 /// Where the intake reads and answers.
@@ -96,18 +103,38 @@ pub async fn answer(
     reference: String,
     value: &[u8],
 ) -> Result<Reply, AppError> {
-    let outcome = async {
-        let body: SubmitRequestBody = decode_json(value)?;
-        let (submission, payload) = submission_from_body(
-            body,
-            Some(reference.clone()),
-            IntakeSource::Kafka {
-                reference: reference.clone(),
-            },
-        )?;
-        submit(coordinator, submission, payload).await
+    match enqueue(coordinator, &reference, value).await {
+        Ok(decided) => to_reply(reference, decided.await),
+        Err(e) => to_reply(reference, Err(e)),
     }
-    .await;
+}
+
+/// Checks a record and hands it to the coordinator; returns once it is in the coordinator's
+/// queue, with the future of its outcome.
+async fn enqueue(
+    coordinator: &CoordinatorHandle,
+    reference: &str,
+    value: &[u8],
+) -> Result<
+    impl std::future::Future<Output = Result<SubmissionAccepted, AppError>> + Send + 'static,
+    AppError,
+> {
+    let body: SubmitRequestBody = decode_json(value)?;
+    let (submission, payload) = submission_from_body(
+        body,
+        Some(reference.to_owned()),
+        IntakeSource::Kafka {
+            reference: reference.to_owned(),
+        },
+    )?;
+    submit_enqueued(coordinator, submission, payload).await
+}
+
+/// The answer to a record from its outcome; `Err` for our failures, which are retried.
+fn to_reply(
+    reference: String,
+    outcome: Result<SubmissionAccepted, AppError>,
+) -> Result<Reply, AppError> {
     match outcome {
         Ok(accepted) => Ok(Reply {
             reference,
@@ -187,60 +214,266 @@ pub async fn run(
         .set("linger.ms", "0")
         .create()
         .map_err(|e| kafka("producer", e))?;
+    let mut pipeline = Pipeline::default();
+    let mut stopping = false;
     loop {
-        let message = tokio::select! {
-            m = consumer.recv() => m,
-            _ = stop.changed() => return Ok(()),
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("kafka intake: receive failed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        tokio::select! {
+            biased;
+            _ = stop.changed(), if !stopping => stopping = true,
+            // Answers leave in record order, each as soon as it and every earlier one is
+            // decided; the producer keeps them in that order on the reply topic.
+            decided = front(&mut pipeline.deciding), if !pipeline.deciding.is_empty() => {
+                let (position, reference) = pipeline.deciding.pop_front().expect("front").0;
+                match decided {
+                    Some(reply) => {
+                        let sent = send_reply(
+                            &producer,
+                            &config.replies_topic,
+                            reference,
+                            reply,
+                            stop.clone(),
+                        );
+                        pipeline.answering.push_back((position, tokio::spawn(sent)));
+                    }
+                    // Stopped before it was decided: neither it nor anything after it is
+                    // committed, so the next active coordinator reads them again. What is
+                    // before it is still answered.
+                    None => pipeline.abandon_undecided(),
+                }
             }
-        };
-        let reference = reference(
-            message.key(),
-            message.topic(),
-            message.partition(),
-            message.offset(),
+            delivered = front(&mut pipeline.answering), if !pipeline.answering.is_empty() => {
+                let (position, _) = pipeline.answering.pop_front().expect("front");
+                if delivered.is_some() {
+                    pipeline.answered = Some(position);
+                    pipeline.uncommitted += 1;
+                } else {
+                    pipeline.abandon_answering();
+                    pipeline.abandon_undecided();
+                }
+                if pipeline.answered_since_commit() >= COMMIT_EVERY {
+                    commit(&consumer, &mut pipeline, CommitMode::Async);
+                }
+            }
+            message = consumer.recv(),
+                if !stopping && !pipeline.abandoned && pipeline.len() < MAX_IN_FLIGHT =>
+            {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("kafka intake: receive failed ({e}); retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let position = Position {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                let reference = reference(
+                    message.key(),
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                );
+                let value = message.payload().unwrap_or_default().to_vec();
+                // Handed to the coordinator here, in record order, so records are decided in
+                // the order they were published (which of two submissions gets the last
+                // credit is then not a race); only the waiting runs beside the loop.
+                let first = enqueue(&coordinator, &reference, &value).await;
+                let deciding = tokio::spawn(decide_with_retries(
+                    coordinator.clone(),
+                    reference.clone(),
+                    value,
+                    first,
+                    stop.clone(),
+                ));
+                pipeline.deciding.push_back(((position, reference), deciding));
+            }
+        }
+        if (stopping || pipeline.abandoned) && pipeline.len() == 0 {
+            // What was answered is committed before the intake stops, so a restarted one
+            // neither skips nor repeats it.
+            commit(&consumer, &mut pipeline, CommitMode::Sync);
+            return match stopping {
+                true => Ok(()),
+                false => Err(IntakeError::Kafka(
+                    "a submission could not be decided or answered; the intake stopped \
+                     before it (it is read again on restart)"
+                        .into(),
+                )),
+            };
+        }
+        if pipeline.len() == 0 && pipeline.answered_since_commit() > 0 {
+            // Quiet: commit now rather than wait for COMMIT_EVERY answers.
+            commit(&consumer, &mut pipeline, CommitMode::Async);
+        }
+    }
+}
+
+/// How many submissions may be in the pipeline (deciding or being answered) at once. The
+/// coordinator groups concurrent submissions into one append, which is where the throughput
+/// comes from; one at a time, each paid a full append and a reply round trip.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Offsets are committed after this many answers, and whenever the pipeline runs empty.
+const COMMIT_EVERY: usize = 64;
+
+/// Where a record sits on the submissions topic.
+#[derive(Debug, Clone)]
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// A record being decided: where it is and its reference.
+type Deciding = (Position, String);
+
+/// Submissions between the consumer and the committed offset, in record order.
+#[derive(Default)]
+struct Pipeline {
+    /// Being decided by the coordinator; `None` when stopped first.
+    deciding: VecDeque<(Deciding, JoinHandle<Option<Reply>>)>,
+    /// Answer produced, waiting for the broker's acknowledgement; `None` when stopped first.
+    answering: VecDeque<(Position, JoinHandle<Option<()>>)>,
+    /// The last record answered with every record before it.
+    answered: Option<Position>,
+    /// How many answers since the last commit.
+    uncommitted: usize,
+    /// Set once something could not be answered: nothing after it may be committed.
+    abandoned: bool,
+}
+
+impl Pipeline {
+    fn len(&self) -> usize {
+        self.deciding.len() + self.answering.len()
+    }
+
+    fn answered_since_commit(&self) -> usize {
+        self.uncommitted
+    }
+
+    /// Drops every record not yet decided: they come after one that will not be answered,
+    /// so none of them may be committed (they are read again later). Nothing new is taken.
+    fn abandon_undecided(&mut self) {
+        self.abandoned = true;
+        for (_, task) in self.deciding.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Drops every answer still waiting for its acknowledgement (as above).
+    fn abandon_answering(&mut self) {
+        self.abandoned = true;
+        for (_, task) in self.answering.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Awaits the task at the front of `queue` (which is not empty); `None` if it failed.
+async fn front<K, T>(queue: &mut VecDeque<(K, JoinHandle<Option<T>>)>) -> Option<T> {
+    let (_, task) = queue.front_mut().expect("a non-empty queue");
+    task.await.ok().flatten()
+}
+
+/// Commits the offset after the last answered record, if it moved.
+fn commit(consumer: &StreamConsumer, pipeline: &mut Pipeline, mode: CommitMode) {
+    let Some(position) = pipeline.answered.take() else {
+        return;
+    };
+    pipeline.uncommitted = 0;
+    let mut offsets = TopicPartitionList::new();
+    let next = Offset::Offset(position.offset + 1);
+    if let Err(e) = offsets
+        .add_partition_offset(&position.topic, position.partition, next)
+        .and_then(|()| consumer.commit(&offsets, mode))
+    {
+        // The records will be redelivered after a restart and answered the same way.
+        eprintln!(
+            "kafka intake: committing {}:{} offset {} failed ({e})",
+            position.topic, position.partition, position.offset
         );
-        let value = message.payload().unwrap_or_default();
-        // Until this record is answered and committed, nothing after it is: a failure to
-        // decide or to answer retries the same record.
+    }
+}
+
+/// Decides one record, retrying while the coordinator cannot (stopped, or not the active
+/// one); `None` once the intake is told to stop.
+async fn decide_with_retries(
+    coordinator: CoordinatorHandle,
+    reference: String,
+    value: Vec<u8>,
+    first: Result<
+        impl std::future::Future<Output = Result<SubmissionAccepted, AppError>>,
+        AppError,
+    >,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<Reply> {
+    let first = match first {
+        Ok(decided) => decided.await,
+        Err(e) => Err(e),
+    };
+    match to_reply(reference.clone(), first) {
+        Ok(reply) => return Some(reply),
+        Err(e) => eprintln!(
+            "kafka intake: {reference} not decided ({}); retrying",
+            e.message
+        ),
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        match answer(&coordinator, reference.clone(), &value).await {
+            Ok(reply) => return Some(reply),
+            Err(e) => eprintln!(
+                "kafka intake: {reference} not decided ({}); retrying",
+                e.message
+            ),
+        }
+    }
+}
+
+/// Hands the answer to the producer now (so answers keep record order) and returns what
+/// waits for its acknowledgement, producing it again until the broker takes it; `None` if
+/// the intake is told to stop first.
+fn send_reply(
+    producer: &FutureProducer,
+    topic: &str,
+    reference: String,
+    reply: Reply,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Option<()>> + Send + 'static {
+    let json = serde_json::to_vec(&reply).expect("plain data");
+    let first = producer
+        .send_result(FutureRecord::to(topic).key(&reference).payload(&json))
+        .ok();
+    let producer = producer.clone();
+    let topic = topic.to_owned();
+    async move {
+        if let Some(delivery) = first {
+            if matches!(delivery.await, Ok(Ok(_))) {
+                return Some(());
+            }
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
-            let reply = match answer(&coordinator, reference.clone(), value).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    eprintln!(
-                        "kafka intake: {reference} not decided ({}); retrying",
-                        e.message
-                    );
+            let record = FutureRecord::to(&topic).key(&reference).payload(&json);
+            match producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => return Some(()),
+                Err((e, _)) => {
+                    eprintln!("kafka intake: answer to {reference} not delivered ({e}); retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => return Ok(()),
+                        _ = stop.wait_for(|stop| *stop) => return None,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
                 }
-            };
-            let json = serde_json::to_vec(&reply).expect("plain data");
-            let record = FutureRecord::to(&config.replies_topic)
-                .key(&reference)
-                .payload(&json);
-            if let Err((e, _)) = producer.send(record, Duration::from_secs(30)).await {
-                eprintln!("kafka intake: answer to {reference} not delivered ({e}); retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
             }
-            break;
-        }
-        if let Err(e) = consumer.commit_message(&message, CommitMode::Sync) {
-            // The record will be redelivered after a restart and answered the same way.
-            eprintln!("kafka intake: committing {reference} failed ({e})");
         }
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! # Layout
 //! - [`conformance`]: the log contract, as plain async functions run against every backend.
+//! - `intake` (feature `kafka`): a coordinator ready for submissions, submission bodies and
+//!   fresh intake topics, for the Kafka intake's test and benchmark.
 //! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
 
 pub mod conformance;
+#[cfg(feature = "kafka")]
+pub mod intake;
 pub mod kafka;
 pub mod sabotage;
 pub mod torture;

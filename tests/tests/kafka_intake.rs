@@ -9,17 +9,14 @@
 
 use std::io::Write;
 use std::process::{Command as Process, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use prlx_commands::actor::{self, CoordinatorHandle};
-use prlx_commands::decide::Command;
+use prlx_commands::actor::CoordinatorHandle;
 use prlx_commands::kafka_intake::{self, KafkaIntakeConfig, Reply};
-use prlx_commands::shell::Coordinator;
 use prlx_events::crypto::public_key_pem;
 use prlx_events::event::*;
 use prlx_events::log::{LogReader, LogUrl};
-use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Envelope, Event, Hash32};
+use prlx_events::{Envelope, Event};
 
 fn bootstrap() -> Option<String> {
     prlx_tests::kafka::bootstrap()
@@ -79,28 +76,15 @@ fn kcat_read(bootstrap: &str, topic: &str, count: usize) -> Vec<(String, Reply)>
 }
 
 async fn coordinator(dir: &std::path::Path) -> (CoordinatorHandle, LogUrl) {
-    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
-    let coord = Coordinator::open(&url, "kafka-intake-test", StorageKey::from_bytes([5; 32]))
-        .await
-        .unwrap();
-    let (handle, _task) = actor::spawn(coord);
-    (handle, url)
+    prlx_tests::intake::chat_coordinator(dir).await
+}
+
+fn fresh_config(bootstrap: &str) -> KafkaIntakeConfig {
+    prlx_tests::intake::fresh_intake_config(bootstrap)
 }
 
 fn body(prompt: &str, client_pem: &str) -> String {
-    serde_json::json!({
-        "workload_class": "ai.inference",
-        "model": "chat",
-        "hardware_tier": 1,
-        "priority": "standard",
-        "deadline_seconds": 60,
-        "credit_account": "parallelix-ai",
-        "client_pubkey": client_pem,
-        "prompt": prompt,
-        "max_tokens": 8,
-        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-    })
-    .to_string()
+    prlx_tests::intake::submission_body(prompt, client_pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,45 +92,7 @@ async fn kcat_submissions_are_answered_once_each_on_the_reply_topic() {
     let Some(bootstrap) = bootstrap() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (handle, url) = coordinator(dir.path()).await;
-    handle
-        .execute_command(Command::PublishCatalog(CatalogPublished {
-            models: vec![CatalogModel {
-                model: "chat".into(),
-                sha256: Hash32([1; 32]),
-                min_tier: 1,
-                base_price: 10,
-                per_token_price: 1,
-                max_tokens_limit: 64,
-            }],
-            max_tier: 3,
-            min_deadline_seconds: 1,
-            max_deadline_seconds: 600,
-            reputation_weight_pct: 100,
-            max_attempts: 3,
-            validation: Default::default(),
-            node_timeout_seconds: 30,
-        }))
-        .await
-        .unwrap();
-    handle
-        .execute_command(Command::DepositCredits {
-            account: AccountId("parallelix-ai".into()),
-            tx_ref: "tx-1".into(),
-            amount: 1_000,
-        })
-        .await
-        .unwrap();
-
-    let unique = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let config = KafkaIntakeConfig {
-        bootstrap: bootstrap.clone(),
-        submissions_topic: format!("prlx-test-submissions-{unique}"),
-        replies_topic: format!("prlx-test-replies-{unique}"),
-        group_id: format!("prlx-test-intake-{unique}"),
-    };
+    let config = fresh_config(&bootstrap);
     kafka_intake::ensure_topics(&config).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
@@ -220,4 +166,67 @@ async fn kcat_submissions_are_answered_once_each_on_the_reply_topic() {
         Envelope::decode(&r.payload).unwrap().event,
         Event::RequestRejected(_)
     )));
+}
+
+/// More submissions than the intake decides at once: each is answered once, in record order,
+/// with request ids in that order; after a restart nothing is answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_answered_once_each_in_record_order() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url) = coordinator(dir.path()).await;
+    let config = fresh_config(&bootstrap);
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    let burst = kafka_intake::MAX_IN_FLIGHT + 44;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in 0..burst {
+        let value = body(&format!("question {i}"), &pem);
+        producer
+            .send(
+                FutureRecord::to(&config.submissions_topic)
+                    .key(&format!("order-{i}"))
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    let answers = kcat_read(&bootstrap, &config.replies_topic, burst);
+    assert_eq!(answers.len(), burst);
+    let mut last_id = None;
+    for (i, (key, reply)) in answers.iter().enumerate() {
+        assert_eq!(key, &format!("order-{i}"), "answers in record order");
+        assert_eq!(reply.status, "accepted", "{reply:?}");
+        assert!(reply.request_id > last_id, "request ids in record order");
+        last_id = reply.request_id;
+    }
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    kcat_publish(
+        &bootstrap,
+        &config.submissions_topic,
+        "late",
+        &body("late", &pem),
+    );
+    let answers = kcat_read(&bootstrap, &config.replies_topic, burst + 1);
+    assert_eq!(answers.len(), burst + 1, "nothing answered twice");
+    assert_eq!(answers[burst].0, "late");
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+    let requests = handle.read_state(|s| s.requests.len()).await.unwrap();
+    assert_eq!(requests, burst + 1);
 }

@@ -1,0 +1,117 @@
+//! Submissions per second through the Kafka intake: records on the submissions topic in,
+//! answers on the reply topic out, every answer released only once its request is durable
+//! on the coordinator's log (a file log) and every offset committed after its answer.
+//!
+//! `PRLX_BENCH_KAFKA=127.0.0.1:19092 cargo bench -p prlx-tests --bench kafka_intake`
+//! (`PRLX_BENCH_QUICK=1` for a short run). Without `PRLX_BENCH_KAFKA` it says so and exits.
+//!
+//! The clock starts when the first of `SUBMISSIONS` records (all produced beforehand, so the
+//! producer is not what is measured) can be consumed, that is when the intake starts, and
+//! stops when the last answer has been read back from the reply topic.
+
+use std::time::{Duration, Instant};
+
+use prlx_commands::kafka_intake;
+use prlx_events::crypto::public_key_pem;
+use prlx_tests::intake::{chat_coordinator, fresh_intake_config, submission_body};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+async fn run_once(bootstrap: &str, submissions: usize, pem: &str) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url) = chat_coordinator(dir.path()).await;
+    let config = fresh_intake_config(bootstrap);
+    kafka_intake::ensure_topics(&config).await.unwrap();
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let bodies: Vec<String> = (0..submissions)
+        .map(|i| submission_body(&format!("prompt number {i}: the capital of France?"), pem))
+        .collect();
+    let sends: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let key = format!("order-{i}");
+            let producer = producer.clone();
+            let topic = config.submissions_topic.clone();
+            let b = b.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&b),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+
+    let replies: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{}-replies", config.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    replies.subscribe(&[&config.replies_topic]).unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let t = Instant::now();
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    let mut answered = 0;
+    while answered < submissions {
+        let m = tokio::time::timeout(Duration::from_secs(60), replies.recv())
+            .await
+            .expect("answers keep coming")
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(reply["status"], "accepted", "{reply}");
+        answered += 1;
+    }
+    let elapsed = t.elapsed();
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+    elapsed
+}
+
+fn main() {
+    let Ok(bootstrap) = std::env::var("PRLX_BENCH_KAFKA") else {
+        eprintln!("kafka_intake bench: set PRLX_BENCH_KAFKA=HOST:PORT (scripts/kafka.sh start)");
+        return;
+    };
+    let quick = std::env::var("PRLX_BENCH_QUICK").is_ok();
+    let (submissions, rounds) = if quick { (500, 1) } else { (5_000, 3) };
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rates: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let elapsed = rt.block_on(run_once(&bootstrap, submissions, &pem));
+            submissions as f64 / elapsed.as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{submissions} submissions through the Kafka intake (answered on the reply topic, \
+         durable on a file log); median of {rounds}: {:.0} submissions/s (all: {:?})",
+        rates[rates.len() / 2],
+        rates.iter().map(|r| r.round() as u64).collect::<Vec<_>>()
+    );
+}

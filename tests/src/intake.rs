@@ -1,0 +1,87 @@
+//! A coordinator ready to take submissions, and submission bodies, for the intake tests and
+//! the intake benchmark.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prlx_commands::actor::{self, CoordinatorHandle};
+use prlx_commands::decide::Command;
+use prlx_commands::kafka_intake::KafkaIntakeConfig;
+use prlx_commands::shell::Coordinator;
+use prlx_events::event::{CatalogModel, CatalogPublished};
+use prlx_events::log::LogUrl;
+use prlx_events::seal::StorageKey;
+use prlx_events::{AccountId, Hash32};
+
+/// The account every body of [`submission_body`] charges.
+pub const ACCOUNT: &str = "parallelix-ai";
+
+/// A coordinator on a file log in `dir` with one model, `chat`, in its catalog and credit on
+/// [`ACCOUNT`] for many thousands of submissions. No nodes: requests wait in the queue.
+pub async fn chat_coordinator(dir: &Path) -> (CoordinatorHandle, LogUrl) {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let coord = Coordinator::open(&url, "intake-test", StorageKey::from_bytes([5; 32]))
+        .await
+        .unwrap();
+    let (handle, _task) = actor::spawn(coord);
+    handle
+        .execute_command(Command::PublishCatalog(CatalogPublished {
+            models: vec![CatalogModel {
+                model: "chat".into(),
+                sha256: Hash32([1; 32]),
+                min_tier: 1,
+                base_price: 10,
+                per_token_price: 1,
+                max_tokens_limit: 64,
+            }],
+            max_tier: 3,
+            min_deadline_seconds: 1,
+            max_deadline_seconds: 3600,
+            reputation_weight_pct: 100,
+            max_attempts: 3,
+            validation: Default::default(),
+            node_timeout_seconds: 30,
+        }))
+        .await
+        .unwrap();
+    handle
+        .execute_command(Command::DepositCredits {
+            account: AccountId(ACCOUNT.into()),
+            tx_ref: "tx-1".into(),
+            amount: 1_000_000_000,
+        })
+        .await
+        .unwrap();
+    (handle, url)
+}
+
+/// The JSON body of a submission of `prompt` for `chat`, answered to `client_pem`.
+pub fn submission_body(prompt: &str, client_pem: &str) -> String {
+    serde_json::json!({
+        "workload_class": "ai.inference",
+        "model": "chat",
+        "hardware_tier": 1,
+        "priority": "standard",
+        "deadline_seconds": 600,
+        "credit_account": ACCOUNT,
+        "client_pubkey": client_pem,
+        "prompt": prompt,
+        "max_tokens": 8,
+        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
+    })
+    .to_string()
+}
+
+/// Topics and a consumer group no earlier run used.
+pub fn fresh_intake_config(bootstrap: &str) -> KafkaIntakeConfig {
+    let unique = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    KafkaIntakeConfig {
+        bootstrap: bootstrap.to_owned(),
+        submissions_topic: format!("prlx-test-submissions-{unique}"),
+        replies_topic: format!("prlx-test-replies-{unique}"),
+        group_id: format!("prlx-test-intake-{unique}"),
+    }
+}
