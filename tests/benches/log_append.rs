@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prlx_events::log::file::{FileLogOptions, FileLogWriter};
-use prlx_events::log::LogWriter;
+use prlx_events::log::file::{FileLogOptions, FileLogReader, FileLogWriter};
+use prlx_events::log::{LogReader, LogWriter};
 
 const PAYLOAD: usize = 256;
 
@@ -153,5 +153,26 @@ fn main() {
             log_rate / raw_rate
         );
     }
+
+    // What a follower in another process (a node) pays per poll of the durable end.
+    let polls = if quick { 20_000 } else { 200_000 };
+    let _ = std::fs::remove_dir_all(dir.join("log"));
+    let w = FileLogWriter::open(dir.join("log"), FileLogOptions::default()).unwrap();
+    rt.block_on(w.append(vec![payload(0)])).unwrap();
+    let reader = FileLogReader::open(dir.join("log"), FileLogOptions::default()).unwrap();
+    let mut per_poll = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..polls {
+            assert_eq!(rt.block_on(reader.end()).unwrap(), 1);
+        }
+        per_poll.push(t.elapsed() / polls);
+    }
+    println!();
+    println!(
+        "durable end polled by a reader in another process: {:?} per poll (median of {rounds})",
+        median(per_poll)
+    );
+    drop(w);
     let _ = std::fs::remove_dir_all(&dir);
 }
