@@ -11,9 +11,10 @@
 //! The prompt of a submission is hashed and sealed inside the actor and never written anywhere
 //! in plaintext: no handler logs a body, and no error message quotes the prompt.
 //!
-//! Node endpoints (heartbeats, stake and unstake) are not authenticated: node requests are not
-//! signed yet, so anyone who can reach the API can move a registered node's stake weighting.
-//! Bind the API to loopback or put it behind an authenticating proxy.
+//! Heartbeats are signed by the node's registered key (a forged one could keep an offline node
+//! in the pool and earning uptime). Stake and unstake are not authenticated yet, so anyone who
+//! can reach the API can move a registered node's stake weighting: bind the API to loopback or
+//! put it behind an authenticating proxy.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -74,6 +75,7 @@ pub fn app_with_body_limit(
             log,
             fold: tokio::sync::Mutex::new(Fold::default()),
         }),
+        heartbeats: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
     };
     Router::new()
         .route("/v1/requests", post(submit_request))
@@ -101,6 +103,24 @@ pub fn app_with_body_limit(
 struct Api {
     coordinator: CoordinatorHandle,
     history: Arc<History>,
+    /// The signed time of each node's last accepted heartbeat: a heartbeat must be newer.
+    /// Kept in memory only: after a restart a heartbeat captured in the last
+    /// [`HEARTBEAT_SKEW_SECONDS`] could be replayed once, which the skew bound keeps short.
+    heartbeats: Arc<std::sync::Mutex<BTreeMap<NodeId, i64>>>,
+}
+
+/// How far a heartbeat's signed time may be from the coordinator's clock.
+pub const HEARTBEAT_SKEW_SECONDS: i64 = 120;
+
+/// A node's signed heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatBody {
+    /// When the node signed it, Unix seconds; within 120 s of the coordinator's clock and
+    /// later than the node's last accepted heartbeat.
+    pub at: i64,
+    /// Base64 RSA-PSS-SHA256 signature by the node's registered key over
+    /// `"prlx/heartbeat/v1\0" || node id (32 bytes) || at (i64 BE)`.
+    pub signature: String,
 }
 
 impl FromRef<Api> for CoordinatorHandle {
@@ -1255,24 +1275,81 @@ async fn register_node(
     path = "/v1/nodes/{id}/heartbeat",
     tag = "nodes",
     params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = HeartbeatBody,
     responses(
         (status = 204, description = "Recorded"),
-        (status = 400, description = "`malformed_request`: not a node id", body = ErrorBody),
+        (status = 400, description = "`malformed_request`: not a node id, or a body without `at` or a base64 `signature`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: the signature is not the node's (`signature`), or the time is stale or not later than the last one (`at`)", body = ErrorBody),
         (status = 404, description = "`unknown_node`", body = ErrorBody),
         (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
     ),
 )]
 /// Record that a node is up.
 ///
-/// Not authenticated: node requests are not signed yet.
+/// Signed by the node's registered key over its id and the time (see [`HeartbeatBody`]); a
+/// forged, stale or replayed heartbeat gets 401 and records nothing.
 async fn node_heartbeat(
-    State(coordinator): State<CoordinatorHandle>,
+    State(api): State<Api>,
     ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<StatusCode, AppError> {
     let node_id: NodeId = id
         .parse()
         .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))?;
-    match coordinator
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&body.signature)
+        .map_err(|_| AppError::malformed("signature", "must be base64"))?;
+    let pem = api
+        .coordinator
+        .read_state(move |s| s.nodes.get(&node_id).map(|n| n.public_key_pem.clone()))
+        .await?
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_node",
+                Some("node_id"),
+                format!("no node {node_id} is registered"),
+            )
+        })?;
+    let unauthenticated = |field: &str, message: &str| {
+        AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            Some(field),
+            message.to_owned(),
+        )
+    };
+    // The shell's clock, only to bound how old a signed time may be; never recorded.
+    let now = Utc::now().timestamp();
+    if (body.at - now).abs() > HEARTBEAT_SKEW_SECONDS {
+        return Err(unauthenticated(
+            "at",
+            "the signed time is more than 120 s from the coordinator's clock",
+        ));
+    }
+    let key = prlx_events::crypto::parse_public_key_pem(&pem)
+        .map_err(|e| AppError::internal(format!("registered key of {node_id}: {e}")))?;
+    let statement = prlx_events::crypto::heartbeat_statement(node_id, body.at);
+    if !prlx_events::crypto::verify(&key, &statement, &signature) {
+        return Err(unauthenticated(
+            "signature",
+            "not a signature by the node's registered key over this heartbeat",
+        ));
+    }
+    {
+        let mut last = api.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(&node_id) {
+            Some(&seen) if body.at <= seen => {
+                return Err(unauthenticated(
+                    "at",
+                    "not later than the node's last accepted heartbeat (a replay)",
+                ))
+            }
+            _ => last.insert(node_id, body.at),
+        };
+    }
+    match api
+        .coordinator
         .execute_command(Command::Heartbeat { node_id })
         .await?
     {
@@ -1633,9 +1710,9 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
             `prompt`. The prompt is sealed to the coordinator's storage key on arrival and is never \
             stored or logged in plaintext.\n\n\
             Amounts are integers in credit minor units.\n\n\
-            Node endpoints (`/v1/nodes/{id}/heartbeat`, `/stake`, `/unstake`) are not \
-            authenticated: node requests are not signed yet. Bind the API to loopback or put \
-            it behind an authenticating proxy."
+            Heartbeats are signed by the node's registered key. `/v1/nodes/{id}/stake` and \
+            `/unstake` are not authenticated yet: bind the API to loopback or put it behind an \
+            authenticating proxy."
     ),
     paths(
         submit_request,

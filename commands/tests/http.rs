@@ -94,6 +94,14 @@ fn new_key() -> rsa::RsaPrivateKey {
     rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
 }
 
+/// A heartbeat body for `node` signed by `key` at `at` (Unix seconds).
+fn heartbeat(key: &rsa::RsaPrivateKey, node: NodeId, at: i64) -> Value {
+    use base64::Engine as _;
+    let statement = prlx_events::crypto::heartbeat_statement(node, at);
+    let signature = prlx_events::crypto::sign(key, &statement, &mut rsa::rand_core::OsRng);
+    json!({"at": at, "signature": base64::engine::general_purpose::STANDARD.encode(signature)})
+}
+
 fn sha256_hex(s: &str) -> String {
     Hash32::of(s.as_bytes()).to_hex()
 }
@@ -663,7 +671,8 @@ async fn quote_equals_the_price_charged_at_submission() {
 #[tokio::test]
 async fn node_registration_conflict_and_heartbeat() {
     let f = fixture().await;
-    let key = new_key().to_public_key();
+    let private = new_key();
+    let key = private.to_public_key();
     let expected_id = node_id_of(&key).0.to_hex();
     let node = json!({
         "public_key_pem": public_key_pem(&key),
@@ -695,21 +704,63 @@ async fn node_registration_conflict_and_heartbeat() {
     );
 
     let end = f.log_end().await;
-    let (status, body) = f
-        .send(
-            Request::post(format!("/v1/nodes/{expected_id}/heartbeat"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let id = node_id_of(&key);
+    let path = format!("/v1/nodes/{expected_id}/heartbeat");
+    let now = chrono::Utc::now().timestamp();
+    let (status, body) = f.post(&path, &heartbeat(&private, id, now)).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
     assert_eq!(f.log_end().await, end + 1, "the heartbeat is on the log");
 
+    // Forged, replayed, stale or unsigned heartbeats record nothing.
+    let stranger = new_key();
+    for (body, status, field) in [
+        (
+            heartbeat(&stranger, id, now + 1),
+            StatusCode::UNAUTHORIZED,
+            "signature",
+        ),
+        (heartbeat(&private, id, now), StatusCode::UNAUTHORIZED, "at"),
+        (
+            heartbeat(&private, id, now - 1),
+            StatusCode::UNAUTHORIZED,
+            "at",
+        ),
+        (
+            heartbeat(&private, id, now + 600),
+            StatusCode::UNAUTHORIZED,
+            "at",
+        ),
+        (
+            json!({"at": now + 2, "signature": "AAAA"}),
+            StatusCode::UNAUTHORIZED,
+            "signature",
+        ),
+        (
+            json!({"at": now + 2, "signature": "not base64!"}),
+            StatusCode::BAD_REQUEST,
+            "signature",
+        ),
+        (json!({"at": now + 2}), StatusCode::BAD_REQUEST, "signature"),
+    ] {
+        let code = if status == StatusCode::UNAUTHORIZED {
+            "unauthenticated"
+        } else {
+            "malformed_request"
+        };
+        assert_error(&f.post(&path, &body).await, status, code, Some(field));
+    }
+    assert_eq!(f.log_end().await, end + 1, "nothing more on the log");
+    let (status, _) = f.post(&path, &heartbeat(&private, id, now + 1)).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "a later signed time is taken"
+    );
+
     let unknown = f
-        .send(
-            Request::post(format!("/v1/nodes/{}/heartbeat", "0".repeat(64)))
-                .body(Body::empty())
-                .unwrap(),
+        .post(
+            &format!("/v1/nodes/{}/heartbeat", "0".repeat(64)),
+            &heartbeat(&private, id, now + 2),
         )
         .await;
     assert_error(
@@ -719,10 +770,9 @@ async fn node_registration_conflict_and_heartbeat() {
         Some("node_id"),
     );
     let malformed = f
-        .send(
-            Request::post("/v1/nodes/node-1/heartbeat")
-                .body(Body::empty())
-                .unwrap(),
+        .post(
+            "/v1/nodes/node-1/heartbeat",
+            &heartbeat(&private, id, now + 3),
         )
         .await;
     assert_error(
@@ -855,12 +905,19 @@ async fn openapi_lists_every_path() {
     assert!(doc["paths"]["/v1/nodes"]["post"].is_object());
     assert!(doc["paths"]["/v1/nodes/{id}/stake"]["get"].is_object());
     assert!(doc["paths"]["/v1/nodes/{id}/stake"]["post"].is_object());
-    // The node endpoints say they are not authenticated, in the operation and the overview.
-    for path in ["heartbeat", "stake", "unstake"] {
+    // The stake endpoints say they are not authenticated, in the operation and the overview;
+    // the heartbeat says how it is signed.
+    for path in ["stake", "unstake"] {
         let op = &doc["paths"][format!("/v1/nodes/{{id}}/{path}")]["post"];
         let text = format!("{}", op["description"]);
         assert!(text.contains("Not authenticated"), "{path}: {op}");
     }
+    let heartbeat = &doc["paths"]["/v1/nodes/{id}/heartbeat"]["post"];
+    assert!(heartbeat["responses"]["401"].is_object(), "{heartbeat}");
+    assert!(
+        format!("{}", heartbeat["description"]).contains("Signed by the node's registered key"),
+        "{heartbeat}"
+    );
     assert!(doc["info"]["description"]
         .as_str()
         .unwrap()

@@ -69,6 +69,16 @@ pub fn proof_of_execution(task: TaskId, result: &[u8], node: NodeId) -> Hash32 {
     Hash32(h.finalize().into())
 }
 
+/// What a node signs to say it is up: a domain tag, its node id (32 bytes) and the time it
+/// signed (Unix seconds, i64 BE). The coordinator takes each time once and only near its own
+/// clock, so a captured heartbeat cannot keep an offline node in the pool (or earning).
+pub fn heartbeat_statement(node: NodeId, unix_seconds: i64) -> Vec<u8> {
+    let mut m = b"prlx/heartbeat/v1\0".to_vec();
+    m.extend_from_slice(&node.to_bytes());
+    m.extend_from_slice(&unix_seconds.to_be_bytes());
+    m
+}
+
 /// What a node signs for a result: a domain tag, then request id (u64 BE), task id (16 bytes),
 /// node id (32 bytes), attempt (u32 BE) and the PoE (32 bytes). Binding all of them means a
 /// signature cannot be replayed for another request, task, node or attempt.

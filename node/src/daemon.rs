@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::Utc;
 use prlx_events::crypto::{accept_session, node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::ExecutionClass;
@@ -357,7 +358,7 @@ pub async fn run(
     let reporter = tokio::spawn(report_results(client.clone(), node, done_rx));
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
-        node,
+        Arc::clone(&identity),
         registration,
         config.heartbeat,
     ));
@@ -706,20 +707,47 @@ async fn register(
     }
 }
 
+/// A heartbeat signed by the node's key over its id and the time (the coordinator takes a
+/// signed time once, and only near its own clock).
+#[derive(Debug, Serialize)]
+struct HeartbeatBody {
+    at: i64,
+    /// Base64.
+    signature: String,
+}
+
+async fn signed_heartbeat(identity: &Arc<Identity>) -> HeartbeatBody {
+    let identity = Arc::clone(identity);
+    // RSA signing takes milliseconds: off the runtime's threads.
+    tokio::task::spawn_blocking(move || {
+        let at = Utc::now().timestamp();
+        let statement = prlx_events::crypto::heartbeat_statement(identity.node, at);
+        let signature =
+            prlx_events::crypto::sign(&identity.key, &statement, &mut rsa::rand_core::OsRng);
+        HeartbeatBody {
+            at,
+            signature: base64::engine::general_purpose::STANDARD.encode(signature),
+        }
+    })
+    .await
+    .expect("signing does not panic")
+}
+
 async fn heartbeats(
     client: CoordinatorClient,
-    node: NodeId,
+    identity: Arc<Identity>,
     registration: Registration,
     every: Duration,
 ) {
-    let path = format!("/v1/nodes/{}/heartbeat", node.0);
+    let path = format!("/v1/nodes/{}/heartbeat", identity.node.0);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate; registration just happened
     let mut failing = false;
     loop {
         ticker.tick().await;
-        let problem = match client.post_empty(&path).await {
+        let body = signed_heartbeat(&identity).await;
+        let problem = match client.post_json(&path, &body).await {
             Ok(a) if a.is_success() => None,
             Ok(a) if a.status == 404 => {
                 // The coordinator does not know us (a fresh log): join again.

@@ -764,6 +764,17 @@ fn a_bad_poe_node_is_flagged_and_an_honest_node_completes_the_request() {
             Event::CommitmentVerified(v) if v.task_id == task && v.node_id == honest_id)),
         "the honest node's commitment is verified"
     );
+    // Real nodes' signed heartbeats are taken (refused ones would let a node lapse): one of
+    // the node that ran all along reaches the log, and it never saw one refused.
+    cluster.wait_event(
+        "NodeHeartbeat",
+        STARTUP,
+        |e| matches!(e, Event::NodeHeartbeat(h) if h.node_id == faulty_id),
+    );
+    assert!(
+        faulty.find("heartbeat failed").is_none(),
+        "a heartbeat was refused"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
