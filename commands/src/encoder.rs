@@ -7,12 +7,11 @@
 //! append. Batches stay in order because one thread takes them first in, first out and
 //! [`LogWriter::append`] orders a batch when it is called.
 
-use std::ops::Range;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
 
-use prlx_events::log::{AnyWriter, LogError, LogWriter, Offset};
+use prlx_events::log::{AnyWriter, LogError, LogWriter};
 use prlx_events::Envelope;
 use tokio::sync::oneshot;
 
@@ -55,9 +54,7 @@ impl Encoder {
             if !queued {
                 return Err(LogError::Closed);
             }
-            let append = append.await.map_err(|_| LogError::Closed)?;
-            let range: Range<Offset> = append.await?;
-            Ok(range)
+            append.await.map_err(|_| LogError::Closed)?.await
         })
     }
 }

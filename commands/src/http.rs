@@ -1304,11 +1304,10 @@ async fn node_heartbeat(
         .read_state(move |s| s.nodes.get(&node_id).map(|n| n.public_key_pem.clone()))
         .await?
         .ok_or_else(|| {
-            AppError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_node",
+            Rejection::new(
+                RejectionCode::UnknownNode,
                 Some("node_id"),
-                format!("no node {node_id} is registered"),
+                format!("{node_id} is not registered"),
             )
         })?;
     let unauthenticated = |field: &str, message: &str| {

@@ -250,7 +250,7 @@ pub async fn run(
                     pipeline.abandon_answering();
                     pipeline.abandon_undecided();
                 }
-                if pipeline.answered_since_commit() >= COMMIT_EVERY {
+                if pipeline.uncommitted >= COMMIT_EVERY {
                     commit(&consumer, &mut pipeline, CommitMode::Async);
                 }
             }
@@ -304,7 +304,7 @@ pub async fn run(
                 )),
             };
         }
-        if pipeline.len() == 0 && pipeline.answered_since_commit() > 0 {
+        if pipeline.len() == 0 && pipeline.uncommitted > 0 {
             // Quiet: commit now rather than wait for COMMIT_EVERY answers.
             commit(&consumer, &mut pipeline, CommitMode::Async);
         }
@@ -348,10 +348,6 @@ struct Pipeline {
 impl Pipeline {
     fn len(&self) -> usize {
         self.deciding.len() + self.answering.len()
-    }
-
-    fn answered_since_commit(&self) -> usize {
-        self.uncommitted
     }
 
     /// Drops every record not yet decided: they come after one that will not be answered,
@@ -414,27 +410,22 @@ async fn decide_with_retries(
         Ok(decided) => decided.await,
         Err(e) => Err(e),
     };
-    match to_reply(reference.clone(), first) {
-        Ok(reply) => return Some(reply),
-        Err(e) => eprintln!(
-            "kafka intake: {reference} not decided ({}); retrying",
-            e.message
-        ),
-    }
+    let mut outcome = to_reply(reference.clone(), first);
     let mut backoff = Duration::from_millis(100);
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|stop| *stop) => return None,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-        match answer(&coordinator, reference.clone(), &value).await {
+        match outcome {
             Ok(reply) => return Some(reply),
             Err(e) => eprintln!(
                 "kafka intake: {reference} not decided ({}); retrying",
                 e.message
             ),
         }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        outcome = answer(&coordinator, reference.clone(), &value).await;
     }
 }
 

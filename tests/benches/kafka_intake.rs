@@ -34,28 +34,24 @@ async fn run_once(bootstrap: &str, submissions: usize, pem: &str) -> Duration {
     let bodies: Vec<String> = (0..submissions)
         .map(|i| submission_body(&format!("prompt number {i}: the capital of France?"), pem))
         .collect();
+    // Queued all at once (send_result does not wait), then every delivery awaited.
     let sends: Vec<_> = bodies
         .iter()
         .enumerate()
         .map(|(i, b)| {
             let key = format!("order-{i}");
-            let producer = producer.clone();
-            let topic = config.submissions_topic.clone();
-            let b = b.clone();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&b),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            }
+            producer
+                .send_result(
+                    FutureRecord::to(&config.submissions_topic)
+                        .key(&key)
+                        .payload(b),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap()
         })
         .collect();
     for s in sends {
-        s.await.unwrap();
+        s.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
 
     let replies: StreamConsumer = ClientConfig::new()

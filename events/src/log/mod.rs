@@ -358,22 +358,26 @@ pub(crate) mod deadline {
 
     /// `timeout` from now.
     pub(crate) fn after(timeout: Duration) -> Instant {
+        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
         Instant::now() + timeout
     }
 
     /// A deadline already reached: for a wait that must not block.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn immediate() -> Instant {
+        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
         Instant::now()
     }
 
     /// How long until `deadline`; zero once it has passed.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn remaining(deadline: Instant) -> Duration {
+        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
         deadline.saturating_duration_since(Instant::now())
     }
 
     pub(crate) fn passed(deadline: Instant) -> bool {
+        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
         Instant::now() >= deadline
     }
 }
