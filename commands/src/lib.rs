@@ -9,6 +9,7 @@
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
 //!   answers 503 otherwise, stepping down and taking over as the lease moves.
+//! - [`feeds`]: which node's dispatch feed (Kafka) each event is copied to.
 //! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
 //!   OpenAPI document.
 //! - `kafka_intake` (feature `kafka`): submissions consumed from a Kafka topic, answers
@@ -23,6 +24,7 @@ pub mod client;
 pub mod decide;
 pub mod encoder;
 pub mod failover;
+pub mod feeds;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka_intake;

@@ -1,6 +1,8 @@
 //! Scheduling, dispatch, deadlines and completion, Given/When/Then, plus the fold's check of
 //! recorded scheduling receipts.
 
+use std::collections::BTreeMap;
+
 use chrono::{TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
 use prlx_commands::testkit::{envelopes, given};
@@ -537,4 +539,85 @@ fn the_fold_refuses_a_lapse_before_the_timeout() {
         .find_map(|(i, env)| fold.feed(i as u64, env).err())
         .expect("refused");
     assert_eq!(err.error.event_type, "NodeLapsed");
+}
+
+/// Per-node feeds: each event of a missed-deadline history reaches exactly the nodes it is
+/// addressed to, judged by the state before it, as the shell routes it.
+#[test]
+fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
+    use prlx_commands::feeds::{audience, Audience};
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let first = dispatch_next(&h, 0);
+    let n1 = scheduled_node(&first);
+    h.extend(first);
+    h.push(
+        DeadlineExpired {
+            task_id: TaskId::whole(RequestId(0)),
+            attempt: 0,
+            node_id: n1,
+        }
+        .into(),
+    );
+    let second = dispatch_next(&h, 30);
+    let n2 = scheduled_node(&second);
+    h.extend(second);
+    let expired = given(h.clone())
+        .when(Command::ExpireDeadline {
+            request: RequestId(0),
+            node: n2,
+            attempt: 1,
+            now: t(60),
+            release: None,
+        })
+        .events();
+    h.extend(expired);
+
+    let mut routed = Vec::new();
+    for (i, e) in h.iter().enumerate() {
+        routed.push((e.clone(), audience(&state(&h[..i]), e)));
+    }
+    let mut feeds: BTreeMap<NodeId, Vec<&'static str>> = BTreeMap::new();
+    for (e, to) in &routed {
+        let name = e.type_name();
+        match to {
+            Audience::Nobody => {}
+            Audience::Registered(n) => feeds.entry(*n).or_default().push(name),
+            Audience::Nodes(ns) => {
+                for n in ns {
+                    feeds.entry(*n).or_default().push(name);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        feeds[&n1],
+        [
+            "NodeRegistered",
+            "TaskDispatched",
+            "DeadlineExpired",
+            "RequestFailed"
+        ],
+        "{routed:#?}"
+    );
+    assert_eq!(
+        feeds[&n2],
+        [
+            "NodeRegistered",
+            "TaskDispatched",
+            "DeadlineExpired",
+            "RequestFailed"
+        ]
+    );
+    // The catalog came before any node registered: nobody's feed yet (a new node's feed
+    // starts with the latest one instead).
+    assert_eq!(routed[0].1, Audience::Nodes(vec![]));
+    // A catalog published now goes to every registered node.
+    assert_eq!(
+        audience(&state(&h), &catalog(100)),
+        Audience::Nodes(vec![node(1), node(2)])
+    );
 }

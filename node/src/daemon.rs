@@ -25,6 +25,7 @@ use base64::Engine as _;
 use chrono::Utc;
 use prlx_events::crypto::{accept_session, node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::ExecutionClass;
+use prlx_events::log::feed::FeedTopics;
 use prlx_events::log::{AnyReader, LogError, LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Hash32, NodeId};
 use rsa::RsaPublicKey;
@@ -102,6 +103,13 @@ pub enum DaemonError {
     Registration(String),
     #[error("the coordinator's log: {0}")]
     Log(#[from] LogError),
+    #[error("--log {url}: {reason}")]
+    LogUrl { url: String, reason: String },
+    #[error(
+        "this node's feed {url} cannot be read ({error}): does the coordinator serve with \
+         --node-feed-topic, and did this node register after it did?"
+    )]
+    Feed { url: String, error: LogError },
     #[error(transparent)]
     Follow(#[from] FollowError),
     #[error("starting worker threads: {0}")]
@@ -309,7 +317,10 @@ pub async fn run(
         .map(read_pinned_key)
         .transpose()?;
     let client = CoordinatorClient::new(&config.coordinator)?;
-    let log_url = LogUrl::parse(&config.log)?;
+    let (log_url, feed) = follow_url(&config.log, node)?;
+    if let Some(feed) = &feed {
+        say(format_args!("reading this node's feed {feed}"));
+    }
 
     let loading = config.clone();
     let loaded = tokio::task::spawn_blocking(move || load_engines(&loading))
@@ -344,7 +355,12 @@ pub async fn run(
 
     let reader = tokio::select! {
         () = stop.wait() => return Ok(Stopped::BeforeServing),
-        r = open_log(&log_url) => r?,
+        r = open_log(&log_url) => match r {
+            Err(DaemonError::Log(error)) if feed.is_some() => {
+                return Err(DaemonError::Feed { url: feed.unwrap_or_default(), error })
+            }
+            r => r?,
+        },
     };
 
     let identity = Arc::new(Identity {
@@ -661,6 +677,36 @@ impl Follower {
     }
 }
 
+/// What the node follows: the `--log` URL, or, when it holds `{node}`, this node's feed (the
+/// template filled in with its id; its URL is returned too).
+pub fn follow_url(log: &str, node: NodeId) -> Result<(LogUrl, Option<String>), DaemonError> {
+    if !FeedTopics::is_template(log) {
+        return Ok((LogUrl::parse(log)?, None));
+    }
+    let bad = |reason: String| DaemonError::LogUrl {
+        url: log.to_owned(),
+        reason,
+    };
+    let Some(rest) = log.strip_prefix("kafka://") else {
+        return Err(bad(
+            "{node} names a per-node feed, which only a kafka:// log has".into(),
+        ));
+    };
+    let (bootstrap, topic) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("no topic after the broker address".into()))?;
+    let (template, query) = match topic.split_once('?') {
+        Some((t, q)) => (t, Some(q)),
+        None => (topic, None),
+    };
+    let topics = FeedTopics::parse(template).map_err(|e| bad(e.reason))?;
+    let url = match query {
+        Some(q) => format!("kafka://{bootstrap}/{}?{q}", topics.topic(node)),
+        None => format!("kafka://{bootstrap}/{}", topics.topic(node)),
+    };
+    Ok((LogUrl::parse(&url)?, Some(url)))
+}
+
 async fn open_log(url: &LogUrl) -> Result<AnyReader, DaemonError> {
     // The coordinator creates the log before it answers, so this rarely waits; a log on a
     // slow shared mount may still appear a moment late.
@@ -886,5 +932,34 @@ mod tests {
             "{device}"
         );
         assert_eq!(device_name(Provider::Cuda), "cuda");
+    }
+
+    #[test]
+    fn a_log_url_with_node_names_this_node_s_feed() {
+        let node = NodeId(Hash32([0xcd; 32]));
+        let hex = "cd".repeat(32);
+        let (url, feed) = follow_url(
+            "kafka://127.0.0.1:9092/prlx-node.{node}?fetch_wait_ms=20",
+            node,
+        )
+        .unwrap();
+        let want = format!("kafka://127.0.0.1:9092/prlx-node.{hex}?fetch_wait_ms=20");
+        assert_eq!(feed.as_deref(), Some(want.as_str()));
+        assert_eq!(url, LogUrl::parse(&want).unwrap());
+        // A plain log URL is the log itself.
+        let (url, feed) = follow_url("kafka://127.0.0.1:9092/prlx-events", node).unwrap();
+        assert_eq!(feed, None);
+        assert_eq!(
+            url,
+            LogUrl::parse("kafka://127.0.0.1:9092/prlx-events").unwrap()
+        );
+        for (bad, why) in [
+            ("file:///tmp/{node}", "only a kafka:// log"),
+            ("kafka://h:1/a/{node}", "[a-zA-Z0-9._-]"),
+            ("kafka://h:1/{node}{node}", "exactly once"),
+        ] {
+            let err = follow_url(bad, node).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

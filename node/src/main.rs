@@ -43,7 +43,10 @@ struct RunArgs {
     #[arg(long, env = "PRLX_COORDINATOR")]
     coordinator: String,
     /// The coordinator's event log, which this node reads (never writes) for its session
-    /// grants and dispatches: file://DIR for the embedded log.
+    /// grants and dispatches: file://DIR for the embedded log, kafka://HOST:PORT/TOPIC for
+    /// Kafka. With a coordinator serving per-node feeds (--node-feed-topic), name the feed
+    /// with the same template: kafka://HOST:PORT/prlx-node.{node}, where {node} becomes this
+    /// node's id; the node then reads only what is addressed to it.
     #[arg(long, env = "PRLX_LOG")]
     log: String,
     /// This node's RSA private key (PKCS#8 PEM). Created (3072 bits, mode 0600) on first

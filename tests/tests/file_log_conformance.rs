@@ -80,3 +80,34 @@ mod in_process_reader {
 
     prlx_tests::conformance_suite!(InProcess(FileFixture::new()));
 }
+
+/// The file log has no other topics: side records are refused with a reason, and nothing of
+/// the batch they came with is appended.
+#[tokio::test]
+async fn the_file_log_refuses_side_records_and_appends_nothing_of_their_batch() {
+    use prlx_events::log::{LogReader, LogUrl, LogWriter, SideRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let url = LogUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+    let w = url.open_writer().unwrap();
+    let side = vec![SideRecord {
+        topic: "feed".into(),
+        payload: b"x".to_vec(),
+    }];
+    let err = w
+        .append_with_side(vec![b"batch".to_vec()], side)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::SideRecordsUnsupported { backend: "file" }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Kafka backend"), "{err}");
+    // Without side records it is a plain append.
+    let range = w
+        .append_with_side(vec![b"plain".to_vec()], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(range, 0..1);
+    assert_eq!(w.reader().end().await.unwrap(), 1);
+    assert_eq!(w.append(Vec::new()).await.unwrap(), 1..1);
+}

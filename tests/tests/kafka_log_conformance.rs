@@ -1,17 +1,22 @@
 //! The log conformance suite on a real Apache Kafka broker, each case on a fresh topic; then
-//! what only Kafka has: fencing by transactional id, the URL, a missing topic.
+//! what only Kafka has: fencing by transactional id, the URL, a missing topic, side records
+//! for other topics in the log's transactions.
 //!
 //! The broker comes from `PRLX_KAFKA_BOOTSTRAP` (`scripts/test.sh` starts one with
 //! `scripts/kafka.sh start` and sets it). Without it every case says it was skipped and returns.
 #![cfg(feature = "kafka")]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prlx_events::log::kafka::{KafkaLogReader, KafkaLogWriter};
 use prlx_events::log::{
-    AnyReader, AnyWriter, KafkaLogOptions, LogError, LogReader, LogUrl, LogWriter,
+    AnyReader, AnyWriter, KafkaLogOptions, LogError, LogReader, LogUrl, LogWriter, SideRecord,
 };
 use prlx_tests::conformance::LogFixture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 
 fn bootstrap() -> Option<String> {
     prlx_tests::kafka::bootstrap()
@@ -128,4 +133,102 @@ async fn a_reader_of_a_missing_topic_is_an_error_not_an_empty_log() {
     let topic = fresh_topic("missing");
     let err = KafkaLogReader::open(&bootstrap, &topic, KafkaLogOptions::default()).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+fn side(topic: &str, payload: &[u8]) -> SideRecord {
+    SideRecord {
+        topic: topic.to_owned(),
+        payload: payload.to_vec(),
+    }
+}
+
+/// Every payload on `topic` (one partition, `read_committed`), in order.
+async fn payloads(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    let r = KafkaLogReader::open(bootstrap, topic, KafkaLogOptions::default()).unwrap();
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let got = r.read(next, 100).await.unwrap();
+        let Some(last) = got.last() else { return out };
+        next = last.offset + 1;
+        out.extend(got.into_iter().map(|r| r.payload));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_records_land_with_their_batch_and_topics_are_made_for_them() {
+    let Some(f) = KafkaFixture::new() else { return };
+    let (a, b) = (fresh_topic("side-a"), fresh_topic("side-b"));
+    let w = f.writer();
+    let first = w.append_with_side(
+        vec![b"one".to_vec(), b"two".to_vec()],
+        vec![side(&a, b"a1"), side(&b, b"b1"), side(&a, b"a2")],
+    );
+    // Side records only: no offset of the log, an empty range where it stands.
+    let only_side = w.append_with_side(Vec::new(), vec![side(&b, b"b2")]);
+    let third = w.append_with_side(vec![b"three".to_vec()], vec![side(&a, b"a3")]);
+    let (first, only_side, third) = (
+        first.await.unwrap(),
+        only_side.await.unwrap(),
+        third.await.unwrap(),
+    );
+    assert_eq!(first.end - first.start, 2);
+    assert!(only_side.is_empty() && only_side.start >= first.end);
+    assert!(third.start >= only_side.end);
+    assert_eq!(
+        payloads(&f.bootstrap, &f.topic).await,
+        [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+    assert_eq!(
+        payloads(&f.bootstrap, &a).await,
+        [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+    );
+    assert_eq!(
+        payloads(&f.bootstrap, &b).await,
+        [b"b1".to_vec(), b"b2".to_vec()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_record_the_broker_refuses_aborts_its_batch_and_every_other_record_with_it() {
+    let Some(f) = KafkaFixture::new() else { return };
+    let (small, other) = (fresh_topic("side-small"), fresh_topic("side-other"));
+    // A topic whose broker refuses records over 1 KiB: a real refusal mid-transaction.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &f.bootstrap)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let made = admin
+        .create_topics(
+            [&NewTopic::new(&small, 1, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "1024")],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(made.iter().all(Result::is_ok), "{made:?}");
+
+    let w = f.writer();
+    let refused = w
+        .append_with_side(
+            vec![b"doomed".to_vec()],
+            vec![side(&other, b"doomed too"), side(&small, &[7u8; 4096])],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, LogError::Kafka { .. }),
+        "an abortable refusal: {refused}"
+    );
+    assert!(refused.to_string().contains("aborted"), "{refused}");
+    // The writer carries on; what it aborted is seen by no reader of any topic.
+    let after = w
+        .append_with_side(vec![b"kept".to_vec()], vec![side(&other, b"kept too")])
+        .await
+        .unwrap();
+    assert_eq!(payloads(&f.bootstrap, &f.topic).await, [b"kept".to_vec()]);
+    assert_eq!(payloads(&f.bootstrap, &other).await, [b"kept too".to_vec()]);
+    assert!(payloads(&f.bootstrap, &small).await.is_empty());
+    assert_eq!(f.open_reader().end().await.unwrap(), after.end);
 }

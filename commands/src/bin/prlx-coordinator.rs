@@ -16,6 +16,7 @@ use prlx_commands::shell::{
 use prlx_events::event::{
     CatalogPublished, IntakeSource, Priority, RewardMode, RewardPolicyPublished, Sealed,
 };
+use prlx_events::log::feed::FeedTopics;
 use prlx_events::log::{LogError, LogUrl};
 use prlx_events::{AccountId, Hash32};
 use prlx_projections::settlement::policy_problem;
@@ -104,7 +105,35 @@ enum Cmd {
         lease: LeaseArgs,
         #[command(flatten)]
         intake: IntakeArgs,
+        #[command(flatten)]
+        feeds: FeedArgs,
     },
+}
+
+/// Per-node dispatch feeds (docs/kafka-topics.md): off unless --node-feed-topic is given.
+#[derive(clap::Args, Debug)]
+struct FeedArgs {
+    /// On a kafka:// log, also copy what each node needs (its session grants, its dispatches
+    /// and what closes them, the coordinator key and the catalog) to a topic of the node's
+    /// own, in the same transaction as the log. The template names it: `{node}` becomes the
+    /// node's id, e.g. `prlx-node.{node}`. A node then reads `--log
+    /// kafka://HOST:PORT/prlx-node.{node}` and sees nothing of other nodes' work. Turn it on
+    /// before nodes register: a node's feed starts at its registration.
+    #[arg(long, env = "PRLX_NODE_FEED_TOPIC")]
+    node_feed_topic: Option<String>,
+}
+
+impl FeedArgs {
+    /// The feeds' topics, or `None` when they are off.
+    fn topics(&self, log: &str) -> anyhow::Result<Option<FeedTopics>> {
+        let Some(template) = &self.node_feed_topic else {
+            return Ok(None);
+        };
+        if !log.starts_with("kafka://") {
+            bail!("--node-feed-topic needs a kafka:// log (nodes of a file:// log read the log itself)");
+        }
+        Ok(Some(FeedTopics::parse(template)?))
+    }
 }
 
 /// The Kafka submissions intake (docs/kafka-topics.md): off unless --kafka-submissions is
@@ -216,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             signing_key,
             lease,
             intake,
+            feeds,
         } => {
             serve(
                 &log,
@@ -227,6 +257,7 @@ async fn main() -> anyhow::Result<()> {
                 &signing_key,
                 &lease,
                 &intake,
+                &feeds,
             )
             .await
         }
@@ -378,8 +409,10 @@ async fn serve(
     signing_key: &Path,
     lease: &LeaseArgs,
     intake: &IntakeArgs,
+    feeds: &FeedArgs,
 ) -> anyhow::Result<()> {
     let intake = intake.config(log)?;
+    let feeds = feeds.topics(log)?;
     // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
     // with the default action, but shut us down like any other.
     let signal = http::shutdown_signal().context("installing signal handlers")?;
@@ -399,11 +432,19 @@ async fn serve(
     // Opened anew each time this instance is elected (once, on a file log).
     let open = || {
         let signing = signing.clone();
+        let feeds = feeds.clone();
         async move {
-            open_coordinator(log, key_file, catalog, rewards, producer)
+            let coord = open_coordinator(log, key_file, catalog, rewards, producer)
                 .await
                 .map(|coord| coord.with_signing_key(signing))
-                .map_err(open_error)
+                .map_err(open_error)?;
+            // Before anything is staged that a node's feed needs (the key, grants).
+            match feeds {
+                Some(topics) => coord
+                    .with_node_feeds(topics)
+                    .map_err(|e| open_error(e.into())),
+                None => Ok(coord),
+            }
         }
     };
     // Printed when the port first answers (the standby answers too, with 503).

@@ -449,9 +449,14 @@ impl LogWriter for FileLogWriter {
         batch: Vec<Vec<u8>>,
     ) -> impl std::future::Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let end = *self.committed.borrow();
-        enqueue_append(batch, end, self.options.max_record_bytes, |req| {
-            self.queue.as_ref().is_some_and(|q| q.send(req).is_ok())
-        })
+        enqueue_append(
+            batch,
+            Vec::new(),
+            end,
+            self.options.max_record_bytes,
+            |req| self.queue.as_ref().is_some_and(|q| q.send(req).is_ok()),
+        )
+        .answer()
     }
 }
 

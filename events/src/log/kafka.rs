@@ -50,7 +50,7 @@
 
 pub mod lease;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
@@ -73,7 +73,7 @@ use tokio::time::Instant;
 
 use super::{
     deadline, enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter,
-    Offset, Record,
+    Offset, Record, SideRecord,
 };
 
 /// The one partition of a log's topic.
@@ -165,21 +165,28 @@ impl Target {
         (self.options.max_record_bytes + MESSAGE_OVERHEAD).to_string()
     }
 
-    /// Creates the topic unless it exists; refuses one with several partitions.
+    /// Creates the log's topic unless it exists; refuses one with several partitions.
     async fn ensure_topic(&self) -> Result<(), LogError> {
+        self.ensure_log_topic(&self.topic).await
+    }
+
+    /// Creates `topic` as a log topic (one partition, nothing expires, never compacted)
+    /// unless it exists; refuses one with several partitions. Side records' topics are made
+    /// the same way: a node's feed is read from its start, as the log is.
+    async fn ensure_log_topic(&self, topic: &str) -> Result<(), LogError> {
         let timeout = self.options.timeout;
         let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap)
             .create()
             .map_err(|e| kafka_error("create admin client", e))?;
-        match topic_partitions(admin.inner(), &self.topic, timeout)? {
+        match topic_partitions(admin.inner(), topic, timeout)? {
             Some(1) => return Ok(()),
-            Some(n) => return Err(not_one_partition(&self.topic, n)),
+            Some(n) => return Err(not_one_partition(topic, n)),
             None => {}
         }
         let replication = self.options.replication;
         let min_isr = (replication / 2 + 1).min(replication).to_string();
         let max_message = self.max_message_bytes();
-        let new_topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(replication))
+        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
             .set("retention.ms", "-1")
             .set("retention.bytes", "-1")
             .set("cleanup.policy", "delete")
@@ -204,16 +211,16 @@ impl Target {
         }
         let deadline = deadline::after(timeout);
         loop {
-            match topic_partitions(admin.inner(), &self.topic, timeout)? {
+            match topic_partitions(admin.inner(), topic, timeout)? {
                 Some(1) => return Ok(()),
-                Some(n) => return Err(not_one_partition(&self.topic, n)),
+                Some(n) => return Err(not_one_partition(topic, n)),
                 None if !deadline::passed(deadline) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 None => {
                     return Err(kafka_error(
                         "create topic",
-                        format!("topic {:?} exists but has no metadata yet", self.topic),
+                        format!("topic {topic:?} exists but has no metadata yet"),
                     ))
                 }
             }
@@ -346,8 +353,10 @@ fn classify(producer: &FutureProducer, e: &KafkaError) -> Failure {
 // ---------------------------------------------------------------------------------------------
 // The writer
 
-fn group_cost(batch: &[Vec<u8>]) -> usize {
-    batch.iter().map(|r| r.len() + RECORD_COST).sum()
+fn group_cost(req: &AppendRequest) -> usize {
+    let log: usize = req.batch.iter().map(|r| r.len() + RECORD_COST).sum();
+    let side: usize = req.side.iter().map(|r| r.payload.len() + RECORD_COST).sum();
+    log + side
 }
 
 /// The single writer of a Kafka log. Dropping it stops the writer thread once the queued
@@ -426,15 +435,30 @@ impl KafkaLogWriter {
     }
 }
 
+impl KafkaLogWriter {
+    /// Appends `batch` with `side` records for other topics in the same transaction: a
+    /// `read_committed` reader of any of them sees its records if and only if the batch is
+    /// in the log. Missing side topics are created first (one partition, nothing expires).
+    pub fn append_with_side(
+        &self,
+        batch: Vec<Vec<u8>>,
+        side: Vec<SideRecord>,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static + use<> {
+        let end = *self.committed.borrow();
+        let max = self.target.options.max_record_bytes;
+        enqueue_append(batch, side, end, max, |req| {
+            self.queue.as_ref().is_some_and(|q| q.send(req).is_ok())
+        })
+        .answer()
+    }
+}
+
 impl LogWriter for KafkaLogWriter {
     fn append(
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        let end = *self.committed.borrow();
-        enqueue_append(batch, end, self.target.options.max_record_bytes, |req| {
-            self.queue.as_ref().is_some_and(|q| q.send(req).is_ok())
-        })
+        self.append_with_side(batch, Vec::new())
     }
 }
 
@@ -465,6 +489,8 @@ struct WriterTask {
     committed: watch::Sender<Offset>,
     /// Set once fenced or hit by a fatal error: every later append gets it.
     failed: Option<LogError>,
+    /// Side records' topics known to exist (made or checked by this writer).
+    side_topics: BTreeSet<String>,
 }
 
 impl WriterTask {
@@ -479,6 +505,7 @@ impl WriterTask {
             producer: Some(producer),
             committed,
             failed: None,
+            side_topics: BTreeSet::new(),
         })
     }
 
@@ -491,12 +518,12 @@ impl WriterTask {
             // Blocking is fine: this thread does nothing else, and what arrives meanwhile
             // joins the group.
             thread::sleep(deadline::remaining(next_transaction));
-            let mut bytes = group_cost(&first.batch);
+            let mut bytes = group_cost(&first);
             group.push(first);
             while bytes < max_group {
                 match queue.try_recv() {
                     Ok(req) => {
-                        bytes += group_cost(&req.batch);
+                        bytes += group_cost(&req);
                         group.push(req);
                     }
                     Err(_) => break,
@@ -525,11 +552,25 @@ impl WriterTask {
         }
     }
 
-    /// Appends every batch of `group` in one transaction; their offset ranges, in order.
+    /// Creates the side records' topics that are not known to exist yet. Outside the
+    /// transaction: a topic made for a transaction that then aborts is only an empty topic.
+    async fn ensure_side_topics(&mut self, group: &[AppendRequest]) -> Result<(), LogError> {
+        for side in group.iter().flat_map(|r| &r.side) {
+            if !self.side_topics.contains(&side.topic) {
+                self.target.ensure_log_topic(&side.topic).await?;
+                self.side_topics.insert(side.topic.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every batch of `group`, with its side records, in one transaction; the
+    /// batches' offset ranges, in order.
     async fn commit_group(
         &mut self,
         group: &[AppendRequest],
     ) -> Result<Vec<Range<Offset>>, LogError> {
+        self.ensure_side_topics(group).await?;
         let producer = match &self.producer {
             Some(p) => p.clone(),
             None => {
@@ -560,7 +601,8 @@ impl WriterTask {
                 })
             }
         };
-        let ranges = match batch_ranges(group, &offsets) {
+        let end = *self.committed.borrow();
+        let ranges = match batch_ranges(group, &offsets, end) {
             Ok(ranges) => ranges,
             Err(reason) => return Err(self.abort(&producer, reason)),
         };
@@ -650,17 +692,35 @@ fn settle_deliveries(producer: &FutureProducer, limit: Duration) {
     }
 }
 
-/// Produces every record of `group` in order, then awaits their delivery reports; the offsets
-/// they got, in order.
+/// Produces every record of `group` in order (the log's, then the side records, each topic
+/// in the order given), then awaits their delivery reports; the offsets the log's records got,
+/// in order.
 async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     group: &[AppendRequest],
 ) -> Result<Vec<i64>, KafkaError> {
+    let log_records = group.iter().map(|r| r.batch.len()).sum();
+    let records = group
+        .iter()
+        .flat_map(|r| &r.batch)
+        .map(|payload| (topic, payload))
+        .chain(
+            group
+                .iter()
+                .flat_map(|r| &r.side)
+                .map(|s| (s.topic.as_str(), &s.payload)),
+        );
+    // Deliveries are awaited in production order, so the first `log_records` are the log's.
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
-    let mut offsets = Vec::with_capacity(group.iter().map(|r| r.batch.len()).sum());
-    for payload in group.iter().flat_map(|r| &r.batch) {
-        let mut record = FutureRecord::<(), [u8]>::to(topic)
+    let mut offsets = Vec::with_capacity(log_records);
+    let settle = |offset: i64, offsets: &mut Vec<i64>| {
+        if offsets.len() < log_records {
+            offsets.push(offset);
+        }
+    };
+    for (to, payload) in records {
+        let mut record = FutureRecord::<(), [u8]>::to(to)
             .partition(PARTITION)
             .payload(payload.as_slice());
         loop {
@@ -673,7 +733,7 @@ async fn produce_all(
                     record = back;
                     // librdkafka's local queue is full: wait for the oldest record in flight.
                     match pending.pop_front() {
-                        Some(oldest) => offsets.push(delivered(oldest.await)?),
+                        Some(oldest) => settle(delivered(oldest.await)?, &mut offsets),
                         None => tokio::time::sleep(Duration::from_millis(1)).await,
                     }
                 }
@@ -682,7 +742,7 @@ async fn produce_all(
         }
     }
     for delivery in pending {
-        offsets.push(delivered(delivery.await)?);
+        settle(delivered(delivery.await)?, &mut offsets);
     }
     Ok(offsets)
 }
@@ -698,11 +758,22 @@ fn delivered(
 }
 
 /// Each batch's offsets, checked to be consecutive: they are unless another producer wrote
-/// into the topic between two records of ours.
-fn batch_ranges(group: &[AppendRequest], offsets: &[i64]) -> Result<Vec<Range<Offset>>, String> {
+/// into the topic between two records of ours. A batch with no records of the log (only side
+/// records) gets an empty range where the log stood before it; `end` is where it stood before
+/// the group.
+fn batch_ranges(
+    group: &[AppendRequest],
+    offsets: &[i64],
+    end: Offset,
+) -> Result<Vec<Range<Offset>>, String> {
     let mut ranges = Vec::with_capacity(group.len());
     let mut rest = offsets;
+    let mut end = end;
     for req in group {
+        if req.batch.is_empty() {
+            ranges.push(end..end);
+            continue;
+        }
         let (mine, tail) = rest.split_at(req.batch.len());
         rest = tail;
         let first = mine[0];
@@ -714,7 +785,8 @@ fn batch_ranges(group: &[AppendRequest], offsets: &[i64]) -> Result<Vec<Range<Of
                  topic; a log must have one writer"
             ));
         }
-        ranges.push(first as Offset..(first as Offset + mine.len() as Offset));
+        end = first as Offset + mine.len() as Offset;
+        ranges.push(first as Offset..end);
     }
     Ok(ranges)
 }
@@ -1071,6 +1143,7 @@ mod tests {
     fn request(n: usize) -> AppendRequest {
         AppendRequest {
             batch: vec![vec![0u8; 3]; n],
+            side: Vec::new(),
             reply: tokio::sync::oneshot::channel().0,
         }
     }
@@ -1080,11 +1153,16 @@ mod tests {
         let group = [request(2), request(1), request(3)];
         // A commit marker between transactions is not in a group; within one, offsets are
         // consecutive unless a stranger writes.
-        let ranges = batch_ranges(&group, &[10, 11, 12, 13, 14, 15]).unwrap();
+        let ranges = batch_ranges(&group, &[10, 11, 12, 13, 14, 15], 9).unwrap();
         assert_eq!(ranges, vec![10..12, 12..13, 13..16]);
-        let err = batch_ranges(&group, &[10, 11, 12, 13, 15, 16]).unwrap_err();
+        let err = batch_ranges(&group, &[10, 11, 12, 13, 15, 16], 9).unwrap_err();
         assert!(err.contains("not consecutive"), "{err}");
-        assert!(batch_ranges(&group[..1], &[-1, 0]).is_err());
+        assert!(batch_ranges(&group[..1], &[-1, 0], 0).is_err());
+        // A batch of side records only takes no offset of the log: an empty range where the
+        // log stands, before the group or after the batch before it.
+        let group = [request(0), request(2), request(0)];
+        let ranges = batch_ranges(&group, &[10, 11], 7).unwrap();
+        assert_eq!(ranges, vec![7..7, 10..12, 12..12]);
     }
 
     #[test]

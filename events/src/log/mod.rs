@@ -15,6 +15,7 @@
 //! record, an event or a fold; time in events is the producer's `recorded_at`.
 //!
 //! # Layout
+//! - [`feed`]: names of the per-node dispatch feeds (Kafka topics written as side records).
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
 //! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
 //!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`).
@@ -22,6 +23,7 @@
 //!   through a consumer group on Kafka; always held on the file log, whose lock suffices).
 //! - [`url`]: parsing of backend URLs.
 
+pub mod feed;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -101,6 +103,12 @@ pub enum LogError {
     /// A broker operation failed; nothing of the operation took effect.
     #[error("kafka {op}: {reason}")]
     Kafka { op: &'static str, reason: String },
+    /// Side records were asked of a backend with no other topics (the file log).
+    #[error(
+        "the {backend} log has no topics besides the log: side records (e.g. per-node \
+         dispatch feeds) need the Kafka backend"
+    )]
+    SideRecordsUnsupported { backend: &'static str },
 }
 
 impl LogError {
@@ -149,46 +157,79 @@ pub trait LogReader: Send + Sync {
     ) -> impl Future<Output = Result<bool, LogError>> + Send;
 }
 
-/// One append waiting for a backend's writer: the batch and where its answer goes.
+/// A record for a topic other than the log's, appended with a batch of the log: a reader of
+/// its topic sees it if and only if that batch is in the log (Kafka: one transaction).
+///
+/// What it is for: streams derived from the log that must never run ahead of it or lag
+/// behind a crash, such as each node's feed of the dispatches addressed to it
+/// (docs/kafka-topics.md). Only the Kafka backend has other topics; the file log refuses
+/// side records ([`LogError::SideRecordsUnsupported`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideRecord {
+    /// The topic; the writer creates it (one partition, nothing expires) if it is missing.
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// One append waiting for a backend's writer: the batch, the side records that go with it,
+/// and where its answer goes.
 pub(crate) struct AppendRequest {
     pub(crate) batch: Vec<Vec<u8>>,
+    pub(crate) side: Vec<SideRecord>,
     pub(crate) reply: tokio::sync::oneshot::Sender<Result<Range<Offset>, LogError>>,
 }
 
 /// The shared front half of every writer's `append`: checks the batch, hands it to the
 /// writer's queue *now* (so batches take offsets in call order, whenever the future is
-/// polled) with `send`, and returns the future of the answer. `end` answers an empty batch;
-/// `send` returns false when the writer is gone.
+/// polled) with `send`, and returns what waits for the answer ([`Enqueued::answer`]). `end`
+/// answers an empty batch without side records; `send` returns false when the writer is gone.
+/// A record too large is named by its index, the side records counting after the batch.
 pub(crate) fn enqueue_append(
     batch: Vec<Vec<u8>>,
+    side: Vec<SideRecord>,
     end: Offset,
     max_record_bytes: usize,
     send: impl FnOnce(AppendRequest) -> bool,
-) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-    let waiting = if batch.is_empty() {
-        Err(Ok(end..end))
-    } else if let Some((index, r)) = batch
+) -> Enqueued {
+    if batch.is_empty() && side.is_empty() {
+        return Enqueued::Ready(Ok(end..end));
+    }
+    if let Some((index, r)) = batch
         .iter()
+        .chain(side.iter().map(|s| &s.payload))
         .enumerate()
         .find(|(_, r)| r.len() > max_record_bytes)
     {
-        Err(Err(LogError::RecordTooLarge {
+        return Enqueued::Ready(Err(LogError::RecordTooLarge {
             index,
             len: r.len(),
             max: max_record_bytes,
-        }))
+        }));
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if send(AppendRequest { batch, side, reply }) {
+        Enqueued::Waiting(rx)
     } else {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        if send(AppendRequest { batch, reply }) {
-            Ok(rx)
-        } else {
-            Err(Err(LogError::Closed))
-        }
-    };
-    async move {
-        match waiting {
-            Ok(rx) => rx.await.map_err(|_| LogError::Closed)?,
-            Err(ready) => ready,
+        Enqueued::Ready(Err(LogError::Closed))
+    }
+}
+
+/// An append handed to a writer (or answered at once).
+pub(crate) enum Enqueued {
+    Ready(Result<Range<Offset>, LogError>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Range<Offset>, LogError>>),
+}
+
+impl Enqueued {
+    /// The append's answer. Owns nothing of the writer, so it can be awaited anywhere.
+    pub(crate) fn answer(
+        self,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        async move {
+            match self {
+                Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
+                Enqueued::Ready(ready) => ready,
+            }
         }
     }
 }
@@ -264,6 +305,28 @@ impl AnyWriter {
             AnyWriter::File(w) => AnyReader::File(w.reader()),
             #[cfg(feature = "kafka")]
             AnyWriter::Kafka(w) => AnyReader::Kafka(w.reader()),
+        }
+    }
+}
+
+impl AnyWriter {
+    /// Appends `batch` as [`LogWriter::append`] does, with `side` records for other topics
+    /// in the same atomic unit (a Kafka transaction): they are visible once the batch is
+    /// durable, never before and never without it. The file log refuses side records.
+    pub fn append_with_side(
+        &self,
+        batch: Vec<Vec<u8>>,
+        side: Vec<SideRecord>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Range<Offset>, LogError>> + Send>> {
+        // Each arm enqueues now (call order); only the waiting goes into the returned future.
+        match self {
+            AnyWriter::File(_) if !side.is_empty() => {
+                let refused = LogError::SideRecordsUnsupported { backend: "file" };
+                Box::pin(async move { Err(refused) })
+            }
+            AnyWriter::File(w) => Box::pin(w.append(batch)),
+            #[cfg(feature = "kafka")]
+            AnyWriter::Kafka(w) => Box::pin(w.append_with_side(batch, side)),
         }
     }
 }
