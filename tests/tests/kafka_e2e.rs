@@ -1,6 +1,7 @@
 //! The protocol end to end on a real Apache Kafka broker, as real processes: `prlx-coordinator
-//! serve` on a `kafka://` log, two `prlx-node run` on the tiny model following the same log,
-//! requests over HTTP whose results the client opens, and `prlx-replay verify` on the log.
+//! serve` on a `kafka://` log, two `prlx-node run` on the tiny model each reading its own
+//! feed (`--node-feed-topic`; checked against the log record by record), requests over HTTP
+//! whose results the client opens, and `prlx-replay verify` on the log.
 //! Then the faults: the active coordinator SIGKILLed with a standby beside it, and the broker
 //! restarted mid-run. Each time: every accepted request appears once, gets exactly one
 //! answer, and the auditor agrees with the log.
@@ -376,7 +377,10 @@ fn forward(client: TcpStream, active: &Mutex<Option<String>>) {
 
 struct Cluster {
     dir: tempfile::TempDir,
+    bootstrap: String,
     log: String,
+    /// The per-node feed template the coordinators write and the nodes read, when on.
+    feeds: Option<String>,
     catalog: PathBuf,
     signing: PathBuf,
     coordinator_pub: PathBuf,
@@ -411,7 +415,9 @@ impl Cluster {
         )
         .unwrap();
         Cluster {
+            bootstrap: bootstrap.to_owned(),
             log: format!("kafka://{bootstrap}/{}", fresh_topic(tag)),
+            feeds: None,
             dir,
             catalog,
             signing,
@@ -423,6 +429,13 @@ impl Cluster {
                 .unwrap(),
             client_key: new_key(),
         }
+    }
+
+    /// The same cluster with per-node feeds: coordinators copy each node's events to a topic
+    /// of its own, and nodes read that instead of the log.
+    fn with_feeds(mut self) -> Cluster {
+        self.feeds = Some(format!("{}.{{node}}", fresh_topic("feed")));
+        self
     }
 
     /// Starts `prlx-coordinator serve` on the log; every instance shares the storage and
@@ -440,6 +453,7 @@ impl Cluster {
             "PRLX_REWARD_POLICY",
             "PRLX_REWARD_MODE",
             "PRLX_LEASE_SESSION_MS",
+            "PRLX_NODE_FEED_TOPIC",
         ] {
             cmd.env_remove(var);
         }
@@ -453,6 +467,9 @@ impl Cluster {
             .arg("--catalog")
             .arg(&self.catalog)
             .args(["--producer", &format!("coordinator/{name}")]);
+        if let Some(template) = &self.feeds {
+            cmd.args(["--node-feed-topic", template]);
+        }
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("listening on http://", STARTUP);
         let addr = line
@@ -478,9 +495,13 @@ impl Cluster {
         ] {
             cmd.env_remove(var);
         }
+        let follow = match &self.feeds {
+            Some(template) => format!("kafka://{}/{template}", self.bootstrap),
+            None => self.log.clone(),
+        };
         cmd.arg("run")
             .args(["--coordinator", &format!("http://{}", self.front.addr)])
-            .args(["--log", &self.log])
+            .args(["--log", &follow])
             .arg("--key")
             .arg(&key)
             .args(["--models", TINY])
@@ -613,7 +634,18 @@ impl Cluster {
 
     /// Every event on the log, with its offset and producer.
     fn events(&self) -> Vec<(Offset, String, Event)> {
-        let reader = LogUrl::parse(&self.log).unwrap().open_reader().unwrap();
+        self.records(&self.log)
+            .into_iter()
+            .map(|(offset, payload)| {
+                let env = Envelope::decode(&payload).unwrap();
+                (offset, env.header.producer.clone(), env.event)
+            })
+            .collect()
+    }
+
+    /// Every record of the log at `url` (committed), with its offset.
+    fn records(&self, url: &str) -> Vec<(Offset, Vec<u8>)> {
+        let reader = LogUrl::parse(url).unwrap().open_reader().unwrap();
         self.rt.block_on(async {
             let mut out = Vec::new();
             let mut next = 0;
@@ -624,11 +656,95 @@ impl Cluster {
                 }
                 for r in records {
                     next = r.offset + 1;
-                    let env = Envelope::decode(&r.payload).unwrap();
-                    out.push((r.offset, env.header.producer.clone(), env.event));
+                    out.push((r.offset, r.payload));
                 }
             }
         })
+    }
+
+    /// Checks each node's feed against the log: every record is one of the log's, byte for
+    /// byte and in the log's order; it starts with the key and catalog; it holds every event
+    /// the log addresses to that node and nothing addressed to another. Returns how many
+    /// records each feed holds.
+    fn feeds_hold_what_each_node_needs_and_nothing_else(&self, nodes: &[NodeId]) -> Vec<usize> {
+        let template = self.feeds.as_ref().expect("a cluster with feeds");
+        let log = self.records(&self.log);
+        let position: BTreeMap<&[u8], Offset> =
+            log.iter().map(|(o, p)| (p.as_slice(), *o)).collect();
+        let addressed_to = |e: &Event| -> Option<NodeId> {
+            match e {
+                Event::SessionKeyIssued(e) => Some(e.node_id),
+                Event::TaskDispatched(e) => Some(e.node_id),
+                Event::ResultSubmitted(e) => Some(e.node_id),
+                Event::DeadlineExpired(e) => Some(e.node_id),
+                Event::LateResultDiscarded(e) => Some(e.node_id),
+                Event::NodeRegistered(e) => Some(e.node_id),
+                _ => None,
+            }
+        };
+        let mut sizes = Vec::new();
+        for node in nodes {
+            let topic = template.replace("{node}", &node.0.to_hex());
+            let feed = self.records(&format!("kafka://{}/{topic}", self.bootstrap));
+            let mut last = None;
+            let mut types = Vec::new();
+            for (i, (_, payload)) in feed.iter().enumerate() {
+                let env = Envelope::decode(payload).unwrap();
+                let at = position.get(payload.as_slice()).copied();
+                assert!(
+                    at.is_some(),
+                    "{node}'s feed record {i} ({}) is not a record of the log",
+                    env.event.type_name()
+                );
+                // The key and catalog copies repeat earlier records; the rest follow the log.
+                if i >= 2 {
+                    assert!(
+                        at > last,
+                        "{node}'s feed record {i} is out of the log's order"
+                    );
+                    last = at;
+                }
+                if let Some(to) = addressed_to(&env.event) {
+                    assert_eq!(
+                        to,
+                        *node,
+                        "{node}'s feed holds {}'s {}",
+                        to,
+                        env.event.type_name()
+                    );
+                }
+                types.push(env.event.type_name());
+            }
+            assert_eq!(
+                types[..3],
+                [
+                    "CoordinatorKeyPublished",
+                    "CatalogPublished",
+                    "NodeRegistered"
+                ],
+                "{node}'s feed starts with the key, the catalog and its registration"
+            );
+            let mine = |e: &&(Offset, String, Event)| addressed_to(&e.2) == Some(*node);
+            let events = self.events();
+            let want: Vec<&str> = events
+                .iter()
+                .filter(mine)
+                .map(|e| e.2.type_name())
+                .collect();
+            let got: Vec<&str> = types
+                .iter()
+                .copied()
+                .filter(|t| *t != "CoordinatorKeyPublished" && *t != "CatalogPublished")
+                .filter(|t| *t != "RequestFailed")
+                .collect();
+            assert_eq!(
+                got, want,
+                "{node}'s feed lacks or adds events addressed to it"
+            );
+            assert!(want.contains(&"TaskDispatched"), "{node} got no work");
+            sizes.push(feed.len());
+        }
+        sizes
     }
 
     /// `prlx-replay verify --json` on the log: exit 0 and `ok`.
@@ -704,7 +820,9 @@ fn coordinator_and_two_nodes_on_kafka_serve_requests_and_replay_verifies() {
     let Some(bootstrap) = bootstrap() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let started = Instant::now();
-    let cluster = Cluster::new(&bootstrap, "e2e");
+    // Nodes read per-node feeds, as a deployment that keeps nodes from seeing each other's
+    // work does (the broker-restart case has them read the log itself).
+    let cluster = Cluster::new(&bootstrap, "e2e").with_feeds();
     let (mut coordinator, _) = cluster.coordinator("a");
     coordinator.wait_line("active: serving", STARTUP);
     let (_a, a) = cluster.node("node-a");
@@ -744,6 +862,13 @@ fn coordinator_and_two_nodes_on_kafka_serve_requests_and_replay_verifies() {
         "the work did not spread over both nodes"
     );
     exactly_once(&cluster.events(), &told);
+    let sizes = cluster.feeds_hold_what_each_node_needs_and_nothing_else(&[a, b]);
+    eprintln!(
+        "feeds of {} and {} hold {sizes:?} records, the log {}",
+        a,
+        b,
+        cluster.events().len()
+    );
     cluster.replay_verifies(6);
     eprintln!("end to end on Kafka in {:?}", started.elapsed());
 }
@@ -752,7 +877,9 @@ fn coordinator_and_two_nodes_on_kafka_serve_requests_and_replay_verifies() {
 fn a_standby_takes_over_when_the_active_coordinator_is_killed_and_nothing_is_lost_or_doubled() {
     let Some(bootstrap) = bootstrap() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cluster = Cluster::new(&bootstrap, "failover");
+    // With feeds: what the killed instance left uncommitted must not reach a node's feed,
+    // and the new active instance carries the feeds on.
+    let cluster = Cluster::new(&bootstrap, "failover").with_feeds();
     let (mut a, a_addr) = cluster.coordinator("a");
     a.wait_line("active: serving", STARTUP);
     let (mut b, b_addr) = cluster.coordinator("b");
@@ -768,8 +895,8 @@ fn a_standby_takes_over_when_the_active_coordinator_is_killed_and_nothing_is_los
     assert_eq!(health(&b_addr), Some(503), "the standby serves");
     assert!(a.find("stepping down").is_none() && b.find("elected").is_none());
 
-    let (_n1, _) = cluster.node("node-a");
-    let (_n2, _) = cluster.node("node-b");
+    let (_n1, n1) = cluster.node("node-a");
+    let (_n2, n2) = cluster.node("node-b");
     cluster.deposit(10_000_000);
     let mut told = BTreeMap::new();
     let prompt = |i: usize| format!("Request {i}: the quick brown fox");
@@ -808,6 +935,7 @@ fn a_standby_takes_over_when_the_active_coordinator_is_killed_and_nothing_is_los
         producers.contains("coordinator/a") && producers.contains("coordinator/b"),
         "both instances wrote: {producers:?}"
     );
+    cluster.feeds_hold_what_each_node_needs_and_nothing_else(&[n1, n2]);
     cluster.replay_verifies(12);
     assert!(b.alive());
 }
