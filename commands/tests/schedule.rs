@@ -272,8 +272,19 @@ fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
     .is_err());
 }
 
-#[test]
-fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
+/// Request 0's attempt on `node` expired.
+fn deadline_expired(node: NodeId, attempt: u32) -> Event {
+    DeadlineExpired {
+        task_id: TaskId::whole(RequestId(0)),
+        attempt,
+        node_id: node,
+    }
+    .into()
+}
+
+/// Two capable nodes of one slot, request 0 accepted and dispatched (at 0, deadline 30) to
+/// one of them, which is returned.
+fn one_request_dispatched_to_one_of_two_nodes() -> (Vec<Event>, NodeId) {
     let mut h = base(vec![
         register(1, 1, 1, &["chat"]),
         register(2, 1, 1, &["chat"]),
@@ -282,6 +293,12 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     let first = dispatch_next(&h, 0);
     let n1 = scheduled_node(&first);
     h.extend(first);
+    (h, n1)
+}
+
+#[test]
+fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
+    let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
     let expire = |node, attempt, now| Command::ExpireDeadline {
         request: RequestId(0),
         node,
@@ -297,20 +314,8 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     assert!(decide(&state(&h), expire(n1, 0, 29)).is_err());
     given(h.clone())
         .when(expire(n1, 0, 30))
-        .then_expect([DeadlineExpired {
-            task_id: TaskId::whole(RequestId(0)),
-            attempt: 0,
-            node_id: n1,
-        }
-        .into()]);
-    h.push(
-        DeadlineExpired {
-            task_id: TaskId::whole(RequestId(0)),
-            attempt: 0,
-            node_id: n1,
-        }
-        .into(),
-    );
+        .then_expect([deadline_expired(n1, 0)]);
+    h.push(deadline_expired(n1, 0));
     let second = dispatch_next(&h, 30);
     let n2 = scheduled_node(&second);
     assert_ne!(n2, n1, "a re-dispatch goes to a different node");
@@ -546,22 +551,8 @@ fn the_fold_refuses_a_lapse_before_the_timeout() {
 #[test]
 fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
     use prlx_commands::feeds::{audience, Audience};
-    let mut h = base(vec![
-        register(1, 1, 1, &["chat"]),
-        register(2, 1, 1, &["chat"]),
-    ]);
-    h.extend(accept(0, "chat", 1, Priority::Standard));
-    let first = dispatch_next(&h, 0);
-    let n1 = scheduled_node(&first);
-    h.extend(first);
-    h.push(
-        DeadlineExpired {
-            task_id: TaskId::whole(RequestId(0)),
-            attempt: 0,
-            node_id: n1,
-        }
-        .into(),
-    );
+    let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
+    h.push(deadline_expired(n1, 0));
     let second = dispatch_next(&h, 30);
     let n2 = scheduled_node(&second);
     h.extend(second);

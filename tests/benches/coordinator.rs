@@ -10,6 +10,9 @@
 //! - raw: the same records, read back from the coordinator's log, appended to a fresh file log
 //!   in the same batches (one per command) by `CONCURRENCY` tasks: no deciding, folding or
 //!   sealing, only the log.
+//! - with `PRLX_BENCH_KAFKA` and `PRLX_BENCH_FEEDS=1`, each round also runs the coordinator
+//!   with per-node feeds (`--node-feed-topic`): every dispatch is copied to its node's topic
+//!   in the same transaction, so that row against the coordinator's is the feeds' cost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,12 +56,17 @@ async fn run_coordinator(
     url: &str,
     requests: usize,
     keys: &[rsa::RsaPrivateKey],
+    feeds: Option<&str>,
 ) -> (Duration, Vec<(usize, Vec<u8>)>) {
     let url = LogUrl::parse(url).unwrap();
-    let coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
+    let mut coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
         .await
         .unwrap()
         .with_signing_key(keys[0].clone());
+    if let Some(template) = feeds {
+        let topics = prlx_events::log::feed::FeedTopics::parse(template).unwrap();
+        coord = coord.with_node_feeds(topics).unwrap();
+    }
     let (handle, task) = actor::spawn(coord);
     handle
         .execute_command(Command::PublishCatalog(CatalogPublished {
@@ -310,6 +318,16 @@ async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)
     t.elapsed()
 }
 
+/// Every round's pair, as requests-per-second ratios, for the spread.
+fn coord_vs_fed(coord: &[Duration], fed: &[Duration]) -> String {
+    coord
+        .iter()
+        .zip(fed)
+        .map(|(c, f)| format!("{:.2}", c.as_secs_f64() / f.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn main() {
     let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
     // PRLX_BENCH_KAFKA=HOST:PORT runs both sides on that Kafka broker instead of file logs.
@@ -326,7 +344,8 @@ fn main() {
     let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("coordinator_bench");
     let _ = std::fs::remove_dir_all(&base);
     let rounds = if quick { 1 } else { 3 };
-    let (mut coord, mut raw) = (Vec::new(), Vec::new());
+    let feeds = kafka.is_some() && std::env::var_os("PRLX_BENCH_FEEDS").is_some();
+    let (mut coord, mut raw, mut fed) = (Vec::new(), Vec::new(), Vec::new());
     let mut events = 0;
     for round in 0..rounds {
         let stamp = std::time::SystemTime::now()
@@ -337,7 +356,14 @@ fn main() {
             Some(b) => format!("kafka://{b}/prlx-bench-coord-{stamp}"),
             None => format!("file://{}", base.join(format!("coord-{round}")).display()),
         };
-        let (elapsed, records) = rt.block_on(run_coordinator(&url, requests, &keys));
+        let (elapsed, records) = rt.block_on(run_coordinator(&url, requests, &keys, None));
+        if feeds {
+            let b = kafka.as_deref().unwrap_or_default();
+            let url = format!("kafka://{b}/prlx-bench-fed-{stamp}");
+            let template = format!("prlx-bench-feed-{stamp}.{{node}}");
+            let (elapsed, _) = rt.block_on(run_coordinator(&url, requests, &keys, Some(&template)));
+            fed.push(elapsed);
+        }
         events = records.len();
         let raw_elapsed = match &kafka {
             #[cfg(feature = "kafka")]
@@ -353,30 +379,43 @@ fn main() {
         coord.push(elapsed);
         raw.push(raw_elapsed);
     }
+    // Paired by round before sorting: the two ran one after the other on the same broker.
+    let pairs = coord_vs_fed(&coord, &fed);
     coord.sort();
     raw.sort();
+    fed.sort();
     let (c, r) = (coord[rounds / 2], raw[rounds / 2]);
     println!("{requests} requests, {events} events ({:.1} per request), {CONCURRENCY} concurrent clients, {NODES} nodes; median of {rounds}", events as f64 / requests as f64);
     println!("| path | requests/s (admitted -> dispatched, durable) | events/s |");
     println!("|---|---:|---:|");
-    println!(
-        "| coordinator (decide + fold + seal + append) | {:.0} | {:.0} |",
-        requests as f64 / c.as_secs_f64(),
-        events as f64 / c.as_secs_f64()
-    );
+    let row = |what: &str, took: Duration| {
+        println!(
+            "| {what} | {:.0} | {:.0} |",
+            requests as f64 / took.as_secs_f64(),
+            events as f64 / took.as_secs_f64()
+        )
+    };
+    row("coordinator (decide + fold + seal + append)", c);
     let (log, raw_what) = match &kafka {
         Some(_) => ("Kafka log", "raw rdkafka produce of the same records"),
         None => ("file log", "raw file-log append of the same records"),
     };
     println!("log: {log}");
-    println!(
-        "| {raw_what} | {:.0} | {:.0} |",
-        requests as f64 / r.as_secs_f64(),
-        events as f64 / r.as_secs_f64()
-    );
+    row(raw_what, r);
     println!(
         "coordinator / raw: {:.2}",
         r.as_secs_f64() / c.as_secs_f64()
     );
+    if let Some(f) = fed.get(rounds / 2) {
+        row(
+            "coordinator with per-node feeds (a copy of each dispatch to its node's topic)",
+            *f,
+        );
+        println!(
+            "with feeds / without: {:.2} (each round: {})",
+            c.as_secs_f64() / f.as_secs_f64(),
+            pairs
+        );
+    }
     let _ = std::fs::remove_dir_all(&base);
 }

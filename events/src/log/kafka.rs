@@ -22,6 +22,12 @@
 //! so this is what lets concurrent appends share the commit round trip, as the file log's
 //! group commit shares one `fdatasync`.
 //!
+//! A batch may come with *side records* for other topics ([`KafkaLogWriter::append_with_side`]):
+//! they are produced in the same transaction, after the group's log records, so a reader of
+//! their topic sees them if and only if the batch is in the log. Their topics are created
+//! like the log's (one partition, nothing expires) before the transaction starts. The
+//! coordinator writes each node's dispatch feed this way (docs/adr/05-node-feeds.md).
+//!
 //! # What readers see
 //! Consumers are assigned partition 0 (no consumer group, nothing committed) with
 //! `isolation.level=read_committed`: a batch is visible whole once its transaction commits, or
