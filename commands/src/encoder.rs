@@ -11,18 +11,15 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
 
-use prlx_events::log::{AnyWriter, LogError, SideRecord};
+use prlx_events::log::{AnyWriter, LogError, LogWriter};
 use prlx_events::Envelope;
 use tokio::sync::oneshot;
 
-use crate::feeds::FeedCopy;
 use crate::shell::AppendFuture;
 
-/// A batch of envelopes, the feed copies that go with it (topic, copy), and where the future
-/// of its append goes.
+/// A batch of envelopes and where the future of its append goes.
 struct Job {
     batch: Vec<Envelope>,
-    copies: Vec<(String, FeedCopy)>,
     started: oneshot::Sender<AppendFuture>,
 }
 
@@ -40,39 +37,19 @@ impl Encoder {
             .name("prlx-encoder".into())
             .spawn(move || {
                 for job in jobs {
-                    let encoded: Vec<Vec<u8>> = job.batch.iter().map(Envelope::encode).collect();
-                    // A feed's copy is the log's record byte for byte.
-                    let side = job
-                        .copies
-                        .into_iter()
-                        .map(|(topic, copy)| SideRecord {
-                            topic,
-                            payload: match copy {
-                                FeedCopy::Staged(i) => encoded[i].clone(),
-                                FeedCopy::Recorded(env) => env.encode(),
-                            },
-                        })
-                        .collect();
-                    let append = writer.append_with_side(encoded, side);
+                    let encoded = job.batch.iter().map(Envelope::encode).collect();
+                    let append = writer.append(encoded);
                     // A caller that went away no longer needs the answer; the append stands.
-                    let _ = job.started.send(append);
+                    let _ = job.started.send(Box::pin(append));
                 }
             })?;
         Ok(Self { queue })
     }
 
-    /// Queues `batch`, with its feed copies, behind every earlier one; resolves once it is
-    /// durable.
-    pub fn append(&self, batch: Vec<Envelope>, copies: Vec<(String, FeedCopy)>) -> AppendFuture {
+    /// Queues `batch` behind every earlier one; resolves once it is durable.
+    pub fn append(&self, batch: Vec<Envelope>) -> AppendFuture {
         let (started, append) = oneshot::channel();
-        let queued = self
-            .queue
-            .send(Job {
-                batch,
-                copies,
-                started,
-            })
-            .is_ok();
+        let queued = self.queue.send(Job { batch, started }).is_ok();
         Box::pin(async move {
             if !queued {
                 return Err(LogError::Closed);
@@ -109,10 +86,7 @@ mod tests {
             .map(|i| envelopes((0..=i % 3).map(|_| heartbeat(i))))
             .collect();
         let expected: Vec<Vec<u8>> = batches.iter().flatten().map(Envelope::encode).collect();
-        let appends: Vec<AppendFuture> = batches
-            .into_iter()
-            .map(|b| encoder.append(b, Vec::new()))
-            .collect();
+        let appends: Vec<AppendFuture> = batches.into_iter().map(|b| encoder.append(b)).collect();
         let mut ranges = Vec::new();
         // Awaited last to first: the order was fixed when they were handed over.
         for append in appends.into_iter().rev() {

@@ -1,24 +1,31 @@
-//! Which node's dispatch feed each event is copied to: the routing of per-node feeds (Kafka).
+//! Per-node dispatch feeds on Kafka: which node's feed each record of the log is copied to,
+//! and the projector that writes the copies, exactly once.
 //!
 //! A node needs few events of the log: its session grants, its dispatches and what closes
-//! them, the coordinator's signing key and the model catalog ([`prlx_node`'s follower folds
-//! exactly these]). With feeds on, the coordinator copies those, byte for byte as the log has
-//! them, to a topic of the node's own, in the same Kafka transaction as the log's batch. A
-//! node then reads its feed instead of the log: it never sees another node's work, not even
-//! sealed, and a busy log costs it nothing.
+//! them, the coordinator's signing key and the model catalog (the node's follower folds
+//! exactly these). With feeds on, each node reads a topic of its own holding only those,
+//! byte for byte as the log has them: it never sees another node's work, not even sealed, and
+//! a busy log costs it nothing.
 //!
-//! This module only decides *where* an event goes, from the state before the event, purely;
-//! the shell ([`crate::shell`]) encodes and hands the copies to the log writer.
+//! The copies are written *beside* the coordinator, not in its transactions: a projector
+//! (see [`NodeFeeds`]) follows the log like any reader, folds the coordinator's state to know
+//! where each record goes, and writes a stretch of copies and the log position after it in
+//! one Kafka transaction (`KafkaDerivedWriter`). So a feed never holds what the log does not,
+//! a restart neither repeats nor skips a copy, and the coordinator's own appends do not pay
+//! for touching a partition per node in every transaction (measured: BENCHMARKS.md, "Node
+//! feeds"). The price is a lag: a copy lands a transaction after its log record.
 //!
-//! What a node's feed carries:
+//! What a node's feed carries ([`FeedRouter::route`]; docs/adr/05-node-feeds.md):
 //! - `NodeRegistered` of this node, preceded by the latest `CoordinatorKeyPublished` and
-//!   `CatalogPublished` already on the log (so a feed is complete from its first record);
+//!   `CatalogPublished` on the log (so a feed is complete from its first record);
 //! - later `CoordinatorKeyPublished` and `CatalogPublished` (to every registered node);
 //! - `SessionKeyIssued`, `TaskDispatched`, `ResultSubmitted`, `DeadlineExpired` and
 //!   `LateResultDiscarded` naming this node;
 //! - `RequestFailed` of a request this node was ever given an attempt of.
 
-use prlx_events::{Envelope, Event, NodeId};
+use prlx_events::log::feed::FeedTopics;
+use prlx_events::log::SideRecord;
+use prlx_events::{Event, NodeId};
 use prlx_projections::CoordinatorState;
 
 /// The nodes an event is for.
@@ -32,7 +39,7 @@ pub enum Audience {
     Registered(NodeId),
 }
 
-/// Where `event` goes, given the state before it is applied.
+/// Where `event` goes, given the state before it is applied. Pure.
 pub fn audience(state: &CoordinatorState, event: &Event) -> Audience {
     let one = |node: NodeId| Audience::Nodes(vec![node]);
     match event {
@@ -55,39 +62,293 @@ pub fn audience(state: &CoordinatorState, event: &Event) -> Audience {
     }
 }
 
-/// A copy for a feed: an envelope of the batch being appended, or one recorded earlier.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FeedCopy {
-    /// The envelope at this index of the batch.
-    Staged(usize),
-    /// An envelope already on the log (the key or catalog a new node's feed starts with).
-    Recorded(Box<Envelope>),
+/// Turns records of the log, in log order, into the copies each node's feed gets.
+#[derive(Debug, Clone)]
+pub struct FeedRouter {
+    topics: FeedTopics,
+    /// The latest key and catalog records on the log, as recorded: a new feed starts with them.
+    key: Option<Vec<u8>>,
+    catalog: Option<Vec<u8>>,
 }
 
-/// The latest coordinator key and catalog on the log, as recorded: a new node's feed starts
-/// with them.
-#[derive(Debug, Clone, Default)]
-pub struct Published {
-    key: Option<Envelope>,
-    catalog: Option<Envelope>,
-}
-
-impl Published {
-    /// Keeps `env` if it is a key or catalog publication (call it for every envelope, in log
-    /// order).
-    pub fn note(&mut self, env: &Envelope) {
-        match env.event {
-            Event::CoordinatorKeyPublished(_) => self.key = Some(env.clone()),
-            Event::CatalogPublished(_) => self.catalog = Some(env.clone()),
-            _ => {}
+impl FeedRouter {
+    pub fn new(topics: FeedTopics) -> Self {
+        Self {
+            topics,
+            key: None,
+            catalog: None,
         }
     }
 
-    /// The copies that start a newly registered node's feed.
-    pub fn starting_copies(&self) -> impl Iterator<Item = FeedCopy> + '_ {
-        [&self.key, &self.catalog]
-            .into_iter()
-            .flatten()
-            .map(|env| FeedCopy::Recorded(Box::new(env.clone())))
+    /// Appends to `out` the copies of one log record (`event`, its bytes `payload`) for the
+    /// feeds it goes to, judged by `state`, the state before it. Call it for every record of
+    /// the log, in order, whether or not its copies are wanted (it keeps the latest key and
+    /// catalog).
+    pub fn route(
+        &mut self,
+        state: &CoordinatorState,
+        event: &Event,
+        payload: &[u8],
+        out: &mut Vec<SideRecord>,
+    ) {
+        let copy = |topic: String, payload: &[u8]| SideRecord {
+            topic,
+            payload: payload.to_vec(),
+        };
+        match audience(state, event) {
+            Audience::Nobody => {}
+            Audience::Nodes(nodes) => out.extend(
+                nodes
+                    .into_iter()
+                    .map(|n| copy(self.topics.topic(n), payload)),
+            ),
+            Audience::Registered(node) => {
+                let topic = self.topics.topic(node);
+                for earlier in [&self.key, &self.catalog].into_iter().flatten() {
+                    out.push(copy(topic.clone(), earlier));
+                }
+                out.push(copy(topic, payload));
+            }
+        }
+        match event {
+            Event::CoordinatorKeyPublished(_) => self.key = Some(payload.to_vec()),
+            Event::CatalogPublished(_) => self.catalog = Some(payload.to_vec()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+pub use projector::{FeedError, NodeFeeds};
+
+#[cfg(feature = "kafka")]
+mod projector {
+    use std::thread;
+    use std::time::Duration;
+
+    use prlx_events::log::feed::FeedTopics;
+    use prlx_events::log::kafka::{KafkaDerivedWriter, KafkaLogReader};
+    use prlx_events::log::{KafkaLogOptions, LogError, LogReader, Offset};
+    use prlx_events::{DecodeError, Envelope};
+    use prlx_projections::fold::FoldAtError;
+    use prlx_projections::{CoordinatorState, Fold};
+    use tokio::sync::watch;
+
+    use super::FeedRouter;
+
+    /// How many log records one read takes; a transaction covers what one read returned.
+    const READ_BATCH: usize = 4096;
+    /// The longest a quiet projector waits on the log before it looks at its stop flag.
+    const QUIET_WAIT: Duration = Duration::from_millis(200);
+    /// The longest it waits before starting over after a failure.
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+    /// Why the projector starts over.
+    #[derive(Debug, thiserror::Error)]
+    pub enum FeedError {
+        #[error(transparent)]
+        Log(#[from] LogError),
+        #[error("log record {offset} does not decode: {source}")]
+        Decode {
+            offset: Offset,
+            #[source]
+            source: DecodeError,
+        },
+        #[error(transparent)]
+        Fold(#[from] FoldAtError),
+    }
+
+    /// The projector writing the nodes' feeds of one Kafka log, on a thread of its own (its
+    /// transaction calls block). It runs while this coordinator is the active one; the
+    /// transactional id `prlx-feeds.<log topic>` makes a newly active instance's projector
+    /// fence a deposed one's.
+    #[derive(Debug)]
+    pub struct NodeFeeds {
+        stop: watch::Sender<bool>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl NodeFeeds {
+        /// Starts projecting the log `log_topic` at `bootstrap` into the feeds `topics` names.
+        pub fn start(
+            bootstrap: &str,
+            log_topic: &str,
+            options: KafkaLogOptions,
+            topics: FeedTopics,
+        ) -> std::io::Result<Self> {
+            let (stop, stopped) = watch::channel(false);
+            let (bootstrap, log_topic) = (bootstrap.to_owned(), log_topic.to_owned());
+            let thread = thread::Builder::new()
+                .name("prlx-feeds".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a current-thread runtime");
+                    runtime.block_on(run(&bootstrap, &log_topic, &options, &topics, stopped));
+                })?;
+            Ok(Self {
+                stop,
+                thread: Some(thread),
+            })
+        }
+
+        /// Stops the projector after its transaction in progress, and waits for it.
+        pub fn stop(mut self) {
+            self.halt();
+        }
+
+        fn halt(&mut self) {
+            let _ = self.stop.send(true);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    impl Drop for NodeFeeds {
+        fn drop(&mut self) {
+            self.halt();
+        }
+    }
+
+    /// Projects until stopped; after a failure it starts over from the committed position.
+    async fn run(
+        bootstrap: &str,
+        log_topic: &str,
+        options: &KafkaLogOptions,
+        topics: &FeedTopics,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match project(bootstrap, log_topic, options, topics, &mut stopped).await {
+                Ok(()) => return,
+                Err(e) => eprintln!("node feeds: {e}; starting over in {backoff:?}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One life of the projector: fence any older one, fold the log up to the committed
+    /// position, then copy each stretch of new records and move the position, one
+    /// transaction each. `Ok` once stopped.
+    async fn project(
+        bootstrap: &str,
+        log_topic: &str,
+        options: &KafkaLogOptions,
+        topics: &FeedTopics,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<(), FeedError> {
+        let name = format!("prlx-feeds.{log_topic}");
+        let mut writer = KafkaDerivedWriter::open(bootstrap, log_topic, &name, options.clone())?;
+        let position = writer.position()?;
+        let reader = KafkaLogReader::open(bootstrap, log_topic, options.clone())?;
+        let mut fold: Fold<CoordinatorState> = Fold::default();
+        let mut router = FeedRouter::new(topics.clone());
+        let mut next: Offset = 0;
+        eprintln!(
+            "node feeds: writing {} from log offset {position}",
+            topics.template()
+        );
+        loop {
+            if *stopped.borrow() {
+                return Ok(());
+            }
+            let records = reader.read(next, READ_BATCH).await?;
+            if records.is_empty() {
+                tokio::select! {
+                    waited = reader.wait_for(next, QUIET_WAIT) => { waited?; }
+                    _ = stopped.changed() => {}
+                }
+                continue;
+            }
+            let mut copies = Vec::new();
+            let mut scratch = Vec::new();
+            for r in &records {
+                let env = Envelope::decode(&r.payload).map_err(|source| FeedError::Decode {
+                    offset: r.offset,
+                    source,
+                })?;
+                // Records before the position were copied by an earlier life: routed only to
+                // keep the router's memory, their copies dropped.
+                let out = if r.offset >= position {
+                    &mut copies
+                } else {
+                    &mut scratch
+                };
+                router.route(&fold.state, &env.event, &r.payload, out);
+                scratch.clear();
+                fold.feed(r.offset, &env)?;
+                next = r.offset + 1;
+            }
+            // A stretch with no copies moves no position: a restart re-reads it and copies
+            // nothing from it either.
+            if !copies.is_empty() {
+                writer.commit(copies, next).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prlx_events::event::{
+        CoordinatorKeyPublished, ExecutionClass, NodeHeartbeat, NodeRegistered,
+    };
+    use prlx_events::Hash32;
+
+    fn registered(n: u8) -> Event {
+        NodeRegistered {
+            node_id: NodeId(Hash32([n; 32])),
+            public_key_pem: String::new(),
+            hardware_tier: 1,
+            models: vec![],
+            slots: 1,
+            stake: 0,
+            execution_class: ExecutionClass {
+                device: "cpu".into(),
+                driver: "-".into(),
+                runtime: "-".into(),
+            },
+        }
+        .into()
+    }
+
+    /// A new node's feed starts with the latest key on the log, byte for byte, then its
+    /// registration; records for nobody are not copied.
+    #[test]
+    fn a_new_feed_starts_with_the_latest_key_and_copies_are_the_log_s_bytes() {
+        let topics = FeedTopics::parse("feed.{node}").unwrap();
+        let mut router = FeedRouter::new(topics.clone());
+        let state = CoordinatorState::default();
+        let key = |pem: &str| -> Event {
+            CoordinatorKeyPublished {
+                public_key_pem: pem.into(),
+            }
+            .into()
+        };
+        let mut out = Vec::new();
+        router.route(&state, &key("old"), b"key-1", &mut out);
+        router.route(&state, &key("new"), b"key-2", &mut out);
+        assert!(out.is_empty(), "no node registered yet: {out:?}");
+        let heartbeat: Event = NodeHeartbeat {
+            node_id: NodeId(Hash32([1; 32])),
+        }
+        .into();
+        router.route(&state, &heartbeat, b"beat", &mut out);
+        assert!(out.is_empty(), "a heartbeat is for nobody's feed");
+        router.route(&state, &registered(1), b"reg-1", &mut out);
+        let topic = topics.topic(NodeId(Hash32([1; 32])));
+        let got: Vec<(&str, &[u8])> = out
+            .iter()
+            .map(|r| (r.topic.as_str(), r.payload.as_slice()))
+            .collect();
+        assert_eq!(got, [(topic.as_str(), &b"key-2"[..]), (&topic, b"reg-1")]);
     }
 }

@@ -6,12 +6,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use prlx_events::event::Sealed;
-use prlx_events::log::feed::FeedTopics;
 use prlx_events::log::{AnyWriter, LogError, LogUrl, Offset};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Event, Hash32, Header};
 use prlx_projections::fold::FoldAtError;
-use prlx_projections::snapshot::{catch_up_with, SnapshotError};
+use prlx_projections::snapshot::{catch_up, SnapshotError};
 use prlx_projections::{CoordinatorState, Fold};
 use rand::RngCore;
 use uuid::Uuid;
@@ -32,7 +31,6 @@ use rsa::RsaPrivateKey;
 
 use crate::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
 use crate::encoder::Encoder;
-use crate::feeds::{audience, Audience, FeedCopy, Published};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -120,10 +118,6 @@ pub struct Coordinator {
     grants_pending: bool,
     /// The open sampling epoch's seed, opened from the log on first use.
     seed: Option<(u64, Hash32)>,
-    /// Per-node dispatch feeds (Kafka), when on: the topic of each node's.
-    feeds: Option<FeedTopics>,
-    /// The latest key and catalog on the log, which a new node's feed starts with.
-    published: Published,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -159,8 +153,7 @@ impl Coordinator {
             source: std::sync::Arc::new(e),
         })?;
         let mut fold = Fold::default();
-        let mut published = Published::default();
-        catch_up_with(&mut fold, &writer.reader(), |env| published.note(env)).await?;
+        catch_up(&mut fold, &writer.reader()).await?;
         let producer = producer.into();
         let next_sequence = fold.producers.get(&producer).map_or(0, |s| s + 1);
         Ok(Self {
@@ -175,20 +168,7 @@ impl Coordinator {
             sessions: BTreeMap::new(),
             grants_pending: true,
             seed: None,
-            feeds: None,
-            published,
         })
-    }
-
-    /// Copies what each node needs to a feed of its own (a Kafka topic per node, named by
-    /// `topics`), in the same transaction as the log; see [`crate::feeds`]. Needs the Kafka
-    /// backend: on the file log every append would be refused.
-    pub fn with_node_feeds(mut self, topics: FeedTopics) -> Result<Self, ShellError> {
-        if matches!(*self.writer, AnyWriter::File(_)) {
-            return Err(LogError::SideRecordsUnsupported { backend: "file" }.into());
-        }
-        self.feeds = Some(topics);
-        Ok(self)
     }
 
     /// Enables dispatch: session grants are signed with `key`.
@@ -651,7 +631,6 @@ impl Coordinator {
             .map_or_else(Utc::now, |t| t.max(Utc::now()));
         let correlation = random_uuid();
         let mut staged = Vec::with_capacity(events.len());
-        let mut copies: Vec<(String, FeedCopy)> = Vec::new();
         for event in events {
             let env = Envelope::new(
                 Header {
@@ -664,31 +643,11 @@ impl Coordinator {
                 },
                 event,
             );
-            if let Some(topics) = &self.feeds {
-                // Routed by the state before the event, as the node's fold will meet it.
-                let index = staged.len();
-                match audience(&self.fold.state, &env.event) {
-                    Audience::Nobody => {}
-                    Audience::Nodes(nodes) => copies.extend(
-                        nodes
-                            .into_iter()
-                            .map(|n| (topics.topic(n), FeedCopy::Staged(index))),
-                    ),
-                    Audience::Registered(node) => {
-                        let topic = topics.topic(node);
-                        for copy in self.published.starting_copies() {
-                            copies.push((topic.clone(), copy));
-                        }
-                        copies.push((topic, FeedCopy::Staged(index)));
-                    }
-                }
-            }
             self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
-            self.published.note(&env);
             self.next_sequence += 1;
             staged.push(env);
         }
-        Ok(self.encoder.append(staged, copies))
+        Ok(self.encoder.append(staged))
     }
 
     /// Hashes and seals a payload for a [`Submission`]: the plaintext goes no further.

@@ -355,7 +355,7 @@ pub async fn run(
 
     let reader = tokio::select! {
         () = stop.wait() => return Ok(Stopped::BeforeServing),
-        r = open_log(&log_url) => match r {
+        r = open_log(&log_url, feed.is_some()) => match r {
             Err(DaemonError::Log(error)) if feed.is_some() => {
                 return Err(DaemonError::Feed { url: feed.unwrap_or_default(), error })
             }
@@ -707,9 +707,11 @@ pub fn follow_url(log: &str, node: NodeId) -> Result<(LogUrl, Option<String>), D
     Ok((LogUrl::parse(&url)?, Some(url)))
 }
 
-async fn open_log(url: &LogUrl) -> Result<AnyReader, DaemonError> {
+async fn open_log(url: &LogUrl, feed: bool) -> Result<AnyReader, DaemonError> {
     // The coordinator creates the log before it answers, so this rarely waits; a log on a
-    // slow shared mount may still appear a moment late.
+    // slow shared mount may still appear a moment late. A node's feed is made by the
+    // coordinator's feed projector when it copies the registration, a moment after the
+    // registration is answered.
     let mut backoff = BACKOFF_MIN;
     let mut tries = 0;
     loop {
@@ -718,6 +720,11 @@ async fn open_log(url: &LogUrl) -> Result<AnyReader, DaemonError> {
             Err(e @ LogError::Io { .. }) if tries < 20 => {
                 if tries == 0 {
                     say(format_args!("waiting for the log: {e}"));
+                }
+            }
+            Err(e @ LogError::NoSuchTopic { .. }) if feed && tries < 20 => {
+                if tries == 0 {
+                    say(format_args!("waiting for this node's feed: {e}"));
                 }
             }
             Err(e) => return Err(e.into()),

@@ -117,16 +117,6 @@ pub async fn catch_up<S: Projection, R: LogReader>(
     fold: &mut Fold<S>,
     reader: &R,
 ) -> Result<(), SnapshotError> {
-    catch_up_with(fold, reader, |_| {}).await
-}
-
-/// [`catch_up`], showing each envelope to `seen` after it is folded (for what a shell keeps
-/// beside the state, such as the records a new node's feed starts with).
-pub async fn catch_up_with<S: Projection, R: LogReader>(
-    fold: &mut Fold<S>,
-    reader: &R,
-    mut seen: impl FnMut(&Envelope),
-) -> Result<(), SnapshotError> {
     loop {
         let records = reader.read(fold.next_offset(), 4096).await?;
         if records.is_empty() {
@@ -138,7 +128,6 @@ pub async fn catch_up_with<S: Projection, R: LogReader>(
                 source,
             })?;
             fold.feed(r.offset, &env)?;
-            seen(&env);
         }
     }
 }

@@ -682,10 +682,29 @@ impl Cluster {
                 _ => None,
             }
         };
+        let events = self.events();
         let mut sizes = Vec::new();
         for node in nodes {
             let topic = template.replace("{node}", &node.0.to_hex());
-            let feed = self.records(&format!("kafka://{}/{topic}", self.bootstrap));
+            let url = format!("kafka://{}/{topic}", self.bootstrap);
+            // The projector copies a transaction behind the log: wait until this feed holds
+            // as many records addressed to the node as the log does.
+            let want = events
+                .iter()
+                .filter(|e| addressed_to(&e.2) == Some(*node))
+                .count();
+            let until = Instant::now() + Duration::from_secs(30);
+            let feed = loop {
+                let feed = self.records(&url);
+                let got = feed
+                    .iter()
+                    .filter(|(_, p)| addressed_to(&Envelope::decode(p).unwrap().event).is_some())
+                    .count();
+                if got >= want || Instant::now() > until {
+                    break feed;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
             let mut last = None;
             let mut types = Vec::new();
             for (i, (_, payload)) in feed.iter().enumerate() {
@@ -725,7 +744,6 @@ impl Cluster {
                 "{node}'s feed starts with the key, the catalog and its registration"
             );
             let mine = |e: &&(Offset, String, Event)| addressed_to(&e.2) == Some(*node);
-            let events = self.events();
             let want: Vec<&str> = events
                 .iter()
                 .filter(mine)

@@ -232,3 +232,44 @@ async fn a_side_record_the_broker_refuses_aborts_its_batch_and_every_other_recor
     assert!(payloads(&f.bootstrap, &small).await.is_empty());
     assert_eq!(f.open_reader().end().await.unwrap(), after.end);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_writer_commits_records_with_its_position_and_a_newer_one_fences_it() {
+    use prlx_events::log::kafka::KafkaDerivedWriter;
+    let Some(f) = KafkaFixture::new() else { return };
+    let name = fresh_topic("derived");
+    let (a, b) = (fresh_topic("derived-a"), fresh_topic("derived-b"));
+    let open = || {
+        let (bootstrap, topic, name) = (f.bootstrap.clone(), f.topic.clone(), name.clone());
+        // Blocking calls (init_transactions): off the test's runtime threads.
+        tokio::task::spawn_blocking(move || {
+            KafkaDerivedWriter::open(&bootstrap, &topic, &name, KafkaLogOptions::default())
+        })
+    };
+    let mut first = open().await.unwrap().unwrap();
+    assert_eq!(first.position().unwrap(), 0, "nothing derived yet");
+    first
+        .commit(vec![side(&a, b"a1"), side(&b, b"b1"), side(&a, b"a2")], 7)
+        .await
+        .unwrap();
+    assert_eq!(first.position().unwrap(), 7);
+    // The position survives the writer: a new one resumes there, and fences the old one,
+    // whose next commit writes nothing and moves nothing.
+    let mut second = open().await.unwrap().unwrap();
+    assert_eq!(second.position().unwrap(), 7);
+    let fenced = first
+        .commit(vec![side(&a, b"zombie")], 99)
+        .await
+        .unwrap_err();
+    assert!(matches!(fenced, LogError::Fenced { .. }), "{fenced}");
+    second.commit(vec![side(&b, b"b2")], 12).await.unwrap();
+    assert_eq!(second.position().unwrap(), 12);
+    assert_eq!(
+        payloads(&f.bootstrap, &a).await,
+        [b"a1".to_vec(), b"a2".to_vec()]
+    );
+    assert_eq!(
+        payloads(&f.bootstrap, &b).await,
+        [b"b1".to_vec(), b"b2".to_vec()]
+    );
+}

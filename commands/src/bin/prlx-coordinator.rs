@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use prlx_commands::decide::{Command, Submission, INFERENCE};
 use prlx_commands::failover;
+use prlx_commands::feeds::NodeFeeds;
 use prlx_commands::http;
 use prlx_commands::kafka_intake::{self, KafkaIntakeConfig};
 use prlx_commands::settle::SettlementCommand;
@@ -432,44 +433,49 @@ async fn serve(
     // Opened anew each time this instance is elected (once, on a file log).
     let open = || {
         let signing = signing.clone();
-        let feeds = feeds.clone();
         async move {
-            let coord = open_coordinator(log, key_file, catalog, rewards, producer)
+            open_coordinator(log, key_file, catalog, rewards, producer)
                 .await
                 .map(|coord| coord.with_signing_key(signing))
-                .map_err(open_error)?;
-            // Before anything is staged that a node's feed needs (the key, grants).
-            match feeds {
-                Some(topics) => coord
-                    .with_node_feeds(topics)
-                    .map_err(|e| open_error(e.into())),
-                None => Ok(coord),
-            }
+                .map_err(open_error)
         }
     };
     // Printed when the port first answers (the standby answers too, with 503).
     let listening = |addr| println!("listening on http://{addr}");
-    // The Kafka intake runs beside the HTTP intake while this instance is active.
+    // The Kafka intake runs beside the HTTP intake, and the nodes' feeds are written, while
+    // this instance is active.
     let on_active = |handle: prlx_commands::actor::CoordinatorHandle| {
-        let config = intake.clone()?;
+        if intake.is_none() && feeds.is_none() {
+            return None;
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let intake = intake.clone();
+        let projector = match (&feeds, &url) {
+            (
+                Some(topics),
+                LogUrl::Kafka {
+                    bootstrap,
+                    topic,
+                    options,
+                },
+            ) => match NodeFeeds::start(bootstrap, topic, options.clone(), topics.clone()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("node feeds: could not start ({e}); nodes on feeds get no work");
+                    None
+                }
+            },
+            _ => None,
+        };
         let task = tokio::spawn(async move {
-            eprintln!(
-                "kafka intake: consuming {} on {}, answering on {}",
-                config.submissions_topic, config.bootstrap, config.replies_topic
-            );
-            // Kafka away at start (or a failed subscription): try again until stopped; the
-            // HTTP door serves meanwhile, and nothing on the topic is lost by waiting.
-            loop {
-                let mut until = stopped.clone();
-                match kafka_intake::run(handle.clone(), config.clone(), stopped.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => eprintln!("{e}; trying again in 2 s"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                    _ = until.changed() => break,
-                }
+            if let Some(config) = intake {
+                run_intake(handle, config, stopped.clone()).await;
+            } else {
+                let _ = stopped.clone().wait_for(|s| *s).await;
+            }
+            if let Some(projector) = projector {
+                // Its transaction in progress may block a moment: off the runtime.
+                let _ = tokio::task::spawn_blocking(move || projector.stop()).await;
             }
         });
         Some(failover::ActiveTask { stop, task })
@@ -477,6 +483,31 @@ async fn serve(
     failover::serve(listener, lease, open, listening, signal, on_active).await?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// The Kafka intake until `stopped`: a failure (Kafka away at start, a failed subscription)
+/// is retried every 2 s; the HTTP door serves meanwhile, and nothing on the topic is lost by
+/// waiting.
+async fn run_intake(
+    handle: prlx_commands::actor::CoordinatorHandle,
+    config: KafkaIntakeConfig,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    eprintln!(
+        "kafka intake: consuming {} on {}, answering on {}",
+        config.submissions_topic, config.bootstrap, config.replies_topic
+    );
+    loop {
+        let mut until = stopped.clone();
+        match kafka_intake::run(handle.clone(), config.clone(), stopped.clone()).await {
+            Ok(()) => break,
+            Err(e) => eprintln!("{e}; trying again in 2 s"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = until.changed() => break,
+        }
+    }
 }
 
 /// Sorts a failure to open the coordinator: the log's (retried while elected) or not.

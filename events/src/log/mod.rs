@@ -103,6 +103,10 @@ pub enum LogError {
     /// A broker operation failed; nothing of the operation took effect.
     #[error("kafka {op}: {reason}")]
     Kafka { op: &'static str, reason: String },
+    /// A Kafka topic a reader was asked to read does not exist (a mistyped name must not
+    /// read as an empty log).
+    #[error("topic {topic:?} does not exist at {bootstrap}: no log here")]
+    NoSuchTopic { topic: String, bootstrap: String },
     /// Side records were asked of a backend with no other topics (the file log).
     #[error(
         "the {backend} log has no topics besides the log: side records (e.g. per-node \
