@@ -8,8 +8,8 @@
 //! a busy log costs it nothing.
 //!
 //! The copies are written *beside* the coordinator, not in its transactions: a projector
-//! (see [`NodeFeeds`]) follows the log like any reader, folds the coordinator's state to know
-//! where each record goes, and writes a stretch of copies and the log position after it in
+//! (see `NodeFeeds`) follows the log like any reader, folds the little it needs to know where
+//! each record goes ([`FeedState`]), and writes a stretch of copies and the log position after it in
 //! one Kafka transaction (`KafkaDerivedWriter`). So a feed never holds what the log does not,
 //! a restart neither repeats nor skips a copy, and the coordinator's own appends do not pay
 //! for touching a partition per node in every transaction (measured: BENCHMARKS.md, "Node
@@ -23,10 +23,11 @@
 //!   `LateResultDiscarded` naming this node;
 //! - `RequestFailed` of a request this node was ever given an attempt of.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use prlx_events::log::feed::FeedTopics;
 use prlx_events::log::SideRecord;
-use prlx_events::{Event, NodeId};
-use prlx_projections::CoordinatorState;
+use prlx_events::{Event, NodeId, RequestId};
 
 /// The nodes an event is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,24 +40,53 @@ pub enum Audience {
     Registered(NodeId),
 }
 
+/// What routing needs of the log so far: far less than the coordinator's state, so the
+/// projector's fold is cheap. A pure fold of the log's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedState {
+    /// Every node that registered.
+    nodes: BTreeSet<NodeId>,
+    /// The nodes each request not yet failed was dispatched to.
+    tried: BTreeMap<RequestId, BTreeSet<NodeId>>,
+}
+
+impl FeedState {
+    /// Folds one event, in log order.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::NodeRegistered(r) => {
+                self.nodes.insert(r.node_id);
+            }
+            Event::TaskDispatched(d) => {
+                self.tried
+                    .entry(d.task_id.request)
+                    .or_default()
+                    .insert(d.node_id);
+            }
+            Event::RequestFailed(f) => {
+                self.tried.remove(&f.request_id);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Where `event` goes, given the state before it is applied. Pure.
-pub fn audience(state: &CoordinatorState, event: &Event) -> Audience {
+pub fn audience(state: &FeedState, event: &Event) -> Audience {
     let one = |node: NodeId| Audience::Nodes(vec![node]);
     match event {
         Event::NodeRegistered(r) => Audience::Registered(r.node_id),
         Event::CoordinatorKeyPublished(_) | Event::CatalogPublished(_) => {
-            Audience::Nodes(state.nodes.keys().copied().collect())
+            Audience::Nodes(state.nodes.iter().copied().collect())
         }
         Event::SessionKeyIssued(e) => one(e.node_id),
         Event::TaskDispatched(e) => one(e.node_id),
         Event::ResultSubmitted(e) => one(e.node_id),
         Event::DeadlineExpired(e) => one(e.node_id),
         Event::LateResultDiscarded(e) => one(e.node_id),
-        Event::RequestFailed(e) => match state.requests.get(&e.request_id) {
-            Some(request) if !request.tried.is_empty() => {
-                Audience::Nodes(request.tried.iter().copied().collect())
-            }
-            _ => Audience::Nobody,
+        Event::RequestFailed(e) => match state.tried.get(&e.request_id) {
+            Some(nodes) => Audience::Nodes(nodes.iter().copied().collect()),
+            None => Audience::Nobody,
         },
         _ => Audience::Nobody,
     }
@@ -66,6 +96,7 @@ pub fn audience(state: &CoordinatorState, event: &Event) -> Audience {
 #[derive(Debug, Clone)]
 pub struct FeedRouter {
     topics: FeedTopics,
+    state: FeedState,
     /// The latest key and catalog records on the log, as recorded: a new feed starts with them.
     key: Option<Vec<u8>>,
     catalog: Option<Vec<u8>>,
@@ -75,27 +106,21 @@ impl FeedRouter {
     pub fn new(topics: FeedTopics) -> Self {
         Self {
             topics,
+            state: FeedState::default(),
             key: None,
             catalog: None,
         }
     }
 
     /// Appends to `out` the copies of one log record (`event`, its bytes `payload`) for the
-    /// feeds it goes to, judged by `state`, the state before it. Call it for every record of
-    /// the log, in order, whether or not its copies are wanted (it keeps the latest key and
-    /// catalog).
-    pub fn route(
-        &mut self,
-        state: &CoordinatorState,
-        event: &Event,
-        payload: &[u8],
-        out: &mut Vec<SideRecord>,
-    ) {
+    /// feeds it goes to. Call it for every record of the log, in order, whether or not its
+    /// copies are wanted: it folds what routing needs.
+    pub fn route(&mut self, event: &Event, payload: &[u8], out: &mut Vec<SideRecord>) {
         let copy = |topic: String, payload: &[u8]| SideRecord {
             topic,
             payload: payload.to_vec(),
         };
-        match audience(state, event) {
+        match audience(&self.state, event) {
             Audience::Nobody => {}
             Audience::Nodes(nodes) => out.extend(
                 nodes
@@ -115,6 +140,7 @@ impl FeedRouter {
             Event::CatalogPublished(_) => self.catalog = Some(payload.to_vec()),
             _ => {}
         }
+        self.state.apply(event);
     }
 }
 
@@ -130,8 +156,6 @@ mod projector {
     use prlx_events::log::kafka::{KafkaDerivedWriter, KafkaLogReader};
     use prlx_events::log::{KafkaLogOptions, LogError, LogReader, Offset};
     use prlx_events::{DecodeError, Envelope};
-    use prlx_projections::fold::FoldAtError;
-    use prlx_projections::{CoordinatorState, Fold};
     use tokio::sync::watch;
 
     use super::FeedRouter;
@@ -154,8 +178,6 @@ mod projector {
             #[source]
             source: DecodeError,
         },
-        #[error(transparent)]
-        Fold(#[from] FoldAtError),
     }
 
     /// The projector writing the nodes' feeds of one Kafka log, on a thread of its own (its
@@ -248,7 +270,6 @@ mod projector {
         let mut writer = KafkaDerivedWriter::open(bootstrap, log_topic, &name, options.clone())?;
         let position = writer.position()?;
         let reader = KafkaLogReader::open(bootstrap, log_topic, options.clone())?;
-        let mut fold: Fold<CoordinatorState> = Fold::default();
         let mut router = FeedRouter::new(topics.clone());
         let mut next: Offset = 0;
         eprintln!(
@@ -281,9 +302,8 @@ mod projector {
                 } else {
                     &mut scratch
                 };
-                router.route(&fold.state, &env.event, &r.payload, out);
+                router.route(&env.event, &r.payload, out);
                 scratch.clear();
-                fold.feed(r.offset, &env)?;
                 next = r.offset + 1;
             }
             // A stretch with no copies moves no position: a restart re-reads it and copies
@@ -326,7 +346,6 @@ mod tests {
     fn a_new_feed_starts_with_the_latest_key_and_copies_are_the_log_s_bytes() {
         let topics = FeedTopics::parse("feed.{node}").unwrap();
         let mut router = FeedRouter::new(topics.clone());
-        let state = CoordinatorState::default();
         let key = |pem: &str| -> Event {
             CoordinatorKeyPublished {
                 public_key_pem: pem.into(),
@@ -334,16 +353,16 @@ mod tests {
             .into()
         };
         let mut out = Vec::new();
-        router.route(&state, &key("old"), b"key-1", &mut out);
-        router.route(&state, &key("new"), b"key-2", &mut out);
+        router.route(&key("old"), b"key-1", &mut out);
+        router.route(&key("new"), b"key-2", &mut out);
         assert!(out.is_empty(), "no node registered yet: {out:?}");
         let heartbeat: Event = NodeHeartbeat {
             node_id: NodeId(Hash32([1; 32])),
         }
         .into();
-        router.route(&state, &heartbeat, b"beat", &mut out);
+        router.route(&heartbeat, b"beat", &mut out);
         assert!(out.is_empty(), "a heartbeat is for nobody's feed");
-        router.route(&state, &registered(1), b"reg-1", &mut out);
+        router.route(&registered(1), b"reg-1", &mut out);
         let topic = topics.topic(NodeId(Hash32([1; 32])));
         let got: Vec<(&str, &[u8])> = out
             .iter()

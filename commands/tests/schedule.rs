@@ -547,10 +547,10 @@ fn the_fold_refuses_a_lapse_before_the_timeout() {
 }
 
 /// Per-node feeds: each event of a missed-deadline history reaches exactly the nodes it is
-/// addressed to, judged by the state before it, as the shell routes it.
+/// addressed to, judged by the feeds' fold before it, as the projector routes it.
 #[test]
 fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
-    use prlx_commands::feeds::{audience, Audience};
+    use prlx_commands::feeds::{audience, Audience, FeedState};
     let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
     h.push(deadline_expired(n1, 0));
     let second = dispatch_next(&h, 30);
@@ -568,8 +568,10 @@ fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
     h.extend(expired);
 
     let mut routed = Vec::new();
-    for (i, e) in h.iter().enumerate() {
-        routed.push((e.clone(), audience(&state(&h[..i]), e)));
+    let mut feeds_state = FeedState::default();
+    for e in &h {
+        routed.push((e.clone(), audience(&feeds_state, e)));
+        feeds_state.apply(e);
     }
     let mut feeds: BTreeMap<NodeId, Vec<&'static str>> = BTreeMap::new();
     for (e, to) in &routed {
@@ -608,7 +610,7 @@ fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
     assert_eq!(routed[0].1, Audience::Nodes(vec![]));
     // A catalog published now goes to every registered node.
     assert_eq!(
-        audience(&state(&h), &catalog(100)),
+        audience(&feeds_state, &catalog(100)),
         Audience::Nodes(vec![node(1), node(2)])
     );
 }

@@ -11,8 +11,9 @@
 //!   in the same batches (one per command) by `CONCURRENCY` tasks: no deciding, folding or
 //!   sealing, only the log.
 //! - with `PRLX_BENCH_KAFKA` and `PRLX_BENCH_FEEDS=1`, each round also runs the coordinator
-//!   with per-node feeds (`--node-feed-topic`): every dispatch is copied to its node's topic
-//!   in the same transaction, so that row against the coordinator's is the feeds' cost.
+//!   with the nodes' feed projector beside it (`--node-feed-topic`): that row against the
+//!   coordinator's is what the projector costs the coordinator, and "feeds complete" is when
+//!   the projector had copied every dispatch to its node's topic (same clock).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,16 +58,13 @@ async fn run_coordinator(
     requests: usize,
     keys: &[rsa::RsaPrivateKey],
     feeds: Option<&str>,
-) -> (Duration, Vec<(usize, Vec<u8>)>) {
+) -> (Duration, Vec<(usize, Vec<u8>)>, Option<Duration>) {
     let url = LogUrl::parse(url).unwrap();
-    let mut coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
+    let coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
         .await
         .unwrap()
         .with_signing_key(keys[0].clone());
-    if let Some(template) = feeds {
-        let topics = prlx_events::log::feed::FeedTopics::parse(template).unwrap();
-        coord = coord.with_node_feeds(topics).unwrap();
-    }
+    let projector = feeds.map(|template| feeds::start(&url, template));
     let (handle, task) = actor::spawn(coord);
     handle
         .execute_command(Command::PublishCatalog(CatalogPublished {
@@ -117,6 +115,11 @@ async fn run_coordinator(
     }
     // Grants are issued by housekeeping; a read returns once they are durable.
     handle.read_state(|_| ()).await.unwrap();
+    if projector.is_some() {
+        // The feeds' topics are made as the projector copies the registrations (a broker
+        // round trip each): setup, not the steady state measured below.
+        feeds::wait_for_position(&url, Instant::now()).await;
+    }
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
@@ -165,6 +168,10 @@ async fn run_coordinator(
     );
     drop(handle);
     task.await.unwrap().unwrap();
+    let feeds_complete = match projector {
+        Some(projector) => Some(feeds::caught_up(&url, projector, t).await),
+        None => None,
+    };
 
     // The records of the timed part, grouped into the batches they were appended in (one
     // command's events share a correlation id).
@@ -198,7 +205,7 @@ async fn run_coordinator(
         last_corr = corr;
         grouped.push((idx, r.payload.clone()));
     }
-    (elapsed, grouped)
+    (elapsed, grouped, feeds_complete)
 }
 
 /// The records regrouped into the batches the coordinator appended them in.
@@ -328,6 +335,113 @@ fn coord_vs_fed(coord: &[Duration], fed: &[Duration]) -> String {
         .join(", ")
 }
 
+/// The nodes' feed projector of a bench run (Kafka only).
+mod feeds {
+    use std::time::{Duration, Instant};
+
+    use prlx_events::log::{LogReader, LogUrl, Offset};
+    use prlx_events::{Envelope, Event};
+
+    #[cfg(feature = "kafka")]
+    pub type Projector = prlx_commands::feeds::NodeFeeds;
+    #[cfg(not(feature = "kafka"))]
+    pub type Projector = ();
+
+    /// Starts the projector of `url`'s log into the feeds `template` names.
+    pub fn start(url: &LogUrl, template: &str) -> Projector {
+        #[cfg(feature = "kafka")]
+        if let LogUrl::Kafka {
+            bootstrap,
+            topic,
+            options,
+        } = url
+        {
+            let topics = prlx_events::log::feed::FeedTopics::parse(template).unwrap();
+            return prlx_commands::feeds::NodeFeeds::start(
+                bootstrap,
+                topic,
+                options.clone(),
+                topics,
+            )
+            .unwrap();
+        }
+        panic!("feeds need a Kafka log and the kafka feature ({template})")
+    }
+
+    /// Waits until the projector has copied every dispatch on the log (its committed
+    /// position passed the last one), stops it, and returns the time since `t`.
+    pub async fn caught_up(url: &LogUrl, projector: Projector, t: Instant) -> Duration {
+        let reader = url.open_reader().unwrap();
+        let mut last_dispatch = 0;
+        let mut from = 0;
+        loop {
+            let got = reader.read(from, 4096).await.unwrap();
+            let Some(last) = got.last() else { break };
+            from = last.offset + 1;
+            for r in &got {
+                if let Event::TaskDispatched(_) = Envelope::decode(&r.payload).unwrap().event {
+                    last_dispatch = r.offset;
+                }
+            }
+        }
+        let done = wait_for_position_past(url, last_dispatch, t).await;
+        drop(projector);
+        done
+    }
+
+    /// Waits until the projector's position reaches the log's end (whose last record must
+    /// have copies).
+    pub async fn wait_for_position(url: &LogUrl, t: Instant) -> Duration {
+        let end = url.open_reader().unwrap().end().await.unwrap();
+        wait_for_position_past(url, end.saturating_sub(1), t).await
+    }
+
+    async fn wait_for_position_past(url: &LogUrl, offset: Offset, t: Instant) -> Duration {
+        loop {
+            if position(url) > offset {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "the feeds never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The projector's committed position: the offset of its group on the log's topic.
+    #[cfg(feature = "kafka")]
+    fn position(url: &LogUrl) -> Offset {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let LogUrl::Kafka {
+            bootstrap, topic, ..
+        } = url
+        else {
+            unreachable!("checked at start")
+        };
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("prlx-feeds.{topic}"))
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        match committed.find_partition(topic, 0).map(|p| p.offset()) {
+            Some(rdkafka::Offset::Offset(o)) if o >= 0 => o as Offset,
+            _ => 0,
+        }
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    fn position(_: &LogUrl) -> Offset {
+        unreachable!("start refused")
+    }
+}
+
 fn main() {
     let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
     // PRLX_BENCH_KAFKA=HOST:PORT runs both sides on that Kafka broker instead of file logs.
@@ -346,6 +460,7 @@ fn main() {
     let rounds = if quick { 1 } else { 3 };
     let feeds = kafka.is_some() && std::env::var_os("PRLX_BENCH_FEEDS").is_some();
     let (mut coord, mut raw, mut fed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fed_complete = Vec::new();
     let mut events = 0;
     for round in 0..rounds {
         let stamp = std::time::SystemTime::now()
@@ -356,13 +471,15 @@ fn main() {
             Some(b) => format!("kafka://{b}/prlx-bench-coord-{stamp}"),
             None => format!("file://{}", base.join(format!("coord-{round}")).display()),
         };
-        let (elapsed, records) = rt.block_on(run_coordinator(&url, requests, &keys, None));
+        let (elapsed, records, _) = rt.block_on(run_coordinator(&url, requests, &keys, None));
         if feeds {
             let b = kafka.as_deref().unwrap_or_default();
             let url = format!("kafka://{b}/prlx-bench-fed-{stamp}");
             let template = format!("prlx-bench-feed-{stamp}.{{node}}");
-            let (elapsed, _) = rt.block_on(run_coordinator(&url, requests, &keys, Some(&template)));
+            let (elapsed, _, complete) =
+                rt.block_on(run_coordinator(&url, requests, &keys, Some(&template)));
             fed.push(elapsed);
+            fed_complete.push(complete.expect("the projector ran"));
         }
         events = records.len();
         let raw_elapsed = match &kafka {
@@ -416,6 +533,19 @@ fn main() {
             c.as_secs_f64() / f.as_secs_f64(),
             pairs
         );
+        let complete: Vec<String> = fed_complete
+            .iter()
+            .zip(&fed)
+            .map(|(done, took)| {
+                format!(
+                    "{:.2} s ({:.0} requests/s; coordinator done at {:.2} s)",
+                    done.as_secs_f64(),
+                    requests as f64 / done.as_secs_f64(),
+                    took.as_secs_f64()
+                )
+            })
+            .collect();
+        println!("feeds complete after: {}", complete.join("; "));
     }
     let _ = std::fs::remove_dir_all(&base);
 }
