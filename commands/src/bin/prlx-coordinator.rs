@@ -116,8 +116,8 @@ enum Cmd {
 struct FeedArgs {
     /// On a kafka:// log, also copy what each node needs (its session grants, its dispatches
     /// and what closes them, the coordinator key and the catalog) to a topic of the node's
-    /// own, in the same transaction as the log. The template names it: `{node}` becomes the
-    /// node's id, e.g. `prlx-node.{node}`. A node then reads `--log
+    /// own, exactly once, while this instance is active. The template names it: `{node}`
+    /// becomes the node's id, e.g. `prlx-node.{node}`. A node then reads `--log
     /// kafka://HOST:PORT/prlx-node.{node}` and sees nothing of other nodes' work. Turn it on
     /// before nodes register: a node's feed starts at its registration.
     #[arg(long, env = "PRLX_NODE_FEED_TOPIC")]
