@@ -226,14 +226,10 @@ pub(crate) enum Enqueued {
 
 impl Enqueued {
     /// The append's answer. Owns nothing of the writer, so it can be awaited anywhere.
-    pub(crate) fn answer(
-        self,
-    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        async move {
-            match self {
-                Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
-                Enqueued::Ready(ready) => ready,
-            }
+    pub(crate) async fn answer(self) -> Result<Range<Offset>, LogError> {
+        match self {
+            Enqueued::Waiting(rx) => rx.await.map_err(|_| LogError::Closed)?,
+            Enqueued::Ready(ready) => ready,
         }
     }
 }
