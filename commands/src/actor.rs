@@ -29,6 +29,8 @@ use prlx_projections::{CoordinatorState, Fold};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use prlx_events::log::Side;
+
 use crate::decide::{Command, Submission};
 use crate::shell::{AppendFuture, Coordinator, Outcome, ShellError, Staged};
 
@@ -50,6 +52,21 @@ pub enum Intake {
         node: NodeId,
         report: Box<ResultReport>,
     },
+    /// Nothing to decide (`Outcome::Unchanged`): only a [`Rider`] to append, in order with
+    /// everything else (the answer to a Kafka record that is not a submission at all).
+    Pass,
+}
+
+/// What a command's append carries besides its events: records for other topics and consumer
+/// offsets (Kafka's consume-transform-produce), computed in the actor's turn from the outcome
+/// and the state right after the command, so they commit with the events or not at all. When
+/// the command appends nothing, they are appended alone, in order.
+pub struct Rider(pub Box<dyn FnOnce(&Outcome, &CoordinatorState) -> Side + Send>);
+
+impl std::fmt::Debug for Rider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rider")
+    }
 }
 
 impl std::fmt::Debug for Intake {
@@ -71,6 +88,7 @@ impl std::fmt::Debug for Intake {
                 .field("request", &report.request_id)
                 .field("attempt", &report.attempt)
                 .finish(),
+            Intake::Pass => f.write_str("Pass"),
         }
     }
 }
@@ -97,8 +115,14 @@ type ExecuteReply = Box<dyn FnOnce(&Outcome, &Fold<CoordinatorState>) -> Deliver
 type ReadReply = Box<dyn FnOnce(&Fold<CoordinatorState>) -> Deliver + Send>;
 
 enum Message {
-    Execute { intake: Intake, reply: ExecuteReply },
-    Read { reply: ReadReply },
+    Execute {
+        intake: Intake,
+        reply: ExecuteReply,
+        rider: Option<Rider>,
+    },
+    Read {
+        reply: ReadReply,
+    },
 }
 
 /// An answer waiting for the appends before it: answers leave in the order their messages
@@ -106,6 +130,9 @@ enum Message {
 /// ever sees state the log could still lose.
 struct Waiting {
     durable: Option<AppendFuture>,
+    /// The append holds no events of this command (a side alone): its offsets are not the
+    /// outcome's.
+    side_only: bool,
     outcome: Outcome,
     deliver: Option<Deliver>,
 }
@@ -164,7 +191,10 @@ async fn run(
                 coordinator.durable_through(&range);
                 let w = waiting.pop_front().expect("front exists");
                 if let Some(deliver) = w.deliver {
-                    deliver(Ok(w.outcome.at(range)));
+                    deliver(Ok(match w.side_only {
+                        true => w.outcome,
+                        false => w.outcome.at(range),
+                    }));
                 }
             }
             () = std::future::ready(()), if front_ready => {
@@ -198,34 +228,71 @@ fn handle(
             let deliver = answer(|| reply(coordinator.state_fold()));
             waiting.push_back(Waiting {
                 durable: None,
+                side_only: false,
                 outcome: Outcome::Unchanged,
                 deliver,
             });
         }
-        Message::Execute { intake, reply } => {
+        Message::Execute {
+            intake,
+            reply,
+            rider,
+        } => {
             let command = match intake {
-                Intake::Command(command) => Ok(command),
+                Intake::Command(command) => Ok(Some(command)),
                 Intake::Submission {
                     submission,
                     payload,
-                } => Ok(coordinator.submission(*submission, &payload)),
-                Intake::Report { node, report } => coordinator.completion(node, &report),
+                } => Ok(Some(coordinator.submission(*submission, &payload))),
+                Intake::Report { node, report } => coordinator.completion(node, &report).map(Some),
+                Intake::Pass => Ok(None),
             };
-            let staged = match command {
-                Ok(command) => {
+            let (staged, side_sender) = match command {
+                Ok(Some(command)) => {
                     if matches!(command, Command::RegisterNode(_)) {
                         coordinator.note_registration();
                     }
-                    coordinator.stage(command)?
+                    match rider {
+                        Some(_) => coordinator.stage_riding(command)?,
+                        None => (coordinator.stage(command)?, None),
+                    }
                 }
-                Err(refused) => Staged {
-                    outcome: Outcome::Refused(refused.to_string()),
-                    durable: None,
-                },
+                Ok(None) => (
+                    Staged {
+                        outcome: Outcome::Unchanged,
+                        durable: None,
+                    },
+                    None,
+                ),
+                Err(refused) => (
+                    Staged {
+                        outcome: Outcome::Refused(refused.to_string()),
+                        durable: None,
+                    },
+                    None,
+                ),
             };
             let deliver = answer(|| reply(&staged.outcome, coordinator.state_fold()));
+            let mut durable = staged.durable;
+            let mut side_only = false;
+            if let Some(Rider(side_of)) = rider {
+                // Not guarded against a panic: an answer or offset left out would let a later
+                // commit skip its record. A panic stops the actor (crash-only).
+                let side = side_of(&staged.outcome, &coordinator.state_fold().state);
+                match side_sender {
+                    Some(sender) => {
+                        let _ = sender.send(side);
+                    }
+                    None if durable.is_none() && !side.is_empty() => {
+                        durable = Some(coordinator.append_side(side));
+                        side_only = true;
+                    }
+                    None => {}
+                }
+            }
             waiting.push_back(Waiting {
-                durable: staged.durable,
+                durable,
+                side_only,
                 outcome: staged.outcome,
                 deliver,
             });
@@ -241,6 +308,7 @@ fn push_housekeeping(
     for durable in coordinator.stage_housekeeping(Utc::now())? {
         waiting.push_back(Waiting {
             durable: Some(durable),
+            side_only: false,
             outcome: Outcome::Unchanged,
             deliver: None,
         });
@@ -275,6 +343,19 @@ impl CoordinatorHandle {
         impl std::future::Future<Output = Result<(Outcome, T), ActorError>> + Send + 'static,
         ActorError,
     > {
+        self.enqueue_riding(intake, then, None).await
+    }
+
+    /// As [`CoordinatorHandle::enqueue`], with a [`Rider`] for the command's append.
+    pub async fn enqueue_riding<T: Send + 'static>(
+        &self,
+        intake: Intake,
+        then: impl FnOnce(&Outcome, &CoordinatorState) -> T + Send + 'static,
+        rider: Option<Rider>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(Outcome, T), ActorError>> + Send + 'static,
+        ActorError,
+    > {
         let (tx, rx) = oneshot::channel();
         let reply: ExecuteReply = Box::new(move |outcome, fold| {
             let answer = then(outcome, &fold.state);
@@ -283,7 +364,11 @@ impl CoordinatorHandle {
             })
         });
         self.tx
-            .send(Message::Execute { intake, reply })
+            .send(Message::Execute {
+                intake,
+                reply,
+                rider,
+            })
             .await
             .map_err(|_| ActorError::Stopped)?;
         let handle = self.clone();

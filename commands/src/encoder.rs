@@ -11,17 +11,28 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
 
-use prlx_events::log::{AnyWriter, LogError, LogWriter};
+use prlx_events::log::{AnyWriter, LogError, Side};
 use prlx_events::Envelope;
 use tokio::sync::oneshot;
 
 use crate::shell::AppendFuture;
 
-/// A batch of envelopes and where the future of its append goes.
+/// A batch of envelopes, what rides with it, and where the future of its append goes.
 struct Job {
     batch: Vec<Envelope>,
+    side: JobSide,
     started: oneshot::Sender<AppendFuture>,
 }
+
+/// What rides with a batch: known now, or computed by the actor a moment after it handed the
+/// batch over (the answer to a Kafka submission depends on the state the batch leaves).
+enum JobSide {
+    Now(Side),
+    Later(oneshot::Receiver<Side>),
+}
+
+/// Where the actor sends the side of a batch handed over with [`Encoder::append_riding`].
+pub type SideSender = oneshot::Sender<Side>;
 
 /// The encoding thread; it ends when this is dropped and its queue is empty.
 #[derive(Debug)]
@@ -38,9 +49,14 @@ impl Encoder {
             .spawn(move || {
                 for job in jobs {
                     let encoded = job.batch.iter().map(Envelope::encode).collect();
-                    let append = writer.append(encoded);
+                    let side = match job.side {
+                        JobSide::Now(side) => side,
+                        // Sent in the same turn of the actor; a dropped sender rides nothing.
+                        JobSide::Later(side) => side.blocking_recv().unwrap_or_default(),
+                    };
+                    let append = writer.append_with_side(encoded, side);
                     // A caller that went away no longer needs the answer; the append stands.
-                    let _ = job.started.send(Box::pin(append));
+                    let _ = job.started.send(append);
                 }
             })?;
         Ok(Self { queue })
@@ -48,8 +64,33 @@ impl Encoder {
 
     /// Queues `batch` behind every earlier one; resolves once it is durable.
     pub fn append(&self, batch: Vec<Envelope>) -> AppendFuture {
+        self.queue_job(batch, JobSide::Now(Side::default()))
+    }
+
+    /// Queues what rides without a batch (an answer and consumer offsets for a command that
+    /// appended nothing), in order with the batches.
+    pub fn append_side(&self, side: Side) -> AppendFuture {
+        self.queue_job(Vec::new(), JobSide::Now(side))
+    }
+
+    /// Queues `batch` with a side the caller sends next, through the sender returned: the
+    /// encoding thread waits for it before appending (and everything behind it waits too, so
+    /// send it at once).
+    pub fn append_riding(&self, batch: Vec<Envelope>) -> (AppendFuture, SideSender) {
+        let (tx, rx) = oneshot::channel();
+        (self.queue_job(batch, JobSide::Later(rx)), tx)
+    }
+
+    fn queue_job(&self, batch: Vec<Envelope>, side: JobSide) -> AppendFuture {
         let (started, append) = oneshot::channel();
-        let queued = self.queue.send(Job { batch, started }).is_ok();
+        let queued = self
+            .queue
+            .send(Job {
+                batch,
+                side,
+                started,
+            })
+            .is_ok();
         Box::pin(async move {
             if !queued {
                 return Err(LogError::Closed);

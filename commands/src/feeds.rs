@@ -118,6 +118,7 @@ impl FeedRouter {
     pub fn route(&mut self, event: &Event, payload: &[u8], out: &mut Vec<SideRecord>) {
         let copy = |topic: String, payload: &[u8]| SideRecord {
             topic,
+            key: None,
             payload: payload.to_vec(),
         };
         match audience(&self.state, event) {

@@ -989,39 +989,62 @@ pub async fn submit_enqueued(
     impl std::future::Future<Output = Result<SubmissionAccepted, AppError>> + Send + 'static,
     AppError,
 > {
-    let account = submission.credit_account.clone();
-    let idempotency_key = submission.idempotency_key.clone();
+    let answer_of = SubmissionAnswer::of(&submission);
     let intake = Intake::Submission {
         submission: Box::new(submission),
         payload,
     };
     let answer = coordinator
         .enqueue(intake, move |outcome, state| {
-            let id = match outcome {
-                // A retry: the key names the request the first try created.
-                Outcome::Unchanged => idempotency_key
-                    .as_deref()
-                    .and_then(|key| state.request_for_key(&account, key)),
-                // Answered in the same turn as the append: the newest request is this one.
-                Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
-                Outcome::Rejected { .. } | Outcome::Refused(_) => None,
-            }?;
-            state.requests.get(&id).map(|r| (id, r.price))
+            answer_of.answer(outcome, state)
         })
         .await?;
-    Ok(async move {
-        match answer.await? {
-            (Outcome::Rejected { rejection, .. }, _) => Err(rejection.into()),
-            (_, Some((id, price))) => Ok(SubmissionAccepted {
+    Ok(async move { answer.await?.1 })
+}
+
+/// Computes a submission's answer from what it came to and the state right after it, in the
+/// actor's turn (so "which request did this create" is never answered from a later state).
+#[derive(Debug, Clone)]
+pub struct SubmissionAnswer {
+    account: AccountId,
+    idempotency_key: Option<String>,
+}
+
+impl SubmissionAnswer {
+    pub fn of(submission: &Submission) -> Self {
+        Self {
+            account: submission.credit_account.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+        }
+    }
+
+    pub fn answer(
+        &self,
+        outcome: &Outcome,
+        state: &CoordinatorState,
+    ) -> Result<SubmissionAccepted, AppError> {
+        let id = match outcome {
+            Outcome::Rejected { rejection, .. } => return Err(rejection.clone().into()),
+            // A retry: the key names the request the first try created.
+            Outcome::Unchanged => self
+                .idempotency_key
+                .as_deref()
+                .and_then(|key| state.request_for_key(&self.account, key)),
+            // Answered in the same turn as the append: the newest request is this one.
+            Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
+            Outcome::Refused(_) => None,
+        };
+        match id.and_then(|id| state.requests.get(&id).map(|r| (id, r.price))) {
+            Some((id, price)) => Ok(SubmissionAccepted {
                 request_id: id.0,
                 status: "accepted".into(),
                 price,
             }),
-            (outcome, None) => Err(AppError::internal(format!(
+            None => Err(AppError::internal(format!(
                 "submission came to {outcome:?} but no request is recorded for it"
             ))),
         }
-    })
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {

@@ -8,12 +8,20 @@
 //! error exactly as HTTP would give it. Any Kafka client can take part (`kcat` does, in the
 //! tests).
 //!
-//! Nothing accepted is lost or applied twice, without tying the consumer's offsets into the
-//! log writer's transactions: the reference is the submission's idempotency key (per credit
-//! account), so a record redelivered after a crash, or published twice, is answered with the
-//! request its first delivery created and appends nothing. The offset is committed only after
-//! the outcome is durable on the log and its answer acknowledged by the broker. Answers are
-//! therefore at least once, and a repeated answer is identical to the first.
+//! Two ways of committing, by where the log is:
+//! - **Log on the same Kafka cluster: exactly once** (consume-transform-produce). Each
+//!   record's answer and the consumer's position after it ride with the events it was decided
+//!   into ([`Rider`]): one transaction of the log's writer holds the events, the answer and the
+//!   offset, or none of them. A crash or failover redelivers exactly the records whose
+//!   transaction did not commit; the answer stream has one answer per record.
+//! - **Otherwise (a file log, another cluster): at least once, idempotent.** The reference is
+//!   the submission's idempotency key (per credit account), so a record redelivered after a
+//!   crash, or published twice, is answered with the request its first delivery created and
+//!   appends nothing. The offset is committed only after the outcome is durable on the log and
+//!   its answer acknowledged by the broker. A repeated answer is identical to the first.
+//!
+//! Either way the reference is the idempotency key, so a submission *published* twice is one
+//! request (and two answers, one per record).
 //!
 //! Up to [`MAX_IN_FLIGHT`] records are decided at once (the coordinator groups them into one
 //! append), but they leave in record order: answers are produced in that order, and the
@@ -36,12 +44,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use tokio::task::JoinHandle;
 
-use prlx_events::event::IntakeSource;
+use std::any::Any;
+use std::sync::Arc;
 
-use crate::actor::CoordinatorHandle;
+use prlx_events::event::IntakeSource;
+use prlx_events::log::{Consumed, Side, SideRecord};
+
+use crate::actor::{CoordinatorHandle, Intake, Rider};
 use crate::http::{
     decode_json, submission_from_body, submit_enqueued, AppError, ErrorDetail, SubmissionAccepted,
-    SubmitRequestBody,
+    SubmissionAnswer, SubmitRequestBody,
 };
 
 /// Where the intake reads and answers.
@@ -53,6 +65,9 @@ pub struct KafkaIntakeConfig {
     pub replies_topic: String,
     /// The consumer group: coordinators of one deployment share it.
     pub group_id: String,
+    /// Answers and offsets commit in the log writer's transactions (the log is on this
+    /// cluster, see the module docs); otherwise they are committed after the fact.
+    pub transactional: bool,
 }
 
 /// The longest reference a key may be; longer keys fall back to the record's position.
@@ -189,9 +204,17 @@ pub async fn ensure_topics(config: &KafkaIntakeConfig) -> Result<(), IntakeError
 pub async fn run(
     coordinator: CoordinatorHandle,
     config: KafkaIntakeConfig,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), IntakeError> {
     ensure_topics(&config).await?;
+    if config.transactional {
+        return run_transactional(coordinator, config, stop).await;
+    }
+    run_idempotent(coordinator, config, stop).await
+}
+
+/// The consumer of submissions, subscribed: it commits nothing by itself.
+fn subscribe(config: &KafkaIntakeConfig) -> Result<StreamConsumer, IntakeError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", &config.group_id)
@@ -207,6 +230,169 @@ pub async fn run(
     consumer
         .subscribe(&[&config.submissions_topic])
         .map_err(|e| kafka("subscribe", e))?;
+    Ok(consumer)
+}
+
+/// The exactly-once intake (see the module docs): each record is handed to the coordinator in
+/// record order with a [`Rider`] that carries its answer and the offset after it into the log
+/// writer's transaction. Nothing is produced or committed here; what was not committed when
+/// the intake or the coordinator stops is read again by the next consumer of the group.
+async fn run_transactional(
+    coordinator: CoordinatorHandle,
+    config: KafkaIntakeConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), IntakeError> {
+    let consumer = subscribe(&config)?;
+    // The group's metadata names this consumer's membership; sent with the offsets, it lets
+    // the group refuse a commit from a consumer that is no longer a member. One object for
+    // the consumer's life, so the writer sends it once per transaction.
+    let mut group: Option<Arc<dyn Any + Send + Sync>> = None;
+    let mut deciding: VecDeque<JoinHandle<bool>> = VecDeque::new();
+    let (mut stopping, mut failed) = (false, false);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed(), if !stopping => stopping = true,
+            decided = async {
+                deciding.front_mut().expect("a non-empty queue").await.unwrap_or(false)
+            }, if !deciding.is_empty() => {
+                deciding.pop_front();
+                failed |= !decided;
+            }
+            message = consumer.recv(),
+                if !stopping && !failed && deciding.len() < MAX_IN_FLIGHT =>
+            {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("kafka intake: receive failed ({e}); retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let group = match &group {
+                    Some(g) => Arc::clone(g),
+                    None => {
+                        let metadata = consumer
+                            .group_metadata()
+                            .ok_or_else(|| kafka("group metadata", "the consumer has none"))?;
+                        let g: Arc<dyn Any + Send + Sync> = Arc::new(metadata);
+                        group = Some(Arc::clone(&g));
+                        g
+                    }
+                };
+                let reference = reference(
+                    message.key(),
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                );
+                let consumed = Consumed {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    next: message.offset() + 1,
+                    group,
+                };
+                let value = message.payload().unwrap_or_default();
+                let (intake, rider) = riding_intake(&config, reference, value, consumed);
+                // Handed over here, in record order: decided, appended and committed in it.
+                match coordinator.enqueue_riding(intake, |_, _| (), Some(rider)).await {
+                    Ok(answered) => {
+                        deciding.push_back(tokio::spawn(async move { answered.await.is_ok() }))
+                    }
+                    Err(_) => failed = true,
+                }
+            }
+        }
+        if (stopping || failed) && deciding.is_empty() {
+            return match failed {
+                false => Ok(()),
+                true => Err(IntakeError::Kafka(
+                    "the coordinator could not decide a submission; the intake stopped (what \
+                     was not committed is read again)"
+                        .into(),
+                )),
+            };
+        }
+    }
+}
+
+/// What the coordinator is handed for one record, and the rider that answers it: a
+/// submission, or, for a record that is not one, nothing to decide and the rejection.
+fn riding_intake(
+    config: &KafkaIntakeConfig,
+    reference: String,
+    value: &[u8],
+    consumed: Consumed,
+) -> (Intake, Rider) {
+    let topic = config.replies_topic.clone();
+    let parsed = decode_json::<SubmitRequestBody>(value).and_then(|body| {
+        submission_from_body(
+            body,
+            Some(reference.clone()),
+            IntakeSource::Kafka {
+                reference: reference.clone(),
+            },
+        )
+    });
+    match parsed {
+        Ok((submission, payload)) => {
+            let answer = SubmissionAnswer::of(&submission);
+            let rider = Rider(Box::new(move |outcome, state| {
+                answer_side(topic, reference, answer.answer(outcome, state), consumed)
+            }));
+            let intake = Intake::Submission {
+                submission: Box::new(submission),
+                payload,
+            };
+            (intake, rider)
+        }
+        Err(malformed) => {
+            let rider = Rider(Box::new(move |_, _| {
+                answer_side(topic, reference, Err(malformed), consumed)
+            }));
+            (Intake::Pass, rider)
+        }
+    }
+}
+
+/// The answer record for `reference` and the offset after its record. Our own failures are
+/// answered too (code `internal`): the record is committed either way, and the submitter may
+/// publish it again under the same reference.
+fn answer_side(
+    topic: String,
+    reference: String,
+    outcome: Result<SubmissionAccepted, AppError>,
+    consumed: Consumed,
+) -> Side {
+    let reply = to_reply(reference.clone(), outcome).unwrap_or_else(|e| Reply {
+        reference: reference.clone(),
+        status: "rejected".into(),
+        request_id: None,
+        price: None,
+        error: Some(ErrorDetail {
+            code: e.code.into_owned(),
+            field: e.field,
+            message: e.message,
+        }),
+    });
+    Side {
+        records: vec![SideRecord {
+            topic,
+            key: Some(reference.into_bytes()),
+            payload: serde_json::to_vec(&reply).expect("plain data"),
+        }],
+        consumed: vec![consumed],
+    }
+}
+
+/// The at-least-once intake (see the module docs).
+async fn run_idempotent(
+    coordinator: CoordinatorHandle,
+    config: KafkaIntakeConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), IntakeError> {
+    let consumer = subscribe(&config)?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("enable.idempotence", "true")

@@ -30,7 +30,7 @@ use prlx_projections::scheduler::{next_assignment, Choice};
 use rsa::RsaPrivateKey;
 
 use crate::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
-use crate::encoder::Encoder;
+use crate::encoder::{Encoder, SideSender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -118,6 +118,10 @@ pub struct Coordinator {
     grants_pending: bool,
     /// The open sampling epoch's seed, opened from the log on first use.
     seed: Option<(u64, Hash32)>,
+    /// Set while staging a command whose append takes a side ([`Coordinator::stage_riding`]);
+    /// where to send it, once its append is handed over.
+    riding: bool,
+    rider: Option<SideSender>,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -168,6 +172,8 @@ impl Coordinator {
             sessions: BTreeMap::new(),
             grants_pending: true,
             seed: None,
+            riding: false,
+            rider: None,
         })
     }
 
@@ -600,6 +606,26 @@ impl Coordinator {
         }
     }
 
+    /// As [`Coordinator::stage`], for a command whose append carries a side computed from its
+    /// outcome (Kafka's consume-transform-produce): the sender takes it, and must be used at
+    /// once (the encoding thread waits for it). `None` when nothing was appended: append the
+    /// side alone then ([`Coordinator::append_side`]).
+    pub fn stage_riding(
+        &mut self,
+        command: Command,
+    ) -> Result<(Staged, Option<SideSender>), ShellError> {
+        self.riding = true;
+        let staged = self.stage(command);
+        self.riding = false;
+        Ok((staged?, self.rider.take()))
+    }
+
+    /// Appends a side alone (records for other topics, consumer offsets), in order with the
+    /// batches staged before it.
+    pub fn append_side(&self, side: prlx_events::log::Side) -> AppendFuture {
+        self.encoder.append_side(side)
+    }
+
     /// Waits for a staged command's events to be durable and fills in their offsets.
     pub async fn settle(&mut self, staged: Staged) -> Result<Outcome, ShellError> {
         match staged.durable {
@@ -646,6 +672,11 @@ impl Coordinator {
             self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
             self.next_sequence += 1;
             staged.push(env);
+        }
+        if std::mem::take(&mut self.riding) {
+            let (append, side) = self.encoder.append_riding(staged);
+            self.rider = Some(side);
+            return Ok(append);
         }
         Ok(self.encoder.append(staged))
     }

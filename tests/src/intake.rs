@@ -20,10 +20,20 @@ pub const ACCOUNT: &str = "parallelix-ai";
 /// [`ACCOUNT`] for many thousands of submissions. No nodes: requests wait in the queue.
 pub async fn chat_coordinator(dir: &Path) -> (CoordinatorHandle, LogUrl) {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
-    let coord = Coordinator::open(&url, "intake-test", StorageKey::from_bytes([5; 32]))
+    (chat_coordinator_on(&url).await, url)
+}
+
+/// [`chat_coordinator`] on the log at `url` (a Kafka log, say), which may hold one already:
+/// the catalog and the deposit are recorded once.
+pub async fn chat_coordinator_on(url: &LogUrl) -> CoordinatorHandle {
+    let coord = Coordinator::open(url, "intake-test", StorageKey::from_bytes([5; 32]))
         .await
         .unwrap();
+    let fresh = coord.state().catalog.is_none();
     let (handle, _task) = actor::spawn(coord);
+    if !fresh {
+        return handle;
+    }
     handle
         .execute_command(Command::PublishCatalog(CatalogPublished {
             models: vec![CatalogModel {
@@ -52,7 +62,7 @@ pub async fn chat_coordinator(dir: &Path) -> (CoordinatorHandle, LogUrl) {
         })
         .await
         .unwrap();
-    (handle, url)
+    handle
 }
 
 /// The JSON body of a submission of `prompt` for `chat`, answered to `client_pem`.
@@ -83,5 +93,6 @@ pub fn fresh_intake_config(bootstrap: &str) -> KafkaIntakeConfig {
         submissions_topic: format!("prlx-test-submissions-{unique}"),
         replies_topic: format!("prlx-test-replies-{unique}"),
         group_id: format!("prlx-test-intake-{unique}"),
+        transactional: false,
     }
 }

@@ -85,14 +85,15 @@ mod in_process_reader {
 /// the batch they came with is appended.
 #[tokio::test]
 async fn the_file_log_refuses_side_records_and_appends_nothing_of_their_batch() {
-    use prlx_events::log::{LogReader, LogUrl, LogWriter, SideRecord};
+    use prlx_events::log::{LogReader, LogUrl, LogWriter, Side, SideRecord};
     let dir = tempfile::tempdir().unwrap();
     let url = LogUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
     let w = url.open_writer().unwrap();
-    let side = vec![SideRecord {
+    let side = Side::records(vec![SideRecord {
         topic: "feed".into(),
+        key: None,
         payload: b"x".to_vec(),
-    }];
+    }]);
     let err = w
         .append_with_side(vec![b"batch".to_vec()], side)
         .await
@@ -104,7 +105,7 @@ async fn the_file_log_refuses_side_records_and_appends_nothing_of_their_batch() 
     assert!(err.to_string().contains("Kafka backend"), "{err}");
     // Without side records it is a plain append.
     let range = w
-        .append_with_side(vec![b"plain".to_vec()], Vec::new())
+        .append_with_side(vec![b"plain".to_vec()], Side::default())
         .await
         .unwrap();
     assert_eq!(range, 0..1);

@@ -1,7 +1,10 @@
 //! The Kafka submissions intake against a real broker, with `kcat` (a client that is not
 //! ours) publishing submissions and reading the answers: accepted, the same record published
 //! twice answered with the same request and recorded once, a malformed one answered with the
-//! field at fault, and a redelivery after the intake restarts answered the same way.
+//! field at fault, and a redelivery after the intake restarts answered the same way. Each case
+//! runs with the coordinator's log on a file (answers at least once, idempotent) and on the
+//! broker (answers and offsets in the log's transactions); on the broker, a coordinator fenced
+//! mid-burst by a new one leaves exactly one answer per record.
 //!
 //! The broker comes from `PRLX_KAFKA_BOOTSTRAP` (`scripts/test.sh` starts one); without it the
 //! test says it was skipped and returns.
@@ -49,6 +52,9 @@ fn kcat_read(bootstrap: &str, topic: &str, count: usize) -> Vec<(String, Reply)>
                 "beginning",
                 "-e",
                 "-J",
+                // Answers written in the log's transactions count once committed.
+                "-X",
+                "isolation.level=read_committed",
             ])
             .output()
             .expect("kcat runs");
@@ -75,8 +81,33 @@ fn kcat_read(bootstrap: &str, topic: &str, count: usize) -> Vec<(String, Reply)>
     }
 }
 
-async fn coordinator(dir: &std::path::Path) -> (CoordinatorHandle, LogUrl) {
-    prlx_tests::intake::chat_coordinator(dir).await
+/// Where the coordinator's log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Log {
+    /// The embedded file log: the intake answers at least once, idempotently.
+    File,
+    /// A topic on the broker: answers and offsets commit in the log writer's transactions.
+    Kafka,
+}
+
+/// A coordinator ready for submissions on a fresh log, and an intake configuration of fresh
+/// topics for it.
+async fn coordinator(
+    log: Log,
+    bootstrap: &str,
+    dir: &std::path::Path,
+) -> (CoordinatorHandle, LogUrl, KafkaIntakeConfig) {
+    let mut config = fresh_config(bootstrap);
+    let url = match log {
+        Log::File => LogUrl::parse(&format!("file://{}", dir.display())).unwrap(),
+        Log::Kafka => {
+            config.transactional = true;
+            let topic = prlx_tests::kafka::fresh_topic("intake", "log");
+            LogUrl::parse(&format!("kafka://{bootstrap}/{topic}")).unwrap()
+        }
+    };
+    let handle = prlx_tests::intake::chat_coordinator_on(&url).await;
+    (handle, url, config)
 }
 
 fn fresh_config(bootstrap: &str) -> KafkaIntakeConfig {
@@ -89,10 +120,18 @@ fn body(prompt: &str, client_pem: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_submissions_are_answered_once_each_on_the_reply_topic() {
+    kcat_submissions_are_answered(Log::File).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_submissions_are_answered_in_the_log_s_transactions() {
+    kcat_submissions_are_answered(Log::Kafka).await
+}
+
+async fn kcat_submissions_are_answered(log: Log) {
     let Some(bootstrap) = bootstrap() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (handle, url) = coordinator(dir.path()).await;
-    let config = fresh_config(&bootstrap);
+    let (handle, url, config) = coordinator(log, &bootstrap, dir.path()).await;
     kafka_intake::ensure_topics(&config).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
@@ -168,42 +207,31 @@ async fn kcat_submissions_are_answered_once_each_on_the_reply_topic() {
     )));
 }
 
-/// More submissions than the intake decides at once: each is answered once, in record order,
-/// with request ids in that order; after a restart nothing is answered again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_is_answered_once_each_in_record_order() {
+/// Publishes `count` submissions keyed `order-0`, `order-1`, …
+async fn publish_burst(bootstrap: &str, topic: &str, count: usize, pem: &str) {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
-
-    let Some(bootstrap) = bootstrap() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (handle, _url) = coordinator(dir.path()).await;
-    let config = fresh_config(&bootstrap);
-    kafka_intake::ensure_topics(&config).await.unwrap();
-    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-    let pem = public_key_pem(&client.to_public_key());
-    let burst = kafka_intake::MAX_IN_FLIGHT + 44;
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for i in 0..burst {
-        let value = body(&format!("question {i}"), &pem);
-        producer
-            .send(
-                FutureRecord::to(&config.submissions_topic)
-                    .key(&format!("order-{i}"))
-                    .payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+    // All queued at once (in order: an idempotent producer keeps it), then acknowledged.
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        let value = body(&format!("question {i}"), pem);
+        let key = format!("order-{i}");
+        let record = FutureRecord::to(topic).key(&key).payload(&value);
+        sent.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
-    let answers = kcat_read(&bootstrap, &config.replies_topic, burst);
-    assert_eq!(answers.len(), burst);
+    for delivery in sent {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
+/// Checks that `answers` are one per record `order-0`..: in record order, accepted, request
+/// ids increasing.
+fn one_answer_per_record_in_order(answers: &[(String, Reply)]) {
     let mut last_id = None;
     for (i, (key, reply)) in answers.iter().enumerate() {
         assert_eq!(key, &format!("order-{i}"), "answers in record order");
@@ -211,6 +239,34 @@ async fn a_burst_is_answered_once_each_in_record_order() {
         assert!(reply.request_id > last_id, "request ids in record order");
         last_id = reply.request_id;
     }
+}
+
+/// More submissions than the intake decides at once: each is answered once, in record order,
+/// with request ids in that order; after a restart nothing is answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_answered_once_each_in_record_order() {
+    a_burst_is_answered_once_each(Log::File).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_answered_once_each_in_record_order_in_the_log_s_transactions() {
+    a_burst_is_answered_once_each(Log::Kafka).await
+}
+
+async fn a_burst_is_answered_once_each(log: Log) {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url, config) = coordinator(log, &bootstrap, dir.path()).await;
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    let burst = kafka_intake::MAX_IN_FLIGHT + 44;
+    publish_burst(&bootstrap, &config.submissions_topic, burst, &pem).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    let answers = kcat_read(&bootstrap, &config.replies_topic, burst);
+    assert_eq!(answers.len(), burst);
+    one_answer_per_record_in_order(&answers);
     stop.send(true).unwrap();
     intake.await.unwrap().unwrap();
 
@@ -229,4 +285,73 @@ async fn a_burst_is_answered_once_each_in_record_order() {
     intake.await.unwrap().unwrap();
     let requests = handle.read_state(|s| s.requests.len()).await.unwrap();
     assert_eq!(requests, burst + 1);
+}
+
+/// Exactly once across a failover: a coordinator on a Kafka log is fenced by a new one while a
+/// burst is being decided (what it had not committed is aborted: events, answers and offsets
+/// together); the new one's intake reads on from the committed position. Every record is
+/// answered once, in order, and accepted once on the log. At least once, idempotently, would
+/// answer the redelivered records a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_fenced_mid_burst_leaves_exactly_one_answer_per_record() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, url, config) = coordinator(Log::Kafka, &bootstrap, dir.path()).await;
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    let burst = 12 * kafka_intake::MAX_IN_FLIGHT;
+    publish_burst(&bootstrap, &config.submissions_topic, burst, &pem).await;
+
+    let (_stop_first, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(first.clone(), config.clone(), stopped));
+    // Fenced once some are decided and most are not.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let decided = loop {
+        let decided = first.read_state(|s| s.requests.len()).await.unwrap();
+        if decided >= 100 || std::time::Instant::now() > until {
+            break decided;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        (100..burst).contains(&decided),
+        "fenced after {decided} decisions"
+    );
+    // The failover: a new writer fences the first coordinator mid-burst; its intake dies
+    // with it (as it does with the process).
+    let second = prlx_tests::intake::chat_coordinator_on(&url).await;
+    intake.abort();
+    let _ = intake.await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(second.clone(), config.clone(), stopped));
+    let answers = kcat_read(&bootstrap, &config.replies_topic, burst);
+    // Anything late would be a second answer: give it time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answers_later = kcat_read(&bootstrap, &config.replies_topic, burst);
+    assert_eq!(answers_later.len(), answers.len(), "answers kept coming");
+    assert_eq!(answers.len(), burst, "one answer per record");
+    one_answer_per_record_in_order(&answers);
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+
+    let reader = url.open_reader().unwrap();
+    let mut accepted = Vec::new();
+    let mut next = 0;
+    loop {
+        let records = reader.read(next, 4096).await.unwrap();
+        let Some(last) = records.last() else { break };
+        next = last.offset + 1;
+        for r in &records {
+            if let Event::RequestAccepted(a) = Envelope::decode(&r.payload).unwrap().event {
+                accepted.push(a.idempotency_key.unwrap());
+            }
+        }
+    }
+    let want: Vec<String> = (0..burst).map(|i| format!("order-{i}")).collect();
+    assert_eq!(accepted, want, "each record accepted once, in record order");
+    assert_eq!(
+        second.read_state(|s| s.requests.len()).await.unwrap(),
+        burst
+    );
 }

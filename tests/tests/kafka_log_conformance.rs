@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use prlx_events::log::kafka::{KafkaLogReader, KafkaLogWriter};
 use prlx_events::log::{
-    AnyReader, AnyWriter, KafkaLogOptions, LogError, LogReader, LogUrl, LogWriter, SideRecord,
+    AnyReader, AnyWriter, KafkaLogOptions, LogError, LogReader, LogUrl, LogWriter, Side, SideRecord,
 };
 use prlx_tests::conformance::LogFixture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -138,6 +138,7 @@ async fn a_reader_of_a_missing_topic_is_an_error_not_an_empty_log() {
 fn side(topic: &str, payload: &[u8]) -> SideRecord {
     SideRecord {
         topic: topic.to_owned(),
+        key: None,
         payload: payload.to_vec(),
     }
 }
@@ -162,11 +163,14 @@ async fn side_records_land_with_their_batch_and_topics_are_made_for_them() {
     let w = f.writer();
     let first = w.append_with_side(
         vec![b"one".to_vec(), b"two".to_vec()],
-        vec![side(&a, b"a1"), side(&b, b"b1"), side(&a, b"a2")],
+        Side::records(vec![side(&a, b"a1"), side(&b, b"b1"), side(&a, b"a2")]),
     );
     // Side records only: no offset of the log, an empty range where it stands.
-    let only_side = w.append_with_side(Vec::new(), vec![side(&b, b"b2")]);
-    let third = w.append_with_side(vec![b"three".to_vec()], vec![side(&a, b"a3")]);
+    let only_side = w.append_with_side(Vec::new(), Side::records(vec![side(&b, b"b2")]));
+    let third = w.append_with_side(
+        vec![b"three".to_vec()],
+        Side::records(vec![side(&a, b"a3")]),
+    );
     let (first, only_side, third) = (
         first.await.unwrap(),
         only_side.await.unwrap(),
@@ -213,7 +217,10 @@ async fn a_side_record_the_broker_refuses_aborts_its_batch_and_every_other_recor
     let refused = w
         .append_with_side(
             vec![b"doomed".to_vec()],
-            vec![side(&other, b"doomed too"), side(&small, &[7u8; 4096])],
+            Side::records(vec![
+                side(&other, b"doomed too"),
+                side(&small, &[7u8; 4096]),
+            ]),
         )
         .await
         .unwrap_err();
@@ -224,7 +231,10 @@ async fn a_side_record_the_broker_refuses_aborts_its_batch_and_every_other_recor
     assert!(refused.to_string().contains("aborted"), "{refused}");
     // The writer carries on; what it aborted is seen by no reader of any topic.
     let after = w
-        .append_with_side(vec![b"kept".to_vec()], vec![side(&other, b"kept too")])
+        .append_with_side(
+            vec![b"kept".to_vec()],
+            Side::records(vec![side(&other, b"kept too")]),
+        )
         .await
         .unwrap();
     assert_eq!(payloads(&f.bootstrap, &f.topic).await, [b"kept".to_vec()]);

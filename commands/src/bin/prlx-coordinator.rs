@@ -166,18 +166,25 @@ impl IntakeArgs {
         let Some(submissions) = &self.kafka_submissions else {
             return Ok(None);
         };
-        let bootstrap = match (&self.kafka_bootstrap, log.strip_prefix("kafka://")) {
+        let log_bootstrap = log
+            .strip_prefix("kafka://")
+            .map(|rest| rest.split(['/', '?']).next().unwrap_or_default().to_owned());
+        let bootstrap = match (&self.kafka_bootstrap, &log_bootstrap) {
             (Some(b), _) => b.clone(),
-            (None, Some(rest)) => rest.split(['/', '?']).next().unwrap_or_default().to_owned(),
+            (None, Some(b)) => b.clone(),
             (None, None) => {
                 bail!("--kafka-submissions needs --kafka-bootstrap when the log is not on Kafka")
             }
         };
+        // One transaction can hold the log's events, the answers and the offsets only when
+        // they are on one cluster.
+        let transactional = log_bootstrap.as_ref() == Some(&bootstrap);
         Ok(Some(KafkaIntakeConfig {
             bootstrap,
             submissions_topic: submissions.clone(),
             replies_topic: self.kafka_replies.clone(),
             group_id: self.kafka_intake_group.clone(),
+            transactional,
         }))
     }
 }

@@ -451,7 +451,7 @@ impl LogWriter for FileLogWriter {
         let end = *self.committed.borrow();
         enqueue_append(
             batch,
-            Vec::new(),
+            Default::default(),
             end,
             self.options.max_record_bytes,
             |req| self.queue.as_ref().is_some_and(|q| q.send(req).is_ok()),

@@ -22,11 +22,13 @@
 //! so this is what lets concurrent appends share the commit round trip, as the file log's
 //! group commit shares one `fdatasync`.
 //!
-//! A batch may come with *side records* for other topics ([`KafkaLogWriter::append_with_side`]):
-//! they are produced in the same transaction, after the group's log records, so a reader of
-//! their topic sees them if and only if the batch is in the log. Their topics are created
-//! like the log's (one partition, nothing expires) before the transaction starts. The
-//! coordinator writes each node's dispatch feed this way (docs/adr/05-node-feeds.md).
+//! A batch may come with a *side* ([`KafkaLogWriter::append_with_side`]): records for other
+//! topics, produced in the same transaction after the group's log records, and consumer
+//! offsets, sent to the transaction (`send_offsets_to_transaction`) before it commits. A
+//! reader of a side topic sees its records, and the consumer group's position moves, if and
+//! only if the batch is in the log: the coordinator answers Kafka submissions this way
+//! (docs/kafka-topics.md). Missing side topics are created (one partition, nothing expires)
+//! before the transaction starts.
 //!
 //! # What readers see
 //! Consumers are assigned partition 0 (no consumer group, nothing committed) with
@@ -56,7 +58,7 @@
 
 pub mod lease;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
@@ -68,7 +70,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerGroupMetadata, DefaultConsumerContext, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -79,7 +83,7 @@ use tokio::time::Instant;
 
 use super::{
     deadline, enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter,
-    Offset, Record, SideRecord,
+    Offset, Record, Side, SideRecord,
 };
 
 /// The one partition of a log's topic.
@@ -176,9 +180,21 @@ impl Target {
         self.ensure_log_topic(&self.topic).await
     }
 
+    /// Makes sure a side record's topic exists: one made here is made like a log's; one that
+    /// exists is taken as it is (a reply topic may have several partitions, the key picks).
+    async fn ensure_side_topic(&self, topic: &str) -> Result<(), LogError> {
+        let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap)
+            .create()
+            .map_err(|e| kafka_error("create admin client", e))?;
+        match topic_partitions(admin.inner(), topic, self.options.timeout)? {
+            Some(_) => Ok(()),
+            None => self.ensure_log_topic(topic).await,
+        }
+    }
+
     /// Creates `topic` as a log topic (one partition, nothing expires, never compacted)
-    /// unless it exists; refuses one with several partitions. Side records' topics are made
-    /// the same way: a node's feed is read from its start, as the log is.
+    /// unless it exists; refuses one with several partitions. A node's feed is made the same
+    /// way: it is read from its start, as the log is.
     async fn ensure_log_topic(&self, topic: &str) -> Result<(), LogError> {
         let timeout = self.options.timeout;
         let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap)
@@ -361,7 +377,12 @@ fn classify(producer: &FutureProducer, e: &KafkaError) -> Failure {
 
 fn group_cost(req: &AppendRequest) -> usize {
     let log: usize = req.batch.iter().map(|r| r.len() + RECORD_COST).sum();
-    let side: usize = req.side.iter().map(|r| r.payload.len() + RECORD_COST).sum();
+    let side: usize = req
+        .side
+        .records
+        .iter()
+        .map(|r| r.payload.len() + RECORD_COST)
+        .sum();
     log + side
 }
 
@@ -448,7 +469,7 @@ impl KafkaLogWriter {
     pub fn append_with_side(
         &self,
         batch: Vec<Vec<u8>>,
-        side: Vec<SideRecord>,
+        side: Side,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static + use<> {
         let end = *self.committed.borrow();
         let max = self.target.options.max_record_bytes;
@@ -464,7 +485,7 @@ impl LogWriter for KafkaLogWriter {
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        self.append_with_side(batch, Vec::new())
+        self.append_with_side(batch, Side::default())
     }
 }
 
@@ -561,9 +582,9 @@ impl WriterTask {
     /// Creates the side records' topics that are not known to exist yet. Outside the
     /// transaction: a topic made for a transaction that then aborts is only an empty topic.
     async fn ensure_side_topics(&mut self, group: &[AppendRequest]) -> Result<(), LogError> {
-        for side in group.iter().flat_map(|r| &r.side) {
+        for side in group.iter().flat_map(|r| &r.side.records) {
             if !self.side_topics.contains(&side.topic) {
-                self.target.ensure_log_topic(&side.topic).await?;
+                self.target.ensure_side_topic(&side.topic).await?;
                 self.side_topics.insert(side.topic.clone());
             }
         }
@@ -612,6 +633,21 @@ impl WriterTask {
             Ok(ranges) => ranges,
             Err(reason) => return Err(self.abort(&producer, reason)),
         };
+        for (group_metadata, offsets) in consumed_offsets(group)? {
+            if let Err(e) = producer.send_offsets_to_transaction(
+                &offsets,
+                group_metadata,
+                self.target.options.timeout,
+            ) {
+                return Err(match classify(&producer, &e) {
+                    Failure::Fenced(reason) => self.stop(self.target.fenced(reason)),
+                    Failure::Fatal(reason) => self.stop(LogError::Poisoned(reason)),
+                    Failure::Abortable(reason) | Failure::Indefinite(reason) => {
+                        self.abort(&producer, format!("send consumer offsets: {reason}"))
+                    }
+                });
+            }
+        }
         settle_deliveries(&producer, self.target.options.timeout);
         // Every delivery is in, so the flush inside commit returns at once.
         match producer.commit_transaction(self.target.options.timeout) {
@@ -683,6 +719,47 @@ impl WriterTask {
     }
 }
 
+/// The consumer offsets a group of appends commits, per consumer group (told apart by the
+/// metadata object its consumer shares): the furthest position of each partition.
+fn consumed_offsets(
+    group: &[AppendRequest],
+) -> Result<Vec<(&ConsumerGroupMetadata, TopicPartitionList)>, LogError> {
+    let mut out: Vec<(
+        &Arc<dyn std::any::Any + Send + Sync>,
+        BTreeMap<(&str, i32), i64>,
+    )> = Vec::new();
+    for c in group.iter().flat_map(|r| &r.side.consumed) {
+        let at = match out.iter().position(|(g, _)| Arc::ptr_eq(g, &c.group)) {
+            Some(i) => i,
+            None => {
+                out.push((&c.group, BTreeMap::new()));
+                out.len() - 1
+            }
+        };
+        let next = out[at]
+            .1
+            .entry((c.topic.as_str(), c.partition))
+            .or_insert(c.next);
+        *next = (*next).max(c.next);
+    }
+    out.into_iter()
+        .map(|(g, positions)| {
+            let metadata = g.downcast_ref::<ConsumerGroupMetadata>().ok_or_else(|| {
+                kafka_error(
+                    "send consumer offsets",
+                    "the consumed offsets carry no Kafka consumer group metadata",
+                )
+            })?;
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in positions {
+                tpl.add_partition_offset(topic, partition, KafkaOffset::Offset(next))
+                    .map_err(|e| kafka_error("send consumer offsets", e))?;
+            }
+            Ok((metadata, tpl))
+        })
+        .collect()
+}
+
 /// Waits until librdkafka has let go of every delivered message, so that the flush inside
 /// `commit_transaction` finds nothing outstanding.
 ///
@@ -710,21 +787,22 @@ async fn produce_all(
     let records = group
         .iter()
         .flat_map(|r| &r.batch)
-        .map(|payload| (topic, payload))
+        .map(|payload| (topic, None, payload))
         .chain(
             group
                 .iter()
-                .flat_map(|r| &r.side)
-                .map(|s| (s.topic.as_str(), &s.payload)),
+                .flat_map(|r| &r.side.records)
+                .map(|s| (s.topic.as_str(), s.key.as_deref(), &s.payload)),
         );
     produce_records(producer, records, log_records).await
 }
 
-/// Produces `records` (topic, payload) in order to partition 0 of their topics, then awaits
-/// every delivery report; the offsets of the first `keep` records, in order.
+/// Produces `records` (topic, key, payload) in order, each without a key to partition 0 of its
+/// topic and with one to the partition the key picks, then awaits every delivery report; the
+/// offsets of the first `keep` records, in order.
 async fn produce_records<'a>(
     producer: &FutureProducer,
-    records: impl Iterator<Item = (&'a str, &'a Vec<u8>)>,
+    records: impl Iterator<Item = (&'a str, Option<&'a [u8]>, &'a Vec<u8>)>,
     keep: usize,
 ) -> Result<Vec<i64>, KafkaError> {
     let log_records = keep;
@@ -736,10 +814,12 @@ async fn produce_records<'a>(
             offsets.push(offset);
         }
     };
-    for (to, payload) in records {
-        let mut record = FutureRecord::<(), [u8]>::to(to)
-            .partition(PARTITION)
-            .payload(payload.as_slice());
+    for (to, key, payload) in records {
+        let mut record = FutureRecord::<[u8], [u8]>::to(to).payload(payload.as_slice());
+        record = match key {
+            Some(key) => record.key(key),
+            None => record.partition(PARTITION),
+        };
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
@@ -903,7 +983,9 @@ impl KafkaDerivedWriter {
         producer
             .begin_transaction()
             .map_err(|e| failed("begin transaction", e))?;
-        let payloads = records.iter().map(|r| (r.topic.as_str(), &r.payload));
+        let payloads = records
+            .iter()
+            .map(|r| (r.topic.as_str(), r.key.as_deref(), &r.payload));
         produce_records(producer, payloads, 0)
             .await
             .map_err(|e| failed("produce", e))?;
@@ -1281,7 +1363,7 @@ mod tests {
     fn request(n: usize) -> AppendRequest {
         AppendRequest {
             batch: vec![vec![0u8; 3]; n],
-            side: Vec::new(),
+            side: Side::default(),
             reply: tokio::sync::oneshot::channel().0,
         }
     }

@@ -164,22 +164,77 @@ pub trait LogReader: Send + Sync {
 /// A record for a topic other than the log's, appended with a batch of the log: a reader of
 /// its topic sees it if and only if that batch is in the log (Kafka: one transaction).
 ///
-/// What it is for: streams derived from the log that must never run ahead of it or lag
-/// behind a crash, such as each node's feed of the dispatches addressed to it
-/// (docs/kafka-topics.md). Only the Kafka backend has other topics; the file log refuses
-/// side records ([`LogError::SideRecordsUnsupported`]).
+/// What it is for: what must never run ahead of the log or lag behind a crash, such as the
+/// answer to a submission consumed from Kafka (docs/kafka-topics.md). Only the Kafka backend
+/// has other topics; the file log refuses side records
+/// ([`LogError::SideRecordsUnsupported`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SideRecord {
     /// The topic; the writer creates it (one partition, nothing expires) if it is missing.
     pub topic: String,
+    /// The record's key. With a key the producer picks the partition by it (so one key's
+    /// records keep their order); without one, partition 0.
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
-/// One append waiting for a backend's writer: the batch, the side records that go with it,
-/// and where its answer goes.
+/// Where a consumer has consumed to, committed with an append: the consume-transform-produce
+/// of Kafka, where the records consumed, what they were turned into and the consumer's new
+/// position commit together or not at all.
+#[derive(Clone)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset to consume from next (one past the last record consumed).
+    pub next: i64,
+    /// The consumer group's metadata as its consumer gave it (an `rdkafka`
+    /// `ConsumerGroupMetadata`; opaque here, so that this type needs no backend). The group's
+    /// coordinator uses it to refuse a commit from a consumer that is no longer a member.
+    pub group: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Consumed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumed")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What rides with a batch besides its records: side records and consumer offsets.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub records: Vec<SideRecord>,
+    pub consumed: Vec<Consumed>,
+}
+
+impl Side {
+    /// Side records alone.
+    pub fn records(records: Vec<SideRecord>) -> Self {
+        Self {
+            records,
+            consumed: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.consumed.is_empty()
+    }
+
+    /// Everything of `other` after what this holds.
+    pub fn extend(&mut self, other: Side) {
+        self.records.extend(other.records);
+        self.consumed.extend(other.consumed);
+    }
+}
+
+/// One append waiting for a backend's writer: the batch, what rides with it, and where its
+/// answer goes.
 pub(crate) struct AppendRequest {
     pub(crate) batch: Vec<Vec<u8>>,
-    pub(crate) side: Vec<SideRecord>,
+    pub(crate) side: Side,
     pub(crate) reply: tokio::sync::oneshot::Sender<Result<Range<Offset>, LogError>>,
 }
 
@@ -190,7 +245,7 @@ pub(crate) struct AppendRequest {
 /// A record too large is named by its index, the side records counting after the batch.
 pub(crate) fn enqueue_append(
     batch: Vec<Vec<u8>>,
-    side: Vec<SideRecord>,
+    side: Side,
     end: Offset,
     max_record_bytes: usize,
     send: impl FnOnce(AppendRequest) -> bool,
@@ -200,7 +255,7 @@ pub(crate) fn enqueue_append(
     }
     if let Some((index, r)) = batch
         .iter()
-        .chain(side.iter().map(|s| &s.payload))
+        .chain(side.records.iter().map(|s| &s.payload))
         .enumerate()
         .find(|(_, r)| r.len() > max_record_bytes)
     {
@@ -310,13 +365,14 @@ impl AnyWriter {
 }
 
 impl AnyWriter {
-    /// Appends `batch` as [`LogWriter::append`] does, with `side` records for other topics
-    /// in the same atomic unit (a Kafka transaction): they are visible once the batch is
-    /// durable, never before and never without it. The file log refuses side records.
+    /// Appends `batch` as [`LogWriter::append`] does, with `side` records for other topics and
+    /// consumer offsets in the same atomic unit (a Kafka transaction): they are visible once
+    /// the batch is durable, never before and never without it. An empty batch with a side
+    /// takes no offset of the log. The file log refuses sides.
     pub fn append_with_side(
         &self,
         batch: Vec<Vec<u8>>,
-        side: Vec<SideRecord>,
+        side: Side,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Range<Offset>, LogError>> + Send>> {
         // Each arm enqueues now (call order); only the waiting goes into the returned future.
         match self {
