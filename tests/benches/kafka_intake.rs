@@ -1,6 +1,9 @@
 //! Submissions per second through the Kafka intake: records on the submissions topic in,
-//! answers on the reply topic out, every answer released only once its request is durable
-//! on the coordinator's log (a file log) and every offset committed after its answer.
+//! answers on the reply topic out. Three ways, alternating in each round:
+//! - file log: the coordinator's log on a file; every answer released only once its request
+//!   is durable and every offset committed after its answer (at least once, idempotent);
+//! - Kafka log, at least once: the log on the broker, the intake as above;
+//! - Kafka log, exactly once: answers and offsets in the log writer's transactions.
 //!
 //! `PRLX_BENCH_KAFKA=127.0.0.1:19092 cargo bench -p prlx-tests --bench kafka_intake`
 //! (`PRLX_BENCH_QUICK=1` for a short run). Without `PRLX_BENCH_KAFKA` it says so and exits.
@@ -13,16 +16,35 @@ use std::time::{Duration, Instant};
 
 use prlx_commands::kafka_intake;
 use prlx_events::crypto::public_key_pem;
-use prlx_tests::intake::{chat_coordinator, fresh_intake_config, submission_body};
+use prlx_events::log::LogUrl;
+use prlx_tests::intake::{
+    chat_coordinator, chat_coordinator_on, fresh_intake_config, submission_body,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-async fn run_once(bootstrap: &str, submissions: usize, pem: &str) -> Duration {
+/// How the intake commits (see the module docs).
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    FileLog,
+    KafkaLogAtLeastOnce,
+    KafkaLogExactlyOnce,
+}
+
+async fn run_once(bootstrap: &str, submissions: usize, pem: &str, way: Way) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let (handle, _url) = chat_coordinator(dir.path()).await;
-    let config = fresh_intake_config(bootstrap);
+    let mut config = fresh_intake_config(bootstrap);
+    let handle = match way {
+        Way::FileLog => chat_coordinator(dir.path()).await.0,
+        Way::KafkaLogAtLeastOnce | Way::KafkaLogExactlyOnce => {
+            config.transactional = matches!(way, Way::KafkaLogExactlyOnce);
+            let topic = prlx_tests::kafka::fresh_topic("bench", "intake-log");
+            let url = LogUrl::parse(&format!("kafka://{bootstrap}/{topic}")).unwrap();
+            chat_coordinator_on(&url).await
+        }
+    };
     kafka_intake::ensure_topics(&config).await.unwrap();
 
     let producer: FutureProducer = ClientConfig::new()
@@ -60,6 +82,7 @@ async fn run_once(bootstrap: &str, submissions: usize, pem: &str) -> Duration {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     replies.subscribe(&[&config.replies_topic]).unwrap();
@@ -97,17 +120,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut rates: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let elapsed = rt.block_on(run_once(&bootstrap, submissions, &pem));
-            submissions as f64 / elapsed.as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "{submissions} submissions through the Kafka intake (answered on the reply topic, \
-         durable on a file log); median of {rounds}: {:.0} submissions/s (all: {:?})",
-        rates[rates.len() / 2],
-        rates.iter().map(|r| r.round() as u64).collect::<Vec<_>>()
-    );
+    let ways = [
+        Way::FileLog,
+        Way::KafkaLogAtLeastOnce,
+        Way::KafkaLogExactlyOnce,
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    for _ in 0..rounds {
+        for (i, way) in ways.iter().enumerate() {
+            let elapsed = rt.block_on(run_once(&bootstrap, submissions, &pem, *way));
+            rates[i].push(submissions as f64 / elapsed.as_secs_f64());
+        }
+    }
+    println!("{submissions} submissions through the Kafka intake, answered on the reply topic");
+    println!("| way | median of {rounds} (submissions/s) | each round |");
+    println!("|---|---:|---|");
+    for (way, mut rates) in ways.iter().zip(rates) {
+        let each: Vec<u64> = rates.iter().map(|r| r.round() as u64).collect();
+        rates.sort_by(f64::total_cmp);
+        println!("| {way:?} | {:.0} | {each:?} |", rates[rates.len() / 2]);
+    }
 }

@@ -142,7 +142,9 @@ impl FeedArgs {
 #[derive(clap::Args, Debug)]
 struct IntakeArgs {
     /// Consume submissions (the JSON body of POST /v1/requests, keyed by the submitter's
-    /// reference) from this Kafka topic, and answer each on --kafka-replies.
+    /// reference) from this Kafka topic, and answer each on --kafka-replies: exactly once
+    /// when the log is on the same Kafka cluster (answer, offset and events in one
+    /// transaction), else at least once (a repeated answer is identical).
     #[arg(long, env = "PRLX_KAFKA_SUBMISSIONS")]
     kafka_submissions: Option<String>,
     /// The topic answers go to, keyed by the submission's reference.
