@@ -61,7 +61,10 @@ pub enum Intake {
 /// offsets (Kafka's consume-transform-produce), computed in the actor's turn from the outcome
 /// and the state right after the command, so they commit with the events or not at all. When
 /// the command appends nothing, they are appended alone, in order.
-pub struct Rider(pub Box<dyn FnOnce(&Outcome, &CoordinatorState) -> Side + Send>);
+pub struct Rider(pub SideOf);
+
+/// Computes a command's side from its outcome and the state right after it.
+pub type SideOf = Box<dyn FnOnce(&Outcome, &CoordinatorState) -> Side + Send>;
 
 impl std::fmt::Debug for Rider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

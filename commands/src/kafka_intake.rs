@@ -44,11 +44,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use tokio::task::JoinHandle;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use prlx_events::event::IntakeSource;
-use prlx_events::log::{Consumed, Side, SideRecord};
+use prlx_events::log::{Consumed, ConsumerGroupHandle, Side, SideRecord};
 
 use crate::actor::{CoordinatorHandle, Intake, Rider};
 use crate::http::{
@@ -160,16 +159,21 @@ fn to_reply(
         }),
         // Our failures are retried; the submitter's mistakes are answered.
         Err(e) if e.status.is_server_error() => Err(e),
-        Err(e) => Ok(Reply {
-            reference,
-            status: "rejected".into(),
-            request_id: None,
-            price: None,
-            error: Some(ErrorDetail {
-                code: e.code.into_owned(),
-                field: e.field,
-                message: e.message,
-            }),
+        Err(e) => Ok(rejected(reference, e)),
+    }
+}
+
+/// The answer naming what was wrong, as HTTP would.
+fn rejected(reference: String, e: AppError) -> Reply {
+    Reply {
+        reference,
+        status: "rejected".into(),
+        request_id: None,
+        price: None,
+        error: Some(ErrorDetail {
+            code: e.code.into_owned(),
+            field: e.field,
+            message: e.message,
         }),
     }
 }
@@ -246,7 +250,7 @@ async fn run_transactional(
     // The group's metadata names this consumer's membership; sent with the offsets, it lets
     // the group refuse a commit from a consumer that is no longer a member. One object for
     // the consumer's life, so the writer sends it once per transaction.
-    let mut group: Option<Arc<dyn Any + Send + Sync>> = None;
+    let mut group: Option<ConsumerGroupHandle> = None;
     let mut deciding: VecDeque<JoinHandle<bool>> = VecDeque::new();
     let (mut stopping, mut failed) = (false, false);
     loop {
@@ -276,7 +280,7 @@ async fn run_transactional(
                         let metadata = consumer
                             .group_metadata()
                             .ok_or_else(|| kafka("group metadata", "the consumer has none"))?;
-                        let g: Arc<dyn Any + Send + Sync> = Arc::new(metadata);
+                        let g: ConsumerGroupHandle = Arc::new(metadata);
                         group = Some(Arc::clone(&g));
                         g
                     }
@@ -365,17 +369,8 @@ fn answer_side(
     outcome: Result<SubmissionAccepted, AppError>,
     consumed: Consumed,
 ) -> Side {
-    let reply = to_reply(reference.clone(), outcome).unwrap_or_else(|e| Reply {
-        reference: reference.clone(),
-        status: "rejected".into(),
-        request_id: None,
-        price: None,
-        error: Some(ErrorDetail {
-            code: e.code.into_owned(),
-            field: e.field,
-            message: e.message,
-        }),
-    });
+    let reply =
+        to_reply(reference.clone(), outcome).unwrap_or_else(|e| rejected(reference.clone(), e));
     Side {
         records: vec![SideRecord {
             topic,

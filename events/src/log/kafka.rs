@@ -82,8 +82,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
 use super::{
-    deadline, enqueue_append, AppendRequest, KafkaLogOptions, LogError, LogReader, LogWriter,
-    Offset, Record, Side, SideRecord,
+    deadline, enqueue_append, AppendRequest, ConsumerGroupHandle, KafkaLogOptions, LogError,
+    LogReader, LogWriter, Offset, Record, Side, SideRecord,
 };
 
 /// The one partition of a log's topic.
@@ -719,15 +719,15 @@ impl WriterTask {
     }
 }
 
+/// The furthest offset consumed of each (topic, partition).
+type Positions<'a> = BTreeMap<(&'a str, i32), i64>;
+
 /// The consumer offsets a group of appends commits, per consumer group (told apart by the
 /// metadata object its consumer shares): the furthest position of each partition.
 fn consumed_offsets(
     group: &[AppendRequest],
 ) -> Result<Vec<(&ConsumerGroupMetadata, TopicPartitionList)>, LogError> {
-    let mut out: Vec<(
-        &Arc<dyn std::any::Any + Send + Sync>,
-        BTreeMap<(&str, i32), i64>,
-    )> = Vec::new();
+    let mut out: Vec<(&ConsumerGroupHandle, Positions)> = Vec::new();
     for c in group.iter().flat_map(|r| &r.side.consumed) {
         let at = match out.iter().position(|(g, _)| Arc::ptr_eq(g, &c.group)) {
             Some(i) => i,

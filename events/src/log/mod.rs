@@ -190,8 +190,11 @@ pub struct Consumed {
     /// The consumer group's metadata as its consumer gave it (an `rdkafka`
     /// `ConsumerGroupMetadata`; opaque here, so that this type needs no backend). The group's
     /// coordinator uses it to refuse a commit from a consumer that is no longer a member.
-    pub group: Arc<dyn std::any::Any + Send + Sync>,
+    pub group: ConsumerGroupHandle,
 }
+
+/// A consumer group's metadata, opaque outside the Kafka backend (see [`Consumed::group`]).
+pub type ConsumerGroupHandle = Arc<dyn std::any::Any + Send + Sync>;
 
 impl std::fmt::Debug for Consumed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
