@@ -167,6 +167,10 @@ mod projector {
     const QUIET_WAIT: Duration = Duration::from_millis(200);
     /// The longest it waits before starting over after a failure.
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    /// How often the position is committed even when nothing was copied: a group's offsets
+    /// expire when it commits nothing for the broker's `offsets.retention.minutes` (7 days
+    /// by default), and a projector that lost its position would copy the log again.
+    const POSITION_REFRESH: Duration = Duration::from_secs(3600);
 
     /// Why the projector starts over.
     #[derive(Debug, thiserror::Error)]
@@ -247,6 +251,12 @@ mod projector {
         loop {
             match project(bootstrap, log_topic, options, topics, &mut stopped).await {
                 Ok(()) => return,
+                // A newer projector (a newly active coordinator's) took over: starting over
+                // would fence it back.
+                Err(FeedError::Log(e @ LogError::Fenced { .. })) => {
+                    eprintln!("node feeds: {e}; stopped");
+                    return;
+                }
                 Err(e) => eprintln!("node feeds: {e}; starting over in {backoff:?}"),
             }
             tokio::select! {
@@ -273,6 +283,7 @@ mod projector {
         let reader = KafkaLogReader::open(bootstrap, log_topic, options.clone())?;
         let mut router = FeedRouter::new(topics.clone());
         let mut next: Offset = 0;
+        let mut committed_at = tokio::time::Instant::now();
         eprintln!(
             "node feeds: writing {} from log offset {position}",
             topics.template()
@@ -282,6 +293,10 @@ mod projector {
                 return Ok(());
             }
             let records = reader.read(next, READ_BATCH).await?;
+            if next >= position && committed_at.elapsed() >= POSITION_REFRESH {
+                writer.commit(Vec::new(), next).await?;
+                committed_at = tokio::time::Instant::now();
+            }
             if records.is_empty() {
                 tokio::select! {
                     waited = reader.wait_for(next, QUIET_WAIT) => { waited?; }
@@ -311,6 +326,7 @@ mod projector {
             // nothing from it either.
             if !copies.is_empty() {
                 writer.commit(copies, next).await?;
+                committed_at = tokio::time::Instant::now();
             }
         }
     }

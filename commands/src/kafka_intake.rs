@@ -33,9 +33,12 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -44,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use tokio::task::JoinHandle;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prlx_events::event::IntakeSource;
@@ -217,9 +221,24 @@ pub async fn run(
     run_idempotent(coordinator, config, stop).await
 }
 
+/// The intake's consumer: it counts the group's rebalances, after which its group metadata
+/// (generation, member id) is new, and offsets sent with the old one would be refused.
+#[derive(Default)]
+struct Rebalances(AtomicU64);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type IntakeConsumer = StreamConsumer<Rebalances>;
+
 /// The consumer of submissions, subscribed: it commits nothing by itself.
-fn subscribe(config: &KafkaIntakeConfig) -> Result<StreamConsumer, IntakeError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+fn subscribe(config: &KafkaIntakeConfig) -> Result<IntakeConsumer, IntakeError> {
+    let consumer: IntakeConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
@@ -229,7 +248,7 @@ fn subscribe(config: &KafkaIntakeConfig) -> Result<StreamConsumer, IntakeError> 
         .set("isolation.level", "read_committed")
         // The default 500 ms would add to every quiet-topic submission's latency.
         .set("fetch.wait.max.ms", "20")
-        .create()
+        .create_with_context(Rebalances::default())
         .map_err(|e| kafka("consumer", e))?;
     consumer
         .subscribe(&[&config.submissions_topic])
@@ -248,9 +267,9 @@ async fn run_transactional(
 ) -> Result<(), IntakeError> {
     let consumer = subscribe(&config)?;
     // The group's metadata names this consumer's membership; sent with the offsets, it lets
-    // the group refuse a commit from a consumer that is no longer a member. One object for
-    // the consumer's life, so the writer sends it once per transaction.
-    let mut group: Option<ConsumerGroupHandle> = None;
+    // the group refuse a commit from a consumer that is no longer a member. Taken anew after
+    // each rebalance (the generation changes), shared by the records in between.
+    let mut group: Option<(u64, ConsumerGroupHandle)> = None;
     let mut deciding: VecDeque<JoinHandle<bool>> = VecDeque::new();
     let (mut stopping, mut failed) = (false, false);
     loop {
@@ -274,14 +293,15 @@ async fn run_transactional(
                         continue;
                     }
                 };
+                let rebalances = consumer.context().0.load(Ordering::SeqCst);
                 let group = match &group {
-                    Some(g) => Arc::clone(g),
-                    None => {
+                    Some((seen, g)) if *seen == rebalances => Arc::clone(g),
+                    _ => {
                         let metadata = consumer
                             .group_metadata()
                             .ok_or_else(|| kafka("group metadata", "the consumer has none"))?;
                         let g: ConsumerGroupHandle = Arc::new(metadata);
-                        group = Some(Arc::clone(&g));
+                        group = Some((rebalances, Arc::clone(&g)));
                         g
                     }
                 };
@@ -556,7 +576,7 @@ async fn front<K, T>(queue: &mut VecDeque<(K, JoinHandle<Option<T>>)>) -> Option
 }
 
 /// Commits the offset after the last answered record, if it moved.
-fn commit(consumer: &StreamConsumer, pipeline: &mut Pipeline, mode: CommitMode) {
+fn commit(consumer: &IntakeConsumer, pipeline: &mut Pipeline, mode: CommitMode) {
     let Some(position) = pipeline.answered.take() else {
         return;
     };

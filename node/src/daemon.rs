@@ -106,8 +106,8 @@ pub enum DaemonError {
     #[error("--log {url}: {reason}")]
     LogUrl { url: String, reason: String },
     #[error(
-        "this node's feed {url} cannot be read ({error}): does the coordinator serve with \
-         --node-feed-topic, and did this node register after it did?"
+        "this node's feed {url} cannot be read ({error}): does the active coordinator serve \
+         with --node-feed-topic and the same template?"
     )]
     Feed { url: String, error: LogError },
     #[error(transparent)]

@@ -229,7 +229,12 @@ async fn a_side_record_the_broker_refuses_aborts_its_batch_and_every_other_recor
         "an abortable refusal: {refused}"
     );
     assert!(refused.to_string().contains("aborted"), "{refused}");
-    // The writer carries on; what it aborted is seen by no reader of any topic.
+    // Nothing commits after a failed group until the writer is reopened (what was queued
+    // behind it may depend on it); what it aborted is seen by no reader of any topic.
+    let poisoned = w.append(vec![b"behind".to_vec()]).await.unwrap_err();
+    assert!(matches!(poisoned, LogError::Poisoned(_)), "{poisoned}");
+    drop(w);
+    let w = f.open_writer().unwrap();
     let after = w
         .append_with_side(
             vec![b"kept".to_vec()],

@@ -118,8 +118,8 @@ struct FeedArgs {
     /// and what closes them, the coordinator key and the catalog) to a topic of the node's
     /// own, exactly once, while this instance is active. The template names it: `{node}`
     /// becomes the node's id, e.g. `prlx-node.{node}`. A node then reads `--log
-    /// kafka://HOST:PORT/prlx-node.{node}` and sees nothing of other nodes' work. Turn it on
-    /// before nodes register: a node's feed starts at its registration.
+    /// kafka://HOST:PORT/prlx-node.{node}` and sees nothing of other nodes' work. Turned on
+    /// for a log with history, the first run copies that history into the feeds.
     #[arg(long, env = "PRLX_NODE_FEED_TOPIC")]
     node_feed_topic: Option<String>,
 }

@@ -82,8 +82,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
 use super::{
-    deadline, enqueue_append, AppendRequest, ConsumerGroupHandle, KafkaLogOptions, LogError,
-    LogReader, LogWriter, Offset, Record, Side, SideRecord,
+    deadline, enqueue_append, AppendRequest, Consumed, KafkaLogOptions, LogError, LogReader,
+    LogWriter, Offset, Record, Side, SideRecord,
 };
 
 /// The one partition of a log's topic.
@@ -571,6 +571,13 @@ impl WriterTask {
                     }
                 }
                 Err(e) => {
+                    // Nothing commits after a failed group until the writer is reopened: the
+                    // appends queued behind it may have been decided on the state it would
+                    // have left, and a later commit would move a consumer's offset past the
+                    // records this group answered (ADR 06).
+                    if self.failed.is_none() {
+                        self.failed = Some(LogError::Poisoned(e.to_string()));
+                    }
                     for req in group.drain(..) {
                         let _ = req.reply.send(Err(e.clone()));
                     }
@@ -598,6 +605,8 @@ impl WriterTask {
         group: &[AppendRequest],
     ) -> Result<Vec<Range<Offset>>, LogError> {
         self.ensure_side_topics(group).await?;
+        // Before the transaction begins: an error here must not leave it open.
+        let consumed = consumed_offsets(group)?;
         let producer = match &self.producer {
             Some(p) => p.clone(),
             None => {
@@ -633,7 +642,7 @@ impl WriterTask {
             Ok(ranges) => ranges,
             Err(reason) => return Err(self.abort(&producer, reason)),
         };
-        for (group_metadata, offsets) in consumed_offsets(group)? {
+        if let Some((group_metadata, offsets)) = consumed {
             if let Err(e) = producer.send_offsets_to_transaction(
                 &offsets,
                 group_metadata,
@@ -719,45 +728,39 @@ impl WriterTask {
     }
 }
 
-/// The furthest offset consumed of each (topic, partition).
-type Positions<'a> = BTreeMap<(&'a str, i32), i64>;
-
-/// The consumer offsets a group of appends commits, per consumer group (told apart by the
-/// metadata object its consumer shares): the furthest position of each partition.
+/// The consumer offsets a group of appends commits: the furthest position of each partition,
+/// under the newest group metadata among them. One consumer group per writer (the
+/// coordinator has one intake); its consumer refreshes the metadata after a rebalance, and
+/// only the log's one unfenced writer can commit, so the newest metadata speaks for all.
 fn consumed_offsets(
     group: &[AppendRequest],
-) -> Result<Vec<(&ConsumerGroupMetadata, TopicPartitionList)>, LogError> {
-    let mut out: Vec<(&ConsumerGroupHandle, Positions)> = Vec::new();
-    for c in group.iter().flat_map(|r| &r.side.consumed) {
-        let at = match out.iter().position(|(g, _)| Arc::ptr_eq(g, &c.group)) {
-            Some(i) => i,
-            None => {
-                out.push((&c.group, BTreeMap::new()));
-                out.len() - 1
-            }
-        };
-        let next = out[at]
-            .1
+) -> Result<Option<(&ConsumerGroupMetadata, TopicPartitionList)>, LogError> {
+    let consumed: Vec<&Consumed> = group.iter().flat_map(|r| &r.side.consumed).collect();
+    let Some(newest) = consumed.last() else {
+        return Ok(None);
+    };
+    let metadata = newest
+        .group
+        .downcast_ref::<ConsumerGroupMetadata>()
+        .ok_or_else(|| {
+            kafka_error(
+                "send consumer offsets",
+                "the consumed offsets carry no Kafka consumer group metadata",
+            )
+        })?;
+    let mut positions: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for c in consumed {
+        let next = positions
             .entry((c.topic.as_str(), c.partition))
             .or_insert(c.next);
         *next = (*next).max(c.next);
     }
-    out.into_iter()
-        .map(|(g, positions)| {
-            let metadata = g.downcast_ref::<ConsumerGroupMetadata>().ok_or_else(|| {
-                kafka_error(
-                    "send consumer offsets",
-                    "the consumed offsets carry no Kafka consumer group metadata",
-                )
-            })?;
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), next) in positions {
-                tpl.add_partition_offset(topic, partition, KafkaOffset::Offset(next))
-                    .map_err(|e| kafka_error("send consumer offsets", e))?;
-            }
-            Ok((metadata, tpl))
-        })
-        .collect()
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in positions {
+        tpl.add_partition_offset(topic, partition, KafkaOffset::Offset(next))
+            .map_err(|e| kafka_error("send consumer offsets", e))?;
+    }
+    Ok(Some((metadata, tpl)))
 }
 
 /// Waits until librdkafka has let go of every delivered message, so that the flush inside
