@@ -283,6 +283,7 @@ mod projector {
         let reader = KafkaLogReader::open(bootstrap, log_topic, options.clone())?;
         let mut router = FeedRouter::new(topics.clone());
         let mut next: Offset = 0;
+        // Shell clock: only paces the position's refresh; never recorded.
         let mut committed_at = tokio::time::Instant::now();
         eprintln!(
             "node feeds: writing {} from log offset {position}",
@@ -305,21 +306,18 @@ mod projector {
                 continue;
             }
             let mut copies = Vec::new();
-            let mut scratch = Vec::new();
             for r in &records {
                 let env = Envelope::decode(&r.payload).map_err(|source| FeedError::Decode {
                     offset: r.offset,
                     source,
                 })?;
                 // Records before the position were copied by an earlier life: routed only to
-                // keep the router's memory, their copies dropped.
-                let out = if r.offset >= position {
-                    &mut copies
-                } else {
-                    &mut scratch
-                };
-                router.route(&env.event, &r.payload, out);
-                scratch.clear();
+                // keep the router's fold, their copies dropped.
+                let before = copies.len();
+                router.route(&env.event, &r.payload, &mut copies);
+                if r.offset < position {
+                    copies.truncate(before);
+                }
                 next = r.offset + 1;
             }
             // A stretch with no copies moves no position: a restart re-reads it and copies

@@ -39,7 +39,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -270,29 +270,21 @@ async fn run_transactional(
     // the group refuse a commit from a consumer that is no longer a member. Taken anew after
     // each rebalance (the generation changes), shared by the records in between.
     let mut group: Option<(u64, ConsumerGroupHandle)> = None;
-    let mut deciding: VecDeque<JoinHandle<bool>> = VecDeque::new();
+    // Each record's append, in record order; `None` when it did not become durable.
+    let mut deciding: VecDeque<((), JoinHandle<Option<()>>)> = VecDeque::new();
     let (mut stopping, mut failed) = (false, false);
     loop {
         tokio::select! {
             biased;
             _ = stop.changed(), if !stopping => stopping = true,
-            decided = async {
-                deciding.front_mut().expect("a non-empty queue").await.unwrap_or(false)
-            }, if !deciding.is_empty() => {
+            decided = front(&mut deciding), if !deciding.is_empty() => {
                 deciding.pop_front();
-                failed |= !decided;
+                failed |= decided.is_none();
             }
             message = consumer.recv(),
                 if !stopping && !failed && deciding.len() < MAX_IN_FLIGHT =>
             {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("kafka intake: receive failed ({e}); retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
+                let Some(message) = received(message).await else { continue };
                 let rebalances = consumer.context().0.load(Ordering::SeqCst);
                 let group = match &group {
                     Some((seen, g)) if *seen == rebalances => Arc::clone(g),
@@ -321,9 +313,8 @@ async fn run_transactional(
                 let (intake, rider) = riding_intake(&config, reference, value, consumed);
                 // Handed over here, in record order: decided, appended and committed in it.
                 match coordinator.enqueue_riding(intake, |_, _| (), Some(rider)).await {
-                    Ok(answered) => {
-                        deciding.push_back(tokio::spawn(async move { answered.await.is_ok() }))
-                    }
+                    Ok(answered) => deciding
+                        .push_back(((), tokio::spawn(async move { answered.await.ok().map(drop) }))),
                     Err(_) => failed = true,
                 }
             }
@@ -401,6 +392,19 @@ fn answer_side(
     }
 }
 
+/// The message, or `None` after saying why there is none and pausing a moment (the consumer
+/// reconnects by itself; the caller tries again).
+async fn received<M>(message: Result<M, KafkaError>) -> Option<M> {
+    match message {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("kafka intake: receive failed ({e}); retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+    }
+}
+
 /// The at-least-once intake (see the module docs).
 async fn run_idempotent(
     coordinator: CoordinatorHandle,
@@ -458,14 +462,7 @@ async fn run_idempotent(
             message = consumer.recv(),
                 if !stopping && !pipeline.abandoned && pipeline.len() < MAX_IN_FLIGHT =>
             {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("kafka intake: receive failed ({e}); retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
+                let Some(message) = received(message).await else { continue };
                 let position = Position {
                     topic: message.topic().to_owned(),
                     partition: message.partition(),

@@ -86,6 +86,13 @@ use super::{
     LogWriter, Offset, Record, Side, SideRecord,
 };
 
+/// What an existing topic must have to be written (see [`Target::ensure_log_topic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partitions {
+    One,
+    Any,
+}
+
 /// The one partition of a log's topic.
 const PARTITION: i32 = 0;
 /// Room for Kafka's record and batch headers above the largest payload.
@@ -177,33 +184,22 @@ impl Target {
 
     /// Creates the log's topic unless it exists; refuses one with several partitions.
     async fn ensure_topic(&self) -> Result<(), LogError> {
-        self.ensure_log_topic(&self.topic).await
-    }
-
-    /// Makes sure a side record's topic exists: one made here is made like a log's; one that
-    /// exists is taken as it is (a reply topic may have several partitions, the key picks).
-    async fn ensure_side_topic(&self, topic: &str) -> Result<(), LogError> {
-        let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap)
-            .create()
-            .map_err(|e| kafka_error("create admin client", e))?;
-        match topic_partitions(admin.inner(), topic, self.options.timeout)? {
-            Some(_) => Ok(()),
-            None => self.ensure_log_topic(topic).await,
-        }
+        self.ensure_log_topic(&self.topic, Partitions::One).await
     }
 
     /// Creates `topic` as a log topic (one partition, nothing expires, never compacted)
-    /// unless it exists; refuses one with several partitions. A node's feed is made the same
-    /// way: it is read from its start, as the log is.
-    async fn ensure_log_topic(&self, topic: &str) -> Result<(), LogError> {
+    /// unless it exists. An existing one must have one partition with [`Partitions::One`] (a
+    /// log, a node's feed: read from the start, in order); with [`Partitions::Any`] it is taken
+    /// as it is (a reply topic may have several, the key picks).
+    async fn ensure_log_topic(&self, topic: &str, partitions: Partitions) -> Result<(), LogError> {
         let timeout = self.options.timeout;
         let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap)
             .create()
             .map_err(|e| kafka_error("create admin client", e))?;
-        match topic_partitions(admin.inner(), topic, timeout)? {
-            Some(1) => return Ok(()),
-            Some(n) => return Err(not_one_partition(topic, n)),
-            None => {}
+        match (topic_partitions(admin.inner(), topic, timeout)?, partitions) {
+            (Some(1), _) | (Some(_), Partitions::Any) => return Ok(()),
+            (Some(n), Partitions::One) => return Err(not_one_partition(topic, n)),
+            (None, _) => {}
         }
         let replication = self.options.replication;
         let min_isr = (replication / 2 + 1).min(replication).to_string();
@@ -591,7 +587,9 @@ impl WriterTask {
     async fn ensure_side_topics(&mut self, group: &[AppendRequest]) -> Result<(), LogError> {
         for side in group.iter().flat_map(|r| &r.side.records) {
             if !self.side_topics.contains(&side.topic) {
-                self.target.ensure_side_topic(&side.topic).await?;
+                self.target
+                    .ensure_log_topic(&side.topic, Partitions::Any)
+                    .await?;
                 self.side_topics.insert(side.topic.clone());
             }
         }
@@ -808,12 +806,11 @@ async fn produce_records<'a>(
     records: impl Iterator<Item = (&'a str, Option<&'a [u8]>, &'a Vec<u8>)>,
     keep: usize,
 ) -> Result<Vec<i64>, KafkaError> {
-    let log_records = keep;
     // Deliveries are awaited in production order, so the first `keep` are the ones kept.
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
-    let mut offsets = Vec::with_capacity(log_records);
+    let mut offsets = Vec::with_capacity(keep);
     let settle = |offset: i64, offsets: &mut Vec<i64>| {
-        if offsets.len() < log_records {
+        if offsets.len() < keep {
             offsets.push(offset);
         }
     };
@@ -972,7 +969,9 @@ impl KafkaDerivedWriter {
     pub async fn commit(&mut self, records: Vec<SideRecord>, next: Offset) -> Result<(), LogError> {
         for r in &records {
             if !self.topics.contains(&r.topic) {
-                self.target.ensure_log_topic(&r.topic).await?;
+                self.target
+                    .ensure_log_topic(&r.topic, Partitions::One)
+                    .await?;
                 self.topics.insert(r.topic.clone());
             }
         }

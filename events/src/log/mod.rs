@@ -15,7 +15,7 @@
 //! record, an event or a fold; time in events is the producer's `recorded_at`.
 //!
 //! # Layout
-//! - [`feed`]: names of the per-node dispatch feeds (Kafka topics written as side records).
+//! - [`feed`]: names of the per-node dispatch feeds (a Kafka topic per node).
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
 //! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
 //!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`).
@@ -109,8 +109,8 @@ pub enum LogError {
     NoSuchTopic { topic: String, bootstrap: String },
     /// Side records were asked of a backend with no other topics (the file log).
     #[error(
-        "the {backend} log has no topics besides the log: side records (e.g. per-node \
-         dispatch feeds) need the Kafka backend"
+        "the {backend} log has no topics besides the log: side records and consumer offsets \
+         (the exactly-once Kafka intake) need the Kafka backend"
     )]
     SideRecordsUnsupported { backend: &'static str },
 }
@@ -224,12 +224,6 @@ impl Side {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.consumed.is_empty()
-    }
-
-    /// Everything of `other` after what this holds.
-    pub fn extend(&mut self, other: Side) {
-        self.records.extend(other.records);
-        self.consumed.extend(other.consumed);
     }
 }
 
@@ -365,9 +359,7 @@ impl AnyWriter {
             AnyWriter::Kafka(w) => AnyReader::Kafka(w.reader()),
         }
     }
-}
 
-impl AnyWriter {
     /// Appends `batch` as [`LogWriter::append`] does, with `side` records for other topics and
     /// consumer offsets in the same atomic unit (a Kafka transaction): they are visible once
     /// the batch is durable, never before and never without it. An empty batch with a side
@@ -480,26 +472,22 @@ pub(crate) mod deadline {
 
     /// `timeout` from now.
     pub(crate) fn after(timeout: Duration) -> Instant {
-        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
-        Instant::now() + timeout
+        Instant::now() + timeout // shell clock: bounds an I/O wait, never recorded or folded
     }
 
     /// A deadline already reached: for a wait that must not block.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn immediate() -> Instant {
-        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
-        Instant::now()
+        Instant::now() // shell clock: bounds an I/O wait, never recorded or folded
     }
 
     /// How long until `deadline`; zero once it has passed.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn remaining(deadline: Instant) -> Duration {
-        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
-        deadline.saturating_duration_since(Instant::now())
+        deadline.saturating_duration_since(Instant::now()) // shell clock: I/O wait, not recorded
     }
 
     pub(crate) fn passed(deadline: Instant) -> bool {
-        // Shell clock, deliberately: bounds an I/O wait; never recorded or folded.
-        Instant::now() >= deadline
+        Instant::now() >= deadline // shell clock: bounds an I/O wait, never recorded or folded
     }
 }
