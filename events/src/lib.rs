@@ -15,8 +15,12 @@
 //! - [`schema`]: JSON Schema export for `schemas/`.
 //! - [`crypto`]: node ids, session grants, dispatch/result sealing, proof-of-execution, signatures.
 //! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
+//! - [`backoff`]: doubling pauses between retries, for every I/O shell that waits something out.
+//! - `cli` (feature `cli`): what the binaries share: the `tracing` subscriber (`RUST_LOG`,
+//!   `--log-format text|json`) and the shutdown signal.
 
 mod b64;
+pub mod backoff;
 pub mod crypto;
 pub mod envelope;
 pub mod event;
@@ -26,6 +30,8 @@ pub mod log;
 pub mod protocol;
 pub mod schema;
 pub mod seal;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod upcast;
 
 pub use envelope::{DecodeError, Envelope, Header};
