@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+pub use crate::decode_error::DecodeError;
 use crate::event::Event;
 use crate::upcast::{Upcaster, UPCASTERS};
 
@@ -38,37 +39,6 @@ pub struct Header {
 pub struct Envelope {
     pub header: Header,
     pub event: Event,
-}
-
-/// Why bytes on the log did not decode into an [`Envelope`].
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("malformed envelope: {0}")]
-    Envelope(#[source] serde_json::Error),
-    #[error("unknown event type {0:?}")]
-    UnknownType(String),
-    #[error(
-        "{event_type} version {version} is newer than this build understands (current {current})"
-    )]
-    FutureVersion {
-        event_type: String,
-        version: u32,
-        current: u32,
-    },
-    #[error("no upcaster for {event_type} from version {from}")]
-    MissingUpcaster { event_type: String, from: u32 },
-    #[error("upcasting {event_type} from version {from} failed: {message}")]
-    Upcast {
-        event_type: String,
-        from: u32,
-        message: String,
-    },
-    #[error("malformed {event_type} payload: {source}")]
-    Payload {
-        event_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl Envelope {

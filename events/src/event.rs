@@ -651,12 +651,12 @@ macro_rules! events {
             }
 
             /// Decodes a payload already at its current version.
-            pub(crate) fn decode_current(type_name: &str, data: &str) -> Result<Event, crate::envelope::DecodeError> {
+            pub(crate) fn decode_current(type_name: &str, data: &str) -> Result<Event, crate::decode_error::DecodeError> {
                 match type_name {
                     $( stringify!($variant) => serde_json::from_str::<$variant>(data)
                         .map(Event::$variant)
-                        .map_err(|e| crate::envelope::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
-                    other => Err(crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                        .map_err(|e| crate::decode_error::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
+                    other => Err(crate::decode_error::DecodeError::UnknownType(other.to_owned())),
                 }
             }
 
@@ -672,12 +672,12 @@ macro_rules! events {
                 }
             }
 
-            pub(crate) fn decode_value(type_name: &str, data: serde_json::Value) -> Result<Event, crate::envelope::DecodeError> {
+            pub(crate) fn decode_value(type_name: &str, data: serde_json::Value) -> Result<Event, crate::decode_error::DecodeError> {
                 match type_name {
                     $( stringify!($variant) => serde_json::from_value::<$variant>(data)
                         .map(Event::$variant)
-                        .map_err(|e| crate::envelope::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
-                    other => Err(crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                        .map_err(|e| crate::decode_error::DecodeError::Payload { event_type: type_name.to_owned(), source: e }), )*
+                    other => Err(crate::decode_error::DecodeError::UnknownType(other.to_owned())),
                 }
             }
 

@@ -9,6 +9,8 @@
 //! - [`ids`]: fixed-width identifiers (request, task, node, account) and digests.
 //! - [`event`]: the payload enum, one variant per transition, generated tables.
 //! - [`envelope`]: the header and the wire codec.
+//! - `decode_error`: why bytes did not decode ([`DecodeError`], re-exported here and by
+//!   [`envelope`]); a leaf that the envelope, the payload tables and the upcasters share.
 //! - [`upcast`]: the upcaster chain for older payload versions.
 //! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend.
 //! - [`protocol`]: dispatch body, canonical result and the node's result report.
@@ -22,6 +24,7 @@
 mod b64;
 pub mod backoff;
 pub mod crypto;
+mod decode_error;
 pub mod envelope;
 pub mod event;
 mod fast;

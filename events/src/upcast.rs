@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::envelope::DecodeError;
+use crate::decode_error::DecodeError;
 
 /// Lifts `event_type` payloads from `from_version` to `from_version + 1`.
 #[derive(Debug, Clone, Copy)]
