@@ -42,7 +42,8 @@ use crate::follow::{Applied, Assigned, Assignments, DispatchKey, FollowError, Gr
 use crate::keys::{self, KeyError, KeySource, NODE_KEY_BITS};
 use crate::registry::{Registry, RegistryError};
 use crate::trace::{self, JobTrace};
-use crate::worker::{Finished, Identity, Job, WorkerPool};
+use crate::commit::{Identity, Job};
+use crate::worker::{Finished, WorkerPool};
 
 /// Records read from the log per batch.
 const READ_BATCH: usize = 256;

@@ -2,7 +2,7 @@
 //! tested against real node processes (`prlx-node run --fault KIND`).
 //!
 //! Each [`Fault`] makes one defect and only that one: the rest of the report is built
-//! exactly as an honest node builds it ([`crate::worker::commit_result`]), so a test that
+//! exactly as an honest node builds it ([`crate::commit::commit_result`]), so a test that
 //! sees the coordinator catch the report knows which check caught it. Every alteration is
 //! deterministic (no randomness beyond the signature's salt and the sealing nonce), so two
 //! nodes with the same drill make the same wrong result where the drill says they should.
@@ -17,7 +17,7 @@ use prlx_events::protocol::{ResultBody, ResultReport};
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
 use rsa::rand_core::CryptoRngCore;
 
-use crate::worker::{commit_result, commit_with_poe_of, Identity, Job};
+use crate::commit::{commit_result, commit_with_poe_of, Identity, Job};
 
 /// What a faulty node does wrong. The names are the `--fault` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]

@@ -18,6 +18,8 @@
 //! - [`follow`]: the pure core of the daemon: the log folded from this node's point of view
 //!   (coordinator key, grants, the dispatches still open for it) and opening a dispatch.
 //! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
+//! - [`commit`]: a job and the report it becomes: canonical result bytes, PoE, signature,
+//!   sealing; shared by the honest path and the fault drills.
 //! - [`worker`]: one thread per engine; a job becomes a committed, signed, sealed report.
 //! - [`client`]: a small HTTP/1.1 client for the coordinator's API.
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, following the
@@ -25,6 +27,7 @@
 //! - [`trace`]: the opt-in per-job phase trace (`PRLX_NODE_TRACE=1`).
 
 pub mod client;
+pub mod commit;
 pub mod daemon;
 pub mod engine;
 pub mod fault;

@@ -1,0 +1,203 @@
+//! A job and the report it becomes: the canonical result body of a generation, the
+//! proof-of-execution over it, the node's signature and the sealing under the session key.
+//!
+//! Both the honest path ([`crate::worker`]) and the fault drills ([`crate::fault`]) build
+//! reports here, so a drill differs from an honest node only in the one defect it makes.
+
+use chrono::{DateTime, Utc};
+use prlx_events::crypto::{
+    proof_of_execution, result_statement, seal_message, sign, Direction, SessionKey,
+};
+use prlx_events::protocol::{DispatchBody, ResultBody, ResultReport};
+use prlx_events::seal::NONCE_LEN;
+use prlx_events::{Hash32, NodeId, TaskId};
+use rsa::rand_core::CryptoRngCore;
+use rsa::RsaPrivateKey;
+
+use crate::engine::Generation;
+use crate::trace::JobTrace;
+
+/// The node's identity: what its workers sign with.
+pub struct Identity {
+    pub node: NodeId,
+    pub key: RsaPrivateKey,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Identity")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An opened dispatch, ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub epoch: u64,
+    pub session: SessionKey,
+    pub body: DispatchBody,
+    pub deadline_at: DateTime<Utc>,
+    /// The phase trace, with `PRLX_NODE_TRACE` set ([`crate::trace`]); `None` otherwise.
+    pub trace: Option<JobTrace>,
+}
+
+/// Why a result body could not be built from a generation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the engine reported a model SHA-256 that is not 64 hex characters: {0:?}")]
+pub struct BadModelHash(String);
+
+/// The canonical result of a generation: what the PoE commits to and replicas compare.
+pub fn result_body(generation: &Generation) -> Result<ResultBody, BadModelHash> {
+    let model_sha256: Hash32 = generation
+        .model_sha256
+        .parse()
+        .map_err(|_| BadModelHash(generation.model_sha256.clone()))?;
+    Ok(ResultBody {
+        text: generation.text.clone(),
+        token_ids: generation.token_ids.clone(),
+        model_sha256,
+        decoding: generation.decoding.to_owned(),
+        stopped_at_eos: generation.stopped_at_eos,
+    })
+}
+
+/// Commits to `result` for `job` and builds the report: PoE over the canonical bytes, the
+/// node's signature over the result statement, and the bytes sealed under the session key in
+/// the `Result` direction.
+pub fn commit_result(
+    identity: &Identity,
+    job: &Job,
+    result: &ResultBody,
+    token_count: u32,
+    rng: &mut impl CryptoRngCore,
+) -> ResultReport {
+    commit_with_poe_of(identity, job, result, token_count, identity.node, rng)
+}
+
+/// [`commit_result`] with the PoE computed over `poe_node`: the node's own id for an honest
+/// report; the `bad-poe` fault drill passes another.
+pub(crate) fn commit_with_poe_of(
+    identity: &Identity,
+    job: &Job,
+    result: &ResultBody,
+    token_count: u32,
+    poe_node: NodeId,
+    rng: &mut impl CryptoRngCore,
+) -> ResultReport {
+    let bytes = result.canonical_bytes();
+    let poe = proof_of_execution(job.task, &bytes, poe_node);
+    let statement = result_statement(job.task.request, job.task, identity.node, job.attempt, poe);
+    let signature = sign(&identity.key, &statement, rng);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let sealed_result = seal_message(
+        &job.session,
+        Direction::Result,
+        job.task,
+        identity.node,
+        job.attempt,
+        job.epoch,
+        nonce,
+        &bytes,
+    );
+    ResultReport {
+        request_id: job.task.request,
+        attempt: job.attempt,
+        epoch: job.epoch,
+        sealed_result,
+        poe,
+        signature,
+        token_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prlx_events::crypto::{node_id_of, open_message, verify};
+    use prlx_events::RequestId;
+    use rsa::rand_core::OsRng;
+
+    #[test]
+    fn a_committed_result_checks_out_the_way_the_coordinator_checks_it() {
+        let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+        let node = node_id_of(&key.to_public_key());
+        let public = key.to_public_key();
+        let identity = Identity { node, key };
+        let session = SessionKey::generate(&mut OsRng);
+        let task = TaskId::whole(RequestId(42));
+        let job = Job {
+            task,
+            attempt: 1,
+            epoch: 3,
+            session: session.clone(),
+            body: DispatchBody {
+                request_id: RequestId(42),
+                model: "tiny-test-v1".into(),
+                prompt: "p".into(),
+                max_tokens: 4,
+            },
+            deadline_at: Utc::now(),
+            trace: None,
+        };
+        let result = ResultBody {
+            text: "abc".into(),
+            token_ids: vec![97, 98, 99],
+            model_sha256: Hash32([5; 32]),
+            decoding: "greedy".into(),
+            stopped_at_eos: false,
+        };
+        let report = commit_result(&identity, &job, &result, 3, &mut OsRng);
+        assert_eq!(
+            (report.request_id, report.attempt, report.epoch),
+            (RequestId(42), 1, 3)
+        );
+        let opened = open_message(
+            &session,
+            Direction::Result,
+            task,
+            node,
+            1,
+            3,
+            &report.sealed_result,
+        )
+        .unwrap();
+        assert_eq!(opened, result.canonical_bytes());
+        assert_eq!(report.poe, proof_of_execution(task, &opened, node));
+        let statement = result_statement(RequestId(42), task, node, 1, report.poe);
+        assert!(verify(&public, &statement, &report.signature));
+        // Sealed as a result, so it cannot pass as a dispatch.
+        assert!(open_message(
+            &session,
+            Direction::Dispatch,
+            task,
+            node,
+            1,
+            3,
+            &report.sealed_result
+        )
+        .is_err());
+        // The identity's Debug never shows the key.
+        assert!(!format!("{identity:?}").contains("RsaPrivateKey"));
+    }
+
+    #[test]
+    fn a_malformed_model_hash_is_an_error_not_a_zero_hash() {
+        let generation = Generation {
+            token_ids: vec![],
+            text: String::new(),
+            prompt_tokens: 1,
+            generated_tokens: 0,
+            stopped_at_eos: true,
+            eos_token_id: Some(2),
+            model_sha256: "zz".into(),
+            decoding: "greedy",
+            timing: Default::default(),
+        };
+        assert!(result_body(&generation).is_err());
+    }
+}
