@@ -34,8 +34,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether retrying the same call later may succeed.
-    pub fn is_transient(&self) -> bool {
+    /// Whether the same call to the coordinator may succeed when made again later: the
+    /// coordinator was unreachable or slow (it may be restarting), not misaddressed. A
+    /// question about HTTP calls, apart from which errors of its log are worth waiting out
+    /// (`LogError::is_retryable`).
+    pub fn is_retryable_call(&self) -> bool {
         !matches!(self, ClientError::BadUrl { .. })
     }
 }
@@ -218,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_port_is_a_transient_error() {
+    fn a_call_to_a_closed_port_is_retryable() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -230,7 +233,7 @@ mod tests {
             .build()
             .unwrap();
         let err = rt.block_on(client.get("/healthz")).unwrap_err();
-        assert!(err.is_transient(), "{err}");
+        assert!(err.is_retryable_call(), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use chrono::Utc;
 use prlx_events::crypto::{accept_session, node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::ExecutionClass;
 use prlx_events::log::feed::FeedTopics;
+use prlx_events::backoff::Backoff;
 use prlx_events::log::{AnyReader, LogError, LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Hash32, NodeId};
 use rsa::RsaPublicKey;
@@ -52,6 +53,11 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 /// Retry backoff bounds for calls to the coordinator and reads of its log.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The pauses between retries of a call to the coordinator or a read of its log.
+fn retry_backoff() -> Backoff {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
+}
 /// A result not delivered after this long of retrying is given up on (the coordinator has
 /// long since re-dispatched the work).
 const REPORT_GIVE_UP: Duration = Duration::from_secs(15 * 60);
@@ -433,19 +439,13 @@ fn warn_fault_drill(fault: Fault) {
     say(&bar);
 }
 
-/// Log errors worth waiting out: the backend is away or busy. Corruption, a wrong URL or a
-/// missing topic are not.
-fn is_transient(e: &LogError) -> bool {
-    matches!(e, LogError::Kafka { .. } | LogError::Io { .. })
-}
-
 /// Follows the log until asked to stop.
 async fn follow(
     follower: &mut Follower,
     pool: &WorkerPool,
     stop: &mut StopFlag,
 ) -> Result<(), DaemonError> {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = retry_backoff();
     let mut log_trouble: Option<std::time::Instant> = None;
     loop {
         if stop.is_set() {
@@ -459,13 +459,14 @@ async fn follow(
                         since.elapsed().as_secs()
                     ));
                 }
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 step
             }
             // The log's backend away for a while (a broker restarting, a partition changing
             // leader): nothing was folded from the failed read, so the same read is tried
-            // again. A node that exited here would stop heartbeating and lapse.
-            Err(DaemonError::Log(e)) if is_transient(&e) => {
+            // again. A node that exited here would stop heartbeating and lapse. Which errors
+            // are worth waiting out is the log's own rule, the one the coordinator follows too.
+            Err(DaemonError::Log(e)) if e.is_retryable() => {
                 if log_trouble.is_none() {
                     say(format_args!(
                         "warning: reading the coordinator's log failed ({e}); retrying"
@@ -474,9 +475,8 @@ async fn follow(
                 }
                 tokio::select! {
                     () = stop.wait() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
+                    () = backoff.pause() => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 // A Kafka consumer that lost every broker can take minutes to find them again
                 // (seen in the broker-restart test); a fresh reader reconnects at once, and
                 // `next` says where to resume. If opening fails too, the next round retries.
@@ -713,7 +713,7 @@ async fn open_log(url: &LogUrl, feed: bool) -> Result<AnyReader, DaemonError> {
     // slow shared mount may still appear a moment late. A node's feed is made by the
     // coordinator's feed projector when it copies the registration, a moment after the
     // registration is answered.
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = retry_backoff();
     let mut tries = 0;
     loop {
         match url.open_reader() {
@@ -731,8 +731,7 @@ async fn open_log(url: &LogUrl, feed: bool) -> Result<AnyReader, DaemonError> {
             Err(e) => return Err(e.into()),
         }
         tries += 1;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.pause().await;
     }
 }
 
@@ -742,22 +741,21 @@ async fn register(
     client: &CoordinatorClient,
     registration: &Registration,
 ) -> Result<u16, DaemonError> {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = retry_backoff();
     let mut failures: u32 = 0;
     loop {
         let why = match client.post_json("/v1/nodes", registration).await {
             Ok(a) if a.status == 200 || a.status == 201 => return Ok(a.status),
             Ok(a) if a.status >= 500 => a.describe(),
             Ok(a) => return Err(DaemonError::Registration(a.describe())),
-            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) if e.is_retryable_call() => e.to_string(),
             Err(e) => return Err(e.into()),
         };
         if failures.is_multiple_of(10) {
             say(format_args!("registration not done yet ({why}); retrying"));
         }
         failures += 1;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.pause().await;
     }
 }
 
@@ -861,7 +859,7 @@ async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finis
         trace.mark("posting");
     }
     let started = tokio::time::Instant::now();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = retry_backoff();
     let mut failures: u32 = 0;
     loop {
         let why = match client.post_json(&path, &finished.report).await {
@@ -897,8 +895,7 @@ async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finis
             ));
         }
         failures += 1;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.pause().await;
     }
 }
 
