@@ -17,8 +17,10 @@
 //! # Layout
 //! - [`feed`]: names of the per-node dispatch feeds (a Kafka topic per node).
 //! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
-//! - `kafka`: one single-partition Apache Kafka topic per log, transactional group commit
-//!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`).
+//! - `kafka/`: one single-partition Apache Kafka topic per log, transactional group commit
+//!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`). Its parts: `config` (client settings,
+//!   the clients), `topics` (admin), `failure` (producer errors), `produce`, `writer`,
+//!   `derived` (topics derived from the log), `reader`, and `lease` (the writer's election).
 //! - [`lease`]: which of several would-be writers may open the writer now (an election
 //!   through a consumer group on Kafka; always held on the file log, whose lock suffices).
 //! - `side`: what rides with a batch besides its records, which only Kafka has: side records

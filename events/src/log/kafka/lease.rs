@@ -28,7 +28,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::watch;
 
-use super::{base_config, kafka_error, Target, PARTITION};
+use super::config::{base_config, kafka_error, Target, PARTITION};
 use crate::log::{KafkaLogOptions, LogError};
 
 /// How often the lease thread polls its consumer, and so how late it may notice a change.
