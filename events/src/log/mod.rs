@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //! - [`feed`]: names of the per-node dispatch feeds (a Kafka topic per node).
-//! - [`file`]: the embedded segment-file backend (`file://DIR`), the default.
+//! - [`file/`](mod@file): the embedded segment-file backend (`file://DIR`), the default. Its
+//!   parts: `format` (the bytes on disk), `options`, `recovery`, `writer`, `reader`.
 //! - `kafka/`: one single-partition Apache Kafka topic per log, transactional group commit
 //!   (`kafka://HOST:PORT/TOPIC`; cargo feature `kafka`). Its parts: `config` (client settings,
 //!   the clients), `topics` (admin), `failure` (producer errors), `produce`, `writer`,
