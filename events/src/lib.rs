@@ -12,7 +12,8 @@
 //! - `decode_error`: why bytes did not decode ([`DecodeError`], re-exported here and by
 //!   [`envelope`]); a leaf that the envelope, the payload tables and the upcasters share.
 //! - [`upcast`]: the upcaster chain for older payload versions.
-//! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend.
+//! - [`log`]: the `LogWriter`/`LogReader` traits, URL parsing, the file backend and (feature
+//!   `kafka`) the Kafka backend; its own docs list its modules.
 //! - [`protocol`]: dispatch body, canonical result and the node's result report.
 //! - [`schema`]: JSON Schema export for `schemas/`.
 //! - [`crypto`]: node ids, session grants, dispatch/result sealing, proof-of-execution, signatures.
@@ -20,6 +21,8 @@
 //! - [`backoff`]: doubling pauses between retries, for every I/O shell that waits something out.
 //! - `cli` (feature `cli`): what the binaries share: the `tracing` subscriber (`RUST_LOG`,
 //!   `--log-format text|json`) and the shutdown signal.
+//! - `b64`: the serde adapter that writes byte fields as base64 in JSON.
+//! - `fast`: fast paths for the wire's hot scalar formats (timestamps, UUIDs, hex digests).
 
 mod b64;
 pub mod backoff;

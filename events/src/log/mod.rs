@@ -26,7 +26,8 @@
 //!   through a consumer group on Kafka; always held on the file log, whose lock suffices).
 //! - `side`: what rides with a batch besides its records, which only Kafka has: side records
 //!   for other topics and consumer offsets ([`Side`], [`SideRecord`], [`Consumed`]).
-//! - [`url`]: parsing of backend URLs.
+//! - `url`: parsing of backend URLs ([`LogUrl`], [`KafkaLogOptions`]).
+//! - `deadline` (inline, at the end of this file): the deadlines of the backends' I/O waits.
 
 pub mod feed;
 pub mod file;

@@ -16,7 +16,7 @@
 //! healthy one merely by starting.
 //!
 //! One thread per lease polls the consumer (which serves heartbeats and rebalances) every
-//! [`POLL`] and publishes whether partition 0 is in the assignment.
+//! `POLL` and publishes whether partition 0 is in the assignment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
