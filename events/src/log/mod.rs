@@ -214,6 +214,8 @@ pub trait LogReader: Send + Sync {
 /// answer goes.
 pub(crate) struct AppendRequest {
     pub(crate) batch: Vec<Vec<u8>>,
+    /// Read only by the Kafka writer: the file log refuses a side before it queues.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) side: Side,
     pub(crate) reply: tokio::sync::oneshot::Sender<Result<Range<Offset>, LogError>>,
 }
