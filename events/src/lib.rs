@@ -26,6 +26,8 @@
 
 mod b64;
 pub mod backoff;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod crypto;
 mod decode_error;
 pub mod envelope;
@@ -36,8 +38,6 @@ pub mod log;
 pub mod protocol;
 pub mod schema;
 pub mod seal;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod upcast;
 
 pub use envelope::{DecodeError, Envelope, Header};
