@@ -1,6 +1,6 @@
 //! Events of the ParalleliX coordinator, and the log they live on.
 //!
-//! Every transition of the protocol (see `PROTOCOL.md`) is an immutable [`Event`] wrapped in an
+//! Every transition of the protocol (`docs/protocol.md`) is an immutable [`Event`] wrapped in an
 //! [`Envelope`] and appended to a log. This crate is the one all others depend on, so it holds
 //! what they must agree on byte for byte: the event types and their JSON, the upcasters that
 //! read old versions, and the log (trait + backends).
