@@ -9,15 +9,19 @@
 //! - [`fold`]: the [`Projection`] trait, the [`Fold`] driver (offset tracking, duplicate
 //!   delivery dropped by producer sequence) and [`FoldError`].
 //! - [`coordinator`]: [`CoordinatorState`], what intake and scheduling decide against:
-//!   catalog, accounts, requests, nodes.
-//! - [`scheduler`]: queues, the free-capacity index, and the pure scheduling decision.
+//!   catalog, accounts, requests, nodes (`views`: its records; `state`: the state and the
+//!   catalog's settings; `apply`: its fold).
+//! - [`scheduler`]: queues, the free-capacity index (`queue`, `index`), and the pure
+//!   scheduling decision (`choose`).
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
 //! - [`validation`]: the sampling draw, verdicts over replica results, standing.
+//! - [`history`]: [`RewardHistory`], settled epochs and returned stake for the read side.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
 
 pub mod coordinator;
 pub mod fold;
+pub mod history;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;
@@ -25,3 +29,4 @@ pub mod validation;
 
 pub use coordinator::CoordinatorState;
 pub use fold::{Fold, FoldError, Projection};
+pub use history::RewardHistory;

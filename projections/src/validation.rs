@@ -5,12 +5,12 @@
 //! auditor replaying the log checks every verdict, every standing change, and (once an
 //! epoch's seed is revealed) every sampling decision of that epoch. See `docs/validation.md`.
 
-use serde::{Deserialize, Serialize};
-
-use prlx_events::event::{ExecutionClass, Sealed, ValidationPolicy, Verdict};
+use prlx_events::event::{ExecutionClass, ValidationPolicy, Verdict};
 use prlx_events::{Hash32, NodeId, RequestId};
 
-use crate::coordinator::{CoordinatorState, RequestView};
+use crate::coordinator::state::CoordinatorState;
+use crate::coordinator::views::RequestView;
+pub use crate::coordinator::views::VerifiedResult;
 
 /// Basis points in one.
 pub const BP: u32 = 10_000;
@@ -43,20 +43,6 @@ pub fn standing_bp(policy: &ValidationPolicy, valid: u64, invalid: u64, disagree
         + u128::from(policy.invalid_weight) * u128::from(invalid)
         + u128::from(policy.review_weight) * u128::from(disagreements);
     (u128::from(BP) * num / den) as u32
-}
-
-/// A result whose commitment checked, kept until the request's validation resolves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifiedResult {
-    pub node: NodeId,
-    pub attempt: u32,
-    /// SHA-256 of the canonical result bytes: what replicas are compared on.
-    pub result_hash: Hash32,
-    /// The node's proof of execution, returned with the result when it is released.
-    pub poe: Hash32,
-    /// The result sealed to the coordinator's storage key (from `ResultSubmitted`), so the
-    /// coordinator can release it later without the node.
-    pub sealed_result: Sealed,
 }
 
 /// Where a request's validation stands after its verified results so far.
@@ -115,6 +101,7 @@ pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &Executio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prlx_events::event::Sealed;
 
     fn r(node: u8, result: &[u8]) -> VerifiedResult {
         VerifiedResult {

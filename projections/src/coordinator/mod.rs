@@ -1,0 +1,18 @@
+//! What the coordinator decides against: the catalog, credit accounts, requests and nodes.
+//!
+//! The fold enforces the money invariants itself (a reservation never exceeds what is
+//! available, a charge or refund never exceeds what is reserved, a deposit is credited once,
+//! request ids are dense), so a log that breaks them fails to fold: the auditor reports it
+//! instead of summing it.
+//!
+//! # Layout
+//! - `views`: the records (accounts, requests, nodes, sampling epochs) and the defaults.
+//! - `state`: [`CoordinatorState`] and the catalog's settings.
+//! - `apply`: its fold, the [`Projection`](crate::Projection) impl.
+
+mod apply;
+pub(crate) mod state;
+pub(crate) mod views;
+
+pub use self::state::CoordinatorState;
+pub use self::views::*;

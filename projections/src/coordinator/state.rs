@@ -1,0 +1,82 @@
+//! [`CoordinatorState`]: everything intake, scheduling, validation and settlement decide
+//! against, and the catalog's settings with their defaults.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
+use prlx_events::{AccountId, NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+
+use crate::coordinator::views::{
+    Account, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
+};
+use crate::scheduler::index::Scheduler;
+use crate::settlement::Settlement;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorState {
+    pub catalog: Option<CatalogPublished>,
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub deposits: BTreeSet<String>,
+    pub requests: BTreeMap<RequestId, RequestView>,
+    /// account -> Idempotency-Key -> the request it created.
+    pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
+    pub nodes: BTreeMap<NodeId, NodeView>,
+    /// Rejections recorded at intake, by code.
+    pub rejections: BTreeMap<String, u64>,
+    pub next_request_id: u64,
+    pub sched: Scheduler,
+    /// The coordinator's signing key (PEM), as last published.
+    pub coordinator_key: Option<String>,
+    /// Uptime, stake and reward epochs (step 9).
+    pub rewards: Settlement,
+    /// Sampling epochs (step 7).
+    pub sampling: SamplingState,
+    /// The latest `recorded_at` folded: the writer never stamps an event earlier, so log time
+    /// only moves forward even if the wall clock steps back.
+    #[serde(default)]
+    pub log_time: Option<DateTime<Utc>>,
+}
+
+impl CoordinatorState {
+    pub fn catalog_model(&self, model: &str) -> Option<&CatalogModel> {
+        self.catalog
+            .as_ref()?
+            .models
+            .iter()
+            .find(|m| m.model == model)
+    }
+
+    pub fn request_for_key(&self, account: &AccountId, key: &str) -> Option<RequestId> {
+        self.idempotency.get(account)?.get(key).copied()
+    }
+
+    pub fn reputation_weight_pct(&self) -> u32 {
+        self.catalog
+            .as_ref()
+            .map_or(DEFAULT_REPUTATION_WEIGHT_PCT, |c| c.reputation_weight_pct)
+    }
+
+    pub fn validation_policy(&self) -> ValidationPolicy {
+        self.catalog
+            .as_ref()
+            .map(|c| c.validation.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn node_timeout(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(
+            self.catalog
+                .as_ref()
+                .map_or(DEFAULT_NODE_TIMEOUT_SECONDS, |c| c.node_timeout_seconds),
+        ))
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.catalog
+            .as_ref()
+            .map_or(DEFAULT_MAX_ATTEMPTS, |c| c.max_attempts)
+    }
+}

@@ -1,0 +1,187 @@
+//! The coordinator state's records: accounts, requests, nodes, sampling epochs, and the
+//! defaults that apply while the catalog sets none. Plain data: the fold in `apply` moves them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
+use prlx_events::{AccountId, Hash32, NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::queue::QueueEntry;
+
+/// Reputation weight in percent when the catalog sets none (1.0).
+pub const DEFAULT_REPUTATION_WEIGHT_PCT: u32 = 100;
+/// Dispatch attempts before a request fails, when the catalog sets none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Heartbeat silence after which a node lapses, when no catalog is published.
+pub const DEFAULT_NODE_TIMEOUT_SECONDS: u32 = 30;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Credited minus charged, in minor units.
+    pub balance: u64,
+    /// Held for requests in flight; `balance - reserved` is what new requests may use.
+    pub reserved: u64,
+}
+
+impl Account {
+    pub fn available(&self) -> u64 {
+        self.balance - self.reserved
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Accepted,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub account: AccountId,
+    pub model: String,
+    pub hardware_tier: u8,
+    pub priority: Priority,
+    pub price: u64,
+    pub reserved: u64,
+    pub charged: u64,
+    pub status: RequestStatus,
+    pub accepted_at: DateTime<Utc>,
+    pub deadline_seconds: u32,
+    pub payload_hash: Hash32,
+    /// The payload sealed to the coordinator's storage key, kept for (re-)dispatch.
+    pub sealed_payload: Sealed,
+    /// Dispatches so far; the next one is attempt number `attempts`.
+    pub attempts: u32,
+    /// Nodes that already had this request: a re-dispatch goes elsewhere.
+    pub tried: BTreeSet<NodeId>,
+    /// Where it waits in the queue, while it waits.
+    pub queued: Option<QueueEntry>,
+    /// The node working on it, while one is.
+    pub running: Option<Assignment>,
+    pub max_tokens: u32,
+    /// The client's RSA public key (PEM): the result is sealed to it.
+    pub client_pubkey: String,
+    /// The result as returned to the client, once validated.
+    pub result: Option<ReturnedResult>,
+    /// Dispatches that failed (expired, commitment rejected) before a verified result; the
+    /// request fails after `max_attempts` of them.
+    pub failures: u32,
+    /// Verified results so far: one, or up to three when the request was sampled.
+    pub results: Vec<VerifiedResult>,
+    /// Set when sampled: replicas must come from the primary's execution class.
+    pub replica_class: Option<ExecutionClass>,
+    /// Set once `ValidationResolved` is recorded.
+    pub validated: bool,
+    /// The latest submitted result, until its commitment is judged: (node, attempt, PoE,
+    /// sealed result).
+    pub submitted: Option<(NodeId, u32, Hash32, Sealed)>,
+}
+
+impl RequestView {
+    /// Waiting for a replica's result before the first is released.
+    pub fn validating(&self) -> bool {
+        !self.results.is_empty() && !self.validated
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedResult {
+    pub sealed_for_client: Sealed,
+    pub poe: Hash32,
+    pub node: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: NodeId,
+    pub attempt: u32,
+    /// Set when the dispatch is recorded.
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub hardware_tier: u8,
+    pub models: BTreeSet<String>,
+    pub slots: u32,
+    /// Stake that counts: registered plus deposited, minus unstake requests (whether or not
+    /// their cooldown is over). The same as settlement's `Operator::stake`.
+    pub stake: u64,
+    pub execution_class: ExecutionClass,
+    pub registered_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+    pub draining: bool,
+    pub in_pool: bool,
+    /// Missed its heartbeats (`NodeLapsed`) and has not heartbeated since.
+    #[serde(default)]
+    pub lapsed: bool,
+    pub standing_bp: u32,
+    /// Tasks dispatched to it and not yet returned or expired.
+    pub busy: u32,
+    pub public_key_pem: String,
+    /// The epoch of its current session key and that key sealed to the coordinator's storage
+    /// key; `None` until a grant is issued.
+    pub session: Option<(u64, Sealed)>,
+    /// Validation history: results a replica confirmed, results proven bad, comparisons with
+    /// no majority it was party to. Standing is computed from these.
+    pub valid: u64,
+    pub invalid: u64,
+    pub disagreements: u64,
+}
+
+impl NodeView {
+    pub fn free_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.busy)
+    }
+
+    /// Whether new work may go to it.
+    pub fn schedulable(&self) -> bool {
+        self.available() && self.free_slots() > 0
+    }
+
+    /// In the pool, not draining, not lapsed: it may take work when it has a free slot.
+    pub fn available(&self) -> bool {
+        self.in_pool && !self.draining && !self.lapsed
+    }
+}
+
+/// A result whose commitment checked, kept until the request's validation resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedResult {
+    pub node: NodeId,
+    pub attempt: u32,
+    /// SHA-256 of the canonical result bytes: what replicas are compared on.
+    pub result_hash: Hash32,
+    /// The node's proof of execution, returned with the result when it is released.
+    pub poe: Hash32,
+    /// The result sealed to the coordinator's storage key (from `ResultSubmitted`), so the
+    /// coordinator can release it later without the node.
+    pub sealed_result: Sealed,
+}
+
+/// The sampling epochs: at most one open (committed, not revealed) at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplingState {
+    pub current: Option<SamplingEpoch>,
+    /// The last epoch committed; the next is this plus one.
+    pub last_epoch: u64,
+    /// Epochs whose seed was revealed and whose every sampling decision re-derived.
+    pub verified_epochs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplingEpoch {
+    pub epoch: u64,
+    pub seed_hash: Hash32,
+    /// The seed sealed to the coordinator's storage key.
+    pub sealed_seed: Option<Sealed>,
+    /// The fraction in force when the epoch began: a catalog change applies from the next.
+    pub sampling_bp: u32,
+    pub ends_at: DateTime<Utc>,
+    /// Every sampling decision of the epoch, checked when the seed is revealed.
+    pub decisions: BTreeMap<RequestId, bool>,
+}
