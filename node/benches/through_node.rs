@@ -82,7 +82,8 @@ fn spawn_until(
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("prlx-node: trace ") {
+                // A text log line: time, level, then the target and the message.
+                if let Some((_, rest)) = line.split_once("prlx_node::trace: trace ") {
                     let _ = tx.send(rest.to_owned());
                 }
             }

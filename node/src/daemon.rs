@@ -23,18 +23,20 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::Utc;
+use prlx_events::backoff::Backoff;
 use prlx_events::crypto::{accept_session, node_id_of, parse_public_key_pem, public_key_pem};
 use prlx_events::event::ExecutionClass;
 use prlx_events::log::feed::FeedTopics;
-use prlx_events::backoff::Backoff;
 use prlx_events::log::{AnyReader, LogError, LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Hash32, NodeId};
 use rsa::RsaPublicKey;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::{info, warn};
 
 use crate::client::{ClientError, CoordinatorClient};
+use crate::commit::{Identity, Job};
 use crate::engine::{
     resolve_ort_library, Engine, EngineError, EngineOptions, ModelFiles, Provider,
 };
@@ -43,7 +45,6 @@ use crate::follow::{Applied, Assigned, Assignments, DispatchKey, FollowError, Gr
 use crate::keys::{self, KeyError, KeySource, NODE_KEY_BITS};
 use crate::registry::{Registry, RegistryError};
 use crate::trace::{self, JobTrace};
-use crate::commit::{Identity, Job};
 use crate::worker::{Finished, WorkerPool};
 
 /// Records read from the log per batch.
@@ -145,10 +146,6 @@ pub struct Registration {
     pub execution_class: ExecutionClass,
 }
 
-fn say(message: impl std::fmt::Display) {
-    eprintln!("prlx-node: {message}");
-}
-
 /// The device part of the execution class: what must match, besides the runtime, for two
 /// nodes to produce the same bytes (ONNX Runtime picks CPU kernels by instruction set).
 pub fn device_name(provider: Provider) -> String {
@@ -225,14 +222,14 @@ fn load_engines(config: &DaemonConfig) -> Result<Loaded, DaemonError> {
         },
         runtime: runtime_name(&library),
     };
-    say(format_args!(
+    info!(
         "execution provider {} ({} intra-op thread(s) per engine), runtime {} from {}, device {}",
         config.provider,
         config.threads.max(1),
         class.runtime,
         library.display(),
         class.device
-    ));
+    );
     let mut engines = Vec::new();
     let mut served = BTreeMap::new();
     for model in &config.models {
@@ -250,10 +247,7 @@ fn load_engines(config: &DaemonConfig) -> Result<Loaded, DaemonError> {
             .sha256
             .parse()
             .expect("the registry checked the file against a 64-hex-character SHA-256");
-        say(format_args!(
-            "loaded {model} (sha256 {sha}): {} engine(s)",
-            config.slots
-        ));
+        info!("loaded {model} (sha256 {sha}): {} engine(s)", config.slots);
         served.insert(model.clone(), sha);
     }
     Ok(Loaded {
@@ -309,7 +303,7 @@ pub async fn run(
 
     let (node_key, source) = keys::load_or_create(&config.key, NODE_KEY_BITS)?;
     let node = node_id_of(&node_key.to_public_key());
-    say(format_args!(
+    info!(
         "{} node key {}; node id {}",
         match source {
             KeySource::Loaded => "loaded",
@@ -317,7 +311,7 @@ pub async fn run(
         },
         config.key.display(),
         node.0
-    ));
+    );
     let pinned = config
         .coordinator_key
         .as_deref()
@@ -326,7 +320,7 @@ pub async fn run(
     let client = CoordinatorClient::new(&config.coordinator)?;
     let (log_url, feed) = follow_url(&config.log, node)?;
     if let Some(feed) = &feed {
-        say(format_args!("reading this node's feed {feed}"));
+        info!("reading this node's feed {feed}");
     }
 
     let loading = config.clone();
@@ -349,7 +343,7 @@ pub async fn run(
         () = stop.wait() => return Ok(Stopped::BeforeServing),
         r = register(&client, &registration) => r?,
     };
-    say(format_args!(
+    info!(
         "registered with {} ({})",
         client.authority(),
         if status == 201 {
@@ -357,7 +351,7 @@ pub async fn run(
         } else {
             "already registered"
         }
-    ));
+    );
     println!("node_id {}", node.0);
 
     let reader = tokio::select! {
@@ -404,24 +398,24 @@ pub async fn run(
         return Err(e);
     }
 
-    say(format_args!(
+    info!(
         "shutting down: taking no new dispatches; {} running job(s) finish and report \
          (up to {} s); dispatches not started are left to the coordinator's deadline re-dispatch",
         pool.busy(),
         config.drain.as_secs()
-    ));
+    );
     let _workers = pool.drain();
     match tokio::time::timeout(config.drain, reporter).await {
         Ok(_) => {
-            say("stopped");
+            info!("stopped");
             Ok(Stopped::Drained)
         }
         Err(_) => {
-            say(format_args!(
+            warn!(
                 "warning: work still in flight after {} s; stopping anyway (the coordinator \
                  re-dispatches it after its deadline)",
                 config.drain.as_secs()
-            ));
+            );
             Ok(Stopped::DrainTimedOut)
         }
     }
@@ -430,13 +424,13 @@ pub async fn run(
 /// Loud on purpose: a node with a fault drill must never be mistaken for an honest one.
 fn warn_fault_drill(fault: Fault) {
     let bar = "!".repeat(78);
-    say(&bar);
-    say(format_args!(
+    warn!("{bar}");
+    warn!(
         "WARNING: FAULT DRILL {fault}: this node {}.",
         fault.describe()
-    ));
-    say("It exists to test the coordinator's validation: never run it on a real network.");
-    say(&bar);
+    );
+    warn!("It exists to test the coordinator's validation: never run it on a real network.");
+    warn!("{bar}");
 }
 
 /// Follows the log until asked to stop.
@@ -454,10 +448,10 @@ async fn follow(
         let step = match follower.step().await {
             Ok(step) => {
                 if let Some(since) = log_trouble.take() {
-                    say(format_args!(
+                    info!(
                         "reading the coordinator's log again (after {} s)",
                         since.elapsed().as_secs()
-                    ));
+                    );
                 }
                 backoff.reset();
                 step
@@ -468,9 +462,7 @@ async fn follow(
             // are worth waiting out is the log's own rule, the one the coordinator follows too.
             Err(DaemonError::Log(e)) if e.is_retryable() => {
                 if log_trouble.is_none() {
-                    say(format_args!(
-                        "warning: reading the coordinator's log failed ({e}); retrying"
-                    ));
+                    warn!("warning: reading the coordinator's log failed ({e}); retrying");
                     log_trouble = Some(std::time::Instant::now());
                 }
                 tokio::select! {
@@ -491,19 +483,19 @@ async fn follow(
             match job {
                 Ok(job) => {
                     if let Err(job) = pool.submit(job) {
-                        say(format_args!(
+                        warn!(
                             "warning: not running {} attempt {}: this node does not serve \
                              model {:?}; nothing is reported, the coordinator re-dispatches it \
                              after its deadline",
                             job.task, job.attempt, job.body.model
-                        ));
+                        );
                     }
                 }
-                Err(why) => say(format_args!(
+                Err(why) => warn!(
                     "warning: not running {} attempt {}: {why}; the coordinator re-dispatches \
                      it after its deadline",
                     assigned.task, assigned.attempt
-                )),
+                ),
             }
         }
         if step.read == 0 {
@@ -557,10 +549,7 @@ impl Follower {
                 }
                 // A record this build cannot read (a newer coordinator's event type, say)
                 // is no business of a node's: the auditor is the one who checks the log.
-                Err(e) => say(format_args!(
-                    "warning: skipping log record {}: {e}",
-                    record.offset
-                )),
+                Err(e) => warn!("warning: skipping log record {}: {e}", record.offset),
             }
         }
         let mut ready = Vec::new();
@@ -568,19 +557,19 @@ impl Follower {
             let runnable = self.state.take_runnable(Utc::now());
             if !self.caught_up {
                 self.caught_up = true;
-                say(format_args!(
+                info!(
                     "caught up with the log at offset {}: {} dispatch(es) open for this node, \
                      {} to run",
                     self.next,
                     self.state.open_count(),
                     runnable.run.len()
-                ));
+                );
             }
             for assigned in runnable.past_deadline {
-                say(format_args!(
+                info!(
                     "not running {} attempt {}: its deadline passed before this node read it",
                     assigned.task, assigned.attempt
-                ));
+                );
             }
             for assigned in runnable.run {
                 let job = self.open(&assigned);
@@ -634,14 +623,14 @@ impl Follower {
             Applied::Catalog(catalog) => {
                 for (model, sha) in &self.served {
                     match catalog.get(model) {
-                        None => say(format_args!(
+                        None => warn!(
                             "warning: the coordinator's catalog has no model {model}; no \
                              request will name it"
-                        )),
-                        Some(want) if want != sha => say(format_args!(
+                        ),
+                        Some(want) if want != sha => warn!(
                             "warning: the catalog says {model} is sha256 {want}, this node \
                              serves {sha}: its results will not match other nodes'"
-                        )),
+                        ),
                         Some(_) => {}
                     }
                 }
@@ -660,20 +649,18 @@ impl Follower {
             return;
         }
         let Some(coordinator) = g.coordinator_key else {
-            say(format_args!(
+            warn!(
                 "warning: a session grant for epoch {epoch} arrived before any coordinator key; \
                  it cannot be checked and is not used"
-            ));
+            );
             return;
         };
         match accept_session(&coordinator, &self.identity.key, &g.grant) {
             Ok(session) => {
-                say(format_args!("accepted the session grant for epoch {epoch}"));
+                info!("accepted the session grant for epoch {epoch}");
                 self.sessions.insert(epoch, session);
             }
-            Err(e) => say(format_args!(
-                "warning: refused the session grant for epoch {epoch}: {e}"
-            )),
+            Err(e) => warn!("warning: refused the session grant for epoch {epoch}: {e}"),
         }
     }
 }
@@ -720,12 +707,12 @@ async fn open_log(url: &LogUrl, feed: bool) -> Result<AnyReader, DaemonError> {
             Ok(reader) => return Ok(reader),
             Err(e @ LogError::Io { .. }) if tries < 20 => {
                 if tries == 0 {
-                    say(format_args!("waiting for the log: {e}"));
+                    info!("waiting for the log: {e}");
                 }
             }
             Err(e @ LogError::NoSuchTopic { .. }) if feed && tries < 20 => {
                 if tries == 0 {
-                    say(format_args!("waiting for this node's feed: {e}"));
+                    info!("waiting for this node's feed: {e}");
                 }
             }
             Err(e) => return Err(e.into()),
@@ -752,7 +739,7 @@ async fn register(
             Err(e) => return Err(e.into()),
         };
         if failures.is_multiple_of(10) {
-            say(format_args!("registration not done yet ({why}); retrying"));
+            info!("registration not done yet ({why}); retrying");
         }
         failures += 1;
         backoff.pause().await;
@@ -803,7 +790,7 @@ async fn heartbeats(
             Ok(a) if a.is_success() => None,
             Ok(a) if a.status == 404 => {
                 // The coordinator does not know us (a fresh log): join again.
-                say("the coordinator does not know this node; registering again");
+                info!("the coordinator does not know this node; registering again");
                 match client.post_json("/v1/nodes", &registration).await {
                     Ok(r) if r.is_success() => None,
                     Ok(r) => Some(format!("registering again: {}", r.describe())),
@@ -816,14 +803,14 @@ async fn heartbeats(
         match problem {
             Some(why) if !failing => {
                 failing = true;
-                say(format_args!(
+                warn!(
                     "warning: heartbeat failed ({why}); retrying every {} s",
                     every.as_secs()
-                ));
+                );
             }
             None if failing => {
                 failing = false;
-                say("heartbeats delivered again");
+                info!("heartbeats delivered again");
             }
             _ => {}
         }
@@ -869,30 +856,28 @@ async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finis
                     trace::report(trace, format_args!("{task} attempt {attempt}"));
                 }
                 let outcome = a.json()["outcome"].as_str().unwrap_or("ok").to_owned();
-                say(format_args!("reported {task} attempt {attempt}: {outcome}"));
+                info!("reported {task} attempt {attempt}: {outcome}");
                 return;
             }
             Ok(a) if a.status >= 500 => a.describe(),
             Ok(a) => {
-                say(format_args!(
+                warn!(
                     "warning: the coordinator refused the result of {task} attempt {attempt}: {}",
                     a.describe()
-                ));
+                );
                 return;
             }
             Err(e) => e.to_string(),
         };
         if started.elapsed() > REPORT_GIVE_UP {
-            say(format_args!(
+            warn!(
                 "warning: giving up on reporting {task} attempt {attempt} after {} s: {why}",
                 REPORT_GIVE_UP.as_secs()
-            ));
+            );
             return;
         }
         if failures.is_multiple_of(10) {
-            say(format_args!(
-                "reporting {task} attempt {attempt} failed ({why}); retrying"
-            ));
+            info!("reporting {task} attempt {attempt} failed ({why}); retrying");
         }
         failures += 1;
         backoff.pause().await;

@@ -2,12 +2,16 @@
 //! its log for dispatches addressed to this node, runs them with ONNX Runtime and reports
 //! signed, committed results (see `prlx_node::daemon`). `prlx-node generate` runs one prompt
 //! through the engine, a manual check for operators that their models and ONNX Runtime work.
+//!
+//! What the node reports goes to stderr through `tracing` (`--log-format`, `RUST_LOG`); stdout
+//! carries only what scripts read (`node_id HEX`, the generation).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use prlx_events::cli::{init_tracing, shutdown_signal, LogFormat};
 use prlx_node::daemon::{self, DaemonConfig, Stopped};
 use prlx_node::engine::{Engine, EngineOptions, Provider};
 use prlx_node::fault::Fault;
@@ -16,6 +20,17 @@ use prlx_node::registry::Registry;
 #[derive(Parser, Debug)]
 #[command(name = "prlx-node", version, about = "ParalleliX operator node")]
 struct Cli {
+    /// How the lines on stderr are written: text (one line per event, for people) or json
+    /// (one JSON object per line, for collectors). RUST_LOG filters them (info when unset;
+    /// e.g. RUST_LOG=warn, RUST_LOG=prlx_node=debug,info).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = clap::value_parser!(LogFormat)
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,7 +40,8 @@ enum Command {
     /// Serve dispatches: register with the coordinator, follow its log for work addressed to
     /// this node, run it with ONNX Runtime and report signed results, until SIGTERM or Ctrl-C.
     ///
-    /// Prints `node_id HEX` to stdout once registered; progress goes to stderr.
+    /// Prints `node_id HEX` to stdout once registered; progress goes to stderr (see
+    /// --log-format).
     ///
     /// On SIGTERM or Ctrl-C the node takes no new dispatches, lets the generations already
     /// running finish and report (for up to --drain-secs), and exits 0. Dispatches it had not
@@ -129,7 +145,9 @@ impl EngineArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
     }
@@ -164,7 +182,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let signal = shutdown_signal().context("installing signal handlers")?;
         let stopped = daemon::run(config, signal).await?;
         if stopped == Stopped::DrainTimedOut {
-            eprintln!("prlx-node: exiting with work unfinished (drain timeout)");
+            tracing::warn!("exiting with work unfinished (drain timeout)");
         }
         anyhow::Ok(())
     })?;
@@ -172,20 +190,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // timeout included; the coordinator re-dispatches their work after its deadline.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed here, before the
-/// future is first polled, so a signal that arrives early is not lost to the default action.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {

@@ -1,10 +1,11 @@
 //! An opt-in phase trace of each job (`PRLX_NODE_TRACE=1`): where the time between the
 //! coordinator recording a dispatch and the node's result being accepted goes.
 //!
-//! With the variable set, the node prints one line per reported job to stderr:
+//! With the variable set, the node logs one line per reported job (an `info` event of target
+//! `prlx_node::trace`, on stderr):
 //!
 //! ```text
-//! prlx-node: trace 7/0 attempt 1 recorded_at 1764031234567890 read +3.10 opened +3.32 ...
+//! trace 7/0 attempt 1 recorded_at 1764031234567890 read +3.10 opened +3.32 ...
 //! ```
 //!
 //! `recorded_at` is the dispatch envelope's `recorded_at` (the coordinator's clock when it
@@ -91,9 +92,9 @@ impl JobTrace {
     }
 }
 
-/// Prints a finished job's trace to stderr.
+/// Logs a finished job's trace.
 pub fn report(trace: &JobTrace, what: impl std::fmt::Display) {
-    eprintln!("prlx-node: {}", trace.line(what));
+    tracing::info!("{}", trace.line(what));
 }
 
 #[cfg(test)]

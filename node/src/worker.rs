@@ -23,6 +23,7 @@ use prlx_events::protocol::ResultReport;
 use prlx_events::TaskId;
 use rsa::rand_core::OsRng;
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::fault::FaultDrill;
@@ -145,22 +146,22 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
         };
         let (task, attempt) = (job.task, job.attempt);
         if shared.draining.load(Ordering::SeqCst) {
-            eprintln!(
-                "prlx-node: not starting {task} attempt {attempt}: shutting down; the \
+            info!(
+                "not starting {task} attempt {attempt}: shutting down; the \
                  coordinator re-dispatches it after its deadline"
             );
             continue;
         }
         if job.deadline_at <= Utc::now() {
-            eprintln!(
-                "prlx-node: not starting {task} attempt {attempt}: its deadline passed while \
+            info!(
+                "not starting {task} attempt {attempt}: its deadline passed while \
                  it waited; the coordinator re-dispatches it"
             );
             continue;
         }
         if shared.drill.as_ref().is_some_and(|d| !d.reports()) {
-            eprintln!(
-                "prlx-node: FAULT DRILL silent: dropping {task} attempt {attempt} unrun and \
+            warn!(
+                "FAULT DRILL silent: dropping {task} attempt {attempt} unrun and \
                  unreported"
             );
             continue;
@@ -177,16 +178,16 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
         shared.busy.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(finished) => {
-                eprintln!(
-                    "prlx-node: finished {task} attempt {attempt}: {} tokens in {} ms",
+                info!(
+                    "finished {task} attempt {attempt}: {} tokens in {} ms",
                     finished.report.token_count,
                     finished.elapsed.as_millis()
                 );
                 // The reporter is gone only when the daemon is exiting anyway.
                 let _ = shared.done.send(finished);
             }
-            Err(why) => eprintln!(
-                "prlx-node: warning: not reporting {task} attempt {attempt}: {why}; the \
+            Err(why) => warn!(
+                "warning: not reporting {task} attempt {attempt}: {why}; the \
                  coordinator re-dispatches it after its deadline"
             ),
         }
@@ -204,8 +205,8 @@ fn run_job(
     if let Some(trace) = &mut trace {
         trace.mark("started");
     }
-    eprintln!(
-        "prlx-node: running {} attempt {} on {} (max_tokens {})",
+    info!(
+        "running {} attempt {} on {} (max_tokens {})",
         job.task,
         job.attempt,
         engine.reference(),
@@ -233,8 +234,8 @@ fn run_job(
     let report = match drill {
         None => commit_result(identity, job, &result, tokens, &mut OsRng),
         Some(drill) => {
-            eprintln!(
-                "prlx-node: FAULT DRILL {}: the report of {} attempt {} is defective on purpose",
+            warn!(
+                "FAULT DRILL {}: the report of {} attempt {} is defective on purpose",
                 drill.fault(),
                 job.task,
                 job.attempt
