@@ -15,7 +15,13 @@ use prlx_events::log::{AnyWriter, LogError, Side};
 use prlx_events::Envelope;
 use tokio::sync::oneshot;
 
-use crate::shell::AppendFuture;
+use std::ops::Range;
+
+use prlx_events::log::Offset;
+
+/// An append in flight: resolves with the offsets once durable.
+pub type AppendFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Range<Offset>, LogError>> + Send>>;
 
 /// A batch of envelopes, what rides with it, and where the future of its append goes.
 struct Job {

@@ -32,14 +32,17 @@ use std::time::Duration;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use prlx_events::log::{Lease, LogError};
+use prlx_events::log::Lease;
 use prlx_projections::snapshot::SnapshotError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use prlx_events::backoff::Backoff;
+
 use crate::actor;
-use crate::http::{self, ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::http;
 use crate::shell::{Coordinator, ShellError};
 
 /// A task that runs beside the HTTP intake while this instance is active (the Kafka
@@ -92,22 +95,9 @@ pub enum ServeError {
 /// bug or a bad key, which would only fail again.
 pub fn is_log_failure(e: &ShellError) -> bool {
     match e {
-        ShellError::Log(e) | ShellError::Recover(SnapshotError::Log(e)) => is_transient(e),
+        ShellError::Log(e) | ShellError::Recover(SnapshotError::Log(e)) => e.is_retryable(),
         _ => false,
     }
-}
-
-/// Whether a log error may go away by itself or with a new writer: the broker was away, this
-/// writer was fenced or poisoned. Not: a bad URL, a backend not built in, a corrupt log.
-pub fn is_transient(e: &LogError) -> bool {
-    matches!(
-        e,
-        LogError::Kafka { .. }
-            | LogError::OutcomeUnknown { .. }
-            | LogError::Fenced { .. }
-            | LogError::Poisoned(_)
-            | LogError::Closed
-    )
 }
 
 /// The bound listener, shared by the standby and the active server in turn.
@@ -182,7 +172,7 @@ impl Standby {
 }
 
 fn say(message: impl std::fmt::Display) {
-    eprintln!("{message}");
+    tracing::info!("{message}");
 }
 
 async fn until_set(flag: &mut watch::Receiver<bool>) {
@@ -226,7 +216,7 @@ where
     });
     let elected = lease.is_elected();
     let mut on_listening = Some(on_listening);
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         // Standby (elected leases only): answer 503 until elected and opened.
         let standby = elected.then(|| Standby::start(&listener));
@@ -288,7 +278,7 @@ where
                 return Err(ServeError::Open(why));
             }
         };
-        backoff = BACKOFF_MIN;
+        backoff.reset();
         if let Some(s) = standby {
             s.stop().await?;
         }
@@ -361,12 +351,11 @@ where
     }
 }
 
-/// Sleeps `backoff` (unless shutting down) and doubles it up to the limit.
-async fn pause(backoff: &mut Duration, stop: &watch::Receiver<bool>) {
+/// Takes the back-off's next pause, unless shutting down.
+async fn pause(backoff: &mut Backoff, stop: &watch::Receiver<bool>) {
     let mut stopping = stop.clone();
     tokio::select! {
-        () = tokio::time::sleep(*backoff) => {}
+        () = backoff.pause() => {}
         () = until_set(&mut stopping) => {}
     }
-    *backoff = (*backoff * 2).min(BACKOFF_MAX);
 }

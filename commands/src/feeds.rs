@@ -153,6 +153,7 @@ mod projector {
     use std::thread;
     use std::time::Duration;
 
+    use prlx_events::backoff::Backoff;
     use prlx_events::log::feed::FeedTopics;
     use prlx_events::log::kafka::{KafkaDerivedWriter, KafkaLogReader};
     use prlx_events::log::{KafkaLogOptions, LogError, LogReader, Offset};
@@ -247,23 +248,25 @@ mod projector {
         topics: &FeedTopics,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         loop {
             match project(bootstrap, log_topic, options, topics, &mut stopped).await {
                 Ok(()) => return,
                 // A newer projector (a newly active coordinator's) took over: starting over
                 // would fence it back.
                 Err(FeedError::Log(e @ LogError::Fenced { .. })) => {
-                    eprintln!("node feeds: {e}; stopped");
+                    tracing::warn!("node feeds: {e}; stopped");
                     return;
                 }
-                Err(e) => eprintln!("node feeds: {e}; starting over in {backoff:?}"),
+                Err(e) => {
+                    let pause = backoff.next_pause();
+                    tracing::warn!("node feeds: {e}; starting over in {pause:?}");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = stopped.wait_for(|s| *s) => return,
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -285,7 +288,7 @@ mod projector {
         let mut next: Offset = 0;
         // Shell clock: only paces the position's refresh; never recorded.
         let mut committed_at = tokio::time::Instant::now();
-        eprintln!(
+        tracing::info!(
             "node feeds: writing {} from log offset {position}",
             topics.template()
         );

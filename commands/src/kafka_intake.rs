@@ -50,13 +50,14 @@ use tokio::task::JoinHandle;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prlx_events::backoff::Backoff;
 use prlx_events::event::IntakeSource;
 use prlx_events::log::{Consumed, ConsumerGroupHandle, Side, SideRecord};
 
 use crate::actor::{CoordinatorHandle, Intake, Rider};
-use crate::http::{
-    decode_json, submission_from_body, submit_enqueued, AppError, ErrorDetail, SubmissionAccepted,
-    SubmissionAnswer, SubmitRequestBody,
+use crate::error::{decode_json, AppError, ErrorDetail};
+use crate::submission::{
+    submission_from_body, submit_enqueued, SubmissionAccepted, SubmissionAnswer, SubmitRequestBody,
 };
 
 /// Where the intake reads and answers.
@@ -398,7 +399,7 @@ async fn received<M>(message: Result<M, KafkaError>) -> Option<M> {
     match message {
         Ok(m) => Some(m),
         Err(e) => {
-            eprintln!("kafka intake: receive failed ({e}); retrying");
+            tracing::warn!("kafka intake: receive failed ({e}); retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
             None
         }
@@ -585,9 +586,11 @@ fn commit(consumer: &IntakeConsumer, pipeline: &mut Pipeline, mode: CommitMode) 
         .and_then(|()| consumer.commit(&offsets, mode))
     {
         // The records will be redelivered after a restart and answered the same way.
-        eprintln!(
+        tracing::warn!(
             "kafka intake: committing {}:{} offset {} failed ({e})",
-            position.topic, position.partition, position.offset
+            position.topic,
+            position.partition,
+            position.offset
         );
     }
 }
@@ -609,20 +612,19 @@ async fn decide_with_retries(
         Err(e) => Err(e),
     };
     let mut outcome = to_reply(reference.clone(), first);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match outcome {
             Ok(reply) => return Some(reply),
-            Err(e) => eprintln!(
+            Err(e) => tracing::warn!(
                 "kafka intake: {reference} not decided ({}); retrying",
                 e.message
             ),
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = backoff.pause() => {}
             _ = stop.wait_for(|stop| *stop) => return None,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
         outcome = answer(&coordinator, reference.clone(), &value).await;
     }
 }
@@ -649,18 +651,19 @@ fn send_reply(
                 return Some(());
             }
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let record = FutureRecord::to(&topic).key(&reference).payload(&json);
             match producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => return Some(()),
                 Err((e, _)) => {
-                    eprintln!("kafka intake: answer to {reference} not delivered ({e}); retrying");
+                    tracing::warn!(
+                        "kafka intake: answer to {reference} not delivered ({e}); retrying"
+                    );
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = backoff.pause() => {}
                         _ = stop.wait_for(|stop| *stop) => return None,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -9,20 +9,29 @@
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
 //!   answers 503 otherwise, stepping down and taking over as the lease moves.
+//! - [`error`]: [`AppError`](error::AppError), the one error answer of every door (HTTP and the
+//!   Kafka replies), and JSON decoding that names the field at fault.
 //! - [`feeds`]: which node's dispatch feed (Kafka) each event is copied to.
-//! - [`http`]: the HTTP intake: `app(handle) -> Router`, its DTOs, its error body and its
-//!   OpenAPI document.
+//! - [`http`]: the HTTP intake: `app(handle) -> Router`, its bodies, its handlers by resource
+//!   and its OpenAPI document.
 //! - `kafka_intake` (feature `kafka`): submissions consumed from a Kafka topic, answers
 //!   produced to a reply topic.
 //! - [`settle`]: staking, reward mode and reward-epoch commands.
 //! - [`shell`]: the [`Coordinator`](shell::Coordinator): recovery, stamping, append, apply;
-//!   the storage key.
-//! - [`testkit`]: Given/When/Then for decisions.
+//!   housekeeping; result reports and heartbeats checked; the storage and signing keys.
+//! - `startup` (feature `kafka`): open the log and recover, publish the catalog and reward
+//!   policy, serve under the lease with the Kafka intake and the feeds; `StartupError`
+//!   says whether a failure is the log's.
+//! - [`submission`]: a submission's body, checks and trip through the actor, shared by the
+//!   HTTP and Kafka intakes.
+//! - `testkit` (feature `testkit`, and this crate's own tests): Given/When/Then for
+//!   decisions, builders of the events and submissions tests start from.
 
 pub mod actor;
 pub mod client;
 pub mod decide;
 pub mod encoder;
+pub mod error;
 pub mod failover;
 pub mod feeds;
 pub mod http;
@@ -30,4 +39,8 @@ pub mod http;
 pub mod kafka_intake;
 pub mod settle;
 pub mod shell;
+#[cfg(feature = "kafka")]
+pub mod startup;
+pub mod submission;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

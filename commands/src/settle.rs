@@ -10,7 +10,7 @@ use prlx_events::{Event, NodeId};
 use prlx_projections::settlement::{policy_problem, Settlement};
 use prlx_projections::CoordinatorState;
 
-use crate::decide::Rejection;
+use crate::decide::rejection::Rejection;
 
 /// A settlement command; decided by [`decide_settlement`].
 #[derive(Debug, Clone, PartialEq, Eq)]

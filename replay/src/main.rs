@@ -23,6 +23,10 @@ const EXIT_STATUS: &str = "Exit status: 0 when every record matches, 1 when the 
     after_help = EXIT_STATUS
 )]
 struct Cli {
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line) for
+    /// collectors. `RUST_LOG` filters them (default `info`).
+    #[arg(long, global = true, env = "PRLX_LOG_FORMAT", default_value = "text")]
+    log_format: prlx_events::cli::LogFormat,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -105,12 +109,14 @@ impl ProgressLine {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    prlx_events::cli::init_tracing(cli.log_format);
     let Cmd::Verify {
         log,
         json,
         snapshot,
         from_snapshot,
-    } = Cli::parse().command;
+    } = cli.command;
     let options = VerifyOptions {
         log,
         snapshot,

@@ -24,6 +24,10 @@ use sha2::{Digest, Sha256};
     subcommand_negates_reqs = true
 )]
 struct Cli {
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line) for
+    /// collectors. `RUST_LOG` filters them (default `info`).
+    #[arg(long, global = true, env = "PRLX_LOG_FORMAT", default_value = "text")]
+    log_format: prlx_events::cli::LogFormat,
     /// The coordinator's HTTP address.
     #[arg(
         long,
@@ -98,6 +102,7 @@ enum Sub {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    prlx_events::cli::init_tracing(cli.log_format);
     let addr = cli
         .coordinator
         .strip_prefix("http://")

@@ -1,26 +1,15 @@
 //! `prlx-coordinator`: the single writer of the ParalleliX event log.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use prlx_commands::decide::{Command, Submission, INFERENCE};
-use prlx_commands::failover;
-use prlx_commands::feeds::NodeFeeds;
-use prlx_commands::http;
-use prlx_commands::kafka_intake::{self, KafkaIntakeConfig};
-use prlx_commands::settle::SettlementCommand;
-use prlx_commands::shell::{
-    load_or_create_key, load_or_create_signing_key, Coordinator, Outcome, ShellError,
-};
-use prlx_events::event::{
-    CatalogPublished, IntakeSource, Priority, RewardMode, RewardPolicyPublished, Sealed,
-};
-use prlx_events::log::feed::FeedTopics;
-use prlx_events::log::{LogError, LogUrl};
+use prlx_commands::shell::Outcome;
+use prlx_commands::startup::{self, OpenOptions, RewardOptions, ServeOptions};
+use prlx_events::cli::LogFormat;
+use prlx_events::event::{IntakeSource, Priority, RewardMode, Sealed};
 use prlx_events::{AccountId, Hash32};
-use prlx_projections::settlement::policy_problem;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +18,10 @@ use prlx_projections::settlement::policy_problem;
     about = "The ParalleliX coordinator: intake, scheduling and settlement, all as events on one log"
 )]
 struct Cli {
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line) for
+    /// collectors. `RUST_LOG` filters them (default `info`).
+    #[arg(long, global = true, env = "PRLX_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -124,19 +117,6 @@ struct FeedArgs {
     node_feed_topic: Option<String>,
 }
 
-impl FeedArgs {
-    /// The feeds' topics, or `None` when they are off.
-    fn topics(&self, log: &str) -> anyhow::Result<Option<FeedTopics>> {
-        let Some(template) = &self.node_feed_topic else {
-            return Ok(None);
-        };
-        if !log.starts_with("kafka://") {
-            bail!("--node-feed-topic needs a kafka:// log (nodes of a file:// log read the log itself)");
-        }
-        Ok(Some(FeedTopics::parse(template)?))
-    }
-}
-
 /// The Kafka submissions intake (docs/kafka-topics.md): off unless --kafka-submissions is
 /// given; it runs only while this instance is the active one.
 #[derive(clap::Args, Debug)]
@@ -160,35 +140,6 @@ struct IntakeArgs {
         default_value = "prlx-coordinator-intake"
     )]
     kafka_intake_group: String,
-}
-
-impl IntakeArgs {
-    /// The intake's configuration, or `None` when it is off.
-    fn config(&self, log: &str) -> anyhow::Result<Option<KafkaIntakeConfig>> {
-        let Some(submissions) = &self.kafka_submissions else {
-            return Ok(None);
-        };
-        let log_bootstrap = log
-            .strip_prefix("kafka://")
-            .map(|rest| rest.split(['/', '?']).next().unwrap_or_default().to_owned());
-        let bootstrap = match (&self.kafka_bootstrap, &log_bootstrap) {
-            (Some(b), _) => b.clone(),
-            (None, Some(b)) => b.clone(),
-            (None, None) => {
-                bail!("--kafka-submissions needs --kafka-bootstrap when the log is not on Kafka")
-            }
-        };
-        // One transaction can hold the log's events, the answers and the offsets only when
-        // they are on one cluster.
-        let transactional = log_bootstrap.as_ref() == Some(&bootstrap);
-        Ok(Some(KafkaIntakeConfig {
-            bootstrap,
-            submissions_topic: submissions.clone(),
-            replies_topic: self.kafka_replies.clone(),
-            group_id: self.kafka_intake_group.clone(),
-            transactional,
-        }))
-    }
 }
 
 /// The election among instances serving one kafka:// log.
@@ -234,9 +185,20 @@ impl From<ModeArg> for RewardMode {
     }
 }
 
+impl RewardArgs {
+    fn options(&self) -> RewardOptions {
+        RewardOptions {
+            policy: self.reward_policy.clone(),
+            mode: self.reward_mode.map(RewardMode::from),
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    prlx_events::cli::init_tracing(cli.log_format);
+    match cli.command {
         Cmd::Demo {
             log,
             key_file,
@@ -244,7 +206,16 @@ async fn main() -> anyhow::Result<()> {
             rewards,
             requests,
             producer,
-        } => demo(&log, &key_file, &catalog, &rewards, requests, &producer).await,
+        } => {
+            let open = OpenOptions {
+                log,
+                key_file,
+                catalog,
+                rewards: rewards.options(),
+                producer,
+            };
+            demo(&open, requests).await
+        }
         Cmd::Serve {
             log,
             listen,
@@ -257,295 +228,33 @@ async fn main() -> anyhow::Result<()> {
             intake,
             feeds,
         } => {
-            serve(
-                &log,
+            let options = ServeOptions {
+                intake: startup::intake_config(
+                    &log,
+                    intake.kafka_submissions.as_deref(),
+                    &intake.kafka_replies,
+                    intake.kafka_bootstrap.as_deref(),
+                    &intake.kafka_intake_group,
+                )?,
+                feeds: startup::feed_topics(&log, feeds.node_feed_topic.as_deref())?,
                 listen,
-                &key_file,
-                &catalog,
-                &rewards,
-                &producer,
-                &signing_key,
-                &lease,
-                &intake,
-                &feeds,
-            )
-            .await
-        }
-    }
-}
-
-/// Opens the coordinator, publishes the catalog from `catalog` if the log has none, and
-/// records the reward policy and mode (see [`RewardArgs`]).
-async fn open_coordinator(
-    log: &str,
-    key_file: &Path,
-    catalog: &Path,
-    rewards: &RewardArgs,
-    producer: &str,
-) -> anyhow::Result<Coordinator> {
-    let url = LogUrl::parse(log)?;
-    let key = load_or_create_key(key_file)?;
-    let mut coord = Coordinator::open(&url, producer, key)
-        .await
-        .context("opening the coordinator")?;
-    eprintln!(
-        "log {log}: recovered {} records",
-        coord.state_fold().next_offset()
-    );
-    if coord.state().catalog.is_none() {
-        let text = std::fs::read_to_string(catalog)
-            .with_context(|| format!("reading {}", catalog.display()))?;
-        let c: CatalogPublished = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", catalog.display()))?;
-        if let Outcome::Rejected { rejection, .. } =
-            coord.execute(Command::PublishCatalog(c)).await?
-        {
-            anyhow::bail!("catalog {} refused: {rejection}", catalog.display());
-        }
-    }
-    apply_reward_args(&mut coord, rewards).await?;
-    Ok(coord)
-}
-
-/// Publishes the reward policy and switches the mode as `args` ask, unless the log already
-/// says so.
-async fn apply_reward_args(coord: &mut Coordinator, args: &RewardArgs) -> anyhow::Result<()> {
-    let existing = coord.state().rewards.policy.clone();
-    let wanted = match (&args.reward_policy, &existing) {
-        (Some(path), _) => Some((load_reward_policy(path)?, path.display().to_string())),
-        (None, None) => Some((
-            RewardPolicyPublished::default(),
-            "the built-in reward policy".to_owned(),
-        )),
-        (None, Some(_)) => None,
-    };
-    if let Some((policy, source)) = wanted {
-        match &existing {
-            Some(on_log) if *on_log == policy => {}
-            Some(on_log) => bail!(
-                "{source}: the log already carries another reward policy ({}), and a policy \
-                 cannot change; pass that policy, or no --reward-policy",
-                policy_difference(on_log, &policy)
-            ),
-            None => {
-                let summary = format!(
-                    "epochs of {} s, uptime slots of {} s, unstake cooldown {} s",
-                    policy.epoch_seconds,
-                    policy.uptime_slot_seconds,
-                    policy.unstake_cooldown_seconds
-                );
-                let command = Command::Settlement(SettlementCommand::PublishPolicy(policy));
-                if let Outcome::Rejected { rejection, .. } = coord.execute(command).await? {
-                    bail!("{source} refused: {rejection}");
-                }
-                eprintln!("published {source}: {summary}");
-            }
-        }
-    }
-    if let Some(mode) = args.reward_mode.map(RewardMode::from) {
-        if coord.state().rewards.mode() != mode {
-            let command = Command::Settlement(SettlementCommand::ChangeMode { mode });
-            if let Outcome::Rejected { rejection, .. } = coord.execute(command).await? {
-                bail!("reward mode refused: {rejection}");
-            }
-            eprintln!("reward mode switched to {mode:?}");
-        }
-    }
-    Ok(())
-}
-
-/// Reads a reward policy file; an error names the file and the field at fault.
-fn load_reward_policy(path: &Path) -> anyhow::Result<RewardPolicyPublished> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    // One line, so the field at fault is beside the file.
-    parse_reward_policy(&text)
-        .map_err(|e| anyhow::anyhow!("reward policy {}: {e:#}", path.display()))
-}
-
-/// Parses a reward policy: every field of `RewardPolicyPublished`, no other, and values
-/// `policy_problem` accepts. The error starts with the field at fault.
-fn parse_reward_policy(text: &str) -> anyhow::Result<RewardPolicyPublished> {
-    let value: serde_json::Value = serde_json::from_str(text).context("not valid JSON")?;
-    let known = serde_json::to_value(RewardPolicyPublished::default())?;
-    if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
-        if let Some(unknown) = given.keys().find(|k| !known.contains_key(*k)) {
-            let fields: Vec<&str> = known.keys().map(String::as_str).collect();
-            bail!(
-                "{unknown}: unknown field (the fields are {})",
-                fields.join(", ")
-            );
-        }
-    }
-    let policy: RewardPolicyPublished = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let why = e.into_inner();
-        match path.as_str() {
-            "." => anyhow::anyhow!("{why}"),
-            _ => anyhow::anyhow!("{path}: {why}"),
-        }
-    })?;
-    if let Some((field, why)) = policy_problem(&policy) {
-        bail!("{field}: {why}");
-    }
-    Ok(policy)
-}
-
-/// The first field where two policies differ, as `field: log X, given Y`.
-fn policy_difference(on_log: &RewardPolicyPublished, given: &RewardPolicyPublished) -> String {
-    let (a, b) = (
-        serde_json::to_value(on_log).unwrap_or_default(),
-        serde_json::to_value(given).unwrap_or_default(),
-    );
-    a.as_object()
-        .into_iter()
-        .flatten()
-        .find(|(k, v)| b.get(k.as_str()) != Some(*v))
-        .map_or_else(
-            || "they differ".to_owned(),
-            |(k, v)| format!("{k}: log {v}, given {}", b[k.as_str()]),
-        )
-}
-
-// One parameter per option of the subcommand.
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    log: &str,
-    listen: SocketAddr,
-    key_file: &Path,
-    catalog: &Path,
-    rewards: &RewardArgs,
-    producer: &str,
-    signing_key: &Path,
-    lease: &LeaseArgs,
-    intake: &IntakeArgs,
-    feeds: &FeedArgs,
-) -> anyhow::Result<()> {
-    let intake = intake.config(log)?;
-    let feeds = feeds.topics(log)?;
-    // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
-    // with the default action, but shut us down like any other.
-    let signal = http::shutdown_signal().context("installing signal handlers")?;
-    let signing = load_or_create_signing_key(signing_key)?;
-    let url = LogUrl::parse(log)?;
-    // The member name is for the broker's logs only; uniqueness comes from the group.
-    let member = format!("{producer}-{}", std::process::id());
-    let lease = url
-        .join_lease(
-            &member,
-            std::time::Duration::from_millis(lease.lease_session_ms),
-        )
-        .context("joining the election for the log's writer")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    // Opened anew each time this instance is elected (once, on a file log).
-    let open = || {
-        let signing = signing.clone();
-        async move {
-            open_coordinator(log, key_file, catalog, rewards, producer)
-                .await
-                .map(|coord| coord.with_signing_key(signing))
-                .map_err(open_error)
-        }
-    };
-    // Printed when the port first answers (the standby answers too, with 503).
-    let listening = |addr| println!("listening on http://{addr}");
-    // The Kafka intake runs beside the HTTP intake, and the nodes' feeds are written, while
-    // this instance is active.
-    let on_active = |handle: prlx_commands::actor::CoordinatorHandle| {
-        if intake.is_none() && feeds.is_none() {
-            return None;
-        }
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let intake = intake.clone();
-        let projector = match (&feeds, &url) {
-            (
-                Some(topics),
-                LogUrl::Kafka {
-                    bootstrap,
-                    topic,
-                    options,
+                signing_key,
+                lease_session: std::time::Duration::from_millis(lease.lease_session_ms),
+                open: OpenOptions {
+                    log,
+                    key_file,
+                    catalog,
+                    rewards: rewards.options(),
+                    producer,
                 },
-            ) => match NodeFeeds::start(bootstrap, topic, options.clone(), topics.clone()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("node feeds: could not start ({e}); nodes on feeds get no work");
-                    None
-                }
-            },
-            _ => None,
-        };
-        let task = tokio::spawn(async move {
-            if let Some(config) = intake {
-                run_intake(handle, config, stopped.clone()).await;
-            } else {
-                let _ = stopped.clone().wait_for(|s| *s).await;
-            }
-            if let Some(projector) = projector {
-                // Its transaction in progress may block a moment: off the runtime.
-                let _ = tokio::task::spawn_blocking(move || projector.stop()).await;
-            }
-        });
-        Some(failover::ActiveTask { stop, task })
-    };
-    failover::serve(listener, lease, open, listening, signal, on_active).await?;
-    eprintln!("stopped");
-    Ok(())
-}
-
-/// The Kafka intake until `stopped`: a failure (Kafka away at start, a failed subscription)
-/// is retried every 2 s; the HTTP door serves meanwhile, and nothing on the topic is lost by
-/// waiting.
-async fn run_intake(
-    handle: prlx_commands::actor::CoordinatorHandle,
-    config: KafkaIntakeConfig,
-    stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    eprintln!(
-        "kafka intake: consuming {} on {}, answering on {}",
-        config.submissions_topic, config.bootstrap, config.replies_topic
-    );
-    loop {
-        let mut until = stopped.clone();
-        match kafka_intake::run(handle.clone(), config.clone(), stopped.clone()).await {
-            Ok(()) => break,
-            Err(e) => eprintln!("{e}; trying again in 2 s"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            _ = until.changed() => break,
+            };
+            Ok(startup::serve(options).await?)
         }
     }
 }
 
-/// Sorts a failure to open the coordinator: the log's (retried while elected) or not.
-fn open_error(e: anyhow::Error) -> failover::OpenError {
-    let of_the_log = e.chain().any(|cause| {
-        cause
-            .downcast_ref::<ShellError>()
-            .is_some_and(failover::is_log_failure)
-            || cause
-                .downcast_ref::<LogError>()
-                .is_some_and(failover::is_transient)
-    });
-    let why = format!("{e:#}");
-    if of_the_log {
-        failover::OpenError::Log(why)
-    } else {
-        failover::OpenError::Fatal(why)
-    }
-}
-
-async fn demo(
-    log: &str,
-    key_file: &std::path::Path,
-    catalog: &std::path::Path,
-    rewards: &RewardArgs,
-    requests: u32,
-    producer: &str,
-) -> anyhow::Result<()> {
-    let mut coord = open_coordinator(log, key_file, catalog, rewards, producer).await?;
+async fn demo(open: &OpenOptions, requests: u32) -> anyhow::Result<()> {
+    let mut coord = startup::open_coordinator(open).await?;
 
     // Deposits observed on-chain. The run number keeps tx refs fresh when the demo runs again.
     let run = coord.state().deposits.len() as u64;
@@ -673,77 +382,5 @@ fn describe(o: &Outcome) -> String {
             offset.map_or(String::new(), |o| format!(" [audit record at offset {o}]"))
         ),
         Outcome::Refused(why) => format!("refused, nothing recorded: {why}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_checked_in_policy_is_the_built_in_default() {
-        let text = include_str!("../../../config/rewards.json");
-        assert_eq!(
-            parse_reward_policy(text).unwrap(),
-            RewardPolicyPublished::default()
-        );
-        let demo = parse_reward_policy(include_str!("../../../config/rewards-demo.json")).unwrap();
-        assert_eq!(demo.epoch_seconds, 10);
-    }
-
-    #[test]
-    fn a_bad_policy_file_is_refused_naming_the_field() {
-        let good = serde_json::to_value(RewardPolicyPublished::default()).unwrap();
-        let with = |field: &str, value: serde_json::Value| {
-            let mut v = good.clone();
-            v[field] = value;
-            v.to_string()
-        };
-        let without = |field: &str| {
-            let mut v = good.clone();
-            v.as_object_mut().unwrap().remove(field);
-            v.to_string()
-        };
-        for (text, starts) in [
-            (
-                with("epoch_seconds", "a day".into()),
-                "epoch_seconds: invalid type",
-            ),
-            (
-                with("uptime_slot_seconds", 7.into()),
-                "uptime_slot_seconds: must be",
-            ),
-            (
-                with("treasury_pct", 20.into()),
-                "operators_pct: operators_pct + treasury_pct",
-            ),
-            (with("epoch_secs", 10.into()), "epoch_secs: unknown field"),
-            (without("unlock_epochs"), "missing field `unlock_epochs`"),
-            (
-                with(
-                    "tier_weights",
-                    serde_json::json!([{"tier": 1, "weight": -1}]),
-                ),
-                "tier_weights[0].weight: invalid value",
-            ),
-            ("{".to_owned(), "not valid JSON"),
-        ] {
-            let err = format!("{:#}", parse_reward_policy(&text).unwrap_err());
-            assert!(err.starts_with(starts), "{err}");
-        }
-    }
-
-    #[test]
-    fn a_policy_difference_names_the_first_field() {
-        let a = RewardPolicyPublished::default();
-        let b = RewardPolicyPublished {
-            epoch_seconds: 10,
-            uptime_slot_seconds: 1,
-            ..a.clone()
-        };
-        assert_eq!(
-            policy_difference(&a, &b),
-            "epoch_seconds: log 86400, given 10"
-        );
     }
 }

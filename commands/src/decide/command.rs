@@ -1,0 +1,116 @@
+//! The commands `decide` takes: everything from outside (the time, the sealed payload, the
+//! computed hash, the shell's scheduling choice) already inside them.
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
+use prlx_events::{AccountId, Hash32, NodeId, RequestId};
+use prlx_projections::scheduler::Choice;
+
+use crate::settle::SettlementCommand;
+
+/// The only workload class of the live path. General-path classes arrive with their issue.
+pub const INFERENCE: &str = "ai.inference";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    PublishCatalog(CatalogPublished),
+    DepositCredits {
+        account: AccountId,
+        tx_ref: String,
+        amount: u64,
+    },
+    SubmitRequest(Box<Submission>),
+    RegisterNode(Box<NodeRegistered>),
+    Heartbeat {
+        node_id: NodeId,
+    },
+    /// Record the scheduler's next decision and its dispatch. The shell computed `choice` with
+    /// [`next_assignment`] and sealed the work for that node; decide checks both against the
+    /// state, so a stale or tampered choice is refused.
+    Dispatch(Box<Dispatch>),
+    /// The timer service saw the deadline of a running dispatch pass.
+    ExpireDeadline {
+        request: RequestId,
+        node: NodeId,
+        attempt: u32,
+        now: DateTime<Utc>,
+        /// The request's one verified result sealed to the client, when it has one (a replica
+        /// expired): released unconfirmed if no other replica can be found.
+        release: Option<Sealed>,
+    },
+    /// A node returned a result; the shell opened it and checked the commitment and signature.
+    CompleteTask(Box<Completion>),
+    /// Put the coordinator's signing key on the log (at start, when it is not there yet).
+    PublishCoordinatorKey {
+        public_key_pem: String,
+    },
+    /// Record a session grant the shell made for a node.
+    IssueSession(Box<SessionKeyIssued>),
+    /// The timer service saw a node's heartbeats stop for the catalog's timeout.
+    LapseNode {
+        node_id: NodeId,
+        now: DateTime<Utc>,
+    },
+    /// Open sampling epoch `epoch` with the hash of its secret seed.
+    CommitSamplingSeed {
+        epoch: u64,
+        seed_hash: Hash32,
+        sealed_seed: Sealed,
+    },
+    /// Close the open sampling epoch by revealing its seed.
+    RevealSamplingSeed {
+        epoch: u64,
+        seed: Hash32,
+    },
+    /// Staking, reward mode, reward epochs: see [`crate::settle`].
+    Settlement(SettlementCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub choice: Choice,
+    pub sealed_work: Sealed,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub request: RequestId,
+    pub node: NodeId,
+    pub attempt: u32,
+    pub sealed_result: Sealed,
+    pub poe: Hash32,
+    pub signature: Sealed,
+    pub token_count: u32,
+    /// Whether the PoE recomputed from the opened result matches, and the signature verifies.
+    /// `Err` says which check failed.
+    pub commitment: Result<(), String>,
+    /// SHA-256 of the canonical result bytes (meaningful when the commitment checked).
+    pub result_hash: Hash32,
+    /// The result this command would release, sealed to the client's key: this one when its
+    /// commitment checked, else the request's one earlier verified result, if any.
+    pub sealed_for_client: Sealed,
+    /// The open sampling epoch's seed, opened by the shell: the draw is made here.
+    pub seed: Option<Hash32>,
+}
+
+/// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the
+/// field) and whose payload the shell hashed and sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub idempotency_key: Option<String>,
+    pub source: IntakeSource,
+    pub workload_class: String,
+    pub model: String,
+    pub hardware_tier: u8,
+    pub priority: Priority,
+    pub deadline_seconds: u32,
+    pub max_tokens: u32,
+    pub credit_account: AccountId,
+    pub client_pubkey: String,
+    /// The hash the client sent.
+    pub payload_hash: Hash32,
+    /// The hash of the payload bytes the coordinator received.
+    pub computed_payload_hash: Hash32,
+    pub sealed_payload: Sealed,
+}

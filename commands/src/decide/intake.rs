@@ -1,0 +1,141 @@
+//! Intake decisions: the catalog, credit deposits, submissions.
+
+use prlx_events::event::*;
+use prlx_events::{AccountId, Event, RequestId};
+use prlx_projections::CoordinatorState;
+
+use crate::decide::command::{Submission, INFERENCE};
+use crate::decide::pricing::quote;
+use crate::decide::rejection::Rejection;
+
+pub(super) fn publish_catalog(c: CatalogPublished) -> Result<Vec<Event>, Rejection> {
+    if c.min_deadline_seconds == 0 || c.min_deadline_seconds > c.max_deadline_seconds {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("min_deadline_seconds"),
+            "deadline bounds must satisfy 0 < min <= max",
+        ));
+    }
+    Ok(vec![c.into()])
+}
+
+pub(super) fn deposit(
+    state: &CoordinatorState,
+    account: AccountId,
+    tx_ref: String,
+    amount: u64,
+) -> Result<Vec<Event>, Rejection> {
+    if tx_ref.is_empty() {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("tx_ref"),
+            "must not be empty",
+        ));
+    }
+    if amount == 0 {
+        return Err(Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some("amount"),
+            "must be positive",
+        ));
+    }
+    // The same on-chain transaction observed twice credits once: the repeat is a no-op.
+    if state.deposits.contains(&tx_ref) {
+        return Ok(vec![]);
+    }
+    let balance = state.accounts.get(&account).map_or(0, |a| a.balance);
+    if balance.checked_add(amount).is_none() {
+        return Err(Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some("amount"),
+            "balance would overflow",
+        ));
+    }
+    Ok(vec![CreditsDeposited {
+        account,
+        tx_ref,
+        amount,
+    }
+    .into()])
+}
+
+pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejection> {
+    use RejectionCode::*;
+    if let Some(key) = &s.idempotency_key {
+        if state.request_for_key(&s.credit_account, key).is_some() {
+            // A retry: nothing new; the shell answers with the request already accepted.
+            return Ok(vec![]);
+        }
+    }
+    if s.workload_class != INFERENCE {
+        return Err(Rejection::new(
+            UnknownWorkloadClass,
+            Some("workload_class"),
+            format!(
+                "{:?} is not a known workload class (known: {INFERENCE})",
+                s.workload_class
+            ),
+        ));
+    }
+    let price = quote(state, &s.model, s.hardware_tier, s.priority, s.max_tokens)?;
+    let catalog = state.catalog.as_ref().expect("quote checked the catalog");
+    if s.deadline_seconds < catalog.min_deadline_seconds
+        || s.deadline_seconds > catalog.max_deadline_seconds
+    {
+        return Err(Rejection::new(
+            DeadlineOutOfRange,
+            Some("deadline_seconds"),
+            format!(
+                "must be {}..={}",
+                catalog.min_deadline_seconds, catalog.max_deadline_seconds
+            ),
+        ));
+    }
+    if s.payload_hash != s.computed_payload_hash {
+        return Err(Rejection::new(
+            PayloadHashMismatch,
+            Some("payload_hash"),
+            "does not match the SHA-256 of the payload bytes received",
+        ));
+    }
+    let available = state
+        .accounts
+        .get(&s.credit_account)
+        .map_or(0, |a| a.available());
+    if price > available {
+        return Err(Rejection::new(
+            InsufficientCredit,
+            Some("credit_account"),
+            format!(
+                "price {price} exceeds the {available} available to {}",
+                s.credit_account
+            ),
+        ));
+    }
+    let request_id = RequestId(state.next_request_id);
+    Ok(vec![
+        RequestAccepted {
+            request_id,
+            idempotency_key: s.idempotency_key,
+            source: s.source,
+            workload_class: s.workload_class,
+            model: s.model,
+            hardware_tier: s.hardware_tier,
+            priority: s.priority,
+            deadline_seconds: s.deadline_seconds,
+            max_tokens: s.max_tokens,
+            credit_account: s.credit_account.clone(),
+            client_pubkey: s.client_pubkey,
+            payload_hash: s.payload_hash,
+            sealed_payload: s.sealed_payload,
+            price,
+        }
+        .into(),
+        CreditsReserved {
+            account: s.credit_account,
+            request_id,
+            amount: price,
+        }
+        .into(),
+    ])
+}

@@ -1,0 +1,71 @@
+//! `decide(&state, command) -> Result<events, Rejection>`: the coordinator's pure core.
+//!
+//! Everything from outside (the payload's computed hash, the sealed payload, the time) is
+//! looked up by the shell and put into the command, so it lands in the events and replay needs
+//! no clock. A rejection is the request being wrong (a 4xx), never a failure of ours.
+//!
+//! `decide` only routes a command to the part that knows it.
+//!
+//! # Layout
+//! - `command`: [`Command`] and the bodies it carries ([`Submission`], [`Dispatch`],
+//!   [`Completion`]).
+//! - `rejection`: [`Rejection`].
+//! - `pricing`: [`task_price`] and [`quote`].
+//! - `intake`: the catalog, deposits, submissions.
+//! - `nodes`: registration, heartbeats, lapses, the coordinator's key, session grants.
+//! - `work`: dispatch, deadlines, failure and re-dispatch, release, standing and flags.
+//! - `complete`: a node's result, judged and validated.
+//! - `sampling`: sampling epochs' seeds.
+//! - Staking and reward epochs are in [`crate::settle`].
+
+pub(crate) mod command;
+mod complete;
+mod intake;
+mod nodes;
+mod pricing;
+pub(crate) mod rejection;
+mod sampling;
+mod work;
+
+use prlx_events::Event;
+use prlx_projections::CoordinatorState;
+
+pub use self::command::{Command, Completion, Dispatch, Submission, INFERENCE};
+pub use self::pricing::{quote, task_price};
+pub use self::rejection::Rejection;
+use crate::settle::decide_settlement;
+
+pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, Rejection> {
+    match command {
+        Command::PublishCatalog(c) => intake::publish_catalog(c),
+        Command::DepositCredits {
+            account,
+            tx_ref,
+            amount,
+        } => intake::deposit(state, account, tx_ref, amount),
+        Command::SubmitRequest(s) => intake::submit(state, *s),
+        Command::RegisterNode(n) => nodes::register(state, n),
+        Command::Heartbeat { node_id } => nodes::heartbeat(state, node_id),
+        Command::LapseNode { node_id, now } => nodes::lapse(state, node_id, now),
+        Command::PublishCoordinatorKey { public_key_pem } => {
+            nodes::publish_coordinator_key(state, public_key_pem)
+        }
+        Command::IssueSession(k) => nodes::issue_session(state, k),
+        Command::Dispatch(d) => work::dispatch(state, *d),
+        Command::ExpireDeadline {
+            request,
+            node,
+            attempt,
+            now,
+            release,
+        } => work::expire(state, request, node, attempt, now, release),
+        Command::CompleteTask(c) => complete::complete(state, *c),
+        Command::CommitSamplingSeed {
+            epoch,
+            seed_hash,
+            sealed_seed,
+        } => sampling::commit_seed(state, epoch, seed_hash, sealed_seed),
+        Command::RevealSamplingSeed { epoch, seed } => sampling::reveal_seed(state, epoch, seed),
+        Command::Settlement(c) => decide_settlement(state, c),
+    }
+}

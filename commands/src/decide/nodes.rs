@@ -1,0 +1,152 @@
+//! Node decisions: registration, heartbeats, lapses, the coordinator's key and session grants.
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
+use prlx_events::{Event, NodeId};
+use prlx_projections::CoordinatorState;
+
+use crate::decide::rejection::{internal, Rejection};
+
+pub(super) fn register(
+    state: &CoordinatorState,
+    n: Box<NodeRegistered>,
+) -> Result<Vec<Event>, Rejection> {
+    // The id is the key's fingerprint: a registration cannot claim another node's id,
+    // and every node on the log has a key that session grants can be wrapped to.
+    match prlx_events::crypto::parse_public_key_pem(&n.public_key_pem) {
+        Ok(key) if prlx_events::crypto::node_id_of(&key) == n.node_id => {}
+        Ok(_) => {
+            return Err(Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some("node_id"),
+                "is not the SHA-256 of the public key's SPKI DER",
+            ))
+        }
+        Err(e) => {
+            return Err(Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some("public_key_pem"),
+                format!("must be an RSA public key in PEM (SPKI): {e}"),
+            ))
+        }
+    }
+    if let Some(existing) = state.nodes.get(&n.node_id) {
+        // Registering again with the same facts is a retry; with other facts a conflict.
+        let same = existing.hardware_tier == n.hardware_tier
+            && existing.slots == n.slots
+            && existing.execution_class == n.execution_class
+            && existing
+                .models
+                .iter()
+                .eq(n.models.iter().collect::<std::collections::BTreeSet<_>>());
+        return if same {
+            Ok(vec![])
+        } else {
+            Err(Rejection::new(
+                RejectionCode::NodeAlreadyRegistered,
+                Some("public_key_pem"),
+                format!("{} is registered with other parameters", n.node_id),
+            ))
+        };
+    }
+    if n.slots == 0 {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("slots"),
+            "must be at least 1",
+        ));
+    }
+    if n.models.is_empty() {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("models"),
+            "must name a model",
+        ));
+    }
+    if let Some(max) = state.catalog.as_ref().map(|c| c.max_tier) {
+        if n.hardware_tier == 0 || n.hardware_tier > max {
+            return Err(Rejection::new(
+                RejectionCode::TierOutOfRange,
+                Some("hardware_tier"),
+                format!("must be 1..={max}"),
+            ));
+        }
+    }
+    Ok(vec![Event::NodeRegistered(*n)])
+}
+
+pub(super) fn heartbeat(
+    state: &CoordinatorState,
+    node_id: NodeId,
+) -> Result<Vec<Event>, Rejection> {
+    if !state.nodes.contains_key(&node_id) {
+        return Err(Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{node_id} is not registered"),
+        ));
+    }
+    Ok(vec![NodeHeartbeat { node_id }.into()])
+}
+
+pub(super) fn lapse(
+    state: &CoordinatorState,
+    node_id: NodeId,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let node = state.nodes.get(&node_id).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{node_id} is not registered"),
+        )
+    })?;
+    if node.lapsed {
+        return Ok(vec![]);
+    }
+    if now < node.last_heartbeat + state.node_timeout() {
+        return Err(internal(
+            "now",
+            format!(
+                "{node_id} heartbeated at {}, within the timeout",
+                node.last_heartbeat
+            ),
+        ));
+    }
+    Ok(vec![NodeLapsed {
+        node_id,
+        last_heartbeat: node.last_heartbeat,
+    }
+    .into()])
+}
+
+pub(super) fn publish_coordinator_key(
+    state: &CoordinatorState,
+    public_key_pem: String,
+) -> Result<Vec<Event>, Rejection> {
+    if state.coordinator_key.as_deref() == Some(public_key_pem.as_str()) {
+        return Ok(vec![]);
+    }
+    Ok(vec![CoordinatorKeyPublished { public_key_pem }.into()])
+}
+
+pub(super) fn issue_session(
+    state: &CoordinatorState,
+    k: Box<SessionKeyIssued>,
+) -> Result<Vec<Event>, Rejection> {
+    let node = state.nodes.get(&k.node_id).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{} is not registered", k.node_id),
+        )
+    })?;
+    if node
+        .session
+        .as_ref()
+        .is_some_and(|(epoch, _)| *epoch >= k.epoch)
+    {
+        return Ok(vec![]);
+    }
+    Ok(vec![Event::SessionKeyIssued(*k)])
+}

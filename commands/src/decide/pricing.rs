@@ -1,0 +1,66 @@
+//! Prices: `task_price` and the quote intake checks a submission against.
+
+use prlx_events::event::*;
+use prlx_projections::CoordinatorState;
+
+use crate::decide::rejection::Rejection;
+
+/// `task_price`: `(base_price + per_token_price * max_tokens) * priority%`, rounded up.
+/// `None` when it does not fit in u64.
+pub fn task_price(model: &CatalogModel, priority: Priority, max_tokens: u32) -> Option<u64> {
+    let percent: u64 = match priority {
+        Priority::Low => 80,
+        Priority::Standard => 100,
+        Priority::High => 150,
+    };
+    let base = model
+        .per_token_price
+        .checked_mul(u64::from(max_tokens))?
+        .checked_add(model.base_price)?;
+    Some(base.checked_mul(percent)?.div_ceil(100))
+}
+
+/// The price of a request for `model` at `tier` and `priority` with `max_tokens`, with the
+/// same checks intake applies (`GET /v1/quote` and submission share it).
+pub fn quote(
+    state: &CoordinatorState,
+    model: &str,
+    tier: u8,
+    priority: Priority,
+    max_tokens: u32,
+) -> Result<u64, Rejection> {
+    use RejectionCode::*;
+    let catalog = state.catalog.as_ref().ok_or_else(|| {
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            "no model catalog has been published",
+        )
+    })?;
+    let m = state.catalog_model(model).ok_or_else(|| {
+        Rejection::new(
+            UnknownModel,
+            Some("model"),
+            format!("{model:?} is not in the catalog"),
+        )
+    })?;
+    if tier < m.min_tier || tier > catalog.max_tier {
+        return Err(Rejection::new(
+            TierOutOfRange,
+            Some("hardware_tier"),
+            format!(
+                "{model} needs a tier in {}..={}",
+                m.min_tier, catalog.max_tier
+            ),
+        ));
+    }
+    if max_tokens == 0 || max_tokens > m.max_tokens_limit {
+        return Err(Rejection::new(
+            MalformedRequest,
+            Some("max_tokens"),
+            format!("must be 1..={}", m.max_tokens_limit),
+        ));
+    }
+    task_price(m, priority, max_tokens)
+        .ok_or_else(|| Rejection::new(MalformedRequest, Some("max_tokens"), "price overflows"))
+}

@@ -1,0 +1,287 @@
+//! Work in flight: dispatch, deadlines, failure and re-dispatch, releasing a result, and the
+//! standing and flag changes that follow a verdict.
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
+use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_projections::coordinator::RequestView;
+use prlx_projections::scheduler::next_assignment;
+use prlx_projections::validation::{peer_exists, standing_bp};
+use prlx_projections::CoordinatorState;
+
+use crate::decide::command::Dispatch;
+use crate::decide::rejection::{internal, Rejection};
+
+pub(super) fn dispatch(state: &CoordinatorState, d: Dispatch) -> Result<Vec<Event>, Rejection> {
+    let expected = next_assignment(state);
+    if expected.as_ref() != Some(&d.choice) {
+        return Err(internal(
+            "choice",
+            format!(
+                "stale scheduling choice {:?}; the state gives {expected:?}",
+                d.choice
+            ),
+        ));
+    }
+    let c = d.choice;
+    let req = &state.requests[&c.request];
+    let task_id = TaskId::whole(c.request);
+    Ok(vec![
+        RequestScheduled {
+            task_id,
+            attempt: c.attempt,
+            node_id: c.node,
+            candidates_considered: c.candidates_considered,
+            ranked: c.ranked,
+        }
+        .into(),
+        TaskDispatched {
+            task_id,
+            attempt: c.attempt,
+            node_id: c.node,
+            sealed_work: d.sealed_work,
+            deadline_at: d.now + chrono::Duration::seconds(i64::from(req.deadline_seconds)),
+        }
+        .into(),
+    ])
+}
+
+/// Events that end a request that will not be served: the failure and the full refund.
+pub(super) fn give_up(state: &CoordinatorState, request: RequestId, reason: String) -> Vec<Event> {
+    let req = &state.requests[&request];
+    let mut events: Vec<Event> = vec![RequestFailed {
+        request_id: request,
+        reason,
+    }
+    .into()];
+    if req.reserved > 0 {
+        events.push(
+            CreditsRefunded {
+                account: req.account.clone(),
+                request_id: request,
+                amount: req.reserved,
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+pub(super) fn expire(
+    state: &CoordinatorState,
+    request: RequestId,
+    node: NodeId,
+    attempt: u32,
+    now: DateTime<Utc>,
+    release: Option<Sealed>,
+) -> Result<Vec<Event>, Rejection> {
+    let req = state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let deadline = match &req.running {
+        Some(a) if a.node == node && a.attempt == attempt => a.deadline_at,
+        _ => return Ok(vec![]), // already returned or expired: nothing to do
+    };
+    match deadline {
+        Some(at) if now >= at => {}
+        _ => {
+            return Err(internal(
+                "now",
+                format!("deadline {deadline:?} has not passed at {now}"),
+            ))
+        }
+    }
+    let task_id = TaskId::whole(request);
+    let mut events: Vec<Event> = vec![DeadlineExpired {
+        task_id,
+        attempt,
+        node_id: node,
+    }
+    .into()];
+    events.extend(after_failure(state, req, request, release));
+    Ok(events)
+}
+
+/// What follows a failed dispatch (expired, or a result that did not check). Before a
+/// verified result: give up after `max_attempts` failures. While validating: resolve with
+/// what is in hand if no untried peer of the class is left, else the fold re-queues.
+pub(super) fn after_failure(
+    state: &CoordinatorState,
+    req: &RequestView,
+    request: RequestId,
+    release: Option<Sealed>,
+) -> Vec<Event> {
+    if req.results.is_empty() {
+        if req.failures + 1 >= state.max_attempts() {
+            return give_up(
+                state,
+                request,
+                format!("no valid result after {} dispatch attempts", req.attempts),
+            );
+        }
+        return vec![];
+    }
+    let class = req
+        .replica_class
+        .as_ref()
+        .expect("results before validation imply sampled");
+    if peer_exists(state, req, class) {
+        return vec![];
+    }
+    without_peer(state, req, request, release.unwrap_or(Sealed(Vec::new())))
+}
+
+/// Validation that needs a replica no node can provide: one result is released
+/// unconfirmed; two that disagree have no majority (both flagged, the request fails).
+pub(super) fn without_peer(
+    state: &CoordinatorState,
+    req: &RequestView,
+    request: RequestId,
+    release: Sealed,
+) -> Vec<Event> {
+    let task_id = TaskId::whole(request);
+    let class = req.replica_class.as_ref().expect("sampled");
+    match req.results.as_slice() {
+        [only] => {
+            let mut events: Vec<Event> = vec![ValidationResolved {
+                task_id,
+                verdict: Verdict::Unconfirmed {
+                    reason: format!(
+                        "no untried node of execution class {}/{}/{} serves {} at tier {}+",
+                        class.device, class.driver, class.runtime, req.model, req.hardware_tier
+                    ),
+                },
+                result_hash: Some(only.result_hash),
+            }
+            .into()];
+            events.extend(release_result(req, request, release, only.poe, only.node));
+            events
+        }
+        _ => {
+            let parties: Vec<NodeId> = req.results.iter().map(|r| r.node).collect();
+            let mut events: Vec<Event> = vec![ValidationResolved {
+                task_id,
+                verdict: Verdict::NoMajority {
+                    parties: parties.clone(),
+                },
+                result_hash: None,
+            }
+            .into()];
+            events.extend(review_flags(
+                state,
+                task_id,
+                &parties,
+                "no tie-breaking peer",
+            ));
+            events.extend(give_up(
+                state,
+                request,
+                "replicas disagree and no majority can be formed".into(),
+            ));
+            events
+        }
+    }
+}
+
+/// Returns a result to the client and settles the request's credit.
+pub(super) fn release_result(
+    req: &RequestView,
+    request: RequestId,
+    sealed_for_client: Sealed,
+    poe: Hash32,
+    node: NodeId,
+) -> Vec<Event> {
+    let mut events: Vec<Event> = vec![ResultReturned {
+        request_id: request,
+        sealed_for_client,
+        poe,
+        node_id: node,
+    }
+    .into()];
+    let charge = req.price.min(req.reserved);
+    events.push(
+        CreditsCharged {
+            account: req.account.clone(),
+            request_id: request,
+            amount: charge,
+        }
+        .into(),
+    );
+    if req.reserved > charge {
+        events.push(
+            CreditsRefunded {
+                account: req.account.clone(),
+                request_id: request,
+                amount: req.reserved - charge,
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+/// How a node's validation history moves in one decision: (valid, invalid, disagreements).
+pub(super) type HistoryDelta = (u64, u64, u64);
+
+/// `StandingChanged` for a node whose history moves by `delta`, and its removal from the
+/// pool when standing falls under the floor. Stake is untouched: standing never seizes.
+pub(super) fn standing_events(
+    state: &CoordinatorState,
+    node: NodeId,
+    delta: HistoryDelta,
+) -> Vec<Event> {
+    let Some(n) = state.nodes.get(&node) else {
+        return vec![];
+    };
+    let policy = state.validation_policy();
+    let (valid, invalid, disagreements) = (
+        n.valid + delta.0,
+        n.invalid + delta.1,
+        n.disagreements + delta.2,
+    );
+    let bp = standing_bp(&policy, valid, invalid, disagreements);
+    let mut events: Vec<Event> = vec![StandingChanged {
+        node_id: node,
+        valid,
+        invalid,
+        disagreements,
+        standing_bp: bp,
+    }
+    .into()];
+    if bp < policy.removal_below_bp && n.in_pool {
+        events.push(
+            NodeRemovedFromPool {
+                node_id: node,
+                reason: format!(
+                    "standing {bp} bp is below {} bp (valid {valid}, invalid {invalid}, disagreements {disagreements})",
+                    policy.removal_below_bp
+                ),
+            }
+            .into(),
+        );
+    }
+    events
+}
+
+/// Flags every party of a comparison without a majority for review.
+pub(super) fn review_flags(
+    state: &CoordinatorState,
+    task_id: TaskId,
+    parties: &[NodeId],
+    why: &str,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for &p in parties {
+        events.push(
+            NodeFlagged {
+                node_id: p,
+                task_id: Some(task_id),
+                reason: format!("review: replicas disagree ({why})"),
+            }
+            .into(),
+        );
+        events.extend(standing_events(state, p, (0, 0, 1)));
+    }
+    events
+}

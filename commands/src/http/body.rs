@@ -1,0 +1,355 @@
+//! The API's bodies (DTOs) besides the submission's (`crate::submission`): what handlers take
+//! and answer, with their OpenAPI schemas.
+
+use chrono::{DateTime, Utc};
+use prlx_events::event::{ExecutionClass, RewardEpochSettled, RewardMode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::submission::PriorityParam;
+
+/// A node's signed heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatBody {
+    /// When the node signed it, Unix seconds; within 120 s of the coordinator's clock and
+    /// later than the node's last accepted heartbeat.
+    pub at: i64,
+    /// Base64 RSA-PSS-SHA256 signature by the node's registered key over
+    /// `"prlx/heartbeat/v1\0" || node id (32 bytes) || at (i64 BE)`.
+    pub signature: String,
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RequestStatusBody {
+    pub request_id: u64,
+    /// `accepted`, `completed`, `failed` (more states arrive with scheduling).
+    #[schema(example = "accepted")]
+    pub status: String,
+    pub price: u64,
+    /// Credit held for it now.
+    pub reserved: u64,
+    /// Credit charged for it so far.
+    pub charged: u64,
+    pub model: String,
+    pub hardware_tier: u8,
+    pub priority: PriorityParam,
+    /// Dispatches so far (a re-dispatch after a missed deadline or a bad result adds one).
+    pub attempts: u32,
+    /// `queued`, `running`, `validating` or `done`: where the work is. `validating`: a result
+    /// is in, its commitment checked, and the request was drawn for redundant execution; the
+    /// result is released once a replica confirms it (or a majority of three decides).
+    #[schema(example = "running")]
+    pub stage: String,
+    /// When completed: the result sealed to `client_pubkey` (base64; RSA-OAEP-SHA256-wrapped
+    /// AES-256-GCM key, AAD = the request id as u64 big-endian) and its proof-of-execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultBodyOut>,
+}
+
+/// A returned result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResultBodyOut {
+    /// Base64 of the sealed result.
+    pub sealed_for_client: String,
+    /// `SHA-256(task_id || result || node_id)`, hex.
+    pub poe: String,
+    /// The node that produced it, 64 hex characters.
+    pub node_id: String,
+}
+
+/// What a node reports for a dispatch (`prlx_events::protocol::ResultReport`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultReportBody {
+    pub request_id: u64,
+    pub attempt: u32,
+    pub epoch: u64,
+    /// Base64 of the canonical result sealed under the node's session key.
+    pub sealed_result: String,
+    /// Hex `SHA-256(task_id || result || node_id)`.
+    pub poe: String,
+    /// Base64 RSA-PSS-SHA256 signature over the result statement.
+    pub signature: String,
+    pub token_count: u32,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportOutcome {
+    /// `recorded`: the result and its verdict are on the log; `duplicate`: already recorded.
+    pub outcome: String,
+}
+
+/// A deposit observed on-chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DepositBody {
+    /// The on-chain transaction; one `tx_ref` credits once, whatever the account.
+    pub tx_ref: String,
+    /// In credit minor units; positive.
+    pub amount: u64,
+}
+
+/// An account after a deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DepositResult {
+    pub account: String,
+    pub balance: u64,
+    pub reserved: u64,
+    pub available: u64,
+    /// False when this `tx_ref` had already been credited: nothing changed.
+    pub credited: bool,
+}
+
+/// A credit account. Amounts are in credit minor units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountBody {
+    pub account: String,
+    pub balance: u64,
+    /// Held for requests in flight.
+    pub reserved: u64,
+    /// `balance - reserved`: what new requests may use.
+    pub available: u64,
+}
+
+/// What a request would cost.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QuoteQuery {
+    /// A model reference from the catalog.
+    pub model: String,
+    pub hardware_tier: u8,
+    /// `low`, `standard` (the default) or `high`.
+    #[param(value_type = Option<String>)]
+    pub priority: Option<PriorityParam>,
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuoteBody {
+    pub model: String,
+    /// What a submission with these parameters is charged, in credit minor units.
+    pub price: u64,
+}
+
+/// What two honest nodes must share to produce the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionClassBody {
+    #[schema(example = "cpu-x86_64-avx2")]
+    pub device: String,
+    pub driver: String,
+    #[schema(example = "onnxruntime-1.22.0")]
+    pub runtime: String,
+}
+
+impl From<ExecutionClassBody> for ExecutionClass {
+    fn from(e: ExecutionClassBody) -> Self {
+        ExecutionClass {
+            device: e.device,
+            driver: e.driver,
+            runtime: e.runtime,
+        }
+    }
+}
+
+impl From<&ExecutionClass> for ExecutionClassBody {
+    fn from(e: &ExecutionClass) -> Self {
+        ExecutionClassBody {
+            device: e.device.clone(),
+            driver: e.driver.clone(),
+            runtime: e.runtime.clone(),
+        }
+    }
+}
+
+/// An operator node joining the pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterNodeBody {
+    /// The node's RSA public key, PEM (SPKI). Its SHA-256 fingerprint is the node id.
+    pub public_key_pem: String,
+    pub hardware_tier: u8,
+    /// Catalog models the node serves.
+    pub models: Vec<String>,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    pub stake: u64,
+    pub execution_class: ExecutionClassBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeRegisteredBody {
+    /// SHA-256 of the public key's SPKI DER, 64 lowercase hex characters.
+    pub node_id: String,
+}
+
+/// A node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeBody {
+    pub node_id: String,
+    pub hardware_tier: u8,
+    pub models: Vec<String>,
+    pub slots: u32,
+    pub stake: u64,
+    pub execution_class: ExecutionClassBody,
+    #[schema(value_type = String, format = DateTime)]
+    pub registered_at: DateTime<Utc>,
+    /// Log time of the last heartbeat (of the registration, before any).
+    #[schema(value_type = String, format = DateTime)]
+    pub last_heartbeat: DateTime<Utc>,
+    pub in_pool: bool,
+    pub draining: bool,
+    /// Standing in basis points (10000 = full).
+    pub standing_bp: u32,
+}
+
+/// Stake to add to, or take out of, a node's reward weighting.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StakeAmountBody {
+    /// In minor units; positive. An unstake may not exceed what is staked.
+    pub amount: u64,
+}
+
+/// A node's stake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StakeBody {
+    pub node_id: String,
+    /// What weights its uptime rewards now: registered plus deposited, minus unstaked.
+    pub staked: u64,
+    /// Unstaked amounts waiting for their cooldown, oldest first; each is returned whole at
+    /// its `available_at` (stake is never seized).
+    pub pending: Vec<PendingUnstakeBody>,
+    /// Stake returned to it so far, after cooldowns.
+    pub returned: u64,
+    /// Uptime rewards paid to it over every settled epoch.
+    pub rewards_paid: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PendingUnstakeBody {
+    pub amount: u64,
+    /// When the cooldown ends; the coordinator records the return at its next tick after.
+    #[schema(value_type = String, format = DateTime)]
+    pub available_at: DateTime<Utc>,
+}
+
+/// `bootstrap` (the Operator Rewards bucket unlocks linearly) or `steady_state` (a share of
+/// the credits charged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardModeParam {
+    Bootstrap,
+    SteadyState,
+}
+
+impl From<RewardMode> for RewardModeParam {
+    fn from(m: RewardMode) -> Self {
+        match m {
+            RewardMode::Bootstrap => RewardModeParam::Bootstrap,
+            RewardMode::SteadyState => RewardModeParam::SteadyState,
+        }
+    }
+}
+
+/// Where settlement stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RewardsBody {
+    /// The published reward policy (the fields of the `RewardPolicyPublished` event, see
+    /// `docs/settlement.md`); null before one is published, and then nothing is earned.
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<serde_json::Value>,
+    /// The mode the epoch in progress settles in, unless it is changed before the epoch ends.
+    pub mode: RewardModeParam,
+    /// The next epoch to settle (the one in progress, or one that ended a moment ago).
+    pub next_epoch: u64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_epoch_starts_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_epoch_ends_at: Option<DateTime<Utc>>,
+    /// The operators' pool the last settled epoch could not pay out; it joins the next pool.
+    pub carried: u64,
+}
+
+/// Settled epochs from `from` on.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EpochsQuery {
+    /// The first epoch to list (default 0).
+    pub from: Option<u64>,
+    /// At most this many epochs (default and maximum 1000).
+    pub limit: Option<u32>,
+}
+
+/// The most epochs one listing returns.
+pub const MAX_EPOCHS_LISTED: u32 = 1000;
+
+/// One settled reward epoch (the `RewardEpochSettled` event). Amounts are in minor units and
+/// add up exactly: `income + carried_in = pool + treasury + infra` and
+/// `pool = sum(payouts.amount) + carried_over`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RewardEpochBody {
+    pub epoch: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub starts_at: DateTime<Utc>,
+    /// Exclusive.
+    #[schema(value_type = String, format = DateTime)]
+    pub ends_at: DateTime<Utc>,
+    pub mode: RewardModeParam,
+    /// Bootstrap: what the bucket unlocked. Steady state: the credits charged in the epoch.
+    pub income: u64,
+    pub carried_in: u64,
+    /// What operators shared.
+    pub pool: u64,
+    pub treasury: u64,
+    pub infra: u64,
+    /// A u128, as a decimal string (JSON numbers lose precision past 2^53 in many clients).
+    #[schema(example = "5400")]
+    pub total_weight: String,
+    /// One per node that earned an uptime slot, in node id order.
+    pub payouts: Vec<PayoutBody>,
+    pub carried_over: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PayoutBody {
+    pub node_id: String,
+    /// Uptime slots it earned in the epoch.
+    pub verified_slots: u64,
+    /// Sum over those slots of stake x tier weight; a u128 as a decimal string.
+    pub weight: String,
+    pub amount: u64,
+}
+
+impl From<&RewardEpochSettled> for RewardEpochBody {
+    fn from(e: &RewardEpochSettled) -> Self {
+        RewardEpochBody {
+            epoch: e.epoch,
+            starts_at: e.starts_at,
+            ends_at: e.ends_at,
+            mode: e.mode.into(),
+            income: e.income,
+            carried_in: e.carried_in,
+            pool: e.pool,
+            treasury: e.treasury,
+            infra: e.infra,
+            total_weight: e.total_weight.to_string(),
+            payouts: e
+                .payouts
+                .iter()
+                .map(|p| PayoutBody {
+                    node_id: p.node_id.0.to_hex(),
+                    verified_slots: p.verified_slots,
+                    weight: p.weight.to_string(),
+                    amount: p.amount,
+                })
+                .collect(),
+            carried_over: e.carried_over,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    #[schema(example = "ok")]
+    pub status: String,
+    /// One past the offset of the last record the coordinator has applied.
+    pub log_end: u64,
+}

@@ -1,0 +1,105 @@
+//! The coordinator's HTTP intake: `fn app(handle) -> Router`, its DTOs and its one error type.
+//!
+//! Handlers never hold the coordinator: they parse and check what they can without state,
+//! then send a command or a read to the actor ([`crate::actor`]) and shape its answer. Every
+//! error, whether the core's rejection, a body that does not parse, a body over the limit or a
+//! failure of ours, is one [`AppError`] with one body: `{"error": {"code", "field", "message"}}`.
+//!
+//! Rejections (the request is wrong) are 4xx; failures (we could not do it: the log refused an
+//! append) are 503 and worth a retry against a restarted coordinator.
+//!
+//! The prompt of a submission is hashed and sealed inside the actor and never written anywhere
+//! in plaintext: no handler logs a body, and no error message quotes the prompt.
+//!
+//! Heartbeats are signed by the node's registered key (a forged one could keep an offline node
+//! in the pool and earning uptime). Stake and unstake are not authenticated yet, so anyone who
+//! can reach the API can move a registered node's stake weighting: bind the API to loopback or
+//! put it behind an authenticating proxy.
+//!
+//! # Layout
+//! - `state`: what the handlers share (the actor, the reward history, the heartbeat guard).
+//! - `extract`: the JSON, query and path extractors whose rejections name the field.
+//! - `body`: the bodies handlers take and answer.
+//! - `requests`, `accounts`, `nodes`, `stake`, `rewards`, `ops`: the handlers, by resource.
+//! - The error answer is [`crate::error`]; submission parsing, shared with the Kafka intake,
+//!   is [`crate::submission`].
+
+mod accounts;
+mod body;
+mod extract;
+mod nodes;
+mod ops;
+mod requests;
+mod rewards;
+mod stake;
+mod state;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use prlx_events::log::AnyReader;
+use prlx_projections::Fold;
+
+use crate::actor::CoordinatorHandle;
+
+use self::accounts::*;
+use self::nodes::*;
+use self::ops::*;
+use self::requests::*;
+use self::rewards::*;
+use self::stake::*;
+use self::state::{Api, History};
+use crate::shell::HeartbeatGuard;
+
+/// The largest request body accepted, in bytes. A sealed payload is about 4/3 of the prompt
+/// on the log, so this keeps every accepted record well under the file log's 8 MiB limit.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The router over `handle`, with the default body limit. `log` reads the coordinator's log
+/// (`Coordinator::writer().reader()`): the reward history is served from the durable log, since
+/// the coordinator's state keeps only what the next settlement needs.
+pub fn app(handle: CoordinatorHandle, log: AnyReader) -> Router {
+    app_with_body_limit(handle, log, MAX_BODY_BYTES)
+}
+
+/// The router over `handle`; bodies over `max_body_bytes` get 413.
+pub fn app_with_body_limit(
+    handle: CoordinatorHandle,
+    log: AnyReader,
+    max_body_bytes: usize,
+) -> Router {
+    let api = Api {
+        coordinator: handle,
+        history: Arc::new(History {
+            log,
+            fold: tokio::sync::Mutex::new(Fold::default()),
+        }),
+        heartbeats: Arc::new(HeartbeatGuard::default()),
+    };
+    Router::new()
+        .route("/v1/requests", post(submit_request))
+        .route("/v1/requests/{id}", get(get_request))
+        .route("/v1/accounts/{account}", get(get_account))
+        .route("/v1/accounts/{account}/deposits", post(deposit_credits))
+        .route("/v1/quote", get(quote))
+        .route("/v1/nodes", post(register_node).get(list_nodes))
+        .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
+        .route("/v1/nodes/{id}/results", post(submit_result))
+        .route("/v1/nodes/{id}/stake", post(deposit_stake).get(get_stake))
+        .route("/v1/nodes/{id}/unstake", post(request_unstake))
+        .route("/v1/rewards", get(get_rewards))
+        .route("/v1/rewards/epochs", get(list_epochs))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}
+
+pub use self::ops::openapi;

@@ -1,0 +1,233 @@
+//! `/v1/nodes`: registration, signed heartbeats, result reports, the node list.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine as _;
+use chrono::Utc;
+use prlx_events::crypto::{node_id_of, parse_public_key_pem, public_key_pem};
+use prlx_events::event::{NodeRegistered, RejectionCode};
+use prlx_events::protocol::ResultReport;
+use prlx_events::{NodeId, RequestId};
+
+use crate::actor::{CoordinatorHandle, Intake};
+use crate::decide::{Command, Rejection};
+use crate::shell::HeartbeatRefused;
+use crate::shell::Outcome;
+
+use super::body::*;
+use super::extract::{ApiJson, ApiPath};
+use super::state::Api;
+use crate::error::{AppError, ErrorBody};
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes",
+    tag = "nodes",
+    request_body = RegisterNodeBody,
+    responses(
+        (status = 201, description = "Registered", body = NodeRegisteredBody),
+        (status = 200, description = "Already registered with the same parameters", body = NodeRegisteredBody),
+        (status = 400, description = "`malformed_request` (naming the field), `tier_out_of_range`", body = ErrorBody),
+        (status = 409, description = "`node_already_registered` with other parameters", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn register_node(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiJson(body): ApiJson<RegisterNodeBody>,
+) -> Result<(StatusCode, Json<NodeRegisteredBody>), AppError> {
+    let key = parse_public_key_pem(&body.public_key_pem).map_err(|e| {
+        AppError::malformed(
+            "public_key_pem",
+            format!("must be an RSA public key in PEM (SPKI): {e}"),
+        )
+    })?;
+    let node_id = node_id_of(&key);
+    let command = Command::RegisterNode(Box::new(NodeRegistered {
+        node_id,
+        // Re-encoded, so the log holds one spelling of each key.
+        public_key_pem: public_key_pem(&key),
+        hardware_tier: body.hardware_tier,
+        models: body.models,
+        slots: body.slots,
+        stake: body.stake,
+        execution_class: body.execution_class.into(),
+    }));
+    let answer = Json(NodeRegisteredBody {
+        node_id: node_id.0.to_hex(),
+    });
+    match coordinator.execute_command(command).await? {
+        Outcome::Appended(_) => Ok((StatusCode::CREATED, answer)),
+        Outcome::Unchanged => Ok((StatusCode::OK, answer)),
+        Outcome::Rejected { rejection, .. } => Err(AppError::from(rejection)),
+        Outcome::Refused(m) => Err(AppError::internal(m)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/heartbeat",
+    tag = "nodes",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = HeartbeatBody,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "`malformed_request`: not a node id, or a body without `at` or a base64 `signature`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: the signature is not the node's (`signature`), or the time is stale or not later than the last one (`at`)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+/// Record that a node is up.
+///
+/// Signed by the node's registered key over its id and the time (see [`HeartbeatBody`]); a
+/// forged, stale or replayed heartbeat gets 401 and records nothing.
+pub(super) async fn node_heartbeat(
+    State(api): State<Api>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<StatusCode, AppError> {
+    let node_id: NodeId = id
+        .parse()
+        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&body.signature)
+        .map_err(|_| AppError::malformed("signature", "must be base64"))?;
+    let pem = api
+        .coordinator
+        .read_state(move |s| s.nodes.get(&node_id).map(|n| n.public_key_pem.clone()))
+        .await?
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectionCode::UnknownNode,
+                Some("node_id"),
+                format!("{node_id} is not registered"),
+            )
+        })?;
+    // The shell's clock, only to bound how old a signed time may be; never recorded.
+    let now = Utc::now().timestamp();
+    api.heartbeats
+        .check(node_id, &pem, body.at, &signature, now)
+        .map_err(|refused| match refused {
+            HeartbeatRefused::RegisteredKey { .. } => AppError::internal(refused.to_string()),
+            _ => AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                refused.field(),
+                refused.to_string(),
+            ),
+        })?;
+    match api
+        .coordinator
+        .execute_command(Command::Heartbeat { node_id })
+        .await?
+    {
+        Outcome::Appended(_) | Outcome::Unchanged => Ok(StatusCode::NO_CONTENT),
+        Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        Outcome::Refused(m) => Err(AppError::internal(m)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/results",
+    tag = "nodes",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = ResultReportBody,
+    responses(
+        (status = 200, description = "Recorded with its verdict, or a duplicate", body = ReportOutcome),
+        (status = 400, description = "`malformed_request`, or `report_refused` (bad signature, unknown request or epoch)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`: no dispatch of this attempt to this node", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn submit_result(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<ResultReportBody>,
+) -> Result<Json<ReportOutcome>, AppError> {
+    use base64::Engine as _;
+    let node: NodeId = id
+        .parse()
+        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))?;
+    let b64 = |field: &str, v: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|_| AppError::malformed(field, "must be base64"))
+    };
+    let report = ResultReport {
+        request_id: RequestId(body.request_id),
+        attempt: body.attempt,
+        epoch: body.epoch,
+        sealed_result: b64("sealed_result", &body.sealed_result)?,
+        poe: body
+            .poe
+            .parse()
+            .map_err(|_| AppError::malformed("poe", "must be 64 hex characters"))?,
+        signature: b64("signature", &body.signature)?,
+        token_count: body.token_count,
+    };
+    let (outcome, ()) = coordinator
+        .execute(
+            Intake::Report {
+                node,
+                report: Box::new(report),
+            },
+            |_, _| (),
+        )
+        .await?;
+    match outcome {
+        Outcome::Appended(_) => Ok(Json(ReportOutcome {
+            outcome: "recorded".into(),
+        })),
+        Outcome::Unchanged => Ok(Json(ReportOutcome {
+            outcome: "duplicate".into(),
+        })),
+        Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        Outcome::Refused(why) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "report_refused",
+            Some("signature"),
+            why,
+        )),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "nodes",
+    responses((status = 200, description = "Every registered node, by id", body = [NodeBody])),
+)]
+pub(super) async fn list_nodes(
+    State(coordinator): State<CoordinatorHandle>,
+) -> Result<Json<Vec<NodeBody>>, AppError> {
+    let nodes = coordinator
+        .read_state(|state| {
+            state
+                .nodes
+                .iter()
+                .map(|(id, n)| NodeBody {
+                    node_id: id.0.to_hex(),
+                    hardware_tier: n.hardware_tier,
+                    models: n.models.iter().cloned().collect(),
+                    slots: n.slots,
+                    stake: n.stake,
+                    execution_class: (&n.execution_class).into(),
+                    registered_at: n.registered_at,
+                    last_heartbeat: n.last_heartbeat,
+                    in_pool: n.in_pool,
+                    draining: n.draining,
+                    standing_bp: n.standing_bp,
+                })
+                .collect()
+        })
+        .await?;
+    Ok(Json(nodes))
+}
+
+pub(super) fn parse_node_id(id: &str) -> Result<NodeId, AppError> {
+    id.parse()
+        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))
+}

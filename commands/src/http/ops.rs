@@ -1,0 +1,102 @@
+//! Operations: `/healthz`, `/openapi.json`, and the answers for no route and a wrong method.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::actor::CoordinatorHandle;
+
+use super::body::*;
+use crate::error::{AppError, ErrorBody, ErrorDetail};
+use crate::submission::PriorityParam;
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The coordinator is serving", body = HealthBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn healthz(
+    State(coordinator): State<CoordinatorHandle>,
+) -> Result<Json<HealthBody>, AppError> {
+    let log_end = coordinator.read(|fold| fold.next_offset()).await?;
+    Ok(Json(HealthBody {
+        status: "ok".into(),
+        log_end,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document")),
+)]
+pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+pub(super) async fn no_route(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ParalleliX coordinator",
+        description = "Intake of the ParalleliX coordinator. Every accepted or rejected submission, \
+            deposit and node registration is an event on the coordinator's log.\n\n\
+            Errors have one body: `{\"error\": {\"code\", \"field\", \"message\"}}`. 4xx means the \
+            request is wrong and a retry will not help; 503 means the coordinator could not do it.\n\n\
+            A submission's `payload_hash` is the lowercase hex SHA-256 of the UTF-8 bytes of its \
+            `prompt`. The prompt is sealed to the coordinator's storage key on arrival and is never \
+            stored or logged in plaintext.\n\n\
+            Amounts are integers in credit minor units.\n\n\
+            Heartbeats are signed by the node's registered key. `/v1/nodes/{id}/stake` and \
+            `/unstake` are not authenticated yet: bind the API to loopback or put it behind an \
+            authenticating proxy."
+    ),
+    paths(
+        super::requests::submit_request,
+        super::requests::get_request,
+        super::accounts::quote,
+        super::accounts::deposit_credits,
+        super::accounts::get_account,
+        super::nodes::register_node,
+        super::nodes::list_nodes,
+        super::nodes::node_heartbeat,
+        super::nodes::submit_result,
+        super::stake::deposit_stake,
+        super::stake::request_unstake,
+        super::stake::get_stake,
+        super::rewards::get_rewards,
+        super::rewards::list_epochs,
+        healthz,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, PriorityParam, RewardModeParam))
+)]
+struct ApiDoc;

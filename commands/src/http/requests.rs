@@ -1,0 +1,128 @@
+//! `/v1/requests`: submit a request, read its status and result.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use base64::Engine as _;
+use prlx_events::event::IntakeSource;
+use prlx_events::RequestId;
+
+use crate::actor::CoordinatorHandle;
+
+use super::body::*;
+use super::extract::{ApiJson, ApiPath};
+use super::MAX_IDEMPOTENCY_KEY_LEN;
+use crate::error::{AppError, ErrorBody};
+use crate::submission::{submission_from_body, submit, SubmissionAccepted, SubmitRequestBody};
+
+#[utoipa::path(
+    post,
+    path = "/v1/requests",
+    tag = "requests",
+    request_body = SubmitRequestBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes a retry safe: a second submission with the same key for the same \
+                credit account returns the first one's request id and reserves nothing more. \
+                1 to 255 visible ASCII characters."),
+    ),
+    responses(
+        (status = 202, description = "Accepted; the price is reserved", body = SubmissionAccepted),
+        (status = 400, description = "`malformed_request` (naming the field), `payload_hash_mismatch`, \
+            `unknown_workload_class`, `unknown_model`, `tier_out_of_range`, `deadline_out_of_range`", body = ErrorBody),
+        (status = 402, description = "`insufficient_credit`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn submit_request(
+    State(coordinator): State<CoordinatorHandle>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SubmitRequestBody>,
+) -> Result<(StatusCode, Json<SubmissionAccepted>), AppError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let (submission, payload) = submission_from_body(body, idempotency_key, IntakeSource::Http)?;
+    let accepted = submit(&coordinator, submission, payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    const NAME: &str = "Idempotency-Key";
+    let Some(value) = headers.get(NAME) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            AppError::malformed(
+                NAME,
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    tag = "requests",
+    params(("id" = u64, Path, description = "The request id returned at submission")),
+    responses(
+        (status = 200, body = RequestStatusBody),
+        (status = 400, description = "`malformed_request`: the id is not a number", body = ErrorBody),
+        (status = 404, description = "`unknown_request`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_request(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<RequestStatusBody>, AppError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| AppError::malformed("request_id", format!("{id:?} is not a request id")))?;
+    coordinator
+        .read_state(move |state| {
+            let r = state.requests.get(&RequestId(id))?;
+            Some(RequestStatusBody {
+                request_id: id,
+                status: serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                price: r.price,
+                reserved: r.reserved,
+                charged: r.charged,
+                model: r.model.clone(),
+                hardware_tier: r.hardware_tier,
+                priority: r.priority.into(),
+                attempts: r.attempts,
+                stage: if r.validating() {
+                    "validating"
+                } else if r.queued.is_some() {
+                    "queued"
+                } else if r.running.is_some() {
+                    "running"
+                } else {
+                    "done"
+                }
+                .into(),
+                result: r.result.as_ref().map(|res| ResultBodyOut {
+                    sealed_for_client: base64::engine::general_purpose::STANDARD
+                        .encode(&res.sealed_for_client.0),
+                    poe: res.poe.to_hex(),
+                    node_id: res.node.0.to_hex(),
+                }),
+            })
+        })
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            AppError::not_found("unknown_request", "request_id", format!("no request {id}"))
+        })
+}

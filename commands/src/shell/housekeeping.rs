@@ -1,0 +1,306 @@
+//! What the shell owes the log after a change, at time `now`: the coordinator's key, session
+//! grants for new nodes, sampling epochs, expired deadlines and lapsed nodes, and dispatches.
+
+use prlx_events::event::Sealed;
+use prlx_events::Hash32;
+use rand::RngCore;
+
+use chrono::{DateTime, Utc};
+use prlx_events::crypto::{grant_session, seal_message, seal_to_public_key, Direction, SessionKey};
+use prlx_events::event::SessionKeyIssued;
+use prlx_events::protocol::DispatchBody;
+use prlx_events::{NodeId, RequestId, TaskId};
+use prlx_projections::scheduler::{next_assignment, Choice};
+use rsa::RsaPrivateKey;
+
+use crate::decide::{Command, Dispatch};
+
+use super::reports::result_aad;
+use super::{Coordinator, ShellError, SESSION_EPOCH};
+use crate::encoder::AppendFuture;
+
+impl Coordinator {
+    /// The earliest deadline of a running dispatch, for the timer service.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.fold.state.sched.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Everything the shell owes the log after a change, at time `now`: the coordinator's key,
+    /// session grants for new nodes, expiries of passed deadlines, then dispatches until no
+    /// waiting request has a free capable node. Each is one command through `decide`, so each
+    /// decision sees the state the previous one left.
+    pub async fn housekeeping(&mut self, now: DateTime<Utc>) -> Result<(), ShellError> {
+        for durable in self.stage_housekeeping(now)? {
+            let range = durable.await?;
+            self.durable_through(&range);
+        }
+        Ok(())
+    }
+
+    /// [`Coordinator::housekeeping`] without waiting: the commands are decided and applied,
+    /// and their appends are in flight, in order.
+    pub fn stage_housekeeping(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppendFuture>, ShellError> {
+        let mut pending = Vec::new();
+        let mut stage = |this: &mut Self, command| -> Result<(), ShellError> {
+            if let Some(durable) = this.stage(command)?.durable {
+                pending.push(durable);
+            }
+            Ok(())
+        };
+        // An `Arc`: cloning the key itself copies its big integers on every command.
+        let Some(signing) = self.signing_key.clone() else {
+            return Ok(pending);
+        };
+        if self.fold.state.coordinator_key.as_deref() != self.signing_pem.as_deref() {
+            let pem = self.signing_pem.clone().expect("set with the key");
+            stage(
+                self,
+                Command::PublishCoordinatorKey {
+                    public_key_pem: pem,
+                },
+            )?;
+        }
+        // Sampling epochs: reveal the seed of one that ended, open the next.
+        let ended = match &self.fold.state.sampling.current {
+            Some(open) if now >= open.ends_at => Some(open.epoch),
+            Some(_) => None,
+            None => Some(0),
+        };
+        if let Some(epoch) = ended {
+            if epoch > 0 {
+                let seed = self.sampling_seed()?.expect("an epoch is open");
+                stage(self, Command::RevealSamplingSeed { epoch, seed })?;
+            }
+            let mut seed = [0u8; 32];
+            rsa::rand_core::OsRng.fill_bytes(&mut seed);
+            let seed = Hash32(seed);
+            let next = self.fold.state.sampling.last_epoch + 1;
+            let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+            rsa::rand_core::OsRng.fill_bytes(&mut nonce);
+            let sealed_seed = self.key.seal(nonce, &seed_aad(next), &seed.0);
+            stage(
+                self,
+                Command::CommitSamplingSeed {
+                    epoch: next,
+                    seed_hash: Hash32::of(&seed.0),
+                    sealed_seed,
+                },
+            )?;
+            self.seed = Some((next, seed));
+        }
+        if self.grants_pending {
+            self.grants_pending = false;
+            let needing: Vec<(NodeId, String)> = self
+                .fold
+                .state
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.session.is_none() && n.in_pool)
+                .map(|(id, n)| (*id, n.public_key_pem.clone()))
+                .collect();
+            for (node, pem) in needing {
+                if let Some(command) = self.grant(&signing, node, &pem) {
+                    stage(self, command)?;
+                }
+            }
+        }
+        let timeout = self.fold.state.node_timeout();
+        let silent: Vec<NodeId> = self
+            .fold
+            .state
+            .sched
+            .heartbeats
+            .iter()
+            .take_while(|(at, _)| *at + timeout <= now)
+            .map(|(_, node)| *node)
+            .collect();
+        for node_id in silent {
+            stage(self, Command::LapseNode { node_id, now })?;
+        }
+        let due: Vec<(DateTime<Utc>, RequestId)> = self
+            .fold
+            .state
+            .sched
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect();
+        for (_, request) in due {
+            let Some(a) = self.fold.state.requests[&request].running.clone() else {
+                continue;
+            };
+            let release = self.release_for_client(request);
+            stage(
+                self,
+                Command::ExpireDeadline {
+                    request,
+                    node: a.node,
+                    attempt: a.attempt,
+                    now,
+                    release,
+                },
+            )?;
+        }
+        for command in crate::settle::due_settlements(&self.fold.state, now) {
+            stage(self, Command::Settlement(command))?;
+        }
+        while let Some(choice) = next_assignment(&self.fold.state) {
+            let Some(sealed_work) = self.seal_dispatch(&choice)? else {
+                break;
+            };
+            stage(
+                self,
+                Command::Dispatch(Box::new(Dispatch {
+                    choice,
+                    sealed_work,
+                    now,
+                })),
+            )?;
+        }
+        Ok(pending)
+    }
+
+    /// The open sampling epoch's seed, opened from its `SamplingSeedCommitted` on first use
+    /// (after a restart); `None` when no epoch is open.
+    pub(super) fn sampling_seed(&mut self) -> Result<Option<Hash32>, ShellError> {
+        let Some(open) = &self.fold.state.sampling.current else {
+            return Ok(None);
+        };
+        if let Some((epoch, seed)) = self.seed {
+            if epoch == open.epoch {
+                return Ok(Some(seed));
+            }
+        }
+        let epoch = open.epoch;
+        let opened = open
+            .sealed_seed
+            .as_ref()
+            .and_then(|sealed| self.key.open(&seed_aad(epoch), sealed).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(Hash32)
+            .filter(|seed| Hash32::of(&seed.0) == open.seed_hash)
+            .ok_or_else(|| ShellError::Key {
+                path: "storage key".into(),
+                reason: format!(
+                    "the seed of sampling epoch {epoch} does not open with this storage key"
+                ),
+            })?;
+        self.seed = Some((epoch, opened));
+        Ok(Some(opened))
+    }
+
+    /// The request's one verified result, sealed to its client, for a command that may
+    /// release it unconfirmed. `None` unless exactly one verified result is held.
+    pub(super) fn release_for_client(&self, request: RequestId) -> Option<Sealed> {
+        let req = self.fold.state.requests.get(&request)?;
+        let [only] = req.results.as_slice() else {
+            return None;
+        };
+        let task = TaskId::whole(request);
+        let result = self
+            .key
+            .open(&result_aad(task, only.attempt), &only.sealed_result)
+            .ok()?;
+        let client = prlx_events::crypto::parse_public_key_pem(&req.client_pubkey).ok()?;
+        Some(Sealed(seal_to_public_key(
+            &client,
+            &request.0.to_be_bytes(),
+            &result,
+            &mut rsa::rand_core::OsRng,
+        )))
+    }
+
+    /// Marks that a node may need a session grant (after a registration).
+    pub fn note_registration(&mut self) {
+        self.grants_pending = true;
+    }
+
+    /// A session grant for `node`, as the command that records it; the key is cached.
+    fn grant(&mut self, signing: &RsaPrivateKey, node: NodeId, pem: &str) -> Option<Command> {
+        let Ok(node_key) = prlx_events::crypto::parse_public_key_pem(pem) else {
+            // Registration checks the key; a node whose key does not parse gets no work.
+            return None;
+        };
+        let mut rng = rsa::rand_core::OsRng;
+        let session = SessionKey::generate(&mut rng);
+        let grant = grant_session(signing, &node_key, SESSION_EPOCH, &session, &mut rng);
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let sealed = self.key.seal(
+            nonce,
+            &session_aad(node, SESSION_EPOCH),
+            session.expose_bytes(),
+        );
+        self.sessions.insert(node, (SESSION_EPOCH, session));
+        Some(Command::IssueSession(Box::new(SessionKeyIssued {
+            node_id: node,
+            epoch: SESSION_EPOCH,
+            wrapped_key: Sealed(grant.wrapped_key),
+            signature: Sealed(grant.signature),
+            sealed_for_coordinator: sealed,
+        })))
+    }
+
+    /// The session key of `node`, opened from the log on first use.
+    pub(super) fn session(&mut self, node: NodeId) -> Option<(u64, SessionKey)> {
+        if let Some(s) = self.sessions.get(&node) {
+            return Some(s.clone());
+        }
+        let (epoch, sealed) = self.fold.state.nodes.get(&node)?.session.clone()?;
+        let bytes = self.key.open(&session_aad(node, epoch), &sealed).ok()?;
+        let key = SessionKey::from_bytes(bytes.try_into().ok()?);
+        self.sessions.insert(node, (epoch, key.clone()));
+        Some((epoch, key))
+    }
+
+    /// The work for `choice`, sealed to its node; `None` when the node has no session yet.
+    fn seal_dispatch(&mut self, choice: &Choice) -> Result<Option<Sealed>, ShellError> {
+        let Some((epoch, session)) = self.session(choice.node) else {
+            return Ok(None);
+        };
+        let req = &self.fold.state.requests[&choice.request];
+        let prompt = self
+            .open_payload(&req.payload_hash, &req.sealed_payload)
+            .map_err(|e| ShellError::Key {
+                path: "storage key".into(),
+                reason: format!("payload of {} does not open: {e}", choice.request),
+            })?;
+        let body = DispatchBody {
+            request_id: choice.request,
+            model: req.model.clone(),
+            prompt: String::from_utf8_lossy(&prompt).into_owned(),
+            max_tokens: req.max_tokens,
+        };
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let task = TaskId::whole(choice.request);
+        let json = serde_json::to_vec(&body).expect("plain data");
+        Ok(Some(Sealed(seal_message(
+            &session,
+            Direction::Dispatch,
+            task,
+            choice.node,
+            choice.attempt,
+            epoch,
+            nonce,
+            &json,
+        ))))
+    }
+}
+
+fn session_aad(node: NodeId, epoch: u64) -> Vec<u8> {
+    let mut aad = b"prlx/session/v1/".to_vec();
+    aad.extend_from_slice(&node.to_bytes());
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}
+
+fn seed_aad(epoch: u64) -> Vec<u8> {
+    let mut aad = b"prlx/sampling-seed/v1/".to_vec();
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}

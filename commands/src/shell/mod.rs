@@ -1,0 +1,329 @@
+//! The I/O shell around `decide`: recovers state from the log, stamps events with the time,
+//! ids and sequence numbers, appends them, and only then applies them to its state.
+//!
+//! # Layout
+//! - this file: [`Coordinator`] (open, stage, settle, execute), [`Outcome`], [`ShellError`].
+//! - `housekeeping`: what the shell owes the log after a change: the coordinator's key,
+//!   session grants, sampling epochs, deadlines and lapses, dispatches.
+//! - `reports`: a node's result report checked and turned into a completion; its heartbeat
+//!   checked ([`HeartbeatGuard`]).
+//! - `payload`: submissions' payloads hashed and sealed to the storage key.
+//! - `keys`: the storage key and the signing key, created on first start, mode 0600.
+
+mod housekeeping;
+mod keys;
+mod payload;
+mod reports;
+
+use prlx_events::log::{AnyWriter, LogError, LogUrl, Offset};
+use prlx_events::seal::StorageKey;
+use prlx_events::{Envelope, Event, Hash32, Header};
+use prlx_projections::fold::FoldAtError;
+use prlx_projections::snapshot::{catch_up, SnapshotError};
+use prlx_projections::{CoordinatorState, Fold};
+use uuid::Uuid;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use chrono::Utc;
+use prlx_events::crypto::SessionKey;
+use prlx_events::{NodeId, RequestId};
+use rsa::RsaPrivateKey;
+
+use crate::decide::{decide, Command, Rejection};
+use crate::encoder::{Encoder, SideSender};
+
+pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY_BITS};
+pub use self::reports::{HeartbeatGuard, HeartbeatRefused, HEARTBEAT_SKEW_SECONDS};
+pub use crate::encoder::AppendFuture;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("recovering state from the log: {0}")]
+    Recover(#[from] SnapshotError),
+    #[error("the coordinator's own events do not fold (a bug): {0}")]
+    Fold(#[from] FoldAtError),
+    #[error("the coordinator decided an event its own fold refuses (a bug): {0}")]
+    OwnFold(prlx_projections::FoldError),
+    #[error("storage key {path}: {reason}")]
+    Key { path: String, reason: String },
+}
+
+/// A command decided and applied, its events on their way to the log.
+pub struct Staged {
+    /// What the command came to; offsets are filled in by [`Coordinator::settle`].
+    pub outcome: Outcome,
+    /// `None` when there was nothing to append.
+    pub durable: Option<AppendFuture>,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("outcome", &self.outcome)
+            .field("appending", &self.durable.is_some())
+            .finish()
+    }
+}
+
+impl Outcome {
+    /// The outcome with the offsets its append got.
+    pub fn at(self, range: Range<Offset>) -> Outcome {
+        match self {
+            Outcome::Appended(_) => Outcome::Appended(range),
+            Outcome::Rejected { rejection, .. } => Outcome::Rejected {
+                rejection,
+                offset: Some(range.start),
+            },
+            other => other,
+        }
+    }
+}
+
+/// What a command came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Events appended at these offsets.
+    Appended(std::ops::Range<Offset>),
+    /// Nothing to do (a retry of something already recorded).
+    Unchanged,
+    /// Refused; a refused submission is recorded at `offset`.
+    Rejected {
+        rejection: Rejection,
+        offset: Option<Offset>,
+    },
+    /// Refused before `decide`, recording nothing: a node report that does not verify.
+    Refused(String),
+}
+
+/// The coordinator's single writer.
+#[derive(Debug)]
+pub struct Coordinator {
+    writer: std::sync::Arc<AnyWriter>,
+    /// Encodes and appends what the coordinator stages, beside the actor.
+    encoder: Encoder,
+    fold: Fold<CoordinatorState>,
+    producer: String,
+    next_sequence: u64,
+    key: StorageKey,
+    /// Signs session grants; without it the coordinator takes requests but dispatches none.
+    signing_key: Option<std::sync::Arc<RsaPrivateKey>>,
+    /// Its public half as published (PEM), encoded once: housekeeping compares it with the
+    /// log's after every command, and encoding it each time showed in the profile.
+    signing_pem: Option<String>,
+    /// Session keys opened from the log, by node.
+    sessions: BTreeMap<NodeId, (u64, SessionKey)>,
+    /// Set when nodes may lack a session grant (at start, after a registration).
+    grants_pending: bool,
+    /// The open sampling epoch's seed, opened from the log on first use.
+    seed: Option<(u64, Hash32)>,
+    /// Set while staging a command whose append takes a side ([`Coordinator::stage_riding`]);
+    /// where to send it, once its append is handed over.
+    riding: bool,
+    rider: Option<SideSender>,
+}
+
+/// Why a node's result report was refused before it reached `decide` (it proves nothing
+/// about the node, so it must not count against it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("unknown request {0}")]
+    UnknownRequest(RequestId),
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    #[error("the node has no session for epoch {0}")]
+    WrongEpoch(u64),
+    /// Neither the signature nor the session-key seal proves the report is the node's: it
+    /// may be anyone's, so it is not held against the node.
+    #[error("the report's signature does not verify against the node's key, and its result does not open under the node's session key")]
+    BadSignature,
+}
+
+/// The epoch of session grants. Key rotation (new epochs) is not implemented yet.
+pub const SESSION_EPOCH: u64 = 1;
+
+impl Coordinator {
+    /// Opens the log as its only writer and folds it from the start.
+    pub async fn open(
+        url: &LogUrl,
+        producer: impl Into<String>,
+        key: StorageKey,
+    ) -> Result<Self, ShellError> {
+        let writer = std::sync::Arc::new(url.open_writer()?);
+        let encoder = Encoder::start(writer.clone()).map_err(|e| LogError::Io {
+            op: "start the encoder thread",
+            path: Default::default(),
+            source: std::sync::Arc::new(e),
+        })?;
+        let mut fold = Fold::default();
+        catch_up(&mut fold, &writer.reader()).await?;
+        let producer = producer.into();
+        let next_sequence = fold.producers.get(&producer).map_or(0, |s| s + 1);
+        Ok(Self {
+            writer,
+            encoder,
+            fold,
+            producer,
+            next_sequence,
+            key,
+            signing_key: None,
+            signing_pem: None,
+            sessions: BTreeMap::new(),
+            grants_pending: true,
+            seed: None,
+            riding: false,
+            rider: None,
+        })
+    }
+
+    /// Enables dispatch: session grants are signed with `key`.
+    pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
+        self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
+        self.signing_key = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    pub fn state(&self) -> &CoordinatorState {
+        &self.state_fold().state
+    }
+
+    pub fn state_fold(&self) -> &Fold<CoordinatorState> {
+        &self.fold
+    }
+
+    pub fn writer(&self) -> &AnyWriter {
+        &self.writer
+    }
+
+    /// Decides, appends, applies. A rejection is recorded too (without a request id).
+    /// Decides, appends, waits until durable, and returns what the command came to.
+    pub async fn execute(&mut self, command: Command) -> Result<Outcome, ShellError> {
+        let staged = self.stage(command)?;
+        self.settle(staged).await
+    }
+
+    /// Decides `command` and applies its events now; their append is started (ordered now)
+    /// and completes when [`Staged::durable`] resolves. The caller must not report the outcome
+    /// to anyone before that: until then it is not on the log.
+    pub fn stage(&mut self, command: Command) -> Result<Staged, ShellError> {
+        let audit = match &command {
+            Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),
+            _ => None,
+        };
+        match decide(&self.fold.state, command) {
+            Ok(events) if events.is_empty() => Ok(Staged {
+                outcome: Outcome::Unchanged,
+                durable: None,
+            }),
+            Ok(events) => Ok(Staged {
+                outcome: Outcome::Appended(0..0),
+                durable: Some(self.stage_events(events)?),
+            }),
+            // Refused submissions are part of the intake audit trail; other refusals (a
+            // heartbeat from an unknown node, say) would only let anyone fill the log.
+            Err(rejection) => match audit {
+                Some((key, source)) => {
+                    let durable = self.stage_events(vec![rejection.to_event(key, source)])?;
+                    Ok(Staged {
+                        outcome: Outcome::Rejected {
+                            rejection,
+                            offset: None,
+                        },
+                        durable: Some(durable),
+                    })
+                }
+                None => Ok(Staged {
+                    outcome: Outcome::Rejected {
+                        rejection,
+                        offset: None,
+                    },
+                    durable: None,
+                }),
+            },
+        }
+    }
+
+    /// As [`Coordinator::stage`], for a command whose append carries a side computed from its
+    /// outcome (Kafka's consume-transform-produce): the sender takes it, and must be used at
+    /// once (the encoding thread waits for it). `None` when nothing was appended: append the
+    /// side alone then ([`Coordinator::append_side`]).
+    pub fn stage_riding(
+        &mut self,
+        command: Command,
+    ) -> Result<(Staged, Option<SideSender>), ShellError> {
+        self.riding = true;
+        let staged = self.stage(command);
+        self.riding = false;
+        Ok((staged?, self.rider.take()))
+    }
+
+    /// Appends a side alone (records for other topics, consumer offsets), in order with the
+    /// batches staged before it.
+    pub fn append_side(&self, side: prlx_events::log::Side) -> AppendFuture {
+        self.encoder.append_side(side)
+    }
+
+    /// Waits for a staged command's events to be durable and fills in their offsets.
+    pub async fn settle(&mut self, staged: Staged) -> Result<Outcome, ShellError> {
+        match staged.durable {
+            None => Ok(staged.outcome),
+            Some(durable) => {
+                let range = durable.await?;
+                self.durable_through(&range);
+                Ok(staged.outcome.at(range))
+            }
+        }
+    }
+
+    /// Records that an append finished: the fold's offset catches up.
+    pub fn durable_through(&mut self, range: &Range<Offset>) {
+        if range.end > range.start {
+            self.fold.advance(range.end - 1);
+        }
+    }
+
+    /// Stamps `events`, applies them to the state and starts their append.
+    fn stage_events(&mut self, events: Vec<Event>) -> Result<AppendFuture, ShellError> {
+        // Log time never goes back: a decision made at `now` is stamped at or after it, and
+        // at or after everything before it, so the fold's time checks (deadlines, lapses,
+        // epoch ends) hold even if the wall clock steps back.
+        let now = self
+            .fold
+            .state
+            .log_time
+            .map_or_else(Utc::now, |t| t.max(Utc::now()));
+        let correlation = random_uuid();
+        let mut staged = Vec::with_capacity(events.len());
+        for event in events {
+            let env = Envelope::new(
+                Header {
+                    event_id: random_uuid(),
+                    recorded_at: now,
+                    producer: self.producer.clone(),
+                    sequence: self.next_sequence,
+                    correlation_id: Some(correlation),
+                    causation_id: None,
+                },
+                event,
+            );
+            self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
+            self.next_sequence += 1;
+            staged.push(env);
+        }
+        if std::mem::take(&mut self.riding) {
+            let (append, side) = self.encoder.append_riding(staged);
+            self.rider = Some(side);
+            return Ok(append);
+        }
+        Ok(self.encoder.append(staged))
+    }
+}
+
+/// A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` asks the kernel (a syscall) per id,
+/// and the coordinator stamps several ids per request.
+fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}

@@ -1,0 +1,194 @@
+//! What a node sends, checked before anything is recorded: its result report (commitment,
+//! signature, seal) and its heartbeat (signed by its registered key).
+
+use prlx_events::event::Sealed;
+use prlx_events::Hash32;
+use rand::RngCore;
+
+use std::collections::BTreeMap;
+
+use prlx_events::crypto::{
+    open_message, proof_of_execution, result_statement, seal_to_public_key, verify, Direction,
+};
+use prlx_events::protocol::ResultReport;
+use prlx_events::{NodeId, TaskId};
+
+use crate::decide::{Command, Completion};
+
+use super::{Coordinator, ReportError};
+
+impl Coordinator {
+    /// Checks a node's result report and builds the command that records it. A report whose
+    /// signature does not verify is refused here: it may not come from the node at all, so it
+    /// must not count against the node. A signed report whose result does not open or does not
+    /// match its PoE is the node's fault and goes to `decide` as a failed commitment.
+    pub fn completion(
+        &mut self,
+        node: NodeId,
+        report: &ResultReport,
+    ) -> Result<Command, ReportError> {
+        let state = &self.fold.state;
+        let req = state
+            .requests
+            .get(&report.request_id)
+            .ok_or(ReportError::UnknownRequest(report.request_id))?;
+        let view = state
+            .nodes
+            .get(&node)
+            .ok_or(ReportError::UnknownNode(node))?;
+        let node_key = prlx_events::crypto::parse_public_key_pem(&view.public_key_pem)
+            .map_err(|_| ReportError::UnknownNode(node))?;
+        let task = TaskId::whole(report.request_id);
+        let statement = result_statement(report.request_id, task, node, report.attempt, report.poe);
+        let signed = verify(&node_key, &statement, &report.signature);
+        let client_pubkey = req.client_pubkey.clone();
+        let (epoch, session) = self
+            .session(node)
+            .ok_or(ReportError::WrongEpoch(report.epoch))?;
+        if epoch != report.epoch {
+            return Err(ReportError::WrongEpoch(report.epoch));
+        }
+        let opened = open_message(
+            &session,
+            Direction::Result,
+            task,
+            node,
+            report.attempt,
+            epoch,
+            &report.sealed_result,
+        );
+        // A report is the node's when either its signature or the session-key seal proves
+        // it; only then may a defect count against the node. The checks in the order of
+        // the protocol: the result opens, the signature is over this task, the PoE matches.
+        let (commitment, result) = match (opened, signed) {
+            (Err(_), false) => return Err(ReportError::BadSignature),
+            (Err(_), true) => (
+                Err("the result does not open under the node's session key".to_owned()),
+                Vec::new(),
+            ),
+            (Ok(bytes), false) => (
+                Err("the signature does not verify for this task (replayed or forged)".to_owned()),
+                bytes,
+            ),
+            (Ok(bytes), true) if proof_of_execution(task, &bytes, node) != report.poe => (
+                Err("PoE does not match SHA-256(task_id || result || node_id)".to_owned()),
+                bytes,
+            ),
+            (Ok(bytes), true) => (Ok(()), bytes),
+        };
+        let mut rng = rsa::rand_core::OsRng;
+        let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let sealed_result = self
+            .key
+            .seal(nonce, &result_aad(task, report.attempt), &result);
+        let sealed_for_client = match prlx_events::crypto::parse_public_key_pem(&client_pubkey) {
+            Ok(client) if commitment.is_ok() => Sealed(seal_to_public_key(
+                &client,
+                &report.request_id.0.to_be_bytes(),
+                &result,
+                &mut rng,
+            )),
+            _ => self
+                .release_for_client(report.request_id)
+                .unwrap_or(Sealed(Vec::new())),
+        };
+        let seed = self.sampling_seed().ok().flatten();
+        Ok(Command::CompleteTask(Box::new(Completion {
+            request: report.request_id,
+            node,
+            attempt: report.attempt,
+            sealed_result,
+            poe: report.poe,
+            signature: Sealed(report.signature.clone()),
+            token_count: report.token_count,
+            commitment,
+            result_hash: Hash32::of(&result),
+            sealed_for_client,
+            seed,
+        })))
+    }
+}
+
+pub(super) fn result_aad(task: TaskId, attempt: u32) -> Vec<u8> {
+    let mut aad = b"prlx/result-at-rest/v1/".to_vec();
+    aad.extend_from_slice(&task.to_bytes());
+    aad.extend_from_slice(&attempt.to_be_bytes());
+    aad
+}
+
+/// How far a heartbeat's signed time may be from the coordinator's clock.
+pub const HEARTBEAT_SKEW_SECONDS: i64 = 120;
+
+/// Why a heartbeat was refused; nothing of it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatRefused {
+    #[error("the signed time is more than 120 s from the coordinator's clock")]
+    Stale,
+    #[error("not a signature by the node's registered key over this heartbeat")]
+    BadSignature,
+    #[error("not later than the node's last accepted heartbeat (a replay)")]
+    Replayed,
+    /// The key on the log does not parse: ours to fix, not the node's fault.
+    #[error("registered key of {node}: {reason}")]
+    RegisteredKey { node: NodeId, reason: String },
+}
+
+impl HeartbeatRefused {
+    /// The heartbeat's field at fault.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            HeartbeatRefused::Stale | HeartbeatRefused::Replayed => Some("at"),
+            HeartbeatRefused::BadSignature => Some("signature"),
+            HeartbeatRefused::RegisteredKey { .. } => None,
+        }
+    }
+}
+
+/// Checks signed heartbeats: by the node's registered key, over its id and a time near the
+/// coordinator's clock and later than the node's last accepted one. Any door that takes
+/// heartbeats (HTTP today) checks them here, beside the result reports.
+///
+/// The last accepted times are kept in memory only: after a restart a heartbeat captured in
+/// the last [`HEARTBEAT_SKEW_SECONDS`] could be replayed once, which the skew bound keeps short.
+#[derive(Debug, Default)]
+pub struct HeartbeatGuard {
+    last: std::sync::Mutex<BTreeMap<NodeId, i64>>,
+}
+
+impl HeartbeatGuard {
+    /// Accepts the heartbeat of `node` signed at `at` (Unix seconds) with `signature`, given
+    /// the node's registered key `pem` and the shell's clock `now` (read by the caller, only
+    /// to bound how old a signed time may be; never recorded). On success `at` becomes the
+    /// node's last accepted time.
+    pub fn check(
+        &self,
+        node: NodeId,
+        pem: &str,
+        at: i64,
+        signature: &[u8],
+        now: i64,
+    ) -> Result<(), HeartbeatRefused> {
+        if (at - now).abs() > HEARTBEAT_SKEW_SECONDS {
+            return Err(HeartbeatRefused::Stale);
+        }
+        let key = prlx_events::crypto::parse_public_key_pem(pem).map_err(|e| {
+            HeartbeatRefused::RegisteredKey {
+                node,
+                reason: e.to_string(),
+            }
+        })?;
+        let statement = prlx_events::crypto::heartbeat_statement(node, at);
+        if !prlx_events::crypto::verify(&key, &statement, signature) {
+            return Err(HeartbeatRefused::BadSignature);
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(&node) {
+            Some(&seen) if at <= seen => Err(HeartbeatRefused::Replayed),
+            _ => {
+                last.insert(node, at);
+                Ok(())
+            }
+        }
+    }
+}

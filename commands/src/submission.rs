@@ -1,0 +1,209 @@
+//! Submissions, the same for every door (HTTP `POST /v1/requests` and the Kafka submissions
+//! topic): the body, its checks, the core's [`Submission`] built from it, the trip through the
+//! actor and the answer computed in the actor's turn.
+
+use prlx_events::crypto::parse_public_key_pem;
+use prlx_events::event::{IntakeSource, Priority, Sealed};
+use prlx_events::{AccountId, Hash32, RequestId};
+use prlx_projections::CoordinatorState;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::actor::{CoordinatorHandle, Intake};
+use crate::decide::Submission;
+use crate::shell::Outcome;
+
+use crate::error::AppError;
+
+/// How urgent a request is; scales its price (low 80%, standard 100%, high 150%).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityParam {
+    Low,
+    Standard,
+    High,
+}
+
+impl From<PriorityParam> for Priority {
+    fn from(p: PriorityParam) -> Self {
+        match p {
+            PriorityParam::Low => Priority::Low,
+            PriorityParam::Standard => Priority::Standard,
+            PriorityParam::High => Priority::High,
+        }
+    }
+}
+
+impl From<Priority> for PriorityParam {
+    fn from(p: Priority) -> Self {
+        match p {
+            Priority::Low => PriorityParam::Low,
+            Priority::Standard => PriorityParam::Standard,
+            Priority::High => PriorityParam::High,
+        }
+    }
+}
+
+/// An inference request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitRequestBody {
+    /// The workload class; `ai.inference` is the only one served.
+    #[schema(example = "ai.inference")]
+    pub workload_class: String,
+    /// A model reference from the published catalog.
+    #[schema(example = "oss-chat-v1")]
+    pub model: String,
+    /// The hardware tier to run on: at least the model's `min_tier`, at most the catalog's
+    /// `max_tier`.
+    pub hardware_tier: u8,
+    pub priority: PriorityParam,
+    /// Seconds the client will wait, within the catalog's deadline bounds.
+    pub deadline_seconds: u32,
+    /// The credit account charged; it must have the price available.
+    pub credit_account: String,
+    /// The client's RSA public key (PEM, SPKI) that the result is sealed to.
+    pub client_pubkey: String,
+    /// The prompt. It is sealed to the coordinator's storage key on arrival and never stored
+    /// or logged in plaintext.
+    pub prompt: String,
+    /// At most the model's `max_tokens_limit`.
+    pub max_tokens: u32,
+    /// The lowercase hex SHA-256 (64 characters) of the UTF-8 bytes of `prompt`. The
+    /// coordinator hashes the prompt it received and refuses the request with
+    /// `payload_hash_mismatch` when they differ.
+    #[schema(example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    pub payload_hash: String,
+}
+
+/// A submission the coordinator accepted and reserved credit for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubmissionAccepted {
+    pub request_id: u64,
+    /// Always `accepted`.
+    #[schema(example = "accepted")]
+    pub status: String,
+    /// The price reserved, in credit minor units.
+    pub price: u64,
+}
+
+/// Checks a submission body as intake does (the same for HTTP and the Kafka submissions
+/// topic) and builds the core's [`Submission`] and the payload bytes.
+pub fn submission_from_body(
+    body: SubmitRequestBody,
+    idempotency_key: Option<String>,
+    source: IntakeSource,
+) -> Result<(Submission, Vec<u8>), AppError> {
+    if body.credit_account.is_empty() {
+        return Err(AppError::malformed("credit_account", "must not be empty"));
+    }
+    parse_public_key_pem(&body.client_pubkey).map_err(|e| {
+        AppError::malformed(
+            "client_pubkey",
+            format!("must be an RSA public key in PEM (SPKI): {e}"),
+        )
+    })?;
+    let payload_hash: Hash32 = body.payload_hash.parse().map_err(|_| {
+        AppError::malformed(
+            "payload_hash",
+            "must be the lowercase hex SHA-256 of the prompt's UTF-8 bytes (64 characters)",
+        )
+    })?;
+    let submission = Submission {
+        idempotency_key,
+        source,
+        workload_class: body.workload_class,
+        model: body.model,
+        hardware_tier: body.hardware_tier,
+        priority: body.priority.into(),
+        deadline_seconds: body.deadline_seconds,
+        max_tokens: body.max_tokens,
+        credit_account: AccountId(body.credit_account),
+        client_pubkey: body.client_pubkey,
+        payload_hash,
+        // Filled in by the actor, which holds the storage key.
+        computed_payload_hash: Hash32([0; 32]),
+        sealed_payload: Sealed(Vec::new()),
+    };
+    Ok((submission, body.prompt.into_bytes()))
+}
+
+/// Submits through the actor and answers once the outcome is durable: the request accepted
+/// (or, for a retry with the same idempotency key, the request the first try created), or
+/// the rejection.
+pub async fn submit(
+    coordinator: &CoordinatorHandle,
+    submission: Submission,
+    payload: Vec<u8>,
+) -> Result<SubmissionAccepted, AppError> {
+    submit_enqueued(coordinator, submission, payload)
+        .await?
+        .await
+}
+
+/// As [`submit`], in two steps: this returns once the submission is in the coordinator's
+/// queue (so one enqueued after it is decided after it); the future gives the answer.
+pub async fn submit_enqueued(
+    coordinator: &CoordinatorHandle,
+    submission: Submission,
+    payload: Vec<u8>,
+) -> Result<
+    impl std::future::Future<Output = Result<SubmissionAccepted, AppError>> + Send + 'static,
+    AppError,
+> {
+    let answer_of = SubmissionAnswer::of(&submission);
+    let intake = Intake::Submission {
+        submission: Box::new(submission),
+        payload,
+    };
+    let answer = coordinator
+        .enqueue(intake, move |outcome, state| {
+            answer_of.answer(outcome, state)
+        })
+        .await?;
+    Ok(async move { answer.await?.1 })
+}
+
+/// Computes a submission's answer from what it came to and the state right after it, in the
+/// actor's turn (so "which request did this create" is never answered from a later state).
+#[derive(Debug, Clone)]
+pub struct SubmissionAnswer {
+    account: AccountId,
+    idempotency_key: Option<String>,
+}
+
+impl SubmissionAnswer {
+    pub fn of(submission: &Submission) -> Self {
+        Self {
+            account: submission.credit_account.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+        }
+    }
+
+    pub fn answer(
+        &self,
+        outcome: &Outcome,
+        state: &CoordinatorState,
+    ) -> Result<SubmissionAccepted, AppError> {
+        let id = match outcome {
+            Outcome::Rejected { rejection, .. } => return Err(rejection.clone().into()),
+            // A retry: the key names the request the first try created.
+            Outcome::Unchanged => self
+                .idempotency_key
+                .as_deref()
+                .and_then(|key| state.request_for_key(&self.account, key)),
+            // Answered in the same turn as the append: the newest request is this one.
+            Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
+            Outcome::Refused(_) => None,
+        };
+        match id.and_then(|id| state.requests.get(&id).map(|r| (id, r.price))) {
+            Some((id, price)) => Ok(SubmissionAccepted {
+                request_id: id.0,
+                status: "accepted".into(),
+                price,
+            }),
+            None => Err(AppError::internal(format!(
+                "submission came to {outcome:?} but no request is recorded for it"
+            ))),
+        }
+    }
+}
