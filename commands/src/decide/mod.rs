@@ -44,13 +44,13 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             amount,
         } => intake::deposit(state, account, tx_ref, amount),
         Command::SubmitRequest(s) => intake::submit(state, *s),
-        Command::RegisterNode(n) => nodes::register(state, n),
+        Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat { node_id } => nodes::heartbeat(state, node_id),
         Command::LapseNode { node_id, now } => nodes::lapse(state, node_id, now),
         Command::PublishCoordinatorKey { public_key_pem } => {
             nodes::publish_coordinator_key(state, public_key_pem)
         }
-        Command::IssueSession(k) => nodes::issue_session(state, k),
+        Command::IssueSession(k) => nodes::issue_session(state, *k),
         Command::Dispatch(d) => work::dispatch(state, *d),
         Command::ExpireDeadline {
             request,

@@ -9,7 +9,7 @@ use crate::decide::rejection::{internal, Rejection};
 
 pub(super) fn register(
     state: &CoordinatorState,
-    n: Box<NodeRegistered>,
+    n: NodeRegistered,
 ) -> Result<Vec<Event>, Rejection> {
     // The id is the key's fingerprint: a registration cannot claim another node's id,
     // and every node on the log has a key that session grants can be wrapped to.
@@ -72,7 +72,7 @@ pub(super) fn register(
             ));
         }
     }
-    Ok(vec![Event::NodeRegistered(*n)])
+    Ok(vec![Event::NodeRegistered(n)])
 }
 
 pub(super) fn heartbeat(
@@ -132,7 +132,7 @@ pub(super) fn publish_coordinator_key(
 
 pub(super) fn issue_session(
     state: &CoordinatorState,
-    k: Box<SessionKeyIssued>,
+    k: SessionKeyIssued,
 ) -> Result<Vec<Event>, Rejection> {
     let node = state.nodes.get(&k.node_id).ok_or_else(|| {
         Rejection::new(
@@ -148,5 +148,5 @@ pub(super) fn issue_session(
     {
         return Ok(vec![]);
     }
-    Ok(vec![Event::SessionKeyIssued(*k)])
+    Ok(vec![Event::SessionKeyIssued(k)])
 }
