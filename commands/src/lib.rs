@@ -24,6 +24,7 @@
 //!   says whether a failure is the log's.
 //! - [`submission`]: a submission's body, checks and trip through the actor, shared by the
 //!   HTTP and Kafka intakes.
+//! - `tour` (feature `kafka`): `prlx-coordinator demo`, a model-free tour of intake.
 //! - `testkit` (feature `testkit`, and this crate's own tests): Given/When/Then for
 //!   decisions, builders of the events and submissions tests start from.
 
@@ -44,3 +45,5 @@ pub mod startup;
 pub mod submission;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+#[cfg(feature = "kafka")]
+pub mod tour;

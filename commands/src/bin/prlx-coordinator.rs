@@ -4,12 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use prlx_commands::decide::{Command, Submission, INFERENCE};
-use prlx_commands::shell::Outcome;
 use prlx_commands::startup::{self, OpenOptions, RewardOptions, ServeOptions};
+use prlx_commands::tour;
 use prlx_events::cli::LogFormat;
-use prlx_events::event::{IntakeSource, Priority, RewardMode, Sealed};
-use prlx_events::{AccountId, Hash32};
+use prlx_events::event::RewardMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -214,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 rewards: rewards.options(),
                 producer,
             };
-            demo(&open, requests).await
+            Ok(tour::run(&open, requests, &mut std::io::stdout()).await?)
         }
         Cmd::Serve {
             log,
@@ -250,137 +248,5 @@ async fn main() -> anyhow::Result<()> {
             };
             Ok(startup::serve(options).await?)
         }
-    }
-}
-
-async fn demo(open: &OpenOptions, requests: u32) -> anyhow::Result<()> {
-    let mut coord = startup::open_coordinator(open).await?;
-
-    // Deposits observed on-chain. The run number keeps tx refs fresh when the demo runs again.
-    let run = coord.state().deposits.len() as u64;
-    let big = AccountId("parallelix-ai".into());
-    let small = AccountId("small-client".into());
-    for (account, tx, amount) in [
-        (&big, format!("0xdemo-{run}"), 1_000_000),
-        (&big, format!("0xdemo-{run}"), 1_000_000),
-        (&small, format!("0xsmall-{run}"), 50),
-    ] {
-        let outcome = coord
-            .execute(Command::DepositCredits {
-                account: account.clone(),
-                tx_ref: tx.clone(),
-                amount,
-            })
-            .await?;
-        println!(
-            "deposit {tx} of {amount} to {account}: {}",
-            describe(&outcome)
-        );
-    }
-
-    let base = |account: &AccountId, key: Option<String>, prompt: &str| Submission {
-        idempotency_key: key,
-        source: IntakeSource::Local,
-        workload_class: INFERENCE.into(),
-        model: "oss-chat-v1".into(),
-        hardware_tier: 1,
-        priority: Priority::Standard,
-        deadline_seconds: 60,
-        max_tokens: 32,
-        credit_account: account.clone(),
-        client_pubkey: String::new(),
-        payload_hash: Hash32::of(prompt.as_bytes()),
-        computed_payload_hash: Hash32([0; 32]),
-        sealed_payload: Sealed(Vec::new()),
-    };
-    let mut accepted = 0;
-    for i in 0..requests {
-        let prompt = format!("Prompt {run}.{i}: what is the capital of France?");
-        let cmd = coord.submission(
-            base(&big, Some(format!("demo-{run}-{i}")), &prompt),
-            prompt.as_bytes(),
-        );
-        if let Outcome::Appended(_) = coord.execute(cmd).await? {
-            accepted += 1;
-        }
-    }
-    println!("submitted {requests} valid requests: {accepted} accepted");
-
-    let prompt = format!("Prompt {run}.0: what is the capital of France?");
-    let retry = coord.submission(
-        base(&big, Some(format!("demo-{run}-0")), &prompt),
-        prompt.as_bytes(),
-    );
-    let outcome = coord.execute(retry).await?;
-    let id = coord
-        .state()
-        .request_for_key(&big, &format!("demo-{run}-0"));
-    println!(
-        "retry with the same Idempotency-Key: {} (request {})",
-        describe(&outcome),
-        id.map_or("none".into(), |r| r.to_string())
-    );
-
-    let mut bad_hash = base(&big, None, "something else");
-    bad_hash.payload_hash = Hash32::of(b"not the payload");
-    let mut unknown_class = base(&big, None, "x");
-    unknown_class.workload_class = "ai.training".into();
-    let mut unknown_model = base(&big, None, "x");
-    unknown_model.model = "gpt-omega".into();
-    for (what, s, payload) in [
-        ("payload hash mismatch", bad_hash, &b"something else"[..]),
-        ("unknown workload class", unknown_class, b"x"),
-        ("unknown model", unknown_model, b"x"),
-        ("insufficient credit", base(&small, None, "x"), b"x"),
-    ] {
-        let cmd = coord.submission(s, payload);
-        println!("{what}: {}", describe(&coord.execute(cmd).await?));
-    }
-
-    let st = coord.state();
-    println!(
-        "\nstate after {} records:",
-        coord.state_fold().next_offset()
-    );
-    println!("  requests accepted: {}", st.requests.len());
-    for (code, n) in &st.rejections {
-        println!("  rejected {code}: {n}");
-    }
-    for (account, a) in &st.accounts {
-        println!(
-            "  account {account}: balance {}, reserved {}, available {}",
-            a.balance,
-            a.reserved,
-            a.available()
-        );
-    }
-    let r = &st.rewards;
-    if let (Some(p), Some((_, ends))) = (&r.policy, r.epoch_bounds(r.next_epoch)) {
-        println!(
-            "  rewards: {:?} mode, epochs of {} s; epoch {} settles at {ends} (serve settles \
-             epochs as they end; this demo does not wait)",
-            r.mode(),
-            p.epoch_seconds,
-            r.next_epoch
-        );
-    }
-    Ok(())
-}
-
-fn describe(o: &Outcome) -> String {
-    match o {
-        Outcome::Appended(r) => format!("recorded at offsets {}..{}", r.start, r.end),
-        Outcome::Unchanged => "already recorded, nothing new".into(),
-        Outcome::Rejected { rejection, offset } => format!(
-            "rejected {} ({}): {}{}",
-            serde_json::to_value(rejection.code)
-                .unwrap()
-                .as_str()
-                .unwrap_or("?"),
-            rejection.field.as_deref().unwrap_or("-"),
-            rejection.message,
-            offset.map_or(String::new(), |o| format!(" [audit record at offset {o}]"))
-        ),
-        Outcome::Refused(why) => format!("refused, nothing recorded: {why}"),
     }
 }
