@@ -16,6 +16,7 @@ use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use rsa::pss::{BlindedSigningKey, Signature, VerifyingKey};
 use rsa::rand_core::CryptoRngCore;
 use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,10 @@ use crate::seal::{SealError, StorageKey, NONCE_LEN};
 pub enum CryptoError {
     #[error("public key: {0}")]
     PublicKey(String),
+    /// Too small to be safe (and too small for OAEP to wrap a 32-byte key, which would fail
+    /// only later, deep in the coordinator), or larger than any party needs.
+    #[error("an RSA key of {bits} bits; keys must have 2048 to 4096 bits")]
+    KeySize { bits: usize },
     #[error("the session grant's signature does not verify against the coordinator's key")]
     GrantSignature,
     #[error("the session grant is for {got}, not this node ({want})")]
@@ -50,8 +55,28 @@ pub fn public_key_pem(key: &RsaPublicKey) -> String {
         .expect("an RSA public key always encodes")
 }
 
+/// The RSA key sizes every party's key must have: node, client and the coordinator's
+/// signing key. Below 2048 bits OAEP cannot even wrap a session key; above 4096 each
+/// signature check costs more than any deployment needs, and an attacker's cost would be ours.
+pub const RSA_KEY_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+
+/// Refuses a key whose size is outside [`RSA_KEY_BITS`].
+pub fn check_key_size(key: &impl PublicKeyParts) -> Result<(), CryptoError> {
+    let bits = key.n().bits();
+    if RSA_KEY_BITS.contains(&bits) {
+        Ok(())
+    } else {
+        Err(CryptoError::KeySize { bits })
+    }
+}
+
+/// Parses an RSA public key (SPKI PEM) of an accepted size ([`RSA_KEY_BITS`]): every key that
+/// reaches the protocol comes through here, so no smaller one reaches an RSA operation.
 pub fn parse_public_key_pem(pem: &str) -> Result<RsaPublicKey, CryptoError> {
-    RsaPublicKey::from_public_key_pem(pem).map_err(|e| CryptoError::PublicKey(e.to_string()))
+    let key = RsaPublicKey::from_public_key_pem(pem)
+        .map_err(|e| CryptoError::PublicKey(e.to_string()))?;
+    check_key_size(&key)?;
+    Ok(key)
 }
 
 /// A node is named by the SHA-256 of its public key's SPKI DER.
@@ -312,6 +337,18 @@ pub fn open_with_private_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_outside_2048_to_4096_bits_are_refused() {
+        let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+        assert_eq!(
+            parse_public_key_pem(&public_key_pem(&small.to_public_key())),
+            Err(CryptoError::KeySize { bits: 1024 })
+        );
+        let ok = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+        assert!(parse_public_key_pem(&public_key_pem(&ok.to_public_key())).is_ok());
+        assert!(check_key_size(&ok).is_ok());
+    }
     use rsa::rand_core::OsRng;
 
     fn key() -> RsaPrivateKey {

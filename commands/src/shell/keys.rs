@@ -81,8 +81,11 @@ pub fn load_or_create_signing_key(path: &Path) -> Result<RsaPrivateKey, ShellErr
     use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
     if let Some(bytes) = read_secret(path)? {
         let pem = String::from_utf8(bytes).map_err(|_| key_error(path, "not UTF-8 PEM".into()))?;
-        return RsaPrivateKey::from_pkcs8_pem(&pem)
-            .map_err(|e| key_error(path, format!("not a PKCS#8 RSA key: {e}")));
+        let key = RsaPrivateKey::from_pkcs8_pem(&pem)
+            .map_err(|e| key_error(path, format!("not a PKCS#8 RSA key: {e}")))?;
+        // Nodes refuse a grant signed by a key of another size, so say so at start.
+        prlx_events::crypto::check_key_size(&key).map_err(|e| key_error(path, e.to_string()))?;
+        return Ok(key);
     }
     let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, SIGNING_KEY_BITS)
         .map_err(|e| key_error(path, e.to_string()))?;
