@@ -1,41 +1,34 @@
 //! Intake decisions, Given/When/Then.
 
-use prlx_commands::decide::{task_price, Command, Submission, INFERENCE};
+use prlx_commands::decide::{task_price, Command, Submission};
+use prlx_commands::testkit::fixtures::{
+    self, accepted_and_reserved, account, cpu, model, registration,
+};
 use prlx_commands::testkit::given;
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
+use prlx_events::{Event, Hash32, NodeId, RequestId};
 
 fn catalog() -> Event {
     CatalogPublished {
-        models: vec![CatalogModel {
-            model: "oss-chat-v1".into(),
-            sha256: Hash32::of(b"model"),
+        max_tier: 4,
+        min_deadline_seconds: 5,
+        max_attempts: 2,
+        ..fixtures::catalog(vec![CatalogModel {
             min_tier: 2,
             base_price: 100,
             per_token_price: 3,
             max_tokens_limit: 64,
-        }],
-        max_tier: 4,
-        min_deadline_seconds: 5,
-        max_deadline_seconds: 600,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
-        max_attempts: 2,
-        validation: Default::default(),
+            ..model("oss-chat-v1", Hash32::of(b"model"))
+        }])
     }
     .into()
 }
 
-fn acct() -> AccountId {
-    AccountId("ai".into())
-}
-
 fn deposit(amount: u64) -> Event {
     CreditsDeposited {
-        account: acct(),
         tx_ref: "0x1".into(),
-        amount,
+        ..fixtures::deposited(amount)
     }
     .into()
 }
@@ -43,18 +36,11 @@ fn deposit(amount: u64) -> Event {
 fn submission() -> Submission {
     Submission {
         idempotency_key: Some("k1".into()),
-        source: IntakeSource::Http,
-        workload_class: INFERENCE.into(),
-        model: "oss-chat-v1".into(),
         hardware_tier: 3,
-        priority: Priority::Standard,
-        deadline_seconds: 60,
         max_tokens: 10,
-        credit_account: acct(),
         client_pubkey: "pem".into(),
-        payload_hash: Hash32::of(b"payload"),
-        computed_payload_hash: Hash32::of(b"payload"),
         sealed_payload: Sealed(vec![1, 2, 3]),
+        ..fixtures::submission("oss-chat-v1", b"payload")
     }
 }
 
@@ -63,31 +49,22 @@ fn submit(s: Submission) -> Command {
 }
 
 fn accepted(id: u64, s: &Submission, price: u64) -> Vec<Event> {
-    vec![
-        RequestAccepted {
-            request_id: RequestId(id),
-            idempotency_key: s.idempotency_key.clone(),
-            source: s.source.clone(),
-            workload_class: s.workload_class.clone(),
-            model: s.model.clone(),
-            hardware_tier: s.hardware_tier,
-            priority: s.priority,
-            deadline_seconds: s.deadline_seconds,
-            max_tokens: s.max_tokens,
-            credit_account: s.credit_account.clone(),
-            client_pubkey: s.client_pubkey.clone(),
-            payload_hash: s.payload_hash,
-            sealed_payload: s.sealed_payload.clone(),
-            price,
-        }
-        .into(),
-        CreditsReserved {
-            account: acct(),
-            request_id: RequestId(id),
-            amount: price,
-        }
-        .into(),
-    ]
+    accepted_and_reserved(RequestAccepted {
+        request_id: RequestId(id),
+        idempotency_key: s.idempotency_key.clone(),
+        source: s.source.clone(),
+        workload_class: s.workload_class.clone(),
+        model: s.model.clone(),
+        hardware_tier: s.hardware_tier,
+        priority: s.priority,
+        deadline_seconds: s.deadline_seconds,
+        max_tokens: s.max_tokens,
+        credit_account: s.credit_account.clone(),
+        client_pubkey: s.client_pubkey.clone(),
+        payload_hash: s.payload_hash,
+        sealed_payload: s.sealed_payload.clone(),
+        price,
+    })
 }
 
 #[test]
@@ -115,7 +92,10 @@ fn a_retry_with_the_same_idempotency_key_adds_nothing() {
     let mut history = vec![catalog(), deposit(1_000)];
     history.extend(accepted(0, &submission(), 130));
     let g = given(history);
-    assert_eq!(g.state().request_for_key(&acct(), "k1"), Some(RequestId(0)));
+    assert_eq!(
+        g.state().request_for_key(&account(), "k1"),
+        Some(RequestId(0))
+    );
     g.when(submit(submission())).then_expect([]);
 }
 
@@ -205,7 +185,7 @@ fn each_bad_field_is_named() {
 #[test]
 fn a_deposit_is_credited_once_per_transaction() {
     let cmd = || Command::DepositCredits {
-        account: acct(),
+        account: account(),
         tx_ref: "0x1".into(),
         amount: 5,
     };
@@ -213,14 +193,14 @@ fn a_deposit_is_credited_once_per_transaction() {
     given([deposit(5)]).when(cmd()).then_expect([]);
     given([])
         .when(Command::DepositCredits {
-            account: acct(),
+            account: account(),
             tx_ref: "0x2".into(),
             amount: 0,
         })
         .then_reject(RejectionCode::InvalidAmount, "amount");
     given([deposit(u64::MAX)])
         .when(Command::DepositCredits {
-            account: acct(),
+            account: account(),
             tx_ref: "0x2".into(),
             amount: 1,
         })
@@ -233,17 +213,12 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         .unwrap()
         .to_public_key();
     let node = NodeRegistered {
-        node_id: node_id_of(&key),
-        public_key_pem: public_key_pem(&key),
         hardware_tier: 2,
         models: vec!["oss-chat-v1".into()],
         slots: 2,
         stake: 10,
-        execution_class: ExecutionClass {
-            device: "cpu".into(),
-            driver: "-".into(),
-            runtime: "ort".into(),
-        },
+        execution_class: cpu("ort"),
+        ..registration(node_id_of(&key), public_key_pem(&key))
     };
     let id = node.node_id;
     // The id must be the key's fingerprint, and the key must be a key.
@@ -284,12 +259,9 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
 #[test]
 fn price_is_integer_and_rounds_up() {
     let m = CatalogModel {
-        model: "m".into(),
-        sha256: Hash32([0; 32]),
-        min_tier: 1,
         base_price: 1,
-        per_token_price: 1,
         max_tokens_limit: 10,
+        ..model("m", Hash32([0; 32]))
     };
     assert_eq!(task_price(&m, Priority::Standard, 2), Some(3));
     assert_eq!(task_price(&m, Priority::High, 2), Some(5)); // 4.5 -> 5

@@ -16,32 +16,17 @@ use prlx_commands::decide::{decide, Command};
 use prlx_commands::http::{app, MAX_BODY_BYTES};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
+use prlx_commands::testkit::fixtures::{cpu, registration, reward_policy};
+use prlx_commands::testkit::intake::{rejection_cases, sha256_hex, submission, CATALOG};
 use prlx_events::crypto::{node_id_of, public_key_pem};
-use prlx_events::event::{
-    CatalogPublished, ExecutionClass, NodeRegistered, RewardMode, RewardPolicyPublished,
-};
+use prlx_events::event::{CatalogPublished, NodeRegistered, RewardMode, RewardPolicyPublished};
 use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Header, NodeId, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-/// One model, min tier 2 of 4, price `100 + 3 * max_tokens`, at most 64 tokens.
-const CATALOG: &str = r#"{
-    "models": [{
-        "model": "oss-chat-v1",
-        "sha256": "413d91283462e82c40ec82d694437f7a972d0dc0d2bcc980f2dbd96afc1b426e",
-        "min_tier": 2,
-        "base_price": 100,
-        "per_token_price": 3,
-        "max_tokens_limit": 64
-    }],
-    "max_tier": 4,
-    "min_deadline_seconds": 5,
-    "max_deadline_seconds": 600
-}"#;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -84,12 +69,6 @@ fn serve_coordinator(dir: tempfile::TempDir, coord: Coordinator) -> Fixture {
     }
 }
 
-/// A client key, generated once for the whole test binary (RSA key generation is slow).
-fn client_pem() -> &'static str {
-    static PEM: OnceLock<String> = OnceLock::new();
-    PEM.get_or_init(|| public_key_pem(&new_key().to_public_key()))
-}
-
 fn new_key() -> rsa::RsaPrivateKey {
     rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
 }
@@ -100,25 +79,6 @@ fn heartbeat(key: &rsa::RsaPrivateKey, node: NodeId, at: i64) -> Value {
     let statement = prlx_events::crypto::heartbeat_statement(node, at);
     let signature = prlx_events::crypto::sign(key, &statement, &mut rsa::rand_core::OsRng);
     json!({"at": at, "signature": base64::engine::general_purpose::STANDARD.encode(signature)})
-}
-
-fn sha256_hex(s: &str) -> String {
-    Hash32::of(s.as_bytes()).to_hex()
-}
-
-fn submission(account: &str, prompt: &str) -> Value {
-    json!({
-        "workload_class": "ai.inference",
-        "model": "oss-chat-v1",
-        "hardware_tier": 3,
-        "priority": "standard",
-        "deadline_seconds": 60,
-        "credit_account": account,
-        "client_pubkey": client_pem(),
-        "prompt": prompt,
-        "max_tokens": 10,
-        "payload_hash": sha256_hex(prompt),
-    })
 }
 
 impl Fixture {
@@ -246,145 +206,6 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
         "malformed_request",
         Some("request_id"),
     );
-}
-
-/// Every submission rejection: (body, status, code, field, recorded on the log by the core).
-/// Shared by the in-process test and the real-process one.
-fn rejection_cases() -> Vec<(Value, StatusCode, &'static str, &'static str, bool)> {
-    let ok = submission("ai", "hello");
-    let with = |field: &str, value: Value| {
-        let mut s = ok.clone();
-        s[field] = value;
-        s
-    };
-    let without = |field: &str| {
-        let mut s = ok.clone();
-        s.as_object_mut().unwrap().remove(field);
-        s
-    };
-    use StatusCode as S;
-    // (body, status, code, field, recorded on the log by the core)
-    vec![
-        (
-            without("prompt"),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "prompt",
-            false,
-        ),
-        (
-            without("payload_hash"),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "payload_hash",
-            false,
-        ),
-        (
-            with("max_tokens", json!("ten")),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "max_tokens",
-            false,
-        ),
-        (
-            with("hardware_tier", json!(300)),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "hardware_tier",
-            false,
-        ),
-        (
-            with("priority", json!("urgent")),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "priority",
-            false,
-        ),
-        (
-            with("client_pubkey", json!("not a key")),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "client_pubkey",
-            false,
-        ),
-        (
-            with("payload_hash", json!("abc")),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "payload_hash",
-            false,
-        ),
-        (
-            with("credit_account", json!("")),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "credit_account",
-            false,
-        ),
-        (
-            with("payload_hash", json!(sha256_hex("other"))),
-            S::BAD_REQUEST,
-            "payload_hash_mismatch",
-            "payload_hash",
-            true,
-        ),
-        (
-            with("workload_class", json!("ai.training")),
-            S::BAD_REQUEST,
-            "unknown_workload_class",
-            "workload_class",
-            true,
-        ),
-        (
-            with("model", json!("gpt-omega")),
-            S::BAD_REQUEST,
-            "unknown_model",
-            "model",
-            true,
-        ),
-        (
-            with("hardware_tier", json!(1)),
-            S::BAD_REQUEST,
-            "tier_out_of_range",
-            "hardware_tier",
-            true,
-        ),
-        (
-            with("hardware_tier", json!(5)),
-            S::BAD_REQUEST,
-            "tier_out_of_range",
-            "hardware_tier",
-            true,
-        ),
-        (
-            with("deadline_seconds", json!(1)),
-            S::BAD_REQUEST,
-            "deadline_out_of_range",
-            "deadline_seconds",
-            true,
-        ),
-        (
-            with("max_tokens", json!(0)),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "max_tokens",
-            true,
-        ),
-        (
-            with("max_tokens", json!(65)),
-            S::BAD_REQUEST,
-            "malformed_request",
-            "max_tokens",
-            true,
-        ),
-        (
-            with("credit_account", json!("nobody")),
-            S::PAYMENT_REQUIRED,
-            "insufficient_credit",
-            "credit_account",
-            true,
-        ),
-    ]
 }
 
 #[tokio::test]
@@ -944,19 +765,6 @@ async fn openapi_lists_every_path() {
 // ---------------------------------------------------------------------------------------------
 // Staking and rewards.
 
-/// Ten-minute epochs of one-minute slots; a supply of 1_000_000 whose 25% bucket unlocks over
-/// 3 epochs; tier t weighs t; a 900 s cooldown.
-fn reward_policy() -> RewardPolicyPublished {
-    RewardPolicyPublished {
-        epoch_seconds: 600,
-        uptime_slot_seconds: 60,
-        total_supply: 1_000_000,
-        unlock_epochs: 3,
-        unstake_cooldown_seconds: 900,
-        ..RewardPolicyPublished::default()
-    }
-}
-
 /// Node `n` (1 or 2): its id and public key. Small keys, made once per test binary: only
 /// their fingerprints matter here.
 fn node_key(n: u8) -> &'static (NodeId, String) {
@@ -980,17 +788,11 @@ fn test_node(n: u8) -> NodeId {
 
 fn register(n: u8, tier: u8, stake: u64) -> Command {
     Command::RegisterNode(Box::new(NodeRegistered {
-        node_id: test_node(n),
-        public_key_pem: node_key(n).1.clone(),
         hardware_tier: tier,
         models: vec!["oss-chat-v1".into()],
-        slots: 1,
         stake,
-        execution_class: ExecutionClass {
-            device: "cpu".into(),
-            driver: "-".into(),
-            runtime: "ort".into(),
-        },
+        execution_class: cpu("ort"),
+        ..registration(test_node(n), node_key(n).1.clone())
     }))
 }
 

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::testkit::fixtures::{
+    self, accepted_and_reserved, account, model, node, registered, request_accepted, t,
+};
 use prlx_commands::testkit::{envelopes, given};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::RequestStatus;
 use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::{CoordinatorState, Fold};
@@ -18,90 +20,34 @@ fn catalog(weight: u32) -> Event {
 
 fn catalog_with(weight: u32, validation: ValidationPolicy) -> Event {
     CatalogPublished {
-        models: vec![
-            CatalogModel {
-                model: "chat".into(),
-                sha256: Hash32([1; 32]),
-                min_tier: 1,
-                base_price: 10,
-                per_token_price: 1,
-                max_tokens_limit: 100,
-            },
-            CatalogModel {
-                model: "other".into(),
-                sha256: Hash32([2; 32]),
-                min_tier: 1,
-                base_price: 10,
-                per_token_price: 1,
-                max_tokens_limit: 100,
-            },
-        ],
-        max_tier: 5,
-        min_deadline_seconds: 1,
-        max_deadline_seconds: 600,
         reputation_weight_pct: weight,
-        node_timeout_seconds: 30,
         max_attempts: 2,
         validation,
+        ..fixtures::catalog(vec![
+            model("chat", Hash32([1; 32])),
+            model("other", Hash32([2; 32])),
+        ])
     }
     .into()
-}
-
-fn node(n: u8) -> NodeId {
-    NodeId(Hash32([n; 32]))
 }
 
 fn register(n: u8, tier: u8, slots: u32, models: &[&str]) -> Event {
     NodeRegistered {
-        node_id: node(n),
-        public_key_pem: format!("key-{n}"),
         hardware_tier: tier,
         models: models.iter().map(|m| m.to_string()).collect(),
         slots,
-        stake: 100,
-        execution_class: ExecutionClass {
-            device: "cpu".into(),
-            driver: "-".into(),
-            runtime: "ort-1.32".into(),
-        },
+        ..registered(n)
     }
     .into()
 }
 
-fn acct() -> AccountId {
-    AccountId("ai".into())
-}
-
 fn accept(id: u64, model: &str, tier: u8, priority: Priority) -> Vec<Event> {
-    vec![
-        RequestAccepted {
-            request_id: RequestId(id),
-            idempotency_key: None,
-            source: IntakeSource::Http,
-            workload_class: "ai.inference".into(),
-            model: model.into(),
-            hardware_tier: tier,
-            priority,
-            deadline_seconds: 30,
-            max_tokens: 5,
-            credit_account: acct(),
-            client_pubkey: String::new(),
-            payload_hash: Hash32([9; 32]),
-            sealed_payload: Sealed(vec![7; 8]),
-            price: 15,
-        }
-        .into(),
-        CreditsReserved {
-            account: acct(),
-            request_id: RequestId(id),
-            amount: 15,
-        }
-        .into(),
-    ]
-}
-
-fn t(secs: i64) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    accepted_and_reserved(RequestAccepted {
+        model: model.into(),
+        hardware_tier: tier,
+        priority,
+        ..request_accepted(id)
+    })
 }
 
 /// Folds `history` and returns the state, as the shell would hold it.
@@ -110,15 +56,7 @@ fn state(history: &[Event]) -> CoordinatorState {
 }
 
 fn base(nodes: Vec<Event>) -> Vec<Event> {
-    let mut h = vec![
-        catalog(100),
-        CreditsDeposited {
-            account: acct(),
-            tx_ref: "t".into(),
-            amount: 1_000,
-        }
-        .into(),
-    ];
+    let mut h = vec![catalog(100), fixtures::deposited(1_000).into()];
     h.extend(nodes);
     h
 }
@@ -351,7 +289,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     assert_eq!(
         events[2],
         CreditsRefunded {
-            account: acct(),
+            account: account(),
             request_id: RequestId(0),
             amount: 15
         }
@@ -365,7 +303,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         st.sched.deadlines
     );
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
-    assert_eq!(st.accounts[&acct()].reserved, 0);
+    assert_eq!(st.accounts[&account()].reserved, 0);
     assert_eq!(
         st.nodes[&n1].busy + st.nodes[&n2].busy,
         0,
@@ -415,7 +353,10 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
     let st = state(&done);
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Completed);
     assert_eq!(
-        (st.accounts[&acct()].balance, st.accounts[&acct()].reserved),
+        (
+            st.accounts[&account()].balance,
+            st.accounts[&account()].reserved
+        ),
         (985, 0)
     );
 

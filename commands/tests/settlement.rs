@@ -4,124 +4,57 @@
 //! and its events are folded at an explicit `recorded_at`, so uptime slots and epochs fall
 //! exactly where the comments say.
 
-use chrono::{DateTime, TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
+use prlx_commands::testkit::fixtures::{
+    self, accepted_and_reserved, deposited, model, node, registered, request_accepted,
+    reward_policy, t,
+};
 use prlx_commands::testkit::given;
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
+use prlx_events::{Envelope, Event, Hash32, Header, NodeId, RequestId};
 use prlx_projections::fold::FoldAtError;
 use prlx_projections::scheduler::next_assignment;
 use prlx_projections::settlement::{bootstrap_unlock, steady_split};
 use prlx_projections::{CoordinatorState, Fold};
 use uuid::Uuid;
 
-/// Epoch 0 starts at `t(0)`, a multiple of the 600 s epoch length.
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-}
-
-fn node(n: u8) -> NodeId {
-    NodeId(Hash32([n; 32]))
-}
+// Epoch 0 starts at `t(0)`, the testkit's clock, a multiple of the 600 s epoch length.
 
 const A: u8 = 1;
 const B: u8 = 2;
 const C: u8 = 3;
 const D: u8 = 4;
 
-fn acct() -> AccountId {
-    AccountId("ai".into())
-}
-
-/// Ten-minute epochs of ten one-minute slots; a supply of 1_000_000 whose 25% bucket
-/// (250_000) unlocks over 3 epochs; tier t weighs t; a 900 s cooldown.
-fn policy() -> RewardPolicyPublished {
-    RewardPolicyPublished {
-        epoch_seconds: 600,
-        uptime_slot_seconds: 60,
-        total_supply: 1_000_000,
-        operator_bucket_pct: 25,
-        unlock_epochs: 3,
-        operators_pct: 85,
-        treasury_pct: 10,
-        infra_pct: 5,
-        tier_weights: (1..=5)
-            .map(|t| TierWeight {
-                tier: t,
-                weight: u32::from(t),
-            })
-            .collect(),
-        unstake_cooldown_seconds: 900,
-    }
-}
-
 fn catalog() -> Event {
-    let model = |name: &str, sha: u8| CatalogModel {
-        model: name.into(),
-        sha256: Hash32([sha; 32]),
-        min_tier: 1,
-        base_price: 10,
-        per_token_price: 1,
-        max_tokens_limit: 100,
-    };
     CatalogPublished {
-        models: vec![model("chat", 1), model("big", 2)],
-        max_tier: 5,
-        min_deadline_seconds: 1,
-        max_deadline_seconds: 600,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
         max_attempts: 1,
-        validation: Default::default(),
+        ..fixtures::catalog(vec![
+            model("chat", Hash32([1; 32])),
+            model("big", Hash32([2; 32])),
+        ])
     }
     .into()
 }
 
 fn register(n: u8, tier: u8, stake: u64, model: &str) -> Event {
     NodeRegistered {
-        node_id: node(n),
-        public_key_pem: format!("key-{n}"),
         hardware_tier: tier,
         models: vec![model.into()],
-        slots: 1,
         stake,
-        execution_class: ExecutionClass {
-            device: "cpu".into(),
-            driver: "-".into(),
-            runtime: "ort-1.32".into(),
-        },
+        ..registered(n)
     }
     .into()
 }
 
 /// A request for `model` with a 10 s deadline, priced and reserved at `price`.
 fn accept(id: u64, model: &str, price: u64) -> Vec<Event> {
-    vec![
-        RequestAccepted {
-            request_id: RequestId(id),
-            idempotency_key: None,
-            source: IntakeSource::Http,
-            workload_class: "ai.inference".into(),
-            model: model.into(),
-            hardware_tier: 1,
-            priority: Priority::Standard,
-            deadline_seconds: 10,
-            max_tokens: 5,
-            credit_account: acct(),
-            client_pubkey: String::new(),
-            payload_hash: Hash32([9; 32]),
-            sealed_payload: Sealed(vec![7; 8]),
-            price,
-        }
-        .into(),
-        CreditsReserved {
-            account: acct(),
-            request_id: RequestId(id),
-            amount: price,
-        }
-        .into(),
-    ]
+    accepted_and_reserved(RequestAccepted {
+        model: model.into(),
+        deadline_seconds: 10,
+        price,
+        ..request_accepted(id)
+    })
 }
 
 /// The log so far, folded as the shell folds it.
@@ -225,9 +158,8 @@ fn opening() -> Chain {
     c.push(
         -190,
         CreditsDeposited {
-            account: acct(),
             tx_ref: "tx".into(),
-            amount: 10_000,
+            ..deposited(10_000)
         },
     );
     c.push(-180, register(A, 1, 100, "chat"));
@@ -235,7 +167,7 @@ fn opening() -> Chain {
     c.push(-180, register(C, 3, 50, "big"));
     c.push(-180, register(D, 2, 200, "chat"));
     // Published at -30 s: epoch 0 starts at the next multiple of 600 s, t(0).
-    c.settlement(-30, SettlementCommand::PublishPolicy(policy()));
+    c.settlement(-30, SettlementCommand::PublishPolicy(reward_policy()));
     for e in accept(0, "big", 15) {
         c.push(-25, e);
     }
@@ -648,7 +580,7 @@ fn settle_commands_wait_for_the_end_and_go_in_order() {
         due_settlements(c.state(), t(10_000)).is_empty(),
         "no policy: nothing due"
     );
-    c.settlement(0, SettlementCommand::PublishPolicy(policy()));
+    c.settlement(0, SettlementCommand::PublishPolicy(reward_policy()));
     assert_eq!(
         decide(c.state(), settle(0, t(599)))
             .unwrap_err()
@@ -686,7 +618,7 @@ fn staking_commands_name_the_field_they_reject() {
     let history = vec![register(A, 1, 100, "chat")];
     let with_policy = || {
         let mut h = history.clone();
-        h.push(policy().into());
+        h.push(reward_policy().into());
         h
     };
     let cmd = Command::Settlement;
@@ -753,7 +685,7 @@ fn staking_commands_name_the_field_they_reject() {
         .when(cmd(SettlementCommand::PublishPolicy(
             RewardPolicyPublished {
                 infra_pct: 6,
-                ..policy()
+                ..reward_policy()
             },
         )))
         .then_reject(RejectionCode::MalformedRequest, "operators_pct");
@@ -761,18 +693,18 @@ fn staking_commands_name_the_field_they_reject() {
         .when(cmd(SettlementCommand::PublishPolicy(
             RewardPolicyPublished {
                 uptime_slot_seconds: 7,
-                ..policy()
+                ..reward_policy()
             },
         )))
         .then_reject(RejectionCode::MalformedRequest, "uptime_slot_seconds");
     given(with_policy())
-        .when(cmd(SettlementCommand::PublishPolicy(policy())))
+        .when(cmd(SettlementCommand::PublishPolicy(reward_policy())))
         .then_expect([]);
     given(with_policy())
         .when(cmd(SettlementCommand::PublishPolicy(
             RewardPolicyPublished {
                 total_supply: 1,
-                ..policy()
+                ..reward_policy()
             },
         )))
         .then_reject(RejectionCode::MalformedRequest, "policy");
@@ -788,7 +720,7 @@ fn staking_commands_name_the_field_they_reject() {
 fn the_fold_refuses_stake_movements_the_rules_forbid() {
     let mut c = Chain::default();
     c.push(0, register(A, 1, 100, "chat"));
-    c.push(0, policy());
+    c.push(0, reward_policy());
     let unstake = |amount, cooldown_seconds| UnstakeRequested {
         node_id: node(A),
         amount,

@@ -2,11 +2,13 @@
 //! class, agreement, majority, no majority, no peer, and the fold's re-derivation of each
 //! verdict, standing change and (at the seed's reveal) sampling decision.
 
-use chrono::{TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::testkit::fixtures::{
+    self, accepted_and_reserved, account, cpu, model, node, registered, request_accepted, t,
+};
 use prlx_commands::testkit::{envelopes, given};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId, TaskId};
+use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::RequestStatus;
 use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::validation::sampled;
@@ -16,100 +18,38 @@ const SEED: Hash32 = Hash32([42; 32]);
 
 fn catalog(sampling_bp: u32) -> Event {
     CatalogPublished {
-        models: vec![CatalogModel {
-            model: "chat".into(),
-            sha256: Hash32([1; 32]),
-            min_tier: 1,
-            base_price: 10,
-            per_token_price: 1,
-            max_tokens_limit: 100,
-        }],
-        max_tier: 5,
-        min_deadline_seconds: 1,
-        max_deadline_seconds: 600,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
         max_attempts: 2,
         validation: ValidationPolicy {
             sampling_bp,
             ..Default::default()
         },
+        ..fixtures::catalog(vec![model("chat", Hash32([1; 32]))])
     }
     .into()
-}
-
-fn node(n: u8) -> NodeId {
-    NodeId(Hash32([n; 32]))
 }
 
 fn class(device: &str) -> ExecutionClass {
     ExecutionClass {
         device: device.into(),
-        driver: "-".into(),
-        runtime: "onnxruntime-1.22".into(),
+        ..cpu("onnxruntime-1.22")
     }
 }
 
 fn register(n: u8, device: &str) -> Event {
     NodeRegistered {
-        node_id: node(n),
-        public_key_pem: format!("key-{n}"),
-        hardware_tier: 1,
-        models: vec!["chat".into()],
-        slots: 1,
-        stake: 100,
         execution_class: class(device),
+        ..registered(n)
     }
     .into()
 }
 
-fn acct() -> AccountId {
-    AccountId("ai".into())
-}
-
 fn accept(id: u64) -> Vec<Event> {
-    vec![
-        RequestAccepted {
-            request_id: RequestId(id),
-            idempotency_key: None,
-            source: IntakeSource::Http,
-            workload_class: "ai.inference".into(),
-            model: "chat".into(),
-            hardware_tier: 1,
-            priority: Priority::Standard,
-            deadline_seconds: 30,
-            max_tokens: 5,
-            credit_account: acct(),
-            client_pubkey: String::new(),
-            payload_hash: Hash32([9; 32]),
-            sealed_payload: Sealed(vec![7; 8]),
-            price: 15,
-        }
-        .into(),
-        CreditsReserved {
-            account: acct(),
-            request_id: RequestId(id),
-            amount: 15,
-        }
-        .into(),
-    ]
-}
-
-fn t(secs: i64) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    accepted_and_reserved(request_accepted(id))
 }
 
 /// A catalog, credit, the nodes, an open sampling epoch under [`SEED`], and request 0.
 fn history(sampling_bp: u32, nodes: Vec<Event>) -> Vec<Event> {
-    let mut h = vec![
-        catalog(sampling_bp),
-        CreditsDeposited {
-            account: acct(),
-            tx_ref: "t".into(),
-            amount: 1_000,
-        }
-        .into(),
-    ];
+    let mut h = vec![catalog(sampling_bp), fixtures::deposited(1_000).into()];
     h.extend(nodes);
     h.push(
         SamplingSeedCommitted {
@@ -253,7 +193,7 @@ fn a_sampled_result_waits_for_a_replica_of_its_class_and_agreement_releases_it()
     let st = state(&h);
     assert_eq!(stage(&h), (RequestStatus::Completed, false, true));
     assert_eq!((st.nodes[&node(1)].valid, st.nodes[&node(3)].valid), (1, 1));
-    assert_eq!(st.accounts[&acct()].balance, 985, "charged once");
+    assert_eq!(st.accounts[&account()].balance, 985, "charged once");
 }
 
 #[test]
@@ -328,7 +268,10 @@ fn three_different_results_have_no_majority_every_party_is_flagged_and_the_reque
     let st = state(&h);
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
     assert_eq!(
-        (st.accounts[&acct()].balance, st.accounts[&acct()].reserved),
+        (
+            st.accounts[&account()].balance,
+            st.accounts[&account()].reserved
+        ),
         (1_000, 0),
         "refunded in full"
     );

@@ -1,9 +1,22 @@
-//! Given/When/Then for decisions: `given(events).when(command).then_expect(events)`.
+//! What tests of the coordinator start from (feature `testkit`, and this crate's own tests;
+//! never in a release build of the binaries): Given/When/Then for decisions,
+//! `given(events).when(command).then_expect(events)`, and builders of the events, commands
+//! and request bodies they are given.
 //!
 //! The given events are folded with the real projection (so a history the fold would refuse
 //! fails the test loudly), then `decide` runs once.
+//!
+//! # Layout
+//! - this module: [`given`], [`Given`], [`Then`] and [`envelopes`], on the clock
+//!   [`fixtures::t`].
+//! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests and
+//!   submissions, each with plain values a test overrides with struct update syntax.
+//! - [`intake`]: the HTTP intake's one-model catalog, a submission body for it, and every way
+//!   to get that body rejected; shared by the in-process and the real-process tests.
 
-use chrono::{TimeZone, Utc};
+pub mod fixtures;
+pub mod intake;
+
 use prlx_events::event::RejectionCode;
 use prlx_events::{Envelope, Event, Header};
 use prlx_projections::{CoordinatorState, Fold};
@@ -11,7 +24,8 @@ use uuid::Uuid;
 
 use crate::decide::{decide, Command, Rejection};
 
-/// Wraps events in headers with a fixed clock and dense sequence, for tests.
+/// Wraps events in headers recorded a second apart from [`fixtures::t`]`(0)`, with a dense
+/// sequence, for tests.
 pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
     events
         .into_iter()
@@ -20,8 +34,7 @@ pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
             Envelope::new(
                 Header {
                     event_id: Uuid::from_u128(i as u128 + 1),
-                    recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-                        + chrono::Duration::seconds(i as i64),
+                    recorded_at: fixtures::t(i as i64),
                     producer: "testkit".into(),
                     sequence: i as u64,
                     correlation_id: None,
@@ -33,11 +46,13 @@ pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
         .collect()
 }
 
+/// A history folded into the state a command is decided against.
 #[derive(Debug)]
 pub struct Given {
     state: CoordinatorState,
 }
 
+/// Folds `history` (through [`envelopes`]); panics if the fold refuses it.
 pub fn given(history: impl IntoIterator<Item = Event>) -> Given {
     let mut fold = Fold::<CoordinatorState>::default();
     for (i, env) in envelopes(history).iter().enumerate() {
@@ -58,6 +73,7 @@ impl Given {
     }
 }
 
+/// What `decide` made of the command: events or a rejection, to assert on.
 #[derive(Debug)]
 pub struct Then {
     outcome: Result<Vec<Event>, Rejection>,

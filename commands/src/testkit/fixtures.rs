@@ -1,0 +1,169 @@
+//! Builders of what the coordinator's tests, benches and golden logs start from: a catalog and
+//! its models, node registrations, deposits, accepted requests, a reward policy and
+//! submissions.
+//!
+//! Each builder fills every field with one plain value, said in its doc. A test that relies on
+//! another value says so where it builds the event, with struct update syntax:
+//! `CatalogPublished { max_tier: 3, ..catalog(vec![model("chat", Hash32([1; 32]))]) }`.
+
+use chrono::{DateTime, TimeZone, Utc};
+use prlx_events::event::{
+    CatalogModel, CatalogPublished, CreditsDeposited, CreditsReserved, ExecutionClass,
+    IntakeSource, NodeRegistered, Priority, RequestAccepted, RewardPolicyPublished, Sealed,
+};
+use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
+
+use crate::decide::{Submission, INFERENCE};
+
+/// The tests' clock: `secs` seconds after 2026-01-01T00:00:00Z, where [`envelopes`] starts
+/// recording.
+///
+/// [`envelopes`]: super::envelopes
+pub fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// The credit account `ai`.
+pub fn account() -> AccountId {
+    AccountId("ai".into())
+}
+
+/// Node `n`: the id whose 32 bytes are all `n`.
+pub fn node(n: u8) -> NodeId {
+    NodeId(Hash32([n; 32]))
+}
+
+/// A model `name` with the file `sha256`: any tier runs it, a request costs 10 plus 1 a
+/// token, of at most 100 tokens.
+pub fn model(name: &str, sha256: Hash32) -> CatalogModel {
+    CatalogModel {
+        model: name.into(),
+        sha256,
+        min_tier: 1,
+        base_price: 10,
+        per_token_price: 1,
+        max_tokens_limit: 100,
+    }
+}
+
+/// A catalog of `models`: tiers 1 to 5, deadlines of 1 to 600 s, and for the rest what a
+/// catalog file that names none of it gets (reputation weighs 100%, 3 attempts, the default
+/// validation policy, nodes lapse after 30 s without a heartbeat).
+pub fn catalog(models: Vec<CatalogModel>) -> CatalogPublished {
+    CatalogPublished {
+        models,
+        max_tier: 5,
+        min_deadline_seconds: 1,
+        max_deadline_seconds: 600,
+        reputation_weight_pct: 100,
+        max_attempts: 3,
+        validation: Default::default(),
+        node_timeout_seconds: 30,
+    }
+}
+
+/// A CPU execution class (driver `-`) of `runtime`.
+pub fn cpu(runtime: &str) -> ExecutionClass {
+    ExecutionClass {
+        device: "cpu".into(),
+        driver: "-".into(),
+        runtime: runtime.into(),
+    }
+}
+
+/// The registration of `node_id` with `public_key_pem`: tier 1, serving `chat`, one slot, a
+/// stake of 100, on `cpu("ort-1.32")`.
+pub fn registration(node_id: NodeId, public_key_pem: String) -> NodeRegistered {
+    NodeRegistered {
+        node_id,
+        public_key_pem,
+        hardware_tier: 1,
+        models: vec!["chat".into()],
+        slots: 1,
+        stake: 100,
+        execution_class: cpu("ort-1.32"),
+    }
+}
+
+/// The [`registration`] of [`node`]`(n)` with the placeholder key `key-{n}` (the fold does not
+/// parse keys; `decide` does, so a registration decided needs a real one).
+pub fn registered(n: u8) -> NodeRegistered {
+    registration(node(n), format!("key-{n}"))
+}
+
+/// `amount` deposited on [`account`] by transaction `t`.
+pub fn deposited(amount: u64) -> CreditsDeposited {
+    CreditsDeposited {
+        account: account(),
+        tx_ref: "t".into(),
+        amount,
+    }
+}
+
+/// Request `id` as accepted over HTTP without an idempotency key: `chat` at tier 1, standard
+/// priority, a 30 s deadline, 5 tokens, charged to [`account`] at a price of 15, with a
+/// placeholder payload hash and sealed payload.
+pub fn request_accepted(id: u64) -> RequestAccepted {
+    RequestAccepted {
+        request_id: RequestId(id),
+        idempotency_key: None,
+        source: IntakeSource::Http,
+        workload_class: INFERENCE.into(),
+        model: "chat".into(),
+        hardware_tier: 1,
+        priority: Priority::Standard,
+        deadline_seconds: 30,
+        max_tokens: 5,
+        credit_account: account(),
+        client_pubkey: String::new(),
+        payload_hash: Hash32([9; 32]),
+        sealed_payload: Sealed(vec![7; 8]),
+        price: 15,
+    }
+}
+
+/// `accepted` followed by the reservation of its price on its account, as `decide` records
+/// an accepted submission.
+pub fn accepted_and_reserved(accepted: RequestAccepted) -> Vec<Event> {
+    let reserved = CreditsReserved {
+        account: accepted.credit_account.clone(),
+        request_id: accepted.request_id,
+        amount: accepted.price,
+    };
+    vec![accepted.into(), reserved.into()]
+}
+
+/// Ten-minute epochs of ten one-minute slots; a supply of 1_000_000 whose 25% bucket
+/// (250_000) unlocks over 3 epochs; 85/10/5; tier t weighs t; a 900 s cooldown.
+pub fn reward_policy() -> RewardPolicyPublished {
+    RewardPolicyPublished {
+        epoch_seconds: 600,
+        uptime_slot_seconds: 60,
+        total_supply: 1_000_000,
+        unlock_epochs: 3,
+        unstake_cooldown_seconds: 900,
+        ..RewardPolicyPublished::default()
+    }
+}
+
+/// A submission of `payload` for `model` over HTTP without an idempotency key: tier 1,
+/// standard priority, a 60 s deadline, 16 tokens, charged to [`account`], no client key, the
+/// payload's hash as sent and as computed, nothing sealed. The shell's
+/// `Coordinator::submission` replaces the computed hash and the sealed payload with its own.
+pub fn submission(model: &str, payload: &[u8]) -> Submission {
+    Submission {
+        idempotency_key: None,
+        source: IntakeSource::Http,
+        workload_class: INFERENCE.into(),
+        model: model.into(),
+        hardware_tier: 1,
+        priority: Priority::Standard,
+        deadline_seconds: 60,
+        max_tokens: 16,
+        credit_account: account(),
+        client_pubkey: String::new(),
+        payload_hash: Hash32::of(payload),
+        computed_payload_hash: Hash32::of(payload),
+        sealed_payload: Sealed(Vec::new()),
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTTP intake's fixtures: a catalog of one model, a submission body for it, and the table
+//! of every way to get that body rejected, for the tests that drive `app()` in process and
+//! those that send the same bodies to a real `prlx-coordinator serve`.
+
+use std::sync::OnceLock;
+
+use axum::http::StatusCode;
+use prlx_events::crypto::public_key_pem;
+use prlx_events::Hash32;
+use serde_json::{json, Value};
+
+/// One model, min tier 2 of 4, price `100 + 3 * max_tokens`, at most 64 tokens.
+pub const CATALOG: &str = r#"{
+    "models": [{
+        "model": "oss-chat-v1",
+        "sha256": "413d91283462e82c40ec82d694437f7a972d0dc0d2bcc980f2dbd96afc1b426e",
+        "min_tier": 2,
+        "base_price": 100,
+        "per_token_price": 3,
+        "max_tokens_limit": 64
+    }],
+    "max_tier": 4,
+    "min_deadline_seconds": 5,
+    "max_deadline_seconds": 600
+}"#;
+
+/// A submission rejected: (body, status, code, field, recorded on the log by the core).
+pub type RejectionCase = (Value, StatusCode, &'static str, &'static str, bool);
+
+/// A client key, generated once per test process (RSA key generation is slow).
+pub fn client_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        public_key_pem(&key.to_public_key())
+    })
+}
+
+/// The lowercase hex SHA-256 of `s`, as a client sends it in `payload_hash`.
+pub fn sha256_hex(s: &str) -> String {
+    Hash32::of(s.as_bytes()).to_hex()
+}
+
+/// A valid submission of `prompt` for [`CATALOG`]'s model at tier 3, charged to `account`.
+pub fn submission(account: &str, prompt: &str) -> Value {
+    json!({
+        "workload_class": "ai.inference",
+        "model": "oss-chat-v1",
+        "hardware_tier": 3,
+        "priority": "standard",
+        "deadline_seconds": 60,
+        "credit_account": account,
+        "client_pubkey": client_pem(),
+        "prompt": prompt,
+        "max_tokens": 10,
+        "payload_hash": sha256_hex(prompt),
+    })
+}
+
+/// Every submission rejection of a [`submission`] to account `ai` under [`CATALOG`].
+pub fn rejection_cases() -> Vec<RejectionCase> {
+    let ok = submission("ai", "hello");
+    let with = |field: &str, value: Value| {
+        let mut s = ok.clone();
+        s[field] = value;
+        s
+    };
+    let without = |field: &str| {
+        let mut s = ok.clone();
+        s.as_object_mut().unwrap().remove(field);
+        s
+    };
+    use StatusCode as S;
+    // (body, status, code, field, recorded on the log by the core)
+    vec![
+        (
+            without("prompt"),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "prompt",
+            false,
+        ),
+        (
+            without("payload_hash"),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "payload_hash",
+            false,
+        ),
+        (
+            with("max_tokens", json!("ten")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            false,
+        ),
+        (
+            with("hardware_tier", json!(300)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "hardware_tier",
+            false,
+        ),
+        (
+            with("priority", json!("urgent")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "priority",
+            false,
+        ),
+        (
+            with("client_pubkey", json!("not a key")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "client_pubkey",
+            false,
+        ),
+        (
+            with("payload_hash", json!("abc")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "payload_hash",
+            false,
+        ),
+        (
+            with("credit_account", json!("")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "credit_account",
+            false,
+        ),
+        (
+            with("payload_hash", json!(sha256_hex("other"))),
+            S::BAD_REQUEST,
+            "payload_hash_mismatch",
+            "payload_hash",
+            true,
+        ),
+        (
+            with("workload_class", json!("ai.training")),
+            S::BAD_REQUEST,
+            "unknown_workload_class",
+            "workload_class",
+            true,
+        ),
+        (
+            with("model", json!("gpt-omega")),
+            S::BAD_REQUEST,
+            "unknown_model",
+            "model",
+            true,
+        ),
+        (
+            with("hardware_tier", json!(1)),
+            S::BAD_REQUEST,
+            "tier_out_of_range",
+            "hardware_tier",
+            true,
+        ),
+        (
+            with("hardware_tier", json!(5)),
+            S::BAD_REQUEST,
+            "tier_out_of_range",
+            "hardware_tier",
+            true,
+        ),
+        (
+            with("deadline_seconds", json!(1)),
+            S::BAD_REQUEST,
+            "deadline_out_of_range",
+            "deadline_seconds",
+            true,
+        ),
+        (
+            with("max_tokens", json!(0)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            true,
+        ),
+        (
+            with("max_tokens", json!(65)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "max_tokens",
+            true,
+        ),
+        (
+            with("credit_account", json!("nobody")),
+            S::PAYMENT_REQUIRED,
+            "insufficient_credit",
+            "credit_account",
+            true,
+        ),
+    ]
+}
