@@ -765,14 +765,14 @@ async fn openapi_lists_every_path() {
 // ---------------------------------------------------------------------------------------------
 // Staking and rewards.
 
-/// Node `n` (1 or 2): its id and public key. Small keys, made once per test binary: only
-/// their fingerprints matter here.
+/// Node `n` (1 or 2): its id and public key. Keys of the smallest size the coordinator takes
+/// (2048 bits), made once per test binary: only their fingerprints matter here.
 fn node_key(n: u8) -> &'static (NodeId, String) {
     static KEYS: OnceLock<Vec<(NodeId, String)>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {
         (0..2)
             .map(|_| {
-                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024)
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
                     .unwrap()
                     .to_public_key();
                 (node_id_of(&key), public_key_pem(&key))
