@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //! - [`conformance`]: the log contract, as plain async functions run against every backend.
+//! - [`harness`]: the process-test kit: the workspace's binaries (refused when stale), child
+//!   processes, keys, the tiny model, and launchers of `prlx-coordinator serve` and
+//!   `prlx-node run` on the file log and on Kafka.
 //! - `intake` (feature `kafka`): a coordinator ready for submissions, submission bodies and
 //!   fresh intake topics, for the Kafka intake's test and benchmark.
 //! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
@@ -10,6 +13,7 @@
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
 
 pub mod conformance;
+pub mod harness;
 #[cfg(feature = "kafka")]
 pub mod intake;
 pub mod kafka;

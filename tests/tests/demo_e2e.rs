@@ -1,56 +1,13 @@
 //! The README's main job as real processes: the coordinator demo writes a log, the auditor
-//! verifies it; a damaged log is reported at the damaged offset with a non-zero exit.
+//! verifies it; a damaged log is reported at the damaged offset with a non-zero exit. The
+//! binaries come from the process kit ([`prlx_tests::harness`]; build them first with `cargo
+//! build --workspace --bins`).
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::process::Command;
 
-/// A binary of this workspace, built by `scripts/test.sh` before the tests run. Cargo does
-/// not build other packages' binaries for this test, so a stale one is refused, not used.
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    let hint = "run `cargo build --workspace --bins` first (scripts/test.sh does)";
-    let built = std::fs::metadata(&path)
-        .unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()))
-        .modified()
-        .unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // The crates each binary is built from.
-    let crates: &[&str] = match name {
-        "prlx-coordinator" => &["events", "projections", "commands"],
-        _ => &["events", "projections", "replay"],
-    };
-    for krate in crates {
-        let newest = newest_source(&root.join(krate).join("src"));
-        assert!(
-            newest <= built,
-            "{} is older than the sources of {krate}: {hint}",
-            path.display()
-        );
-    }
-    path
-}
-
-fn newest_source(dir: &std::path::Path) -> std::time::SystemTime {
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        let t = if p.is_dir() {
-            newest_source(&p)
-        } else {
-            std::fs::metadata(&p).unwrap().modified().unwrap()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
+use prlx_tests::harness::bins::workspace_bin;
+use prlx_tests::harness::launch::coordinator_command;
 
 fn run(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
@@ -69,7 +26,7 @@ fn demo_then_replay_verifies_and_detects_a_flipped_byte() {
     let url = format!("file://{}", log.display());
     let catalog = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/catalog.json");
     let demo = |requests: &str| {
-        run(Command::new(bin("prlx-coordinator"))
+        run(coordinator_command()
             .args([
                 "demo",
                 "--log",
@@ -103,7 +60,7 @@ fn demo_then_replay_verifies_and_detects_a_flipped_byte() {
     assert!(out.contains("requests accepted: 15"), "{out}");
 
     let (code, out) =
-        run(Command::new(bin("prlx-replay")).args(["verify", "--json", "--log", &url]));
+        run(Command::new(workspace_bin("prlx-replay")).args(["verify", "--json", "--log", &url]));
     assert_eq!(code, 0, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["ok"], true);
@@ -136,7 +93,8 @@ fn demo_then_replay_verifies_and_detects_a_flipped_byte() {
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(&[bytes[pos + 40] ^ 0x01], (pos + 40) as u64)
         .unwrap();
-    let (code, out) = run(Command::new(bin("prlx-replay")).args(["verify", "--log", &url]));
+    let (code, out) =
+        run(Command::new(workspace_bin("prlx-replay")).args(["verify", "--log", &url]));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("DIVERGENCE at offset 5"), "{out}");
 }

@@ -11,10 +11,10 @@
 //! returns. The broker-restart case restarts the broker with `scripts/kafka.sh`, so it also
 //! says it was skipped when the broker is not the one that script runs.
 //!
-//! The binaries are other packages': build them first (`cargo build --workspace --bins`;
-//! scripts/test.sh does), which also builds them with the Kafka backend. The cases fail,
-//! rather than skip, when one is missing or older than its sources, and when the tiny model
-//! of scripts/setup-models.sh is missing.
+//! The binaries come from the process kit ([`prlx_tests::harness`]): build them first (`cargo
+//! build --workspace --bins`; scripts/test.sh does), which also builds them with the Kafka
+//! backend. The cases fail, rather than skip, when one is missing or older than its sources,
+//! and when the tiny model of scripts/setup-models.sh is missing.
 //!
 //! Clients reach the coordinators through a small TCP front in this file that forwards each
 //! connection to whichever instance answers `GET /healthz` with 200: what a load balancer's
@@ -22,26 +22,26 @@
 #![cfg(feature = "kafka")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
-use prlx_events::event::Sealed;
-use prlx_events::log::{LogReader, LogUrl, Offset};
+use prlx_events::crypto::{proof_of_execution, public_key_pem};
+use prlx_events::log::Offset;
 use prlx_events::protocol::ResultBody;
-use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId, TaskId};
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use prlx_events::{Envelope, Event, NodeId, RequestId, TaskId};
+use prlx_tests::harness::bins::{workspace_bin, workspace_root};
+use prlx_tests::harness::client::{open_result, poll_result, read_log};
+use prlx_tests::harness::keys::{new_key, write_private, CoordinatorKeys};
+use prlx_tests::harness::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
+use prlx_tests::harness::models::{tiny_catalog, tiny_sha, tiny_submission, TINY};
+use prlx_tests::harness::process::Proc;
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-
-const TINY: &str = "tiny-test-v1";
-const STARTUP: Duration = Duration::from_secs(120);
 
 /// One case at a time: they start several processes each on a small machine, and one
 /// restarts the broker under the others.
@@ -53,219 +53,6 @@ fn bootstrap() -> Option<String> {
 
 fn fresh_topic(tag: &str) -> String {
     prlx_tests::kafka::fresh_topic("e2e", tag)
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The newest modification time of the sources under `dir`; of the files in a `bin/`
-/// folder only `binary`'s own counts (another binary's changes do not rebuild this one).
-fn newest_source(dir: &Path, binary: &str) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let in_bin = dir.file_name().is_some_and(|n| n == "bin");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if in_bin && p.file_stem().is_some_and(|s| s != binary) {
-            continue;
-        }
-        let t = if p.is_dir() {
-            newest_source(&p, binary)
-        } else {
-            std::fs::metadata(&p).unwrap().modified().unwrap()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// A binary of this workspace, built before the tests run; a stale one is refused.
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    let hint = "run `cargo build --workspace --bins` first (scripts/test.sh does)";
-    let built = std::fs::metadata(&path)
-        .unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()))
-        .modified()
-        .unwrap();
-    let crates: &[&str] = match name {
-        "prlx-coordinator" => &["events", "projections", "commands"],
-        "prlx-node" => &["events", "node"],
-        _ => &["events", "projections", "replay"],
-    };
-    for krate in crates {
-        assert!(
-            newest_source(&root().join(krate).join("src"), name) <= built,
-            "{} is older than the sources of {krate}: {hint}",
-            path.display()
-        );
-    }
-    path
-}
-
-/// The tiny model's SHA-256 from the registry, after checking its file is there.
-fn tiny_sha() -> String {
-    let registry = std::fs::read_to_string(root().join("node/models/registry.toml")).unwrap();
-    let section = &registry[registry
-        .find(&format!("[models.{TINY}]"))
-        .expect("the tiny model's section")..];
-    let field = |name: &str| -> String {
-        let line = section
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} =")))
-            .unwrap_or_else(|| panic!("{TINY} has no {name}"));
-        line.split('"').nth(1).unwrap().to_owned()
-    };
-    let path = root().join(field("path"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/setup-models.sh",
-        path.display()
-    );
-    field("sha256")
-}
-
-fn new_key() -> RsaPrivateKey {
-    // 2048 bits keeps the tests fast; a node makes 3072-bit keys itself.
-    RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
-}
-
-fn write_private(path: &Path, key: &RsaPrivateKey) {
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    std::fs::write(path, pem.as_bytes()).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes.
-
-/// A child process whose stdout and stderr lines are collected; killed if the test fails.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for stream in [
-            Box::new(out) as Box<dyn Read + Send>,
-            Box::new(err) as Box<dyn Read + Send>,
-        ] {
-            let tx = tx.clone();
-            let name = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[{name}] {line}");
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Proc {
-            name: name.to_owned(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pump(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn find(&mut self, needle: &str) -> Option<String> {
-        self.pump();
-        self.seen.iter().find(|l| l.contains(needle)).cloned()
-    }
-
-    fn count(&mut self, needle: &str) -> usize {
-        self.pump();
-        self.seen.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.find(needle) {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                self.pump();
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < until,
-                "{} printed no {needle:?} within {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {}", self.name);
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                self.pump();
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "{} still running {timeout:?} after the signal",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,8 +169,7 @@ struct Cluster {
     /// The per-node feed template the coordinators write and the nodes read, when on.
     feeds: Option<String>,
     catalog: PathBuf,
-    signing: PathBuf,
-    coordinator_pub: PathBuf,
+    keys: CoordinatorKeys,
     front: Front,
     rt: tokio::runtime::Runtime,
     client_key: RsaPrivateKey,
@@ -391,37 +177,16 @@ struct Cluster {
 
 impl Cluster {
     fn new(bootstrap: &str, tag: &str) -> Cluster {
-        let sha = tiny_sha();
         let dir = tempfile::tempdir().unwrap();
         let catalog = dir.path().join("catalog.json");
-        let doc = json!({
-            "models": [{
-                "model": TINY, "sha256": sha, "min_tier": 1, "base_price": 10,
-                "per_token_price": 1, "max_tokens_limit": 4096
-            }],
-            "max_tier": 5,
-            "min_deadline_seconds": 5,
-            "max_deadline_seconds": 3600,
-            "max_attempts": 3,
-        });
-        std::fs::write(&catalog, doc.to_string()).unwrap();
-        let signing_key = new_key();
-        let signing = dir.path().join("coordinator-signing.pem");
-        write_private(&signing, &signing_key);
-        let coordinator_pub = dir.path().join("coordinator.pub.pem");
-        std::fs::write(
-            &coordinator_pub,
-            public_key_pem(&signing_key.to_public_key()),
-        )
-        .unwrap();
+        std::fs::write(&catalog, tiny_catalog(&[TINY], 5).to_string()).unwrap();
         Cluster {
             bootstrap: bootstrap.to_owned(),
             log: format!("kafka://{bootstrap}/{}", fresh_topic(tag)),
             feeds: None,
+            keys: CoordinatorKeys::create(dir.path()),
             dir,
             catalog,
-            signing,
-            coordinator_pub,
             front: Front::start(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -442,41 +207,16 @@ impl Cluster {
     /// signing keys (a standby must open what the active one sealed). Returns once it
     /// listens, with its address added to the front.
     fn coordinator(&self, name: &str) -> (Proc, String) {
-        let mut cmd = Command::new(bin("prlx-coordinator"));
-        for var in [
-            "PRLX_LOG",
-            "PRLX_LISTEN",
-            "PRLX_KEY_FILE",
-            "PRLX_CATALOG",
-            "PRLX_PRODUCER",
-            "PRLX_SIGNING_KEY",
-            "PRLX_REWARD_POLICY",
-            "PRLX_REWARD_MODE",
-            "PRLX_LEASE_SESSION_MS",
-            "PRLX_NODE_FEED_TOPIC",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("serve")
-            .args(["--log", &self.log])
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--key-file")
-            .arg(self.dir.path().join("storage.key"))
-            .arg("--signing-key")
-            .arg(&self.signing)
-            .arg("--catalog")
-            .arg(&self.catalog)
-            .args(["--producer", &format!("coordinator/{name}")]);
-        if let Some(template) = &self.feeds {
-            cmd.args(["--node-feed-topic", template]);
-        }
-        let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_line("listening on http://", STARTUP);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .to_owned();
+        let launch = ServeLaunch {
+            log: self.log.clone(),
+            node_feed_topic: self.feeds.clone(),
+            ..ServeLaunch::in_dir(
+                self.dir.path(),
+                &self.catalog,
+                &format!("coordinator/{name}"),
+            )
+        };
+        let (proc, addr) = launch.spawn(name);
         self.front.add(&addr);
         (proc, addr)
     }
@@ -486,40 +226,17 @@ impl Cluster {
     fn node(&self, name: &str) -> (Proc, NodeId) {
         let key = self.dir.path().join(format!("{name}.pem"));
         write_private(&key, &new_key());
-        let mut cmd = Command::new(bin("prlx-node"));
-        for var in [
-            "PRLX_COORDINATOR",
-            "PRLX_LOG",
-            "PRLX_NODE_KEY",
-            "PRLX_COORDINATOR_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
         let follow = match &self.feeds {
             Some(template) => format!("kafka://{}/{template}", self.bootstrap),
             None => self.log.clone(),
         };
-        cmd.arg("run")
-            .args(["--coordinator", &format!("http://{}", self.front.addr)])
-            .args(["--log", &follow])
-            .arg("--key")
-            .arg(&key)
-            .args(["--models", TINY])
-            .args(["--tier", "1", "--slots", "1", "--stake", "1000"])
-            .args(["--heartbeat-secs", "1", "--drain-secs", "30"])
-            .arg("--root")
-            .arg(root())
-            .arg("--coordinator-key")
-            .arg(&self.coordinator_pub);
-        let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_line("node_id ", STARTUP);
-        let id: NodeId = line
-            .trim()
-            .strip_prefix("node_id ")
-            .unwrap()
-            .parse()
-            .unwrap();
-        proc.wait_line("accepted the session grant for epoch", STARTUP);
+        let coordinator = format!("http://{}", self.front.addr);
+        let launch = NodeLaunch {
+            drain_secs: Some(30),
+            ..NodeLaunch::new(&coordinator, &follow, &key, &self.keys.public)
+        };
+        let (mut proc, id) = launch.spawn(name);
+        proc.wait_line(SESSION_GRANTED, STARTUP);
         (proc, id)
     }
 
@@ -576,18 +293,8 @@ impl Cluster {
 
     /// Submits with `key` as the Idempotency-Key until accepted; the request id.
     fn submit(&self, key: &str, prompt: &str, max_tokens: u32) -> RequestId {
-        let body = json!({
-            "workload_class": "ai.inference",
-            "model": TINY,
-            "hardware_tier": 1,
-            "priority": "standard",
-            "deadline_seconds": 60,
-            "credit_account": "ai",
-            "client_pubkey": public_key_pem(&self.client_key.to_public_key()),
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-        });
+        let pem = public_key_pem(&self.client_key.to_public_key());
+        let body = tiny_submission(prompt, max_tokens, 60, &pem);
         let (status, accepted) =
             self.call_until_answered("POST", "/v1/requests", Some(&body), Some(key));
         assert!(status == 202 || status == 200, "{status} {accepted}");
@@ -596,31 +303,17 @@ impl Cluster {
 
     /// Polls the request until it has a result; returns the request's status body.
     fn wait_result(&self, id: RequestId, timeout: Duration) -> Value {
-        let until = Instant::now() + timeout;
-        loop {
+        poll_result(id, timeout, Duration::from_millis(100), || {
             let (status, body) =
                 self.call_until_answered("GET", &format!("/v1/requests/{}", id.0), None, None);
             assert_eq!(status, 200, "{body}");
-            if body.get("result").is_some() {
-                return body;
-            }
-            assert_ne!(body["status"], "failed", "{id} failed: {body}");
-            assert!(
-                Instant::now() < until,
-                "{id} has no result after {timeout:?}: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            body
+        })
     }
 
     /// Opens a returned result as the client and checks it: its text, model and PoE.
     fn check_result(&self, id: RequestId, status: &Value) -> (Vec<u8>, NodeId) {
-        let result = &status["result"];
-        let sealed: Sealed = serde_json::from_value(result["sealed_for_client"].clone()).unwrap();
-        let bytes = open_with_private_key(&self.client_key, &id.0.to_be_bytes(), &sealed.0)
-            .unwrap_or_else(|e| panic!("{id}: the result does not open for the client: {e}"));
-        let node: NodeId = result["node_id"].as_str().unwrap().parse().unwrap();
-        let poe: Hash32 = result["poe"].as_str().unwrap().parse().unwrap();
+        let (bytes, node, poe) = open_result(&self.client_key, id, status);
         let body: ResultBody = serde_json::from_slice(&bytes).unwrap();
         assert!(!body.text.is_empty(), "{id}: empty text");
         assert_eq!(body.model_sha256.to_hex(), tiny_sha());
@@ -645,21 +338,7 @@ impl Cluster {
 
     /// Every record of the log at `url` (committed), with its offset.
     fn records(&self, url: &str) -> Vec<(Offset, Vec<u8>)> {
-        let reader = LogUrl::parse(url).unwrap().open_reader().unwrap();
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut next = 0;
-            loop {
-                let records = reader.read(next, 1024).await.unwrap();
-                if records.is_empty() {
-                    return out;
-                }
-                for r in records {
-                    next = r.offset + 1;
-                    out.push((r.offset, r.payload));
-                }
-            }
-        })
+        self.rt.block_on(read_log(url))
     }
 
     /// Checks each node's feed against the log: every record is one of the log's, byte for
@@ -768,7 +447,7 @@ impl Cluster {
     /// `prlx-replay verify --json` on the log: exit 0 and `ok`.
     fn replay_verifies(&self, requests: usize) {
         let started = Instant::now();
-        let out = Command::new(bin("prlx-replay"))
+        let out = Command::new(workspace_bin("prlx-replay"))
             .args(["verify", "--json", "--log", &self.log])
             .output()
             .unwrap();
@@ -924,8 +603,7 @@ fn a_standby_takes_over_when_the_active_coordinator_is_killed_and_nothing_is_los
         let key = format!("failover-{i}");
         told.insert(key.clone(), cluster.submit(&key, &prompt(i), 400));
     }
-    a.child.kill().unwrap(); // SIGKILL, with work in flight
-    a.child.wait().unwrap();
+    a.kill(); // SIGKILL, with work in flight
     let killed = Instant::now();
     // Submissions carry on through the failover: retried (same key) until accepted.
     for i in 6..12 {
@@ -967,7 +645,7 @@ struct BrokerRestart {
 
 impl BrokerRestart {
     fn new(bootstrap: &str) -> Option<BrokerRestart> {
-        let script = root().join("scripts/kafka.sh");
+        let script = workspace_root().join("scripts/kafka.sh");
         let out = Command::new(&script).arg("status").output().unwrap();
         let status = String::from_utf8_lossy(&out.stdout);
         if !status.contains(&format!("bootstrap={bootstrap}")) {

@@ -1,0 +1,96 @@
+//! What the tests do as a client of a running coordinator: HTTP exchanges, opening a returned
+//! result, and reading the log it writes.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use prlx_events::crypto::open_with_private_key;
+use prlx_events::log::{LogReader, LogUrl, Offset};
+use prlx_events::{Hash32, NodeId, RequestId};
+use rsa::RsaPrivateKey;
+use serde_json::Value;
+
+/// One exchange with the coordinator at `addr` (`HOST:PORT`); `Err` when the connection fails
+/// (a killed server), so callers can tell "refused" from "answered".
+pub async fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    idempotency_key: Option<&str>,
+) -> Result<(u16, Value), String> {
+    prlx_commands::client::request(addr, method, path, body, idempotency_key)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`try_http`] that must get an answer.
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    idempotency_key: Option<&str>,
+) -> (u16, Value) {
+    try_http(addr, method, path, body, idempotency_key)
+        .await
+        .unwrap()
+}
+
+/// Opens the result in request `id`'s status body (`GET /v1/requests/ID`) as its client, with
+/// `client_key`: the result's canonical bytes, the node it is credited to, and its PoE.
+pub fn open_result(
+    client_key: &RsaPrivateKey,
+    id: RequestId,
+    status: &Value,
+) -> (Vec<u8>, NodeId, Hash32) {
+    let result = &status["result"];
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(result["sealed_for_client"].as_str().expect("a result"))
+        .unwrap();
+    let bytes = open_with_private_key(client_key, &id.0.to_be_bytes(), &sealed)
+        .unwrap_or_else(|e| panic!("{id}: the result does not open for the client: {e}"));
+    let node: NodeId = result["node_id"].as_str().unwrap().parse().unwrap();
+    let poe: Hash32 = result["poe"].as_str().unwrap().parse().unwrap();
+    (bytes, node, poe)
+}
+
+/// Reads request `id`'s status body with `status` every `every` until it has a result, and
+/// returns it; fails if the request failed or has no result after `timeout`.
+pub fn poll_result(
+    id: RequestId,
+    timeout: Duration,
+    every: Duration,
+    mut status: impl FnMut() -> Value,
+) -> Value {
+    let until = Instant::now() + timeout;
+    loop {
+        let body = status();
+        if body.get("result").is_some() {
+            return body;
+        }
+        assert_ne!(body["status"], "failed", "{id} failed: {body}");
+        assert!(
+            Instant::now() < until,
+            "{id} has no result after {timeout:?}: {body}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// Every committed record of the log at `url`, with its offset.
+pub async fn read_log(url: &str) -> Vec<(Offset, Vec<u8>)> {
+    let reader = LogUrl::parse(url).unwrap().open_reader().unwrap();
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let records = reader.read(next, 1024).await.unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        for r in records {
+            next = r.offset + 1;
+            out.push((r.offset, r.payload));
+        }
+    }
+}

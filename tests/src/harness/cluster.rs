@@ -1,0 +1,154 @@
+//! One `prlx-coordinator serve` on a fresh file log, for tests that add real nodes to it: its
+//! keys, catalog and log in a temp dir, a client key, and calls to its API.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prlx_events::crypto::public_key_pem;
+use prlx_events::log::Offset;
+use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
+use prlx_node::client::CoordinatorClient;
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+
+use super::client::{open_result, poll_result, read_log};
+use super::keys::{new_key, CoordinatorKeys};
+use super::launch::{NodeLaunch, ServeLaunch};
+use super::models::tiny_submission;
+use super::process::Proc;
+
+/// A coordinator on a fresh file log, a client key, and an HTTP client of the node's kind.
+#[derive(Debug)]
+pub struct FileCluster {
+    /// Every key, the catalog and the log.
+    pub dir: tempfile::TempDir,
+    pub log_dir: PathBuf,
+    pub keys: CoordinatorKeys,
+    _coordinator: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    client: CoordinatorClient,
+    rt: tokio::runtime::Runtime,
+    /// The key results are sealed for.
+    pub client_key: RsaPrivateKey,
+}
+
+impl FileCluster {
+    /// Starts the coordinator with `catalog` (a catalog file's JSON) as `producer`; returns
+    /// once it listens.
+    pub fn start(catalog: &Value, producer: &str) -> FileCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog_path = dir.path().join("catalog.json");
+        std::fs::write(&catalog_path, catalog.to_string()).unwrap();
+        let keys = CoordinatorKeys::create(dir.path());
+        let launch = ServeLaunch::in_dir(dir.path(), &catalog_path, producer);
+        let (coordinator, addr) = launch.spawn("coordinator");
+        let url = format!("http://{addr}");
+        FileCluster {
+            client: CoordinatorClient::new(&url).unwrap(),
+            url,
+            log_dir: dir.path().join("log"),
+            dir,
+            keys,
+            _coordinator: coordinator,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client_key: new_key(),
+        }
+    }
+
+    /// The log's URL.
+    pub fn log_url(&self) -> String {
+        format!("file://{}", self.log_dir.display())
+    }
+
+    /// A node of this coordinator with the key file `key`: it reads this log and pins this
+    /// coordinator's signing key.
+    pub fn node_launch(&self, key: &Path) -> NodeLaunch {
+        NodeLaunch::new(&self.url, &self.log_url(), key, &self.keys.public)
+    }
+
+    /// One exchange: `GET`, or a `POST` with a JSON `body` or none.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let answer = self
+            .rt
+            .block_on(async {
+                match (method, body) {
+                    ("GET", _) => self.client.get(path).await,
+                    (_, Some(body)) => self.client.post_json(path, body).await,
+                    (_, None) => self.client.post_empty(path).await,
+                }
+            })
+            .unwrap();
+        (answer.status, answer.json())
+    }
+
+    /// Deposits `amount` on account `ai` by transaction `tx_ref`.
+    pub fn deposit(&self, tx_ref: &str, amount: u64) {
+        let (status, body) = self.call(
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&json!({"tx_ref": tx_ref, "amount": amount})),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Submits `prompt` for the tiny model, sealed for [`client_key`](Self::client_key);
+    /// returns the accepted request's id.
+    pub fn submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
+        let pem = public_key_pem(&self.client_key.to_public_key());
+        let body = tiny_submission(prompt, max_tokens, deadline_seconds, &pem);
+        let (status, accepted) = self.call("POST", "/v1/requests", Some(&body));
+        assert_eq!(status, 202, "{accepted}");
+        RequestId(accepted["request_id"].as_u64().unwrap())
+    }
+
+    /// The request's status, as the client sees it.
+    pub fn status(&self, request: RequestId) -> Value {
+        let (code, body) = self.call("GET", &format!("/v1/requests/{}", request.0), None);
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Polls the request until it has a result; returns the request's status body.
+    pub fn wait_result(&self, id: RequestId, timeout: Duration) -> Value {
+        poll_result(id, timeout, Duration::from_millis(50), || self.status(id))
+    }
+
+    /// Opens a returned result as the client: the canonical bytes, the node, the PoE.
+    pub fn open_result(&self, id: RequestId, status: &Value) -> (Vec<u8>, NodeId, Hash32) {
+        open_result(&self.client_key, id, status)
+    }
+
+    /// Every event on the log, with its offset.
+    pub fn events_with_offsets(&self) -> Vec<(Offset, Event)> {
+        self.rt
+            .block_on(read_log(&self.log_url()))
+            .into_iter()
+            .map(|(offset, payload)| (offset, Envelope::decode(&payload).unwrap().event))
+            .collect()
+    }
+
+    /// Every event on the log.
+    pub fn events(&self) -> Vec<Event> {
+        self.events_with_offsets()
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect()
+    }
+
+    /// Waits until an event on the log matches `pred`; `what` names it if none does within
+    /// `timeout`.
+    pub fn wait_event(&self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) {
+        let until = Instant::now() + timeout;
+        while !self.events().iter().any(&pred) {
+            assert!(
+                Instant::now() < until,
+                "no {what} on the log in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

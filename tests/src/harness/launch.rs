@@ -1,0 +1,210 @@
+//! Starting the real binaries: `prlx-coordinator serve` on a file or Kafka log, and
+//! `prlx-node run` reaching it over HTTP and following its log (or its own feed).
+//!
+//! Each launch names every setting itself and removes the `PRLX_*` variables that would set
+//! them, so the environment a test runs in cannot change what it starts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use prlx_events::NodeId;
+
+use super::bins::{workspace_bin, workspace_root};
+use super::models::TINY;
+use super::process::Proc;
+
+/// How long a process may take to say it is up (listening, registered, granted a session).
+pub const STARTUP: Duration = Duration::from_secs(120);
+
+/// What a node prints once it holds its session grant (and so can take dispatches).
+pub const SESSION_GRANTED: &str = "accepted the session grant for epoch";
+
+/// `prlx-coordinator` (see [`workspace_bin`]), without the variables that stand for its flags.
+pub fn coordinator_command() -> Command {
+    command_without(
+        "prlx-coordinator",
+        &[
+            "PRLX_LOG",
+            "PRLX_LISTEN",
+            "PRLX_KEY_FILE",
+            "PRLX_CATALOG",
+            "PRLX_PRODUCER",
+            "PRLX_SIGNING_KEY",
+            "PRLX_REWARD_POLICY",
+            "PRLX_REWARD_MODE",
+            "PRLX_LEASE_SESSION_MS",
+            "PRLX_NODE_FEED_TOPIC",
+        ],
+    )
+}
+
+/// `prlx-node` (see [`workspace_bin`]), without the variables that stand for its flags.
+pub fn node_command() -> Command {
+    command_without(
+        "prlx-node",
+        &[
+            "PRLX_COORDINATOR",
+            "PRLX_LOG",
+            "PRLX_NODE_KEY",
+            "PRLX_COORDINATOR_KEY",
+        ],
+    )
+}
+
+fn command_without(bin: &str, vars: &[&str]) -> Command {
+    let mut cmd = Command::new(workspace_bin(bin));
+    for var in vars {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs `prlx-node run` for the tiny model with `extra` arguments on the key file `key`, a log
+/// under `dir` and a coordinator nobody listens at, to its exit: for runs that stop before they
+/// reach a coordinator (a key others can read, a bad flag).
+pub fn node_run_to_exit(dir: &Path, key: &Path, extra: &[&str]) -> Output {
+    node_command()
+        .args(["run", "--coordinator", "http://127.0.0.1:9"])
+        .arg("--log")
+        .arg(format!("file://{}", dir.join("log").display()))
+        .arg("--key")
+        .arg(key)
+        .args(["--models", TINY, "--tier", "1", "--slots", "1"])
+        .args(["--stake", "1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `prlx-coordinator serve` on a free loopback port.
+#[derive(Debug, Clone)]
+pub struct ServeLaunch {
+    /// `--log`: `file://…` or `kafka://…`.
+    pub log: String,
+    /// `--key-file`: the storage key, made on first start.
+    pub key_file: PathBuf,
+    /// `--signing-key`: made on first start unless the test wrote one
+    /// ([`CoordinatorKeys`](super::keys::CoordinatorKeys)).
+    pub signing_key: PathBuf,
+    /// `--catalog`.
+    pub catalog: PathBuf,
+    /// `--producer`.
+    pub producer: String,
+    /// `--node-feed-topic`, when the nodes read feeds of their own.
+    pub node_feed_topic: Option<String>,
+}
+
+impl ServeLaunch {
+    /// Everything under `dir`: a file log at `dir/log`, `dir/storage.key` and
+    /// `dir/coordinator-signing.pem`, where [`CoordinatorKeys::create`] writes it.
+    ///
+    /// [`CoordinatorKeys::create`]: super::keys::CoordinatorKeys::create
+    pub fn in_dir(dir: &Path, catalog: &Path, producer: &str) -> ServeLaunch {
+        ServeLaunch {
+            log: format!("file://{}", dir.join("log").display()),
+            key_file: dir.join("storage.key"),
+            signing_key: dir.join("coordinator-signing.pem"),
+            catalog: catalog.to_owned(),
+            producer: producer.to_owned(),
+            node_feed_topic: None,
+        }
+    }
+
+    /// Starts it as `name`; returns once it listens, with its address (`127.0.0.1:PORT`).
+    pub fn spawn(&self, name: &str) -> (Proc, String) {
+        let mut cmd = coordinator_command();
+        cmd.arg("serve")
+            .args(["--log", &self.log])
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--key-file")
+            .arg(&self.key_file)
+            .arg("--signing-key")
+            .arg(&self.signing_key)
+            .arg("--catalog")
+            .arg(&self.catalog)
+            .args(["--producer", &self.producer]);
+        if let Some(template) = &self.node_feed_topic {
+            cmd.args(["--node-feed-topic", template]);
+        }
+        let mut proc = Proc::spawn(name, cmd);
+        let line = proc.wait_line("listening on http://", STARTUP);
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"))
+            .to_owned();
+        (proc, addr)
+    }
+}
+
+/// `prlx-node run` at tier 1 with one slot and a stake of 1000, heartbeating every second, its
+/// models and ONNX Runtime found under the workspace root (scripts/setup-models.sh).
+#[derive(Debug, Clone)]
+pub struct NodeLaunch {
+    /// `--coordinator`: `http://HOST:PORT`.
+    pub coordinator: String,
+    /// `--log`: the coordinator's log, or the node's feed on Kafka.
+    pub log: String,
+    /// `--key`: made on first start unless the test wrote one.
+    pub key: PathBuf,
+    /// `--coordinator-key`: the signing key to pin.
+    pub coordinator_key: PathBuf,
+    /// `--models`.
+    pub models: String,
+    /// `--registry`, instead of `node/models/registry.toml`.
+    pub registry: Option<PathBuf>,
+    /// `--drain-secs`, instead of the node's default.
+    pub drain_secs: Option<u32>,
+    /// More arguments, last (`--fault KIND`).
+    pub extra: Vec<String>,
+}
+
+impl NodeLaunch {
+    /// A node serving the tiny model, with the node's defaults for the rest.
+    pub fn new(coordinator: &str, log: &str, key: &Path, coordinator_key: &Path) -> NodeLaunch {
+        NodeLaunch {
+            coordinator: coordinator.to_owned(),
+            log: log.to_owned(),
+            key: key.to_owned(),
+            coordinator_key: coordinator_key.to_owned(),
+            models: TINY.to_owned(),
+            registry: None,
+            drain_secs: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Starts it as `name`; returns once it prints its node id (it has registered).
+    pub fn spawn(&self, name: &str) -> (Proc, NodeId) {
+        let mut cmd = node_command();
+        cmd.arg("run")
+            .args(["--coordinator", &self.coordinator])
+            .args(["--log", &self.log])
+            .arg("--key")
+            .arg(&self.key)
+            .args(["--models", &self.models])
+            .args(["--tier", "1", "--slots", "1", "--stake", "1000"])
+            .args(["--heartbeat-secs", "1"])
+            .arg("--root")
+            .arg(workspace_root())
+            .arg("--coordinator-key")
+            .arg(&self.coordinator_key);
+        if let Some(secs) = self.drain_secs {
+            cmd.args(["--drain-secs", &secs.to_string()]);
+        }
+        if let Some(registry) = &self.registry {
+            cmd.arg("--registry").arg(registry);
+        }
+        cmd.args(&self.extra);
+        let mut proc = Proc::spawn(name, cmd);
+        let line = proc.wait_line("node_id ", STARTUP);
+        let id = line
+            .trim()
+            .strip_prefix("node_id ")
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {line:?}: {e}"));
+        (proc, id)
+    }
+}

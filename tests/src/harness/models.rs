@@ -1,0 +1,69 @@
+//! The tiny model the process tests serve (`tiny-test-v1`, built by scripts/setup-models.sh),
+//! and the catalog and submission bodies that ask for it.
+
+use prlx_node::registry::Registry;
+use serde_json::{json, Value};
+
+use super::bins::workspace_root;
+
+/// The registry key of the tiny model.
+pub const TINY: &str = "tiny-test-v1";
+
+/// The tiny model's SHA-256 (hex) from `node/models/registry.toml`, after checking its file is
+/// there: the tests fail, rather than skip, without it.
+pub fn tiny_sha() -> String {
+    let root = workspace_root();
+    let registry = Registry::load(&root.join("node/models/registry.toml"), &root).unwrap();
+    let entry = registry.get(TINY).unwrap();
+    assert!(
+        entry.path.is_file(),
+        "{} is missing: run scripts/setup-models.sh",
+        entry.path.display()
+    );
+    entry.sha256.clone()
+}
+
+/// A catalog file (`serve --catalog`) offering each of `models` with the tiny model's file:
+/// tier 1 up, `10 + 1 per token` of up to 4096, tiers to 5, deadlines from
+/// `min_deadline_seconds` to an hour, 3 attempts.
+pub fn tiny_catalog(models: &[&str], min_deadline_seconds: u32) -> Value {
+    let sha = tiny_sha();
+    let models: Vec<Value> = models
+        .iter()
+        .map(|name| {
+            json!({
+                "model": name, "sha256": sha, "min_tier": 1, "base_price": 10,
+                "per_token_price": 1, "max_tokens_limit": 4096
+            })
+        })
+        .collect();
+    json!({
+        "models": models,
+        "max_tier": 5,
+        "min_deadline_seconds": min_deadline_seconds,
+        "max_deadline_seconds": 3600,
+        "max_attempts": 3,
+    })
+}
+
+/// The body of `POST /v1/requests` asking the tiny model to continue `prompt`, charged to
+/// account `ai`, the result sealed for `client_pem`.
+pub fn tiny_submission(
+    prompt: &str,
+    max_tokens: u32,
+    deadline_seconds: u32,
+    client_pem: &str,
+) -> Value {
+    json!({
+        "workload_class": "ai.inference",
+        "model": TINY,
+        "hardware_tier": 1,
+        "priority": "standard",
+        "deadline_seconds": deadline_seconds,
+        "credit_account": "ai",
+        "client_pubkey": client_pem,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "payload_hash": prlx_events::Hash32::of(prompt.as_bytes()).to_hex(),
+    })
+}

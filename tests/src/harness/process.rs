@@ -1,0 +1,154 @@
+//! A child process of a test: its stdout and stderr lines collected (and echoed, prefixed
+//! with its name, to the test's output), waited on for a line or its exit, signalled, and
+//! killed when the test is done with it or fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running child process; SIGKILLed and reaped when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `cmd` as `name`, its stdout and stderr piped to reader threads.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let (tx, name) = (tx.clone(), name.to_owned());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{name}] {line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn pump(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// The first line printed so far that contains `needle`.
+    pub fn find(&mut self, needle: &str) -> Option<String> {
+        self.pump();
+        self.seen.iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    /// How many lines printed so far contain `needle`.
+    pub fn count(&mut self, needle: &str) -> usize {
+        self.pump();
+        self.seen.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits for a line that contains `needle` and returns it; panics, with everything the
+    /// process printed, if it exits first or `timeout` passes.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.find(needle) {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads hand over the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                self.pump();
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "{} printed no {needle:?} within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Sends `signal` (`-TERM`, `-STOP`, `-CONT`, …) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {}", self.name);
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its status, with its last
+    /// lines collected; panics if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads hand over the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                self.pump();
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "{} still running {timeout:?} after the signal",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
