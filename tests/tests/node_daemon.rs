@@ -1,8 +1,8 @@
 //! `prlx-node run` against a real `prlx-coordinator serve`, each in its own process.
 //!
-//! The coordinator binary is another package's, which cargo does not build for this test:
-//! build it first (`cargo build --workspace --bins`; scripts/test.sh does). The tests fail,
-//! rather than skip, when it is missing or older than its sources, and when the models of
+//! Both binaries are other packages', which cargo does not build for this test: build them
+//! first (`cargo build --workspace --bins`; scripts/test.sh does). The tests fail, rather than
+//! skip, when one is missing or older than its sources, and when the models of
 //! scripts/setup-models.sh are missing. `PRLX_TEST_COORDINATOR_BIN=PATH` runs them against
 //! another coordinator build.
 //!
@@ -26,6 +26,7 @@ use prlx_events::protocol::ResultBody;
 use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_node::client::CoordinatorClient;
 use prlx_node::registry::Registry;
+use prlx_tests::harness::bins::workspace_bin;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
@@ -41,7 +42,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("node/ has a parent")
+        .expect("tests/ has a parent")
         .to_owned()
 }
 
@@ -72,7 +73,7 @@ fn coordinator_bin() -> PathBuf {
         );
         return bin;
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_prlx-node"))
+    let bin = workspace_bin("prlx-node")
         .parent()
         .unwrap()
         .join("prlx-coordinator");
@@ -334,7 +335,7 @@ impl Cluster {
     }
 
     fn run_node(&self, name: &str, models: &str, key: &Path, registry: Option<&Path>) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prlx-node"));
+        let mut cmd = Command::new(workspace_bin("prlx-node"));
         for var in [
             "PRLX_COORDINATOR",
             "PRLX_LOG",
@@ -722,7 +723,7 @@ fn a_node_key_readable_by_others_is_refused() {
     let key = dir.path().join("node.pem");
     write_private(&key, &new_key());
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_prlx-node"))
+    let out = Command::new(workspace_bin("prlx-node"))
         .env_remove("PRLX_NODE_KEY")
         .args(["run", "--coordinator", "http://127.0.0.1:9"])
         .arg("--log")
