@@ -1,244 +1,43 @@
-//! `prlx-node run` against a real `prlx-coordinator serve`, each in its own process.
-//!
-//! Both binaries are other packages', which cargo does not build for this test: build them
-//! first (`cargo build --workspace --bins`; scripts/test.sh does). The tests fail, rather than
-//! skip, when one is missing or older than its sources, and when the models of
-//! scripts/setup-models.sh are missing. `PRLX_TEST_COORDINATOR_BIN=PATH` runs them against
-//! another coordinator build.
+//! `prlx-node run` against a real `prlx-coordinator serve`, each in its own process, through
+//! the process kit ([`prlx_tests::harness`]: the binaries built by `cargo build --workspace
+//! --bins`, the models of scripts/setup-models.sh; `PRLX_TEST_COORDINATOR_BIN=PATH` runs them
+//! against another coordinator build).
 //!
 //! Every key, the log and the catalog live in a temp dir per test. The tests run one at a
 //! time (a lock): they measure deadlines on a machine with few cores.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
+use prlx_events::crypto::proof_of_execution;
 use prlx_events::event::Verdict;
-use prlx_events::log::{LogReader, LogUrl, Offset};
+use prlx_events::log::Offset;
 use prlx_events::protocol::ResultBody;
-use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId, TaskId};
-use prlx_node::client::CoordinatorClient;
-use prlx_node::registry::Registry;
-use prlx_tests::harness::bins::workspace_bin;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use prlx_events::{Event, NodeId, RequestId, TaskId};
+use prlx_tests::harness::bins::workspace_root;
+use prlx_tests::harness::cluster::FileCluster;
+use prlx_tests::harness::keys::{new_key, write_private};
+use prlx_tests::harness::launch::{node_run_to_exit, NodeLaunch, SESSION_GRANTED, STARTUP};
+use prlx_tests::harness::models::{tiny_catalog, tiny_sha, TINY};
+use prlx_tests::harness::process::Proc;
 use rsa::RsaPrivateKey;
-use serde_json::{json, Value};
 
-const TINY: &str = "tiny-test-v1";
 /// Served by the third node of the first test and asked for by no request. In that test's
 /// registry and catalog it names the tiny model's files, so no big model is loaded.
 const UNASKED: &str = "oss-chat-v1";
-const STARTUP: Duration = Duration::from_secs(90);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        let t = if meta.is_dir() {
-            newest_mtime(&entry.path())
-        } else {
-            meta.modified().unwrap()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// The built `prlx-coordinator`, next to this package's binary; `$PRLX_TEST_COORDINATOR_BIN`
-/// names another build (checked only for existence).
-fn coordinator_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PRLX_TEST_COORDINATOR_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "$PRLX_TEST_COORDINATOR_BIN: {} is missing",
-            bin.display()
-        );
-        return bin;
-    }
-    let bin = workspace_bin("prlx-node")
-        .parent()
-        .unwrap()
-        .join("prlx-coordinator");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-                bin.display()
-            )
-        });
-    for src in ["commands/src", "projections/src", "events/src"] {
-        assert!(
-            newest_mtime(&root().join(src)) <= built,
-            "{} is older than {src}: run `cargo build --workspace --bins` first \
-             (scripts/test.sh does)",
-            bin.display()
-        );
-    }
-    bin
-}
-
-fn tiny_sha() -> String {
-    let root = root();
-    let registry = Registry::load(&root.join("node/models/registry.toml"), &root).unwrap();
-    let entry = registry.get(TINY).unwrap();
-    assert!(
-        entry.path.is_file(),
-        "{} is missing: run scripts/setup-models.sh",
-        entry.path.display()
-    );
-    entry.sha256.clone()
-}
-
-fn new_key() -> RsaPrivateKey {
-    // 2048 bits keeps the tests fast; a node makes 3072-bit keys itself.
-    RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
-}
-
-fn write_private(path: &Path, key: &RsaPrivateKey) {
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    std::fs::write(path, pem.as_bytes()).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes.
-
-/// A child process whose stdout and stderr lines are collected; killed if the test fails.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for stream in [
-            Box::new(out) as Box<dyn std::io::Read + Send>,
-            Box::new(err) as Box<dyn std::io::Read + Send>,
-        ] {
-            let tx = tx.clone();
-            let name = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[{name}] {line}");
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Proc {
-            name: name.to_owned(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pump(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn find(&mut self, needle: &str) -> Option<String> {
-        self.pump();
-        self.seen.iter().find(|l| l.contains(needle)).cloned()
-    }
-
-    fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.find(needle) {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.pump();
-                panic!("{} exited ({status}) before printing {needle:?}", self.name);
-            }
-            assert!(
-                Instant::now() < until,
-                "{} printed no {needle:?} within {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {}", self.name);
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads hand over the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                self.pump();
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "{} still running {timeout:?} after the signal",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A coordinator on a fresh log, a client key and an HTTP client.
-struct Cluster {
-    dir: tempfile::TempDir,
-    log_dir: PathBuf,
-    coordinator_pub: PathBuf,
-    _coordinator: Proc,
-    url: String,
-    client: CoordinatorClient,
-    rt: tokio::runtime::Runtime,
-    client_key: RsaPrivateKey,
+/// A coordinator on a fresh log whose catalog offers the tiny model as [`TINY`] and as
+/// [`UNASKED`], with deadlines from `min_deadline_seconds`.
+fn start_cluster(min_deadline_seconds: u32) -> FileCluster {
+    FileCluster::start(
+        &tiny_catalog(&[TINY, UNASKED], min_deadline_seconds),
+        "node-test/1",
+    )
 }
 
 struct Node {
@@ -247,230 +46,45 @@ struct Node {
     key: PathBuf,
 }
 
-impl Cluster {
-    fn start(min_deadline_seconds: u32) -> Cluster {
-        let bin = coordinator_bin();
-        let sha = tiny_sha();
-        let dir = tempfile::tempdir().unwrap();
-        let log_dir = dir.path().join("log");
-        let catalog = dir.path().join("catalog.json");
-        let model = |name: &str| {
-            json!({
-                "model": name, "sha256": sha, "min_tier": 1, "base_price": 10,
-                "per_token_price": 1, "max_tokens_limit": 4096
-            })
-        };
-        let doc = json!({
-            "models": [model(TINY), model(UNASKED)],
-            "max_tier": 5,
-            "min_deadline_seconds": min_deadline_seconds,
-            "max_deadline_seconds": 3600,
-            "max_attempts": 3,
-        });
-        std::fs::write(&catalog, doc.to_string()).unwrap();
-        let signing = new_key();
-        let signing_path = dir.path().join("coordinator-signing.pem");
-        write_private(&signing_path, &signing);
-        let coordinator_pub = dir.path().join("coordinator.pub.pem");
-        std::fs::write(&coordinator_pub, public_key_pem(&signing.to_public_key())).unwrap();
-
-        let mut cmd = Command::new(bin);
-        for var in [
-            "PRLX_LOG",
-            "PRLX_LISTEN",
-            "PRLX_KEY_FILE",
-            "PRLX_CATALOG",
-            "PRLX_PRODUCER",
-            "PRLX_SIGNING_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("serve")
-            .arg("--log")
-            .arg(format!("file://{}", log_dir.display()))
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--key-file")
-            .arg(dir.path().join("storage.key"))
-            .arg("--signing-key")
-            .arg(&signing_path)
-            .arg("--catalog")
-            .arg(&catalog)
-            .args(["--producer", "node-test/1"]);
-        let mut coordinator = Proc::spawn("coordinator", cmd);
-        let line = coordinator.wait_line("listening on http://", STARTUP);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .to_owned();
-        let url = format!("http://{addr}");
-        Cluster {
-            client: CoordinatorClient::new(&url).unwrap(),
-            url,
-            dir,
-            log_dir,
-            coordinator_pub,
-            _coordinator: coordinator,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client_key: new_key(),
-        }
+/// Starts `prlx-node run`. With `key: None` the node creates its own key.
+fn node(
+    cluster: &FileCluster,
+    name: &str,
+    models: &str,
+    key: Option<&RsaPrivateKey>,
+    registry: Option<&Path>,
+) -> Node {
+    let key_path = cluster.dir.path().join(format!("{name}.pem"));
+    if let Some(key) = key {
+        write_private(&key_path, key);
     }
+    run_node(cluster, name, models, &key_path, registry)
+}
 
-    /// Starts `prlx-node run`. With `key: None` the node creates its own key.
-    fn node(
-        &self,
-        name: &str,
-        models: &str,
-        key: Option<&RsaPrivateKey>,
-        registry: Option<&Path>,
-    ) -> Node {
-        let key_path = self.dir.path().join(format!("{name}.pem"));
-        if let Some(key) = key {
-            write_private(&key_path, key);
-        }
-        self.run_node(name, models, &key_path, registry)
-    }
-
-    fn run_node(&self, name: &str, models: &str, key: &Path, registry: Option<&Path>) -> Node {
-        let mut cmd = Command::new(workspace_bin("prlx-node"));
-        for var in [
-            "PRLX_COORDINATOR",
-            "PRLX_LOG",
-            "PRLX_NODE_KEY",
-            "PRLX_COORDINATOR_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("run")
-            .args(["--coordinator", &self.url])
-            .arg("--log")
-            .arg(format!("file://{}", self.log_dir.display()))
-            .arg("--key")
-            .arg(key)
-            .args(["--models", models])
-            .args(["--tier", "1", "--slots", "1", "--stake", "1000"])
-            .args(["--heartbeat-secs", "1", "--drain-secs", "30"])
-            .arg("--root")
-            .arg(root())
-            .arg("--coordinator-key")
-            .arg(&self.coordinator_pub);
-        if let Some(registry) = registry {
-            cmd.arg("--registry").arg(registry);
-        }
-        let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_line("node_id ", STARTUP);
-        let id: NodeId = line
-            .trim()
-            .strip_prefix("node_id ")
-            .unwrap()
-            .parse()
-            .unwrap();
-        Node {
-            proc,
-            id,
-            key: key.to_owned(),
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let answer = self
-            .rt
-            .block_on(async {
-                match (method, body) {
-                    ("GET", _) => self.client.get(path).await,
-                    (_, Some(body)) => self.client.post_json(path, body).await,
-                    (_, None) => self.client.post_empty(path).await,
-                }
-            })
-            .unwrap();
-        (answer.status, answer.json())
-    }
-
-    fn deposit(&self, amount: u64) {
-        let (status, body) = self.call(
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&json!({"tx_ref": "0xnode-test", "amount": amount})),
-        );
-        assert_eq!(status, 200, "{body}");
-    }
-
-    fn submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
-        let body = json!({
-            "workload_class": "ai.inference",
-            "model": TINY,
-            "hardware_tier": 1,
-            "priority": "standard",
-            "deadline_seconds": deadline_seconds,
-            "credit_account": "ai",
-            "client_pubkey": public_key_pem(&self.client_key.to_public_key()),
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-        });
-        let (status, accepted) = self.call("POST", "/v1/requests", Some(&body));
-        assert_eq!(status, 202, "{accepted}");
-        RequestId(accepted["request_id"].as_u64().unwrap())
-    }
-
-    /// Polls the request until it has a result; returns the request's status body.
-    fn wait_result(&self, id: RequestId, timeout: Duration) -> Value {
-        let until = Instant::now() + timeout;
-        loop {
-            let (status, body) = self.call("GET", &format!("/v1/requests/{}", id.0), None);
-            assert_eq!(status, 200, "{body}");
-            if body.get("result").is_some() {
-                return body;
-            }
-            assert_ne!(body["status"], "failed", "{id} failed: {body}");
-            assert!(
-                Instant::now() < until,
-                "{id} has no result after {timeout:?}: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Opens a returned result as the client: the canonical bytes, the node, the PoE.
-    fn open_result(&self, id: RequestId, status: &Value) -> (Vec<u8>, NodeId, Hash32) {
-        let result = &status["result"];
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(result["sealed_for_client"].as_str().unwrap())
-            .unwrap();
-        let bytes = open_with_private_key(&self.client_key, &id.0.to_be_bytes(), &sealed)
-            .unwrap_or_else(|e| panic!("{id}: the result does not open for the client: {e}"));
-        let node: NodeId = result["node_id"].as_str().unwrap().parse().unwrap();
-        let poe: Hash32 = result["poe"].as_str().unwrap().parse().unwrap();
-        (bytes, node, poe)
-    }
-
-    /// Every event on the log, with its offset.
-    fn events(&self) -> Vec<(Offset, Event)> {
-        let url = LogUrl::parse(&format!("file://{}", self.log_dir.display())).unwrap();
-        let reader = url.open_reader().unwrap();
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut next = 0;
-            loop {
-                let records = reader.read(next, 1024).await.unwrap();
-                if records.is_empty() {
-                    return out;
-                }
-                for r in records {
-                    next = r.offset + 1;
-                    out.push((r.offset, Envelope::decode(&r.payload).unwrap().event));
-                }
-            }
-        })
+fn run_node(
+    cluster: &FileCluster,
+    name: &str,
+    models: &str,
+    key: &Path,
+    registry: Option<&Path>,
+) -> Node {
+    let launch = NodeLaunch {
+        models: models.to_owned(),
+        registry: registry.map(Path::to_owned),
+        drain_secs: Some(30),
+        ..cluster.node_launch(key)
+    };
+    let (proc, id) = launch.spawn(name);
+    Node {
+        proc,
+        id,
+        key: key.to_owned(),
     }
 }
 
 /// A registry whose `oss-chat-v1` is the tiny model's files (paths relative to the root).
 fn unasked_registry(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("node/models/registry.toml")).unwrap();
+    let text = std::fs::read_to_string(workspace_root().join("node/models/registry.toml")).unwrap();
     let start = text
         .find(&format!("[models.{TINY}]"))
         .expect("the tiny model's section");
@@ -501,20 +115,25 @@ fn dispatches(events: &[(Offset, Event)]) -> Vec<(Offset, TaskId, u32, NodeId)> 
 #[test]
 fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cluster = Cluster::start(5);
+    let cluster = start_cluster(5);
     let registry = unasked_registry(cluster.dir.path());
     // Node a makes its own 3072-bit key on first start; b and c are given theirs.
-    let mut a = cluster.node("node-a", TINY, None, None);
-    let b = cluster.node("node-b", TINY, Some(&new_key()), None);
-    let mut c = cluster.node("node-c", UNASKED, Some(&new_key()), Some(&registry));
+    let mut a = node(&cluster, "node-a", TINY, None, None);
+    let b = node(&cluster, "node-b", TINY, Some(&new_key()), None);
+    let mut c = node(
+        &cluster,
+        "node-c",
+        UNASKED,
+        Some(&new_key()),
+        Some(&registry),
+    );
     let key_mode = std::fs::metadata(&a.key).unwrap().permissions().mode() & 0o777;
     assert_eq!(key_mode, 0o600, "a created node key is private");
     for node in [&mut a, &mut c] {
-        node.proc
-            .wait_line("accepted the session grant for epoch", STARTUP);
+        node.proc.wait_line(SESSION_GRANTED, STARTUP);
     }
 
-    cluster.deposit(10_000_000);
+    cluster.deposit("0xnode-test", 10_000_000);
     let prompts = [
         "Hello, world",
         "The quick brown fox",
@@ -561,7 +180,7 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
         "the work did not spread over both tiny nodes"
     );
 
-    let events = cluster.events();
+    let events = cluster.events_with_offsets();
     let sent = dispatches(&events);
     assert!(
         sent.iter().all(|(_, _, _, node)| *node != c.id),
@@ -599,7 +218,7 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
     assert_eq!(a.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
     let key = a.key.clone();
     drop(a);
-    let mut again = cluster.run_node("node-a2", TINY, &key, None);
+    let mut again = run_node(&cluster, "node-a2", TINY, &key, None);
     let caught_up = again.proc.wait_line("caught up with the log", STARTUP);
     assert!(
         caught_up.contains("0 dispatch(es) open for this node, 0 to run"),
@@ -614,12 +233,12 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
 #[test]
 fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cluster = Cluster::start(1);
+    let cluster = start_cluster(1);
     let mut nodes = [
-        cluster.node("node-a", TINY, Some(&new_key()), None),
-        cluster.node("node-b", TINY, Some(&new_key()), None),
+        node(&cluster, "node-a", TINY, Some(&new_key()), None),
+        node(&cluster, "node-b", TINY, Some(&new_key()), None),
     ];
-    cluster.deposit(1_000_000);
+    cluster.deposit("0xnode-test", 1_000_000);
     // "abc" generates to max_tokens without an EOS: about a second of work on one core,
     // well inside the 5 s deadline for the node that gets it second.
     let started = Instant::now();
@@ -638,13 +257,12 @@ fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
     };
     let victim_id = nodes[victim].id;
     let survivor_id = nodes[1 - victim].id;
-    nodes[victim].proc.child.kill().unwrap(); // SIGKILL, mid-generation
-    nodes[victim].proc.child.wait().unwrap();
+    nodes[victim].proc.kill(); // SIGKILL, mid-generation
 
     let task = TaskId::whole(id);
     let until = Instant::now() + Duration::from_secs(30);
     while !cluster
-        .events()
+        .events_with_offsets()
         .iter()
         .any(|(_, e)| matches!(e, Event::DeadlineExpired(d) if d.task_id == task))
     {
@@ -662,7 +280,7 @@ fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
     assert_eq!(poe, proof_of_execution(TaskId::whole(id), &bytes, node));
     assert_eq!(status["attempts"], 2, "{status}");
 
-    let events = cluster.events();
+    let events = cluster.events_with_offsets();
     let expired = events
         .iter()
         .find_map(|(o, e)| match e {
@@ -690,10 +308,10 @@ fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
 #[test]
 fn sigterm_mid_request_finishes_and_reports_it_then_exits_0() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cluster = Cluster::start(5);
+    let cluster = start_cluster(5);
     // The only node: if it dropped the work, nobody else could answer.
-    let mut node = cluster.node("node-a", TINY, Some(&new_key()), None);
-    cluster.deposit(1_000_000);
+    let mut node = node(&cluster, "node-a", TINY, Some(&new_key()), None);
+    cluster.deposit("0xnode-test", 1_000_000);
     let id = cluster.submit("abc", 3000, 30);
     let task = TaskId::whole(id);
     node.proc
@@ -723,18 +341,7 @@ fn a_node_key_readable_by_others_is_refused() {
     let key = dir.path().join("node.pem");
     write_private(&key, &new_key());
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(workspace_bin("prlx-node"))
-        .env_remove("PRLX_NODE_KEY")
-        .args(["run", "--coordinator", "http://127.0.0.1:9"])
-        .arg("--log")
-        .arg(format!("file://{}", dir.path().join("log").display()))
-        .arg("--key")
-        .arg(&key)
-        .args([
-            "--models", TINY, "--tier", "1", "--slots", "1", "--stake", "1",
-        ])
-        .output()
-        .unwrap();
+    let out = node_run_to_exit(dir.path(), &key, &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chmod 600"), "{stderr}");

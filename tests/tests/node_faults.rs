@@ -1,66 +1,42 @@
-//! Fault drills (`prlx-node run --fault KIND`) with real processes. The reports each drill
-//! makes are checked one by one in the node's own tests (`node/tests/drills.rs`).
+//! Fault drills (`prlx-node run --fault KIND`) with real processes, through the process kit
+//! ([`prlx_tests::harness`]: the binaries built by `cargo build --workspace --bins`, the models
+//! of scripts/setup-models.sh; `PRLX_TEST_COORDINATOR_BIN=PATH` names another coordinator
+//! build). The reports each drill makes are checked one by one in the node's own tests
+//! (`node/tests/drills.rs`).
 //!
-//! The end-to-end tests run a real `prlx-coordinator serve` with faulty and honest nodes,
-//! each a process, as `node_daemon.rs` does (same prerequisites: `cargo build --workspace
-//! --bins`, scripts/setup-models.sh; `PRLX_TEST_COORDINATOR_BIN=PATH` names another build):
-//! a bad PoE and a replayed signature (check 1: rejected, flagged, completed elsewhere), and
-//! sampled redundancy (check 2) with every request sampled: a wrong primary, a wrong replica,
-//! a colluding pair, three different results, an honest pair. Each asserts the request's
-//! events on the log in order. Which node gets which dispatch is fixed by stopping nodes
-//! (SIGSTOP) between their session grant and the next node's (see `Cluster::in_order`).
+//! The command line: the flag is documented, checked, and loud. The end-to-end tests run a
+//! real `prlx-coordinator serve` with faulty and honest nodes, each a process, as
+//! `node_daemon.rs` does: a bad PoE and a replayed signature (check 1: rejected, flagged,
+//! completed elsewhere), and sampled redundancy (check 2) with every request sampled: a wrong
+//! primary, a wrong replica, a colluding pair, three different results, an honest pair. Each
+//! asserts the request's events on the log in order. Which node gets which dispatch is fixed
+//! by stopping nodes (SIGSTOP) between their session grant and the next node's (see
+//! `Cluster::in_order`).
 
-use std::io::{BufRead, BufReader};
+use std::ops::Deref;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
+use prlx_events::crypto::proof_of_execution;
 use prlx_events::event::Verdict;
-use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::protocol::ResultBody;
-use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId, TaskId};
-use prlx_node::client::CoordinatorClient;
+use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_node::fault::{altered_result, WRONG_RESULT_MARK};
-use prlx_node::registry::Registry;
-use prlx_tests::harness::bins::workspace_bin;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-use rsa::rand_core::OsRng;
-use rsa::RsaPrivateKey;
-use serde_json::{json, Value};
+use prlx_tests::harness::cluster::FileCluster;
+use prlx_tests::harness::keys::{new_key, write_private};
+use prlx_tests::harness::launch::{
+    node_command, node_run_to_exit, NodeLaunch, SESSION_GRANTED, STARTUP,
+};
+use prlx_tests::harness::models::{tiny_catalog, TINY};
+use prlx_tests::harness::process::Proc;
+use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
 // The command line.
 
-fn node_cmd() -> Command {
-    let mut cmd = Command::new(workspace_bin("prlx-node"));
-    for var in [
-        "PRLX_COORDINATOR",
-        "PRLX_LOG",
-        "PRLX_NODE_KEY",
-        "PRLX_COORDINATOR_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-fn new_key() -> RsaPrivateKey {
-    // 2048 bits keeps the tests fast; a node makes 3072-bit keys itself.
-    RsaPrivateKey::new(&mut OsRng, 2048).unwrap()
-}
-
-fn write_private(path: &Path, key: &RsaPrivateKey, mode: u32) {
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    std::fs::write(path, pem.as_bytes()).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 #[test]
 fn the_fault_flag_is_documented_checked_and_loud() {
-    let help = node_cmd().args(["run", "--help"]).output().unwrap();
+    let help = node_command().args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--fault <KIND>"), "{help}");
     for name in [
@@ -76,19 +52,10 @@ fn the_fault_flag_is_documented_checked_and_loud() {
     // A run that stops early (a key others can read is refused) says whether it is a drill.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("node.pem");
-    write_private(&key, &new_key(), 0o644);
+    write_private(&key, &new_key());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let run = |extra: &[&str]| {
-        let out = node_cmd()
-            .args(["run", "--coordinator", "http://127.0.0.1:9"])
-            .arg("--log")
-            .arg(format!("file://{}", dir.path().join("log").display()))
-            .arg("--key")
-            .arg(&key)
-            .args(["--models", "tiny-test-v1", "--tier", "1", "--slots", "1"])
-            .args(["--stake", "1"])
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = node_run_to_exit(dir.path(), &key, extra);
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -104,341 +71,48 @@ fn the_fault_flag_is_documented_checked_and_loud() {
 // ---------------------------------------------------------------------------------------------
 // End to end: a coordinator, a `--fault bad-poe` node and an honest node, each a process.
 
-const TINY: &str = "tiny-test-v1";
-const STARTUP: Duration = Duration::from_secs(90);
+/// The kit's coordinator on a file log, with what these tests add: nodes with faults, and
+/// funded submissions.
+struct Cluster(FileCluster);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
+impl Deref for Cluster {
+    type Target = FileCluster;
 
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        let t = if meta.is_dir() {
-            newest_mtime(&entry.path())
-        } else {
-            meta.modified().unwrap()
-        };
-        newest = newest.max(t);
+    fn deref(&self) -> &FileCluster {
+        &self.0
     }
-    newest
-}
-
-/// The built `prlx-coordinator` (see the module docs); fails, rather than skips, when it is
-/// missing or older than its sources.
-fn coordinator_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PRLX_TEST_COORDINATOR_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "$PRLX_TEST_COORDINATOR_BIN: {}",
-            bin.display()
-        );
-        return bin;
-    }
-    let bin = workspace_bin("prlx-node")
-        .parent()
-        .unwrap()
-        .join("prlx-coordinator");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-                bin.display()
-            )
-        });
-    for src in ["commands/src", "projections/src", "events/src"] {
-        assert!(
-            newest_mtime(&root().join(src)) <= built,
-            "{} is older than {src}: run `cargo build --workspace --bins` first",
-            bin.display()
-        );
-    }
-    bin
-}
-
-fn tiny_sha() -> String {
-    let root = root();
-    let registry = Registry::load(&root.join("node/models/registry.toml"), &root).unwrap();
-    let entry = registry.get(TINY).unwrap();
-    assert!(
-        entry.path.is_file(),
-        "{} is missing: run scripts/setup-models.sh",
-        entry.path.display()
-    );
-    entry.sha256.clone()
-}
-
-/// A child process whose output lines are collected; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let streams: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let (tx, name) = (tx.clone(), name.to_owned());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[{name}] {line}");
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Proc {
-            name: name.to_owned(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn find(&mut self, needle: &str) -> Option<String> {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.iter().find(|l| l.contains(needle)).cloned()
-    }
-
-    fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.find(needle) {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before printing {needle:?}", self.name);
-            }
-            assert!(
-                Instant::now() < until,
-                "{} printed no {needle:?} within {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Proc {
-    /// Sends `signal` (`-STOP`, `-CONT`) to the process.
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {}", self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    log_dir: PathBuf,
-    coordinator_pub: PathBuf,
-    _coordinator: Proc,
-    url: String,
-    client: CoordinatorClient,
-    rt: tokio::runtime::Runtime,
-    client_key: RsaPrivateKey,
 }
 
 impl Cluster {
     /// A coordinator whose catalog samples `sampling_bp` of the requests (`None`: the
     /// catalog names no validation policy, so the default holds).
     fn start(sampling_bp: Option<u32>) -> Cluster {
-        let bin = coordinator_bin();
-        let sha = tiny_sha();
-        let dir = tempfile::tempdir().unwrap();
-        let log_dir = dir.path().join("log");
-        let catalog = dir.path().join("catalog.json");
-        let mut doc = json!({
-            "models": [{
-                "model": TINY, "sha256": sha, "min_tier": 1, "base_price": 10,
-                "per_token_price": 1, "max_tokens_limit": 4096
-            }],
-            "max_tier": 5,
-            "min_deadline_seconds": 5,
-            "max_deadline_seconds": 3600,
-            "max_attempts": 3,
-        });
+        let mut doc = tiny_catalog(&[TINY], 5);
         if let Some(bp) = sampling_bp {
             doc["validation"] = json!({ "sampling_bp": bp });
         }
-        std::fs::write(&catalog, doc.to_string()).unwrap();
-        let signing = new_key();
-        let signing_path = dir.path().join("coordinator-signing.pem");
-        write_private(&signing_path, &signing, 0o600);
-        let coordinator_pub = dir.path().join("coordinator.pub.pem");
-        std::fs::write(&coordinator_pub, public_key_pem(&signing.to_public_key())).unwrap();
-
-        let mut cmd = Command::new(bin);
-        for var in [
-            "PRLX_LOG",
-            "PRLX_LISTEN",
-            "PRLX_KEY_FILE",
-            "PRLX_CATALOG",
-            "PRLX_PRODUCER",
-            "PRLX_SIGNING_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("serve")
-            .arg("--log")
-            .arg(format!("file://{}", log_dir.display()))
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--key-file")
-            .arg(dir.path().join("storage.key"))
-            .arg("--signing-key")
-            .arg(&signing_path)
-            .arg("--catalog")
-            .arg(&catalog)
-            .args(["--producer", "fault-test/1"]);
-        let mut coordinator = Proc::spawn("coordinator", cmd);
-        let line = coordinator.wait_line("listening on http://", STARTUP);
-        let url = format!(
-            "http://{}",
-            line.trim().strip_prefix("listening on http://").unwrap()
-        );
-        Cluster {
-            client: CoordinatorClient::new(&url).unwrap(),
-            url,
-            dir,
-            log_dir,
-            coordinator_pub,
-            _coordinator: coordinator,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client_key: new_key(),
-        }
+        Cluster(FileCluster::start(&doc, "fault-test/1"))
     }
 
-    /// Starts `prlx-node run` serving the tiny model, with `extra` arguments.
+    /// Starts `prlx-node run` serving the tiny model, with `extra` arguments; returns once it
+    /// has its session grant.
     fn node(&self, name: &str, extra: &[&str]) -> (Proc, NodeId) {
         let key = self.dir.path().join(format!("{name}.pem"));
-        write_private(&key, &new_key(), 0o600);
-        let mut cmd = node_cmd();
-        cmd.arg("run")
-            .args(["--coordinator", &self.url])
-            .arg("--log")
-            .arg(format!("file://{}", self.log_dir.display()))
-            .arg("--key")
-            .arg(&key)
-            .args(["--models", TINY, "--tier", "1", "--slots", "1"])
-            .args(["--stake", "1000", "--heartbeat-secs", "1"])
-            .arg("--root")
-            .arg(root())
-            .arg("--coordinator-key")
-            .arg(&self.coordinator_pub)
-            .args(extra);
-        let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_line("node_id ", STARTUP);
-        let id = line
-            .trim()
-            .strip_prefix("node_id ")
-            .unwrap()
-            .parse()
-            .unwrap();
-        proc.wait_line("accepted the session grant for epoch", STARTUP);
+        write_private(&key, &new_key());
+        let launch = NodeLaunch {
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            ..self.node_launch(&key)
+        };
+        let (mut proc, id) = launch.spawn(name);
+        proc.wait_line(SESSION_GRANTED, STARTUP);
         (proc, id)
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let answer = self
-            .rt
-            .block_on(async {
-                match (method, body) {
-                    ("GET", _) => self.client.get(path).await,
-                    (_, Some(body)) => self.client.post_json(path, body).await,
-                    (_, None) => self.client.post_empty(path).await,
-                }
-            })
-            .unwrap();
-        (answer.status, answer.json())
-    }
-
-    fn submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
-        let (status, body) = self.call(
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&json!({"tx_ref": "0xfault-test", "amount": 1_000_000})),
-        );
-        assert_eq!(status, 200, "{body}");
-        let body = json!({
-            "workload_class": "ai.inference",
-            "model": TINY,
-            "hardware_tier": 1,
-            "priority": "standard",
-            "deadline_seconds": deadline_seconds,
-            "credit_account": "ai",
-            "client_pubkey": public_key_pem(&self.client_key.to_public_key()),
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-        });
-        let (status, accepted) = self.call("POST", "/v1/requests", Some(&body));
-        assert_eq!(status, 202, "{accepted}");
-        RequestId(accepted["request_id"].as_u64().unwrap())
-    }
-
-    fn events(&self) -> Vec<Event> {
-        let url = LogUrl::parse(&format!("file://{}", self.log_dir.display())).unwrap();
-        let reader = url.open_reader().unwrap();
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut next = 0;
-            loop {
-                let records = reader.read(next, 1024).await.unwrap();
-                if records.is_empty() {
-                    return out;
-                }
-                for r in records {
-                    next = r.offset + 1;
-                    out.push(Envelope::decode(&r.payload).unwrap().event);
-                }
-            }
-        })
-    }
-
-    fn wait_event(&self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) {
-        let until = Instant::now() + timeout;
-        while !self.events().iter().any(&pred) {
-            assert!(
-                Instant::now() < until,
-                "no {what} on the log in {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// Credits account `ai` (once: the deposit's transaction is the same each time) and
+    /// submits `prompt`.
+    fn funded_submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
+        self.deposit("0xfault-test", 1_000_000);
+        self.submit(prompt, max_tokens, deadline_seconds)
     }
 }
 
@@ -449,7 +123,7 @@ fn a_bad_poe_node_is_flagged_and_an_honest_node_completes_the_request() {
     // The faulty node alone first, so the dispatch is surely its.
     let (mut faulty, faulty_id) = cluster.node("node-bad-poe", &["--fault", "bad-poe"]);
     assert!(faulty.find("WARNING: FAULT DRILL bad-poe").is_some());
-    let id = cluster.submit("Hello, world", 20, 120);
+    let id = cluster.funded_submit("Hello, world", 20, 120);
     let task = TaskId::whole(id);
     faulty.wait_line(
         &format!("FAULT DRILL bad-poe: the report of {task} attempt 0"),
@@ -580,31 +254,16 @@ impl Cluster {
         });
     }
 
-    /// The request's status, as the client sees it.
-    fn status(&self, request: RequestId) -> Value {
-        let (code, body) = self.call("GET", &format!("/v1/requests/{}", request.0), None);
-        assert_eq!(code, 200, "{body}");
-        body
-    }
-
     /// The released result opened as the client opens it, and the node it is credited to.
-    fn open_result(&self, request: RequestId) -> (ResultBody, NodeId) {
-        use base64::Engine as _;
+    fn released_result(&self, request: RequestId) -> (ResultBody, NodeId) {
         let status = self.status(request);
-        let result = &status["result"];
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(result["sealed_for_client"].as_str().expect("a result"))
-            .unwrap();
-        let bytes = open_with_private_key(&self.client_key, &request.0.to_be_bytes(), &sealed)
-            .unwrap_or_else(|e| panic!("{request}: the result does not open for the client: {e}"));
+        let (bytes, node, poe) = self.open_result(request, &status);
         let body: ResultBody = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             body.canonical_bytes(),
             bytes,
             "{request}: not canonical bytes"
         );
-        let node: NodeId = result["node_id"].as_str().unwrap().parse().unwrap();
-        let poe: Hash32 = result["poe"].as_str().unwrap().parse().unwrap();
         assert_eq!(
             poe,
             proof_of_execution(TaskId::whole(request), &bytes, node),
@@ -628,7 +287,7 @@ impl Cluster {
                 member.proc.signal("-STOP");
             }
             match members.last() {
-                None => request = Some(self.submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS)),
+                None => request = Some(self.funded_submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS)),
                 Some(previous) => previous.proc.signal("-CONT"),
             }
             let task = TaskId::whole(request.unwrap());
@@ -775,7 +434,7 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
     // No sampling: the honest node's result is released as soon as it verifies.
     let cluster = Cluster::start(Some(0));
     let mut replay = cluster.member("replay", Some("replay-signature"));
-    let id = cluster.submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS);
+    let id = cluster.funded_submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS);
     let task = TaskId::whole(id);
     assert_eq!(cluster.wait_dispatch(task, 0), replay.id);
     replay.proc.wait_line(
@@ -814,7 +473,7 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
             &format!("CreditsCharged {charge}"),
         ],
     );
-    let (body, by) = cluster.open_result(id);
+    let (body, by) = cluster.released_result(id);
     assert_eq!(by, members[1].id);
     assert!(!body.text.contains(WRONG_RESULT_MARK), "{body:?}");
     assert_eq!(cluster.status(id)["status"], "completed");
@@ -858,7 +517,7 @@ fn a_wrong_primary_is_outvoted_by_two_honest_replicas_flagged_and_removed() {
         ],
     );
     // The released result is the honest one, and the wrong node's was the drill's alteration.
-    let (body, by) = cluster.open_result(id);
+    let (body, by) = cluster.released_result(id);
     assert_eq!(by, members[2].id);
     assert!(!body.text.contains(WRONG_RESULT_MARK), "{body:?}");
     let hashes = result_hashes(&events, id);
@@ -918,7 +577,7 @@ fn a_replica_that_disagrees_with_an_honest_primary_is_outvoted_by_a_third_honest
             &format!("CreditsCharged {charge}"),
         ],
     );
-    let (body, _) = cluster.open_result(id);
+    let (body, _) = cluster.released_result(id);
     assert!(!body.text.contains(WRONG_RESULT_MARK), "{body:?}");
     let honest = hash_of(&body);
     assert_eq!(
@@ -1031,7 +690,7 @@ fn a_colluding_pair_outvotes_the_honest_replica_between_them() {
             &format!("CreditsCharged {charge}"),
         ],
     );
-    let (body, _) = cluster.open_result(id);
+    let (body, _) = cluster.released_result(id);
     assert!(body.text.ends_with(WRONG_RESULT_MARK), "{body:?}");
     let hashes = result_hashes(&events, id);
     assert_eq!(hashes[0].1, hashes[2].1, "the colluders agree");
@@ -1075,7 +734,7 @@ fn an_honest_pair_agrees_both_gain_standing_and_the_result_is_released() {
             &format!("CreditsCharged {charge}"),
         ],
     );
-    let (body, _) = cluster.open_result(id);
+    let (body, _) = cluster.released_result(id);
     assert!(!body.text.is_empty() && !body.text.contains(WRONG_RESULT_MARK));
     let honest = hash_of(&body);
     assert_eq!(
