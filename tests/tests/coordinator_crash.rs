@@ -1,21 +1,22 @@
 //! Crash test: SIGKILL the coordinator during a run of 1,200 requests over real HTTP, restart
 //! it on the same log, retry what was not acknowledged, and prove from the log that no
 //! acknowledged request was lost, none was accepted twice, and no (request, attempt) was
-//! scheduled or dispatched twice.
-
-mod common;
+//! scheduled or dispatched twice. The coordinator runs through the process kit
+//! ([`prlx_tests::harness`]; build it first with `cargo build --workspace --bins`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{http, spawn_serve, try_http};
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
-use prlx_events::{AccountId, Envelope, Event, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
+use prlx_tests::harness::client::{http, try_http};
+use prlx_tests::harness::launch::ServeLaunch;
+use prlx_tests::harness::process::Proc;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const REQUESTS: usize = 1_200;
 const KILL_AFTER_ACKS: usize = 400;
@@ -33,8 +34,13 @@ fn submission(i: usize, client_pem: &str) -> serde_json::Value {
         "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
         "priority": if i.is_multiple_of(3) { "high" } else { "standard" }, "deadline_seconds": 3600,
         "credit_account": "ai", "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
-        "payload_hash": hex::encode(Sha256::digest(prompt.as_bytes())),
+        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
     })
+}
+
+/// `prlx-coordinator serve` with every key and the log under `dir`, and its address.
+fn spawn_serve(dir: &Path, catalog: &Path) -> (Proc, String) {
+    ServeLaunch::in_dir(dir, catalog, "serve-test/1").spawn("coordinator")
 }
 
 /// Submits `keys` with `concurrency` clients; returns key -> request id for every 202, and
@@ -127,8 +133,7 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
     while acked.lock().unwrap().len() < KILL_AFTER_ACKS {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.kill();
     run.await.unwrap();
     let before_restart = acked.lock().unwrap().clone();
     assert!(
