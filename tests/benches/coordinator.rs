@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prlx_commands::actor::{self, Intake};
-use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::decide::{Command, Submission};
 use prlx_commands::shell::Coordinator;
+use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
 use prlx_events::log::file::{FileLogOptions, FileLogWriter};
@@ -35,19 +36,10 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
     let prompt = format!("prompt number {i}: what is the capital of France?");
     (
         Submission {
-            idempotency_key: None,
             source: IntakeSource::Local,
-            workload_class: INFERENCE.into(),
-            model: "bench-model".into(),
-            hardware_tier: 1,
-            priority: Priority::Standard,
             deadline_seconds: 3600,
-            max_tokens: 16,
             credit_account: AccountId("bench".into()),
-            client_pubkey: String::new(),
-            payload_hash: Hash32::of(prompt.as_bytes()),
-            computed_payload_hash: Hash32([0; 32]),
-            sealed_payload: Sealed(Vec::new()),
+            ..fixtures::submission("bench-model", prompt.as_bytes())
         },
         prompt.into_bytes(),
     )
@@ -68,21 +60,13 @@ async fn run_coordinator(
     let (handle, task) = actor::spawn(coord);
     handle
         .execute_command(Command::PublishCatalog(CatalogPublished {
-            models: vec![CatalogModel {
-                model: "bench-model".into(),
-                sha256: Hash32([0; 32]),
-                min_tier: 1,
+            max_deadline_seconds: 7200,
+            ..catalog(vec![CatalogModel {
                 base_price: 1,
                 per_token_price: 0,
                 max_tokens_limit: 64,
-            }],
-            max_tier: 5,
-            min_deadline_seconds: 1,
-            max_deadline_seconds: 7200,
-            reputation_weight_pct: 100,
-            node_timeout_seconds: 30,
-            max_attempts: 3,
-            validation: Default::default(),
+                ..model("bench-model", Hash32([0; 32]))
+            }])
         }))
         .await
         .unwrap();
@@ -98,17 +82,11 @@ async fn run_coordinator(
         let public = key.to_public_key();
         handle
             .execute_command(Command::RegisterNode(Box::new(NodeRegistered {
-                node_id: node_id_of(&public),
-                public_key_pem: public_key_pem(&public),
-                hardware_tier: 1,
                 models: vec!["bench-model".into()],
                 slots: 512,
                 stake: 1,
-                execution_class: ExecutionClass {
-                    device: "cpu".into(),
-                    driver: "-".into(),
-                    runtime: "-".into(),
-                },
+                execution_class: cpu("-"),
+                ..registration(node_id_of(&public), public_key_pem(&public))
             })))
             .await
             .unwrap();

@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::decide::{Command, Submission};
 use prlx_commands::shell::{Coordinator, SESSION_EPOCH};
+use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{
     accept_session, node_id_of, proof_of_execution, public_key_pem, result_statement, seal_message,
     sign, Direction, SessionGrant, SessionKey,
@@ -78,10 +79,6 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
     (
         Submission {
             idempotency_key: Some(format!("key-{i}")),
-            source: IntakeSource::Http,
-            workload_class: INFERENCE.into(),
-            model: "chat-v1".into(),
-            hardware_tier: 1,
             priority: if i.is_multiple_of(5) {
                 Priority::High
             } else {
@@ -90,10 +87,7 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
             deadline_seconds: 600,
             max_tokens: 64,
             credit_account: AccountId(format!("acct-{}", i % 8)),
-            client_pubkey: String::new(),
-            payload_hash: Hash32::of(prompt.as_bytes()),
-            computed_payload_hash: Hash32([0; 32]),
-            sealed_payload: Sealed(Vec::new()),
+            ..fixtures::submission("chat-v1", prompt.as_bytes())
         },
         prompt.into_bytes(),
     )
@@ -153,21 +147,14 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
         .with_signing_key(keys[0].clone());
     coord
         .execute(Command::PublishCatalog(CatalogPublished {
-            models: vec![CatalogModel {
-                model: "chat-v1".into(),
-                sha256: MODEL_SHA,
-                min_tier: 1,
+            max_tier: 3,
+            max_deadline_seconds: 3600,
+            ..catalog(vec![CatalogModel {
                 base_price: 50,
                 per_token_price: 3,
                 max_tokens_limit: 256,
-            }],
-            max_tier: 3,
-            min_deadline_seconds: 1,
-            max_deadline_seconds: 3600,
-            reputation_weight_pct: 100,
-            node_timeout_seconds: 30,
-            max_attempts: 3,
-            validation: Default::default(),
+                ..model("chat-v1", MODEL_SHA)
+            }])
         }))
         .await
         .unwrap();
@@ -187,17 +174,12 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
         let id = node_id_of(&public);
         coord
             .execute(Command::RegisterNode(Box::new(NodeRegistered {
-                node_id: id,
-                public_key_pem: public_key_pem(&public),
                 hardware_tier: 1 + (i % 3) as u8,
                 models: vec!["chat-v1".into()],
                 slots: 64,
                 stake: 1_000 * (i as u64 + 1),
-                execution_class: ExecutionClass {
-                    device: "cpu".into(),
-                    driver: "-".into(),
-                    runtime: "onnxruntime-1.22".into(),
-                },
+                execution_class: cpu("onnxruntime-1.22"),
+                ..registration(id, public_key_pem(&public))
             })))
             .await
             .unwrap();

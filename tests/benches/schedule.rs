@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Dispatch};
+use prlx_commands::testkit::fixtures::{
+    catalog, cpu, deposited, model, registration, request_accepted,
+};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId};
 use prlx_projections::fold::Projection;
 use prlx_projections::scheduler::next_assignment;
 use prlx_projections::CoordinatorState;
@@ -45,34 +48,23 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
     };
     apply(
         &mut st,
-        CatalogPublished {
-            models: MODELS
+        catalog(
+            MODELS
                 .iter()
                 .map(|m| CatalogModel {
-                    model: m.to_string(),
-                    sha256: Hash32([0; 32]),
-                    min_tier: 1,
                     base_price: 1,
                     per_token_price: 0,
                     max_tokens_limit: 10,
+                    ..model(m, Hash32([0; 32]))
                 })
                 .collect(),
-            max_tier: 5,
-            min_deadline_seconds: 1,
-            max_deadline_seconds: 600,
-            reputation_weight_pct: 100,
-            node_timeout_seconds: 30,
-            max_attempts: 3,
-            validation: Default::default(),
-        }
+        )
         .into(),
     );
     for i in 0..nodes {
         apply(
             &mut st,
             NodeRegistered {
-                node_id: node_id(i),
-                public_key_pem: String::new(),
                 hardware_tier: (i % 5 + 1) as u8,
                 models: vec![
                     MODELS[(i % 4) as usize].to_string(),
@@ -80,11 +72,8 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
                 ],
                 slots: 2,
                 stake: 1,
-                execution_class: ExecutionClass {
-                    device: "cpu".into(),
-                    driver: "-".into(),
-                    runtime: "-".into(),
-                },
+                execution_class: cpu("-"),
+                ..registration(node_id(i), String::new())
             }
             .into(),
         );
@@ -93,8 +82,7 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
         &mut st,
         CreditsDeposited {
             account: AccountId("a".into()),
-            tx_ref: "t".into(),
-            amount: u64::MAX / 2,
+            ..deposited(u64::MAX / 2)
         }
         .into(),
     );
@@ -102,20 +90,16 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
         apply(
             &mut st,
             RequestAccepted {
-                request_id: RequestId(r),
-                idempotency_key: None,
                 source: IntakeSource::Local,
-                workload_class: "ai.inference".into(),
                 model: MODELS[(r % 4) as usize].into(),
                 hardware_tier: (r % 3 + 1) as u8,
-                priority: Priority::Standard,
                 deadline_seconds: 60,
                 max_tokens: 1,
                 credit_account: AccountId("a".into()),
-                client_pubkey: String::new(),
                 payload_hash: Hash32([0; 32]),
                 sealed_payload: Sealed(vec![]),
                 price: 1,
+                ..request_accepted(r)
             }
             .into(),
         );

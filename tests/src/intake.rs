@@ -8,6 +8,7 @@ use prlx_commands::actor::{self, CoordinatorHandle};
 use prlx_commands::decide::Command;
 use prlx_commands::kafka_intake::KafkaIntakeConfig;
 use prlx_commands::shell::Coordinator;
+use prlx_commands::testkit::fixtures::{catalog, model};
 use prlx_events::event::{CatalogModel, CatalogPublished};
 use prlx_events::log::LogUrl;
 use prlx_events::seal::StorageKey;
@@ -36,21 +37,12 @@ pub async fn chat_coordinator_on(url: &LogUrl) -> CoordinatorHandle {
     }
     handle
         .execute_command(Command::PublishCatalog(CatalogPublished {
-            models: vec![CatalogModel {
-                model: "chat".into(),
-                sha256: Hash32([1; 32]),
-                min_tier: 1,
-                base_price: 10,
-                per_token_price: 1,
-                max_tokens_limit: 64,
-            }],
             max_tier: 3,
-            min_deadline_seconds: 1,
             max_deadline_seconds: 3600,
-            reputation_weight_pct: 100,
-            max_attempts: 3,
-            validation: Default::default(),
-            node_timeout_seconds: 30,
+            ..catalog(vec![CatalogModel {
+                max_tokens_limit: 64,
+                ..model("chat", Hash32([1; 32]))
+            }])
         }))
         .await
         .unwrap();

@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch, Submission};
+use prlx_commands::testkit::fixtures::{catalog, model, registration, submission};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
 use prlx_projections::coordinator::RequestStatus;
@@ -178,20 +179,8 @@ pub fn run(p: Params) -> Outcome {
     };
     let account = AccountId("parallelix-ai".into());
     core.run(Command::PublishCatalog(CatalogPublished {
-        models: vec![CatalogModel {
-            model: "sim".into(),
-            sha256: Hash32([1; 32]),
-            min_tier: 1,
-            base_price: 1,
-            per_token_price: 0,
-            max_tokens_limit: 16,
-        }],
         max_tier: 1,
-        min_deadline_seconds: 1,
         max_deadline_seconds: 3_600,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
-        max_attempts: 3,
         validation: ValidationPolicy {
             sampling_bp: p.sampling_bp,
             // One epoch for the whole run; the reveal at the end checks every draw.
@@ -199,6 +188,12 @@ pub fn run(p: Params) -> Outcome {
             invalid_weight: p.invalid_weight,
             ..Default::default()
         },
+        ..catalog(vec![CatalogModel {
+            base_price: 1,
+            per_token_price: 0,
+            max_tokens_limit: 16,
+            ..model("sim", Hash32([1; 32]))
+        }])
     }));
     core.run(Command::DepositCredits {
         account: account.clone(),
@@ -213,17 +208,14 @@ pub fn run(p: Params) -> Outcome {
     let nodes: Vec<Event> = (0..p.nodes)
         .map(|i| {
             NodeRegistered {
-                node_id: node_id(i),
-                public_key_pem: String::new(),
-                hardware_tier: 1,
                 models: vec!["sim".into()],
-                slots: 1,
                 stake: 1_000,
                 execution_class: ExecutionClass {
                     device: "sim".into(),
                     driver: "-".into(),
                     runtime: "-".into(),
                 },
+                ..registration(node_id(i), String::new())
             }
             .into()
         })
@@ -238,19 +230,10 @@ pub fn run(p: Params) -> Outcome {
     for r in 0..p.requests {
         let payload = r.to_be_bytes();
         core.run(Command::SubmitRequest(Box::new(Submission {
-            idempotency_key: None,
             source: IntakeSource::Local,
-            workload_class: "ai.inference".into(),
-            model: "sim".into(),
-            hardware_tier: 1,
-            priority: Priority::Standard,
-            deadline_seconds: 60,
             max_tokens: 1,
             credit_account: account.clone(),
-            client_pubkey: String::new(),
-            payload_hash: Hash32::of(&payload),
-            computed_payload_hash: Hash32::of(&payload),
-            sealed_payload: Sealed(Vec::new()),
+            ..submission("sim", &payload)
         })));
     }
 

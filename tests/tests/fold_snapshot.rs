@@ -1,8 +1,9 @@
 //! Property: folding a log whole equals restoring a snapshot taken anywhere and folding the
 //! tail; histories come from random commands run through the real `decide`.
 
-use prlx_commands::decide::{decide, Command, Submission, INFERENCE};
+use prlx_commands::decide::{decide, Command, Submission};
 use prlx_commands::testkit::envelopes;
+use prlx_commands::testkit::fixtures::{self, model, submission};
 use prlx_events::event::*;
 use prlx_events::log::file::{FileLogOptions, FileLogWriter};
 use prlx_events::log::LogWriter;
@@ -14,21 +15,13 @@ use proptest::prelude::*;
 
 fn catalog() -> Command {
     Command::PublishCatalog(CatalogPublished {
-        models: vec![CatalogModel {
-            model: "m".into(),
-            sha256: Hash32([1; 32]),
-            min_tier: 1,
-            base_price: 5,
-            per_token_price: 1,
-            max_tokens_limit: 50,
-        }],
         max_tier: 3,
-        min_deadline_seconds: 1,
         max_deadline_seconds: 100,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
-        max_attempts: 3,
-        validation: Default::default(),
+        ..fixtures::catalog(vec![CatalogModel {
+            base_price: 5,
+            max_tokens_limit: 50,
+            ..model("m", Hash32([1; 32]))
+        }])
     })
 }
 
@@ -51,15 +44,9 @@ fn arb_command() -> impl Strategy<Value = Command> {
             .prop_map(|(account, key, max_tokens, good_hash)| {
                 Command::SubmitRequest(Box::new(Submission {
                     idempotency_key: key.map(|k| format!("key-{k}")),
-                    source: IntakeSource::Http,
-                    workload_class: INFERENCE.into(),
-                    model: "m".into(),
-                    hardware_tier: 1,
-                    priority: Priority::Standard,
                     deadline_seconds: 10,
                     max_tokens,
                     credit_account: account,
-                    client_pubkey: String::new(),
                     payload_hash: Hash32([2; 32]),
                     computed_payload_hash: if good_hash {
                         Hash32([2; 32])
@@ -67,6 +54,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                         Hash32([3; 32])
                     },
                     sealed_payload: Sealed(vec![9; 4]),
+                    ..submission("m", &[])
                 }))
             }),
     ]

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use prlx_commands::decide::{Command, Submission, INFERENCE};
+use prlx_commands::decide::{Command, Submission};
 use prlx_commands::settle::SettlementCommand;
 use prlx_commands::shell::Coordinator;
+use prlx_commands::testkit::fixtures;
 use prlx_events::crypto::{
     accept_session, node_id_of, open_message, proof_of_execution, public_key_pem, result_statement,
     seal_message, sign, Direction, SessionGrant, SessionKey,
@@ -39,42 +40,31 @@ struct Node {
 
 fn catalog() -> CatalogPublished {
     let model = |name: &str, sha, min_tier, base_price| CatalogModel {
-        model: name.into(),
-        sha256: sha,
         min_tier,
         base_price,
         per_token_price: 2,
         max_tokens_limit: 64,
+        ..fixtures::model(name, sha)
     };
     CatalogPublished {
-        models: vec![
+        max_tier: 3,
+        max_deadline_seconds: 3600,
+        ..fixtures::catalog(vec![
             model("chat-v1", CHAT_SHA, 1, 100),
             model("vision-v1", VISION_SHA, 2, 400),
-        ],
-        max_tier: 3,
-        min_deadline_seconds: 1,
-        max_deadline_seconds: 3600,
-        reputation_weight_pct: 100,
-        node_timeout_seconds: 30,
-        max_attempts: 3,
-        validation: Default::default(),
+        ])
     }
 }
 
 fn register(node: &Node, tier: u8, models: &[&str], slots: u32, stake: u64) -> Command {
     let public = node.key.to_public_key();
     Command::RegisterNode(Box::new(NodeRegistered {
-        node_id: node.id,
-        public_key_pem: public_key_pem(&public),
         hardware_tier: tier,
         models: models.iter().map(|m| (*m).to_owned()).collect(),
         slots,
         stake,
-        execution_class: ExecutionClass {
-            device: "cpu".into(),
-            driver: "-".into(),
-            runtime: "onnxruntime-1.22".into(),
-        },
+        execution_class: fixtures::cpu("onnxruntime-1.22"),
+        ..fixtures::registration(node.id, public_key_pem(&public))
     }))
 }
 
@@ -87,18 +77,10 @@ fn submission(
 ) -> Submission {
     Submission {
         idempotency_key: key.map(str::to_owned),
-        source: IntakeSource::Http,
-        workload_class: INFERENCE.into(),
-        model: model.into(),
         hardware_tier: if model == "vision-v1" { 2 } else { 1 },
-        priority: Priority::Standard,
         deadline_seconds,
-        max_tokens: 16,
         credit_account: AccountId(account.into()),
-        client_pubkey: String::new(),
-        payload_hash: Hash32::of(prompt.as_bytes()),
-        computed_payload_hash: Hash32([0; 32]),
-        sealed_payload: Sealed(Vec::new()),
+        ..fixtures::submission(model, prompt.as_bytes())
     }
 }
 
