@@ -159,17 +159,8 @@ fn reputation_breaks_ties_within_a_tier_only_when_weighted() {
 
 fn completion(node: NodeId, attempt: u32, commitment: Result<(), String>) -> Command {
     Command::CompleteTask(Box::new(Completion {
-        request: RequestId(0),
-        node,
-        attempt,
-        sealed_result: Sealed(vec![1]),
-        poe: Hash32([3; 32]),
-        signature: Sealed(vec![2]),
-        token_count: 3,
         commitment,
-        sealed_for_client: Sealed(vec![4]),
-        result_hash: Hash32([5; 32]),
-        seed: None,
+        ..fixtures::completion(RequestId(0), node, attempt)
     }))
 }
 
@@ -259,19 +250,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     assert_ne!(n2, n1, "a re-dispatch goes to a different node");
     h.extend(second);
     // The late result of attempt 0 is recorded and discarded.
-    let late = Completion {
-        request: RequestId(0),
-        node: n1,
-        attempt: 0,
-        sealed_result: Sealed(vec![1]),
-        poe: Hash32([3; 32]),
-        signature: Sealed(vec![2]),
-        token_count: 3,
-        commitment: Ok(()),
-        sealed_for_client: Sealed(vec![4]),
-        result_hash: Hash32([5; 32]),
-        seed: None,
-    };
+    let late = fixtures::completion(RequestId(0), n1, 0);
     given(h.clone())
         .when(Command::CompleteTask(Box::new(late)))
         .then_expect([LateResultDiscarded {
@@ -322,17 +301,8 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
     let n = scheduled_node(&d);
     h.extend(d);
     let completion = |commitment| Completion {
-        request: RequestId(0),
-        node: n,
-        attempt: 0,
-        sealed_result: Sealed(vec![1]),
-        poe: Hash32([3; 32]),
-        signature: Sealed(vec![2]),
-        token_count: 3,
         commitment,
-        sealed_for_client: Sealed(vec![4]),
-        result_hash: Hash32([5; 32]),
-        seed: None,
+        ..fixtures::completion(RequestId(0), n, 0)
     };
     let ok = given(h.clone())
         .when(Command::CompleteTask(Box::new(completion(Ok(())))))

@@ -4,7 +4,7 @@
 //! and its events are folded at an explicit `recorded_at`, so uptime slots and epochs fall
 //! exactly where the comments say.
 
-use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::decide::{decide, Command, Dispatch};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, deposited, model, node, registered, request_accepted,
@@ -302,19 +302,7 @@ fn several_epochs_pay_the_hand_computed_amounts() {
             c.dispatch_next(700);
             c.run(
                 705,
-                Command::CompleteTask(Box::new(Completion {
-                    request: RequestId(1),
-                    node: node(C),
-                    attempt: 0,
-                    sealed_result: Sealed(vec![1]),
-                    poe: Hash32([3; 32]),
-                    signature: Sealed(vec![2]),
-                    token_count: 3,
-                    commitment: Ok(()),
-                    result_hash: Hash32([5; 32]),
-                    sealed_for_client: Sealed(vec![4]),
-                    seed: None,
-                })),
+                Command::CompleteTask(Box::new(fixtures::completion(RequestId(1), node(C), 0))),
             );
         }
         if i == 6 {

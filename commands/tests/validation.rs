@@ -4,7 +4,8 @@
 
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
 use prlx_commands::testkit::fixtures::{
-    self, accepted_and_reserved, account, cpu, model, node, registered, request_accepted, t,
+    self, accepted_and_reserved, account, completion, cpu, model, node, registered,
+    request_accepted, t,
 };
 use prlx_commands::testkit::{envelopes, given};
 use prlx_events::event::*;
@@ -95,17 +96,10 @@ fn complete(h: &mut Vec<Event>, node: NodeId, result: &[u8]) -> Vec<&'static str
     let events = decide(
         &st,
         Command::CompleteTask(Box::new(Completion {
-            request: RequestId(0),
-            node,
-            attempt,
-            sealed_result: Sealed(vec![1]),
-            poe: Hash32([3; 32]),
-            signature: Sealed(vec![2]),
-            token_count: 3,
-            commitment: Ok(()),
             result_hash: Hash32::of(result),
             sealed_for_client: Sealed(result.to_vec()),
             seed: Some(SEED),
+            ..completion(RequestId(0), node, attempt)
         })),
     )
     .unwrap();
@@ -440,17 +434,9 @@ fn dispatch_and_complete(h: &mut Vec<Event>, choice: Choice) -> &'static str {
     let events = decide(
         &state(h),
         Command::CompleteTask(Box::new(Completion {
-            request: choice.request,
-            node: choice.node,
-            attempt: choice.attempt,
-            sealed_result: Sealed(vec![1]),
-            poe: Hash32([3; 32]),
-            signature: Sealed(vec![2]),
-            token_count: 3,
-            commitment: Ok(()),
             result_hash: Hash32::of(b"r"),
-            sealed_for_client: Sealed(vec![4]),
             seed: Some(SEED),
+            ..completion(choice.request, choice.node, choice.attempt)
         })),
     )
     .unwrap();

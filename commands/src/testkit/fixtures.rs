@@ -1,6 +1,6 @@
 //! Builders of what the coordinator's tests, benches and golden logs start from: a catalog and
-//! its models, node registrations, deposits, accepted requests, a reward policy and
-//! submissions.
+//! its models, node registrations, deposits, accepted requests, a reward policy,
+//! submissions and completions.
 //!
 //! Each builder fills every field with one plain value, said in its doc. A test that relies on
 //! another value says so where it builds the event, with struct update syntax:
@@ -13,7 +13,7 @@ use prlx_events::event::{
 };
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
 
-use crate::decide::{Submission, INFERENCE};
+use crate::decide::{Completion, Submission, INFERENCE};
 
 /// The tests' clock: `secs` seconds after 2026-01-01T00:00:00Z, where [`envelopes`] starts
 /// recording.
@@ -165,5 +165,23 @@ pub fn submission(model: &str, payload: &[u8]) -> Submission {
         payload_hash: Hash32::of(payload),
         computed_payload_hash: Hash32::of(payload),
         sealed_payload: Sealed(Vec::new()),
+    }
+}
+
+/// `node`'s report of `attempt` of `request`, its commitment checked: placeholder seals, PoE
+/// (`[3; 32]`) and result hash (`[5; 32]`), 3 tokens, no sampling seed.
+pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion {
+    Completion {
+        request,
+        node,
+        attempt,
+        sealed_result: Sealed(vec![1]),
+        poe: Hash32([3; 32]),
+        signature: Sealed(vec![2]),
+        token_count: 3,
+        commitment: Ok(()),
+        result_hash: Hash32([5; 32]),
+        sealed_for_client: Sealed(vec![4]),
+        seed: None,
     }
 }

@@ -9,8 +9,9 @@
 //! # Layout
 //! - this module: [`given`], [`Given`], [`Then`] and [`envelopes`], on the clock
 //!   [`fixtures::t`].
-//! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests and
-//!   submissions, each with plain values a test overrides with struct update syntax.
+//! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests, a
+//!   reward policy, submissions and completions, each with plain values a test overrides with
+//!   struct update syntax.
 //! - [`intake`]: the HTTP intake's one-model catalog, a submission body for it, and every way
 //!   to get that body rejected; shared by the in-process and the real-process tests.
 
