@@ -225,20 +225,8 @@ async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duratio
 /// Keys for the coordinator and the nodes, cached between runs (generating 65 RSA keys takes
 /// longer than the benchmark itself).
 fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
-    use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-keys");
-    std::fs::create_dir_all(&dir).unwrap();
-    (0..=NODES)
-        .map(|i| {
-            let path = dir.join(format!("{i}.pem"));
-            if let Ok(pem) = std::fs::read_to_string(&path) {
-                return rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
-            }
-            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-            std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-            key
-        })
-        .collect()
+    prlx_tests::harness::keys::cached_keys(&dir, NODES + 1)
 }
 
 /// The raw side on Kafka: the same records produced to a fresh one-partition topic of the

@@ -47,20 +47,8 @@ const MODEL_SHA: Hash32 = Hash32([0x5a; 32]);
 /// Keys for the coordinator and the nodes, cached between runs (the same cache as the
 /// coordinator benchmark).
 fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
-    use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-keys");
-    std::fs::create_dir_all(&dir).unwrap();
-    (0..=NODES)
-        .map(|i| {
-            let path = dir.join(format!("{i}.pem"));
-            if let Ok(pem) = std::fs::read_to_string(&path) {
-                return rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
-            }
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
-            std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-            key
-        })
-        .collect()
+    prlx_tests::harness::keys::cached_keys(&dir, NODES + 1)
 }
 
 async fn read_from(reader: &impl LogReader, from: u64) -> Vec<Record> {

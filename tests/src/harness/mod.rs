@@ -12,7 +12,8 @@
 //!   binary, refused when older than the sources cargo built it from.
 //! - [`process`]: [`Proc`](process::Proc), a child whose output lines are collected and
 //!   waited for, signalled, and killed when dropped.
-//! - [`keys`]: node and coordinator keys written as the binaries read them.
+//! - [`keys`]: node and coordinator keys written as the binaries read them; keys the
+//!   benches keep between runs.
 //! - [`models`]: the tiny model, and a catalog and submission bodies for it.
 //! - [`launch`]: `prlx-coordinator serve` and `prlx-node run`, on a file log or on Kafka.
 //! - [`client`]: HTTP exchanges with a coordinator, opening a result, reading a log.
