@@ -1,5 +1,5 @@
 //! What tests of the coordinator start from (feature `testkit`, and this crate's own tests;
-//! never in a release build of the binaries): Given/When/Then for decisions,
+//! not in a build of this package on its own): Given/When/Then for decisions,
 //! `given(events).when(command).then_expect(events)`, and builders of the events, commands
 //! and request bodies they are given.
 //!
