@@ -338,3 +338,65 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
         "the tier-2 node is too small for every request"
     );
 }
+
+/// A 512-bit key, node's or client's, is refused at intake naming the field, and the
+/// coordinator keeps serving, also after a restart on the same log. Before keys were bounded,
+/// such a node made it panic wrapping the node's session key, and such a client at release;
+/// the node's record on the log made every restart panic again.
+#[tokio::test]
+async fn keys_of_512_bits_are_refused_and_the_coordinator_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(&catalog, CATALOG).unwrap();
+    let small = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 512).unwrap();
+    let small_pem = public_key_pem(&small.to_public_key());
+    let node = json!({
+        "public_key_pem": small_pem,
+        "hardware_tier": 1,
+        "models": ["oss-chat-v1"],
+        "slots": 1,
+        "stake": 100,
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+    });
+    let mut request = submission("ai", "hello");
+    request["client_pubkey"] = json!(small_pem);
+    for round in ["first start", "after a restart"] {
+        let (mut child, addr) = spawn_serve(dir.path(), &catalog);
+        let deposit = json!({"tx_ref": format!("0x{round}"), "amount": 10_000});
+        let (status, _) = http(
+            &addr,
+            "POST",
+            "/v1/accounts/ai/deposits",
+            Some(&deposit),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{round}");
+
+        let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
+        assert_eq!(status, 400, "{round}: {body}");
+        assert_eq!(body["error"]["field"], "public_key_pem", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("512 bits"), "{message}");
+
+        let (status, body) = http(&addr, "POST", "/v1/requests", Some(&request), None).await;
+        assert_eq!(status, 400, "{round}: {body}");
+        assert_eq!(body["error"]["field"], "client_pubkey", "{body}");
+
+        // Still serving: the next command is answered, and the process has not exited.
+        let (status, _) = http(&addr, "GET", "/healthz", None, None).await;
+        assert_eq!(status, 200, "{round}");
+        let (status, nodes) = http(&addr, "GET", "/v1/nodes", None, None).await;
+        assert_eq!((status, nodes), (200, json!([])), "{round}");
+        assert!(
+            child.try_wait().is_none(),
+            "{round}: the coordinator exited"
+        );
+        child.signal("-TERM");
+        assert_eq!(
+            child.wait_exit(Duration::from_secs(30)).code(),
+            Some(0),
+            "{round}"
+        );
+    }
+}
