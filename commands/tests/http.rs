@@ -397,6 +397,29 @@ async fn deposit_with_the_same_tx_ref_credits_once() {
     );
 }
 
+/// A transaction already credited to one account, sent again for an account never credited:
+/// nothing is credited, and the answer says so (it was a 500 "the account is not recorded").
+#[tokio::test]
+async fn a_reference_credited_elsewhere_is_not_credited_to_a_new_account() {
+    let f = fixture().await;
+    let (status, first) = f.deposit("ai", "0xshared", 500).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["credited"], true);
+    let (status, again) = f.deposit("newcomer", "0xshared", 500).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["credited"], false, "{again}");
+    assert_eq!(again["account"], "newcomer");
+    assert_eq!(again["balance"], 0);
+    assert_error(
+        &f.get("/v1/accounts/newcomer").await,
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        Some("account"),
+    );
+    let (_, ai) = f.get("/v1/accounts/ai").await;
+    assert_eq!(ai["balance"], 500, "{ai}");
+}
+
 #[tokio::test]
 async fn quote_equals_the_price_charged_at_submission() {
     let f = fixture().await;

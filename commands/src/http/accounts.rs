@@ -33,6 +33,7 @@ pub(super) async fn deposit_credits(
     ApiJson(body): ApiJson<DepositBody>,
 ) -> Result<Json<DepositResult>, AppError> {
     let account = AccountId(account);
+    let name = account.0.clone();
     let command = Command::DepositCredits {
         account: account.clone(),
         tx_ref: body.tx_ref,
@@ -49,7 +50,18 @@ pub(super) async fn deposit_credits(
         Outcome::Rejected { rejection, .. } => return Err(rejection.into()),
         Outcome::Refused(m) => return Err(AppError::internal(m)),
     };
-    let view = view.ok_or_else(|| AppError::internal("the account is not recorded"))?;
+    let view = match view {
+        Some(view) => view,
+        // A reference already credited to another account: nothing was credited here, and
+        // this account may never have been.
+        None if !credited => AccountBody {
+            account: name,
+            balance: 0,
+            reserved: 0,
+            available: 0,
+        },
+        None => return Err(AppError::internal("the account is not recorded")),
+    };
     Ok(Json(DepositResult {
         account: view.account,
         balance: view.balance,
