@@ -525,3 +525,37 @@ fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
         Audience::Nodes(vec![node(1), node(2)])
     );
 }
+
+/// A report decided at or after its dispatch's `deadline_at` is late, even if the timer has
+/// not expired the dispatch yet: the dispatch expires, the work goes to another node, and the
+/// result is discarded unused. One second earlier it counts.
+#[test]
+fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let d = dispatch_next(&h, 0);
+    let n = scheduled_node(&d);
+    h.extend(d);
+    // The fixtures' requests have 30 s deadlines: due at t(30).
+    let at = |secs| {
+        Command::CompleteTask(Box::new(Completion {
+            now: t(secs),
+            ..fixtures::completion(RequestId(0), n, 0)
+        }))
+    };
+    let late = given(h.clone()).when(at(30)).events();
+    let types: Vec<_> = late.iter().map(Event::type_name).collect();
+    assert_eq!(types, ["DeadlineExpired", "LateResultDiscarded"]);
+    let mut after = h.clone();
+    after.extend(late);
+    let st = state(&after);
+    assert!(st.requests[&RequestId(0)].running.is_none());
+    let next = next_assignment(&st).expect("the request is queued again");
+    assert_ne!(next.node, n, "the late node is not asked again");
+
+    let on_time = given(h).when(at(29)).events();
+    assert_eq!(on_time[0].type_name(), "ResultSubmitted");
+}

@@ -290,6 +290,8 @@ pub fn run(p: Params) -> Outcome {
                 // What the client gets is the result itself, so the end can check it.
                 sealed_for_client: Sealed(result.0.to_vec()),
                 seed: Some(sampling_seed),
+                earlier: None,
+                now: core.now(),
             })));
         }
     }

@@ -78,6 +78,10 @@ pub struct Completion {
     pub request: RequestId,
     pub node: NodeId,
     pub attempt: u32,
+    /// When the report is decided: the shell's stamp time, which is also its events'
+    /// `recorded_at`. A report at or after the dispatch's `deadline_at` is late, whatever the
+    /// order in which the shell noticed the report and the deadline.
+    pub now: DateTime<Utc>,
     pub sealed_result: Sealed,
     pub poe: Hash32,
     pub signature: Sealed,
@@ -92,6 +96,9 @@ pub struct Completion {
     pub sealed_for_client: Sealed,
     /// The open sampling epoch's seed, opened by the shell: the draw is made here.
     pub seed: Option<Hash32>,
+    /// The request's one earlier verified result sealed to the client, if it holds exactly
+    /// one: what a replica's late report may release instead of itself.
+    pub earlier: Option<Sealed>,
 }
 
 /// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the

@@ -3,6 +3,7 @@
 
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, TaskId};
+use prlx_projections::coordinator::Assignment;
 use prlx_projections::validation::{compare, peer_exists, sampled, Comparison};
 use prlx_projections::CoordinatorState;
 
@@ -35,6 +36,32 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
             Some("node_id"),
             format!("{} has no dispatch {} of {}", c.node, c.attempt, c.request),
         ));
+    }
+    if let Some(Assignment {
+        deadline_at: Some(deadline),
+        ..
+    }) = &req.running
+    {
+        if c.now >= *deadline {
+            // Late by the time it is recorded at, even if the timer has not fired yet: the
+            // dispatch expires now and the result is kept out, as if it came after the timer.
+            let mut events: Vec<Event> = vec![DeadlineExpired {
+                task_id,
+                attempt: c.attempt,
+                node_id: c.node,
+            }
+            .into()];
+            events.extend(after_failure(state, req, c.request, c.earlier));
+            events.push(
+                LateResultDiscarded {
+                    task_id,
+                    attempt: c.attempt,
+                    node_id: c.node,
+                }
+                .into(),
+            );
+            return Ok(events);
+        }
     }
     let mut events: Vec<Event> = vec![ResultSubmitted {
         task_id,

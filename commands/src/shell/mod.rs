@@ -26,7 +26,7 @@ use uuid::Uuid;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prlx_events::crypto::SessionKey;
 use prlx_events::{NodeId, RequestId};
 use rsa::RsaPrivateKey;
@@ -208,7 +208,13 @@ impl Coordinator {
     /// Decides `command` and applies its events now; their append is started (ordered now)
     /// and completes when [`Staged::durable`] resolves. The caller must not report the outcome
     /// to anyone before that: until then it is not on the log.
-    pub fn stage(&mut self, command: Command) -> Result<Staged, ShellError> {
+    pub fn stage(&mut self, mut command: Command) -> Result<Staged, ShellError> {
+        // One time for the decision and for its events' stamp, so what decide judged by the
+        // time (a late report) is what the fold finds recorded.
+        let now = self.stamp_time();
+        if let Command::CompleteTask(c) = &mut command {
+            c.now = now;
+        }
         let audit = match &command {
             Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),
             _ => None,
@@ -220,13 +226,13 @@ impl Coordinator {
             }),
             Ok(events) => Ok(Staged {
                 outcome: Outcome::Appended(0..0),
-                durable: Some(self.stage_events(events)?),
+                durable: Some(self.stage_events(events, now)?),
             }),
             // Refused submissions are part of the intake audit trail; other refusals (a
             // heartbeat from an unknown node, say) would only let anyone fill the log.
             Err(rejection) => match audit {
                 Some((key, source)) => {
-                    let durable = self.stage_events(vec![rejection.to_event(key, source)])?;
+                    let durable = self.stage_events(vec![rejection.to_event(key, source)], now)?;
                     Ok(Staged {
                         outcome: Outcome::Rejected {
                             rejection,
@@ -285,16 +291,21 @@ impl Coordinator {
         }
     }
 
-    /// Stamps `events`, applies them to the state and starts their append.
-    fn stage_events(&mut self, events: Vec<Event>) -> Result<AppendFuture, ShellError> {
-        // Log time never goes back: a decision made at `now` is stamped at or after it, and
-        // at or after everything before it, so the fold's time checks (deadlines, lapses,
-        // epoch ends) hold even if the wall clock steps back.
-        let now = self
-            .fold
-            .state
-            .log_time
-            .map_or_else(Utc::now, |t| t.max(Utc::now()));
+    /// The time the next events are stamped with. Log time never goes back: a decision made
+    /// at `now` is stamped at or after it, and at or after everything before it, so the fold's
+    /// time checks (deadlines, lapses, epoch ends) hold even if the wall clock steps back.
+    fn stamp_time(&self) -> DateTime<Utc> {
+        // The shell's clock: recorded in the events it stamps, never read by decide or a fold.
+        let clock = Utc::now();
+        self.fold.state.log_time.map_or(clock, |t| t.max(clock))
+    }
+
+    /// Stamps `events` with `now`, applies them to the state and starts their append.
+    fn stage_events(
+        &mut self,
+        events: Vec<Event>,
+        now: DateTime<Utc>,
+    ) -> Result<AppendFuture, ShellError> {
         let correlation = random_uuid();
         let mut staged = Vec::with_capacity(events.len());
         for event in events {

@@ -106,6 +106,9 @@ impl Coordinator {
             result_hash: Hash32::of(&result),
             sealed_for_client,
             seed,
+            earlier: self.release_for_client(report.request_id),
+            // Set by `stage` to the time the completion is decided and stamped at.
+            now: chrono::DateTime::<chrono::Utc>::MIN_UTC,
         })))
     }
 }

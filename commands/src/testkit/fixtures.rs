@@ -169,7 +169,8 @@ pub fn submission(model: &str, payload: &[u8]) -> Submission {
 }
 
 /// `node`'s report of `attempt` of `request`, its commitment checked: placeholder seals, PoE
-/// (`[3; 32]`) and result hash (`[5; 32]`), 3 tokens, no sampling seed.
+/// (`[3; 32]`) and result hash (`[5; 32]`), 3 tokens, no sampling seed, decided at `t(0)`
+/// (the dispatch's time in these tests, so before its deadline).
 pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion {
     Completion {
         request,
@@ -183,5 +184,7 @@ pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion 
         result_hash: Hash32([5; 32]),
         sealed_for_client: Sealed(vec![4]),
         seed: None,
+        earlier: None,
+        now: t(0),
     }
 }
