@@ -5,6 +5,7 @@ use prlx_events::{AccountId, Event, RequestId};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::{Submission, INFERENCE};
+use crate::decide::limits;
 use crate::decide::pricing::quote;
 use crate::decide::rejection::Rejection;
 
@@ -25,6 +26,8 @@ pub(super) fn deposit(
     tx_ref: String,
     amount: u64,
 ) -> Result<Vec<Event>, Rejection> {
+    limits::within("account", &account.0, limits::MAX_NAME_BYTES)?;
+    limits::within("tx_ref", &tx_ref, limits::MAX_REFERENCE_BYTES)?;
     if tx_ref.is_empty() {
         return Err(Rejection::new(
             RejectionCode::MalformedRequest,
@@ -61,6 +64,17 @@ pub(super) fn deposit(
 
 pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Event>, Rejection> {
     use RejectionCode::*;
+    limits::within(
+        "credit_account",
+        &s.credit_account.0,
+        limits::MAX_NAME_BYTES,
+    )?;
+    limits::within("model", &s.model, limits::MAX_NAME_BYTES)?;
+    limits::within("workload_class", &s.workload_class, limits::MAX_NAME_BYTES)?;
+    limits::within("client_pubkey", &s.client_pubkey, limits::MAX_KEY_PEM_BYTES)?;
+    if let Some(key) = &s.idempotency_key {
+        limits::within("idempotency_key", key, limits::MAX_REFERENCE_BYTES)?;
+    }
     if let Some(key) = &s.idempotency_key {
         if state.request_for_key(&s.credit_account, key).is_some() {
             // A retry: nothing new; the shell answers with the request already accepted.

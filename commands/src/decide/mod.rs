@@ -12,6 +12,7 @@
 //! - `rejection`: [`Rejection`].
 //! - `pricing`: [`task_price`] and [`quote`].
 //! - `intake`: the catalog, deposits, submissions.
+//! - [`limits`]: length caps on every string from outside that reaches an event.
 //! - `nodes`: registration, heartbeats, lapses, the coordinator's key, session grants.
 //! - `work`: dispatch, deadlines, failure and re-dispatch, release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
@@ -21,6 +22,7 @@
 pub(crate) mod command;
 mod complete;
 mod intake;
+pub mod limits;
 mod nodes;
 mod pricing;
 pub(crate) mod rejection;

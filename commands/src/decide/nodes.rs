@@ -5,12 +5,48 @@ use prlx_events::event::*;
 use prlx_events::{Event, NodeId};
 use prlx_projections::CoordinatorState;
 
+use crate::decide::limits;
 use crate::decide::rejection::{internal, Rejection};
 
 pub(super) fn register(
     state: &CoordinatorState,
     n: NodeRegistered,
 ) -> Result<Vec<Event>, Rejection> {
+    limits::within(
+        "public_key_pem",
+        &n.public_key_pem,
+        limits::MAX_KEY_PEM_BYTES,
+    )?;
+    if n.models.len() > limits::MAX_MODELS_PER_NODE {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("models"),
+            format!(
+                "names {} models; at most {} are taken",
+                n.models.len(),
+                limits::MAX_MODELS_PER_NODE
+            ),
+        ));
+    }
+    for (i, m) in n.models.iter().enumerate() {
+        limits::within(&format!("models[{i}]"), m, limits::MAX_NAME_BYTES)?;
+    }
+    let class = &n.execution_class;
+    limits::within(
+        "execution_class.device",
+        &class.device,
+        limits::MAX_NAME_BYTES,
+    )?;
+    limits::within(
+        "execution_class.driver",
+        &class.driver,
+        limits::MAX_NAME_BYTES,
+    )?;
+    limits::within(
+        "execution_class.runtime",
+        &class.runtime,
+        limits::MAX_NAME_BYTES,
+    )?;
     // The id is the key's fingerprint: a registration cannot claim another node's id,
     // and every node on the log has a key that session grants can be wrapped to.
     match prlx_events::crypto::parse_public_key_pem(&n.public_key_pem) {
