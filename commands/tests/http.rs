@@ -1096,3 +1096,70 @@ async fn settled_epochs_are_listed_with_their_payouts() {
     );
     assert_eq!(rewards["next_epoch_ends_at"], "2024-01-01T00:30:00Z");
 }
+
+/// Hostile bodies never crash the coordinator or get a 5xx: each field of a valid
+/// submission, deposit and registration in turn takes a hostile value (0, the largest
+/// integers, -1, null, a 10 kB string, a wrong type), seeded so a failure replays; after every
+/// answer the coordinator still answers `/healthz`.
+#[tokio::test]
+async fn hostile_fields_get_4xx_never_a_crash() {
+    let f = fixture().await;
+    f.deposit("ai", "0xfuzz", 1_000_000).await;
+    let key = new_key();
+    let hostile = [
+        json!(0),
+        json!(u64::MAX),
+        json!(-1),
+        json!(u32::MAX),
+        json!(null),
+        json!(""),
+        json!("x".repeat(10_000)),
+        json!(true),
+        json!([1]),
+        json!({"a": 1}),
+    ];
+    let register = json!({
+        "public_key_pem": public_key_pem(&key.to_public_key()),
+        "hardware_tier": 1,
+        "models": ["oss-chat-v1"],
+        "slots": 1,
+        "stake": 10,
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+    });
+    let node = node_id_of(&key.to_public_key()).0.to_hex();
+    let report = json!({
+        "request_id": 0, "attempt": 0, "epoch": 1, "sealed_result": "AA==",
+        "poe": "00".repeat(32), "signature": "AA==", "token_count": 1,
+    });
+    let cases: Vec<(String, Value)> = vec![
+        ("/v1/requests".into(), submission("ai", "fuzz")),
+        (
+            "/v1/accounts/ai/deposits".into(),
+            json!({"tx_ref": "0xf", "amount": 5}),
+        ),
+        ("/v1/nodes".into(), register),
+        (format!("/v1/nodes/{node}/results"), report),
+        (
+            format!("/v1/nodes/{node}/heartbeat"),
+            json!({"at": 1, "signature": "AA=="}),
+        ),
+        (format!("/v1/nodes/{node}/stake"), json!({"amount": 5})),
+    ];
+    for (path, valid) in &cases {
+        let fields: Vec<String> = valid.as_object().unwrap().keys().cloned().collect();
+        for field in &fields {
+            for value in &hostile {
+                let mut body = valid.clone();
+                body[field.as_str()] = value.clone();
+                let (status, answer) = f.post(path, &body).await;
+                assert!(
+                    !status.is_server_error(),
+                    "{path} with {field} = {}: {status} {answer}",
+                    value.to_string().chars().take(40).collect::<String>()
+                );
+            }
+        }
+        let (status, _) = f.get("/healthz").await;
+        assert_eq!(status, StatusCode::OK, "after {path}");
+    }
+}
