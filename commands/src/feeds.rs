@@ -376,11 +376,20 @@ mod tests {
         assert!(out.is_empty(), "no node registered yet: {out:?}");
         let heartbeat: Event = NodeHeartbeat {
             node_id: NodeId(Hash32([1; 32])),
+            at: None,
+            signature: None,
         }
         .into();
         router.route(&heartbeat, b"beat", &mut out);
         assert!(out.is_empty(), "a heartbeat is for nobody's feed");
         router.route(&registered(1), b"reg-1", &mut out);
+        // The coordinator's seal over the log's chain is for auditors, not for a node's feed.
+        let seal: Event = prlx_events::event::LogSealed {
+            head: Hash32([2; 32]),
+            signature: prlx_events::event::Sealed(vec![1]),
+        }
+        .into();
+        router.route(&seal, b"seal", &mut out);
         let topic = topics.topic(NodeId(Hash32([1; 32])));
         let got: Vec<(&str, &[u8])> = out
             .iter()

@@ -1,6 +1,6 @@
 //! Intake decisions, Given/When/Then.
 
-use prlx_commands::decide::{task_price, Command, Submission};
+use prlx_commands::decide::{task_price, Command, SignedHeartbeat, Submission};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, account, cpu, model, registration,
 };
@@ -249,11 +249,26 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         .when(Command::RegisterNode(Box::new(too_big)))
         .then_reject(RejectionCode::TierOutOfRange, "hardware_tier");
     given([])
-        .when(Command::Heartbeat { node_id: id })
+        .when(Command::Heartbeat {
+            node_id: id,
+            signed: None,
+        })
         .then_reject(RejectionCode::UnknownNode, "node_id");
     given([node.into()])
-        .when(Command::Heartbeat { node_id: id })
-        .then_expect([NodeHeartbeat { node_id: id }.into()]);
+        .when(Command::Heartbeat {
+            node_id: id,
+            signed: Some(SignedHeartbeat {
+                at: 1_700_000_000,
+                signature: vec![7; 4],
+            }),
+        })
+        // The signed statement is recorded with the heartbeat, for the auditor.
+        .then_expect([NodeHeartbeat {
+            node_id: id,
+            at: Some(1_700_000_000),
+            signature: Some(Sealed(vec![7; 4])),
+        }
+        .into()]);
 }
 
 #[test]

@@ -974,6 +974,7 @@ impl TimedLog {
                 sequence: seq,
                 correlation_id: None,
                 causation_id: None,
+                prev: None,
             },
             event,
         );
@@ -1001,9 +1002,27 @@ async fn settled_epochs_are_listed_with_their_payouts() {
     log.run(-50, register(2, 2, 300));
     // A earns slots 0 and 1 at stake 100 x tier 1: weight 200. B earns slot 0 at 300 x 2,
     // unstakes 100, then earns slot 2 at 200 x 2: weight 1_000.
-    log.run(30, Command::Heartbeat { node_id: a });
-    log.run(90, Command::Heartbeat { node_id: a });
-    log.run(30, Command::Heartbeat { node_id: b });
+    log.run(
+        30,
+        Command::Heartbeat {
+            node_id: a,
+            signed: None,
+        },
+    );
+    log.run(
+        90,
+        Command::Heartbeat {
+            node_id: a,
+            signed: None,
+        },
+    );
+    log.run(
+        30,
+        Command::Heartbeat {
+            node_id: b,
+            signed: None,
+        },
+    );
     log.run(
         100,
         Command::Settlement(SettlementCommand::RequestUnstake {
@@ -1011,7 +1030,13 @@ async fn settled_epochs_are_listed_with_their_payouts() {
             amount: 100,
         }),
     );
-    log.run(130, Command::Heartbeat { node_id: b });
+    log.run(
+        130,
+        Command::Heartbeat {
+            node_id: b,
+            signed: None,
+        },
+    );
     // Epoch 0 closes; epoch 1 has no uptime and carries its pool; B's 100 comes back at 1_000.
     log.settle_due(600);
     log.settle_due(1_200);

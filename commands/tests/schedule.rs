@@ -429,7 +429,14 @@ fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
         None,
         "node 1 is lapsed, node 2 busy"
     );
-    h.push(NodeHeartbeat { node_id: node(1) }.into());
+    h.push(
+        NodeHeartbeat {
+            node_id: node(1),
+            at: None,
+            signature: None,
+        }
+        .into(),
+    );
     assert_eq!(
         scheduled_node(&dispatch_next(&h, 50)),
         node(1),

@@ -74,6 +74,7 @@ impl Chain {
                 sequence: self.seq,
                 correlation_id: None,
                 causation_id: None,
+                prev: None,
             },
             event,
         )
@@ -104,7 +105,13 @@ impl Chain {
     }
 
     fn heartbeat(&mut self, at: i64, n: u8) {
-        self.run(at, Command::Heartbeat { node_id: node(n) });
+        self.run(
+            at,
+            Command::Heartbeat {
+                node_id: node(n),
+                signed: None,
+            },
+        );
     }
 
     fn settlement(&mut self, at: i64, command: SettlementCommand) -> Vec<Event> {

@@ -123,6 +123,14 @@ pub fn result_statement(
     m
 }
 
+/// What the coordinator signs to seal the log: a domain tag and the chain value (the SHA-256
+/// of the last record sealed, which links every record before it; `docs/adr/08-hash-chain.md`).
+pub fn seal_statement(head: Hash32) -> Vec<u8> {
+    let mut m = b"prlx/log-seal/v1\0".to_vec();
+    m.extend_from_slice(&head.0);
+    m
+}
+
 pub fn sign(key: &RsaPrivateKey, message: &[u8], rng: &mut impl CryptoRngCore) -> Vec<u8> {
     BlindedSigningKey::<Sha256>::new(key.clone())
         .sign_with_rng(rng, message)
@@ -208,6 +216,22 @@ pub fn grant_session(
     }
 }
 
+/// Whether `signature` is the coordinator's over a grant of `wrapped` to `node` for `epoch`:
+/// the check the node makes before unwrapping, which the auditor repeats from the log.
+pub fn grant_signed_by(
+    coordinator: &RsaPublicKey,
+    node: NodeId,
+    epoch: u64,
+    wrapped: &[u8],
+    signature: &[u8],
+) -> bool {
+    verify(
+        coordinator,
+        &grant_statement(node, epoch, wrapped),
+        signature,
+    )
+}
+
 /// The node's side: check the coordinator's signature first, and only then unwrap.
 pub fn accept_session(
     coordinator: &RsaPublicKey,
@@ -221,9 +245,11 @@ pub fn accept_session(
             want: me,
         });
     }
-    if !verify(
+    if !grant_signed_by(
         coordinator,
-        &grant_statement(grant.node_id, grant.epoch, &grant.wrapped_key),
+        grant.node_id,
+        grant.epoch,
+        &grant.wrapped_key,
         &grant.signature,
     ) {
         return Err(CryptoError::GrantSignature);

@@ -3,7 +3,9 @@
 //! On the wire an event is one JSON object:
 //! `{"event_id", "type", "version", "recorded_at", "producer", "sequence", "correlation_id",
 //! "causation_id", "data"}`. The header sits beside the payload rather than inside it, so a reader
-//! can route, deduplicate and upcast without knowing the payload's shape.
+//! can route, deduplicate and upcast without knowing the payload's shape. A record written by a
+//! chaining coordinator also has `prev` (before `data`): its link in the log's hash chain
+//! ([`crate::chain`]).
 
 use std::borrow::Cow;
 
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 pub use crate::decode_error::DecodeError;
 use crate::event::Event;
+use crate::ids::Hash32;
 use crate::upcast::{Upcaster, UPCASTERS};
 
 /// Who wrote an event and when; everything a reader needs apart from the payload.
@@ -33,6 +36,10 @@ pub struct Header {
     pub correlation_id: Option<Uuid>,
     /// The event (or command) that caused this one.
     pub causation_id: Option<Uuid>,
+    /// The record's link in the log's hash chain: SHA-256 of the record before it on the log
+    /// ([`crate::chain::GENESIS`] for the first). Set by the coordinator's encoder, which
+    /// alone sees the bytes in log order; `None` on records written before the chain.
+    pub prev: Option<Hash32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +112,7 @@ impl Envelope {
                 sequence: raw.sequence,
                 correlation_id: raw.correlation_id,
                 causation_id: raw.causation_id,
+                prev: raw.prev,
             },
             event,
         })
@@ -124,7 +132,7 @@ impl Serialize for Envelope {
         let h = &self.header;
         let type_name = self.event.type_name();
         let version = Event::current_version(type_name).expect("declared by the events! list");
-        let mut st = s.serialize_struct("Envelope", 9)?;
+        let mut st = s.serialize_struct("Envelope", 9 + usize::from(h.prev.is_some()))?;
         st.serialize_field("event_id", &h.event_id)?;
         st.serialize_field("type", type_name)?;
         st.serialize_field("version", &version)?;
@@ -133,6 +141,10 @@ impl Serialize for Envelope {
         st.serialize_field("sequence", &h.sequence)?;
         st.serialize_field("correlation_id", &h.correlation_id)?;
         st.serialize_field("causation_id", &h.causation_id)?;
+        // Only when linked, so records without a link encode as they always did.
+        if let Some(prev) = &h.prev {
+            st.serialize_field("prev", prev)?;
+        }
         st.serialize_field("data", &Data(&self.event))?;
         st.end()
     }
@@ -165,6 +177,8 @@ struct RawEnvelope<'a> {
     correlation_id: Option<Uuid>,
     #[serde(default)]
     causation_id: Option<Uuid>,
+    #[serde(default)]
+    prev: Option<Hash32>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -183,6 +197,9 @@ pub(crate) struct EnvelopeShape {
     sequence: u64,
     correlation_id: Option<Uuid>,
     causation_id: Option<Uuid>,
+    /// SHA-256 (hex) of the record before this one on the log; absent on records written
+    /// before the hash chain (`docs/adr/08-hash-chain.md`).
+    prev: Option<Hash32>,
     data: serde_json::Value,
 }
 
@@ -207,6 +224,7 @@ mod fast {
 
     use super::{Envelope, Header};
     use crate::event::Event;
+    use crate::ids::Hash32;
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         // UTF-8 checked once for the whole record, up front. This is also what keeps the fast
@@ -230,6 +248,7 @@ mod fast {
         "sequence",
         "correlation_id",
         "causation_id",
+        "prev",
         "data",
     ];
 
@@ -242,6 +261,7 @@ mod fast {
         Sequence,
         CorrelationId,
         CausationId,
+        Prev,
         Data,
         Other,
     }
@@ -264,6 +284,7 @@ mod fast {
                         "sequence" => Field::Sequence,
                         "correlation_id" => Field::CorrelationId,
                         "causation_id" => Field::CausationId,
+                        "prev" => Field::Prev,
                         "data" => Field::Data,
                         _ => Field::Other,
                     })
@@ -356,6 +377,7 @@ mod fast {
             let mut sequence: Option<u64> = None;
             let mut correlation_id: Option<Option<Uuid>> = None;
             let mut causation_id: Option<Option<Uuid>> = None;
+            let mut prev: Option<Option<Hash32>> = None;
             let mut event: Option<Event> = None;
             fn once<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
                 match slot {
@@ -397,6 +419,10 @@ mod fast {
                     Field::CausationId => {
                         once(&causation_id, "causation_id")?;
                         causation_id = Some(optional_uuid(&mut map)?);
+                    }
+                    Field::Prev => {
+                        once(&prev, "prev")?;
+                        prev = Some(map.next_value()?);
                     }
                     Field::Data => {
                         once(&event, "data")?;
@@ -441,6 +467,7 @@ mod fast {
                     sequence,
                     correlation_id: correlation_id.flatten(),
                     causation_id: causation_id.flatten(),
+                    prev: prev.flatten(),
                 },
                 event,
             })
@@ -462,11 +489,14 @@ mod tests {
             sequence: 44,
             correlation_id: Some(Uuid::from_u128(7)),
             causation_id: None,
+            prev: None,
         };
         let env = Envelope::new(
             header,
             NodeHeartbeat {
                 node_id: NodeId(Hash32([0xab; 32])),
+                at: None,
+                signature: None,
             },
         );
         String::from_utf8(env.encode()).unwrap()

@@ -275,6 +275,15 @@ pub struct NodeLapsed {
     #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub last_heartbeat: DateTime<Utc>,
 }
+    /// The time the node signed, Unix seconds: the statement is
+    /// [`crate::crypto::heartbeat_statement`]. Absent on heartbeats recorded before heartbeats
+    /// kept their evidence; the auditor counts those as unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
+    /// RSA-PSS-SHA256 by the node's registered key over the statement, so the auditor can
+    /// re-verify every uptime slot without taking the coordinator's word for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Sealed>,
 
 /// The coordinator's signing key (PEM), so nodes and auditors can check session grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -313,6 +322,19 @@ pub struct CandidateScore {
 pub struct RequestScheduled {
     pub task_id: TaskId,
     pub attempt: u32,
+/// The coordinator's signature over the log's hash chain up to this record (see
+/// `docs/adr/08-hash-chain.md`): whoever rewrites anything before it must also forge this.
+/// Written by the shell every so many records; it changes no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogSealed {
+    /// The chain value sealed: SHA-256 of the record before this one, which is also this
+    /// record's `prev`.
+    pub head: Hash32,
+    /// RSA-PSS-SHA256 by the coordinator's signing key (the published one) over
+    /// [`crate::crypto::seal_statement`] of `head`.
+    pub signature: Sealed,
+}
+
     pub node_id: NodeId,
     /// How many nodes passed the capability match.
     pub candidates_considered: u32,
@@ -727,3 +749,4 @@ events! {
     RewardPolicyPublished = 1,
     NodeLapsed = 1,
 }
+    LogSealed = 1,

@@ -9,6 +9,7 @@
 //! - [`ids`]: fixed-width identifiers (request, task, node, account) and digests.
 //! - [`event`]: the payload enum, one variant per transition, generated tables.
 //! - [`envelope`]: the header and the wire codec.
+//! - [`chain`]: the log's hash chain: each record links to the one before it.
 //! - `decode_error`: why bytes did not decode ([`DecodeError`], re-exported here and by
 //!   [`envelope`]); a leaf that the envelope, the payload tables and the upcasters share.
 //! - [`upcast`]: the upcaster chain for older payload versions.
@@ -26,6 +27,7 @@
 
 mod b64;
 pub mod backoff;
+pub mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod crypto;

@@ -17,6 +17,7 @@ fn header(seq: u64, at: DateTime<Utc>) -> Header {
         sequence: seq,
         correlation_id: Some(Uuid::from_u128(9)),
         causation_id: None,
+        prev: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn one_of_each() -> Vec<Event> {
                 base_price: 100,
                 per_token_price: 2,
                 max_tokens_limit: 512,
+                context_length: 8192,
             }],
             max_tier: 5,
             min_deadline_seconds: 5,
@@ -56,6 +58,7 @@ fn one_of_each() -> Vec<Event> {
             node_timeout_seconds: 30,
             max_attempts: 3,
             validation: Default::default(),
+            queue_timeout_seconds: 600,
         }
         .into(),
         CreditsDeposited {
@@ -129,7 +132,23 @@ fn one_of_each() -> Vec<Event> {
             execution_class: class,
         }
         .into(),
-        NodeHeartbeat { node_id: node(1) }.into(),
+        NodeHeartbeat {
+            node_id: node(1),
+            at: None,
+            signature: None,
+        }
+        .into(),
+        NodeHeartbeat {
+            node_id: node(1),
+            at: Some(1_700_000_000),
+            signature: Some(Sealed(vec![3; 8])),
+        }
+        .into(),
+        LogSealed {
+            head: Hash32::of(b"the record before"),
+            signature: Sealed(vec![4; 8]),
+        }
+        .into(),
         NodeDrained { node_id: node(1) }.into(),
         NodeLapsed {
             node_id: node(1),
@@ -243,6 +262,7 @@ fn one_of_each() -> Vec<Event> {
             valid: 3,
             invalid: 1,
             disagreements: 1,
+            missed_deadlines: Some(2),
             standing_bp: 7_500,
         }
         .into(),
@@ -261,6 +281,7 @@ fn one_of_each() -> Vec<Event> {
         RequestFailed {
             request_id: RequestId(3),
             reason: "no capable node".into(),
+            cause: Some(FailureCause::NoCapableNode),
         }
         .into(),
         StakeDeposited {
@@ -313,12 +334,21 @@ fn every_variant_round_trips_byte_for_byte() {
     let events = one_of_each();
     let mut names: Vec<_> = events.iter().map(Event::type_name).collect();
     names.sort();
+    // Some variants twice (a heartbeat with and without its evidence).
+    names.dedup();
     let mut all = Event::TYPE_NAMES.to_vec();
     all.sort();
     assert_eq!(names, all, "one_of_each() must cover every variant");
     for (i, event) in events.into_iter().enumerate() {
-        let env = Envelope::new(header(i as u64, t0()), event);
+        let mut env = Envelope::new(header(i as u64, t0()), event);
+        // Every other record linked: the link round-trips, and an unlinked record is written
+        // as records were before the chain (no `prev` key at all).
+        if i % 2 == 1 {
+            env.header.prev = Some(Hash32::of(&i.to_be_bytes()));
+        }
         let bytes = env.encode();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert_eq!(text.contains("\"prev\":"), i % 2 == 1, "{text}");
         let back =
             Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", env.event.type_name()));
         assert_eq!(back, env);
@@ -332,6 +362,8 @@ fn wire_form_is_plain_json_with_the_header_beside_the_payload() {
         header(7, t0()),
         NodeHeartbeat {
             node_id: node(0xab),
+            at: None,
+            signature: None,
         },
     );
     let v: serde_json::Value = serde_json::from_slice(&env.encode()).unwrap();
@@ -345,7 +377,15 @@ fn wire_form_is_plain_json_with_the_header_beside_the_payload() {
 #[test]
 fn decode_errors_name_what_is_wrong() {
     let good = String::from_utf8(
-        Envelope::new(header(1, t0()), NodeHeartbeat { node_id: node(1) }).encode(),
+        Envelope::new(
+            header(1, t0()),
+            NodeHeartbeat {
+                node_id: node(1),
+                at: None,
+                signature: None,
+            },
+        )
+        .encode(),
     )
     .unwrap();
     let unknown = good.replace("\"NodeHeartbeat\"", "\"NodeExploded\"");
@@ -397,7 +437,9 @@ fn upcaster_chain_lifts_old_payloads_before_typed_decoding() {
     assert_eq!(
         env.event,
         Event::NodeHeartbeat(NodeHeartbeat {
-            node_id: node(0xcd)
+            node_id: node(0xcd),
+            at: None,
+            signature: None,
         })
     );
     // Re-encoding writes the current version.

@@ -152,6 +152,7 @@ mod tests {
             sequence: 0,
             correlation_id: None,
             causation_id: None,
+            prev: None,
         };
         let deposit = CreditsDeposited {
             account: AccountId("a".into()),

@@ -28,6 +28,7 @@ fn env(seq: u64, event: Event) -> Envelope {
             sequence: seq,
             correlation_id: None,
             causation_id: None,
+            prev: None,
         },
         event,
     )

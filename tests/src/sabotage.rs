@@ -147,6 +147,7 @@ impl Core {
                     sequence: self.seq,
                     correlation_id: None,
                     causation_id: None,
+                    prev: None,
                 },
                 e.clone(),
             );

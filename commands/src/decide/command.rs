@@ -23,6 +23,9 @@ pub enum Command {
     RegisterNode(Box<NodeRegistered>),
     Heartbeat {
         node_id: NodeId,
+        /// The node's signed statement, recorded with the heartbeat so the auditor can check
+        /// it; `None` only where no node signed (tests, the local demo).
+        signed: Option<SignedHeartbeat>,
     },
     /// Record the scheduler's next decision and its dispatch. The shell computed `choice` with
     /// [`next_assignment`] and sealed the work for that node; decide checks both against the
@@ -107,6 +110,15 @@ pub struct Completion {
 pub struct Submission {
     pub idempotency_key: Option<String>,
     pub source: IntakeSource,
+/// What a node signed to say it is up ([`prlx_events::crypto::heartbeat_statement`]), checked
+/// by the shell's `HeartbeatGuard` before the command is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeartbeat {
+    /// Unix seconds.
+    pub at: i64,
+    pub signature: Vec<u8>,
+}
+
     pub workload_class: String,
     pub model: String,
     pub hardware_tier: u8,

@@ -32,7 +32,7 @@ mod work;
 use prlx_events::Event;
 use prlx_projections::CoordinatorState;
 
-pub use self::command::{Command, Completion, Dispatch, Submission, INFERENCE};
+pub use self::command::{Command, Completion, Dispatch, SignedHeartbeat, Submission, INFERENCE};
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
 use crate::settle::decide_settlement;
@@ -47,7 +47,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         } => intake::deposit(state, account, tx_ref, amount),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
-        Command::Heartbeat { node_id } => nodes::heartbeat(state, node_id),
+        Command::Heartbeat { node_id, signed } => nodes::heartbeat(state, node_id, signed),
         Command::LapseNode { node_id, now } => nodes::lapse(state, node_id, now),
         Command::PublishCoordinatorKey { public_key_pem } => {
             nodes::publish_coordinator_key(state, public_key_pem)

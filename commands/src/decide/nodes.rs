@@ -5,6 +5,7 @@ use prlx_events::event::*;
 use prlx_events::{Event, NodeId};
 use prlx_projections::CoordinatorState;
 
+use crate::decide::command::SignedHeartbeat;
 use crate::decide::limits;
 use crate::decide::rejection::{internal, Rejection};
 
@@ -114,6 +115,7 @@ pub(super) fn register(
 pub(super) fn heartbeat(
     state: &CoordinatorState,
     node_id: NodeId,
+    signed: Option<SignedHeartbeat>,
 ) -> Result<Vec<Event>, Rejection> {
     if !state.nodes.contains_key(&node_id) {
         return Err(Rejection::new(
@@ -122,7 +124,13 @@ pub(super) fn heartbeat(
             format!("{node_id} is not registered"),
         ));
     }
-    Ok(vec![NodeHeartbeat { node_id }.into()])
+    let (at, signature) = signed.map_or((None, None), |s| (Some(s.at), Some(Sealed(s.signature))));
+    Ok(vec![NodeHeartbeat {
+        node_id,
+        at,
+        signature,
+    }
+    .into()])
 }
 
 pub(super) fn lapse(

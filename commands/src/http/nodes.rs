@@ -11,7 +11,7 @@ use prlx_events::protocol::ResultReport;
 use prlx_events::{NodeId, RequestId};
 
 use crate::actor::{CoordinatorHandle, Intake};
-use crate::decide::{Command, Rejection};
+use crate::decide::{Command, Rejection, SignedHeartbeat};
 use crate::shell::HeartbeatRefused;
 use crate::shell::Outcome;
 
@@ -120,7 +120,13 @@ pub(super) async fn node_heartbeat(
         })?;
     match api
         .coordinator
-        .execute_command(Command::Heartbeat { node_id })
+        .execute_command(Command::Heartbeat {
+            node_id,
+            signed: Some(SignedHeartbeat {
+                at: body.at,
+                signature,
+            }),
+        })
         .await?
     {
         Outcome::Appended(_) | Outcome::Unchanged => Ok(StatusCode::NO_CONTENT),

@@ -9,11 +9,13 @@
 //!   checked ([`HeartbeatGuard`]).
 //! - `payload`: submissions' payloads hashed and sealed to the storage key.
 //! - `keys`: the storage key and the signing key, created on first start, mode 0600.
+//! - `seal`: the log's hash chain recovered at start, and when a `LogSealed` is due.
 
 mod housekeeping;
 mod keys;
 mod payload;
 mod reports;
+mod seal;
 
 use prlx_events::log::{AnyWriter, LogError, LogUrl, Offset};
 use prlx_events::seal::StorageKey;
@@ -36,6 +38,7 @@ use crate::encoder::{Encoder, SideSender};
 
 pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY_BITS};
 pub use self::reports::{HeartbeatGuard, HeartbeatRefused, HEARTBEAT_SKEW_SECONDS};
+pub use self::seal::{SealPolicy, SEAL_POLICY};
 pub use crate::encoder::AppendFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,8 @@ pub struct Coordinator {
     /// where to send it, once its append is handed over.
     riding: bool,
     rider: Option<SideSender>,
+    /// When the next `LogSealed` is due.
+    seals: seal::SealClock,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -153,13 +158,14 @@ impl Coordinator {
         key: StorageKey,
     ) -> Result<Self, ShellError> {
         let writer = std::sync::Arc::new(url.open_writer()?);
-        let encoder = Encoder::start(writer.clone()).map_err(|e| LogError::Io {
+        let mut fold = Fold::default();
+        catch_up(&mut fold, &writer.reader()).await?;
+        let chain = seal::chain_after(&writer.reader(), fold.last_offset).await?;
+        let encoder = Encoder::start(writer.clone(), chain).map_err(|e| LogError::Io {
             op: "start the encoder thread",
             path: Default::default(),
             source: std::sync::Arc::new(e),
         })?;
-        let mut fold = Fold::default();
-        catch_up(&mut fold, &writer.reader()).await?;
         let producer = producer.into();
         let next_sequence = fold.producers.get(&producer).map_or(0, |s| s + 1);
         Ok(Self {
@@ -176,13 +182,16 @@ impl Coordinator {
             seed: None,
             riding: false,
             rider: None,
+            seals: seal::SealClock::default(),
         })
     }
 
     /// Enables dispatch: session grants are signed with `key`.
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
         self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
-        self.signing_key = Some(std::sync::Arc::new(key));
+        let key = std::sync::Arc::new(key);
+        self.encoder.seal_with(key.clone());
+        self.signing_key = Some(key);
         self
     }
 
@@ -306,6 +315,7 @@ impl Coordinator {
         events: Vec<Event>,
         now: DateTime<Utc>,
     ) -> Result<AppendFuture, ShellError> {
+        let events = self.seal_if_due(events, now);
         let correlation = random_uuid();
         let mut staged = Vec::with_capacity(events.len());
         for event in events {
@@ -317,6 +327,7 @@ impl Coordinator {
                     sequence: self.next_sequence,
                     correlation_id: Some(correlation),
                     causation_id: None,
+                    prev: None,
                 },
                 event,
             );

@@ -40,6 +40,7 @@ pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
                     sequence: i as u64,
                     correlation_id: None,
                     causation_id: None,
+                    prev: None,
                 },
                 event,
             )

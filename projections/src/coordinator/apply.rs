@@ -729,7 +729,9 @@ impl Projection for CoordinatorState {
             | Event::StakeReturned(_)
             | Event::RewardModeChanged(_)
             | Event::RewardEpochSettled(_)
-            | Event::RewardPolicyPublished(_) => {}
+            | Event::RewardPolicyPublished(_)
+            // A seal is evidence about the log's bytes, checked by the auditor; no state.
+            | Event::LogSealed(_) => {}
         }
         // Settlement sees every event the coordinator accepted, after it.
         self.rewards.apply(env)?;

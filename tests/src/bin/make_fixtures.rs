@@ -174,6 +174,19 @@ fn answer(
     }
 }
 
+/// A heartbeat as the node daemon signs it, recorded with its evidence.
+fn heartbeat(node: &Node) -> Command {
+    let at = Utc::now().timestamp();
+    let statement = prlx_events::crypto::heartbeat_statement(node.id, at);
+    Command::Heartbeat {
+        node_id: node.id,
+        signed: Some(prlx_commands::decide::SignedHeartbeat {
+            at,
+            signature: sign(&node.key, &statement, &mut OsRng),
+        }),
+    }
+}
+
 /// Runs the scenario into a fresh log at `dir`.
 async fn write_clean(dir: &Path) {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
@@ -232,12 +245,7 @@ async fn write_clean(dir: &Path) {
     }
     coord.note_registration();
     coord.housekeeping(Utc::now()).await.unwrap();
-    coord
-        .execute(Command::Heartbeat {
-            node_id: nodes[0].id,
-        })
-        .await
-        .unwrap();
+    coord.execute(heartbeat(&nodes[0])).await.unwrap();
 
     let requests = [
         (
@@ -341,12 +349,7 @@ async fn write_clean(dir: &Path) {
     // one, node 1 only through its verified work above. Then every ended epoch settles.
     for round in 0..2 {
         for n in [0, 2].into_iter().filter(|&n| n == 0 || round == 0) {
-            coord
-                .execute(Command::Heartbeat {
-                    node_id: nodes[n].id,
-                })
-                .await
-                .unwrap();
+            coord.execute(heartbeat(&nodes[n])).await.unwrap();
         }
         tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     }
