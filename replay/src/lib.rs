@@ -8,6 +8,12 @@
 //! reserved, known nodes and requests, and every scheduling receipt re-derived from the state at
 //! its offset. Settlement is part of the coordinator state, so its fold runs here too.
 //!
+//! And the evidence on the log (`docs/adr/08-hash-chain.md`): every linked record links to the
+//! record before it (the hash chain; removing, inserting or reordering a record breaks the link
+//! after it however consistently the file is rewritten), every `LogSealed` signs the chain
+//! with the published coordinator key, and the signatures the coordinator acted on verify:
+//! heartbeats and results by the node's registered key, session grants by the coordinator's.
+//!
 //! The binary (`src/main.rs`) is a thin shell over [`verify`]: argument parsing, the progress
 //! line and the exit code ([`Report::exit_code`]).
 //!
@@ -16,16 +22,22 @@
 //! - [`Report`], [`Divergence`], [`DivergenceKind`]: what it found, as text or JSON.
 //! - [`VerifyError`]: why it could not finish reading (exit code 2), as opposed to a divergence
 //!   (exit code 1).
+//! - `evidence`: the signatures and seals, verified on a pool of threads beside the fold.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use prlx_events::chain::Links;
 use prlx_events::log::{LogError, LogReader, LogUrl, Offset};
 use prlx_events::Envelope;
 use prlx_projections::snapshot::{catch_up, Snapshot, SnapshotError};
 use prlx_projections::{CoordinatorState, Fold};
 use serde::Serialize;
+
+mod evidence;
+
+pub use evidence::EvidenceCounts;
 
 /// Records asked of the backend per read.
 const READ_BATCH: usize = 4096;
@@ -77,6 +89,12 @@ pub enum DivergenceKind {
     Undecodable,
     /// The event does not follow from the state the log built so far (the fold refused it).
     FoldRefused,
+    /// The record does not link to the record before it: one was removed, inserted or moved
+    /// here, or the one before was changed.
+    ChainBroken,
+    /// A signature on the record does not verify (a heartbeat, result, grant or seal), or a
+    /// seal does not cover the chain it follows.
+    BadEvidence,
     /// A snapshot restored plus the tail differs from the full replay.
     SnapshotMismatch,
 }
@@ -133,6 +151,15 @@ pub struct Report {
     pub accounts: BTreeMap<String, (u64, u64)>,
     pub requests: usize,
     pub nodes: usize,
+    /// The first record linked into the hash chain; records before it (written before the
+    /// chain) are not covered by it. `None`: no record is linked.
+    pub chain_from: Option<Offset>,
+    /// SHA-256 of the last record read. A log cut short after its last seal verifies as a
+    /// shorter log; comparing this with the head the coordinator has (or an earlier audit
+    /// kept) is what catches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<prlx_events::Hash32>,
+    pub evidence: EvidenceCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +200,23 @@ impl Report {
             let _ = writeln!(s, "  {t:<26} {n}");
         }
         let _ = writeln!(s, "requests {}, nodes {}", self.requests, self.nodes);
+        let e = &self.evidence;
+        let chain = match self.chain_from {
+            Some(from) => format!("linked from offset {from}"),
+            None => "no record linked".into(),
+        };
+        let sealed = match e.last_seal {
+            Some(at) => format!("{} seals, the last at offset {at}", e.seals),
+            None => "no seal".into(),
+        };
+        let _ = writeln!(
+            s,
+            "hash chain {chain}, {sealed}; {} signatures verified, {} heartbeats unsigned (older records)",
+            e.signatures_verified, e.unverified_heartbeats
+        );
+        if let Some(head) = &self.chain_head {
+            let _ = writeln!(s, "chain head {head}");
+        }
         for (a, (balance, reserved)) in &self.accounts {
             let _ = writeln!(s, "  account {a}: balance {balance}, reserved {reserved}");
         }
@@ -252,6 +296,20 @@ pub async fn verify(
         }
     };
     let start = fold.next_offset();
+    // The chain is checked from the record before the first one verified.
+    let mut links = match fold.last_offset {
+        None => Links::from_start(),
+        Some(last) => match reader.read(last, 1).await?.first() {
+            Some(r) => Links::after(
+                &r.payload,
+                Envelope::decode(&r.payload)
+                    .ok()
+                    .and_then(|e| e.header.prev),
+            ),
+            None => Links::from_start(),
+        },
+    };
+    let mut chain_from = None;
     // Half way through, keep a copy of the fold for the snapshot + tail check.
     let cut_at = (options.snapshot.is_some() && end_offset > start + 1)
         .then(|| start + (end_offset - start) / 2);
@@ -304,12 +362,29 @@ pub async fn verify(
         let Some(last) = batch.last() else { break };
         next = last.offset + 1;
         let mut decoded = Vec::with_capacity(batch.len());
-        let mut undecodable = None;
+        let mut stop = None;
         for r in batch {
             match Envelope::decode(&r.payload) {
-                Ok(env) => decoded.push((r.offset, env)),
+                Ok(env) => match links.check(&r.payload, env.header.prev) {
+                    Ok(linked) => {
+                        if linked && chain_from.is_none() {
+                            chain_from = Some(r.offset);
+                        }
+                        decoded.push((r.offset, env));
+                    }
+                    Err(e) => {
+                        stop = Some(Divergence {
+                            offset: r.offset,
+                            kind: DivergenceKind::ChainBroken,
+                            event_type: Some(env.event.type_name().to_owned()),
+                            field: Some("prev".into()),
+                            message: format!("the record at offset {} {e}", r.offset),
+                        });
+                        break;
+                    }
+                },
                 Err(e) => {
-                    undecodable = Some(Divergence {
+                    stop = Some(Divergence {
                         offset: r.offset,
                         kind: DivergenceKind::Undecodable,
                         event_type: declared_type(&r.payload),
@@ -325,7 +400,7 @@ pub async fn verify(
         if to_fold.send(Stage::Fold(decoded)).is_err() {
             break;
         }
-        if let Some(d) = undecodable {
+        if let Some(d) = stop {
             let _ = to_fold.send(Stage::Stop(d));
             break;
         }
@@ -337,6 +412,7 @@ pub async fn verify(
         records,
         by_type,
         mut divergence,
+        evidence,
     } = folder.join().expect("the fold thread does not panic");
     progress(Progress {
         start,
@@ -375,6 +451,9 @@ pub async fn verify(
             .collect(),
         requests: st.requests.len(),
         nodes: st.nodes.len(),
+        chain_from,
+        chain_head: links.head(),
+        evidence,
         resumed,
         divergence,
         snapshot: snapshot_check,
@@ -432,6 +511,7 @@ struct Folded {
     records: u64,
     by_type: BTreeMap<&'static str, u64>,
     divergence: Option<Divergence>,
+    evidence: EvidenceCounts,
 }
 
 /// Folds what the reading stage sends, in order, until it stops or a record is refused.
@@ -444,6 +524,7 @@ fn fold_stage(
     let mut records = 0;
     let mut by_type = BTreeMap::new();
     let mut divergence = None;
+    let mut evidence = evidence::Evidence::start();
     'stages: for stage in batches {
         let batch = match stage {
             Stage::Fold(batch) => batch,
@@ -458,6 +539,7 @@ fn fold_stage(
                     cut = Some(fold.clone());
                 }
             }
+            evidence.take(&fold.state, offset, &env);
             if let Err(e) = fold.feed(offset, &env) {
                 divergence = Some(Divergence {
                     offset,
@@ -472,12 +554,24 @@ fn fold_stage(
             *by_type.entry(env.event.type_name()).or_default() += 1;
         }
     }
+    // A signature that does not verify before the first other divergence is the first.
+    let (finding, evidence) = evidence.finish(divergence.as_ref().map(|d| d.offset));
+    if let Some(f) = finding {
+        divergence = Some(Divergence {
+            offset: f.offset,
+            kind: DivergenceKind::BadEvidence,
+            event_type: Some(f.event_type.to_owned()),
+            field: Some(f.field.to_owned()),
+            message: f.message,
+        });
+    }
     Folded {
         fold,
         cut,
         records,
         by_type,
         divergence,
+        evidence,
     }
 }
 

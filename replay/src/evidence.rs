@@ -1,0 +1,336 @@
+//! The evidence on the log, checked beside the fold (`docs/adr/08-hash-chain.md`): the
+//! signatures the coordinator acted on (heartbeats, results, session grants) and its own seals
+//! over the hash chain.
+//!
+//! Which key must have signed depends on the state at the record (a node's registered key, the
+//! coordinator's published one), so the fold stage picks the key and the statement, in order;
+//! the RSA verifications themselves (~0.1 ms each, most of this module's cost) run on a pool of
+//! threads, and their findings are merged by offset at the end, so the first divergence named
+//! is the same whatever thread found it.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use prlx_events::crypto::{
+    grant_signed_by, heartbeat_statement, parse_public_key_pem, result_statement, seal_statement,
+    verify,
+};
+use prlx_events::log::Offset;
+use prlx_events::{Envelope, Event, NodeId, TaskId};
+use prlx_projections::CoordinatorState;
+use rsa::RsaPublicKey;
+
+/// A result, as the commitment that accepts it names it.
+type ResultKey = (TaskId, u32, NodeId);
+
+/// One signature to verify.
+struct Check {
+    offset: Offset,
+    key: Arc<RsaPublicKey>,
+    statement: Vec<u8>,
+    signature: Vec<u8>,
+    what: Claim,
+}
+
+/// What a signature is evidence of, and what follows from a bad one.
+#[derive(Clone, Copy)]
+enum Claim {
+    Heartbeat,
+    Grant,
+    Seal,
+    /// A bad result signature is a divergence only where a commitment accepts the result
+    /// (the coordinator records a signed-off but unsigned result and rejects its commitment).
+    Result(ResultKey),
+}
+
+/// A record whose evidence does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub offset: Offset,
+    pub event_type: &'static str,
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// What the evidence checks counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EvidenceCounts {
+    /// Signatures verified (heartbeats, results, grants, seals).
+    pub signatures_verified: u64,
+    /// Heartbeats recorded without their signed statement (written before heartbeats kept
+    /// it): accepted, but their uptime is the coordinator's word.
+    pub unverified_heartbeats: u64,
+    /// `LogSealed` records verified.
+    pub seals: u64,
+    /// The offset of the last verified seal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seal: Option<Offset>,
+}
+
+/// Picks the checks in log order and hands them to the verifier pool.
+pub(crate) struct Evidence {
+    keys: BTreeMap<String, Arc<RsaPublicKey>>,
+    pending: Vec<Check>,
+    pool: Vec<(mpsc::SyncSender<Vec<Check>>, JoinHandle<Verified>)>,
+    next_worker: usize,
+    /// Found in the fold stage itself (a missing key, a seal that covers the wrong head).
+    findings: Vec<Finding>,
+    accepted: Vec<(Offset, ResultKey)>,
+    pub counts: EvidenceCounts,
+}
+
+/// What one verifier thread found.
+#[derive(Default)]
+struct Verified {
+    findings: Vec<Finding>,
+    bad_results: BTreeMap<ResultKey, Offset>,
+    count: u64,
+}
+
+/// Checks handed to a worker at a time: enough to make the channel's cost negligible.
+const CHUNK: usize = 256;
+
+impl Evidence {
+    pub fn start() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = (0..threads)
+            .map(|i| {
+                let (tx, rx) = mpsc::sync_channel::<Vec<Check>>(4);
+                let worker = std::thread::Builder::new()
+                    .name(format!("prlx-replay-verify-{i}"))
+                    .spawn(move || verify_all(rx))
+                    .expect("a verifier thread starts");
+                (tx, worker)
+            })
+            .collect();
+        Self {
+            keys: BTreeMap::new(),
+            pending: Vec::new(),
+            pool,
+            next_worker: 0,
+            findings: Vec::new(),
+            accepted: Vec::new(),
+            counts: EvidenceCounts::default(),
+        }
+    }
+
+    /// Takes the evidence of `env` at `offset`, judged by `state` (the fold before it).
+    pub fn take(&mut self, state: &CoordinatorState, offset: Offset, env: &Envelope) {
+        match &env.event {
+            Event::NodeHeartbeat(h) => match (h.at, &h.signature) {
+                (Some(at), Some(sig)) => {
+                    if let Some(key) = self.node_key(state, h.node_id) {
+                        self.push(
+                            offset,
+                            key,
+                            heartbeat_statement(h.node_id, at),
+                            &sig.0,
+                            Claim::Heartbeat,
+                        );
+                    }
+                }
+                _ => self.counts.unverified_heartbeats += 1,
+            },
+            Event::ResultSubmitted(r) => {
+                if let Some(key) = self.node_key(state, r.node_id) {
+                    let statement =
+                        result_statement(r.task_id.request, r.task_id, r.node_id, r.attempt, r.poe);
+                    let claim = Claim::Result((r.task_id, r.attempt, r.node_id));
+                    self.push(offset, key, statement, &r.signature.0, claim);
+                }
+            }
+            Event::CommitmentVerified(c) => self
+                .accepted
+                .push((offset, (c.task_id, c.attempt, c.node_id))),
+            Event::SessionKeyIssued(g) => {
+                if let Some(key) = self.coordinator_key(state, offset, "SessionKeyIssued") {
+                    // The grant statement itself is built by the verifier (`grant_signed_by`).
+                    let fields = grant_fields(g.node_id, g.epoch, &g.wrapped_key.0);
+                    self.push(offset, key, fields, &g.signature.0, Claim::Grant);
+                }
+            }
+            Event::LogSealed(s) => {
+                self.counts.seals += 1;
+                self.counts.last_seal = Some(offset);
+                if env.header.prev != Some(s.head) {
+                    self.findings.push(Finding {
+                        offset,
+                        event_type: "LogSealed",
+                        field: "head",
+                        message: "the seal does not cover the record before it (head differs from its link)".into(),
+                    });
+                } else if let Some(key) = self.coordinator_key(state, offset, "LogSealed") {
+                    self.push(
+                        offset,
+                        key,
+                        seal_statement(s.head),
+                        &s.signature.0,
+                        Claim::Seal,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for the pool and answers the first finding, if any, before `before` (where the
+    /// fold stopped, if it did).
+    pub fn finish(mut self, before: Option<Offset>) -> (Option<Finding>, EvidenceCounts) {
+        self.flush();
+        let mut bad_results = BTreeMap::new();
+        let mut findings = std::mem::take(&mut self.findings);
+        for (tx, worker) in self.pool.drain(..) {
+            drop(tx);
+            let v = worker.join().expect("a verifier thread does not panic");
+            findings.extend(v.findings);
+            bad_results.extend(v.bad_results);
+            self.counts.signatures_verified += v.count;
+        }
+        for (offset, key) in &self.accepted {
+            if let Some(at) = bad_results.get(key) {
+                findings.push(Finding {
+                    offset: *offset,
+                    event_type: "CommitmentVerified",
+                    field: "node_id",
+                    message: format!(
+                        "accepts the result at offset {at}, whose signature is not the node's"
+                    ),
+                });
+            }
+        }
+        let first = findings
+            .into_iter()
+            .filter(|f| before.is_none_or(|b| f.offset < b))
+            .min_by_key(|f| f.offset);
+        (first, self.counts)
+    }
+
+    fn push(
+        &mut self,
+        offset: Offset,
+        key: Arc<RsaPublicKey>,
+        statement: Vec<u8>,
+        sig: &[u8],
+        what: Claim,
+    ) {
+        self.pending.push(Check {
+            offset,
+            key,
+            statement,
+            signature: sig.to_vec(),
+            what,
+        });
+        self.flush_if_full();
+    }
+
+    fn flush_if_full(&mut self) {
+        if self.pending.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        let (tx, _) = &self.pool[self.next_worker % self.pool.len()];
+        self.next_worker += 1;
+        // A worker only goes away by panicking, which `finish` reports.
+        let _ = tx.send(chunk);
+    }
+
+    /// The registered key of `node`; a node the fold does not know is the fold's finding.
+    fn node_key(&mut self, state: &CoordinatorState, node: NodeId) -> Option<Arc<RsaPublicKey>> {
+        let pem = &state.nodes.get(&node)?.public_key_pem;
+        self.parsed(pem)
+    }
+
+    /// The coordinator's published key; evidence signed before one is published is a finding.
+    fn coordinator_key(
+        &mut self,
+        state: &CoordinatorState,
+        offset: Offset,
+        event_type: &'static str,
+    ) -> Option<Arc<RsaPublicKey>> {
+        let key = state
+            .coordinator_key
+            .as_deref()
+            .and_then(|pem| self.parsed(pem));
+        if key.is_none() {
+            self.findings.push(Finding {
+                offset,
+                event_type,
+                field: "signature",
+                message: "signed by the coordinator, but no usable coordinator key is published before it".into(),
+            });
+        }
+        key
+    }
+
+    fn parsed(&mut self, pem: &str) -> Option<Arc<RsaPublicKey>> {
+        if let Some(k) = self.keys.get(pem) {
+            return Some(k.clone());
+        }
+        let key = Arc::new(parse_public_key_pem(pem).ok()?);
+        self.keys.insert(pem.to_owned(), key.clone());
+        Some(key)
+    }
+}
+
+/// A grant's fields packed for the verifier: node id, epoch, then the wrapped key.
+fn grant_fields(node: NodeId, epoch: u64, wrapped: &[u8]) -> Vec<u8> {
+    let mut m = node.to_bytes().to_vec();
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m.extend_from_slice(wrapped);
+    m
+}
+
+fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
+    let mut out = Verified::default();
+    for chunk in chunks {
+        for c in chunk {
+            let ok = match c.what {
+                Claim::Grant => {
+                    let (node, rest) = c.statement.split_at(32);
+                    let (epoch, wrapped) = rest.split_at(8);
+                    let node = NodeId(prlx_events::Hash32(node.try_into().expect("32 bytes")));
+                    let epoch = u64::from_be_bytes(epoch.try_into().expect("8 bytes"));
+                    grant_signed_by(&c.key, node, epoch, wrapped, &c.signature)
+                }
+                _ => verify(&c.key, &c.statement, &c.signature),
+            };
+            out.count += 1;
+            if ok {
+                continue;
+            }
+            let (event_type, message) = match c.what {
+                Claim::Heartbeat => (
+                    "NodeHeartbeat",
+                    "the heartbeat's signature is not the node's over its id and time",
+                ),
+                Claim::Grant => (
+                    "SessionKeyIssued",
+                    "the grant's signature is not the published coordinator key's",
+                ),
+                Claim::Seal => (
+                    "LogSealed",
+                    "the seal's signature is not the published coordinator key's over the chain",
+                ),
+                Claim::Result(key) => {
+                    out.bad_results.insert(key, c.offset);
+                    continue;
+                }
+            };
+            out.findings.push(Finding {
+                offset: c.offset,
+                event_type,
+                field: "signature",
+                message: message.into(),
+            });
+        }
+    }
+    out
+}
