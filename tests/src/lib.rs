@@ -10,6 +10,8 @@
 //! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
+//! - [`tamper`]: consistent rewrites of a file log (records removed, inserted, swapped and
+//!   everything renumbered to match), for the auditor's negative tests and golden logs.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
 
 pub mod conformance;
@@ -18,4 +20,5 @@ pub mod harness;
 pub mod intake;
 pub mod kafka;
 pub mod sabotage;
+pub mod tamper;
 pub mod torture;

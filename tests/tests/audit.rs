@@ -122,6 +122,40 @@ async fn an_altered_payout_is_reported_at_its_epoch_with_the_field() {
 }
 
 #[tokio::test]
+async fn the_chained_golden_log_verifies_from_its_first_record() {
+    let report = audit(&options("chained")).await;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(
+        report.records,
+        manifest()["chained"]["records"].as_u64().unwrap()
+    );
+    assert_eq!(report.chain_from, Some(0));
+    // The same records as `clean`, which is not linked at all.
+    let clean = audit(&options("clean")).await;
+    assert_eq!(clean.chain_from, None);
+    assert_eq!(report.events_by_type, clean.events_by_type);
+}
+
+/// The case: a request's `CreditsCharged` removed and the rest renumbered
+/// consistently verified before the chain; now the record after the gap is named.
+#[tokio::test]
+async fn a_record_removed_from_a_chained_log_is_named_by_its_offset() {
+    check_reported_where_tampered("chained-record-removed").await;
+    let at = manifest()["chained-record-removed"]["offset"]
+        .as_u64()
+        .unwrap();
+    let found = audit(&options("chained-record-removed"))
+        .await
+        .divergence
+        .map(|d| (d.kind, d.message));
+    let message = format!("the record at offset {at} does not link to the record before it");
+    assert!(
+        matches!(&found, Some((DivergenceKind::ChainBroken, m)) if m.starts_with(&message)),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_snapshot_restores_to_the_full_replay_and_resumes_the_audit() {
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("coordinator.snapshot");

@@ -392,24 +392,84 @@ fn event_type(payload: &[u8]) -> &'static str {
     Envelope::decode(payload).unwrap().event.type_name()
 }
 
+/// The hash-chain cases, derived from `clean` byte for byte (`docs/adr/08-hash-chain.md`):
+/// `chained` is `clean` with every record linked to the one before it, as a chaining
+/// coordinator writes them; `chained-record-removed` is `chained` without the first request's
+/// `CreditsCharged`, every later record renumbered consistently (offsets, CRCs, `COMMIT`,
+/// sequence) but not relinked. The auditor must name the removed record's offset.
+async fn write_chained(out: &Path, manifest: &mut serde_json::Map<String, serde_json::Value>) {
+    use prlx_tests::tamper::{read_payloads, relink, remove, write_log, Forger};
+    let chained = relink(&read_payloads(&out.join("clean")).await);
+    write_log(&out.join("chained"), &chained).await;
+    manifest.insert(
+        "chained".into(),
+        json!({ "ok": true, "records": chained.len() }),
+    );
+    let charged = chained
+        .iter()
+        .position(|p| event_type(p) == "CreditsCharged")
+        .expect("the scenario charges a request");
+    let cut = remove(&chained, charged, Forger::Renumbers);
+    write_log(&out.join("chained-record-removed"), &cut).await;
+    manifest.insert(
+        "chained-record-removed".into(),
+        json!({
+            "ok": false, "kind": "chain_broken", "offset": charged, "field": "prev",
+            "event_type": event_type(&cut[charged]),
+            "removed": "CreditsCharged",
+        }),
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let chained_only = std::env::args().nth(1).as_deref() == Some("--chained-only");
     let out: PathBuf = std::env::args_os()
-        .nth(1)
+        .skip(1)
+        .find(|a| a != "--chained-only")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit"));
+    if chained_only {
+        // Only the chain's cases, from the `clean` there (the other golden logs stay as they
+        // are, byte for byte).
+        let path = out.join("manifest.json");
+        let mut manifest: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        write_chained(&out, &mut manifest).await;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+        )
+        .unwrap();
+        println!("{}", serde_json::to_string_pretty(&manifest).unwrap());
+        return;
+    }
     for case in [
         "clean",
         "event-removed",
         "unqualified-node",
         "flipped-byte",
         "altered-payout",
+        "chained",
+        "chained-record-removed",
     ] {
         let _ = std::fs::remove_dir_all(out.join(case));
     }
     std::fs::create_dir_all(&out).unwrap();
     write_clean(&out.join("clean")).await;
     tidy(&out.join("clean"));
+    // `clean` stays a log from before the hash chain, so that the cases below test the fold's
+    // own checks (on a linked log the chain would catch most of them first); `chained` and
+    // its case test the chain. The scenario is too short for a seal, so none is lost here.
+    {
+        use prlx_tests::tamper::{read_payloads, unlinked, write_log};
+        let records: Vec<Vec<u8>> = read_payloads(&out.join("clean"))
+            .await
+            .iter()
+            .map(|r| unlinked(r))
+            .collect();
+        write_log(&out.join("clean"), &records).await;
+    }
 
     let reader = LogUrl::parse(&format!("file://{}", out.join("clean").display()))
         .unwrap()
@@ -554,6 +614,8 @@ async fn main() {
         "flipped-byte".into(),
         json!({ "ok": false, "kind": "corrupt_record", "offset": flipped }),
     );
+
+    write_chained(&out, &mut manifest).await;
 
     std::fs::write(
         out.join("manifest.json"),

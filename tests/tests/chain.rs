@@ -1,0 +1,297 @@
+//! The log is tamper-evident (`docs/adr/08-hash-chain.md`): whoever can rewrite its files
+//! consistently (offsets, checksums, `COMMIT`, sequence numbers: `prlx_tests::tamper`) still
+//! cannot remove, insert or reorder a record without the auditor naming the first break by
+//! offset; recomputing the links as well is caught at the next seal; and evidence forged on
+//! the log (a heartbeat's signature) is caught at its record.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use prlx_commands::decide::{Command, SignedHeartbeat};
+use prlx_commands::shell::{Coordinator, SealPolicy};
+use prlx_commands::testkit::fixtures;
+use prlx_events::crypto::{heartbeat_statement, node_id_of, public_key_pem, sign};
+use prlx_events::event::{CreditsDeposited, NodeRegistered, Sealed};
+use prlx_events::log::LogUrl;
+use prlx_events::seal::StorageKey;
+use prlx_events::{Envelope, Event, Hash32};
+use prlx_replay::{verify, DivergenceKind, Report, VerifyOptions};
+use prlx_tests::tamper::{insert, read_payloads, relink, remove, swap, write_log, Forger};
+use rsa::rand_core::OsRng;
+use rsa::RsaPrivateKey;
+
+async fn audit(dir: &Path) -> Report {
+    let options = VerifyOptions {
+        log: format!("file://{}", dir.display()),
+        ..VerifyOptions::default()
+    };
+    verify(&options, |_| ()).await.unwrap()
+}
+
+/// Writes `records` to `dir` and audits them.
+async fn audit_records(dir: &Path, records: &[Vec<u8>]) -> Report {
+    write_log(dir, records).await;
+    audit(dir).await
+}
+
+/// The report names a broken link at `offset`, and everything before it verified.
+fn assert_break_at(report: &Report, offset: u64, what: &str) {
+    assert!(!report.ok, "{what}: not caught\n{}", report.to_text());
+    let d = report.divergence.as_ref().unwrap();
+    assert_eq!(
+        (d.offset, d.kind),
+        (offset, DivergenceKind::ChainBroken),
+        "{what}: {d:?}"
+    );
+    assert_eq!(d.field.as_deref(), Some("prev"), "{what}");
+    assert_eq!(
+        report.records, offset,
+        "{what}: the records before it verified"
+    );
+    let text = report.to_text();
+    assert!(
+        text.contains(&format!("DIVERGENCE at offset {offset}"))
+            && text.contains(&format!("the record at offset {offset} ")),
+        "{what}: {text}"
+    );
+}
+
+/// The golden log (every kind of record a day of work writes), linked as a chaining
+/// coordinator writes it.
+async fn golden_chained() -> Vec<Vec<u8>> {
+    let clean = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit/clean");
+    relink(&read_payloads(&clean).await)
+}
+
+#[tokio::test]
+async fn removing_any_record_of_a_chained_log_is_caught_at_its_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let records = golden_chained().await;
+    let report = audit_records(&dir, &records).await;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.chain_from, Some(0));
+    let mut kinds = std::collections::BTreeSet::new();
+    // Every record but the last: a log cut short is a valid log (the tail below).
+    for i in 0..records.len() - 1 {
+        let what = format!("record {i} ({}) removed", type_of(&records[i]));
+        kinds.insert(type_of(&records[i]));
+        let report = audit_records(&dir, &remove(&records, i, Forger::Renumbers)).await;
+        assert_break_at(&report, i as u64, &what);
+    }
+    // What the issue saw go unnoticed is among them.
+    for t in [
+        "CreditsCharged",
+        "ResultReturned",
+        "CommitmentVerified",
+        "SessionKeyIssued",
+        "CatalogPublished",
+    ] {
+        assert!(kinds.contains(t), "the log has no {t}");
+    }
+    // The last record removed leaves a shorter valid log: only its head tells.
+    let cut = audit_records(
+        &dir,
+        &remove(&records, records.len() - 1, Forger::Renumbers),
+    )
+    .await;
+    assert!(cut.ok, "{}", cut.to_text());
+    assert_ne!(cut.chain_head, report.chain_head);
+}
+
+#[tokio::test]
+async fn inserting_or_swapping_records_is_caught_where_the_order_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let records = golden_chained().await;
+    let n = records.len();
+    // A record replayed elsewhere (with the next sequence number there), and one forged.
+    let deposit = records
+        .iter()
+        .position(|r| type_of(r) == "CreditsDeposited")
+        .unwrap();
+    let mut forged = Envelope::decode(&records[deposit]).unwrap();
+    if let Event::CreditsDeposited(CreditsDeposited { amount, .. }) = &mut forged.event {
+        *amount *= 100;
+    }
+    let forged = forged.encode();
+    for (at, record, what) in [
+        (0, &records[3], "a copy at the start"),
+        (deposit + 1, &records[deposit], "the deposit twice"),
+        (n / 2, &forged, "a forged deposit in the middle"),
+        (n, &records[n - 1], "a copy of the last at the end"),
+    ] {
+        let report = audit_records(&dir, &insert(&records, at, record, Forger::Renumbers)).await;
+        assert_break_at(&report, at as u64, what);
+    }
+    for at in [0, 1, n / 3, n / 2, n - 2] {
+        let report = audit_records(&dir, &swap(&records, at, Forger::Renumbers)).await;
+        assert_break_at(
+            &report,
+            at as u64,
+            &format!("records {at} and {} swapped", at + 1),
+        );
+    }
+}
+
+/// A small day written by the real coordinator shell, chaining and sealing every 5 records:
+/// catalog, a deposit, two nodes with real keys and signed heartbeats, grants, submissions
+/// and their dispatches.
+async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let signing = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+    let mut coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
+        .await
+        .unwrap()
+        .with_signing_key(signing)
+        .with_seal_policy(SealPolicy {
+            records: 5,
+            interval_seconds: 3_600,
+        });
+    coord
+        .execute(Command::PublishCatalog(fixtures::catalog(vec![
+            fixtures::model("chat", Hash32([1; 32])),
+        ])))
+        .await
+        .unwrap();
+    coord
+        .execute(Command::DepositCredits {
+            account: fixtures::account(),
+            tx_ref: "bank-1".into(),
+            amount: 10_000,
+        })
+        .await
+        .unwrap();
+    let nodes: Vec<RsaPrivateKey> = (0..2)
+        .map(|_| RsaPrivateKey::new(&mut OsRng, 2048).unwrap())
+        .collect();
+    for key in &nodes {
+        let public = key.to_public_key();
+        let reg: NodeRegistered =
+            fixtures::registration(node_id_of(&public), public_key_pem(&public));
+        coord
+            .execute(Command::RegisterNode(Box::new(reg)))
+            .await
+            .unwrap();
+    }
+    coord.note_registration();
+    coord.housekeeping(Utc::now()).await.unwrap();
+    for round in 0..3 {
+        for key in &nodes {
+            let node_id = node_id_of(&key.to_public_key());
+            let at = Utc::now().timestamp() + round;
+            let signature = sign(key, &heartbeat_statement(node_id, at), &mut OsRng);
+            coord
+                .execute(Command::Heartbeat {
+                    node_id,
+                    signed: Some(SignedHeartbeat { at, signature }),
+                })
+                .await
+                .unwrap();
+        }
+        let payload = format!("prompt {round}");
+        let cmd = coord.submission(
+            fixtures::submission("chat", payload.as_bytes()),
+            payload.as_bytes(),
+        );
+        coord.execute(cmd).await.unwrap();
+        coord.housekeeping(Utc::now()).await.unwrap();
+    }
+    drop(coord);
+    read_payloads(dir).await
+}
+
+fn type_of(record: &[u8]) -> &'static str {
+    Envelope::decode(record).unwrap().event.type_name()
+}
+
+#[tokio::test]
+async fn the_coordinators_log_is_chained_sealed_and_its_evidence_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = sealed_log(&tmp.path().join("written")).await;
+    let report = audit(&tmp.path().join("written")).await;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.chain_from, Some(0));
+    let count = |t: &str| records.iter().filter(|r| type_of(r) == t).count() as u64;
+    let e = report.evidence;
+    assert_eq!(e.seals, count("LogSealed"));
+    assert!(e.seals >= 3, "{e:?}");
+    assert_eq!(e.unverified_heartbeats, 0);
+    assert_eq!(
+        e.signatures_verified,
+        count("LogSealed") + count("NodeHeartbeat") + count("SessionKeyIssued"),
+        "{e:?}"
+    );
+    assert!(count("TaskDispatched") > 0 && count("SessionKeyIssued") == 2);
+    let last_seal = e.last_seal.unwrap() as usize;
+
+    let dir = tmp.path().join("forged");
+    for i in 0..records.len() - 1 {
+        let what = format!("record {i} ({}) removed", type_of(&records[i]));
+        // Renumbered only: the link after it breaks.
+        let report = audit_records(&dir, &remove(&records, i, Forger::Renumbers)).await;
+        assert_break_at(&report, i as u64, &what);
+        // Relinked too: the next seal no longer signs the chain before it (or the fold
+        // notices first). After the last seal, nothing can tell (the documented limit).
+        let report = audit_records(&dir, &remove(&records, i, Forger::Relinks)).await;
+        if i < last_seal {
+            let d = report
+                .divergence
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}, relinked"));
+            let next_seal = (i + 1..records.len())
+                .find(|&s| type_of(&records[s]) == "LogSealed")
+                .unwrap();
+            assert!(
+                (i as u64..next_seal as u64).contains(&d.offset),
+                "{what}, relinked: {d:?}"
+            );
+            if d.kind == DivergenceKind::BadEvidence {
+                assert_eq!(d.offset, next_seal as u64 - 1, "{what}: {d:?}");
+                assert_eq!(d.event_type.as_deref(), Some("LogSealed"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forged_heartbeat_signature_is_caught_at_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = sealed_log(&tmp.path().join("written")).await;
+    let at = records
+        .iter()
+        .rposition(|r| type_of(r) == "NodeHeartbeat")
+        .unwrap();
+    // The coordinator's word for an uptime slot, with a signature that is not the node's;
+    // the chain relinked, so only the signature can tell.
+    let mut env = Envelope::decode(&records[at]).unwrap();
+    let Event::NodeHeartbeat(h) = &mut env.event else {
+        unreachable!()
+    };
+    h.signature = Some(Sealed(sign(
+        &RsaPrivateKey::new(&mut OsRng, 2048).unwrap(),
+        &heartbeat_statement(h.node_id, h.at.unwrap()),
+        &mut OsRng,
+    )));
+    let mut forged = records.clone();
+    forged[at] = env.encode();
+    let forged = prlx_tests::tamper::relink(&forged);
+    let report = audit_records(&tmp.path().join("forged"), &forged).await;
+    let d = report.divergence.as_ref().expect("caught");
+    assert_eq!(
+        (
+            d.offset,
+            d.kind,
+            d.event_type.as_deref(),
+            d.field.as_deref()
+        ),
+        (
+            at as u64,
+            DivergenceKind::BadEvidence,
+            Some("NodeHeartbeat"),
+            Some("signature")
+        ),
+        "{}",
+        report.to_text()
+    );
+}
