@@ -9,8 +9,10 @@
 //! - `views`: the records (accounts, requests, nodes, sampling epochs) and the defaults.
 //! - `state`: [`CoordinatorState`] and the catalog's settings.
 //! - `apply`: its fold, the [`Projection`](crate::Projection) impl.
+//! - `apply_validation`: the fold's arms of sampling epochs, draws and verdicts.
 
 mod apply;
+mod apply_validation;
 pub(crate) mod state;
 pub(crate) mod views;
 
