@@ -183,7 +183,8 @@ pub struct SessionGrant {
     pub signature: Vec<u8>,
 }
 
-fn grant_statement(node: NodeId, epoch: u64, wrapped: &[u8]) -> Vec<u8> {
+/// What the coordinator signs to grant `wrapped` (a session key) to `node` for `epoch`.
+pub fn grant_statement(node: NodeId, epoch: u64, wrapped: &[u8]) -> Vec<u8> {
     let mut m = b"prlx/session-grant/v1\0".to_vec();
     m.extend_from_slice(&node.to_bytes());
     m.extend_from_slice(&epoch.to_be_bytes());

@@ -18,6 +18,8 @@
 //! - [`protocol`]: dispatch body, canonical result and the node's result report.
 //! - [`schema`]: JSON Schema export for `schemas/`.
 //! - [`crypto`]: node ids, session grants, dispatch/result sealing, proof-of-execution, signatures.
+//! - [`pss`]: RSA-PSS-SHA256 verification made once per key, for checking many signatures
+//!   (the auditor).
 //! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
 //! - [`backoff`]: doubling pauses between retries, for every I/O shell that waits something out.
 //! - `cli` (feature `cli`): what the binaries share: the `tracing` subscriber (`RUST_LOG`,
@@ -38,6 +40,7 @@ mod fast;
 pub mod ids;
 pub mod log;
 pub mod protocol;
+pub mod pss;
 pub mod schema;
 pub mod seal;
 pub mod upcast;
