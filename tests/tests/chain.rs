@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use prlx_commands::decide::{Command, SignedHeartbeat};
-use prlx_commands::shell::{Coordinator, SealPolicy};
+use prlx_commands::shell::{Coordinator, SealPolicy, ShellError};
 use prlx_commands::testkit::fixtures;
 use prlx_events::crypto::{heartbeat_statement, node_id_of, public_key_pem, sign};
 use prlx_events::event::{CreditsDeposited, NodeRegistered, Sealed};
-use prlx_events::log::LogUrl;
+use prlx_events::log::{LogError, LogUrl};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Event, Hash32};
 use prlx_replay::{verify, DivergenceKind, Report, VerifyOptions};
@@ -134,20 +134,32 @@ async fn inserting_or_swapping_records_is_caught_where_the_order_changed() {
     }
 }
 
-/// A small day written by the real coordinator shell, chaining and sealing every 5 records:
-/// catalog, a deposit, two nodes with real keys and signed heartbeats, grants, submissions
-/// and their dispatches.
+/// A small day written by the real coordinator shell, chaining and sealing every 5 records,
+/// restarted once on the way: catalog, a deposit, two nodes with real keys and signed
+/// heartbeats, grants, submissions and their dispatches.
 async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
     let signing = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
-    let mut coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
-        .await
-        .unwrap()
-        .with_signing_key(signing)
-        .with_seal_policy(SealPolicy {
-            records: 5,
-            interval_seconds: 3_600,
-        });
+    let open = || async {
+        // After a drop the encoder thread lets go of the writer (and its lock) a moment later.
+        let mut tries = 0;
+        let coord = loop {
+            match Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32])).await {
+                Err(ShellError::Log(LogError::Locked { .. })) if tries < 500 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                opened => break opened.unwrap(),
+            }
+        };
+        coord
+            .with_signing_key(signing.clone())
+            .with_seal_policy(SealPolicy {
+                records: 5,
+                interval_seconds: 3_600,
+            })
+    };
+    let mut coord = open().await;
     coord
         .execute(Command::PublishCatalog(fixtures::catalog(vec![
             fixtures::model("chat", Hash32([1; 32])),
@@ -177,6 +189,11 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
     coord.note_registration();
     coord.housekeeping(Utc::now()).await.unwrap();
     for round in 0..3 {
+        if round == 1 {
+            // A restart: the chain goes on from the last record on the log.
+            drop(coord);
+            coord = open().await;
+        }
         for key in &nodes {
             let node_id = node_id_of(&key.to_public_key());
             let at = Utc::now().timestamp() + round;
