@@ -230,9 +230,11 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
 }
 
 /// The cached log, written again when missing or when it no longer verifies (the event
-/// model changed).
+/// model changed). Named apart from the logs of builds before the hash chain, which still
+/// verify but carry no links or seals.
 fn bench_log(rt: &tokio::runtime::Runtime, requests: usize) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-bench-{requests}"));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-bench-chained-{requests}"));
     let url = format!("file://{}", dir.join("log").display());
     let ok = dir.join("log").exists()
         && rt
