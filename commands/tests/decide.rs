@@ -287,3 +287,47 @@ fn price_is_integer_and_rounds_up() {
     };
     assert_eq!(task_price(&huge, Priority::Standard, 2), None);
 }
+
+#[test]
+fn max_tokens_must_leave_room_for_a_prompt_in_the_model_s_context() {
+    // The catalog's model with a context of `context_length` tokens; its `max_tokens_limit`
+    // is 64, so a context of 64 is one the limit alone would let a request fill.
+    let with_context = |context_length| -> Event {
+        let Event::CatalogPublished(mut c) = catalog() else {
+            unreachable!()
+        };
+        c.models[0].context_length = context_length;
+        c.into()
+    };
+    let submit_tokens = |context_length, max_tokens| {
+        given([with_context(context_length), deposit(1_000)]).when(submit(Submission {
+            max_tokens,
+            ..submission()
+        }))
+    };
+    let r = submit_tokens(64, 64).then_reject(RejectionCode::MalformedRequest, "max_tokens");
+    assert!(
+        r.message
+            .contains("oss-chat-v1 has a context of 64 tokens, prompt and output together"),
+        "{r}"
+    );
+    assert!(r.message.contains("(at most 63)"), "{r}");
+    submit_tokens(10, 10).then_reject(RejectionCode::MalformedRequest, "max_tokens");
+    // One token of room is enough: the prompt takes at least one.
+    assert_eq!(submit_tokens(64, 63).events()[0].type_name(), "RequestAccepted");
+    // Not declared (catalogs from before): only the limit holds.
+    assert_eq!(submit_tokens(0, 64).events()[0].type_name(), "RequestAccepted");
+}
+
+#[test]
+fn a_catalog_without_a_queue_bound_is_refused() {
+    let Event::CatalogPublished(c) = catalog() else {
+        unreachable!()
+    };
+    given([])
+        .when(Command::PublishCatalog(CatalogPublished {
+            queue_timeout_seconds: 0,
+            ..c
+        }))
+        .then_reject(RejectionCode::MalformedRequest, "queue_timeout_seconds");
+}

@@ -241,10 +241,20 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         Some(&(t(30), RequestId(0)))
     );
     assert!(decide(&state(&h), expire(n1, 0, 29)).is_err());
+    // The miss lowers node 1's standing (weight 1: 1 / 2); node 2 is untried, so the request
+    // waits for it.
+    let missed = StandingChanged {
+        node_id: n1,
+        valid: 0,
+        invalid: 0,
+        disagreements: 0,
+        missed_deadlines: Some(1),
+        standing_bp: 5_000,
+    };
     given(h.clone())
         .when(expire(n1, 0, 30))
-        .then_expect([deadline_expired(n1, 0)]);
-    h.push(deadline_expired(n1, 0));
+        .then_expect([deadline_expired(n1, 0), missed.clone().into()]);
+    h.extend([deadline_expired(n1, 0), missed.into()]);
     let second = dispatch_next(&h, 30);
     let n2 = scheduled_node(&second);
     assert_ne!(n2, n1, "a re-dispatch goes to a different node");
@@ -262,11 +272,12 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     // The second attempt also expires: max_attempts is 2, so the request fails and is refunded in full.
     let events = given(h.clone()).when(expire(n2, 1, 60)).events();
     assert!(
-        matches!(&events[1], Event::RequestFailed(f) if f.request_id == RequestId(0)),
+        matches!(&events[2], Event::RequestFailed(f) if f.request_id == RequestId(0)
+            && f.cause == Some(FailureCause::AttemptsExhausted)),
         "{events:?}"
     );
     assert_eq!(
-        events[2],
+        events[3],
         CreditsRefunded {
             account: account(),
             request_id: RequestId(0),
@@ -555,7 +566,11 @@ fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
     };
     let late = given(h.clone()).when(at(30)).events();
     let types: Vec<_> = late.iter().map(Event::type_name).collect();
-    assert_eq!(types, ["DeadlineExpired", "LateResultDiscarded"]);
+    assert_eq!(
+        types,
+        ["DeadlineExpired", "StandingChanged", "LateResultDiscarded"],
+        "a late report is a missed deadline: it lowers the node's standing too"
+    );
     let mut after = h.clone();
     after.extend(late);
     let st = state(&after);
@@ -565,4 +580,327 @@ fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
 
     let on_time = given(h).when(at(29)).events();
     assert_eq!(on_time[0].type_name(), "ResultSubmitted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness: no head-of-line blocking, failing at once when no node is left, the queue's
+// admission bound, missed deadlines in standing.
+
+/// The timer's expiry of request `id`'s `attempt` on `node` at `now`.
+fn expire_at(id: u64, node: NodeId, attempt: u32, now: i64) -> Command {
+    Command::ExpireDeadline {
+        request: RequestId(id),
+        node,
+        attempt,
+        now: t(now),
+        release: None,
+    }
+}
+
+/// What `decide` makes of `node`'s verified report of request `id`'s `attempt`.
+fn verified(history: &[Event], id: u64, node: NodeId, attempt: u32) -> Vec<Event> {
+    given(history.to_vec())
+        .when(Command::CompleteTask(Box::new(fixtures::completion(
+            RequestId(id),
+            node,
+            attempt,
+        ))))
+        .events()
+}
+
+/// Folds `history` with its last event recorded at `at` instead of the testkit's clock.
+fn fold_with_last_at(history: Vec<Event>, at: i64) -> Result<CoordinatorState, String> {
+    let last = history.len() - 1;
+    fold_recording_from(history, last, at)
+}
+
+/// Folds `history` with its events from index `from` on recorded at `at`.
+fn fold_recording_from(
+    history: Vec<Event>,
+    from: usize,
+    at: i64,
+) -> Result<CoordinatorState, String> {
+    let mut envs = envelopes(history);
+    for env in &mut envs[from..] {
+        env.header.recorded_at = t(at);
+    }
+    let mut fold = Fold::<CoordinatorState>::default();
+    for (i, env) in envs.iter().enumerate() {
+        fold.feed(i as u64, env).map_err(|e| e.error.reason)?;
+    }
+    Ok(fold.state)
+}
+
+#[test]
+fn a_stranded_retry_no_longer_blocks_a_placeable_request_behind_it() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    h.extend(accept(1, "chat", 1, Priority::Standard));
+    let first = dispatch_next(&h, 0);
+    assert_eq!(scheduled_node(&first), node(1));
+    h.extend(first);
+    let second = dispatch_next(&h, 0);
+    assert_eq!(scheduled_node(&second), node(2));
+    h.extend(second);
+    // Request 0 misses its deadline on node 1: it goes back to the head of the queue, for
+    // node 2 only, which is busy with request 1.
+    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 30)).events());
+    h.extend(accept(2, "chat", 1, Priority::Standard));
+    let st = state(&h);
+    assert_eq!(
+        st.sched.queues["chat"][&1]
+            .iter()
+            .map(|e| e.request)
+            .collect::<Vec<_>>(),
+        [RequestId(0), RequestId(2)],
+        "the stranded retry is at the head"
+    );
+    // Node 1 is idle; request 2 behind the stranded head takes it.
+    let choice = next_assignment(&st).expect("request 2 can be placed");
+    assert_eq!((choice.request, choice.node), (RequestId(2), node(1)));
+    let d = dispatch_next(&h, 31);
+    h.extend(d);
+    assert!(
+        state(&h).requests[&RequestId(0)].queued.is_some(),
+        "request 0 still waits for node 2"
+    );
+    // Node 2 returns request 1: request 0 goes to it at last.
+    h.extend(verified(&h, 1, node(2), 0));
+    let choice = next_assignment(&state(&h)).expect("node 2 is free");
+    assert_eq!((choice.request, choice.node), (RequestId(0), node(2)));
+}
+
+#[test]
+fn a_plain_request_that_cannot_be_placed_ends_the_walk_of_its_queue() {
+    // One node, busy: the plain head cannot be placed, so neither can anything behind it,
+    // and the decision says so without looking further.
+    let mut h = base(vec![register(1, 1, 1, &["chat"])]);
+    for id in 0..3 {
+        h.extend(accept(id, "chat", 1, Priority::Standard));
+    }
+    let d = dispatch_next(&h, 0);
+    h.extend(d);
+    assert_eq!(next_assignment(&state(&h)), None);
+}
+
+#[test]
+fn a_failed_dispatch_with_no_untried_capable_node_fails_at_once_with_a_refund() {
+    // Node 2 serves another model, node 3 is too small: node 1 is the only capable node.
+    let mut h = base(vec![
+        register(1, 2, 1, &["chat"]),
+        register(2, 2, 1, &["other"]),
+        register(3, 1, 1, &["chat"]),
+    ]);
+    h.extend(accept(0, "chat", 2, Priority::Standard));
+    let d = dispatch_next(&h, 0);
+    assert_eq!(scheduled_node(&d), node(1));
+    h.extend(d);
+    let events = given(h.clone()).when(expire_at(0, node(1), 0, 30)).events();
+    let types: Vec<_> = events.iter().map(Event::type_name).collect();
+    assert_eq!(
+        types,
+        [
+            "DeadlineExpired",
+            "StandingChanged",
+            "RequestFailed",
+            "CreditsRefunded"
+        ],
+        "max_attempts is 2, but no second node could take it: {events:?}"
+    );
+    let Event::RequestFailed(f) = &events[2] else {
+        unreachable!()
+    };
+    assert_eq!(f.cause, Some(FailureCause::NoCapableNode));
+    assert!(
+        f.reason
+            .contains("no node that has not tried it serves chat at tier 2+"),
+        "{}",
+        f.reason
+    );
+    let mut done = h.clone();
+    done.extend(events.clone());
+    let st = state(&done);
+    assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
+    assert_eq!(st.accounts[&account()].reserved, 0, "refunded in full");
+    assert_eq!(st.sched.queued(), 0, "nothing left waiting");
+
+    // With a second capable node registered, the same expiry re-queues instead, and a log
+    // that fails the request for want of a node anyway does not fold.
+    h.push(register(4, 3, 1, &["chat"]));
+    let requeued = given(h.clone()).when(expire_at(0, node(1), 0, 30)).events();
+    assert_eq!(requeued.len(), 2, "{requeued:?}");
+    let mut lying = h.clone();
+    lying.extend(events);
+    let err = fold_with_last_at(lying, 100).unwrap_err();
+    assert!(
+        err.starts_with("cause: recorded Some(NoCapableNode)"),
+        "{err}"
+    );
+}
+
+/// The schedule tests' catalog with a 100 s admission bound.
+fn bounded(history: &mut [Event]) {
+    let Event::CatalogPublished(c) = &mut history[0] else {
+        unreachable!()
+    };
+    c.queue_timeout_seconds = 100;
+}
+
+#[test]
+fn a_request_no_node_serves_fails_at_the_queue_bound_with_a_refund() {
+    // Node 1 serves only `chat`; request 0 asks for `other`. Accepted at t(3).
+    let mut h = base(vec![register(1, 1, 1, &["chat"])]);
+    bounded(&mut h);
+    h.extend(accept(0, "other", 1, Priority::Standard));
+    let st = state(&h);
+    assert_eq!(st.sched.waiting.first(), Some(&(t(3), RequestId(0))));
+    assert_eq!(st.queue_deadline(RequestId(0)), Some(t(103)));
+    let expire = |now| Command::ExpireQueued {
+        request: RequestId(0),
+        now: t(now),
+    };
+    given(h.clone())
+        .when(expire(102))
+        .then_reject(RejectionCode::MalformedRequest, "now");
+    let events = given(h.clone()).when(expire(103)).events();
+    assert_eq!(
+        events,
+        [
+            RequestFailed {
+                request_id: RequestId(0),
+                reason: "still queued 100 s after its acceptance (the catalog's \
+                         queue_timeout_seconds): no node serves it (other at tier 1+, in the \
+                         pool, not draining, not lapsed)"
+                    .into(),
+                cause: Some(FailureCause::QueueTimeout),
+            }
+            .into(),
+            CreditsRefunded {
+                account: account(),
+                request_id: RequestId(0),
+                amount: 15,
+            }
+            .into(),
+        ]
+    );
+    // The fold re-derives the bound from the recorded time: at t(103) it folds, one second
+    // earlier it does not.
+    let mut failed = h.clone();
+    failed.push(events[0].clone());
+    let st = fold_with_last_at(failed.clone(), 103).expect("at the bound");
+    assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
+    assert!(st.sched.waiting.is_empty(), "out of the timer's index");
+    let err = fold_with_last_at(failed, 102).unwrap_err();
+    assert!(
+        err.starts_with("cause: recorded Some(QueueTimeout)"),
+        "{err}"
+    );
+    // Once failed, a second expiry is a no-op.
+    let from = h.len();
+    let mut done = h.clone();
+    done.extend(events);
+    let st = fold_recording_from(done, from, 103).unwrap();
+    assert_eq!(st.accounts[&account()].reserved, 0, "refunded in full");
+    assert_eq!(decide(&st, expire(200)), Ok(vec![]));
+}
+
+#[test]
+fn a_dispatched_request_leaves_the_queue_bound_and_a_requeued_one_keeps_its_acceptance_time() {
+    let mut h = base(vec![
+        register(1, 1, 1, &["chat"]),
+        register(2, 1, 1, &["chat"]),
+        register(3, 1, 1, &["chat"]),
+    ]);
+    bounded(&mut h);
+    h.extend(accept(0, "chat", 1, Priority::Standard));
+    let d = dispatch_next(&h, 5);
+    h.extend(d);
+    let st = state(&h);
+    assert!(st.sched.waiting.is_empty(), "running, not waiting");
+    assert_eq!(st.queue_deadline(RequestId(0)), None);
+    assert!(
+        given(h.clone())
+            .when(Command::ExpireQueued {
+                request: RequestId(0),
+                now: t(500),
+            })
+            .events()
+            .is_empty(),
+        "a running request does not time out of the queue"
+    );
+    // Its attempt expires: back in the queue, bound still counted from its acceptance (t(5)).
+    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 35)).events());
+    let st = state(&h);
+    assert_eq!(st.queue_deadline(RequestId(0)), Some(t(105)));
+    assert_eq!(st.sched.waiting.first(), Some(&(t(5), RequestId(0))));
+}
+
+#[test]
+fn a_missed_deadline_ranks_the_node_below_others_but_never_removes_it() {
+    let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
+    assert_eq!(n1, node(1), "equal standing: the node id decides");
+    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 30)).events());
+    assert_eq!(state(&h).nodes[&node(1)].standing_bp, 5_000);
+    // Request 0 goes to node 2 (untried); once it is back, a new request prefers node 2
+    // over node 1, which is free but missed a deadline.
+    let d = dispatch_next(&h, 30);
+    assert_eq!(scheduled_node(&d), node(2));
+    h.extend(d);
+    h.extend(verified(&h, 0, node(2), 1));
+    h.extend(accept(1, "chat", 1, Priority::Standard));
+    assert_eq!(
+        scheduled_node(&dispatch_next(&h, 40)),
+        node(2),
+        "the node that missed its deadline is passed over while another is free"
+    );
+    // Miss after miss lowers both nodes further, and never removes either from the pool.
+    for round in 0..4u64 {
+        h.extend(accept(2 + round, "chat", 1, Priority::Standard));
+        while next_assignment(&state(&h)).is_some() {
+            let d = dispatch_next(&h, 50);
+            let Event::RequestScheduled(s) = &d[0] else {
+                unreachable!()
+            };
+            let expiry = expire_at(s.task_id.request.0, s.node_id, s.attempt, 200);
+            h.extend(d.clone());
+            let events = given(h.clone()).when(expiry).events();
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::NodeRemovedFromPool(_))),
+                "round {round}: {events:?}"
+            );
+            h.extend(events);
+        }
+    }
+    let st = state(&h);
+    assert!(st.nodes[&node(1)].in_pool && st.nodes[&node(2)].in_pool);
+    assert!(
+        st.nodes[&node(1)].standing_bp < 5_000,
+        "{:?}",
+        st.nodes[&node(1)]
+    );
+}
+
+#[test]
+fn the_fold_refuses_a_standing_change_that_leaves_out_a_missed_deadline() {
+    let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
+    h.push(deadline_expired(n1, 0));
+    // Recorded as if the miss did not count: full standing, no misses.
+    h.push(
+        StandingChanged {
+            node_id: n1,
+            valid: 0,
+            invalid: 0,
+            disagreements: 0,
+            missed_deadlines: Some(0),
+            standing_bp: 10_000,
+        }
+        .into(),
+    );
+    let err = fold_with_last_at(h, 40).unwrap_err();
+    assert!(err.starts_with("standing: recorded"), "{err}");
 }

@@ -316,11 +316,13 @@ fn a_replica_that_misses_its_deadline_is_replaced_and_the_last_peer_gone_release
         types,
         [
             "DeadlineExpired",
+            "StandingChanged",
             "ValidationResolved",
             "ResultReturned",
             "CreditsCharged"
         ],
-        "no third node of the class: the primary's result goes out unconfirmed"
+        "the replica's miss lowers its standing; no third node of the class: the primary's \
+         result goes out unconfirmed"
     );
     h.extend(events);
     assert_eq!(

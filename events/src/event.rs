@@ -81,6 +81,10 @@ pub struct CatalogModel {
     pub base_price: u64,
     pub per_token_price: u64,
     pub max_tokens_limit: u32,
+    /// The model's context in tokens, prompt and output together; 0: not declared. A request
+    /// whose `max_tokens` leaves no room for a prompt is refused at intake.
+    #[serde(default)]
+    pub context_length: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -102,10 +106,18 @@ pub struct CatalogPublished {
     /// again (it lapses; see `NodeLapsed`).
     #[serde(default = "default_node_timeout_seconds")]
     pub node_timeout_seconds: u32,
+    /// The admission bound: a request with no verified result that is still waiting in the
+    /// queue this long after it was accepted fails and is refunded in full.
+    #[serde(default = "default_queue_timeout_seconds")]
+    pub queue_timeout_seconds: u32,
 }
 
 fn default_node_timeout_seconds() -> u32 {
     30
+}
+
+fn default_queue_timeout_seconds() -> u32 {
+    600
 }
 
 /// How results are validated and how standing moves (see `docs/validation.md`).
@@ -123,6 +135,10 @@ pub struct ValidationPolicy {
     pub review_weight: u32,
     /// A node whose standing falls below this leaves the active pool.
     pub removal_below_bp: u32,
+    /// Weight of a missed deadline in the standing ratio. It lowers the node's reputation in
+    /// scheduling but never removes it from the pool (see `docs/validation.md`). Catalogs
+    /// recorded before it existed (`CatalogPublished` v1) are read with 0.
+    pub missed_deadline_weight: u32,
 }
 
 impl Default for ValidationPolicy {
@@ -133,6 +149,7 @@ impl Default for ValidationPolicy {
             invalid_weight: 4,
             review_weight: 1,
             removal_below_bp: 5_000,
+            missed_deadline_weight: 1,
         }
     }
 }
@@ -258,6 +275,15 @@ pub struct NodeRegistered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeHeartbeat {
     pub node_id: NodeId,
+    /// The time the node signed, Unix seconds: the statement is
+    /// [`crate::crypto::heartbeat_statement`]. Absent on heartbeats recorded before heartbeats
+    /// kept their evidence; the auditor counts those as unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
+    /// RSA-PSS-SHA256 by the node's registered key over the statement, so the auditor can
+    /// re-verify every uptime slot without taking the coordinator's word for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Sealed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -275,15 +301,6 @@ pub struct NodeLapsed {
     #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub last_heartbeat: DateTime<Utc>,
 }
-    /// The time the node signed, Unix seconds: the statement is
-    /// [`crate::crypto::heartbeat_statement`]. Absent on heartbeats recorded before heartbeats
-    /// kept their evidence; the auditor counts those as unverified.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<i64>,
-    /// RSA-PSS-SHA256 by the node's registered key over the statement, so the auditor can
-    /// re-verify every uptime slot without taking the coordinator's word for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<Sealed>,
 
 /// The coordinator's signing key (PEM), so nodes and auditors can check session grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -305,6 +322,19 @@ pub struct SessionKeyIssued {
     pub sealed_for_coordinator: Sealed,
 }
 
+/// The coordinator's signature over the log's hash chain up to this record (see
+/// `docs/adr/08-hash-chain.md`): whoever rewrites anything before it must also forge this.
+/// Written by the shell every so many records; it changes no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogSealed {
+    /// The chain value sealed: SHA-256 of the record before this one, which is also this
+    /// record's `prev`.
+    pub head: Hash32,
+    /// RSA-PSS-SHA256 by the coordinator's signing key (the published one) over
+    /// [`crate::crypto::seal_statement`] of `head`.
+    pub signature: Sealed,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scheduling (3), dispatch (4), execution (5), proof-of-execution (6).
 
@@ -322,19 +352,6 @@ pub struct CandidateScore {
 pub struct RequestScheduled {
     pub task_id: TaskId,
     pub attempt: u32,
-/// The coordinator's signature over the log's hash chain up to this record (see
-/// `docs/adr/08-hash-chain.md`): whoever rewrites anything before it must also forge this.
-/// Written by the shell every so many records; it changes no state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct LogSealed {
-    /// The chain value sealed: SHA-256 of the record before this one, which is also this
-    /// record's `prev`.
-    pub head: Hash32,
-    /// RSA-PSS-SHA256 by the coordinator's signing key (the published one) over
-    /// [`crate::crypto::seal_statement`] of `head`.
-    pub signature: Sealed,
-}
-
     pub node_id: NodeId,
     /// How many nodes passed the capability match.
     pub candidates_considered: u32,
@@ -471,6 +488,9 @@ pub struct StandingChanged {
     pub valid: u64,
     pub invalid: u64,
     pub disagreements: u64,
+    /// Deadlines it missed; `None` in records from before they counted.
+    #[serde(default)]
+    pub missed_deadlines: Option<u64>,
     /// Standing in basis points (10_000 = full standing).
     pub standing_bp: u32,
 }
@@ -497,6 +517,23 @@ pub struct ResultReturned {
 pub struct RequestFailed {
     pub request_id: RequestId,
     pub reason: String,
+    /// Why, in a form the fold re-derives; `None` in records from before it was recorded.
+    #[serde(default)]
+    pub cause: Option<FailureCause>,
+}
+
+/// Why a request failed (each is refunded in full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// `max_attempts` dispatches failed before a verified result.
+    AttemptsExhausted,
+    /// A dispatch failed and no untried node that can serve the request is left.
+    NoCapableNode,
+    /// Still waiting in the queue `queue_timeout_seconds` after it was accepted.
+    QueueTimeout,
+    /// Replicas disagree and no majority can be formed.
+    NoMajority,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,7 +749,7 @@ macro_rules! events {
 }
 
 events! {
-    CatalogPublished = 1,
+    CatalogPublished = 2,
     CreditsDeposited = 1,
     CreditsReserved = 1,
     CreditsCharged = 1,
@@ -748,5 +785,5 @@ events! {
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,
     NodeLapsed = 1,
-}
     LogSealed = 1,
+}

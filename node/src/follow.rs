@@ -395,6 +395,7 @@ mod tests {
             RequestFailed {
                 request_id: RequestId(4),
                 reason: "x".into(),
+                cause: None,
             }
             .into(),
             dispatched(ME, 5, 0, 100), // still open

@@ -10,7 +10,7 @@ use prlx_events::{Hash32, NodeId, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::RequestView;
-pub use crate::coordinator::views::VerifiedResult;
+pub use crate::coordinator::views::{History, VerifiedResult};
 
 /// Basis points in one.
 pub const BP: u32 = 10_000;
@@ -31,18 +31,29 @@ pub fn sampled(seed: &Hash32, request: RequestId, sampling_bp: u32) -> bool {
     draw % u64::from(BP) < u64::from(sampling_bp)
 }
 
-/// Standing in basis points from a node's validation history:
-/// `10_000 * (valid + 1) / (valid + 1 + invalid_weight * invalid + review_weight * disagreements)`.
+/// Standing in basis points from a node's history:
+/// `10_000 * (valid + 1) / (valid + 1 + invalid_weight * invalid + review_weight * disagreements
+/// + missed_deadline_weight * missed)`.
 ///
 /// A ratio, so a node's confirmed work earns it room for a rare honest-looking mishap, while a
 /// node with no confirmed work falls out of the pool on its first proven bad result (with the
-/// default weight 4: 1 / 5 = 2_000 bp, under the 5_000 bp floor).
-pub fn standing_bp(policy: &ValidationPolicy, valid: u64, invalid: u64, disagreements: u64) -> u32 {
-    let num = u128::from(valid) + 1;
+/// default weight 4: 1 / 5 = 2_000 bp, under the 5_000 bp floor). A missed deadline (default
+/// weight 1) ranks a fresh node below every node that missed none: 1 / 2 = 5_000 bp.
+pub fn standing_bp(policy: &ValidationPolicy, h: History) -> u32 {
+    let num = u128::from(h.valid) + 1;
     let den = num
-        + u128::from(policy.invalid_weight) * u128::from(invalid)
-        + u128::from(policy.review_weight) * u128::from(disagreements);
+        + u128::from(policy.invalid_weight) * u128::from(h.invalid)
+        + u128::from(policy.review_weight) * u128::from(h.disagreements)
+        + u128::from(policy.missed_deadline_weight) * u128::from(h.missed);
     (u128::from(BP) * num / den) as u32
+}
+
+/// Whether a node with history `h` leaves the pool: its standing *without* its missed
+/// deadlines is below the floor. A missed deadline proves nothing bad about a result (a
+/// crash, a slow machine, or a prompt longer than any node's context all look the same), and
+/// any client can cause one, so it moves the node down the scheduler's order but never out.
+pub fn removed(policy: &ValidationPolicy, h: History) -> bool {
+    standing_bp(policy, History { missed: 0, ..h }) < policy.removal_below_bp
 }
 
 /// Where a request's validation stands after its verified results so far.
@@ -89,13 +100,7 @@ pub fn compare(results: &[VerifiedResult]) -> Comparison {
 /// request has not tried. Busy nodes count: the replica waits for a slot. O(nodes), and only
 /// asked for sampled requests.
 pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ExecutionClass) -> bool {
-    state.nodes.iter().any(|(id, n)| {
-        n.available()
-            && n.hardware_tier >= req.hardware_tier
-            && n.models.contains(&req.model)
-            && &n.execution_class == class
-            && !req.tried.contains(id)
-    })
+    crate::scheduler::untried_capable(state, req, Some(class))
 }
 
 #[cfg(test)]
@@ -139,11 +144,49 @@ mod tests {
     #[test]
     fn standing_falls_with_bad_results_and_holds_with_good() {
         let p = ValidationPolicy::default();
-        assert_eq!(standing_bp(&p, 0, 0, 0), 10_000);
-        assert_eq!(standing_bp(&p, 0, 1, 0), 2_000);
-        assert_eq!(standing_bp(&p, 9, 1, 0), 7_142); // 10 / 14
-        assert_eq!(standing_bp(&p, 0, 0, 1), 5_000);
-        assert!(standing_bp(&p, 0, 0, 1) >= p.removal_below_bp);
+        let h = |valid, invalid, disagreements, missed| History {
+            valid,
+            invalid,
+            disagreements,
+            missed,
+        };
+        assert_eq!(standing_bp(&p, h(0, 0, 0, 0)), 10_000);
+        assert_eq!(standing_bp(&p, h(0, 1, 0, 0)), 2_000);
+        assert_eq!(standing_bp(&p, h(9, 1, 0, 0)), 7_142); // 10 / 14
+        assert_eq!(standing_bp(&p, h(0, 0, 1, 0)), 5_000);
+        assert!(!removed(&p, h(0, 0, 1, 0)));
+        assert!(removed(&p, h(0, 1, 0, 0)));
+    }
+
+    #[test]
+    fn missed_deadlines_lower_standing_but_never_remove() {
+        let p = ValidationPolicy::default();
+        let missed = |m| History {
+            missed: m,
+            ..History::default()
+        };
+        assert_eq!(standing_bp(&p, missed(1)), 5_000, "1 / (1 + 1)");
+        assert_eq!(standing_bp(&p, missed(3)), 2_500);
+        assert!(standing_bp(&p, missed(1)) < standing_bp(&p, missed(0)));
+        assert!(!removed(&p, missed(1_000)), "misses alone never remove");
+        // Confirmed work absorbs a miss: 10 / 11.
+        assert_eq!(
+            standing_bp(
+                &p,
+                History {
+                    valid: 9,
+                    missed: 1,
+                    ..History::default()
+                }
+            ),
+            9_090
+        );
+        // Weight 0 (catalogs from before misses counted): standing as before.
+        let old = ValidationPolicy {
+            missed_deadline_weight: 0,
+            ..p
+        };
+        assert_eq!(standing_bp(&old, missed(5)), 10_000);
     }
 
     #[test]

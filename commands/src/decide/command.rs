@@ -49,6 +49,12 @@ pub enum Command {
     },
     /// Record a session grant the shell made for a node.
     IssueSession(Box<SessionKeyIssued>),
+    /// The timer service saw a request with no verified result still waiting in the queue
+    /// the catalog's `queue_timeout_seconds` after its acceptance (the admission bound).
+    ExpireQueued {
+        request: RequestId,
+        now: DateTime<Utc>,
+    },
     /// The timer service saw a node's heartbeats stop for the catalog's timeout.
     LapseNode {
         node_id: NodeId,
@@ -104,12 +110,6 @@ pub struct Completion {
     pub earlier: Option<Sealed>,
 }
 
-/// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the
-/// field) and whose payload the shell hashed and sealed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submission {
-    pub idempotency_key: Option<String>,
-    pub source: IntakeSource,
 /// What a node signed to say it is up ([`prlx_events::crypto::heartbeat_statement`]), checked
 /// by the shell's `HeartbeatGuard` before the command is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +119,12 @@ pub struct SignedHeartbeat {
     pub signature: Vec<u8>,
 }
 
+/// A submission whose JSON already parsed (the shell rejects malformed bodies, naming the
+/// field) and whose payload the shell hashed and sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub idempotency_key: Option<String>,
+    pub source: IntakeSource,
     pub workload_class: String,
     pub model: String,
     pub hardware_tier: u8,

@@ -10,8 +10,8 @@ use prlx_projections::CoordinatorState;
 use crate::decide::command::Completion;
 use crate::decide::rejection::{internal, Rejection};
 use crate::decide::work::{
-    after_failure, give_up, release_result, review_flags, standing_events, without_peer,
-    HistoryDelta,
+    after_failure, give_up, missed_deadline, release_result, review_flags, standing_events,
+    without_peer, HistoryDelta,
 };
 
 pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejection> {
@@ -45,13 +45,7 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
         if c.now >= *deadline {
             // Late by the time it is recorded at, even if the timer has not fired yet: the
             // dispatch expires now and the result is kept out, as if it came after the timer.
-            let mut events: Vec<Event> = vec![DeadlineExpired {
-                task_id,
-                attempt: c.attempt,
-                node_id: c.node,
-            }
-            .into()];
-            events.extend(after_failure(state, req, c.request, c.earlier));
+            let mut events = missed_deadline(state, req, c.request, c.node, c.attempt, c.earlier);
             events.push(
                 LateResultDiscarded {
                     task_id,
@@ -245,6 +239,7 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
                     events.extend(give_up(
                         state,
                         c.request,
+                        FailureCause::NoMajority,
                         "three replicas returned three different results".into(),
                     ));
                 }

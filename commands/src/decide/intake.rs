@@ -17,6 +17,13 @@ pub(super) fn publish_catalog(c: CatalogPublished) -> Result<Vec<Event>, Rejecti
             "deadline bounds must satisfy 0 < min <= max",
         ));
     }
+    if c.queue_timeout_seconds == 0 {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("queue_timeout_seconds"),
+            "must be at least 1: every request waits in the queue for a moment",
+        ));
+    }
     Ok(vec![c.into()])
 }
 

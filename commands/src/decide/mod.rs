@@ -14,7 +14,8 @@
 //! - `intake`: the catalog, deposits, submissions.
 //! - [`limits`]: length caps on every string from outside that reaches an event.
 //! - `nodes`: registration, heartbeats, lapses, the coordinator's key, session grants.
-//! - `work`: dispatch, deadlines, failure and re-dispatch, release, standing and flags.
+//! - `work`: dispatch, deadlines, the queue's admission bound, failure and re-dispatch,
+//!   release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
 //! - `sampling`: sampling epochs' seeds.
 //! - Staking and reward epochs are in [`crate::settle`].
@@ -61,6 +62,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             now,
             release,
         } => work::expire(state, request, node, attempt, now, release),
+        Command::ExpireQueued { request, now } => work::expire_queued(state, request, now),
         Command::CompleteTask(c) => complete::complete(state, *c),
         Command::CommitSamplingSeed {
             epoch,

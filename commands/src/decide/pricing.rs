@@ -61,6 +61,21 @@ pub fn quote(
             format!("must be 1..={}", m.max_tokens_limit),
         ));
     }
+    // The context holds the prompt and the output together, and a prompt is at least one
+    // token (the coordinator cannot count a sealed prompt's tokens, and any count from its
+    // bytes would be an upper bound, refusing requests that fit): `max_tokens` that leaves no
+    // room for one token of prompt can never run on any node.
+    if m.context_length > 0 && max_tokens >= m.context_length {
+        return Err(Rejection::new(
+            MalformedRequest,
+            Some("max_tokens"),
+            format!(
+                "{model} has a context of {} tokens, prompt and output together: max_tokens must leave room for the prompt (at most {})",
+                m.context_length,
+                m.context_length - 1
+            ),
+        ));
+    }
     task_price(m, priority, max_tokens)
         .ok_or_else(|| Rejection::new(MalformedRequest, Some("max_tokens"), "price overflows"))
 }

@@ -1,12 +1,13 @@
-//! Work in flight: dispatch, deadlines, failure and re-dispatch, releasing a result, and the
-//! standing and flag changes that follow a verdict.
+//! Work in flight: dispatch, deadlines, the queue's admission bound, failure and re-dispatch,
+//! releasing a result, and the standing and flag changes that follow a verdict or a missed
+//! deadline.
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
-use prlx_projections::coordinator::RequestView;
-use prlx_projections::scheduler::next_assignment;
-use prlx_projections::validation::{peer_exists, standing_bp};
+use prlx_projections::coordinator::{RequestStatus, RequestView};
+use prlx_projections::scheduler::{next_assignment, untried_capable};
+use prlx_projections::validation::{peer_exists, removed, standing_bp, History};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Dispatch;
@@ -47,11 +48,17 @@ pub(super) fn dispatch(state: &CoordinatorState, d: Dispatch) -> Result<Vec<Even
 }
 
 /// Events that end a request that will not be served: the failure and the full refund.
-pub(super) fn give_up(state: &CoordinatorState, request: RequestId, reason: String) -> Vec<Event> {
+pub(super) fn give_up(
+    state: &CoordinatorState,
+    request: RequestId,
+    cause: FailureCause,
+    reason: String,
+) -> Vec<Event> {
     let req = &state.requests[&request];
     let mut events: Vec<Event> = vec![RequestFailed {
         request_id: request,
         reason,
+        cause: Some(cause),
     }
     .into()];
     if req.reserved > 0 {
@@ -92,20 +99,84 @@ pub(super) fn expire(
             ))
         }
     }
-    let task_id = TaskId::whole(request);
+    Ok(missed_deadline(state, req, request, node, attempt, release))
+}
+
+/// A dispatch whose deadline passed: `DeadlineExpired`, the node's standing lowered by the
+/// miss, then what follows a failed dispatch.
+pub(super) fn missed_deadline(
+    state: &CoordinatorState,
+    req: &RequestView,
+    request: RequestId,
+    node: NodeId,
+    attempt: u32,
+    release: Option<Sealed>,
+) -> Vec<Event> {
     let mut events: Vec<Event> = vec![DeadlineExpired {
-        task_id,
+        task_id: TaskId::whole(request),
         attempt,
         node_id: node,
     }
     .into()];
+    if let Some(n) = state.nodes.get(&node) {
+        let history = History {
+            missed: n.missed + 1,
+            ..n.history()
+        };
+        events.extend(standing_moved(state, node, history));
+    }
     events.extend(after_failure(state, req, request, release));
-    Ok(events)
+    events
+}
+
+/// The timer service saw request `request` still in the queue, with no verified result,
+/// the catalog's `queue_timeout_seconds` after it was accepted: it fails, refunded in full.
+pub(super) fn expire_queued(
+    state: &CoordinatorState,
+    request: RequestId,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let req = state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let Some(due) = state.queue_deadline(request) else {
+        return Ok(vec![]); // dispatched, validating or settled since: nothing to do
+    };
+    if req.status != RequestStatus::Accepted {
+        return Ok(vec![]);
+    }
+    if now < due {
+        return Err(internal(
+            "now",
+            format!("request {request} may wait in the queue until {due}, not timed out at {now}"),
+        ));
+    }
+    let why = if untried_capable(state, req, None) {
+        "every node that could take it stayed busy"
+    } else if req.tried.is_empty() {
+        "no node serves it"
+    } else {
+        "no node that has not tried it serves it"
+    };
+    Ok(give_up(
+        state,
+        request,
+        FailureCause::QueueTimeout,
+        format!(
+            "still queued {} s after its acceptance (the catalog's queue_timeout_seconds): {why} ({} at tier {}+, in the pool, not draining, not lapsed)",
+            state.queue_timeout().num_seconds(),
+            req.model,
+            req.hardware_tier
+        ),
+    ))
 }
 
 /// What follows a failed dispatch (expired, or a result that did not check). Before a
-/// verified result: give up after `max_attempts` failures. While validating: resolve with
-/// what is in hand if no untried peer of the class is left, else the fold re-queues.
+/// verified result: give up after `max_attempts` failures, or at once when no node that has
+/// not tried the request could ever take it (waiting would be for nothing); else the fold
+/// re-queues. While validating: resolve with what is in hand if no untried peer of the class
+/// is left, else the fold re-queues.
 pub(super) fn after_failure(
     state: &CoordinatorState,
     req: &RequestView,
@@ -117,7 +188,19 @@ pub(super) fn after_failure(
             return give_up(
                 state,
                 request,
+                FailureCause::AttemptsExhausted,
                 format!("no valid result after {} dispatch attempts", req.attempts),
+            );
+        }
+        if !untried_capable(state, req, None) {
+            return give_up(
+                state,
+                request,
+                FailureCause::NoCapableNode,
+                format!(
+                    "no valid result after {} dispatch attempt(s), and no node that has not tried it serves {} at tier {}+ (in the pool, not draining, not lapsed)",
+                    req.attempts, req.model, req.hardware_tier
+                ),
             );
         }
         return vec![];
@@ -177,6 +260,7 @@ pub(super) fn without_peer(
             events.extend(give_up(
                 state,
                 request,
+                FailureCause::NoMajority,
                 "replicas disagree and no majority can be formed".into(),
             ));
             events
@@ -224,8 +308,9 @@ pub(super) fn release_result(
 /// How a node's validation history moves in one decision: (valid, invalid, disagreements).
 pub(super) type HistoryDelta = (u64, u64, u64);
 
-/// `StandingChanged` for a node whose history moves by `delta`, and its removal from the
-/// pool when standing falls under the floor. Stake is untouched: standing never seizes.
+/// `StandingChanged` for a node whose validation history moves by `delta`, and its removal
+/// from the pool when standing falls under the floor. Stake is untouched: standing never
+/// seizes.
 pub(super) fn standing_events(
     state: &CoordinatorState,
     node: NodeId,
@@ -234,27 +319,52 @@ pub(super) fn standing_events(
     let Some(n) = state.nodes.get(&node) else {
         return vec![];
     };
+    let history = History {
+        valid: n.valid + delta.0,
+        invalid: n.invalid + delta.1,
+        disagreements: n.disagreements + delta.2,
+        missed: n.missed,
+    };
+    standing_moved(state, node, history)
+}
+
+/// `StandingChanged` for a node whose history is now `history`, and its removal from the pool
+/// when that calls for it (missed deadlines lower standing but never remove).
+fn standing_moved(state: &CoordinatorState, node: NodeId, history: History) -> Vec<Event> {
+    let Some(n) = state.nodes.get(&node) else {
+        return vec![];
+    };
     let policy = state.validation_policy();
-    let (valid, invalid, disagreements) = (
-        n.valid + delta.0,
-        n.invalid + delta.1,
-        n.disagreements + delta.2,
-    );
-    let bp = standing_bp(&policy, valid, invalid, disagreements);
+    let History {
+        valid,
+        invalid,
+        disagreements,
+        missed,
+    } = history;
+    let bp = standing_bp(&policy, history);
     let mut events: Vec<Event> = vec![StandingChanged {
         node_id: node,
         valid,
         invalid,
         disagreements,
+        missed_deadlines: Some(missed),
         standing_bp: bp,
     }
     .into()];
-    if bp < policy.removal_below_bp && n.in_pool {
+    if removed(&policy, history) && n.in_pool {
+        // Judged without the misses (see `removed`).
+        let judged = standing_bp(
+            &policy,
+            History {
+                missed: 0,
+                ..history
+            },
+        );
         events.push(
             NodeRemovedFromPool {
                 node_id: node,
                 reason: format!(
-                    "standing {bp} bp is below {} bp (valid {valid}, invalid {invalid}, disagreements {disagreements})",
+                    "standing {judged} bp is below {} bp (valid {valid}, invalid {invalid}, disagreements {disagreements})",
                     policy.removal_below_bp
                 ),
             }

@@ -1,5 +1,8 @@
 //! What the shell owes the log after a change, at time `now`: the coordinator's key, session
-//! grants for new nodes, sampling epochs, expired deadlines and lapsed nodes, and dispatches.
+//! grants for new nodes, sampling epochs, expired deadlines, lapsed nodes, requests past the
+//! queue's admission bound, and dispatches.
+
+use std::collections::BTreeSet;
 
 use prlx_events::event::Sealed;
 use prlx_events::Hash32;
@@ -20,9 +23,17 @@ use super::{Coordinator, ShellError, SESSION_EPOCH};
 use crate::encoder::AppendFuture;
 
 impl Coordinator {
-    /// The earliest deadline of a running dispatch, for the timer service.
+    /// The earliest time the timer service has something to do: a running dispatch's
+    /// deadline, or a queued request's admission bound.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.fold.state.sched.deadlines.first().map(|(at, _)| *at)
+        let state = &self.fold.state;
+        let dispatch = state.sched.deadlines.first().map(|(at, _)| *at);
+        let queue = state
+            .sched
+            .waiting
+            .first()
+            .map(|(accepted, _)| *accepted + state.queue_timeout());
+        dispatch.into_iter().chain(queue).min()
     }
 
     /// Everything the shell owes the log after a change, at time `now`: the coordinator's key,
@@ -107,16 +118,8 @@ impl Coordinator {
                 }
             }
         }
-        let timeout = self.fold.state.node_timeout();
-        let silent: Vec<NodeId> = self
-            .fold
-            .state
-            .sched
-            .heartbeats
-            .iter()
-            .take_while(|(at, _)| *at + timeout <= now)
-            .map(|(_, node)| *node)
-            .collect();
+        let state = &self.fold.state;
+        let silent = past_due(&state.sched.heartbeats, state.node_timeout(), now);
         for node_id in silent {
             stage(self, Command::LapseNode { node_id, now })?;
         }
@@ -144,6 +147,13 @@ impl Coordinator {
                     release,
                 },
             )?;
+        }
+        // After the expiries, so a request they re-queued past its bound fails before it
+        // could be dispatched again.
+        let state = &self.fold.state;
+        let stale = past_due(&state.sched.waiting, state.queue_timeout(), now);
+        for request in stale {
+            stage(self, Command::ExpireQueued { request, now })?;
         }
         for command in crate::settle::due_settlements(&self.fold.state, now) {
             stage(self, Command::Settlement(command))?;
@@ -290,6 +300,20 @@ impl Coordinator {
             &json,
         ))))
     }
+}
+
+/// The ids in a timer index of `(since, id)` whose `since + after` has passed at `now`, in
+/// index order.
+fn past_due<T: Copy>(
+    index: &BTreeSet<(DateTime<Utc>, T)>,
+    after: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Vec<T> {
+    index
+        .iter()
+        .take_while(|(since, _)| *since + after <= now)
+        .map(|(_, id)| *id)
+        .collect()
 }
 
 fn session_aad(node: NodeId, epoch: u64) -> Vec<u8> {

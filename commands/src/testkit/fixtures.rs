@@ -34,7 +34,7 @@ pub fn node(n: u8) -> NodeId {
 }
 
 /// A model `name` with the file `sha256`: any tier runs it, a request costs 10 plus 1 a
-/// token, of at most 100 tokens.
+/// token, of at most 100 tokens, in a context of 4096 tokens.
 pub fn model(name: &str, sha256: Hash32) -> CatalogModel {
     CatalogModel {
         model: name.into(),
@@ -43,12 +43,14 @@ pub fn model(name: &str, sha256: Hash32) -> CatalogModel {
         base_price: 10,
         per_token_price: 1,
         max_tokens_limit: 100,
+        context_length: 4096,
     }
 }
 
 /// A catalog of `models`: tiers 1 to 5, deadlines of 1 to 600 s, and for the rest what a
 /// catalog file that names none of it gets (reputation weighs 100%, 3 attempts, the default
-/// validation policy, nodes lapse after 30 s without a heartbeat).
+/// validation policy, nodes lapse after 30 s without a heartbeat, a request waits in the
+/// queue at most 600 s after its acceptance).
 pub fn catalog(models: Vec<CatalogModel>) -> CatalogPublished {
     CatalogPublished {
         models,
@@ -59,6 +61,7 @@ pub fn catalog(models: Vec<CatalogModel>) -> CatalogPublished {
         max_attempts: 3,
         validation: Default::default(),
         node_timeout_seconds: 30,
+        queue_timeout_seconds: 600,
     }
 }
 

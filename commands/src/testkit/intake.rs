@@ -9,7 +9,8 @@ use prlx_events::crypto::public_key_pem;
 use prlx_events::Hash32;
 use serde_json::{json, Value};
 
-/// One model, min tier 2 of 4, price `100 + 3 * max_tokens`, at most 64 tokens.
+/// One model, min tier 2 of 4, price `100 + 3 * max_tokens`, at most 64 tokens, in its
+/// context of 8192 (SmolLM2-135M's).
 pub const CATALOG: &str = r#"{
     "models": [{
         "model": "oss-chat-v1",
@@ -17,7 +18,8 @@ pub const CATALOG: &str = r#"{
         "min_tier": 2,
         "base_price": 100,
         "per_token_price": 3,
-        "max_tokens_limit": 64
+        "max_tokens_limit": 64,
+        "context_length": 8192
     }],
     "max_tier": 4,
     "min_deadline_seconds": 5,

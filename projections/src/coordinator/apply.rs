@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
+use prlx_events::event::*;
 use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
@@ -10,7 +12,7 @@ use crate::coordinator::views::{
     Account, Assignment, NodeView, RequestStatus, RequestView, ReturnedResult, VerifiedResult,
 };
 use crate::fold::{FoldError, Projection};
-use crate::scheduler::choose::choose_node;
+use crate::scheduler::choose::{choose_node, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::scheduler::queue::QueueEntry;
 use crate::validation::{compare, standing_bp, Comparison};
@@ -36,7 +38,8 @@ impl CoordinatorState {
         Ok(())
     }
 
-    /// Puts a request (back) in its queue.
+    /// Puts a request (back) in its queue; one with no verified result also in the timer
+    /// service's index of the admission bound.
     pub(super) fn enqueue(&mut self, id: RequestId) {
         let req = self.requests.get_mut(&id).expect("caller checked");
         let entry = QueueEntry::new(
@@ -45,6 +48,9 @@ impl CoordinatorState {
             id,
         );
         req.queued = Some(entry.clone());
+        if req.results.is_empty() {
+            self.sched.waiting.insert((req.accepted_at, id));
+        }
         self.sched.enqueue(req, entry);
     }
 
@@ -101,8 +107,50 @@ impl CoordinatorState {
         let req = self.requests.get_mut(&id).expect("caller checked");
         if let Some(entry) = req.queued.take() {
             let (model, tier) = (req.model.clone(), req.hardware_tier);
+            self.sched.waiting.remove(&(req.accepted_at, id));
             self.sched.dequeue(&model, tier, &entry);
         }
+    }
+
+    /// Re-derives what a `RequestFailed` says caused it, from the state it is recorded in.
+    fn check_failure(
+        &self,
+        env: &Envelope,
+        f: &RequestFailed,
+        at: DateTime<Utc>,
+    ) -> Result<(), FoldError> {
+        let req = &self.requests[&f.request_id];
+        let derived = match f.cause {
+            // Records from before causes were written; a verdict without majority is
+            // re-derived where it is recorded (`ValidationResolved`).
+            None | Some(FailureCause::NoMajority) => return Ok(()),
+            Some(FailureCause::AttemptsExhausted) => {
+                req.results.is_empty() && req.failures >= self.max_attempts()
+            }
+            Some(FailureCause::NoCapableNode) => {
+                req.results.is_empty() && req.failures > 0 && !untried_capable(self, req, None)
+            }
+            Some(FailureCause::QueueTimeout) => self
+                .queue_deadline(f.request_id)
+                .is_some_and(|due| at >= due),
+        };
+        if derived {
+            return Ok(());
+        }
+        Err(FoldError::new(
+            env,
+            format!(
+                "cause: recorded {:?} at {at}, but the request has {} failed dispatch(es) of {} allowed, {} verified result(s), an untried capable node: {}, queued: {}, accepted at {} (queue timeout {} s)",
+                f.cause,
+                req.failures,
+                self.max_attempts(),
+                req.results.len(),
+                untried_capable(self, req, None),
+                req.queued.is_some(),
+                req.accepted_at,
+                self.queue_timeout().num_seconds()
+            ),
+        ))
     }
 
     pub(super) fn request_mut(
@@ -156,7 +204,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 4;
+    const FOLD_VERSION: u32 = 5;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
@@ -329,7 +377,11 @@ impl Projection for CoordinatorState {
                         ),
                     ));
                 }
-                req.status = RequestStatus::Failed;
+                self.check_failure(env, r, at)?;
+                self.requests
+                    .get_mut(&r.request_id)
+                    .expect("checked")
+                    .status = RequestStatus::Failed;
                 self.dequeue(r.request_id);
             }
             Event::RequestScheduled(e) => {
@@ -364,6 +416,7 @@ impl Projection for CoordinatorState {
                 req.attempts += 1;
                 req.tried.insert(e.node_id);
                 let (model, tier) = (req.model.clone(), req.hardware_tier);
+                self.sched.waiting.remove(&(req.accepted_at, e.task_id.request));
                 self.sched.dequeue(&model, tier, &entry);
                 self.update_node(env, e.node_id, |n| n.busy += 1)?;
             }
@@ -394,6 +447,7 @@ impl Projection for CoordinatorState {
             }
             Event::DeadlineExpired(d) => {
                 self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
+                self.node_mut(env, d.node_id)?.missed += 1;
                 self.after_failed_dispatch(d.task_id.request);
             }
             Event::ResultSubmitted(r) => {
@@ -459,13 +513,16 @@ impl Projection for CoordinatorState {
             Event::StandingChanged(s) => {
                 let policy = self.validation_policy();
                 let node = self.node_mut(env, s.node_id)?;
-                let derived = standing_bp(&policy, node.valid, node.invalid, node.disagreements);
-                let recorded = (s.valid, s.invalid, s.disagreements, s.standing_bp);
-                let expected = (node.valid, node.invalid, node.disagreements, derived);
+                let derived = standing_bp(&policy, node.history());
+                // Records from before missed deadlines counted do not carry the count; their
+                // catalogs weigh misses 0 (upcast), so the standing still checks.
+                let missed = s.missed_deadlines.unwrap_or(node.missed);
+                let recorded = (s.valid, s.invalid, s.disagreements, missed, s.standing_bp);
+                let expected = (node.valid, node.invalid, node.disagreements, node.missed, derived);
                 if recorded != expected {
                     return Err(FoldError::new(
                         env,
-                        format!("standing: recorded (valid, invalid, disagreements, bp) {recorded:?}, the history gives {expected:?}"),
+                        format!("standing: recorded (valid, invalid, disagreements, missed_deadlines, bp) {recorded:?}, the history gives {expected:?}"),
                     ));
                 }
                 self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?
@@ -498,6 +555,7 @@ impl Projection for CoordinatorState {
                     valid: 0,
                     invalid: 0,
                     disagreements: 0,
+                    missed: 0,
                 };
                 self.sched.index(
                     &view,

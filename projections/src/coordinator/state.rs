@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::coordinator::views::{
     Account, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
+    DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
 };
 use crate::scheduler::index::Scheduler;
 use crate::settlement::Settlement;
@@ -72,6 +72,23 @@ impl CoordinatorState {
                 .as_ref()
                 .map_or(DEFAULT_NODE_TIMEOUT_SECONDS, |c| c.node_timeout_seconds),
         ))
+    }
+
+    /// The admission bound: how long after its acceptance a request with no verified result
+    /// may still be waiting in the queue.
+    pub fn queue_timeout(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(
+            self.catalog
+                .as_ref()
+                .map_or(DEFAULT_QUEUE_TIMEOUT_SECONDS, |c| c.queue_timeout_seconds),
+        ))
+    }
+
+    /// When request `id` times out of the queue, if it waits there with no verified result.
+    pub fn queue_deadline(&self, id: RequestId) -> Option<DateTime<Utc>> {
+        let req = self.requests.get(&id)?;
+        (req.queued.is_some() && req.results.is_empty())
+            .then(|| req.accepted_at + self.queue_timeout())
     }
 
     pub fn max_attempts(&self) -> u32 {

@@ -16,6 +16,9 @@ pub const DEFAULT_REPUTATION_WEIGHT_PCT: u32 = 100;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Heartbeat silence after which a node lapses, when no catalog is published.
 pub const DEFAULT_NODE_TIMEOUT_SECONDS: u32 = 30;
+/// How long after acceptance a request may still wait in the queue, when no catalog is
+/// published (the catalog's own default is the same).
+pub const DEFAULT_QUEUE_TIMEOUT_SECONDS: u32 = 600;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -131,9 +134,22 @@ pub struct NodeView {
     pub valid: u64,
     pub invalid: u64,
     pub disagreements: u64,
+    /// Dispatches of its whose deadline passed (`DeadlineExpired`).
+    #[serde(default)]
+    pub missed: u64,
 }
 
 impl NodeView {
+    /// What its standing is computed from.
+    pub fn history(&self) -> History {
+        History {
+            valid: self.valid,
+            invalid: self.invalid,
+            disagreements: self.disagreements,
+            missed: self.missed,
+        }
+    }
+
     pub fn free_slots(&self) -> u32 {
         self.slots.saturating_sub(self.busy)
     }
@@ -147,6 +163,16 @@ impl NodeView {
     pub fn available(&self) -> bool {
         self.in_pool && !self.draining && !self.lapsed
     }
+}
+
+/// A node's record as standing counts it: results a replica confirmed, results proven bad,
+/// comparisons with no majority it was party to, deadlines it missed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    pub valid: u64,
+    pub invalid: u64,
+    pub disagreements: u64,
+    pub missed: u64,
 }
 
 /// A result whose commitment checked, kept until the request's validation resolves.

@@ -40,6 +40,10 @@ pub struct Scheduler {
     /// Nodes not lapsed, by last heartbeat: the timer service lapses them from the front.
     #[serde(default)]
     pub heartbeats: BTreeSet<(DateTime<Utc>, NodeId)>,
+    /// Queued requests with no verified result, by acceptance time: the timer service fails
+    /// them from the front once the catalog's `queue_timeout_seconds` has passed.
+    #[serde(default)]
+    pub waiting: BTreeSet<(DateTime<Utc>, RequestId)>,
 }
 
 /// A scheduling decision and its reasons.

@@ -20,12 +20,13 @@
 //! - `queue`: [`QueueEntry`], a request's place in its queue.
 //! - `index`: the [`Scheduler`] (queues, free-capacity index, deadlines, heartbeats) and
 //!   [`Choice`], a decision with its reasons.
-//! - `choose`: [`choose_node`] and [`next_assignment`], the decision itself.
+//! - `choose`: [`choose_node`] and [`next_assignment`], the decision itself, and
+//!   [`untried_capable`], whether a request can still be placed at all.
 
 pub(crate) mod choose;
 pub(crate) mod index;
 pub(crate) mod queue;
 
-pub use self::choose::{choose_node, next_assignment};
+pub use self::choose::{choose_node, next_assignment, untried_capable};
 pub use self::index::{Choice, Scheduler, SlotKey, RANKED_REASONS};
 pub use self::queue::QueueEntry;

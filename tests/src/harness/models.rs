@@ -24,8 +24,9 @@ pub fn tiny_sha() -> String {
 }
 
 /// A catalog file (`serve --catalog`) offering each of `models` with the tiny model's file:
-/// tier 1 up, `10 + 1 per token` of up to 4096, tiers to 5, deadlines from
-/// `min_deadline_seconds` to an hour, 3 attempts.
+/// tier 1 up, `10 + 1 per token` of up to 4096, in the tiny model's context of 4096 tokens
+/// (so at most 4095 of output), tiers to 5, deadlines from `min_deadline_seconds` to an
+/// hour, 3 attempts.
 pub fn tiny_catalog(models: &[&str], min_deadline_seconds: u32) -> Value {
     let sha = tiny_sha();
     let models: Vec<Value> = models
@@ -33,7 +34,7 @@ pub fn tiny_catalog(models: &[&str], min_deadline_seconds: u32) -> Value {
         .map(|name| {
             json!({
                 "model": name, "sha256": sha, "min_tier": 1, "base_price": 10,
-                "per_token_price": 1, "max_tokens_limit": 4096
+                "per_token_price": 1, "max_tokens_limit": 4096, "context_length": 4096
             })
         })
         .collect();
