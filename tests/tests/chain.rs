@@ -312,3 +312,87 @@ async fn a_forged_heartbeat_signature_is_caught_at_its_record() {
         report.to_text()
     );
 }
+
+/// `records` with the signature of the first record of `event_type` replaced by `forge` of
+/// it, and the chain relinked (so only the signature can tell). Answers the record's offset.
+fn forge_signature(
+    records: &[Vec<u8>],
+    event_type: &str,
+    forge: impl FnOnce(&mut Event),
+) -> (Vec<Vec<u8>>, usize) {
+    let at = records
+        .iter()
+        .position(|r| type_of(r) == event_type)
+        .unwrap();
+    let mut env = Envelope::decode(&records[at]).unwrap();
+    forge(&mut env.event);
+    let mut forged = records.to_vec();
+    forged[at] = env.encode();
+    (relink(&forged), at)
+}
+
+#[tokio::test]
+async fn a_verified_result_without_the_node_s_signature_and_a_forged_grant_are_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let records = golden_chained().await;
+    // The first result's signature replaced: the commitment that accepts it is the lie.
+    let (forged, result_at) = forge_signature(&records, "ResultSubmitted", |e| {
+        if let Event::ResultSubmitted(r) = e {
+            r.signature.0[7] ^= 0x10;
+        }
+    });
+    let verified_at = (result_at..records.len())
+        .find(|&i| type_of(&records[i]) == "CommitmentVerified")
+        .unwrap();
+    let report = audit_records(&dir, &forged).await;
+    let d = report.divergence.as_ref().expect("caught");
+    assert_eq!(
+        (d.offset, d.kind, d.event_type.as_deref()),
+        (
+            verified_at as u64,
+            DivergenceKind::BadEvidence,
+            Some("CommitmentVerified")
+        ),
+        "{}",
+        report.to_text()
+    );
+    assert!(
+        d.message
+            .contains(&format!("the result at offset {result_at}")),
+        "{}",
+        d.message
+    );
+    // A session grant the coordinator's published key did not sign.
+    let (forged, grant_at) = forge_signature(&records, "SessionKeyIssued", |e| {
+        if let Event::SessionKeyIssued(g) = e {
+            g.signature.0[0] ^= 0x01;
+        }
+    });
+    let report = audit_records(&dir, &forged).await;
+    let d = report.divergence.as_ref().expect("caught");
+    assert_eq!(
+        (d.offset, d.kind, d.field.as_deref()),
+        (
+            grant_at as u64,
+            DivergenceKind::BadEvidence,
+            Some("signature")
+        ),
+        "{}",
+        report.to_text()
+    );
+    // The clean golden log: every result, grant and signed heartbeat verified, none unsigned
+    // but the heartbeats written before heartbeats kept their evidence.
+    let report = audit_records(&dir, &records).await;
+    let count = |t: &str| records.iter().filter(|r| type_of(r) == t).count() as u64;
+    assert_eq!(
+        report.evidence.signatures_verified,
+        count("ResultSubmitted") + count("SessionKeyIssued"),
+        "{:?}",
+        report.evidence
+    );
+    assert_eq!(
+        report.evidence.unverified_heartbeats,
+        count("NodeHeartbeat")
+    );
+}
