@@ -10,6 +10,9 @@
 //! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
+//! - [`sim`]: the deterministic simulation of the core: seeded submissions, deposits,
+//!   heartbeats, honest, wrong, late, silent and replayed reports and the timers, with the
+//!   money and liveness invariants checked as it goes.
 //! - [`tamper`]: consistent rewrites of a file log (records removed, inserted, swapped and
 //!   everything renumbered to match), for the auditor's negative tests and golden logs.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
@@ -20,5 +23,6 @@ pub mod harness;
 pub mod intake;
 pub mod kafka;
 pub mod sabotage;
+pub mod sim;
 pub mod tamper;
 pub mod torture;

@@ -1,0 +1,638 @@
+//! Deterministic simulation of the coordinator core: a seeded generator of submissions,
+//! deposits, heartbeats, honest, wrong, late, silent and replayed reports, the timers
+//! (deadlines, lapses, the queue's admission bound, sampling epochs, reward epochs) and time
+//! passing, driving the real `decide` and fold step after step, with the invariants checked
+//! as it goes and the auditor's verdict at the end.
+//!
+//! Only the outside is simulated: the shell's I/O (the log writer, keys, sealing) is replaced
+//! by stamping each decided batch with the simulated clock, as the shell stamps it with the
+//! wall clock. Registration skips `decide` (it needs a real RSA key per node, a second each;
+//! the sabotage simulation does the same). Everything random derives from the seed through
+//! xorshift, so a failing seed replays exactly.
+//!
+//! Invariants:
+//! - every event the core decides folds (the fold re-derives scheduling, verdicts, standing,
+//!   settlement: a disagreement is a failure);
+//! - credits are conserved: what accounts hold is what was deposited minus what was charged,
+//!   no account reserves more than it holds, and accounts reserve exactly what open requests
+//!   hold;
+//! - a finished request holds nothing: completed ones are charged their price, failed ones
+//!   refunded in full;
+//! - a snapshot restores to the same state, and a full re-fold of the log gives it too;
+//! - after the drain (no new work, time runs on), every accepted request has ended.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use prlx_commands::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
+use prlx_commands::settle::due_settlements;
+use prlx_commands::testkit::fixtures::{catalog, model, registration, submission};
+use prlx_events::event::*;
+use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
+use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::scheduler::next_assignment;
+use prlx_projections::snapshot::Snapshot;
+use prlx_projections::{CoordinatorState, Fold};
+
+/// One run's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct SimParams {
+    pub seed: u64,
+    /// Generator steps before the drain.
+    pub steps: u64,
+    pub nodes: u32,
+}
+
+/// What a run did, for the test to look at and print.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub events: u64,
+    pub requests: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Commands the core refused (malformed or hostile ones are generated on purpose).
+    pub refused: u64,
+    pub dispatches: u64,
+    pub late_reports: u64,
+    pub replayed_reports: u64,
+}
+
+/// How a simulated node behaves for the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Takes work and never answers.
+    Silent,
+    /// Answers after the deadline.
+    Late,
+    /// Answers with a wrong result now and then.
+    Wrong,
+    /// Answers with a result whose commitment does not check.
+    BadCommitment,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn h(parts: &[&[u8]]) -> Hash32 {
+    Hash32::of(&parts.concat())
+}
+
+/// The core, stamped with the simulated clock and folded as the shell would.
+struct Core {
+    fold: Fold<CoordinatorState>,
+    log: Vec<Envelope>,
+    now: DateTime<Utc>,
+    deposited: u64,
+    charged: u64,
+}
+
+impl Core {
+    fn apply(&mut self, events: Vec<Event>) -> Result<(), String> {
+        for event in events {
+            match &event {
+                Event::CreditsDeposited(d) => self.deposited += d.amount,
+                Event::CreditsCharged(c) => self.charged += c.amount,
+                _ => {}
+            }
+            let seq = self.log.len() as u64;
+            let env = Envelope::new(
+                Header {
+                    event_id: uuid::Uuid::from_u128(u128::from(seq) + 1),
+                    recorded_at: self.now,
+                    producer: "sim".into(),
+                    sequence: seq,
+                    correlation_id: None,
+                    causation_id: None,
+                    prev: None,
+                },
+                event,
+            );
+            self.fold
+                .feed(seq, &env)
+                .map_err(|e| format!("the core's own event does not fold: {e}"))?;
+            self.log.push(env);
+        }
+        Ok(())
+    }
+
+    /// Decides and applies; a refusal is an answer, not a failure.
+    fn run(&mut self, command: Command) -> Result<Result<(), Rejection>, String> {
+        match decide(&self.fold.state, command) {
+            Ok(events) => self.apply(events).map(Ok),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+}
+
+/// Runs one seed and returns what it did and the log it wrote (for the auditor); `Err` names
+/// the seed, the step and the invariant that broke.
+pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
+    let mut rng = Rng(p.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut core = Core {
+        fold: Fold::default(),
+        log: Vec::new(),
+        now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        deposited: 0,
+        charged: 0,
+    };
+    let mut report = SimReport::default();
+    let models = ["m1", "m2"];
+    core.run(Command::PublishCatalog(CatalogPublished {
+        max_tier: 3,
+        max_deadline_seconds: 60,
+        queue_timeout_seconds: 300,
+        validation: ValidationPolicy {
+            sampling_bp: 2_000,
+            epoch_seconds: 600,
+            ..Default::default()
+        },
+        ..catalog(
+            models
+                .iter()
+                .map(|m| CatalogModel {
+                    max_tokens_limit: 100,
+                    ..model(m, h(&[m.as_bytes()]))
+                })
+                .collect(),
+        )
+    }))?
+    .map_err(|r| format!("catalog refused: {r}"))?;
+    core.run(Command::Settlement(
+        prlx_commands::settle::SettlementCommand::PublishPolicy(RewardPolicyPublished {
+            epoch_seconds: 600,
+            uptime_slot_seconds: 60,
+            ..Default::default()
+        }),
+    ))?
+    .map_err(|r| format!("reward policy refused: {r}"))?;
+
+    let mut behaviour: BTreeMap<NodeId, Behaviour> = BTreeMap::new();
+    let kinds = [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Silent,
+        Behaviour::Late,
+        Behaviour::Wrong,
+        Behaviour::BadCommitment,
+    ];
+    let nodes: Vec<Event> = (0..p.nodes)
+        .map(|i| {
+            let id = NodeId(h(&[b"sim-node", &p.seed.to_be_bytes(), &i.to_be_bytes()]));
+            // Every kind is present in every run; which node gets which is the seed's.
+            behaviour.insert(id, kinds[i as usize % kinds.len()]);
+            NodeRegistered {
+                hardware_tier: 1 + rng.below(3) as u8,
+                models: if rng.chance(70) {
+                    vec!["m1".into(), "m2".into()]
+                } else {
+                    vec![models[rng.below(2) as usize].into()]
+                },
+                slots: 1 + rng.below(3) as u32,
+                stake: 100 + rng.below(10_000),
+                execution_class: ExecutionClass {
+                    device: "sim".into(),
+                    driver: "-".into(),
+                    runtime: "-".into(),
+                },
+                ..registration(id, String::new())
+            }
+            .into()
+        })
+        .collect();
+    core.apply(nodes)?;
+    let accounts = [AccountId("rich".into()), AccountId("poor".into())];
+    let mut epoch_seed = (
+        1u64,
+        h(&[b"seed", &p.seed.to_be_bytes(), &1u64.to_be_bytes()]),
+    );
+    core.run(Command::CommitSamplingSeed {
+        epoch: 1,
+        seed_hash: Hash32::of(&epoch_seed.1 .0),
+        sealed_seed: Sealed(Vec::new()),
+    })?
+    .map_err(|r| format!("seed refused: {r}"))?;
+    let honest = |r: RequestId| h(&[b"honest", &r.0.to_be_bytes()]);
+
+    let mut tx = 0u64;
+    for step in 0..p.steps {
+        let at = |e: String| format!("seed {} step {step}: {e}", p.seed);
+        match rng.below(100) {
+            0..=29 => {
+                let account = accounts[rng.below(2) as usize].clone();
+                let model = ["m1", "m2", "m2", "nope"][rng.below(4) as usize];
+                let payload = step.to_be_bytes();
+                let mut s = Submission {
+                    source: IntakeSource::Local,
+                    credit_account: account,
+                    hardware_tier: 1 + rng.below(4) as u8,
+                    max_tokens: 1 + rng.below(120) as u32,
+                    deadline_seconds: 1 + rng.below(70) as u32,
+                    priority: [Priority::Low, Priority::Standard, Priority::High]
+                        [rng.below(3) as usize],
+                    idempotency_key: rng.chance(30).then(|| format!("k{}", rng.below(50))),
+                    ..submission(model, &payload)
+                };
+                if rng.chance(3) {
+                    s.computed_payload_hash = Hash32([0; 32]);
+                }
+                match core.run(Command::SubmitRequest(Box::new(s))).map_err(at)? {
+                    Ok(()) => {}
+                    Err(_) => report.refused += 1,
+                }
+            }
+            30..=34 => {
+                // Some references repeat: a repeated deposit credits once.
+                tx += u64::from(rng.chance(80));
+                let account = accounts[usize::from(rng.chance(20))].clone();
+                let amount = rng.below(50_000);
+                let outcome = core
+                    .run(Command::DepositCredits {
+                        account,
+                        tx_ref: format!("0x{tx}"),
+                        amount,
+                    })
+                    .map_err(at)?;
+                report.refused += u64::from(outcome.is_err());
+            }
+            35..=54 => {
+                core.now += chrono::Duration::milliseconds(rng.below(4_000) as i64);
+                // A late node's report can arrive before the timer has noticed the deadline.
+                if rng.chance(50) {
+                    report_one(
+                        &mut core,
+                        &mut rng,
+                        &behaviour,
+                        true,
+                        epoch_seed.1,
+                        &mut report,
+                    )
+                    .map_err(at)?;
+                }
+            }
+            55..=84 => {
+                report_one(
+                    &mut core,
+                    &mut rng,
+                    &behaviour,
+                    false,
+                    epoch_seed.1,
+                    &mut report,
+                )
+                .map_err(at)?;
+            }
+            85..=89 => {
+                // A report replayed for an attempt that is over.
+                let done: Vec<(RequestId, NodeId, u32)> = core
+                    .fold
+                    .state
+                    .requests
+                    .iter()
+                    .filter(|(_, r)| r.attempts > 0)
+                    .flat_map(|(id, r)| r.tried.iter().map(move |n| (*id, *n, r.attempts - 1)))
+                    .collect();
+                if done.is_empty() {
+                    continue;
+                }
+                let (request, node, attempt) = done[rng.below(done.len() as u64) as usize];
+                report.replayed_reports += 1;
+                let outcome = core
+                    .run(completion(
+                        request,
+                        node,
+                        attempt,
+                        Ok(()),
+                        honest(request),
+                        core.now,
+                        epoch_seed.1,
+                    ))
+                    .map_err(at)?;
+                report.refused += u64::from(outcome.is_err());
+            }
+            _ => {
+                // A heartbeat; silent nodes heartbeat too (they are up, just lying).
+                let ids: Vec<NodeId> = behaviour.keys().copied().collect();
+                let node_id = ids[rng.below(ids.len() as u64) as usize];
+                let outcome = core
+                    .run(Command::Heartbeat {
+                        node_id,
+                        signed: None,
+                    })
+                    .map_err(at)?;
+                report.refused += u64::from(outcome.is_err());
+            }
+        }
+        timers(&mut core, &mut epoch_seed, &mut report).map_err(at)?;
+        check(&core).map_err(at)?;
+        if step % 5_000 == 4_999 {
+            check_replays(&core).map_err(at)?;
+        }
+    }
+
+    // The drain: no new work; time runs on and honest nodes keep answering.
+    for round in 0..2_000 {
+        let open: Vec<(RequestId, NodeId, u32)> = core
+            .fold
+            .state
+            .requests
+            .iter()
+            .filter_map(|(id, r)| {
+                let a = r.running.as_ref()?;
+                Some((*id, a.node, a.attempt))
+            })
+            .collect();
+        for (request, node, attempt) in open {
+            if behaviour[&node] == Behaviour::Honest {
+                core.run(completion(
+                    request,
+                    node,
+                    attempt,
+                    Ok(()),
+                    honest(request),
+                    core.now,
+                    epoch_seed.1,
+                ))
+                .map_err(|e| format!("drain round {round}: {e}"))?
+                .ok();
+            }
+        }
+        core.now += chrono::Duration::seconds(5);
+        for node_id in behaviour.keys().copied().collect::<Vec<_>>() {
+            core.run(Command::Heartbeat {
+                node_id,
+                signed: None,
+            })?
+            .ok();
+        }
+        timers(&mut core, &mut epoch_seed, &mut report)
+            .map_err(|e| format!("drain round {round}: {e}"))?;
+        check(&core).map_err(|e| format!("drain round {round}: {e}"))?;
+        if core
+            .fold
+            .state
+            .requests
+            .values()
+            .all(|r| r.status != RequestStatus::Accepted)
+        {
+            break;
+        }
+    }
+    check_replays(&core)?;
+    let st = &core.fold.state;
+    for (id, r) in &st.requests {
+        match r.status {
+            RequestStatus::Completed => report.completed += 1,
+            RequestStatus::Failed => report.failed += 1,
+            RequestStatus::Accepted => {
+                return Err(format!(
+                    "seed {}: request {id} never ended (queued: {}, running: {:?}, attempts {}, \
+                     failures {}, tried {:?})",
+                    p.seed,
+                    r.queued.is_some(),
+                    r.running,
+                    r.attempts,
+                    r.failures,
+                    r.tried
+                ))
+            }
+        }
+    }
+    report.requests = st.requests.len() as u64;
+    report.events = core.log.len() as u64;
+    Ok((report, core.log))
+}
+
+/// A node reports on one of its running attempts, as its behaviour says; with `late_only`,
+/// only a late node past its deadline does.
+fn report_one(
+    core: &mut Core,
+    rng: &mut Rng,
+    behaviour: &BTreeMap<NodeId, Behaviour>,
+    late_only: bool,
+    seed: Hash32,
+    report: &mut SimReport,
+) -> Result<(), String> {
+    let now = core.now;
+    let running: Vec<(RequestId, NodeId, u32, DateTime<Utc>)> = core
+        .fold
+        .state
+        .requests
+        .iter()
+        .filter_map(|(id, r)| {
+            let a = r.running.as_ref()?;
+            Some((*id, a.node, a.attempt, a.deadline_at?))
+        })
+        .filter(|(_, node, _, deadline)| {
+            !late_only || (behaviour[node] == Behaviour::Late && now >= *deadline)
+        })
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let (request, node, attempt, deadline) = running[rng.below(running.len() as u64) as usize];
+    let late = now >= deadline;
+    let honest = h(&[b"honest", &request.0.to_be_bytes()]);
+    let (commitment, result) = match behaviour[&node] {
+        Behaviour::Silent => return Ok(()),
+        Behaviour::Late if !late => return Ok(()),
+        Behaviour::Honest | Behaviour::Late => (Ok(()), honest),
+        Behaviour::Wrong if rng.chance(50) => (Ok(()), h(&[b"wrong", &[0]])),
+        Behaviour::Wrong => (Ok(()), honest),
+        Behaviour::BadCommitment => (Err("PoE does not match".into()), honest),
+    };
+    report.late_reports += u64::from(late);
+    let outcome = core.run(completion(
+        request, node, attempt, commitment, result, now, seed,
+    ))?;
+    report.refused += u64::from(outcome.is_err());
+    Ok(())
+}
+
+fn completion(
+    request: RequestId,
+    node: NodeId,
+    attempt: u32,
+    commitment: Result<(), String>,
+    result: Hash32,
+    now: DateTime<Utc>,
+    seed: Hash32,
+) -> Command {
+    Command::CompleteTask(Box::new(Completion {
+        request,
+        node,
+        attempt,
+        now,
+        sealed_result: Sealed(Vec::new()),
+        poe: Hash32([0; 32]),
+        signature: Sealed(Vec::new()),
+        token_count: 1,
+        commitment,
+        result_hash: result,
+        sealed_for_client: Sealed(result.0.to_vec()),
+        seed: Some(seed),
+        earlier: None,
+    }))
+}
+
+/// What the shell's housekeeping does at `now`: expire deadlines, lapse silent nodes, end
+/// queued requests past the admission bound, roll sampling epochs, settle reward epochs, and
+/// dispatch what can be placed.
+fn timers(
+    core: &mut Core,
+    epoch_seed: &mut (u64, Hash32),
+    report: &mut SimReport,
+) -> Result<(), String> {
+    let now = core.now;
+    let st = &core.fold.state;
+    let expired: Vec<(RequestId, NodeId, u32, Option<Sealed>)> = st
+        .requests
+        .iter()
+        .filter_map(|(id, r)| {
+            let a = r.running.as_ref()?;
+            (a.deadline_at? <= now).then(|| {
+                let release =
+                    (r.results.len() == 1).then(|| Sealed(r.results[0].result_hash.0.to_vec()));
+                (*id, a.node, a.attempt, release)
+            })
+        })
+        .collect();
+    let lapsed: Vec<NodeId> = st
+        .nodes
+        .iter()
+        .filter(|(_, n)| !n.lapsed && n.last_heartbeat + st.node_timeout() <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    let queued: Vec<RequestId> = st
+        .requests
+        .iter()
+        .filter(|(_, r)| r.queued.is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    for (request, node, attempt, release) in expired {
+        core.run(Command::ExpireDeadline {
+            request,
+            node,
+            attempt,
+            now,
+            release,
+        })?
+        .map_err(|r| format!("the timer's expiry was refused: {r}"))?;
+    }
+    for node_id in lapsed {
+        core.run(Command::LapseNode { node_id, now })?
+            .map_err(|r| format!("the timer's lapse was refused: {r}"))?;
+    }
+    for request in queued {
+        // The core says whether the bound has passed; before it, the command is refused.
+        core.run(Command::ExpireQueued { request, now })?.ok();
+    }
+    let ends = core.fold.state.sampling.current.as_ref().map(|e| e.ends_at);
+    if ends.is_some_and(|at| at <= now) {
+        let (epoch, seed) = *epoch_seed;
+        core.run(Command::RevealSamplingSeed { epoch, seed })?
+            .map_err(|r| format!("the reveal was refused: {r}"))?;
+        let next = (
+            epoch + 1,
+            h(&[b"seed", &seed.0, &(epoch + 1).to_be_bytes()]),
+        );
+        core.run(Command::CommitSamplingSeed {
+            epoch: next.0,
+            seed_hash: Hash32::of(&next.1 .0),
+            sealed_seed: Sealed(Vec::new()),
+        })?
+        .map_err(|r| format!("the next seed was refused: {r}"))?;
+        *epoch_seed = next;
+    }
+    for command in due_settlements(&core.fold.state, now) {
+        core.run(Command::Settlement(command))?
+            .map_err(|r| format!("a due settlement was refused: {r}"))?;
+    }
+    while let Some(choice) = next_assignment(&core.fold.state) {
+        report.dispatches += 1;
+        core.run(Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(Vec::new()),
+            now,
+        })))?
+        .map_err(|r| format!("the scheduler's own choice was refused: {r}"))?;
+    }
+    Ok(())
+}
+
+/// The money invariants, after every step.
+fn check(core: &Core) -> Result<(), String> {
+    let st = &core.fold.state;
+    let held: u64 = st.accounts.values().map(|a| a.balance).sum();
+    if held != core.deposited - core.charged {
+        return Err(format!(
+            "accounts hold {held}, but {} was deposited and {} charged",
+            core.deposited, core.charged
+        ));
+    }
+    let mut reserved_by: BTreeMap<&AccountId, u64> = BTreeMap::new();
+    for (id, r) in &st.requests {
+        match r.status {
+            RequestStatus::Accepted => *reserved_by.entry(&r.account).or_default() += r.reserved,
+            RequestStatus::Completed if r.charged != r.price || r.reserved != 0 => {
+                return Err(format!(
+                    "completed request {id}: price {}, charged {}, still reserved {}",
+                    r.price, r.charged, r.reserved
+                ))
+            }
+            RequestStatus::Failed if r.reserved != 0 || r.charged != 0 => {
+                return Err(format!(
+                    "failed request {id}: charged {}, still reserved {}",
+                    r.charged, r.reserved
+                ))
+            }
+            _ => {}
+        }
+    }
+    for (account, a) in &st.accounts {
+        let open = reserved_by.get(account).copied().unwrap_or(0);
+        if a.reserved != open || a.reserved > a.balance {
+            return Err(format!(
+                "account {account}: balance {}, reserved {}, open requests hold {open}",
+                a.balance, a.reserved
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot restores to the same state, and re-folding the whole log from scratch does too.
+fn check_replays(core: &Core) -> Result<(), String> {
+    let bytes = serde_json::to_vec(&Snapshot::of(&core.fold)).map_err(|e| e.to_string())?;
+    let snap: Snapshot<CoordinatorState> =
+        serde_json::from_slice(&bytes).map_err(|e| format!("snapshot does not read: {e}"))?;
+    if snap.fold.state != core.fold.state {
+        return Err("the snapshot restores to another state".into());
+    }
+    let mut again = Fold::<CoordinatorState>::default();
+    for (offset, env) in core.log.iter().enumerate() {
+        again
+            .feed(offset as u64, env)
+            .map_err(|e| format!("re-folding the log fails: {e}"))?;
+    }
+    if again.state != core.fold.state {
+        return Err("re-folding the log gives another state".into());
+    }
+    Ok(())
+}
