@@ -24,9 +24,7 @@ use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_node::fault::{altered_result, WRONG_RESULT_MARK};
 use prlx_tests::harness::cluster::FileCluster;
 use prlx_tests::harness::keys::{new_key, write_private};
-use prlx_tests::harness::launch::{
-    node_command, node_run_to_exit, NodeLaunch, SESSION_GRANTED, STARTUP,
-};
+use prlx_tests::harness::launch::{node_command, node_run_to_exit, STARTUP};
 use prlx_tests::harness::models::{tiny_catalog, TINY};
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
@@ -97,15 +95,7 @@ impl Cluster {
     /// Starts `prlx-node run` serving the tiny model, with `extra` arguments; returns once it
     /// has its session grant.
     fn node(&self, name: &str, extra: &[&str]) -> (Proc, NodeId) {
-        let key = self.dir.path().join(format!("{name}.pem"));
-        write_private(&key, &new_key());
-        let launch = NodeLaunch {
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            ..self.node_launch(&key)
-        };
-        let (mut proc, id) = launch.spawn(name);
-        proc.wait_line(SESSION_GRANTED, STARTUP);
-        (proc, id)
+        self.spawn_node(name, extra)
     }
 
     /// Credits account `ai` (once: the deposit's transaction is the same each time) and
@@ -120,11 +110,17 @@ impl Cluster {
 fn a_bad_poe_node_is_flagged_and_an_honest_node_completes_the_request() {
     let _serial = serial();
     let cluster = Cluster::start(None);
-    // The faulty node alone first, so the dispatch is surely its.
+    // The faulty node alone first, so the dispatch is surely its; it is held (SIGSTOP) until
+    // the honest node is in the pool, since a rejected commitment with no untried node left
+    // fails the request at once.
     let (mut faulty, faulty_id) = cluster.node("node-bad-poe", &["--fault", "bad-poe"]);
     assert!(faulty.find("WARNING: FAULT DRILL bad-poe").is_some());
+    faulty.signal("-STOP");
     let id = cluster.funded_submit("Hello, world", 20, 120);
     let task = TaskId::whole(id);
+    assert_eq!(cluster.wait_dispatch(task, 0), faulty_id);
+    let (_honest, honest_id) = cluster.node("node-honest", &[]);
+    faulty.signal("-CONT");
     faulty.wait_line(
         &format!("FAULT DRILL bad-poe: the report of {task} attempt 0"),
         STARTUP,
@@ -135,8 +131,7 @@ fn a_bad_poe_node_is_flagged_and_an_honest_node_completes_the_request() {
         |e| matches!(e, Event::CommitmentRejected(r) if r.task_id == task),
     );
 
-    // The work goes back to the queue; the honest node that joins now completes it.
-    let (_honest, honest_id) = cluster.node("node-honest", &[]);
+    // The work goes back to the queue, for the honest node, which completes it.
     let until = Instant::now() + Duration::from_secs(120);
     let status = loop {
         let (code, body) = cluster.call("GET", &format!("/v1/requests/{}", id.0), None);
@@ -433,10 +428,16 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
     let _serial = serial();
     // No sampling: the honest node's result is released as soon as it verifies.
     let cluster = Cluster::start(Some(0));
+    // The faulty node alone first, so the dispatch is surely its; it is held (SIGSTOP) until
+    // the honest node is in the pool, since a rejected commitment with no untried node left
+    // fails the request at once.
     let mut replay = cluster.member("replay", Some("replay-signature"));
+    replay.proc.signal("-STOP");
     let id = cluster.funded_submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS);
     let task = TaskId::whole(id);
     assert_eq!(cluster.wait_dispatch(task, 0), replay.id);
+    let honest = cluster.member("honest", None);
+    replay.proc.signal("-CONT");
     replay.proc.wait_line(
         &format!("FAULT DRILL replay-signature: the report of {task} attempt 0"),
         STARTUP,
@@ -446,8 +447,7 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
         STARTUP,
         |e| matches!(e, Event::CommitmentRejected(r) if r.task_id == task),
     );
-    // The work goes back to the queue; the honest node that joins now completes it.
-    let honest = cluster.member("honest", None);
+    // The work goes back to the queue, for the honest node, which completes it.
     cluster.wait_settled(id);
 
     let members = [replay, honest];

@@ -12,8 +12,8 @@ use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 
 use super::client::{open_result, poll_result, read_log};
-use super::keys::{new_key, CoordinatorKeys};
-use super::launch::{NodeLaunch, ServeLaunch};
+use super::keys::{new_key, write_private, CoordinatorKeys};
+use super::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
 use super::models::tiny_submission;
 use super::process::Proc;
 
@@ -68,6 +68,20 @@ impl FileCluster {
     /// coordinator's signing key.
     pub fn node_launch(&self, key: &Path) -> NodeLaunch {
         NodeLaunch::new(&self.url, &self.log_url(), key, &self.keys.public)
+    }
+
+    /// Starts `prlx-node run` named `name` with a fresh key and `extra` arguments (a
+    /// `--fault`, say); returns once it has its session grant.
+    pub fn spawn_node(&self, name: &str, extra: &[&str]) -> (Proc, NodeId) {
+        let key = self.dir.path().join(format!("{name}.pem"));
+        write_private(&key, &new_key());
+        let launch = NodeLaunch {
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            ..self.node_launch(&key)
+        };
+        let (mut proc, id) = launch.spawn(name);
+        proc.wait_line(SESSION_GRANTED, STARTUP);
+        (proc, id)
     }
 
     /// One exchange: `GET`, or a `POST` with a JSON `body` or none.
