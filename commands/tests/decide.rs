@@ -314,9 +314,15 @@ fn max_tokens_must_leave_room_for_a_prompt_in_the_model_s_context() {
     assert!(r.message.contains("(at most 63)"), "{r}");
     submit_tokens(10, 10).then_reject(RejectionCode::MalformedRequest, "max_tokens");
     // One token of room is enough: the prompt takes at least one.
-    assert_eq!(submit_tokens(64, 63).events()[0].type_name(), "RequestAccepted");
+    assert_eq!(
+        submit_tokens(64, 63).events()[0].type_name(),
+        "RequestAccepted"
+    );
     // Not declared (catalogs from before): only the limit holds.
-    assert_eq!(submit_tokens(0, 64).events()[0].type_name(), "RequestAccepted");
+    assert_eq!(
+        submit_tokens(0, 64).events()[0].type_name(),
+        "RequestAccepted"
+    );
 }
 
 #[test]
