@@ -211,6 +211,72 @@ impl Montgomery {
         out.copy_from_slice(&t[..k]);
     }
 
+    /// `out = a^2 / R mod n`, for `a < n`: the square with each cross product computed once,
+    /// then a Montgomery reduction; `w` is scratch of `2 * limbs + 1`.
+    fn sqr(&self, a: &[u64], w: &mut [u64], out: &mut [u64]) {
+        let n = &self.n[..];
+        let k = n.len();
+        let a = &a[..k];
+        let w = &mut w[..2 * k + 1];
+        w.fill(0);
+        // The cross products a[i] * a[j], i < j.
+        for i in 0..k {
+            let mut carry: u128 = 0;
+            for j in i + 1..k {
+                let x = u128::from(w[i + j]) + u128::from(a[i]) * u128::from(a[j]) + carry;
+                w[i + j] = x as u64;
+                carry = x >> 64;
+            }
+            w[i + k] = carry as u64;
+        }
+        // Doubled, plus the squares on the diagonal.
+        let mut top = 0u64;
+        for limb in w[..2 * k].iter_mut() {
+            let next = *limb >> 63;
+            *limb = (*limb << 1) | top;
+            top = next;
+        }
+        let mut carry: u128 = 0;
+        for i in 0..k {
+            let sq = u128::from(a[i]) * u128::from(a[i]);
+            let lo = u128::from(w[2 * i]) + (sq & u128::from(u64::MAX)) + carry;
+            w[2 * i] = lo as u64;
+            let hi = u128::from(w[2 * i + 1]) + (sq >> 64) + (lo >> 64);
+            w[2 * i + 1] = hi as u64;
+            carry = hi >> 64;
+        }
+        // Montgomery reduction: k times, clear the lowest limb by adding a multiple of n.
+        for i in 0..k {
+            let m = w[i].wrapping_mul(self.n0);
+            let mut carry: u128 = 0;
+            for j in 0..k {
+                let x = u128::from(w[i + j]) + u128::from(m) * u128::from(n[j]) + carry;
+                w[i + j] = x as u64;
+                carry = x >> 64;
+            }
+            let mut at = i + k;
+            while carry != 0 {
+                let x = u128::from(w[at]) + carry;
+                w[at] = x as u64;
+                carry = x >> 64;
+                at += 1;
+            }
+        }
+        let r = &mut w[k..];
+        // Below 2n: subtract n once if it is not below n.
+        let at_least_n = r[k] != 0 || !less_than(&r[..k], n);
+        if at_least_n {
+            let mut borrow = false;
+            for j in 0..k {
+                let (d, b1) = r[j].overflowing_sub(n[j]);
+                let (d, b2) = d.overflowing_sub(u64::from(borrow));
+                r[j] = d;
+                borrow = b1 || b2;
+            }
+        }
+        out.copy_from_slice(&r[..k]);
+    }
+
     /// `s^65537 mod n`.
     fn pow_65537(&self, s: &[u64]) -> Vec<u64> {
         let k = self.n.len();
@@ -219,9 +285,10 @@ impl Montgomery {
         self.mul(s, &self.r2, &mut t, &mut s_m);
         let mut x = s_m.clone();
         let mut y = vec![0u64; k];
+        let mut w = vec![0u64; 2 * k + 1];
         for _ in 0..8 {
-            self.mul(&x, &x, &mut t, &mut y);
-            self.mul(&y, &y, &mut t, &mut x);
+            self.sqr(&x, &mut w, &mut y);
+            self.sqr(&y, &mut w, &mut x);
         }
         self.mul(&x, &s_m, &mut t, &mut y);
         let mut one = vec![0u64; k];
