@@ -396,3 +396,67 @@ async fn a_verified_result_without_the_node_s_signature_and_a_forged_grant_are_c
         count("NodeHeartbeat")
     );
 }
+
+/// Resuming from a snapshot, the chain is checked from the last record the snapshot covers:
+/// a record removed right after it, or further on, is named as in a full replay.
+#[tokio::test]
+async fn a_replay_from_a_snapshot_checks_the_chain_from_the_snapshot_s_last_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = golden_chained().await;
+    let cut = 30;
+    let prefix = tmp.path().join("prefix");
+    let snap = tmp.path().join("snapshot");
+    write_log(&prefix, &records[..cut]).await;
+    let verified = verify(
+        &VerifyOptions {
+            log: format!("file://{}", prefix.display()),
+            snapshot: Some(snap.clone()),
+            ..VerifyOptions::default()
+        },
+        |_| (),
+    )
+    .await
+    .unwrap();
+    assert!(verified.ok, "{}", verified.to_text());
+    let dir = tmp.path().join("log");
+    for (removed, what) in [
+        (cut, "the first record after the snapshot"),
+        (cut + 9, "one further on"),
+    ] {
+        write_log(&dir, &remove(&records, removed, Forger::Renumbers)).await;
+        let report = verify(
+            &VerifyOptions {
+                log: format!("file://{}", dir.display()),
+                from_snapshot: Some(snap.clone()),
+                ..VerifyOptions::default()
+            },
+            |_| (),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.resumed.as_ref().unwrap().from_offset, cut as u64);
+        let d = report
+            .divergence
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: not caught"));
+        assert_eq!(
+            (d.offset, d.kind),
+            (removed as u64, DivergenceKind::ChainBroken),
+            "{what}"
+        );
+    }
+    // Untouched, the tail verifies from the snapshot.
+    write_log(&dir, &records).await;
+    let report = verify(
+        &VerifyOptions {
+            log: format!("file://{}", dir.display()),
+            from_snapshot: Some(snap),
+            ..VerifyOptions::default()
+        },
+        |_| (),
+    )
+    .await
+    .unwrap();
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.records, (records.len() - cut) as u64);
+}
