@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::decide::{decide, task_price, Command, Completion, Dispatch};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, account, model, node, registered, request_accepted, t,
 };
@@ -42,11 +42,20 @@ fn register(n: u8, tier: u8, slots: u32, models: &[&str]) -> Event {
 }
 
 fn accept(id: u64, model: &str, tier: u8, priority: Priority) -> Vec<Event> {
+    let r = request_accepted(id);
+    // The fold re-derives the price from the catalog: every model here has the fixtures'.
+    let price = task_price(
+        &fixtures::model(model, Hash32([0; 32])),
+        priority,
+        r.max_tokens,
+    )
+    .expect("fits");
     accepted_and_reserved(RequestAccepted {
         model: model.into(),
         hardware_tier: tier,
         priority,
-        ..request_accepted(id)
+        price,
+        ..r
     })
 }
 
@@ -903,4 +912,30 @@ fn the_fold_refuses_a_standing_change_that_leaves_out_a_missed_deadline() {
     );
     let err = fold_with_last_at(h, 40).unwrap_err();
     assert!(err.starts_with("standing: recorded"), "{err}");
+}
+
+/// The fold re-derives each accepted request's price from the catalog in force: a log that
+/// bills another price, even one whose reservation matches it, does not fold.
+#[test]
+fn the_fold_refuses_a_price_the_catalog_does_not_give() {
+    let honest = accept(0, "chat", 1, Priority::Standard);
+    let mut fold = Fold::<CoordinatorState>::default();
+    for (i, env) in envelopes(base(vec![]).into_iter().chain(honest))
+        .iter()
+        .enumerate()
+    {
+        fold.feed(i as u64, env).unwrap();
+    }
+    let repriced = accepted_and_reserved(RequestAccepted {
+        price: 16,
+        ..request_accepted(0)
+    });
+    let mut fold = Fold::<CoordinatorState>::default();
+    let err = envelopes(base(vec![]).into_iter().chain(repriced))
+        .iter()
+        .enumerate()
+        .find_map(|(i, env)| fold.feed(i as u64, env).err())
+        .expect("refused");
+    assert_eq!(err.error.event_type, "RequestAccepted");
+    assert!(err.to_string().contains("price"), "{err}");
 }

@@ -15,6 +15,7 @@
 //!   scheduling decision (`choose`).
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
 //! - [`validation`]: the sampling draw, verdicts over replica results, standing.
+//! - [`pricing`]: `task_price`, charged by `decide` and re-derived by the fold.
 //! - [`history`]: [`RewardHistory`], settled epochs and returned stake for the read side.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
@@ -22,6 +23,7 @@
 pub mod coordinator;
 pub mod fold;
 pub mod history;
+pub mod pricing;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;

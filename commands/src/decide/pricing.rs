@@ -1,24 +1,12 @@
-//! Prices: `task_price` and the quote intake checks a submission against.
+//! Prices: the quote intake checks a submission against; `task_price` itself lives with the
+//! folds (`prlx_projections::pricing`), which re-derive it.
 
 use prlx_events::event::*;
 use prlx_projections::CoordinatorState;
 
 use crate::decide::rejection::Rejection;
 
-/// `task_price`: `(base_price + per_token_price * max_tokens) * priority%`, rounded up.
-/// `None` when it does not fit in u64.
-pub fn task_price(model: &CatalogModel, priority: Priority, max_tokens: u32) -> Option<u64> {
-    let percent: u64 = match priority {
-        Priority::Low => 80,
-        Priority::Standard => 100,
-        Priority::High => 150,
-    };
-    let base = model
-        .per_token_price
-        .checked_mul(u64::from(max_tokens))?
-        .checked_add(model.base_price)?;
-    Some(base.checked_mul(percent)?.div_ceil(100))
-}
+pub use prlx_projections::pricing::task_price;
 
 /// The price of a request for `model` at `tier` and `priority` with `max_tokens`, with the
 /// same checks intake applies (`GET /v1/quote` and submission share it).

@@ -221,8 +221,11 @@ impl Coordinator {
         // One time for the decision and for its events' stamp, so what decide judged by the
         // time (a late report) is what the fold finds recorded.
         let now = self.stamp_time();
-        if let Command::CompleteTask(c) = &mut command {
-            c.now = now;
+        match &mut command {
+            Command::CompleteTask(c) => c.now = now,
+            // The deadline is counted from the time the dispatch is recorded at.
+            Command::Dispatch(d) => d.now = now,
+            _ => {}
         }
         let audit = match &command {
             Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),

@@ -12,6 +12,7 @@ use crate::coordinator::views::{
     Account, Assignment, NodeView, RequestStatus, RequestView, ReturnedResult, VerifiedResult,
 };
 use crate::fold::{FoldError, Projection};
+use crate::pricing::task_price;
 use crate::scheduler::choose::{choose_node, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::scheduler::queue::QueueEntry;
@@ -204,7 +205,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 5;
+    const FOLD_VERSION: u32 = 6;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
@@ -226,6 +227,20 @@ impl Projection for CoordinatorState {
                 self.accounts.entry(d.account.clone()).or_default().balance = balance;
             }
             Event::RequestAccepted(r) => {
+                // The price is the catalog's, re-derived: a log cannot bill other prices.
+                let priced = self
+                    .catalog_model(&r.model)
+                    .and_then(|m| task_price(m, r.priority, r.max_tokens));
+                if priced != Some(r.price) {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "price: recorded {}, but the catalog in force gives {priced:?} for \
+                             {} at {:?} with {} tokens",
+                            r.price, r.model, r.priority, r.max_tokens
+                        ),
+                    ));
+                }
                 if r.request_id.0 != self.next_request_id {
                     return Err(FoldError::new(
                         env,
