@@ -218,7 +218,8 @@ async fn run(
             }
         }
     }
-    Ok(())
+    // Every handle is gone and every answer delivered: a clean shutdown seals the tail.
+    coordinator.seal_now().await
 }
 
 fn handle(

@@ -460,3 +460,46 @@ async fn a_replay_from_a_snapshot_checks_the_chain_from_the_snapshot_s_last_reco
     assert!(report.ok, "{}", report.to_text());
     assert_eq!(report.records, (records.len() - cut) as u64);
 }
+
+/// The actor seals the tail at a clean shutdown (every handle dropped): the last record is a
+/// seal, so a forger who relinks after removing any record is caught, up to the very end.
+#[tokio::test]
+async fn a_clean_shutdown_seals_the_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
+        .await
+        .unwrap()
+        .with_signing_key(RsaPrivateKey::new(&mut OsRng, 2048).unwrap());
+    let (handle, task) = prlx_commands::actor::spawn(coord);
+    for (tx_ref, amount) in [("bank-1", 500), ("bank-2", 700)] {
+        handle
+            .execute_command(Command::DepositCredits {
+                account: fixtures::account(),
+                tx_ref: tx_ref.into(),
+                amount,
+            })
+            .await
+            .unwrap();
+    }
+    drop(handle);
+    task.await.unwrap().unwrap();
+    let records = read_payloads(&dir).await;
+    assert_eq!(type_of(records.last().unwrap()), "LogSealed");
+    let report = audit(&dir).await;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.evidence.last_seal, Some(records.len() as u64 - 1));
+    for i in 0..records.len() - 1 {
+        let forged = audit_records(
+            &tmp.path().join("forged"),
+            &remove(&records, i, Forger::Relinks),
+        )
+        .await;
+        assert!(
+            !forged.ok,
+            "record {i} removed and relinked: {}",
+            forged.to_text()
+        );
+    }
+}

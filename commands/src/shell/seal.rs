@@ -10,7 +10,7 @@ use prlx_events::event::{LogSealed, Sealed};
 use prlx_events::log::{LogError, LogReader, Offset};
 use prlx_events::{Event, Hash32};
 
-use super::Coordinator;
+use super::{Coordinator, ShellError};
 
 /// How often the coordinator seals the log. What a seal bounds: records deleted from the tail
 /// after the last seal are the one change the chain cannot show, so at most `records` records
@@ -46,6 +46,16 @@ impl Default for SealClock {
     }
 }
 
+/// A seal as the shell stages it; the encoder, which alone knows the chain value, fills in the
+/// head and the signature.
+fn placeholder() -> Event {
+    LogSealed {
+        head: Hash32([0; 32]),
+        signature: Sealed(Vec::new()),
+    }
+    .into()
+}
+
 /// The chain of the log whose last record is at `last` (as the fold found it).
 pub(super) async fn chain_after<R: LogReader>(
     reader: &R,
@@ -69,7 +79,8 @@ impl Coordinator {
     /// [`SealPolicy::records`] records or [`SealPolicy::interval_seconds`] since the last.
     /// Only with a signing key (without one nothing could be signed).
     pub(super) fn seal_if_due(&mut self, mut events: Vec<Event>, now: DateTime<Utc>) -> Vec<Event> {
-        if self.signing_key.is_none() || events.is_empty() {
+        let sealed_already = matches!(events.last(), Some(Event::LogSealed(_)));
+        if self.signing_key.is_none() || events.is_empty() || sealed_already {
             return events;
         }
         let clock = &mut self.seals;
@@ -80,15 +91,23 @@ impl Coordinator {
         if due {
             clock.unsealed = 0;
             clock.since = Some(now);
-            events.push(
-                LogSealed {
-                    // Filled in by the encoder, which alone knows the chain value.
-                    head: Hash32([0; 32]),
-                    signature: Sealed(Vec::new()),
-                }
-                .into(),
-            );
+            events.push(placeholder());
         }
         events
+    }
+
+    /// Seals what this process wrote since its last seal, if anything, and waits until the
+    /// seal is durable: at a clean shutdown, so that the tail is not left open to a cut. After
+    /// a crash the records since the last seal stay unsealed until the next process seals.
+    pub async fn seal_now(&mut self) -> Result<(), ShellError> {
+        if self.signing_key.is_none() || self.seals.unsealed == 0 {
+            return Ok(());
+        }
+        self.seals.unsealed = 0;
+        let now = self.stamp_time();
+        self.seals.since = Some(now);
+        let range = self.stage_events(vec![placeholder()], now)?.await?;
+        self.durable_through(&range);
+        Ok(())
     }
 }
