@@ -8,6 +8,7 @@
 //! - `intake` (feature `kafka`): a coordinator ready for submissions, submission bodies and
 //!   fresh intake topics, for the Kafka intake's test and benchmark.
 //! - [`kafka`]: the broker the Kafka suites use, fresh topic names.
+//! - [`rng`]: the seeded generator the simulation and the fuzz tests draw from.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
 //! - [`sim`]: the deterministic simulation of the core: seeded submissions, deposits,
@@ -22,6 +23,7 @@ pub mod harness;
 #[cfg(feature = "kafka")]
 pub mod intake;
 pub mod kafka;
+pub mod rng;
 pub mod sabotage;
 pub mod sim;
 pub mod tamper;

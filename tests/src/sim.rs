@@ -34,6 +34,8 @@ use prlx_projections::scheduler::next_assignment;
 use prlx_projections::snapshot::Snapshot;
 use prlx_projections::{CoordinatorState, Fold};
 
+use crate::rng::Rng;
+
 /// One run's parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct SimParams {
@@ -69,25 +71,6 @@ enum Behaviour {
     Wrong,
     /// Answers with a result whose commitment does not check.
     BadCommitment,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 fn h(parts: &[&[u8]]) -> Hash32 {
@@ -144,7 +127,7 @@ impl Core {
 /// Runs one seed and returns what it did and the log it wrote (for the auditor); `Err` names
 /// the seed, the step and the invariant that broke.
 pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
-    let mut rng = Rng(p.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(p.seed);
     let mut core = Core {
         fold: Fold::default(),
         log: Vec::new(),

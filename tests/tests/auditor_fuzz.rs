@@ -11,22 +11,12 @@ use std::path::Path;
 
 use prlx_events::log::{LogReader, LogUrl, LogWriter};
 use prlx_replay::{verify, VerifyOptions};
+use prlx_tests::rng::Rng;
 use serde_json::Value;
 
-/// xorshift64*: deterministic, seeded, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// An index below `n`.
+fn pick(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 /// Every leaf of a JSON value, as a path of keys and indexes.
@@ -59,19 +49,19 @@ fn at<'a>(v: &'a mut Value, path: &[Value]) -> &'a mut Value {
 
 /// One mutation of `records` (JSON envelopes), described for the failure message.
 fn mutate(records: &mut Vec<Value>, rng: &mut Rng) -> String {
-    let i = rng.below(records.len());
-    match rng.below(8) {
+    let i = pick(rng, records.len());
+    match pick(rng, 8) {
         0 => {
             records.remove(i);
             format!("removed record {i}")
         }
         1 => {
             let copy = records[i].clone();
-            records.insert(rng.below(records.len() + 1), copy);
+            records.insert(pick(rng, records.len() + 1), copy);
             format!("duplicated record {i}")
         }
         2 => {
-            let j = rng.below(records.len());
+            let j = pick(rng, records.len());
             records.swap(i, j);
             format!("swapped records {i} and {j}")
         }
@@ -80,13 +70,13 @@ fn mutate(records: &mut Vec<Value>, rng: &mut Rng) -> String {
             // elsewhere in the log (another request's id, another node's key, ...).
             let mut paths = Vec::new();
             leaves(&records[i], &mut Vec::new(), &mut paths);
-            let path = paths[rng.below(paths.len())].clone();
-            let donor = rng.below(records.len());
+            let path = paths[pick(rng, paths.len())].clone();
+            let donor = pick(rng, records.len());
             let mut donor_paths = Vec::new();
             leaves(&records[donor], &mut Vec::new(), &mut donor_paths);
             let borrowed = at(
                 &mut records[donor].clone(),
-                &donor_paths[rng.below(donor_paths.len())],
+                &donor_paths[pick(rng, donor_paths.len())],
             )
             .clone();
             let hostile = [
@@ -102,7 +92,7 @@ fn mutate(records: &mut Vec<Value>, rng: &mut Rng) -> String {
                 borrowed.clone(),
                 borrowed,
             ];
-            let value = hostile[rng.below(hostile.len())].clone();
+            let value = hostile[pick(rng, hostile.len())].clone();
             let shown = value.to_string().chars().take(40).collect::<String>();
             *at(&mut records[i], &path) = value;
             format!("record {i} field {path:?} = {shown}")
@@ -154,9 +144,9 @@ fn mutated_logs_never_crash_the_auditor() {
         .unwrap_or(1);
     let mut rejected = 0;
     for seed in first..first + cases {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         let mut records = original.clone();
-        let what: Vec<String> = (0..1 + rng.below(3))
+        let what: Vec<String> = (0..1 + pick(&mut rng, 3))
             .map(|_| mutate(&mut records, &mut rng))
             .collect();
         let dir = tempfile::tempdir().unwrap();
