@@ -47,11 +47,14 @@ fn register(n: u8, tier: u8, stake: u64, model: &str) -> Event {
     .into()
 }
 
-/// A request for `model` with a 10 s deadline, priced and reserved at `price`.
+/// A request for `model` with a 10 s deadline, priced and reserved at `price`: the fixtures'
+/// models charge 10 plus 1 a token at standard priority, and the fold re-derives the price,
+/// so the request asks for `price - 10` tokens.
 fn accept(id: u64, model: &str, price: u64) -> Vec<Event> {
     accepted_and_reserved(RequestAccepted {
         model: model.into(),
         deadline_seconds: 10,
+        max_tokens: u32::try_from(price - 10).expect("a price of 10 and more"),
         price,
         ..request_accepted(id)
     })
