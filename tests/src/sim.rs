@@ -212,7 +212,6 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
         sealed_seed: Sealed(Vec::new()),
     })?
     .map_err(|r| format!("seed refused: {r}"))?;
-    let honest = |r: RequestId| h(&[b"honest", &r.0.to_be_bytes()]);
 
     let mut tx = 0u64;
     for step in 0..p.steps {
@@ -297,12 +296,10 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
                 let (request, node, attempt) = done[rng.below(done.len() as u64) as usize];
                 report.replayed_reports += 1;
                 let outcome = core
-                    .run(completion(
+                    .run(honest_completion(
                         request,
                         node,
                         attempt,
-                        Ok(()),
-                        honest(request),
                         core.now,
                         epoch_seed.1,
                     ))
@@ -343,12 +340,10 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
             .collect();
         for (request, node, attempt) in open {
             if behaviour[&node] == Behaviour::Honest {
-                core.run(completion(
+                core.run(honest_completion(
                     request,
                     node,
                     attempt,
-                    Ok(()),
-                    honest(request),
                     core.now,
                     epoch_seed.1,
                 ))
@@ -431,7 +426,7 @@ fn report_one(
     }
     let (request, node, attempt, deadline) = running[rng.below(running.len() as u64) as usize];
     let late = now >= deadline;
-    let honest = h(&[b"honest", &request.0.to_be_bytes()]);
+    let honest = honest_result(request);
     let (commitment, result) = match behaviour[&node] {
         Behaviour::Silent => return Ok(()),
         Behaviour::Late if !late => return Ok(()),
@@ -446,6 +441,30 @@ fn report_one(
     ))?;
     report.refused += u64::from(outcome.is_err());
     Ok(())
+}
+
+/// The result every honest node computes for `request`.
+fn honest_result(request: RequestId) -> Hash32 {
+    h(&[b"honest", &request.0.to_be_bytes()])
+}
+
+/// An honest, checked report of `attempt` of `request` by `node`, decided at `now`.
+fn honest_completion(
+    request: RequestId,
+    node: NodeId,
+    attempt: u32,
+    now: DateTime<Utc>,
+    seed: Hash32,
+) -> Command {
+    completion(
+        request,
+        node,
+        attempt,
+        Ok(()),
+        honest_result(request),
+        now,
+        seed,
+    )
 }
 
 fn completion(

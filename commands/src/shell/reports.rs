@@ -82,6 +82,9 @@ impl Coordinator {
         let sealed_result = self
             .key
             .seal(nonce, &result_aad(task, report.attempt), &result);
+        // The request's one earlier verified result, sealed to the client once: released in
+        // place of this one if this does not check, or if it comes too late.
+        let earlier = self.release_for_client(report.request_id);
         let sealed_for_client = match prlx_events::crypto::parse_public_key_pem(&client_pubkey) {
             Ok(client) if commitment.is_ok() => Sealed(seal_to_public_key(
                 &client,
@@ -89,9 +92,7 @@ impl Coordinator {
                 &result,
                 &mut rng,
             )),
-            _ => self
-                .release_for_client(report.request_id)
-                .unwrap_or(Sealed(Vec::new())),
+            _ => earlier.clone().unwrap_or(Sealed(Vec::new())),
         };
         let seed = self.sampling_seed().ok().flatten();
         Ok(Command::CompleteTask(Box::new(Completion {
@@ -106,7 +107,7 @@ impl Coordinator {
             result_hash: Hash32::of(&result),
             sealed_for_client,
             seed,
-            earlier: self.release_for_client(report.request_id),
+            earlier,
             // Set by `stage` to the time the completion is decided and stamped at.
             now: chrono::DateTime::<chrono::Utc>::MIN_UTC,
         })))

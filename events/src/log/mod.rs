@@ -124,10 +124,10 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// Whether trying again may succeed, after a pause and, where [`LogError::must_reopen`]
-    /// says so, with a new reader or writer: the backend was away or busy (a broker
-    /// restarting, an I/O error), or this writer was fenced, poisoned or closed and a new one
-    /// can take over. Not: a bad URL, a backend not built in, a lock held by another process, a
+    /// Whether trying again may succeed, after a pause and with a new reader or writer (every
+    /// caller reopens one: a writer poisons itself after a failed append on both backends):
+    /// the backend was away or busy (a broker restarting, an I/O error), or this writer was
+    /// fenced, poisoned or closed and a new one can take over. Not: a bad URL, a backend not built in, a lock held by another process, a
     /// corrupt log, an oversized record, a missing topic, side records on the file log: those
     /// stay wrong however often they are tried.
     ///
@@ -149,20 +149,6 @@ impl LogError {
             | LogError::NoSuchTopic { .. }
             | LogError::SideRecordsUnsupported { .. } => false,
         }
-    }
-
-    /// Whether the handle that returned this can do no more, so a retry needs a new one (a
-    /// reopened writer recovers: it truncates a torn tail or aborts an open transaction).
-    /// `Io` and `Kafka` errors are retryable on the same handle, except that a writer poisons
-    /// itself after a failed append (both backends), so its next append says `Poisoned`.
-    pub fn must_reopen(&self) -> bool {
-        matches!(
-            self,
-            LogError::OutcomeUnknown { .. }
-                | LogError::Fenced { .. }
-                | LogError::Poisoned(_)
-                | LogError::Closed
-        )
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
