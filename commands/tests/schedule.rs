@@ -7,7 +7,7 @@ use prlx_commands::decide::{decide, task_price, Command, Completion, Dispatch};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, account, model, node, registered, request_accepted, t,
 };
-use prlx_commands::testkit::{envelopes, given};
+use prlx_commands::testkit::{envelopes, given, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::RequestStatus;
@@ -60,18 +60,20 @@ fn accept(id: u64, model: &str, tier: u8, priority: Priority) -> Vec<Event> {
 }
 
 /// Folds `history` and returns the state, as the shell would hold it.
-fn state(history: &[Event]) -> CoordinatorState {
-    given(history.to_vec()).state().clone()
+fn state(history: &History) -> CoordinatorState {
+    given(history).state().clone()
 }
 
-fn base(nodes: Vec<Event>) -> Vec<Event> {
-    let mut h = vec![catalog(100), fixtures::deposited(1_000).into()];
+/// The catalog at t(0), credit at t(1), then the nodes a second apart.
+fn base(nodes: Vec<Event>) -> History {
+    let mut h: History = vec![catalog(100), fixtures::deposited(1_000).into()].into();
     h.extend(nodes);
     h
 }
 
-/// Decides the next dispatch from `history`, as the shell does, and returns its events.
-fn dispatch_next(history: &[Event], now: i64) -> Vec<Event> {
+/// Decides the next dispatch from `history` at `now`, as the shell does, and returns its
+/// events.
+fn dispatch_next(history: &History, now: i64) -> Vec<Event> {
     let st = state(history);
     let choice = next_assignment(&st).expect("something to dispatch");
     decide(
@@ -83,6 +85,20 @@ fn dispatch_next(history: &[Event], now: i64) -> Vec<Event> {
         })),
     )
     .unwrap()
+}
+
+/// Decides the next dispatch at `now`, records it, and returns its events.
+fn dispatched(h: &mut History, now: i64) -> Vec<Event> {
+    let events = dispatch_next(h, now);
+    h.record(t(now), events.clone());
+    events
+}
+
+/// Decides `command` (made at `now`) against `h` and records what it decides.
+fn decided(h: &mut History, now: i64, command: Command) -> Vec<Event> {
+    let events = given(&*h).when(command).events();
+    h.record(t(now), events.clone());
+    events
 }
 
 fn scheduled_node(events: &[Event]) -> NodeId {
@@ -141,34 +157,34 @@ fn reputation_breaks_ties_within_a_tier_only_when_weighted() {
             register(1, 2, 2, &["chat"]),
             register(2, 2, 2, &["chat"]),
         ]);
-        h[0] = catalog_with(weight, lenient.clone());
+        h.replace(0, catalog_with(weight, lenient.clone()));
         h.extend(accept(0, "chat", 1, Priority::Standard));
-        let d = dispatch_next(&h, 0);
+        let d = dispatched(&mut h, 10);
         assert_eq!(
             scheduled_node(&d),
             node(1),
             "equal standing: the node id decides"
         );
-        h.extend(d);
-        let bad = completion(node(1), 0, Err("PoE does not match".into()));
-        h.extend(given(h.clone()).when(bad).events());
+        let bad = completion(node(1), 0, Err("PoE does not match".into()), 11);
+        decided(&mut h, 11, bad);
         assert_eq!(state(&h).nodes[&node(1)].standing_bp, 5_000);
-        let d = dispatch_next(&h, 1);
+        let d = dispatched(&mut h, 12);
         assert_eq!(scheduled_node(&d), node(2), "the re-dispatch avoids node 1");
-        h.extend(d);
         // Node 1 has more free slots (2 against 1) but half the standing.
         h.extend(accept(1, "chat", 1, Priority::Standard));
         assert_eq!(
-            scheduled_node(&dispatch_next(&h, 2)),
+            scheduled_node(&dispatch_next(&h, 20)),
             expected,
             "reputation weight {weight}%"
         );
     }
 }
 
-fn completion(node: NodeId, attempt: u32, commitment: Result<(), String>) -> Command {
+/// `node`'s report of request 0's `attempt`, made at `now`.
+fn completion(node: NodeId, attempt: u32, commitment: Result<(), String>, now: i64) -> Command {
     Command::CompleteTask(Box::new(Completion {
         commitment,
+        now: t(now),
         ..fixtures::completion(RequestId(0), node, attempt)
     }))
 }
@@ -178,12 +194,11 @@ fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
     let mut h = base(vec![register(1, 1, 1, &["chat"])]);
     h.extend(accept(0, "chat", 1, Priority::Low));
     h.extend(accept(1, "chat", 1, Priority::High));
-    let first = dispatch_next(&h, 0);
+    let first = dispatched(&mut h, 10);
     let Event::RequestScheduled(s) = &first[0] else {
         unreachable!()
     };
     assert_eq!(s.task_id.request, RequestId(1), "high priority goes first");
-    h.extend(first);
     let st = state(&h);
     assert_eq!(
         next_assignment(&st),
@@ -204,7 +219,7 @@ fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
         Command::Dispatch(Box::new(Dispatch {
             choice: stale,
             sealed_work: Sealed(vec![]),
-            now: t(1)
+            now: t(11)
         }))
     )
     .is_err());
@@ -220,18 +235,16 @@ fn deadline_expired(node: NodeId, attempt: u32) -> Event {
     .into()
 }
 
-/// Two capable nodes of one slot, request 0 accepted and dispatched (at 0, deadline 30) to
+/// Two capable nodes of one slot, request 0 accepted and dispatched (at 10, deadline 40) to
 /// one of them, which is returned.
-fn one_request_dispatched_to_one_of_two_nodes() -> (Vec<Event>, NodeId) {
+fn one_request_dispatched_to_one_of_two_nodes() -> (History, NodeId) {
     let mut h = base(vec![
         register(1, 1, 1, &["chat"]),
         register(2, 1, 1, &["chat"]),
     ]);
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let first = dispatch_next(&h, 0);
-    let n1 = scheduled_node(&first);
-    h.extend(first);
-    (h, n1)
+    let first = dispatched(&mut h, 10);
+    (h, scheduled_node(&first))
 }
 
 #[test]
@@ -247,9 +260,9 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
     // Not before the deadline; the timer service's index holds it until then.
     assert_eq!(
         state(&h).sched.deadlines.first(),
-        Some(&(t(30), RequestId(0)))
+        Some(&(t(40), RequestId(0)))
     );
-    assert!(decide(&state(&h), expire(n1, 0, 29)).is_err());
+    assert!(decide(&state(&h), expire(n1, 0, 39)).is_err());
     // The miss lowers node 1's standing (weight 1: 1 / 2); node 2 is untried, so the request
     // waits for it.
     let missed = StandingChanged {
@@ -260,16 +273,18 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         missed_deadlines: Some(1),
         standing_bp: 5_000,
     };
-    given(h.clone())
-        .when(expire(n1, 0, 30))
+    given(&h)
+        .when(expire(n1, 0, 40))
         .then_expect([deadline_expired(n1, 0), missed.clone().into()]);
-    h.extend([deadline_expired(n1, 0), missed.into()]);
-    let second = dispatch_next(&h, 30);
+    h.record(t(40), [deadline_expired(n1, 0), missed.into()]);
+    let second = dispatched(&mut h, 40);
     let n2 = scheduled_node(&second);
     assert_ne!(n2, n1, "a re-dispatch goes to a different node");
-    h.extend(second);
     // The late result of attempt 0 is recorded and discarded.
-    let late = fixtures::completion(RequestId(0), n1, 0);
+    let late = Completion {
+        now: t(41),
+        ..fixtures::completion(RequestId(0), n1, 0)
+    };
     given(h.clone())
         .when(Command::CompleteTask(Box::new(late)))
         .then_expect([LateResultDiscarded {
@@ -279,7 +294,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         }
         .into()]);
     // The second attempt also expires: max_attempts is 2, so the request fails and is refunded in full.
-    let events = given(h.clone()).when(expire(n2, 1, 60)).events();
+    let events = given(&h).when(expire(n2, 1, 70)).events();
     assert!(
         matches!(&events[2], Event::RequestFailed(f) if f.request_id == RequestId(0)
             && f.cause == Some(FailureCause::AttemptsExhausted)),
@@ -294,7 +309,7 @@ fn a_missed_deadline_redispatches_to_another_node_then_fails_with_a_refund() {
         }
         .into()
     );
-    h.extend(events);
+    h.record(t(70), events);
     let st = state(&h);
     assert!(
         st.sched.deadlines.is_empty(),
@@ -317,14 +332,14 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
         register(2, 1, 1, &["chat"]),
     ]);
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let d = dispatch_next(&h, 0);
+    let d = dispatched(&mut h, 10);
     let n = scheduled_node(&d);
-    h.extend(d);
     let completion = |commitment| Completion {
         commitment,
+        now: t(11),
         ..fixtures::completion(RequestId(0), n, 0)
     };
-    let ok = given(h.clone())
+    let ok = given(&h)
         .when(Command::CompleteTask(Box::new(completion(Ok(())))))
         .events();
     let types: Vec<_> = ok.iter().map(Event::type_name).collect();
@@ -339,7 +354,7 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
         ]
     );
     let mut done = h.clone();
-    done.extend(ok);
+    done.record(t(11), ok);
     let st = state(&done);
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Completed);
     assert_eq!(
@@ -350,7 +365,7 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
         (985, 0)
     );
 
-    let bad = given(h.clone())
+    let bad = given(&h)
         .when(Command::CompleteTask(Box::new(completion(Err(
             "poe mismatch".into(),
         )))))
@@ -367,8 +382,8 @@ fn a_verified_result_is_returned_and_charged_and_a_bad_commitment_redispatches()
         ],
         "a fresh node's first bad result drops its standing to 2_000 bp, under the floor"
     );
-    h.extend(bad);
-    let again = dispatch_next(&h, 5);
+    h.record(t(11), bad);
+    let again = dispatch_next(&h, 12);
     assert_ne!(scheduled_node(&again), n, "the work goes to another node");
 }
 
@@ -379,14 +394,14 @@ fn the_fold_refuses_a_scheduling_receipt_the_state_does_not_give() {
         register(2, 1, 1, &["other"]),
     ]);
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let mut events = dispatch_next(&h, 0);
+    let mut events = dispatch_next(&h, 10);
     // Claim the request went to node 2, which does not serve the model.
     if let Event::RequestScheduled(s) = &mut events[0] {
         s.node_id = node(2);
     }
-    h.extend(events);
+    h.record(t(10), events);
     let mut fold = Fold::<CoordinatorState>::default();
-    let envs = envelopes(h);
+    let envs = h.envelopes();
     let err = envs
         .iter()
         .enumerate()
@@ -412,7 +427,7 @@ fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
         unreachable!()
     };
     c.node_timeout_seconds = 1;
-    h[0] = c.into();
+    h.replace(0, c);
     let lapse = |n: u8, now: i64| Command::LapseNode {
         node_id: node(n),
         now: t(now),
@@ -421,7 +436,7 @@ fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
         decide(&state(&h), lapse(1, 2)).is_err(),
         "not before the timeout"
     );
-    let events = given(h.clone()).when(lapse(1, 40)).events();
+    let events = given(&h).when(lapse(1, 40)).events();
     assert_eq!(
         events,
         [NodeLapsed {
@@ -430,19 +445,18 @@ fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
         }
         .into()]
     );
-    h.extend(events);
+    h.record(t(40), events);
     assert!(
-        given(h.clone()).when(lapse(1, 41)).events().is_empty(),
+        given(&h).when(lapse(1, 41)).events().is_empty(),
         "lapsing twice is a no-op"
     );
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let d = dispatch_next(&h, 41);
+    let d = dispatched(&mut h, 42);
     assert_eq!(
         scheduled_node(&d),
         node(2),
         "the lapsed node is passed over"
     );
-    h.extend(d);
     h.extend(accept(1, "chat", 1, Priority::Standard));
     assert_eq!(
         next_assignment(&state(&h)),
@@ -476,7 +490,8 @@ fn the_fold_refuses_a_lapse_before_the_timeout() {
     );
     // Recorded at t(3): one second after the registration, not thirty.
     let mut fold = Fold::<CoordinatorState>::default();
-    let err = envelopes(h)
+    let err = h
+        .envelopes()
         .iter()
         .enumerate()
         .find_map(|(i, env)| fold.feed(i as u64, env).err())
@@ -490,24 +505,24 @@ fn the_fold_refuses_a_lapse_before_the_timeout() {
 fn feeds_route_each_event_to_the_nodes_it_is_addressed_to() {
     use prlx_commands::feeds::{audience, Audience, FeedState};
     let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
-    h.push(deadline_expired(n1, 0));
-    let second = dispatch_next(&h, 30);
+    h.record(t(40), [deadline_expired(n1, 0)]);
+    let second = dispatched(&mut h, 40);
     let n2 = scheduled_node(&second);
-    h.extend(second);
-    let expired = given(h.clone())
-        .when(Command::ExpireDeadline {
+    decided(
+        &mut h,
+        70,
+        Command::ExpireDeadline {
             request: RequestId(0),
             node: n2,
             attempt: 1,
-            now: t(60),
+            now: t(70),
             release: None,
-        })
-        .events();
-    h.extend(expired);
+        },
+    );
 
     let mut routed = Vec::new();
     let mut feeds_state = FeedState::default();
-    for e in &h {
+    for e in h.iter() {
         routed.push((e.clone(), audience(&feeds_state, e)));
         feeds_state.apply(e);
     }
@@ -563,17 +578,16 @@ fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
         register(2, 1, 1, &["chat"]),
     ]);
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let d = dispatch_next(&h, 0);
+    let d = dispatched(&mut h, 10);
     let n = scheduled_node(&d);
-    h.extend(d);
-    // The fixtures' requests have 30 s deadlines: due at t(30).
+    // The fixtures' requests have 30 s deadlines: due at t(40).
     let at = |secs| {
         Command::CompleteTask(Box::new(Completion {
             now: t(secs),
             ..fixtures::completion(RequestId(0), n, 0)
         }))
     };
-    let late = given(h.clone()).when(at(30)).events();
+    let late = given(&h).when(at(40)).events();
     let types: Vec<_> = late.iter().map(Event::type_name).collect();
     assert_eq!(
         types,
@@ -581,14 +595,24 @@ fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
         "a late report is a missed deadline: it lowers the node's standing too"
     );
     let mut after = h.clone();
-    after.extend(late);
+    after.record(t(40), late);
     let st = state(&after);
     assert!(st.requests[&RequestId(0)].running.is_none());
     let next = next_assignment(&st).expect("the request is queued again");
     assert_ne!(next.node, n, "the late node is not asked again");
 
-    let on_time = given(h).when(at(29)).events();
+    let on_time = given(&h).when(at(39)).events();
     assert_eq!(on_time[0].type_name(), "ResultSubmitted");
+    // The fold holds the log to the same rule: a result recorded at its deadline does not
+    // fold, nor an expiry recorded before it.
+    let mut forged = h.clone();
+    forged.record(t(40), on_time[..1].to_vec());
+    let err = fold_from(&forged).unwrap_err();
+    assert!(err.contains("at or after its deadline"), "{err}");
+    let mut early = h.clone();
+    early.record(t(39), late_expiry(n));
+    let err = fold_from(&early).unwrap_err();
+    assert!(err.contains("before its deadline"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,35 +630,24 @@ fn expire_at(id: u64, node: NodeId, attempt: u32, now: i64) -> Command {
     }
 }
 
-/// What `decide` makes of `node`'s verified report of request `id`'s `attempt`.
-fn verified(history: &[Event], id: u64, node: NodeId, attempt: u32) -> Vec<Event> {
-    given(history.to_vec())
-        .when(Command::CompleteTask(Box::new(fixtures::completion(
-            RequestId(id),
-            node,
-            attempt,
-        ))))
-        .events()
+/// Records `node`'s verified report of request `id`'s `attempt`, made at `now`.
+fn verified(h: &mut History, id: u64, node: NodeId, attempt: u32, now: i64) -> Vec<Event> {
+    let report = Completion {
+        now: t(now),
+        ..fixtures::completion(RequestId(id), node, attempt)
+    };
+    decided(h, now, Command::CompleteTask(Box::new(report)))
 }
 
-/// Folds `history` with its last event recorded at `at` instead of the testkit's clock.
-fn fold_with_last_at(history: Vec<Event>, at: i64) -> Result<CoordinatorState, String> {
-    let last = history.len() - 1;
-    fold_recording_from(history, last, at)
+/// Request 0's attempt 0 on `node` expired, as the timer records it.
+fn late_expiry(node: NodeId) -> Vec<Event> {
+    vec![deadline_expired(node, 0)]
 }
 
-/// Folds `history` with its events from index `from` on recorded at `at`.
-fn fold_recording_from(
-    history: Vec<Event>,
-    from: usize,
-    at: i64,
-) -> Result<CoordinatorState, String> {
-    let mut envs = envelopes(history);
-    for env in &mut envs[from..] {
-        env.header.recorded_at = t(at);
-    }
+/// Folds `history` as recorded, or says why the fold refuses it.
+fn fold_from(history: &History) -> Result<CoordinatorState, String> {
     let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in envs.iter().enumerate() {
+    for (i, env) in history.envelopes().iter().enumerate() {
         fold.feed(i as u64, env).map_err(|e| e.error.reason)?;
     }
     Ok(fold.state)
@@ -648,15 +661,13 @@ fn a_stranded_retry_no_longer_blocks_a_placeable_request_behind_it() {
     ]);
     h.extend(accept(0, "chat", 1, Priority::Standard));
     h.extend(accept(1, "chat", 1, Priority::Standard));
-    let first = dispatch_next(&h, 0);
+    let first = dispatched(&mut h, 10);
     assert_eq!(scheduled_node(&first), node(1));
-    h.extend(first);
-    let second = dispatch_next(&h, 0);
+    let second = dispatched(&mut h, 20);
     assert_eq!(scheduled_node(&second), node(2));
-    h.extend(second);
-    // Request 0 misses its deadline on node 1: it goes back to the head of the queue, for
-    // node 2 only, which is busy with request 1.
-    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 30)).events());
+    // Request 0 misses its deadline on node 1 (due at 40): it goes back to the head of the
+    // queue, for node 2 only, which is busy with request 1 (due at 50).
+    decided(&mut h, 40, expire_at(0, node(1), 0, 40));
     h.extend(accept(2, "chat", 1, Priority::Standard));
     let st = state(&h);
     assert_eq!(
@@ -670,14 +681,13 @@ fn a_stranded_retry_no_longer_blocks_a_placeable_request_behind_it() {
     // Node 1 is idle; request 2 behind the stranded head takes it.
     let choice = next_assignment(&st).expect("request 2 can be placed");
     assert_eq!((choice.request, choice.node), (RequestId(2), node(1)));
-    let d = dispatch_next(&h, 31);
-    h.extend(d);
+    dispatched(&mut h, 43);
     assert!(
         state(&h).requests[&RequestId(0)].queued.is_some(),
         "request 0 still waits for node 2"
     );
     // Node 2 returns request 1: request 0 goes to it at last.
-    h.extend(verified(&h, 1, node(2), 0));
+    verified(&mut h, 1, node(2), 0, 45);
     let choice = next_assignment(&state(&h)).expect("node 2 is free");
     assert_eq!((choice.request, choice.node), (RequestId(0), node(2)));
 }
@@ -690,8 +700,7 @@ fn a_plain_request_that_cannot_be_placed_ends_the_walk_of_its_queue() {
     for id in 0..3 {
         h.extend(accept(id, "chat", 1, Priority::Standard));
     }
-    let d = dispatch_next(&h, 0);
-    h.extend(d);
+    dispatched(&mut h, 10);
     assert_eq!(next_assignment(&state(&h)), None);
 }
 
@@ -704,10 +713,9 @@ fn a_failed_dispatch_with_no_untried_capable_node_fails_at_once_with_a_refund() 
         register(3, 1, 1, &["chat"]),
     ]);
     h.extend(accept(0, "chat", 2, Priority::Standard));
-    let d = dispatch_next(&h, 0);
+    let d = dispatched(&mut h, 10);
     assert_eq!(scheduled_node(&d), node(1));
-    h.extend(d);
-    let events = given(h.clone()).when(expire_at(0, node(1), 0, 30)).events();
+    let events = given(&h).when(expire_at(0, node(1), 0, 40)).events();
     let types: Vec<_> = events.iter().map(Event::type_name).collect();
     assert_eq!(
         types,
@@ -730,7 +738,7 @@ fn a_failed_dispatch_with_no_untried_capable_node_fails_at_once_with_a_refund() 
         f.reason
     );
     let mut done = h.clone();
-    done.extend(events.clone());
+    done.record(t(40), events.clone());
     let st = state(&done);
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
     assert_eq!(st.accounts[&account()].reserved, 0, "refunded in full");
@@ -739,11 +747,11 @@ fn a_failed_dispatch_with_no_untried_capable_node_fails_at_once_with_a_refund() 
     // With a second capable node registered, the same expiry re-queues instead, and a log
     // that fails the request for want of a node anyway does not fold.
     h.push(register(4, 3, 1, &["chat"]));
-    let requeued = given(h.clone()).when(expire_at(0, node(1), 0, 30)).events();
+    let requeued = given(&h).when(expire_at(0, node(1), 0, 40)).events();
     assert_eq!(requeued.len(), 2, "{requeued:?}");
     let mut lying = h.clone();
-    lying.extend(events);
-    let err = fold_with_last_at(lying, 100).unwrap_err();
+    lying.record(t(40), events);
+    let err = fold_from(&lying).unwrap_err();
     assert!(
         err.starts_with("cause: recorded Some(NoCapableNode)"),
         "{err}"
@@ -751,11 +759,12 @@ fn a_failed_dispatch_with_no_untried_capable_node_fails_at_once_with_a_refund() 
 }
 
 /// The schedule tests' catalog with a 100 s admission bound.
-fn bounded(history: &mut [Event]) {
-    let Event::CatalogPublished(c) = &mut history[0] else {
+fn bounded(history: &mut History) {
+    let Event::CatalogPublished(mut c) = history[0].clone() else {
         unreachable!()
     };
     c.queue_timeout_seconds = 100;
+    history.replace(0, c);
 }
 
 #[test]
@@ -771,10 +780,10 @@ fn a_request_no_node_serves_fails_at_the_queue_bound_with_a_refund() {
         request: RequestId(0),
         now: t(now),
     };
-    given(h.clone())
+    given(&h)
         .when(expire(102))
         .then_reject(RejectionCode::MalformedRequest, "now");
-    let events = given(h.clone()).when(expire(103)).events();
+    let events = given(&h).when(expire(103)).events();
     assert_eq!(
         events,
         [
@@ -797,21 +806,23 @@ fn a_request_no_node_serves_fails_at_the_queue_bound_with_a_refund() {
     );
     // The fold re-derives the bound from the recorded time: at t(103) it folds, one second
     // earlier it does not.
-    let mut failed = h.clone();
-    failed.push(events[0].clone());
-    let st = fold_with_last_at(failed.clone(), 103).expect("at the bound");
+    let failed_at = |at| {
+        let mut failed = h.clone();
+        failed.record(t(at), [events[0].clone()]);
+        fold_from(&failed)
+    };
+    let st = failed_at(103).expect("at the bound");
     assert_eq!(st.requests[&RequestId(0)].status, RequestStatus::Failed);
     assert!(st.sched.waiting.is_empty(), "out of the timer's index");
-    let err = fold_with_last_at(failed, 102).unwrap_err();
+    let err = failed_at(102).unwrap_err();
     assert!(
         err.starts_with("cause: recorded Some(QueueTimeout)"),
         "{err}"
     );
     // Once failed, a second expiry is a no-op.
-    let from = h.len();
     let mut done = h.clone();
-    done.extend(events);
-    let st = fold_recording_from(done, from, 103).unwrap();
+    done.record(t(103), events);
+    let st = fold_from(&done).unwrap();
     assert_eq!(st.accounts[&account()].reserved, 0, "refunded in full");
     assert_eq!(decide(&st, expire(200)), Ok(vec![]));
 }
@@ -825,13 +836,12 @@ fn a_dispatched_request_leaves_the_queue_bound_and_a_requeued_one_keeps_its_acce
     ]);
     bounded(&mut h);
     h.extend(accept(0, "chat", 1, Priority::Standard));
-    let d = dispatch_next(&h, 5);
-    h.extend(d);
+    dispatched(&mut h, 10);
     let st = state(&h);
     assert!(st.sched.waiting.is_empty(), "running, not waiting");
     assert_eq!(st.queue_deadline(RequestId(0)), None);
     assert!(
-        given(h.clone())
+        given(&h)
             .when(Command::ExpireQueued {
                 request: RequestId(0),
                 now: t(500),
@@ -841,7 +851,7 @@ fn a_dispatched_request_leaves_the_queue_bound_and_a_requeued_one_keeps_its_acce
         "a running request does not time out of the queue"
     );
     // Its attempt expires: back in the queue, bound still counted from its acceptance (t(5)).
-    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 35)).events());
+    decided(&mut h, 40, expire_at(0, node(1), 0, 40));
     let st = state(&h);
     assert_eq!(st.queue_deadline(RequestId(0)), Some(t(105)));
     assert_eq!(st.sched.waiting.first(), Some(&(t(5), RequestId(0))));
@@ -851,17 +861,16 @@ fn a_dispatched_request_leaves_the_queue_bound_and_a_requeued_one_keeps_its_acce
 fn a_missed_deadline_ranks_the_node_below_others_but_never_removes_it() {
     let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
     assert_eq!(n1, node(1), "equal standing: the node id decides");
-    h.extend(given(h.clone()).when(expire_at(0, node(1), 0, 30)).events());
+    decided(&mut h, 40, expire_at(0, node(1), 0, 40));
     assert_eq!(state(&h).nodes[&node(1)].standing_bp, 5_000);
     // Request 0 goes to node 2 (untried); once it is back, a new request prefers node 2
     // over node 1, which is free but missed a deadline.
-    let d = dispatch_next(&h, 30);
+    let d = dispatched(&mut h, 40);
     assert_eq!(scheduled_node(&d), node(2));
-    h.extend(d);
-    h.extend(verified(&h, 0, node(2), 1));
+    verified(&mut h, 0, node(2), 1, 45);
     h.extend(accept(1, "chat", 1, Priority::Standard));
     assert_eq!(
-        scheduled_node(&dispatch_next(&h, 40)),
+        scheduled_node(&dispatch_next(&h, 50)),
         node(2),
         "the node that missed its deadline is passed over while another is free"
     );
@@ -869,20 +878,19 @@ fn a_missed_deadline_ranks_the_node_below_others_but_never_removes_it() {
     for round in 0..4u64 {
         h.extend(accept(2 + round, "chat", 1, Priority::Standard));
         while next_assignment(&state(&h)).is_some() {
-            let d = dispatch_next(&h, 50);
+            let now = (h.next_time() - t(0)).num_seconds();
+            let d = dispatched(&mut h, now);
             let Event::RequestScheduled(s) = &d[0] else {
                 unreachable!()
             };
-            let expiry = expire_at(s.task_id.request.0, s.node_id, s.attempt, 200);
-            h.extend(d.clone());
-            let events = given(h.clone()).when(expiry).events();
+            let expiry = expire_at(s.task_id.request.0, s.node_id, s.attempt, now + 30);
+            let events = decided(&mut h, now + 30, expiry);
             assert!(
                 !events
                     .iter()
                     .any(|e| matches!(e, Event::NodeRemovedFromPool(_))),
                 "round {round}: {events:?}"
             );
-            h.extend(events);
         }
     }
     let st = state(&h);
@@ -897,20 +905,23 @@ fn a_missed_deadline_ranks_the_node_below_others_but_never_removes_it() {
 #[test]
 fn the_fold_refuses_a_standing_change_that_leaves_out_a_missed_deadline() {
     let (mut h, n1) = one_request_dispatched_to_one_of_two_nodes();
-    h.push(deadline_expired(n1, 0));
     // Recorded as if the miss did not count: full standing, no misses.
-    h.push(
-        StandingChanged {
-            node_id: n1,
-            valid: 0,
-            invalid: 0,
-            disagreements: 0,
-            missed_deadlines: Some(0),
-            standing_bp: 10_000,
-        }
-        .into(),
+    h.record(
+        t(40),
+        [
+            deadline_expired(n1, 0),
+            StandingChanged {
+                node_id: n1,
+                valid: 0,
+                invalid: 0,
+                disagreements: 0,
+                missed_deadlines: Some(0),
+                standing_bp: 10_000,
+            }
+            .into(),
+        ],
     );
-    let err = fold_with_last_at(h, 40).unwrap_err();
+    let err = fold_from(&h).unwrap_err();
     assert!(err.starts_with("standing: recorded"), "{err}");
 }
 
@@ -920,7 +931,7 @@ fn the_fold_refuses_a_standing_change_that_leaves_out_a_missed_deadline() {
 fn the_fold_refuses_a_price_the_catalog_does_not_give() {
     let honest = accept(0, "chat", 1, Priority::Standard);
     let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in envelopes(base(vec![]).into_iter().chain(honest))
+    for (i, env) in envelopes(base(vec![]).iter().cloned().chain(honest))
         .iter()
         .enumerate()
     {
@@ -931,7 +942,7 @@ fn the_fold_refuses_a_price_the_catalog_does_not_give() {
         ..request_accepted(0)
     });
     let mut fold = Fold::<CoordinatorState>::default();
-    let err = envelopes(base(vec![]).into_iter().chain(repriced))
+    let err = envelopes(base(vec![]).iter().cloned().chain(repriced))
         .iter()
         .enumerate()
         .find_map(|(i, env)| fold.feed(i as u64, env).err())

@@ -5,9 +5,9 @@
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, account, completion, cpu, model, node, registered,
-    request_accepted, t,
+    request_accepted,
 };
-use prlx_commands::testkit::{envelopes, given};
+use prlx_commands::testkit::{given, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::RequestStatus;
@@ -48,9 +48,10 @@ fn accept(id: u64) -> Vec<Event> {
     accepted_and_reserved(request_accepted(id))
 }
 
-/// A catalog, credit, the nodes, an open sampling epoch under [`SEED`], and request 0.
-fn history(sampling_bp: u32, nodes: Vec<Event>) -> Vec<Event> {
-    let mut h = vec![catalog(sampling_bp), fixtures::deposited(1_000).into()];
+/// A catalog, credit, the nodes, an open sampling epoch under [`SEED`], and request 0, a
+/// second apart.
+fn history(sampling_bp: u32, nodes: Vec<Event>) -> History {
+    let mut h: History = vec![catalog(sampling_bp), fixtures::deposited(1_000).into()].into();
     h.extend(nodes);
     h.push(
         SamplingSeedCommitted {
@@ -64,47 +65,53 @@ fn history(sampling_bp: u32, nodes: Vec<Event>) -> Vec<Event> {
     h
 }
 
-fn state(h: &[Event]) -> CoordinatorState {
-    given(h.to_vec()).state().clone()
+fn state(h: &History) -> CoordinatorState {
+    given(h).state().clone()
 }
 
-/// Decides the next dispatch, appends it, and returns the chosen node.
-fn dispatch(h: &mut Vec<Event>) -> NodeId {
-    let st = state(h);
-    let choice = next_assignment(&st).expect("something to dispatch");
-    let events = decide(
-        &st,
-        Command::Dispatch(Box::new(Dispatch {
-            choice,
-            sealed_work: Sealed(vec![1]),
-            now: t(0),
-        })),
-    )
-    .unwrap();
-    let Event::RequestScheduled(s) = &events[0] else {
-        unreachable!()
-    };
-    let n = s.node_id;
-    h.extend(events);
+/// Decides the next dispatch a second after the last event, records it, and returns the
+/// chosen node.
+fn dispatch(h: &mut History) -> NodeId {
+    let choice = next_assignment(&state(h)).expect("something to dispatch");
+    let n = choice.node;
+    dispatch_choice(h, choice);
     n
 }
 
-/// `node` returns `result` for its running attempt of request 0; returns the event types.
-fn complete(h: &mut Vec<Event>, node: NodeId, result: &[u8]) -> Vec<&'static str> {
+/// Decides and records `choice`'s dispatch a second after the last event.
+fn dispatch_choice(h: &mut History, choice: Choice) {
+    let now = h.next_time();
+    let events = decide(
+        &state(h),
+        Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(vec![1]),
+            now,
+        })),
+    )
+    .unwrap();
+    h.record(now, events);
+}
+
+/// `node` returns `result` for its running attempt of request 0 a second after the last
+/// event; returns the event types.
+fn complete(h: &mut History, node: NodeId, result: &[u8]) -> Vec<&'static str> {
     let st = state(h);
     let attempt = st.requests[&RequestId(0)].running.as_ref().unwrap().attempt;
+    let now = h.next_time();
     let events = decide(
         &st,
         Command::CompleteTask(Box::new(Completion {
             result_hash: Hash32::of(result),
             sealed_for_client: Sealed(result.to_vec()),
             seed: Some(SEED),
+            now,
             ..completion(RequestId(0), node, attempt)
         })),
     )
     .unwrap();
     let types = events.iter().map(Event::type_name).collect();
-    h.extend(events);
+    h.record(now, events);
     types
 }
 
@@ -118,7 +125,7 @@ fn verdict(h: &[Event]) -> Verdict {
         .expect("a verdict")
 }
 
-fn stage(h: &[Event]) -> (RequestStatus, bool, bool) {
+fn stage(h: &History) -> (RequestStatus, bool, bool) {
     let st = state(h);
     let r = &st.requests[&RequestId(0)];
     (r.status, r.validating(), r.result.is_some())
@@ -301,13 +308,17 @@ fn a_replica_that_misses_its_deadline_is_replaced_and_the_last_peer_gone_release
     complete(&mut h, primary, b"answer");
     let replica = dispatch(&mut h);
     let st = state(&h);
-    let attempt = st.requests[&RequestId(0)].running.as_ref().unwrap().attempt;
-    let events = given(h.clone())
+    let running = st.requests[&RequestId(0)].running.as_ref().unwrap();
+    // The timer fires at the deadline, the first moment the dispatch may expire.
+    let due = running
+        .deadline_at
+        .expect("a dispatched attempt has a deadline");
+    let events = given(&h)
         .when(Command::ExpireDeadline {
             request: RequestId(0),
             node: replica,
-            attempt,
-            now: t(31),
+            attempt: running.attempt,
+            now: due,
             release: Some(Sealed(b"answer".to_vec())),
         })
         .events();
@@ -324,7 +335,7 @@ fn a_replica_that_misses_its_deadline_is_replaced_and_the_last_peer_gone_release
         "the replica's miss lowers its standing; no third node of the class: the primary's \
          result goes out unconfirmed"
     );
-    h.extend(events);
+    h.record(due, events);
     assert_eq!(
         state(&h).requests[&RequestId(0)].failures,
         0,
@@ -351,6 +362,7 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
     let mut honest = h.clone();
     let drawn = serve(&mut honest, RequestId(miss));
     assert_eq!(drawn, "ValidationResolved");
+    let unrevealed = honest.clone();
     honest.push(reveal.clone());
     assert_eq!(state(&honest).sampling.verified_epochs, 1);
 
@@ -362,15 +374,18 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
         .iter()
         .rposition(|e| matches!(e, Event::RedundancySampled(_)))
         .unwrap();
-    forged[at] = ValidationResolved {
-        task_id: TaskId::whole(RequestId(hit)),
-        verdict: Verdict::Accepted,
-        result_hash: None,
-    }
-    .into();
+    forged.replace(
+        at,
+        ValidationResolved {
+            task_id: TaskId::whole(RequestId(hit)),
+            verdict: Verdict::Accepted,
+            result_hash: None,
+        },
+    );
     forged.push(reveal);
     let mut fold = Fold::<CoordinatorState>::default();
-    let err = envelopes(forged)
+    let err = forged
+        .envelopes()
         .iter()
         .enumerate()
         .find_map(|(i, env)| fold.feed(i as u64, env).err())
@@ -384,8 +399,7 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
     );
 
     // A wrong seed does not open the commitment.
-    let mut wrong = honest.clone();
-    wrong.pop();
+    let mut wrong = unrevealed;
     wrong.push(
         SamplingSeedRevealed {
             epoch: 1,
@@ -394,7 +408,8 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
         .into(),
     );
     let mut fold = Fold::<CoordinatorState>::default();
-    assert!(envelopes(wrong)
+    assert!(wrong
+        .envelopes()
         .iter()
         .enumerate()
         .any(|(i, env)| fold.feed(i as u64, env).is_err()));
@@ -403,7 +418,7 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
 /// Serves requests in queue order, each with the same result and replicas agreeing, until
 /// `id` has been served; returns the type of the event that followed `id`'s verified
 /// commitment (the draw: `ValidationResolved` or `RedundancySampled`).
-fn serve(h: &mut Vec<Event>, id: RequestId) -> &'static str {
+fn serve(h: &mut History, id: RequestId) -> &'static str {
     loop {
         let choice = next_assignment(&state(h)).expect("work");
         let follows = dispatch_and_complete(h, choice.clone());
@@ -422,27 +437,20 @@ fn serve(h: &mut Vec<Event>, id: RequestId) -> &'static str {
 
 /// Records `choice`'s dispatch and its node's verified result; returns the type of the event
 /// after `CommitmentVerified`.
-fn dispatch_and_complete(h: &mut Vec<Event>, choice: Choice) -> &'static str {
-    let events = decide(
-        &state(h),
-        Command::Dispatch(Box::new(Dispatch {
-            choice: choice.clone(),
-            sealed_work: Sealed(vec![1]),
-            now: t(0),
-        })),
-    )
-    .unwrap();
-    h.extend(events);
+fn dispatch_and_complete(h: &mut History, choice: Choice) -> &'static str {
+    dispatch_choice(h, choice.clone());
+    let now = h.next_time();
     let events = decide(
         &state(h),
         Command::CompleteTask(Box::new(Completion {
             result_hash: Hash32::of(b"r"),
             seed: Some(SEED),
+            now,
             ..completion(choice.request, choice.node, choice.attempt)
         })),
     )
     .unwrap();
     let follows = events[2].type_name();
-    h.extend(events);
+    h.record(now, events);
     follows
 }

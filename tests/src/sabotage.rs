@@ -137,12 +137,15 @@ struct Core {
 }
 
 impl Core {
+    /// Stamps `events` with one time, as the shell stamps one decision's events: the fold
+    /// re-derives a dispatch's deadline from the time it is recorded at.
     fn apply(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let at = self.now();
         for e in &events {
             let env = Envelope::new(
                 Header {
                     event_id: uuid::Uuid::from_u128(u128::from(self.seq) + 1),
-                    recorded_at: self.start + chrono::Duration::milliseconds(self.seq as i64),
+                    recorded_at: at,
                     producer: "sabotage-sim".into(),
                     sequence: self.seq,
                     correlation_id: None,

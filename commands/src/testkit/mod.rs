@@ -9,6 +9,8 @@
 //! # Layout
 //! - this module: [`given`], [`Given`], [`Then`] and [`envelopes`], on the clock
 //!   [`fixtures::t`].
+//! - [`history`]: a [`History`] records decided events at their decision's time, as the
+//!   shell does, so the fold's time checks hold.
 //! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests, a
 //!   reward policy, submissions and completions, each with plain values a test overrides with
 //!   struct update syntax.
@@ -16,36 +18,21 @@
 //!   to get that body rejected; shared by the in-process and the real-process tests.
 
 pub mod fixtures;
+pub mod history;
 pub mod intake;
 
+pub use history::History;
+
 use prlx_events::event::RejectionCode;
-use prlx_events::{Envelope, Event, Header};
+use prlx_events::{Envelope, Event};
 use prlx_projections::{CoordinatorState, Fold};
-use uuid::Uuid;
 
 use crate::decide::{decide, Command, Rejection};
 
 /// Wraps events in headers recorded a second apart from [`fixtures::t`]`(0)`, with a dense
 /// sequence, for tests.
 pub fn envelopes(events: impl IntoIterator<Item = Event>) -> Vec<Envelope> {
-    events
-        .into_iter()
-        .enumerate()
-        .map(|(i, event)| {
-            Envelope::new(
-                Header {
-                    event_id: Uuid::from_u128(i as u128 + 1),
-                    recorded_at: fixtures::t(i as i64),
-                    producer: "testkit".into(),
-                    sequence: i as u64,
-                    correlation_id: None,
-                    causation_id: None,
-                    prev: None,
-                },
-                event,
-            )
-        })
-        .collect()
+    events.into_iter().collect::<History>().envelopes()
 }
 
 /// A history folded into the state a command is decided against.
@@ -54,10 +41,11 @@ pub struct Given {
     state: CoordinatorState,
 }
 
-/// Folds `history` (through [`envelopes`]); panics if the fold refuses it.
-pub fn given(history: impl IntoIterator<Item = Event>) -> Given {
+/// Folds `history` (facts a second apart, or a [`History`] with its decisions' times);
+/// panics if the fold refuses it.
+pub fn given(history: impl Into<History>) -> Given {
     let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in envelopes(history).iter().enumerate() {
+    for (i, env) in history.into().envelopes().iter().enumerate() {
         fold.feed(i as u64, env)
             .unwrap_or_else(|e| panic!("the given history does not fold: {e}"));
     }
