@@ -154,6 +154,37 @@ impl CoordinatorState {
         ))
     }
 
+    /// A dispatch expires at or after its deadline, and a result counts only before it
+    /// (`expired`: which of the two `at` is the time of). The assignment itself is checked by
+    /// `close_assignment`.
+    fn check_deadline(
+        &self,
+        env: &Envelope,
+        id: RequestId,
+        at: DateTime<Utc>,
+        expired: bool,
+    ) -> Result<(), FoldError> {
+        let due = self
+            .requests
+            .get(&id)
+            .and_then(|r| r.running.as_ref())
+            .and_then(|a| a.deadline_at);
+        match due {
+            Some(due) if expired && at < due => Err(FoldError::new(
+                env,
+                format!("recorded_at: the dispatch expires at {at}, before its deadline {due}"),
+            )),
+            Some(due) if !expired && at >= due => Err(FoldError::new(
+                env,
+                format!(
+                    "recorded_at: a result recorded at {at}, at or after its deadline {due}, is late"
+                ),
+            )),
+            // No running dispatch: `close_assignment` says so.
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn request_mut(
         &mut self,
         env: &Envelope,
@@ -205,7 +236,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 6;
+    const FOLD_VERSION: u32 = 7;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
@@ -437,6 +468,18 @@ impl Projection for CoordinatorState {
             }
             Event::TaskDispatched(d) => {
                 let req = self.request_mut(env, d.task_id.request)?;
+                // The deadline runs from the time the dispatch is recorded at: a log cannot
+                // grant a node more (or less) time than the request asked for.
+                let due = at + chrono::Duration::seconds(i64::from(req.deadline_seconds));
+                if d.deadline_at != due {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "deadline_at: recorded {}, but recorded_at {at} plus the request's {} s gives {due}",
+                            d.deadline_at, req.deadline_seconds
+                        ),
+                    ));
+                }
                 match &mut req.running {
                     Some(a)
                         if a.node == d.node_id
@@ -461,11 +504,13 @@ impl Projection for CoordinatorState {
                     .insert((d.deadline_at, d.task_id.request));
             }
             Event::DeadlineExpired(d) => {
+                self.check_deadline(env, d.task_id.request, at, true)?;
                 self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
                 self.node_mut(env, d.node_id)?.missed += 1;
                 self.after_failed_dispatch(d.task_id.request);
             }
             Event::ResultSubmitted(r) => {
+                self.check_deadline(env, r.task_id.request, at, false)?;
                 self.close_assignment(env, r.task_id.request, r.node_id, r.attempt)?;
                 self.requests
                     .get_mut(&r.task_id.request)

@@ -1,0 +1,127 @@
+//! The fold's checks of time and of events no version defines: a dispatch's deadline is
+//! re-derived from the time it is recorded at, an expiry counts only at or after that
+//! deadline, a result only before it.
+//!
+//! Each case folds an honest history first, so a refusal is the forged record's doing.
+
+use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::testkit::fixtures::{
+    self, accepted_and_reserved, completion, model, registered, request_accepted, t,
+};
+use prlx_commands::testkit::History;
+use prlx_events::event::*;
+use prlx_events::{Event, Hash32, RequestId, TaskId};
+use prlx_projections::scheduler::next_assignment;
+use prlx_projections::{CoordinatorState, Fold};
+
+/// Folds `h`; the refused event's type and reason if the fold refuses a record.
+fn fold(h: &History) -> Result<CoordinatorState, (String, String)> {
+    let mut fold = Fold::<CoordinatorState>::default();
+    for (i, env) in h.envelopes().iter().enumerate() {
+        fold.feed(i as u64, env)
+            .map_err(|e| (e.error.event_type.to_string(), e.error.reason))?;
+    }
+    Ok(fold.state)
+}
+
+/// A catalog, credit, one node and request 0 (deadline 30 s), then its dispatch decided and
+/// recorded at t(10); returns the history and the dispatch's deadline.
+fn dispatched_at_10() -> (History, chrono::DateTime<chrono::Utc>) {
+    let mut h: History = vec![
+        fixtures::catalog(vec![model("chat", Hash32([1; 32]))]).into(),
+        fixtures::deposited(1_000).into(),
+        registered(1).into(),
+    ]
+    .into();
+    h.extend(accepted_and_reserved(request_accepted(0)));
+    let st = fold(&h).expect("the base folds");
+    let choice = next_assignment(&st).expect("work to dispatch");
+    let events = decide(
+        &st,
+        Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(vec![1]),
+            now: t(10),
+        })),
+    )
+    .unwrap();
+    h.record(t(10), events);
+    let due = fold(&h).expect("the dispatch folds").requests[&RequestId(0)]
+        .running
+        .as_ref()
+        .and_then(|a| a.deadline_at)
+        .expect("a deadline");
+    assert_eq!(due, t(40), "30 s from the time the dispatch is recorded at");
+    (h, due)
+}
+
+fn expiry() -> Event {
+    DeadlineExpired {
+        task_id: TaskId::whole(RequestId(0)),
+        node_id: fixtures::node(1),
+        attempt: 0,
+    }
+    .into()
+}
+
+/// Node 1's verified report of request 0, decided at `now`.
+fn report_at(h: &History, now: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
+    decide(
+        &fold(h).unwrap(),
+        Command::CompleteTask(Box::new(Completion {
+            now,
+            ..completion(RequestId(0), fixtures::node(1), 0)
+        })),
+    )
+    .expect("the report is decided")
+}
+
+#[test]
+fn a_dispatch_granting_another_deadline_than_the_request_asked_is_refused() {
+    let (honest, _) = dispatched_at_10();
+    let at = honest
+        .iter()
+        .position(|e| matches!(e, Event::TaskDispatched(_)))
+        .unwrap();
+    for shift in [-1, 1, 3_600] {
+        let mut forged = honest.clone();
+        let Event::TaskDispatched(mut d) = forged[at].clone() else {
+            unreachable!()
+        };
+        d.deadline_at += chrono::Duration::seconds(shift);
+        forged.replace(at, d);
+        let (event, reason) = fold(&forged).expect_err("refused");
+        assert_eq!(event, "TaskDispatched");
+        assert!(reason.starts_with("deadline_at:"), "{reason}");
+    }
+}
+
+#[test]
+fn a_deadline_expires_at_its_time_and_never_before() {
+    let (h, due) = dispatched_at_10();
+    let mut on_time = h.clone();
+    on_time.record(due, [expiry()]);
+    fold(&on_time).expect("an expiry at the deadline folds");
+
+    let mut early = h;
+    early.record(due - chrono::Duration::milliseconds(1), [expiry()]);
+    let (event, reason) = fold(&early).expect_err("refused");
+    assert_eq!(event, "DeadlineExpired");
+    assert!(reason.starts_with("recorded_at:"), "{reason}");
+}
+
+#[test]
+fn a_result_recorded_at_or_after_its_deadline_does_not_count() {
+    let (h, due) = dispatched_at_10();
+    let before = due - chrono::Duration::milliseconds(1);
+    let mut in_time = h.clone();
+    in_time.record(before, report_at(&h, before));
+    fold(&in_time).expect("a result before the deadline folds");
+
+    // The events of an in-time report, recorded as if they came at the deadline.
+    let mut late = h.clone();
+    late.record(due, report_at(&h, before));
+    let (event, reason) = fold(&late).expect_err("refused");
+    assert_eq!(event, "ResultSubmitted");
+    assert!(reason.contains("is late"), "{reason}");
+}
