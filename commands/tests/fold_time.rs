@@ -1,6 +1,6 @@
 //! The fold's checks of time and of events no version defines: a dispatch's deadline is
 //! re-derived from the time it is recorded at, an expiry counts only at or after that
-//! deadline, a result only before it.
+//! deadline, a result only before it, and `SubtasksPlanned` is refused.
 //!
 //! Each case folds an honest history first, so a refusal is the forged record's doing.
 
@@ -124,4 +124,19 @@ fn a_result_recorded_at_or_after_its_deadline_does_not_count() {
     let (event, reason) = fold(&late).expect_err("refused");
     assert_eq!(event, "ResultSubmitted");
     assert!(reason.contains("is late"), "{reason}");
+}
+
+#[test]
+fn sub_task_plans_are_refused_until_a_version_defines_them() {
+    let (mut h, _) = dispatched_at_10();
+    h.push(
+        SubtasksPlanned {
+            request_id: RequestId(0),
+            subtasks: vec![],
+        }
+        .into(),
+    );
+    let (event, reason) = fold(&h).expect_err("refused");
+    assert_eq!(event, "SubtasksPlanned");
+    assert!(reason.contains("not defined"), "{reason}");
 }

@@ -665,8 +665,15 @@ impl Projection for CoordinatorState {
             }
             // Folded by the scheduling, validation and settlement projections of their own
             // issues; they do not change what intake decides.
-            Event::SubtasksPlanned(_)
-            | Event::LateResultDiscarded(_)
+            // Not defined yet: nothing emits it, so one on a log was not written by this
+            // coordinator, and folding it as a no-op would let it mean anything later.
+            Event::SubtasksPlanned(_) => {
+                return Err(FoldError::new(
+                    env,
+                    "SubtasksPlanned: sub-task plans are not defined by this version",
+                ))
+            }
+            Event::LateResultDiscarded(_)
             | Event::UnstakeRequested(_)
             | Event::StakeReturned(_)
             | Event::RewardModeChanged(_)
