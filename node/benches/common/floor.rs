@@ -1,5 +1,6 @@
-//! The floor both node benches measure against: a minimal greedy loop written directly
-//! against `ort`, with none of the engine's work besides running the graph.
+//! The floor both node benches measure against (`node/benches/engine.rs`, and
+//! `tests/benches/through_node.rs`, which includes this file by path): a minimal greedy loop
+//! written directly against `ort`, with none of the engine's work besides running the graph.
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};

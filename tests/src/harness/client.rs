@@ -1,11 +1,11 @@
 //! What the tests do as a client of a running coordinator: HTTP exchanges, opening a returned
-//! result, and reading the log it writes.
+//! result, and reading the log it writes (by URL, or from a reader the caller holds).
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use prlx_events::crypto::open_with_private_key;
-use prlx_events::log::{LogReader, LogUrl, Offset};
+use prlx_events::log::{LogReader, LogUrl, Offset, Record};
 use prlx_events::{Hash32, NodeId, RequestId};
 use rsa::RsaPrivateKey;
 use serde_json::Value;
@@ -81,16 +81,24 @@ pub fn poll_result(
 /// Every committed record of the log at `url`, with its offset.
 pub async fn read_log(url: &str) -> Vec<(Offset, Vec<u8>)> {
     let reader = LogUrl::parse(url).unwrap().open_reader().unwrap();
+    read_records(&reader, 0)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.payload))
+        .collect()
+}
+
+/// Every record `reader` holds from offset `from` on, in order: what is durable now, not
+/// waiting for more.
+pub async fn read_records(reader: &impl LogReader, from: Offset) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut next = 0;
+    let mut next = from;
     loop {
-        let records = reader.read(next, 1024).await.unwrap();
-        if records.is_empty() {
+        let batch = reader.read(next, 1024).await.unwrap();
+        let Some(last) = batch.last() else {
             return out;
-        }
-        for r in records {
-            next = r.offset + 1;
-            out.push((r.offset, r.payload));
-        }
+        };
+        next = last.offset + 1;
+        out.extend(batch);
     }
 }

@@ -75,10 +75,17 @@ impl Proc {
     /// Waits for a line that contains `needle` and returns it; panics, with everything the
     /// process printed, if it exits first or `timeout` passes.
     pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_nth_line(needle, 0, timeout)
+    }
+
+    /// [`wait_line`](Self::wait_line) for the `n`th such line (from 0): for a process that
+    /// prints one per piece of work, the line of the `n`th piece.
+    pub fn wait_nth_line(&mut self, needle: &str, n: usize, timeout: Duration) -> String {
         let until = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.find(needle) {
-                return line;
+            self.pump();
+            if let Some(line) = self.seen.iter().filter(|l| l.contains(needle)).nth(n) {
+                return line.clone();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Let the reader threads hand over the last lines.

@@ -4,14 +4,15 @@
 //!
 //! ```sh
 //! scripts/setup-models.sh
-//! cargo build --release --bins && cargo bench -p prlx-node --bench through_node
+//! cargo build --release --bins && cargo bench -p prlx-tests --bench through_node
 //! ```
 //!
 //! Through the node: a real `prlx-coordinator serve` and a real `prlx-node run` (one slot) on a
 //! file log; the clock runs from the moment the client's submission is answered to the moment
 //! the client holds the result from `GET /v1/requests/{id}`, and the tokens are those of the
-//! decrypted result. Bare: the `ort` loop of `common/floor.rs` generating the same number of
-//! tokens, in this process while the node is idle. Rounds alternate node, bare, node, bare.
+//! decrypted result. Bare: the `ort` loop of `node/benches/common/floor.rs` generating the
+//! same number of tokens, in this process while the node is idle. Rounds alternate node, bare,
+//! node, bare.
 //!
 //! The client waits for its result in one of two ways, alternating round by round (or only one
 //! with `PRLX_BENCH_WAIT=log` or `=poll`):
@@ -29,93 +30,45 @@
 //! of the three processes comes from `/proc/PID/task/*/schedstat`. `PRLX_BENCH_VERBOSE=1`
 //! prints each round's trace line and events; `PRLX_BENCH_NODE_LOG_QUERY=poll_ms=N` sets the
 //! node's log poll interval.
+//!
+//! Both processes are started with the process kit (`prlx_tests::harness`): the binaries are
+//! refused when missing or older than their sources, and everything they print is echoed to
+//! this process's stderr, prefixed with their names; the tables go to stdout.
 
-#[path = "common/floor.rs"]
+// The floor `node/benches/engine.rs` measures the engine against: one loop, two benches.
+#[path = "../../node/benches/common/floor.rs"]
 mod floor;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use floor::Floor;
-use prlx_events::crypto::{open_with_private_key, public_key_pem};
-use prlx_events::log::{LogReader, LogUrl};
+use prlx_events::crypto::public_key_pem;
+use prlx_events::log::{AnyReader, LogReader, LogUrl, Offset};
 use prlx_events::protocol::ResultBody;
-use prlx_events::Envelope;
+use prlx_events::{Envelope, Hash32, RequestId};
 use prlx_node::engine::{ort_environment, resolve_ort_library, Engine, EngineOptions};
 use prlx_node::registry::Registry;
+use prlx_tests::harness::bins::workspace_root;
+use prlx_tests::harness::client::{open_result, read_records};
+use prlx_tests::harness::keys::new_key;
+use prlx_tests::harness::launch::{node_command, ServeLaunch};
+use prlx_tests::harness::process::Proc;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const PROMPT: &str = "Tell me a story about a robot";
 const MAX_TOKENS: u32 = 64;
 const ROUNDS: usize = 7;
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// What starts a node's phase trace on its stderr: a text log line's time, level, target and
+/// message (see `prlx_node::trace`).
+const TRACE: &str = "prlx_node::trace: trace ";
 
-/// Spawns `cmd` and waits for the first stdout line starting with `prefix`. With `traces`,
-/// the stderr lines carrying a node's phase trace go there (the rest is dropped).
-fn spawn_until(
-    mut cmd: Command,
-    prefix: &'static str,
-    traces: Option<std::sync::mpsc::Sender<String>>,
-) -> (Kill, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(if traces.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .expect("spawn");
-    if let Some(tx) = traces {
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // A text log line: time, level, then the target and the message.
-                if let Some((_, rest)) = line.split_once("prlx_node::trace: trace ") {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
-    }
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                let _ = tx.send(rest.to_owned());
-            }
-        }
-    });
-    let found = rx
-        .recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|_| panic!("no {prefix:?} line"));
-    (Kill(child), found)
-}
+/// How long the node may take to load its model and register.
+const NODE_STARTUP: Duration = Duration::from_secs(180);
 
 fn main() -> anyhow::Result<()> {
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let node_bin = PathBuf::from(env!("CARGO_BIN_EXE_prlx-node"));
-    let coordinator_bin = node_bin.with_file_name("prlx-coordinator");
-    anyhow::ensure!(
-        coordinator_bin.exists(),
-        "{} is missing: run `cargo build --release --bins` first",
-        coordinator_bin.display()
-    );
+    let root = workspace_root();
     let registry = Registry::load(&root.join("node/models/registry.toml"), &root)?;
     let entry = registry.get("oss-chat-v1")?;
 
@@ -128,19 +81,12 @@ fn main() -> anyhow::Result<()> {
             "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600})
         .to_string(),
     )?;
-    let log = format!("file://{}", dir.path().join("log").display());
-    let mut serve = Command::new(&coordinator_bin);
-    serve
-        .arg("serve")
-        .args(["--log", &log, "--listen", "127.0.0.1:0"]);
-    serve
-        .arg("--key-file")
-        .arg(dir.path().join("key"))
-        .arg("--signing-key")
-        .arg(dir.path().join("signing.pem"));
-    serve.arg("--catalog").arg(&catalog);
-    let (coordinator, addr) = spawn_until(serve, "listening on http://", None);
-    let mut node = Command::new(&node_bin);
+    // The kit's binaries (built and not stale: `cargo build --release --bins` first) on a
+    // file log at `dir/log`.
+    let serve = ServeLaunch::in_dir(dir.path(), &catalog, "coordinator/1");
+    let log = serve.log.clone();
+    let (coordinator, addr) = serve.spawn("coordinator");
+    let mut node = node_command();
     // PRLX_BENCH_NODE_LOG_QUERY=poll_ms=N: the node's log poll interval (default 5 ms).
     let node_log = match std::env::var("PRLX_BENCH_NODE_LOG_QUERY") {
         Ok(query) if !query.is_empty() => format!("{log}?{query}"),
@@ -167,22 +113,27 @@ fn main() -> anyhow::Result<()> {
     // The node's phase trace (prlx_node::trace): a few clock reads and one stderr line per
     // job, so it is on in every round.
     node.env(prlx_node::trace::TRACE_ENV, "1");
-    let (trace_tx, trace_rx) = std::sync::mpsc::channel();
-    let (node_process, _) = spawn_until(node, "node_id ", Some(trace_tx));
+    let mut node_process = Proc::spawn("node", node);
+    node_process.wait_line("node_id ", NODE_STARTUP);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+    let client = new_key();
     let pem = public_key_pem(&client.to_public_key());
-    let http = |method: &'static str, path: String, body: Option<Value>| {
-        let addr = addr.clone();
-        rt.block_on(async move { prlx_node_client(&addr, method, &path, body).await })
+    let http = |method: &str, path: &str, body: Option<Value>| {
+        rt.block_on(prlx_tests::harness::client::http(
+            &addr,
+            method,
+            path,
+            body.as_ref(),
+            None,
+        ))
     };
     assert_eq!(
         http(
             "POST",
-            "/v1/accounts/bench/deposits".into(),
+            "/v1/accounts/bench/deposits",
             Some(json!({"tx_ref": "t", "amount": 1_000_000_000u64}))
         )
         .0,
@@ -201,8 +152,8 @@ fn main() -> anyhow::Result<()> {
     let log_reader = LogUrl::parse(&log)?.open_reader()?;
     let mut log_next = 0;
     let pids = [
-        ("coordinator", coordinator.0.id()),
-        ("node", node_process.0.id()),
+        ("coordinator", coordinator.pid()),
+        ("node", node_process.pid()),
         ("bench", std::process::id()),
     ];
     let modes: Vec<Wait> = match std::env::var("PRLX_BENCH_WAIT").as_deref() {
@@ -216,22 +167,22 @@ fn main() -> anyhow::Result<()> {
         let wait = modes[m];
         let body = json!({"workload_class": "ai.inference", "model": "oss-chat-v1", "hardware_tier": 1,
             "priority": "standard", "deadline_seconds": 600, "credit_account": "bench", "client_pubkey": pem,
-            "prompt": PROMPT, "max_tokens": MAX_TOKENS, "payload_hash": hex::encode(Sha256::digest(PROMPT.as_bytes()))});
+            "prompt": PROMPT, "max_tokens": MAX_TOKENS, "payload_hash": Hash32::of(PROMPT.as_bytes()).to_hex()});
         let cpu_before = pids.map(|(_, pid)| cpu_ns(pid));
         let sent = Utc::now();
-        let (status, accepted) = http("POST", "/v1/requests".into(), Some(body));
+        let (status, accepted) = http("POST", "/v1/requests", Some(body));
         assert_eq!(status, 202, "{accepted}");
         let started = Instant::now();
         let answered = Utc::now();
         let id = accepted["request_id"].as_u64().unwrap();
         let mut polls = 0;
         let mut events = Vec::new();
-        let result = match wait {
+        let answer = match wait {
             Wait::Poll => loop {
-                let (_, st) = http("GET", format!("/v1/requests/{id}"), None);
+                let (_, st) = http("GET", &format!("/v1/requests/{id}"), None);
                 polls += 1;
                 if st["result"].is_object() {
-                    break st["result"].clone();
+                    break st;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             },
@@ -243,26 +194,24 @@ fn main() -> anyhow::Result<()> {
                         log_reader
                             .wait_for(log_next, Duration::from_secs(1))
                             .await?;
-                        read_events(&log_reader, &mut log_next, &mut events).await?;
+                        read_events(&log_reader, &mut log_next, &mut events).await;
                     }
                     anyhow::Ok(())
                 })?;
-                let (_, st) = http("GET", format!("/v1/requests/{id}"), None);
+                let (_, st) = http("GET", &format!("/v1/requests/{id}"), None);
                 polls += 1;
                 anyhow::ensure!(
                     st["result"].is_object(),
                     "no result after ResultReturned: {st}"
                 );
-                st["result"].clone()
+                st
             }
         };
         let elapsed = started.elapsed();
         let seen = Utc::now();
         let cpu_after = pids.map(|(_, pid)| cpu_ns(pid));
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(result["sealed_for_client"].as_str().unwrap())?;
-        let body: ResultBody =
-            serde_json::from_slice(&open_with_private_key(&client, &id.to_be_bytes(), &sealed)?)?;
+        let (opened, _, _) = open_result(&client, RequestId(id), &answer);
+        let body: ResultBody = serde_json::from_slice(&opened)?;
         let runs = body.token_ids.len() + usize::from(body.stopped_at_eos);
 
         let idle_before = pids.map(|(_, pid)| cpu_ns(pid));
@@ -278,14 +227,17 @@ fn main() -> anyhow::Result<()> {
 
         // Where the time went: the coordinator's own timestamps on the log, the node's trace
         // and this client's clock, all wall clock on this one host.
-        rt.block_on(read_events(&log_reader, &mut log_next, &mut events))?;
-        let trace_line = trace_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the node prints a trace line per job");
+        rt.block_on(read_events(&log_reader, &mut log_next, &mut events));
+        // The node prints a trace line per job, and runs one job per round.
+        let trace_line = node_process.wait_nth_line(TRACE, round, Duration::from_secs(5));
+        let trace_line = trace_line
+            .split_once(TRACE)
+            .expect("a trace line")
+            .1
+            .to_owned();
         let node = parse_trace(&trace_line);
         anyhow::ensure!(
-            node.task
-                .starts_with(&format!("{}/", prlx_events::RequestId(id))),
+            node.task.starts_with(&format!("{}/", RequestId(id))),
             "trace of {} for request {id}",
             node.task
         );
@@ -470,20 +422,14 @@ struct ModeStats {
 
 /// Appends the (type, recorded_at) of every record from `next` on to `out`.
 async fn read_events(
-    reader: &prlx_events::log::AnyReader,
-    next: &mut u64,
+    reader: &AnyReader,
+    next: &mut Offset,
     out: &mut Vec<(&'static str, DateTime<Utc>)>,
-) -> anyhow::Result<()> {
-    loop {
-        let records = reader.read(*next, 256).await?;
-        if records.is_empty() {
-            return Ok(());
-        }
-        for record in records {
-            *next = record.offset + 1;
-            if let Ok(envelope) = Envelope::decode(&record.payload) {
-                out.push((envelope.event.type_name(), envelope.header.recorded_at));
-            }
+) {
+    for record in read_records(reader, *next).await {
+        *next = record.offset + 1;
+        if let Ok(envelope) = Envelope::decode(&record.payload) {
+            out.push((envelope.event.type_name(), envelope.header.recorded_at));
         }
     }
 }
@@ -545,36 +491,4 @@ fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-async fn prlx_node_client(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .header("content-type", "application/json");
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(payload))).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
