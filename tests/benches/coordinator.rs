@@ -25,9 +25,10 @@ use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
 use prlx_events::log::file::{FileLogOptions, FileLogWriter};
-use prlx_events::log::{LogReader, LogUrl, LogWriter};
+use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
 use prlx_events::{AccountId, Envelope, Hash32};
+use prlx_tests::harness::client::read_records;
 
 const CONCURRENCY: usize = 256;
 const NODES: usize = 64;
@@ -153,15 +154,7 @@ async fn run_coordinator(
 
     // The records of the timed part, grouped into the batches they were appended in (one
     // command's events share a correlation id).
-    let reader = url.open_reader().unwrap();
-    let mut records = Vec::new();
-    let mut from = 0;
-    loop {
-        let got = reader.read(from, 4096).await.unwrap();
-        let Some(last) = got.last() else { break };
-        from = last.offset + 1;
-        records.extend(got);
-    }
+    let records = read_records(&url.open_reader().unwrap(), 0).await;
     let first_timed = records
         .iter()
         .position(|r| {

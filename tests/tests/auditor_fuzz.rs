@@ -9,8 +9,9 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use prlx_events::log::{LogReader, LogUrl, LogWriter};
+use prlx_events::log::{LogUrl, LogWriter};
 use prlx_replay::{verify, VerifyOptions};
+use prlx_tests::harness::client::read_log;
 use prlx_tests::rng::Rng;
 use serde_json::Value;
 
@@ -101,23 +102,11 @@ fn mutate(records: &mut Vec<Value>, rng: &mut Rng) -> String {
 }
 
 async fn read_all(dir: &Path) -> Vec<Value> {
-    let reader = LogUrl::parse(&format!("file://{}", dir.display()))
-        .unwrap()
-        .open_reader()
-        .unwrap();
-    let mut out = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = reader.read(from, 1024).await.unwrap();
-        let Some(last) = batch.last() else { break };
-        from = last.offset + 1;
-        out.extend(
-            batch
-                .iter()
-                .map(|r| serde_json::from_slice::<Value>(&r.payload).unwrap()),
-        );
-    }
-    out
+    read_log(&format!("file://{}", dir.display()))
+        .await
+        .iter()
+        .map(|(_, payload)| serde_json::from_slice::<Value>(payload).unwrap())
+        .collect()
 }
 
 #[test]

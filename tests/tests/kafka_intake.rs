@@ -20,6 +20,7 @@ use prlx_events::crypto::public_key_pem;
 use prlx_events::event::*;
 use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::{Envelope, Event};
+use prlx_tests::harness::client::read_records;
 
 fn bootstrap() -> Option<String> {
     prlx_tests::kafka::bootstrap()
@@ -335,17 +336,10 @@ async fn a_coordinator_fenced_mid_burst_leaves_exactly_one_answer_per_record() {
     stop.send(true).unwrap();
     intake.await.unwrap().unwrap();
 
-    let reader = url.open_reader().unwrap();
     let mut accepted = Vec::new();
-    let mut next = 0;
-    loop {
-        let records = reader.read(next, 4096).await.unwrap();
-        let Some(last) = records.last() else { break };
-        next = last.offset + 1;
-        for r in &records {
-            if let Event::RequestAccepted(a) = Envelope::decode(&r.payload).unwrap().event {
-                accepted.push(a.idempotency_key.unwrap());
-            }
+    for r in read_records(&url.open_reader().unwrap(), 0).await {
+        if let Event::RequestAccepted(a) = Envelope::decode(&r.payload).unwrap().event {
+            accepted.push(a.idempotency_key.unwrap());
         }
     }
     let want: Vec<String> = (0..burst).map(|i| format!("order-{i}")).collect();

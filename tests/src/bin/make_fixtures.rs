@@ -21,10 +21,11 @@ use prlx_events::crypto::{
 };
 use prlx_events::event::*;
 use prlx_events::log::file::{FileLogOptions, FileLogWriter};
-use prlx_events::log::{LogReader, LogUrl, LogWriter, Record};
+use prlx_events::log::{LogUrl, LogWriter, Record};
 use prlx_events::protocol::{DispatchBody, ResultBody, ResultReport};
 use prlx_events::seal::{StorageKey, NONCE_LEN};
 use prlx_events::{AccountId, Envelope, Hash32, NodeId};
+use prlx_tests::harness::client::read_records;
 use rsa::rand_core::{OsRng, RngCore};
 use rsa::RsaPrivateKey;
 use serde_json::json;
@@ -81,17 +82,6 @@ fn submission(
         deadline_seconds,
         credit_account: AccountId(account.into()),
         ..fixtures::submission(model, prompt.as_bytes())
-    }
-}
-
-async fn read_all(reader: &impl LogReader) -> Vec<Record> {
-    let mut out = Vec::new();
-    loop {
-        let got = reader.read(out.len() as u64, 4096).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got);
     }
 }
 
@@ -307,7 +297,7 @@ async fn write_clean(dir: &Path) {
     let mut answered = 0;
     let mut skipped_once = false;
     for round in 0..20 {
-        let log: Vec<Envelope> = read_all(&reader)
+        let log: Vec<Envelope> = read_records(&reader, 0)
             .await
             .iter()
             .map(|r| Envelope::decode(&r.payload).unwrap())
@@ -475,7 +465,7 @@ async fn main() {
         .unwrap()
         .open_reader()
         .unwrap();
-    let records = read_all(&reader).await;
+    let records = read_records(&reader, 0).await;
     let envs: Vec<Envelope> = records
         .iter()
         .map(|r| Envelope::decode(&r.payload).unwrap())
