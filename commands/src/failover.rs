@@ -171,10 +171,6 @@ impl Standby {
     }
 }
 
-fn say(message: impl std::fmt::Display) {
-    tracing::info!("{message}");
-}
-
 async fn until_set(flag: &mut watch::Receiver<bool>) {
     if flag.wait_for(|set| *set).await.is_err() {
         std::future::pending::<()>().await
@@ -224,7 +220,7 @@ where
             f(addr);
         }
         if !lease.is_held() {
-            say("standby: waiting for the log's lease (answering 503 until then)");
+            tracing::info!("standby: waiting for the log's lease (answering 503 until then)");
         }
         let mut stopping = stop.clone();
         let acquired = tokio::select! {
@@ -236,10 +232,10 @@ where
         };
         if let Err(e) = acquired {
             // Out of the group (a rejoin failed): try again after a pause.
-            say(format_args!("the lease: {e}; joining the election again"));
+            tracing::warn!(error = %e, "the lease failed; joining the election again");
             pause(&mut backoff, &stop).await;
             if let Err(e) = lease.rejoin() {
-                say(format_args!("joining the election: {e}"));
+                tracing::warn!(error = %e, "joining the election failed");
             }
             if let Some(s) = standby {
                 s.stop().await?;
@@ -247,7 +243,7 @@ where
             continue;
         }
         if elected {
-            say("elected: opening the log as its writer");
+            tracing::info!("elected: opening the log as its writer");
         }
         let opened = tokio::select! {
             r = open() => r,
@@ -259,12 +255,13 @@ where
         let coordinator = match opened {
             Ok(c) => c,
             Err(OpenError::Log(why)) if elected => {
-                say(format_args!(
-                    "opening the log failed: {why}; standing by, then trying again"
-                ));
+                tracing::warn!(
+                    error = %why,
+                    "opening the log failed; standing by, then trying again"
+                );
                 pause(&mut backoff, &stop).await;
                 if let Err(e) = lease.rejoin() {
-                    say(format_args!("joining the election: {e}"));
+                    tracing::warn!(error = %e, "joining the election failed");
                 }
                 if let Some(s) = standby {
                     s.stop().await?;
@@ -290,7 +287,7 @@ where
         let history = coordinator.writer().reader();
         let (handle, actor) = actor::spawn(coordinator);
         if elected {
-            say("active: serving as the log's writer");
+            tracing::info!("active: serving as the log's writer");
         }
         // Other doors (the Kafka intake) open only while active, and close before the actor.
         let side = on_active(handle.clone());
@@ -306,11 +303,15 @@ where
                     _ = held.wait_for(|held| !*held) => StepDown::LeaseLost,
                 };
                 match why {
-                    StepDown::Signal => say("shutting down: finishing requests in flight"),
-                    StepDown::ActorStopped => say("the coordinator stopped; stepping down"),
-                    StepDown::LeaseLost => {
-                        say("lost the log's lease: stepping down, finishing requests in flight")
+                    StepDown::Signal => {
+                        tracing::info!("shutting down: finishing requests in flight")
                     }
+                    StepDown::ActorStopped => {
+                        tracing::warn!("the coordinator stopped; stepping down")
+                    }
+                    StepDown::LeaseLost => tracing::warn!(
+                        "lost the log's lease: stepping down, finishing requests in flight"
+                    ),
                 }
                 let _ = why_tx.send(why);
             })
@@ -332,19 +333,20 @@ where
             (StepDown::Signal, Err(e)) => return Err(ServeError::Failed(e)),
             (StepDown::LeaseLost, ended) => {
                 if let Err(e) = ended {
-                    say(format_args!("the writer stopped too: {e}"));
+                    tracing::warn!(error = %e, "the writer stopped too");
                 }
             }
             (StepDown::ActorStopped, ended) => {
                 let why = ended
                     .err()
                     .map_or("it stopped".to_owned(), |e| e.to_string());
-                say(format_args!(
-                    "the coordinator failed ({why}); leaving the election and joining again \
+                tracing::warn!(
+                    error = %why,
+                    "the coordinator failed; leaving the election and joining again \
                      (another instance may take over)"
-                ));
+                );
                 if let Err(e) = lease.rejoin() {
-                    say(format_args!("joining the election: {e}"));
+                    tracing::warn!(error = %e, "joining the election failed");
                 }
             }
         }

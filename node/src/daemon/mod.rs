@@ -136,6 +136,7 @@ pub async fn run(
             "already registered"
         }
     );
+    // On stdout, not the log: scripts and tests read the node's id from this line.
     println!("node_id {}", node.0);
 
     let reader = tokio::select! {
