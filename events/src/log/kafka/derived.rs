@@ -23,7 +23,8 @@ use crate::log::{KafkaLogOptions, LogError, Offset, SideRecord};
 /// writer with the same name fences the first, as a second log writer does.
 ///
 /// After any error the writer is spent: drop it and open a new one, whose
-/// `init_transactions` settles whatever the old one left open (`shared/KAFKA.md`).
+/// `init_transactions` settles whatever the old one left open (docs/adr/03-kafka-log.md,
+/// "Failures").
 pub struct KafkaDerivedWriter {
     /// The log's topic (whose position is kept) and the transactional id (the name).
     target: Target,

@@ -48,7 +48,7 @@
 //!   and its batches get [`LogError::Kafka`]; none of them is in the log.
 //! - A commit with no answer (a timeout, a lost connection): the producer is dropped and
 //!   re-created, whose `init_transactions` settles the open transaction one way or the other
-//!   (Jepsen found anomalies when such a producer is reused; see `shared/KAFKA.md`). Its
+//!   (Jepsen found anomalies when such a producer is reused; see docs/adr/03-kafka-log.md). Its
 //!   batches get [`LogError::OutcomeUnknown`]: the caller reads the log to know.
 //! - Any other fatal producer error poisons the writer ([`LogError::Poisoned`]); reopen it.
 //!
