@@ -27,6 +27,9 @@
 //! - `tour` (feature `kafka`): `prlx-coordinator demo`, a model-free tour of intake.
 //! - `testkit` (feature `testkit`, and this crate's own tests): Given/When/Then for
 //!   decisions, builders of the events and submissions tests start from.
+//! - `src/bin/`: the binaries, thin (parse arguments, call this library):
+//!   `prlx-coordinator` (`serve`, `demo`) and `prlx-client` (submit prompts and check the
+//!   results; stakes and rewards).
 
 pub mod actor;
 pub mod client;

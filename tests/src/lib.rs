@@ -17,6 +17,8 @@
 //! - [`tamper`]: consistent rewrites of a file log (records removed, inserted, swapped and
 //!   everything renumbered to match), for the auditor's negative tests and golden logs.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
+//! - `src/bin/`: `prlx-log-torture`, the crash test's writer process; `prlx-make-fixtures`,
+//!   which writes the auditor's golden logs (`tests/fixtures/audit/`).
 
 pub mod conformance;
 pub mod harness;
