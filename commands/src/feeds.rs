@@ -351,9 +351,10 @@ mod tests {
             stake: 0,
             execution_class: ExecutionClass {
                 device: "cpu".into(),
-                driver: "-".into(),
-                runtime: "-".into(),
+                driver: "none".into(),
+                runtime: "onnxruntime-1.22.0".into(),
             },
+            model_hashes: Default::default(),
         }
         .into()
     }

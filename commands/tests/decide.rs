@@ -2,9 +2,9 @@
 
 use prlx_commands::decide::{task_price, Command, SignedHeartbeat, Submission};
 use prlx_commands::testkit::fixtures::{
-    self, accepted_and_reserved, account, cpu, model, registration,
+    self, accepted_and_reserved, account, cpu, model, registration, t,
 };
-use prlx_commands::testkit::given;
+use prlx_commands::testkit::{given, History};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId};
@@ -217,7 +217,7 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         models: vec!["oss-chat-v1".into()],
         slots: 2,
         stake: 10,
-        execution_class: cpu("ort"),
+        execution_class: cpu("onnxruntime-1.32"),
         ..registration(node_id_of(&key), public_key_pem(&key))
     };
     let id = node.node_id;
@@ -249,26 +249,36 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         .when(Command::RegisterNode(Box::new(too_big)))
         .then_reject(RejectionCode::TierOutOfRange, "hardware_tier");
     given([])
-        .when(Command::Heartbeat {
-            node_id: id,
-            signed: None,
-        })
+        .when(fixtures::heartbeat(id, t(5)))
         .then_reject(RejectionCode::UnknownNode, "node_id");
-    given([node.into()])
-        .when(Command::Heartbeat {
-            node_id: id,
-            signed: Some(SignedHeartbeat {
-                at: 1_700_000_000,
-                signature: vec![7; 4],
-            }),
-        })
+    // Registered at t(0); a heartbeat signed at t(5), recorded at t(5).
+    let signed_at = |at: i64, now: i64| Command::Heartbeat {
+        node_id: id,
+        signed: SignedHeartbeat {
+            at: t(at).timestamp(),
+            signature: vec![7; 4],
+        },
+        now: t(now),
+    };
+    given([node.clone().into()])
+        .when(signed_at(5, 5))
         // The signed statement is recorded with the heartbeat, for the auditor.
         .then_expect([NodeHeartbeat {
             node_id: id,
-            at: Some(1_700_000_000),
+            at: Some(t(5).timestamp()),
             signature: Some(Sealed(vec![7; 4])),
         }
         .into()]);
+    // Signed further than the skew allows from the time it would be recorded at.
+    given([node.clone().into()])
+        .when(signed_at(5, 5 + 121))
+        .then_reject(RejectionCode::MalformedRequest, "at");
+    // A statement not newer than the last one recorded: a replay.
+    let mut h = History::from(vec![Event::from(node)]);
+    h.record(t(5), [fixtures::heartbeat_recorded(id, t(5)).into()]);
+    given(&h)
+        .when(signed_at(5, 6))
+        .then_reject(RejectionCode::MalformedRequest, "at");
 }
 
 #[test]

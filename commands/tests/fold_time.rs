@@ -1,6 +1,7 @@
 //! The fold's checks of time and of events no version defines: a dispatch's deadline is
 //! re-derived from the time it is recorded at, an expiry counts only at or after that
-//! deadline, a result only before it, and `SubtasksPlanned` is refused.
+//! deadline, a result only before it, a heartbeat only with a fresh signed statement, and
+//! `SubtasksPlanned` is refused.
 //!
 //! Each case folds an honest history first, so a refusal is the forged record's doing.
 
@@ -35,13 +36,14 @@ fn dispatched_at_10() -> (History, chrono::DateTime<chrono::Utc>) {
     .into();
     h.extend(accepted_and_reserved(request_accepted(0)));
     let st = fold(&h).expect("the base folds");
-    let choice = next_assignment(&st).expect("work to dispatch");
+    let choice = next_assignment(&st, None).expect("work to dispatch");
     let events = decide(
         &st,
         Command::Dispatch(Box::new(Dispatch {
             choice,
             sealed_work: Sealed(vec![1]),
             now: t(10),
+            seed: None,
         })),
     )
     .unwrap();
@@ -139,4 +141,44 @@ fn sub_task_plans_are_refused_until_a_version_defines_them() {
     let (event, reason) = fold(&h).expect_err("refused");
     assert_eq!(event, "SubtasksPlanned");
     assert!(reason.contains("not defined"), "{reason}");
+}
+
+/// A heartbeat earns uptime, so the fold takes only one the node signed, at a time near the
+/// time it is recorded at and after the node's previous one.
+#[test]
+fn a_heartbeat_is_folded_only_with_a_fresh_signed_statement() {
+    let (h, _) = dispatched_at_10();
+    let node = fixtures::node(1);
+    let with = |heartbeat: NodeHeartbeat, recorded: i64| {
+        let mut h = h.clone();
+        h.record(t(recorded), [heartbeat.into()]);
+        fold(&h)
+    };
+    let mut twice = h.clone();
+    twice.record(t(20), [fixtures::heartbeat_recorded(node, t(20)).into()]);
+    twice.record(t(21), [fixtures::heartbeat_recorded(node, t(21)).into()]);
+    fold(&twice).expect("two statements, each newer, fold");
+
+    let unsigned = NodeHeartbeat {
+        signature: None,
+        ..fixtures::heartbeat_recorded(node, t(20))
+    };
+    let (event, reason) = with(unsigned, 20).expect_err("refused");
+    assert_eq!(event, "NodeHeartbeat");
+    assert!(reason.contains("signed statement"), "{reason}");
+
+    let (_, reason) =
+        with(fixtures::heartbeat_recorded(node, t(20)), 20 + 121).expect_err("refused");
+    assert!(
+        reason.contains("from the time it is recorded at"),
+        "{reason}"
+    );
+
+    let mut replayed = twice;
+    replayed.record(t(22), [fixtures::heartbeat_recorded(node, t(21)).into()]);
+    let (_, reason) = fold(&replayed).expect_err("refused");
+    assert!(
+        reason.contains("not after the node's previous heartbeat"),
+        "{reason}"
+    );
 }

@@ -14,7 +14,7 @@ use prlx_commands::decide::{decide, Command};
 use prlx_commands::http::{app, MAX_BODY_BYTES};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
-use prlx_commands::testkit::fixtures::{cpu, registration, reward_policy};
+use prlx_commands::testkit::fixtures::{self, cpu, registration, reward_policy};
 use prlx_commands::testkit::intake::{rejection_cases, sha256_hex, submission, CATALOG};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{CatalogPublished, NodeRegistered};
@@ -811,7 +811,7 @@ fn register(n: u8, tier: u8, stake: u64) -> Command {
         hardware_tier: tier,
         models: vec!["oss-chat-v1".into()],
         stake,
-        execution_class: cpu("ort"),
+        execution_class: cpu("onnxruntime-1.32"),
         ..registration(test_node(n), node_key(n).1.clone())
     }))
 }
@@ -972,7 +972,8 @@ impl TimedLog {
                 recorded_at: t(at),
                 producer: "timed-log".into(),
                 sequence: seq,
-                correlation_id: None,
+                // Events recorded at one time are one decision's batch.
+                correlation_id: Some(uuid::Uuid::from_u64_pair(1, at as u64)),
                 causation_id: None,
                 prev: None,
             },
@@ -1002,27 +1003,9 @@ async fn settled_epochs_are_listed_with_their_payouts() {
     log.run(-50, register(2, 2, 300));
     // A earns slots 0 and 1 at stake 100 x tier 1: weight 200. B earns slot 0 at 300 x 2,
     // unstakes 100, then earns slot 2 at 200 x 2: weight 1_000.
-    log.run(
-        30,
-        Command::Heartbeat {
-            node_id: a,
-            signed: None,
-        },
-    );
-    log.run(
-        90,
-        Command::Heartbeat {
-            node_id: a,
-            signed: None,
-        },
-    );
-    log.run(
-        30,
-        Command::Heartbeat {
-            node_id: b,
-            signed: None,
-        },
-    );
+    log.run(30, fixtures::heartbeat(a, t(30)));
+    log.run(90, fixtures::heartbeat(a, t(90)));
+    log.run(30, fixtures::heartbeat(b, t(30)));
     log.run(
         100,
         Command::Settlement(SettlementCommand::RequestUnstake {
@@ -1030,13 +1013,7 @@ async fn settled_epochs_are_listed_with_their_payouts() {
             amount: 100,
         }),
     );
-    log.run(
-        130,
-        Command::Heartbeat {
-            node_id: b,
-            signed: None,
-        },
-    );
+    log.run(130, fixtures::heartbeat(b, t(130)));
     // Epoch 0 closes; epoch 1 has no uptime and carries its pool; B's 100 comes back at 1_000.
     log.settle_due(600);
     log.settle_due(1_200);
@@ -1149,7 +1126,7 @@ async fn hostile_fields_get_4xx_never_a_crash() {
         "models": ["oss-chat-v1"],
         "slots": 1,
         "stake": 10,
-        "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
     });
     let node = node_id_of(&key.to_public_key()).0.to_hex();
     let report = json!({

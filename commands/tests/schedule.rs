@@ -75,13 +75,14 @@ fn base(nodes: Vec<Event>) -> History {
 /// events.
 fn dispatch_next(history: &History, now: i64) -> Vec<Event> {
     let st = state(history);
-    let choice = next_assignment(&st).expect("something to dispatch");
+    let choice = next_assignment(&st, None).expect("something to dispatch");
     decide(
         &st,
         Command::Dispatch(Box::new(Dispatch {
             choice,
             sealed_work: Sealed(vec![1, 2, 3]),
             now: t(now),
+            seed: None,
         })),
     )
     .unwrap()
@@ -201,7 +202,7 @@ fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
     assert_eq!(s.task_id.request, RequestId(1), "high priority goes first");
     let st = state(&h);
     assert_eq!(
-        next_assignment(&st),
+        next_assignment(&st, None),
         None,
         "the only slot is taken: request 0 waits"
     );
@@ -219,7 +220,8 @@ fn requests_wait_when_no_node_has_capacity_and_go_in_priority_order() {
         Command::Dispatch(Box::new(Dispatch {
             choice: stale,
             sealed_work: Sealed(vec![]),
-            now: t(11)
+            now: t(11),
+            seed: None,
         }))
     )
     .is_err());
@@ -459,18 +461,12 @@ fn a_silent_node_lapses_gets_no_work_and_a_heartbeat_brings_it_back() {
     );
     h.extend(accept(1, "chat", 1, Priority::Standard));
     assert_eq!(
-        next_assignment(&state(&h)),
+        next_assignment(&state(&h), None),
         None,
         "node 1 is lapsed, node 2 busy"
     );
-    h.push(
-        NodeHeartbeat {
-            node_id: node(1),
-            at: None,
-            signature: None,
-        }
-        .into(),
-    );
+    let at = h.next_time();
+    h.record(at, [fixtures::heartbeat_recorded(node(1), at).into()]);
     assert_eq!(
         scheduled_node(&dispatch_next(&h, 50)),
         node(1),
@@ -598,7 +594,7 @@ fn a_report_at_its_deadline_is_late_whatever_the_timer_did() {
     after.record(t(40), late);
     let st = state(&after);
     assert!(st.requests[&RequestId(0)].running.is_none());
-    let next = next_assignment(&st).expect("the request is queued again");
+    let next = next_assignment(&st, None).expect("the request is queued again");
     assert_ne!(next.node, n, "the late node is not asked again");
 
     let on_time = given(&h).when(at(39)).events();
@@ -679,7 +675,7 @@ fn a_stranded_retry_no_longer_blocks_a_placeable_request_behind_it() {
         "the stranded retry is at the head"
     );
     // Node 1 is idle; request 2 behind the stranded head takes it.
-    let choice = next_assignment(&st).expect("request 2 can be placed");
+    let choice = next_assignment(&st, None).expect("request 2 can be placed");
     assert_eq!((choice.request, choice.node), (RequestId(2), node(1)));
     dispatched(&mut h, 43);
     assert!(
@@ -688,7 +684,7 @@ fn a_stranded_retry_no_longer_blocks_a_placeable_request_behind_it() {
     );
     // Node 2 returns request 1: request 0 goes to it at last.
     verified(&mut h, 1, node(2), 0, 45);
-    let choice = next_assignment(&state(&h)).expect("node 2 is free");
+    let choice = next_assignment(&state(&h), None).expect("node 2 is free");
     assert_eq!((choice.request, choice.node), (RequestId(0), node(2)));
 }
 
@@ -701,7 +697,7 @@ fn a_plain_request_that_cannot_be_placed_ends_the_walk_of_its_queue() {
         h.extend(accept(id, "chat", 1, Priority::Standard));
     }
     dispatched(&mut h, 10);
-    assert_eq!(next_assignment(&state(&h)), None);
+    assert_eq!(next_assignment(&state(&h), None), None);
 }
 
 #[test]
@@ -877,7 +873,7 @@ fn a_missed_deadline_ranks_the_node_below_others_but_never_removes_it() {
     // Miss after miss lowers both nodes further, and never removes either from the pool.
     for round in 0..4u64 {
         h.extend(accept(2 + round, "chat", 1, Priority::Standard));
-        while next_assignment(&state(&h)).is_some() {
+        while next_assignment(&state(&h), None).is_some() {
             let now = (h.next_time() - t(0)).num_seconds();
             let d = dispatched(&mut h, now);
             let Event::RequestScheduled(s) = &d[0] else {

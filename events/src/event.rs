@@ -6,6 +6,8 @@
 //!
 //! No payload carries a plaintext prompt or output: work travels as [`Sealed`] blobs.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -65,102 +67,7 @@ pub enum RejectionCode {
     InvalidAmount,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Configuration recorded on the log, so replay prices and validates exactly as the coordinator.
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct CatalogModel {
-    /// The model reference clients name, e.g. `oss-chat-v1`.
-    pub model: String,
-    /// SHA-256 of the model file that nodes must serve.
-    pub sha256: Hash32,
-    /// The smallest hardware tier that can run it.
-    pub min_tier: u8,
-    /// Price of a request in credit minor units: `base_price + per_token_price * max_tokens`,
-    /// times the priority multiplier.
-    pub base_price: u64,
-    pub per_token_price: u64,
-    pub max_tokens_limit: u32,
-    /// The model's context in tokens, prompt and output together; 0: not declared. A request
-    /// whose `max_tokens` leaves no room for a prompt is refused at intake.
-    #[serde(default)]
-    pub context_length: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct CatalogPublished {
-    pub models: Vec<CatalogModel>,
-    pub max_tier: u8,
-    pub min_deadline_seconds: u32,
-    pub max_deadline_seconds: u32,
-    /// Weight of reputation in scheduling, in percent (100 = 1.0).
-    #[serde(default = "default_reputation_weight_pct")]
-    pub reputation_weight_pct: u32,
-    /// Dispatch attempts (first plus re-dispatches) before a request fails and is refunded.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Sampling and standing rules of step 7.
-    #[serde(default)]
-    pub validation: ValidationPolicy,
-    /// A node whose last heartbeat is older than this gets no new work until it heartbeats
-    /// again (it lapses; see `NodeLapsed`).
-    #[serde(default = "default_node_timeout_seconds")]
-    pub node_timeout_seconds: u32,
-    /// The admission bound: a request with no verified result that is still waiting in the
-    /// queue this long after it was accepted fails and is refunded in full.
-    #[serde(default = "default_queue_timeout_seconds")]
-    pub queue_timeout_seconds: u32,
-}
-
-fn default_node_timeout_seconds() -> u32 {
-    30
-}
-
-fn default_queue_timeout_seconds() -> u32 {
-    600
-}
-
-/// How results are validated and how standing moves (see `docs/validation.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(default)]
-pub struct ValidationPolicy {
-    /// Fraction of completed requests re-dispatched to a second node, in basis points
-    /// (10_000 = every request).
-    pub sampling_bp: u32,
-    /// Length of a sampling epoch in seconds; its seed is revealed when it ends.
-    pub epoch_seconds: u32,
-    /// Weight of a result proven bad (commitment rejected, outvoted) in the standing ratio.
-    pub invalid_weight: u32,
-    /// Weight of a comparison with no majority (every party flagged for review).
-    pub review_weight: u32,
-    /// A node whose standing falls below this leaves the active pool.
-    pub removal_below_bp: u32,
-    /// Weight of a missed deadline in the standing ratio. It lowers the node's reputation in
-    /// scheduling but never removes it from the pool (see `docs/validation.md`). Catalogs
-    /// recorded before it existed (`CatalogPublished` v1) are read with 0.
-    pub missed_deadline_weight: u32,
-}
-
-impl Default for ValidationPolicy {
-    fn default() -> Self {
-        Self {
-            sampling_bp: 1_000,
-            epoch_seconds: 3_600,
-            invalid_weight: 4,
-            review_weight: 1,
-            removal_below_bp: 5_000,
-            missed_deadline_weight: 1,
-        }
-    }
-}
-
-fn default_reputation_weight_pct() -> u32 {
-    100
-}
-
-fn default_max_attempts() -> u32 {
-    3
-}
+pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};
 
 // ---------------------------------------------------------------------------------------------
 // Credits: integers in minor units, never floats.
@@ -250,15 +157,8 @@ pub struct SubtasksPlanned {
 // ---------------------------------------------------------------------------------------------
 // Nodes.
 
-/// What must match for two honest nodes to produce the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-pub struct ExecutionClass {
-    /// e.g. `cpu-x86_64-avx2`, `cuda-sm90`.
-    pub device: String,
-    pub driver: String,
-    /// e.g. `onnxruntime-1.32.0`.
-    pub runtime: String,
-}
+/// What must match for two honest nodes to produce the same bytes (in [`crate::class`]).
+pub use crate::class::ExecutionClass;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeRegistered {
@@ -270,6 +170,11 @@ pub struct NodeRegistered {
     pub slots: u32,
     pub stake: u64,
     pub execution_class: ExecutionClass,
+    /// The SHA-256 of the model file it serves, by model, as the node reports it: each the
+    /// catalog's for that model. Replicas run the same file as the primary. Empty in records
+    /// from before nodes reported them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_hashes: BTreeMap<String, Hash32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -461,8 +366,9 @@ pub enum Verdict {
     },
     /// No majority: every party is flagged for review.
     NoMajority { parties: Vec<NodeId> },
-    /// Sampled, but no untried node of the primary's execution class is in the pool: the
-    /// result is released unconfirmed (counted apart so auditors see the gap).
+    /// Sampled, but no replica of the primary's execution class came within the catalog's
+    /// `unconfirmed_hold_seconds` (with no hold: no untried node of the class is in the
+    /// pool): the result is released unconfirmed (counted apart so auditors see the gap).
     Unconfirmed { reason: String },
 }
 
@@ -749,7 +655,7 @@ macro_rules! events {
 }
 
 events! {
-    CatalogPublished = 2,
+    CatalogPublished = 3,
     CreditsDeposited = 1,
     CreditsReserved = 1,
     CreditsCharged = 1,

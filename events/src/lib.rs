@@ -8,6 +8,9 @@
 //! # Layout
 //! - [`ids`]: fixed-width identifiers (request, task, node, account) and digests.
 //! - [`event`]: the payload enum, one variant per transition, generated tables.
+//! - [`catalog`]: the catalog's types (models, prices, validation policy), re-exported by
+//!   [`event`].
+//! - [`class`]: execution classes in normal form (a vocabulary, not free strings).
 //! - [`envelope`]: the header and the wire codec.
 //! - [`chain`]: the log's hash chain: each record links to the one before it.
 //! - `decode_error`: why bytes did not decode ([`DecodeError`], re-exported here and by
@@ -29,7 +32,9 @@
 
 mod b64;
 pub mod backoff;
+pub mod catalog;
 pub mod chain;
+pub mod class;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod crypto;

@@ -130,6 +130,7 @@ fn one_of_each() -> Vec<Event> {
             slots: 2,
             stake: 1_000,
             execution_class: class,
+            model_hashes: [("oss-chat-v1".to_owned(), Hash32::of(b"model"))].into(),
         }
         .into(),
         NodeHeartbeat {

@@ -1,16 +1,18 @@
-//! Validation (step 7), the pure parts shared by `decide` and the fold: the sampling draw,
-//! the verdict over replica results, and standing.
+//! Validation (step 7), the pure parts shared by `decide` and the fold: the sampling draw and
+//! its rate (probation), the bound on a result's wait for a replica, the verdict over replica
+//! results, and standing.
 //!
 //! The coordinator decides with these functions and the fold re-derives with them, so an
 //! auditor replaying the log checks every verdict, every standing change, and (once an
 //! epoch's seed is revealed) every sampling decision of that epoch. See `docs/validation.md`.
 
-use prlx_events::event::{ExecutionClass, ValidationPolicy, Verdict};
+use chrono::{DateTime, Duration, Utc};
+use prlx_events::event::{ValidationPolicy, Verdict};
 use prlx_events::{Hash32, NodeId, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
-use crate::coordinator::views::RequestView;
 pub use crate::coordinator::views::{History, VerifiedResult};
+use crate::coordinator::views::{ReplicaClass, RequestStatus, RequestView, SamplingEpoch};
 
 /// Basis points in one.
 pub const BP: u32 = 10_000;
@@ -29,6 +31,27 @@ pub fn sampled(seed: &Hash32, request: RequestId, sampling_bp: u32) -> bool {
     let h = Hash32::of(&input);
     let draw = u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"));
     draw % u64::from(BP) < u64::from(sampling_bp)
+}
+
+/// The sampling rate, in basis points, of a result under the `epoch`'s settings:
+/// probation's rate (or the catalog's, if higher) when its node is on probation
+/// ([`on_probation`]), else the catalog's.
+pub fn sampling_rate(epoch: &SamplingEpoch, probation: bool) -> u32 {
+    if probation {
+        epoch.probation_sampling_bp.max(epoch.sampling_bp)
+    } else {
+        epoch.sampling_bp
+    }
+}
+
+/// Whether a result that is its node's `ordinal`-th verified one (1 for its first) is drawn
+/// at the probation rate: the first `probation_results` of every node are.
+///
+/// A new node cannot build standing on unchecked work, or pass a colluder's results while
+/// nobody looks: its first results are checked at a high rate. The ordinal is in the state
+/// (`NodeView::verified`), so the fold re-derives the rate of every draw.
+pub fn on_probation(epoch: &SamplingEpoch, ordinal: u64) -> bool {
+    ordinal <= u64::from(epoch.probation_results)
 }
 
 /// Standing in basis points from a node's history:
@@ -95,11 +118,30 @@ pub fn compare(results: &[VerifiedResult]) -> Comparison {
     }
 }
 
+/// How long a sampled result may wait in the queue for a replica before it goes out
+/// unconfirmed: the catalog's `unconfirmed_hold_seconds`. `None` for 0, no hold (as catalogs
+/// before it are read): released at once when no peer of the class exists, else the wait
+/// has no bound.
+pub fn unconfirmed_hold(policy: &ValidationPolicy) -> Option<Duration> {
+    (policy.unconfirmed_hold_seconds > 0)
+        .then(|| Duration::seconds(i64::from(policy.unconfirmed_hold_seconds)))
+}
+
+/// When request `id`, waiting in the queue for a replica, goes out unconfirmed (or, with two
+/// results that differ, fails without majority): the time it began to wait plus the hold.
+/// `None` when it is not waiting for a replica, or the catalog sets no hold.
+pub fn hold_deadline(state: &CoordinatorState, id: RequestId) -> Option<DateTime<Utc>> {
+    let req = state.requests.get(&id)?;
+    let hold = unconfirmed_hold(&state.validation_policy())?;
+    let waiting = req.status == RequestStatus::Accepted && req.validating() && req.queued.is_some();
+    waiting.then_some(req.replica_since? + hold)
+}
+
 /// Whether a replica for `req` can ever be found: some node in the pool, not draining, that
 /// serves the model at the tier, of the execution class the replicas must share, that the
 /// request has not tried. Busy nodes count: the replica waits for a slot. O(nodes), and only
 /// asked for sampled requests.
-pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ExecutionClass) -> bool {
+pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ReplicaClass) -> bool {
     crate::scheduler::untried_capable(state, req, Some(class))
 }
 
@@ -139,6 +181,38 @@ mod tests {
             })
             .count();
         assert!(differ > 300, "{differ}");
+    }
+
+    #[test]
+    fn probation_samples_a_nodes_first_results_at_its_rate() {
+        let epoch = SamplingEpoch {
+            epoch: 1,
+            seed_hash: Hash32([0; 32]),
+            sealed_seed: None,
+            sampling_bp: 1_000,
+            probation_results: 10,
+            probation_sampling_bp: 10_000,
+            ends_at: chrono::DateTime::UNIX_EPOCH,
+            decisions: Default::default(),
+            probation: Default::default(),
+            replicas: Vec::new(),
+        };
+        assert!(on_probation(&epoch, 1) && on_probation(&epoch, 10));
+        assert!(!on_probation(&epoch, 11));
+        assert_eq!(sampling_rate(&epoch, true), 10_000);
+        assert_eq!(sampling_rate(&epoch, false), 1_000);
+        // A probation rate under the catalog's never lowers it.
+        let low = SamplingEpoch {
+            probation_sampling_bp: 500,
+            ..epoch.clone()
+        };
+        assert_eq!(sampling_rate(&low, true), 1_000);
+        // No probation: even a first result is past it.
+        let none = SamplingEpoch {
+            probation_results: 0,
+            ..epoch
+        };
+        assert!(!on_probation(&none, 1));
     }
 
     #[test]

@@ -525,6 +525,7 @@ fn fold_stage(
     let mut by_type = BTreeMap::new();
     let mut divergence = None;
     let mut evidence = evidence::Evidence::start();
+    let mut last = None;
     'stages: for stage in batches {
         let batch = match stage {
             Stage::Fold(batch) => batch,
@@ -552,7 +553,20 @@ fn fold_stage(
             }
             records += 1;
             *by_type.entry(env.event.type_name()).or_default() += 1;
+            last = Some((offset, env.event.type_name()));
         }
+    }
+    // Each batch is appended whole, so a log that ends inside a decision lost its last records.
+    if let (None, Some((offset, event_type)), Some(message)) =
+        (&divergence, last, fold.state.unfinished_batch())
+    {
+        divergence = Some(Divergence {
+            offset,
+            kind: DivergenceKind::FoldRefused,
+            event_type: Some(event_type.to_owned()),
+            field: None,
+            message,
+        });
     }
     // A signature that does not verify before the first other divergence is the first.
     let (finding, evidence) = evidence.finish(divergence.as_ref().map(|d| d.offset));

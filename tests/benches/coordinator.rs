@@ -86,7 +86,7 @@ async fn run_coordinator(
                 models: vec!["bench-model".into()],
                 slots: 512,
                 stake: 1,
-                execution_class: cpu("-"),
+                execution_class: cpu("onnxruntime-1.22"),
                 ..registration(node_id_of(&public), public_key_pem(&public))
             })))
             .await

@@ -26,7 +26,8 @@ fn env(seq: u64, event: Event) -> Envelope {
             recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             producer: "bench".into(),
             sequence: seq,
-            correlation_id: None,
+            // One batch throughout: each decision's events are applied together, in order.
+            correlation_id: Some(uuid::Uuid::from_u128(1)),
             causation_id: None,
             prev: None,
         },
@@ -73,7 +74,7 @@ fn build(nodes: u32, requests: u64) -> CoordinatorState {
                 ],
                 slots: 2,
                 stake: 1,
-                execution_class: cpu("-"),
+                execution_class: cpu("onnxruntime-1.22"),
                 ..registration(node_id(i), String::new())
             }
             .into(),
@@ -126,7 +127,7 @@ fn main() {
         for (i, (_, st)) in states.iter().enumerate() {
             let t = Instant::now();
             for _ in 0..calls {
-                std::hint::black_box(next_assignment(std::hint::black_box(st)));
+                std::hint::black_box(next_assignment(std::hint::black_box(st), None));
             }
             decisions[i].push(t.elapsed() / calls);
         }
@@ -139,7 +140,7 @@ fn main() {
         let mut seq = 1 << 40;
         let t = Instant::now();
         let mut dispatched = 0u32;
-        while let Some(choice) = next_assignment(&st) {
+        while let Some(choice) = next_assignment(&st, None) {
             let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
             let events = decide(
                 &st,
@@ -147,6 +148,7 @@ fn main() {
                     choice,
                     sealed_work: Sealed(vec![0; 64]),
                     now,
+                    seed: None,
                 })),
             )
             .unwrap();

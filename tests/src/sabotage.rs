@@ -137,10 +137,12 @@ struct Core {
 }
 
 impl Core {
-    /// Stamps `events` with one time, as the shell stamps one decision's events: the fold
-    /// re-derives a dispatch's deadline from the time it is recorded at.
+    /// Stamps `events` with one time and one batch, as the shell stamps one decision's
+    /// events: the fold re-derives a dispatch's deadline from the time it is recorded at and
+    /// checks that a decision's events complete within their batch.
     fn apply(&mut self, events: Vec<Event>) -> Vec<Event> {
         let at = self.now();
+        let batch = uuid::Uuid::from_u128(u128::from(self.seq) + 1);
         for e in &events {
             let env = Envelope::new(
                 Header {
@@ -148,7 +150,7 @@ impl Core {
                     recorded_at: at,
                     producer: "sabotage-sim".into(),
                     sequence: self.seq,
-                    correlation_id: None,
+                    correlation_id: Some(batch),
                     causation_id: None,
                     prev: None,
                 },
@@ -190,6 +192,10 @@ pub fn run(p: Params) -> Outcome {
             // One epoch for the whole run; the reveal at the end checks every draw.
             epoch_seconds: u32::MAX,
             invalid_weight: p.invalid_weight,
+            // The grid measures the catalog's rate: no probation at a higher one.
+            probation_results: 0,
+            // No timers run here: a result with no peer left goes out at once.
+            unconfirmed_hold_seconds: 0,
             ..Default::default()
         },
         ..catalog(vec![CatalogModel {
@@ -215,9 +221,9 @@ pub fn run(p: Params) -> Outcome {
                 models: vec!["sim".into()],
                 stake: 1_000,
                 execution_class: ExecutionClass {
-                    device: "sim".into(),
-                    driver: "-".into(),
-                    runtime: "-".into(),
+                    device: "cpu-sim".into(),
+                    driver: "none".into(),
+                    runtime: "onnxruntime-sim".into(),
                 },
                 ..registration(node_id(i), String::new())
             }
@@ -252,12 +258,13 @@ pub fn run(p: Params) -> Outcome {
     let mut wrong_in: Vec<u64> = vec![0; p.requests as usize];
     loop {
         let mut running = Vec::new();
-        while let Some(choice) = next_assignment(&core.fold.state) {
+        while let Some(choice) = next_assignment(&core.fold.state, Some(&sampling_seed)) {
             let now = core.now();
             core.run(Command::Dispatch(Box::new(Dispatch {
                 choice: choice.clone(),
                 sealed_work: Sealed(Vec::new()),
                 now,
+                seed: Some(sampling_seed),
             })));
             out.dispatches += 1;
             running.push(choice);

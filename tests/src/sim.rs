@@ -26,12 +26,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use prlx_commands::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
 use prlx_commands::settle::due_settlements;
-use prlx_commands::testkit::fixtures::{catalog, model, registration, submission};
+use prlx_commands::testkit::fixtures::{catalog, heartbeat, model, registration, submission};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
 use prlx_projections::coordinator::RequestStatus;
 use prlx_projections::scheduler::next_assignment;
 use prlx_projections::snapshot::Snapshot;
+use prlx_projections::validation::hold_deadline;
 use prlx_projections::{CoordinatorState, Fold};
 
 use crate::rng::Rng;
@@ -87,7 +88,9 @@ struct Core {
 }
 
 impl Core {
+    /// Folds one decision's events, stamped with one time and one batch, as the shell does.
     fn apply(&mut self, events: Vec<Event>) -> Result<(), String> {
+        let batch = uuid::Uuid::from_u128(self.log.len() as u128 + 1);
         for event in events {
             match &event {
                 Event::CreditsDeposited(d) => self.deposited += d.amount,
@@ -101,7 +104,7 @@ impl Core {
                     recorded_at: self.now,
                     producer: "sim".into(),
                     sequence: seq,
-                    correlation_id: None,
+                    correlation_id: Some(batch),
                     causation_id: None,
                     prev: None,
                 },
@@ -191,9 +194,9 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
                 slots: 1 + rng.below(3) as u32,
                 stake: 100 + rng.below(10_000),
                 execution_class: ExecutionClass {
-                    device: "sim".into(),
-                    driver: "-".into(),
-                    runtime: "-".into(),
+                    device: "cpu-sim".into(),
+                    driver: "none".into(),
+                    runtime: "onnxruntime-sim".into(),
                 },
                 ..registration(id, String::new())
             }
@@ -310,12 +313,7 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
                 // A heartbeat; silent nodes heartbeat too (they are up, just lying).
                 let ids: Vec<NodeId> = behaviour.keys().copied().collect();
                 let node_id = ids[rng.below(ids.len() as u64) as usize];
-                let outcome = core
-                    .run(Command::Heartbeat {
-                        node_id,
-                        signed: None,
-                    })
-                    .map_err(at)?;
+                let outcome = core.run(heartbeat(node_id, core.now)).map_err(at)?;
                 report.refused += u64::from(outcome.is_err());
             }
         }
@@ -353,11 +351,7 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
         }
         core.now += chrono::Duration::seconds(5);
         for node_id in behaviour.keys().copied().collect::<Vec<_>>() {
-            core.run(Command::Heartbeat {
-                node_id,
-                signed: None,
-            })?
-            .ok();
+            core.run(heartbeat(node_id, core.now))?.ok();
         }
         timers(&mut core, &mut epoch_seed, &mut report)
             .map_err(|e| format!("drain round {round}: {e}"))?;
@@ -545,6 +539,25 @@ fn timers(
         // The core says whether the bound has passed; before it, the command is refused.
         core.run(Command::ExpireQueued { request, now })?.ok();
     }
+    // Sampled results that waited out the hold for a replica go out unconfirmed.
+    let st = &core.fold.state;
+    let held: Vec<(RequestId, Option<Sealed>)> = (st.sched.replicas.iter())
+        .filter(|(_, id)| hold_deadline(st, *id).is_some_and(|due| due <= now))
+        .map(|(_, id)| {
+            let r = &st.requests[id];
+            let release =
+                (r.results.len() == 1).then(|| Sealed(r.results[0].result_hash.0.to_vec()));
+            (*id, release)
+        })
+        .collect();
+    for (request, release) in held {
+        core.run(Command::ReleaseUnconfirmed {
+            request,
+            now,
+            release,
+        })?
+        .map_err(|r| format!("the timer's release of a held result was refused: {r}"))?;
+    }
     let ends = core.fold.state.sampling.current.as_ref().map(|e| e.ends_at);
     if ends.is_some_and(|at| at <= now) {
         let (epoch, seed) = *epoch_seed;
@@ -566,12 +579,13 @@ fn timers(
         core.run(Command::Settlement(command))?
             .map_err(|r| format!("a due settlement was refused: {r}"))?;
     }
-    while let Some(choice) = next_assignment(&core.fold.state) {
+    while let Some(choice) = next_assignment(&core.fold.state, Some(&epoch_seed.1)) {
         report.dispatches += 1;
         core.run(Command::Dispatch(Box::new(Dispatch {
             choice,
             sealed_work: Sealed(Vec::new()),
             now,
+            seed: Some(epoch_seed.1),
         })))?
         .map_err(|r| format!("the scheduler's own choice was refused: {r}"))?;
     }

@@ -106,6 +106,30 @@ async fn a_flipped_byte_is_reported_at_its_record() {
     assert!(d.message.contains("checksum"), "{}", d.message);
 }
 
+/// Without the hash chain, a charge removed and the rest renumbered is still caught: the
+/// decision that returned the result owes its charge before the next one begins.
+#[tokio::test]
+async fn a_removed_charge_is_caught_where_its_decision_should_have_ended() {
+    check_reported_where_tampered("charge-removed").await;
+    let report = audit(&options("charge-removed")).await;
+    let d = report.divergence.unwrap();
+    assert!(
+        d.message.contains("never recorded CreditsCharged"),
+        "{}",
+        d.message
+    );
+}
+
+/// A request re-priced in its acceptance, reservation and charge alike is caught at the
+/// acceptance: the fold re-derives the price from the catalog in force.
+#[tokio::test]
+async fn a_consistent_re_pricing_is_caught_at_the_acceptance() {
+    check_reported_where_tampered("repriced").await;
+    let report = audit(&options("repriced")).await;
+    let d = report.divergence.unwrap();
+    assert!(d.message.contains("price"), "{}", d.message);
+}
+
 #[tokio::test]
 async fn an_altered_payout_is_reported_at_its_epoch_with_the_field() {
     check_reported_where_tampered("altered-payout").await;

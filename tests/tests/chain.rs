@@ -201,7 +201,9 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
             coord
                 .execute(Command::Heartbeat {
                     node_id,
-                    signed: Some(SignedHeartbeat { at, signature }),
+                    signed: SignedHeartbeat { at, signature },
+                    // The shell stamps the time it records the heartbeat at.
+                    now: Utc::now(),
                 })
                 .await
                 .unwrap();

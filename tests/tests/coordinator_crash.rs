@@ -117,7 +117,7 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         let body = json!({"public_key_pem": public_key_pem(&key.to_public_key()), "hardware_tier": 1,
             "models": ["tiny-test-v1"], "slots": 400, "stake": 10,
-            "execution_class": {"device": "cpu", "driver": "none", "runtime": "test"}});
+            "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-test"}});
         assert_eq!(
             http(&addr, "POST", "/v1/nodes", Some(&body), None).await.0,
             201

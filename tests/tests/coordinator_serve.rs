@@ -266,7 +266,7 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
             "models": ["oss-chat-v1"],
             "slots": 1,
             "stake": 1_000,
-            "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+            "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
         });
         let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
         assert_eq!(status, 201, "{body}");
@@ -356,7 +356,7 @@ async fn keys_of_512_bits_are_refused_and_the_coordinator_keeps_serving() {
         "models": ["oss-chat-v1"],
         "slots": 1,
         "stake": 100,
-        "execution_class": {"device": "cpu", "driver": "-", "runtime": "ort"},
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
     });
     let mut request = submission("ai", "hello");
     request["client_pubkey"] = json!(small_pem);

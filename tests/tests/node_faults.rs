@@ -83,11 +83,11 @@ impl Deref for Cluster {
 
 impl Cluster {
     /// A coordinator whose catalog samples `sampling_bp` of the requests (`None`: the
-    /// catalog names no validation policy, so the default holds).
+    /// default rate), with no probation and no hold (see `tiny_catalog`).
     fn start(sampling_bp: Option<u32>) -> Cluster {
         let mut doc = tiny_catalog(&[TINY], 5);
         if let Some(bp) = sampling_bp {
-            doc["validation"] = json!({ "sampling_bp": bp });
+            doc["validation"]["sampling_bp"] = json!(bp);
         }
         Cluster(FileCluster::start(&doc, "fault-test/1"))
     }

@@ -24,8 +24,10 @@ pub enum Command {
     Heartbeat {
         node_id: NodeId,
         /// The node's signed statement, recorded with the heartbeat so the auditor can check
-        /// it; `None` only where no node signed (tests, the local demo).
-        signed: Option<SignedHeartbeat>,
+        /// it: the uptime that payouts follow is the node's word, not the coordinator's.
+        signed: SignedHeartbeat,
+        /// When it is recorded: the shell sets it to the time it stamps the event with.
+        now: DateTime<Utc>,
     },
     /// Record the scheduler's next decision and its dispatch. The shell computed `choice` with
     /// [`next_assignment`] and sealed the work for that node; decide checks both against the
@@ -55,6 +57,14 @@ pub enum Command {
         request: RequestId,
         now: DateTime<Utc>,
     },
+    /// The timer service saw a sampled request wait in the queue for a replica for the
+    /// catalog's `unconfirmed_hold_seconds`.
+    ReleaseUnconfirmed {
+        request: RequestId,
+        now: DateTime<Utc>,
+        /// The request's one verified result sealed to the client, when it has one.
+        release: Option<Sealed>,
+    },
     /// The timer service saw a node's heartbeats stop for the catalog's timeout.
     LapseNode {
         node_id: NodeId,
@@ -80,6 +90,9 @@ pub struct Dispatch {
     pub choice: Choice,
     pub sealed_work: Sealed,
     pub now: DateTime<Utc>,
+    /// The open sampling epoch's seed, opened by the shell: it draws replicas
+    /// ([`next_assignment`]). `None` when no epoch is open (then no replica is placed).
+    pub seed: Option<Hash32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

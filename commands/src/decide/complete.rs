@@ -3,8 +3,10 @@
 
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, TaskId};
-use prlx_projections::coordinator::Assignment;
-use prlx_projections::validation::{compare, peer_exists, sampled, Comparison};
+use prlx_projections::coordinator::{Assignment, ReplicaClass};
+use prlx_projections::validation::{
+    compare, on_probation, peer_exists, sampled, sampling_rate, unconfirmed_hold, Comparison,
+};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Completion;
@@ -119,7 +121,10 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
             // Check 2: the draw. Made now that the node has committed to its result.
             let draw = match (&state.sampling.current, c.seed) {
                 (Some(open), Some(seed)) if Hash32::of(&seed.0) == open.seed_hash => {
-                    Some((open.epoch, sampled(&seed, c.request, open.sampling_bp)))
+                    // This result is its node's `ordinal`-th verified one: probation?
+                    let ordinal = state.nodes.get(&c.node).map_or(1, |n| n.verified + 1);
+                    let rate = sampling_rate(open, on_probation(open, ordinal));
+                    Some((open.epoch, sampled(&seed, c.request, rate)))
                 }
                 (Some(open), _) => {
                     return Err(internal(
@@ -139,16 +144,19 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
                         }
                         .into(),
                     );
-                    let class = &state.nodes[&c.node].execution_class;
-                    if !peer_exists(state, req, class) {
+                    // No peer of the class exists: with a hold, the request waits for one
+                    // in the queue (the timer releases it); without, it goes out now.
+                    let class = ReplicaClass::of(&state.nodes[&c.node], &req.model);
+                    if !held(state) && !peer_exists(state, req, &class) {
                         let mut sampled_req = req.clone();
                         sampled_req.results = results;
-                        sampled_req.replica_class = Some(class.clone());
+                        sampled_req.replica_class = Some(class);
                         events.extend(without_peer(
                             state,
                             &sampled_req,
                             c.request,
                             c.sealed_for_client,
+                            None,
                         ));
                     }
                 }
@@ -173,10 +181,17 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
         }
         Comparison::Tiebreak => {
             // Two replicas disagree: a third decides, if the class has one left.
-            if !peer_exists(state, req, req.replica_class.as_ref().expect("sampled")) {
+            let class = req.replica_class.as_ref().expect("sampled");
+            if !held(state) && !peer_exists(state, req, class) {
                 let mut req = req.clone();
                 req.results = results;
-                events.extend(without_peer(state, &req, c.request, Sealed(Vec::new())));
+                events.extend(without_peer(
+                    state,
+                    &req,
+                    c.request,
+                    Sealed(Vec::new()),
+                    None,
+                ));
             }
         }
         Comparison::Resolved(verdict) => {
@@ -248,4 +263,10 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
         }
     }
     Ok(events)
+}
+
+/// Whether the catalog holds a result that waits for a replica (else one with no peer left
+/// goes out at once).
+fn held(state: &CoordinatorState) -> bool {
+    unconfirmed_hold(&state.validation_policy()).is_some()
 }

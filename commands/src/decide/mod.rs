@@ -13,13 +13,15 @@
 //! - `pricing`: [`task_price`] and [`quote`].
 //! - `intake`: the catalog, deposits, submissions.
 //! - [`limits`]: length caps on every string from outside that reaches an event.
+//! - `class`: a registering node's execution class in normal form, its model hashes checked.
 //! - `nodes`: registration, heartbeats, lapses, the coordinator's key, session grants.
-//! - `work`: dispatch, deadlines, the queue's admission bound, failure and re-dispatch,
-//!   release, standing and flags.
+//! - `work`: dispatch, deadlines, the queue's admission bound, the hold on a result waiting
+//!   for a replica, failure and re-dispatch, release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
 //! - `sampling`: sampling epochs' seeds.
 //! - Staking and reward epochs are in [`crate::settle`].
 
+mod class;
 pub(crate) mod command;
 mod complete;
 mod intake;
@@ -48,7 +50,11 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         } => intake::deposit(state, account, tx_ref, amount),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
-        Command::Heartbeat { node_id, signed } => nodes::heartbeat(state, node_id, signed),
+        Command::Heartbeat {
+            node_id,
+            signed,
+            now,
+        } => nodes::heartbeat(state, node_id, signed, now),
         Command::LapseNode { node_id, now } => nodes::lapse(state, node_id, now),
         Command::PublishCoordinatorKey { public_key_pem } => {
             nodes::publish_coordinator_key(state, public_key_pem)
@@ -63,6 +69,11 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             release,
         } => work::expire(state, request, node, attempt, now, release),
         Command::ExpireQueued { request, now } => work::expire_queued(state, request, now),
+        Command::ReleaseUnconfirmed {
+            request,
+            now,
+            release,
+        } => work::release_held(state, request, now, release),
         Command::CompleteTask(c) => complete::complete(state, *c),
         Command::CommitSamplingSeed {
             epoch,

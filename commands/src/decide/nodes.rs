@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{Event, NodeId};
+use prlx_projections::coordinator::heartbeat::heartbeat_time_problem;
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::SignedHeartbeat;
@@ -48,6 +49,8 @@ pub(super) fn register(
         &class.runtime,
         limits::MAX_NAME_BYTES,
     )?;
+    // The class as recorded: normal form, so a retry that differs only in case is the same.
+    let n = super::class::normalise_registration(state, n)?;
     // The id is the key's fingerprint: a registration cannot claim another node's id,
     // and every node on the log has a key that session grants can be wrapped to.
     match prlx_events::crypto::parse_public_key_pem(&n.public_key_pem) {
@@ -72,6 +75,7 @@ pub(super) fn register(
         let same = existing.hardware_tier == n.hardware_tier
             && existing.slots == n.slots
             && existing.execution_class == n.execution_class
+            && existing.model_hashes == n.model_hashes
             && existing
                 .models
                 .iter()
@@ -115,7 +119,8 @@ pub(super) fn register(
 pub(super) fn heartbeat(
     state: &CoordinatorState,
     node_id: NodeId,
-    signed: Option<SignedHeartbeat>,
+    signed: SignedHeartbeat,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
     if !state.nodes.contains_key(&node_id) {
         return Err(Rejection::new(
@@ -124,11 +129,19 @@ pub(super) fn heartbeat(
             format!("{node_id} is not registered"),
         ));
     }
-    let (at, signature) = signed.map_or((None, None), |s| (Some(s.at), Some(Sealed(s.signature))));
+    let node = &state.nodes[&node_id];
+    // The fold refuses what it cannot follow; say so here, naming the field, instead.
+    if let Some(problem) = heartbeat_time_problem(node, signed.at, now) {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("at"),
+            problem,
+        ));
+    }
     Ok(vec![NodeHeartbeat {
         node_id,
-        at,
-        signature,
+        at: Some(signed.at),
+        signature: Some(Sealed(signed.signature)),
     }
     .into()])
 }

@@ -1,20 +1,35 @@
-//! Work in flight: dispatch, deadlines, the queue's admission bound, failure and re-dispatch,
-//! releasing a result, and the standing and flag changes that follow a verdict or a missed
-//! deadline.
+//! Work in flight: dispatch, deadlines, the queue's admission bound, the hold on a result
+//! waiting for a replica, failure and re-dispatch, releasing a result, and the standing and
+//! flag changes that follow a verdict or a missed deadline.
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::{RequestStatus, RequestView};
 use prlx_projections::scheduler::{next_assignment, untried_capable};
-use prlx_projections::validation::{peer_exists, removed, standing_bp, History};
+use prlx_projections::validation::{
+    hold_deadline, peer_exists, removed, standing_bp, unconfirmed_hold, History,
+};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Dispatch;
 use crate::decide::rejection::{internal, Rejection};
 
 pub(super) fn dispatch(state: &CoordinatorState, d: Dispatch) -> Result<Vec<Event>, Rejection> {
-    let expected = next_assignment(state);
+    if let Some(seed) = &d.seed {
+        if state
+            .sampling
+            .current
+            .as_ref()
+            .is_none_or(|open| Hash32::of(&seed.0) != open.seed_hash)
+        {
+            return Err(internal(
+                "seed",
+                "is not the committed seed of the open sampling epoch",
+            ));
+        }
+    }
+    let expected = next_assignment(state, d.seed.as_ref());
     if expected.as_ref() != Some(&d.choice) {
         return Err(internal(
             "choice",
@@ -172,6 +187,38 @@ pub(super) fn expire_queued(
     ))
 }
 
+/// The timer service saw request `request` wait in the queue for a replica for the catalog's
+/// `unconfirmed_hold_seconds`: its one result goes out unconfirmed, or its two that differ
+/// fail without majority. `release`: its one result sealed to the client, if it has one.
+pub(super) fn release_held(
+    state: &CoordinatorState,
+    request: RequestId,
+    now: DateTime<Utc>,
+    release: Option<Sealed>,
+) -> Result<Vec<Event>, Rejection> {
+    let req = state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let Some(due) = hold_deadline(state, request) else {
+        return Ok(vec![]); // dispatched or resolved since: nothing to do
+    };
+    if now < due {
+        return Err(internal(
+            "now",
+            format!("request {request} may wait for a replica until {due}, not due at {now}"),
+        ));
+    }
+    let held = state.validation_policy().unconfirmed_hold_seconds;
+    Ok(without_peer(
+        state,
+        req,
+        request,
+        release.unwrap_or(Sealed(Vec::new())),
+        Some(held),
+    ))
+}
+
 /// What follows a failed dispatch (expired, or a result that did not check). Before a
 /// verified result: give up after `max_attempts` failures, or at once when no node that has
 /// not tried the request could ever take it (waiting would be for nothing); else the fold
@@ -209,32 +256,47 @@ pub(super) fn after_failure(
         .replica_class
         .as_ref()
         .expect("results before validation imply sampled");
-    if peer_exists(state, req, class) {
+    // With a hold, the request waits in the queue for a peer (one may join) until the timer
+    // releases it; without one, it is released now if no peer is left.
+    if unconfirmed_hold(&state.validation_policy()).is_some() || peer_exists(state, req, class) {
         return vec![];
     }
-    without_peer(state, req, request, release.unwrap_or(Sealed(Vec::new())))
+    without_peer(
+        state,
+        req,
+        request,
+        release.unwrap_or(Sealed(Vec::new())),
+        None,
+    )
 }
 
-/// Validation that needs a replica no node can provide: one result is released
-/// unconfirmed; two that disagree have no majority (both flagged, the request fails).
+/// Validation that needs a replica none gave: one result is released unconfirmed; two that
+/// disagree have no majority (both flagged, the request fails). `held`: the seconds it waited
+/// for a replica in the queue, when the hold ran out (else no peer of the class exists).
 pub(super) fn without_peer(
     state: &CoordinatorState,
     req: &RequestView,
     request: RequestId,
     release: Sealed,
+    held: Option<u32>,
 ) -> Vec<Event> {
     let task_id = TaskId::whole(request);
-    let class = req.replica_class.as_ref().expect("sampled");
+    let class = &req.replica_class.as_ref().expect("sampled").class;
+    let gap = match held {
+        None => format!(
+            "no untried node of execution class {}/{}/{} serves {} at tier {}+",
+            class.device, class.driver, class.runtime, req.model, req.hardware_tier
+        ),
+        Some(seconds) => format!(
+            "no untried node of execution class {}/{}/{} serving {} at tier {}+ took its replica within {seconds} s",
+            class.device, class.driver, class.runtime, req.model, req.hardware_tier
+        ),
+    };
     match req.results.as_slice() {
         [only] => {
             let mut events: Vec<Event> = vec![ValidationResolved {
                 task_id,
-                verdict: Verdict::Unconfirmed {
-                    reason: format!(
-                        "no untried node of execution class {}/{}/{} serves {} at tier {}+",
-                        class.device, class.driver, class.runtime, req.model, req.hardware_tier
-                    ),
-                },
+                verdict: Verdict::Unconfirmed { reason: gap },
                 result_hash: Some(only.result_hash),
             }
             .into()];
@@ -261,7 +323,7 @@ pub(super) fn without_peer(
                 state,
                 request,
                 FailureCause::NoMajority,
-                "replicas disagree and no majority can be formed".into(),
+                format!("replicas disagree and no majority can be formed: {gap}"),
             ));
             events
         }

@@ -1,6 +1,8 @@
 //! The API's bodies (DTOs) besides the submission's (`crate::submission`): what handlers take
 //! and answer, with their OpenAPI schemas.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use prlx_events::event::{ExecutionClass, RewardEpochSettled, RewardMode};
 use serde::{Deserialize, Serialize};
@@ -38,9 +40,18 @@ pub struct RequestStatusBody {
     pub attempts: u32,
     /// `queued`, `running`, `validating` or `done`: where the work is. `validating`: a result
     /// is in, its commitment checked, and the request was drawn for redundant execution; the
-    /// result is released once a replica confirms it (or a majority of three decides).
+    /// result is released once a replica confirms it (or a majority of three decides), or
+    /// unconfirmed when no replica comes within the catalog's `unconfirmed_hold_seconds`.
     #[schema(example = "running")]
     pub stage: String,
+    /// Once the validation is over, what it concluded: `not_sampled` (released on its
+    /// verified commitment), `confirmed` (a replica agreed, or a majority of three),
+    /// `unconfirmed` (drawn for a replica, but none of its execution class came within the
+    /// catalog's `unconfirmed_hold_seconds`: released unchecked) or `no_majority` (the
+    /// replicas disagreed: failed, refunded). Absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "confirmed")]
+    pub validation: Option<String>,
     /// When completed: the result sealed to `client_pubkey` (base64; RSA-OAEP-SHA256-wrapped
     /// AES-256-GCM key, AAD = the request id as u64 big-endian) and its proof-of-execution.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,7 +183,13 @@ pub struct RegisterNodeBody {
     /// Tasks it runs at once.
     pub slots: u32,
     pub stake: u64,
+    /// Normalised before it is recorded (trimmed, lowercased); a device kind or runtime
+    /// outside the vocabulary is refused, naming the part (`docs/validation.md`).
     pub execution_class: ExecutionClassBody,
+    /// The SHA-256 (64 hex characters) of the model file it serves, by model: each must be
+    /// the catalog's for that model. Replicas are drawn among nodes that run the same file.
+    #[serde(default)]
+    pub model_hashes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

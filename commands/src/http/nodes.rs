@@ -1,5 +1,7 @@
 //! `/v1/nodes`: registration, signed heartbeats, result reports, the node list.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -44,6 +46,13 @@ pub(super) async fn register_node(
         )
     })?;
     let node_id = node_id_of(&key);
+    let mut model_hashes = BTreeMap::new();
+    for (model, hex) in body.model_hashes {
+        let hash = hex.parse().map_err(|_| {
+            AppError::malformed("model_hashes", "each must be 64 hex characters (a SHA-256)")
+        })?;
+        model_hashes.insert(model, hash);
+    }
     let command = Command::RegisterNode(Box::new(NodeRegistered {
         node_id,
         // Re-encoded, so the log holds one spelling of each key.
@@ -53,6 +62,7 @@ pub(super) async fn register_node(
         slots: body.slots,
         stake: body.stake,
         execution_class: body.execution_class.into(),
+        model_hashes,
     }));
     let answer = Json(NodeRegisteredBody {
         node_id: node_id.0.to_hex(),
@@ -122,10 +132,12 @@ pub(super) async fn node_heartbeat(
         .coordinator
         .execute_command(Command::Heartbeat {
             node_id,
-            signed: Some(SignedHeartbeat {
+            signed: SignedHeartbeat {
                 at: body.at,
                 signature,
-            }),
+            },
+            // Replaced by the shell with the time it records the heartbeat at.
+            now: Utc::now(),
         })
         .await?
     {

@@ -1,6 +1,6 @@
 //! What the shell owes the log after a change, at time `now`: the coordinator's key, session
 //! grants for new nodes, sampling epochs, expired deadlines, lapsed nodes, requests past the
-//! queue's admission bound, and dispatches.
+//! queue's admission bound, results held past the wait for a replica, and dispatches.
 
 use std::collections::BTreeSet;
 
@@ -14,6 +14,7 @@ use prlx_events::event::SessionKeyIssued;
 use prlx_events::protocol::DispatchBody;
 use prlx_events::{NodeId, RequestId, TaskId};
 use prlx_projections::scheduler::{next_assignment, Choice};
+use prlx_projections::validation::unconfirmed_hold;
 use rsa::RsaPrivateKey;
 
 use crate::decide::{Command, Dispatch};
@@ -24,7 +25,7 @@ use crate::encoder::AppendFuture;
 
 impl Coordinator {
     /// The earliest time the timer service has something to do: a running dispatch's
-    /// deadline, or a queued request's admission bound.
+    /// deadline, a queued request's admission bound, or a held result's hold.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         let state = &self.fold.state;
         let dispatch = state.sched.deadlines.first().map(|(at, _)| *at);
@@ -33,7 +34,14 @@ impl Coordinator {
             .waiting
             .first()
             .map(|(accepted, _)| *accepted + state.queue_timeout());
-        dispatch.into_iter().chain(queue).min()
+        // A result held for a replica, once the catalog's hold has passed.
+        let held = state
+            .sched
+            .replicas
+            .first()
+            .zip(unconfirmed_hold(&state.validation_policy()))
+            .map(|((since, _), hold)| *since + hold);
+        dispatch.into_iter().chain(queue).chain(held).min()
     }
 
     /// Everything the shell owes the log after a change, at time `now`: the coordinator's key,
@@ -155,10 +163,25 @@ impl Coordinator {
         for request in stale {
             stage(self, Command::ExpireQueued { request, now })?;
         }
+        // Sampled results that waited out the hold for a replica go out unconfirmed.
+        let state = &self.fold.state;
+        if let Some(hold) = unconfirmed_hold(&state.validation_policy()) {
+            for request in past_due(&state.sched.replicas, hold, now) {
+                let release = self.release_for_client(request);
+                let command = Command::ReleaseUnconfirmed {
+                    request,
+                    now,
+                    release,
+                };
+                stage(self, command)?;
+            }
+        }
         for command in crate::settle::due_settlements(&self.fold.state, now) {
             stage(self, Command::Settlement(command))?;
         }
-        while let Some(choice) = next_assignment(&self.fold.state) {
+        // Replicas are drawn under the open epoch's seed (docs/validation.md).
+        let seed = self.sampling_seed()?;
+        while let Some(choice) = next_assignment(&self.fold.state, seed.as_ref()) {
             let Some(sealed_work) = self.seal_dispatch(&choice)? else {
                 break;
             };
@@ -168,6 +191,7 @@ impl Coordinator {
                     choice,
                     sealed_work,
                     now,
+                    seed,
                 })),
             )?;
         }

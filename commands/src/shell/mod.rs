@@ -53,6 +53,10 @@ pub enum ShellError {
     OwnFold(prlx_projections::FoldError),
     #[error("storage key {path}: {reason}")]
     Key { path: String, reason: String },
+    /// Every batch is appended whole, so this log lost records (or was cut) after `offset`;
+    /// deciding on would only fail at the first record written.
+    #[error("the log at offset {offset:?}: {reason}")]
+    Unfinished { offset: Option<u64>, reason: String },
 }
 
 /// A command decided and applied, its events on their way to the log.
@@ -158,8 +162,14 @@ impl Coordinator {
         key: StorageKey,
     ) -> Result<Self, ShellError> {
         let writer = std::sync::Arc::new(url.open_writer()?);
-        let mut fold = Fold::default();
+        let mut fold = Fold::<CoordinatorState>::default();
         catch_up(&mut fold, &writer.reader()).await?;
+        if let Some(reason) = fold.state.unfinished_batch() {
+            return Err(ShellError::Unfinished {
+                offset: fold.last_offset,
+                reason,
+            });
+        }
         let chain = seal::chain_after(&writer.reader(), fold.last_offset).await?;
         let encoder = Encoder::start(writer.clone(), chain).map_err(|e| LogError::Io {
             op: "start the encoder thread",
@@ -225,6 +235,8 @@ impl Coordinator {
             Command::CompleteTask(c) => c.now = now,
             // The deadline is counted from the time the dispatch is recorded at.
             Command::Dispatch(d) => d.now = now,
+            // The signed time is judged against the time the heartbeat is recorded at.
+            Command::Heartbeat { now: at, .. } => *at = now,
             _ => {}
         }
         let audit = match &command {

@@ -121,8 +121,8 @@ pub(super) fn result_aad(task: TaskId, attempt: u32) -> Vec<u8> {
     aad
 }
 
-/// How far a heartbeat's signed time may be from the coordinator's clock.
-pub const HEARTBEAT_SKEW_SECONDS: i64 = 120;
+/// How far a heartbeat's signed time may be from the coordinator's clock: the fold's rule.
+pub use prlx_projections::coordinator::heartbeat::HEARTBEAT_SKEW_SECONDS;
 
 /// Why a heartbeat was refused; nothing of it is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,8 +153,10 @@ impl HeartbeatRefused {
 /// coordinator's clock and later than the node's last accepted one. Any door that takes
 /// heartbeats (HTTP today) checks them here, beside the result reports.
 ///
-/// The last accepted times are kept in memory only: after a restart a heartbeat captured in
-/// the last [`HEARTBEAT_SKEW_SECONDS`] could be replayed once, which the skew bound keeps short.
+/// The last accepted times are kept in memory only, to answer a replay with 401 before it
+/// reaches `decide`; the state keeps each node's last signed time too (`heartbeat_at`), so a
+/// statement replayed after a restart is refused there, and the fold refuses a log that
+/// records one.
 #[derive(Debug, Default)]
 pub struct HeartbeatGuard {
     last: std::sync::Mutex<BTreeMap<NodeId, i64>>,

@@ -9,11 +9,12 @@
 use chrono::{DateTime, TimeZone, Utc};
 use prlx_events::event::{
     CatalogModel, CatalogPublished, CreditsDeposited, CreditsReserved, ExecutionClass,
-    IntakeSource, NodeRegistered, Priority, RequestAccepted, RewardPolicyPublished, Sealed,
+    IntakeSource, NodeHeartbeat, NodeRegistered, Priority, RequestAccepted, RewardPolicyPublished,
+    Sealed,
 };
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
 
-use crate::decide::{Completion, Submission, INFERENCE};
+use crate::decide::{Command, Completion, SignedHeartbeat, Submission, INFERENCE};
 
 /// The tests' clock: `secs` seconds after 2026-01-01T00:00:00Z, where [`envelopes`] starts
 /// recording.
@@ -65,17 +66,18 @@ pub fn catalog(models: Vec<CatalogModel>) -> CatalogPublished {
     }
 }
 
-/// A CPU execution class (driver `-`) of `runtime`.
+/// A CPU execution class (driver `none`) of `runtime`, in normal form when `runtime` is (an
+/// `onnxruntime-` version).
 pub fn cpu(runtime: &str) -> ExecutionClass {
     ExecutionClass {
         device: "cpu".into(),
-        driver: "-".into(),
+        driver: "none".into(),
         runtime: runtime.into(),
     }
 }
 
-/// The registration of `node_id` with `public_key_pem`: tier 1, serving `chat`, one slot, a
-/// stake of 100, on `cpu("ort-1.32")`.
+/// The registration of `node_id` with `public_key_pem`: tier 1, serving `chat` (no model
+/// hash reported), one slot, a stake of 100, on `cpu("onnxruntime-1.32")`.
 pub fn registration(node_id: NodeId, public_key_pem: String) -> NodeRegistered {
     NodeRegistered {
         node_id,
@@ -84,7 +86,8 @@ pub fn registration(node_id: NodeId, public_key_pem: String) -> NodeRegistered {
         models: vec!["chat".into()],
         slots: 1,
         stake: 100,
-        execution_class: cpu("ort-1.32"),
+        execution_class: cpu("onnxruntime-1.32"),
+        model_hashes: Default::default(),
     }
 }
 
@@ -189,5 +192,28 @@ pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion 
         seed: None,
         earlier: None,
         now: t(0),
+    }
+}
+
+/// Node `node`'s heartbeat signed and recorded at `at`. The signature is a placeholder: the
+/// fold requires one and the auditor verifies it against the node's key, which the decision
+/// tests do not have.
+pub fn heartbeat(node: NodeId, at: DateTime<Utc>) -> Command {
+    Command::Heartbeat {
+        node_id: node,
+        signed: SignedHeartbeat {
+            at: at.timestamp(),
+            signature: vec![7; 4],
+        },
+        now: at,
+    }
+}
+
+/// The event [`heartbeat`] records.
+pub fn heartbeat_recorded(node: NodeId, at: DateTime<Utc>) -> NodeHeartbeat {
+    NodeHeartbeat {
+        node_id: node,
+        at: Some(at.timestamp()),
+        signature: Some(Sealed(vec![7; 4])),
     }
 }

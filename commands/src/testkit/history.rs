@@ -6,6 +6,11 @@
 //! events must carry the times they were decided at, as the shell stamps them: every event of
 //! one decision at the decision's `now`. [`History::record`] does that; [`History::push`] and
 //! [`History::extend`] stamp facts one second after the event before, from [`t`]`(0)`.
+//!
+//! The fold also checks that a decision's events complete within their batch (an accepted
+//! request is reserved in the same batch, ...), so each event carries its batch as the
+//! coordinator writes it, a correlation id: one per [`History::record`] and per
+//! [`History::extend`], and one per [`History::push`]ed fact.
 
 use std::ops::Deref;
 
@@ -19,6 +24,9 @@ use super::fixtures::t;
 pub struct History {
     events: Vec<Event>,
     times: Vec<DateTime<Utc>>,
+    /// The batch of each event: its envelope's correlation id.
+    batches: Vec<u64>,
+    next_batch: u64,
 }
 
 impl History {
@@ -40,16 +48,23 @@ impl History {
 
     /// Appends a fact at [`next_time`](Self::next_time).
     pub fn push(&mut self, event: Event) {
-        let at = self.next_time();
-        self.events.push(event);
-        self.times.push(at);
+        self.extend([event]);
     }
 
-    /// Appends facts, each a second after the one before.
+    /// Appends facts in one batch, each a second after the one before.
     pub fn extend(&mut self, events: impl IntoIterator<Item = Event>) {
+        let batch = self.open_batch();
         for e in events {
-            self.push(e);
+            let at = self.next_time();
+            self.events.push(e);
+            self.times.push(at);
+            self.batches.push(batch);
         }
+    }
+
+    fn open_batch(&mut self) -> u64 {
+        self.next_batch += 1;
+        self.next_batch
     }
 
     /// Appends the events of one decision made at `at`, all stamped with it, as the shell
@@ -61,9 +76,11 @@ impl History {
             "a decision at {at} recorded after an event at {}: log time never goes back",
             self.last_time()
         );
+        let batch = self.open_batch();
         for e in events {
             self.events.push(e);
             self.times.push(at);
+            self.batches.push(batch);
         }
     }
 
@@ -77,15 +94,16 @@ impl History {
         self.events
             .iter()
             .zip(&self.times)
+            .zip(&self.batches)
             .enumerate()
-            .map(|(i, (event, at))| {
+            .map(|(i, ((event, at), batch))| {
                 Envelope::new(
                     Header {
                         event_id: Uuid::from_u128(i as u128 + 1),
                         recorded_at: *at,
                         producer: "testkit".into(),
                         sequence: i as u64,
-                        correlation_id: None,
+                        correlation_id: Some(Uuid::from_u128(u128::from(*batch))),
                         causation_id: None,
                         prev: None,
                     },

@@ -16,10 +16,13 @@
 //!   struct update syntax.
 //! - [`intake`]: the HTTP intake's one-model catalog, a submission body for it, and every way
 //!   to get that body rejected; shared by the in-process and the real-process tests.
+//! - [`sampling`]: a sampled run for validation tests: nodes of named devices, an open
+//!   sampling epoch under a known seed, dispatches and results decided with it.
 
 pub mod fixtures;
 pub mod history;
 pub mod intake;
+pub mod sampling;
 
 pub use history::History;
 

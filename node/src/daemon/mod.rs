@@ -122,6 +122,7 @@ pub async fn run(
         slots: config.slots,
         stake: config.stake,
         execution_class: loaded.class.clone(),
+        model_hashes: loaded.served.clone(),
     };
     let status = tokio::select! {
         () = stop.wait() => return Ok(Stopped::BeforeServing),

@@ -1,7 +1,10 @@
 //! Registering with the coordinator: what the node declares about itself, retried until the
 //! coordinator answers.
 
+use std::collections::BTreeMap;
+
 use prlx_events::event::ExecutionClass;
+use prlx_events::Hash32;
 use serde::Serialize;
 use tracing::info;
 
@@ -17,6 +20,9 @@ pub struct Registration {
     pub slots: u32,
     pub stake: u64,
     pub execution_class: ExecutionClass,
+    /// The SHA-256 of each model file it loaded, by model: replicas are compared among nodes
+    /// that run the same file.
+    pub model_hashes: BTreeMap<String, Hash32>,
 }
 
 /// Registers, retrying while the coordinator is unreachable or failing. Returns the status

@@ -5,18 +5,20 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
+use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 
+use crate::coordinator::batch::Owed;
+use crate::coordinator::heartbeat::heartbeat_time_problem;
 use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{
-    Account, Assignment, NodeView, RequestStatus, RequestView, ReturnedResult, VerifiedResult,
+    Assignment, NodeView, RequestStatus, RequestView, ReturnedResult, VerifiedResult,
 };
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
 use crate::scheduler::choose::{choose_node, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::scheduler::queue::QueueEntry;
-use crate::validation::{compare, standing_bp, Comparison};
+use crate::validation::{compare, removed, standing_bp, Comparison};
 
 impl CoordinatorState {
     /// Changes a node and keeps the free-capacity index in step with it.
@@ -204,41 +206,22 @@ impl CoordinatorState {
             .get_mut(&id)
             .ok_or_else(|| FoldError::new(env, format!("unknown node {id}")))
     }
-
-    /// Checks a release of `amount` reserved credits for request `id` against both the
-    /// request and its account, before anything is changed.
-    fn check_release(
-        &self,
-        env: &Envelope,
-        account: &AccountId,
-        id: RequestId,
-        amount: u64,
-    ) -> Result<(), FoldError> {
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
-        if &req.account != account {
-            return Err(FoldError::new(
-                env,
-                format!("request {id} belongs to {}, not {account}", req.account),
-            ));
-        }
-        if amount > req.reserved {
-            return Err(FoldError::new(
-                env,
-                format!("releases {amount} but request {id} holds {}", req.reserved),
-            ));
-        }
-        Ok(())
-    }
 }
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 7;
+    const FOLD_VERSION: u32 = 8;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        self.batch.check_boundary(env)?;
+        self.apply_event(env)?;
+        self.batch.enter(env);
+        Ok(())
+    }
+}
+
+impl CoordinatorState {
+    fn apply_event(&mut self, env: &Envelope) -> Result<(), FoldError> {
         let at = env.header.recorded_at;
         match &env.event {
             Event::CatalogPublished(c) => self.catalog = Some(c.clone()),
@@ -320,49 +303,17 @@ impl Projection for CoordinatorState {
                         replica_class: None,
                         validated: false,
                         submitted: None,
+                        replica_since: None,
+                        outcome: None,
                     },
                 );
                 self.next_request_id += 1;
                 self.enqueue(r.request_id);
+                self.batch.owe(Owed::Reservation(r.request_id));
             }
-            Event::CreditsReserved(c) => {
-                let available = self.accounts.get(&c.account).map_or(0, Account::available);
-                if c.amount > available {
-                    return Err(FoldError::new(
-                        env,
-                        format!(
-                            "reserves {} but {} has {available} available",
-                            c.amount, c.account
-                        ),
-                    ));
-                }
-                let req = self.request_mut(env, c.request_id)?;
-                req.reserved += c.amount;
-                self.accounts
-                    .get_mut(&c.account)
-                    .expect("checked above")
-                    .reserved += c.amount;
-            }
-            Event::CreditsCharged(c) => {
-                self.check_release(env, &c.account, c.request_id, c.amount)?;
-                let req = self.request_mut(env, c.request_id)?;
-                req.reserved -= c.amount;
-                req.charged += c.amount;
-                let acct = self
-                    .accounts
-                    .get_mut(&c.account)
-                    .expect("request implies account");
-                acct.reserved -= c.amount;
-                acct.balance -= c.amount;
-            }
-            Event::CreditsRefunded(c) => {
-                self.check_release(env, &c.account, c.request_id, c.amount)?;
-                self.request_mut(env, c.request_id)?.reserved -= c.amount;
-                self.accounts
-                    .get_mut(&c.account)
-                    .expect("request implies account")
-                    .reserved -= c.amount;
-            }
+            Event::CreditsReserved(c) => self.fold_reserved(env, c)?,
+            Event::CreditsCharged(c) => self.fold_charged(env, c)?,
+            Event::CreditsRefunded(c) => self.fold_refunded(env, c)?,
             Event::RequestRejected(r) => {
                 let code = serde_json::to_value(r.code).expect("plain enum");
                 *self
@@ -394,6 +345,7 @@ impl Projection for CoordinatorState {
                     poe: r.poe,
                     node: r.node_id,
                 });
+                self.batch.owe(Owed::Charge(r.request_id));
             }
             Event::CoordinatorKeyPublished(k) => {
                 self.coordinator_key = Some(k.public_key_pem.clone())
@@ -424,10 +376,12 @@ impl Projection for CoordinatorState {
                     ));
                 }
                 self.check_failure(env, r, at)?;
-                self.requests
-                    .get_mut(&r.request_id)
-                    .expect("checked")
-                    .status = RequestStatus::Failed;
+                let req = self.request_mut(env, r.request_id)?;
+                req.status = RequestStatus::Failed;
+                if req.reserved > 0 {
+                    // A request that will not be served gives all its credit back.
+                    self.batch.owe(Owed::Refund(r.request_id));
+                }
                 self.dequeue(r.request_id);
             }
             Event::RequestScheduled(e) => {
@@ -441,7 +395,12 @@ impl Projection for CoordinatorState {
                     ));
                 };
                 // Re-derive the decision from this state: the log's receipt must be exactly it.
-                let expected = choose_node(self, e.task_id.request);
+                // A replica's peer is drawn under the secret seed: checked at the reveal.
+                let expected = if req.replica_class.is_some() {
+                    self.replica_scheduled(env, e)?
+                } else {
+                    choose_node(self, e.task_id.request, None)
+                };
                 let recorded = (e.node_id, e.attempt, e.candidates_considered, &e.ranked);
                 match &expected {
                     Some(c) if (c.node, c.attempt, c.candidates_considered, &c.ranked) == recorded => {}
@@ -545,6 +504,8 @@ impl Projection for CoordinatorState {
                 if compare(&req.results) == Comparison::Tiebreak {
                     self.enqueue(id);
                 }
+                // Probation counts a node's verified results (docs/validation.md).
+                self.node_mut(env, c.node_id)?.verified += 1;
             }
             Event::CommitmentRejected(c) => {
                 let id = c.task_id.request;
@@ -565,6 +526,7 @@ impl Projection for CoordinatorState {
                 req.submitted = None;
                 self.node_mut(env, c.node_id)?.invalid += 1;
                 self.after_failed_dispatch(id);
+                self.batch.owe(Owed::Flag(c.node_id));
             }
             Event::RedundancySampled(r) => self.fold_sampled(env, r)?,
             Event::ValidationResolved(v) => self.resolve(env, v)?,
@@ -585,12 +547,20 @@ impl Projection for CoordinatorState {
                         format!("standing: recorded (valid, invalid, disagreements, missed_deadlines, bp) {recorded:?}, the history gives {expected:?}"),
                     ));
                 }
-                self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?
+                self.update_node(env, s.node_id, |n| n.standing_bp = s.standing_bp)?;
+                let node = &self.nodes[&s.node_id];
+                if node.in_pool && removed(&policy, node.history()) {
+                    self.batch.owe(Owed::Removal(s.node_id));
+                }
             }
+            // A flag follows from a rejected commitment or a verdict in its decision.
             Event::NodeFlagged(f) => {
                 self.node_mut(env, f.node_id)?;
+                self.batch.check_owed(env, Owed::Flag(f.node_id))?;
+                self.batch.discharge(Owed::Flag(f.node_id));
             }
             Event::NodeRegistered(n) => {
+                self.check_class(env, n)?;
                 if self.nodes.contains_key(&n.node_id) {
                     return Err(FoldError::new(
                         env,
@@ -616,6 +586,9 @@ impl Projection for CoordinatorState {
                     invalid: 0,
                     disagreements: 0,
                     missed: 0,
+                    heartbeat_at: None,
+                    verified: 0,
+                    model_hashes: n.model_hashes.clone(),
                 };
                 self.sched.index(
                     &view,
@@ -626,6 +599,20 @@ impl Projection for CoordinatorState {
             }
             Event::NodeHeartbeat(h) => {
                 let node = self.node_mut(env, h.node_id)?;
+                // The uptime that payouts follow must be the node's word: its signed
+                // statement is on the log (the auditor verifies the signature), at a time the
+                // rule allows.
+                let (Some(signed_at), Some(_)) = (h.at, &h.signature) else {
+                    return Err(FoldError::at_field(
+                        env,
+                        "signature",
+                        "a heartbeat is recorded with the node's signed statement",
+                    ));
+                };
+                if let Some(problem) = heartbeat_time_problem(node, signed_at, at) {
+                    return Err(FoldError::at_field(env, "at", problem));
+                }
+                node.heartbeat_at = Some(signed_at);
                 let (was, lapsed) = (node.last_heartbeat, node.lapsed);
                 self.sched.heartbeats.remove(&(was, h.node_id));
                 if lapsed {
@@ -653,8 +640,11 @@ impl Projection for CoordinatorState {
                 self.update_node(env, l.node_id, |n| n.lapsed = true)?;
             }
             Event::NodeDrained(d) => self.update_node(env, d.node_id, |n| n.draining = true)?,
+            // A removal follows from a standing under the floor in its decision.
             Event::NodeRemovedFromPool(r) => {
-                self.update_node(env, r.node_id, |n| n.in_pool = false)?
+                self.batch.check_owed(env, Owed::Removal(r.node_id))?;
+                self.update_node(env, r.node_id, |n| n.in_pool = false)?;
+                self.batch.discharge(Owed::Removal(r.node_id));
             }
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
@@ -663,8 +653,6 @@ impl Projection for CoordinatorState {
                     .checked_add(s.amount)
                     .ok_or_else(|| FoldError::new(env, "stake overflows u64"))?;
             }
-            // Folded by the scheduling, validation and settlement projections of their own
-            // issues; they do not change what intake decides.
             // Not defined yet: nothing emits it, so one on a log was not written by this
             // coordinator, and folding it as a no-op would let it mean anything later.
             Event::SubtasksPlanned(_) => {
@@ -673,6 +661,8 @@ impl Projection for CoordinatorState {
                     "SubtasksPlanned: sub-task plans are not defined by this version",
                 ))
             }
+            // Folded by the scheduling, validation and settlement projections of their own
+            // issues; they do not change what intake decides.
             Event::LateResultDiscarded(_)
             | Event::UnstakeRequested(_)
             | Event::StakeReturned(_)
@@ -682,6 +672,8 @@ impl Projection for CoordinatorState {
             // A seal is evidence about the log's bytes, checked by the auditor; no state.
             | Event::LogSealed(_) => {}
         }
+        // A sampled request's wait for a replica is timed (`unconfirmed_hold_seconds`).
+        self.time_replica_wait(env);
         // Settlement sees every event the coordinator accepted, after it.
         self.rewards.apply(env)?;
         // Settlement checked the unstake against the same stake (registration plus deposits

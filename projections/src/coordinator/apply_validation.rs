@@ -1,16 +1,24 @@
 //! The fold's arms of validation (step 7): sampling epochs opened and revealed, a request
-//! drawn for redundancy, a verdict re-derived from the recorded results.
+//! drawn for redundancy, a replica's peer checked (and its draw re-derived at the reveal), a
+//! verdict re-derived from the recorded results, a node's execution class checked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
-use prlx_events::{Envelope, Hash32, NodeId};
+use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 
+use crate::coordinator::batch::Owed;
 use crate::coordinator::state::CoordinatorState;
-use crate::coordinator::views::{NodeView, RequestStatus, SamplingEpoch};
+use crate::coordinator::views::{
+    NodeView, ReplicaClass, ReplicaDraw, RequestStatus, SamplingEpoch, ValidationOutcome,
+};
 use crate::fold::FoldError;
-use crate::validation::{compare, peer_exists, sampled, Comparison};
+use crate::scheduler::index::Choice;
+use crate::scheduler::replica::{replica_index, replica_peers, replica_receipt};
+use crate::validation::{
+    compare, on_probation, peer_exists, sampled, sampling_rate, unconfirmed_hold, Comparison,
+};
 
 impl CoordinatorState {
     /// `RedundancySampled`: the request goes back to the queue for a replica of the
@@ -40,7 +48,9 @@ impl CoordinatorState {
                 ),
             ));
         }
-        let class = self.node_mut(env, primary)?.execution_class.clone();
+        let model = req.model.clone();
+        let node = self.node_mut(env, primary)?;
+        let (class, ordinal) = (ReplicaClass::of(node, &model), node.verified);
         let Some(epoch) = self
             .sampling
             .current
@@ -55,8 +65,121 @@ impl CoordinatorState {
         if epoch.decisions.insert(id, true).is_some() {
             return Err(FoldError::new(env, format!("request {id} drawn twice")));
         }
+        if on_probation(epoch, ordinal) {
+            epoch.probation.insert(id);
+        }
         self.requests.get_mut(&id).expect("checked").replica_class = Some(class);
         self.enqueue(id);
+        Ok(())
+    }
+
+    /// A `RequestScheduled` of a replica: the receipt this state gives for the recorded node,
+    /// if that node is an eligible peer (else refused). Which peer the seed draws is checked
+    /// at the reveal, so the draw is recorded for it, once the receipt matches.
+    pub(super) fn replica_scheduled(
+        &mut self,
+        env: &Envelope,
+        e: &RequestScheduled,
+    ) -> Result<Option<Choice>, FoldError> {
+        let id = e.task_id.request;
+        let req = self
+            .requests
+            .get(&id)
+            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        let peers = replica_peers(self, req);
+        let Ok(position) = peers.binary_search_by_key(&e.node_id, |p| p.key.node) else {
+            return Err(FoldError::new(
+                env,
+                format!(
+                    "node_id: {} is not one of the {} eligible peers of request {id}'s replica",
+                    e.node_id,
+                    peers.len()
+                ),
+            ));
+        };
+        let derived = replica_receipt(id, req, &peers, position);
+        let matches = derived.as_ref().is_some_and(|c| {
+            (c.node, c.attempt, c.candidates_considered, &c.ranked)
+                == (e.node_id, e.attempt, e.candidates_considered, &e.ranked)
+        });
+        if matches {
+            let Some(epoch) = self.sampling.current.as_mut() else {
+                return Err(FoldError::new(
+                    env,
+                    format!("request {id}: a replica drawn with no sampling epoch open"),
+                ));
+            };
+            epoch.replicas.push(ReplicaDraw {
+                request: id,
+                round: e.attempt,
+                peers: peers.len() as u32,
+                position: position as u32,
+            });
+        }
+        Ok(derived)
+    }
+
+    /// After any event about a request: a sampled request that now waits in the queue for a
+    /// replica starts its wait at this event's time (the timer service's index), and one that
+    /// no longer waits (dispatched, resolved, failed) leaves the index.
+    pub(super) fn time_replica_wait(&mut self, env: &Envelope) {
+        let id = match &env.event {
+            Event::RedundancySampled(e) => e.task_id.request,
+            Event::RequestScheduled(e) => e.task_id.request,
+            Event::CommitmentVerified(e) => e.task_id.request,
+            Event::CommitmentRejected(e) => e.task_id.request,
+            Event::DeadlineExpired(e) => e.task_id.request,
+            Event::ValidationResolved(e) => e.task_id.request,
+            Event::RequestFailed(e) => e.request_id,
+            _ => return,
+        };
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let waiting =
+            req.status == RequestStatus::Accepted && req.validating() && req.queued.is_some();
+        match (waiting, req.replica_since) {
+            (true, None) => {
+                let at = env.header.recorded_at;
+                req.replica_since = Some(at);
+                self.sched.replicas.insert((at, id));
+            }
+            (false, Some(since)) => {
+                req.replica_since = None;
+                self.sched.replicas.remove(&(since, id));
+            }
+            _ => {}
+        }
+    }
+
+    /// A `NodeRegistered`'s execution class must be in normal form, and each model hash it
+    /// reports must be of a model it serves and, for a model of the catalog, the catalog's:
+    /// what `decide` checks at registration, so replicas are only compared within classes that
+    /// mean what they say (docs/validation.md, "Execution classes").
+    pub(super) fn check_class(&self, env: &Envelope, n: &NodeRegistered) -> Result<(), FoldError> {
+        let refuse = |field: String, reason: String| {
+            let mut e = FoldError::new(env, format!("{field}: {reason}"));
+            e.field = Some(field);
+            Err(e)
+        };
+        if let Err(e) = n.execution_class.normalised() {
+            return refuse(format!("execution_class.{}", e.part), e.reason);
+        }
+        if !n.execution_class.is_normal() {
+            return refuse(
+                "execution_class".into(),
+                format!("{:?} is not in normal form", n.execution_class),
+            );
+        }
+        for (model, hash) in &n.model_hashes {
+            let catalog = self.catalog_model(model).map(|m| m.sha256);
+            if !n.models.contains(model) || catalog.is_some_and(|c| c != *hash) {
+                return refuse(
+                    format!("model_hashes.{model}"),
+                    format!("{hash} is not the catalog's {catalog:?} for a model the node serves"),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -89,8 +212,12 @@ impl CoordinatorState {
             seed_hash: c.seed_hash,
             sealed_seed: c.sealed_seed.clone(),
             sampling_bp: policy.sampling_bp,
+            probation_results: policy.probation_results,
+            probation_sampling_bp: policy.probation_sampling_bp,
             ends_at: at + chrono::Duration::seconds(i64::from(policy.epoch_seconds)),
             decisions: BTreeMap::new(),
+            probation: BTreeSet::new(),
+            replicas: Vec::new(),
         });
         Ok(())
     }
@@ -123,18 +250,34 @@ impl CoordinatorState {
             ));
         }
         // The auditor's check: every draw of the epoch follows from the seed.
+        // The rate of each is the probation rate where its primary was on probation.
+        let rate = |id: &RequestId| sampling_rate(open, open.probation.contains(id));
         if let Some((id, recorded)) = open
             .decisions
             .iter()
-            .find(|(id, s)| sampled(&r.seed, **id, open.sampling_bp) != **s)
+            .find(|(id, s)| sampled(&r.seed, **id, rate(id)) != **s)
         {
             return Err(FoldError::new(
                 env,
                 format!(
-                    "sampled: request {id} recorded {recorded}, the seed gives {}",
-                    !recorded
+                    "sampled: request {id} recorded {recorded}, the seed gives {} at {} bp",
+                    !recorded,
+                    rate(id)
                 ),
             ));
+        }
+        // And every replica went to the peer the seed draws.
+        for d in &open.replicas {
+            let drawn = replica_index(&r.seed, d.request, d.round, d.peers as usize);
+            if drawn != Some(d.position as usize) {
+                return Err(FoldError::new(
+                    env,
+                    format!(
+                        "replica: request {} attempt {} went to peer {} of {} (sorted by node id), the seed draws {drawn:?}",
+                        d.request, d.round, d.position, d.peers
+                    ),
+                ));
+            }
         }
         self.sampling.current = None;
         self.sampling.verified_epochs += 1;
@@ -149,6 +292,7 @@ impl CoordinatorState {
         v: &ValidationResolved,
     ) -> Result<(), FoldError> {
         let id = v.task_id.request;
+        let policy = self.validation_policy();
         let req = self
             .requests
             .get(&id)
@@ -159,8 +303,14 @@ impl CoordinatorState {
                 format!("request {id} has no validation in progress"),
             ));
         }
-        let no_peer = |class: &Option<ExecutionClass>| {
-            class.as_ref().is_some_and(|c| !peer_exists(self, req, c))
+        // Without a replica: with a hold, once the request waited it out in the queue (by
+        // recorded time); without one, when no peer of the class exists.
+        let at = env.header.recorded_at;
+        let no_peer = |class: &Option<ReplicaClass>| match unconfirmed_hold(&policy) {
+            Some(hold) => {
+                req.queued.is_some() && req.replica_since.is_some_and(|since| at >= since + hold)
+            }
+            None => class.as_ref().is_some_and(|c| !peer_exists(self, req, c)),
         };
         let derived = match (&v.verdict, compare(&req.results)) {
             (Verdict::Accepted, Comparison::Single) if req.replica_class.is_none() => true,
@@ -176,17 +326,28 @@ impl CoordinatorState {
             return Err(FoldError::new(
                 env,
                 format!(
-                    "verdict: recorded {:?}, but the {} verified result(s) and the pool give {:?}",
+                    "verdict: recorded {:?}, but the {} verified result(s), the pool and the hold give {:?} (waiting for a replica since {:?}, hold {} s)",
                     v.verdict,
                     req.results.len(),
-                    compare(&req.results)
+                    compare(&req.results),
+                    req.replica_since,
+                    policy.unconfirmed_hold_seconds
                 ),
             ));
         }
         if let Verdict::Accepted = v.verdict {
+            // The primary's verified count includes this result: its ordinal.
+            let ordinal = req
+                .results
+                .first()
+                .and_then(|r| self.nodes.get(&r.node))
+                .map_or(0, |n| n.verified);
             if let Some(epoch) = &mut self.sampling.current {
                 if epoch.decisions.insert(id, false).is_some() {
                     return Err(FoldError::new(env, format!("request {id} drawn twice")));
+                }
+                if on_probation(epoch, ordinal) {
+                    epoch.probation.insert(id);
                 }
             }
         }
@@ -209,9 +370,20 @@ impl CoordinatorState {
             Verdict::NoMajority { parties } => bump(parties, |n| n.disagreements += 1),
             Verdict::Accepted | Verdict::Unconfirmed { .. } => {}
         }
+        // The dissenters of a majority, and every party without one, are flagged in this
+        // decision (`batch`).
+        let flagged: &[NodeId] = match &v.verdict {
+            Verdict::Majority { dissenters, .. } => dissenters,
+            Verdict::NoMajority { parties } => parties,
+            _ => &[],
+        };
+        for &n in flagged {
+            self.batch.owe(Owed::Flag(n));
+        }
         self.dequeue(id);
         let req = self.requests.get_mut(&id).expect("checked");
         req.validated = true;
+        req.outcome = Some(ValidationOutcome::of(&v.verdict));
         // The sealed results were kept only to release one without its node; the verdict
         // is in, so only their hashes stay (they are on the log in `ResultSubmitted`).
         for r in &mut req.results {

@@ -10,11 +10,18 @@
 //! - `state`: [`CoordinatorState`] and the catalog's settings.
 //! - `apply`: its fold, the [`Projection`](crate::Projection) impl.
 //! - `apply_validation`: the fold's arms of sampling epochs, draws and verdicts.
+//! - `apply_credits`: the fold's arms of reservations, charges and refunds.
+//! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
+//! - `heartbeat`: when a heartbeat's signed time may be recorded, for `decide` and the fold.
 
 mod apply;
+mod apply_credits;
 mod apply_validation;
+pub mod batch;
+pub mod heartbeat;
 pub(crate) mod state;
 pub(crate) mod views;
 
+pub use self::batch::OpenBatch;
 pub use self::state::CoordinatorState;
 pub use self::views::*;

@@ -8,6 +8,7 @@ use prlx_events::event::*;
 use prlx_events::{AccountId, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator::batch::OpenBatch;
 use crate::coordinator::views::{
     Account, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
@@ -38,6 +39,9 @@ pub struct CoordinatorState {
     /// only moves forward even if the wall clock steps back.
     #[serde(default)]
     pub log_time: Option<DateTime<Utc>>,
+    /// The decision being folded and what it still owes (see `batch`).
+    #[serde(default)]
+    pub batch: OpenBatch,
 }
 
 impl CoordinatorState {
@@ -47,6 +51,12 @@ impl CoordinatorState {
             .models
             .iter()
             .find(|m| m.model == model)
+    }
+
+    /// What the last batch folded still owes, if anything: a log that ends there was cut
+    /// inside a decision (see `batch`).
+    pub fn unfinished_batch(&self) -> Option<String> {
+        self.batch.unfinished()
     }
 
     pub fn request_for_key(&self, account: &AccountId, key: &str) -> Option<RequestId> {

@@ -75,13 +75,82 @@ pub struct RequestView {
     pub failures: u32,
     /// Verified results so far: one, or up to three when the request was sampled.
     pub results: Vec<VerifiedResult>,
-    /// Set when sampled: replicas must come from the primary's execution class.
-    pub replica_class: Option<ExecutionClass>,
+    /// Set when sampled: replicas must come from the primary's execution class, and run
+    /// the same model file.
+    pub replica_class: Option<ReplicaClass>,
     /// Set once `ValidationResolved` is recorded.
     pub validated: bool,
     /// The latest submitted result, until its commitment is judged: (node, attempt, PoE,
     /// sealed result).
     pub submitted: Option<(NodeId, u32, Hash32, Sealed)>,
+    /// While it waits in the queue for a replica: since when (log time). The catalog's
+    /// `unconfirmed_hold_seconds` bound that wait.
+    #[serde(default)]
+    pub replica_since: Option<DateTime<Utc>>,
+    /// What its validation concluded, once `ValidationResolved` is recorded.
+    #[serde(default)]
+    pub outcome: Option<ValidationOutcome>,
+}
+
+/// What a replica must share with the primary to be compared with it: the execution class,
+/// and the SHA-256 of the model file it reported for the request's model (`None`: reported
+/// none; such nodes are peers of each other only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaClass {
+    pub class: ExecutionClass,
+    #[serde(default)]
+    pub model_sha256: Option<Hash32>,
+}
+
+impl ReplicaClass {
+    /// The class of `node` for `model`.
+    pub fn of(node: &NodeView, model: &str) -> Self {
+        Self {
+            class: node.execution_class.clone(),
+            model_sha256: node.model_hashes.get(model).copied(),
+        }
+    }
+
+    /// Whether `node` is of this class for `model`.
+    pub fn admits(&self, node: &NodeView, model: &str) -> bool {
+        node.execution_class == self.class
+            && node.model_hashes.get(model) == self.model_sha256.as_ref()
+    }
+}
+
+/// What a request's validation concluded, as the client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationOutcome {
+    /// Not drawn for redundant execution: released on its verified commitment (`Accepted`).
+    NotSampled,
+    /// A replica agreed, or a majority of three did (`Agreed`, `Majority`).
+    Confirmed,
+    /// Drawn, but no replica of its class came in time: released unchecked (`Unconfirmed`).
+    Unconfirmed,
+    /// The replicas disagreed without a majority: failed, refunded (`NoMajority`).
+    NoMajority,
+}
+
+impl ValidationOutcome {
+    pub fn of(verdict: &Verdict) -> Self {
+        match verdict {
+            Verdict::Accepted => Self::NotSampled,
+            Verdict::Agreed { .. } | Verdict::Majority { .. } => Self::Confirmed,
+            Verdict::Unconfirmed { .. } => Self::Unconfirmed,
+            Verdict::NoMajority { .. } => Self::NoMajority,
+        }
+    }
+
+    /// The name the API and the JSON use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotSampled => "not_sampled",
+            Self::Confirmed => "confirmed",
+            Self::Unconfirmed => "unconfirmed",
+            Self::NoMajority => "no_majority",
+        }
+    }
 }
 
 impl RequestView {
@@ -137,6 +206,17 @@ pub struct NodeView {
     /// Dispatches of its whose deadline passed (`DeadlineExpired`).
     #[serde(default)]
     pub missed: u64,
+    /// The signed time (Unix seconds) of its latest heartbeat: a later one must be signed
+    /// later, so one signed statement earns at most once.
+    #[serde(default)]
+    pub heartbeat_at: Option<i64>,
+    /// Its results whose commitment verified (`CommitmentVerified`): while this is at most
+    /// the catalog's `probation_results`, its results are sampled at the probation rate.
+    #[serde(default)]
+    pub verified: u64,
+    /// The SHA-256 of each model file it serves, as it reported them at registration.
+    #[serde(default)]
+    pub model_hashes: BTreeMap<String, Hash32>,
 }
 
 impl NodeView {
@@ -207,7 +287,30 @@ pub struct SamplingEpoch {
     pub sealed_seed: Option<Sealed>,
     /// The fraction in force when the epoch began: a catalog change applies from the next.
     pub sampling_bp: u32,
+    /// Probation as the catalog set it when the epoch began: a node's first
+    /// `probation_results` verified results are sampled at `probation_sampling_bp`.
+    #[serde(default)]
+    pub probation_results: u32,
+    #[serde(default)]
+    pub probation_sampling_bp: u32,
     pub ends_at: DateTime<Utc>,
     /// Every sampling decision of the epoch, checked when the seed is revealed.
     pub decisions: BTreeMap<RequestId, bool>,
+    /// The decisions drawn at the probation rate (their primary was on probation).
+    #[serde(default)]
+    pub probation: BTreeSet<RequestId>,
+    /// Every replica drawn under the epoch's seed, checked when the seed is revealed.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaDraw>,
+}
+
+/// A replica dispatch as the fold saw it: which of how many eligible peers (sorted by node
+/// id) it went to. The seed, once revealed, must draw that peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDraw {
+    pub request: RequestId,
+    /// The dispatch's attempt number: the draw's round.
+    pub round: u32,
+    pub peers: u32,
+    pub position: u32,
 }

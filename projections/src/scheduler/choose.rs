@@ -2,69 +2,53 @@
 
 use std::collections::BTreeSet;
 
-use prlx_events::event::{CandidateScore, ExecutionClass};
-use prlx_events::{NodeId, RequestId};
+use prlx_events::{Hash32, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
-use crate::coordinator::views::RequestView;
+use crate::coordinator::views::{ReplicaClass, RequestView};
 use crate::scheduler::index::{Choice, RANKED_REASONS};
 use crate::scheduler::queue::QueueEntry;
+use crate::scheduler::replica::drawn_replica;
 
-/// The best node for `request` now, or `None` when no capable node has a free slot.
-pub fn choose_node(state: &CoordinatorState, request: RequestId) -> Option<Choice> {
+/// The node for `request` now, or `None` when no capable node has a free slot.
+///
+/// A plain request (or a retry) goes to the best-ranked node. A replica (a sampled request)
+/// is drawn under the open sampling epoch's secret `seed` among its eligible peers
+/// ([`replica_peers`](crate::scheduler::replica_peers),
+/// [`replica_index`](crate::scheduler::replica_index)); without the seed no replica can be placed. The
+/// fold, which does not know the seed until its reveal, checks the rest of the receipt when
+/// it applies `RequestScheduled` and the draw itself at the reveal.
+pub fn choose_node(
+    state: &CoordinatorState,
+    request: RequestId,
+    seed: Option<&Hash32>,
+) -> Option<Choice> {
     let req = state.requests.get(&request)?;
+    if req.replica_class.is_some() {
+        return drawn_replica(state, request, req, seed?);
+    }
     let tiers = state.sched.free.get(&req.model)?;
     let mut considered: u32 = 0;
     let mut ranked = Vec::with_capacity(RANKED_REASONS);
-    // A replica must come from the primary's execution class, so that honest nodes produce
-    // the same bytes. Only sampled requests pay for the per-node class lookups.
-    let class_ok = |node: &NodeId| match &req.replica_class {
-        None => true,
-        Some(class) => state
-            .nodes
-            .get(node)
-            .is_some_and(|n| &n.execution_class == class),
-    };
     // Best fit: walk tiers upward from the request's; within a tier the set is in rank order.
     for (&tier, set) in tiers.range(req.hardware_tier..) {
-        if req.replica_class.is_some() {
-            let n = set
-                .iter()
-                .filter(|k| !req.tried.contains(&k.node) && class_ok(&k.node))
-                .count();
-            considered = considered.saturating_add(n as u32);
-        } else {
-            considered = considered.saturating_add(set.len() as u32);
-        }
-        let usable = set
-            .iter()
-            .filter(|k| !req.tried.contains(&k.node) && class_ok(&k.node));
+        considered = considered.saturating_add(set.len() as u32);
+        let usable = set.iter().filter(|k| !req.tried.contains(&k.node));
         for key in usable.take(RANKED_REASONS - ranked.len()) {
-            ranked.push(CandidateScore {
-                node_id: key.node,
-                free_slots: u32::MAX - key.spare_rank,
-                queue_depth: key.busy,
-                hardware_tier: tier,
-                reputation_bp: key.standing_bp,
-            });
+            ranked.push(key.score(tier));
         }
     }
     let chosen = ranked.first()?.node_id;
     // Nodes this request already tried are indexed but not candidates; counting them by
-    // lookup keeps this O(tried), not O(nodes). (Replicas counted them out above.)
-    let excluded = if req.replica_class.is_some() {
-        0
-    } else {
-        req.tried
-            .iter()
-            .filter_map(|id| state.nodes.get(id))
-            .filter(|n| {
-                n.schedulable()
-                    && n.hardware_tier >= req.hardware_tier
-                    && n.models.contains(&req.model)
-            })
-            .count() as u32
-    };
+    // lookup keeps this O(tried), not O(nodes).
+    let excluded = req
+        .tried
+        .iter()
+        .filter_map(|id| state.nodes.get(id))
+        .filter(|n| {
+            n.schedulable() && n.hardware_tier >= req.hardware_tier && n.models.contains(&req.model)
+        })
+        .count() as u32;
     Some(Choice {
         request,
         node: chosen,
@@ -84,7 +68,11 @@ pub fn choose_node(state: &CoordinatorState, request: RequestId) -> Option<Choic
 /// no node can take any entry behind it either (they all want the same model and tier, and
 /// a plain entry accepts every node that serves it), so a deep queue costs what its head
 /// does plus the retries and replicas before its first plain entry.
-pub fn next_assignment(state: &CoordinatorState) -> Option<Choice> {
+///
+/// `seed` is the open sampling epoch's (the shell's secret): it draws replicas. Without it
+/// replicas are passed over. Which request comes next does not depend on it, only which
+/// peer a replica goes to.
+pub fn next_assignment(state: &CoordinatorState, seed: Option<&Hash32>) -> Option<Choice> {
     let mut best: Option<(&QueueEntry, Choice)> = None;
     for tiers in state.sched.queues.values() {
         for queue in tiers.values() {
@@ -92,11 +80,12 @@ pub fn next_assignment(state: &CoordinatorState) -> Option<Choice> {
             if best.as_ref().is_some_and(|(b, _)| *b <= head) {
                 continue;
             }
-            if let Some(choice) = choose_node(state, head.request) {
+            if let Some(choice) = choose_node(state, head.request, seed) {
                 best = Some((head, choice));
                 continue;
             }
-            if let Some(found) = behind_head(state, queue, best.as_ref().map(|(b, _)| *b)) {
+            let bound = best.as_ref().map(|(b, _)| *b);
+            if let Some(found) = behind_head(state, seed, queue, bound) {
                 best = Some(found);
             }
         }
@@ -110,6 +99,7 @@ pub fn next_assignment(state: &CoordinatorState) -> Option<Choice> {
 #[inline(never)]
 fn behind_head<'a>(
     state: &CoordinatorState,
+    seed: Option<&Hash32>,
     queue: &'a BTreeSet<QueueEntry>,
     bound: Option<&QueueEntry>,
 ) -> Option<(&'a QueueEntry, Choice)> {
@@ -128,7 +118,7 @@ fn behind_head<'a>(
         if bound.is_some_and(|b| b <= entry) {
             return None; // the rest of this queue comes after the best found
         }
-        if let Some(choice) = choose_node(state, entry.request) {
+        if let Some(choice) = choose_node(state, entry.request, seed) {
             return Some((entry, choice));
         }
         if plain(entry) {
@@ -140,18 +130,18 @@ fn behind_head<'a>(
 
 /// Whether some node could still take `req`, now or once it frees a slot: in the pool, not
 /// draining, not lapsed, serving the model at a tier at least the request's, not tried by
-/// it, and of `class` when one is given (a replica). Busy nodes count. O(nodes); asked only
+/// it, and of `class` when one is given (a replica: execution class and model file). Busy nodes count. O(nodes); asked only
 /// after a failed dispatch or a sampling draw, by `decide` and by the fold alike.
 pub fn untried_capable(
     state: &CoordinatorState,
     req: &RequestView,
-    class: Option<&ExecutionClass>,
+    class: Option<&ReplicaClass>,
 ) -> bool {
     state.nodes.iter().any(|(id, n)| {
         n.available()
             && n.hardware_tier >= req.hardware_tier
             && n.models.contains(&req.model)
-            && class.is_none_or(|c| &n.execution_class == c)
+            && class.is_none_or(|c| c.admits(n, &req.model))
             && !req.tried.contains(id)
     })
 }

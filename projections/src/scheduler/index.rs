@@ -44,6 +44,11 @@ pub struct Scheduler {
     /// them from the front once the catalog's `queue_timeout_seconds` has passed.
     #[serde(default)]
     pub waiting: BTreeSet<(DateTime<Utc>, RequestId)>,
+    /// Sampled requests waiting in the queue for a replica, by when they began to wait: the
+    /// timer service releases them unconfirmed from the front once the catalog's
+    /// `unconfirmed_hold_seconds` has passed.
+    #[serde(default)]
+    pub replicas: BTreeSet<(DateTime<Utc>, RequestId)>,
 }
 
 /// A scheduling decision and its reasons.
@@ -54,6 +59,19 @@ pub struct Choice {
     pub attempt: u32,
     pub candidates_considered: u32,
     pub ranked: Vec<CandidateScore>,
+}
+
+impl SlotKey {
+    /// What a decision records of this node as one of its reasons.
+    pub fn score(&self, tier: u8) -> CandidateScore {
+        CandidateScore {
+            node_id: self.node,
+            free_slots: u32::MAX - self.spare_rank,
+            queue_depth: self.busy,
+            hardware_tier: tier,
+            reputation_bp: self.standing_bp,
+        }
+    }
 }
 
 pub(crate) fn slot_key(id: NodeId, node: &NodeView, weight_pct: u32) -> SlotKey {

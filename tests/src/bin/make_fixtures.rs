@@ -170,10 +170,12 @@ fn heartbeat(node: &Node) -> Command {
     let statement = prlx_events::crypto::heartbeat_statement(node.id, at);
     Command::Heartbeat {
         node_id: node.id,
-        signed: Some(prlx_commands::decide::SignedHeartbeat {
+        signed: prlx_commands::decide::SignedHeartbeat {
             at,
             signature: sign(&node.key, &statement, &mut OsRng),
-        }),
+        },
+        // The shell stamps the time it records the heartbeat at.
+        now: Utc::now(),
     }
 }
 
@@ -442,6 +444,8 @@ async fn main() {
         "altered-payout",
         "chained",
         "chained-record-removed",
+        "charge-removed",
+        "repriced",
     ] {
         let _ = std::fs::remove_dir_all(out.join(case));
     }
@@ -603,6 +607,89 @@ async fn main() {
     manifest.insert(
         "flipped-byte".into(),
         json!({ "ok": false, "kind": "corrupt_record", "offset": flipped }),
+    );
+
+    // 5. A charge removed: the first request's CreditsCharged, later records renumbered
+    // consistently. Without the chain, what catches it is that a returned result owes its
+    // charge within its decision: the first record of the next batch is refused, at the
+    // offset it moved up to.
+    let removed = envs
+        .iter()
+        .position(|e| matches!(e.event, Event::CreditsCharged(_)))
+        .unwrap() as u64;
+    let batch = envs[removed as usize].header.correlation_id;
+    let next_batch = (removed as usize + 1..envs.len())
+        .find(|&i| envs[i].header.correlation_id != batch)
+        .expect("a record after the charge's decision") as u64;
+    write_log(
+        &out.join("charge-removed"),
+        grouped
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .filter(|(o, _)| *o != removed)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .collect(),
+    )
+    .await;
+    tidy(&out.join("charge-removed"));
+    manifest.insert(
+        "charge-removed".into(),
+        json!({
+            "ok": false, "kind": "fold_refused", "offset": next_batch - 1,
+            "event_type": event_type(&records[next_batch as usize].payload),
+            "removed": "CreditsCharged",
+        }),
+    );
+
+    // 6. A request re-priced consistently: its price, reservation and charge all one unit
+    // more. The fold re-derives the price from the catalog and refuses the acceptance.
+    let repriced_request = envs
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::CreditsCharged(c) => Some(c.request_id),
+            _ => None,
+        })
+        .unwrap();
+    let accepted_at = envs
+        .iter()
+        .position(
+            |e| matches!(&e.event, Event::RequestAccepted(r) if r.request_id == repriced_request),
+        )
+        .unwrap() as u64;
+    let edited: Vec<Vec<Vec<u8>>> = grouped
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|(_, p)| {
+                    let mut env = Envelope::decode(p).unwrap();
+                    match &mut env.event {
+                        Event::RequestAccepted(r) if r.request_id == repriced_request => {
+                            r.price += 1
+                        }
+                        Event::CreditsReserved(c) if c.request_id == repriced_request => {
+                            c.amount += 1
+                        }
+                        Event::CreditsCharged(c) if c.request_id == repriced_request => {
+                            c.amount += 1
+                        }
+                        _ => return p.clone(),
+                    }
+                    env.encode()
+                })
+                .collect()
+        })
+        .collect();
+    write_log(&out.join("repriced"), edited).await;
+    tidy(&out.join("repriced"));
+    manifest.insert(
+        "repriced".into(),
+        json!({
+            "ok": false, "kind": "fold_refused", "offset": accepted_at,
+            "event_type": "RequestAccepted",
+        }),
     );
 
     write_chained(&out, &mut manifest).await;
