@@ -66,6 +66,11 @@ pub enum Command {
         release: Option<Sealed>,
     },
     /// The timer service saw a node's heartbeats stop for the catalog's timeout.
+    /// The shell cannot give a node work (its registered key does not parse, so it can get no
+    /// session): it drains, so it never holds back work that another node could take.
+    DrainNode {
+        node_id: NodeId,
+    },
     LapseNode {
         node_id: NodeId,
         now: DateTime<Utc>,

@@ -56,6 +56,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             now,
         } => nodes::heartbeat(state, node_id, signed, now),
         Command::LapseNode { node_id, now } => nodes::lapse(state, node_id, now),
+        Command::DrainNode { node_id } => nodes::drain(state, node_id),
         Command::PublishCoordinatorKey { public_key_pem } => {
             nodes::publish_coordinator_key(state, public_key_pem)
         }

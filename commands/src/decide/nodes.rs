@@ -146,6 +146,20 @@ pub(super) fn heartbeat(
     .into()])
 }
 
+pub(super) fn drain(state: &CoordinatorState, node_id: NodeId) -> Result<Vec<Event>, Rejection> {
+    let node = state.nodes.get(&node_id).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{node_id} is not registered"),
+        )
+    })?;
+    if node.draining {
+        return Ok(vec![]);
+    }
+    Ok(vec![NodeDrained { node_id }.into()])
+}
+
 pub(super) fn lapse(
     state: &CoordinatorState,
     node_id: NodeId,

@@ -121,8 +121,15 @@ impl Coordinator {
                 .map(|(id, n)| (*id, n.public_key_pem.clone()))
                 .collect();
             for (node, pem) in needing {
-                if let Some(command) = self.grant(&signing, node, &pem) {
-                    stage(self, command)?;
+                match self.grant(&signing, node, &pem) {
+                    Some(command) => stage(self, command)?,
+                    // A registration from before keys were checked at intake (a 512-bit key,
+                    // say): the node can never get a session, so it drains rather than rank
+                    // first for work it cannot be sent (docs/protocol.md, step 1).
+                    None => {
+                        tracing::warn!(%node, "the registered key does not parse: draining the node");
+                        stage(self, Command::DrainNode { node_id: node })?;
+                    }
                 }
             }
         }
@@ -183,6 +190,18 @@ impl Coordinator {
         let seed = self.sampling_seed()?;
         while let Some(choice) = next_assignment(&self.fold.state, seed.as_ref()) {
             let Some(sealed_work) = self.seal_dispatch(&choice)? else {
+                // No session to seal the work with, and none to come: the node drains and the
+                // work goes to the next choice, instead of every request waiting behind it.
+                tracing::warn!(node = %choice.node, "no session key for the chosen node: draining it");
+                stage(
+                    self,
+                    Command::DrainNode {
+                        node_id: choice.node,
+                    },
+                )?;
+                if self.fold.state.nodes[&choice.node].draining {
+                    continue;
+                }
                 break;
             };
             stage(
