@@ -90,7 +90,7 @@ fn a_result_with_no_peer_is_held_for_the_bound_then_released_unconfirmed() {
     let req = &st.requests[&RequestId(0)];
     assert_eq!(
         (
-            req.replica_since,
+            req.replica_since(),
             req.queued.is_some(),
             req.result.is_some()
         ),
@@ -118,7 +118,7 @@ fn a_result_with_no_peer_is_held_for_the_bound_then_released_unconfirmed() {
     let st = state(&h);
     let req = &st.requests[&RequestId(0)];
     assert_eq!(
-        (req.status, req.outcome, req.replica_since),
+        (req.status, req.outcome(), req.replica_since()),
         (
             RequestStatus::Completed,
             Some(ValidationOutcome::Unconfirmed),
@@ -141,7 +141,7 @@ fn a_peer_that_joins_within_the_hold_takes_the_replica() {
     complete(&mut h, RequestId(0), node(3), b"answer");
     let st = state(&h);
     assert_eq!(
-        st.requests[&RequestId(0)].outcome,
+        st.requests[&RequestId(0)].outcome(),
         Some(ValidationOutcome::Confirmed)
     );
     // And the timer, when it fires, has nothing left to do
@@ -199,7 +199,7 @@ fn two_results_that_differ_and_no_tie_breaker_in_time_have_no_majority() {
     let st = state(&h);
     let req = &st.requests[&RequestId(0)];
     assert_eq!(
-        (req.status, req.outcome),
+        (req.status, req.outcome()),
         (RequestStatus::Failed, Some(ValidationOutcome::NoMajority))
     );
     assert_eq!(st.accounts[&account()].reserved, 0);

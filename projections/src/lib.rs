@@ -10,7 +10,8 @@
 //!   delivery dropped by producer sequence) and [`FoldError`].
 //! - [`coordinator`]: [`CoordinatorState`], what intake and scheduling decide against:
 //!   catalog, accounts, requests, nodes (`views`: its records; `state`: the state and the
-//!   catalog's settings; `apply`: its fold).
+//!   catalog's settings; `lifecycle`: a request's phases and their one transition table;
+//!   `apply`: its fold).
 //! - [`scheduler`]: queues, the free-capacity index (`queue`, `index`), and the pure
 //!   scheduling decision (`choose`).
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).

@@ -12,7 +12,7 @@ use prlx_events::{Hash32, NodeId, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
 pub use crate::coordinator::views::{History, VerifiedResult};
-use crate::coordinator::views::{ReplicaClass, RequestStatus, RequestView, SamplingEpoch};
+use crate::coordinator::views::{ReplicaClass, RequestView, SamplingEpoch};
 
 /// Basis points in one.
 pub const BP: u32 = 10_000;
@@ -133,8 +133,7 @@ pub fn unconfirmed_hold(policy: &ValidationPolicy) -> Option<Duration> {
 pub fn hold_deadline(state: &CoordinatorState, id: RequestId) -> Option<DateTime<Utc>> {
     let req = state.requests.get(&id)?;
     let hold = unconfirmed_hold(&state.validation_policy())?;
-    let waiting = req.status == RequestStatus::Accepted && req.validating() && req.queued.is_some();
-    waiting.then_some(req.replica_since? + hold)
+    Some(req.replica_since()? + hold)
 }
 
 /// Whether a replica for `req` can ever be found: some node in the pool, not draining, that

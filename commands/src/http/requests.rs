@@ -112,7 +112,7 @@ pub(super) async fn get_request(
                     "done"
                 }
                 .into(),
-                validation: r.outcome.map(|o| o.as_str().to_owned()),
+                validation: r.outcome().map(|o| o.as_str().to_owned()),
                 result: r.result.as_ref().map(|res| ResultBodyOut {
                     sealed_for_client: base64::engine::general_purpose::STANDARD
                         .encode(&res.sealed_for_client.0),

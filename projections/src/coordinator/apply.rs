@@ -9,20 +9,18 @@ use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 
 use crate::coordinator::batch::Owed;
 use crate::coordinator::heartbeat::heartbeat_time_problem;
+use crate::coordinator::lifecycle::{RequestPhase, RequestStatus, Submission, Transition, Wait};
 use crate::coordinator::state::CoordinatorState;
-use crate::coordinator::views::{
-    Assignment, NodeView, RequestStatus, RequestView, ReturnedResult, VerifiedResult,
-};
+use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
 use crate::scheduler::choose::{choose_node, untried_capable};
 use crate::scheduler::index::slot_key;
-use crate::scheduler::queue::QueueEntry;
 use crate::validation::{compare, removed, standing_bp, Comparison};
 
 impl CoordinatorState {
     /// Changes a node and keeps the free-capacity index in step with it.
-    fn update_node(
+    pub(super) fn update_node(
         &mut self,
         env: &Envelope,
         id: NodeId,
@@ -39,80 +37,6 @@ impl CoordinatorState {
         let new_key = slot_key(id, node, weight);
         self.sched.index(node, new_key);
         Ok(())
-    }
-
-    /// Puts a request (back) in its queue; one with no verified result also in the timer
-    /// service's index of the admission bound.
-    pub(super) fn enqueue(&mut self, id: RequestId) {
-        let req = self.requests.get_mut(&id).expect("caller checked");
-        let entry = QueueEntry::new(
-            req.priority,
-            req.accepted_at + chrono::Duration::seconds(i64::from(req.deadline_seconds)),
-            id,
-        );
-        req.queued = Some(entry.clone());
-        if req.results.is_empty() {
-            self.sched.waiting.insert((req.accepted_at, id));
-        }
-        self.sched.enqueue(req, entry);
-    }
-
-    /// Ends the running assignment `(node, attempt)` of a request and frees the node's slot.
-    fn close_assignment(
-        &mut self,
-        env: &Envelope,
-        id: RequestId,
-        node: NodeId,
-        attempt: u32,
-    ) -> Result<(), FoldError> {
-        let req = self.request_mut(env, id)?;
-        match &req.running {
-            Some(Assignment {
-                node: n,
-                attempt: a,
-                deadline_at: Some(at),
-            }) if *n == node && *a == attempt => {
-                let at = *at;
-                req.running = None;
-                self.sched.deadlines.remove(&(at, id));
-            }
-            other => {
-                return Err(FoldError::new(
-                    env,
-                    format!("attempt {attempt} on {node} is not the running dispatch {other:?}"),
-                ))
-            }
-        }
-        self.update_node(env, node, |n| n.busy -= 1)
-    }
-
-    /// After a failed dispatch: before a verified result, it counts against the request's
-    /// attempts; a failed replica does not (the request's result is already in hand), and the
-    /// replica is sought elsewhere until no peer is left.
-    fn after_failed_dispatch(&mut self, id: RequestId) {
-        let max = self.max_attempts();
-        let req = self.requests.get_mut(&id).expect("caller checked");
-        if req.status != RequestStatus::Accepted || req.validated {
-            return;
-        }
-        if req.results.is_empty() {
-            req.failures += 1;
-            if req.failures < max {
-                self.enqueue(id);
-            }
-        } else {
-            self.enqueue(id);
-        }
-    }
-
-    /// Takes the request out of its queue, if it waits in one.
-    pub(super) fn dequeue(&mut self, id: RequestId) {
-        let req = self.requests.get_mut(&id).expect("caller checked");
-        if let Some(entry) = req.queued.take() {
-            let (model, tier) = (req.model.clone(), req.hardware_tier);
-            self.sched.waiting.remove(&(req.accepted_at, id));
-            self.sched.dequeue(&model, tier, &entry);
-        }
     }
 
     /// Re-derives what a `RequestFailed` says caused it, from the state it is recorded in.
@@ -158,7 +82,7 @@ impl CoordinatorState {
 
     /// A dispatch expires at or after its deadline, and a result counts only before it
     /// (`expired`: which of the two `at` is the time of). The assignment itself is checked by
-    /// `close_assignment`.
+    /// the lifecycle's table.
     fn check_deadline(
         &self,
         env: &Envelope,
@@ -182,7 +106,7 @@ impl CoordinatorState {
                     "recorded_at: a result recorded at {at}, at or after its deadline {due}, is late"
                 ),
             )),
-            // No running dispatch: `close_assignment` says so.
+            // No running dispatch: the lifecycle's table says so.
             _ => Ok(()),
         }
     }
@@ -210,7 +134,7 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 8;
+    const FOLD_VERSION: u32 = 9;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -276,39 +200,36 @@ impl CoordinatorState {
                         .or_default()
                         .insert(key.clone(), r.request_id);
                 }
-                self.requests.insert(
-                    r.request_id,
-                    RequestView {
-                        account: r.credit_account.clone(),
-                        model: r.model.clone(),
-                        hardware_tier: r.hardware_tier,
-                        priority: r.priority,
-                        price: r.price,
-                        reserved: 0,
-                        charged: 0,
-                        status: RequestStatus::Accepted,
-                        accepted_at: at,
-                        deadline_seconds: r.deadline_seconds,
-                        payload_hash: r.payload_hash,
-                        sealed_payload: r.sealed_payload.clone(),
-                        attempts: 0,
-                        tried: BTreeSet::new(),
-                        queued: None,
-                        running: None,
-                        max_tokens: r.max_tokens,
-                        client_pubkey: r.client_pubkey.clone(),
-                        result: None,
-                        failures: 0,
-                        results: Vec::new(),
-                        replica_class: None,
-                        validated: false,
-                        submitted: None,
-                        replica_since: None,
-                        outcome: None,
-                    },
-                );
+                // The phase and the fields that mirror it are set by `enter`, below.
+                let mut req = RequestView {
+                    account: r.credit_account.clone(),
+                    model: r.model.clone(),
+                    hardware_tier: r.hardware_tier,
+                    priority: r.priority,
+                    price: r.price,
+                    reserved: 0,
+                    charged: 0,
+                    phase: RequestPhase::Verified,
+                    status: RequestStatus::Accepted,
+                    accepted_at: at,
+                    deadline_seconds: r.deadline_seconds,
+                    payload_hash: r.payload_hash,
+                    sealed_payload: r.sealed_payload.clone(),
+                    attempts: 0,
+                    tried: BTreeSet::new(),
+                    queued: None,
+                    running: None,
+                    max_tokens: r.max_tokens,
+                    client_pubkey: r.client_pubkey.clone(),
+                    result: None,
+                    failures: 0,
+                    results: Vec::new(),
+                    replica_class: None,
+                };
+                req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
+                self.requests.insert(r.request_id, req);
                 self.next_request_id += 1;
-                self.enqueue(r.request_id);
+                self.index_phase(r.request_id);
                 self.batch.owe(Owed::Reservation(r.request_id));
             }
             Event::CreditsReserved(c) => self.fold_reserved(env, c)?,
@@ -322,25 +243,8 @@ impl CoordinatorState {
                     .or_default() += 1;
             }
             Event::ResultReturned(r) => {
-                let req = self.request_mut(env, r.request_id)?;
-                if req.status != RequestStatus::Accepted
-                    || req.running.is_some()
-                    || req.queued.is_some()
-                    || !req.validated
-                {
-                    return Err(FoldError::new(
-                        env,
-                        format!(
-                            "request {} is {:?}, running {:?}, queued {}, not yet validated",
-                            r.request_id,
-                            req.status,
-                            req.running,
-                            req.queued.is_some()
-                        ),
-                    ));
-                }
-                req.status = RequestStatus::Completed;
-                req.result = Some(ReturnedResult {
+                self.advance(env, r.request_id, &Transition::ResultReturned)?;
+                self.request_mut(env, r.request_id)?.result = Some(ReturnedResult {
                     sealed_for_client: r.sealed_for_client.clone(),
                     poe: r.poe,
                     node: r.node_id,
@@ -365,38 +269,27 @@ impl CoordinatorState {
                 node.session = Some((k.epoch, k.sealed_for_coordinator.clone()));
             }
             Event::RequestFailed(r) => {
-                let req = self.request_mut(env, r.request_id)?;
-                if req.status != RequestStatus::Accepted || req.running.is_some() {
-                    return Err(FoldError::new(
-                        env,
-                        format!(
-                            "request {} is {:?}, running {:?}",
-                            r.request_id, req.status, req.running
-                        ),
-                    ));
-                }
+                let next = self.next_phase(env, r.request_id, &Transition::RequestFailed)?;
                 self.check_failure(env, r, at)?;
-                let req = self.request_mut(env, r.request_id)?;
-                req.status = RequestStatus::Failed;
-                if req.reserved > 0 {
+                self.enter(env, r.request_id, next)?;
+                if self.requests[&r.request_id].reserved > 0 {
                     // A request that will not be served gives all its credit back.
                     self.batch.owe(Owed::Refund(r.request_id));
                 }
-                self.dequeue(r.request_id);
             }
             Event::RequestScheduled(e) => {
-                let req = self.requests.get(&e.task_id.request).ok_or_else(|| {
-                    FoldError::new(env, format!("unknown request {}", e.task_id.request))
-                })?;
-                let Some(entry) = req.queued.clone() else {
-                    return Err(FoldError::new(
-                        env,
-                        format!("request {} is not waiting for a node", e.task_id.request),
-                    ));
-                };
+                let id = e.task_id.request;
+                let next = self.next_phase(
+                    env,
+                    id,
+                    &Transition::Scheduled {
+                        node: e.node_id,
+                        attempt: e.attempt,
+                    },
+                )?;
                 // Re-derive the decision from this state: the log's receipt must be exactly it.
                 // A replica's peer is drawn under the secret seed: checked at the reveal.
-                let expected = if req.replica_class.is_some() {
+                let expected = if self.requests[&id].replica_class.is_some() {
                     self.replica_scheduled(env, e)?
                 } else {
                     choose_node(self, e.task_id.request, None)
@@ -411,19 +304,10 @@ impl CoordinatorState {
                         ))
                     }
                 }
-                let req = self.requests.get_mut(&e.task_id.request).expect("checked");
-                req.queued = None;
-                req.running = Some(Assignment {
-                    node: e.node_id,
-                    attempt: e.attempt,
-                    deadline_at: None,
-                });
+                self.enter(env, id, next)?;
+                let req = self.request_mut(env, id)?;
                 req.attempts += 1;
                 req.tried.insert(e.node_id);
-                let (model, tier) = (req.model.clone(), req.hardware_tier);
-                self.sched.waiting.remove(&(req.accepted_at, e.task_id.request));
-                self.sched.dequeue(&model, tier, &entry);
-                self.update_node(env, e.node_id, |n| n.busy += 1)?;
             }
             Event::TaskDispatched(d) => {
                 let req = self.request_mut(env, d.task_id.request)?;
@@ -439,93 +323,93 @@ impl CoordinatorState {
                         ),
                     ));
                 }
-                match &mut req.running {
-                    Some(a)
-                        if a.node == d.node_id
-                            && a.attempt == d.attempt
-                            && a.deadline_at.is_none() =>
-                    {
-                        a.deadline_at = Some(d.deadline_at)
-                    }
-                    other => {
-                        return Err(FoldError::new(
-                            env,
-                            format!(
-                            "dispatch of attempt {} to {} does not match the assignment {other:?}",
-                            d.attempt, d.node_id
-                        ),
-                        ))
-                    }
-                }
-                // The timer service's index: running dispatches by deadline.
-                self.sched
-                    .deadlines
-                    .insert((d.deadline_at, d.task_id.request));
+                // The timer service indexes running dispatches by deadline.
+                self.advance(
+                    env,
+                    d.task_id.request,
+                    &Transition::Dispatched {
+                        node: d.node_id,
+                        attempt: d.attempt,
+                        deadline_at: d.deadline_at,
+                    },
+                )?;
             }
             Event::DeadlineExpired(d) => {
-                self.check_deadline(env, d.task_id.request, at, true)?;
-                self.close_assignment(env, d.task_id.request, d.node_id, d.attempt)?;
+                let id = d.task_id.request;
+                self.check_deadline(env, id, at, true)?;
+                let (retry, failures) = self.retry(env, id, at)?;
+                let expired = Transition::DeadlineExpired {
+                    node: d.node_id,
+                    attempt: d.attempt,
+                    retry,
+                };
+                self.advance(env, id, &expired)?;
+                self.request_mut(env, id)?.failures = failures;
                 self.node_mut(env, d.node_id)?.missed += 1;
-                self.after_failed_dispatch(d.task_id.request);
             }
             Event::ResultSubmitted(r) => {
                 self.check_deadline(env, r.task_id.request, at, false)?;
-                self.close_assignment(env, r.task_id.request, r.node_id, r.attempt)?;
-                self.requests
-                    .get_mut(&r.task_id.request)
-                    .expect("closed")
-                    .submitted = Some((r.node_id, r.attempt, r.poe, r.sealed_result.clone()));
+                let submitted = Submission {
+                    node: r.node_id,
+                    attempt: r.attempt,
+                    poe: r.poe,
+                    sealed_result: r.sealed_result.clone(),
+                };
+                self.advance(
+                    env,
+                    r.task_id.request,
+                    &Transition::ResultSubmitted(submitted),
+                )?;
             }
             Event::CommitmentVerified(c) => {
                 let id = c.task_id.request;
                 let req = self.request_mut(env, id)?;
-                let Some((node, attempt, poe, sealed_result)) = req.submitted.take() else {
+                // Logs from before replicas were compared carry no hash; they were never
+                // compared either.
+                let result_hash = c.result_hash.unwrap_or(Hash32([0; 32]));
+                // Two results that differ: a third must break the tie (`compare`).
+                let tie = matches!(req.results.as_slice(), [first] if first.result_hash != result_hash)
+                    .then(|| Wait {
+                        entry: req.queue_entry(id),
+                        since: at,
+                    });
+                let verified = Transition::CommitmentVerified {
+                    node: c.node_id,
+                    attempt: c.attempt,
+                    tie,
+                };
+                let RequestPhase::Submitted(s) = self.advance(env, id, &verified)? else {
                     return Err(FoldError::new(
                         env,
-                        format!("request {id} has no result to judge"),
+                        format!("request {id}: the lifecycle judged no submitted result"),
                     ));
                 };
-                if (node, attempt) != (c.node_id, c.attempt) {
-                    req.submitted = Some((node, attempt, poe, sealed_result));
-                    return Err(FoldError::new(
-                        env,
-                        format!("judges attempt {} on {}, but the result submitted is attempt {attempt} on {node}", c.attempt, c.node_id),
-                    ));
-                }
+                let req = self.request_mut(env, id)?;
                 req.results.push(VerifiedResult {
-                    node,
-                    attempt,
-                    // Logs from before replicas were compared carry no hash; they were never
-                    // compared either.
-                    result_hash: c.result_hash.unwrap_or(Hash32([0; 32])),
-                    poe,
-                    sealed_result,
+                    node: s.node,
+                    attempt: s.attempt,
+                    result_hash,
+                    poe: s.poe,
+                    sealed_result: s.sealed_result,
                 });
-                if compare(&req.results) == Comparison::Tiebreak {
-                    self.enqueue(id);
-                }
+                debug_assert_eq!(
+                    req.phase().replica_since().is_some(),
+                    compare(&req.results) == Comparison::Tiebreak
+                );
                 // Probation counts a node's verified results (docs/validation.md).
                 self.node_mut(env, c.node_id)?.verified += 1;
             }
             Event::CommitmentRejected(c) => {
                 let id = c.task_id.request;
-                let req = self.request_mut(env, id)?;
-                if req.running.is_some()
-                    || req.queued.is_some()
-                    || req.status != RequestStatus::Accepted
-                    || !matches!(&req.submitted, Some((n, a, ..)) if (*n, *a) == (c.node_id, c.attempt))
-                {
-                    return Err(FoldError::new(
-                        env,
-                        format!(
-                            "request {id} has no result of attempt {} on {} to judge",
-                            c.attempt, c.node_id
-                        ),
-                    ));
-                }
-                req.submitted = None;
+                let (retry, failures) = self.retry(env, id, at)?;
+                let rejected = Transition::CommitmentRejected {
+                    node: c.node_id,
+                    attempt: c.attempt,
+                    retry,
+                };
+                self.advance(env, id, &rejected)?;
+                self.request_mut(env, id)?.failures = failures;
                 self.node_mut(env, c.node_id)?.invalid += 1;
-                self.after_failed_dispatch(id);
                 self.batch.owe(Owed::Flag(c.node_id));
             }
             Event::RedundancySampled(r) => self.fold_sampled(env, r)?,
@@ -672,8 +556,6 @@ impl CoordinatorState {
             // A seal is evidence about the log's bytes, checked by the auditor; no state.
             | Event::LogSealed(_) => {}
         }
-        // A sampled request's wait for a replica is timed (`unconfirmed_hold_seconds`).
-        self.time_replica_wait(env);
         // Settlement sees every event the coordinator accepted, after it.
         self.rewards.apply(env)?;
         // Settlement checked the unstake against the same stake (registration plus deposits

@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
-use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
+use prlx_events::{Envelope, Hash32, NodeId, RequestId};
 
 use crate::coordinator::batch::Owed;
+use crate::coordinator::lifecycle::{Transition, ValidationOutcome, Wait};
 use crate::coordinator::state::CoordinatorState;
-use crate::coordinator::views::{
-    NodeView, ReplicaClass, ReplicaDraw, RequestStatus, SamplingEpoch, ValidationOutcome,
-};
+use crate::coordinator::views::{NodeView, ReplicaClass, ReplicaDraw, SamplingEpoch};
 use crate::fold::FoldError;
 use crate::scheduler::index::Choice;
 use crate::scheduler::replica::{replica_index, replica_peers, replica_receipt};
@@ -30,8 +29,14 @@ impl CoordinatorState {
     ) -> Result<(), FoldError> {
         let id = r.task_id.request;
         let req = self.request_mut(env, id)?;
+        let wait = Wait {
+            entry: req.queue_entry(id),
+            since: env.header.recorded_at,
+        };
+        let next = self.next_phase(env, id, &Transition::RedundancySampled(wait))?;
+        let req = self.request_mut(env, id)?;
         let primary = match req.results.as_slice() {
-            [only] if !req.validated && req.replica_class.is_none() => only.node,
+            [only] if req.replica_class.is_none() => only.node,
             _ => {
                 return Err(FoldError::new(
                     env,
@@ -68,8 +73,8 @@ impl CoordinatorState {
         if on_probation(epoch, ordinal) {
             epoch.probation.insert(id);
         }
-        self.requests.get_mut(&id).expect("checked").replica_class = Some(class);
-        self.enqueue(id);
+        self.request_mut(env, id)?.replica_class = Some(class);
+        self.enter(env, id, next)?;
         Ok(())
     }
 
@@ -117,39 +122,6 @@ impl CoordinatorState {
             });
         }
         Ok(derived)
-    }
-
-    /// After any event about a request: a sampled request that now waits in the queue for a
-    /// replica starts its wait at this event's time (the timer service's index), and one that
-    /// no longer waits (dispatched, resolved, failed) leaves the index.
-    pub(super) fn time_replica_wait(&mut self, env: &Envelope) {
-        let id = match &env.event {
-            Event::RedundancySampled(e) => e.task_id.request,
-            Event::RequestScheduled(e) => e.task_id.request,
-            Event::CommitmentVerified(e) => e.task_id.request,
-            Event::CommitmentRejected(e) => e.task_id.request,
-            Event::DeadlineExpired(e) => e.task_id.request,
-            Event::ValidationResolved(e) => e.task_id.request,
-            Event::RequestFailed(e) => e.request_id,
-            _ => return,
-        };
-        let Some(req) = self.requests.get_mut(&id) else {
-            return;
-        };
-        let waiting =
-            req.status == RequestStatus::Accepted && req.validating() && req.queued.is_some();
-        match (waiting, req.replica_since) {
-            (true, None) => {
-                let at = env.header.recorded_at;
-                req.replica_since = Some(at);
-                self.sched.replicas.insert((at, id));
-            }
-            (false, Some(since)) => {
-                req.replica_since = None;
-                self.sched.replicas.remove(&(since, id));
-            }
-            _ => {}
-        }
     }
 
     /// A `NodeRegistered`'s execution class must be in normal form, and each model hash it
@@ -293,23 +265,14 @@ impl CoordinatorState {
     ) -> Result<(), FoldError> {
         let id = v.task_id.request;
         let policy = self.validation_policy();
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
-        if req.validated || req.running.is_some() || req.status != RequestStatus::Accepted {
-            return Err(FoldError::new(
-                env,
-                format!("request {id} has no validation in progress"),
-            ));
-        }
+        let outcome = ValidationOutcome::of(&v.verdict);
+        let next = self.next_phase(env, id, &Transition::ValidationResolved(outcome))?;
+        let req = &self.requests[&id];
         // Without a replica: with a hold, once the request waited it out in the queue (by
         // recorded time); without one, when no peer of the class exists.
         let at = env.header.recorded_at;
         let no_peer = |class: &Option<ReplicaClass>| match unconfirmed_hold(&policy) {
-            Some(hold) => {
-                req.queued.is_some() && req.replica_since.is_some_and(|since| at >= since + hold)
-            }
+            Some(hold) => req.replica_since().is_some_and(|since| at >= since + hold),
             None => class.as_ref().is_some_and(|c| !peer_exists(self, req, c)),
         };
         let derived = match (&v.verdict, compare(&req.results)) {
@@ -330,7 +293,7 @@ impl CoordinatorState {
                     v.verdict,
                     req.results.len(),
                     compare(&req.results),
-                    req.replica_since,
+                    req.replica_since(),
                     policy.unconfirmed_hold_seconds
                 ),
             ));
@@ -380,10 +343,8 @@ impl CoordinatorState {
         for &n in flagged {
             self.batch.owe(Owed::Flag(n));
         }
-        self.dequeue(id);
-        let req = self.requests.get_mut(&id).expect("checked");
-        req.validated = true;
-        req.outcome = Some(ValidationOutcome::of(&v.verdict));
+        self.enter(env, id, next)?;
+        let req = self.request_mut(env, id)?;
         // The sealed results were kept only to release one without its node; the verdict
         // is in, so only their hashes stay (they are on the log in `ResultSubmitted`).
         for r in &mut req.results {

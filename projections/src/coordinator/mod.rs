@@ -7,21 +7,31 @@
 //!
 //! # Layout
 //! - `views`: the records (accounts, requests, nodes, sampling epochs) and the defaults.
+//! - [`lifecycle`]: a request's phases and the one transition table that moves them
+//!   ([`transition`]); a leaf.
 //! - `state`: [`CoordinatorState`] and the catalog's settings.
 //! - `apply`: its fold, the [`Projection`](crate::Projection) impl.
 //! - `apply_validation`: the fold's arms of sampling epochs, draws and verdicts.
 //! - `apply_credits`: the fold's arms of reservations, charges and refunds.
+//! - `apply_lifecycle`: the fold's side of the lifecycle: a request moved to the phase the
+//!   table gives, with the scheduler's indexes in step.
 //! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
 //! - `heartbeat`: when a heartbeat's signed time may be recorded, for `decide` and the fold.
 
 mod apply;
 mod apply_credits;
+mod apply_lifecycle;
 mod apply_validation;
 pub mod batch;
 pub mod heartbeat;
+pub mod lifecycle;
 pub(crate) mod state;
 pub(crate) mod views;
 
 pub use self::batch::OpenBatch;
+pub use self::lifecycle::{
+    transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
+    TransitionError, ValidationOutcome, Wait,
+};
 pub use self::state::CoordinatorState;
 pub use self::views::*;

@@ -9,6 +9,7 @@ use prlx_events::{AccountId, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
 use crate::coordinator::batch::OpenBatch;
+use crate::coordinator::lifecycle::RequestPhase;
 use crate::coordinator::views::{
     Account, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
@@ -97,7 +98,7 @@ impl CoordinatorState {
     /// When request `id` times out of the queue, if it waits there with no verified result.
     pub fn queue_deadline(&self, id: RequestId) -> Option<DateTime<Utc>> {
         let req = self.requests.get(&id)?;
-        (req.queued.is_some() && req.results.is_empty())
+        matches!(req.phase(), RequestPhase::Queued(_))
             .then(|| req.accepted_at + self.queue_timeout())
     }
 

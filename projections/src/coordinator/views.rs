@@ -8,6 +8,7 @@ use prlx_events::event::*;
 use prlx_events::{AccountId, Hash32, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator::lifecycle::{Assignment, RequestPhase, RequestStatus, ValidationOutcome};
 use crate::scheduler::queue::QueueEntry;
 
 /// Reputation weight in percent when the catalog sets none (1.0).
@@ -34,14 +35,6 @@ impl Account {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestStatus {
-    Accepted,
-    Completed,
-    Failed,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestView {
     pub account: AccountId,
@@ -51,6 +44,10 @@ pub struct RequestView {
     pub price: u64,
     pub reserved: u64,
     pub charged: u64,
+    /// Where its work stands (see `lifecycle`); moved only by `RequestView::enter`.
+    pub(crate) phase: RequestPhase,
+    /// Settled or not: `phase.status()`, kept as a field for the readers that match on it.
+    /// Written only with the phase.
     pub status: RequestStatus,
     pub accepted_at: DateTime<Utc>,
     pub deadline_seconds: u32,
@@ -61,9 +58,11 @@ pub struct RequestView {
     pub attempts: u32,
     /// Nodes that already had this request: a re-dispatch goes elsewhere.
     pub tried: BTreeSet<NodeId>,
-    /// Where it waits in the queue, while it waits.
+    /// Where it waits in the queue, while it waits: `phase.queue_entry()`, kept as a field
+    /// for its readers. Written only with the phase.
     pub queued: Option<QueueEntry>,
-    /// The node working on it, while one is.
+    /// The node working on it, while one is: `phase.assignment()`, kept as a field for its
+    /// readers. Written only with the phase.
     pub running: Option<Assignment>,
     pub max_tokens: u32,
     /// The client's RSA public key (PEM): the result is sealed to it.
@@ -78,18 +77,6 @@ pub struct RequestView {
     /// Set when sampled: replicas must come from the primary's execution class, and run
     /// the same model file.
     pub replica_class: Option<ReplicaClass>,
-    /// Set once `ValidationResolved` is recorded.
-    pub validated: bool,
-    /// The latest submitted result, until its commitment is judged: (node, attempt, PoE,
-    /// sealed result).
-    pub submitted: Option<(NodeId, u32, Hash32, Sealed)>,
-    /// While it waits in the queue for a replica: since when (log time). The catalog's
-    /// `unconfirmed_hold_seconds` bound that wait.
-    #[serde(default)]
-    pub replica_since: Option<DateTime<Utc>>,
-    /// What its validation concluded, once `ValidationResolved` is recorded.
-    #[serde(default)]
-    pub outcome: Option<ValidationOutcome>,
 }
 
 /// What a replica must share with the primary to be compared with it: the execution class,
@@ -118,45 +105,44 @@ impl ReplicaClass {
     }
 }
 
-/// What a request's validation concluded, as the client reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValidationOutcome {
-    /// Not drawn for redundant execution: released on its verified commitment (`Accepted`).
-    NotSampled,
-    /// A replica agreed, or a majority of three did (`Agreed`, `Majority`).
-    Confirmed,
-    /// Drawn, but no replica of its class came in time: released unchecked (`Unconfirmed`).
-    Unconfirmed,
-    /// The replicas disagreed without a majority: failed, refunded (`NoMajority`).
-    NoMajority,
-}
-
-impl ValidationOutcome {
-    pub fn of(verdict: &Verdict) -> Self {
-        match verdict {
-            Verdict::Accepted => Self::NotSampled,
-            Verdict::Agreed { .. } | Verdict::Majority { .. } => Self::Confirmed,
-            Verdict::Unconfirmed { .. } => Self::Unconfirmed,
-            Verdict::NoMajority { .. } => Self::NoMajority,
-        }
-    }
-
-    /// The name the API and the JSON use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotSampled => "not_sampled",
-            Self::Confirmed => "confirmed",
-            Self::Unconfirmed => "unconfirmed",
-            Self::NoMajority => "no_majority",
-        }
-    }
-}
-
 impl RequestView {
+    /// Where its work stands.
+    pub fn phase(&self) -> &RequestPhase {
+        &self.phase
+    }
+
+    /// Moves it to `next` (a phase the lifecycle's `transition` gave, or its first) and the
+    /// fields that mirror the phase with it; returns the phase it left.
+    pub(crate) fn enter(&mut self, next: RequestPhase) -> RequestPhase {
+        self.status = next.status();
+        self.queued = next.queue_entry().cloned();
+        self.running = next.assignment().cloned();
+        std::mem::replace(&mut self.phase, next)
+    }
+
+    /// Its place in queue `id`'s order: by priority, then by when the client stops waiting.
+    pub(crate) fn queue_entry(&self, id: RequestId) -> QueueEntry {
+        QueueEntry::new(
+            self.priority,
+            self.accepted_at + chrono::Duration::seconds(i64::from(self.deadline_seconds)),
+            id,
+        )
+    }
+
     /// Waiting for a replica's result before the first is released.
     pub fn validating(&self) -> bool {
-        !self.results.is_empty() && !self.validated
+        !self.results.is_empty() && self.phase.before_verdict()
+    }
+
+    /// While it waits in the queue for a replica: since when (log time). The catalog's
+    /// `unconfirmed_hold_seconds` bound that wait.
+    pub fn replica_since(&self) -> Option<DateTime<Utc>> {
+        self.phase.replica_since()
+    }
+
+    /// What its validation concluded, once `ValidationResolved` is recorded.
+    pub fn outcome(&self) -> Option<ValidationOutcome> {
+        self.phase.outcome()
     }
 }
 
@@ -165,14 +151,6 @@ pub struct ReturnedResult {
     pub sealed_for_client: Sealed,
     pub poe: Hash32,
     pub node: NodeId,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub node: NodeId,
-    pub attempt: u32,
-    /// Set when the dispatch is recorded.
-    pub deadline_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
