@@ -12,8 +12,10 @@
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
 //! - [`sim`]: the deterministic simulation of the core: seeded submissions, deposits,
-//!   heartbeats, honest, wrong, late, silent and replayed reports and the timers, with the
-//!   money and liveness invariants checked as it goes.
+//!   heartbeats, honest, wrong, late, silent and replayed reports, node joins, restarts from
+//!   snapshot and the timers, with the money, liveness (every request ends once, within a
+//!   bound derived from the catalog) and payout (no slot paid without proof) invariants
+//!   checked as it goes.
 //! - [`tamper`]: consistent rewrites of a file log (records removed, inserted, swapped and
 //!   everything renumbered to match), for the auditor's negative tests and golden logs.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.

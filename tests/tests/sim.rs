@@ -1,8 +1,10 @@
 //! The deterministic simulation of the core (`prlx_tests::sim`): each seed drives `decide`
 //! and the fold through a generated history of submissions, deposits, heartbeats, honest,
-//! wrong, late, silent and replayed reports and the timers, checking the money invariants
-//! after every step and that every accepted request ends; then the auditor replays the log
-//! the run wrote and must agree.
+//! wrong, late, silent and replayed reports, nodes joining, restarts from snapshot and the
+//! timers, checking after every step that credits are conserved, that every accepted request
+//! ends exactly once within its bound and that no payout exceeds the uptime the log proves
+//! (the list is in `prlx_tests::sim`); then the auditor replays the log the run wrote and must
+//! agree.
 //!
 //! Short by default (2 seeds of 20,000 steps); `PRLX_SIM_SEEDS=FIRST..END` and
 //! `PRLX_SIM_STEPS=N` run more (`PRLX_SIM_STEPS=100000 PRLX_SIM_SEEDS=1..21` for the long
@@ -48,6 +50,14 @@ async fn seeded_histories_keep_every_invariant_and_the_auditor_agrees() {
             report.late_reports > 0 && report.replayed_reports > 0,
             "seed {seed}: {report:?}"
         );
+        assert!(
+            report.payouts_checked > 0 && report.restarts > 0,
+            "seed {seed}: {report:?}"
+        );
+        // Joins are drawn about once per 1,000 steps.
+        if steps >= 20_000 {
+            assert!(report.joins > 0, "seed {seed}: {report:?}");
+        }
 
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("log").display());
