@@ -182,3 +182,31 @@ fn a_heartbeat_is_folded_only_with_a_fresh_signed_statement() {
         "{reason}"
     );
 }
+
+/// A report kept out as late names an attempt that is over; a log cannot file the running
+/// attempt's result, or one never dispatched, as late.
+#[test]
+fn a_discarded_late_report_must_be_of_an_attempt_that_is_over() {
+    let (h, due) = dispatched_at_10();
+    let late = |attempt: u32| -> Event {
+        LateResultDiscarded {
+            task_id: TaskId::whole(RequestId(0)),
+            attempt,
+            node_id: fixtures::node(1),
+        }
+        .into()
+    };
+    let mut running = h.clone();
+    running.record(t(20), [late(0)]);
+    let (event, reason) = fold(&running).expect_err("the running attempt is not late");
+    assert_eq!(event, "LateResultDiscarded");
+    assert!(reason.contains("is not one that is over"), "{reason}");
+
+    let mut over = h;
+    over.record(due, [expiry()]);
+    let mut honest = over.clone();
+    honest.record(due, [late(0)]);
+    fold(&honest).expect("an expired attempt's report is discarded");
+    over.record(due, [late(1)]);
+    fold(&over).expect_err("attempt 1 was never dispatched");
+}

@@ -87,7 +87,9 @@ async fn a_node_registered_with_a_512_bit_key_on_an_old_log_is_drained_and_work_
         })
         .await
         .unwrap();
-    let good = RsaPrivateKey::new(&mut OsRng, 2048).unwrap().to_public_key();
+    let good = RsaPrivateKey::new(&mut OsRng, 2048)
+        .unwrap()
+        .to_public_key();
     let good_id = node_id_of(&good);
     let reg: NodeRegistered = fixtures::registration(good_id, public_key_pem(&good));
     coord
@@ -116,7 +118,11 @@ async fn a_node_registered_with_a_512_bit_key_on_an_old_log_is_drained_and_work_
             _ => None,
         })
         .collect();
-    assert_eq!(dispatched, [good_id], "the work goes to the node it can be sent to");
+    assert_eq!(
+        dispatched,
+        [good_id],
+        "the work goes to the node it can be sent to"
+    );
 
     // A restart folds the same log and decides nothing more about the weak node.
     drop(coord);

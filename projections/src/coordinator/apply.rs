@@ -545,10 +545,31 @@ impl CoordinatorState {
                     "SubtasksPlanned: sub-task plans are not defined by this version",
                 ))
             }
+            // A report kept out is one of an attempt the node was given and that is over: a
+            // log cannot file a running attempt's result, or one never dispatched, as late.
+            Event::LateResultDiscarded(l) => {
+                let id = l.task_id.request;
+                let req = self
+                    .requests
+                    .get(&id)
+                    .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+                let running = req
+                    .running
+                    .as_ref()
+                    .is_some_and(|a| (a.node, a.attempt) == (l.node_id, l.attempt));
+                if running || !req.tried.contains(&l.node_id) || l.attempt >= req.attempts {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "attempt {} on {} of request {id} is not one that is over",
+                            l.attempt, l.node_id
+                        ),
+                    ));
+                }
+            }
             // Folded by the scheduling, validation and settlement projections of their own
             // issues; they do not change what intake decides.
-            Event::LateResultDiscarded(_)
-            | Event::UnstakeRequested(_)
+            Event::UnstakeRequested(_)
             | Event::StakeReturned(_)
             | Event::RewardModeChanged(_)
             | Event::RewardEpochSettled(_)
