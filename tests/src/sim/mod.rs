@@ -33,21 +33,27 @@
 //!   full re-fold of the log (every 5,000 steps and at the end);
 //! - after the drain (no new work, time runs on), every accepted request has ended.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use prlx_commands::decide::{decide, Command, Completion, Dispatch, Rejection, Submission};
+use prlx_commands::decide::{Command, Completion, Dispatch, Submission};
 use prlx_commands::settle::due_settlements;
 use prlx_commands::testkit::fixtures::{catalog, heartbeat, model, registration, submission};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, Hash32, Header, NodeId, RequestId};
+use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
 use prlx_projections::coordinator::RequestStatus;
 use prlx_projections::scheduler::next_assignment;
-use prlx_projections::snapshot::{Snapshot, FORMAT_VERSION};
+use prlx_projections::snapshot::Snapshot;
 use prlx_projections::validation::hold_deadline;
-use prlx_projections::{CoordinatorState, Fold, Projection};
+use prlx_projections::Fold;
 
 use crate::rng::Rng;
+
+mod core;
+mod witness;
+
+use self::core::{check, check_replays, restart, Core};
+use self::witness::Witness;
 
 /// One run's parameters.
 #[derive(Debug, Clone, Copy)]
@@ -105,284 +111,8 @@ const KINDS: [Behaviour; 7] = [
     Behaviour::BadCommitment,
 ];
 
-/// The most simulated time that passes between two runs of the timers: a generator step
-/// advances the clock by under 4 s, a drain round by 5 s.
-const STEP_SECONDS: i64 = 5;
-
 fn h(parts: &[&[u8]]) -> Hash32 {
     Hash32::of(&parts.concat())
-}
-
-/// The core, stamped with the simulated clock and folded as the shell would.
-struct Core {
-    fold: Fold<CoordinatorState>,
-    log: Vec<Envelope>,
-    now: DateTime<Utc>,
-    deposited: u64,
-    charged: u64,
-    witness: Witness,
-}
-
-impl Core {
-    /// Folds one decision's events, stamped with one time and one batch, as the shell does.
-    fn apply(&mut self, events: Vec<Event>) -> Result<(), String> {
-        let batch = uuid::Uuid::from_u128(self.log.len() as u128 + 1);
-        for event in events {
-            match &event {
-                Event::CreditsDeposited(d) => self.deposited += d.amount,
-                Event::CreditsCharged(c) => self.charged += c.amount,
-                _ => {}
-            }
-            let seq = self.log.len() as u64;
-            let env = Envelope::new(
-                Header {
-                    event_id: uuid::Uuid::from_u128(u128::from(seq) + 1),
-                    recorded_at: self.now,
-                    producer: "sim".into(),
-                    sequence: seq,
-                    correlation_id: Some(batch),
-                    causation_id: None,
-                    prev: None,
-                },
-                event,
-            );
-            self.fold
-                .feed(seq, &env)
-                .map_err(|e| format!("the core's own event does not fold: {e}"))?;
-            self.witness
-                .watch(&env)
-                .map_err(|e| format!("offset {seq}: {e}"))?;
-            self.log.push(env);
-        }
-        Ok(())
-    }
-
-    /// Decides and applies; a refusal is an answer, not a failure.
-    fn run(&mut self, command: Command) -> Result<Result<(), Rejection>, String> {
-        match decide(&self.fold.state, command) {
-            Ok(events) => self.apply(events).map(Ok),
-            Err(r) => Ok(Err(r)),
-        }
-    }
-}
-
-/// One accepted request as the log tells it.
-#[derive(Debug)]
-struct Lifetime {
-    accepted_at: DateTime<Utc>,
-    deadline_seconds: u32,
-    /// Set at its first `CommitmentVerified`: every later dispatch is a replica.
-    verified: bool,
-    /// Dispatches after the first verified result (replicas and tie-breakers).
-    replicas: u32,
-    /// Every node dispatched to, primary or replica.
-    tried: BTreeSet<NodeId>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-/// Watches the log beside the fold, as an auditor would, for the invariants the fold does not
-/// keep itself: each request's lifetime, and the proofs that earn uptime slots. It is the
-/// simulation's own record, so it survives the core's restarts.
-#[derive(Debug, Default)]
-struct Witness {
-    /// `queue_timeout_seconds` and `unconfirmed_hold_seconds` of the catalog (published once).
-    queue_timeout: i64,
-    hold: i64,
-    /// The reward policy's `uptime_slot_seconds`.
-    slot_seconds: i64,
-    requests: BTreeMap<RequestId, Lifetime>,
-    /// `(node, slot)` for every `NodeHeartbeat` or `CommitmentVerified` naming the node, the
-    /// slot counted in `slot_seconds` from the Unix epoch (reward epochs start at multiples
-    /// of their length, which the slot divides, so these are the fold's slots); dropped once
-    /// their epoch is settled.
-    proofs: BTreeSet<(NodeId, i64)>,
-    payouts_checked: u64,
-    longest: i64,
-}
-
-impl Witness {
-    fn slot(&self, at: DateTime<Utc>) -> i64 {
-        at.timestamp().div_euclid(self.slot_seconds.max(1))
-    }
-
-    /// How long after its acceptance a request with `replicas` replica dispatches may end, in
-    /// seconds, derived from the rules in `docs/protocol.md` (liveness) and
-    /// `docs/validation.md` (the hold), with `d` the request's deadline (at most the catalog's
-    /// `max_deadline_seconds`), `H` the hold and `S` = [`STEP_SECONDS`], the longest the timers
-    /// can lag behind a due time:
-    /// - until its first verified result, every dispatch starts before the admission bound
-    ///   (`ExpireQueued` runs before dispatching) and ends by its deadline, so a result is in
-    ///   by `queue_timeout + d`, or the request fails by then plus `S` (a dispatch expired
-    ///   after the bound re-queues it, and it fails in the same round of timers); the bound
-    ///   counts from acceptance, so `max_attempts` does not add to it;
-    /// - a sampled result waits at most `H + S` in the queue for each replica (or
-    ///   tie-breaker), which runs at most `d + S` (its expiry re-queues it for another hold),
-    ///   and once the last one is over it waits one more hold before release: `replicas`
-    ///   rounds of `H + d + 2S` plus one of `H + S`.
-    ///
-    /// A replica's failure does not count against `max_attempts`, so `replicas` is bounded
-    /// by the nodes of the class rather than by the catalog; every dispatch goes to a node
-    /// the request has not tried (checked), so the bound stays finite: at most
-    /// `queue_timeout + d + H + 2S + (nodes - 1)(H + d + 2S)`. With no replica failing (one
-    /// replica and a tie-breaker) it is `queue_timeout + 3d + 3H + 6S`.
-    fn bound(&self, life: &Lifetime) -> i64 {
-        let (d, h, k) = (
-            i64::from(life.deadline_seconds),
-            self.hold,
-            i64::from(life.replicas),
-        );
-        self.queue_timeout + d + STEP_SECONDS + k * (h + d + 2 * STEP_SECONDS) + h + STEP_SECONDS
-    }
-
-    fn watch(&mut self, env: &Envelope) -> Result<(), String> {
-        let at = env.header.recorded_at;
-        match &env.event {
-            Event::CatalogPublished(c) => {
-                self.queue_timeout = i64::from(c.queue_timeout_seconds);
-                self.hold = i64::from(c.validation.unconfirmed_hold_seconds);
-            }
-            Event::RewardPolicyPublished(p) => self.slot_seconds = i64::from(p.uptime_slot_seconds),
-            Event::RequestAccepted(a) => {
-                let life = Lifetime {
-                    accepted_at: at,
-                    deadline_seconds: a.deadline_seconds,
-                    verified: false,
-                    replicas: 0,
-                    tried: BTreeSet::new(),
-                    ended_at: None,
-                };
-                if self.requests.insert(a.request_id, life).is_some() {
-                    return Err(format!("request {} accepted twice", a.request_id));
-                }
-            }
-            Event::TaskDispatched(t) => {
-                let id = t.task_id.request;
-                let life = self.lifetime(id)?;
-                if life.ended_at.is_some() {
-                    return Err(format!("request {id} dispatched after it ended"));
-                }
-                if !life.tried.insert(t.node_id) {
-                    return Err(format!(
-                        "request {id} dispatched again to node {}, which it already tried",
-                        t.node_id
-                    ));
-                }
-                life.replicas += u32::from(life.verified);
-            }
-            Event::CommitmentVerified(c) => {
-                self.lifetime(c.task_id.request)?.verified = true;
-                let slot = self.slot(at);
-                self.proofs.insert((c.node_id, slot));
-            }
-            Event::NodeHeartbeat(beat) => {
-                let slot = self.slot(at);
-                self.proofs.insert((beat.node_id, slot));
-            }
-            Event::ResultReturned(r) => self.end(r.request_id, at)?,
-            Event::RequestFailed(f) => self.end(f.request_id, at)?,
-            Event::RewardEpochSettled(e) => self.check_payouts(e)?,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn lifetime(&mut self, id: RequestId) -> Result<&mut Lifetime, String> {
-        self.requests.get_mut(&id).ok_or_else(|| unaccepted(id))
-    }
-
-    /// A `ResultReturned` or `RequestFailed` for `id`, recorded at `at`.
-    fn end(&mut self, id: RequestId, at: DateTime<Utc>) -> Result<(), String> {
-        let life = self.requests.get(&id).ok_or_else(|| unaccepted(id))?;
-        if let Some(first) = life.ended_at {
-            return Err(format!(
-                "request {id} ends twice: at {first} and again at {at}"
-            ));
-        }
-        let (took, bound) = (at - life.accepted_at, self.bound(life));
-        if took > chrono::Duration::seconds(bound) {
-            return Err(format!(
-                "request {id} ends {} ms after its acceptance at {}, past its bound of {bound} s \
-                 (deadline {} s, {} replica dispatches, nodes tried {})",
-                took.num_milliseconds(),
-                life.accepted_at,
-                life.deadline_seconds,
-                life.replicas,
-                life.tried.len()
-            ));
-        }
-        self.longest = self.longest.max(took.num_seconds());
-        self.lifetime(id)?.ended_at = Some(at);
-        Ok(())
-    }
-
-    /// Every payout of `settled` within the proofs of its epoch's range.
-    fn check_payouts(&mut self, settled: &RewardEpochSettled) -> Result<(), String> {
-        let (from, to) = (self.slot(settled.starts_at), self.slot(settled.ends_at));
-        for p in &settled.payouts {
-            let proven = self
-                .proofs
-                .range((p.node_id, from)..(p.node_id, to))
-                .count() as u64;
-            if p.verified_slots > proven || (proven == 0 && (p.amount > 0 || p.weight > 0)) {
-                return Err(format!(
-                    "reward epoch {}: node {} is paid {} for {} verified slots (weight {}), \
-                     but the log proves it up in {proven} slots of [{}, {})",
-                    settled.epoch,
-                    p.node_id,
-                    p.amount,
-                    p.verified_slots,
-                    p.weight,
-                    settled.starts_at,
-                    settled.ends_at
-                ));
-            }
-            self.payouts_checked += 1;
-        }
-        self.proofs.retain(|(_, slot)| *slot >= to);
-        Ok(())
-    }
-
-    /// Every accepted request has ended (each once, as [`Witness::end`] checks).
-    fn all_ended(&self) -> Result<(), String> {
-        match self.requests.iter().find(|(_, l)| l.ended_at.is_none()) {
-            Some((id, l)) => Err(format!(
-                "request {id}, accepted at {}, has no ResultReturned or RequestFailed on the log",
-                l.accepted_at
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-fn unaccepted(id: RequestId) -> String {
-    format!("request {id} is on the log but was never accepted")
-}
-
-/// Restarts the core: its fold is replaced by the one `snapshot` restores plus the log from
-/// the snapshot's offset on, as the shell does at start, and deciding goes on from it. The
-/// restored fold must be the one the core had.
-fn restart(core: &mut Core, snapshot: &[u8]) -> Result<(), String> {
-    let snap: Snapshot<CoordinatorState> =
-        serde_json::from_slice(snapshot).map_err(|e| format!("snapshot does not read: {e}"))?;
-    if snap.format_version != FORMAT_VERSION || snap.fold_version != CoordinatorState::FOLD_VERSION
-    {
-        return Err("the snapshot has another version".into());
-    }
-    let mut fold = snap.fold;
-    let from = fold.next_offset();
-    for (offset, env) in core.log.iter().enumerate().skip(from as usize) {
-        fold.feed(offset as u64, env)
-            .map_err(|e| format!("the log's tail does not fold on the snapshot: {e}"))?;
-    }
-    if fold != core.fold {
-        return Err(format!(
-            "restarting from the snapshot at offset {from} and {} records of tail gives \
-             another state",
-            core.log.len() as u64 - from
-        ));
-    }
-    core.fold = fold;
-    Ok(())
 }
 
 /// The registration of the run's `index`-th node, which behaves as `kind`; its tier, models,
@@ -887,67 +617,6 @@ fn timers(
             seed: Some(epoch_seed.1),
         })))?
         .map_err(|r| format!("the scheduler's own choice was refused: {r}"))?;
-    }
-    Ok(())
-}
-
-/// The money invariants, after every step.
-fn check(core: &Core) -> Result<(), String> {
-    let st = &core.fold.state;
-    let held: u64 = st.accounts.values().map(|a| a.balance).sum();
-    if held != core.deposited - core.charged {
-        return Err(format!(
-            "accounts hold {held}, but {} was deposited and {} charged",
-            core.deposited, core.charged
-        ));
-    }
-    let mut reserved_by: BTreeMap<&AccountId, u64> = BTreeMap::new();
-    for (id, r) in &st.requests {
-        match r.status {
-            RequestStatus::Accepted => *reserved_by.entry(&r.account).or_default() += r.reserved,
-            RequestStatus::Completed if r.charged != r.price || r.reserved != 0 => {
-                return Err(format!(
-                    "completed request {id}: price {}, charged {}, still reserved {}",
-                    r.price, r.charged, r.reserved
-                ))
-            }
-            RequestStatus::Failed if r.reserved != 0 || r.charged != 0 => {
-                return Err(format!(
-                    "failed request {id}: charged {}, still reserved {}",
-                    r.charged, r.reserved
-                ))
-            }
-            _ => {}
-        }
-    }
-    for (account, a) in &st.accounts {
-        let open = reserved_by.get(account).copied().unwrap_or(0);
-        if a.reserved != open || a.reserved > a.balance {
-            return Err(format!(
-                "account {account}: balance {}, reserved {}, open requests hold {open}",
-                a.balance, a.reserved
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A snapshot restores to the same state, and re-folding the whole log from scratch does too.
-fn check_replays(core: &Core) -> Result<(), String> {
-    let bytes = serde_json::to_vec(&Snapshot::of(&core.fold)).map_err(|e| e.to_string())?;
-    let snap: Snapshot<CoordinatorState> =
-        serde_json::from_slice(&bytes).map_err(|e| format!("snapshot does not read: {e}"))?;
-    if snap.fold.state != core.fold.state {
-        return Err("the snapshot restores to another state".into());
-    }
-    let mut again = Fold::<CoordinatorState>::default();
-    for (offset, env) in core.log.iter().enumerate() {
-        again
-            .feed(offset as u64, env)
-            .map_err(|e| format!("re-folding the log fails: {e}"))?;
-    }
-    if again.state != core.fold.state {
-        return Err("re-folding the log gives another state".into());
     }
     Ok(())
 }
