@@ -292,3 +292,62 @@ fn a_flag_or_a_removal_nothing_calls_for_is_refused() {
         );
     }
 }
+
+/// A dispatch that uses up a request's last attempt fails the request in the same decision.
+#[test]
+fn a_request_with_no_attempt_left_fails_in_the_decision_that_used_it_up() {
+    let mut h: History = vec![
+        CatalogPublished {
+            max_attempts: 1,
+            ..fixtures::catalog(vec![model("chat", Hash32([1; 32]))])
+        }
+        .into(),
+        fixtures::deposited(1_000).into(),
+        registered(1).into(),
+        registered(2).into(),
+    ]
+    .into();
+    h.extend(accepted_and_reserved(request_accepted(0)));
+    let st = fold(&h).unwrap();
+    let choice = next_assignment(&st, None).unwrap();
+    let node = choice.node;
+    let events = decide(
+        &st,
+        Command::Dispatch(Box::new(Dispatch {
+            choice,
+            sealed_work: Sealed(vec![1]),
+            now: t(10),
+            seed: None,
+        })),
+    )
+    .unwrap();
+    h.record(t(10), events);
+    let expired = decide(
+        &fold(&h).unwrap(),
+        Command::ExpireDeadline {
+            request: RequestId(0),
+            node,
+            attempt: 0,
+            now: t(40),
+            release: None,
+        },
+    )
+    .unwrap();
+    let types: Vec<_> = expired.iter().map(Event::type_name).collect();
+    assert!(types.contains(&"RequestFailed"), "{types:?}");
+    let mut honest = h.clone();
+    honest.record(t(40), expired.clone());
+    fold(&honest).expect("the honest decision folds");
+
+    // The same decision without its failure (nor the refund the failure would owe).
+    let mut forged = h;
+    forged.record(
+        t(40),
+        expired
+            .into_iter()
+            .filter(|e| !matches!(e, Event::RequestFailed(_) | Event::CreditsRefunded(_))),
+    );
+    forged.push(fixtures::deposited(1).into());
+    let (_, _, reason) = fold(&forged).expect_err("refused");
+    assert!(reason.contains("RequestFailed of request"), "{reason}");
+}

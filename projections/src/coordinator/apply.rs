@@ -272,6 +272,7 @@ impl CoordinatorState {
                 let next = self.next_phase(env, r.request_id, &Transition::RequestFailed)?;
                 self.check_failure(env, r, at)?;
                 self.enter(env, r.request_id, next)?;
+                self.batch.discharge(Owed::Failure(r.request_id));
                 if self.requests[&r.request_id].reserved > 0 {
                     // A request that will not be served gives all its credit back.
                     self.batch.owe(Owed::Refund(r.request_id));

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use prlx_events::{Envelope, RequestId};
 
+use crate::coordinator::batch::Owed;
 use crate::coordinator::lifecycle::{transition, RequestPhase, Retry, Transition, Wait};
 use crate::coordinator::state::CoordinatorState;
 use crate::fold::FoldError;
@@ -45,6 +46,9 @@ impl CoordinatorState {
         id: RequestId,
         next: RequestPhase,
     ) -> Result<RequestPhase, FoldError> {
+        if matches!(next, RequestPhase::Exhausted) {
+            self.batch.owe(Owed::Failure(id));
+        }
         let left = self.request_mut(env, id)?.enter(next);
         self.unindex_phase(id, &left);
         self.index_phase(id);

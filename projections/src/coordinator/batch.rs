@@ -11,6 +11,7 @@
 //! | `ResultReturned` | `CreditsCharged` of its price (what is reserved, if less) |
 //! | `CreditsCharged` leaving credit reserved | `CreditsRefunded` of the rest |
 //! | `RequestFailed` with credit reserved | `CreditsRefunded` of all of it |
+//! | a failed dispatch that leaves no attempt (`Exhausted`) | `RequestFailed` |
 //! | `CommitmentRejected` | `NodeFlagged` of the node whose result it rejects |
 //! | `ValidationResolved`, a majority | `NodeFlagged` of each dissenter |
 //! | `ValidationResolved`, no majority | `NodeFlagged` of each party |
@@ -39,6 +40,8 @@ pub enum Owed {
     Reservation(RequestId),
     Charge(RequestId),
     Refund(RequestId),
+    /// A request with no attempt left fails in the decision that used up its last one.
+    Failure(RequestId),
     Flag(NodeId),
     Removal(NodeId),
 }
@@ -49,6 +52,7 @@ impl std::fmt::Display for Owed {
             Owed::Reservation(id) => write!(f, "CreditsReserved of request {id}"),
             Owed::Charge(id) => write!(f, "CreditsCharged of request {id}"),
             Owed::Refund(id) => write!(f, "CreditsRefunded of request {id}"),
+            Owed::Failure(id) => write!(f, "RequestFailed of request {id}"),
             Owed::Flag(n) => write!(f, "NodeFlagged of node {n}"),
             Owed::Removal(n) => write!(f, "NodeRemovedFromPool of node {n}"),
         }
