@@ -764,11 +764,72 @@ fn bounded(history: &mut History) {
 }
 
 #[test]
-fn a_request_no_node_serves_fails_at_the_queue_bound_with_a_refund() {
-    // Node 1 serves only `chat`; request 0 asks for `other`. Accepted at t(3).
+fn a_request_no_registered_node_serves_fails_once_nodes_had_time_to_register() {
+    // Node 1 serves only `chat`; request 0 asks for `other`. Accepted at t(3); the catalog
+    // gives nodes 30 s (node_timeout_seconds) to register before such a request fails.
     let mut h = base(vec![register(1, 1, 1, &["chat"])]);
     bounded(&mut h);
     h.extend(accept(0, "other", 1, Priority::Standard));
+    let expire = |now| Command::ExpireQueued {
+        request: RequestId(0),
+        now: t(now),
+    };
+    given(&h)
+        .when(expire(32))
+        .then_reject(RejectionCode::MalformedRequest, "now");
+    let events = given(&h).when(expire(33)).events();
+    assert_eq!(
+        events,
+        [
+            RequestFailed {
+                request_id: RequestId(0),
+                reason: "no registered node serves other at tier 1+ (in the pool, not \
+                         draining), 30 s after its acceptance (the catalog's \
+                         node_timeout_seconds)"
+                    .into(),
+                cause: Some(FailureCause::NoCapableNode),
+            }
+            .into(),
+            CreditsRefunded {
+                account: account(),
+                request_id: RequestId(0),
+                amount: 15,
+            }
+            .into(),
+        ]
+    );
+    // The fold re-derives it from the recorded time and the nodes.
+    let failed_at = |at| {
+        let mut failed = h.clone();
+        failed.record(t(at), events.clone());
+        fold_from(&failed)
+    };
+    assert_eq!(
+        failed_at(33).expect("after the grace").requests[&RequestId(0)].status,
+        RequestStatus::Failed
+    );
+    let err = failed_at(32).unwrap_err();
+    assert!(
+        err.starts_with("cause: recorded Some(NoCapableNode)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_request_only_a_lapsed_node_serves_fails_at_the_queue_bound_with_a_refund() {
+    // Node 1 serves `other` but lapses at t(32) (registered at t(2), 30 s timeout): it may
+    // come back, so request 0 (accepted at t(3)) waits for the queue bound.
+    let mut h = base(vec![register(1, 1, 1, &["chat", "other"])]);
+    bounded(&mut h);
+    h.extend(accept(0, "other", 1, Priority::Standard));
+    h.record(
+        t(32),
+        [NodeLapsed {
+            node_id: node(1),
+            last_heartbeat: t(2),
+        }
+        .into()],
+    );
     let st = state(&h);
     assert_eq!(st.sched.waiting.first(), Some(&(t(3), RequestId(0))));
     assert_eq!(st.queue_deadline(RequestId(0)), Some(t(103)));

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
 use prlx_projections::coordinator::{RequestStatus, RequestView};
-use prlx_projections::scheduler::{next_assignment, untried_capable};
+use prlx_projections::scheduler::{next_assignment, unservable_at, untried_capable};
 use prlx_projections::validation::{
     hold_deadline, peer_exists, removed, standing_bp, unconfirmed_hold, History,
 };
@@ -162,6 +162,20 @@ pub(super) fn expire_queued(
         return Ok(vec![]);
     }
     if now < due {
+        if unservable_at(state, req, now) {
+            return Ok(give_up(
+                state,
+                request,
+                FailureCause::NoCapableNode,
+                format!(
+                    "no registered node serves {} at tier {}+ (in the pool, not draining), {} s \
+                     after its acceptance (the catalog's node_timeout_seconds)",
+                    req.model,
+                    req.hardware_tier,
+                    state.node_timeout().num_seconds()
+                ),
+            ));
+        }
         return Err(internal(
             "now",
             format!("request {request} may wait in the queue until {due}, not timed out at {now}"),

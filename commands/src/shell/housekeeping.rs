@@ -2,7 +2,7 @@
 //! grants for new nodes, sampling epochs, expired deadlines, lapsed nodes, requests past the
 //! queue's admission bound, results held past the wait for a replica, and dispatches.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prlx_events::event::Sealed;
 use prlx_events::Hash32;
@@ -13,7 +13,7 @@ use prlx_events::crypto::{grant_session, seal_message, seal_to_public_key, Direc
 use prlx_events::event::SessionKeyIssued;
 use prlx_events::protocol::DispatchBody;
 use prlx_events::{NodeId, RequestId, TaskId};
-use prlx_projections::scheduler::{next_assignment, Choice};
+use prlx_projections::scheduler::{any_node_serves, next_assignment, unservable_at, Choice};
 use prlx_projections::validation::unconfirmed_hold;
 use rsa::RsaPrivateKey;
 
@@ -170,6 +170,9 @@ impl Coordinator {
         for request in stale {
             stage(self, Command::ExpireQueued { request, now })?;
         }
+        for request in self.unservable(now) {
+            stage(self, Command::ExpireQueued { request, now })?;
+        }
         // Sampled results that waited out the hold for a replica go out unconfirmed.
         let state = &self.fold.state;
         if let Some(hold) = unconfirmed_hold(&state.validation_policy()) {
@@ -215,6 +218,36 @@ impl Coordinator {
             )?;
         }
         Ok(pending)
+    }
+
+    /// Waiting requests that no registered node serves and that gave nodes the catalog's
+    /// `node_timeout_seconds` to register: they fail now rather than at the queue bound. The
+    /// walk covers every request waiting that long, so it runs at most once a second.
+    fn unservable(&mut self, now: DateTime<Utc>) -> Vec<RequestId> {
+        if self
+            .unservable_scan
+            .is_some_and(|last| now < last + chrono::Duration::seconds(1))
+        {
+            return Vec::new();
+        }
+        self.unservable_scan = Some(now);
+        let state = &self.fold.state;
+        let cutoff = now - state.node_timeout();
+        let mut served: BTreeMap<(&str, u8), bool> = BTreeMap::new();
+        state
+            .sched
+            .waiting
+            .iter()
+            .take_while(|(at, _)| *at <= cutoff)
+            .filter(|(_, id)| {
+                let req = &state.requests[id];
+                let serves = *served
+                    .entry((req.model.as_str(), req.hardware_tier))
+                    .or_insert_with(|| any_node_serves(state, &req.model, req.hardware_tier));
+                !serves && unservable_at(state, req, now)
+            })
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// The open sampling epoch's seed, opened from its `SamplingSeedCommitted` on first use

@@ -125,6 +125,9 @@ pub struct Coordinator {
     sessions: BTreeMap<NodeId, (u64, SessionKey)>,
     /// Set when nodes may lack a session grant (at start, after a registration).
     grants_pending: bool,
+    /// When housekeeping last looked for requests no node serves (`unservable`); the shell's
+    /// own pacing, never recorded.
+    unservable_scan: Option<DateTime<Utc>>,
     /// The open sampling epoch's seed, opened from the log on first use.
     seed: Option<(u64, Hash32)>,
     /// Set while staging a command whose append takes a side ([`Coordinator::stage_riding`]);
@@ -189,6 +192,7 @@ impl Coordinator {
             signing_pem: None,
             sessions: BTreeMap::new(),
             grants_pending: true,
+            unservable_scan: None,
             seed: None,
             riding: false,
             rider: None,

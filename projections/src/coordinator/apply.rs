@@ -14,7 +14,7 @@ use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
-use crate::scheduler::choose::{choose_node, untried_capable};
+use crate::scheduler::choose::{choose_node, unservable_at, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::validation::{compare, removed, standing_bp, Comparison};
 
@@ -55,7 +55,8 @@ impl CoordinatorState {
                 req.results.is_empty() && req.failures >= self.max_attempts()
             }
             Some(FailureCause::NoCapableNode) => {
-                req.results.is_empty() && req.failures > 0 && !untried_capable(self, req, None)
+                (req.results.is_empty() && req.failures > 0 && !untried_capable(self, req, None))
+                    || unservable_at(self, req, at)
             }
             Some(FailureCause::QueueTimeout) => self
                 .queue_deadline(f.request_id)

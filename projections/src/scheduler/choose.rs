@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use prlx_events::{Hash32, RequestId};
 
 use crate::coordinator::state::CoordinatorState;
@@ -126,6 +127,25 @@ fn behind_head<'a>(
         }
     }
     None
+}
+
+/// Whether any registered node serves `model` at `tier` or above and is in the pool and not
+/// draining, lapsed or not (a lapsed node may come back). A request no such node serves fails
+/// once a node has had the catalog's `node_timeout_seconds` to register, instead of waiting out
+/// the queue bound (docs/protocol.md, step 3). O(nodes); asked by the timer and the fold.
+pub fn any_node_serves(state: &CoordinatorState, model: &str, tier: u8) -> bool {
+    state.nodes.values().any(|n| {
+        n.in_pool && !n.draining && n.hardware_tier >= tier && n.models.iter().any(|m| m == model)
+    })
+}
+
+/// Whether a request that no registered node serves may fail at `now`: it has tried no node,
+/// holds no result, and was accepted at least the catalog's `node_timeout_seconds` before.
+pub fn unservable_at(state: &CoordinatorState, req: &RequestView, now: DateTime<Utc>) -> bool {
+    req.tried.is_empty()
+        && req.results.is_empty()
+        && now >= req.accepted_at + state.node_timeout()
+        && !any_node_serves(state, &req.model, req.hardware_tier)
 }
 
 /// Whether some node could still take `req`, now or once it frees a slot: in the pool, not

@@ -36,7 +36,9 @@ pub(crate) mod index;
 pub(crate) mod queue;
 pub(crate) mod replica;
 
-pub use self::choose::{choose_node, next_assignment, untried_capable};
+pub use self::choose::{
+    any_node_serves, choose_node, next_assignment, unservable_at, untried_capable,
+};
 pub use self::index::{Choice, Scheduler, SlotKey, RANKED_REASONS};
 pub use self::queue::QueueEntry;
 pub use self::replica::{replica_index, replica_peers, replica_receipt, ReplicaPeer};
