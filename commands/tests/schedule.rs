@@ -1007,3 +1007,39 @@ fn the_fold_refuses_a_price_the_catalog_does_not_give() {
     assert_eq!(err.error.event_type, "RequestAccepted");
     assert!(err.to_string().contains("price"), "{err}");
 }
+
+/// The fold checks queue and priority order: a dispatch of a request while another comes
+/// before it in the queues, and a node could take that one, does not fold.
+#[test]
+fn the_fold_refuses_a_dispatch_out_of_queue_order() {
+    let mut h = base(vec![register(1, 1, 1, &["chat"])]);
+    h.extend(accept(0, "chat", 1, Priority::Low));
+    h.extend(accept(1, "chat", 1, Priority::High));
+    let st = state(&h);
+    assert_eq!(
+        next_assignment(&st, None).map(|c| c.request),
+        Some(RequestId(1)),
+        "high priority first"
+    );
+    // The honest dispatch of request 1, re-recorded as if it were request 0's (decide itself
+    // refuses a choice out of order, so the forgery is the log's).
+    let honest = dispatch_next(&h, 10);
+    let forged_events: Vec<Event> = honest
+        .into_iter()
+        .map(|e| match e {
+            Event::RequestScheduled(mut s) => {
+                s.task_id = TaskId::whole(RequestId(0));
+                s.into()
+            }
+            Event::TaskDispatched(mut d) => {
+                d.task_id = TaskId::whole(RequestId(0));
+                d.into()
+            }
+            other => other,
+        })
+        .collect();
+    let mut forged = h.clone();
+    forged.record(t(10), forged_events);
+    let err = fold_from(&forged).unwrap_err();
+    assert!(err.starts_with("order: request req-0 scheduled"), "{err}");
+}

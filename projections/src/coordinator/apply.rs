@@ -14,7 +14,7 @@ use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
-use crate::scheduler::choose::{choose_node, unservable_at, untried_capable};
+use crate::scheduler::choose::{choose_node, next_assignment, unservable_at, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::validation::{compare, removed, standing_bp, Comparison};
 
@@ -289,6 +289,21 @@ impl CoordinatorState {
                         attempt: e.attempt,
                     },
                 )?;
+                // Queue and priority order: the request is the one the scheduler takes next in
+                // this state. Which request that is does not depend on the seed, only which peer
+                // a replica goes to, so any seed stands in for the secret one while an epoch is
+                // open (the shell has one then, and places replicas; without one it does not).
+                let stand_in = Hash32([0; 32]);
+                let seed = self.sampling.current.as_ref().map(|_| &stand_in);
+                let first = next_assignment(self, seed).map(|c| c.request);
+                if first != Some(id) {
+                    return Err(FoldError::new(
+                        env,
+                        format!(
+                            "order: request {id} scheduled, but the queues give {first:?} first"
+                        ),
+                    ));
+                }
                 // Re-derive the decision from this state: the log's receipt must be exactly it.
                 // A replica's peer is drawn under the secret seed: checked at the reveal.
                 let expected = if self.requests[&id].replica_class.is_some() {
