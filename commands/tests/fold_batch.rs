@@ -3,14 +3,13 @@
 //! removals, each following from the validation history. A log that breaks any of them is
 //! refused at a record, never folded into wrapped-around numbers or a panic.
 
-use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, completion, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::History;
+use prlx_commands::testkit::{dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, Hash32, RequestId};
-use prlx_projections::scheduler::next_assignment;
 use prlx_projections::{CoordinatorState, Fold};
 
 /// Folds `h`: the state, or the refused record's offset, type and reason.
@@ -43,18 +42,7 @@ fn base() -> History {
 fn served() -> (History, Vec<Event>) {
     let mut h = base();
     h.extend(accepted_and_reserved(request_accepted(0)));
-    let st = fold(&h).unwrap();
-    let events = decide(
-        &st,
-        Command::Dispatch(Box::new(Dispatch {
-            choice: next_assignment(&st, None).unwrap(),
-            sealed_work: Sealed(vec![1]),
-            now: t(10),
-            seed: None,
-        })),
-    )
-    .unwrap();
-    h.record(t(10), events);
+    dispatch_next(&mut h, t(10));
     let report = decide(
         &fold(&h).unwrap(),
         Command::CompleteTask(Box::new(Completion {
@@ -308,20 +296,7 @@ fn a_request_with_no_attempt_left_fails_in_the_decision_that_used_it_up() {
     ]
     .into();
     h.extend(accepted_and_reserved(request_accepted(0)));
-    let st = fold(&h).unwrap();
-    let choice = next_assignment(&st, None).unwrap();
-    let node = choice.node;
-    let events = decide(
-        &st,
-        Command::Dispatch(Box::new(Dispatch {
-            choice,
-            sealed_work: Sealed(vec![1]),
-            now: t(10),
-            seed: None,
-        })),
-    )
-    .unwrap();
-    h.record(t(10), events);
+    let node = dispatch_next(&mut h, t(10));
     let expired = decide(
         &fold(&h).unwrap(),
         Command::ExpireDeadline {

@@ -5,14 +5,13 @@
 //!
 //! Each case folds an honest history first, so a refusal is the forged record's doing.
 
-use prlx_commands::decide::{decide, Command, Completion, Dispatch};
+use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, completion, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::History;
+use prlx_commands::testkit::{dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, RequestId, TaskId};
-use prlx_projections::scheduler::next_assignment;
 use prlx_projections::{CoordinatorState, Fold};
 
 /// Folds `h`; the refused event's type and reason if the fold refuses a record.
@@ -35,19 +34,8 @@ fn dispatched_at_10() -> (History, chrono::DateTime<chrono::Utc>) {
     ]
     .into();
     h.extend(accepted_and_reserved(request_accepted(0)));
-    let st = fold(&h).expect("the base folds");
-    let choice = next_assignment(&st, None).expect("work to dispatch");
-    let events = decide(
-        &st,
-        Command::Dispatch(Box::new(Dispatch {
-            choice,
-            sealed_work: Sealed(vec![1]),
-            now: t(10),
-            seed: None,
-        })),
-    )
-    .unwrap();
-    h.record(t(10), events);
+    fold(&h).expect("the base folds");
+    dispatch_next(&mut h, t(10));
     let due = fold(&h).expect("the dispatch folds").requests[&RequestId(0)]
         .running
         .as_ref()

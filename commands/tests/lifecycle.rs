@@ -3,15 +3,13 @@
 //!
 //! Each case folds an honest history first, so a refusal is the forged record's doing.
 
-use prlx_commands::decide::{decide, Command, Dispatch};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::History;
+use prlx_commands::testkit::{dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, RequestId, TaskId};
 use prlx_projections::coordinator::{RequestPhase, RequestStatus};
-use prlx_projections::scheduler::next_assignment;
 use prlx_projections::{CoordinatorState, Fold};
 
 /// Folds `h`; the refused record's offset, type and reason if the fold refuses one.
@@ -74,19 +72,8 @@ fn a_verdict_for_a_request_with_no_verified_result_is_refused() {
 fn a_settlement_while_a_node_runs_the_request_is_refused() {
     // Given request 0 dispatched to node 1
     let mut h = queued();
-    let st = fold(&h).expect("the base folds");
-    let choice = next_assignment(&st, None).expect("work to dispatch");
-    let events = decide(
-        &st,
-        Command::Dispatch(Box::new(Dispatch {
-            choice,
-            sealed_work: Sealed(vec![1]),
-            now: t(10),
-            seed: None,
-        })),
-    )
-    .unwrap();
-    h.record(t(10), events);
+    fold(&h).expect("the base folds");
+    dispatch_next(&mut h, t(10));
     let st = fold(&h).expect("the dispatch folds");
     let running = st.requests[&RequestId(0)].running.clone().expect("running");
     assert_eq!(

@@ -104,3 +104,25 @@ impl Then {
             .unwrap_or_else(|r| panic!("expected events, got rejection {r}"))
     }
 }
+
+/// Decides the scheduler's next dispatch against `h` at `now` (no sampling epoch's seed, so
+/// no replica), as the shell does, records it at `now`, and returns the node chosen. Panics
+/// when nothing can be dispatched.
+pub fn dispatch_next(h: &mut History, now: chrono::DateTime<chrono::Utc>) -> prlx_events::NodeId {
+    let st = given(&*h).state;
+    let choice = prlx_projections::scheduler::next_assignment(&st, None)
+        .expect("a request to dispatch and a node to take it");
+    let node = choice.node;
+    let events = decide(
+        &st,
+        Command::Dispatch(Box::new(crate::decide::Dispatch {
+            choice,
+            sealed_work: prlx_events::event::Sealed(vec![1]),
+            now,
+            seed: None,
+        })),
+    )
+    .unwrap_or_else(|r| panic!("the scheduler's own choice was refused: {r}"));
+    h.record(now, events);
+    node
+}
