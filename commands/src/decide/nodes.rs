@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use prlx_events::event::*;
 use prlx_events::{Event, NodeId};
 use prlx_projections::coordinator::heartbeat::heartbeat_time_problem;
+use prlx_projections::coordinator::NodeView;
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::SignedHeartbeat;
@@ -122,14 +123,7 @@ pub(super) fn heartbeat(
     signed: SignedHeartbeat,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
-    if !state.nodes.contains_key(&node_id) {
-        return Err(Rejection::new(
-            RejectionCode::UnknownNode,
-            Some("node_id"),
-            format!("{node_id} is not registered"),
-        ));
-    }
-    let node = &state.nodes[&node_id];
+    let node = known_node(state, node_id)?;
     // The fold refuses what it cannot follow; say so here, naming the field, instead.
     if let Some(problem) = heartbeat_time_problem(node, signed.at, now) {
         return Err(Rejection::new(
@@ -147,13 +141,7 @@ pub(super) fn heartbeat(
 }
 
 pub(super) fn drain(state: &CoordinatorState, node_id: NodeId) -> Result<Vec<Event>, Rejection> {
-    let node = state.nodes.get(&node_id).ok_or_else(|| {
-        Rejection::new(
-            RejectionCode::UnknownNode,
-            Some("node_id"),
-            format!("{node_id} is not registered"),
-        )
-    })?;
+    let node = known_node(state, node_id)?;
     if node.draining {
         return Ok(vec![]);
     }
@@ -165,13 +153,7 @@ pub(super) fn lapse(
     node_id: NodeId,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
-    let node = state.nodes.get(&node_id).ok_or_else(|| {
-        Rejection::new(
-            RejectionCode::UnknownNode,
-            Some("node_id"),
-            format!("{node_id} is not registered"),
-        )
-    })?;
+    let node = known_node(state, node_id)?;
     if node.lapsed {
         return Ok(vec![]);
     }
@@ -220,4 +202,15 @@ pub(super) fn issue_session(
         return Ok(vec![]);
     }
     Ok(vec![Event::SessionKeyIssued(k)])
+}
+
+/// The node, or the rejection that names `node_id` as not registered.
+fn known_node(state: &CoordinatorState, node_id: NodeId) -> Result<&NodeView, Rejection> {
+    state.nodes.get(&node_id).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::UnknownNode,
+            Some("node_id"),
+            format!("{node_id} is not registered"),
+        )
+    })
 }
