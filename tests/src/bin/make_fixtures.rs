@@ -366,6 +366,40 @@ fn batches(records: &[Record]) -> Vec<Vec<(u64, Vec<u8>)>> {
     out
 }
 
+/// The batches without the record at offset `removed`.
+fn without(grouped: &[Vec<(u64, Vec<u8>)>], removed: u64) -> Vec<Vec<Vec<u8>>> {
+    grouped
+        .iter()
+        .map(|b| {
+            b.iter()
+                .filter(|(o, _)| *o != removed)
+                .map(|(_, p)| p.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// The batches with each record that `edit` changes (it returns true) re-encoded.
+fn edited(
+    grouped: &[Vec<(u64, Vec<u8>)>],
+    edit: impl Fn(u64, &mut Envelope) -> bool,
+) -> Vec<Vec<Vec<u8>>> {
+    grouped
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|(o, p)| {
+                    let mut env = Envelope::decode(p).unwrap();
+                    match edit(*o, &mut env) {
+                        true => env.encode(),
+                        false => p.clone(),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Writes `batches` to a fresh file log at `dir` through the real writer, so framing, CRCs
 /// and the commit marker are valid whatever was edited.
 async fn write_log(dir: &Path, batches: Vec<Vec<Vec<u8>>>) {
@@ -490,19 +524,7 @@ async fn main() {
         .nth(1)
         .map(|(i, _)| i as u64)
         .unwrap();
-    write_log(
-        &out.join("event-removed"),
-        grouped
-            .iter()
-            .map(|b| {
-                b.iter()
-                    .filter(|(o, _)| *o != removed)
-                    .map(|(_, p)| p.clone())
-                    .collect()
-            })
-            .collect(),
-    )
-    .await;
+    write_log(&out.join("event-removed"), without(&grouped, removed)).await;
     tidy(&out.join("event-removed"));
     manifest.insert(
         "event-removed".into(),
@@ -533,24 +555,14 @@ async fn main() {
         .iter()
         .position(|e| matches!(&e.event, Event::RequestScheduled(s) if chat_requests.contains(&s.task_id.request)))
         .unwrap() as u64;
-    let edited: Vec<Vec<Vec<u8>>> = grouped
-        .iter()
-        .map(|b| {
-            b.iter()
-                .map(|(o, p)| {
-                    if *o != forged {
-                        return p.clone();
-                    }
-                    let mut env = Envelope::decode(p).unwrap();
-                    if let Event::RequestScheduled(s) = &mut env.event {
-                        s.node_id = vision_only;
-                    }
-                    env.encode()
-                })
-                .collect()
-        })
-        .collect();
-    write_log(&out.join("unqualified-node"), edited).await;
+    let forged_log = edited(&grouped, |o, env| match &mut env.event {
+        Event::RequestScheduled(s) if o == forged => {
+            s.node_id = vision_only;
+            true
+        }
+        _ => false,
+    });
+    write_log(&out.join("unqualified-node"), forged_log).await;
     tidy(&out.join("unqualified-node"));
     manifest.insert(
         "unqualified-node".into(),
@@ -565,24 +577,14 @@ async fn main() {
         .find(|(_, e)| matches!(&e.event, Event::RewardEpochSettled(s) if !s.payouts.is_empty()))
         .expect("the scenario settles an epoch with payouts");
     let altered = altered as u64;
-    let edited: Vec<Vec<Vec<u8>>> = grouped
-        .iter()
-        .map(|b| {
-            b.iter()
-                .map(|(o, p)| {
-                    if *o != altered {
-                        return p.clone();
-                    }
-                    let mut env = Envelope::decode(p).unwrap();
-                    if let Event::RewardEpochSettled(s) = &mut env.event {
-                        s.payouts[0].amount += 1;
-                    }
-                    env.encode()
-                })
-                .collect()
-        })
-        .collect();
-    write_log(&out.join("altered-payout"), edited).await;
+    let altered_log = edited(&grouped, |o, env| match &mut env.event {
+        Event::RewardEpochSettled(s) if o == altered => {
+            s.payouts[0].amount += 1;
+            true
+        }
+        _ => false,
+    });
+    write_log(&out.join("altered-payout"), altered_log).await;
     tidy(&out.join("altered-payout"));
     manifest.insert(
         "altered-payout".into(),
@@ -621,19 +623,7 @@ async fn main() {
     let next_batch = (removed as usize + 1..envs.len())
         .find(|&i| envs[i].header.correlation_id != batch)
         .expect("a record after the charge's decision") as u64;
-    write_log(
-        &out.join("charge-removed"),
-        grouped
-            .iter()
-            .map(|b| {
-                b.iter()
-                    .filter(|(o, _)| *o != removed)
-                    .map(|(_, p)| p.clone())
-                    .collect()
-            })
-            .collect(),
-    )
-    .await;
+    write_log(&out.join("charge-removed"), without(&grouped, removed)).await;
     tidy(&out.join("charge-removed"));
     manifest.insert(
         "charge-removed".into(),
@@ -659,30 +649,22 @@ async fn main() {
             |e| matches!(&e.event, Event::RequestAccepted(r) if r.request_id == repriced_request),
         )
         .unwrap() as u64;
-    let edited: Vec<Vec<Vec<u8>>> = grouped
-        .iter()
-        .map(|b| {
-            b.iter()
-                .map(|(_, p)| {
-                    let mut env = Envelope::decode(p).unwrap();
-                    match &mut env.event {
-                        Event::RequestAccepted(r) if r.request_id == repriced_request => {
-                            r.price += 1
-                        }
-                        Event::CreditsReserved(c) if c.request_id == repriced_request => {
-                            c.amount += 1
-                        }
-                        Event::CreditsCharged(c) if c.request_id == repriced_request => {
-                            c.amount += 1
-                        }
-                        _ => return p.clone(),
-                    }
-                    env.encode()
-                })
-                .collect()
-        })
-        .collect();
-    write_log(&out.join("repriced"), edited).await;
+    let repriced_log = edited(&grouped, |_, env| match &mut env.event {
+        Event::RequestAccepted(r) if r.request_id == repriced_request => {
+            r.price += 1;
+            true
+        }
+        Event::CreditsReserved(c) if c.request_id == repriced_request => {
+            c.amount += 1;
+            true
+        }
+        Event::CreditsCharged(c) if c.request_id == repriced_request => {
+            c.amount += 1;
+            true
+        }
+        _ => false,
+    });
+    write_log(&out.join("repriced"), repriced_log).await;
     tidy(&out.join("repriced"));
     manifest.insert(
         "repriced".into(),
