@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use prlx_commands::decide::{Command, SignedHeartbeat};
-use prlx_commands::shell::{Coordinator, SealPolicy, ShellError};
+use prlx_commands::shell::SealPolicy;
 use prlx_commands::testkit::fixtures;
 use prlx_events::crypto::{heartbeat_statement, node_id_of, public_key_pem, sign};
 use prlx_events::event::{CreditsDeposited, NodeRegistered, Sealed};
-use prlx_events::log::{LogError, LogUrl};
-use prlx_events::seal::StorageKey;
+use prlx_events::log::LogUrl;
 use prlx_events::{Envelope, Event, Hash32};
 use prlx_replay::{verify, DivergenceKind, Report, VerifyOptions};
+use prlx_tests::harness::inproc::open_coordinator;
 use prlx_tests::tamper::{insert, read_payloads, relink, remove, swap, write_log, Forger};
 use rsa::rand_core::OsRng;
 use rsa::RsaPrivateKey;
@@ -141,18 +141,8 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
     let signing = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
     let open = || async {
-        // After a drop the encoder thread lets go of the writer (and its lock) a moment later.
-        let mut tries = 0;
-        let coord = loop {
-            match Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32])).await {
-                Err(ShellError::Log(LogError::Locked { .. })) if tries < 500 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                opened => break opened.unwrap(),
-            }
-        };
-        coord
+        open_coordinator(&url)
+            .await
             .with_signing_key(signing.clone())
             .with_seal_policy(SealPolicy {
                 records: 5,
@@ -468,9 +458,8 @@ async fn a_clean_shutdown_seals_the_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
-    let coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
+    let coord = open_coordinator(&url)
         .await
-        .unwrap()
         .with_signing_key(RsaPrivateKey::new(&mut OsRng, 2048).unwrap());
     let (handle, task) = prlx_commands::actor::spawn(coord);
     for (tx_ref, amount) in [("bank-1", 500), ("bank-2", 700)] {

@@ -6,30 +6,22 @@
 
 use chrono::Utc;
 use prlx_commands::decide::Command;
-use prlx_commands::shell::{Coordinator, ShellError};
+use prlx_commands::shell::Coordinator;
 use prlx_commands::testkit::fixtures;
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::NodeRegistered;
-use prlx_events::log::{LogError, LogUrl};
-use prlx_events::seal::StorageKey;
+use prlx_events::log::LogUrl;
 use prlx_events::{Envelope, Event, Hash32, Header, NodeId};
 use prlx_tests::harness::client::read_log;
+use prlx_tests::harness::inproc::open_coordinator;
 use prlx_tests::tamper::write_log;
 use rsa::rand_core::OsRng;
 use rsa::RsaPrivateKey;
 
 async fn open(url: &LogUrl, signing: &RsaPrivateKey) -> Coordinator {
-    // After a drop the encoder thread lets go of the writer (and its lock) a moment later.
-    let mut tries = 0;
-    loop {
-        match Coordinator::open(url, "coordinator/1", StorageKey::from_bytes([7; 32])).await {
-            Err(ShellError::Log(LogError::Locked { .. })) if tries < 500 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            opened => break opened.unwrap().with_signing_key(signing.clone()),
-        }
-    }
+    open_coordinator(url)
+        .await
+        .with_signing_key(signing.clone())
 }
 
 fn legacy(seq: u64, event: impl Into<Event>) -> Vec<u8> {

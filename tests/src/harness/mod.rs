@@ -15,6 +15,7 @@
 //! - [`keys`]: node and coordinator keys written as the binaries read them; keys the
 //!   benches keep between runs.
 //! - [`models`]: the tiny model, and a catalog and submission bodies for it.
+//! - [`inproc`]: the coordinator's shell opened in the test's own process, on a file log.
 //! - [`launch`]: `prlx-coordinator serve` and `prlx-node run`, on a file log or on Kafka.
 //! - [`client`]: HTTP exchanges with a coordinator, opening a result, reading a log.
 //! - [`cluster`]: [`FileCluster`](cluster::FileCluster), one coordinator on a fresh file log
@@ -23,6 +24,7 @@
 pub mod bins;
 pub mod client;
 pub mod cluster;
+pub mod inproc;
 pub mod keys;
 pub mod launch;
 pub mod models;
