@@ -14,7 +14,7 @@ use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
-use crate::scheduler::choose::{choose_node, next_assignment, unservable_at, untried_capable};
+use crate::scheduler::choose::{next_assignment, unservable_at, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::validation::{compare, removed, standing_bp, Comparison};
 
@@ -295,21 +295,24 @@ impl CoordinatorState {
                 // open (the shell has one then, and places replicas; without one it does not).
                 let stand_in = Hash32([0; 32]);
                 let seed = self.sampling.current.as_ref().map(|_| &stand_in);
-                let first = next_assignment(self, seed).map(|c| c.request);
-                if first != Some(id) {
+                let first = next_assignment(self, seed);
+                if first.as_ref().map(|c| c.request) != Some(id) {
                     return Err(FoldError::new(
                         env,
                         format!(
-                            "order: request {id} scheduled, but the queues give {first:?} first"
+                            "order: request {id} scheduled, but the queues give {:?} first",
+                            first.map(|c| c.request)
                         ),
                     ));
                 }
                 // Re-derive the decision from this state: the log's receipt must be exactly it.
-                // A replica's peer is drawn under the secret seed: checked at the reveal.
+                // For a primary that is the scheduler's choice just made; a replica's peer is
+                // drawn under the secret seed, so its receipt is checked here but its draw at
+                // the reveal.
                 let expected = if self.requests[&id].replica_class.is_some() {
                     self.replica_scheduled(env, e)?
                 } else {
-                    choose_node(self, e.task_id.request, None)
+                    first
                 };
                 let recorded = (e.node_id, e.attempt, e.candidates_considered, &e.ranked);
                 match &expected {
