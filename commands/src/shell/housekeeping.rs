@@ -13,7 +13,9 @@ use prlx_events::crypto::{grant_session, seal_message, seal_to_public_key, Direc
 use prlx_events::event::SessionKeyIssued;
 use prlx_events::protocol::DispatchBody;
 use prlx_events::{NodeId, RequestId, TaskId};
-use prlx_projections::scheduler::{any_node_serves, next_assignment, unservable_at, Choice};
+use prlx_projections::scheduler::{
+    any_node_serves, next_assignment, past_registration_grace, Choice,
+};
 use prlx_projections::validation::unconfirmed_hold;
 use rsa::RsaPrivateKey;
 
@@ -232,21 +234,17 @@ impl Coordinator {
         }
         self.unservable_scan = Some(now);
         let state = &self.fold.state;
-        let cutoff = now - state.node_timeout();
+        // `unservable_at` split in two: the walk over the nodes once per model and tier.
         let mut served: BTreeMap<(&str, u8), bool> = BTreeMap::new();
-        state
-            .sched
-            .waiting
-            .iter()
-            .take_while(|(at, _)| *at <= cutoff)
-            .filter(|(_, id)| {
+        past_due(&state.sched.waiting, state.node_timeout(), now)
+            .into_iter()
+            .filter(|id| {
                 let req = &state.requests[id];
-                let serves = *served
-                    .entry((req.model.as_str(), req.hardware_tier))
-                    .or_insert_with(|| any_node_serves(state, &req.model, req.hardware_tier));
-                !serves && unservable_at(state, req, now)
+                past_registration_grace(state, req, now)
+                    && !*served
+                        .entry((req.model.as_str(), req.hardware_tier))
+                        .or_insert_with(|| any_node_serves(state, &req.model, req.hardware_tier))
             })
-            .map(|(_, id)| *id)
             .collect()
     }
 

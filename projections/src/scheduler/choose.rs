@@ -142,10 +142,18 @@ pub fn any_node_serves(state: &CoordinatorState, model: &str, tier: u8) -> bool 
 /// Whether a request that no registered node serves may fail at `now`: it has tried no node,
 /// holds no result, and was accepted at least the catalog's `node_timeout_seconds` before.
 pub fn unservable_at(state: &CoordinatorState, req: &RequestView, now: DateTime<Utc>) -> bool {
-    req.tried.is_empty()
-        && req.results.is_empty()
-        && now >= req.accepted_at + state.node_timeout()
+    past_registration_grace(state, req, now)
         && !any_node_serves(state, &req.model, req.hardware_tier)
+}
+
+/// The cheap half of [`unservable_at`], without the walk over the nodes: the request has tried
+/// no node, holds no result, and nodes have had `node_timeout_seconds` to register.
+pub fn past_registration_grace(
+    state: &CoordinatorState,
+    req: &RequestView,
+    now: DateTime<Utc>,
+) -> bool {
+    req.tried.is_empty() && req.results.is_empty() && now >= req.accepted_at + state.node_timeout()
 }
 
 /// Whether some node could still take `req`, now or once it frees a slot: in the pool, not

@@ -37,7 +37,8 @@ pub(crate) mod queue;
 pub(crate) mod replica;
 
 pub use self::choose::{
-    any_node_serves, choose_node, next_assignment, unservable_at, untried_capable,
+    any_node_serves, choose_node, next_assignment, past_registration_grace, unservable_at,
+    untried_capable,
 };
 pub use self::index::{Choice, Scheduler, SlotKey, RANKED_REASONS};
 pub use self::queue::QueueEntry;
