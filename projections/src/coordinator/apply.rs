@@ -112,6 +112,12 @@ impl CoordinatorState {
         }
     }
 
+    pub(super) fn request(&self, env: &Envelope, id: RequestId) -> Result<&RequestView, FoldError> {
+        self.requests
+            .get(&id)
+            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))
+    }
+
     pub(super) fn request_mut(
         &mut self,
         env: &Envelope,
@@ -569,10 +575,7 @@ impl CoordinatorState {
             // log cannot file a running attempt's result, or one never dispatched, as late.
             Event::LateResultDiscarded(l) => {
                 let id = l.task_id.request;
-                let req = self
-                    .requests
-                    .get(&id)
-                    .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+                let req = self.request(env, id)?;
                 let running = req
                     .running
                     .as_ref()

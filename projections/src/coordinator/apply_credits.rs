@@ -122,10 +122,7 @@ impl CoordinatorState {
         account: &AccountId,
         id: RequestId,
     ) -> Result<u64, FoldError> {
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        let req = self.request(env, id)?;
         if &req.account != account {
             return Err(FoldError::at_field(
                 env,

@@ -20,10 +20,7 @@ impl CoordinatorState {
         id: RequestId,
         t: &Transition,
     ) -> Result<RequestPhase, FoldError> {
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        let req = self.request(env, id)?;
         transition(req.phase(), t).map_err(|e| FoldError::new(env, format!("{id}: {e}")))
     }
 
@@ -122,10 +119,7 @@ impl CoordinatorState {
         id: RequestId,
         at: DateTime<Utc>,
     ) -> Result<(Retry, u32), FoldError> {
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        let req = self.request(env, id)?;
         let entry = req.queue_entry(id);
         if !req.results.is_empty() {
             return Ok((Retry::Replica(Wait { entry, since: at }), req.failures));

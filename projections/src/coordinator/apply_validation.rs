@@ -87,10 +87,7 @@ impl CoordinatorState {
         e: &RequestScheduled,
     ) -> Result<Option<Choice>, FoldError> {
         let id = e.task_id.request;
-        let req = self
-            .requests
-            .get(&id)
-            .ok_or_else(|| FoldError::new(env, format!("unknown request {id}")))?;
+        let req = self.request(env, id)?;
         let peers = replica_peers(self, req);
         let Ok(position) = peers.binary_search_by_key(&e.node_id, |p| p.key.node) else {
             return Err(FoldError::new(
