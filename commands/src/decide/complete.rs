@@ -12,15 +12,12 @@ use prlx_projections::CoordinatorState;
 use crate::decide::command::Completion;
 use crate::decide::rejection::{internal, Rejection};
 use crate::decide::work::{
-    after_failure, give_up, missed_deadline, release_result, review_flags, standing_events,
-    without_peer, HistoryDelta,
+    after_failure, give_up, known_request, missed_deadline, release_result, review_flags,
+    standing_events, without_peer, HistoryDelta,
 };
 
 pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejection> {
-    let req = state
-        .requests
-        .get(&c.request)
-        .ok_or_else(|| internal("request", format!("unknown request {}", c.request)))?;
+    let req = known_request(state, c.request)?;
     let task_id = TaskId::whole(c.request);
     let running = matches!(&req.running, Some(a) if a.node == c.node && a.attempt == c.attempt && a.deadline_at.is_some());
     if !running {

@@ -187,13 +187,7 @@ pub(super) fn issue_session(
     state: &CoordinatorState,
     k: SessionKeyIssued,
 ) -> Result<Vec<Event>, Rejection> {
-    let node = state.nodes.get(&k.node_id).ok_or_else(|| {
-        Rejection::new(
-            RejectionCode::UnknownNode,
-            Some("node_id"),
-            format!("{} is not registered", k.node_id),
-        )
-    })?;
+    let node = known_node(state, k.node_id)?;
     if node
         .session
         .as_ref()

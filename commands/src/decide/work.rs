@@ -97,10 +97,7 @@ pub(super) fn expire(
     now: DateTime<Utc>,
     release: Option<Sealed>,
 ) -> Result<Vec<Event>, Rejection> {
-    let req = state
-        .requests
-        .get(&request)
-        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let req = known_request(state, request)?;
     let deadline = match &req.running {
         Some(a) if a.node == node && a.attempt == attempt => a.deadline_at,
         _ => return Ok(vec![]), // already returned or expired: nothing to do
@@ -151,10 +148,7 @@ pub(super) fn expire_queued(
     request: RequestId,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
-    let req = state
-        .requests
-        .get(&request)
-        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let req = known_request(state, request)?;
     let Some(due) = state.queue_deadline(request) else {
         return Ok(vec![]); // dispatched, validating or settled since: nothing to do
     };
@@ -210,10 +204,7 @@ pub(super) fn release_held(
     now: DateTime<Utc>,
     release: Option<Sealed>,
 ) -> Result<Vec<Event>, Rejection> {
-    let req = state
-        .requests
-        .get(&request)
-        .ok_or_else(|| internal("request", format!("unknown request {request}")))?;
+    let req = known_request(state, request)?;
     let Some(due) = hold_deadline(state, request) else {
         return Ok(vec![]); // dispatched or resolved since: nothing to do
     };
@@ -470,4 +461,16 @@ pub(super) fn review_flags(
         events.extend(standing_events(state, p, (0, 0, 1)));
     }
     events
+}
+
+/// The request, or the internal rejection that names it unknown (the shell only sends ids it
+/// read from the state).
+pub(super) fn known_request(
+    state: &CoordinatorState,
+    request: RequestId,
+) -> Result<&RequestView, Rejection> {
+    state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))
 }
