@@ -7,19 +7,20 @@ use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, completion, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::{dispatch_next, History};
+use prlx_commands::testkit::{self, dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, Hash32, RequestId};
-use prlx_projections::{CoordinatorState, Fold};
+use prlx_projections::CoordinatorState;
 
 /// Folds `h`: the state, or the refused record's offset, type and reason.
 fn fold(h: &History) -> Result<CoordinatorState, (usize, String, String)> {
-    let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in h.envelopes().iter().enumerate() {
-        fold.feed(i as u64, env)
-            .map_err(|e| (i, e.error.event_type.to_string(), e.error.reason))?;
-    }
-    Ok(fold.state)
+    testkit::fold(h).map_err(|e| {
+        (
+            e.offset as usize,
+            e.error.event_type.to_string(),
+            e.error.reason,
+        )
+    })
 }
 
 fn base() -> History {

@@ -9,19 +9,14 @@ use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, completion, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::{dispatch_next, History};
+use prlx_commands::testkit::{self, dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, RequestId, TaskId};
-use prlx_projections::{CoordinatorState, Fold};
+use prlx_projections::CoordinatorState;
 
 /// Folds `h`; the refused event's type and reason if the fold refuses a record.
 fn fold(h: &History) -> Result<CoordinatorState, (String, String)> {
-    let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in h.envelopes().iter().enumerate() {
-        fold.feed(i as u64, env)
-            .map_err(|e| (e.error.event_type.to_string(), e.error.reason))?;
-    }
-    Ok(fold.state)
+    testkit::fold(h).map_err(|e| (e.error.event_type.to_string(), e.error.reason))
 }
 
 /// A catalog, credit, one node and request 0 (deadline 30 s), then its dispatch decided and

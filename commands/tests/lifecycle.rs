@@ -6,25 +6,21 @@
 use prlx_commands::testkit::fixtures::{
     self, accepted_and_reserved, model, registered, request_accepted, t,
 };
-use prlx_commands::testkit::{dispatch_next, History};
+use prlx_commands::testkit::{self, dispatch_next, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, RequestId, TaskId};
 use prlx_projections::coordinator::{RequestPhase, RequestStatus};
-use prlx_projections::{CoordinatorState, Fold};
+use prlx_projections::CoordinatorState;
 
 /// Folds `h`; the refused record's offset, type and reason if the fold refuses one.
 fn fold(h: &History) -> Result<CoordinatorState, (usize, String, String)> {
-    let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in h.envelopes().iter().enumerate() {
-        fold.feed(i as u64, env).map_err(|e| {
-            (
-                i,
-                e.error.event_type.to_string(),
-                e.error.reason.to_string(),
-            )
-        })?;
-    }
-    Ok(fold.state)
+    testkit::fold(h).map_err(|e| {
+        (
+            e.offset as usize,
+            e.error.event_type.to_string(),
+            e.error.reason,
+        )
+    })
 }
 
 /// A catalog, credit, one node and request 0, accepted and waiting in its queue.

@@ -642,11 +642,7 @@ fn late_expiry(node: NodeId) -> Vec<Event> {
 
 /// Folds `history` as recorded, or says why the fold refuses it.
 fn fold_from(history: &History) -> Result<CoordinatorState, String> {
-    let mut fold = Fold::<CoordinatorState>::default();
-    for (i, env) in history.envelopes().iter().enumerate() {
-        fold.feed(i as u64, env).map_err(|e| e.error.reason)?;
-    }
-    Ok(fold.state)
+    prlx_commands::testkit::fold(history).map_err(|e| e.error.reason)
 }
 
 #[test]

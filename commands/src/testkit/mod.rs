@@ -126,3 +126,13 @@ pub fn dispatch_next(h: &mut History, now: chrono::DateTime<chrono::Utc>) -> prl
     h.record(now, events);
     node
 }
+
+/// Folds `h` record by record, as the auditor does: the state, or the first refusal with its
+/// offset.
+pub fn fold(h: &History) -> Result<CoordinatorState, prlx_projections::fold::FoldAtError> {
+    let mut fold = Fold::<CoordinatorState>::default();
+    for (i, env) in h.envelopes().iter().enumerate() {
+        fold.feed(i as u64, env)?;
+    }
+    Ok(fold.state)
+}

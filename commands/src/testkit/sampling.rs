@@ -6,7 +6,7 @@ use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId};
 use prlx_projections::fold::FoldAtError;
 use prlx_projections::scheduler::{next_assignment, Choice};
-use prlx_projections::{CoordinatorState, Fold};
+use prlx_projections::CoordinatorState;
 
 use super::fixtures::{self, accepted_and_reserved, completion, cpu, model, registered};
 use super::{given, History};
@@ -118,11 +118,7 @@ pub fn reveal(h: &mut History) {
 
 /// The first record of `h` the fold refuses, with its offset; `None` if all of it folds.
 pub fn refused(h: &History) -> Option<FoldAtError> {
-    let mut fold = Fold::<CoordinatorState>::default();
-    h.envelopes()
-        .iter()
-        .enumerate()
-        .find_map(|(i, env)| fold.feed(i as u64, env).err())
+    super::fold(h).err()
 }
 
 /// The type names of `events`.
