@@ -144,6 +144,33 @@ pub fn peer_exists(state: &CoordinatorState, req: &RequestView, class: &ReplicaC
     crate::scheduler::untried_capable(state, req, Some(class))
 }
 
+/// Why the model files a registering node reports may not be recorded, as (field, reason);
+/// `None` when they may: each must be of a model the node serves and, for a model of the
+/// catalog, the catalog's file. One rule for `decide` and the fold (docs/validation.md,
+/// "Execution classes").
+pub fn model_hash_problem(
+    state: &CoordinatorState,
+    n: &prlx_events::event::NodeRegistered,
+) -> Option<(String, String)> {
+    n.model_hashes.iter().find_map(|(model, hash)| {
+        if !n.models.contains(model) {
+            // Not named in the field: a key from outside, of any length.
+            return Some((
+                "model_hashes".into(),
+                "names a model the node does not serve".into(),
+            ));
+        }
+        let m = state.catalog_model(model).filter(|m| m.sha256 != *hash)?;
+        Some((
+            format!("model_hashes.{model}"),
+            format!(
+                "{hash} is not the catalog's model file {} for {model}",
+                m.sha256
+            ),
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! checked against the catalog (docs/validation.md, "Execution classes").
 
 use prlx_events::event::*;
+use prlx_projections::validation::model_hash_problem;
 use prlx_projections::CoordinatorState;
 
 use crate::decide::rejection::Rejection;
@@ -20,26 +21,12 @@ pub(super) fn normalise_registration(
             e.reason,
         )
     })?;
-    for (model, hash) in &n.model_hashes {
-        if !n.models.contains(model) {
-            // Not named in the field: a key from outside, of any length.
-            return Err(Rejection::new(
-                RejectionCode::MalformedRequest,
-                Some("model_hashes"),
-                "names a model the node does not serve",
-            ));
-        }
-        let field = format!("model_hashes.{model}");
-        if let Some(m) = state.catalog_model(model).filter(|m| m.sha256 != *hash) {
-            return Err(Rejection::new(
-                RejectionCode::MalformedRequest,
-                Some(&field),
-                format!(
-                    "{hash} is not the catalog's model file {} for {model}",
-                    m.sha256
-                ),
-            ));
-        }
+    if let Some((field, reason)) = model_hash_problem(state, &n) {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some(&field),
+            reason,
+        ));
     }
     Ok(NodeRegistered {
         execution_class,

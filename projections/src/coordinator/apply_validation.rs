@@ -16,7 +16,8 @@ use crate::fold::FoldError;
 use crate::scheduler::index::Choice;
 use crate::scheduler::replica::{replica_index, replica_peers, replica_receipt};
 use crate::validation::{
-    compare, on_probation, peer_exists, sampled, sampling_rate, unconfirmed_hold, Comparison,
+    compare, model_hash_problem, on_probation, peer_exists, sampled, sampling_rate,
+    unconfirmed_hold, Comparison,
 };
 
 impl CoordinatorState {
@@ -126,30 +127,27 @@ impl CoordinatorState {
     /// what `decide` checks at registration, so replicas are only compared within classes that
     /// mean what they say (docs/validation.md, "Execution classes").
     pub(super) fn check_class(&self, env: &Envelope, n: &NodeRegistered) -> Result<(), FoldError> {
-        let refuse = |field: String, reason: String| {
-            let mut e = FoldError::new(env, format!("{field}: {reason}"));
-            e.field = Some(field);
-            Err(e)
-        };
-        if let Err(e) = n.execution_class.normalised() {
-            return refuse(format!("execution_class.{}", e.part), e.reason);
-        }
-        if !n.execution_class.is_normal() {
-            return refuse(
-                "execution_class".into(),
-                format!("{:?} is not in normal form", n.execution_class),
-            );
-        }
-        for (model, hash) in &n.model_hashes {
-            let catalog = self.catalog_model(model).map(|m| m.sha256);
-            if !n.models.contains(model) || catalog.is_some_and(|c| c != *hash) {
-                return refuse(
-                    format!("model_hashes.{model}"),
-                    format!("{hash} is not the catalog's {catalog:?} for a model the node serves"),
-                );
+        match n.execution_class.normalised() {
+            Err(e) => {
+                return Err(FoldError::at_field(
+                    env,
+                    format!("execution_class.{}", e.part),
+                    e.reason,
+                ))
             }
+            Ok(normal) if normal != n.execution_class => {
+                return Err(FoldError::at_field(
+                    env,
+                    "execution_class",
+                    format!("{:?} is not in normal form", n.execution_class),
+                ))
+            }
+            Ok(_) => {}
         }
-        Ok(())
+        match model_hash_problem(self, n) {
+            Some((field, reason)) => Err(FoldError::at_field(env, field, reason)),
+            None => Ok(()),
+        }
     }
 
     /// `SamplingSeedCommitted`: the next epoch opens, under the catalog's fraction now.
