@@ -17,6 +17,7 @@
 //! - [`deploy`]: deploying every contract on a development chain (anvil).
 //! - [`merkle`]: the payout tree the distributor verifies.
 //! - [`devchain`]: a private anvil for tests and the demo.
+//! - [`watch`]: following the contracts' events with a confirmation depth.
 //!
 //! No function here decides anything about credits or rewards: deciding stays in the pure
 //! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
@@ -28,6 +29,7 @@ pub mod deployment;
 pub mod devchain;
 pub mod error;
 pub mod merkle;
+pub mod watch;
 
 pub use deployment::Deployment;
 pub use error::ChainError;
