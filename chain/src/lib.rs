@@ -18,6 +18,7 @@
 //! - [`merkle`]: the payout tree the distributor verifies.
 //! - [`devchain`]: a private anvil for tests and the demo.
 //! - [`watch`]: following the contracts' events with a confirmation depth.
+//! - [`verify`]: checking a recorded observation against the chain (the auditor).
 //!
 //! No function here decides anything about credits or rewards: deciding stays in the pure
 //! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
@@ -29,6 +30,7 @@ pub mod deployment;
 pub mod devchain;
 pub mod error;
 pub mod merkle;
+pub mod verify;
 pub mod watch;
 
 pub use deployment::Deployment;

@@ -314,12 +314,28 @@ impl Watcher {
 /// Decodes the events the coordinator follows, each only from the contract that defines it
 /// (`[escrow, staking, distributor]`); `None` for anything else.
 fn decode(log: &Log, contracts: &[Address; 3]) -> Result<Option<ChainEvent>, String> {
+    let [escrow, staking, distributor] = *contracts;
+    decode_from(log, escrow, staking, distributor)
+}
+
+/// Decodes a log as whichever followed event its signature names, whatever contract emitted
+/// it (the caller checks the emitter): for the auditor, which compares with a record.
+pub(crate) fn decode_any(log: &Log) -> Result<Option<ChainEvent>, String> {
+    let from = log.address();
+    decode_from(log, from, from, from)
+}
+
+fn decode_from(
+    log: &Log,
+    escrow: Address,
+    staking: Address,
+    distributor: Address,
+) -> Result<Option<ChainEvent>, String> {
     let Some(topic0) = log.topic0() else {
         return Ok(None);
     };
     let e = |err: alloy::sol_types::Error| err.to_string();
     let from = log.address();
-    let [escrow, staking, distributor] = *contracts;
     Ok(Some(match *topic0 {
         CreditEscrow::Deposited::SIGNATURE_HASH if from == escrow => {
             let d = log

@@ -224,3 +224,65 @@ async fn only_deposit_credits_and_only_from_the_deployed_escrow() {
     sorted.sort_unstable();
     assert_eq!(places, sorted, "chain order");
 }
+
+#[tokio::test]
+async fn a_recorded_observation_is_checked_against_the_chain() {
+    use prlx_chain::verify::{check, Divergence};
+    let w = World::new().await;
+    let mut watch = watcher(&w, 1, 2_000);
+    let before = snapshot(&w).await;
+    deposit(&w, prlx(2)).await;
+    let seen = watch.poll().await.unwrap();
+    let real = seen
+        .iter()
+        .find(|o| matches!(o.event, ChainEvent::Deposited { .. }))
+        .unwrap()
+        .clone();
+    let p = w.as_account(0);
+    assert_eq!(check(&p, &real).await.unwrap(), None);
+
+    let mut more = real.clone();
+    more.event = ChainEvent::Deposited {
+        account: w.addr(CLIENT),
+        payer: w.addr(CLIENT),
+        amount: prlx(3),
+    };
+    assert!(matches!(
+        check(&p, &more).await.unwrap(),
+        Some(Divergence::Differs(_))
+    ));
+    let mut other = real.clone();
+    other.event = ChainEvent::Deposited {
+        account: w.addr(0),
+        payer: w.addr(CLIENT),
+        amount: prlx(2),
+    };
+    assert!(matches!(
+        check(&p, &other).await.unwrap(),
+        Some(Divergence::Differs(_))
+    ));
+    let mut invented = real.clone();
+    invented.tx_hash = alloy::primitives::B256::repeat_byte(7);
+    assert!(matches!(
+        check(&p, &invented).await.unwrap(),
+        Some(Divergence::NoTransaction(_))
+    ));
+    let mut elsewhere = real.clone();
+    elsewhere.log_index += 5;
+    assert!(matches!(
+        check(&p, &elsewhere).await.unwrap(),
+        Some(Divergence::NoLog(_))
+    ));
+
+    // Reorged away: the transaction is gone.
+    revert_to(&w, before).await;
+    mine(&w, 3).await;
+    let gone = check(&p, &real).await.unwrap();
+    assert!(
+        matches!(
+            gone,
+            Some(Divergence::NoTransaction(_) | Divergence::NotCanonical { .. })
+        ),
+        "{gone:?}"
+    );
+}
