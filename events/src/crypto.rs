@@ -1,5 +1,6 @@
 //! Protocol cryptography shared by the coordinator, the node and the auditor: node identities,
-//! per-node session keys, dispatch sealing, proof-of-execution and result signatures.
+//! per-node session keys, dispatch sealing, proof-of-execution, and result and refusal
+//! signatures.
 //!
 //! The scheme and its threat model are in `docs/dispatch-security.md`. In short: once per node
 //! and epoch the coordinator draws a 256-bit session key, wraps it to the node's RSA key
@@ -20,6 +21,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
+use crate::event::RefusalReason;
 use crate::ids::{Hash32, NodeId, RequestId, TaskId};
 use crate::seal::{SealError, StorageKey, NONCE_LEN};
 
@@ -120,6 +122,37 @@ pub fn result_statement(
     m.extend_from_slice(&node.to_bytes());
     m.extend_from_slice(&attempt.to_be_bytes());
     m.extend_from_slice(&poe.0);
+    m
+}
+
+/// What a node signs to decline a dispatch: a domain tag of its own (so a refusal signature
+/// never passes as a result's, nor a result's as a refusal's), request id (u64 BE), task id
+/// (16 bytes), node id (32 bytes), attempt (u32 BE), then the reason: a code byte and its
+/// numbers, each u32 BE. Fixed widths, so no two statements share bytes.
+pub fn refusal_statement(
+    request: RequestId,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    reason: &RefusalReason,
+) -> Vec<u8> {
+    let mut m = b"prlx/refusal/v1\0".to_vec();
+    m.extend_from_slice(&request.0.to_be_bytes());
+    m.extend_from_slice(&task.to_bytes());
+    m.extend_from_slice(&node.to_bytes());
+    m.extend_from_slice(&attempt.to_be_bytes());
+    match reason {
+        RefusalReason::ContextExceeded {
+            prompt_tokens,
+            max_tokens,
+            context,
+        } => {
+            m.push(1);
+            for n in [prompt_tokens, max_tokens, context] {
+                m.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+    }
     m
 }
 
@@ -496,6 +529,43 @@ mod tests {
             &sig
         ));
         assert!(!verify(&pk, b"garbage", b"not a signature"));
+    }
+
+    #[test]
+    fn refusal_and_result_signatures_never_pass_for_each_other() {
+        let node_key = key();
+        let pk = node_key.to_public_key();
+        let node = node_id_of(&pk);
+        let task = TaskId::whole(RequestId(5));
+        let reason = RefusalReason::ContextExceeded {
+            prompt_tokens: 12,
+            max_tokens: 4095,
+            context: 4096,
+        };
+        let refusal = refusal_statement(RequestId(5), task, node, 0, &reason);
+        let sig = sign(&node_key, &refusal, &mut OsRng);
+        assert!(verify(&pk, &refusal, &sig));
+        // Bound to request, node, attempt and every number of the reason.
+        let other_reason = RefusalReason::ContextExceeded {
+            prompt_tokens: 13,
+            max_tokens: 4095,
+            context: 4096,
+        };
+        for other in [
+            refusal_statement(RequestId(6), TaskId::whole(RequestId(6)), node, 0, &reason),
+            refusal_statement(RequestId(5), task, NodeId(Hash32([0; 32])), 0, &reason),
+            refusal_statement(RequestId(5), task, node, 1, &reason),
+            refusal_statement(RequestId(5), task, node, 0, &other_reason),
+        ] {
+            assert!(!verify(&pk, &other, &sig));
+        }
+        // Distinct domains: a refusal's signature is no result's, and the other way round.
+        let poe = proof_of_execution(task, b"Paris", node);
+        let result = result_statement(RequestId(5), task, node, 0, poe);
+        assert!(!verify(&pk, &result, &sig));
+        let result_sig = sign(&node_key, &result, &mut OsRng);
+        assert!(!verify(&pk, &refusal, &result_sig));
+        assert_ne!(refusal[..16], result[..16]);
     }
 
     #[test]

@@ -304,6 +304,52 @@ pub struct LateResultDiscarded {
     pub node_id: NodeId,
 }
 
+/// Why a node declined a dispatch, with what it measured. `decide` and the fold check the
+/// numbers against the request and the catalog, so a refusal must at least add up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "code")]
+pub enum RefusalReason {
+    /// The prompt's tokens (after the chat template) plus `max_tokens` exceed the model's
+    /// context: the engine cannot run it. The coordinator cannot count a prompt's tokens
+    /// itself (it has no tokenizer), so only a node can find this out.
+    ContextExceeded {
+        prompt_tokens: u32,
+        max_tokens: u32,
+        context: u32,
+    },
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalReason::ContextExceeded {
+                prompt_tokens,
+                max_tokens,
+                context,
+            } => write!(
+                f,
+                "a prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
+                 model's context of {context} tokens"
+            ),
+        }
+    }
+}
+
+/// A node declined the dispatch it holds: a failed dispatch that does not count against its
+/// standing (an honest node cannot run such work). The request goes back to the queue for a
+/// node it has not tried; when a node serving the same model file already refused it, it
+/// fails in the same decision (`FailureCause::Refused`), so no single node can fail a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DispatchRefused {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub node_id: NodeId,
+    pub reason: RefusalReason,
+    /// RSA-PSS-SHA256 by the node over [`crate::crypto::refusal_statement`]: the auditor
+    /// re-verifies that the node itself declined.
+    pub signature: Sealed,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation (7).
 
@@ -440,6 +486,9 @@ pub enum FailureCause {
     QueueTimeout,
     /// Replicas disagree and no majority can be formed.
     NoMajority,
+    /// Two nodes serving the same model file declined it (`DispatchRefused`): it cannot run
+    /// on that file.
+    Refused,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,4 +741,5 @@ events! {
     RewardPolicyPublished = 1,
     NodeLapsed = 1,
     LogSealed = 1,
+    DispatchRefused = 1,
 }

@@ -1,8 +1,10 @@
 //! What travels between the coordinator and a node, inside the sealed envelopes of
-//! [`crate::crypto`]: the dispatch body, the canonical result, and the node's report.
+//! [`crate::crypto`]: the dispatch body, the canonical result, and the node's reports (a
+//! result, or a refusal of work it cannot run).
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::RefusalReason;
 use crate::ids::{Hash32, RequestId};
 
 /// The work of one inference request, sealed under the node's session key.
@@ -48,4 +50,16 @@ pub struct ResultReport {
     #[serde(with = "crate::b64")]
     pub signature: Vec<u8>,
     pub token_count: u32,
+}
+
+/// What a node posts to `POST /v1/nodes/{id}/refusals` to decline a dispatch it holds. Not
+/// sealed: it carries nothing secret, and the signature proves it is the node's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalReport {
+    pub request_id: RequestId,
+    pub attempt: u32,
+    pub reason: RefusalReason,
+    /// RSA-PSS-SHA256 by the node over [`crate::crypto::refusal_statement`].
+    #[serde(with = "crate::b64")]
+    pub signature: Vec<u8>,
 }

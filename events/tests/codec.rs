@@ -212,6 +212,18 @@ fn one_of_each() -> Vec<Event> {
             node_id: node(1),
         }
         .into(),
+        DispatchRefused {
+            task_id: task(1),
+            attempt: 1,
+            node_id: node(2),
+            reason: RefusalReason::ContextExceeded {
+                prompt_tokens: 14,
+                max_tokens: 4095,
+                context: 4096,
+            },
+            signature: Sealed(vec![6; 384]),
+        }
+        .into(),
         CommitmentVerified {
             task_id: task(1),
             attempt: 0,

@@ -17,6 +17,7 @@
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
 //! - [`validation`]: the sampling draw, verdicts over replica results, standing.
 //! - [`pricing`]: `task_price`, charged by `decide` and re-derived by the fold.
+//! - [`refusal`]: when a node may decline a dispatch, and when declines fail the request.
 //! - [`history`]: [`RewardHistory`], settled epochs and returned stake for the read side.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
@@ -25,6 +26,7 @@ pub mod coordinator;
 pub mod fold;
 pub mod history;
 pub mod pricing;
+pub mod refusal;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;

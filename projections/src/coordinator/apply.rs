@@ -1,7 +1,7 @@
 //! The fold of [`CoordinatorState`]: one arm per event, each checking what it may change
 //! before changing it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
@@ -14,6 +14,7 @@ use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
 use crate::pricing::task_price;
+use crate::refusal::failed_by_refusals;
 use crate::scheduler::choose::{next_assignment, unservable_at, untried_capable};
 use crate::scheduler::index::slot_key;
 use crate::validation::{compare, removed, standing_bp, Comparison};
@@ -61,6 +62,7 @@ impl CoordinatorState {
             Some(FailureCause::QueueTimeout) => self
                 .queue_deadline(f.request_id)
                 .is_some_and(|due| at >= due),
+            Some(FailureCause::Refused) => failed_by_refusals(self, req),
         };
         if derived {
             return Ok(());
@@ -68,11 +70,12 @@ impl CoordinatorState {
         Err(FoldError::new(
             env,
             format!(
-                "cause: recorded {:?} at {at}, but the request has {} failed dispatch(es) of {} allowed, {} verified result(s), an untried capable node: {}, queued: {}, accepted at {} (queue timeout {} s)",
+                "cause: recorded {:?} at {at}, but the request has {} failed dispatch(es) of {} allowed, {} verified result(s), declined by {} node(s) (none twice for one model file, or after a result), an untried capable node: {}, queued: {}, accepted at {} (queue timeout {} s)",
                 f.cause,
                 req.failures,
                 self.max_attempts(),
                 req.results.len(),
+                req.refused.len(),
                 untried_capable(self, req, None),
                 req.queued.is_some(),
                 req.accepted_at,
@@ -81,10 +84,10 @@ impl CoordinatorState {
         ))
     }
 
-    /// A dispatch expires at or after its deadline, and a result counts only before it
-    /// (`expired`: which of the two `at` is the time of). The assignment itself is checked by
-    /// the lifecycle's table.
-    fn check_deadline(
+    /// A dispatch expires at or after its deadline, and a result or a refusal counts only
+    /// before it (`expired`: which of the two `at` is the time of). The assignment itself is
+    /// checked by the lifecycle's table.
+    pub(super) fn check_deadline(
         &self,
         env: &Envelope,
         id: RequestId,
@@ -104,7 +107,7 @@ impl CoordinatorState {
             Some(due) if !expired && at >= due => Err(FoldError::new(
                 env,
                 format!(
-                    "recorded_at: a result recorded at {at}, at or after its deadline {due}, is late"
+                    "recorded_at: a report recorded at {at}, at or after its deadline {due}, is late"
                 ),
             )),
             // No running dispatch: the lifecycle's table says so.
@@ -141,7 +144,9 @@ impl CoordinatorState {
 
 impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
-    const FOLD_VERSION: u32 = 9;
+    /// 10: `DispatchRefused` (a node declining a dispatch) and the records it keeps
+    /// (`RequestView::refused`, `NodeView::refusals`); snapshots of 9 are rebuilt.
+    const FOLD_VERSION: u32 = 10;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -232,6 +237,7 @@ impl CoordinatorState {
                     failures: 0,
                     results: Vec::new(),
                     replica_class: None,
+                    refused: BTreeMap::new(),
                 };
                 req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
                 self.requests.insert(r.request_id, req);
@@ -373,6 +379,7 @@ impl CoordinatorState {
                 self.request_mut(env, id)?.failures = failures;
                 self.node_mut(env, d.node_id)?.missed += 1;
             }
+            Event::DispatchRefused(r) => self.fold_refused(env, r, at)?,
             Event::ResultSubmitted(r) => {
                 self.check_deadline(env, r.task_id.request, at, false)?;
                 let submitted = Submission {
@@ -499,6 +506,7 @@ impl CoordinatorState {
                     heartbeat_at: None,
                     verified: 0,
                     model_hashes: n.model_hashes.clone(),
+                    refusals: 0,
                 };
                 self.sched.index(
                     &view,

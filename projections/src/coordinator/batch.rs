@@ -12,6 +12,7 @@
 //! | `CreditsCharged` leaving credit reserved | `CreditsRefunded` of the rest |
 //! | `RequestFailed` with credit reserved | `CreditsRefunded` of all of it |
 //! | a failed dispatch that leaves no attempt (`Exhausted`) | `RequestFailed` |
+//! | `DispatchRefused` after a refusal by a node of the same model file (`Exhausted`) | `RequestFailed` |
 //! | `CommitmentRejected` | `NodeFlagged` of the node whose result it rejects |
 //! | `ValidationResolved`, a majority | `NodeFlagged` of each dissenter |
 //! | `ValidationResolved`, no majority | `NodeFlagged` of each party |

@@ -14,6 +14,7 @@
 //! | `Running` that attempt, not dispatched | `TaskDispatched` | `Running`, deadline set |
 //! | `Running` that attempt, dispatched | `ResultSubmitted` | `Submitted` |
 //! | `Running` that attempt, dispatched | `DeadlineExpired` | the [`Retry`] |
+//! | `Running` that attempt, dispatched | `DispatchRefused` | the [`Retry`] |
 //! | `Submitted` that attempt | `CommitmentVerified` | `Verified`; `AwaitingReplica` on a tie |
 //! | `Submitted` that attempt | `CommitmentRejected` | the [`Retry`] |
 //! | `Verified` | `RedundancySampled` | `AwaitingReplica` |
@@ -75,6 +76,13 @@ pub enum Transition {
     ResultSubmitted(Submission),
     /// `DeadlineExpired`: the dispatch failed; `retry` says what follows.
     DeadlineExpired {
+        node: NodeId,
+        attempt: u32,
+        retry: Retry,
+    },
+    /// `DispatchRefused`: the node declined it, a failed dispatch; `retry` says what follows
+    /// (no attempt left also when a node of the same model file declined it before).
+    DispatchRefused {
         node: NodeId,
         attempt: u32,
         retry: Retry,
@@ -238,6 +246,14 @@ pub fn transition(phase: &RequestPhase, t: &Transition) -> Result<RequestPhase, 
                 retry,
             },
         ) if a.is(*node, *attempt) && a.dispatched() => retry.phase(),
+        (
+            P::Running(a),
+            T::DispatchRefused {
+                node,
+                attempt,
+                retry,
+            },
+        ) if a.is(*node, *attempt) && a.dispatched() => retry.phase(),
         (P::Submitted(s), T::CommitmentVerified { node, attempt, tie })
             if (s.node, s.attempt) == (*node, *attempt) =>
         {
@@ -365,6 +381,7 @@ impl fmt::Display for Transition {
             Self::Dispatched { node, attempt, .. } => of(f, "TaskDispatched", node, attempt),
             Self::ResultSubmitted(s) => of(f, "ResultSubmitted", &s.node, &s.attempt),
             Self::DeadlineExpired { node, attempt, .. } => of(f, "DeadlineExpired", node, attempt),
+            Self::DispatchRefused { node, attempt, .. } => of(f, "DispatchRefused", node, attempt),
             Self::CommitmentVerified { node, attempt, .. } => {
                 of(f, "CommitmentVerified", node, attempt)
             }
@@ -442,6 +459,14 @@ mod tests {
         }
     }
 
+    fn refused(n: u8, attempt: u32, retry: Retry) -> Transition {
+        T::DispatchRefused {
+            node: node(n),
+            attempt,
+            retry,
+        }
+    }
+
     fn verified(n: u8, attempt: u32, tie: Option<Wait>) -> Transition {
         T::CommitmentVerified {
             node: node(n),
@@ -483,6 +508,21 @@ mod tests {
             (
                 running(1, 0, Some(60)),
                 expired(1, 0, Retry::GiveUp),
+                P::Exhausted,
+            ),
+            (
+                running(1, 0, Some(60)),
+                refused(1, 0, Retry::Queue(entry())),
+                P::Queued(entry()),
+            ),
+            (
+                running(1, 0, Some(60)),
+                refused(1, 0, Retry::Replica(wait())),
+                P::AwaitingReplica(wait()),
+            ),
+            (
+                running(1, 0, Some(60)),
+                refused(1, 0, Retry::GiveUp),
                 P::Exhausted,
             ),
             (
@@ -553,6 +593,12 @@ mod tests {
             // Another attempt than the one running, or the one running before its dispatch.
             (running(1, 0, Some(60)), expired(1, 1, Retry::GiveUp)),
             (running(1, 0, Some(60)), expired(2, 0, Retry::GiveUp)),
+            // A refusal of another node's attempt, of another attempt, or before dispatch.
+            (running(1, 0, Some(60)), refused(2, 0, Retry::GiveUp)),
+            (running(1, 0, Some(60)), refused(1, 1, Retry::GiveUp)),
+            (running(1, 0, None), refused(1, 0, Retry::GiveUp)),
+            (P::Queued(entry()), refused(1, 0, Retry::GiveUp)),
+            (P::Submitted(submission(1, 0)), refused(1, 0, Retry::GiveUp)),
             (running(1, 0, None), T::ResultSubmitted(submission(1, 0))),
             (
                 running(1, 0, Some(60)),

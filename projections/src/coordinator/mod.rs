@@ -13,6 +13,7 @@
 //! - `apply`: its fold, the [`Projection`](crate::Projection) impl.
 //! - `apply_validation`: the fold's arms of sampling epochs, draws and verdicts.
 //! - `apply_credits`: the fold's arms of reservations, charges and refunds.
+//! - `apply_refusal`: the fold's arm of a node declining a dispatch.
 //! - `apply_lifecycle`: the fold's side of the lifecycle: a request moved to the phase the
 //!   table gives, with the scheduler's indexes in step.
 //! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
@@ -21,6 +22,7 @@
 mod apply;
 mod apply_credits;
 mod apply_lifecycle;
+mod apply_refusal;
 mod apply_validation;
 pub mod batch;
 pub mod heartbeat;

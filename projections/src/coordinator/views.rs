@@ -77,6 +77,10 @@ pub struct RequestView {
     /// Set when sampled: replicas must come from the primary's execution class, and run
     /// the same model file.
     pub replica_class: Option<ReplicaClass>,
+    /// The nodes that declined it (`DispatchRefused`), with the attempt each declined: a
+    /// second node of the same model file failing it, a repeat being a duplicate.
+    #[serde(default)]
+    pub refused: BTreeMap<NodeId, u32>,
 }
 
 /// What a replica must share with the primary to be compared with it: the execution class,
@@ -195,6 +199,10 @@ pub struct NodeView {
     /// The SHA-256 of each model file it serves, as it reported them at registration.
     #[serde(default)]
     pub model_hashes: BTreeMap<String, Hash32>,
+    /// Dispatches it declined (`DispatchRefused`). They do not lower its standing, but they
+    /// are counted, so a node that declines much is seen doing so.
+    #[serde(default)]
+    pub refusals: u64,
 }
 
 impl NodeView {
