@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 
 use chrono::Utc;
-use prlx_events::protocol::ResultReport;
+use prlx_events::protocol::{RefusalReport, ResultReport};
 use prlx_events::NodeId;
 use prlx_projections::{CoordinatorState, Fold};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +51,11 @@ pub enum Intake {
     Report {
         node: NodeId,
         report: Box<ResultReport>,
+    },
+    /// A node's refusal of a dispatch. The shell checks its signature (it holds the state).
+    Refusal {
+        node: NodeId,
+        report: Box<RefusalReport>,
     },
     /// Nothing to decide (`Outcome::Unchanged`): only a [`Rider`] to append, in order with
     /// everything else (the answer to a Kafka record that is not a submission at all).
@@ -87,6 +92,12 @@ impl std::fmt::Debug for Intake {
                 .finish(),
             Intake::Report { node, report } => f
                 .debug_struct("Report")
+                .field("node", node)
+                .field("request", &report.request_id)
+                .field("attempt", &report.attempt)
+                .finish(),
+            Intake::Refusal { node, report } => f
+                .debug_struct("Refusal")
                 .field("node", node)
                 .field("request", &report.request_id)
                 .field("attempt", &report.attempt)
@@ -249,6 +260,7 @@ fn handle(
                     payload,
                 } => Ok(Some(coordinator.submission(*submission, &payload))),
                 Intake::Report { node, report } => coordinator.completion(node, &report).map(Some),
+                Intake::Refusal { node, report } => coordinator.refusal(node, &report).map(Some),
                 Intake::Pass => Ok(None),
             };
             let (staged, side_sender) = match command {

@@ -19,8 +19,8 @@
 //! - `NodeRegistered` of this node, preceded by the latest `CoordinatorKeyPublished` and
 //!   `CatalogPublished` on the log (so a feed is complete from its first record);
 //! - later `CoordinatorKeyPublished` and `CatalogPublished` (to every registered node);
-//! - `SessionKeyIssued`, `TaskDispatched`, `ResultSubmitted`, `DeadlineExpired` and
-//!   `LateResultDiscarded` naming this node;
+//! - `SessionKeyIssued`, `TaskDispatched`, `ResultSubmitted`, `DeadlineExpired`,
+//!   `DispatchRefused` and `LateResultDiscarded` naming this node;
 //! - `RequestFailed` of a request this node was ever given an attempt of.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +84,7 @@ pub fn audience(state: &FeedState, event: &Event) -> Audience {
         Event::ResultSubmitted(e) => one(e.node_id),
         Event::DeadlineExpired(e) => one(e.node_id),
         Event::LateResultDiscarded(e) => one(e.node_id),
+        Event::DispatchRefused(e) => one(e.node_id),
         Event::RequestFailed(e) => match state.tried.get(&e.request_id) {
             Some(nodes) => Audience::Nodes(nodes.iter().copied().collect()),
             None => Audience::Nobody,

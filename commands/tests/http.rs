@@ -38,11 +38,22 @@ async fn fixture() -> Fixture {
 /// A coordinator on a fresh log with the catalog published, then the commands `setup`
 /// returns, each of which must be recorded.
 async fn fixture_with(setup: impl FnOnce(&CoordinatorState) -> Vec<Command>) -> Fixture {
+    fixture_signing(None, setup).await
+}
+
+/// As [`fixture_with`]; with `signing`, the coordinator grants sessions and dispatches.
+async fn fixture_signing(
+    signing: Option<rsa::RsaPrivateKey>,
+    setup: impl FnOnce(&CoordinatorState) -> Vec<Command>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
     let mut coord = Coordinator::open(&url, "http-test", StorageKey::from_bytes([7; 32]))
         .await
         .unwrap();
+    if let Some(key) = signing {
+        coord = coord.with_signing_key(key);
+    }
     let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
     let outcome = coord
         .execute(Command::PublishCatalog(catalog))
@@ -734,6 +745,7 @@ async fn openapi_lists_every_path() {
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
         "/v1/nodes/{id}/results",
+        "/v1/nodes/{id}/refusals",
         "/v1/nodes/{id}/stake",
         "/v1/nodes/{id}/unstake",
         "/v1/rewards",
@@ -1142,6 +1154,13 @@ async fn hostile_fields_get_4xx_never_a_crash() {
         ("/v1/nodes".into(), register),
         (format!("/v1/nodes/{node}/results"), report),
         (
+            format!("/v1/nodes/{node}/refusals"),
+            json!({
+                "request_id": 0, "attempt": 0, "signature": "AA==",
+                "reason": {"code": "context_exceeded", "prompt_tokens": 9000, "max_tokens": 10, "context": 8192},
+            }),
+        ),
+        (
             format!("/v1/nodes/{node}/heartbeat"),
             json!({"at": 1, "signature": "AA=="}),
         ),
@@ -1164,4 +1183,148 @@ async fn hostile_fields_get_4xx_never_a_crash() {
         let (status, _) = f.get("/healthz").await;
         assert_eq!(status, StatusCode::OK, "after {path}");
     }
+}
+
+/// A refusal body for `request`'s `attempt`, signed by `key` as node `node` (for
+/// `prompt_tokens` of a prompt, the submission's 10 tokens and the catalog's 8192 context).
+fn refusal_body(
+    key: &rsa::RsaPrivateKey,
+    node: NodeId,
+    request: u64,
+    attempt: u32,
+    prompt_tokens: u32,
+) -> Value {
+    use base64::Engine as _;
+    let reason = prlx_events::event::RefusalReason::ContextExceeded {
+        prompt_tokens,
+        max_tokens: 10,
+        context: 8192,
+    };
+    let statement = prlx_events::crypto::refusal_statement(
+        RequestId(request),
+        prlx_events::TaskId::whole(RequestId(request)),
+        node,
+        attempt,
+        &reason,
+    );
+    let signature = prlx_events::crypto::sign(key, &statement, &mut rsa::rand_core::OsRng);
+    json!({
+        "request_id": request, "attempt": attempt, "reason": reason,
+        "signature": base64::engine::general_purpose::STANDARD.encode(signature),
+    })
+}
+
+/// The signed refusal over HTTP: forged, misdirected or implausible ones are refused and
+/// record nothing; the first honest one re-queues the request, a repeat is a duplicate, and
+/// the second node of the same model file fails it with a full refund.
+#[tokio::test]
+async fn refusals_requeue_then_fail_the_request_and_forgeries_record_nothing() {
+    let f = fixture_signing(Some(new_key()), |_| Vec::new()).await;
+    f.deposit("ai", "0xrefusal", 10_000).await;
+    let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
+    let file = catalog.models[0].sha256.to_hex();
+    let keys = [new_key(), new_key()];
+    let mut ids = Vec::new();
+    for key in &keys {
+        let body = json!({
+            "public_key_pem": public_key_pem(&key.to_public_key()),
+            "hardware_tier": 3, "models": ["oss-chat-v1"], "slots": 1, "stake": 10,
+            "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-1.22.0"},
+            "model_hashes": {"oss-chat-v1": file},
+        });
+        let (status, answer) = f.post("/v1/nodes", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        ids.push(node_id_of(&key.to_public_key()));
+    }
+    let (status, answer) = f.post("/v1/requests", &submission("ai", "too long")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let request = answer["request_id"].as_u64().unwrap();
+
+    let first = dispatched(&f, request).await;
+    let (i, j) = if first.node == ids[0] { (0, 1) } else { (1, 0) };
+    let path = |n: usize| format!("/v1/nodes/{}/refusals", ids[n].0.to_hex());
+
+    let end = f.log_end().await;
+    // Signed by the other node's key, for the holder's attempt: proves nothing.
+    assert_error(
+        &f.post(&path(i), &refusal_body(&keys[j], ids[i], request, 0, 9_000))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "report_refused",
+        Some("signature"),
+    );
+    // The other node's own refusal of an attempt it does not hold.
+    assert_error(
+        &f.post(&path(j), &refusal_body(&keys[j], ids[j], request, 0, 9_000))
+            .await,
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        Some("attempt"),
+    );
+    // Numbers that fit the context: no reason to decline.
+    assert_error(
+        &f.post(&path(i), &refusal_body(&keys[i], ids[i], request, 0, 100))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        Some("reason"),
+    );
+    assert_eq!(f.log_end().await, end, "nothing refused is recorded");
+
+    let honest = refusal_body(&keys[i], ids[i], request, 0, 9_000);
+    let (status, answer) = f.post(&path(i), &honest).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &json!("recorded"))
+    );
+    let (status, answer) = f.post(&path(i), &honest).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &json!("duplicate"))
+    );
+    let (_, nodes) = f.get("/v1/nodes").await;
+    let listed = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == ids[i].0.to_hex())
+        .unwrap();
+    assert_eq!(
+        (&listed["refusals"], &listed["standing_bp"]),
+        (&json!(1), &json!(10_000))
+    );
+
+    let second = dispatched(&f, request).await;
+    assert_eq!((second.node, second.attempt), (ids[j], 1));
+    let (status, answer) = f
+        .post(&path(j), &refusal_body(&keys[j], ids[j], request, 1, 9_000))
+        .await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &json!("recorded"))
+    );
+    let (status, req) = f.get(&format!("/v1/requests/{request}")).await;
+    assert_eq!(status, StatusCode::OK, "{req}");
+    assert_eq!(req["status"], "failed", "{req}");
+    let (_, account) = f.get("/v1/accounts/ai").await;
+    assert_eq!(
+        (&account["balance"], &account["reserved"]),
+        (&json!(10_000), &json!(0)),
+        "{account}"
+    );
+}
+
+/// The dispatch of `request` once one is recorded (housekeeping grants sessions and
+/// dispatches after each command).
+async fn dispatched(f: &Fixture, request: u64) -> prlx_projections::coordinator::Assignment {
+    for _ in 0..500 {
+        let running = f
+            .state(move |s| s.requests[&RequestId(request)].running.clone())
+            .await;
+        if let Some(a) = running.filter(|a| a.deadline_at.is_some()) {
+            return a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("request {request} was never dispatched")
 }

@@ -45,6 +45,8 @@ pub enum Command {
     },
     /// A node returned a result; the shell opened it and checked the commitment and signature.
     CompleteTask(Box<Completion>),
+    /// A node declined the dispatch it holds; the shell checked its signature.
+    RefuseDispatch(Box<Refusal>),
     /// Put the coordinator's signing key on the log (at start, when it is not there yet).
     PublishCoordinatorKey {
         public_key_pem: String,
@@ -126,6 +128,23 @@ pub struct Completion {
     /// The request's one earlier verified result sealed to the client, if it holds exactly
     /// one: what a replica's late report may release instead of itself.
     pub earlier: Option<Sealed>,
+}
+
+/// A node's signed refusal of a dispatch ([`prlx_events::crypto::refusal_statement`]),
+/// whose signature the shell verified before it made the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub request: RequestId,
+    pub node: NodeId,
+    pub attempt: u32,
+    pub reason: RefusalReason,
+    pub signature: Sealed,
+    /// When it is decided: the shell's stamp time, also its events' `recorded_at`. A refusal
+    /// at or after the dispatch's `deadline_at` comes too late: the deadline decides.
+    pub now: DateTime<Utc>,
+    /// The request's one verified result sealed to the client, when it holds one (a replica
+    /// was declined): released unconfirmed if no other replica can be found.
+    pub release: Option<Sealed>,
 }
 
 /// What a node signed to say it is up ([`prlx_events::crypto::heartbeat_statement`]), checked

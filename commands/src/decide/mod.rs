@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - `command`: [`Command`] and the bodies it carries ([`Submission`], [`Dispatch`],
-//!   [`Completion`]).
+//!   [`Completion`], [`Refusal`]).
 //! - `rejection`: [`Rejection`].
 //! - `pricing`: [`task_price`] and [`quote`].
 //! - `intake`: the catalog, deposits, submissions.
@@ -18,6 +18,7 @@
 //! - `work`: dispatch, deadlines, the queue's admission bound, the hold on a result waiting
 //!   for a replica, failure and re-dispatch, release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
+//! - `refuse`: a node declining a dispatch it cannot run.
 //! - `sampling`: sampling epochs' seeds.
 //! - Staking and reward epochs are in [`crate::settle`].
 
@@ -28,6 +29,7 @@ mod intake;
 pub mod limits;
 mod nodes;
 mod pricing;
+mod refuse;
 pub(crate) mod rejection;
 mod sampling;
 mod work;
@@ -35,7 +37,9 @@ mod work;
 use prlx_events::Event;
 use prlx_projections::CoordinatorState;
 
-pub use self::command::{Command, Completion, Dispatch, SignedHeartbeat, Submission, INFERENCE};
+pub use self::command::{
+    Command, Completion, Dispatch, Refusal, SignedHeartbeat, Submission, INFERENCE,
+};
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
 use crate::settle::decide_settlement;
@@ -76,6 +80,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             release,
         } => work::release_held(state, request, now, release),
         Command::CompleteTask(c) => complete::complete(state, *c),
+        Command::RefuseDispatch(r) => refuse::refuse(state, *r),
         Command::CommitSamplingSeed {
             epoch,
             seed_hash,

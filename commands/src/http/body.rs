@@ -84,10 +84,28 @@ pub struct ResultReportBody {
     pub token_count: u32,
 }
 
+/// A node declining a dispatch it holds (`prlx_events::protocol::RefusalReport`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefusalReportBody {
+    pub request_id: u64,
+    pub attempt: u32,
+    /// Why, with what the node measured. One code so far:
+    /// `{"code": "context_exceeded", "prompt_tokens", "max_tokens", "context"}`: the prompt's
+    /// tokens plus the request's `max_tokens` exceed the model's context (the catalog's
+    /// `context_length`, when it declares one).
+    #[schema(value_type = Object)]
+    pub reason: serde_json::Value,
+    /// Base64 RSA-PSS-SHA256 signature by the node's registered key over
+    /// `"prlx/refusal/v1\0" || request id (u64 BE) || task id (16 bytes) || node id (32 bytes)
+    /// || attempt (u32 BE) || 1 || prompt_tokens, max_tokens, context (u32 BE each)`.
+    pub signature: String,
+}
+
 /// What became of a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReportOutcome {
-    /// `recorded`: the result and its verdict are on the log; `duplicate`: already recorded.
+    /// `recorded`: the report and what follows from it are on the log; `duplicate`: already
+    /// recorded.
     pub outcome: String,
 }
 
@@ -216,6 +234,9 @@ pub struct NodeBody {
     pub draining: bool,
     /// Standing in basis points (10000 = full).
     pub standing_bp: u32,
+    /// Dispatches it declined as work it cannot run: they do not lower its standing, and
+    /// are counted here so that a node that declines much is seen doing so.
+    pub refusals: u64,
 }
 
 /// Stake to add to, or take out of, a node's reward weighting.

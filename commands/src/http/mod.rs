@@ -90,6 +90,7 @@ pub fn app_with_body_limit(
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
         .route("/v1/nodes/{id}/results", post(submit_result))
+        .route("/v1/nodes/{id}/refusals", post(submit_refusal))
         .route("/v1/nodes/{id}/stake", post(deposit_stake).get(get_stake))
         .route("/v1/nodes/{id}/unstake", post(request_unstake))
         .route("/v1/rewards", get(get_rewards))

@@ -1,4 +1,4 @@
-//! `/v1/nodes`: registration, signed heartbeats, result reports, the node list.
+//! `/v1/nodes`: registration, signed heartbeats, result reports and refusals, the node list.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use axum::Json;
 use base64::Engine as _;
 use chrono::Utc;
 use prlx_events::crypto::{node_id_of, parse_public_key_pem, public_key_pem};
-use prlx_events::event::{NodeRegistered, RejectionCode};
-use prlx_events::protocol::ResultReport;
+use prlx_events::event::{NodeRegistered, RefusalReason, RejectionCode};
+use prlx_events::protocol::{RefusalReport, ResultReport};
 use prlx_events::{NodeId, RequestId};
 
 use crate::actor::{CoordinatorHandle, Intake};
@@ -166,9 +166,7 @@ pub(super) async fn submit_result(
     ApiJson(body): ApiJson<ResultReportBody>,
 ) -> Result<Json<ReportOutcome>, AppError> {
     use base64::Engine as _;
-    let node: NodeId = id
-        .parse()
-        .map_err(|_| AppError::malformed("node_id", "must be a node id: 64 hex characters"))?;
+    let node = parse_node_id(&id)?;
     let b64 = |field: &str, v: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(v)
@@ -186,15 +184,63 @@ pub(super) async fn submit_result(
         signature: b64("signature", &body.signature)?,
         token_count: body.token_count,
     };
-    let (outcome, ()) = coordinator
-        .execute(
-            Intake::Report {
-                node,
-                report: Box::new(report),
-            },
-            |_, _| (),
-        )
-        .await?;
+    let intake = Intake::Report {
+        node,
+        report: Box::new(report),
+    };
+    report_outcome(&coordinator, intake).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/refusals",
+    tag = "nodes",
+    params(("id" = String, Path, description = "The node id, 64 hex characters")),
+    request_body = RefusalReportBody,
+    responses(
+        (status = 200, description = "Recorded with what follows (the request re-queued or failed), or a duplicate", body = ReportOutcome),
+        (status = 400, description = "`malformed_request` (a `reason` that does not add up against the request and the catalog), or `report_refused` (bad signature, unknown request)", body = ErrorBody),
+        (status = 404, description = "`unknown_node`: no open dispatch of this attempt to this node, or its deadline passed", body = ErrorBody),
+        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
+    ),
+)]
+/// Decline a dispatch the node cannot run.
+///
+/// Signed by the node's registered key over the task, the attempt and the reason (see
+/// [`RefusalReportBody`]); an unsigned one is refused and records nothing. A refusal is a
+/// failed dispatch that does not lower the node's standing: the request goes to a node it has
+/// not tried, and fails, refunded in full, once a second node of the same model file declines.
+pub(super) async fn submit_refusal(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<RefusalReportBody>,
+) -> Result<Json<ReportOutcome>, AppError> {
+    let node = parse_node_id(&id)?;
+    let reason: RefusalReason = serde_json::from_value(body.reason)
+        .map_err(|e| AppError::malformed("reason", format!("must be a refusal reason: {e}")))?;
+    let report = RefusalReport {
+        request_id: RequestId(body.request_id),
+        attempt: body.attempt,
+        reason,
+        signature: base64::engine::general_purpose::STANDARD
+            .decode(&body.signature)
+            .map_err(|_| AppError::malformed("signature", "must be base64"))?,
+    };
+    let intake = Intake::Refusal {
+        node,
+        report: Box::new(report),
+    };
+    report_outcome(&coordinator, intake).await
+}
+
+/// Sends a node's report (a result or a refusal) to the actor and shapes its answer: 200
+/// `recorded` or `duplicate`; a report that proves nothing about the node is 400
+/// `report_refused`, and nothing is recorded.
+async fn report_outcome(
+    coordinator: &CoordinatorHandle,
+    intake: Intake,
+) -> Result<Json<ReportOutcome>, AppError> {
+    let (outcome, ()) = coordinator.execute(intake, |_, _| ()).await?;
     match outcome {
         Outcome::Appended(_) => Ok(Json(ReportOutcome {
             outcome: "recorded".into(),
@@ -238,6 +284,7 @@ pub(super) async fn list_nodes(
                     in_pool: n.in_pool,
                     draining: n.draining,
                     standing_bp: n.standing_bp,
+                    refusals: n.refusals,
                 })
                 .collect()
         })

@@ -89,6 +89,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         super::nodes::list_nodes,
         super::nodes::node_heartbeat,
         super::nodes::submit_result,
+        super::nodes::submit_refusal,
         super::stake::deposit_stake,
         super::stake::request_unstake,
         super::stake::get_stake,

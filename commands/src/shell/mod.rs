@@ -5,8 +5,8 @@
 //! - this file: [`Coordinator`] (open, stage, settle, execute), [`Outcome`], [`ShellError`].
 //! - `housekeeping`: what the shell owes the log after a change: the coordinator's key,
 //!   session grants, sampling epochs, deadlines and lapses, dispatches.
-//! - `reports`: a node's result report checked and turned into a completion; its heartbeat
-//!   checked ([`HeartbeatGuard`]).
+//! - `reports`: a node's result report checked and turned into a completion, its refusal
+//!   of a dispatch into a refusal; its heartbeat checked ([`HeartbeatGuard`]).
 //! - `payload`: submissions' payloads hashed and sealed to the storage key.
 //! - `keys`: the storage key and the signing key, created on first start, mode 0600.
 //! - `seal`: the log's hash chain recovered at start, and when a `LogSealed` is due.
@@ -152,6 +152,9 @@ pub enum ReportError {
     /// may be anyone's, so it is not held against the node.
     #[error("the report's signature does not verify against the node's key, and its result does not open under the node's session key")]
     BadSignature,
+    /// A refusal must be signed by the node: one that is not may be anyone's.
+    #[error("the refusal's signature does not verify against the node's key")]
+    BadRefusalSignature,
 }
 
 /// The epoch of session grants. Key rotation (new epochs) is not implemented yet.
@@ -237,6 +240,8 @@ impl Coordinator {
         let now = self.stamp_time();
         match &mut command {
             Command::CompleteTask(c) => c.now = now,
+            // A refusal at or after the deadline is late by the time it is recorded at.
+            Command::RefuseDispatch(r) => r.now = now,
             // The deadline is counted from the time the dispatch is recorded at.
             Command::Dispatch(d) => d.now = now,
             // The signed time is judged against the time the heartbeat is recorded at.

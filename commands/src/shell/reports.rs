@@ -1,5 +1,6 @@
 //! What a node sends, checked before anything is recorded: its result report (commitment,
-//! signature, seal) and its heartbeat (signed by its registered key).
+//! signature, seal), its refusal of a dispatch (signature) and its heartbeat (signed by its
+//! registered key).
 
 use prlx_events::event::Sealed;
 use prlx_events::Hash32;
@@ -8,12 +9,13 @@ use rand::RngCore;
 use std::collections::BTreeMap;
 
 use prlx_events::crypto::{
-    open_message, proof_of_execution, result_statement, seal_to_public_key, verify, Direction,
+    open_message, proof_of_execution, refusal_statement, result_statement, seal_to_public_key,
+    verify, Direction,
 };
-use prlx_events::protocol::ResultReport;
+use prlx_events::protocol::{RefusalReport, ResultReport};
 use prlx_events::{NodeId, TaskId};
 
-use crate::decide::{Command, Completion};
+use crate::decide::{Command, Completion, Refusal};
 
 use super::{Coordinator, ReportError};
 
@@ -27,17 +29,13 @@ impl Coordinator {
         node: NodeId,
         report: &ResultReport,
     ) -> Result<Command, ReportError> {
-        let state = &self.fold.state;
-        let req = state
+        let req = self
+            .fold
+            .state
             .requests
             .get(&report.request_id)
             .ok_or(ReportError::UnknownRequest(report.request_id))?;
-        let view = state
-            .nodes
-            .get(&node)
-            .ok_or(ReportError::UnknownNode(node))?;
-        let node_key = prlx_events::crypto::parse_public_key_pem(&view.public_key_pem)
-            .map_err(|_| ReportError::UnknownNode(node))?;
+        let node_key = self.node_key(node)?;
         let task = TaskId::whole(report.request_id);
         let statement = result_statement(report.request_id, task, node, report.attempt, report.poe);
         let signed = verify(&node_key, &statement, &report.signature);
@@ -111,6 +109,54 @@ impl Coordinator {
             // Set by `stage` to the time the completion is decided and stamped at.
             now: chrono::DateTime::<chrono::Utc>::MIN_UTC,
         })))
+    }
+}
+
+impl Coordinator {
+    /// Checks a node's refusal of a dispatch and builds the command that records it. Only a
+    /// refusal signed by the node's registered key goes on: anyone may post one, and an
+    /// unsigned one must neither move work on nor count against the node.
+    pub fn refusal(&self, node: NodeId, report: &RefusalReport) -> Result<Command, ReportError> {
+        if !self.fold.state.requests.contains_key(&report.request_id) {
+            return Err(ReportError::UnknownRequest(report.request_id));
+        }
+        let node_key = self.node_key(node)?;
+        let task = TaskId::whole(report.request_id);
+        let statement = refusal_statement(
+            report.request_id,
+            task,
+            node,
+            report.attempt,
+            &report.reason,
+        );
+        if !verify(&node_key, &statement, &report.signature) {
+            return Err(ReportError::BadRefusalSignature);
+        }
+        Ok(Command::RefuseDispatch(Box::new(Refusal {
+            request: report.request_id,
+            node,
+            attempt: report.attempt,
+            reason: report.reason.clone(),
+            signature: Sealed(report.signature.clone()),
+            // Set by `stage` to the time the refusal is decided and stamped at.
+            now: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            release: self.release_for_client(report.request_id),
+        })))
+    }
+}
+
+impl Coordinator {
+    /// The registered key of `node`, which its reports must be signed with; an unknown node
+    /// (or one whose key does not parse) can prove nothing.
+    fn node_key(&self, node: NodeId) -> Result<rsa::RsaPublicKey, ReportError> {
+        let view = self
+            .fold
+            .state
+            .nodes
+            .get(&node)
+            .ok_or(ReportError::UnknownNode(node))?;
+        prlx_events::crypto::parse_public_key_pem(&view.public_key_pem)
+            .map_err(|_| ReportError::UnknownNode(node))
     }
 }
 

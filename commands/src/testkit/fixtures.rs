@@ -1,6 +1,6 @@
 //! Builders of what the coordinator's tests, benches and golden logs start from: a catalog and
 //! its models, node registrations, deposits, accepted requests, a reward policy,
-//! submissions and completions.
+//! submissions, completions and refusals.
 //!
 //! Each builder fills every field with one plain value, said in its doc. A test that relies on
 //! another value says so where it builds the event, with struct update syntax:
@@ -9,12 +9,12 @@
 use chrono::{DateTime, TimeZone, Utc};
 use prlx_events::event::{
     CatalogModel, CatalogPublished, CreditsDeposited, CreditsReserved, ExecutionClass,
-    IntakeSource, NodeHeartbeat, NodeRegistered, Priority, RequestAccepted, RewardPolicyPublished,
-    Sealed,
+    IntakeSource, NodeHeartbeat, NodeRegistered, Priority, RefusalReason, RequestAccepted,
+    RewardPolicyPublished, Sealed,
 };
 use prlx_events::{AccountId, Event, Hash32, NodeId, RequestId};
 
-use crate::decide::{Command, Completion, SignedHeartbeat, Submission, INFERENCE};
+use crate::decide::{Command, Completion, Refusal, SignedHeartbeat, Submission, INFERENCE};
 
 /// The tests' clock: `secs` seconds after 2026-01-01T00:00:00Z, where [`envelopes`] starts
 /// recording.
@@ -192,6 +192,30 @@ pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion 
         seed: None,
         earlier: None,
         now: t(0),
+    }
+}
+
+/// The reason of [`refusal`]: a prompt of 4092 tokens plus the 5 tokens of
+/// [`request_accepted`] exceed the 4096-token context of [`model`].
+pub fn context_exceeded() -> RefusalReason {
+    RefusalReason::ContextExceeded {
+        prompt_tokens: 4092,
+        max_tokens: 5,
+        context: 4096,
+    }
+}
+
+/// `node`'s refusal of `attempt` of `request` for [`context_exceeded`], with a placeholder
+/// signature (the shell verifies it before `decide`), decided at `t(0)`, no result to release.
+pub fn refusal(request: RequestId, node: NodeId, attempt: u32) -> Refusal {
+    Refusal {
+        request,
+        node,
+        attempt,
+        reason: context_exceeded(),
+        signature: Sealed(vec![6]),
+        now: t(0),
+        release: None,
     }
 }
 
