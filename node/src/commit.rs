@@ -1,14 +1,17 @@
 //! A job and the report it becomes: the canonical result body of a generation, the
-//! proof-of-execution over it, the node's signature and the sealing under the session key.
+//! proof-of-execution over it, the node's signature and the sealing under the session key;
+//! or, for work the engine cannot run, the node's signed refusal.
 //!
 //! Both the honest path ([`crate::worker`]) and the fault drills ([`crate::fault`]) build
 //! reports here, so a drill differs from an honest node only in the one defect it makes.
 
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{
-    proof_of_execution, result_statement, seal_message, sign, Direction, SessionKey,
+    proof_of_execution, refusal_statement, result_statement, seal_message, sign, Direction,
+    SessionKey,
 };
-use prlx_events::protocol::{DispatchBody, ResultBody, ResultReport};
+use prlx_events::event::RefusalReason;
+use prlx_events::protocol::{DispatchBody, RefusalReport, ResultBody, ResultReport};
 use prlx_events::seal::NONCE_LEN;
 use prlx_events::{Hash32, NodeId, TaskId};
 use rsa::rand_core::CryptoRngCore;
@@ -115,6 +118,29 @@ pub(crate) fn commit_with_poe_of(
     }
 }
 
+/// The node's signed refusal of `job` for `reason`: no result, nothing sealed (a refusal
+/// carries nothing secret), only the signature over the refusal statement.
+pub fn commit_refusal(
+    identity: &Identity,
+    job: &Job,
+    reason: RefusalReason,
+    rng: &mut impl CryptoRngCore,
+) -> RefusalReport {
+    let statement = refusal_statement(
+        job.task.request,
+        job.task,
+        identity.node,
+        job.attempt,
+        &reason,
+    );
+    RefusalReport {
+        request_id: job.task.request,
+        attempt: job.attempt,
+        signature: sign(&identity.key, &statement, rng),
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +209,38 @@ mod tests {
         .is_err());
         // The identity's Debug never shows the key.
         assert!(!format!("{identity:?}").contains("RsaPrivateKey"));
+    }
+
+    #[test]
+    fn a_refusal_is_signed_over_the_task_attempt_and_reason() {
+        let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+        let node = node_id_of(&key.to_public_key());
+        let public = key.to_public_key();
+        let identity = Identity { node, key };
+        let task = TaskId::whole(RequestId(7));
+        let job = Job {
+            task,
+            attempt: 2,
+            epoch: 1,
+            session: SessionKey::generate(&mut OsRng),
+            body: DispatchBody {
+                request_id: RequestId(7),
+                model: "tiny-test-v1".into(),
+                prompt: "p".into(),
+                max_tokens: 4095,
+            },
+            deadline_at: Utc::now(),
+            trace: None,
+        };
+        let reason = RefusalReason::ContextExceeded {
+            prompt_tokens: 9,
+            max_tokens: 4095,
+            context: 4096,
+        };
+        let report = commit_refusal(&identity, &job, reason.clone(), &mut OsRng);
+        assert_eq!((report.request_id, report.attempt), (RequestId(7), 2));
+        let statement = refusal_statement(RequestId(7), task, node, 2, &reason);
+        assert!(verify(&public, &statement, &report.signature));
     }
 
     #[test]

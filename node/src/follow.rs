@@ -8,7 +8,7 @@
 //! Why a dispatch is handed out only through [`Assignments::take_runnable`], and only once the
 //! reader has caught up with the log: a node that restarts reads the log from offset 0 and
 //! meets its old `TaskDispatched` records before the `ResultSubmitted` (or `DeadlineExpired`,
-//! `LateResultDiscarded`, `RequestFailed`) that closed them. Handing a dispatch out as soon as
+//! `DispatchRefused`, `LateResultDiscarded`, `RequestFailed`) that closed them. Handing a dispatch out as soon as
 //! it is read would rerun finished work; handing out only what is still open at the end of
 //! what has been read, and remembering what was handed out, runs each open `(task, attempt)`
 //! at most once per process.
@@ -177,6 +177,7 @@ impl Assignments {
             Event::ResultSubmitted(e) => self.close((e.task_id, e.attempt)),
             Event::DeadlineExpired(e) => self.close((e.task_id, e.attempt)),
             Event::LateResultDiscarded(e) => self.close((e.task_id, e.attempt)),
+            Event::DispatchRefused(e) => self.close((e.task_id, e.attempt)),
             Event::RequestFailed(f) => {
                 // A failed request takes no more results, whatever attempt is open.
                 let keys: Vec<DispatchKey> = self

@@ -6,6 +6,11 @@
 //! then canonical result bytes, proof-of-execution, signature and sealing ([`crate::commit`])
 //! — and hands it to the reporter; it never talks to the network itself.
 //!
+//! Work the engine cannot run (a prompt whose tokens plus `max_tokens` exceed the model's
+//! context) becomes a signed refusal instead, so the coordinator moves the request on at
+//! once rather than after the deadline, and without holding it against this node. Any other
+//! engine error is reported as nothing: the deadline moves the work on.
+//!
 //! A fault drill ([`crate::fault`]), when one is set, replaces `commit_result` for every job
 //! (or, for `silent`, drops every job); without one the workers never consult it.
 //!
@@ -19,27 +24,46 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use prlx_events::protocol::ResultReport;
+use prlx_events::event::RefusalReason;
+use prlx_events::protocol::{RefusalReport, ResultReport};
 use prlx_events::TaskId;
 use rsa::rand_core::OsRng;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::fault::FaultDrill;
 use crate::trace::JobTrace;
 
 // Where they were before `commit` had a module of its own; callers outside the crate use these
 // paths.
-pub use crate::commit::{commit_result, result_body, BadModelHash, Identity, Job};
+pub use crate::commit::{commit_refusal, commit_result, result_body, BadModelHash, Identity, Job};
 
-/// A result ready to report.
+/// What a node reports for a job: its result, or its refusal of work it cannot run.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Result(ResultReport),
+    Refusal(RefusalReport),
+}
+
+impl Report {
+    /// The coordinator's endpoint under `/v1/nodes/{id}/` that takes it.
+    pub fn endpoint(&self) -> &'static str {
+        match self {
+            Report::Result(_) => "results",
+            Report::Refusal(_) => "refusals",
+        }
+    }
+}
+
+/// A report ready to post.
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub task: TaskId,
     pub attempt: u32,
     pub deadline_at: DateTime<Utc>,
-    pub report: ResultReport,
+    pub report: Report,
     pub elapsed: Duration,
     /// The job's trace, carried on to the reporter.
     pub trace: Option<JobTrace>,
@@ -178,11 +202,18 @@ fn work(mut engine: Engine, queue: &Mutex<mpsc::Receiver<Job>>, shared: &Shared)
         shared.busy.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(finished) => {
-                info!(
-                    "finished {task} attempt {attempt}: {} tokens in {} ms",
-                    finished.report.token_count,
-                    finished.elapsed.as_millis()
-                );
+                match &finished.report {
+                    Report::Result(r) => info!(
+                        "finished {task} attempt {attempt}: {} tokens in {} ms",
+                        r.token_count,
+                        finished.elapsed.as_millis()
+                    ),
+                    Report::Refusal(r) => warn!(
+                        "declining {task} attempt {attempt}: {}; the coordinator moves \
+                         it to another node",
+                        r.reason
+                    ),
+                }
                 // The reporter is gone only when the daemon is exiting anyway.
                 let _ = shared.done.send(finished);
             }
@@ -212,16 +243,27 @@ fn run_job(
         engine.reference(),
         job.body.max_tokens
     );
-    let generation = engine
-        .generate(&job.body.prompt, job.body.max_tokens)
-        .map_err(|e| {
-            let kind = if e.is_rejection() {
-                "the engine rejected the request"
-            } else {
-                "the engine failed"
+    let generation = match engine.generate(&job.body.prompt, job.body.max_tokens) {
+        Ok(generation) => generation,
+        Err(e) => {
+            let Some(reason) = refusal_reason(&e) else {
+                let kind = if e.is_rejection() {
+                    "the engine rejected the request"
+                } else {
+                    "the engine failed"
+                };
+                return Err(format!("{kind}: {e}"));
             };
-            format!("{kind}: {e}")
-        })?;
+            return Ok(Finished {
+                task: job.task,
+                attempt: job.attempt,
+                deadline_at: job.deadline_at,
+                report: Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng)),
+                elapsed: started.elapsed(),
+                trace,
+            });
+        }
+    };
     if let Some(trace) = &mut trace {
         let t = &generation.timing;
         trace.mark_after("tokenized", t.tokenize);
@@ -231,7 +273,7 @@ fn run_job(
     }
     let result = result_body(&generation).map_err(|e| e.to_string())?;
     let tokens = generation.generated_tokens;
-    let report = match drill {
+    let report = Report::Result(match drill {
         None => commit_result(identity, job, &result, tokens, &mut OsRng),
         Some(drill) => {
             warn!(
@@ -242,7 +284,7 @@ fn run_job(
             );
             drill.commit(identity, job, &result, tokens, &mut OsRng)
         }
-    };
+    });
     Ok(Finished {
         task: job.task,
         attempt: job.attempt,
@@ -254,4 +296,47 @@ fn run_job(
             trace
         }),
     })
+}
+
+/// The refusal an engine error calls for, if it is one: only a prompt too long for the
+/// model's context, which no node of this model file could run either. The numbers are the
+/// engine's, as the coordinator checks them (a count past `u32` saturates and still exceeds).
+fn refusal_reason(e: &EngineError) -> Option<RefusalReason> {
+    let wide = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    match e {
+        EngineError::ContextOverflow {
+            prompt_tokens,
+            max_tokens,
+            context_length,
+        } => Some(RefusalReason::ContextExceeded {
+            prompt_tokens: wide(*prompt_tokens),
+            max_tokens: *max_tokens,
+            context: wide(*context_length),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_context_overflow_is_declined() {
+        let overflow = EngineError::ContextOverflow {
+            prompt_tokens: 12,
+            max_tokens: 4095,
+            context_length: 4096,
+        };
+        assert_eq!(
+            refusal_reason(&overflow),
+            Some(RefusalReason::ContextExceeded {
+                prompt_tokens: 12,
+                max_tokens: 4095,
+                context: 4096,
+            })
+        );
+        assert_eq!(refusal_reason(&EngineError::EmptyPrompt), None);
+        assert_eq!(refusal_reason(&EngineError::CudaNotCompiled), None);
+    }
 }

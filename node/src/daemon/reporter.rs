@@ -1,5 +1,5 @@
-//! Reporting results: each finished job posted to the coordinator, retried while it is
-//! unreachable or failing, given up on after [`REPORT_GIVE_UP`].
+//! Reporting results and refusals: each finished job posted to the coordinator, retried while
+//! it is unreachable or failing, given up on after [`REPORT_GIVE_UP`].
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::worker::Finished;
 /// long since re-dispatched the work).
 const REPORT_GIVE_UP: Duration = Duration::from_secs(15 * 60);
 
-/// Posts every finished result; ends when the workers are gone and every post is done.
+/// Posts every finished job's report; ends when the workers are gone and every post is done.
 pub(super) async fn report_results(
     client: CoordinatorClient,
     node: NodeId,
@@ -38,9 +38,9 @@ pub(super) async fn report_results(
     while posts.join_next().await.is_some() {}
 }
 
-/// Posts one result until the coordinator answers 200 (recorded or duplicate) or refuses it.
+/// Posts one report until the coordinator answers 200 (recorded or duplicate) or refuses it.
 async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finished) {
-    let path = format!("/v1/nodes/{}/results", node.0);
+    let path = format!("/v1/nodes/{}/{}", node.0, finished.report.endpoint());
     let (task, attempt) = (finished.task, finished.attempt);
     if let Some(trace) = &mut finished.trace {
         trace.mark("posting");
@@ -62,7 +62,7 @@ async fn report_one(client: CoordinatorClient, node: NodeId, mut finished: Finis
             Ok(a) if a.status >= 500 => a.describe(),
             Ok(a) => {
                 warn!(
-                    "warning: the coordinator refused the result of {task} attempt {attempt}: {}",
+                    "warning: the coordinator refused the report of {task} attempt {attempt}: {}",
                     a.describe()
                 );
                 return;
