@@ -1,6 +1,6 @@
 //! The evidence on the log, checked beside the fold (`docs/adr/08-hash-chain.md`): the
-//! signatures the coordinator acted on (heartbeats, results, session grants) and its own seals
-//! over the hash chain.
+//! signatures the coordinator acted on (heartbeats, results, refusals, session grants) and its
+//! own seals over the hash chain.
 //!
 //! Which key must have signed depends on the state at the record (a node's registered key, the
 //! coordinator's published one), so the fold stage picks the key and the statement, in order;
@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use prlx_events::crypto::{
-    grant_statement, heartbeat_statement, parse_public_key_pem, result_statement, seal_statement,
+    grant_statement, heartbeat_statement, parse_public_key_pem, refusal_statement,
+    result_statement, seal_statement,
 };
 use prlx_events::log::Offset;
 use prlx_events::pss::PssVerifier;
@@ -38,6 +39,9 @@ struct Check {
 #[derive(Clone, Copy)]
 enum Claim {
     Heartbeat,
+    /// The coordinator records a refusal only once its signature verified: a bad one is
+    /// always a divergence (it moved work on and may have failed a request).
+    Refusal,
     Grant,
     Seal,
     /// A bad result signature is a divergence only where a commitment accepts the result
@@ -57,7 +61,7 @@ pub(crate) struct Finding {
 /// What the evidence checks counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EvidenceCounts {
-    /// Signatures verified (heartbeats, results, grants, seals).
+    /// Signatures verified (heartbeats, results, refusals, grants, seals).
     pub signatures_verified: u64,
     /// Heartbeats recorded without their signed statement (written before heartbeats kept
     /// it): accepted, but their uptime is the coordinator's word.
@@ -139,6 +143,18 @@ impl Evidence {
                         result_statement(r.task_id.request, r.task_id, r.node_id, r.attempt, r.poe);
                     let claim = Claim::Result((r.task_id, r.attempt, r.node_id));
                     self.push(offset, key, statement, &r.signature.0, claim);
+                }
+            }
+            Event::DispatchRefused(r) => {
+                if let Some(key) = self.node_key(state, r.node_id) {
+                    let statement = refusal_statement(
+                        r.task_id.request,
+                        r.task_id,
+                        r.node_id,
+                        r.attempt,
+                        &r.reason,
+                    );
+                    self.push(offset, key, statement, &r.signature.0, Claim::Refusal);
                 }
             }
             Event::CommitmentVerified(c) => self
@@ -292,6 +308,10 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 Claim::Heartbeat => (
                     "NodeHeartbeat",
                     "the heartbeat's signature is not the node's over its id and time",
+                ),
+                Claim::Refusal => (
+                    "DispatchRefused",
+                    "the refusal's signature is not the node's over its task, attempt and reason",
                 ),
                 Claim::Grant => (
                     "SessionKeyIssued",

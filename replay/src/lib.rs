@@ -12,7 +12,8 @@
 //! record before it (the hash chain; removing, inserting or reordering a record breaks the link
 //! after it however consistently the file is rewritten), every `LogSealed` signs the chain
 //! with the published coordinator key, and the signatures the coordinator acted on verify:
-//! heartbeats and results by the node's registered key, session grants by the coordinator's.
+//! heartbeats, results and refusals by the node's registered key, session grants by the
+//! coordinator's.
 //!
 //! The binary (`src/main.rs`) is a thin shell over [`verify`]: argument parsing, the progress
 //! line and the exit code ([`Report::exit_code`]).
@@ -92,8 +93,8 @@ pub enum DivergenceKind {
     /// The record does not link to the record before it: one was removed, inserted or moved
     /// here, or the one before was changed.
     ChainBroken,
-    /// A signature on the record does not verify (a heartbeat, result, grant or seal), or a
-    /// seal does not cover the chain it follows.
+    /// A signature on the record does not verify (a heartbeat, result, refusal, grant or
+    /// seal), or a seal does not cover the chain it follows.
     BadEvidence,
     /// A snapshot restored plus the tail differs from the full replay.
     SnapshotMismatch,
