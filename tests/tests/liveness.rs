@@ -6,12 +6,13 @@
 //! is left (not after `max_attempts`, and not never); each miss lowers the silent node's
 //! standing, so a later request goes to an honest node at once. Beside it, a request for a
 //! model no node serves fails at the catalog's admission bound, and a `max_tokens` that
-//! leaves no room in the model's context for a prompt is refused at intake.
+//! leaves no room in the model's context for a prompt is refused at intake. A prompt that
+//! fits no node's context is declined by signed refusals, and fails at once.
 
 use std::time::{Duration, Instant};
 
 use prlx_events::event::FailureCause;
-use prlx_events::{Envelope, Event, RequestId, TaskId};
+use prlx_events::{Envelope, Event, NodeId, RequestId, TaskId};
 use prlx_tests::harness::client::read_log;
 use prlx_tests::harness::cluster::FileCluster;
 use prlx_tests::harness::models::{tiny_catalog, tiny_submission, TINY};
@@ -174,6 +175,94 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
     assert_eq!(account["reserved"], 0, "{account}");
 
     // The auditor re-derives every failure's cause and every standing change from the log.
+    audit(&cluster);
+}
+
+/// The drill of a prompt too long for the context (4096 tokens). Intake accepts `max_tokens`
+/// up to 4095 (one position left for a prompt), but every prompt, with its chat template,
+/// takes more: each node's engine finds it too long, and the node posts a signed refusal
+/// instead of letting the deadline pass. The first refusal re-queues the request without
+/// lowering the node's standing; the second, from a node of the same model file, fails it
+/// with a full refund, well before its deadline and before the third node is asked.
+#[test]
+fn a_prompt_too_long_for_the_context_is_declined_twice_and_fails_refunded_at_once() {
+    const DEADLINE_SECONDS: u32 = 60;
+    let mut catalog = tiny_catalog(&[TINY], 5);
+    // No redundant execution: the served request at the end is checked by its node alone.
+    catalog["validation"]["sampling_bp"] = 0.into();
+    let cluster = FileCluster::start(&catalog, "refusal-test/1");
+    cluster.deposit("0xrefusal-test", 1_000_000);
+    let nodes: Vec<(_, NodeId)> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|name| cluster.spawn_node(name, &[]))
+        .collect();
+
+    let submitted = Instant::now();
+    let request = cluster.submit("Hello, world", 4095, DEADLINE_SECONDS);
+    let price = cluster.status(request)["price"].as_u64().unwrap();
+    let (took, cause, refunded) =
+        wait_failed(&cluster, request, submitted, Duration::from_secs(30));
+    eprintln!("the declined request failed after {took:?}");
+    assert_eq!(cause, Some(FailureCause::Refused));
+    assert_eq!(refunded, price, "refunded in full");
+    assert!(
+        took < Duration::from_secs(u64::from(DEADLINE_SECONDS)),
+        "no deadline was waited for: {took:?}"
+    );
+
+    let events = cluster.events();
+    let task = TaskId::whole(request);
+    let refusers: Vec<NodeId> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DispatchRefused(r) if r.task_id == task => Some(r.node_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusers.len(), 2, "{refusers:?}");
+    assert_ne!(refusers[0], refusers[1]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DeadlineExpired(d) if d.task_id == task)),
+        "no deadline passed"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::StandingChanged(s) if refusers.contains(&s.node_id))),
+        "a refusal moves no standing"
+    );
+    let (code, listed) = cluster.call("GET", "/v1/nodes", None);
+    assert_eq!(code, 200, "{listed}");
+    for (_, node) in &nodes {
+        let view = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == node.0.to_hex())
+            .unwrap();
+        let declined = u64::from(refusers.contains(node));
+        assert_eq!(
+            (&view["refusals"], &view["standing_bp"]),
+            (&declined.into(), &10_000.into()),
+            "{view}"
+        );
+    }
+
+    // The nodes still serve what fits; the account holds nothing.
+    let served = cluster.submit("Hello, world", 5, DEADLINE_SECONDS);
+    cluster.wait_result(served, Duration::from_secs(30));
+    let (code, account) = cluster.call("GET", "/v1/accounts/ai", None);
+    assert_eq!(code, 200, "{account}");
+    assert_eq!(account["reserved"], 0, "{account}");
+
+    // The auditor re-derives the refusals' consequences and verifies their signatures.
+    audit(&cluster);
+}
+
+/// Runs the auditor over the cluster's log; it must find nothing.
+fn audit(cluster: &FileCluster) {
     let report = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(prlx_replay::verify(
