@@ -2,18 +2,22 @@
 //! consistently (offsets, checksums, `COMMIT`, sequence numbers: `prlx_tests::tamper`) still
 //! cannot remove, insert or reorder a record without the auditor naming the first break by
 //! offset; recomputing the links as well is caught at the next seal; and evidence forged on
-//! the log (a heartbeat's signature) is caught at its record.
+//! the log (a heartbeat's, a result's, a grant's or a refusal's signature) is caught at its
+//! record.
 
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use prlx_commands::decide::{Command, SignedHeartbeat};
-use prlx_commands::shell::SealPolicy;
+use prlx_commands::shell::{Coordinator, SealPolicy};
 use prlx_commands::testkit::fixtures;
-use prlx_events::crypto::{heartbeat_statement, node_id_of, public_key_pem, sign};
-use prlx_events::event::{CreditsDeposited, NodeRegistered, Sealed};
+use prlx_events::crypto::{
+    heartbeat_statement, node_id_of, public_key_pem, refusal_statement, sign,
+};
+use prlx_events::event::{CreditsDeposited, NodeRegistered, RefusalReason, Sealed};
 use prlx_events::log::LogUrl;
-use prlx_events::{Envelope, Event, Hash32};
+use prlx_events::protocol::RefusalReport;
+use prlx_events::{Envelope, Event, Hash32, TaskId};
 use prlx_replay::{verify, DivergenceKind, Report, VerifyOptions};
 use prlx_tests::harness::inproc::open_coordinator;
 use prlx_tests::tamper::{insert, read_payloads, relink, remove, swap, write_log, Forger};
@@ -150,20 +154,7 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
             })
     };
     let mut coord = open().await;
-    coord
-        .execute(Command::PublishCatalog(fixtures::catalog(vec![
-            fixtures::model("chat", Hash32([1; 32])),
-        ])))
-        .await
-        .unwrap();
-    coord
-        .execute(Command::DepositCredits {
-            account: fixtures::account(),
-            tx_ref: "bank-1".into(),
-            amount: 10_000,
-        })
-        .await
-        .unwrap();
+    catalog_and_credit(&mut coord).await;
     let nodes: Vec<RsaPrivateKey> = (0..2)
         .map(|_| RsaPrivateKey::new(&mut OsRng, 2048).unwrap())
         .collect();
@@ -208,6 +199,24 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
     }
     drop(coord);
     read_payloads(dir).await
+}
+
+/// Publishes a catalog of `chat` and deposits 10_000 on the fixtures' account.
+async fn catalog_and_credit(coord: &mut Coordinator) {
+    coord
+        .execute(Command::PublishCatalog(fixtures::catalog(vec![
+            fixtures::model("chat", Hash32([1; 32])),
+        ])))
+        .await
+        .unwrap();
+    coord
+        .execute(Command::DepositCredits {
+            account: fixtures::account(),
+            tx_ref: "bank-1".into(),
+            amount: 10_000,
+        })
+        .await
+        .unwrap();
 }
 
 fn type_of(record: &[u8]) -> &'static str {
@@ -286,6 +295,12 @@ async fn a_forged_heartbeat_signature_is_caught_at_its_record() {
     forged[at] = env.encode();
     let forged = prlx_tests::tamper::relink(&forged);
     let report = audit_records(&tmp.path().join("forged"), &forged).await;
+    assert_bad_signature_at(&report, at, "NodeHeartbeat");
+}
+
+/// The report names the signature of the `event_type` record at `at` as bad evidence.
+#[track_caller]
+fn assert_bad_signature_at(report: &Report, at: usize, event_type: &str) {
     let d = report.divergence.as_ref().expect("caught");
     assert_eq!(
         (
@@ -297,7 +312,7 @@ async fn a_forged_heartbeat_signature_is_caught_at_its_record() {
         (
             at as u64,
             DivergenceKind::BadEvidence,
-            Some("NodeHeartbeat"),
+            Some(event_type),
             Some("signature")
         ),
         "{}",
@@ -491,4 +506,67 @@ async fn a_clean_shutdown_seals_the_tail() {
             forged.to_text()
         );
     }
+}
+
+/// A refusal moves work on (and, the second time, fails a request) on the node's word alone:
+/// its signature is verified by the auditor, and a refusal the node did not sign is caught at
+/// its record.
+#[tokio::test]
+async fn a_refusal_without_the_node_s_signature_is_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("written");
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let mut coord = open_coordinator(&url)
+        .await
+        .with_signing_key(RsaPrivateKey::new(&mut OsRng, 2048).unwrap());
+    catalog_and_credit(&mut coord).await;
+    let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+    let node = node_id_of(&key.to_public_key());
+    let reg = fixtures::registration(node, public_key_pem(&key.to_public_key()));
+    coord
+        .execute(Command::RegisterNode(Box::new(reg)))
+        .await
+        .unwrap();
+    coord.note_registration();
+    let cmd = coord.submission(fixtures::submission("chat", b"too long"), b"too long");
+    coord.execute(cmd).await.unwrap();
+    coord.housekeeping(Utc::now()).await.unwrap();
+    let request = prlx_events::RequestId(0);
+    assert!(coord.state().requests[&request].running.is_some());
+    // The submission asks for 16 tokens in the model's 4096: a prompt of 4090 does not fit.
+    let reason = RefusalReason::ContextExceeded {
+        prompt_tokens: 4090,
+        max_tokens: 16,
+        context: 4096,
+    };
+    let statement = refusal_statement(request, TaskId::whole(request), node, 0, &reason);
+    let report = RefusalReport {
+        request_id: request,
+        attempt: 0,
+        reason,
+        signature: sign(&key, &statement, &mut OsRng),
+    };
+    let command = coord.refusal(node, &report).unwrap();
+    coord.execute(command).await.unwrap();
+    drop(coord);
+    let records = read_payloads(&dir).await;
+
+    let report = audit(&dir).await;
+    assert!(report.ok, "{}", report.to_text());
+    let count = |t: &str| records.iter().filter(|r| type_of(r) == t).count() as u64;
+    assert_eq!(count("DispatchRefused"), 1);
+    assert_eq!(
+        report.evidence.signatures_verified,
+        count("DispatchRefused") + count("SessionKeyIssued") + count("LogSealed"),
+        "{:?}",
+        report.evidence
+    );
+
+    let (forged, at) = forge_signature(&records, "DispatchRefused", |e| {
+        if let Event::DispatchRefused(r) = e {
+            r.signature.0[3] ^= 0x20;
+        }
+    });
+    let report = audit_records(&tmp.path().join("forged"), &forged).await;
+    assert_bad_signature_at(&report, at, "DispatchRefused");
 }
