@@ -31,6 +31,7 @@ fn base() -> History {
             account: AccountId("other".into()),
             tx_ref: "t-other".into(),
             amount: 1_000,
+            chain: None,
         }
         .into(),
         registered(1).into(),

@@ -76,8 +76,55 @@ pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};
 pub struct CreditsDeposited {
     pub account: AccountId,
     /// The on-chain transaction this deposit was observed in; one `tx_ref` credits once.
+    /// For a deposit observed on chain it is [`ChainDeposit::tx_ref`].
     pub tx_ref: String,
     pub amount: u64,
+    /// Where on the chain the deposit is, when the coordinator's watcher observed it (absent:
+    /// a deposit claimed over HTTP, which nothing checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainDeposit>,
+}
+
+/// Minor units of PRLX (10^-18) per credit: a credit is 10^-9 PRLX, so the token's whole
+/// supply (10^27 minor units) fits a u64 of credits.
+pub const CREDIT_UNIT_WEI: u128 = 1_000_000_000;
+
+/// A `CreditEscrow.Deposited` event as the watcher saw it: enough for the fold to re-derive
+/// the credit and for the auditor to find it on the chain again. Hashes and addresses are
+/// 0x-hex, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChainDeposit {
+    pub chain_id: u64,
+    /// The escrow contract that emitted it.
+    pub contract: String,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub tx_hash: String,
+    pub log_index: u64,
+    /// Who paid (the account credited is the event's `account`).
+    pub payer: String,
+    /// The amount in minor units of PRLX, decimal (it passes u64).
+    pub amount_wei: String,
+}
+
+impl ChainDeposit {
+    /// The reference that makes it credit once: chain, transaction, log index.
+    pub fn tx_ref(&self) -> String {
+        format!(
+            "chain:{}:{}:{}",
+            self.chain_id, self.tx_hash, self.log_index
+        )
+    }
+
+    /// The credits it buys: `amount_wei / CREDIT_UNIT_WEI`, rounded down (the dust stays in
+    /// escrow); `None` if the amount is not a decimal or the credits pass u64.
+    pub fn credits(&self) -> Option<u64> {
+        if self.amount_wei.is_empty() || !self.amount_wei.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let wei: u128 = self.amount_wei.parse().ok()?;
+        u64::try_from(wei / CREDIT_UNIT_WEI).ok()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -65,6 +65,7 @@ fn one_of_each() -> Vec<Event> {
             account: AccountId("acct".into()),
             tx_ref: "0xabc".into(),
             amount: u64::MAX,
+            chain: None,
         }
         .into(),
         CreditsReserved {
@@ -517,7 +518,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
             CreditsDeposited {
                 account: AccountId(a),
                 tx_ref: t,
-                amount
+                amount,
+                chain: None,
             }
         )),
         (hash.clone(), any::<u64>(), any::<u32>()).prop_map(|(h, r, a)| Event::from(

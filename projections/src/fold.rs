@@ -158,6 +158,7 @@ mod tests {
             account: AccountId("a".into()),
             tx_ref: "t".into(),
             amount: 1,
+            chain: None,
         };
         Envelope::new(header, deposit)
     }

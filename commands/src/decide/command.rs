@@ -19,6 +19,11 @@ pub enum Command {
         tx_ref: String,
         amount: u64,
     },
+    /// A `CreditEscrow.Deposited` the chain watcher read past its confirmations.
+    ObserveDeposit {
+        account: AccountId,
+        chain: ChainDeposit,
+    },
     SubmitRequest(Box<Submission>),
     RegisterNode(Box<NodeRegistered>),
     Heartbeat {

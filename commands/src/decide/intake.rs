@@ -27,11 +27,37 @@ pub(super) fn publish_catalog(c: CatalogPublished) -> Result<Vec<Event>, Rejecti
     Ok(vec![c.into()])
 }
 
+/// A deposit the chain watcher observed: credited `amount_wei / CREDIT_UNIT_WEI` credits,
+/// once per (chain, transaction, log index).
+pub(super) fn observe_deposit(
+    state: &CoordinatorState,
+    account: AccountId,
+    chain: ChainDeposit,
+) -> Result<Vec<Event>, Rejection> {
+    let credits = chain.credits().ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some("amount_wei"),
+            "not a decimal amount, or more credits than a u64 holds",
+        )
+    })?;
+    if credits == 0 {
+        return Err(Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some("amount_wei"),
+            format!("below one credit ({CREDIT_UNIT_WEI} minor units of PRLX)"),
+        ));
+    }
+    let tx_ref = chain.tx_ref();
+    deposit(state, account, tx_ref, credits, Some(chain))
+}
+
 pub(super) fn deposit(
     state: &CoordinatorState,
     account: AccountId,
     tx_ref: String,
     amount: u64,
+    chain: Option<ChainDeposit>,
 ) -> Result<Vec<Event>, Rejection> {
     limits::within("account", &account.0, limits::MAX_NAME_BYTES)?;
     limits::within("tx_ref", &tx_ref, limits::MAX_REFERENCE_BYTES)?;
@@ -65,6 +91,7 @@ pub(super) fn deposit(
         account,
         tx_ref,
         amount,
+        chain,
     }
     .into()])
 }

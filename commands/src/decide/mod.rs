@@ -51,7 +51,10 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             account,
             tx_ref,
             amount,
-        } => intake::deposit(state, account, tx_ref, amount),
+        } => intake::deposit(state, account, tx_ref, amount, None),
+        Command::ObserveDeposit { account, chain } => {
+            intake::observe_deposit(state, account, chain)
+        }
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {

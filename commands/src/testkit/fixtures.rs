@@ -103,6 +103,7 @@ pub fn deposited(amount: u64) -> CreditsDeposited {
         account: account(),
         tx_ref: "t".into(),
         amount,
+        chain: None,
     }
 }
 

@@ -168,6 +168,28 @@ impl CoordinatorState {
                         format!("deposit {} credited twice", d.tx_ref),
                     ));
                 }
+                if let Some(c) = &d.chain {
+                    // A chain deposit's reference and credits follow from where it is and
+                    // what it paid: a log cannot credit more than the chain's amount buys.
+                    if d.tx_ref != c.tx_ref() {
+                        return Err(FoldError::new(
+                            env,
+                            format!("CreditsDeposited.tx_ref: recorded {}, derived {}", d.tx_ref, c.tx_ref()),
+                        ));
+                    }
+                    if c.credits() != Some(d.amount) {
+                        return Err(FoldError::new(
+                            env,
+                            format!(
+                                "CreditsDeposited.amount: recorded {}, derived {:?} from {} minor units",
+                                d.amount,
+                                c.credits(),
+                                c.amount_wei
+                            ),
+                        ));
+                    }
+                    self.chain_block = self.chain_block.max(c.block_number);
+                }
                 let acct = self.accounts.get(&d.account).cloned().unwrap_or_default();
                 let balance = acct
                     .balance

@@ -22,6 +22,10 @@ pub struct CoordinatorState {
     pub catalog: Option<CatalogPublished>,
     pub accounts: BTreeMap<AccountId, Account>,
     pub deposits: BTreeSet<String>,
+    /// The highest block a chain deposit was observed in: where the watcher resumes after a
+    /// restart (re-reading that block is harmless, its deposits are in `deposits`).
+    #[serde(default)]
+    pub chain_block: u64,
     pub requests: BTreeMap<RequestId, RequestView>,
     /// account -> Idempotency-Key -> the request it created.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
