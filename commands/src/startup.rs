@@ -90,6 +90,8 @@ pub struct ServeOptions {
     pub lease_session: Duration,
     pub intake: Option<KafkaIntakeConfig>,
     pub feeds: Option<FeedTopics>,
+    /// Credit deposits from this chain (and refuse them over HTTP).
+    pub chain: Option<crate::chain_watch::ChainWatchConfig>,
 }
 
 /// The Kafka intake's configuration from the serve options, or `None` when it is off
@@ -314,7 +316,9 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         lease_session,
         intake,
         feeds,
+        chain,
     } = o;
+    let chain_only = chain.is_some();
     let log = open_options.log.as_str();
     // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
     // with the default action, but shut us down like any other.
@@ -340,7 +344,11 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         async move {
             open_coordinator(open_options)
                 .await
-                .map(|coord| coord.with_signing_key(signing))
+                .map(|coord| {
+                    coord
+                        .with_signing_key(signing)
+                        .chain_deposits_only(chain_only)
+                })
                 .map_err(|e| {
                     let why = e.to_string();
                     if e.is_log_failure() {
@@ -357,10 +365,17 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
     // The Kafka intake runs beside the HTTP intake, and the nodes' feeds are written, while
     // this instance is active.
     let on_active = |handle: CoordinatorHandle| {
-        if intake.is_none() && feeds.is_none() {
+        if intake.is_none() && feeds.is_none() && chain.is_none() {
             return None;
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let chain_watch = chain.clone().map(|config| {
+            tokio::spawn(crate::chain_watch::run(
+                handle.clone(),
+                config,
+                stopped.clone(),
+            ))
+        });
         let intake = intake.clone();
         let projector = match (&feeds, &url) {
             (
@@ -386,6 +401,9 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
                 run_intake(handle, config, stopped.clone()).await;
             } else {
                 let _ = stopped.clone().wait_for(|s| *s).await;
+            }
+            if let Some(watch) = chain_watch {
+                let _ = watch.await;
             }
             if let Some(projector) = projector {
                 // Its transaction in progress may block a moment: off the runtime.

@@ -99,7 +99,51 @@ enum Cmd {
         intake: IntakeArgs,
         #[command(flatten)]
         feeds: FeedArgs,
+        #[command(flatten)]
+        chain: Box<ChainArgs>,
     },
+}
+
+/// Deposits from a chain (docs/settlement.md, "On chain"): off unless --chain-deployment is
+/// given; then deposits are credited only from `CreditEscrow.Deposited` events, and
+/// `POST /v1/accounts/{id}/deposits` is refused.
+#[derive(clap::Args, Debug)]
+struct ChainArgs {
+    /// The deployment file (`scripts/chain.sh deploy` writes .cache/chain/deployment.json).
+    #[arg(long, env = "PRLX_CHAIN_DEPLOYMENT")]
+    chain_deployment: Option<PathBuf>,
+    /// The chain's JSON-RPC URL; defaults to the deployment file's.
+    #[arg(long, env = "PRLX_CHAIN_RPC_URL")]
+    chain_rpc_url: Option<String>,
+    /// Blocks, counted inclusively, before a deposit is credited (1: as soon as it is mined).
+    #[arg(long, env = "PRLX_CHAIN_CONFIRMATIONS", default_value_t = 12)]
+    chain_confirmations: u64,
+    /// Milliseconds between two reads of the chain.
+    #[arg(long, env = "PRLX_CHAIN_POLL_MS", default_value_t = 1000)]
+    chain_poll_ms: u64,
+}
+
+impl ChainArgs {
+    fn config(self) -> anyhow::Result<Option<prlx_commands::chain_watch::ChainWatchConfig>> {
+        let Some(path) = self.chain_deployment else {
+            return Ok(None);
+        };
+        let deployment = prlx_chain::Deployment::read(&path)?;
+        if self.chain_confirmations == 0 {
+            anyhow::bail!("--chain-confirmations: must be at least 1");
+        }
+        Ok(Some(prlx_commands::chain_watch::ChainWatchConfig {
+            rpc_url: self
+                .chain_rpc_url
+                .unwrap_or_else(|| deployment.rpc_url.clone()),
+            deployment,
+            watch: prlx_chain::watch::WatchConfig {
+                confirmations: self.chain_confirmations,
+                ..Default::default()
+            },
+            interval: std::time::Duration::from_millis(self.chain_poll_ms),
+        }))
+    }
 }
 
 /// Per-node dispatch feeds (docs/kafka-topics.md): off unless --node-feed-topic is given.
@@ -225,8 +269,10 @@ async fn main() -> anyhow::Result<()> {
             lease,
             intake,
             feeds,
+            chain,
         } => {
             let options = ServeOptions {
+                chain: (*chain).config()?,
                 intake: startup::intake_config(
                     &log,
                     intake.kafka_submissions.as_deref(),

@@ -136,6 +136,9 @@ pub struct Coordinator {
     rider: Option<SideSender>,
     /// When the next `LogSealed` is due.
     seals: seal::SealClock,
+    /// Set when a chain watcher credits deposits: then a deposit claimed by a caller
+    /// (`Command::DepositCredits`, the HTTP endpoint) is refused, since nothing checks it.
+    chain_deposits_only: bool,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -200,10 +203,18 @@ impl Coordinator {
             riding: false,
             rider: None,
             seals: seal::SealClock::default(),
+            chain_deposits_only: false,
         })
     }
 
     /// Enables dispatch: session grants are signed with `key`.
+    /// Credits only what the chain watcher observed: `DepositCredits` (a caller's claim) is
+    /// refused from now on, naming `tx_ref`.
+    pub fn chain_deposits_only(mut self, only: bool) -> Self {
+        self.chain_deposits_only = only;
+        self
+    }
+
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
         self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
         let key = std::sync::Arc::new(key);
@@ -247,6 +258,20 @@ impl Coordinator {
             // The signed time is judged against the time the heartbeat is recorded at.
             Command::Heartbeat { now: at, .. } => *at = now,
             _ => {}
+        }
+        if self.chain_deposits_only && matches!(command, Command::DepositCredits { .. }) {
+            let rejection = Rejection::new(
+                prlx_events::event::RejectionCode::MalformedRequest,
+                Some("tx_ref"),
+                "this coordinator credits deposits from the chain only (CreditEscrow.deposit)",
+            );
+            return Ok(Staged {
+                outcome: Outcome::Rejected {
+                    rejection,
+                    offset: None,
+                },
+                durable: None,
+            });
         }
         let audit = match &command {
             Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),

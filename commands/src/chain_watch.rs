@@ -1,0 +1,125 @@
+//! The coordinator's chain watcher: credits come from `CreditEscrow.Deposited` on the chain,
+//! read past the configured confirmations (`prlx_chain::watch`), each decided into a
+//! `CreditsDeposited` that carries where on the chain it is.
+//!
+//! Exactly once: a deposit is named by (chain id, transaction, log index), its `tx_ref`, and
+//! `decide` credits a `tx_ref` once, so a restart that reads a block again, a failover to a
+//! standby, or two watchers never credit twice. It runs on the active instance only, beside
+//! the Kafka intake, and resumes at the highest block a deposit was recorded in.
+//!
+//! A deposit too small to buy one credit is logged and left in escrow. A reorg deeper than the
+//! confirmations stops the watcher (no further credits) until the coordinator restarts and an
+//! operator has looked (docs/settlement.md, "On chain").
+
+use std::time::Duration;
+
+use prlx_chain::devchain::connect;
+use prlx_chain::watch::{ChainEvent, Observed, WatchConfig, WatchError, Watcher};
+use prlx_chain::Deployment;
+use prlx_events::event::ChainDeposit;
+use prlx_events::AccountId;
+use tokio::sync::watch;
+
+use crate::actor::CoordinatorHandle;
+use crate::decide::Command;
+use crate::shell::Outcome;
+
+/// What the watcher needs.
+#[derive(Debug, Clone)]
+pub struct ChainWatchConfig {
+    /// The contracts (and the block to start at).
+    pub deployment: Deployment,
+    /// The node to ask.
+    pub rpc_url: String,
+    /// Confirmations and page size.
+    pub watch: WatchConfig,
+    /// Time between polls.
+    pub interval: Duration,
+}
+
+/// 0x-hex, lowercase: how addresses and hashes are written on the log.
+fn hex0x(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// The command a deposit observation becomes (`None` for other events).
+pub fn deposit_command(o: &Observed) -> Option<Command> {
+    let ChainEvent::Deposited {
+        account,
+        payer,
+        amount,
+    } = &o.event
+    else {
+        return None;
+    };
+    Some(Command::ObserveDeposit {
+        account: AccountId(hex0x(account.as_slice())),
+        chain: ChainDeposit {
+            chain_id: o.chain_id,
+            contract: hex0x(o.contract.as_slice()),
+            block_number: o.block_number,
+            block_hash: hex0x(o.block_hash.as_slice()),
+            tx_hash: hex0x(o.tx_hash.as_slice()),
+            log_index: o.log_index,
+            payer: hex0x(payer.as_slice()),
+            amount_wei: amount.to_string(),
+        },
+    })
+}
+
+/// Follows the chain until `stopped`.
+pub async fn run(
+    handle: CoordinatorHandle,
+    config: ChainWatchConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let provider = match connect(&config.rpc_url, None) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("chain watcher: {e}; no deposits are credited");
+            return;
+        }
+    };
+    let recorded = handle.read_state(|s| s.chain_block).await.unwrap_or(0);
+    let from = recorded.max(config.deployment.deployed_at_block);
+    let mut watcher = Watcher::new(provider, &config.deployment, config.watch, from, None);
+    tracing::info!(
+        "chain watcher: chain {} at {}, from block {from}, {} confirmations",
+        config.deployment.chain_id,
+        config.rpc_url,
+        config.watch.confirmations
+    );
+    loop {
+        match watcher.poll().await {
+            Ok(seen) => {
+                for o in &seen {
+                    if let Some(command) = deposit_command(o) {
+                        credit(&handle, command, o).await;
+                    }
+                }
+            }
+            Err(e @ WatchError::Rpc { .. }) => tracing::warn!("chain watcher: {e}; retrying"),
+            Err(e) => {
+                tracing::error!("chain watcher stopped: {e}");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn credit(handle: &CoordinatorHandle, command: Command, o: &Observed) {
+    match handle.execute_command(command).await {
+        Ok(Outcome::Appended(_)) => {
+            tracing::info!(block = o.block_number, tx = %o.tx_hash, index = o.log_index, "deposit credited")
+        }
+        Ok(Outcome::Rejected { rejection, .. }) => {
+            tracing::warn!(tx = %o.tx_hash, index = o.log_index, "deposit not credited: {rejection}")
+        }
+        Ok(other) => tracing::debug!(tx = %o.tx_hash, "deposit: {other:?}"),
+        Err(e) => tracing::error!(tx = %o.tx_hash, "deposit: {e}"),
+    }
+}
