@@ -36,6 +36,7 @@ use prlx_projections::snapshot::{catch_up, Snapshot, SnapshotError};
 use prlx_projections::{CoordinatorState, Fold};
 use serde::Serialize;
 
+pub mod chain;
 mod evidence;
 
 pub use evidence::EvidenceCounts;
@@ -98,6 +99,8 @@ pub enum DivergenceKind {
     BadEvidence,
     /// A snapshot restored plus the tail differs from the full replay.
     SnapshotMismatch,
+    /// A record about the chain (a deposit) that the chain does not confirm (`--chain`).
+    ChainMismatch,
 }
 
 /// The first place where the log and the recomputation disagree.
@@ -167,6 +170,9 @@ pub struct Report {
     pub divergence: Option<Divergence>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotCheck>,
+    /// The chain check (`--chain`): every credit against the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<chain::ChainAudit>,
 }
 
 impl Report {
@@ -235,7 +241,30 @@ impl Report {
                 );
             }
         }
+        if let Some(c) = &self.chain {
+            let _ = writeln!(
+                s,
+                "chain {}: {} deposits checked, {} not confirmed by the chain",
+                c.rpc_url,
+                c.deposits_checked,
+                c.divergences.len()
+            );
+            for d in &c.divergences {
+                let field = d.field.as_deref().unwrap_or("-");
+                let _ = writeln!(
+                    s,
+                    "CHAIN DIVERGENCE at offset {} (field {field}): {}",
+                    d.offset, d.message
+                );
+            }
+        }
         match &self.divergence {
+            None if self.ok && self.chain.is_some() => {
+                let _ = writeln!(
+                    s,
+                    "OK: every record decodes and folds, and the chain agrees"
+                );
+            }
             None if self.ok => {
                 let _ = writeln!(s, "OK: every record decodes and folds");
             }
@@ -458,6 +487,7 @@ pub async fn verify(
         resumed,
         divergence,
         snapshot: snapshot_check,
+        chain: None,
     })
 }
 

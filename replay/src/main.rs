@@ -12,7 +12,8 @@ use prlx_replay::{verify, Progress, VerifyOptions};
 
 const EXIT_STATUS: &str = "Exit status: 0 when every record matches, 1 when the log diverges \
     (the report names the offset, the event type and, when known, the field; damaged bytes \
-    count as a divergence), 2 when the log or a snapshot could not be read at all.";
+    count as a divergence), 2 when the log or a snapshot could not be read at all, or the chain \
+    (--chain) could not be asked.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +57,11 @@ enum Cmd {
         /// after it. Faster; trusts whoever made the snapshot for everything before it.
         #[arg(long, value_name = "FILE")]
         from_snapshot: Option<PathBuf>,
+        /// Also check every credit on the log against the chain at URL (JSON-RPC): each
+        /// deposit's transaction, block, log index, account and amount, and that its block is
+        /// still canonical. A credit with no chain deposit behind it is a divergence too.
+        #[arg(long, value_name = "URL")]
+        chain: Option<String>,
     },
 }
 
@@ -116,6 +122,7 @@ async fn main() -> ExitCode {
         json,
         snapshot,
         from_snapshot,
+        chain,
     } = cli.command;
     let options = VerifyOptions {
         log,
@@ -135,6 +142,23 @@ async fn main() -> ExitCode {
     })
     .await;
     bar.finish();
+    let result = match (result, chain) {
+        (Ok(mut report), Some(rpc_url)) => {
+            match prlx_replay::chain::audit(&options.log, &rpc_url).await {
+                Ok(Ok(audit)) => {
+                    report.ok &= audit.divergences.is_empty();
+                    report.chain = Some(audit);
+                    Ok(report)
+                }
+                Ok(Err(unreachable)) => {
+                    eprintln!("prlx-replay: {unreachable}");
+                    return ExitCode::from(2);
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (result, _) => result,
+    };
     match result {
         Ok(report) => {
             if json {

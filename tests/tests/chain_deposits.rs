@@ -1,0 +1,277 @@
+//! Credits from the chain: the coordinator's watcher credits a `CreditEscrow` deposit once,
+//! only after its confirmations, with where it is on the chain recorded; a restart credits
+//! nothing twice; a deposit claimed by a caller is refused; the auditor's fold re-derives the
+//! credits from the recorded amount. A real anvil and the real contracts.
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use prlx_chain::artifact::SablierArtifacts;
+use prlx_chain::bindings::{CreditEscrow, PRLX};
+use prlx_chain::deploy::{confirm, deploy_dev, DevParams, DEFAULT_STREAM_SECONDS};
+use prlx_chain::devchain::{dev_role, DevChain};
+use prlx_chain::watch::WatchConfig;
+use prlx_commands::actor;
+use prlx_commands::chain_watch::{self, ChainWatchConfig};
+use prlx_commands::decide::Command;
+use prlx_commands::shell::Outcome;
+use prlx_events::event::ChainDeposit;
+use prlx_events::event::CREDIT_UNIT_WEI;
+use prlx_events::log::LogUrl;
+use prlx_events::{AccountId, Envelope, Event};
+use prlx_tests::harness::bins::workspace_bin;
+use prlx_tests::harness::client::read_log;
+use prlx_tests::harness::inproc::open_coordinator;
+
+async fn balance(handle: &actor::CoordinatorHandle, account: &AccountId) -> u64 {
+    let account = account.clone();
+    handle
+        .read_state(move |s| s.accounts.get(&account).map_or(0, |a| a.balance))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
+    let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
+    let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
+    let params = DevParams {
+        coordinator: chain.address(dev_role::COORDINATOR),
+        treasury: chain.address(dev_role::TREASURY),
+        infra: chain.address(dev_role::INFRA),
+        cooldown_seconds: 60,
+        stream_seconds: DEFAULT_STREAM_SECONDS,
+        sablier: SablierArtifacts::under(&SablierArtifacts::default_dir()),
+        rpc_url: chain.endpoint(),
+    };
+    let d = deploy_dev(&deployer, chain.address(dev_role::DEPLOYER), &params)
+        .await
+        .unwrap();
+    let config = ChainWatchConfig {
+        deployment: d.clone(),
+        rpc_url: chain.endpoint(),
+        watch: WatchConfig {
+            confirmations: 2,
+            page_blocks: 100,
+        },
+        interval: Duration::from_millis(50),
+    };
+
+    // The client buys credits: 3.5 credits' worth plus dust below one credit.
+    let client = chain.address(dev_role::CLIENT);
+    let wei = U256::from(7 * CREDIT_UNIT_WEI / 2 * 1_000_000 + 17);
+    let credits = (7 * CREDIT_UNIT_WEI / 2 * 1_000_000 / CREDIT_UNIT_WEI) as u64;
+    let token = PRLX::new(d.token.address, deployer.clone());
+    confirm(token.transfer(client, wei).send().await, "fund")
+        .await
+        .unwrap();
+    let client_p = chain.provider(dev_role::CLIENT).unwrap();
+    confirm(
+        PRLX::new(d.token.address, client_p.clone())
+            .approve(d.contracts.credit_escrow, wei)
+            .send()
+            .await,
+        "approve",
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url_text = format!("file://{}", dir.path().join("log").display());
+    let url = LogUrl::parse(&url_text).unwrap();
+    let account = AccountId(format!("{client:#x}"));
+
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(chain_watch::run(handle.clone(), config.clone(), stopped));
+
+    let escrow = CreditEscrow::new(d.contracts.credit_escrow, client_p);
+    confirm(escrow.deposit(client, wei).send().await, "deposit")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        balance(&handle, &account).await,
+        0,
+        "one confirmation of two: not yet"
+    );
+
+    let _: serde_json::Value = deployer
+        .raw_request("anvil_mine".into(), (1u64,))
+        .await
+        .unwrap();
+    let mut credited = 0;
+    for _ in 0..100 {
+        credited = balance(&handle, &account).await;
+        if credited > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(credited, credits, "amount / 10^9, the dust left in escrow");
+
+    // A deposit claimed by a caller is refused, naming the field.
+    let claimed = handle
+        .execute_command(Command::DepositCredits {
+            account: account.clone(),
+            tx_ref: "0xfeed".into(),
+            amount: 1_000,
+        })
+        .await
+        .unwrap();
+    match claimed {
+        Outcome::Rejected { rejection, .. } => {
+            assert!(rejection.to_string().contains("tx_ref"), "{rejection}")
+        }
+        other => panic!("a claimed deposit was not refused: {other:?}"),
+    }
+
+    // Restart: the watcher reads the deposit's block again and credits nothing twice.
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    assert!(handle.read_state(|s| s.chain_block).await.unwrap() > 0);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(chain_watch::run(handle.clone(), config, stopped));
+    let _: serde_json::Value = deployer
+        .raw_request("anvil_mine".into(), (3u64,))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(balance(&handle, &account).await, credits);
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+
+    // The auditor agrees with the chain.
+    let audit = |url: &str| {
+        let out = std::process::Command::new(workspace_bin("prlx-replay"))
+            .args([
+                "verify",
+                "--json",
+                "--log",
+                url,
+                "--chain",
+                &chain.endpoint(),
+            ])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report)
+    };
+    let (code, report) = audit(&url_text);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["chain"]["deposits_checked"], 1);
+
+    // A deposit the chain does not have (a coordinator that believed a lying node, or a log
+    // rewritten consistently): the fold takes it, the chain check does not.
+    let (handle, task) = actor::spawn(open_coordinator(&url).await);
+    let real = read_log(&url_text)
+        .await
+        .iter()
+        .find_map(|(_, p)| match Envelope::decode(p).unwrap().event {
+            Event::CreditsDeposited(d) => d.chain,
+            _ => None,
+        })
+        .unwrap();
+    let invented = ChainDeposit {
+        tx_hash: format!("0x{}", "ab".repeat(32)),
+        ..real
+    };
+    let outcome = handle
+        .execute_command(Command::ObserveDeposit {
+            account: account.clone(),
+            chain: invented,
+        })
+        .await
+        .unwrap();
+    let Outcome::Appended(at) = outcome else {
+        panic!("{outcome:?}")
+    };
+    drop(handle);
+    task.await.unwrap().unwrap();
+    let (code, report) = audit(&url_text);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["ok"], false);
+    let found = &report["chain"]["divergences"];
+    assert_eq!(found.as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(found[0]["offset"], at.start, "{report}");
+    assert_eq!(found[0]["kind"], "chain_mismatch");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on the chain"),
+        "{report}"
+    );
+
+    let deposits: Vec<_> = read_log(&url_text)
+        .await
+        .iter()
+        .filter_map(|(_, p)| match Envelope::decode(p).unwrap().event {
+            Event::CreditsDeposited(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deposits.len(),
+        2,
+        "the real deposit once, and the invented one"
+    );
+    let c = deposits[0].chain.as_ref().expect("where on the chain");
+    assert_eq!(
+        (c.chain_id, c.amount_wei.as_str()),
+        (31337, wei.to_string().as_str())
+    );
+    assert_eq!(deposits[0].tx_ref, c.tx_ref());
+}
+
+/// The fold re-derives a chain deposit's reference and credits from what it records: a log
+/// that credits more than the chain's amount buys, or under another reference, does not fold.
+#[test]
+fn the_fold_refuses_a_chain_deposit_whose_credits_or_reference_do_not_follow() {
+    use prlx_events::event::CreditsDeposited;
+    let chain = ChainDeposit {
+        chain_id: 31337,
+        contract: format!("0x{}", "11".repeat(20)),
+        block_number: 9,
+        block_hash: format!("0x{}", "22".repeat(32)),
+        tx_hash: format!("0x{}", "33".repeat(32)),
+        log_index: 0,
+        payer: format!("0x{}", "44".repeat(20)),
+        amount_wei: (5 * CREDIT_UNIT_WEI + 3).to_string(),
+    };
+    let honest = CreditsDeposited {
+        account: AccountId(format!("0x{}", "44".repeat(20))),
+        tx_ref: chain.tx_ref(),
+        amount: 5,
+        chain: Some(chain.clone()),
+    };
+    let fold = |d: &CreditsDeposited| {
+        let mut h = prlx_commands::testkit::History::new();
+        h.push(d.clone().into());
+        prlx_commands::testkit::fold(&h)
+    };
+    let state = fold(&honest).unwrap();
+    assert_eq!(state.chain_block, 9);
+    let more = CreditsDeposited {
+        amount: 6,
+        ..honest.clone()
+    };
+    assert!(fold(&more)
+        .unwrap_err()
+        .to_string()
+        .contains("CreditsDeposited.amount"));
+    let renamed = CreditsDeposited {
+        tx_ref: "0xabc".into(),
+        ..honest
+    };
+    assert!(fold(&renamed)
+        .unwrap_err()
+        .to_string()
+        .contains("CreditsDeposited.tx_ref"));
+}
