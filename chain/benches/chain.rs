@@ -9,9 +9,8 @@
 use std::time::Instant;
 
 use alloy::primitives::{Address, B256, U256};
-use prlx_chain::artifact::SablierArtifacts;
 use prlx_chain::bindings::{CreditEscrow, RewardsDistributor, PRLX};
-use prlx_chain::deploy::{confirm, deploy_dev, DevParams, DEFAULT_STREAM_SECONDS};
+use prlx_chain::deploy::{confirm, deploy_dev, DevParams};
 use prlx_chain::devchain::{dev_role, DevChain};
 use prlx_chain::merkle::{Payout, PayoutTree};
 use prlx_chain::watch::{WatchConfig, Watcher};
@@ -19,15 +18,7 @@ use prlx_chain::watch::{WatchConfig, Watcher};
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
-    let params = DevParams {
-        coordinator: chain.address(dev_role::COORDINATOR),
-        treasury: chain.address(dev_role::TREASURY),
-        infra: chain.address(dev_role::INFRA),
-        cooldown_seconds: 60,
-        stream_seconds: DEFAULT_STREAM_SECONDS,
-        sablier: SablierArtifacts::under(&SablierArtifacts::default_dir()),
-        rpc_url: chain.endpoint(),
-    };
+    let params = DevParams::for_devchain(&chain, 60);
     let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
     let d = deploy_dev(&deployer, chain.address(dev_role::DEPLOYER), &params)
         .await

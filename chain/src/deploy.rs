@@ -44,6 +44,24 @@ pub struct DevParams {
     pub rpc_url: String,
 }
 
+impl DevParams {
+    /// The parameters for a private [`DevChain`]: its dev accounts in their roles
+    /// ([`crate::devchain::dev_role`]), Sablier's artifacts where `scripts/chain.sh setup`
+    /// unpacks them, a ~24-month stream.
+    pub fn for_devchain(chain: &crate::devchain::DevChain, cooldown_seconds: u64) -> Self {
+        use crate::devchain::dev_role;
+        DevParams {
+            coordinator: chain.address(dev_role::COORDINATOR),
+            treasury: chain.address(dev_role::TREASURY),
+            infra: chain.address(dev_role::INFRA),
+            cooldown_seconds,
+            stream_seconds: DEFAULT_STREAM_SECONDS,
+            sablier: SablierArtifacts::under(&SablierArtifacts::default_dir()),
+            rpc_url: chain.endpoint(),
+        }
+    }
+}
+
 /// Deploys everything with `provider` (which signs as `deployer`) and returns the deployment.
 pub async fn deploy_dev(
     provider: &DynProvider,

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use alloy::providers::Provider;
-use prlx_chain::artifact::SablierArtifacts;
 use prlx_chain::bindings::{CreditEscrow, PRLX};
-use prlx_chain::deploy::{confirm, deploy_dev, DevParams, DEFAULT_STREAM_SECONDS};
+use prlx_chain::deploy::{confirm, deploy_dev, DevParams};
 use prlx_chain::devchain::{dev_role, DevChain};
 use prlx_chain::watch::WatchConfig;
 use prlx_commands::actor;
@@ -36,15 +35,7 @@ async fn balance(handle: &actor::CoordinatorHandle, account: &AccountId) -> u64 
 async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
     let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
-    let params = DevParams {
-        coordinator: chain.address(dev_role::COORDINATOR),
-        treasury: chain.address(dev_role::TREASURY),
-        infra: chain.address(dev_role::INFRA),
-        cooldown_seconds: 60,
-        stream_seconds: DEFAULT_STREAM_SECONDS,
-        sablier: SablierArtifacts::under(&SablierArtifacts::default_dir()),
-        rpc_url: chain.endpoint(),
-    };
+    let params = DevParams::for_devchain(&chain, 60);
     let d = deploy_dev(&deployer, chain.address(dev_role::DEPLOYER), &params)
         .await
         .unwrap();

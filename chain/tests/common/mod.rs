@@ -4,9 +4,8 @@
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider};
-use prlx_chain::artifact::SablierArtifacts;
 use prlx_chain::bindings::PRLX;
-use prlx_chain::deploy::{confirm, deploy_dev, DevParams, DEFAULT_STREAM_SECONDS};
+use prlx_chain::deploy::{confirm, deploy_dev, DevParams};
 use prlx_chain::devchain::{dev_role, DevChain};
 use prlx_chain::Deployment;
 
@@ -21,15 +20,7 @@ pub struct World {
 impl World {
     pub async fn new() -> World {
         let chain = DevChain::spawn().expect("anvil starts (scripts/chain.sh setup installs it)");
-        let params = DevParams {
-            coordinator: chain.address(dev_role::COORDINATOR),
-            treasury: chain.address(dev_role::TREASURY),
-            infra: chain.address(dev_role::INFRA),
-            cooldown_seconds: COOLDOWN,
-            stream_seconds: DEFAULT_STREAM_SECONDS,
-            sablier: SablierArtifacts::under(&SablierArtifacts::default_dir()),
-            rpc_url: chain.endpoint(),
-        };
+        let params = DevParams::for_devchain(&chain, COOLDOWN);
         let provider = chain.provider(dev_role::DEPLOYER).unwrap();
         let d = deploy_dev(&provider, chain.address(dev_role::DEPLOYER), &params)
             .await
