@@ -119,11 +119,7 @@ impl ChainDeposit {
     /// The credits it buys: `amount_wei / CREDIT_UNIT_WEI`, rounded down (the dust stays in
     /// escrow); `None` if the amount is not a decimal or the credits pass u64.
     pub fn credits(&self) -> Option<u64> {
-        if self.amount_wei.is_empty() || !self.amount_wei.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let wei: u128 = self.amount_wei.parse().ok()?;
-        u64::try_from(wei / CREDIT_UNIT_WEI).ok()
+        wei_to_units(&self.amount_wei)
     }
 }
 
@@ -624,6 +620,69 @@ pub struct StakeReturned {
     pub available_at: DateTime<Utc>,
 }
 
+/// A change of what `NodeStaking` holds for a node, as the chain watcher observed it. With a
+/// chain, the only source of a node's stake: the stake that weighs its uptime is what the
+/// contract holds bonded for its id, nothing the node declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChainStakeChanged {
+    pub node_id: NodeId,
+    /// The node's staker (0x-hex, lowercase): the only address the contract pays principal
+    /// back to, and the recipient of the node's payouts.
+    pub staker: String,
+    pub change: StakeChange,
+    /// The amount of this change, minor units of PRLX, decimal.
+    pub amount_wei: String,
+    /// What stays bonded for the node after it, minor units of PRLX, decimal.
+    pub bonded_wei: String,
+    /// `bonded_wei / CREDIT_UNIT_WEI`, rounded down: the stake the reward weighting uses.
+    pub stake: u64,
+    pub chain: ChainRef,
+}
+
+/// Which `NodeStaking` event a [`ChainStakeChanged`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StakeChange {
+    /// `Staked`: bonded more.
+    Staked,
+    /// `UnstakeRequested`: left the bond (withdrawable after the contract's cooldown).
+    UnstakeRequested,
+    /// `Withdrawn`: paid back to the staker; the bond is unchanged.
+    Withdrawn,
+}
+
+/// Where an event is on the chain. Hashes and addresses are 0x-hex, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChainRef {
+    pub chain_id: u64,
+    /// The contract that emitted it.
+    pub contract: String,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub tx_hash: String,
+    pub log_index: u64,
+}
+
+impl ChainRef {
+    /// Names the event once: chain, transaction, log index.
+    pub fn key(&self) -> String {
+        format!(
+            "chain:{}:{}:{}",
+            self.chain_id, self.tx_hash, self.log_index
+        )
+    }
+}
+
+/// `wei / CREDIT_UNIT_WEI` for a decimal amount of minor units; `None` if it is not a decimal
+/// or passes u64.
+pub fn wei_to_units(wei: &str) -> Option<u64> {
+    if wei.is_empty() || !wei.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let wei: u128 = wei.parse().ok()?;
+    u64::try_from(wei / CREDIT_UNIT_WEI).ok()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RewardMode {
@@ -783,6 +842,7 @@ events! {
     StakeDeposited = 1,
     UnstakeRequested = 1,
     StakeReturned = 1,
+    ChainStakeChanged = 1,
     RewardModeChanged = 1,
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,

@@ -315,6 +315,23 @@ fn one_of_each() -> Vec<Event> {
             available_at: t0(),
         }
         .into(),
+        ChainStakeChanged {
+            node_id: node(1),
+            staker: format!("0x{}", "ab".repeat(20)),
+            change: StakeChange::UnstakeRequested,
+            amount_wei: "2000000000000000000".into(),
+            bonded_wei: "3000000000000000000".into(),
+            stake: 3_000_000_000,
+            chain: ChainRef {
+                chain_id: 31337,
+                contract: format!("0x{}", "cd".repeat(20)),
+                block_number: u64::MAX,
+                block_hash: format!("0x{}", "ef".repeat(32)),
+                tx_hash: format!("0x{}", "01".repeat(32)),
+                log_index: 7,
+            },
+        }
+        .into(),
         RewardModeChanged {
             mode: RewardMode::SteadyState,
         }

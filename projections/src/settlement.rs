@@ -38,6 +38,10 @@ pub struct Settlement {
     /// Mode changes in log order, with the time each was recorded.
     pub mode_changes: Vec<(DateTime<Utc>, RewardMode)>,
     pub operators: BTreeMap<NodeId, Operator>,
+    /// Each node's stake as its bond on chain was last observed (`ChainStakeChanged`), also
+    /// for nodes not registered yet.
+    #[serde(default)]
+    pub chain_stakes: BTreeMap<NodeId, u64>,
     /// Verified uptime of the epochs not settled yet: epoch -> node -> uptime.
     pub uptime: BTreeMap<u64, BTreeMap<NodeId, Uptime>>,
     /// Credits charged in each epoch not settled yet.
@@ -339,9 +343,14 @@ impl Settlement {
         let at = env.header.recorded_at;
         match &env.event {
             Event::NodeRegistered(n) => {
+                let stake = self
+                    .chain_stakes
+                    .get(&n.node_id)
+                    .copied()
+                    .unwrap_or(n.stake);
                 self.operators.entry(n.node_id).or_insert(Operator {
                     tier: n.hardware_tier,
-                    stake: n.stake,
+                    stake,
                     unbonding: Vec::new(),
                     in_pool: true,
                     draining: false,
@@ -352,6 +361,12 @@ impl Settlement {
             }
             Event::NodeDrained(d) => self.update(d.node_id, |op| op.draining = true),
             Event::NodeRemovedFromPool(r) => self.update(r.node_id, |op| op.in_pool = false),
+            // The chain's bond replaces whatever the node had: stake is what the contract
+            // holds. Kept for a node that registers later too.
+            Event::ChainStakeChanged(c) => {
+                self.chain_stakes.insert(c.node_id, c.stake);
+                self.update(c.node_id, |op| op.stake = c.stake);
+            }
             Event::StakeDeposited(s) => {
                 // The coordinator checked the node and the sum against its own (larger) total.
                 self.update(s.node_id, |op| op.stake = op.stake.saturating_add(s.amount))

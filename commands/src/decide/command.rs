@@ -19,6 +19,10 @@ pub enum Command {
         tx_ref: String,
         amount: u64,
     },
+    /// A `NodeStaking` event the chain watcher read past its confirmations. `bonded_wei` is
+    /// what the contract reported bonded after it (`None` for a withdrawal, which leaves the
+    /// bond as last observed).
+    ObserveStake(Box<StakeObservation>),
     /// A `CreditEscrow.Deposited` the chain watcher read past its confirmations.
     ObserveDeposit {
         account: AccountId,
@@ -180,4 +184,17 @@ pub struct Submission {
     /// The hash of the payload bytes the coordinator received.
     pub computed_payload_hash: Hash32,
     pub sealed_payload: Sealed,
+}
+
+/// A `NodeStaking` event as the chain watcher read it ([`Command::ObserveStake`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StakeObservation {
+    pub node_id: NodeId,
+    pub staker: String,
+    pub change: StakeChange,
+    pub amount_wei: String,
+    /// What the contract reported bonded after it; `None` for a withdrawal, which leaves the
+    /// bond as last observed.
+    pub bonded_wei: Option<String>,
+    pub chain: ChainRef,
 }

@@ -4,7 +4,7 @@ use prlx_events::event::*;
 use prlx_events::{AccountId, Event, RequestId};
 use prlx_projections::CoordinatorState;
 
-use crate::decide::command::{Submission, INFERENCE};
+use crate::decide::command::{StakeObservation, Submission, INFERENCE};
 use crate::decide::limits;
 use crate::decide::pricing::quote;
 use crate::decide::rejection::Rejection;
@@ -50,6 +50,61 @@ pub(super) fn observe_deposit(
     }
     let tx_ref = chain.tx_ref();
     deposit(state, account, tx_ref, credits, Some(chain))
+}
+
+/// A change of a node's bond the chain watcher observed: recorded once per chain event, the
+/// node's stake becoming what stays bonded (also for a node not registered yet).
+pub(super) fn observe_stake(
+    state: &CoordinatorState,
+    o: StakeObservation,
+) -> Result<Vec<Event>, Rejection> {
+    let StakeObservation {
+        node_id,
+        staker,
+        change,
+        amount_wei,
+        bonded_wei,
+        chain,
+    } = o;
+    if state.chain_seen.contains(&chain.key()) {
+        return Ok(vec![]);
+    }
+    let before = state.chain_stakes.get(&node_id);
+    let bonded_wei = match (bonded_wei, before) {
+        (Some(b), _) => b,
+        (None, Some(b)) => b.bonded_wei.clone(),
+        (None, None) => {
+            return Err(Rejection::new(
+                RejectionCode::UnknownNode,
+                Some("node_id"),
+                "a withdrawal for a node with no bond observed",
+            ))
+        }
+    };
+    let stake = wei_to_units(&bonded_wei).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some("bonded_wei"),
+            "not a decimal amount, or more units than a u64 holds",
+        )
+    })?;
+    let event = ChainStakeChanged {
+        node_id,
+        staker,
+        change,
+        amount_wei,
+        bonded_wei,
+        stake,
+        chain,
+    };
+    if let Some((field, why)) = prlx_projections::coordinator::chain_stake_problem(before, &event) {
+        return Err(Rejection::new(
+            RejectionCode::InvalidAmount,
+            Some(field),
+            why,
+        ));
+    }
+    Ok(vec![event.into()])
 }
 
 pub(super) fn deposit(

@@ -38,7 +38,8 @@ use prlx_events::Event;
 use prlx_projections::CoordinatorState;
 
 pub use self::command::{
-    Command, Completion, Dispatch, Refusal, SignedHeartbeat, Submission, INFERENCE,
+    Command, Completion, Dispatch, Refusal, SignedHeartbeat, StakeObservation, Submission,
+    INFERENCE,
 };
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
@@ -55,6 +56,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         Command::ObserveDeposit { account, chain } => {
             intake::observe_deposit(state, account, chain)
         }
+        Command::ObserveStake(o) => intake::observe_stake(state, *o),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {

@@ -510,7 +510,8 @@ impl CoordinatorState {
                     hardware_tier: n.hardware_tier,
                     models: n.models.iter().cloned().collect(),
                     slots: n.slots,
-                    stake: n.stake,
+                    // Staked for on chain before it registered: the chain's figure.
+                    stake: self.chain_stakes.get(&n.node_id).map_or(n.stake, |c| c.stake),
                     execution_class: n.execution_class.clone(),
                     registered_at: at,
                     last_heartbeat: at,
@@ -586,6 +587,7 @@ impl CoordinatorState {
                 self.update_node(env, r.node_id, |n| n.in_pool = false)?;
                 self.batch.discharge(Owed::Removal(r.node_id));
             }
+            Event::ChainStakeChanged(c) => self.fold_chain_stake(env, c)?,
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node

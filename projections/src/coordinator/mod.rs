@@ -20,6 +20,7 @@
 //! - `heartbeat`: when a heartbeat's signed time may be recorded, for `decide` and the fold.
 
 mod apply;
+mod apply_chain;
 mod apply_credits;
 mod apply_lifecycle;
 mod apply_refusal;
@@ -30,10 +31,11 @@ pub mod lifecycle;
 pub(crate) mod state;
 pub(crate) mod views;
 
+pub use self::apply_chain::chain_stake_problem;
 pub use self::batch::OpenBatch;
 pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
     TransitionError, ValidationOutcome, Wait,
 };
-pub use self::state::CoordinatorState;
+pub use self::state::{ChainStake, CoordinatorState};
 pub use self::views::*;

@@ -17,6 +17,17 @@ use crate::coordinator::views::{
 use crate::scheduler::index::Scheduler;
 use crate::settlement::Settlement;
 
+/// A node's bond on chain, as last observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStake {
+    /// Its staker, 0x-hex: the recipient of the node's payouts.
+    pub staker: String,
+    /// Bonded, minor units of PRLX, decimal.
+    pub bonded_wei: String,
+    /// `bonded_wei / CREDIT_UNIT_WEI`.
+    pub stake: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordinatorState {
     pub catalog: Option<CatalogPublished>,
@@ -26,6 +37,13 @@ pub struct CoordinatorState {
     /// restart (re-reading that block is harmless, its deposits are in `deposits`).
     #[serde(default)]
     pub chain_block: u64,
+    /// Chain events applied other than deposits (their `ChainRef::key`): each applies once.
+    #[serde(default)]
+    pub chain_seen: BTreeSet<String>,
+    /// What the staking contract holds for each node id, as last observed (a node may be
+    /// staked for before it registers).
+    #[serde(default)]
+    pub chain_stakes: BTreeMap<NodeId, ChainStake>,
     pub requests: BTreeMap<RequestId, RequestView>,
     /// account -> Idempotency-Key -> the request it created.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
