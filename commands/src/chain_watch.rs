@@ -1,11 +1,12 @@
-//! The coordinator's chain watcher: credits come from `CreditEscrow.Deposited` on the chain,
-//! read past the configured confirmations (`prlx_chain::watch`), each decided into a
-//! `CreditsDeposited` that carries where on the chain it is.
+//! The coordinator's chain watcher: credits come from `CreditEscrow.Deposited` on the chain
+//! and stake from `NodeStaking`'s events, read past the configured confirmations
+//! (`prlx_chain::watch`), each decided into a `CreditsDeposited` or `ChainStakeChanged` that
+//! carries where on the chain it is.
 //!
-//! Exactly once: a deposit is named by (chain id, transaction, log index), its `tx_ref`, and
-//! `decide` credits a `tx_ref` once, so a restart that reads a block again, a failover to a
-//! standby, or two watchers never credit twice. It runs on the active instance only, beside
-//! the Kafka intake, and resumes at the highest block a deposit was recorded in.
+//! Exactly once: a chain event is named by (chain id, transaction, log index), and `decide`
+//! applies each name once, so a restart that reads a block again, a failover to a standby, or
+//! two watchers never credit or stake twice. It runs on the active instance only, beside the
+//! Kafka intake, and resumes at the highest block a chain event was recorded in.
 //!
 //! A deposit too small to buy one credit is logged and left in escrow. A reorg deeper than the
 //! confirmations stops the watcher (no further credits) until the coordinator restarts and an
@@ -13,15 +14,16 @@
 
 use std::time::Duration;
 
+use alloy::primitives::{Address, B256, U256};
 use prlx_chain::devchain::connect;
 use prlx_chain::watch::{ChainEvent, Observed, WatchConfig, WatchError, Watcher};
 use prlx_chain::Deployment;
-use prlx_events::event::ChainDeposit;
-use prlx_events::AccountId;
+use prlx_events::event::{ChainDeposit, ChainRef, StakeChange};
+use prlx_events::{AccountId, Hash32, NodeId};
 use tokio::sync::watch;
 
 use crate::actor::CoordinatorHandle;
-use crate::decide::Command;
+use crate::decide::{Command, StakeObservation};
 use crate::shell::Outcome;
 
 /// What the watcher needs.
@@ -40,6 +42,66 @@ pub struct ChainWatchConfig {
 /// 0x-hex, lowercase: how addresses and hashes are written on the log.
 fn hex0x(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
+}
+
+fn chain_ref(o: &Observed) -> ChainRef {
+    ChainRef {
+        chain_id: o.chain_id,
+        contract: hex0x(o.contract.as_slice()),
+        block_number: o.block_number,
+        block_hash: hex0x(o.block_hash.as_slice()),
+        tx_hash: hex0x(o.tx_hash.as_slice()),
+        log_index: o.log_index,
+    }
+}
+
+/// The command an observation becomes (`None` for events the coordinator only reads back,
+/// such as its own epoch posts).
+pub fn observation_command(o: &Observed) -> Option<Command> {
+    let stake = |node_id: &B256, staker: &Address, change, amount: &U256, bonded: Option<&U256>| {
+        Command::ObserveStake(Box::new(StakeObservation {
+            node_id: NodeId(Hash32(node_id.0)),
+            staker: hex0x(staker.as_slice()),
+            change,
+            amount_wei: amount.to_string(),
+            bonded_wei: bonded.map(U256::to_string),
+            chain: chain_ref(o),
+        }))
+    };
+    match &o.event {
+        ChainEvent::Deposited { .. } => deposit_command(o),
+        ChainEvent::Staked {
+            node_id,
+            staker,
+            amount,
+            bonded,
+        } => Some(stake(
+            node_id,
+            staker,
+            StakeChange::Staked,
+            amount,
+            Some(bonded),
+        )),
+        ChainEvent::UnstakeRequested {
+            node_id,
+            staker,
+            amount,
+            bonded,
+            ..
+        } => Some(stake(
+            node_id,
+            staker,
+            StakeChange::UnstakeRequested,
+            amount,
+            Some(bonded),
+        )),
+        ChainEvent::Withdrawn {
+            node_id,
+            staker,
+            amount,
+        } => Some(stake(node_id, staker, StakeChange::Withdrawn, amount, None)),
+        ChainEvent::EpochPosted { .. } | ChainEvent::Claimed { .. } => None,
+    }
 }
 
 /// The command a deposit observation becomes (`None` for other events).
@@ -93,8 +155,8 @@ pub async fn run(
         match watcher.poll().await {
             Ok(seen) => {
                 for o in &seen {
-                    if let Some(command) = deposit_command(o) {
-                        credit(&handle, command, o).await;
+                    if let Some(command) = observation_command(o) {
+                        record(&handle, command, o).await;
                     }
                 }
             }
@@ -111,15 +173,15 @@ pub async fn run(
     }
 }
 
-async fn credit(handle: &CoordinatorHandle, command: Command, o: &Observed) {
+async fn record(handle: &CoordinatorHandle, command: Command, o: &Observed) {
     match handle.execute_command(command).await {
         Ok(Outcome::Appended(_)) => {
-            tracing::info!(block = o.block_number, tx = %o.tx_hash, index = o.log_index, "deposit credited")
+            tracing::info!(block = o.block_number, tx = %o.tx_hash, index = o.log_index, "recorded {:?}", o.event)
         }
         Ok(Outcome::Rejected { rejection, .. }) => {
-            tracing::warn!(tx = %o.tx_hash, index = o.log_index, "deposit not credited: {rejection}")
+            tracing::warn!(tx = %o.tx_hash, index = o.log_index, "not recorded: {rejection}")
         }
-        Ok(other) => tracing::debug!(tx = %o.tx_hash, "deposit: {other:?}"),
-        Err(e) => tracing::error!(tx = %o.tx_hash, "deposit: {e}"),
+        Ok(other) => tracing::debug!(tx = %o.tx_hash, "{other:?}"),
+        Err(e) => tracing::error!(tx = %o.tx_hash, "{e}"),
     }
 }

@@ -208,11 +208,35 @@ impl Coordinator {
     }
 
     /// Enables dispatch: session grants are signed with `key`.
-    /// Credits only what the chain watcher observed: `DepositCredits` (a caller's claim) is
-    /// refused from now on, naming `tx_ref`.
+    /// Money only from the chain: from now on a caller's deposit claim (`DepositCredits`),
+    /// stake move (`DepositStake`, `RequestUnstake`) or registration declaring stake is
+    /// refused; the chain watcher records deposits and stake.
     pub fn chain_deposits_only(mut self, only: bool) -> Self {
         self.chain_deposits_only = only;
         self
+    }
+
+    /// Why `command` is refused when money comes from the chain only: `(field, reason)`.
+    fn chain_only_refusal(&self, command: &Command) -> Option<(&'static str, &'static str)> {
+        use crate::settle::SettlementCommand as S;
+        if !self.chain_deposits_only {
+            return None;
+        }
+        match command {
+            Command::DepositCredits { .. } => Some((
+                "tx_ref",
+                "this coordinator credits deposits from the chain only (CreditEscrow.deposit)",
+            )),
+            Command::Settlement(S::DepositStake { .. } | S::RequestUnstake { .. }) => Some((
+                "amount",
+                "stake moves on the chain only (NodeStaking.stake, requestUnstake, withdraw)",
+            )),
+            Command::RegisterNode(n) if n.stake != 0 => Some((
+                "stake",
+                "a node's stake is what NodeStaking holds for its id: register with 0 and bond on chain",
+            )),
+            _ => None,
+        }
     }
 
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
@@ -259,11 +283,11 @@ impl Coordinator {
             Command::Heartbeat { now: at, .. } => *at = now,
             _ => {}
         }
-        if self.chain_deposits_only && matches!(command, Command::DepositCredits { .. }) {
+        if let Some((field, why)) = self.chain_only_refusal(&command) {
             let rejection = Rejection::new(
                 prlx_events::event::RejectionCode::MalformedRequest,
-                Some("tx_ref"),
-                "this coordinator credits deposits from the chain only (CreditEscrow.deposit)",
+                Some(field),
+                why,
             );
             return Ok(Staged {
                 outcome: Outcome::Rejected {
