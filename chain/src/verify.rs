@@ -9,7 +9,7 @@
 use alloy::primitives::B256;
 use alloy::providers::{DynProvider, Provider};
 
-use crate::watch::{decode_any, Observed};
+use crate::watch::{decode_any, ChainEvent, Observed};
 
 /// How a recorded observation differs from the chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,12 +73,28 @@ pub async fn check(
     provider: &DynProvider,
     recorded: &Observed,
 ) -> Result<Option<Divergence>, Unreachable> {
+    Ok(match locate(provider, recorded).await? {
+        Err(d) => Some(d),
+        Ok(event) if event == recorded.event => None,
+        Ok(event) => Some(Divergence::Differs(format!(
+            "the chain has {event:?}, the record {:?}",
+            recorded.event
+        ))),
+    })
+}
+
+/// The followed event the chain has at the recorded place (chain, block, transaction, log
+/// index, contract; `recorded.event` is not looked at), or how the place differs.
+pub async fn locate(
+    provider: &DynProvider,
+    recorded: &Observed,
+) -> Result<Result<ChainEvent, Divergence>, Unreachable> {
     let chain_id = provider
         .get_chain_id()
         .await
         .map_err(|e| unreachable("eth_chainId", e))?;
     if chain_id != recorded.chain_id {
-        return Ok(Some(Divergence::WrongChain {
+        return Ok(Err(Divergence::WrongChain {
             recorded: recorded.chain_id,
             actual: chain_id,
         }));
@@ -88,11 +104,11 @@ pub async fn check(
         .await
         .map_err(|e| unreachable("eth_getTransactionReceipt", e))?
     else {
-        return Ok(Some(Divergence::NoTransaction(recorded.tx_hash)));
+        return Ok(Err(Divergence::NoTransaction(recorded.tx_hash)));
     };
     let actual = receipt.block_number.unwrap_or_default();
     if actual != recorded.block_number {
-        return Ok(Some(Divergence::OtherBlock {
+        return Ok(Err(Divergence::OtherBlock {
             recorded: recorded.block_number,
             actual,
         }));
@@ -104,7 +120,7 @@ pub async fn check(
         .map(|b| b.header.hash)
         .unwrap_or_default();
     if canonical != recorded.block_hash {
-        return Ok(Some(Divergence::NotCanonical {
+        return Ok(Err(Divergence::NotCanonical {
             number: recorded.block_number,
             recorded: recorded.block_hash,
             canonical,
@@ -116,24 +132,20 @@ pub async fn check(
         .iter()
         .find(|l| l.log_index == Some(recorded.log_index))
     else {
-        return Ok(Some(Divergence::NoLog(recorded.log_index)));
+        return Ok(Err(Divergence::NoLog(recorded.log_index)));
     };
     if log.address() != recorded.contract {
-        return Ok(Some(Divergence::Differs(format!(
+        return Ok(Err(Divergence::Differs(format!(
             "emitted by {}, recorded from {}",
             log.address(),
             recorded.contract
         ))));
     }
-    match decode_any(log) {
-        Ok(Some(event)) if event == recorded.event => Ok(None),
-        Ok(Some(event)) => Ok(Some(Divergence::Differs(format!(
-            "the chain has {event:?}, the record {:?}",
-            recorded.event
-        )))),
-        Ok(None) => Ok(Some(Divergence::Differs(
+    Ok(match decode_any(log) {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(Divergence::Differs(
             "not an event the coordinator follows".into(),
-        ))),
-        Err(e) => Ok(Some(Divergence::Differs(format!("does not decode: {e}")))),
-    }
+        )),
+        Err(e) => Err(Divergence::Differs(format!("does not decode: {e}"))),
+    })
 }

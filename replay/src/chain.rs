@@ -1,18 +1,21 @@
-//! `verify --chain URL`: every credit on the log checked against the chain.
+//! `verify --chain URL`: every credit and every stake change on the log checked against the
+//! chain.
 //!
 //! A `CreditsDeposited` must carry where on the chain its deposit is, and the chain must
 //! agree (`prlx_chain::verify::check`: the transaction in that block, the block canonical,
 //! the escrow's `Deposited` at that log index for the same account and amount). A credit
 //! without a chain deposit (claimed over HTTP by an older or misconfigured coordinator) is
-//! reported too: nothing proves its money exists. Each finding names the record's offset.
+//! reported too: nothing proves its money exists. A `ChainStakeChanged` must match the
+//! staking contract's event at its place (node, staker, amount, the bond after it). Each
+//! finding names the record's offset.
 
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, U256};
 use prlx_chain::devchain::connect;
-use prlx_chain::verify::check;
+use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::{ChainEvent, Observed};
-use prlx_events::event::{ChainDeposit, CreditsDeposited};
+use prlx_events::event::{ChainDeposit, ChainStakeChanged, CreditsDeposited, StakeChange};
 use prlx_events::log::{LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Event};
 use serde::Serialize;
@@ -26,6 +29,8 @@ pub struct ChainAudit {
     pub rpc_url: String,
     /// Credits checked.
     pub deposits_checked: u64,
+    /// Stake changes (`ChainStakeChanged`) checked.
+    pub stake_changes_checked: u64,
     /// Every record that does not match the chain, in log order.
     pub divergences: Vec<Divergence>,
 }
@@ -41,10 +46,14 @@ pub struct ChainUnreachable {
 }
 
 fn finding(offset: Offset, field: &str, message: String) -> Divergence {
+    finding_in("CreditsDeposited", offset, field, message)
+}
+
+fn finding_in(event_type: &str, offset: Offset, field: &str, message: String) -> Divergence {
     Divergence {
         offset,
         kind: DivergenceKind::ChainMismatch,
-        event_type: Some("CreditsDeposited".into()),
+        event_type: Some(event_type.into()),
         field: Some(field.into()),
         message,
     }
@@ -91,6 +100,7 @@ pub async fn audit(
     let mut audit = ChainAudit {
         rpc_url: rpc_url.into(),
         deposits_checked: 0,
+        stake_changes_checked: 0,
         divergences: Vec::new(),
     };
     let mut next = 0;
@@ -103,6 +113,20 @@ pub async fn audit(
             let Ok(env) = Envelope::decode(&record.payload) else {
                 continue;
             };
+            if let Event::ChainStakeChanged(c) = &env.event {
+                audit.stake_changes_checked += 1;
+                match check_stake(&provider, c).await {
+                    Ok(None) => {}
+                    Ok(Some((field, why))) => audit.divergences.push(finding_in(
+                        "ChainStakeChanged",
+                        record.offset,
+                        field,
+                        why,
+                    )),
+                    Err(e) => return Ok(Err(unreachable(e))),
+                }
+                continue;
+            }
             let Event::CreditsDeposited(d) = &env.event else {
                 continue;
             };
@@ -141,4 +165,93 @@ pub async fn audit(
         }
     }
     Ok(Ok(audit))
+}
+
+/// A recorded stake change against the chain's event at its place: `Ok(None)` when they
+/// agree, else the field that differs and how.
+async fn check_stake(
+    provider: &alloy::providers::DynProvider,
+    c: &ChainStakeChanged,
+) -> Result<Option<(&'static str, String)>, String> {
+    let hash = |v: &str| B256::from_str(v).ok();
+    let (Some(block_hash), Some(tx_hash), Ok(contract)) = (
+        hash(&c.chain.block_hash),
+        hash(&c.chain.tx_hash),
+        Address::from_str(&c.chain.contract),
+    ) else {
+        return Ok(Some((
+            "chain",
+            "not a chain place: a hash or address does not parse".into(),
+        )));
+    };
+    let place = Observed {
+        chain_id: c.chain.chain_id,
+        contract,
+        block_number: c.chain.block_number,
+        block_hash,
+        tx_hash,
+        log_index: c.chain.log_index,
+        // Not compared: `locate` returns the chain's event at the place.
+        event: ChainEvent::Withdrawn {
+            node_id: B256::ZERO,
+            staker: Address::ZERO,
+            amount: U256::ZERO,
+        },
+    };
+    let event = match locate(provider, &place).await.map_err(|e| e.to_string())? {
+        Err(d) => return Ok(Some(("chain", d.to_string()))),
+        Ok(e) => e,
+    };
+    let (change, node_id, staker, amount, bonded) = match event {
+        ChainEvent::Staked {
+            node_id,
+            staker,
+            amount,
+            bonded,
+        } => (StakeChange::Staked, node_id, staker, amount, Some(bonded)),
+        ChainEvent::UnstakeRequested {
+            node_id,
+            staker,
+            amount,
+            bonded,
+            ..
+        } => (
+            StakeChange::UnstakeRequested,
+            node_id,
+            staker,
+            amount,
+            Some(bonded),
+        ),
+        ChainEvent::Withdrawn {
+            node_id,
+            staker,
+            amount,
+        } => (StakeChange::Withdrawn, node_id, staker, amount, None),
+        other => return Ok(Some(("change", format!("the chain has {other:?} there")))),
+    };
+    let hex0x = |b: &[u8]| {
+        format!(
+            "0x{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    };
+    let differs = |field, chain: String, recorded: String| {
+        Some((
+            field,
+            format!("the chain has {chain}, the record {recorded}"),
+        ))
+    };
+    Ok(if change != c.change {
+        differs("change", format!("{change:?}"), format!("{:?}", c.change))
+    } else if node_id.0 != c.node_id.0 .0 {
+        differs("node_id", hex0x(node_id.as_slice()), c.node_id.to_string())
+    } else if hex0x(staker.as_slice()) != c.staker {
+        differs("staker", hex0x(staker.as_slice()), c.staker.clone())
+    } else if amount.to_string() != c.amount_wei {
+        differs("amount_wei", amount.to_string(), c.amount_wei.clone())
+    } else if let Some(b) = bonded.filter(|b| b.to_string() != c.bonded_wei) {
+        differs("bonded_wei", b.to_string(), c.bonded_wei.clone())
+    } else {
+        None
+    })
 }

@@ -244,9 +244,10 @@ impl Report {
         if let Some(c) = &self.chain {
             let _ = writeln!(
                 s,
-                "chain {}: {} deposits checked, {} not confirmed by the chain",
+                "chain {}: {} deposits and {} stake changes checked, {} not confirmed by the chain",
                 c.rpc_url,
                 c.deposits_checked,
+                c.stake_changes_checked,
                 c.divergences.len()
             );
             for d in &c.divergences {

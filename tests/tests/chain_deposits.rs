@@ -266,3 +266,232 @@ fn the_fold_refuses_a_chain_deposit_whose_credits_or_reference_do_not_follow() {
         .to_string()
         .contains("CreditsDeposited.tx_ref"));
 }
+
+async fn wait_for<T: PartialEq + std::fmt::Debug>(mut read: impl AsyncFnMut() -> T, want: T) {
+    let mut last = read().await;
+    for _ in 0..100 {
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = read().await;
+    }
+    assert_eq!(last, want);
+}
+
+/// A node's stake is what `NodeStaking` holds for its id: bonded on chain, lowered at an
+/// unstake request, unchanged by the withdrawal that pays the principal back in full; a
+/// caller cannot move stake or declare it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_stake_is_what_the_staking_contract_holds() {
+    use prlx_chain::bindings::NodeStaking;
+    use prlx_commands::settle::SettlementCommand;
+    use prlx_events::{Hash32, NodeId};
+
+    let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
+    let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
+    let params = DevParams::for_devchain(&chain, 60);
+    let d = deploy_dev(&deployer, chain.address(dev_role::DEPLOYER), &params)
+        .await
+        .unwrap();
+    let config = ChainWatchConfig {
+        deployment: d.clone(),
+        rpc_url: chain.endpoint(),
+        watch: WatchConfig {
+            confirmations: 1,
+            page_blocks: 100,
+        },
+        interval: Duration::from_millis(50),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log_text = format!("file://{}", dir.path().join("log").display());
+    let url = LogUrl::parse(&log_text).unwrap();
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(chain_watch::run(handle.clone(), config, stopped));
+
+    let op = dev_role::FIRST_OPERATOR;
+    let prlx = |n: u64| U256::from(n) * U256::from(10).pow(U256::from(18));
+    let token = PRLX::new(d.token.address, deployer.clone());
+    confirm(
+        token.transfer(chain.address(op), prlx(5)).send().await,
+        "fund",
+    )
+    .await
+    .unwrap();
+    let op_p = chain.provider(op).unwrap();
+    confirm(
+        PRLX::new(d.token.address, op_p.clone())
+            .approve(d.contracts.node_staking, prlx(5))
+            .send()
+            .await,
+        "approve",
+    )
+    .await
+    .unwrap();
+    let staking = NodeStaking::new(d.contracts.node_staking, op_p);
+    let raw = [0x5au8; 32];
+    let node = NodeId(Hash32(raw));
+    let stake_of = || {
+        let handle = handle.clone();
+        async move {
+            handle
+                .read_state(move |s| s.chain_stakes.get(&node).map(|c| c.stake))
+                .await
+                .unwrap()
+        }
+    };
+    let units = |n: u64| n * 1_000_000_000;
+
+    confirm(staking.stake(raw.into(), prlx(5)).send().await, "stake")
+        .await
+        .unwrap();
+    wait_for(stake_of, Some(units(5))).await;
+    confirm(
+        staking.requestUnstake(raw.into(), prlx(2)).send().await,
+        "unstake",
+    )
+    .await
+    .unwrap();
+    wait_for(stake_of, Some(units(3))).await;
+    let _: serde_json::Value = deployer
+        .raw_request("evm_increaseTime".into(), (60u64,))
+        .await
+        .unwrap();
+    confirm(staking.withdraw(raw.into()).send().await, "withdraw")
+        .await
+        .unwrap();
+    let withdrawals = || {
+        let handle = handle.clone();
+        async move { handle.read_state(|s| s.chain_seen.len()).await.unwrap() }
+    };
+    wait_for(withdrawals, 3).await;
+    assert_eq!(
+        stake_of().await,
+        Some(units(3)),
+        "a withdrawal leaves the bond as it was"
+    );
+    let back = PRLX::new(d.token.address, deployer.clone())
+        .balanceOf(chain.address(op))
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(back, prlx(2), "the principal, in full");
+
+    // Nobody moves or declares stake through the coordinator.
+    for (command, field) in [
+        (
+            Command::Settlement(SettlementCommand::DepositStake {
+                node_id: node,
+                amount: 10,
+            }),
+            "amount",
+        ),
+        (
+            Command::Settlement(SettlementCommand::RequestUnstake {
+                node_id: node,
+                amount: 1,
+            }),
+            "amount",
+        ),
+        (
+            Command::RegisterNode(Box::new(prlx_commands::testkit::fixtures::registered(1))),
+            "stake",
+        ),
+    ] {
+        match handle.execute_command(command).await.unwrap() {
+            Outcome::Rejected { rejection, .. } => {
+                assert!(rejection.to_string().contains(field), "{rejection}")
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+
+    // The auditor finds each stake change on the chain.
+    let out = std::process::Command::new(workspace_bin("prlx-replay"))
+        .args([
+            "verify",
+            "--json",
+            "--log",
+            &log_text,
+            "--chain",
+            &chain.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["chain"]["stake_changes_checked"], 3, "{report}");
+}
+
+/// The fold takes a node's stake from its bond on chain, also when the node registers after
+/// it was staked for, and refuses a record that does not follow from the bond before it.
+#[test]
+fn the_fold_takes_stake_from_the_chain_and_refuses_inconsistent_records() {
+    use prlx_commands::testkit::{fixtures, fold, History};
+    use prlx_events::event::{ChainRef, ChainStakeChanged, NodeRegistered, StakeChange};
+    let at = |i: u64| ChainRef {
+        chain_id: 31337,
+        contract: format!("0x{}", "77".repeat(20)),
+        block_number: i,
+        block_hash: format!("0x{}", "88".repeat(32)),
+        tx_hash: format!("0x{i:064x}"),
+        log_index: 0,
+    };
+    let staked = ChainStakeChanged {
+        node_id: fixtures::node(1),
+        staker: format!("0x{}", "99".repeat(20)),
+        change: StakeChange::Staked,
+        amount_wei: (7 * CREDIT_UNIT_WEI).to_string(),
+        bonded_wei: (7 * CREDIT_UNIT_WEI + 5).to_string(),
+        stake: 7,
+        chain: at(1),
+    };
+    let mut h = History::new();
+    h.push(fixtures::reward_policy().into());
+    h.push(staked.clone().into());
+    h.push(
+        NodeRegistered {
+            stake: 0,
+            ..fixtures::registered(1)
+        }
+        .into(),
+    );
+    let state = fold(&h).unwrap();
+    assert_eq!(state.nodes[&fixtures::node(1)].stake, 7);
+    assert_eq!(state.rewards.operators[&fixtures::node(1)].stake, 7);
+
+    let withdrawn = ChainStakeChanged {
+        change: StakeChange::Withdrawn,
+        bonded_wei: (9 * CREDIT_UNIT_WEI).to_string(),
+        stake: 9,
+        chain: at(2),
+        ..staked.clone()
+    };
+    let mut forged = h.clone();
+    forged.push(withdrawn.into());
+    assert!(fold(&forged)
+        .unwrap_err()
+        .to_string()
+        .contains("bonded_wei"));
+    let mut thief = h.clone();
+    thief.push(
+        ChainStakeChanged {
+            staker: format!("0x{}", "66".repeat(20)),
+            chain: at(3),
+            ..staked.clone()
+        }
+        .into(),
+    );
+    assert!(fold(&thief).unwrap_err().to_string().contains("staker"));
+    let mut twice = h;
+    twice.push(staked.into());
+    assert!(fold(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("applied twice"));
+}
