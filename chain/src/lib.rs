@@ -19,6 +19,7 @@
 //! - [`devchain`]: a private anvil for tests and the demo.
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
+//! - [`record`]: an observation as the log records it, and back.
 //!
 //! No function here decides anything about credits or rewards: deciding stays in the pure
 //! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
@@ -30,6 +31,7 @@ pub mod deployment;
 pub mod devchain;
 pub mod error;
 pub mod merkle;
+pub mod record;
 pub mod verify;
 pub mod watch;
 

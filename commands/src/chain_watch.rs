@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
 use prlx_chain::devchain::connect;
+use prlx_chain::record::{deposit_of, hex0x, place_of};
 use prlx_chain::watch::{ChainEvent, Observed, WatchConfig, WatchError, Watcher};
 use prlx_chain::Deployment;
-use prlx_events::event::{ChainDeposit, ChainRef, StakeChange};
-use prlx_events::{AccountId, Hash32, NodeId};
+use prlx_events::event::StakeChange;
+use prlx_events::{Hash32, NodeId};
 use tokio::sync::watch;
 
 use crate::actor::CoordinatorHandle;
@@ -39,22 +40,6 @@ pub struct ChainWatchConfig {
     pub interval: Duration,
 }
 
-/// 0x-hex, lowercase: how addresses and hashes are written on the log.
-fn hex0x(bytes: &[u8]) -> String {
-    format!("0x{}", hex::encode(bytes))
-}
-
-fn chain_ref(o: &Observed) -> ChainRef {
-    ChainRef {
-        chain_id: o.chain_id,
-        contract: hex0x(o.contract.as_slice()),
-        block_number: o.block_number,
-        block_hash: hex0x(o.block_hash.as_slice()),
-        tx_hash: hex0x(o.tx_hash.as_slice()),
-        log_index: o.log_index,
-    }
-}
-
 /// The command an observation becomes (`None` for events the coordinator only reads back,
 /// such as its own epoch posts).
 pub fn observation_command(o: &Observed) -> Option<Command> {
@@ -65,11 +50,13 @@ pub fn observation_command(o: &Observed) -> Option<Command> {
             change,
             amount_wei: amount.to_string(),
             bonded_wei: bonded.map(U256::to_string),
-            chain: chain_ref(o),
+            chain: place_of(o),
         }))
     };
     match &o.event {
-        ChainEvent::Deposited { .. } => deposit_command(o),
+        ChainEvent::Deposited { .. } => {
+            deposit_of(o).map(|(account, chain)| Command::ObserveDeposit { account, chain })
+        }
         ChainEvent::Staked {
             node_id,
             staker,
@@ -102,31 +89,6 @@ pub fn observation_command(o: &Observed) -> Option<Command> {
         } => Some(stake(node_id, staker, StakeChange::Withdrawn, amount, None)),
         ChainEvent::EpochPosted { .. } | ChainEvent::Claimed { .. } => None,
     }
-}
-
-/// The command a deposit observation becomes (`None` for other events).
-pub fn deposit_command(o: &Observed) -> Option<Command> {
-    let ChainEvent::Deposited {
-        account,
-        payer,
-        amount,
-    } = &o.event
-    else {
-        return None;
-    };
-    Some(Command::ObserveDeposit {
-        account: AccountId(hex0x(account.as_slice())),
-        chain: ChainDeposit {
-            chain_id: o.chain_id,
-            contract: hex0x(o.contract.as_slice()),
-            block_number: o.block_number,
-            block_hash: hex0x(o.block_hash.as_slice()),
-            tx_hash: hex0x(o.tx_hash.as_slice()),
-            log_index: o.log_index,
-            payer: hex0x(payer.as_slice()),
-            amount_wei: amount.to_string(),
-        },
-    })
 }
 
 /// Follows the chain until `stopped`.

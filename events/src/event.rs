@@ -94,13 +94,9 @@ pub const CREDIT_UNIT_WEI: u128 = 1_000_000_000;
 /// 0x-hex, lowercase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChainDeposit {
-    pub chain_id: u64,
-    /// The escrow contract that emitted it.
-    pub contract: String,
-    pub block_number: u64,
-    pub block_hash: String,
-    pub tx_hash: String,
-    pub log_index: u64,
+    /// Where it is; `contract` is the escrow. (Flattened: the fields sit beside the others.)
+    #[serde(flatten)]
+    pub place: ChainRef,
     /// Who paid (the account credited is the event's `account`).
     pub payer: String,
     /// The amount in minor units of PRLX, decimal (it passes u64).
@@ -110,10 +106,7 @@ pub struct ChainDeposit {
 impl ChainDeposit {
     /// The reference that makes it credit once: chain, transaction, log index.
     pub fn tx_ref(&self) -> String {
-        format!(
-            "chain:{}:{}:{}",
-            self.chain_id, self.tx_hash, self.log_index
-        )
+        self.place.key()
     }
 
     /// The credits it buys: `amount_wei / CREDIT_UNIT_WEI`, rounded down (the dust stays in

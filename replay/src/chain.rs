@@ -9,13 +9,12 @@
 //! staking contract's event at its place (node, staker, amount, the bond after it). Each
 //! finding names the record's offset.
 
-use std::str::FromStr;
-
 use alloy::primitives::{Address, B256, U256};
 use prlx_chain::devchain::connect;
+use prlx_chain::record::{deposit_observed, hex0x, observed_at};
 use prlx_chain::verify::{check, locate};
-use prlx_chain::watch::{ChainEvent, Observed};
-use prlx_events::event::{ChainDeposit, ChainStakeChanged, CreditsDeposited, StakeChange};
+use prlx_chain::watch::ChainEvent;
+use prlx_events::event::{ChainStakeChanged, StakeChange};
 use prlx_events::log::{LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Event};
 use serde::Serialize;
@@ -57,30 +56,6 @@ fn finding_in(event_type: &str, offset: Offset, field: &str, message: String) ->
         field: Some(field.into()),
         message,
     }
-}
-
-/// The observation a recorded deposit claims, or why it cannot be one.
-fn observed(d: &CreditsDeposited, c: &ChainDeposit) -> Result<Observed, (&'static str, String)> {
-    let hash = |field: &'static str, v: &str| {
-        B256::from_str(v).map_err(|e| (field, format!("{v:?}: {e}")))
-    };
-    let addr = |field: &'static str, v: &str| {
-        Address::from_str(v).map_err(|e| (field, format!("{v:?}: {e}")))
-    };
-    Ok(Observed {
-        chain_id: c.chain_id,
-        contract: addr("chain.contract", &c.contract)?,
-        block_number: c.block_number,
-        block_hash: hash("chain.block_hash", &c.block_hash)?,
-        tx_hash: hash("chain.tx_hash", &c.tx_hash)?,
-        log_index: c.log_index,
-        event: ChainEvent::Deposited {
-            account: addr("account", &d.account.0)?,
-            payer: addr("chain.payer", &c.payer)?,
-            amount: U256::from_str_radix(&c.amount_wei, 10)
-                .map_err(|e| ("chain.amount_wei", format!("{:?}: {e}", c.amount_wei)))?,
-        },
-    })
 }
 
 /// Checks every credit on the log at `log_url` against the chain at `rpc_url`.
@@ -142,7 +117,7 @@ pub async fn audit(
                 ));
                 continue;
             };
-            let o = match observed(d, c) {
+            let o = match deposit_observed(&d.account, c) {
                 Ok(o) => o,
                 Err((field, why)) => {
                     audit.divergences.push(finding(
@@ -173,30 +148,15 @@ async fn check_stake(
     provider: &alloy::providers::DynProvider,
     c: &ChainStakeChanged,
 ) -> Result<Option<(&'static str, String)>, String> {
-    let hash = |v: &str| B256::from_str(v).ok();
-    let (Some(block_hash), Some(tx_hash), Ok(contract)) = (
-        hash(&c.chain.block_hash),
-        hash(&c.chain.tx_hash),
-        Address::from_str(&c.chain.contract),
-    ) else {
-        return Ok(Some((
-            "chain",
-            "not a chain place: a hash or address does not parse".into(),
-        )));
+    // The event is not compared: `locate` returns the chain's event at the place.
+    let placeholder = ChainEvent::Withdrawn {
+        node_id: B256::ZERO,
+        staker: Address::ZERO,
+        amount: U256::ZERO,
     };
-    let place = Observed {
-        chain_id: c.chain.chain_id,
-        contract,
-        block_number: c.chain.block_number,
-        block_hash,
-        tx_hash,
-        log_index: c.chain.log_index,
-        // Not compared: `locate` returns the chain's event at the place.
-        event: ChainEvent::Withdrawn {
-            node_id: B256::ZERO,
-            staker: Address::ZERO,
-            amount: U256::ZERO,
-        },
+    let place = match observed_at(&c.chain, placeholder) {
+        Ok(p) => p,
+        Err((field, why)) => return Ok(Some((field, format!("not a chain value: {why}")))),
     };
     let event = match locate(provider, &place).await.map_err(|e| e.to_string())? {
         Err(d) => return Ok(Some(("chain", d.to_string()))),
@@ -228,12 +188,6 @@ async fn check_stake(
             amount,
         } => (StakeChange::Withdrawn, node_id, staker, amount, None),
         other => return Ok(Some(("change", format!("the chain has {other:?} there")))),
-    };
-    let hex0x = |b: &[u8]| {
-        format!(
-            "0x{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        )
     };
     let differs = |field, chain: String, recorded: String| {
         Some((

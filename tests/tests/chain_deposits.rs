@@ -15,8 +15,8 @@ use prlx_commands::actor;
 use prlx_commands::chain_watch::{self, ChainWatchConfig};
 use prlx_commands::decide::Command;
 use prlx_commands::shell::Outcome;
-use prlx_events::event::ChainDeposit;
 use prlx_events::event::CREDIT_UNIT_WEI;
+use prlx_events::event::{ChainDeposit, ChainRef};
 use prlx_events::log::LogUrl;
 use prlx_events::{AccountId, Envelope, Event};
 use prlx_tests::harness::bins::workspace_bin;
@@ -31,8 +31,9 @@ async fn balance(handle: &actor::CoordinatorHandle, account: &AccountId) -> u64 
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
+/// A fresh anvil with every contract deployed, and a watcher's configuration for it with
+/// `confirmations`, polling every 50 ms.
+async fn deployed(confirmations: u64) -> (DevChain, prlx_chain::Deployment, ChainWatchConfig) {
     let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
     let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
     let params = DevParams::for_devchain(&chain, 60);
@@ -43,11 +44,18 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
         deployment: d.clone(),
         rpc_url: chain.endpoint(),
         watch: WatchConfig {
-            confirmations: 2,
+            confirmations,
             page_blocks: 100,
         },
         interval: Duration::from_millis(50),
     };
+    (chain, d, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
+    let (chain, d, config) = deployed(2).await;
+    let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
 
     // The client buys credits: 3.5 credits' worth plus dust below one credit.
     let client = chain.address(dev_role::CLIENT);
@@ -170,7 +178,10 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
         })
         .unwrap();
     let invented = ChainDeposit {
-        tx_hash: format!("0x{}", "ab".repeat(32)),
+        place: ChainRef {
+            tx_hash: format!("0x{}", "ab".repeat(32)),
+            ..real.place.clone()
+        },
         ..real
     };
     let outcome = handle
@@ -215,7 +226,7 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     );
     let c = deposits[0].chain.as_ref().expect("where on the chain");
     assert_eq!(
-        (c.chain_id, c.amount_wei.as_str()),
+        (c.place.chain_id, c.amount_wei.as_str()),
         (31337, wei.to_string().as_str())
     );
     assert_eq!(deposits[0].tx_ref, c.tx_ref());
@@ -227,12 +238,14 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
 fn the_fold_refuses_a_chain_deposit_whose_credits_or_reference_do_not_follow() {
     use prlx_events::event::CreditsDeposited;
     let chain = ChainDeposit {
-        chain_id: 31337,
-        contract: format!("0x{}", "11".repeat(20)),
-        block_number: 9,
-        block_hash: format!("0x{}", "22".repeat(32)),
-        tx_hash: format!("0x{}", "33".repeat(32)),
-        log_index: 0,
+        place: ChainRef {
+            chain_id: 31337,
+            contract: format!("0x{}", "11".repeat(20)),
+            block_number: 9,
+            block_hash: format!("0x{}", "22".repeat(32)),
+            tx_hash: format!("0x{}", "33".repeat(32)),
+            log_index: 0,
+        },
         payer: format!("0x{}", "44".repeat(20)),
         amount_wei: (5 * CREDIT_UNIT_WEI + 3).to_string(),
     };
@@ -288,21 +301,8 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
     use prlx_commands::settle::SettlementCommand;
     use prlx_events::{Hash32, NodeId};
 
-    let chain = DevChain::spawn().expect("anvil (scripts/chain.sh setup)");
+    let (chain, d, config) = deployed(1).await;
     let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
-    let params = DevParams::for_devchain(&chain, 60);
-    let d = deploy_dev(&deployer, chain.address(dev_role::DEPLOYER), &params)
-        .await
-        .unwrap();
-    let config = ChainWatchConfig {
-        deployment: d.clone(),
-        rpc_url: chain.endpoint(),
-        watch: WatchConfig {
-            confirmations: 1,
-            page_blocks: 100,
-        },
-        interval: Duration::from_millis(50),
-    };
     let dir = tempfile::tempdir().unwrap();
     let log_text = format!("file://{}", dir.path().join("log").display());
     let url = LogUrl::parse(&log_text).unwrap();
@@ -433,7 +433,7 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
 #[test]
 fn the_fold_takes_stake_from_the_chain_and_refuses_inconsistent_records() {
     use prlx_commands::testkit::{fixtures, fold, History};
-    use prlx_events::event::{ChainRef, ChainStakeChanged, NodeRegistered, StakeChange};
+    use prlx_events::event::{ChainStakeChanged, NodeRegistered, StakeChange};
     let at = |i: u64| ChainRef {
         chain_id: 31337,
         contract: format!("0x{}", "77".repeat(20)),

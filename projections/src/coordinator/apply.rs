@@ -188,7 +188,7 @@ impl CoordinatorState {
                             ),
                         ));
                     }
-                    self.chain_block = self.chain_block.max(c.block_number);
+                    self.chain_block = self.chain_block.max(c.place.block_number);
                 }
                 let acct = self.accounts.get(&d.account).cloned().unwrap_or_default();
                 let balance = acct
