@@ -666,6 +666,43 @@ impl ChainRef {
     }
 }
 
+/// One leaf of an epoch's payout tree: a node's payout, to its staker, in minor units of PRLX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RootLeaf {
+    pub node_id: NodeId,
+    /// The node's staker (0x-hex, lowercase), who receives the payout.
+    pub recipient: String,
+    /// The payout times `CREDIT_UNIT_WEI`, decimal.
+    pub amount_wei: String,
+}
+
+/// The payout tree of a settled epoch, fixed before it is posted to the RewardsDistributor:
+/// one leaf per payout above zero of a node with a staker on chain (a node never staked on
+/// chain has no stake, so no weight and no payout), in node id order. `root` is the Merkle root
+/// of the leaves (`prlx_chain::merkle`, checked by the auditor); the fold re-derives the
+/// leaves from the settlement and the stakers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RewardRootPrepared {
+    pub epoch: u64,
+    pub leaves: Vec<RootLeaf>,
+    /// The sum of the leaves, decimal minor units.
+    pub total_wei: String,
+    pub root: Hash32,
+}
+
+/// The RewardsDistributor's `EpochPosted`, as the chain watcher observed it: the root, the
+/// total and the head of this log's hash chain the coordinator posted with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RewardRootPosted {
+    pub epoch: u64,
+    pub root: Hash32,
+    /// SHA-256 of the last record on the log when the root was posted: the auditor finds it
+    /// on the log, so history up to there cannot be rewritten without the chain showing it.
+    pub log_head: Hash32,
+    pub total_wei: String,
+    pub chain: ChainRef,
+}
+
 /// `wei / CREDIT_UNIT_WEI` for a decimal amount of minor units; `None` if it is not a decimal
 /// or passes u64.
 pub fn wei_to_units(wei: &str) -> Option<u64> {
@@ -836,6 +873,8 @@ events! {
     UnstakeRequested = 1,
     StakeReturned = 1,
     ChainStakeChanged = 1,
+    RewardRootPrepared = 1,
+    RewardRootPosted = 1,
     RewardModeChanged = 1,
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,

@@ -315,6 +315,32 @@ fn one_of_each() -> Vec<Event> {
             available_at: t0(),
         }
         .into(),
+        RewardRootPrepared {
+            epoch: 7,
+            leaves: vec![RootLeaf {
+                node_id: node(1),
+                recipient: format!("0x{}", "ab".repeat(20)),
+                amount_wei: "1000000000".into(),
+            }],
+            total_wei: "1000000000".into(),
+            root: Hash32([3; 32]),
+        }
+        .into(),
+        RewardRootPosted {
+            epoch: 7,
+            root: Hash32([3; 32]),
+            log_head: Hash32([4; 32]),
+            total_wei: "1000000000".into(),
+            chain: ChainRef {
+                chain_id: 1,
+                contract: format!("0x{}", "cd".repeat(20)),
+                block_number: 1,
+                block_hash: format!("0x{}", "ef".repeat(32)),
+                tx_hash: format!("0x{}", "02".repeat(32)),
+                log_index: 0,
+            },
+        }
+        .into(),
         ChainStakeChanged {
             node_id: node(1),
             staker: format!("0x{}", "ab".repeat(20)),

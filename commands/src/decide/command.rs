@@ -23,6 +23,12 @@ pub enum Command {
     /// what the contract reported bonded after it (`None` for a withdrawal, which leaves the
     /// bond as last observed).
     ObserveStake(Box<StakeObservation>),
+    /// Fix the payout tree of a settled epoch, before it is posted on chain.
+    PrepareRoot {
+        epoch: u64,
+    },
+    /// A `RewardsDistributor.EpochPosted` the chain watcher read past its confirmations.
+    ObservePost(Box<RootPost>),
     /// A `CreditEscrow.Deposited` the chain watcher read past its confirmations.
     ObserveDeposit {
         account: AccountId,
@@ -196,5 +202,15 @@ pub struct StakeObservation {
     /// What the contract reported bonded after it; `None` for a withdrawal, which leaves the
     /// bond as last observed.
     pub bonded_wei: Option<String>,
+    pub chain: ChainRef,
+}
+
+/// A `RewardsDistributor.EpochPosted` as the chain watcher read it ([`Command::ObservePost`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPost {
+    pub epoch: u64,
+    pub root: Hash32,
+    pub log_head: Hash32,
+    pub total_wei: String,
     pub chain: ChainRef,
 }

@@ -31,6 +31,7 @@ mod nodes;
 mod pricing;
 mod refuse;
 pub(crate) mod rejection;
+mod roots;
 mod sampling;
 mod work;
 
@@ -38,8 +39,8 @@ use prlx_events::Event;
 use prlx_projections::CoordinatorState;
 
 pub use self::command::{
-    Command, Completion, Dispatch, Refusal, SignedHeartbeat, StakeObservation, Submission,
-    INFERENCE,
+    Command, Completion, Dispatch, Refusal, RootPost, SignedHeartbeat, StakeObservation,
+    Submission, INFERENCE,
 };
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
@@ -57,6 +58,8 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             intake::observe_deposit(state, account, chain)
         }
         Command::ObserveStake(o) => intake::observe_stake(state, *o),
+        Command::PrepareRoot { epoch } => roots::prepare(state, epoch),
+        Command::ObservePost(p) => roots::posted(state, *p),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {

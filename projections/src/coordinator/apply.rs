@@ -588,6 +588,10 @@ impl CoordinatorState {
                 self.batch.discharge(Owed::Removal(r.node_id));
             }
             Event::ChainStakeChanged(c) => self.fold_chain_stake(env, c)?,
+            // Settlement checks it (below); its payouts are kept for the payout tree.
+            Event::RewardEpochSettled(e) => self.keep_payouts(e),
+            Event::RewardRootPrepared(r) => self.fold_root_prepared(env, r)?,
+            Event::RewardRootPosted(p) => self.fold_root_posted(env, p)?,
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node
@@ -627,7 +631,6 @@ impl CoordinatorState {
             Event::UnstakeRequested(_)
             | Event::StakeReturned(_)
             | Event::RewardModeChanged(_)
-            | Event::RewardEpochSettled(_)
             | Event::RewardPolicyPublished(_)
             // A seal is evidence about the log's bytes, checked by the auditor; no state.
             | Event::LogSealed(_) => {}

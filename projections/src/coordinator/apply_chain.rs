@@ -1,5 +1,6 @@
-//! The fold's arm of a node's bond on chain (`ChainStakeChanged`), and the rule `decide`
-//! shares with it ([`chain_stake_problem`]).
+//! The fold's arms of what comes from or goes to the chain: a node's bond
+//! (`ChainStakeChanged`, with the rule `decide` shares, [`chain_stake_problem`]) and an
+//! epoch's payout tree (`RewardRootPrepared`, derived by [`root_leaves`]; `RewardRootPosted`).
 //!
 //! The contract is the authority: the fold only checks that a record is consistent with
 //! itself and with the bond observed before it (the stake is the bonded amount in credit
@@ -7,10 +8,15 @@
 //! bond as it was), and that each chain event applies once. Whether the chain really has the
 //! event is for the auditor (`prlx-replay verify --chain`).
 
-use prlx_events::event::{wei_to_units, ChainStakeChanged, StakeChange};
-use prlx_events::Envelope;
+use std::collections::BTreeMap;
 
-use crate::coordinator::state::{ChainStake, CoordinatorState};
+use prlx_events::event::{
+    wei_to_units, ChainStakeChanged, RewardEpochSettled, RewardRootPosted, RewardRootPrepared,
+    RootLeaf, StakeChange, CREDIT_UNIT_WEI,
+};
+use prlx_events::{Envelope, NodeId};
+
+use crate::coordinator::state::{ChainStake, CoordinatorState, PreparedRoot, ROOT_WINDOW_EPOCHS};
 use crate::fold::FoldError;
 
 /// Why `c` cannot follow `before` (the node's bond as last observed): `(field, reason)`.
@@ -85,6 +91,141 @@ impl CoordinatorState {
         if let Some(node) = self.nodes.get_mut(&c.node_id) {
             node.stake = c.stake;
         }
+        Ok(())
+    }
+}
+
+/// The leaves of an epoch's payout tree: each payout above zero of a node with a staker on
+/// chain, to that staker, in minor units of PRLX, in node id order (the payouts' order).
+pub fn root_leaves(
+    payouts: &[(NodeId, u64)],
+    stakes: &BTreeMap<NodeId, ChainStake>,
+) -> Vec<RootLeaf> {
+    payouts
+        .iter()
+        .filter(|(_, amount)| *amount > 0)
+        .filter_map(|(node, amount)| {
+            stakes.get(node).map(|s| RootLeaf {
+                node_id: *node,
+                recipient: s.staker.clone(),
+                amount_wei: (u128::from(*amount) * CREDIT_UNIT_WEI).to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The sum of the leaves' amounts, decimal; `None` if one is not a decimal or the sum passes
+/// u128.
+pub fn leaves_total(leaves: &[RootLeaf]) -> Option<String> {
+    leaves
+        .iter()
+        .try_fold(0u128, |sum, l| {
+            sum.checked_add(l.amount_wei.parse::<u128>().ok()?)
+        })
+        .map(|t| t.to_string())
+}
+
+impl CoordinatorState {
+    /// Keeps a settled epoch's payouts for preparing its tree, within the window.
+    pub(super) fn keep_payouts(&mut self, s: &RewardEpochSettled) {
+        let payouts = s.payouts.iter().map(|p| (p.node_id, p.amount)).collect();
+        self.recent_payouts.insert(s.epoch, payouts);
+        while self.recent_payouts.len() > ROOT_WINDOW_EPOCHS {
+            self.recent_payouts.pop_first();
+        }
+        while self.roots.len() > ROOT_WINDOW_EPOCHS {
+            self.roots.pop_first();
+        }
+    }
+
+    pub(super) fn fold_root_prepared(
+        &mut self,
+        env: &Envelope,
+        r: &RewardRootPrepared,
+    ) -> Result<(), FoldError> {
+        let Some(payouts) = self.recent_payouts.get(&r.epoch) else {
+            return Err(FoldError::at_field(
+                env,
+                "epoch",
+                format!("epoch {} is not a recently settled one", r.epoch),
+            ));
+        };
+        if self.roots.contains_key(&r.epoch) {
+            return Err(FoldError::at_field(
+                env,
+                "epoch",
+                format!("epoch {} already has a tree", r.epoch),
+            ));
+        }
+        let leaves = root_leaves(payouts, &self.chain_stakes);
+        if leaves.is_empty() || leaves != r.leaves {
+            return Err(FoldError::at_field(
+                env,
+                "leaves",
+                format!(
+                    "recorded {} leaves, derived {} from the settlement and the stakers",
+                    r.leaves.len(),
+                    leaves.len()
+                ),
+            ));
+        }
+        if leaves_total(&leaves).as_deref() != Some(r.total_wei.as_str()) {
+            return Err(FoldError::at_field(
+                env,
+                "total_wei",
+                format!("recorded {}, not the leaves' sum", r.total_wei),
+            ));
+        }
+        self.roots.insert(
+            r.epoch,
+            PreparedRoot {
+                root: r.root,
+                total_wei: r.total_wei.clone(),
+                posted: false,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn fold_root_posted(
+        &mut self,
+        env: &Envelope,
+        p: &RewardRootPosted,
+    ) -> Result<(), FoldError> {
+        let key = p.chain.key();
+        if self.chain_seen.contains(&key) {
+            return Err(FoldError::new(
+                env,
+                format!("chain event {key} applied twice"),
+            ));
+        }
+        let Some(prepared) = self.roots.get_mut(&p.epoch) else {
+            return Err(FoldError::at_field(
+                env,
+                "epoch",
+                format!("no tree prepared for epoch {}", p.epoch),
+            ));
+        };
+        if prepared.posted {
+            return Err(FoldError::at_field(
+                env,
+                "epoch",
+                format!("epoch {} posted twice", p.epoch),
+            ));
+        }
+        if prepared.root != p.root || prepared.total_wei != p.total_wei {
+            return Err(FoldError::at_field(
+                env,
+                "root",
+                format!(
+                    "epoch {}: posted a root or total other than the prepared one",
+                    p.epoch
+                ),
+            ));
+        }
+        prepared.posted = true;
+        self.chain_seen.insert(key);
+        self.chain_block = self.chain_block.max(p.chain.block_number);
         Ok(())
     }
 }

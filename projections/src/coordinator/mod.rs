@@ -31,11 +31,11 @@ pub mod lifecycle;
 pub(crate) mod state;
 pub(crate) mod views;
 
-pub use self::apply_chain::chain_stake_problem;
+pub use self::apply_chain::{chain_stake_problem, leaves_total, root_leaves};
 pub use self::batch::OpenBatch;
 pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
     TransitionError, ValidationOutcome, Wait,
 };
-pub use self::state::{ChainStake, CoordinatorState};
+pub use self::state::{ChainStake, CoordinatorState, PreparedRoot, ROOT_WINDOW_EPOCHS};
 pub use self::views::*;

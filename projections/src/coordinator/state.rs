@@ -17,6 +17,19 @@ use crate::coordinator::views::{
 use crate::scheduler::index::Scheduler;
 use crate::settlement::Settlement;
 
+/// How many settled epochs a payout tree can still be prepared for: the state keeps their
+/// payouts, and no more, so it does not grow with history.
+pub const ROOT_WINDOW_EPOCHS: usize = 64;
+
+/// An epoch's payout tree, prepared and maybe posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedRoot {
+    pub root: prlx_events::Hash32,
+    pub total_wei: String,
+    /// Its `EpochPosted` has been recorded.
+    pub posted: bool,
+}
+
 /// A node's bond on chain, as last observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainStake {
@@ -44,6 +57,13 @@ pub struct CoordinatorState {
     /// staked for before it registers).
     #[serde(default)]
     pub chain_stakes: BTreeMap<NodeId, ChainStake>,
+    /// The payouts (node, amount) of the last [`ROOT_WINDOW_EPOCHS`] settled epochs: what a
+    /// payout tree is prepared from.
+    #[serde(default)]
+    pub recent_payouts: BTreeMap<u64, Vec<(NodeId, u64)>>,
+    /// Payout trees prepared (and whether posted), for the same window.
+    #[serde(default)]
+    pub roots: BTreeMap<u64, PreparedRoot>,
     pub requests: BTreeMap<RequestId, RequestView>,
     /// account -> Idempotency-Key -> the request it created.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,

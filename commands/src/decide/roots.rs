@@ -1,0 +1,96 @@
+//! An epoch's payout tree: fixed on the log (`RewardRootPrepared`) before the coordinator
+//! posts it to the RewardsDistributor, and recorded as posted (`RewardRootPosted`) when the
+//! chain watcher reads the distributor's `EpochPosted` back.
+
+use prlx_chain::merkle::{Payout, PayoutTree};
+use prlx_events::event::{RejectionCode, RewardRootPosted, RewardRootPrepared};
+use prlx_events::{Event, Hash32};
+use prlx_projections::coordinator::{leaves_total, root_leaves};
+use prlx_projections::CoordinatorState;
+
+use crate::decide::command::RootPost;
+use crate::decide::rejection::Rejection;
+
+fn refused(field: &'static str, why: impl Into<String>) -> Rejection {
+    Rejection::new(RejectionCode::MalformedRequest, Some(field), why)
+}
+
+/// The tree of settled `epoch`, from its payouts and the nodes' stakers. Refused when the
+/// epoch is out of the window or has a tree, or no payout goes to a staked node.
+pub(super) fn prepare(state: &CoordinatorState, epoch: u64) -> Result<Vec<Event>, Rejection> {
+    let Some(payouts) = state.recent_payouts.get(&epoch) else {
+        return Err(refused(
+            "epoch",
+            format!("epoch {epoch} is not a recently settled one"),
+        ));
+    };
+    if state.roots.contains_key(&epoch) {
+        return Ok(vec![]);
+    }
+    let leaves = root_leaves(payouts, &state.chain_stakes);
+    if leaves.is_empty() {
+        return Err(refused(
+            "epoch",
+            format!("epoch {epoch} pays no node staked on chain"),
+        ));
+    }
+    let total_wei =
+        leaves_total(&leaves).ok_or_else(|| refused("leaves", "the total passes u128"))?;
+    let payouts = leaves
+        .iter()
+        .map(|l| {
+            Ok(Payout {
+                node_id: l.node_id.0 .0.into(),
+                recipient: l
+                    .recipient
+                    .parse()
+                    .map_err(|_| refused("recipient", "not an address"))?,
+                amount: l
+                    .amount_wei
+                    .parse()
+                    .map_err(|_| refused("amount_wei", "not a decimal"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, Rejection>>()?;
+    let tree = PayoutTree::build(epoch, payouts).map_err(|e| refused("leaves", e.to_string()))?;
+    Ok(vec![RewardRootPrepared {
+        epoch,
+        leaves,
+        total_wei,
+        root: Hash32(tree.root().0),
+    }
+    .into()])
+}
+
+/// The distributor's `EpochPosted` for a prepared tree, recorded once.
+pub(super) fn posted(state: &CoordinatorState, p: RootPost) -> Result<Vec<Event>, Rejection> {
+    if state.chain_seen.contains(&p.chain.key()) {
+        return Ok(vec![]);
+    }
+    let Some(prepared) = state.roots.get(&p.epoch) else {
+        return Err(refused(
+            "epoch",
+            format!("no tree prepared for epoch {}", p.epoch),
+        ));
+    };
+    if prepared.posted {
+        return Ok(vec![]);
+    }
+    if prepared.root != p.root || prepared.total_wei != p.total_wei {
+        return Err(refused(
+            "root",
+            format!(
+                "epoch {}: the chain has another root or total than prepared",
+                p.epoch
+            ),
+        ));
+    }
+    Ok(vec![RewardRootPosted {
+        epoch: p.epoch,
+        root: p.root,
+        log_head: p.log_head,
+        total_wei: p.total_wei,
+        chain: p.chain,
+    }
+    .into()])
+}
