@@ -20,6 +20,7 @@
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
 //! - [`record`]: an observation as the log records it, and back.
+//! - [`keyfile`]: a chain key kept in an owner-only file.
 //!
 //! No function here decides anything about credits or rewards: deciding stays in the pure
 //! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
@@ -30,6 +31,7 @@ pub mod deploy;
 pub mod deployment;
 pub mod devchain;
 pub mod error;
+pub mod keyfile;
 pub mod merkle;
 pub mod record;
 pub mod verify;

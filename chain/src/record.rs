@@ -65,6 +65,17 @@ pub fn observed_at(
     })
 }
 
+/// A recorded place alone, to find what the chain has there ([`crate::verify::locate`]
+/// does not look at the event).
+pub fn place_at(place: &ChainRef) -> Result<Observed, (&'static str, String)> {
+    let any = ChainEvent::Withdrawn {
+        node_id: B256::ZERO,
+        staker: Address::ZERO,
+        amount: U256::ZERO,
+    };
+    observed_at(place, any)
+}
+
 /// The observation a recorded deposit claims.
 pub fn deposit_observed(
     account: &AccountId,

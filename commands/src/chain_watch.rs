@@ -24,7 +24,7 @@ use prlx_events::{Hash32, NodeId};
 use tokio::sync::watch;
 
 use crate::actor::CoordinatorHandle;
-use crate::decide::{Command, StakeObservation};
+use crate::decide::{Command, RootPost, StakeObservation};
 use crate::shell::Outcome;
 
 /// What the watcher needs.
@@ -38,10 +38,12 @@ pub struct ChainWatchConfig {
     pub watch: WatchConfig,
     /// Time between polls.
     pub interval: Duration,
+    /// The coordinator's chain key: with it, settled epochs are also posted
+    /// ([`crate::chain_post`]).
+    pub poster: Option<alloy::signers::local::PrivateKeySigner>,
 }
 
-/// The command an observation becomes (`None` for events the coordinator only reads back,
-/// such as its own epoch posts).
+/// The command an observation becomes (`None` for a claim: operators' business).
 pub fn observation_command(o: &Observed) -> Option<Command> {
     let stake = |node_id: &B256, staker: &Address, change, amount: &U256, bonded: Option<&U256>| {
         Command::ObserveStake(Box::new(StakeObservation {
@@ -87,7 +89,20 @@ pub fn observation_command(o: &Observed) -> Option<Command> {
             staker,
             amount,
         } => Some(stake(node_id, staker, StakeChange::Withdrawn, amount, None)),
-        ChainEvent::EpochPosted { .. } | ChainEvent::Claimed { .. } => None,
+        ChainEvent::EpochPosted {
+            epoch,
+            root,
+            log_head,
+            total,
+        } => Some(Command::ObservePost(Box::new(RootPost {
+            // An epoch past u64 was not posted by a coordinator: it fails as unprepared.
+            epoch: u64::try_from(*epoch).unwrap_or(u64::MAX),
+            root: Hash32(root.0),
+            log_head: Hash32(log_head.0),
+            total_wei: total.to_string(),
+            chain: place_of(o),
+        }))),
+        ChainEvent::Claimed { .. } => None,
     }
 }
 

@@ -32,6 +32,7 @@
 //!   results; stakes and rewards).
 
 pub mod actor;
+pub mod chain_post;
 pub mod chain_watch;
 pub mod client;
 pub mod decide;

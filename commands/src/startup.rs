@@ -369,6 +369,20 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
             return None;
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let chain_post = chain.as_ref().and_then(|c| {
+            let config = crate::chain_post::PosterConfig {
+                deployment: c.deployment.clone(),
+                rpc_url: c.rpc_url.clone(),
+                signer: c.poster.clone()?,
+                log: log.to_owned(),
+                interval: c.interval,
+            };
+            Some(tokio::spawn(crate::chain_post::run(
+                handle.clone(),
+                config,
+                stopped.clone(),
+            )))
+        });
         let chain_watch = chain.clone().map(|config| {
             tokio::spawn(crate::chain_watch::run(
                 handle.clone(),
@@ -402,8 +416,8 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
             } else {
                 let _ = stopped.clone().wait_for(|s| *s).await;
             }
-            if let Some(watch) = chain_watch {
-                let _ = watch.await;
+            for task in [chain_watch, chain_post].into_iter().flatten() {
+                let _ = task.await;
             }
             if let Some(projector) = projector {
                 // Its transaction in progress may block a moment: off the runtime.

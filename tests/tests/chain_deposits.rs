@@ -48,6 +48,7 @@ async fn deployed(confirmations: u64) -> (DevChain, prlx_chain::Deployment, Chai
             page_blocks: 100,
         },
         interval: Duration::from_millis(50),
+        poster: None,
     };
     (chain, d, config)
 }

@@ -121,6 +121,19 @@ struct ChainArgs {
     /// Milliseconds between two reads of the chain.
     #[arg(long, env = "PRLX_CHAIN_POLL_MS", default_value_t = 1000)]
     chain_poll_ms: u64,
+    /// The coordinator's chain key (a file holding the hex private key, readable by its
+    /// owner only): with it, each settled epoch's payout root is posted to the distributor.
+    /// Without it (and without --chain-dev-account), nothing is posted.
+    #[arg(
+        long,
+        env = "PRLX_CHAIN_KEY_FILE",
+        conflicts_with = "chain_dev_account"
+    )]
+    chain_key_file: Option<PathBuf>,
+    /// Post with anvil's dev account N (development chains only, chain id 31337; the
+    /// deployment's coordinator is account 1).
+    #[arg(long)]
+    chain_dev_account: Option<usize>,
 }
 
 impl ChainArgs {
@@ -132,6 +145,24 @@ impl ChainArgs {
         if self.chain_confirmations == 0 {
             anyhow::bail!("--chain-confirmations: must be at least 1");
         }
+        let poster = match (self.chain_key_file, self.chain_dev_account) {
+            (Some(path), _) => Some(prlx_chain::keyfile::read_key_file(&path)?),
+            (None, Some(n)) => {
+                if deployment.chain_id != prlx_chain::devchain::DEV_CHAIN_ID {
+                    anyhow::bail!(
+                        "--chain-dev-account: chain {} is not a development chain; use --chain-key-file",
+                        deployment.chain_id
+                    );
+                }
+                if n >= prlx_chain::devchain::DEV_KEYS.len() {
+                    anyhow::bail!(
+                        "--chain-dev-account: {n} is not one of anvil's ten dev accounts"
+                    );
+                }
+                Some(prlx_chain::devchain::dev_signer(n))
+            }
+            (None, None) => None,
+        };
         Ok(Some(prlx_commands::chain_watch::ChainWatchConfig {
             rpc_url: self
                 .chain_rpc_url
@@ -142,6 +173,7 @@ impl ChainArgs {
                 ..Default::default()
             },
             interval: std::time::Duration::from_millis(self.chain_poll_ms),
+            poster,
         }))
     }
 }

@@ -1,0 +1,208 @@
+//! Settlement on chain: each settled epoch's payouts become a Merkle root posted to the
+//! RewardsDistributor by the coordinator's chain key, with the head of the log's hash chain.
+//!
+//! In two steps, so the log says what is posted before the chain does: the tree is fixed on
+//! the log (`Command::PrepareRoot` -> `RewardRootPrepared`), then posted (`postEpoch(epoch,
+//! root, log head, total)`), and the watcher records the distributor's `EpochPosted` when it
+//! reads it (`RewardRootPosted`). Before posting, what the Sablier stream has unlocked is
+//! withdrawn to the distributor (anyone may; it can only go to the stream's recipient), so the
+//! distributor holds what the root owes. A post the distributor refuses (not enough unlocked
+//! yet) is tried again at the next round; epochs are posted in order, as the contract requires.
+//!
+//! Runs on the active instance only. Two instances posting the same epoch cannot both
+//! succeed: the contract takes each epoch once, and a refused duplicate is only logged.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use alloy::primitives::{B256, U256};
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use prlx_chain::bindings::{ISablierLockup, RewardsDistributor};
+use prlx_chain::deploy::confirm;
+use prlx_chain::devchain::connect;
+use prlx_chain::Deployment;
+use prlx_events::chain::{link_to, GENESIS};
+use prlx_events::log::{LogReader, LogUrl};
+use prlx_events::Hash32;
+use tokio::sync::watch;
+
+use crate::actor::CoordinatorHandle;
+use crate::decide::Command;
+use crate::shell::Outcome;
+
+/// What the poster needs.
+#[derive(Debug, Clone)]
+pub struct PosterConfig {
+    /// The contracts.
+    pub deployment: Deployment,
+    /// The node to send through.
+    pub rpc_url: String,
+    /// The coordinator's chain key (the distributor's `poster`).
+    pub signer: PrivateKeySigner,
+    /// This coordinator's log, for its head.
+    pub log: String,
+    /// Time between rounds.
+    pub interval: Duration,
+}
+
+/// Prepares and posts epochs until `stopped`.
+pub async fn run(
+    handle: CoordinatorHandle,
+    config: PosterConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let provider = match connect(&config.rpc_url, Some(config.signer.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("epoch poster: {e}; no epoch is posted");
+            return;
+        }
+    };
+    tracing::info!(poster = %config.signer.address(), "epoch poster: posting settled epochs to {}", config.deployment.contracts.rewards_distributor);
+    // Epochs with nothing to post (no payout to a node staked on chain): asked once.
+    let mut empty = BTreeSet::new();
+    loop {
+        if let Err(e) = round(&handle, &config, &provider, &mut empty).await {
+            tracing::warn!("epoch poster: {e}; trying again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn round(
+    handle: &CoordinatorHandle,
+    config: &PosterConfig,
+    provider: &DynProvider,
+    empty: &mut BTreeSet<u64>,
+) -> Result<(), String> {
+    let unprepared = handle
+        .read_state(|s| {
+            s.recent_payouts
+                .keys()
+                .filter(|e| !s.roots.contains_key(e))
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let unprepared: Vec<u64> = unprepared
+        .into_iter()
+        .filter(|e| !empty.contains(e))
+        .collect();
+    for epoch in unprepared {
+        match handle.execute_command(Command::PrepareRoot { epoch }).await {
+            Ok(Outcome::Rejected { rejection, .. }) => {
+                tracing::debug!(epoch, "epoch poster: nothing to post: {rejection}");
+                empty.insert(epoch);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let unposted = handle
+        .read_state(|s| {
+            s.roots
+                .iter()
+                .filter(|(_, r)| !r.posted)
+                .map(|(e, r)| (*e, r.root, r.total_wei.clone()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if unposted.is_empty() {
+        return Ok(());
+    }
+    let distributor = RewardsDistributor::new(
+        config.deployment.contracts.rewards_distributor,
+        provider.clone(),
+    );
+    let next = distributor
+        .nextEpoch()
+        .call()
+        .await
+        .map_err(|e| format!("nextEpoch: {e}"))?;
+    for (epoch, root, total_wei) in unposted {
+        let on_chain = distributor
+            .epochOf(U256::from(epoch))
+            .call()
+            .await
+            .map_err(|e| format!("epochOf: {e}"))?;
+        if on_chain.root != B256::ZERO {
+            // Posted; the watcher records it once confirmed.
+            continue;
+        }
+        if U256::from(epoch) < next {
+            tracing::error!(
+                epoch,
+                "epoch poster: the distributor is past epoch {epoch}; it can no longer be posted"
+            );
+            continue;
+        }
+        pull_stream(config, provider).await;
+        let total: U256 = total_wei
+            .parse()
+            .map_err(|_| format!("epoch {epoch}: total {total_wei:?}"))?;
+        let head = log_head(&config.log).await?;
+        let sent = distributor
+            .postEpoch(
+                U256::from(epoch),
+                B256::from(root.0),
+                B256::from(head.0),
+                total,
+            )
+            .send()
+            .await;
+        match confirm(sent, &format!("posting epoch {epoch}")).await {
+            Ok(r) => tracing::info!(epoch, tx = %r.transaction_hash, %total, "epoch posted"),
+            // Most likely not enough unlocked yet: the next round tries again, in order.
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Withdraws what the bootstrap stream has unlocked to the distributor; nothing to withdraw
+/// (or a failure) only means the post may be refused and retried.
+async fn pull_stream(config: &PosterConfig, provider: &DynProvider) {
+    let stream = &config.deployment.reward_stream;
+    let lockup = ISablierLockup::new(config.deployment.contracts.sablier_lockup, provider.clone());
+    let Ok(ready) = lockup.withdrawableAmountOf(stream.stream_id).call().await else {
+        return;
+    };
+    if ready == 0 {
+        return;
+    }
+    let fee = lockup
+        .calculateMinFeeWei(stream.stream_id)
+        .call()
+        .await
+        .unwrap_or_default();
+    let sent = lockup
+        .withdrawMax(
+            stream.stream_id,
+            config.deployment.contracts.rewards_distributor,
+        )
+        .value(fee)
+        .send()
+        .await;
+    if let Err(e) = confirm(sent, "withdrawing the stream to the distributor").await {
+        tracing::warn!("epoch poster: {e}");
+    }
+}
+
+/// SHA-256 of the last record on the log: the hash chain's head.
+async fn log_head(log: &str) -> Result<Hash32, String> {
+    let reader = LogUrl::parse(log)
+        .and_then(|u| u.open_reader())
+        .map_err(|e| e.to_string())?;
+    let end = reader.end().await.map_err(|e| e.to_string())?;
+    if end == 0 {
+        return Ok(GENESIS);
+    }
+    let last = reader.read(end - 1, 1).await.map_err(|e| e.to_string())?;
+    Ok(last.first().map_or(GENESIS, |r| link_to(&r.payload)))
+}
