@@ -6,15 +6,18 @@
 //! the escrow's `Deposited` at that log index for the same account and amount). A credit
 //! without a chain deposit (claimed over HTTP by an older or misconfigured coordinator) is
 //! reported too: nothing proves its money exists. A `ChainStakeChanged` must match the
-//! staking contract's event at its place (node, staker, amount, the bond after it). Each
-//! finding names the record's offset.
+//! staking contract's event at its place (node, staker, amount, the bond after it). A payout
+//! tree's root (`RewardRootPrepared`) must be the Merkle root of its leaves, and a posted root
+//! (`RewardRootPosted`) the distributor's `EpochPosted` at its place, with a log head that is
+//! the hash-chain value of a record before it. Each finding names the record's offset.
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{B256, U256};
 use prlx_chain::devchain::connect;
-use prlx_chain::record::{deposit_observed, hex0x, observed_at};
+use prlx_chain::merkle::{Payout, PayoutTree};
+use prlx_chain::record::{deposit_observed, hex0x, place_at};
 use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::ChainEvent;
-use prlx_events::event::{ChainStakeChanged, StakeChange};
+use prlx_events::event::{ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange};
 use prlx_events::log::{LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Event};
 use serde::Serialize;
@@ -30,6 +33,9 @@ pub struct ChainAudit {
     pub deposits_checked: u64,
     /// Stake changes (`ChainStakeChanged`) checked.
     pub stake_changes_checked: u64,
+    /// Payout trees (`RewardRootPrepared`) recomputed and posted roots (`RewardRootPosted`)
+    /// checked.
+    pub roots_checked: u64,
     /// Every record that does not match the chain, in log order.
     pub divergences: Vec<Divergence>,
 }
@@ -76,8 +82,11 @@ pub async fn audit(
         rpc_url: rpc_url.into(),
         deposits_checked: 0,
         stake_changes_checked: 0,
+        roots_checked: 0,
         divergences: Vec::new(),
     };
+    // The hash-chain value of every record read so far: a posted log head must be one.
+    let mut heads = std::collections::HashSet::new();
     let mut next = 0;
     loop {
         let batch = reader.read(next, 1024).await?;
@@ -85,9 +94,26 @@ pub async fn audit(
         next = last.offset + 1;
         for record in &batch {
             // Undecodable records are the replay's to report; here only what decodes counts.
-            let Ok(env) = Envelope::decode(&record.payload) else {
+            let decoded = Envelope::decode(&record.payload);
+            let head_after = prlx_events::chain::link_to(&record.payload);
+            let Ok(env) = decoded else {
+                heads.insert(head_after);
                 continue;
             };
+            if let Some(problem) = check_root(&provider, &env.event, &heads).await {
+                audit.roots_checked += 1;
+                match problem {
+                    Ok(None) => {}
+                    Ok(Some((field, why))) => audit.divergences.push(finding_in(
+                        env.event.type_name(),
+                        record.offset,
+                        field,
+                        why,
+                    )),
+                    Err(e) => return Ok(Err(unreachable(e))),
+                }
+            }
+            heads.insert(head_after);
             if let Event::ChainStakeChanged(c) = &env.event {
                 audit.stake_changes_checked += 1;
                 match check_stake(&provider, c).await {
@@ -148,13 +174,7 @@ async fn check_stake(
     provider: &alloy::providers::DynProvider,
     c: &ChainStakeChanged,
 ) -> Result<Option<(&'static str, String)>, String> {
-    // The event is not compared: `locate` returns the chain's event at the place.
-    let placeholder = ChainEvent::Withdrawn {
-        node_id: B256::ZERO,
-        staker: Address::ZERO,
-        amount: U256::ZERO,
-    };
-    let place = match observed_at(&c.chain, placeholder) {
+    let place = match place_at(&c.chain) {
         Ok(p) => p,
         Err((field, why)) => return Ok(Some((field, format!("not a chain value: {why}")))),
     };
@@ -208,4 +228,89 @@ async fn check_stake(
     } else {
         None
     })
+}
+
+/// For a payout tree or a posted root, whether the chain and the log agree: `None` for other
+/// events; `Some(Ok(None))` when they agree.
+async fn check_root(
+    provider: &alloy::providers::DynProvider,
+    event: &Event,
+    heads: &std::collections::HashSet<prlx_events::Hash32>,
+) -> Option<Result<Option<(&'static str, String)>, String>> {
+    match event {
+        Event::RewardRootPrepared(r) => Some(Ok(prepared_problem(r))),
+        Event::RewardRootPosted(p) => Some(posted_problem(provider, p, heads).await),
+        _ => None,
+    }
+}
+
+/// A prepared tree's root must be the Merkle root of its leaves.
+fn prepared_problem(r: &RewardRootPrepared) -> Option<(&'static str, String)> {
+    let payouts: Result<Vec<Payout>, String> = r
+        .leaves
+        .iter()
+        .map(|l| {
+            Ok(Payout {
+                node_id: B256::from(l.node_id.0 .0),
+                recipient: l
+                    .recipient
+                    .parse()
+                    .map_err(|_| format!("recipient {:?}", l.recipient))?,
+                amount: l
+                    .amount_wei
+                    .parse()
+                    .map_err(|_| format!("amount_wei {:?}", l.amount_wei))?,
+            })
+        })
+        .collect();
+    let tree = match payouts.map(|p| PayoutTree::build(r.epoch, p)) {
+        Ok(Ok(tree)) => tree,
+        Ok(Err(e)) => return Some(("leaves", e.to_string())),
+        Err(e) => return Some(("leaves", format!("not a chain value: {e}"))),
+    };
+    (tree.root().0 != r.root.0).then(|| {
+        (
+            "root",
+            format!("the leaves' root is {}, recorded {}", tree.root(), r.root),
+        )
+    })
+}
+
+/// A posted root must be the distributor's `EpochPosted` at its place, with the same epoch,
+/// root, head and total, and its head must be a record on the log before it.
+async fn posted_problem(
+    provider: &alloy::providers::DynProvider,
+    p: &RewardRootPosted,
+    heads: &std::collections::HashSet<prlx_events::Hash32>,
+) -> Result<Option<(&'static str, String)>, String> {
+    let place = match place_at(&p.chain) {
+        Ok(place) => place,
+        Err((field, why)) => return Ok(Some((field, format!("not a chain value: {why}")))),
+    };
+    let recorded = ChainEvent::EpochPosted {
+        epoch: U256::from(p.epoch),
+        root: B256::from(p.root.0),
+        log_head: B256::from(p.log_head.0),
+        total: p.total_wei.parse().unwrap_or(U256::MAX),
+    };
+    match locate(provider, &place).await.map_err(|e| e.to_string())? {
+        Err(d) => return Ok(Some(("chain", d.to_string()))),
+        Ok(e) if e != recorded => {
+            return Ok(Some((
+                "root",
+                format!("the chain has {e:?}, the record {recorded:?}"),
+            )))
+        }
+        Ok(_) => {}
+    }
+    if !heads.contains(&p.log_head) {
+        return Ok(Some((
+            "log_head",
+            format!(
+                "{} is not the head of any record before this one",
+                p.log_head
+            ),
+        )));
+    }
+    Ok(None)
 }

@@ -244,10 +244,11 @@ impl Report {
         if let Some(c) = &self.chain {
             let _ = writeln!(
                 s,
-                "chain {}: {} deposits and {} stake changes checked, {} not confirmed by the chain",
+                "chain {}: {} deposits, {} stake changes and {} payout roots checked, {} not confirmed by the chain",
                 c.rpc_url,
                 c.deposits_checked,
                 c.stake_changes_checked,
+                c.roots_checked,
                 c.divergences.len()
             );
             for d in &c.divergences {
