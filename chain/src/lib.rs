@@ -16,6 +16,7 @@
 //!   coordinator and the tools read.
 //! - [`deploy`]: deploying every contract on a development chain (anvil).
 //! - [`merkle`]: the payout tree the distributor verifies.
+//! - [`claims`]: an operator's claims, found on the log and sent to the distributor.
 //! - [`devchain`]: a private anvil for tests and the demo.
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
@@ -27,6 +28,7 @@
 
 pub mod artifact;
 pub mod bindings;
+pub mod claims;
 pub mod deploy;
 pub mod deployment;
 pub mod devchain;

@@ -6,10 +6,12 @@
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, U256};
-use prlx_events::event::{ChainDeposit, ChainRef};
+use prlx_events::event::{ChainDeposit, ChainRef, RewardRootPrepared};
 use prlx_events::AccountId;
 
+use crate::merkle::{Payout, PayoutTree};
 use crate::watch::{ChainEvent, Observed};
+use crate::ChainError;
 
 /// 0x-hex, lowercase: how the log writes addresses and hashes.
 pub fn hex0x(bytes: &[u8]) -> String {
@@ -63,6 +65,29 @@ pub fn observed_at(
         log_index: place.log_index,
         event,
     })
+}
+
+/// The payout tree of a prepared epoch, from its leaves on the log (the root is not checked
+/// here: compare `tree.root()` with the record's).
+pub fn tree_of(r: &RewardRootPrepared) -> Result<PayoutTree, ChainError> {
+    let bad = |field: &str| {
+        ChainError::Tree(format!(
+            "epoch {}: a leaf's {field} is not a chain value",
+            r.epoch
+        ))
+    };
+    let payouts = r
+        .leaves
+        .iter()
+        .map(|l| {
+            Ok(Payout {
+                node_id: B256::from(l.node_id.0 .0),
+                recipient: l.recipient.parse().map_err(|_| bad("recipient"))?,
+                amount: l.amount_wei.parse().map_err(|_| bad("amount_wei"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, ChainError>>()?;
+    PayoutTree::build(r.epoch, payouts)
 }
 
 /// A recorded place alone, to find what the chain has there ([`crate::verify::locate`]

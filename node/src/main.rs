@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use prlx_events::cli::{init_tracing, shutdown_signal, LogFormat};
 use prlx_node::daemon::{self, DaemonConfig, Stopped};
@@ -51,6 +51,45 @@ enum Command {
     Run(RunArgs),
     /// Run one prompt through a registry model and print the generation.
     Generate(GenerateArgs),
+    /// Claim this node's payouts on chain: read the coordinator's log for the epochs whose
+    /// payout root was posted to the RewardsDistributor, rebuild this node's proof in each,
+    /// and claim every one not claimed yet. The tokens go to the node's staker (the leaf's
+    /// recipient) whoever sends the transactions. Prints one line per epoch.
+    Claim(ClaimArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ClaimArgs {
+    /// The coordinator's log: file://DIR or kafka://HOST:PORT/TOPIC.
+    #[arg(long, env = "PRLX_LOG")]
+    log: String,
+    /// The node's key file (its id is the SHA-256 of its public key); or give --node-id.
+    #[arg(long, required_unless_present = "node_id", conflicts_with = "node_id")]
+    key: Option<PathBuf>,
+    /// The node's id, 64 hex digits (as `prlx-node run` prints it).
+    #[arg(long)]
+    node_id: Option<prlx_events::NodeId>,
+    /// The deployment file (contract addresses, chain id).
+    #[arg(
+        long,
+        env = "PRLX_CHAIN_DEPLOYMENT",
+        default_value = ".cache/chain/deployment.json"
+    )]
+    deployment: PathBuf,
+    /// The chain's JSON-RPC URL; defaults to the deployment file's.
+    #[arg(long, env = "PRLX_CHAIN_RPC_URL")]
+    rpc_url: Option<String>,
+    /// The key that sends (and pays the gas for) the claims: a file with the hex private key,
+    /// readable by its owner only.
+    #[arg(
+        long,
+        env = "PRLX_CHAIN_KEY_FILE",
+        required_unless_present = "dev_account"
+    )]
+    chain_key_file: Option<PathBuf>,
+    /// Send with anvil's dev account N instead (development chains only, chain id 31337).
+    #[arg(long, conflicts_with = "chain_key_file")]
+    dev_account: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,7 +189,82 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
+        Command::Claim(args) => claim(args),
     }
+}
+
+fn claim(args: ClaimArgs) -> anyhow::Result<()> {
+    use prlx_chain::claims::{claim_all, ClaimFinder, Claimed};
+    use prlx_chain::devchain::{connect, dev_signer, DEV_CHAIN_ID, DEV_KEYS};
+    use prlx_events::log::{LogReader, LogUrl};
+    let node = match (args.node_id, &args.key) {
+        (Some(id), _) => id,
+        (None, Some(path)) => {
+            // Read only: a claim must not make a key up.
+            if !path.exists() {
+                bail!("--key {}: no such file", path.display());
+            }
+            let (key, _) = prlx_node::keys::load_or_create(path, prlx_node::keys::MIN_KEY_BITS)
+                .with_context(|| format!("--key {}", path.display()))?;
+            prlx_events::crypto::node_id_of(&key.to_public_key())
+        }
+        (None, None) => bail!("give --key or --node-id"),
+    };
+    let deployment = prlx_chain::Deployment::read(&args.deployment)?;
+    let signer = match (&args.chain_key_file, args.dev_account) {
+        (Some(path), _) => prlx_chain::keyfile::read_key_file(path)?,
+        (None, Some(n)) if deployment.chain_id == DEV_CHAIN_ID && n < DEV_KEYS.len() => {
+            dev_signer(n)
+        }
+        (None, Some(n)) => {
+            bail!("--dev-account {n}: only anvil's ten dev accounts, on chain {DEV_CHAIN_ID}")
+        }
+        (None, None) => bail!("give --chain-key-file or --dev-account"),
+    };
+    let rpc_url = args
+        .rpc_url
+        .clone()
+        .unwrap_or_else(|| deployment.rpc_url.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let reader = LogUrl::parse(&args.log)?.open_reader()?;
+        let mut finder = ClaimFinder::default();
+        let mut next = 0;
+        loop {
+            let batch = reader.read(next, 1024).await?;
+            let Some(last) = batch.last() else { break };
+            next = last.offset + 1;
+            for record in &batch {
+                // What does not decode is the auditor's business; claims need only the trees.
+                if let Ok(env) = prlx_events::Envelope::decode(&record.payload) {
+                    finder.see(&env.event);
+                }
+            }
+        }
+        let claims = finder.claims_of(node)?;
+        if claims.is_empty() {
+            println!("nothing to claim for {node}");
+            return Ok(());
+        }
+        let provider = connect(&rpc_url, Some(signer))?;
+        for ((epoch, outcome), c) in
+            claim_all(&provider, deployment.contracts.rewards_distributor, &claims)
+                .await?
+                .into_iter()
+                .zip(&claims)
+        {
+            match outcome {
+                Claimed::Paid(tx) => println!(
+                    "epoch {epoch}: claimed {} to {} (tx {tx})",
+                    c.amount, c.recipient
+                ),
+                Claimed::Already => println!("epoch {epoch}: already claimed"),
+            }
+        }
+        Ok(())
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

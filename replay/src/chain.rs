@@ -13,8 +13,7 @@
 
 use alloy::primitives::{B256, U256};
 use prlx_chain::devchain::connect;
-use prlx_chain::merkle::{Payout, PayoutTree};
-use prlx_chain::record::{deposit_observed, hex0x, place_at};
+use prlx_chain::record::{deposit_observed, hex0x, place_at, tree_of};
 use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::ChainEvent;
 use prlx_events::event::{ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange};
@@ -246,27 +245,9 @@ async fn check_root(
 
 /// A prepared tree's root must be the Merkle root of its leaves.
 fn prepared_problem(r: &RewardRootPrepared) -> Option<(&'static str, String)> {
-    let payouts: Result<Vec<Payout>, String> = r
-        .leaves
-        .iter()
-        .map(|l| {
-            Ok(Payout {
-                node_id: B256::from(l.node_id.0 .0),
-                recipient: l
-                    .recipient
-                    .parse()
-                    .map_err(|_| format!("recipient {:?}", l.recipient))?,
-                amount: l
-                    .amount_wei
-                    .parse()
-                    .map_err(|_| format!("amount_wei {:?}", l.amount_wei))?,
-            })
-        })
-        .collect();
-    let tree = match payouts.map(|p| PayoutTree::build(r.epoch, p)) {
-        Ok(Ok(tree)) => tree,
-        Ok(Err(e)) => return Some(("leaves", e.to_string())),
-        Err(e) => return Some(("leaves", format!("not a chain value: {e}"))),
+    let tree = match tree_of(r) {
+        Ok(tree) => tree,
+        Err(e) => return Some(("leaves", e.to_string())),
     };
     (tree.root().0 != r.root.0).then(|| {
         (

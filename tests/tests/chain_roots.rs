@@ -297,40 +297,63 @@ async fn a_prepared_root_posted_on_chain_pays_the_staker_once() {
         "{found:?}"
     );
 
-    // What a claimer does: rebuild the tree from the leaves on the log.
-    let payouts: Vec<Payout> = r
-        .leaves
-        .iter()
-        .map(|l| Payout {
-            node_id: B256::from(l.node_id.0 .0),
-            recipient: l.recipient.parse().unwrap(),
-            amount: l.amount_wei.parse().unwrap(),
-        })
-        .collect();
-    let tree = PayoutTree::build(0, payouts).unwrap();
-    assert_eq!(tree.root().0, r.root.0);
-    let p = tree.payouts[0];
-    let anyone = RewardsDistributor::new(
-        d.contracts.rewards_distributor,
-        chain.provider(dev_role::CLIENT).unwrap(),
-    );
-    confirm(
-        anyone
-            .claim(U256::ZERO, p.node_id, p.recipient, p.amount, tree.proof(0))
-            .send()
-            .await,
-        "claim",
-    )
-    .await
-    .unwrap();
-    assert_eq!(token.balanceOf(p.recipient).call().await.unwrap(), p.amount);
+    // The operator claims with `prlx-node claim`, which rebuilds its proof from the log's
+    // leaves; any account may send (here the client's pays the gas).
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let records: Vec<Vec<u8>> = h.envelopes().iter().map(|e| e.encode()).collect();
+    prlx_tests::tamper::write_log(&log_dir, &records).await;
+    let deployment = dir.path().join("deployment.json");
+    d.write(&deployment).unwrap();
+    let claim = || {
+        let out = std::process::Command::new(prlx_tests::harness::bins::workspace_bin("prlx-node"))
+            .args(["claim", "--log", &format!("file://{}", log_dir.display())])
+            .args([
+                "--node-id",
+                &node(1)
+                    .0
+                     .0
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+                "--dev-account",
+                "2",
+            ])
+            .arg("--deployment")
+            .arg(&deployment)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let amount: U256 = r.leaves[0].amount_wei.parse().unwrap();
+    let first = claim();
     assert!(
-        anyone
-            .claim(U256::ZERO, p.node_id, p.recipient, p.amount, tree.proof(0))
+        first.starts_with(&format!("epoch 0: claimed {amount} to")),
+        "{first}"
+    );
+    assert_eq!(
+        token
+            .balanceOf(STAKER.parse().unwrap())
             .call()
             .await
-            .is_err(),
-        "once"
+            .unwrap(),
+        amount
+    );
+    let second = claim();
+    assert_eq!(second.trim(), "epoch 0: already claimed");
+    assert_eq!(
+        token
+            .balanceOf(STAKER.parse().unwrap())
+            .call()
+            .await
+            .unwrap(),
+        amount,
+        "paid once"
     );
 }
 

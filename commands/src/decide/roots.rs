@@ -2,7 +2,7 @@
 //! posts it to the RewardsDistributor, and recorded as posted (`RewardRootPosted`) when the
 //! chain watcher reads the distributor's `EpochPosted` back.
 
-use prlx_chain::merkle::{Payout, PayoutTree};
+use prlx_chain::record::tree_of;
 use prlx_events::event::{RejectionCode, RewardRootPosted, RewardRootPrepared};
 use prlx_events::{Event, Hash32};
 use prlx_projections::coordinator::{leaves_total, root_leaves};
@@ -36,30 +36,15 @@ pub(super) fn prepare(state: &CoordinatorState, epoch: u64) -> Result<Vec<Event>
     }
     let total_wei =
         leaves_total(&leaves).ok_or_else(|| refused("leaves", "the total passes u128"))?;
-    let payouts = leaves
-        .iter()
-        .map(|l| {
-            Ok(Payout {
-                node_id: l.node_id.0 .0.into(),
-                recipient: l
-                    .recipient
-                    .parse()
-                    .map_err(|_| refused("recipient", "not an address"))?,
-                amount: l
-                    .amount_wei
-                    .parse()
-                    .map_err(|_| refused("amount_wei", "not a decimal"))?,
-            })
-        })
-        .collect::<Result<Vec<_>, Rejection>>()?;
-    let tree = PayoutTree::build(epoch, payouts).map_err(|e| refused("leaves", e.to_string()))?;
-    Ok(vec![RewardRootPrepared {
+    let mut prepared = RewardRootPrepared {
         epoch,
         leaves,
         total_wei,
-        root: Hash32(tree.root().0),
-    }
-    .into()])
+        root: Hash32([0; 32]),
+    };
+    let tree = tree_of(&prepared).map_err(|e| refused("leaves", e.to_string()))?;
+    prepared.root = Hash32(tree.root().0);
+    Ok(vec![prepared.into()])
 }
 
 /// The distributor's `EpochPosted` for a prepared tree, recorded once.
