@@ -22,6 +22,8 @@
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
 //! - [`record`]: an observation as the log records it, and back.
 //! - [`keyfile`]: a chain key kept in an owner-only file.
+//! - [`wallet`]: a client's or an operator's transactions (deposit, stake, unstake,
+//!   withdraw) and balances, with exact PRLX amounts and decoded reverts.
 //!
 //! No function here decides anything about credits or rewards: deciding stays in the pure
 //! core (`prlx-commands`, `prlx-projections`); this crate only reads and writes the chain.
@@ -37,6 +39,7 @@ pub mod keyfile;
 pub mod merkle;
 pub mod record;
 pub mod verify;
+pub mod wallet;
 pub mod watch;
 
 pub use deployment::Deployment;
