@@ -12,7 +12,7 @@ CHAIN_PORT="${CHAIN_PORT:-18545}"
 CHAIN_BLOCK_TIME="${CHAIN_BLOCK_TIME:-}"
 CHAIN_START_TIMEOUT="${CHAIN_START_TIMEOUT:-30}"
 STATE_DIR="${CHAIN_STATE_DIR:-$REPO_ROOT/.cache/chain}"
-SABLIER_DIR="$STATE_DIR/sablier"
+SABLIER_DIR="${CHAIN_SABLIER_DIR:-$STATE_DIR/sablier}"
 PID_FILE="$STATE_DIR/anvil.pid"
 LOG_FILE="$STATE_DIR/anvil.log"
 DEPLOYMENT="${CHAIN_DEPLOYMENT:-$STATE_DIR/deployment.json}"
@@ -30,7 +30,7 @@ SABLIER_PACKAGES=(
 
 usage() {
     cat <<EOF
-Usage: scripts/chain.sh <command>
+Usage: scripts/chain.sh <command> [options]
 
 A local Ethereum development chain (anvil) and the ParalleliX contracts on it.
 All state lives under ${STATE_DIR#"$REPO_ROOT"/}.
@@ -43,8 +43,10 @@ Commands:
   check     compile into a temporary directory and fail if contracts/out differs (stale).
   start     start anvil on 127.0.0.1:\$CHAIN_PORT in the background and wait until it
             answers; prints the RPC URL. Already running: says so, exits 0.
-  deploy    deploy every contract (and the bootstrap stream) on the running chain with the
-            first dev account and write the deployment file; prints its path.
+  deploy [--cooldown-seconds N]
+            deploy every contract (and the bootstrap stream) on the running chain with the
+            first dev account and write the deployment file; prints its path. N: NodeStaking's
+            unstake cooldown (default 60).
   stop      stop anvil (its state is in memory: a restart is a fresh chain).
   status    "running" (exit 0) or "stopped" (exit 3).
   -h, --help  this text.
@@ -54,6 +56,8 @@ Environment (defaults):
   CHAIN_BLOCK_TIME=         seconds per block; empty: a block per transaction
   CHAIN_START_TIMEOUT=30    seconds to wait for anvil to answer
   CHAIN_STATE_DIR=.cache/chain
+  CHAIN_SABLIER_DIR=\$CHAIN_STATE_DIR/sablier   where setup unpacks Sablier (a chain of
+                            its own elsewhere can share the unpacked packages)
   CHAIN_DEPLOYMENT=\$CHAIN_STATE_DIR/deployment.json
 
 The dev accounts and keys are anvil's well-known ones: development only, never on a real
@@ -161,13 +165,24 @@ cmd_stop() {
 }
 
 cmd_deploy() {
+    local extra=()
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --cooldown-seconds)
+                [[ "${2:-}" =~ ^[0-9]+$ ]] || die "deploy --cooldown-seconds: a number of seconds"
+                extra+=(--cooldown-seconds "$2")
+                shift 2
+                ;;
+            *) die "deploy: unknown option '$1' (see --help)" ;;
+        esac
+    done
     cmd_setup
     answers || die "no chain answers at $RPC_URL: scripts/chain.sh start first"
     local bin="${PRLX_CHAIN_BIN:-$REPO_ROOT/target/debug/prlx-chain}"
     if [[ ! -x "$bin" ]]; then
         (cd "$REPO_ROOT" && cargo build -q --locked -p prlx-chain --bin prlx-chain)
     fi
-    "$bin" deploy --rpc-url "$RPC_URL" --out "$DEPLOYMENT" --sablier "$SABLIER_DIR" >&2
+    "$bin" deploy --rpc-url "$RPC_URL" --out "$DEPLOYMENT" --sablier "$SABLIER_DIR" "${extra[@]}" >&2
     echo "$DEPLOYMENT"
 }
 
@@ -176,7 +191,10 @@ case "${1:-}" in
     build) cmd_build ;;
     check) cmd_check ;;
     start) cmd_start ;;
-    deploy) cmd_deploy ;;
+    deploy)
+        shift
+        cmd_deploy "$@"
+        ;;
     stop) cmd_stop ;;
     status)
         if running && answers; then echo running; else
