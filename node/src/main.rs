@@ -119,8 +119,11 @@ struct RunArgs {
     /// Requests run at once. One engine per slot is loaded for each model.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     slots: u32,
-    /// Stake in minor units, declared at registration (weights uptime rewards).
-    #[arg(long)]
+    /// Stake declared at registration, in stake units (weights uptime rewards), for a
+    /// coordinator without a chain. With a chain (`serve --chain-deployment`), a node's stake
+    /// is what its operator bonds for its node id in NodeStaking (`prlx-chain stake --node-id
+    /// ID`), and a registration declaring any here is refused: leave it at 0.
+    #[arg(long, default_value_t = 0)]
     stake: u64,
     #[command(flatten)]
     engine: EngineArgs,
