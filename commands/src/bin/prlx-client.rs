@@ -1,6 +1,7 @@
 //! `prlx-client`: submits prompts to a coordinator as ParalleliX AI would, waits for the
 //! results, opens them with the client's own key and checks their proof-of-execution. Its
-//! subcommands move a node's stake and show the rewards settled.
+//! subcommands show (or wait for) an account's credits, move a node's stake and show the
+//! rewards settled.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ use sha2::{Digest, Sha256};
     version,
     about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and verify them",
     long_about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and \
-        verify them; or, with a subcommand, move a node's stake and show the rewards settled. \
+        verify them; or, with a subcommand, show an account's credits, move a node's stake and \
+        show the rewards settled. \
         A prompt that is a subcommand's name goes after `--`.",
     subcommand_negates_reqs = true
 )]
@@ -38,10 +40,13 @@ struct Cli {
     coordinator: String,
     #[command(subcommand)]
     command: Option<Sub>,
-    /// The credit account to charge.
-    #[arg(long, default_value = "parallelix-ai")]
+    /// The credit account to charge. A chain account is its 0x address (any case; the
+    /// coordinator credits the lowercase hex of the address a deposit names).
+    #[arg(long, default_value = "parallelix-ai", value_parser = account_id)]
     account: String,
-    /// Credit this many minor units first (as a deposit observed on-chain, with a fresh tx ref).
+    /// Credit this many credits first with an HTTP deposit (a fresh tx ref). Only for a
+    /// coordinator without a chain: one started with --chain-deployment refuses it and credits
+    /// only deposits into CreditEscrow (`prlx-chain deposit`; wait with `prlx-client balance`).
     #[arg(long)]
     deposit: Option<u64>,
     /// The model reference.
@@ -66,6 +71,20 @@ struct Cli {
 /// move a registered node's stake.
 #[derive(Subcommand, Debug)]
 enum Sub {
+    /// Show an account's credits (`account A balance B reserved R available V`); with
+    /// --at-least, wait until the balance reaches it, e.g. for the coordinator to credit a
+    /// chain deposit.
+    Balance {
+        /// The credit account (a chain account is its 0x address).
+        #[arg(value_parser = account_id)]
+        account: String,
+        /// Wait until the balance is at least this many credits.
+        #[arg(long, value_name = "CREDITS")]
+        at_least: Option<u64>,
+        /// How long to wait for --at-least, seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Add stake (observed on-chain) to a node's reward weighting.
     Stake {
         /// The node id, 64 hex characters.
@@ -109,8 +128,14 @@ async fn main() -> anyhow::Result<()> {
         .context("--coordinator must be http://HOST:PORT")?
         .trim_end_matches('/')
         .to_owned();
-    if let Some(command) = cli.command {
-        return rewards(&addr, command).await;
+    match cli.command {
+        Some(Sub::Balance {
+            account,
+            at_least,
+            wait_secs,
+        }) => return balance(&addr, &account, at_least, wait_secs).await,
+        Some(command) => return rewards(&addr, command).await,
+        None => {}
     }
     // A fresh key per run: results are sealed to it, so only this process can read them.
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
@@ -213,6 +238,59 @@ async fn http(
     Ok(prlx_commands::client::request(addr, method, path, body.as_ref(), idempotency_key).await?)
 }
 
+/// A credit account as the coordinator names it: a 0x address in lowercase (the watcher
+/// credits the lowercase hex of the address a deposit names), anything else as given.
+fn account_id(text: &str) -> Result<String, String> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(format!("0x{}", hex.to_ascii_lowercase()))
+        }
+        Some(_) => Err(format!(
+            "{text:?} looks like a chain address but is not 0x and 40 hex characters"
+        )),
+        None if text.is_empty() => Err("must not be empty".into()),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// Prints an account's credits, first waiting up to `wait_secs` for `at_least` of them.
+async fn balance(
+    addr: &str,
+    account: &str,
+    at_least: Option<u64>,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let path = format!("/v1/accounts/{account}");
+    loop {
+        let (status, body) = http(addr, "GET", &path, None, None).await?;
+        // 404: never credited yet, which is a balance of 0 while waiting.
+        let balance = match status {
+            200 => body["balance"]
+                .as_u64()
+                .context("no balance in the answer")?,
+            404 => 0,
+            _ => bail!("{status} {body}"),
+        };
+        let reached = at_least.is_none_or(|min| balance >= min);
+        if reached {
+            println!(
+                "account {account} balance {balance} reserved {} available {}",
+                body["reserved"].as_u64().unwrap_or(0),
+                body["available"].as_u64().unwrap_or(0)
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "account {account}: balance {balance} after {wait_secs} s, not yet {}",
+                at_least.unwrap_or(0)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs a staking or rewards subcommand.
 async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
     let verb = match &command {
@@ -229,6 +307,7 @@ async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
             }
             println!("{verb} {amount}: {}", describe_stake(&body));
         }
+        Sub::Balance { .. } => unreachable!("handled in main"),
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");
             let (status, body) = http(addr, "GET", &path, None, None).await?;
