@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use alloy::contract::CallBuilder;
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
@@ -368,14 +369,14 @@ impl Wallet {
         Ok((mined, pending))
     }
 
-    /// The latest block's time (what the cooldown is measured against).
+    /// The pending block's time: what a transaction sent now is measured against.
     pub async fn chain_time(&self) -> Result<u64, WalletError> {
         let block = self
             .provider
-            .get_block_by_number(Default::default())
+            .get_block_by_number(BlockNumberOrTag::Pending)
             .await
             .map_err(|e| ChainError::rpc("eth_getBlockByNumber", e))?
-            .ok_or_else(|| ChainError::rpc("eth_getBlockByNumber", "no latest block"))?;
+            .ok_or_else(|| ChainError::rpc("eth_getBlockByNumber", "no pending block"))?;
         Ok(block.header.timestamp)
     }
 
@@ -392,7 +393,10 @@ impl Wallet {
                 format!("{what} needs a signer"),
             ));
         }
-        if let Err(e) = call.call().await {
+        // Against the pending block: its time is the next block's, which is what a
+        // time-locked check (the cooldown) meets; the latest block's can be long past on a
+        // chain that mines only when a transaction comes (anvil).
+        if let Err(e) = call.call().block(BlockId::pending()).await {
             return Err(self.refused(what, &e).await);
         }
         let pending = match call.send().await {
@@ -415,10 +419,10 @@ impl Wallet {
                 NodeStakingErrors::StillLocked(s) => {
                     let unlock: u64 = s.unlockAt.saturating_to();
                     let wait = match self.chain_time().await {
-                        Ok(now) => format!(" (in {} s)", unlock.saturating_sub(now)),
+                        Ok(now) => format!(", in {} s", unlock.saturating_sub(now)),
                         Err(_) => String::new(),
                     };
-                    format!("still in its cooldown: it unlocks at {unlock}{wait}, Unix time on the chain")
+                    format!("still in its cooldown: it unlocks at {unlock} (Unix time on the chain){wait}")
                 }
                 NodeStakingErrors::NothingPending(_) => {
                     "nothing is pending for this node: request an unstake first".into()
