@@ -79,15 +79,7 @@ enum Command {
     /// Request part of a node's bond back; it can be withdrawn after the contract's cooldown.
     Unstake(NodeAmount),
     /// Withdraw a node's pending unstake to its staker, once the cooldown has passed.
-    Withdraw {
-        #[command(flatten)]
-        chain: ChainArgs,
-        #[command(flatten)]
-        signer: SignerArgs,
-        /// The node id (64 hex, 0x optional).
-        #[arg(long, value_name = "HEX64")]
-        node_id: String,
-    },
+    Withdraw(NodeSigned),
     /// Print an address's PRLX balance.
     Balance {
         #[command(flatten)]
@@ -124,9 +116,9 @@ enum Command {
     },
 }
 
-/// An amount moved for a node, signed by its staker.
+/// A node's stake moved by its staker.
 #[derive(Debug, clap::Args)]
-struct NodeAmount {
+struct NodeSigned {
     #[command(flatten)]
     chain: ChainArgs,
     #[command(flatten)]
@@ -134,6 +126,21 @@ struct NodeAmount {
     /// The node id `prlx-node run` prints as `node_id ...` (64 hex, 0x optional).
     #[arg(long, value_name = "HEX64")]
     node_id: String,
+}
+
+impl NodeSigned {
+    /// The node and the wallet, each checked.
+    async fn open(&self) -> anyhow::Result<(B256, Wallet)> {
+        let node = parse_node_id(&self.node_id)?;
+        Ok((node, self.chain.open(Some(self.signer.choice()?)).await?))
+    }
+}
+
+/// An amount moved for a node by its staker.
+#[derive(Debug, clap::Args)]
+struct NodeAmount {
+    #[command(flatten)]
+    node: NodeSigned,
     /// PRLX, a decimal with up to 18 places.
     #[arg(long, value_name = "PRLX")]
     amount: String,
@@ -142,8 +149,7 @@ struct NodeAmount {
 impl NodeAmount {
     /// The node, the wallet and the amount in minor units, each checked.
     async fn open(&self) -> anyhow::Result<(B256, Wallet, U256)> {
-        let node = parse_node_id(&self.node_id)?;
-        let w = self.chain.open(Some(self.signer.choice()?)).await?;
+        let (node, w) = self.node.open().await?;
         let minor = parse_amount(&self.amount, w.decimals())?;
         Ok((node, w, minor))
     }
@@ -287,13 +293,8 @@ async fn wallet(command: Command) -> anyhow::Result<()> {
                 prlx(minor, w.decimals())
             );
         }
-        Command::Withdraw {
-            chain,
-            signer,
-            node_id,
-        } => {
-            let node = parse_node_id(&node_id)?;
-            let w = chain.open(Some(signer.choice()?)).await?;
+        Command::Withdraw(args) => {
+            let (node, w) = args.open().await?;
             let (mined, amount) = w.withdraw(node).await?;
             let to = w.signer().expect("a signer was given");
             println!(
