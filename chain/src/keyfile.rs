@@ -31,7 +31,7 @@ pub fn read_key_file(path: &Path) -> Result<PrivateKeySigner, ChainError> {
     })?;
     let hex_key = text.trim().trim_start_matches("0x");
     if hex_key.len() != 64 || !hex_key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(malformed("not a private key: 64 hex digits expected"));
+        return Err(malformed("not a private key: 64 hex characters expected"));
     }
     hex_key
         .parse()

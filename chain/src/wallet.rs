@@ -165,35 +165,17 @@ impl SignerChoice {
     }
 }
 
-/// The private key in `path`: hex (`0x` optional, surrounding whitespace ignored). A file that
-/// its group or others may read is refused, as the coordinator's and the node's keys are.
+/// The private key in `path` ([`crate::keyfile::read_key_file`]: hex, owner-only), with the
+/// wallet's error naming `--key-file`.
 pub fn read_key_file(path: &Path) -> Result<PrivateKeySigner, WalletError> {
-    let fail = |reason: String| WalletError::KeyFile {
+    crate::keyfile::read_key_file(path).map_err(|e| WalletError::KeyFile {
         path: path.to_owned(),
-        reason,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(fail(format!(
-                "mode {mode:o} lets group or others read it; chmod 600 it"
-            )));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let hex = text.trim();
-    let hex = hex.strip_prefix("0x").unwrap_or(hex);
-    // The parser's own message could quote the input: say only what shape is expected.
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(fail("not a private key: 64 hex characters expected".into()));
-    }
-    hex.parse()
-        .map_err(|_| fail("not a valid secp256k1 private key".into()))
+        reason: match e {
+            crate::ChainError::Io { source, .. } => source.to_string(),
+            crate::ChainError::Malformed { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 /// A mined transaction: where to find it.
@@ -540,28 +522,5 @@ mod tests {
             let err = parse_address("--to", bad).unwrap_err().to_string();
             assert!(err.starts_with("--to: "), "{err}");
         }
-    }
-
-    #[test]
-    fn a_key_file_others_can_read_is_refused_and_its_key_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, format!("0x{}\n", DEV_KEYS[3])).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let err = read_key_file(&path).unwrap_err().to_string();
-            assert!(err.contains("chmod 600"), "{err}");
-            assert!(!err.contains(DEV_KEYS[3]), "{err}");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        assert_eq!(
-            read_key_file(&path).unwrap().address(),
-            dev_signer(3).address()
-        );
-        std::fs::write(&path, "not a key").unwrap();
-        let err = read_key_file(&path).unwrap_err().to_string();
-        assert!(err.contains("64 hex characters"), "{err}");
     }
 }
