@@ -43,10 +43,10 @@ Commands:
   check     compile into a temporary directory and fail if contracts/out differs (stale).
   start     start anvil on 127.0.0.1:\$CHAIN_PORT in the background and wait until it
             answers; prints the RPC URL. Already running: says so, exits 0.
-  deploy [--cooldown-seconds N]
+  deploy [--cooldown-seconds N] [--stream-seconds S]
             deploy every contract (and the bootstrap stream) on the running chain with the
             first dev account and write the deployment file; prints its path. N: NodeStaking's
-            unstake cooldown (default 60).
+            unstake cooldown (default 60); S: the reward stream's length (default 730 days).
   stop      stop anvil (its state is in memory: a restart is a fresh chain).
   status    "running" (exit 0) or "stopped" (exit 3).
   -h, --help  this text.
@@ -171,6 +171,11 @@ cmd_deploy() {
             --cooldown-seconds)
                 [[ "${2:-}" =~ ^[0-9]+$ ]] || die "deploy --cooldown-seconds: a number of seconds"
                 extra+=(--cooldown-seconds "$2")
+                shift 2
+                ;;
+            --stream-seconds)
+                [[ "${2:-}" =~ ^[0-9]+$ ]] || die "deploy --stream-seconds: a number of seconds"
+                extra+=(--stream-seconds "$2")
                 shift 2
                 ;;
             *) die "deploy: unknown option '$1' (see --help)" ;;

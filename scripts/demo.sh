@@ -2,8 +2,9 @@
 # The main job on a real chain, end to end: a local anvil with the contracts, a coordinator
 # that credits deposits and takes stake only from the chain, two operator nodes running
 # SmolLM2-135M on ONNX Runtime, real requests from a client that paid from its wallet and
-# decrypts and verifies its results, a settled reward epoch, an unstake that returns the
-# principal, then the auditor replaying the whole log and checking it against the chain.
+# decrypts and verifies its results, a settled reward epoch whose payout root is posted on
+# chain and claimed by an operator, an unstake that returns the principal, then the auditor
+# replaying the whole log and checking it against the chain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +20,11 @@ loopback port and deploys the contracts (a 5-second unstake cooldown), starts
 client's and two operators' wallets, each operator bonds stake for its node and the client
 deposits PRLX into CreditEscrow; once the coordinator has credited the deposit, `prlx-client`
 submits prompts (opening each result with its own key and checking the proof-of-execution),
-waits for a reward epoch to settle and prints its payouts. Operator 2 then unstakes and
-withdraws after the cooldown. Everything stops with SIGTERM and `prlx-replay verify --chain`
-re-folds the log, recomputes every settlement and checks every deposit and stake change
-against the chain. Logs of each process are in DIR/*.out.
+waits for a reward epoch to settle and prints its payouts. The coordinator posts each settled
+epoch's payout root to the RewardsDistributor and operator 1 claims its node's payouts with
+`prlx-node claim`. Operator 2 then unstakes and withdraws after the cooldown. Everything
+stops with SIGTERM and `prlx-replay verify --chain` re-folds the log, recomputes every
+settlement and checks every deposit, stake change and payout root against the chain. Logs of each process are in DIR/*.out.
 
 The chain lives in anvil's memory, so each run starts a new chain and a new log; the previous
 run's files are moved to DIR/previous.
@@ -67,7 +69,9 @@ trap 'stop_processes; scripts/chain.sh stop' EXIT
 
 echo "== chain: anvil with the contracts, unstake cooldown ${cooldown} s"
 rpc="$(scripts/chain.sh start 2>"$dir/chain.out")"
-scripts/chain.sh deploy --cooldown-seconds "$cooldown" >/dev/null 2>>"$dir/chain.out"
+# The stream unlocks the 25 % bucket over 730 epochs of the demo's policy (10 s each), as
+# settlement pays it out: each posted epoch is funded by what has unlocked by then.
+scripts/chain.sh deploy --cooldown-seconds "$cooldown" --stream-seconds 7300 >/dev/null 2>>"$dir/chain.out"
 echo "   $rpc (chain id 31337), deployment file $CHAIN_DEPLOYMENT"
 
 wallet() {
@@ -85,6 +89,7 @@ $bin/prlx-coordinator serve --log "file://$dir/log" --listen 127.0.0.1:0 \
   --key-file "$dir/coordinator.key" --signing-key "$dir/coordinator-signing.pem" \
   --catalog config/catalog.json --reward-policy config/rewards-demo.json \
   --chain-deployment "$CHAIN_DEPLOYMENT" --chain-confirmations 1 --chain-poll-ms 200 \
+  --chain-dev-account 1 \
   >"$dir/coordinator.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do
@@ -153,8 +158,29 @@ echo "== rewards: epochs settled since epoch $from (waiting for one that paid th
 client epochs --from "$from" --wait-for-payouts 60
 for id in "${node_ids[@]}"; do client stake-info "$id"; done
 
-# Still to come (being built): the coordinator posts an epoch's payout root to the
-# RewardsDistributor and one operator claims its payout with `prlx-node claim`, here.
+# Each settled epoch's payouts become a Merkle root the coordinator (dev account 1) posts to
+# the RewardsDistributor; an operator claims its node's payout with a proof it rebuilds from
+# the log. Anyone may send the claim: the tokens go to the node's staker.
+echo
+echo "== settlement on chain: the coordinator posts epoch roots; operator 1 claims node 1's payouts"
+for _ in $(seq 1 300); do
+  grep -q 'epoch posted' "$dir/coordinator.out" && break
+  sleep 0.2
+done
+grep -m 1 'epoch posted' "$dir/coordinator.out" | sed 's/^.*INFO /   /' \
+  || { echo "no epoch root was posted" >&2; exit 1; }
+before="$(wallet balance --address "${operator_wallets[0]}")"
+claimed=""
+for _ in $(seq 1 100); do
+  claimed="$($bin/prlx-node claim --log "file://$dir/log" --node-id "${node_ids[0]}" \
+    --deployment "$CHAIN_DEPLOYMENT" --dev-account 3)"
+  grep -q 'claimed' <<<"$claimed" && break
+  sleep 0.2
+done
+echo "$claimed" | sed 's/^/   /'
+grep -q ': claimed' <<<"$claimed" || { echo "operator 1 could not claim" >&2; exit 1; }
+echo "   operator 1 before: $before"
+echo "   operator 1 after:  $(wallet balance --address "${operator_wallets[0]}")"
 
 echo
 echo "== unstake: operator 2 asks for node 2's 2000 PRLX back and withdraws it after the ${cooldown} s cooldown"
@@ -182,5 +208,5 @@ echo "== stopping nodes and coordinator (SIGTERM)"
 stop_processes
 
 echo
-echo "== auditor: replay and verify file://$dir/log, and every deposit and stake change against the chain"
+echo "== auditor: replay and verify file://$dir/log, and every deposit, stake change and payout root against the chain"
 $bin/prlx-replay verify --log "file://$dir/log" --snapshot "$dir/replay.snapshot" --chain "$rpc"
