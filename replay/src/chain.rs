@@ -9,7 +9,10 @@
 //! staking contract's event at its place (node, staker, amount, the bond after it). A payout
 //! tree's root (`RewardRootPrepared`) must be the Merkle root of its leaves, and a posted root
 //! (`RewardRootPosted`) the distributor's `EpochPosted` at its place, with a log head that is
-//! the hash-chain value of a record before it. Each finding names the record's offset.
+//! the hash-chain value of a record before it. At the end the balances must add up: each
+//! escrow holds at least what the log credited from it, and each distributor's `totalPosted`
+//! is the sum of the posts on the log. Each finding names a record's offset (for a balance,
+//! the last record that counts toward it).
 
 use alloy::primitives::{B256, U256};
 use prlx_chain::devchain::connect;
@@ -86,6 +89,9 @@ pub async fn audit(
     };
     // The hash-chain value of every record read so far: a posted log head must be one.
     let mut heads = std::collections::HashSet::new();
+    // What the log says each escrow took in and each distributor had posted, for the
+    // balance checks at the end.
+    let mut sums = Sums::default();
     let mut next = 0;
     loop {
         let batch = reader.read(next, 1024).await?;
@@ -99,6 +105,7 @@ pub async fn audit(
                 heads.insert(head_after);
                 continue;
             };
+            sums.add(record.offset, &env.event);
             if let Some(problem) = check_root(&provider, &env.event, &heads).await {
                 audit.roots_checked += 1;
                 match problem {
@@ -164,7 +171,89 @@ pub async fn audit(
             }
         }
     }
+    match sums.check(&provider).await {
+        Ok(found) => audit.divergences.extend(found),
+        Err(e) => return Ok(Err(unreachable(e))),
+    }
     Ok(Ok(audit))
+}
+
+/// Per contract: the sum of the amounts the log records, and the offset of the last record.
+#[derive(Debug, Default)]
+struct Sums {
+    deposited: std::collections::BTreeMap<String, (u128, Offset)>,
+    posted: std::collections::BTreeMap<String, (u128, Offset)>,
+}
+
+impl Sums {
+    fn add(&mut self, offset: Offset, event: &Event) {
+        let (map, contract, amount) = match event {
+            Event::CreditsDeposited(d) => match &d.chain {
+                Some(c) => (&mut self.deposited, &c.place.contract, &c.amount_wei),
+                None => return,
+            },
+            Event::RewardRootPosted(p) => (&mut self.posted, &p.chain.contract, &p.total_wei),
+            _ => return,
+        };
+        // An unparsable amount is reported by the record's own check.
+        let amount: u128 = amount.parse().unwrap_or(0);
+        let entry = map.entry(contract.clone()).or_insert((0, offset));
+        *entry = (entry.0.saturating_add(amount), offset);
+    }
+
+    /// The balances add up: an escrow holds at least what the log credited from it (nothing
+    /// leaves escrow but a usage settlement, which this build never makes), and a distributor's
+    /// `totalPosted` is exactly the sum of the posts on the log (a post missing from the log,
+    /// or one it invents, shows here).
+    async fn check(
+        &self,
+        provider: &alloy::providers::DynProvider,
+    ) -> Result<Vec<Divergence>, String> {
+        use prlx_chain::bindings::{CreditEscrow, RewardsDistributor, PRLX};
+        let mut found = Vec::new();
+        for (contract, (sum, at)) in &self.deposited {
+            let Ok(address) = contract.parse() else {
+                continue;
+            };
+            let escrow = CreditEscrow::new(address, provider.clone());
+            let token = escrow
+                .token()
+                .call()
+                .await
+                .map_err(|e| format!("CreditEscrow.token: {e}"))?;
+            let held = PRLX::new(token, provider.clone())
+                .balanceOf(address)
+                .call()
+                .await
+                .map_err(|e| format!("balanceOf: {e}"))?;
+            if held < U256::from(*sum) {
+                found.push(finding(
+                    *at,
+                    "chain.amount_wei",
+                    format!("escrow {contract} holds {held}, less than the {sum} the log credited from it"),
+                ));
+            }
+        }
+        for (contract, (sum, at)) in &self.posted {
+            let Ok(address) = contract.parse() else {
+                continue;
+            };
+            let total = RewardsDistributor::new(address, provider.clone())
+                .totalPosted()
+                .call()
+                .await
+                .map_err(|e| format!("RewardsDistributor.totalPosted: {e}"))?;
+            if total != U256::from(*sum) {
+                found.push(finding_in(
+                    "RewardRootPosted",
+                    *at,
+                    "total_wei",
+                    format!("distributor {contract} has {total} posted in all, the log {sum}"),
+                ));
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// A recorded stake change against the chain's event at its place: `Ok(None)` when they
