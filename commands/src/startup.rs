@@ -347,7 +347,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
                 .map(|coord| {
                     coord
                         .with_signing_key(signing)
-                        .chain_deposits_only(chain_only)
+                        .money_from_chain_only(chain_only)
                 })
                 .map_err(|e| {
                     let why = e.to_string();

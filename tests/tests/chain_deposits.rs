@@ -82,7 +82,7 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     let url = LogUrl::parse(&url_text).unwrap();
     let account = AccountId(format!("{client:#x}"));
 
-    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.money_from_chain_only(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(chain_watch::run(handle.clone(), config.clone(), stopped));
 
@@ -132,7 +132,7 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     watcher.await.unwrap();
     drop(handle);
     task.await.unwrap().unwrap();
-    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.money_from_chain_only(true));
     assert!(handle.read_state(|s| s.chain_block).await.unwrap() > 0);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(chain_watch::run(handle.clone(), config, stopped));
@@ -306,7 +306,7 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
     let dir = tempfile::tempdir().unwrap();
     let log_text = format!("file://{}", dir.path().join("log").display());
     let url = LogUrl::parse(&log_text).unwrap();
-    let (handle, task) = actor::spawn(open_coordinator(&url).await.chain_deposits_only(true));
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.money_from_chain_only(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(chain_watch::run(handle.clone(), config, stopped));
 

@@ -138,7 +138,7 @@ pub struct Coordinator {
     seals: seal::SealClock,
     /// Set when a chain watcher credits deposits: then a deposit claimed by a caller
     /// (`Command::DepositCredits`, the HTTP endpoint) is refused, since nothing checks it.
-    chain_deposits_only: bool,
+    money_from_chain_only: bool,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -203,7 +203,7 @@ impl Coordinator {
             riding: false,
             rider: None,
             seals: seal::SealClock::default(),
-            chain_deposits_only: false,
+            money_from_chain_only: false,
         })
     }
 
@@ -211,15 +211,15 @@ impl Coordinator {
     /// Money only from the chain: from now on a caller's deposit claim (`DepositCredits`),
     /// stake move (`DepositStake`, `RequestUnstake`) or registration declaring stake is
     /// refused; the chain watcher records deposits and stake.
-    pub fn chain_deposits_only(mut self, only: bool) -> Self {
-        self.chain_deposits_only = only;
+    pub fn money_from_chain_only(mut self, only: bool) -> Self {
+        self.money_from_chain_only = only;
         self
     }
 
     /// Why `command` is refused when money comes from the chain only: `(field, reason)`.
     fn chain_only_refusal(&self, command: &Command) -> Option<(&'static str, &'static str)> {
         use crate::settle::SettlementCommand as S;
-        if !self.chain_deposits_only {
+        if !self.money_from_chain_only {
             return None;
         }
         match command {
