@@ -140,6 +140,14 @@ pub enum WatchError {
         /// The configured depth.
         confirmations: u64,
     },
+    /// The node is another chain than the deployment's.
+    #[error("the node is chain {actual}, the deployment chain {expected}")]
+    WrongChain {
+        /// The deployment's.
+        expected: u64,
+        /// The node's.
+        actual: u64,
+    },
     /// A log from a watched contract did not decode (a node returning garbage).
     #[error("log {log_index} of tx {tx_hash}: {reason}")]
     Malformed {
@@ -201,7 +209,7 @@ impl Watcher {
             contracts: [c.credit_escrow, c.node_staking, c.rewards_distributor],
             config: WatchConfig {
                 confirmations: config.confirmations.max(1),
-                ..config
+                page_blocks: config.page_blocks.max(1),
             },
             next_block: from_block,
             confirmed,
@@ -218,7 +226,36 @@ impl Watcher {
         self.confirmed
     }
 
-    /// Reads every confirmed block not read yet, page by page, in chain order.
+    /// Reads `block` again from the next poll on (its caller could not record what was read
+    /// from there): nothing read is lost, and what is read twice the caller applies once.
+    pub fn rewind_to(&mut self, block: u64) {
+        if block < self.next_block {
+            self.next_block = block;
+            // The hash on record may be of a later block than the one now read from; the
+            // next page confirms again.
+            self.confirmed = None;
+        }
+    }
+
+    /// Checks that the node is the deployment's chain: events are stamped with its id.
+    pub async fn check_chain_id(&self) -> Result<(), WatchError> {
+        let id = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|e| rpc("eth_chainId", e))?;
+        if id != self.chain_id {
+            return Err(WatchError::WrongChain {
+                expected: self.chain_id,
+                actual: id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads every confirmed block not read yet, page by page, in chain order. The cursor
+    /// moves only past pages whose events are returned: when a page fails after others were
+    /// read, those are returned and the next poll starts at the failed page.
     pub async fn poll(&mut self) -> Result<Vec<Observed>, WatchError> {
         self.check_confirmed_still_canonical().await?;
         let head = self
@@ -226,31 +263,57 @@ impl Watcher {
             .get_block_number()
             .await
             .map_err(|e| rpc("eth_blockNumber", e))?;
-        let Some(last) = (head + 1).checked_sub(self.config.confirmations) else {
+        let Some(last) = head
+            .saturating_add(1)
+            .checked_sub(self.config.confirmations)
+        else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         while self.next_block <= last {
-            let to = last.min(self.next_block + self.config.page_blocks - 1);
-            let filter = Filter::new()
-                .address(self.contracts.to_vec())
-                .from_block(self.next_block)
-                .to_block(to);
-            let logs = self
-                .provider
-                .get_logs(&filter)
-                .await
-                .map_err(|e| rpc("eth_getLogs", e))?;
-            for log in &logs {
-                if let Some(o) = self.observe(log)? {
-                    out.push(o);
-                }
+            match self.read_page(last).await {
+                Ok(page) => out.extend(page),
+                Err(e) if out.is_empty() => return Err(e),
+                // What was read is kept; the failed page is read again next time.
+                Err(_) => break,
             }
-            let hash = self.block_hash(to).await?;
-            self.confirmed = Some((to, hash));
-            self.next_block = to + 1;
         }
         Ok(out)
+    }
+
+    /// Reads one page from `next_block` (at most up to `last`) and moves past it.
+    async fn read_page(&mut self, last: u64) -> Result<Vec<Observed>, WatchError> {
+        let to = last.min(self.next_block.saturating_add(self.config.page_blocks - 1));
+        let filter = Filter::new()
+            .address(self.contracts.to_vec())
+            .from_block(self.next_block)
+            .to_block(to);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| rpc("eth_getLogs", e))?;
+        let mut page = Vec::new();
+        for log in &logs {
+            if let Some(o) = self.observe(log)? {
+                page.push(o);
+            }
+        }
+        let hash = self.block_hash(to).await?;
+        // A log from another block at that height than the canonical one: the chain moved
+        // between the two reads. Read the page again.
+        if page
+            .iter()
+            .any(|o| o.block_number == to && o.block_hash != hash)
+        {
+            return Err(rpc(
+                "eth_getLogs",
+                "the chain reorganised while reading; reading again",
+            ));
+        }
+        self.confirmed = Some((to, hash));
+        self.next_block = to + 1;
+        Ok(page)
     }
 
     async fn block_hash(&self, number: u64) -> Result<B256, WatchError> {
@@ -259,7 +322,11 @@ impl Watcher {
             .get_block_by_number(number.into())
             .await
             .map_err(|e| rpc("eth_getBlockByNumber", e))?;
-        Ok(block.map(|b| b.header.hash).unwrap_or(B256::ZERO))
+        // A node that does not have the block yet (lagging, load-balanced) is an RPC problem,
+        // not a reorg.
+        block
+            .map(|b| b.header.hash)
+            .ok_or_else(|| rpc("eth_getBlockByNumber", format!("block {number} not found")))
     }
 
     async fn check_confirmed_still_canonical(&self) -> Result<(), WatchError> {

@@ -113,6 +113,9 @@ async fn a_deposit_is_seen_once_and_only_after_its_confirmations() {
         deposits(&watch.poll().await.unwrap()).is_empty(),
         "never twice"
     );
+    // A caller that could not record it reads it again (and applies it once: decide).
+    watch.rewind_to(block);
+    assert_eq!(deposits(&watch.poll().await.unwrap()), [prlx(5)]);
 }
 
 #[tokio::test]

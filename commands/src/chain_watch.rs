@@ -122,6 +122,21 @@ pub async fn run(
     let recorded = handle.read_state(|s| s.chain_block).await.unwrap_or(0);
     let from = recorded.max(config.deployment.deployed_at_block);
     let mut watcher = Watcher::new(provider, &config.deployment, config.watch, from, None);
+    // Every record is stamped with the deployment's chain id: another chain must not feed it.
+    loop {
+        match watcher.check_chain_id().await {
+            Ok(()) => break,
+            Err(e @ WatchError::WrongChain { .. }) => {
+                tracing::error!("chain watcher stopped: {e}");
+                return;
+            }
+            Err(e) => tracing::warn!("chain watcher: {e}; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
     tracing::info!(
         "chain watcher: chain {} at {}, from block {from}, {} confirmations",
         config.deployment.chain_id,
@@ -132,8 +147,14 @@ pub async fn run(
         match watcher.poll().await {
             Ok(seen) => {
                 for o in &seen {
-                    if let Some(command) = observation_command(o) {
-                        record(&handle, command, o).await;
+                    let Some(command) = observation_command(o) else {
+                        continue;
+                    };
+                    if !record(&handle, command, o).await {
+                        // Not recorded (the log or the actor failed): read it again next
+                        // time, and everything after it, rather than lose it.
+                        watcher.rewind_to(o.block_number);
+                        break;
                     }
                 }
             }
@@ -150,7 +171,9 @@ pub async fn run(
     }
 }
 
-async fn record(handle: &CoordinatorHandle, command: Command, o: &Observed) {
+/// Decides one observation; `false` when it could not be decided (to be read again), `true`
+/// when it was recorded, was a repeat, or was refused for good (logged).
+async fn record(handle: &CoordinatorHandle, command: Command, o: &Observed) -> bool {
     match handle.execute_command(command).await {
         Ok(Outcome::Appended(_)) => {
             tracing::info!(block = o.block_number, tx = %o.tx_hash, index = o.log_index, "recorded {:?}", o.event)
@@ -159,6 +182,10 @@ async fn record(handle: &CoordinatorHandle, command: Command, o: &Observed) {
             tracing::warn!(tx = %o.tx_hash, index = o.log_index, "not recorded: {rejection}")
         }
         Ok(other) => tracing::debug!(tx = %o.tx_hash, "{other:?}"),
-        Err(e) => tracing::error!(tx = %o.tx_hash, "{e}"),
+        Err(e) => {
+            tracing::error!(tx = %o.tx_hash, "not recorded, to be read again: {e}");
+            return false;
+        }
     }
+    true
 }
