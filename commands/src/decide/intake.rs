@@ -34,6 +34,18 @@ pub(super) fn observe_deposit(
     account: AccountId,
     chain: ChainDeposit,
 ) -> Result<Vec<Event>, Rejection> {
+    // The fold's rule: one spelling of every hash and address.
+    use prlx_projections::coordinator::{hex_problem, place_problem};
+    if let Some((field, why)) = place_problem(&chain.place)
+        .or_else(|| hex_problem("chain.payer", &chain.payer, 20))
+        .or_else(|| hex_problem("account", &account.0, 20))
+    {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some(field),
+            why,
+        ));
+    }
     let credits = chain.credits().ok_or_else(|| {
         Rejection::new(
             RejectionCode::InvalidAmount,

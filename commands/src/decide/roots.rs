@@ -49,6 +49,9 @@ pub(super) fn prepare(state: &CoordinatorState, epoch: u64) -> Result<Vec<Event>
 
 /// The distributor's `EpochPosted` for a prepared tree, recorded once.
 pub(super) fn posted(state: &CoordinatorState, p: RootPost) -> Result<Vec<Event>, Rejection> {
+    if let Some((field, why)) = prlx_projections::coordinator::place_problem(&p.chain) {
+        return Err(refused(field, why));
+    }
     if state.chain_seen.contains(&p.chain.key()) {
         return Ok(vec![]);
     }

@@ -146,7 +146,9 @@ impl Projection for CoordinatorState {
     const NAME: &'static str = "coordinator";
     /// 10: `DispatchRefused` (a node declining a dispatch) and the records it keeps
     /// (`RequestView::refused`, `NodeView::refusals`); snapshots of 9 are rebuilt.
-    const FOLD_VERSION: u32 = 10;
+    /// 11: what comes from the chain (`chain_block`, `chain_seen`, `chain_stakes`) and the
+    /// payout trees (`recent_payouts`, `roots`); snapshots of 10 lack them and are rebuilt.
+    const FOLD_VERSION: u32 = 11;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -169,6 +171,12 @@ impl CoordinatorState {
                     ));
                 }
                 if let Some(c) = &d.chain {
+                    if let Some((field, why)) = super::apply_chain::place_problem(&c.place)
+                        .or_else(|| super::apply_chain::hex_problem("chain.payer", &c.payer, 20))
+                        .or_else(|| super::apply_chain::hex_problem("account", &d.account.0, 20))
+                    {
+                        return Err(FoldError::at_field(env, field, why));
+                    }
                     // A chain deposit's reference and credits follow from where it is and
                     // what it paid: a log cannot credit more than the chain's amount buys.
                     if d.tx_ref != c.tx_ref() {

@@ -11,19 +11,49 @@
 use std::collections::BTreeMap;
 
 use prlx_events::event::{
-    wei_to_units, ChainStakeChanged, RewardEpochSettled, RewardRootPosted, RewardRootPrepared,
-    RootLeaf, StakeChange, CREDIT_UNIT_WEI,
+    wei_to_units, ChainRef, ChainStakeChanged, RewardEpochSettled, RewardRootPosted,
+    RewardRootPrepared, RootLeaf, StakeChange, CREDIT_UNIT_WEI,
 };
 use prlx_events::{Envelope, NodeId};
 
 use crate::coordinator::state::{ChainStake, CoordinatorState, PreparedRoot, ROOT_WINDOW_EPOCHS};
 use crate::fold::FoldError;
 
+/// Why `text` is not `bytes` bytes of lowercase 0x-hex, the one spelling the log uses: two
+/// spellings of one hash would name one chain event twice.
+pub fn hex_problem(
+    field: &'static str,
+    text: &str,
+    bytes: usize,
+) -> Option<(&'static str, String)> {
+    let ok = text.len() == 2 + 2 * bytes
+        && text.starts_with("0x")
+        && text[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (!ok).then(|| {
+        (
+            field,
+            format!("{text:?} is not {bytes} bytes of lowercase 0x-hex"),
+        )
+    })
+}
+
+/// Why a recorded chain place is not in the log's spelling.
+pub fn place_problem(place: &ChainRef) -> Option<(&'static str, String)> {
+    hex_problem("chain.contract", &place.contract, 20)
+        .or_else(|| hex_problem("chain.block_hash", &place.block_hash, 32))
+        .or_else(|| hex_problem("chain.tx_hash", &place.tx_hash, 32))
+}
+
 /// Why `c` cannot follow `before` (the node's bond as last observed): `(field, reason)`.
 pub fn chain_stake_problem(
     before: Option<&ChainStake>,
     c: &ChainStakeChanged,
 ) -> Option<(&'static str, String)> {
+    if let Some(p) = place_problem(&c.chain).or_else(|| hex_problem("staker", &c.staker, 20)) {
+        return Some(p);
+    }
     if wei_to_units(&c.amount_wei).is_none() {
         return Some((
             "amount_wei",

@@ -31,7 +31,9 @@ pub mod lifecycle;
 pub(crate) mod state;
 pub(crate) mod views;
 
-pub use self::apply_chain::{chain_stake_problem, leaves_total, root_leaves};
+pub use self::apply_chain::{
+    chain_stake_problem, hex_problem, leaves_total, place_problem, root_leaves,
+};
 pub use self::batch::OpenBatch;
 pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
