@@ -209,4 +209,5 @@ stop_processes
 
 echo
 echo "== auditor: replay and verify file://$dir/log, and every deposit, stake change and payout root against the chain"
-$bin/prlx-replay verify --log "file://$dir/log" --snapshot "$dir/replay.snapshot" --chain "$rpc"
+$bin/prlx-replay verify --log "file://$dir/log" --snapshot "$dir/replay.snapshot" --chain "$rpc" \
+  --deployment "$CHAIN_DEPLOYMENT"

@@ -19,6 +19,7 @@ use prlx_chain::devchain::connect;
 use prlx_chain::record::{deposit_observed, hex0x, place_at, tree_of};
 use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::ChainEvent;
+use prlx_chain::Deployment;
 use prlx_events::event::{ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange};
 use prlx_events::log::{LogReader, LogUrl, Offset};
 use prlx_events::{Envelope, Event};
@@ -70,6 +71,7 @@ fn finding_in(event_type: &str, offset: Offset, field: &str, message: String) ->
 pub async fn audit(
     log_url: &str,
     rpc_url: &str,
+    deployment: &Deployment,
 ) -> Result<Result<ChainAudit, ChainUnreachable>, VerifyError> {
     let reader = LogUrl::parse(log_url)?.open_reader()?;
     let unreachable = |reason: String| ChainUnreachable {
@@ -80,6 +82,16 @@ pub async fn audit(
         Ok(p) => p,
         Err(e) => return Ok(Err(unreachable(e.to_string()))),
     };
+    match alloy::providers::Provider::get_chain_id(&provider).await {
+        Ok(id) if id == deployment.chain_id => {}
+        Ok(id) => {
+            return Ok(Err(unreachable(format!(
+                "it is chain {id}, the deployment chain {}",
+                deployment.chain_id
+            ))))
+        }
+        Err(e) => return Ok(Err(unreachable(format!("eth_chainId: {e}")))),
+    }
     let mut audit = ChainAudit {
         rpc_url: rpc_url.into(),
         deposits_checked: 0,
@@ -105,6 +117,17 @@ pub async fn audit(
                 heads.insert(head_after);
                 continue;
             };
+            // A record naming another chain or contract than the deployment's is forged
+            // (a look-alike contract can emit any event): reported, not looked up.
+            if let Some((field, why)) = contract_problem(&env.event, deployment) {
+                audit.divergences.push(finding_in(
+                    env.event.type_name(),
+                    record.offset,
+                    field,
+                    why,
+                ));
+                continue;
+            }
             sums.add(record.offset, &env.event);
             if let Some(problem) = check_root(&provider, &env.event, &heads).await {
                 audit.roots_checked += 1;
@@ -171,7 +194,7 @@ pub async fn audit(
             }
         }
     }
-    match sums.check(&provider).await {
+    match sums.check(&provider, deployment).await {
         Ok(found) => audit.divergences.extend(found),
         Err(e) => return Ok(Err(unreachable(e))),
     }
@@ -208,21 +231,15 @@ impl Sums {
     async fn check(
         &self,
         provider: &alloy::providers::DynProvider,
+        deployment: &Deployment,
     ) -> Result<Vec<Divergence>, String> {
-        use prlx_chain::bindings::{CreditEscrow, RewardsDistributor, PRLX};
+        use prlx_chain::bindings::{RewardsDistributor, PRLX};
+        let c = &deployment.contracts;
         let mut found = Vec::new();
-        for (contract, (sum, at)) in &self.deposited {
-            let Ok(address) = contract.parse() else {
-                continue;
-            };
-            let escrow = CreditEscrow::new(address, provider.clone());
-            let token = escrow
-                .token()
-                .call()
-                .await
-                .map_err(|e| format!("CreditEscrow.token: {e}"))?;
-            let held = PRLX::new(token, provider.clone())
-                .balanceOf(address)
+        // Only the deployment's contracts are summed: records naming others were reported.
+        if let Some((sum, at)) = self.deposited.get(&hex0x(c.credit_escrow.as_slice())) {
+            let held = PRLX::new(deployment.token.address, provider.clone())
+                .balanceOf(c.credit_escrow)
                 .call()
                 .await
                 .map_err(|e| format!("balanceOf: {e}"))?;
@@ -230,15 +247,14 @@ impl Sums {
                 found.push(finding(
                     *at,
                     "chain.amount_wei",
-                    format!("escrow {contract} holds {held}, less than the {sum} the log credited from it"),
+                    format!(
+                        "the escrow holds {held}, less than the {sum} the log credited from it"
+                    ),
                 ));
             }
         }
-        for (contract, (sum, at)) in &self.posted {
-            let Ok(address) = contract.parse() else {
-                continue;
-            };
-            let total = RewardsDistributor::new(address, provider.clone())
+        if let Some((sum, at)) = self.posted.get(&hex0x(c.rewards_distributor.as_slice())) {
+            let total = RewardsDistributor::new(c.rewards_distributor, provider.clone())
                 .totalPosted()
                 .call()
                 .await
@@ -248,12 +264,43 @@ impl Sums {
                     "RewardRootPosted",
                     *at,
                     "total_wei",
-                    format!("distributor {contract} has {total} posted in all, the log {sum}"),
+                    format!("the distributor has {total} posted in all, the log {sum}"),
                 ));
             }
         }
         Ok(found)
     }
+}
+
+/// Why a chain record cannot be the deployment's: another chain, or another contract than
+/// the one that defines its event.
+fn contract_problem(event: &Event, deployment: &Deployment) -> Option<(&'static str, String)> {
+    let c = &deployment.contracts;
+    let (place, expected, what) = match event {
+        Event::CreditsDeposited(d) => (&d.chain.as_ref()?.place, c.credit_escrow, "the escrow"),
+        Event::ChainStakeChanged(s) => (&s.chain, c.node_staking, "the staking contract"),
+        Event::RewardRootPosted(p) => (&p.chain, c.rewards_distributor, "the distributor"),
+        _ => return None,
+    };
+    if place.chain_id != deployment.chain_id {
+        return Some((
+            "chain.chain_id",
+            format!(
+                "chain {}, the deployment is chain {}",
+                place.chain_id, deployment.chain_id
+            ),
+        ));
+    }
+    let expected = hex0x(expected.as_slice());
+    (place.contract != expected).then(|| {
+        (
+            "chain.contract",
+            format!(
+                "{} is not {what} of the deployment ({expected})",
+                place.contract
+            ),
+        )
+    })
 }
 
 /// A recorded stake change against the chain's event at its place: `Ok(None)` when they

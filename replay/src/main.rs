@@ -60,8 +60,12 @@ enum Cmd {
         /// Also check every credit on the log against the chain at URL (JSON-RPC): each
         /// deposit's transaction, block, log index, account and amount, and that its block is
         /// still canonical. A credit with no chain deposit behind it is a divergence too.
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", requires = "deployment")]
         chain: Option<String>,
+        /// With --chain: the deployment file naming the chain and its contracts; a record
+        /// naming another chain or contract is a divergence.
+        #[arg(long, value_name = "FILE")]
+        deployment: Option<PathBuf>,
     },
 }
 
@@ -123,6 +127,7 @@ async fn main() -> ExitCode {
         snapshot,
         from_snapshot,
         chain,
+        deployment,
     } = cli.command;
     let options = VerifyOptions {
         log,
@@ -142,9 +147,17 @@ async fn main() -> ExitCode {
     })
     .await;
     bar.finish();
-    let result = match (result, chain) {
-        (Ok(mut report), Some(rpc_url)) => {
-            match prlx_replay::chain::audit(&options.log, &rpc_url).await {
+    let deployment = match deployment.as_deref().map(prlx_chain::Deployment::read) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("prlx-replay: --deployment: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match (result, chain.zip(deployment)) {
+        (Ok(mut report), Some((rpc_url, deployment))) => {
+            match prlx_replay::chain::audit(&options.log, &rpc_url, &deployment).await {
                 Ok(Ok(audit)) => {
                     report.ok &= audit.divergences.is_empty();
                     report.chain = Some(audit);

@@ -148,6 +148,8 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     task.await.unwrap().unwrap();
 
     // The auditor agrees with the chain.
+    let deployment_file = dir.path().join("deployment.json");
+    d.write(&deployment_file).unwrap();
     let audit = |url: &str| {
         let out = std::process::Command::new(workspace_bin("prlx-replay"))
             .args([
@@ -158,6 +160,8 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
                 "--chain",
                 &chain.endpoint(),
             ])
+            .arg("--deployment")
+            .arg(&deployment_file)
             .output()
             .unwrap();
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -183,33 +187,64 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
             tx_hash: format!("0x{}", "ab".repeat(32)),
             ..real.place.clone()
         },
+        ..real.clone()
+    };
+    // And one "from" a look-alike escrow (any contract can emit a Deposited event).
+    let look_alike = ChainDeposit {
+        place: ChainRef {
+            contract: format!("0x{}", "5e".repeat(20)),
+            tx_hash: format!("0x{}", "cd".repeat(32)),
+            ..real.place.clone()
+        },
         ..real
     };
-    let outcome = handle
-        .execute_command(Command::ObserveDeposit {
-            account: account.clone(),
-            chain: invented,
-        })
-        .await
-        .unwrap();
-    let Outcome::Appended(at) = outcome else {
-        panic!("{outcome:?}")
-    };
+    let mut offsets = Vec::new();
+    for chain in [invented, look_alike] {
+        let outcome = handle
+            .execute_command(Command::ObserveDeposit {
+                account: account.clone(),
+                chain,
+            })
+            .await
+            .unwrap();
+        let Outcome::Appended(at) = outcome else {
+            panic!("{outcome:?}")
+        };
+        offsets.push(at.start);
+    }
     drop(handle);
     task.await.unwrap().unwrap();
     let (code, report) = audit(&url_text);
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["ok"], false);
-    // Two findings: the record itself, and the escrow holding less than the log credited.
-    let found = &report["chain"]["divergences"];
-    assert_eq!(found.as_array().unwrap().len(), 2, "{report}");
-    for f in found.as_array().unwrap() {
-        assert_eq!(f["offset"], at.start, "{report}");
-        assert_eq!(f["kind"], "chain_mismatch");
-    }
-    let message = |i: usize| found[i]["message"].as_str().unwrap().to_owned();
-    assert!(message(0).contains("not on the chain"), "{report}");
-    assert!(message(1).contains("less than the"), "{report}");
+    // Three findings: the invented transaction, the look-alike contract, and the escrow
+    // holding less than the log credited from it (at the last deposit counted).
+    let found: Vec<(u64, String, String)> = report["chain"]["divergences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["kind"], "chain_mismatch");
+            (
+                f["offset"].as_u64().unwrap(),
+                f["field"].as_str().unwrap().to_owned(),
+                f["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(found.len(), 3, "{report}");
+    assert_eq!(
+        (found[0].0, found[0].1.as_str()),
+        (offsets[0], "chain"),
+        "{report}"
+    );
+    assert!(found[0].2.contains("not on the chain"), "{report}");
+    assert_eq!(
+        (found[1].0, found[1].1.as_str()),
+        (offsets[1], "chain.contract"),
+        "{report}"
+    );
+    assert!(found[2].2.contains("less than the"), "{report}");
 
     let deposits: Vec<_> = read_log(&url_text)
         .await
@@ -221,8 +256,8 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
         .collect();
     assert_eq!(
         deposits.len(),
-        2,
-        "the real deposit once, and the invented one"
+        3,
+        "the real deposit once, and the two forged ones"
     );
     let c = deposits[0].chain.as_ref().expect("where on the chain");
     assert_eq!(
@@ -412,6 +447,8 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
     task.await.unwrap().unwrap();
 
     // The auditor finds each stake change on the chain.
+    let deployment_file = dir.path().join("deployment.json");
+    d.write(&deployment_file).unwrap();
     let out = std::process::Command::new(workspace_bin("prlx-replay"))
         .args([
             "verify",
@@ -421,6 +458,8 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
             "--chain",
             &chain.endpoint(),
         ])
+        .arg("--deployment")
+        .arg(&deployment_file)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

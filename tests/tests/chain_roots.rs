@@ -275,7 +275,7 @@ async fn a_prepared_root_posted_on_chain_pays_the_staker_once() {
     // The auditor recomputes the root from the leaves and finds the post on the chain, with
     // a head that is a record of the log.
     let endpoint = chain.endpoint();
-    let honest = audit(&h, &endpoint).await;
+    let honest = audit(&h, &endpoint, &d).await;
     assert_eq!(honest["roots_checked"], 2, "{honest}");
     assert!(roots_found(&honest).is_empty(), "{honest}");
     let prepared_at = h
@@ -291,7 +291,7 @@ async fn a_prepared_root_posted_on_chain_pays_the_staker_once() {
             ..r.clone()
         },
     );
-    let found = roots_found(&audit(&forged, &endpoint).await);
+    let found = roots_found(&audit(&forged, &endpoint, &d).await);
     assert!(
         found.contains(&"RewardRootPrepared root".to_string()),
         "{found:?}"
@@ -358,13 +358,17 @@ async fn a_prepared_root_posted_on_chain_pays_the_staker_once() {
 }
 
 /// `prlx-replay verify --chain` over `h` written as a log: the report's chain part.
-async fn audit(h: &History, endpoint: &str) -> serde_json::Value {
+async fn audit(h: &History, endpoint: &str, d: &prlx_chain::Deployment) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let records: Vec<Vec<u8>> = h.envelopes().iter().map(|e| e.encode()).collect();
     prlx_tests::tamper::write_log(&dir.path().join("log"), &records).await;
     let url = format!("file://{}", dir.path().join("log").display());
+    let deployment = dir.path().join("deployment.json");
+    d.write(&deployment).unwrap();
     let out = std::process::Command::new(prlx_tests::harness::bins::workspace_bin("prlx-replay"))
         .args(["verify", "--json", "--log", &url, "--chain", endpoint])
+        .arg("--deployment")
+        .arg(&deployment)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
