@@ -59,6 +59,22 @@ pub async fn run(
             return;
         }
     };
+    // Posting with the wrong key, or on another chain, would only fail or mislead: checked
+    // once, before anything is sent.
+    loop {
+        match check_poster(&config, &provider).await {
+            Ok(()) => break,
+            Err((true, e)) => {
+                tracing::error!("epoch poster stopped: {e}");
+                return;
+            }
+            Err((false, e)) => tracing::warn!("epoch poster: {e}; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
     tracing::info!(poster = %config.signer.address(), "epoch poster: posting settled epochs to {}", config.deployment.contracts.rewards_distributor);
     // Epochs with nothing to post (no payout to a node staked on chain): asked once.
     let mut empty = BTreeSet::new();
@@ -132,7 +148,12 @@ async fn round(
             .await
             .map_err(|e| format!("epochOf: {e}"))?;
         if on_chain.root != B256::ZERO {
-            // Posted; the watcher records it once confirmed.
+            // Posted; the watcher records it once confirmed. Another root there means this
+            // log and the chain disagree about the epoch (another coordinator posted it): say
+            // so, loudly; it can never be recorded.
+            if on_chain.root.0 != root.0 {
+                tracing::error!(epoch, chain = %on_chain.root, log = %B256::from(root.0), "epoch poster: the distributor holds another root for this epoch");
+            }
             continue;
         }
         if U256::from(epoch) < next {
@@ -205,4 +226,40 @@ async fn log_head(log: &str) -> Result<Hash32, String> {
     }
     let last = reader.read(end - 1, 1).await.map_err(|e| e.to_string())?;
     Ok(last.first().map_or(GENESIS, |r| link_to(&r.payload)))
+}
+
+/// The node is the deployment's chain and the key is the distributor's poster; `Err((fatal,
+/// why))`, fatal for a mismatch, not for a node that cannot be asked.
+async fn check_poster(config: &PosterConfig, provider: &DynProvider) -> Result<(), (bool, String)> {
+    let id = alloy::providers::Provider::get_chain_id(provider)
+        .await
+        .map_err(|e| (false, format!("eth_chainId: {e}")))?;
+    if id != config.deployment.chain_id {
+        return Err((
+            true,
+            format!(
+                "the node is chain {id}, the deployment chain {}",
+                config.deployment.chain_id
+            ),
+        ));
+    }
+    let distributor = RewardsDistributor::new(
+        config.deployment.contracts.rewards_distributor,
+        provider.clone(),
+    );
+    let poster = distributor
+        .poster()
+        .call()
+        .await
+        .map_err(|e| (false, format!("RewardsDistributor.poster: {e}")))?;
+    if poster != config.signer.address() {
+        return Err((
+            true,
+            format!(
+                "the distributor's poster is {poster}, this key is {}",
+                config.signer.address()
+            ),
+        ));
+    }
+    Ok(())
 }
