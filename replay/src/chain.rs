@@ -100,7 +100,7 @@ pub async fn audit(
         divergences: Vec::new(),
     };
     // The hash-chain value of every record read so far: a posted log head must be one.
-    let mut heads = std::collections::HashSet::new();
+    let mut heads = Heads::default();
     // What the log says each escrow took in and each distributor had posted, for the
     // balance checks at the end.
     let mut sums = Sums::default();
@@ -114,7 +114,7 @@ pub async fn audit(
             let decoded = Envelope::decode(&record.payload);
             let head_after = prlx_events::chain::link_to(&record.payload);
             let Ok(env) = decoded else {
-                heads.insert(head_after);
+                heads.at.insert(head_after, record.offset);
                 continue;
             };
             // A record naming another chain or contract than the deployment's is forged
@@ -142,7 +142,10 @@ pub async fn audit(
                     Err(e) => return Ok(Err(unreachable(e))),
                 }
             }
-            heads.insert(head_after);
+            if let Event::RewardRootPrepared(r) = &env.event {
+                heads.prepared.insert(r.epoch, record.offset);
+            }
+            heads.at.insert(head_after, record.offset);
             if let Event::ChainStakeChanged(c) = &env.event {
                 audit.stake_changes_checked += 1;
                 match check_stake(&provider, c).await {
@@ -370,7 +373,7 @@ async fn check_stake(
 async fn check_root(
     provider: &alloy::providers::DynProvider,
     event: &Event,
-    heads: &std::collections::HashSet<prlx_events::Hash32>,
+    heads: &Heads,
 ) -> Option<Result<Option<(&'static str, String)>, String>> {
     match event {
         Event::RewardRootPrepared(r) => Some(Ok(prepared_problem(r))),
@@ -398,7 +401,7 @@ fn prepared_problem(r: &RewardRootPrepared) -> Option<(&'static str, String)> {
 async fn posted_problem(
     provider: &alloy::providers::DynProvider,
     p: &RewardRootPosted,
-    heads: &std::collections::HashSet<prlx_events::Hash32>,
+    heads: &Heads,
 ) -> Result<Option<(&'static str, String)>, String> {
     let place = match place_at(&p.chain) {
         Ok(place) => place,
@@ -420,14 +423,35 @@ async fn posted_problem(
         }
         Ok(_) => {}
     }
-    if !heads.contains(&p.log_head) {
-        return Ok(Some((
-            "log_head",
-            format!(
-                "{} is not the head of any record before this one",
-                p.log_head
-            ),
-        )));
+    // The head must commit to the tree: the record it is the hash of comes at or after the
+    // epoch's RewardRootPrepared.
+    match (heads.at.get(&p.log_head), heads.prepared.get(&p.epoch)) {
+        (None, _) => {
+            return Ok(Some((
+                "log_head",
+                format!(
+                    "{} is not the head of any record before this one",
+                    p.log_head
+                ),
+            )))
+        }
+        (Some(at), Some(prepared)) if at < prepared => {
+            return Ok(Some((
+                "log_head",
+                format!(
+                    "it is the head at offset {at}, before the epoch's tree at offset {prepared}"
+                ),
+            )))
+        }
+        _ => {}
     }
     Ok(None)
+}
+
+/// The hash-chain value of every record read so far, with its offset (a posted log head must
+/// be one), and where each epoch's tree was prepared.
+#[derive(Debug, Default)]
+struct Heads {
+    at: std::collections::HashMap<prlx_events::Hash32, Offset>,
+    prepared: std::collections::HashMap<u64, Offset>,
 }
