@@ -104,6 +104,8 @@ pub async fn audit(
     // What the log says each escrow took in and each distributor had posted, for the
     // balance checks at the end.
     let mut sums = Sums::default();
+    // Which chain events the log holds, to find the ones it is missing.
+    let mut seen = Seen::default();
     let mut next = 0;
     loop {
         let batch = reader.read(next, 1024).await?;
@@ -129,6 +131,7 @@ pub async fn audit(
                 continue;
             }
             sums.add(record.offset, &env.event);
+            seen.add(record.offset, &env.event);
             if let Some(problem) = check_root(&provider, &env.event, &heads).await {
                 audit.roots_checked += 1;
                 match problem {
@@ -196,6 +199,10 @@ pub async fn audit(
                 Err(e) => return Ok(Err(unreachable(e.to_string()))),
             }
         }
+    }
+    match seen.missing(&provider, deployment).await {
+        Ok(found) => audit.divergences.extend(found),
+        Err(e) => return Ok(Err(unreachable(e))),
     }
     match sums.check(&provider, deployment).await {
         Ok(found) => audit.divergences.extend(found),
@@ -454,4 +461,88 @@ async fn posted_problem(
 struct Heads {
     at: std::collections::HashMap<prlx_events::Hash32, Offset>,
     prepared: std::collections::HashMap<u64, Offset>,
+}
+
+/// The chain events on the log, by their place's key, and the highest block among them.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: std::collections::HashSet<String>,
+    highest: Option<(u64, Offset)>,
+}
+
+impl Seen {
+    fn add(&mut self, offset: Offset, event: &Event) {
+        let place = match event {
+            Event::CreditsDeposited(d) => match &d.chain {
+                Some(c) => &c.place,
+                None => return,
+            },
+            Event::ChainStakeChanged(c) => &c.chain,
+            Event::RewardRootPosted(p) => &p.chain,
+            _ => return,
+        };
+        self.keys.insert(place.key());
+        if self.highest.is_none_or(|(b, _)| place.block_number >= b) {
+            self.highest = Some((place.block_number, offset));
+        }
+    }
+
+    /// Every event the coordinator follows, up to the highest block the log recorded one
+    /// from, must be on the log: a deposit worth a credit or more, a stake change, a post. One
+    /// that is not was dropped (or the log was cut): reported at the last chain record.
+    async fn missing(
+        &self,
+        provider: &alloy::providers::DynProvider,
+        deployment: &Deployment,
+    ) -> Result<Vec<Divergence>, String> {
+        use prlx_chain::watch::{WatchConfig, Watcher};
+        let Some((highest, at)) = self.highest else {
+            return Ok(Vec::new());
+        };
+        let config = WatchConfig {
+            confirmations: 1,
+            ..Default::default()
+        };
+        let mut watcher = Watcher::new(
+            provider.clone(),
+            deployment,
+            config,
+            deployment.deployed_at_block,
+            None,
+        );
+        let mut found = Vec::new();
+        loop {
+            let page = watcher.poll().await.map_err(|e| e.to_string())?;
+            if page.is_empty() {
+                break;
+            }
+            for o in page.iter().filter(|o| o.block_number <= highest) {
+                let followed = match &o.event {
+                    ChainEvent::Deposited { amount, .. } => {
+                        *amount >= U256::from(prlx_events::event::CREDIT_UNIT_WEI)
+                    }
+                    ChainEvent::Claimed { .. } => false,
+                    _ => true,
+                };
+                let key = prlx_chain::record::place_of(o).key();
+                if followed && !self.keys.contains(&key) {
+                    let recorded_as = match &o.event {
+                        ChainEvent::Deposited { .. } => "CreditsDeposited",
+                        ChainEvent::EpochPosted { .. } => "RewardRootPosted",
+                        _ => "ChainStakeChanged",
+                    };
+                    found.push(finding_in(
+                        recorded_as,
+                        at,
+                        "chain",
+                        format!("{key} ({:?}) is on the chain but not on the log", o.event),
+                    ));
+                }
+            }
+            if watcher.next_block() > highest {
+                break;
+            }
+        }
+        Ok(found)
+    }
 }

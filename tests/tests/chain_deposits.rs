@@ -465,6 +465,48 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(report["chain"]["stake_changes_checked"], 3, "{report}");
+
+    // The same log without the unstake's record: the chain has an event the log lacks.
+    let records = read_log(&log_text).await;
+    let cut: Vec<Vec<u8>> = records
+        .into_iter()
+        .filter(|(_, p)| {
+            !matches!(Envelope::decode(p).unwrap().event,
+                Event::ChainStakeChanged(ref c) if c.change == prlx_events::event::StakeChange::UnstakeRequested)
+        })
+        .map(|(_, p)| p)
+        .collect();
+    let cut_dir = dir.path().join("cut");
+    prlx_tests::tamper::write_log(&cut_dir, &cut).await;
+    let out = std::process::Command::new(workspace_bin("prlx-replay"))
+        .args([
+            "verify",
+            "--json",
+            "--log",
+            &format!("file://{}", cut_dir.display()),
+            "--chain",
+            &chain.endpoint(),
+        ])
+        .arg("--deployment")
+        .arg(&deployment_file)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let missing: Vec<_> = report["chain"]["divergences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["message"].as_str().unwrap().contains("not on the log"))
+        .collect();
+    assert_eq!(missing.len(), 1, "{report}");
+    assert!(
+        missing[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UnstakeRequested"),
+        "{report}"
+    );
 }
 
 /// The fold takes a node's stake from its bond on chain, also when the node registers after
