@@ -150,23 +150,7 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     // The auditor agrees with the chain.
     let deployment_file = dir.path().join("deployment.json");
     d.write(&deployment_file).unwrap();
-    let audit = |url: &str| {
-        let out = std::process::Command::new(workspace_bin("prlx-replay"))
-            .args([
-                "verify",
-                "--json",
-                "--log",
-                url,
-                "--chain",
-                &chain.endpoint(),
-            ])
-            .arg("--deployment")
-            .arg(&deployment_file)
-            .output()
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code(), report)
-    };
+    let audit = |url: &str| verify_chain(url, &chain.endpoint(), &deployment_file);
     let (code, report) = audit(&url_text);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["chain"]["deposits_checked"], 1);
@@ -449,21 +433,8 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
     // The auditor finds each stake change on the chain.
     let deployment_file = dir.path().join("deployment.json");
     d.write(&deployment_file).unwrap();
-    let out = std::process::Command::new(workspace_bin("prlx-replay"))
-        .args([
-            "verify",
-            "--json",
-            "--log",
-            &log_text,
-            "--chain",
-            &chain.endpoint(),
-        ])
-        .arg("--deployment")
-        .arg(&deployment_file)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{report}");
+    let (code, report) = verify_chain(&log_text, &chain.endpoint(), &deployment_file);
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["chain"]["stake_changes_checked"], 3, "{report}");
 
     // The same log without the unstake's record: the chain has an event the log lacks.
@@ -478,21 +449,9 @@ async fn a_nodes_stake_is_what_the_staking_contract_holds() {
         .collect();
     let cut_dir = dir.path().join("cut");
     prlx_tests::tamper::write_log(&cut_dir, &cut).await;
-    let out = std::process::Command::new(workspace_bin("prlx-replay"))
-        .args([
-            "verify",
-            "--json",
-            "--log",
-            &format!("file://{}", cut_dir.display()),
-            "--chain",
-            &chain.endpoint(),
-        ])
-        .arg("--deployment")
-        .arg(&deployment_file)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{report}");
+    let cut_url = format!("file://{}", cut_dir.display());
+    let (code, report) = verify_chain(&cut_url, &chain.endpoint(), &deployment_file);
+    assert_eq!(code, Some(1), "{report}");
     let missing: Vec<_> = report["chain"]["divergences"]
         .as_array()
         .unwrap()
@@ -575,4 +534,20 @@ fn the_fold_takes_stake_from_the_chain_and_refuses_inconsistent_records() {
         .unwrap_err()
         .to_string()
         .contains("applied twice"));
+}
+
+/// `prlx-replay verify --json --chain` on a log: its exit code and report.
+fn verify_chain(
+    log: &str,
+    rpc: &str,
+    deployment: &std::path::Path,
+) -> (Option<i32>, serde_json::Value) {
+    let out = std::process::Command::new(workspace_bin("prlx-replay"))
+        .args(["verify", "--json", "--log", log, "--chain", rpc])
+        .arg("--deployment")
+        .arg(deployment)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code(), report)
 }
