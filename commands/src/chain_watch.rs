@@ -119,9 +119,15 @@ pub async fn run(
             return;
         }
     };
-    let recorded = handle.read_state(|s| s.chain_block).await.unwrap_or(0);
+    let (recorded, hash) = handle
+        .read_state(|s| (s.chain_block, s.chain_block_hash.clone()))
+        .await
+        .unwrap_or((0, None));
     let from = recorded.max(config.deployment.deployed_at_block);
-    let mut watcher = Watcher::new(provider, &config.deployment, config.watch, from, None);
+    // The block of the last event recorded must still be the chain's: checked before the
+    // first read, as after any other confirmed block.
+    let confirmed = hash.and_then(|h| h.parse().ok()).map(|h| (recorded, h));
+    let mut watcher = Watcher::new(provider, &config.deployment, config.watch, from, confirmed);
     // Every record is stamped with the deployment's chain id: another chain must not feed it.
     loop {
         match watcher.check_chain_id().await {

@@ -551,3 +551,78 @@ fn verify_chain(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (out.status.code(), report)
 }
+
+/// A reorg deeper than the confirmations while the coordinator was down: the watcher checks
+/// the block of the last event it recorded before reading on, finds it gone, and stops
+/// rather than credit on top of a chain the log no longer matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_deep_reorg_during_the_downtime_stops_the_watcher() {
+    let (chain, d, config) = deployed(1).await;
+    let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
+    let client = chain.address(dev_role::CLIENT);
+    let wei = U256::from(5 * CREDIT_UNIT_WEI);
+    let token = PRLX::new(d.token.address, deployer.clone());
+    confirm(token.transfer(client, wei).send().await, "fund")
+        .await
+        .unwrap();
+    let client_p = chain.provider(dev_role::CLIENT).unwrap();
+    confirm(
+        PRLX::new(d.token.address, client_p.clone())
+            .approve(d.contracts.credit_escrow, wei)
+            .send()
+            .await,
+        "approve",
+    )
+    .await
+    .unwrap();
+    let before: U256 = deployer
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+    let escrow = CreditEscrow::new(d.contracts.credit_escrow, client_p);
+    confirm(escrow.deposit(client, wei).send().await, "deposit")
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.money_from_chain_only(true));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(chain_watch::run(handle.clone(), config.clone(), stopped));
+    let account = AccountId(format!("{client:#x}"));
+    let mut credited = 0;
+    for _ in 0..100 {
+        credited = balance(&handle, &account).await;
+        if credited > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(credited, 5);
+    stop.send(true).unwrap();
+    watcher.await.unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+
+    // While it is down, the deposit's block is replaced.
+    let ok: bool = deployer
+        .raw_request("evm_revert".into(), (before,))
+        .await
+        .unwrap();
+    assert!(ok);
+    let _: serde_json::Value = deployer
+        .raw_request("anvil_mine".into(), (5u64,))
+        .await
+        .unwrap();
+
+    let (handle, task) = actor::spawn(open_coordinator(&url).await.money_from_chain_only(true));
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(chain_watch::run(handle.clone(), config, stopped));
+    // It stops on its own, without a stop signal.
+    tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the watcher stops at the deep reorg")
+        .unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+}

@@ -196,7 +196,7 @@ impl CoordinatorState {
                             ),
                         ));
                     }
-                    self.chain_block = self.chain_block.max(c.place.block_number);
+                    self.note_chain_place(&c.place);
                 }
                 let acct = self.accounts.get(&d.account).cloned().unwrap_or_default();
                 let balance = acct

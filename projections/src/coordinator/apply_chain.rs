@@ -109,7 +109,7 @@ impl CoordinatorState {
             return Err(FoldError::at_field(env, field, why));
         }
         self.chain_seen.insert(key);
-        self.chain_block = self.chain_block.max(c.chain.block_number);
+        self.note_chain_place(&c.chain);
         self.chain_stakes.insert(
             c.node_id,
             ChainStake {
@@ -153,6 +153,16 @@ pub fn leaves_total(leaves: &[RootLeaf]) -> Option<String> {
             sum.checked_add(l.amount_wei.parse::<u128>().ok()?)
         })
         .map(|t| t.to_string())
+}
+
+impl CoordinatorState {
+    /// Moves the watcher's resume point to `place`'s block if it is the highest so far.
+    pub(super) fn note_chain_place(&mut self, place: &ChainRef) {
+        if place.block_number >= self.chain_block {
+            self.chain_block = place.block_number;
+            self.chain_block_hash = Some(place.block_hash.clone());
+        }
+    }
 }
 
 impl CoordinatorState {
@@ -255,7 +265,7 @@ impl CoordinatorState {
         }
         prepared.posted = true;
         self.chain_seen.insert(key);
-        self.chain_block = self.chain_block.max(p.chain.block_number);
+        self.note_chain_place(&p.chain);
         Ok(())
     }
 }

@@ -50,6 +50,10 @@ pub struct CoordinatorState {
     /// restart (re-reading that block is harmless, its deposits are in `deposits`).
     #[serde(default)]
     pub chain_block: u64,
+    /// That block's hash (0x-hex), as recorded: after a restart the watcher checks it is still
+    /// the chain's, so a reorg deeper than the confirmations while it was down is not missed.
+    #[serde(default)]
+    pub chain_block_hash: Option<String>,
     /// Chain events applied other than deposits (their `ChainRef::key`): each applies once.
     #[serde(default)]
     pub chain_seen: BTreeSet<String>,
