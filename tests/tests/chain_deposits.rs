@@ -62,20 +62,7 @@ async fn a_chain_deposit_is_credited_once_after_its_confirmations() {
     let client = chain.address(dev_role::CLIENT);
     let wei = U256::from(7 * CREDIT_UNIT_WEI / 2 * 1_000_000 + 17);
     let credits = (7 * CREDIT_UNIT_WEI / 2 * 1_000_000 / CREDIT_UNIT_WEI) as u64;
-    let token = PRLX::new(d.token.address, deployer.clone());
-    confirm(token.transfer(client, wei).send().await, "fund")
-        .await
-        .unwrap();
-    let client_p = chain.provider(dev_role::CLIENT).unwrap();
-    confirm(
-        PRLX::new(d.token.address, client_p.clone())
-            .approve(d.contracts.credit_escrow, wei)
-            .send()
-            .await,
-        "approve",
-    )
-    .await
-    .unwrap();
+    let client_p = ready_to_deposit(&chain, &d, wei).await;
 
     let dir = tempfile::tempdir().unwrap();
     let url_text = format!("file://{}", dir.path().join("log").display());
@@ -561,20 +548,7 @@ async fn after_a_restart_a_deep_reorg_during_the_downtime_stops_the_watcher() {
     let deployer = chain.provider(dev_role::DEPLOYER).unwrap();
     let client = chain.address(dev_role::CLIENT);
     let wei = U256::from(5 * CREDIT_UNIT_WEI);
-    let token = PRLX::new(d.token.address, deployer.clone());
-    confirm(token.transfer(client, wei).send().await, "fund")
-        .await
-        .unwrap();
-    let client_p = chain.provider(dev_role::CLIENT).unwrap();
-    confirm(
-        PRLX::new(d.token.address, client_p.clone())
-            .approve(d.contracts.credit_escrow, wei)
-            .send()
-            .await,
-        "approve",
-    )
-    .await
-    .unwrap();
+    let client_p = ready_to_deposit(&chain, &d, wei).await;
     let before: U256 = deployer
         .raw_request("evm_snapshot".into(), ())
         .await
@@ -625,4 +599,32 @@ async fn after_a_restart_a_deep_reorg_during_the_downtime_stops_the_watcher() {
         .unwrap();
     drop(handle);
     task.await.unwrap().unwrap();
+}
+
+/// The deployer funds the client with `wei` PRLX and the client approves the escrow for it;
+/// the client's provider, ready to deposit.
+async fn ready_to_deposit(
+    chain: &DevChain,
+    d: &prlx_chain::Deployment,
+    wei: U256,
+) -> alloy::providers::DynProvider {
+    let token = PRLX::new(d.token.address, chain.provider(dev_role::DEPLOYER).unwrap());
+    confirm(
+        token
+            .transfer(chain.address(dev_role::CLIENT), wei)
+            .send()
+            .await,
+        "fund",
+    )
+    .await
+    .unwrap();
+    let client = chain.provider(dev_role::CLIENT).unwrap();
+    let token = PRLX::new(d.token.address, client.clone());
+    confirm(
+        token.approve(d.contracts.credit_escrow, wei).send().await,
+        "approve",
+    )
+    .await
+    .unwrap();
+    client
 }
