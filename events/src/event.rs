@@ -68,6 +68,7 @@ pub enum RejectionCode {
 }
 
 pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};
+pub use crate::onchain::*;
 
 // ---------------------------------------------------------------------------------------------
 // Credits: integers in minor units, never floats.
@@ -83,37 +84,6 @@ pub struct CreditsDeposited {
     /// a deposit claimed over HTTP, which nothing checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainDeposit>,
-}
-
-/// Minor units of PRLX (10^-18) per credit: a credit is 10^-9 PRLX, so the token's whole
-/// supply (10^27 minor units) fits a u64 of credits.
-pub const CREDIT_UNIT_WEI: u128 = 1_000_000_000;
-
-/// A `CreditEscrow.Deposited` event as the watcher saw it: enough for the fold to re-derive
-/// the credit and for the auditor to find it on the chain again. Hashes and addresses are
-/// 0x-hex, lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ChainDeposit {
-    /// Where it is; `contract` is the escrow. (Flattened: the fields sit beside the others.)
-    #[serde(flatten)]
-    pub place: ChainRef,
-    /// Who paid (the account credited is the event's `account`).
-    pub payer: String,
-    /// The amount in minor units of PRLX, decimal (it passes u64).
-    pub amount_wei: String,
-}
-
-impl ChainDeposit {
-    /// The reference that makes it credit once: chain, transaction, log index.
-    pub fn tx_ref(&self) -> String {
-        self.place.key()
-    }
-
-    /// The credits it buys: `amount_wei / CREDIT_UNIT_WEI`, rounded down (the dust stays in
-    /// escrow); `None` if the amount is not a decimal or the credits pass u64.
-    pub fn credits(&self) -> Option<u64> {
-        wei_to_units(&self.amount_wei)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -611,106 +581,6 @@ pub struct StakeReturned {
     /// When the cooldown of that request ended.
     #[serde(deserialize_with = "crate::fast::datetime::deserialize")]
     pub available_at: DateTime<Utc>,
-}
-
-/// A change of what `NodeStaking` holds for a node, as the chain watcher observed it. With a
-/// chain, the only source of a node's stake: the stake that weighs its uptime is what the
-/// contract holds bonded for its id, nothing the node declares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ChainStakeChanged {
-    pub node_id: NodeId,
-    /// The node's staker (0x-hex, lowercase): the only address the contract pays principal
-    /// back to, and the recipient of the node's payouts.
-    pub staker: String,
-    pub change: StakeChange,
-    /// The amount of this change, minor units of PRLX, decimal.
-    pub amount_wei: String,
-    /// What stays bonded for the node after it, minor units of PRLX, decimal.
-    pub bonded_wei: String,
-    /// `bonded_wei / CREDIT_UNIT_WEI`, rounded down: the stake the reward weighting uses.
-    pub stake: u64,
-    pub chain: ChainRef,
-}
-
-/// Which `NodeStaking` event a [`ChainStakeChanged`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StakeChange {
-    /// `Staked`: bonded more.
-    Staked,
-    /// `UnstakeRequested`: left the bond (withdrawable after the contract's cooldown).
-    UnstakeRequested,
-    /// `Withdrawn`: paid back to the staker; the bond is unchanged.
-    Withdrawn,
-}
-
-/// Where an event is on the chain. Hashes and addresses are 0x-hex, lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ChainRef {
-    pub chain_id: u64,
-    /// The contract that emitted it.
-    pub contract: String,
-    pub block_number: u64,
-    pub block_hash: String,
-    pub tx_hash: String,
-    pub log_index: u64,
-}
-
-impl ChainRef {
-    /// Names the event once: chain, transaction, log index.
-    pub fn key(&self) -> String {
-        format!(
-            "chain:{}:{}:{}",
-            self.chain_id, self.tx_hash, self.log_index
-        )
-    }
-}
-
-/// One leaf of an epoch's payout tree: a node's payout, to its staker, in minor units of PRLX.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RootLeaf {
-    pub node_id: NodeId,
-    /// The node's staker (0x-hex, lowercase), who receives the payout.
-    pub recipient: String,
-    /// The payout times `CREDIT_UNIT_WEI`, decimal.
-    pub amount_wei: String,
-}
-
-/// The payout tree of a settled epoch, fixed before it is posted to the RewardsDistributor:
-/// one leaf per payout above zero of a node with a staker on chain (a node never staked on
-/// chain has no stake, so no weight and no payout), in node id order. `root` is the Merkle root
-/// of the leaves (`prlx_chain::merkle`, checked by the auditor); the fold re-derives the
-/// leaves from the settlement and the stakers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RewardRootPrepared {
-    pub epoch: u64,
-    pub leaves: Vec<RootLeaf>,
-    /// The sum of the leaves, decimal minor units.
-    pub total_wei: String,
-    pub root: Hash32,
-}
-
-/// The RewardsDistributor's `EpochPosted`, as the chain watcher observed it: the root, the
-/// total and the head of this log's hash chain the coordinator posted with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RewardRootPosted {
-    pub epoch: u64,
-    pub root: Hash32,
-    /// SHA-256 of the last record on the log when the root was posted: the auditor finds it
-    /// on the log, so history up to there cannot be rewritten without the chain showing it.
-    pub log_head: Hash32,
-    pub total_wei: String,
-    pub chain: ChainRef,
-}
-
-/// `wei / CREDIT_UNIT_WEI` for a decimal amount of minor units; `None` if it is not a decimal
-/// or passes u64.
-pub fn wei_to_units(wei: &str) -> Option<u64> {
-    if wei.is_empty() || !wei.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let wei: u128 = wei.parse().ok()?;
-    u64::try_from(wei / CREDIT_UNIT_WEI).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -10,6 +10,8 @@
 //! - [`event`]: the payload enum, one variant per transition, generated tables.
 //! - [`catalog`]: the catalog's types (models, prices, validation policy), re-exported by
 //!   [`event`].
+//! - [`onchain`]: what the chain watcher records (deposits, bonds, payout trees and their
+//!   posts) and the credit unit; re-exported by [`event`].
 //! - [`class`]: execution classes in normal form (a vocabulary, not free strings).
 //! - [`envelope`]: the header and the wire codec.
 //! - [`chain`]: the log's hash chain: each record links to the one before it.
@@ -44,6 +46,7 @@ pub mod event;
 mod fast;
 pub mod ids;
 pub mod log;
+pub mod onchain;
 pub mod protocol;
 pub mod pss;
 pub mod schema;
