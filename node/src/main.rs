@@ -199,7 +199,7 @@ fn main() -> anyhow::Result<()> {
 fn claim(args: ClaimArgs) -> anyhow::Result<()> {
     use prlx_chain::claims::{claim_all, ClaimFinder, Claimed};
     use prlx_chain::devchain::{connect, dev_signer, DEV_CHAIN_ID, DEV_KEYS};
-    use prlx_events::log::{LogReader, LogUrl};
+    use prlx_events::log::LogUrl;
     let node = match (args.node_id, &args.key) {
         (Some(id), _) => id,
         (None, Some(path)) => {
@@ -234,11 +234,8 @@ fn claim(args: ClaimArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let reader = LogUrl::parse(&args.log)?.open_reader()?;
         let mut finder = ClaimFinder::default();
-        let mut next = 0;
-        loop {
-            let batch = reader.read(next, 1024).await?;
-            let Some(last) = batch.last() else { break };
-            next = last.offset + 1;
+        let mut batches = prlx_events::log::Batches::new(&reader, 0);
+        while let Some(batch) = batches.next().await? {
             for record in &batch {
                 // What does not decode is the auditor's business; claims need only the trees.
                 if let Ok(env) = prlx_events::Envelope::decode(&record.payload) {

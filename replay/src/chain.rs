@@ -21,7 +21,7 @@ use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::ChainEvent;
 use prlx_chain::Deployment;
 use prlx_events::event::{ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange};
-use prlx_events::log::{LogReader, LogUrl, Offset};
+use prlx_events::log::{LogUrl, Offset};
 use prlx_events::{Envelope, Event};
 use serde::Serialize;
 
@@ -106,11 +106,8 @@ pub async fn audit(
     let mut sums = Sums::default();
     // Which chain events the log holds, to find the ones it is missing.
     let mut seen = Seen::default();
-    let mut next = 0;
-    loop {
-        let batch = reader.read(next, 1024).await?;
-        let Some(last) = batch.last() else { break };
-        next = last.offset + 1;
+    let mut batches = prlx_events::log::Batches::new(&reader, 0);
+    while let Some(batch) = batches.next().await? {
         for record in &batch {
             // Undecodable records are the replay's to report; here only what decodes counts.
             let decoded = Envelope::decode(&record.payload);

@@ -196,6 +196,32 @@ pub trait LogReader: Send + Sync {
     ) -> impl Future<Output = Result<bool, LogError>> + Send;
 }
 
+/// Reads a log from an offset to its durable end in batches: `while let Some(batch) =
+/// batches.next().await? { .. }`. For readers that want everything there is now (the
+/// auditor's chain pass, a claimer); a follower of the tail uses `wait_for` instead.
+#[derive(Debug)]
+pub struct Batches<'a, R> {
+    reader: &'a R,
+    next: Offset,
+}
+
+impl<'a, R: LogReader> Batches<'a, R> {
+    /// Batches of `reader` from `from`.
+    pub fn new(reader: &'a R, from: Offset) -> Self {
+        Batches { reader, next: from }
+    }
+
+    /// The next batch, or `None` at the durable end.
+    pub async fn next(&mut self) -> Result<Option<Vec<Record>>, LogError> {
+        let batch = self.reader.read(self.next, 1024).await?;
+        let Some(last) = batch.last() else {
+            return Ok(None);
+        };
+        self.next = last.offset + 1;
+        Ok(Some(batch))
+    }
+}
+
 /// One append waiting for a backend's writer: the batch, what rides with it, and where its
 /// answer goes.
 pub(crate) struct AppendRequest {

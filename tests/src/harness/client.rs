@@ -92,13 +92,9 @@ pub async fn read_log(url: &str) -> Vec<(Offset, Vec<u8>)> {
 /// waiting for more.
 pub async fn read_records(reader: &impl LogReader, from: Offset) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut next = from;
-    loop {
-        let batch = reader.read(next, 1024).await.unwrap();
-        let Some(last) = batch.last() else {
-            return out;
-        };
-        next = last.offset + 1;
+    let mut batches = prlx_events::log::Batches::new(reader, from);
+    while let Some(batch) = batches.next().await.unwrap() {
         out.extend(batch);
     }
+    out
 }
