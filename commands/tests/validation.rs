@@ -4,9 +4,9 @@
 
 use prlx_commands::decide::{decide, Command, Completion, Dispatch};
 use prlx_commands::testkit::fixtures::{
-    self, accepted_and_reserved, account, completion, cpu, model, node, registered,
-    request_accepted,
+    accepted_and_reserved, account, completion, node, request_accepted,
 };
+use prlx_commands::testkit::sampling::{node_of, opened, state, SEED};
 use prlx_commands::testkit::{given, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, RequestId, TaskId};
@@ -15,38 +15,16 @@ use prlx_projections::scheduler::{next_assignment, Choice};
 use prlx_projections::validation::sampled;
 use prlx_projections::{CoordinatorState, Fold};
 
-const SEED: Hash32 = Hash32([42; 32]);
-
-fn catalog(sampling_bp: u32) -> Event {
-    CatalogPublished {
-        max_attempts: 2,
-        validation: ValidationPolicy {
-            sampling_bp,
-            // The catalog's rate alone: probation has its own tests (probation.rs).
-            probation_results: 0,
-            // No hold: a result with no peer left goes out at once (as catalogs recorded
-            // before the hold are read). The hold has its own tests (unconfirmed.rs).
-            unconfirmed_hold_seconds: 0,
-            ..Default::default()
-        },
-        ..fixtures::catalog(vec![model("chat", Hash32([1; 32]))])
+/// The catalog's rate alone: probation has its own tests (probation.rs), and no hold: a
+/// result with no peer left goes out at once (as catalogs recorded before the hold are read;
+/// the hold has its own tests, unconfirmed.rs).
+fn policy(sampling_bp: u32) -> ValidationPolicy {
+    ValidationPolicy {
+        sampling_bp,
+        probation_results: 0,
+        unconfirmed_hold_seconds: 0,
+        ..Default::default()
     }
-    .into()
-}
-
-fn class(device: &str) -> ExecutionClass {
-    ExecutionClass {
-        device: device.into(),
-        ..cpu("onnxruntime-1.22")
-    }
-}
-
-fn register(n: u8, device: &str) -> Event {
-    NodeRegistered {
-        execution_class: class(device),
-        ..registered(n)
-    }
-    .into()
 }
 
 fn accept(id: u64) -> Vec<Event> {
@@ -56,22 +34,7 @@ fn accept(id: u64) -> Vec<Event> {
 /// A catalog, credit, the nodes, an open sampling epoch under [`SEED`], and request 0, a
 /// second apart.
 fn history(sampling_bp: u32, nodes: Vec<Event>) -> History {
-    let mut h: History = vec![catalog(sampling_bp), fixtures::deposited(1_000).into()].into();
-    h.extend(nodes);
-    h.push(
-        SamplingSeedCommitted {
-            epoch: 1,
-            seed_hash: Hash32::of(&SEED.0),
-            sealed_seed: None,
-        }
-        .into(),
-    );
-    h.extend(accept(0));
-    h
-}
-
-fn state(h: &History) -> CoordinatorState {
-    given(h).state().clone()
+    opened(policy(sampling_bp), nodes, 1)
 }
 
 /// Decides the next dispatch a second after the last event, records it, and returns the
@@ -139,7 +102,7 @@ fn stage(h: &History) -> (RequestStatus, bool, bool) {
 
 #[test]
 fn an_unsampled_result_is_released_at_once() {
-    let mut h = history(0, vec![register(1, "cpu"), register(2, "cpu")]);
+    let mut h = history(0, vec![node_of(1, "cpu"), node_of(2, "cpu")]);
     let n = dispatch(&mut h);
     let types = complete(&mut h, n, b"answer");
     assert_eq!(
@@ -164,7 +127,7 @@ fn a_sampled_result_waits_for_a_replica_of_its_class_and_agreement_releases_it()
     // Node 2 is of another class; node 3 shares node 1's.
     let mut h = history(
         10_000,
-        vec![register(1, "cpu"), register(2, "cuda"), register(3, "cpu")],
+        vec![node_of(1, "cpu"), node_of(2, "cuda"), node_of(3, "cpu")],
     );
     let primary = dispatch(&mut h);
     assert_eq!(primary, node(1));
@@ -207,7 +170,7 @@ fn a_sampled_result_waits_for_a_replica_of_its_class_and_agreement_releases_it()
 fn disagreement_brings_a_third_and_the_majority_flags_the_dissenter() {
     let mut h = history(
         10_000,
-        vec![register(1, "cpu"), register(2, "cpu"), register(3, "cpu")],
+        vec![node_of(1, "cpu"), node_of(2, "cpu"), node_of(3, "cpu")],
     );
     let primary = dispatch(&mut h);
     complete(&mut h, primary, b"wrong");
@@ -255,7 +218,7 @@ fn disagreement_brings_a_third_and_the_majority_flags_the_dissenter() {
 fn three_different_results_have_no_majority_every_party_is_flagged_and_the_request_refunded() {
     let mut h = history(
         10_000,
-        vec![register(1, "cpu"), register(2, "cpu"), register(3, "cpu")],
+        vec![node_of(1, "cpu"), node_of(2, "cpu"), node_of(3, "cpu")],
     );
     let mut parties = Vec::new();
     for result in [&b"a"[..], b"b", b"c"] {
@@ -291,7 +254,7 @@ fn three_different_results_have_no_majority_every_party_is_flagged_and_the_reque
 
 #[test]
 fn without_a_peer_of_the_class_and_no_hold_the_result_is_released_unconfirmed_at_once() {
-    let mut h = history(10_000, vec![register(1, "cpu"), register(2, "cuda")]);
+    let mut h = history(10_000, vec![node_of(1, "cpu"), node_of(2, "cuda")]);
     let primary = dispatch(&mut h);
     assert_eq!(
         complete(&mut h, primary, b"answer"),
@@ -310,7 +273,7 @@ fn without_a_peer_of_the_class_and_no_hold_the_result_is_released_unconfirmed_at
 
 #[test]
 fn a_replica_that_misses_its_deadline_is_replaced_and_the_last_peer_gone_releases_unconfirmed() {
-    let mut h = history(10_000, vec![register(1, "cpu"), register(2, "cpu")]);
+    let mut h = history(10_000, vec![node_of(1, "cpu"), node_of(2, "cpu")]);
     let primary = dispatch(&mut h);
     complete(&mut h, primary, b"answer");
     let replica = dispatch(&mut h);
@@ -356,7 +319,7 @@ fn the_reveal_re_derives_every_draw_of_the_epoch() {
     let bp = 5_000;
     let hit = (0..).find(|&i| sampled(&SEED, RequestId(i), bp)).unwrap();
     let miss = (0..).find(|&i| !sampled(&SEED, RequestId(i), bp)).unwrap();
-    let mut h = history(bp, vec![register(1, "cpu"), register(2, "cpu")]);
+    let mut h = history(bp, vec![node_of(1, "cpu"), node_of(2, "cpu")]);
     for id in 1..=hit.max(miss) {
         h.extend(accept(id));
     }
