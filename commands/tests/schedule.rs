@@ -766,14 +766,7 @@ fn a_request_no_registered_node_serves_fails_once_nodes_had_time_to_register() {
     let mut h = base(vec![register(1, 1, 1, &["chat"])]);
     bounded(&mut h);
     h.extend(accept(0, "other", 1, Priority::Standard));
-    let expire = |now| Command::ExpireQueued {
-        request: RequestId(0),
-        now: t(now),
-    };
-    given(&h)
-        .when(expire(32))
-        .then_reject(RejectionCode::MalformedRequest, "now");
-    let events = given(&h).when(expire(33)).events();
+    let events = expire_queued_at(&h, 33);
     assert_eq!(
         events,
         [
@@ -829,14 +822,7 @@ fn a_request_only_a_lapsed_node_serves_fails_at_the_queue_bound_with_a_refund() 
     let st = state(&h);
     assert_eq!(st.sched.waiting.first(), Some(&(t(3), RequestId(0))));
     assert_eq!(st.queue_deadline(RequestId(0)), Some(t(103)));
-    let expire = |now| Command::ExpireQueued {
-        request: RequestId(0),
-        now: t(now),
-    };
-    given(&h)
-        .when(expire(102))
-        .then_reject(RejectionCode::MalformedRequest, "now");
-    let events = given(&h).when(expire(103)).events();
+    let events = expire_queued_at(&h, 103);
     assert_eq!(
         events,
         [
@@ -877,7 +863,16 @@ fn a_request_only_a_lapsed_node_serves_fails_at_the_queue_bound_with_a_refund() 
     done.record(t(103), events);
     let st = fold_from(&done).unwrap();
     assert_eq!(st.accounts[&account()].reserved, 0, "refunded in full");
-    assert_eq!(decide(&st, expire(200)), Ok(vec![]));
+    assert_eq!(
+        decide(
+            &st,
+            Command::ExpireQueued {
+                request: RequestId(0),
+                now: t(200)
+            }
+        ),
+        Ok(vec![])
+    );
 }
 
 #[test]
@@ -1038,4 +1033,17 @@ fn the_fold_refuses_a_dispatch_out_of_queue_order() {
     forged.record(t(10), forged_events);
     let err = fold_from(&forged).unwrap_err();
     assert!(err.starts_with("order: request req-0 scheduled"), "{err}");
+}
+
+/// `ExpireQueued` of request 0: refused (naming `now`) a second before `at`, decided at `at`;
+/// its events then.
+fn expire_queued_at(h: &History, at: i64) -> Vec<Event> {
+    let expire = |now| Command::ExpireQueued {
+        request: RequestId(0),
+        now: t(now),
+    };
+    given(h)
+        .when(expire(at - 1))
+        .then_reject(RejectionCode::MalformedRequest, "now");
+    given(h).when(expire(at)).events()
 }
