@@ -318,7 +318,6 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         feeds,
         chain,
     } = o;
-    let chain_only = chain.is_some();
     let log = open_options.log.as_str();
     // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
     // with the default action, but shut us down like any other.
@@ -345,9 +344,9 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
             open_coordinator(open_options)
                 .await
                 .map(|coord| {
-                    coord
-                        .with_signing_key(signing)
-                        .money_from_chain_only(chain_only)
+                    // A serving coordinator takes money from the chain only, with or without
+                    // a chain configured: no caller's claim credits or moves stake.
+                    coord.with_signing_key(signing).money_from_chain_only(true)
                 })
                 .map_err(|e| {
                     let why = e.to_string();

@@ -126,12 +126,18 @@ impl Fixture {
             .await
     }
 
-    async fn deposit(&self, account: &str, tx_ref: &str, amount: u64) -> (StatusCode, Value) {
-        self.post(
-            &format!("/v1/accounts/{account}/deposits"),
-            &json!({"tx_ref": tx_ref, "amount": amount}),
-        )
-        .await
+    /// Credits `account` as the chain watcher does, in process: no endpoint credits.
+    async fn deposit(&self, account: &str, tx_ref: &str, amount: u64) {
+        let outcome = self
+            .handle
+            .execute_command(Command::DepositCredits {
+                account: AccountId(account.into()),
+                tx_ref: tx_ref.into(),
+                amount,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
     }
 
     async fn state<T: Send + 'static>(
@@ -176,7 +182,7 @@ fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, field
 #[tokio::test]
 async fn accepted_submission_reserves_its_price_and_reads_back() {
     let f = fixture().await;
-    assert_eq!(f.deposit("ai", "0x1", 10_000).await.0, StatusCode::OK);
+    f.deposit("ai", "0x1", 10_000).await;
 
     let (status, body) = f.post("/v1/requests", &submission("ai", "hello")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -360,75 +366,49 @@ async fn concurrent_submissions_get_dense_distinct_ids() {
     assert_eq!(ids, (0..24).collect());
 }
 
+/// Nobody credits an account or moves stake over HTTP: the endpoints that did are gone (the
+/// coordinator reads deposits and stake off the chain), and a registration declaring stake is
+/// refused naming the field. Nothing of it reaches the log.
 #[tokio::test]
-async fn deposit_with_the_same_tx_ref_credits_once() {
-    let f = fixture().await;
-    let (status, body) = f.deposit("ai", "0xabc", 500).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body,
-        json!({"account": "ai", "balance": 500, "reserved": 0, "available": 500, "credited": true})
-    );
-    let (status, body) = f.deposit("ai", "0xabc", 500).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body,
-        json!({"account": "ai", "balance": 500, "reserved": 0, "available": 500, "credited": false})
-    );
-    let (_, account) = f.get("/v1/accounts/ai").await;
-    assert_eq!(account["balance"], 500);
-
-    assert_error(
-        &f.deposit("ai", "0xzero", 0).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_amount",
-        Some("amount"),
-    );
-    assert_error(
-        &f.deposit("ai", "", 5).await,
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        Some("tx_ref"),
-    );
-    assert_error(
-        &f.post(
+async fn no_endpoint_credits_an_account_or_moves_stake() {
+    let f = fixture_with(|_| vec![register(1, 2, 0)]).await;
+    let end = f.log_end().await;
+    let (status, _) = f
+        .post(
             "/v1/accounts/ai/deposits",
-            &json!({"tx_ref": "0x9", "amount": -5}),
+            &json!({"tx_ref": "0xabc", "amount": 500}),
         )
-        .await,
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let id = test_node(1).0.to_hex();
+    for verb in ["stake", "unstake"] {
+        let (status, _) = f
+            .post(&format!("/v1/nodes/{id}/{verb}"), &json!({"amount": 5}))
+            .await;
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED,
+            "{verb}: {status}"
+        );
+    }
+    let key = new_key().to_public_key();
+    let declared = json!({
+        "public_key_pem": public_key_pem(&key), "hardware_tier": 1, "models": ["oss-chat-v1"],
+        "slots": 1, "stake": 1_000,
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
+    });
+    assert_error(
+        &f.post("/v1/nodes", &declared).await,
         StatusCode::BAD_REQUEST,
         "malformed_request",
-        Some("amount"),
+        Some("stake"),
     );
+    assert_eq!(f.log_end().await, end, "nothing was recorded");
     assert_error(
-        &f.get("/v1/accounts/nobody").await,
+        &f.get("/v1/accounts/ai").await,
         StatusCode::NOT_FOUND,
         "unknown_account",
         Some("account"),
     );
-}
-
-/// A transaction already credited to one account, sent again for an account never credited:
-/// nothing is credited, and the answer says so (it was a 500 "the account is not recorded").
-#[tokio::test]
-async fn a_reference_credited_elsewhere_is_not_credited_to_a_new_account() {
-    let f = fixture().await;
-    let (status, first) = f.deposit("ai", "0xshared", 500).await;
-    assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["credited"], true);
-    let (status, again) = f.deposit("newcomer", "0xshared", 500).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
-    assert_eq!(again["credited"], false, "{again}");
-    assert_eq!(again["account"], "newcomer");
-    assert_eq!(again["balance"], 0);
-    assert_error(
-        &f.get("/v1/accounts/newcomer").await,
-        StatusCode::NOT_FOUND,
-        "unknown_account",
-        Some("account"),
-    );
-    let (_, ai) = f.get("/v1/accounts/ai").await;
-    assert_eq!(ai["balance"], 500, "{ai}");
 }
 
 #[tokio::test]
@@ -531,7 +511,6 @@ async fn node_registration_conflict_and_heartbeat() {
         "hardware_tier": 3,
         "models": ["oss-chat-v1"],
         "slots": 2,
-        "stake": 1_000,
         "execution_class": {"device": "cpu-x86_64-avx2", "driver": "none", "runtime": "onnxruntime-1.22.0"},
     });
 
@@ -642,7 +621,7 @@ async fn node_registration_conflict_and_heartbeat() {
     assert_eq!(n["node_id"], expected_id);
     assert_eq!(
         (&n["hardware_tier"], &n["models"], &n["slots"], &n["stake"]),
-        (&json!(3), &json!(["oss-chat-v1"]), &json!(2), &json!(1_000))
+        (&json!(3), &json!(["oss-chat-v1"]), &json!(2), &json!(0))
     );
     assert_eq!(n["execution_class"], node["execution_class"]);
     assert_eq!(
@@ -740,14 +719,12 @@ async fn openapi_lists_every_path() {
         "/v1/requests",
         "/v1/requests/{id}",
         "/v1/accounts/{account}",
-        "/v1/accounts/{account}/deposits",
         "/v1/quote",
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
         "/v1/nodes/{id}/results",
         "/v1/nodes/{id}/refusals",
         "/v1/nodes/{id}/stake",
-        "/v1/nodes/{id}/unstake",
         "/v1/rewards",
         "/v1/rewards/epochs",
         "/healthz",
@@ -757,14 +734,8 @@ async fn openapi_lists_every_path() {
     assert!(doc["paths"]["/v1/nodes"]["get"].is_object());
     assert!(doc["paths"]["/v1/nodes"]["post"].is_object());
     assert!(doc["paths"]["/v1/nodes/{id}/stake"]["get"].is_object());
-    assert!(doc["paths"]["/v1/nodes/{id}/stake"]["post"].is_object());
-    // The stake endpoints say they are not authenticated, in the operation and the overview;
-    // the heartbeat says how it is signed.
-    for path in ["stake", "unstake"] {
-        let op = &doc["paths"][format!("/v1/nodes/{{id}}/{path}")]["post"];
-        let text = format!("{}", op["description"]);
-        assert!(text.contains("Not authenticated"), "{path}: {op}");
-    }
+    assert!(doc["paths"]["/v1/nodes/{id}/stake"]["post"].is_null());
+    // The heartbeat says how it is signed.
     let heartbeat = &doc["paths"]["/v1/nodes/{id}/heartbeat"]["post"];
     assert!(heartbeat["responses"]["401"].is_object(), "{heartbeat}");
     assert!(
@@ -774,7 +745,7 @@ async fn openapi_lists_every_path() {
     assert!(doc["info"]["description"]
         .as_str()
         .unwrap()
-        .contains("not authenticated"));
+        .contains("read from the chain"));
     let hash_doc = doc["components"]["schemas"]["SubmitRequestBody"]["properties"]["payload_hash"]
         ["description"]
         .as_str()
@@ -832,53 +803,27 @@ fn policy_command() -> Command {
     Command::Settlement(SettlementCommand::PublishPolicy(reward_policy()))
 }
 
+/// A node's stake as the view shows it: what the settlement holds after stake moves (in
+/// production observed on the chain), pending unstakes with their end, and what is refused.
 #[tokio::test]
-async fn stake_and_unstake_move_the_weighting_and_name_what_they_refuse() {
-    let f = fixture_with(|_| vec![policy_command(), register(1, 2, 1_000)]).await;
+async fn the_stake_view_shows_staked_and_pending_and_names_what_it_refuses() {
+    let f = fixture_with(|_| {
+        vec![
+            policy_command(),
+            register(1, 2, 1_000),
+            Command::Settlement(SettlementCommand::DepositStake {
+                node_id: test_node(1),
+                amount: 500,
+            }),
+            Command::Settlement(SettlementCommand::RequestUnstake {
+                node_id: test_node(1),
+                amount: 400,
+            }),
+        ]
+    })
+    .await;
     let id = test_node(1).0.to_hex();
-    let amount = |a: u64| json!({ "amount": a });
-
-    let (status, body) = f.post(&format!("/v1/nodes/{id}/stake"), &amount(500)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        json!({"node_id": id, "staked": 1_500, "pending": [], "returned": 0, "rewards_paid": 0})
-    );
-
-    let end = f.log_end().await;
-    for (path, a) in [("unstake", 1_501), ("unstake", 0), ("stake", 0)] {
-        assert_error(
-            &f.post(&format!("/v1/nodes/{id}/{path}"), &amount(a)).await,
-            StatusCode::BAD_REQUEST,
-            "invalid_amount",
-            Some("amount"),
-        );
-    }
-    assert_error(
-        &f.post(
-            &format!("/v1/nodes/{id}/unstake"),
-            &json!({"amount": "all"}),
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        Some("amount"),
-    );
-    assert_error(
-        &f.post(&format!("/v1/nodes/{id}/unstake"), &json!({})).await,
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        Some("amount"),
-    );
-    assert_eq!(
-        f.log_end().await,
-        end,
-        "a refused stake movement is not logged"
-    );
-
-    let (status, body) = f
-        .post(&format!("/v1/nodes/{id}/unstake"), &amount(400))
-        .await;
+    let (status, body) = f.get(&format!("/v1/nodes/{id}/stake")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (&body["staked"], &body["returned"]),
@@ -889,33 +834,15 @@ async fn stake_and_unstake_move_the_weighting_and_name_what_they_refuse() {
     assert_eq!(pending[0]["amount"], 400);
     let available_at: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(pending[0]["available_at"].clone()).unwrap();
-    let requested_at = f
+    let recorded = f
         .state(|s| s.rewards.operators[&test_node(1)].unbonding[0].available_at)
         .await;
-    assert_eq!(available_at, requested_at);
-    assert!(available_at > chrono::Utc::now() + chrono::Duration::seconds(800));
-
-    let (status, read) = f.get(&format!("/v1/nodes/{id}/stake")).await;
-    assert_eq!((status, &read), (StatusCode::OK, &body));
+    assert_eq!(available_at, recorded);
     // The node list follows unstakes too.
     let (_, nodes) = f.get("/v1/nodes").await;
     assert_eq!(nodes[0]["stake"], 1_100, "{nodes}");
 
     let unknown = "0".repeat(64);
-    assert_error(
-        &f.post(&format!("/v1/nodes/{unknown}/stake"), &amount(1))
-            .await,
-        StatusCode::NOT_FOUND,
-        "unknown_node",
-        Some("node_id"),
-    );
-    assert_error(
-        &f.post(&format!("/v1/nodes/{unknown}/unstake"), &amount(1))
-            .await,
-        StatusCode::NOT_FOUND,
-        "unknown_node",
-        Some("node_id"),
-    );
     assert_error(
         &f.get(&format!("/v1/nodes/{unknown}/stake")).await,
         StatusCode::NOT_FOUND,
@@ -923,7 +850,7 @@ async fn stake_and_unstake_move_the_weighting_and_name_what_they_refuse() {
         Some("node_id"),
     );
     assert_error(
-        &f.post("/v1/nodes/node-1/stake", &amount(1)).await,
+        &f.get("/v1/nodes/node-1/stake").await,
         StatusCode::BAD_REQUEST,
         "malformed_request",
         Some("node_id"),
@@ -931,16 +858,8 @@ async fn stake_and_unstake_move_the_weighting_and_name_what_they_refuse() {
 }
 
 #[tokio::test]
-async fn unstaking_needs_a_policy_for_its_cooldown() {
+async fn the_rewards_view_without_a_policy() {
     let f = fixture_with(|_| vec![register(1, 1, 100)]).await;
-    let id = test_node(1).0.to_hex();
-    assert_error(
-        &f.post(&format!("/v1/nodes/{id}/unstake"), &json!({"amount": 10}))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        Some("policy"),
-    );
     let (status, rewards) = f.get("/v1/rewards").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -1137,7 +1056,6 @@ async fn hostile_fields_get_4xx_never_a_crash() {
         "hardware_tier": 1,
         "models": ["oss-chat-v1"],
         "slots": 1,
-        "stake": 10,
         "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
     });
     let node = node_id_of(&key.to_public_key()).0.to_hex();
@@ -1147,10 +1065,6 @@ async fn hostile_fields_get_4xx_never_a_crash() {
     });
     let cases: Vec<(String, Value)> = vec![
         ("/v1/requests".into(), submission("ai", "fuzz")),
-        (
-            "/v1/accounts/ai/deposits".into(),
-            json!({"tx_ref": "0xf", "amount": 5}),
-        ),
         ("/v1/nodes".into(), register),
         (format!("/v1/nodes/{node}/results"), report),
         (
@@ -1164,7 +1078,6 @@ async fn hostile_fields_get_4xx_never_a_crash() {
             format!("/v1/nodes/{node}/heartbeat"),
             json!({"at": 1, "signature": "AA=="}),
         ),
-        (format!("/v1/nodes/{node}/stake"), json!({"amount": 5})),
     ];
     for (path, valid) in &cases {
         let fields: Vec<String> = valid.as_object().unwrap().keys().cloned().collect();
@@ -1228,7 +1141,7 @@ async fn refusals_requeue_then_fail_the_request_and_forgeries_record_nothing() {
     for key in &keys {
         let body = json!({
             "public_key_pem": public_key_pem(&key.to_public_key()),
-            "hardware_tier": 3, "models": ["oss-chat-v1"], "slots": 1, "stake": 10,
+            "hardware_tier": 3, "models": ["oss-chat-v1"], "slots": 1,
             "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-1.22.0"},
             "model_hashes": {"oss-chat-v1": file},
         });

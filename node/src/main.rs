@@ -119,12 +119,6 @@ struct RunArgs {
     /// Requests run at once. One engine per slot is loaded for each model.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     slots: u32,
-    /// Stake declared at registration, in stake units (weights uptime rewards), for a
-    /// coordinator without a chain. With a chain (`serve --chain-deployment`), a node's stake
-    /// is what its operator bonds for its node id in NodeStaking (`prlx-chain stake --node-id
-    /// ID`), and a registration declaring any here is refused: leave it at 0.
-    #[arg(long, default_value_t = 0)]
-    stake: u64,
     #[command(flatten)]
     engine: EngineArgs,
     /// Seconds between heartbeats to the coordinator.
@@ -275,7 +269,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         models: args.models,
         hardware_tier: args.tier,
         slots: args.slots,
-        stake: args.stake,
         threads: args.engine.threads,
         registry: args.engine.registry_path(),
         root: args.engine.root,

@@ -50,6 +50,7 @@ use prlx_events::{Envelope, Hash32, RequestId};
 use prlx_node::engine::{ort_environment, resolve_ort_library, Engine, EngineOptions};
 use prlx_node::registry::Registry;
 use prlx_tests::harness::bins::workspace_root;
+use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{open_result, read_records};
 use prlx_tests::harness::keys::new_key;
 use prlx_tests::harness::launch::{node_command, ServeLaunch};
@@ -83,7 +84,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     // The kit's binaries (built and not stale: `cargo build --release --bins` first) on a
     // file log at `dir/log`.
-    let serve = ServeLaunch::in_dir(dir.path(), &catalog, "coordinator/1");
+    // Credits come from a private chain, as in production.
+    let chain = TestChain::start_blocking(dir.path());
+    let serve = ServeLaunch {
+        chain: chain.serve_args(),
+        ..ServeLaunch::in_dir(dir.path(), &catalog, "coordinator/1")
+    };
     let log = serve.log.clone();
     let (coordinator, addr) = serve.spawn("coordinator");
     let mut node = node_command();
@@ -99,16 +105,7 @@ fn main() -> anyhow::Result<()> {
         &node_log,
     ]);
     node.arg("--key").arg(dir.path().join("node.pem"));
-    node.args([
-        "--models",
-        "oss-chat-v1",
-        "--tier",
-        "1",
-        "--slots",
-        "1",
-        "--stake",
-        "1",
-    ]);
+    node.args(["--models", "oss-chat-v1", "--tier", "1", "--slots", "1"]);
     node.arg("--root").arg(&root);
     // The node's phase trace (prlx_node::trace): a few clock reads and one stderr line per
     // job, so it is on in every round.
@@ -130,15 +127,7 @@ fn main() -> anyhow::Result<()> {
             None,
         ))
     };
-    assert_eq!(
-        http(
-            "POST",
-            "/v1/accounts/bench/deposits",
-            Some(json!({"tx_ref": "t", "amount": 1_000_000_000u64}))
-        )
-        .0,
-        200
-    );
+    rt.block_on(chain.fund(&addr, 1_000_000_000, 1_000_000_000));
 
     let options = EngineOptions::default();
     let library = resolve_ort_library(options.ort_library.as_deref(), &entry.root)?;
@@ -166,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         let m = round % modes.len();
         let wait = modes[m];
         let body = json!({"workload_class": "ai.inference", "model": "oss-chat-v1", "hardware_tier": 1,
-            "priority": "standard", "deadline_seconds": 600, "credit_account": "bench", "client_pubkey": pem,
+            "priority": "standard", "deadline_seconds": 600, "credit_account": CLIENT_ACCOUNT, "client_pubkey": pem,
             "prompt": PROMPT, "max_tokens": MAX_TOKENS, "payload_hash": Hash32::of(PROMPT.as_bytes()).to_hex()});
         let cpu_before = pids.map(|(_, pid)| cpu_ns(pid));
         let sent = Utc::now();

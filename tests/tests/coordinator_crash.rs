@@ -13,6 +13,7 @@ use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
+use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{http, try_http};
 use prlx_tests::harness::launch::ServeLaunch;
 use prlx_tests::harness::process::Proc;
@@ -33,14 +34,19 @@ fn submission(i: usize, client_pem: &str) -> serde_json::Value {
     json!({
         "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
         "priority": if i.is_multiple_of(3) { "high" } else { "standard" }, "deadline_seconds": 3600,
-        "credit_account": "ai", "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
+        "credit_account": CLIENT_ACCOUNT, "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
         "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
     })
 }
 
-/// `prlx-coordinator serve` with every key and the log under `dir`, and its address.
-fn spawn_serve(dir: &Path, catalog: &Path) -> (Proc, String) {
-    ServeLaunch::in_dir(dir, catalog, "serve-test/1").spawn("coordinator")
+/// `prlx-coordinator serve` with every key and the log under `dir`, crediting from `chain`,
+/// and its address.
+fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) {
+    ServeLaunch {
+        chain: chain.serve_args(),
+        ..ServeLaunch::in_dir(dir, catalog, "serve-test/1")
+    }
+    .spawn("coordinator")
 }
 
 /// Submits `keys` with `concurrency` clients; returns key -> request id for every 202, and
@@ -99,24 +105,14 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
     let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let client_pem = public_key_pem(&client.to_public_key());
 
-    let (mut server, addr) = spawn_serve(dir.path(), &catalog);
-    assert_eq!(
-        http(
-            &addr,
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&json!({"tx_ref": "0x1", "amount": 10_000_000})),
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    let chain = TestChain::start(dir.path()).await;
+    let (mut server, addr) = spawn_serve(dir.path(), &catalog, &chain);
+    chain.fund(&addr, 10_000_000, 10_000_000).await;
     // Four nodes with room for every request, so each accepted request is also dispatched.
     for _ in 0..4 {
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         let body = json!({"public_key_pem": public_key_pem(&key.to_public_key()), "hardware_tier": 1,
-            "models": ["tiny-test-v1"], "slots": 400, "stake": 10,
+            "models": ["tiny-test-v1"], "slots": 400,
             "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-test"}});
         assert_eq!(
             http(&addr, "POST", "/v1/nodes", Some(&body), None).await.0,
@@ -144,7 +140,7 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
 
     // Restart on the same log; retry everything not acknowledged (the client cannot know
     // whether an unanswered one landed) and some that were, all with their keys.
-    let (_server, addr) = spawn_serve(dir.path(), &catalog);
+    let (_server, addr) = spawn_serve(dir.path(), &catalog, &chain);
     let retry: Vec<usize> = (0..REQUESTS)
         .filter(|i| !before_restart.contains_key(i) || i.is_multiple_of(50))
         .collect();
@@ -188,7 +184,7 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
         .await
         .expect("the log folds cleanly after the crash");
     let st = &fold.state;
-    let account = AccountId("ai".into());
+    let account = AccountId(CLIENT_ACCOUNT.into());
     for (i, id) in before_restart.iter().chain(after.iter()) {
         assert_eq!(
             st.request_for_key(&account, &format!("k-{i}")),

@@ -16,15 +16,26 @@ use prlx_events::log::LogUrl;
 use prlx_events::{AccountId, Envelope, Event, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
+use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::http;
 use prlx_tests::harness::keys::new_key;
 use prlx_tests::harness::launch::{coordinator_command, ServeLaunch};
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
 
-/// `prlx-coordinator serve` with every key and the log under `dir`, and its address.
-fn spawn_serve(dir: &Path, catalog: &Path) -> (Proc, String) {
-    ServeLaunch::in_dir(dir, catalog, "serve-test/1").spawn("coordinator")
+/// `prlx-coordinator serve` with every key and the log under `dir`, crediting from `chain`,
+/// and its address.
+fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) {
+    ServeLaunch {
+        chain: chain.serve_args(),
+        ..ServeLaunch::in_dir(dir, catalog, "serve-test/1")
+    }
+    .spawn("coordinator")
+}
+
+/// [`submission`] charged to the test chain's client.
+fn client_submission(prompt: &str) -> serde_json::Value {
+    submission(CLIENT_ACCOUNT, prompt)
 }
 
 /// The same rejection table as the in-process test, over a real socket to a real
@@ -34,43 +45,69 @@ async fn every_rejection_over_real_http() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.json");
     std::fs::write(&catalog, CATALOG).unwrap();
-    let (_child, addr) = spawn_serve(dir.path(), &catalog);
-    let deposit = json!({"tx_ref": "0x1", "amount": 10_000});
-    assert_eq!(
-        http(
-            &addr,
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&deposit),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    for (body, status, code, field, _) in rejection_cases() {
+    let chain = TestChain::start(dir.path()).await;
+    let (_child, addr) = spawn_serve(dir.path(), &catalog, &chain);
+    chain.fund(&addr, 10_000, 10_000).await;
+    for (mut body, status, code, field, _) in rejection_cases() {
+        if body["credit_account"] == "ai" {
+            body["credit_account"] = json!(CLIENT_ACCOUNT);
+        }
         let (got, answer) = http(&addr, "POST", "/v1/requests", Some(&body), None).await;
         assert_eq!(got, status.as_u16(), "{code}/{field}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{answer}");
         assert_eq!(answer["error"]["field"], field, "{answer}");
     }
-    // Deposits credit once, over the wire too.
-    let (_, again) = http(
+    // Nobody credits an account or moves stake over the wire: the endpoints that did are
+    // gone, and a registration declaring stake is refused naming the field.
+    let claim = json!({"tx_ref": "0x1", "amount": 10_000});
+    let (got, _) = http(
         &addr,
         "POST",
-        "/v1/accounts/ai/deposits",
-        Some(&deposit),
+        &format!("/v1/accounts/{CLIENT_ACCOUNT}/deposits"),
+        Some(&claim),
+        None,
+    )
+    .await;
+    assert_eq!(got, 404, "no deposit endpoint");
+    let node = "0".repeat(64);
+    for verb in ["stake", "unstake"] {
+        let (got, _) = http(
+            &addr,
+            "POST",
+            &format!("/v1/nodes/{node}/{verb}"),
+            Some(&json!({"amount": 5})),
+            None,
+        )
+        .await;
+        assert!(got == 404 || got == 405, "{verb}: {got}");
+    }
+    let key = new_key().to_public_key();
+    let declared = json!({
+        "public_key_pem": public_key_pem(&key), "hardware_tier": 1, "models": ["oss-chat-v1"],
+        "slots": 1, "stake": 1_000,
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
+    });
+    let (got, answer) = http(&addr, "POST", "/v1/nodes", Some(&declared), None).await;
+    assert_eq!(
+        (got, &answer["error"]["field"]),
+        (400, &json!("stake")),
+        "{answer}"
+    );
+    let (_, account) = http(
+        &addr,
+        "GET",
+        &format!("/v1/accounts/{CLIENT_ACCOUNT}"),
+        None,
         None,
     )
     .await;
     assert_eq!(
-        (again["credited"].clone(), again["balance"].clone()),
-        (json!(false), json!(10_000))
+        (&account["balance"], &account["reserved"]),
+        (&json!(10_000), &json!(0)),
+        "only the chain deposit is credited, and nothing was accepted: {account}"
     );
-    let (_, account) = http(&addr, "GET", "/v1/accounts/ai", None, None).await;
-    assert_eq!(account["reserved"], 0, "nothing was accepted: {account}");
     // An oversized body is refused whole.
-    let mut big = submission("ai", "x");
+    let mut big = client_submission("x");
     big["prompt"] = json!("x".repeat(MAX_BODY_BYTES + 1));
     assert_eq!(
         http(&addr, "POST", "/v1/requests", Some(&big), None)
@@ -168,24 +205,16 @@ async fn serve_takes_real_http_and_exits_0_on_sigterm() {
     let log_dir = dir.path().join("log");
     let catalog = dir.path().join("catalog.json");
     std::fs::write(&catalog, CATALOG).unwrap();
-    let (mut child, addr) = spawn_serve(dir.path(), &catalog);
+    let chain = TestChain::start(dir.path()).await;
+    let (mut child, addr) = spawn_serve(dir.path(), &catalog, &chain);
     assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
-
-    let (status, _) = http(
-        &addr,
-        "POST",
-        "/v1/accounts/ai/deposits",
-        Some(&json!({"tx_ref": "0xfeed", "amount": 5_000})),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    chain.fund(&addr, 5_000, 5_000).await;
     let prompt = "the plaintext prompt must never reach the log";
     let (status, accepted) = http(
         &addr,
         "POST",
         "/v1/requests",
-        Some(&submission("ai", prompt)),
+        Some(&client_submission(prompt)),
         Some("serve-1"),
     )
     .await;
@@ -218,14 +247,14 @@ async fn serve_takes_real_http_and_exits_0_on_sigterm() {
     let mut fold = Fold::<CoordinatorState>::default();
     catch_up(&mut fold, &reader).await.unwrap();
     let request = &fold.state.requests[&RequestId(id)];
-    assert_eq!(request.account, AccountId("ai".into()));
+    let client = AccountId(CLIENT_ACCOUNT.into());
+    assert_eq!(request.account, client);
     assert_eq!(Some(request.price), accepted["price"].as_u64());
     assert_eq!(
-        fold.state
-            .request_for_key(&AccountId("ai".into()), "serve-1"),
+        fold.state.request_for_key(&client, "serve-1"),
         Some(RequestId(id))
     );
-    assert_eq!(fold.state.accounts[&AccountId("ai".into())].balance, 5_000);
+    assert_eq!(fold.state.accounts[&client].balance, 5_000);
 
     let mut segments = 0;
     for entry in std::fs::read_dir(&log_dir).unwrap() {
@@ -256,7 +285,8 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.json");
     std::fs::write(&catalog, CATALOG).unwrap();
-    let (_child, addr) = spawn_serve(dir.path(), &catalog);
+    let chain = TestChain::start(dir.path()).await;
+    let (_child, addr) = spawn_serve(dir.path(), &catalog, &chain);
     let mut ids = Vec::new();
     for tier in [2, 4, 3] {
         let key = new_key().to_public_key();
@@ -265,7 +295,6 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
             "hardware_tier": tier,
             "models": ["oss-chat-v1"],
             "slots": 1,
-            "stake": 1_000,
             "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
         });
         let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
@@ -273,21 +302,13 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
         ids.push((tier, node_id_of(&key)));
     }
     let node_of = |tier: u8| ids.iter().find(|(t, _)| *t == tier).unwrap().1;
-    let deposit = json!({"tx_ref": "0x1", "amount": 10_000});
-    http(
-        &addr,
-        "POST",
-        "/v1/accounts/ai/deposits",
-        Some(&deposit),
-        None,
-    )
-    .await;
+    chain.fund(&addr, 10_000, 10_000).await;
     for i in 0..3 {
         let (status, body) = http(
             &addr,
             "POST",
             "/v1/requests",
-            Some(&submission("ai", &format!("prompt {i}"))),
+            Some(&client_submission(&format!("prompt {i}"))),
             None,
         )
         .await;
@@ -355,23 +376,16 @@ async fn keys_of_512_bits_are_refused_and_the_coordinator_keeps_serving() {
         "hardware_tier": 1,
         "models": ["oss-chat-v1"],
         "slots": 1,
-        "stake": 100,
         "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
     });
-    let mut request = submission("ai", "hello");
+    let mut request = client_submission("hello");
     request["client_pubkey"] = json!(small_pem);
+    let chain = TestChain::start(dir.path()).await;
     for round in ["first start", "after a restart"] {
-        let (mut child, addr) = spawn_serve(dir.path(), &catalog);
-        let deposit = json!({"tx_ref": format!("0x{round}"), "amount": 10_000});
-        let (status, _) = http(
-            &addr,
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&deposit),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{round}");
+        let (mut child, addr) = spawn_serve(dir.path(), &catalog, &chain);
+        if round == "first start" {
+            chain.fund(&addr, 10_000, 10_000).await;
+        }
 
         let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
         assert_eq!(status, 400, "{round}: {body}");

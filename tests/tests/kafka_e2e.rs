@@ -35,13 +35,14 @@ use prlx_events::log::Offset;
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Envelope, Event, NodeId, RequestId, TaskId};
 use prlx_tests::harness::bins::{workspace_bin, workspace_root};
+use prlx_tests::harness::chain::TestChain;
 use prlx_tests::harness::client::{open_result, poll_result, read_log};
 use prlx_tests::harness::keys::{new_key, write_private, CoordinatorKeys};
 use prlx_tests::harness::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
 use prlx_tests::harness::models::{tiny_catalog, tiny_sha, tiny_submission, TINY};
 use prlx_tests::harness::process::Proc;
 use rsa::RsaPrivateKey;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// One case at a time: they start several processes each on a small machine, and one
 /// restarts the broker under the others.
@@ -173,6 +174,8 @@ struct Cluster {
     front: Front,
     rt: tokio::runtime::Runtime,
     client_key: RsaPrivateKey,
+    /// The chain every coordinator instance credits from.
+    chain: TestChain,
 }
 
 impl Cluster {
@@ -180,6 +183,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let catalog = dir.path().join("catalog.json");
         std::fs::write(&catalog, tiny_catalog(&[TINY], 5).to_string()).unwrap();
+        let chain = TestChain::start_blocking(dir.path());
         Cluster {
             bootstrap: bootstrap.to_owned(),
             log: format!("kafka://{bootstrap}/{}", fresh_topic(tag)),
@@ -193,6 +197,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             client_key: new_key(),
+            chain,
         }
     }
 
@@ -210,6 +215,7 @@ impl Cluster {
         let launch = ServeLaunch {
             log: self.log.clone(),
             node_feed_topic: self.feeds.clone(),
+            chain: self.chain.serve_args(),
             ..ServeLaunch::in_dir(
                 self.dir.path(),
                 &self.catalog,
@@ -281,20 +287,26 @@ impl Cluster {
         }
     }
 
-    fn deposit(&self, amount: u64) {
-        let (status, body) = self.call_until_answered(
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&json!({"tx_ref": "0xkafka-e2e", "amount": amount})),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
+    /// The client buys `credits` credits on the chain; returns once the active coordinator
+    /// has credited them.
+    fn deposit(&self, credits: u64) {
+        self.rt.block_on(self.chain.buy_credits(credits));
+        let path = format!("/v1/accounts/{}", self.chain.client_account());
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.call_until_answered("GET", &path, None, None);
+            if status == 200 && body["balance"].as_u64() >= Some(credits) {
+                return;
+            }
+            assert!(Instant::now() < until, "not credited in 120 s: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Submits with `key` as the Idempotency-Key until accepted; the request id.
     fn submit(&self, key: &str, prompt: &str, max_tokens: u32) -> RequestId {
         let pem = public_key_pem(&self.client_key.to_public_key());
-        let body = tiny_submission(prompt, max_tokens, 60, &pem);
+        let body = tiny_submission(&self.chain.client_account(), prompt, max_tokens, 60, &pem);
         let (status, accepted) =
             self.call_until_answered("POST", "/v1/requests", Some(&body), Some(key));
         assert!(status == 202 || status == 200, "{status} {accepted}");

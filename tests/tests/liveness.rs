@@ -67,20 +67,20 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
     // a replica to a silent node and wait out its deadline (validation has suites of its own).
     catalog["validation"]["sampling_bp"] = 0.into();
     let cluster = FileCluster::start(&catalog, "liveness-test/1");
-    cluster.deposit("0xliveness-test", 1_000_000);
+    cluster.deposit(1_000_000);
 
     // Intake: the tiny model's context is 4096 tokens, so 4096 of output leave no room.
     let pem = prlx_events::crypto::public_key_pem(&cluster.client_key.to_public_key());
     let (code, body) = cluster.call(
         "POST",
         "/v1/requests",
-        Some(&tiny_submission("abc", 4096, 30, &pem)),
+        Some(&tiny_submission(&cluster.account(), "abc", 4096, 30, &pem)),
     );
     assert_eq!(code, 400, "{body}");
     assert_eq!(body["error"]["field"], "max_tokens", "{body}");
 
     // A request for a model no node serves: accepted, then bounded by the queue timeout.
-    let mut unserved = tiny_submission("abc", 5, 30, &pem);
+    let mut unserved = tiny_submission(&cluster.account(), "abc", 5, 30, &pem);
     unserved["model"] = UNSERVED.into();
     let unserved_at = Instant::now();
     let (code, body) = cluster.call("POST", "/v1/requests", Some(&unserved));
@@ -170,7 +170,7 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
             && waited < Duration::from_secs(QUEUE_TIMEOUT_SECONDS + 5),
         "failed {waited:?} after its acceptance"
     );
-    let (code, account) = cluster.call("GET", "/v1/accounts/ai", None);
+    let (code, account) = cluster.call("GET", &format!("/v1/accounts/{}", cluster.account()), None);
     assert_eq!(code, 200, "{account}");
     assert_eq!(account["reserved"], 0, "{account}");
 
@@ -191,7 +191,7 @@ fn a_prompt_too_long_for_the_context_is_declined_twice_and_fails_refunded_at_onc
     // No redundant execution: the served request at the end is checked by its node alone.
     catalog["validation"]["sampling_bp"] = 0.into();
     let cluster = FileCluster::start(&catalog, "refusal-test/1");
-    cluster.deposit("0xrefusal-test", 1_000_000);
+    cluster.deposit(1_000_000);
     let nodes: Vec<(_, NodeId)> = ["node-a", "node-b", "node-c"]
         .iter()
         .map(|name| cluster.spawn_node(name, &[]))
@@ -253,7 +253,7 @@ fn a_prompt_too_long_for_the_context_is_declined_twice_and_fails_refunded_at_onc
     // The nodes still serve what fits; the account holds nothing.
     let served = cluster.submit("Hello, world", 5, DEADLINE_SECONDS);
     cluster.wait_result(served, Duration::from_secs(30));
-    let (code, account) = cluster.call("GET", "/v1/accounts/ai", None);
+    let (code, account) = cluster.call("GET", &format!("/v1/accounts/{}", cluster.account()), None);
     assert_eq!(code, 200, "{account}");
     assert_eq!(account["reserved"], 0, "{account}");
 

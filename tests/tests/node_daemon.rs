@@ -133,7 +133,7 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
         node.proc.wait_line(SESSION_GRANTED, STARTUP);
     }
 
-    cluster.deposit("0xnode-test", 10_000_000);
+    cluster.deposit(10_000_000);
     let prompts = [
         "Hello, world",
         "The quick brown fox",
@@ -238,7 +238,7 @@ fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
         node(&cluster, "node-a", TINY, Some(&new_key()), None),
         node(&cluster, "node-b", TINY, Some(&new_key()), None),
     ];
-    cluster.deposit("0xnode-test", 1_000_000);
+    cluster.deposit(1_000_000);
     // "abc" generates to max_tokens without an EOS: about a second of work on one core,
     // well inside the 5 s deadline for the node that gets it second.
     let started = Instant::now();
@@ -311,7 +311,7 @@ fn sigterm_mid_request_finishes_and_reports_it_then_exits_0() {
     let cluster = start_cluster(5);
     // The only node: if it dropped the work, nobody else could answer.
     let mut node = node(&cluster, "node-a", TINY, Some(&new_key()), None);
-    cluster.deposit("0xnode-test", 1_000_000);
+    cluster.deposit(1_000_000);
     let id = cluster.submit("abc", 3000, 30);
     let task = TaskId::whole(id);
     node.proc

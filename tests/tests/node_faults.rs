@@ -98,10 +98,11 @@ impl Cluster {
         self.spawn_node(name, extra)
     }
 
-    /// Credits account `ai` (once: the deposit's transaction is the same each time) and
-    /// submits `prompt`.
+    /// Buys the client credits on the chain the first time, and submits `prompt`.
     fn funded_submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
-        self.deposit("0xfault-test", 1_000_000);
+        if self.balance() == 0 {
+            self.deposit(1_000_000);
+        }
         self.submit(prompt, max_tokens, deadline_seconds)
     }
 }

@@ -1,7 +1,7 @@
 //! `prlx-client`: submits prompts to a coordinator as ParalleliX AI would, waits for the
 //! results, opens them with the client's own key and checks their proof-of-execution. Its
-//! subcommands show (or wait for) an account's credits, move a node's stake and show the
-//! rewards settled.
+//! subcommands show (or wait for) an account's credits, show a node's stake and show the
+//! rewards settled. Credits and stake move on the chain only (`prlx-chain deposit`, `stake`).
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
     version,
     about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and verify them",
     long_about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and \
-        verify them; or, with a subcommand, show an account's credits, move a node's stake and \
-        show the rewards settled. \
+        verify them; or, with a subcommand, show an account's credits, a node's stake and the \
+        rewards settled. Credits are bought on chain (`prlx-chain deposit`), stake is bonded on \
+        chain (`prlx-chain stake`). \
         A prompt that is a subcommand's name goes after `--`.",
     subcommand_negates_reqs = true
 )]
@@ -44,11 +45,6 @@ struct Cli {
     /// coordinator credits the lowercase hex of the address a deposit names).
     #[arg(long, default_value = "parallelix-ai", value_parser = account_id)]
     account: String,
-    /// Credit this many credits first with an HTTP deposit (a fresh tx ref). Only for a
-    /// coordinator without a chain: one started with --chain-deployment refuses it and credits
-    /// only deposits into CreditEscrow (`prlx-chain deposit`; wait with `prlx-client balance`).
-    #[arg(long)]
-    deposit: Option<u64>,
     /// The model reference.
     #[arg(long, default_value = "oss-chat-v1")]
     model: String,
@@ -67,8 +63,7 @@ struct Cli {
     prompts: Vec<String>,
 }
 
-/// Staking and rewards. Node endpoints are not authenticated yet: whoever reaches the API can
-/// move a registered node's stake.
+/// Credits, stake and rewards, as the coordinator has recorded them from the chain.
 #[derive(Subcommand, Debug)]
 enum Sub {
     /// Show an account's credits (`account A balance B reserved R available V`); with
@@ -84,20 +79,6 @@ enum Sub {
         /// How long to wait for --at-least, seconds.
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
-    },
-    /// Add stake (observed on-chain) to a node's reward weighting.
-    Stake {
-        /// The node id, 64 hex characters.
-        node_id: String,
-        /// In minor units.
-        amount: u64,
-    },
-    /// Take stake out of a node's reward weighting; it is returned after the policy's cooldown.
-    Unstake {
-        /// The node id, 64 hex characters.
-        node_id: String,
-        /// In minor units; at most what is staked.
-        amount: u64,
     },
     /// Show a node's stake: staked, pending unstakes, returned, rewards paid.
     StakeInfo {
@@ -141,24 +122,6 @@ async fn main() -> anyhow::Result<()> {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
     let pem = public_key_pem(&key.to_public_key());
     let run: u64 = rand::random();
-
-    if let Some(amount) = cli.deposit {
-        let (status, body) = http(
-            &addr,
-            "POST",
-            &format!("/v1/accounts/{}/deposits", cli.account),
-            Some(json!({"tx_ref": format!("client-{run:016x}"), "amount": amount})),
-            None,
-        )
-        .await?;
-        if status != 200 {
-            bail!("deposit refused: {status} {body}");
-        }
-        println!(
-            "deposited {amount} to {}: balance {}",
-            cli.account, body["balance"]
-        );
-    }
 
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
@@ -291,22 +254,9 @@ async fn balance(
     }
 }
 
-/// Runs a staking or rewards subcommand.
+/// Runs a stake or rewards subcommand.
 async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
-    let verb = match &command {
-        Sub::Unstake { .. } => "unstake",
-        _ => "stake",
-    };
     match command {
-        Sub::Stake { node_id, amount } | Sub::Unstake { node_id, amount } => {
-            let path = format!("/v1/nodes/{node_id}/{verb}");
-            let (status, body) =
-                http(addr, "POST", &path, Some(json!({"amount": amount})), None).await?;
-            if status != 200 {
-                bail!("{verb} refused: {status} {body}");
-            }
-            println!("{verb} {amount}: {}", describe_stake(&body));
-        }
         Sub::Balance { .. } => unreachable!("handled in main"),
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");

@@ -104,9 +104,9 @@ enum Cmd {
     },
 }
 
-/// Deposits from a chain (docs/settlement.md, "On chain"): off unless --chain-deployment is
-/// given; then deposits are credited only from `CreditEscrow.Deposited` events, and
-/// `POST /v1/accounts/{id}/deposits` is refused.
+/// Money from a chain (docs/settlement.md, "On chain"): accounts are credited only from
+/// `CreditEscrow.Deposited` events and stake taken only from `NodeStaking`; without
+/// --chain-deployment nothing is ever credited (no endpoint credits).
 #[derive(clap::Args, Debug)]
 struct ChainArgs {
     /// The deployment file (`scripts/chain.sh deploy` writes .cache/chain/deployment.json).

@@ -1,4 +1,4 @@
-//! `/v1/accounts` and `/v1/quote`: deposits, balances, prices.
+//! `/v1/accounts` and `/v1/quote`: balances and prices. Credits come from the chain only.
 
 use axum::extract::State;
 use axum::Json;
@@ -6,70 +6,13 @@ use prlx_events::event::Priority;
 use prlx_events::AccountId;
 use prlx_projections::CoordinatorState;
 
-use crate::actor::{CoordinatorHandle, Intake};
-use crate::decide::{self, Command};
-use crate::shell::Outcome;
+use crate::actor::CoordinatorHandle;
+use crate::decide;
 
 use super::body::*;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiPath, ApiQuery};
 use crate::error::{AppError, ErrorBody};
 use crate::submission::PriorityParam;
-
-#[utoipa::path(
-    post,
-    path = "/v1/accounts/{account}/deposits",
-    tag = "accounts",
-    params(("account" = String, Path, description = "The credit account to credit")),
-    request_body = DepositBody,
-    responses(
-        (status = 200, description = "Credited, or already credited (`credited: false`)", body = DepositResult),
-        (status = 400, description = "`malformed_request` (empty `tx_ref`), `invalid_amount`", body = ErrorBody),
-        (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
-    ),
-)]
-pub(super) async fn deposit_credits(
-    State(coordinator): State<CoordinatorHandle>,
-    ApiPath(account): ApiPath,
-    ApiJson(body): ApiJson<DepositBody>,
-) -> Result<Json<DepositResult>, AppError> {
-    let account = AccountId(account);
-    let name = account.0.clone();
-    let command = Command::DepositCredits {
-        account: account.clone(),
-        tx_ref: body.tx_ref,
-        amount: body.amount,
-    };
-    let (outcome, view) = coordinator
-        .execute(Intake::Command(command), move |_, state| {
-            account_body(state, &account)
-        })
-        .await?;
-    let credited = match outcome {
-        Outcome::Appended(_) => true,
-        Outcome::Unchanged => false,
-        Outcome::Rejected { rejection, .. } => return Err(rejection.into()),
-        Outcome::Refused(m) => return Err(AppError::internal(m)),
-    };
-    let view = match view {
-        Some(view) => view,
-        // A reference already credited to another account: nothing was credited here, and
-        // this account may never have been.
-        None if !credited => AccountBody {
-            account: name,
-            balance: 0,
-            reserved: 0,
-            available: 0,
-        },
-        None => return Err(AppError::internal("the account is not recorded")),
-    };
-    Ok(Json(DepositResult {
-        account: view.account,
-        balance: view.balance,
-        reserved: view.reserved,
-        available: view.available,
-        credited,
-    }))
-}
 
 pub(super) fn account_body(state: &CoordinatorState, account: &AccountId) -> Option<AccountBody> {
     state.accounts.get(account).map(|a| AccountBody {

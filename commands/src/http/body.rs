@@ -109,26 +109,6 @@ pub struct ReportOutcome {
     pub outcome: String,
 }
 
-/// A deposit observed on-chain.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DepositBody {
-    /// The on-chain transaction; one `tx_ref` credits once, whatever the account.
-    pub tx_ref: String,
-    /// In credit minor units; positive.
-    pub amount: u64,
-}
-
-/// An account after a deposit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DepositResult {
-    pub account: String,
-    pub balance: u64,
-    pub reserved: u64,
-    pub available: u64,
-    /// False when this `tx_ref` had already been credited: nothing changed.
-    pub credited: bool,
-}
-
 /// A credit account. Amounts are in credit minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AccountBody {
@@ -200,6 +180,9 @@ pub struct RegisterNodeBody {
     pub models: Vec<String>,
     /// Tasks it runs at once.
     pub slots: u32,
+    /// Must be 0 or absent: a node's stake is what `NodeStaking` holds for its id, observed on
+    /// the chain; a declared stake is refused, naming this field.
+    #[serde(default)]
     pub stake: u64,
     /// Normalised before it is recorded (trimmed, lowercased); a device kind or runtime
     /// outside the vocabulary is refused, naming the part (`docs/validation.md`).
@@ -237,13 +220,6 @@ pub struct NodeBody {
     /// Dispatches it declined as work it cannot run: they do not lower its standing, and
     /// are counted here so that a node that declines much is seen doing so.
     pub refusals: u64,
-}
-
-/// Stake to add to, or take out of, a node's reward weighting.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StakeAmountBody {
-    /// In minor units; positive. An unstake may not exceed what is staked.
-    pub amount: u64,
 }
 
 /// A node's stake.

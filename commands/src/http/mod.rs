@@ -12,9 +12,9 @@
 //! in plaintext: no handler logs a body, and no error message quotes the prompt.
 //!
 //! Heartbeats are signed by the node's registered key (a forged one could keep an offline node
-//! in the pool and earning uptime). Stake and unstake are not authenticated yet, so anyone who
-//! can reach the API can move a registered node's stake weighting: bind the API to loopback or
-//! put it behind an authenticating proxy.
+//! in the pool and earning uptime). No endpoint credits an account or moves stake: credits come
+//! from `CreditEscrow` deposits and stake from `NodeStaking`, both read off the chain by the
+//! coordinator's watcher (`crate::chain_watch`); the API only shows them.
 //!
 //! # Layout
 //! - `state`: what the handlers share (the actor, the reward history, the heartbeat guard).
@@ -85,14 +85,12 @@ pub fn app_with_body_limit(
         .route("/v1/requests", post(submit_request))
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/accounts/{account}", get(get_account))
-        .route("/v1/accounts/{account}/deposits", post(deposit_credits))
         .route("/v1/quote", get(quote))
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
         .route("/v1/nodes/{id}/results", post(submit_result))
         .route("/v1/nodes/{id}/refusals", post(submit_refusal))
-        .route("/v1/nodes/{id}/stake", post(deposit_stake).get(get_stake))
-        .route("/v1/nodes/{id}/unstake", post(request_unstake))
+        .route("/v1/nodes/{id}/stake", get(get_stake))
         .route("/v1/rewards", get(get_rewards))
         .route("/v1/rewards/epochs", get(list_epochs))
         .route("/healthz", get(healthz))

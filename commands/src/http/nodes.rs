@@ -46,6 +46,12 @@ pub(super) async fn register_node(
         )
     })?;
     let node_id = node_id_of(&key);
+    if body.stake != 0 {
+        return Err(AppError::malformed(
+            "stake",
+            "a node's stake is what NodeStaking holds for its id: register with 0 and bond on chain",
+        ));
+    }
     let mut model_hashes = BTreeMap::new();
     for (model, hex) in body.model_hashes {
         let hash = hex.parse().map_err(|_| {
@@ -60,7 +66,7 @@ pub(super) async fn register_node(
         hardware_tier: body.hardware_tier,
         models: body.models,
         slots: body.slots,
-        stake: body.stake,
+        stake: 0,
         execution_class: body.execution_class.into(),
         model_hashes,
     }));

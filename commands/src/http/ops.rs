@@ -68,30 +68,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     info(
         title = "ParalleliX coordinator",
         description = "Intake of the ParalleliX coordinator. Every accepted or rejected submission, \
-            deposit and node registration is an event on the coordinator's log.\n\n\
+            chain deposit and node registration is an event on the coordinator's log.\n\n\
             Errors have one body: `{\"error\": {\"code\", \"field\", \"message\"}}`. 4xx means the \
             request is wrong and a retry will not help; 503 means the coordinator could not do it.\n\n\
             A submission's `payload_hash` is the lowercase hex SHA-256 of the UTF-8 bytes of its \
             `prompt`. The prompt is sealed to the coordinator's storage key on arrival and is never \
             stored or logged in plaintext.\n\n\
             Amounts are integers in credit minor units.\n\n\
-            Heartbeats are signed by the node's registered key. `/v1/nodes/{id}/stake` and \
-            `/unstake` are not authenticated yet: bind the API to loopback or put it behind an \
-            authenticating proxy."
+            Heartbeats are signed by the node's registered key. Nothing here credits an account \
+            or moves stake: credits are deposits into the CreditEscrow contract and stake is \
+            what the NodeStaking contract holds, both read from the chain by the coordinator."
     ),
     paths(
         super::requests::submit_request,
         super::requests::get_request,
         super::accounts::quote,
-        super::accounts::deposit_credits,
         super::accounts::get_account,
         super::nodes::register_node,
         super::nodes::list_nodes,
         super::nodes::node_heartbeat,
         super::nodes::submit_result,
         super::nodes::submit_refusal,
-        super::stake::deposit_stake,
-        super::stake::request_unstake,
         super::stake::get_stake,
         super::rewards::get_rewards,
         super::rewards::list_epochs,

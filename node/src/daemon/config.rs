@@ -35,7 +35,6 @@ pub struct DaemonConfig {
     pub models: Vec<String>,
     pub hardware_tier: u8,
     pub slots: u32,
-    pub stake: u64,
     /// ONNX Runtime intra-op threads per engine.
     pub threads: usize,
     pub registry: PathBuf,

@@ -120,7 +120,6 @@ pub async fn run(
         hardware_tier: config.hardware_tier,
         models: config.models.clone(),
         slots: config.slots,
-        stake: config.stake,
         execution_class: loaded.class.clone(),
         model_hashes: loaded.served.clone(),
     };

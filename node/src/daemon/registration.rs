@@ -18,7 +18,6 @@ pub struct Registration {
     pub hardware_tier: u8,
     pub models: Vec<String>,
     pub slots: u32,
-    pub stake: u64,
     pub execution_class: ExecutionClass,
     /// The SHA-256 of each model file it loaded, by model: replicas are compared among nodes
     /// that run the same file.

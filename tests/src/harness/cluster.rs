@@ -1,5 +1,6 @@
 //! One `prlx-coordinator serve` on a fresh file log, for tests that add real nodes to it: its
-//! keys, catalog and log in a temp dir, a client key, and calls to its API.
+//! keys, catalog and log in a temp dir, a private chain it credits from, a client key, and
+//! calls to its API.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,8 +10,9 @@ use prlx_events::log::Offset;
 use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 use prlx_node::client::CoordinatorClient;
 use rsa::RsaPrivateKey;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::chain::TestChain;
 use super::client::{open_result, poll_result, read_log};
 use super::keys::{new_key, write_private, CoordinatorKeys};
 use super::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
@@ -31,6 +33,8 @@ pub struct FileCluster {
     rt: tokio::runtime::Runtime,
     /// The key results are sealed for.
     pub client_key: RsaPrivateKey,
+    /// The chain the coordinator credits from; the client's account is on it.
+    pub chain: TestChain,
 }
 
 impl FileCluster {
@@ -41,7 +45,11 @@ impl FileCluster {
         let catalog_path = dir.path().join("catalog.json");
         std::fs::write(&catalog_path, catalog.to_string()).unwrap();
         let keys = CoordinatorKeys::create(dir.path());
-        let launch = ServeLaunch::in_dir(dir.path(), &catalog_path, producer);
+        let chain = TestChain::start_blocking(dir.path());
+        let launch = ServeLaunch {
+            chain: chain.serve_args(),
+            ..ServeLaunch::in_dir(dir.path(), &catalog_path, producer)
+        };
         let (coordinator, addr) = launch.spawn("coordinator");
         let url = format!("http://{addr}");
         FileCluster {
@@ -56,7 +64,13 @@ impl FileCluster {
                 .build()
                 .unwrap(),
             client_key: new_key(),
+            chain,
         }
+    }
+
+    /// The client's credit account (its chain address).
+    pub fn account(&self) -> String {
+        self.chain.client_account()
     }
 
     /// The log's URL.
@@ -99,21 +113,36 @@ impl FileCluster {
         (answer.status, answer.json())
     }
 
-    /// Deposits `amount` on account `ai` by transaction `tx_ref`.
-    pub fn deposit(&self, tx_ref: &str, amount: u64) {
-        let (status, body) = self.call(
-            "POST",
-            "/v1/accounts/ai/deposits",
-            Some(&json!({"tx_ref": tx_ref, "amount": amount})),
-        );
-        assert_eq!(status, 200, "{body}");
+    /// The client buys `credits` credits on the chain; returns once the coordinator has
+    /// credited them.
+    pub fn deposit(&self, credits: u64) {
+        let before = self.balance();
+        self.rt.block_on(self.chain.buy_credits(credits));
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.balance() < before + credits {
+            assert!(
+                Instant::now() < until,
+                "the coordinator did not credit the deposit in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The client account's balance (0 before its first deposit).
+    pub fn balance(&self) -> u64 {
+        let (status, body) = self.call("GET", &format!("/v1/accounts/{}", self.account()), None);
+        match status {
+            200 => body["balance"].as_u64().unwrap(),
+            404 => 0,
+            _ => panic!("{status} {body}"),
+        }
     }
 
     /// Submits `prompt` for the tiny model, sealed for [`client_key`](Self::client_key);
     /// returns the accepted request's id.
     pub fn submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
         let pem = public_key_pem(&self.client_key.to_public_key());
-        let body = tiny_submission(prompt, max_tokens, deadline_seconds, &pem);
+        let body = tiny_submission(&self.account(), prompt, max_tokens, deadline_seconds, &pem);
         let (status, accepted) = self.call("POST", "/v1/requests", Some(&body));
         assert_eq!(status, 202, "{accepted}");
         RequestId(accepted["request_id"].as_u64().unwrap())

@@ -71,7 +71,6 @@ pub fn node_run_to_exit(dir: &Path, key: &Path, extra: &[&str]) -> Output {
         .arg("--key")
         .arg(key)
         .args(["--models", TINY, "--tier", "1", "--slots", "1"])
-        .args(["--stake", "1"])
         .args(extra)
         .output()
         .unwrap()
@@ -93,6 +92,10 @@ pub struct ServeLaunch {
     pub producer: String,
     /// `--node-feed-topic`, when the nodes read feeds of their own.
     pub node_feed_topic: Option<String>,
+    /// The `--chain-*` flags of the chain it credits from
+    /// ([`TestChain::serve_args`](super::chain::TestChain::serve_args)); none: no chain, so
+    /// no account is ever credited.
+    pub chain: Vec<String>,
 }
 
 impl ServeLaunch {
@@ -108,6 +111,7 @@ impl ServeLaunch {
             catalog: catalog.to_owned(),
             producer: producer.to_owned(),
             node_feed_topic: None,
+            chain: Vec::new(),
         }
     }
 
@@ -127,6 +131,7 @@ impl ServeLaunch {
         if let Some(template) = &self.node_feed_topic {
             cmd.args(["--node-feed-topic", template]);
         }
+        cmd.args(&self.chain);
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("listening on http://", STARTUP);
         let addr = line
@@ -138,7 +143,7 @@ impl ServeLaunch {
     }
 }
 
-/// `prlx-node run` at tier 1 with one slot and a stake of 1000, heartbeating every second, its
+/// `prlx-node run` at tier 1 with one slot (no stake bonded), heartbeating every second, its
 /// models and ONNX Runtime found under the workspace root (scripts/setup-models.sh).
 #[derive(Debug, Clone)]
 pub struct NodeLaunch {
@@ -184,7 +189,7 @@ impl NodeLaunch {
             .arg("--key")
             .arg(&self.key)
             .args(["--models", &self.models])
-            .args(["--tier", "1", "--slots", "1", "--stake", "1000"])
+            .args(["--tier", "1", "--slots", "1"])
             .args(["--heartbeat-secs", "1"])
             .arg("--root")
             .arg(workspace_root())

@@ -16,12 +16,15 @@
 //!   benches keep between runs.
 //! - [`models`]: the tiny model, and a catalog and submission bodies for it.
 //! - [`inproc`]: the coordinator's shell opened in the test's own process, on a file log.
+//! - [`chain`]: [`TestChain`](chain::TestChain), a private anvil with the contracts deployed,
+//!   where tests buy credits as a client does.
 //! - [`launch`]: `prlx-coordinator serve` and `prlx-node run`, on a file log or on Kafka.
 //! - [`client`]: HTTP exchanges with a coordinator, opening a result, reading a log.
 //! - [`cluster`]: [`FileCluster`](cluster::FileCluster), one coordinator on a fresh file log
 //!   for tests that add nodes to it.
 
 pub mod bins;
+pub mod chain;
 pub mod client;
 pub mod cluster;
 pub mod inproc;

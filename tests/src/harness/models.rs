@@ -53,8 +53,9 @@ pub fn tiny_catalog(models: &[&str], min_deadline_seconds: u32) -> Value {
 }
 
 /// The body of `POST /v1/requests` asking the tiny model to continue `prompt`, charged to
-/// account `ai`, the result sealed for `client_pem`.
+/// `account`, the result sealed for `client_pem`.
 pub fn tiny_submission(
+    account: &str,
     prompt: &str,
     max_tokens: u32,
     deadline_seconds: u32,
@@ -66,7 +67,7 @@ pub fn tiny_submission(
         "hardware_tier": 1,
         "priority": "standard",
         "deadline_seconds": deadline_seconds,
-        "credit_account": "ai",
+        "credit_account": account,
         "client_pubkey": client_pem,
         "prompt": prompt,
         "max_tokens": max_tokens,
