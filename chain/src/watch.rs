@@ -38,6 +38,17 @@ pub enum ChainEvent {
         /// Minor units of PRLX.
         amount: U256,
     },
+    /// `CreditEscrow.UsageSettled`: a steady-state epoch's income paid out of escrow.
+    UsageSettled {
+        /// The epoch.
+        epoch: U256,
+        /// To the distributor.
+        operators: U256,
+        /// To the treasury.
+        treasury: U256,
+        /// To infra.
+        infra: U256,
+    },
     /// `NodeStaking.Staked`.
     Staked {
         /// The node (SHA-256 of its key).
@@ -414,6 +425,19 @@ fn decode_from(
                 account: d.account,
                 payer: d.payer,
                 amount: d.amount,
+            }
+        }
+        CreditEscrow::UsageSettled::SIGNATURE_HASH if from == escrow => {
+            let d = log
+                .log_decode::<CreditEscrow::UsageSettled>()
+                .map_err(e)?
+                .inner
+                .data;
+            ChainEvent::UsageSettled {
+                epoch: d.epoch,
+                operators: d.operators,
+                treasury: d.treasury,
+                infra: d.infra,
             }
         }
         NodeStaking::Staked::SIGNATURE_HASH if from == staking => {

@@ -8,6 +8,8 @@
 //! withdrawn to the distributor (anyone may; it can only go to the stream's recipient), so the
 //! distributor holds what the root owes. A post the distributor refuses (not enough unlocked
 //! yet) is tried again at the next round; epochs are posted in order, as the contract requires.
+//! A steady-state epoch's income is paid out of escrow first (`CreditEscrow.settleUsage`, the
+//! 85 / 10 / 5 split to the distributor, treasury and infra), once per epoch.
 //!
 //! Runs on the active instance only. Two instances posting the same epoch cannot both
 //! succeed: the contract takes each epoch once, and a refused duplicate is only logged.
@@ -18,11 +20,12 @@ use std::time::Duration;
 use alloy::primitives::{B256, U256};
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use prlx_chain::bindings::{ISablierLockup, RewardsDistributor};
+use prlx_chain::bindings::{CreditEscrow, ISablierLockup, RewardsDistributor};
 use prlx_chain::deploy::confirm;
 use prlx_chain::devchain::connect;
 use prlx_chain::Deployment;
 use prlx_events::chain::{link_to, GENESIS};
+use prlx_events::event::CREDIT_UNIT_WEI;
 use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::Hash32;
 use tokio::sync::watch;
@@ -95,6 +98,9 @@ async fn round(
     provider: &DynProvider,
     empty: &mut BTreeSet<u64>,
 ) -> Result<(), String> {
+    // First the escrow pays steady-state income out, so the distributor holds the operators'
+    // share before a root that owes it is posted.
+    settle_usage(handle, config, provider).await?;
     let unprepared = handle
         .read_state(|s| {
             s.recent_payouts
@@ -182,6 +188,38 @@ async fn round(
             // Most likely not enough unlocked yet: the next round tries again, in order.
             Err(e) => return Err(e.to_string()),
         }
+    }
+    Ok(())
+}
+
+/// Has the escrow pay out each steady-state epoch's income still due (`settleUsage`, split 85
+/// / 10 / 5 by the contract), oldest first. An epoch the escrow already settled is left for
+/// the watcher to record; a refusal is tried again next round.
+async fn settle_usage(
+    handle: &CoordinatorHandle,
+    config: &PosterConfig,
+    provider: &DynProvider,
+) -> Result<(), String> {
+    let due = handle
+        .read_state(|s| s.usage_due.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let escrow = CreditEscrow::new(config.deployment.contracts.credit_escrow, provider.clone());
+    for (epoch, income) in due {
+        let settled = escrow
+            .settled(U256::from(epoch))
+            .call()
+            .await
+            .map_err(|e| format!("CreditEscrow.settled: {e}"))?;
+        if settled {
+            continue;
+        }
+        let amount = U256::from(income) * U256::from(CREDIT_UNIT_WEI);
+        let sent = escrow.settleUsage(U256::from(epoch), amount).send().await;
+        let r = confirm(sent, &format!("settling epoch {epoch}'s usage"))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(epoch, tx = %r.transaction_hash, %amount, "usage settled out of escrow");
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The coordinator's chain watcher: credits come from `CreditEscrow.Deposited` on the chain
 //! and stake from `NodeStaking`'s events, read past the configured confirmations
 //! (`prlx_chain::watch`), each decided into a `CreditsDeposited` or `ChainStakeChanged` that
-//! carries where on the chain it is.
+//! carries where on the chain it is; the distributor's posts and the escrow's usage
+//! settlements likewise (`RewardRootPosted`, `UsageSettled`).
 //!
 //! Exactly once: a chain event is named by (chain id, transaction, log index), and `decide`
 //! applies each name once, so a restart that reads a block again, a failover to a standby, or
@@ -19,7 +20,7 @@ use prlx_chain::devchain::connect;
 use prlx_chain::record::{deposit_of, hex0x, place_of};
 use prlx_chain::watch::{ChainEvent, Observed, WatchConfig, WatchError, Watcher};
 use prlx_chain::Deployment;
-use prlx_events::event::StakeChange;
+use prlx_events::event::{StakeChange, UsageSettled};
 use prlx_events::{Hash32, NodeId};
 use tokio::sync::watch;
 
@@ -100,6 +101,19 @@ pub fn observation_command(o: &Observed) -> Option<Command> {
             root: Hash32(root.0),
             log_head: Hash32(log_head.0),
             total_wei: total.to_string(),
+            chain: place_of(o),
+        }))),
+        ChainEvent::UsageSettled {
+            epoch,
+            operators,
+            treasury,
+            infra,
+        } => Some(Command::ObserveUsage(Box::new(UsageSettled {
+            // An epoch past u64 was not settled by a coordinator: it fails as not due.
+            epoch: u64::try_from(*epoch).unwrap_or(u64::MAX),
+            operators_wei: operators.to_string(),
+            treasury_wei: treasury.to_string(),
+            infra_wei: infra.to_string(),
             chain: place_of(o),
         }))),
         ChainEvent::Claimed { .. } => None,

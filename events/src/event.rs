@@ -745,6 +745,7 @@ events! {
     ChainStakeChanged = 1,
     RewardRootPrepared = 1,
     RewardRootPosted = 1,
+    UsageSettled = 1,
     RewardModeChanged = 1,
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,

@@ -1,6 +1,7 @@
 //! The records of what happened on the chain, and the units that map it to credits: a
 //! deposit's place and amount (`ChainDeposit`), a node's bond (`ChainStakeChanged`), an
-//! epoch's payout tree (`RewardRootPrepared`) and its post (`RewardRootPosted`). Re-exported by
+//! epoch's payout tree (`RewardRootPrepared`) and its post (`RewardRootPosted`), a
+//! steady-state epoch's usage paid out of escrow (`UsageSettled`). Re-exported by
 //! [`crate::event`], where the catalog of event types lists them.
 
 use schemars::JsonSchema;
@@ -127,6 +128,39 @@ pub struct RewardRootPosted {
     pub log_head: Hash32,
     pub total_wei: String,
     pub chain: ChainRef,
+}
+
+/// `CreditEscrow`'s fixed split of settled usage: the treasury's and infra's percent (the
+/// operators get the rest, 85 % and the rounding).
+pub const ESCROW_TREASURY_PCT: u128 = 10;
+pub const ESCROW_INFRA_PCT: u128 = 5;
+
+/// `CreditEscrow.UsageSettled`, as the chain watcher observed it: a steady-state epoch's
+/// income (the credits charged in it, times [`CREDIT_UNIT_WEI`]) paid out of escrow, split by
+/// the contract between the distributor (operators), the treasury and infra. Amounts are
+/// decimal minor units of PRLX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UsageSettled {
+    pub epoch: u64,
+    pub operators_wei: String,
+    pub treasury_wei: String,
+    pub infra_wei: String,
+    pub chain: ChainRef,
+}
+
+impl UsageSettled {
+    /// The amount settled: the three shares' sum (`None` if one is not a decimal or the sum
+    /// passes u128).
+    pub fn amount_wei(&self) -> Option<u128> {
+        let part = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u128>().ok())
+                .flatten()
+        };
+        part(&self.operators_wei)?
+            .checked_add(part(&self.treasury_wei)?)?
+            .checked_add(part(&self.infra_wei)?)
+    }
 }
 
 /// `wei / CREDIT_UNIT_WEI` for a decimal amount of minor units; `None` if it is not a decimal

@@ -341,6 +341,21 @@ fn one_of_each() -> Vec<Event> {
             },
         }
         .into(),
+        UsageSettled {
+            epoch: 7,
+            operators_wei: "850".into(),
+            treasury_wei: "100".into(),
+            infra_wei: "50".into(),
+            chain: ChainRef {
+                chain_id: 1,
+                contract: format!("0x{}", "cd".repeat(20)),
+                block_number: 2,
+                block_hash: format!("0x{}", "ef".repeat(32)),
+                tx_hash: format!("0x{}", "03".repeat(32)),
+                log_index: 1,
+            },
+        }
+        .into(),
         ChainStakeChanged {
             node_id: node(1),
             staker: format!("0x{}", "ab".repeat(20)),

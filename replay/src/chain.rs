@@ -9,9 +9,10 @@
 //! staking contract's event at its place (node, staker, amount, the bond after it). A payout
 //! tree's root (`RewardRootPrepared`) must be the Merkle root of its leaves, and a posted root
 //! (`RewardRootPosted`) the distributor's `EpochPosted` at its place, with a log head that is
-//! the hash-chain value of a record before it. At the end the balances must add up: each
-//! escrow holds at least what the log credited from it, and each distributor's `totalPosted`
-//! is the sum of the posts on the log. Each finding names a record's offset (for a balance,
+//! the hash-chain value of a record before it. A `UsageSettled` must be the escrow's event at
+//! its place, with the same epoch and shares. At the end the balances must add up: each
+//! escrow holds at least what the log credited from it less the usage it settled, and each
+//! distributor's `totalPosted` is the sum of the posts on the log. Each finding names a record's offset (for a balance,
 //! the last record that counts toward it).
 
 use alloy::primitives::{B256, U256};
@@ -20,7 +21,9 @@ use prlx_chain::record::{deposit_observed, hex0x, place_at, tree_of};
 use prlx_chain::verify::{check, locate};
 use prlx_chain::watch::ChainEvent;
 use prlx_chain::Deployment;
-use prlx_events::event::{ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange};
+use prlx_events::event::{
+    ChainStakeChanged, RewardRootPosted, RewardRootPrepared, StakeChange, UsageSettled,
+};
 use prlx_events::log::{LogUrl, Offset};
 use prlx_events::{Envelope, Event};
 use serde::Serialize;
@@ -39,6 +42,8 @@ pub struct ChainAudit {
     /// Payout trees (`RewardRootPrepared`) recomputed and posted roots (`RewardRootPosted`)
     /// checked.
     pub roots_checked: u64,
+    /// Usage settlements (`UsageSettled`) checked.
+    pub usage_settlements_checked: u64,
     /// Every record that does not match the chain, in log order.
     pub divergences: Vec<Divergence>,
 }
@@ -97,6 +102,7 @@ pub async fn audit(
         deposits_checked: 0,
         stake_changes_checked: 0,
         roots_checked: 0,
+        usage_settlements_checked: 0,
         divergences: Vec::new(),
     };
     // The hash-chain value of every record read so far: a posted log head must be one.
@@ -146,6 +152,20 @@ pub async fn audit(
                 heads.prepared.insert(r.epoch, record.offset);
             }
             heads.at.insert(head_after, record.offset);
+            if let Event::UsageSettled(u) = &env.event {
+                audit.usage_settlements_checked += 1;
+                match usage_problem(&provider, u).await {
+                    Ok(None) => {}
+                    Ok(Some((field, why))) => audit.divergences.push(finding_in(
+                        "UsageSettled",
+                        record.offset,
+                        field,
+                        why,
+                    )),
+                    Err(e) => return Ok(Err(unreachable(e))),
+                }
+                continue;
+            }
             if let Event::ChainStakeChanged(c) = &env.event {
                 audit.stake_changes_checked += 1;
                 match check_stake(&provider, c).await {
@@ -212,6 +232,7 @@ pub async fn audit(
 #[derive(Debug, Default)]
 struct Sums {
     deposited: std::collections::BTreeMap<String, (u128, Offset)>,
+    settled: std::collections::BTreeMap<String, (u128, Offset)>,
     posted: std::collections::BTreeMap<String, (u128, Offset)>,
 }
 
@@ -223,6 +244,15 @@ impl Sums {
                 None => return,
             },
             Event::RewardRootPosted(p) => (&mut self.posted, &p.chain.contract, &p.total_wei),
+            Event::UsageSettled(u) => {
+                let amount = u.amount_wei().unwrap_or(0);
+                let entry = self
+                    .settled
+                    .entry(u.chain.contract.clone())
+                    .or_insert((0, offset));
+                *entry = (entry.0.saturating_add(amount), offset);
+                return;
+            }
             _ => return,
         };
         // An unparsable amount is reported by the record's own check.
@@ -231,8 +261,8 @@ impl Sums {
         *entry = (entry.0.saturating_add(amount), offset);
     }
 
-    /// The balances add up: an escrow holds at least what the log credited from it (nothing
-    /// leaves escrow but a usage settlement, which this build never makes), and a distributor's
+    /// The balances add up: an escrow holds at least what the log credited from it less the
+    /// usage the log says it settled (nothing else leaves escrow), and a distributor's
     /// `totalPosted` is exactly the sum of the posts on the log (a post missing from the log,
     /// or one it invents, shows here).
     async fn check(
@@ -244,18 +274,22 @@ impl Sums {
         let c = &deployment.contracts;
         let mut found = Vec::new();
         // Only the deployment's contracts are summed: records naming others were reported.
-        if let Some((sum, at)) = self.deposited.get(&hex0x(c.credit_escrow.as_slice())) {
+        let escrow = hex0x(c.credit_escrow.as_slice());
+        if let Some((sum, at)) = self.deposited.get(&escrow) {
             let held = PRLX::new(deployment.token.address, provider.clone())
                 .balanceOf(c.credit_escrow)
                 .call()
                 .await
                 .map_err(|e| format!("balanceOf: {e}"))?;
-            if held < U256::from(*sum) {
+            let (settled, settled_at) = self.settled.get(&escrow).copied().unwrap_or((0, *at));
+            let owed = sum.saturating_sub(settled);
+            if held < U256::from(owed) {
                 found.push(finding(
-                    *at,
+                    (*at).max(settled_at),
                     "chain.amount_wei",
                     format!(
-                        "the escrow holds {held}, less than the {sum} the log credited from it"
+                        "the escrow holds {held}, less than the {owed} the log credited from it \
+                         ({sum}) less the usage it settled ({settled})"
                     ),
                 ));
             }
@@ -287,6 +321,7 @@ fn contract_problem(event: &Event, deployment: &Deployment) -> Option<(&'static 
         Event::CreditsDeposited(d) => (&d.chain.as_ref()?.place, c.credit_escrow, "the escrow"),
         Event::ChainStakeChanged(s) => (&s.chain, c.node_staking, "the staking contract"),
         Event::RewardRootPosted(p) => (&p.chain, c.rewards_distributor, "the distributor"),
+        Event::UsageSettled(u) => (&u.chain, c.credit_escrow, "the escrow"),
         _ => return None,
     };
     if place.chain_id != deployment.chain_id {
@@ -452,6 +487,35 @@ async fn posted_problem(
     Ok(None)
 }
 
+/// A usage settlement must be the escrow's `UsageSettled` at its place, with the same epoch
+/// and shares: `Ok(None)` when they agree.
+async fn usage_problem(
+    provider: &alloy::providers::DynProvider,
+    u: &UsageSettled,
+) -> Result<Option<(&'static str, String)>, String> {
+    let place = match place_at(&u.chain) {
+        Ok(place) => place,
+        Err((field, why)) => return Ok(Some((field, format!("not a chain value: {why}")))),
+    };
+    let amount = |s: &str| s.parse().unwrap_or(U256::MAX);
+    let recorded = ChainEvent::UsageSettled {
+        epoch: U256::from(u.epoch),
+        operators: amount(&u.operators_wei),
+        treasury: amount(&u.treasury_wei),
+        infra: amount(&u.infra_wei),
+    };
+    Ok(
+        match locate(provider, &place).await.map_err(|e| e.to_string())? {
+            Err(d) => Some(("chain", d.to_string())),
+            Ok(e) if e != recorded => Some((
+                "operators_wei",
+                format!("the chain has {e:?}, the record {recorded:?}"),
+            )),
+            Ok(_) => None,
+        },
+    )
+}
+
 /// The hash-chain value of every record read so far, with its offset (a posted log head must
 /// be one), and where each epoch's tree was prepared.
 #[derive(Debug, Default)]
@@ -476,6 +540,7 @@ impl Seen {
             },
             Event::ChainStakeChanged(c) => &c.chain,
             Event::RewardRootPosted(p) => &p.chain,
+            Event::UsageSettled(u) => &u.chain,
             _ => return,
         };
         self.keys.insert(place.key());
@@ -526,6 +591,7 @@ impl Seen {
                     let recorded_as = match &o.event {
                         ChainEvent::Deposited { .. } => "CreditsDeposited",
                         ChainEvent::EpochPosted { .. } => "RewardRootPosted",
+                        ChainEvent::UsageSettled { .. } => "UsageSettled",
                         _ => "ChainStakeChanged",
                     };
                     found.push(finding_in(

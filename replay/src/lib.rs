@@ -244,11 +244,12 @@ impl Report {
         if let Some(c) = &self.chain {
             let _ = writeln!(
                 s,
-                "chain {}: {} deposits, {} stake changes and {} payout roots checked, {} not confirmed by the chain",
+                "chain {}: {} deposits, {} stake changes, {} payout roots and {} usage settlements checked, {} not confirmed by the chain",
                 c.rpc_url,
                 c.deposits_checked,
                 c.stake_changes_checked,
                 c.roots_checked,
+                c.usage_settlements_checked,
                 c.divergences.len()
             );
             for d in &c.divergences {

@@ -10,22 +10,13 @@ use prlx_chain::deploy::{confirm, deploy_dev, DevParams};
 use prlx_chain::devchain::{dev_role, DevChain};
 use prlx_chain::merkle::{Payout, PayoutTree};
 use prlx_commands::decide::{decide, Command, RootPost};
-use prlx_commands::settle::{due_settlements, SettlementCommand};
+use prlx_commands::settle::SettlementCommand;
 use prlx_commands::testkit::fixtures::{self, node, registered, reward_policy, t};
-use prlx_commands::testkit::{fold, History};
+use prlx_commands::testkit::{decide_at as run, fold, settle_due, History};
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32};
 
 const STAKER: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906"; // dev account 3
-
-/// Decides `command` on the folded history and records its events at `at`.
-#[track_caller]
-fn run(h: &mut History, at: chrono::DateTime<chrono::Utc>, command: Command) -> Vec<Event> {
-    let state = fold(h).unwrap();
-    let events = decide(&state, command).unwrap_or_else(|r| panic!("rejected: {r}"));
-    h.record(at, events.clone());
-    events
-}
 
 /// Node 1 staked on chain by dev account 3, node 2 registered with stake but never staked on
 /// chain; both heartbeat through epoch 0, which then settles.
@@ -75,15 +66,7 @@ fn settled_epoch() -> (History, RewardEpochSettled) {
             run(&mut h, at, fixtures::heartbeat(node(n as u8), at));
         }
     }
-    let end = t(600);
-    let mut settled = None;
-    for command in due_settlements(&fold(&h).unwrap(), end) {
-        for e in run(&mut h, end, Command::Settlement(command)) {
-            if let Event::RewardEpochSettled(s) = e {
-                settled = Some(s);
-            }
-        }
-    }
+    let settled = settle_due(&mut h, t(600)).pop();
     (h, settled.expect("epoch 0 settles at its end"))
 }
 

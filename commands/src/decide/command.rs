@@ -29,6 +29,9 @@ pub enum Command {
     },
     /// A `RewardsDistributor.EpochPosted` the chain watcher read past its confirmations.
     ObservePost(Box<RootPost>),
+    /// A `CreditEscrow.UsageSettled` the chain watcher read past its confirmations: a
+    /// steady-state epoch's income paid out of escrow.
+    ObserveUsage(Box<prlx_events::event::UsageSettled>),
     /// A `CreditEscrow.Deposited` the chain watcher read past its confirmations.
     ObserveDeposit {
         account: AccountId,

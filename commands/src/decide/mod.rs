@@ -60,6 +60,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         Command::ObserveStake(o) => intake::observe_stake(state, *o),
         Command::PrepareRoot { epoch } => roots::prepare(state, epoch),
         Command::ObservePost(p) => roots::posted(state, *p),
+        Command::ObserveUsage(u) => roots::usage_settled(state, *u),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {

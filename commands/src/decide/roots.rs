@@ -1,9 +1,11 @@
 //! An epoch's payout tree: fixed on the log (`RewardRootPrepared`) before the coordinator
 //! posts it to the RewardsDistributor, and recorded as posted (`RewardRootPosted`) when the
-//! chain watcher reads the distributor's `EpochPosted` back.
+//! chain watcher reads the distributor's `EpochPosted` back. A steady-state epoch's income is
+//! paid out of escrow (`CreditEscrow.settleUsage`) and recorded when the watcher reads its
+//! `UsageSettled`.
 
 use prlx_chain::record::tree_of;
-use prlx_events::event::{RejectionCode, RewardRootPosted, RewardRootPrepared};
+use prlx_events::event::{RejectionCode, RewardRootPosted, RewardRootPrepared, UsageSettled};
 use prlx_events::{Event, Hash32};
 use prlx_projections::coordinator::{leaves_total, root_leaves};
 use prlx_projections::CoordinatorState;
@@ -81,4 +83,20 @@ pub(super) fn posted(state: &CoordinatorState, p: RootPost) -> Result<Vec<Event>
         chain: p.chain,
     }
     .into()])
+}
+
+/// The escrow's `UsageSettled` for a steady-state epoch's income, recorded once; refused
+/// when nothing is due for the epoch or the amount or split is not the income's.
+pub(super) fn usage_settled(
+    state: &CoordinatorState,
+    u: UsageSettled,
+) -> Result<Vec<Event>, Rejection> {
+    if state.chain_seen.contains(&u.chain.key()) {
+        return Ok(vec![]);
+    }
+    let due = state.usage_due.get(&u.epoch).copied();
+    if let Some((field, why)) = prlx_projections::coordinator::usage_problem(due, &u) {
+        return Err(refused(field, why));
+    }
+    Ok(vec![u.into()])
 }

@@ -127,6 +127,38 @@ pub fn dispatch_next(h: &mut History, now: chrono::DateTime<chrono::Utc>) -> prl
     node
 }
 
+/// Decides `command` on `h` folded and records its events at `at`; panics when it is
+/// rejected. Returns the events.
+#[track_caller]
+pub fn decide_at(
+    h: &mut History,
+    at: chrono::DateTime<chrono::Utc>,
+    command: Command,
+) -> Vec<prlx_events::Event> {
+    let state = fold(h).unwrap_or_else(|e| panic!("the history does not fold: {e}"));
+    let events = decide(&state, command).unwrap_or_else(|r| panic!("rejected: {r}"));
+    h.record(at, events.clone());
+    events
+}
+
+/// Decides and records at `now` every settlement due then ([`crate::settle::due_settlements`]);
+/// returns the epochs settled.
+pub fn settle_due(
+    h: &mut History,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<prlx_events::event::RewardEpochSettled> {
+    let state = fold(h).unwrap_or_else(|e| panic!("the history does not fold: {e}"));
+    let mut settled = Vec::new();
+    for command in crate::settle::due_settlements(&state, now) {
+        for e in decide_at(h, now, Command::Settlement(command)) {
+            if let prlx_events::Event::RewardEpochSettled(s) = e {
+                settled.push(s);
+            }
+        }
+    }
+    settled
+}
+
 /// Folds `h` record by record, as the auditor does: the state, or the first refusal with its
 /// offset.
 pub fn fold(h: &History) -> Result<CoordinatorState, prlx_projections::fold::FoldAtError> {

@@ -148,7 +148,8 @@ impl Projection for CoordinatorState {
     /// (`RequestView::refused`, `NodeView::refusals`); snapshots of 9 are rebuilt.
     /// 11: what comes from the chain (`chain_block`, `chain_seen`, `chain_stakes`) and the
     /// payout trees (`recent_payouts`, `roots`); snapshots of 10 lack them and are rebuilt.
-    const FOLD_VERSION: u32 = 11;
+    /// 12: steady-state income due from escrow (`usage_due`, `UsageSettled`).
+    const FOLD_VERSION: u32 = 12;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -600,6 +601,7 @@ impl CoordinatorState {
             Event::RewardEpochSettled(e) => self.keep_payouts(e),
             Event::RewardRootPrepared(r) => self.fold_root_prepared(env, r)?,
             Event::RewardRootPosted(p) => self.fold_root_posted(env, p)?,
+            Event::UsageSettled(u) => self.fold_usage_settled(env, u)?,
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node

@@ -1,6 +1,7 @@
 //! The fold's arms of what comes from or goes to the chain: a node's bond
 //! (`ChainStakeChanged`, with the rule `decide` shares, [`chain_stake_problem`]) and an
-//! epoch's payout tree (`RewardRootPrepared`, derived by [`root_leaves`]; `RewardRootPosted`).
+//! epoch's payout tree (`RewardRootPrepared`, derived by [`root_leaves`]; `RewardRootPosted`),
+//! and a steady-state epoch's usage paid out of escrow (`UsageSettled`, [`usage_problem`]).
 //!
 //! The contract is the authority: the fold only checks that a record is consistent with
 //! itself and with the bond observed before it (the stake is the bonded amount in credit
@@ -11,8 +12,9 @@
 use std::collections::BTreeMap;
 
 use prlx_events::event::{
-    wei_to_units, ChainRef, ChainStakeChanged, RewardEpochSettled, RewardRootPosted,
-    RewardRootPrepared, RootLeaf, StakeChange, CREDIT_UNIT_WEI,
+    wei_to_units, ChainRef, ChainStakeChanged, RewardEpochSettled, RewardMode, RewardRootPosted,
+    RewardRootPrepared, RootLeaf, StakeChange, UsageSettled, CREDIT_UNIT_WEI, ESCROW_INFRA_PCT,
+    ESCROW_TREASURY_PCT,
 };
 use prlx_events::{Envelope, NodeId};
 
@@ -166,12 +168,19 @@ impl CoordinatorState {
 }
 
 impl CoordinatorState {
-    /// Keeps a settled epoch's payouts for preparing its tree, within the window.
+    /// Keeps a settled epoch's payouts for preparing its tree, and a steady-state income for
+    /// the escrow to pay out, within the window.
     pub(super) fn keep_payouts(&mut self, s: &RewardEpochSettled) {
         let payouts = s.payouts.iter().map(|p| (p.node_id, p.amount)).collect();
         self.recent_payouts.insert(s.epoch, payouts);
         while self.recent_payouts.len() > ROOT_WINDOW_EPOCHS {
             self.recent_payouts.pop_first();
+        }
+        if s.mode == RewardMode::SteadyState && s.income > 0 {
+            self.usage_due.insert(s.epoch, s.income);
+            while self.usage_due.len() > ROOT_WINDOW_EPOCHS {
+                self.usage_due.pop_first();
+            }
         }
         while self.roots.len() > ROOT_WINDOW_EPOCHS {
             self.roots.pop_first();
@@ -266,6 +275,70 @@ impl CoordinatorState {
         prepared.posted = true;
         self.chain_seen.insert(key);
         self.note_chain_place(&p.chain);
+        Ok(())
+    }
+}
+
+/// Why `u` cannot be the escrow paying out steady-state epoch `u.epoch`, whose income still
+/// due is `due` credits (`None`: nothing due for it): `(field, reason)`. The amount settled
+/// must be the income, and its split the contract's.
+pub fn usage_problem(due: Option<u64>, u: &UsageSettled) -> Option<(&'static str, String)> {
+    if let Some(p) = place_problem(&u.chain) {
+        return Some(p);
+    }
+    let Some(income) = due else {
+        return Some((
+            "epoch",
+            format!(
+                "epoch {} has no steady-state income due from escrow",
+                u.epoch
+            ),
+        ));
+    };
+    let Some(amount) = u.amount_wei() else {
+        return Some(("operators_wei", "the shares are not decimal amounts".into()));
+    };
+    let owed = u128::from(income) * CREDIT_UNIT_WEI;
+    if amount != owed {
+        return Some((
+            "operators_wei",
+            format!("{amount} settled, the epoch's income is {income} credits ({owed})"),
+        ));
+    }
+    let split = (
+        (amount * ESCROW_TREASURY_PCT / 100).to_string(),
+        (amount * ESCROW_INFRA_PCT / 100).to_string(),
+    );
+    (split != (u.treasury_wei.clone(), u.infra_wei.clone())).then(|| {
+        (
+            "treasury_wei",
+            format!(
+                "the escrow's split of {amount} is {} / {}, recorded {} / {}",
+                split.0, split.1, u.treasury_wei, u.infra_wei
+            ),
+        )
+    })
+}
+
+impl CoordinatorState {
+    pub(super) fn fold_usage_settled(
+        &mut self,
+        env: &Envelope,
+        u: &UsageSettled,
+    ) -> Result<(), FoldError> {
+        let key = u.chain.key();
+        if self.chain_seen.contains(&key) {
+            return Err(FoldError::new(
+                env,
+                format!("chain event {key} applied twice"),
+            ));
+        }
+        if let Some((field, why)) = usage_problem(self.usage_due.get(&u.epoch).copied(), u) {
+            return Err(FoldError::at_field(env, field, why));
+        }
+        self.chain_seen.insert(key);
+        self.note_chain_place(&u.chain);
+        self.usage_due.remove(&u.epoch);
         Ok(())
     }
 }

@@ -68,6 +68,10 @@ pub struct CoordinatorState {
     /// Payout trees prepared (and whether posted), for the same window.
     #[serde(default)]
     pub roots: BTreeMap<u64, PreparedRoot>,
+    /// Steady-state epochs settled with an income that the escrow has not paid out yet
+    /// (no `UsageSettled` observed): epoch -> income in credits. Within the same window.
+    #[serde(default)]
+    pub usage_due: BTreeMap<u64, u64>,
     pub requests: BTreeMap<RequestId, RequestView>,
     /// account -> Idempotency-Key -> the request it created.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,

@@ -113,6 +113,11 @@ impl TestChain {
         self.mine().await;
     }
 
+    /// A provider signing as dev account `role`.
+    pub fn provider(&self, role: usize) -> alloy::providers::DynProvider {
+        self.chain.provider(role).unwrap()
+    }
+
     /// Mines an empty block.
     pub async fn mine(&self) {
         use alloy::providers::Provider;
