@@ -76,6 +76,10 @@ sol! {
         function getRecipient(uint256 streamId) external view returns (address recipient);
         function getStartTime(uint256 streamId) external view returns (uint40 startTime);
         function getEndTime(uint256 streamId) external view returns (uint40 endTime);
+        function getCliffTime(uint256 streamId) external view returns (uint40 cliffTime);
+        function getGranularity(uint256 streamId) external view returns (uint40 granularity);
+        function getUnlockAmounts(uint256 streamId) external view returns (UnlockAmounts unlockAmounts);
+        function isCancelable(uint256 streamId) external view returns (bool result);
         function calculateMinFeeWei(uint256 streamId) external view returns (uint256 minFeeWei);
         function withdrawMax(uint256 streamId, address to) external payable returns (uint128 withdrawnAmount);
     }

@@ -21,6 +21,7 @@
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
 //! - [`record`]: an observation as the log records it, and back.
+//! - [`stream`]: the bootstrap stream's terms, read off the Lockup.
 //! - [`keyfile`]: a chain key kept in an owner-only file.
 //! - [`wallet`]: a client's or an operator's transactions (deposit, stake, unstake,
 //!   withdraw) and balances, with exact PRLX amounts and decoded reverts.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod keyfile;
 pub mod merkle;
 pub mod record;
+pub mod stream;
 pub mod verify;
 pub mod wallet;
 pub mod watch;

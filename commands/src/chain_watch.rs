@@ -141,6 +141,7 @@ pub async fn run(
     // The block of the last event recorded must still be the chain's: checked before the
     // first read, as after any other confirmed block.
     let confirmed = hash.and_then(|h| h.parse().ok()).map(|h| (recorded, h));
+    let provider_for_stream = provider.clone();
     let mut watcher = Watcher::new(provider, &config.deployment, config.watch, from, confirmed);
     // Every record is stamped with the deployment's chain id: another chain must not feed it.
     loop {
@@ -151,6 +152,26 @@ pub async fn run(
                 return;
             }
             Err(e) => tracing::warn!("chain watcher: {e}; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+    // The bootstrap stream's terms, before any epoch could settle on them: bootstrap epochs
+    // earn what the stream unlocks (recorded once; the same terms again record nothing).
+    loop {
+        match prlx_chain::stream::read_stream(&provider_for_stream, &config.deployment).await {
+            Ok(terms) => {
+                let what = format!(
+                    "reward stream {} at block {}",
+                    terms.stream_id, terms.block_number
+                );
+                if record(&handle, Command::ObserveStream(Box::new(terms)), &what).await {
+                    break;
+                }
+            }
+            Err(e) => tracing::warn!("chain watcher: reading the reward stream: {e}; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
@@ -170,7 +191,11 @@ pub async fn run(
                     let Some(command) = observation_command(o) else {
                         continue;
                     };
-                    if !record(&handle, command, o).await {
+                    let what = format!(
+                        "{:?} (block {}, tx {}, index {})",
+                        o.event, o.block_number, o.tx_hash, o.log_index
+                    );
+                    if !record(&handle, command, &what).await {
                         // Not recorded (the log or the actor failed): read it again next
                         // time, and everything after it, rather than lose it.
                         watcher.rewind_to(o.block_number);
@@ -191,19 +216,18 @@ pub async fn run(
     }
 }
 
-/// Decides one observation; `false` when it could not be decided (to be read again), `true`
-/// when it was recorded, was a repeat, or was refused for good (logged).
-async fn record(handle: &CoordinatorHandle, command: Command, o: &Observed) -> bool {
+/// Decides one observation (`what` names it in the log lines); `false` when it could not be
+/// decided (to be read again), `true` when it was recorded, was a repeat, or was refused for
+/// good (logged).
+async fn record(handle: &CoordinatorHandle, command: Command, what: &str) -> bool {
     match handle.execute_command(command).await {
-        Ok(Outcome::Appended(_)) => {
-            tracing::info!(block = o.block_number, tx = %o.tx_hash, index = o.log_index, "recorded {:?}", o.event)
-        }
+        Ok(Outcome::Appended(_)) => tracing::info!("recorded {what}"),
         Ok(Outcome::Rejected { rejection, .. }) => {
-            tracing::warn!(tx = %o.tx_hash, index = o.log_index, "not recorded: {rejection}")
+            tracing::warn!("not recorded: {what}: {rejection}")
         }
-        Ok(other) => tracing::debug!(tx = %o.tx_hash, "{other:?}"),
+        Ok(other) => tracing::debug!("{what}: {other:?}"),
         Err(e) => {
-            tracing::error!(tx = %o.tx_hash, "not recorded, to be read again: {e}");
+            tracing::error!("not recorded, to be read again: {what}: {e}");
             return false;
         }
     }

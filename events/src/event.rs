@@ -746,6 +746,7 @@ events! {
     RewardRootPrepared = 1,
     RewardRootPosted = 1,
     UsageSettled = 1,
+    RewardStreamObserved = 1,
     RewardModeChanged = 1,
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,

@@ -1,7 +1,8 @@
 //! The records of what happened on the chain, and the units that map it to credits: a
 //! deposit's place and amount (`ChainDeposit`), a node's bond (`ChainStakeChanged`), an
 //! epoch's payout tree (`RewardRootPrepared`) and its post (`RewardRootPosted`), a
-//! steady-state epoch's usage paid out of escrow (`UsageSettled`). Re-exported by
+//! steady-state epoch's usage paid out of escrow (`UsageSettled`), the bootstrap stream's
+//! terms (`RewardStreamObserved`). Re-exported by
 //! [`crate::event`], where the catalog of event types lists them.
 
 use schemars::JsonSchema;
@@ -128,6 +129,33 @@ pub struct RewardRootPosted {
     pub log_head: Hash32,
     pub total_wei: String,
     pub chain: ChainRef,
+}
+
+/// The bootstrap bucket's Sablier stream, its terms as the coordinator read them off the
+/// Lockup at a block: settlement pays each bootstrap epoch what the stream unlocks in it
+/// (`prlx_projections::stream`), instead of computing an unlock from the policy. Times are
+/// Unix seconds; amounts decimal minor units of PRLX; addresses and the hash lowercase 0x-hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RewardStreamObserved {
+    /// The Lockup contract and the stream's id in it.
+    pub lockup: String,
+    pub stream_id: u64,
+    /// Who the stream pays: the RewardsDistributor.
+    pub recipient: String,
+    pub deposited_wei: String,
+    pub start_time: u64,
+    /// 0: no cliff.
+    pub cliff_time: u64,
+    pub end_time: u64,
+    /// Seconds per unlock step.
+    pub granularity: u64,
+    pub start_unlock_wei: String,
+    pub cliff_unlock_wei: String,
+    pub cancelable: bool,
+    /// Where the terms were read.
+    pub chain_id: u64,
+    pub block_number: u64,
+    pub block_hash: String,
 }
 
 /// `CreditEscrow`'s fixed split of settled usage: the treasury's and infra's percent (the

@@ -341,6 +341,23 @@ fn one_of_each() -> Vec<Event> {
             },
         }
         .into(),
+        RewardStreamObserved {
+            lockup: format!("0x{}", "aa".repeat(20)),
+            stream_id: 1,
+            recipient: format!("0x{}", "bb".repeat(20)),
+            deposited_wei: "250000".into(),
+            start_time: 1_700_000_000,
+            cliff_time: 0,
+            end_time: 1_763_072_000,
+            granularity: 1,
+            start_unlock_wei: "0".into(),
+            cliff_unlock_wei: "0".into(),
+            cancelable: false,
+            chain_id: 1,
+            block_number: 3,
+            block_hash: format!("0x{}", "ef".repeat(32)),
+        }
+        .into(),
         UsageSettled {
             epoch: 7,
             operators_wei: "850".into(),

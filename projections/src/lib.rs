@@ -15,6 +15,7 @@
 //! - [`scheduler`]: queues, the free-capacity index (`queue`, `index`), and the pure
 //!   scheduling decision (`choose`).
 //! - [`settlement`]: verified uptime, stake and reward epochs (part of the coordinator state).
+//! - [`stream`]: what the bootstrap bucket's Sablier stream has unlocked at a time.
 //! - [`validation`]: the sampling draw, verdicts over replica results, standing.
 //! - [`pricing`]: `task_price`, charged by `decide` and re-derived by the fold.
 //! - [`refusal`]: when a node may decline a dispatch, and when declines fail the request.
@@ -30,6 +31,7 @@ pub mod refusal;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;
+pub mod stream;
 pub mod validation;
 
 pub use coordinator::CoordinatorState;

@@ -10,8 +10,9 @@
 //!   failed dispatch (deadline expired, commitment rejected, node flagged) puts it in default
 //!   until its next verified commitment.
 //! - Each earned slot adds `stake x tier weight` (at that moment) to the node's weight.
-//! - The pool is the bucket's linear unlock (bootstrap) or the operators' share of the credits
-//!   charged in the epoch (steady state); it is split `floor(pool * w / W)`, and the leftover
+//! - The pool is the bucket's linear unlock (bootstrap: what the Sablier stream unlocks in the
+//!   epoch once its terms are on the log, [`crate::stream`]; the policy's unlock before) or the
+//!   operators' share of the credits charged in the epoch (steady state); it is split `floor(pool * w / W)`, and the leftover
 //!   minor units go one each by largest remainder, ties to the lower node id.
 //!
 //! Settlement keeps its own view of each node (tier, stake, pool status, default), so a
@@ -26,6 +27,7 @@ use prlx_events::{Envelope, Event, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::FoldError;
+use crate::stream::StreamTerms;
 
 /// Everything settlement needs from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,10 @@ pub struct Settlement {
     /// the front, so finding what is due does not walk every operator.
     #[serde(default)]
     pub unbonding_due: BTreeSet<(DateTime<Utc>, NodeId)>,
+    /// The bootstrap stream's terms, once read off the chain (`RewardStreamObserved`): from
+    /// then on a bootstrap epoch earns what the stream unlocks in it, not the policy's unlock.
+    #[serde(default)]
+    pub stream: Option<StreamTerms>,
 }
 
 /// Settlement's view of one node.
@@ -295,7 +301,10 @@ impl Settlement {
         let mode = self.mode_before(ends_at);
         let (income, operators, treasury, infra) = match mode {
             RewardMode::Bootstrap => {
-                let unlock = bootstrap_unlock(p, self.bootstrap_epochs_settled);
+                let unlock = match &self.stream {
+                    Some(s) => s.units_between(starts_at.timestamp(), ends_at.timestamp()),
+                    None => bootstrap_unlock(p, self.bootstrap_epochs_settled),
+                };
                 (unlock, unlock, 0, 0)
             }
             RewardMode::SteadyState => {
@@ -405,6 +414,15 @@ impl Settlement {
                 self.policy = Some(p.clone());
             }
             Event::RewardModeChanged(m) => self.mode_changes.push((at, m.mode)),
+            // A stream's terms never change: read once.
+            Event::RewardStreamObserved(o) => {
+                if self.stream.is_some() {
+                    return Err(FoldError::new(env, "the reward stream is already observed"));
+                }
+                let terms =
+                    StreamTerms::of(o).map_err(|(f, why)| FoldError::at_field(env, f, why))?;
+                self.stream = Some(terms);
+            }
             Event::UnstakeRequested(u) => self.unstake(env, u)?,
             Event::StakeReturned(r) => {
                 let op = self.operator(env, r.node_id)?;

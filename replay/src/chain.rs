@@ -10,7 +10,8 @@
 //! tree's root (`RewardRootPrepared`) must be the Merkle root of its leaves, and a posted root
 //! (`RewardRootPosted`) the distributor's `EpochPosted` at its place, with a log head that is
 //! the hash-chain value of a record before it. A `UsageSettled` must be the escrow's event at
-//! its place, with the same epoch and shares. At the end the balances must add up: each
+//! its place, with the same epoch and shares. A `RewardStreamObserved` must be the
+//! deployment's stream, paying the distributor, with the terms the Lockup holds. At the end the balances must add up: each
 //! escrow holds at least what the log credited from it less the usage it settled, and each
 //! distributor's `totalPosted` is the sum of the posts on the log. Each finding names a record's offset (for a balance,
 //! the last record that counts toward it).
@@ -44,6 +45,8 @@ pub struct ChainAudit {
     pub roots_checked: u64,
     /// Usage settlements (`UsageSettled`) checked.
     pub usage_settlements_checked: u64,
+    /// Bootstrap stream terms (`RewardStreamObserved`) checked.
+    pub streams_checked: u64,
     /// Every record that does not match the chain, in log order.
     pub divergences: Vec<Divergence>,
 }
@@ -103,6 +106,7 @@ pub async fn audit(
         stake_changes_checked: 0,
         roots_checked: 0,
         usage_settlements_checked: 0,
+        streams_checked: 0,
         divergences: Vec::new(),
     };
     // The hash-chain value of every record read so far: a posted log head must be one.
@@ -152,6 +156,20 @@ pub async fn audit(
                 heads.prepared.insert(r.epoch, record.offset);
             }
             heads.at.insert(head_after, record.offset);
+            if let Event::RewardStreamObserved(o) = &env.event {
+                audit.streams_checked += 1;
+                match stream_problem(&provider, deployment, o).await {
+                    Ok(None) => {}
+                    Ok(Some((field, why))) => audit.divergences.push(finding_in(
+                        "RewardStreamObserved",
+                        record.offset,
+                        field,
+                        why,
+                    )),
+                    Err(e) => return Ok(Err(unreachable(e))),
+                }
+                continue;
+            }
             if let Event::UsageSettled(u) = &env.event {
                 audit.usage_settlements_checked += 1;
                 match usage_problem(&provider, u).await {
@@ -485,6 +503,58 @@ async fn posted_problem(
         _ => {}
     }
     Ok(None)
+}
+
+/// Recorded stream terms must be the deployment's stream, paying the distributor, with the
+/// terms the Lockup holds: `Ok(None)` when they agree.
+async fn stream_problem(
+    provider: &alloy::providers::DynProvider,
+    deployment: &Deployment,
+    o: &prlx_events::event::RewardStreamObserved,
+) -> Result<Option<(&'static str, String)>, String> {
+    let lockup = hex0x(deployment.contracts.sablier_lockup.as_slice());
+    if o.lockup != lockup || U256::from(o.stream_id) != deployment.reward_stream.stream_id {
+        return Ok(Some((
+            "lockup",
+            format!(
+                "stream {} of {} is not the deployment's (stream {} of {lockup})",
+                o.stream_id, o.lockup, deployment.reward_stream.stream_id
+            ),
+        )));
+    }
+    let distributor = hex0x(deployment.contracts.rewards_distributor.as_slice());
+    if o.recipient != distributor {
+        return Ok(Some((
+            "recipient",
+            format!("{} is not the distributor ({distributor})", o.recipient),
+        )));
+    }
+    let chain = prlx_chain::stream::read_stream(provider, deployment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let terms = |r: &prlx_events::event::RewardStreamObserved| {
+        (
+            r.deposited_wei.clone(),
+            r.start_time,
+            r.cliff_time,
+            r.end_time,
+            r.granularity,
+            r.start_unlock_wei.clone(),
+            r.cliff_unlock_wei.clone(),
+            r.cancelable,
+        )
+    };
+    Ok((terms(&chain) != terms(o)).then(|| {
+        (
+            "deposited_wei",
+            format!(
+                "the Lockup holds {:?}, the record {:?} (deposit, start, cliff, end, \
+                 granularity, unlocks, cancelable)",
+                terms(&chain),
+                terms(o)
+            ),
+        )
+    }))
 }
 
 /// A usage settlement must be the escrow's `UsageSettled` at its place, with the same epoch

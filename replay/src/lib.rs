@@ -244,12 +244,13 @@ impl Report {
         if let Some(c) = &self.chain {
             let _ = writeln!(
                 s,
-                "chain {}: {} deposits, {} stake changes, {} payout roots and {} usage settlements checked, {} not confirmed by the chain",
+                "chain {}: {} deposits, {} stake changes, {} payout roots, {} usage settlements and {} stream terms checked, {} not confirmed by the chain",
                 c.rpc_url,
                 c.deposits_checked,
                 c.stake_changes_checked,
                 c.roots_checked,
                 c.usage_settlements_checked,
+                c.streams_checked,
                 c.divergences.len()
             );
             for d in &c.divergences {

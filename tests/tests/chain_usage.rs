@@ -15,27 +15,19 @@ use prlx_commands::chain_post::{self, PosterConfig};
 use prlx_commands::chain_watch::{self, ChainWatchConfig};
 use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::settle::SettlementCommand;
-use prlx_commands::testkit::fixtures::{self, node, registered, reward_policy, t};
-use prlx_commands::testkit::{decide_at as run, dispatch_next, fold, settle_due, History};
+use prlx_commands::testkit::fixtures::{self, node, t};
+use prlx_commands::testkit::{
+    decide_at as run, dispatch_next, fold, one_node_under_the_reward_policy, settle_due, History,
+};
 use prlx_events::event::*;
 use prlx_events::log::LogUrl;
-use prlx_events::{Event, Hash32, RequestId};
+use prlx_events::{Event, RequestId};
 use prlx_tests::harness::chain::TestChain;
 use prlx_tests::harness::inproc::open_coordinator;
 
 /// Epoch 0 settled in steady state, with request 0 charged in it.
 fn steady_epoch() -> (History, RewardEpochSettled) {
-    let mut h = History::new();
-    h.record(
-        t(-200),
-        [fixtures::catalog(vec![fixtures::model("chat", Hash32([1; 32]))]).into()],
-    );
-    h.record(t(-180), [registered(1).into()]);
-    run(
-        &mut h,
-        t(-30),
-        Command::Settlement(SettlementCommand::PublishPolicy(reward_policy())),
-    );
+    let mut h = one_node_under_the_reward_policy();
     run(
         &mut h,
         t(-20),
@@ -253,6 +245,8 @@ async fn the_poster_has_the_escrow_pay_a_steady_state_income_once() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let chain_report = &report["chain"];
+    // The watcher read the stream's terms when it started; the auditor finds them the Lockup's.
+    assert_eq!(chain_report["streams_checked"], 1, "{chain_report}");
     assert_eq!(
         chain_report["usage_settlements_checked"], 1,
         "{chain_report}"

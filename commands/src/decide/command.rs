@@ -32,6 +32,8 @@ pub enum Command {
     /// A `CreditEscrow.UsageSettled` the chain watcher read past its confirmations: a
     /// steady-state epoch's income paid out of escrow.
     ObserveUsage(Box<prlx_events::event::UsageSettled>),
+    /// The bootstrap stream's terms, read off the Lockup when the chain watcher starts.
+    ObserveStream(Box<prlx_events::event::RewardStreamObserved>),
     /// A `CreditEscrow.Deposited` the chain watcher read past its confirmations.
     ObserveDeposit {
         account: AccountId,

@@ -61,6 +61,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         Command::PrepareRoot { epoch } => roots::prepare(state, epoch),
         Command::ObservePost(p) => roots::posted(state, *p),
         Command::ObserveUsage(u) => roots::usage_settled(state, *u),
+        Command::ObserveStream(o) => roots::stream_observed(state, *o),
         Command::SubmitRequest(s) => intake::submit(state, *s),
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {

@@ -5,7 +5,9 @@
 //! `UsageSettled`.
 
 use prlx_chain::record::tree_of;
-use prlx_events::event::{RejectionCode, RewardRootPosted, RewardRootPrepared, UsageSettled};
+use prlx_events::event::{
+    RejectionCode, RewardRootPosted, RewardRootPrepared, RewardStreamObserved, UsageSettled,
+};
 use prlx_events::{Event, Hash32};
 use prlx_projections::coordinator::{leaves_total, root_leaves};
 use prlx_projections::CoordinatorState;
@@ -99,4 +101,26 @@ pub(super) fn usage_settled(
         return Err(refused(field, why));
     }
     Ok(vec![u.into()])
+}
+
+/// The bootstrap stream's terms, recorded once: the same terms again decide nothing (each
+/// start of the watcher reads them), other terms are refused (a stream's terms never change:
+/// another deployment, or another stream, is not this log's).
+pub(super) fn stream_observed(
+    state: &CoordinatorState,
+    o: RewardStreamObserved,
+) -> Result<Vec<Event>, Rejection> {
+    if let Some((field, why)) = prlx_projections::coordinator::stream_spelling_problem(&o) {
+        return Err(refused(field, why));
+    }
+    let terms =
+        prlx_projections::stream::StreamTerms::of(&o).map_err(|(f, why)| refused(f, why))?;
+    match &state.rewards.stream {
+        Some(known) if *known == terms => Ok(vec![]),
+        Some(_) => Err(refused(
+            "deposited_wei",
+            "the log follows a stream with other terms",
+        )),
+        None => Ok(vec![o.into()]),
+    }
 }

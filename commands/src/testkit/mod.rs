@@ -141,6 +141,25 @@ pub fn decide_at(
     events
 }
 
+/// The catalog of model `chat`, node 1 registered, and the [`fixtures::reward_policy`]
+/// published at `t(-30)`, so that epoch 0 starts at `t(0)`.
+pub fn one_node_under_the_reward_policy() -> History {
+    let mut h = History::new();
+    h.record(
+        fixtures::t(-200),
+        [fixtures::catalog(vec![fixtures::model("chat", prlx_events::Hash32([1; 32]))]).into()],
+    );
+    h.record(fixtures::t(-180), [fixtures::registered(1).into()]);
+    decide_at(
+        &mut h,
+        fixtures::t(-30),
+        Command::Settlement(crate::settle::SettlementCommand::PublishPolicy(
+            fixtures::reward_policy(),
+        )),
+    );
+    h
+}
+
 /// Decides and records at `now` every settlement due then ([`crate::settle::due_settlements`]);
 /// returns the epochs settled.
 pub fn settle_due(

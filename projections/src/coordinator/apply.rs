@@ -149,7 +149,8 @@ impl Projection for CoordinatorState {
     /// 11: what comes from the chain (`chain_block`, `chain_seen`, `chain_stakes`) and the
     /// payout trees (`recent_payouts`, `roots`); snapshots of 10 lack them and are rebuilt.
     /// 12: steady-state income due from escrow (`usage_due`, `UsageSettled`).
-    const FOLD_VERSION: u32 = 12;
+    /// 13: the bootstrap stream's terms (`Settlement::stream`, `RewardStreamObserved`).
+    const FOLD_VERSION: u32 = 13;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -602,6 +603,12 @@ impl CoordinatorState {
             Event::RewardRootPrepared(r) => self.fold_root_prepared(env, r)?,
             Event::RewardRootPosted(p) => self.fold_root_posted(env, p)?,
             Event::UsageSettled(u) => self.fold_usage_settled(env, u)?,
+            // Its terms are settlement's (below); here only the log's spelling.
+            Event::RewardStreamObserved(o) => {
+                if let Some((field, why)) = super::apply_chain::stream_spelling_problem(o) {
+                    return Err(FoldError::at_field(env, field, why));
+                }
+            }
             Event::StakeDeposited(s) => {
                 let node = self.node_mut(env, s.node_id)?;
                 node.stake = node

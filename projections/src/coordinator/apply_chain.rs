@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use prlx_events::event::{
     wei_to_units, ChainRef, ChainStakeChanged, RewardEpochSettled, RewardMode, RewardRootPosted,
-    RewardRootPrepared, RootLeaf, StakeChange, UsageSettled, CREDIT_UNIT_WEI, ESCROW_INFRA_PCT,
-    ESCROW_TREASURY_PCT,
+    RewardRootPrepared, RewardStreamObserved, RootLeaf, StakeChange, UsageSettled, CREDIT_UNIT_WEI,
+    ESCROW_INFRA_PCT, ESCROW_TREASURY_PCT,
 };
 use prlx_events::{Envelope, NodeId};
 
@@ -277,6 +277,13 @@ impl CoordinatorState {
         self.note_chain_place(&p.chain);
         Ok(())
     }
+}
+
+/// Why a stream observation's addresses or block hash are not in the log's spelling.
+pub fn stream_spelling_problem(o: &RewardStreamObserved) -> Option<(&'static str, String)> {
+    hex_problem("lockup", &o.lockup, 20)
+        .or_else(|| hex_problem("recipient", &o.recipient, 20))
+        .or_else(|| hex_problem("block_hash", &o.block_hash, 32))
 }
 
 /// Why `u` cannot be the escrow paying out steady-state epoch `u.epoch`, whose income still

@@ -32,7 +32,8 @@ pub(crate) mod state;
 pub(crate) mod views;
 
 pub use self::apply_chain::{
-    chain_stake_problem, hex_problem, leaves_total, place_problem, root_leaves, usage_problem,
+    chain_stake_problem, hex_problem, leaves_total, place_problem, root_leaves,
+    stream_spelling_problem, usage_problem,
 };
 pub use self::batch::OpenBatch;
 pub use self::lifecycle::{
