@@ -279,7 +279,7 @@ async fn every_submission_rejection_has_its_status_code_and_field() {
         &form,
         S::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
-        None,
+        Some("Content-Type"),
     );
 
     let (requests, reserved, rejections) = f

@@ -5,14 +5,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use prlx_events::event::RejectionCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::{code_name, decode_error, decode_json, AppError};
 
-/// A JSON body. A body that does not decode is `400 malformed_request` naming the field at
-/// fault (a missing field, a wrong type, a bad enum value); one over the limit is `413`.
+/// A JSON body. A body without a JSON `Content-Type` is `415 unsupported_media_type` (a
+/// browser can send `text/plain` or a form to any origin without asking first, so only a
+/// JSON type proves the caller is not a cross-site page); a body that does not decode is
+/// `400 malformed_request` naming the field at fault (a missing field, a wrong type, a bad
+/// enum value); one over the limit is `413`.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
@@ -24,28 +27,34 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let json = ct
-                .to_str()
-                .ok()
-                .and_then(|ct| ct.split(';').next())
-                .is_some_and(|m| {
-                    let m = m.trim().to_ascii_lowercase();
-                    m == "application/json"
-                        || (m.starts_with("application/") && m.ends_with("+json"))
-                });
-            if !json {
-                return Err(AppError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    None,
-                    "the body must be application/json",
-                ));
-            }
+        if !has_json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
         decode_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether `Content-Type` is present and says JSON (`application/json` or
+/// `application/…+json`, any parameters).
+pub(super) fn has_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+pub(super) fn unsupported_media_type() -> AppError {
+    AppError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        Some("Content-Type"),
+        "the body must be sent with Content-Type: application/json",
+    )
 }
 
 pub(super) fn body_error(e: BytesRejection) -> AppError {
