@@ -21,6 +21,7 @@
 //! - `extract`: the JSON, query and path extractors whose rejections name the field.
 //! - `body`: the bodies handlers take and answer.
 //! - `requests`, `accounts`, `nodes`, `stake`, `rewards`, `ops`: the handlers, by resource.
+//! - `rate`: the per-caller rate limiter.
 //! - The error answer is [`crate::error`]; submission parsing, shared with the Kafka intake,
 //!   is [`crate::submission`].
 
@@ -29,6 +30,7 @@ mod body;
 mod extract;
 mod nodes;
 mod ops;
+pub mod rate;
 mod requests;
 mod rewards;
 mod stake;
@@ -102,3 +104,4 @@ pub fn app_with_body_limit(
 }
 
 pub use self::ops::openapi;
+pub use self::rate::RateLimit;
