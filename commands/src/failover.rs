@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use prlx_events::log::Lease;
 use prlx_projections::snapshot::SnapshotError;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -100,29 +100,6 @@ pub fn is_log_failure(e: &ShellError) -> bool {
     }
 }
 
-/// The bound listener, shared by the standby and the active server in turn.
-#[derive(Debug, Clone)]
-struct SharedListener(Arc<TcpListener>);
-
-impl axum::serve::Listener for SharedListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                // Out of file descriptors and the like: pass, as axum's own listener does.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
 /// The standby's answer to everything.
 fn standby_app() -> Router {
     Router::new().fallback(standby)
@@ -149,25 +126,25 @@ async fn standby() -> Response {
 /// A standby server running on the listener until stopped.
 struct Standby {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Standby {
-    fn start(listener: &SharedListener) -> Standby {
+    fn start(listener: &Arc<TcpListener>, connections: &http::Connections) -> Standby {
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = axum::serve(listener.clone(), standby_app()).with_graceful_shutdown(async {
-            let _ = stopped.await;
+        let (listener, connections) = (listener.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            http::serve(&listener, standby_app(), &connections, async {
+                let _ = stopped.await;
+            })
+            .await
         });
-        let task = tokio::spawn(async move { server.await });
         Standby { stop, task }
     }
 
     async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stop.send(());
-        match self.task.await {
-            Ok(served) => served.map_err(ServeError::Http),
-            Err(_) => Err(ServeError::Panicked),
-        }
+        self.task.await.map_err(|_| ServeError::Panicked)
     }
 }
 
@@ -189,8 +166,10 @@ enum StepDown {
 /// opens the coordinator (writer, recovery, what the log must carry) each time this process
 /// is elected; `on_listening` is called once with the address, when the port first answers:
 /// at once when the lease is elected (the standby answers), after the first open otherwise.
+/// `transport` sets the checks and limits of the HTTP door, the standby's included.
 pub async fn serve<O, F>(
     listener: TcpListener,
+    transport: &http::TransportOptions,
     mut lease: Lease,
     mut open: O,
     on_listening: impl FnOnce(SocketAddr),
@@ -202,7 +181,9 @@ where
     F: Future<Output = Result<Coordinator, OpenError>>,
 {
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let listener = SharedListener(Arc::new(listener));
+    let listener = Arc::new(listener);
+    // One set of connection slots for the process: the standby's and the active server's.
+    let connections = http::Connections::new(transport);
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -215,7 +196,7 @@ where
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         // Standby (elected leases only): answer 503 until elected and opened.
-        let standby = elected.then(|| Standby::start(&listener));
+        let standby = elected.then(|| Standby::start(&listener, &connections));
         if let Some(f) = on_listening.take_if(|_| elected) {
             f(addr);
         }
@@ -295,27 +276,27 @@ where
         let actor_stopped = handle.clone();
         let mut signalled = stop.clone();
         let mut held = lease.holder();
-        let served = axum::serve(listener.clone(), http::app(handle.clone(), history))
-            .with_graceful_shutdown(async move {
-                let why = tokio::select! {
-                    () = until_set(&mut signalled) => StepDown::Signal,
-                    () = actor_stopped.stopped() => StepDown::ActorStopped,
-                    _ = held.wait_for(|held| !*held) => StepDown::LeaseLost,
-                };
-                match why {
-                    StepDown::Signal => {
-                        tracing::info!("shutting down: finishing requests in flight")
-                    }
-                    StepDown::ActorStopped => {
-                        tracing::warn!("the coordinator stopped; stepping down")
-                    }
-                    StepDown::LeaseLost => tracing::warn!(
-                        "lost the log's lease: stepping down, finishing requests in flight"
-                    ),
+        let router = http::guarded(http::app(handle.clone(), history), transport);
+        http::serve(&listener, router, &connections, async move {
+            let why = tokio::select! {
+                () = until_set(&mut signalled) => StepDown::Signal,
+                () = actor_stopped.stopped() => StepDown::ActorStopped,
+                _ = held.wait_for(|held| !*held) => StepDown::LeaseLost,
+            };
+            match why {
+                StepDown::Signal => {
+                    tracing::info!("shutting down: finishing requests in flight")
                 }
-                let _ = why_tx.send(why);
-            })
-            .await;
+                StepDown::ActorStopped => {
+                    tracing::warn!("the coordinator stopped; stepping down")
+                }
+                StepDown::LeaseLost => tracing::warn!(
+                    "lost the log's lease: stepping down, finishing requests in flight"
+                ),
+            }
+            let _ = why_tx.send(why);
+        })
+        .await;
         if let Some(side) = side {
             side.stop().await;
         }
@@ -323,7 +304,6 @@ where
         // with it the writer.
         drop(handle);
         let ended = actor.await.map_err(|_| ServeError::Panicked)?;
-        served.map_err(ServeError::Http)?;
         let why = why_rx.await.unwrap_or(StepDown::ActorStopped);
         match (why, ended) {
             (StepDown::Signal, Ok(())) => return Ok(()),

@@ -16,6 +16,7 @@ use crate::actor::CoordinatorHandle;
 use crate::decide::{Command, Rejection};
 use crate::failover;
 use crate::feeds::NodeFeeds;
+use crate::http;
 use crate::kafka_intake::{self, KafkaIntakeConfig};
 use crate::settle::SettlementCommand;
 use crate::shell::{
@@ -92,6 +93,53 @@ pub struct ServeOptions {
     pub feeds: Option<FeedTopics>,
     /// Credit deposits from this chain (and refuse them over HTTP).
     pub chain: Option<crate::chain_watch::ChainWatchConfig>,
+    pub http: HttpOptions,
+}
+
+/// The HTTP door's transport checks and limits (docs/security.md), as the flags give them.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `Host` values accepted besides the listen address and the loopback names on its port;
+    /// `*` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted; by default none, and a request with any `Origin` is refused.
+    pub allowed_origins: Vec<String>,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// `None`: no per-caller rate limit.
+    pub rate: Option<http::RateLimit>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            request_timeout: http::DEFAULT_REQUEST_TIMEOUT,
+            header_read_timeout: http::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: http::DEFAULT_MAX_CONNECTIONS,
+            rate: Some(http::DEFAULT_RATE_LIMIT),
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The checks for a coordinator bound to `bound` (known only once bound, for port 0).
+    pub fn transport(&self, bound: SocketAddr) -> http::TransportOptions {
+        http::TransportOptions {
+            hosts: http::HostAllowList::for_listener(bound, &self.allowed_hosts),
+            origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_ascii_lowercase())
+                .collect(),
+            request_timeout: self.request_timeout,
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            rate: self.rate,
+        }
+    }
 }
 
 /// The Kafka intake's configuration from the serve options, or `None` when it is off
@@ -317,6 +365,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         intake,
         feeds,
         chain,
+        http: http_options,
     } = o;
     let log = open_options.log.as_str();
     // Installed first: a SIGTERM that arrives while we start must not kill us mid-recovery
@@ -336,6 +385,19 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
             what: format!("binding {listen}"),
             source,
         })?;
+    let bound = listener.local_addr().map_err(|source| StartupError::Io {
+        what: format!("binding {listen}"),
+        source,
+    })?;
+    if bound.ip().is_unspecified() && http_options.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "listening on {bound} with no --allowed-host: only requests naming a loopback \
+             host (localhost:{port}, 127.0.0.1:{port}) are served; name the host clients \
+             use with --allowed-host",
+            port = bound.port()
+        );
+    }
+    let transport = http_options.transport(bound);
     // Opened anew each time this instance is elected (once, on a file log).
     let open = || {
         let signing = signing.clone();
@@ -425,9 +487,11 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         });
         Some(failover::ActiveTask { stop, task })
     };
-    failover::serve(listener, lease, open, listening, signal, on_active)
-        .await
-        .map_err(|e| StartupError::Serve(format!("{e:#}")))?;
+    failover::serve(
+        listener, &transport, lease, open, listening, signal, on_active,
+    )
+    .await
+    .map_err(|e| StartupError::Serve(format!("{e:#}")))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -58,7 +58,8 @@ enum Cmd {
     /// already durable on the log.
     ///
     /// The API is unauthenticated: bind it to loopback or put it behind an authenticating
-    /// proxy.
+    /// proxy. Every request's Host, Origin, Content-Type, rate and time are checked
+    /// (docs/security.md; the --allowed-host flag and those after it).
     ///
     /// On a kafka:// log, several instances may serve the same log: they elect one through a
     /// Kafka consumer group (docs/adr/04-kafka-failover.md). The elected one opens the writer
@@ -101,7 +102,69 @@ enum Cmd {
         feeds: FeedArgs,
         #[command(flatten)]
         chain: Box<ChainArgs>,
+        #[command(flatten)]
+        http: Box<HttpArgs>,
     },
+}
+
+/// The HTTP door's transport checks and limits (docs/security.md, "Transport checks").
+#[derive(clap::Args, Debug)]
+struct HttpArgs {
+    /// Also accept requests whose Host header is this (repeatable). By default only the
+    /// listen address and localhost, 127.0.0.1 and [::1] on its port are accepted, which
+    /// refuses DNS-rebinding pages. NAME:PORT matches exactly, a bare NAME on any port; `*`
+    /// accepts any Host (behind a proxy that checks it).
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "PRLX_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Accept requests carrying this Origin header, as `scheme://host[:port]` (repeatable).
+    /// By default a request with any Origin (sent by browsers only) is refused with 403.
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        env = "PRLX_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Seconds a request may take, body and handling included, before it is answered 408.
+    #[arg(long, env = "PRLX_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_secs: u64,
+    /// Seconds a connection has to send a request's headers (and an idle keep-alive
+    /// connection is kept) before it is closed.
+    #[arg(long, env = "PRLX_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Open connections at most; further ones wait to be accepted until one closes.
+    #[arg(long, env = "PRLX_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Requests per second, sustained, from one caller IP address (an IPv6 caller by its
+    /// /64); over it, 429 with Retry-After. 0 turns the limit off (behind a proxy every
+    /// caller has the proxy's address).
+    #[arg(long, env = "PRLX_RATE_LIMIT", default_value_t = 200)]
+    rate_limit: u32,
+    /// Requests a caller idle for a while may send at once, above the sustained rate.
+    #[arg(long, env = "PRLX_RATE_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: u32,
+}
+
+impl HttpArgs {
+    fn options(self) -> startup::HttpOptions {
+        use std::time::Duration;
+        startup::HttpOptions {
+            allowed_hosts: self.allowed_hosts,
+            allowed_origins: self.allowed_origins,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            header_read_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            rate: (self.rate_limit > 0).then_some(prlx_commands::http::RateLimit {
+                per_second: self.rate_limit,
+                burst: self.rate_burst,
+            }),
+        }
+    }
 }
 
 /// Money from a chain (docs/settlement.md, "On chain"): accounts are credited only from
@@ -302,8 +365,10 @@ async fn main() -> anyhow::Result<()> {
             intake,
             feeds,
             chain,
+            http,
         } => {
             let options = ServeOptions {
+                http: (*http).options(),
                 chain: (*chain).config()?,
                 intake: startup::intake_config(
                     &log,

@@ -21,24 +21,30 @@
 //! - `extract`: the JSON, query and path extractors whose rejections name the field.
 //! - `body`: the bodies handlers take and answer.
 //! - `requests`, `accounts`, `nodes`, `stake`, `rewards`, `ops`: the handlers, by resource.
+//! - `guard`: the transport checks in front of them (Host, Origin, JSON bodies, rate,
+//!   request time), and [`TransportOptions`].
 //! - `rate`: the per-caller rate limiter.
+//! - `serve`: the server, with its connection limit and header read timeout.
 //! - The error answer is [`crate::error`]; submission parsing, shared with the Kafka intake,
 //!   is [`crate::submission`].
 
 mod accounts;
 mod body;
 mod extract;
+mod guard;
 mod nodes;
 mod ops;
 pub mod rate;
 mod requests;
 mod rewards;
+mod serve;
 mod stake;
 mod state;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use prlx_events::log::AnyReader;
@@ -100,8 +106,14 @@ pub fn app_with_body_limit(
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(guard::require_json_body))
         .with_state(api)
 }
 
+pub use self::guard::{
+    guarded, HostAllowList, TransportOptions, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RATE_LIMIT, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use self::ops::openapi;
 pub use self::rate::RateLimit;
+pub use self::serve::{serve, Connections};
