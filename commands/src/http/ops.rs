@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use crate::actor::CoordinatorHandle;
 
@@ -63,6 +64,51 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// Declares the transport checks' answers ([`super::guard`]) on every operation, since every
+/// request passes them before its handler.
+struct TransportResponses;
+
+impl Modify for TransportResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let answer = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            )
+        };
+        let common = [
+            ("403", "`forbidden_host` or `forbidden_origin` (naming the header): refused by the Host or Origin check"),
+            ("408", "`request_timeout`: not complete within the request timeout"),
+            ("429", "`rate_limited`: over this caller's rate; `Retry-After` says when to try again"),
+        ];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (op, posts) in [(&mut item.get, false), (&mut item.post, true)] {
+                let Some(op) = op else { continue };
+                let mut answers = common.to_vec();
+                // Health checks skip the Host and Origin check (for load balancers).
+                answers.retain(|(status, _)| !(path == "/healthz" && *status == "403"));
+                if posts {
+                    answers.push((
+                        "415",
+                        "`unsupported_media_type`: the body is not sent as application/json",
+                    ));
+                }
+                for (status, description) in answers {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| answer(description));
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -77,8 +123,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             Amounts are integers in credit minor units.\n\n\
             Heartbeats are signed by the node's registered key. Nothing here credits an account \
             or moves stake: credits are deposits into the CreditEscrow contract and stake is \
-            what the NodeStaking contract holds, both read from the chain by the coordinator."
+            what the NodeStaking contract holds, both read from the chain by the coordinator.\n\n\
+            Every request passes the transport checks first (docs/security.md): a `Host` the \
+            coordinator is served as (else 403 `forbidden_host`), no `Origin` unless allowed \
+            (403 `forbidden_origin`), a JSON `Content-Type` on every POST (415 \
+            `unsupported_media_type`), a per-caller rate (429 `rate_limited` with \
+            `Retry-After`) and a time limit (408 `request_timeout`)."
     ),
+    modifiers(&TransportResponses),
     paths(
         super::requests::submit_request,
         super::requests::get_request,
