@@ -15,7 +15,9 @@ use prlx_commands::http::{app, MAX_BODY_BYTES};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
 use prlx_commands::testkit::fixtures::{self, cpu, registration, reward_policy};
-use prlx_commands::testkit::intake::{rejection_cases, sha256_hex, submission, CATALOG};
+use prlx_commands::testkit::intake::{
+    assert_error_body, rejection_cases, sha256_hex, submission, CATALOG,
+};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{CatalogPublished, NodeRegistered};
 use prlx_events::log::{LogUrl, LogWriter};
@@ -158,21 +160,7 @@ impl Fixture {
 #[track_caller]
 fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, field: Option<&str>) {
     let (s, body) = got;
-    assert_eq!(
-        (
-            *s,
-            body["error"]["code"].as_str(),
-            body["error"]["field"].as_str()
-        ),
-        (status, Some(code), field),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert_error_body(*s, body, status, code, field);
     assert!(
         body.get("request_id").is_none(),
         "a rejection allocates no id: {body}"

@@ -196,3 +196,30 @@ pub fn rejection_cases() -> Vec<RejectionCase> {
         ),
     ]
 }
+
+/// Asserts that `body`, answered with `got`, is the one error body with `status`, `code` and
+/// `field`, and a message.
+#[track_caller]
+pub fn assert_error_body(
+    got: StatusCode,
+    body: &Value,
+    status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+) {
+    assert_eq!(
+        (
+            got,
+            body["error"]["code"].as_str(),
+            body["error"]["field"].as_str()
+        ),
+        (status, Some(code), field),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
