@@ -216,6 +216,8 @@ impl Cluster {
             log: self.log.clone(),
             node_feed_topic: self.feeds.clone(),
             chain: self.chain.serve_args(),
+            // Clients and nodes reach it through the front, under the front's address.
+            allowed_hosts: vec![self.front.addr.clone()],
             ..ServeLaunch::in_dir(
                 self.dir.path(),
                 &self.catalog,

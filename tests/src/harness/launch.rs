@@ -96,6 +96,9 @@ pub struct ServeLaunch {
     /// ([`TestChain::serve_args`](super::chain::TestChain::serve_args)); none: no chain, so
     /// no account is ever credited.
     pub chain: Vec<String>,
+    /// `--allowed-host`, each: the addresses of a front that forwards to the coordinator
+    /// (its clients' `Host` names the front, not the coordinator).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServeLaunch {
@@ -112,6 +115,7 @@ impl ServeLaunch {
             producer: producer.to_owned(),
             node_feed_topic: None,
             chain: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -132,6 +136,9 @@ impl ServeLaunch {
             cmd.args(["--node-feed-topic", template]);
         }
         cmd.args(&self.chain);
+        for host in &self.allowed_hosts {
+            cmd.args(["--allowed-host", host]);
+        }
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("listening on http://", STARTUP);
         let addr = line
