@@ -114,7 +114,6 @@ fn node_registration() -> Value {
         "hardware_tier": 3,
         "models": ["oss-chat-v1"],
         "slots": 1,
-        "stake": 1_000,
         "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
     })
 }
