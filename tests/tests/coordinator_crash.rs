@@ -44,6 +44,8 @@ fn submission(i: usize, client_pem: &str) -> serde_json::Value {
 fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) {
     ServeLaunch {
         chain: chain.serve_args(),
+        // 32 clients as fast as they can, all from loopback: a load test, not an abuser.
+        extra: vec!["--rate-limit".into(), "0".into()],
         ..ServeLaunch::in_dir(dir, catalog, "serve-test/1")
     }
     .spawn("coordinator")

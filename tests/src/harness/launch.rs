@@ -99,6 +99,8 @@ pub struct ServeLaunch {
     /// `--allowed-host`, each: the addresses of a front that forwards to the coordinator
     /// (its clients' `Host` names the front, not the coordinator).
     pub allowed_hosts: Vec<String>,
+    /// More arguments, last (`--rate-limit 0` for a load test, say).
+    pub extra: Vec<String>,
 }
 
 impl ServeLaunch {
@@ -116,6 +118,7 @@ impl ServeLaunch {
             node_feed_topic: None,
             chain: Vec::new(),
             allowed_hosts: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl ServeLaunch {
         for host in &self.allowed_hosts {
             cmd.args(["--allowed-host", host]);
         }
+        cmd.args(&self.extra);
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("listening on http://", STARTUP);
         let addr = line
