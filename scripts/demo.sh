@@ -146,8 +146,8 @@ from=$(client rewards | sed -n 's/^next_epoch //p')
 echo "   reward epoch in progress: $from (10 s each; the coordinator settles each as it ends)"
 
 echo
-echo "== client: four prompts"
-client --account "$client_wallet" --max-tokens 48 \
+echo "== client: four prompts, each signed by the client's key (EIP-712) to be charged to its account"
+client --dev-account 2 --account "$client_wallet" --max-tokens 48 \
   "What is the capital of France?" \
   "Name the three primary colors." \
   "What is the capital of France?" \

@@ -20,6 +20,7 @@
 //! - [`devchain`]: a private anvil for tests and the demo.
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
+//! - [`consent`]: the EIP-712 typed data a client signs to have a request charged.
 //! - [`record`]: an observation as the log records it, and back.
 //! - [`stream`]: the bootstrap stream's terms, read off the Lockup.
 //! - [`keyfile`]: a chain key kept in an owner-only file.
@@ -32,6 +33,7 @@
 pub mod artifact;
 pub mod bindings;
 pub mod claims;
+pub mod consent;
 pub mod deploy;
 pub mod deployment;
 pub mod devchain;

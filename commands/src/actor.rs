@@ -158,14 +158,17 @@ pub const MAX_IN_FLIGHT: usize = 8192;
 #[derive(Debug, Clone)]
 pub struct CoordinatorHandle {
     tx: mpsc::Sender<Message>,
+    /// What submissions are signed under (the coordinator's, copied at spawn).
+    consent: crate::consent::ConsentDomain,
 }
 
 /// Starts the actor on the current Tokio runtime. The task ends when every handle is dropped
 /// and the queue is drained (`Ok`), or after a shell failure (`Err`).
 pub fn spawn(coordinator: Coordinator) -> (CoordinatorHandle, JoinHandle<Result<(), ShellError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let consent = coordinator.consent_domain();
     let task = tokio::spawn(run(coordinator, rx));
-    (CoordinatorHandle { tx }, task)
+    (CoordinatorHandle { tx, consent }, task)
 }
 
 /// The longest the actor sleeps without looking at the clock, so deadlines are noticed
@@ -339,6 +342,11 @@ fn answer(f: impl FnOnce() -> Deliver) -> Option<Deliver> {
 }
 
 impl CoordinatorHandle {
+    /// The EIP-712 domain submissions to this coordinator are signed under.
+    pub fn consent_domain(&self) -> crate::consent::ConsentDomain {
+        self.consent
+    }
+
     /// Decides `intake`; `then` turns the outcome and the state right after it into the answer.
     pub async fn execute<T: Send + 'static>(
         &self,

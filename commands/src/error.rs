@@ -95,6 +95,8 @@ pub fn rejection_status(code: RejectionCode) -> StatusCode {
     match code {
         RejectionCode::InsufficientCredit => StatusCode::PAYMENT_REQUIRED,
         RejectionCode::NodeAlreadyRegistered => StatusCode::CONFLICT,
+        RejectionCode::IdempotencyConflict => StatusCode::CONFLICT,
+        RejectionCode::Unauthorized => StatusCode::FORBIDDEN,
         RejectionCode::UnknownNode => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     }

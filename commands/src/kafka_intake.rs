@@ -145,6 +145,7 @@ async fn enqueue(
         IntakeSource::Kafka {
             reference: reference.to_owned(),
         },
+        &coordinator.consent_domain(),
     )?;
     submit_enqueued(coordinator, submission, payload).await
 }
@@ -311,7 +312,8 @@ async fn run_transactional(
                     group,
                 };
                 let value = message.payload().unwrap_or_default();
-                let (intake, rider) = riding_intake(&config, reference, value, consumed);
+                let domain = coordinator.consent_domain();
+                let (intake, rider) = riding_intake(&config, &domain, reference, value, consumed);
                 // Handed over here, in record order: decided, appended and committed in it.
                 match coordinator.enqueue_riding(intake, |_, _| (), Some(rider)).await {
                     Ok(answered) => deciding
@@ -337,6 +339,7 @@ async fn run_transactional(
 /// submission, or, for a record that is not one, nothing to decide and the rejection.
 fn riding_intake(
     config: &KafkaIntakeConfig,
+    domain: &crate::consent::ConsentDomain,
     reference: String,
     value: &[u8],
     consumed: Consumed,
@@ -349,6 +352,7 @@ fn riding_intake(
             IntakeSource::Kafka {
                 reference: reference.clone(),
             },
+            domain,
         )
     });
     match parsed {

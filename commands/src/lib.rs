@@ -5,6 +5,7 @@
 //! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
 //! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
+//! - [`consent`]: the EIP-712 domain submissions are signed under, and checking a signature.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
@@ -35,6 +36,7 @@ pub mod actor;
 pub mod chain_post;
 pub mod chain_watch;
 pub mod client;
+pub mod consent;
 pub mod decide;
 pub mod encoder;
 pub mod error;

@@ -398,6 +398,15 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
         );
     }
     let transport = http_options.transport(bound);
+    // Submissions are signed for the deployment the coordinator credits from.
+    let consent = chain
+        .as_ref()
+        .map_or_else(crate::consent::ConsentDomain::default, |c| {
+            crate::consent::ConsentDomain {
+                chain_id: c.deployment.chain_id,
+                escrow: c.deployment.contracts.credit_escrow,
+            }
+        });
     // Opened anew each time this instance is elected (once, on a file log).
     let open = || {
         let signing = signing.clone();
@@ -408,7 +417,10 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
                 .map(|coord| {
                     // A serving coordinator takes money from the chain only, with or without
                     // a chain configured: no caller's claim credits or moves stake.
-                    coord.with_signing_key(signing).money_from_chain_only(true)
+                    coord
+                        .with_signing_key(signing)
+                        .money_from_chain_only(true)
+                        .with_consent_domain(consent)
                 })
                 .map_err(|e| {
                     let why = e.to_string();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::actor::{CoordinatorHandle, Intake};
+use crate::consent::{consent_of, priority_name, ConsentDomain};
 use crate::decide::Submission;
 use crate::shell::Outcome;
 
@@ -73,6 +74,16 @@ pub struct SubmitRequestBody {
     /// `payload_hash_mismatch` when they differ.
     #[schema(example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
     pub payload_hash: String,
+    /// The request's idempotency key, as an alternative to the `Idempotency-Key` header (over
+    /// HTTP the two must agree when both are given; on the Kafka topic it must be the
+    /// record's reference, if given). It is part of what is signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The account's consent: its key's signature (65 bytes, 0x-hex) over the EIP-712 typed
+    /// data `Submission` of this request under the domain `GET /v1/consent` gives (account,
+    /// idempotency key, workload class, model, tier, priority, deadline, max tokens, the
+    /// prompt's SHA-256 and the SHA-256 of `client_pubkey`). Without it nothing is charged.
+    pub signature: String,
 }
 
 /// A submission the coordinator accepted and reserved credit for.
@@ -88,14 +99,37 @@ pub struct SubmissionAccepted {
 
 /// Checks a submission body as intake does (the same for HTTP and the Kafka submissions
 /// topic) and builds the core's [`Submission`] and the payload bytes.
+///
+/// The signature is checked here against `domain`: the submission carries who made it. The
+/// idempotency key (HTTP's `Idempotency-Key`, the Kafka record's reference) is part of what is
+/// signed, so it is required: a replayed signature names the same key, and gets the request
+/// the first one created.
 pub fn submission_from_body(
-    body: SubmitRequestBody,
+    mut body: SubmitRequestBody,
     idempotency_key: Option<String>,
     source: IntakeSource,
+    domain: &ConsentDomain,
 ) -> Result<(Submission, Vec<u8>), AppError> {
     if body.credit_account.is_empty() {
         return Err(AppError::malformed("credit_account", "must not be empty"));
     }
+    let idempotency_key = match (idempotency_key, body.idempotency_key.take()) {
+        (Some(door), Some(field)) if door != field => {
+            return Err(AppError::malformed(
+                "idempotency_key",
+                "differs from the Idempotency-Key the request came with",
+            ))
+        }
+        (Some(key), _) | (None, Some(key)) => Some(key),
+        (None, None) => None,
+    };
+    let Some(key) = idempotency_key.as_deref() else {
+        return Err(AppError::malformed(
+            "Idempotency-Key",
+            "required (the header, or the body's idempotency_key): it is part of what the \
+             account signs",
+        ));
+    };
     parse_public_key_pem(&body.client_pubkey).map_err(|e| {
         AppError::malformed(
             "client_pubkey",
@@ -108,21 +142,38 @@ pub fn submission_from_body(
             "must be the lowercase hex SHA-256 of the prompt's UTF-8 bytes (64 characters)",
         )
     })?;
+    let priority: prlx_events::event::Priority = body.priority.into();
+    let fields = prlx_chain::consent::SubmissionFields {
+        account: &body.credit_account,
+        idempotency_key: key,
+        workload_class: &body.workload_class,
+        model: &body.model,
+        hardware_tier: body.hardware_tier,
+        priority: priority_name(priority),
+        deadline_seconds: body.deadline_seconds,
+        max_tokens: body.max_tokens,
+        payload_hash: payload_hash.0,
+        client_pubkey: &body.client_pubkey,
+    };
+    let consent = consent_of(&fields, domain, &body.signature)
+        .map_err(|(field, why)| AppError::malformed(field, why))?;
     let submission = Submission {
         idempotency_key,
         source,
         workload_class: body.workload_class,
         model: body.model,
         hardware_tier: body.hardware_tier,
-        priority: body.priority.into(),
+        priority,
         deadline_seconds: body.deadline_seconds,
         max_tokens: body.max_tokens,
-        credit_account: AccountId(body.credit_account),
+        // One spelling per account: the address in lowercase, as deposits credit it.
+        credit_account: AccountId(body.credit_account.to_ascii_lowercase()),
         client_pubkey: body.client_pubkey,
         payload_hash,
         // Filled in by the actor, which holds the storage key.
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
+        consent: Some(consent),
     };
     Ok((submission, body.prompt.into_bytes()))
 }

@@ -8,6 +8,7 @@ use std::io::Write;
 use prlx_events::event::{IntakeSource, Priority, Sealed};
 use prlx_events::{AccountId, Hash32};
 
+use crate::consent::sign_submission;
 use crate::decide::{Command, Submission, INFERENCE};
 use crate::shell::Outcome;
 use crate::startup::{open_coordinator, OpenOptions, StartupError};
@@ -33,8 +34,14 @@ pub async fn run(
 
     // Deposits observed on-chain. The run number keeps tx refs fresh when the demo runs again.
     let run = coord.state().deposits.len() as u64;
-    let big = AccountId("parallelix-ai".into());
-    let small = AccountId("small-client".into());
+    // Accounts are chain addresses, and every submission is signed by its account's key:
+    // anvil's public dev keys 2 and 3 (this tour is a development tool).
+    use prlx_chain::devchain::{dev_role, dev_signer};
+    let big_key = dev_signer(dev_role::CLIENT);
+    let small_key = dev_signer(dev_role::FIRST_OPERATOR);
+    let big = AccountId(prlx_chain::record::hex0x(big_key.address().as_slice()));
+    let small = AccountId(prlx_chain::record::hex0x(small_key.address().as_slice()));
+    let domain = coord.consent_domain();
     for (account, tx, amount) in [
         (&big, format!("0xdemo-{run}"), 1_000_000),
         (&big, format!("0xdemo-{run}"), 1_000_000),
@@ -54,7 +61,7 @@ pub async fn run(
         );
     }
 
-    let base = |account: &AccountId, key: Option<String>, prompt: &str| Submission {
+    let unsigned = |account: &AccountId, key: Option<String>, prompt: &str| Submission {
         idempotency_key: key,
         source: IntakeSource::Local,
         workload_class: INFERENCE.into(),
@@ -68,6 +75,19 @@ pub async fn run(
         payload_hash: Hash32::of(prompt.as_bytes()),
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
+        consent: None,
+    };
+    let signed_by = |signer: &alloy::signers::local::PrivateKeySigner, mut s: Submission| {
+        sign_submission(&mut s, signer, &domain);
+        s
+    };
+    let base = |account: &AccountId, key: Option<String>, prompt: &str| {
+        let signer = if *account == big {
+            &big_key
+        } else {
+            &small_key
+        };
+        signed_by(signer, unsigned(account, key, prompt))
     };
     let mut accepted = 0;
     for i in 0..requests {
@@ -101,14 +121,23 @@ pub async fn run(
         id.map_or("none".into(), |r| r.to_string())
     );
 
-    let mut bad_hash = base(&big, None, "something else");
+    let mut bad_hash = unsigned(&big, None, "something else");
     bad_hash.payload_hash = Hash32::of(b"not the payload");
-    let mut unknown_class = base(&big, None, "x");
+    let bad_hash = signed_by(&big_key, bad_hash);
+    let mut unknown_class = unsigned(&big, None, "x");
     unknown_class.workload_class = "ai.training".into();
-    let mut unknown_model = base(&big, None, "x");
+    let unknown_class = signed_by(&big_key, unknown_class);
+    let mut unknown_model = unsigned(&big, None, "x");
     unknown_model.model = "gpt-omega".into();
+    let unknown_model = signed_by(&big_key, unknown_model);
     for (what, s, payload) in [
-        ("payload hash mismatch", bad_hash, &b"something else"[..]),
+        ("unsigned", unsigned(&big, None, "x"), &b"x"[..]),
+        (
+            "signed by another account's key",
+            signed_by(&small_key, unsigned(&big, None, "x")),
+            b"x",
+        ),
+        ("payload hash mismatch", bad_hash, b"something else"),
         ("unknown workload class", unknown_class, b"x"),
         ("unknown model", unknown_model, b"x"),
         ("insufficient credit", base(&small, None, "x"), b"x"),

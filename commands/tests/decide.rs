@@ -42,6 +42,7 @@ fn submission() -> Submission {
         sealed_payload: Sealed(vec![1, 2, 3]),
         ..fixtures::submission("oss-chat-v1", b"payload")
     }
+    .signed()
 }
 
 fn submit(s: Submission) -> Command {
@@ -64,6 +65,7 @@ fn accepted(id: u64, s: &Submission, price: u64) -> Vec<Event> {
         payload_hash: s.payload_hash,
         sealed_payload: s.sealed_payload.clone(),
         price,
+        consent: s.consent.clone(),
     })
 }
 

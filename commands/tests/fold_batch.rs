@@ -5,7 +5,7 @@
 
 use prlx_commands::decide::{decide, Command, Completion};
 use prlx_commands::testkit::fixtures::{
-    self, accepted_and_reserved, completion, model, registered, request_accepted, t,
+    self, accepted_and_reserved, account, completion, model, registered, request_accepted, t,
 };
 use prlx_commands::testkit::{self, dispatch_next, History};
 use prlx_events::event::*;
@@ -121,8 +121,8 @@ fn movements_of_another_account_or_amount_are_refused_where_they_stand() {
     for (forged, why) in [
         (reserve("other", price), "belongs to"),
         (reserve("nobody", 0), "belongs to"),
-        (reserve("ai", price - 1), "whose price is"),
-        (reserve("ai", u64::MAX), "whose price is"),
+        (reserve(&account().0, price - 1), "whose price is"),
+        (reserve(&account().0, u64::MAX), "whose price is"),
     ] {
         let mut h = base();
         h.extend([accepted.clone().into(), forged]);
@@ -143,17 +143,18 @@ fn movements_of_another_account_or_amount_are_refused_where_they_stand() {
 
     // A charge of another amount, or from another account.
     let (h, report) = served();
+    let ai = account().0;
     for (account, amount, why) in [
-        ("ai", price + 1, "which owes"),
-        ("ai", price - 1, "which owes"),
-        ("other", price, "belongs to"),
+        (ai.clone(), price + 1, "which owes"),
+        (ai.clone(), price - 1, "which owes"),
+        ("other".to_owned(), price, "belongs to"),
     ] {
         let mut h = h.clone();
         let forged: Vec<Event> = report
             .iter()
             .map(|e| match e {
                 Event::CreditsCharged(c) => CreditsCharged {
-                    account: AccountId(account.into()),
+                    account: AccountId(account.clone()),
                     amount,
                     ..c.clone()
                 }

@@ -10,19 +10,21 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use prlx_commands::actor::{self, CoordinatorHandle};
+use prlx_commands::consent::ConsentDomain;
 use prlx_commands::decide::{decide, Command};
 use prlx_commands::http::{app, MAX_BODY_BYTES};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
+use prlx_commands::testkit::accounts::{account, address};
 use prlx_commands::testkit::fixtures::{self, cpu, registration, reward_policy};
 use prlx_commands::testkit::intake::{
-    assert_error_body, rejection_cases, sha256_hex, submission, CATALOG,
+    assert_error_body, rejection_cases, sha256_hex, signed, submission, CATALOG, REJECTION_KEY,
 };
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{CatalogPublished, NodeRegistered};
 use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Envelope, Event, Header, NodeId, RequestId};
+use prlx_events::{Envelope, Event, Header, NodeId, RequestId};
 use prlx_projections::{CoordinatorState, Fold};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -79,6 +81,15 @@ fn serve_coordinator(dir: tempfile::TempDir, coord: Coordinator) -> Fixture {
     }
 }
 
+/// An idempotency key not used before in this process.
+fn fresh_key() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "auto-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 fn new_key() -> rsa::RsaPrivateKey {
     rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap()
 }
@@ -124,16 +135,25 @@ impl Fixture {
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
         }
+        // A submission goes out as a client sends it: with its idempotency key and signed by
+        // its account (a fresh key when the test names none).
+        let body = if uri == "/v1/requests" && body.is_object() {
+            let key = idempotency_key.map_or_else(fresh_key, str::to_owned);
+            signed(body.clone(), &key, &ConsentDomain::default())
+        } else {
+            body.clone()
+        };
         self.send(req.body(Body::from(body.to_string())).unwrap())
             .await
     }
 
-    /// Credits `account` as the chain watcher does, in process: no endpoint credits.
-    async fn deposit(&self, account: &str, tx_ref: &str, amount: u64) {
+    /// Credits the test account named `name` as the chain watcher does, in process: no
+    /// endpoint credits.
+    async fn deposit(&self, name: &str, tx_ref: &str, amount: u64) {
         let outcome = self
             .handle
             .execute_command(Command::DepositCredits {
-                account: AccountId(account.into()),
+                account: account(name),
                 tx_ref: tx_ref.into(),
                 amount,
             })
@@ -189,11 +209,11 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
             "attempts": 0, "stage": "queued",
         })
     );
-    let (status, body) = f.get("/v1/accounts/ai").await;
+    let (status, body) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"account": "ai", "balance": 10_000, "reserved": 130, "available": 9_870})
+        json!({"account": address("ai"), "balance": 10_000, "reserved": 130, "available": 9_870})
     );
 
     assert_error(
@@ -214,12 +234,16 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
 async fn every_submission_rejection_has_its_status_code_and_field() {
     let f = fixture().await;
     f.deposit("ai", "0x1", 10_000).await;
-    let ok = submission("ai", "hello");
+    let ok = signed(
+        submission("ai", "hello"),
+        "ok-key",
+        &ConsentDomain::default(),
+    );
     let cases = rejection_cases();
     use StatusCode as S;
     let recorded = cases.iter().filter(|c| c.4).count() as u64;
     for (body, status, code, field, _) in &cases {
-        let got = f.post("/v1/requests", body).await;
+        let got = f.post_with("/v1/requests", body, Some(REJECTION_KEY)).await;
         assert_error(&got, *status, code, Some(field));
     }
 
@@ -274,7 +298,7 @@ async fn every_submission_rejection_has_its_status_code_and_field() {
         .state(|s| {
             (
                 s.requests.len(),
-                s.accounts[&AccountId("ai".into())].reserved,
+                s.accounts[&account("ai")].reserved,
                 s.rejections.values().sum::<u64>(),
             )
         })
@@ -303,8 +327,23 @@ async fn idempotent_retry_returns_the_same_id_and_reserves_once() {
     let retry = f.post_with("/v1/requests", &body, Some("key-1")).await;
     assert_eq!(retry, first, "a retry answers exactly as the first try");
     assert_eq!(f.log_end().await, end, "a retry appends nothing");
-    let (_, account) = f.get("/v1/accounts/ai").await;
-    assert_eq!(account["reserved"], first.1["price"], "reserved once");
+    // The same key for another request (a signed one: the key is the account's) is a
+    // conflict, not a retry, and charges nothing.
+    let other_prompt = f
+        .post_with(
+            "/v1/requests",
+            &submission("ai", "something else"),
+            Some("key-1"),
+        )
+        .await;
+    assert_error(
+        &other_prompt,
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        Some("Idempotency-Key"),
+    );
+    let (_, ai) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
+    assert_eq!(ai["reserved"], first.1["price"], "reserved once");
 
     // Without the key, or under another account, the same body is a new request.
     let fresh = f.post("/v1/requests", &body).await;
@@ -314,7 +353,7 @@ async fn idempotent_retry_returns_the_same_id_and_reserves_once() {
         .await;
     assert_eq!(elsewhere.1["request_id"], 2, "keys are per account");
     assert_eq!(
-        f.state(|s| s.request_for_key(&AccountId("ai".into()), "key-1"))
+        f.state(|s| s.request_for_key(&account("ai"), "key-1"))
             .await,
         Some(RequestId(0))
     );
@@ -327,7 +366,11 @@ async fn concurrent_submissions_get_dense_distinct_ids() {
     let mut tasks = Vec::new();
     for i in 0..24 {
         let app = f.app.clone();
-        let body = submission("ai", &format!("prompt {i}"));
+        let body = signed(
+            submission("ai", &format!("prompt {i}")),
+            &format!("k{i}"),
+            &ConsentDomain::default(),
+        );
         tasks.push(tokio::spawn(async move {
             let req = Request::post("/v1/requests")
                 .header("content-type", "application/json")
@@ -346,7 +389,7 @@ async fn concurrent_submissions_get_dense_distinct_ids() {
         let (i, id) = t.await.unwrap();
         // Each answer is the id its own key maps to, not a neighbour's.
         let key_id = f
-            .state(move |s| s.request_for_key(&AccountId("ai".into()), &format!("k{i}")))
+            .state(move |s| s.request_for_key(&account("ai"), &format!("k{i}")))
             .await;
         assert_eq!(key_id, Some(RequestId(id)));
         ids.insert(id);
@@ -392,7 +435,7 @@ async fn no_endpoint_credits_an_account_or_moves_stake() {
     );
     assert_eq!(f.log_end().await, end, "nothing was recorded");
     assert_error(
-        &f.get("/v1/accounts/ai").await,
+        &f.get(&format!("/v1/accounts/{}", address("ai"))).await,
         StatusCode::NOT_FOUND,
         "unknown_account",
         Some("account"),
@@ -663,12 +706,14 @@ async fn body_over_the_limit_is_413_with_the_error_body() {
     assert_eq!(f.log_end().await, end, "nothing appended");
 
     // Just under the limit is read (and then judged on its merits).
-    let mut body = submission("ai", "");
+    // (Measured with its key and signature, which are the same length once signed again.)
+    let mut body = signed(submission("ai", ""), "limit", &ConsentDomain::default());
     let room = MAX_BODY_BYTES - body.to_string().len() - 1;
     let prompt = "y".repeat(room);
     body["prompt"] = json!(prompt);
     body["payload_hash"] = json!(sha256_hex(&prompt));
-    let (status, accepted) = f.post("/v1/requests", &body).await;
+    body.as_object_mut().unwrap().remove("signature");
+    let (status, accepted) = f.post_with("/v1/requests", &body, Some("limit")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
 }
 
@@ -707,6 +752,7 @@ async fn openapi_lists_every_path() {
         "/v1/requests",
         "/v1/requests/{id}",
         "/v1/accounts/{account}",
+        "/v1/consent",
         "/v1/quote",
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
@@ -1207,7 +1253,7 @@ async fn refusals_requeue_then_fail_the_request_and_forgeries_record_nothing() {
     let (status, req) = f.get(&format!("/v1/requests/{request}")).await;
     assert_eq!(status, StatusCode::OK, "{req}");
     assert_eq!(req["status"], "failed", "{req}");
-    let (_, account) = f.get("/v1/accounts/ai").await;
+    let (_, account) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
     assert_eq!(
         (&account["balance"], &account["reserved"]),
         (&json!(10_000), &json!(0)),

@@ -12,10 +12,11 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use prlx_commands::actor::{self, CoordinatorHandle};
+use prlx_commands::consent::ConsentDomain;
 use prlx_commands::decide::Command;
 use prlx_commands::http::{app, guarded, serve, Connections, RateLimit, TransportOptions};
 use prlx_commands::shell::{Coordinator, Outcome};
-use prlx_commands::testkit::intake::{assert_error_body, client_pem, submission, CATALOG};
+use prlx_commands::testkit::intake::{assert_error_body, client_pem, signed, submission, CATALOG};
 use prlx_events::event::CatalogPublished;
 use prlx_events::log::LogUrl;
 use prlx_events::seal::StorageKey;
@@ -417,7 +418,12 @@ async fn a_normal_client_is_served_through_every_check() {
     let (status, body) = call("POST", "/v1/nodes", Some(node_registration())).await;
     assert_eq!(status, 201, "{body}");
     // Reaches the core, which judges it: the account holds no credit.
-    let (status, body) = call("POST", "/v1/requests", Some(submission("ai", "hello"))).await;
+    let signed_submission = signed(
+        submission("ai", "hello"),
+        "client-1",
+        &ConsentDomain::default(),
+    );
+    let (status, body) = call("POST", "/v1/requests", Some(signed_submission)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (402, Some("insufficient_credit")),

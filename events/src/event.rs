@@ -65,6 +65,10 @@ pub enum RejectionCode {
     UnknownNode,
     NodeAlreadyRegistered,
     InvalidAmount,
+    /// The signature does not authorize charging the account.
+    Unauthorized,
+    /// An idempotency key already used by the account for another request.
+    IdempotencyConflict,
 }
 
 pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};
@@ -131,6 +135,11 @@ pub struct RequestAccepted {
     /// re-dispatch, and never lies on the log in plaintext.
     pub sealed_payload: Sealed,
     pub price: u64,
+    /// The account's consent to the charge: who signed the submission's EIP-712 typed data
+    /// and the signature, checked at intake and again by the auditor (absent on logs written
+    /// before submissions were signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
 }
 
 /// A refused submission: recorded for the audit trail, with no request id allocated.

@@ -158,6 +158,19 @@ pub struct RewardStreamObserved {
     pub block_hash: String,
 }
 
+/// A signature over a submission's EIP-712 typed data (`prlx_chain::consent`), bound to one
+/// deployment: the chain id and the CreditEscrow as verifying contract. Addresses and the
+/// signature are lowercase 0x-hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Consent {
+    /// The key that signed: the account itself.
+    pub signer: String,
+    /// 65 bytes (r, s, v).
+    pub signature: String,
+    pub chain_id: u64,
+    pub verifying_contract: String,
+}
+
 /// `CreditEscrow`'s fixed split of settled usage: the treasury's and infra's percent (the
 /// operators get the rest, 85 % and the rounding).
 pub const ESCROW_TREASURY_PCT: u128 = 10;

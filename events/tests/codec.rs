@@ -103,6 +103,12 @@ fn one_of_each() -> Vec<Event> {
             payload_hash: Hash32::of(b"p"),
             sealed_payload: Sealed(vec![0, 1, 2, 255]),
             price: 164,
+            consent: Some(Consent {
+                signer: format!("0x{}", "3c".repeat(20)),
+                signature: format!("0x{}", "5a".repeat(65)),
+                chain_id: 31337,
+                verifying_contract: format!("0x{}", "e5".repeat(20)),
+            }),
         }
         .into(),
         RequestRejected {
@@ -631,6 +637,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     payload_hash: h,
                     sealed_payload: Sealed(payload),
                     price,
+                    consent: None,
                 })
             }),
         (arb_text(), proptest::option::of(arb_text())).prop_map(|(message, field)| Event::from(

@@ -1,6 +1,6 @@
 //! The evidence on the log, checked beside the fold (`docs/adr/08-hash-chain.md`): the
-//! signatures the coordinator acted on (heartbeats, results, refusals, session grants) and its
-//! own seals over the hash chain.
+//! signatures the coordinator acted on (heartbeats, results, refusals, session grants, the
+//! accounts' consents to their charges) and its own seals over the hash chain.
 //!
 //! Which key must have signed depends on the state at the record (a node's registered key, the
 //! coordinator's published one), so the fold stage picks the key and the statement, in order;
@@ -29,10 +29,36 @@ type ResultKey = (TaskId, u32, NodeId);
 /// One signature to verify.
 struct Check {
     offset: Offset,
-    key: Arc<PssVerifier>,
+    key: Key,
     statement: Vec<u8>,
     signature: Vec<u8>,
     what: Claim,
+}
+
+/// Who must have signed: an RSA key (nodes, the coordinator), or, for an account's consent,
+/// the secp256k1 key of an address, recovered from the signature over the EIP-712 hash that
+/// is the statement.
+enum Key {
+    Pss(Arc<PssVerifier>),
+    Address(String),
+}
+
+impl Key {
+    fn verify(&self, statement: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Key::Pss(key) => key.verify(statement, signature),
+            Key::Address(signer) => {
+                let (Ok(hash), Ok(signature)) = (
+                    <[u8; 32]>::try_from(statement),
+                    std::str::from_utf8(signature),
+                ) else {
+                    return false;
+                };
+                prlx_chain::consent::recover(hash.into(), signature)
+                    .is_ok_and(|a| prlx_chain::record::hex0x(a.as_slice()) == *signer)
+            }
+        }
+    }
 }
 
 /// What a signature is evidence of, and what follows from a bad one.
@@ -44,6 +70,8 @@ enum Claim {
     Refusal,
     Grant,
     Seal,
+    /// An account's signature over the request charged to it.
+    Consent,
     /// A bad result signature is a divergence only where a commitment accepts the result
     /// (the coordinator records a signed-off but unsigned result and rejects its commitment).
     Result(ResultKey),
@@ -157,6 +185,11 @@ impl Evidence {
                     self.push(offset, key, statement, &r.signature.0, Claim::Refusal);
                 }
             }
+            Event::RequestAccepted(r) => {
+                if let Some(c) = &r.consent {
+                    self.take_consent(offset, r, c);
+                }
+            }
             Event::CommitmentVerified(c) => self
                 .accepted
                 .push((offset, (c.task_id, c.attempt, c.node_id))),
@@ -222,6 +255,63 @@ impl Evidence {
         (first, self.counts)
     }
 
+    /// An accepted request's consent: the signer must be the account charged, and the
+    /// signature its key's over the request's typed data under the recorded domain.
+    fn take_consent(
+        &mut self,
+        offset: Offset,
+        r: &prlx_events::event::RequestAccepted,
+        c: &prlx_events::event::Consent,
+    ) {
+        use prlx_chain::consent::{address, domain, SubmissionFields};
+        let priority = match r.priority {
+            prlx_events::event::Priority::Low => "low",
+            prlx_events::event::Priority::Standard => "standard",
+            prlx_events::event::Priority::High => "high",
+        };
+        let fields = SubmissionFields {
+            account: &r.credit_account.0,
+            idempotency_key: r.idempotency_key.as_deref().unwrap_or(""),
+            workload_class: &r.workload_class,
+            model: &r.model,
+            hardware_tier: r.hardware_tier,
+            priority,
+            deadline_seconds: r.deadline_seconds,
+            max_tokens: r.max_tokens,
+            payload_hash: r.payload_hash.0,
+            client_pubkey: &r.client_pubkey,
+        };
+        let hash = address(&c.verifying_contract)
+            .and_then(|escrow| fields.hash(&domain(c.chain_id, escrow)));
+        match hash {
+            Ok(hash) if c.signer == r.credit_account.0 => {
+                self.pending.push(Check {
+                    offset,
+                    key: Key::Address(c.signer.clone()),
+                    statement: hash.to_vec(),
+                    signature: c.signature.as_bytes().to_vec(),
+                    what: Claim::Consent,
+                });
+                self.flush_if_full();
+            }
+            Ok(_) => self.findings.push(Finding {
+                offset,
+                event_type: "RequestAccepted",
+                field: "consent.signer",
+                message: format!(
+                    "signed by {}, not by the account charged ({})",
+                    c.signer, r.credit_account
+                ),
+            }),
+            Err(e) => self.findings.push(Finding {
+                offset,
+                event_type: "RequestAccepted",
+                field: "consent",
+                message: format!("not a consent that can be checked: {e}"),
+            }),
+        }
+    }
+
     fn push(
         &mut self,
         offset: Offset,
@@ -232,7 +322,7 @@ impl Evidence {
     ) {
         self.pending.push(Check {
             offset,
-            key,
+            key: Key::Pss(key),
             statement,
             signature: sig.to_vec(),
             what,
@@ -320,6 +410,10 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 Claim::Seal => (
                     "LogSealed",
                     "the seal's signature is not the published coordinator key's over the chain",
+                ),
+                Claim::Consent => (
+                    "RequestAccepted",
+                    "the consent's signature is not the account's over the request's typed data",
                 ),
                 Claim::Result(key) => {
                     out.bad_results.insert(key, c.offset);

@@ -54,7 +54,13 @@ async fn run_once(bootstrap: &str, submissions: usize, pem: &str, way: Way) -> D
         .create()
         .unwrap();
     let bodies: Vec<String> = (0..submissions)
-        .map(|i| submission_body(&format!("prompt number {i}: the capital of France?"), pem))
+        .map(|i| {
+            submission_body(
+                &format!("prompt number {i}: the capital of France?"),
+                pem,
+                &format!("order-{i}"),
+            )
+        })
         .collect();
     // Queued all at once (send_result does not wait), then every delivery awaited.
     let sends: Vec<_> = bodies

@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         let body = json!({"workload_class": "ai.inference", "model": "oss-chat-v1", "hardware_tier": 1,
             "priority": "standard", "deadline_seconds": 600, "credit_account": CLIENT_ACCOUNT, "client_pubkey": pem,
             "prompt": PROMPT, "max_tokens": MAX_TOKENS, "payload_hash": Hash32::of(PROMPT.as_bytes()).to_hex()});
+        let body = chain.signed(body, &format!("round-{round}"));
         let cpu_before = pids.map(|(_, pid)| cpu_ns(pid));
         let sent = Utc::now();
         let (status, accepted) = http("POST", "/v1/requests", Some(body));

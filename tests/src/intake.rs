@@ -12,13 +12,13 @@ use prlx_commands::testkit::fixtures::{catalog, model};
 use prlx_events::event::{CatalogModel, CatalogPublished};
 use prlx_events::log::LogUrl;
 use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Hash32};
+use prlx_events::Hash32;
 
 /// The account every body of [`submission_body`] charges.
-pub const ACCOUNT: &str = "parallelix-ai";
+pub const ACCOUNT_NAME: &str = "parallelix-ai";
 
 /// A coordinator on a file log in `dir` with one model, `chat`, in its catalog and credit on
-/// [`ACCOUNT`] for many thousands of submissions. No nodes: requests wait in the queue.
+/// [`ACCOUNT_NAME`] for many thousands of submissions. No nodes: requests wait in the queue.
 pub async fn chat_coordinator(dir: &Path) -> (CoordinatorHandle, LogUrl) {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
     (chat_coordinator_on(&url).await, url)
@@ -48,7 +48,7 @@ pub async fn chat_coordinator_on(url: &LogUrl) -> CoordinatorHandle {
         .unwrap();
     handle
         .execute_command(Command::DepositCredits {
-            account: AccountId(ACCOUNT.into()),
+            account: prlx_commands::testkit::accounts::account(ACCOUNT_NAME),
             tx_ref: "tx-1".into(),
             amount: 1_000_000_000,
         })
@@ -57,21 +57,29 @@ pub async fn chat_coordinator_on(url: &LogUrl) -> CoordinatorHandle {
     handle
 }
 
-/// The JSON body of a submission of `prompt` for `chat`, answered to `client_pem`.
-pub fn submission_body(prompt: &str, client_pem: &str) -> String {
-    serde_json::json!({
+/// The JSON body of a submission of `prompt` for `chat`, answered to `client_pem`, signed by
+/// the account for the record key `reference` (its idempotency key).
+pub fn submission_body(prompt: &str, client_pem: &str, reference: &str) -> String {
+    let body = serde_json::json!({
         "workload_class": "ai.inference",
         "model": "chat",
         "hardware_tier": 1,
         "priority": "standard",
         "deadline_seconds": 600,
-        "credit_account": ACCOUNT,
+        "credit_account": prlx_commands::testkit::accounts::address(ACCOUNT_NAME),
         "client_pubkey": client_pem,
         "prompt": prompt,
         "max_tokens": 8,
         "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-    })
-    .to_string()
+    });
+    let mut signed = prlx_commands::testkit::intake::signed(
+        body,
+        reference,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    // The record's key is the reference; the body need not repeat it.
+    signed.as_object_mut().unwrap().remove("idempotency_key");
+    signed.to_string()
 }
 
 /// Topics and a consumer group no earlier run used.

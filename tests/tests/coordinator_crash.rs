@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use prlx_commands::consent::ConsentDomain;
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
@@ -29,14 +30,19 @@ const CATALOG: &str = r#"{
     "max_tier": 4, "min_deadline_seconds": 5, "max_deadline_seconds": 3600
 }"#;
 
-fn submission(i: usize, client_pem: &str) -> serde_json::Value {
+/// Request `i`, signed by the client under `domain` with `k-{i}` as its idempotency key.
+fn submission(i: usize, client_pem: &str, domain: &ConsentDomain) -> serde_json::Value {
     let prompt = format!("request {i}");
-    json!({
+    let body = json!({
         "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
         "priority": if i.is_multiple_of(3) { "high" } else { "standard" }, "deadline_seconds": 3600,
         "credit_account": CLIENT_ACCOUNT, "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
         "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-    })
+    });
+    prlx_commands::testkit::accounts::know(&prlx_chain::devchain::dev_signer(
+        prlx_chain::devchain::dev_role::CLIENT,
+    ));
+    prlx_commands::testkit::intake::signed(body, &format!("k-{i}"), domain)
 }
 
 /// `prlx-coordinator serve` with every key and the log under `dir`, crediting from `chain`,
@@ -57,6 +63,7 @@ async fn submit_all(
     addr: &str,
     keys: Vec<usize>,
     client_pem: &str,
+    domain: ConsentDomain,
     acked: Arc<Mutex<BTreeMap<usize, u64>>>,
 ) {
     let queue = Arc::new(Mutex::new(keys.into_iter()));
@@ -76,7 +83,7 @@ async fn submit_all(
                         &addr,
                         "POST",
                         "/v1/requests",
-                        Some(&submission(i, &pem)),
+                        Some(&submission(i, &pem, &domain)),
                         Some(&format!("k-{i}")),
                     )
                     .await
@@ -125,7 +132,10 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let run = {
         let (addr, pem, acked) = (addr.clone(), client_pem.clone(), Arc::clone(&acked));
-        tokio::spawn(async move { submit_all(&addr, (0..REQUESTS).collect(), &pem, acked).await })
+        let domain = chain.consent_domain();
+        tokio::spawn(async move {
+            submit_all(&addr, (0..REQUESTS).collect(), &pem, domain, acked).await
+        })
     };
     // SIGKILL once enough requests were acknowledged, in the middle of the stream.
     while acked.lock().unwrap().len() < KILL_AFTER_ACKS {
@@ -147,7 +157,14 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
         .filter(|i| !before_restart.contains_key(i) || i.is_multiple_of(50))
         .collect();
     let after = Arc::new(Mutex::new(BTreeMap::new()));
-    submit_all(&addr, retry, &client_pem, Arc::clone(&after)).await;
+    submit_all(
+        &addr,
+        retry,
+        &client_pem,
+        chain.consent_domain(),
+        Arc::clone(&after),
+    )
+    .await;
     let after = after.lock().unwrap().clone();
     for (i, id) in &after {
         if let Some(first) = before_restart.get(i) {

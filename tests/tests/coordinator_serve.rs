@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use prlx_commands::http::MAX_BODY_BYTES;
-use prlx_commands::testkit::intake::{rejection_cases, submission, CATALOG};
+use prlx_commands::testkit::accounts::address;
+use prlx_commands::testkit::intake::{rejection_cases, submission, CATALOG, REJECTION_KEY};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{RewardMode, RewardPolicyPublished};
 use prlx_events::log::LogUrl;
@@ -49,9 +50,10 @@ async fn every_rejection_over_real_http() {
     let (_child, addr) = spawn_serve(dir.path(), &catalog, &chain);
     chain.fund(&addr, 10_000, 10_000).await;
     for (mut body, status, code, field, _) in rejection_cases() {
-        if body["credit_account"] == "ai" {
+        if body["credit_account"] == address("ai") {
             body["credit_account"] = json!(CLIENT_ACCOUNT);
         }
+        let body = chain.signed(body, REJECTION_KEY);
         let (got, answer) = http(&addr, "POST", "/v1/requests", Some(&body), None).await;
         assert_eq!(got, status.as_u16(), "{code}/{field}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{answer}");
@@ -107,7 +109,7 @@ async fn every_rejection_over_real_http() {
         "only the chain deposit is credited, and nothing was accepted: {account}"
     );
     // An oversized body is refused whole.
-    let mut big = client_submission("x");
+    let mut big = chain.signed(client_submission("x"), "big");
     big["prompt"] = json!("x".repeat(MAX_BODY_BYTES + 1));
     assert_eq!(
         http(&addr, "POST", "/v1/requests", Some(&big), None)
@@ -214,7 +216,7 @@ async fn serve_takes_real_http_and_exits_0_on_sigterm() {
         &addr,
         "POST",
         "/v1/requests",
-        Some(&client_submission(prompt)),
+        Some(&chain.signed(client_submission(prompt), "serve-1")),
         Some("serve-1"),
     )
     .await;
@@ -308,7 +310,7 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
             &addr,
             "POST",
             "/v1/requests",
-            Some(&client_submission(&format!("prompt {i}"))),
+            Some(&chain.signed(client_submission(&format!("prompt {i}")), &format!("k-{i}"))),
             None,
         )
         .await;
@@ -381,6 +383,7 @@ async fn keys_of_512_bits_are_refused_and_the_coordinator_keeps_serving() {
     let mut request = client_submission("hello");
     request["client_pubkey"] = json!(small_pem);
     let chain = TestChain::start(dir.path()).await;
+    let request = chain.signed(request, "small-key");
     for round in ["first start", "after a restart"] {
         let (mut child, addr) = spawn_serve(dir.path(), &catalog, &chain);
         if round == "first start" {

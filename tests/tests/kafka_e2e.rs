@@ -309,6 +309,7 @@ impl Cluster {
     fn submit(&self, key: &str, prompt: &str, max_tokens: u32) -> RequestId {
         let pem = public_key_pem(&self.client_key.to_public_key());
         let body = tiny_submission(&self.chain.client_account(), prompt, max_tokens, 60, &pem);
+        let body = self.chain.signed(body, key);
         let (status, accepted) =
             self.call_until_answered("POST", "/v1/requests", Some(&body), Some(key));
         assert!(status == 202 || status == 200, "{status} {accepted}");

@@ -115,8 +115,8 @@ fn fresh_config(bootstrap: &str) -> KafkaIntakeConfig {
     prlx_tests::intake::fresh_intake_config(bootstrap)
 }
 
-fn body(prompt: &str, client_pem: &str) -> String {
-    prlx_tests::intake::submission_body(prompt, client_pem)
+fn body(prompt: &str, client_pem: &str, reference: &str) -> String {
+    prlx_tests::intake::submission_body(prompt, client_pem, reference)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,7 @@ async fn kcat_submissions_are_answered(log: Log) {
     let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     // kcat sends one line per record; the JSON string escapes the PEM's newlines.
     let pem = public_key_pem(&client.to_public_key());
-    let ok = body("What is the capital of France?", &pem);
+    let ok = body("What is the capital of France?", &pem, "order-1");
     kcat_publish(&bootstrap, &config.submissions_topic, "order-1", &ok);
     kcat_publish(&bootstrap, &config.submissions_topic, "order-1", &ok);
     let bad = ok.replace("\"hardware_tier\":1", "\"hardware_tier\":\"one\"");
@@ -170,7 +170,7 @@ async fn kcat_submissions_are_answered(log: Log) {
     intake.await.unwrap().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
-    let second = body("And of Spain?", &pem);
+    let second = body("And of Spain?", &pem, "order-3");
     kcat_publish(&bootstrap, &config.submissions_topic, "order-3", &second);
     let answers = kcat_read(&bootstrap, &config.replies_topic, 4);
     assert_eq!(answers.len(), 4, "nothing answered twice: {answers:?}");
@@ -220,8 +220,8 @@ async fn publish_burst(bootstrap: &str, topic: &str, count: usize, pem: &str) {
     // All queued at once (in order: an idempotent producer keeps it), then acknowledged.
     let mut sent = Vec::with_capacity(count);
     for i in 0..count {
-        let value = body(&format!("question {i}"), pem);
         let key = format!("order-{i}");
+        let value = body(&format!("question {i}"), pem, &key);
         let record = FutureRecord::to(topic).key(&key).payload(&value);
         sent.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
     }
@@ -277,7 +277,7 @@ async fn a_burst_is_answered_once_each(log: Log) {
         &bootstrap,
         &config.submissions_topic,
         "late",
-        &body("late", &pem),
+        &body("late", &pem, "late"),
     );
     let answers = kcat_read(&bootstrap, &config.replies_topic, burst + 1);
     assert_eq!(answers.len(), burst + 1, "nothing answered twice");

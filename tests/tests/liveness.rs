@@ -74,7 +74,10 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
     let (code, body) = cluster.call(
         "POST",
         "/v1/requests",
-        Some(&tiny_submission(&cluster.account(), "abc", 4096, 30, &pem)),
+        Some(&cluster.chain.signed(
+            tiny_submission(&cluster.account(), "abc", 4096, 30, &pem),
+            "too-long",
+        )),
     );
     assert_eq!(code, 400, "{body}");
     assert_eq!(body["error"]["field"], "max_tokens", "{body}");
@@ -82,6 +85,7 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
     // A request for a model no node serves: accepted, then bounded by the queue timeout.
     let mut unserved = tiny_submission(&cluster.account(), "abc", 5, 30, &pem);
     unserved["model"] = UNSERVED.into();
+    let unserved = cluster.chain.signed(unserved, "unserved");
     let unserved_at = Instant::now();
     let (code, body) = cluster.call("POST", "/v1/requests", Some(&unserved));
     assert_eq!(code, 202, "{body}");

@@ -41,10 +41,18 @@ struct Cli {
     coordinator: String,
     #[command(subcommand)]
     command: Option<Sub>,
-    /// The credit account to charge. A chain account is its 0x address (any case; the
-    /// coordinator credits the lowercase hex of the address a deposit names).
-    #[arg(long, default_value = "parallelix-ai", value_parser = account_id)]
-    account: String,
+    /// The credit account to charge: a 0x address (any case). Defaults to the signing key's
+    /// address; another account refuses the request unless it is the signer's.
+    #[arg(long, value_parser = account_id)]
+    account: Option<String>,
+    /// The account's key (a file holding the hex private key, readable by its owner only):
+    /// every submission carries its EIP-712 signature (the coordinator charges nothing
+    /// unsigned). Domain and type come from the coordinator's `GET /v1/consent`.
+    #[arg(long, value_name = "FILE", conflicts_with = "dev_account")]
+    key_file: Option<std::path::PathBuf>,
+    /// Sign with anvil's public dev account N instead (development chains only).
+    #[arg(long, value_name = "N")]
+    dev_account: Option<usize>,
     /// The model reference.
     #[arg(long, default_value = "oss-chat-v1")]
     model: String,
@@ -122,16 +130,52 @@ async fn main() -> anyhow::Result<()> {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
     let pem = public_key_pem(&key.to_public_key());
     let run: u64 = rand::random();
+    let signer = match (&cli.key_file, cli.dev_account) {
+        (Some(path), _) => prlx_chain::keyfile::read_key_file(path)?,
+        (None, Some(n)) => {
+            anyhow::ensure!(
+                n < prlx_chain::devchain::DEV_KEYS.len(),
+                "--dev-account: {n} is not one of anvil's ten dev accounts"
+            );
+            prlx_chain::devchain::dev_signer(n)
+        }
+        (None, None) => bail!(
+            "submissions are signed by the account's key: give --key-file FILE (or \
+             --dev-account N on a development chain)"
+        ),
+    };
+    let account = cli
+        .account
+        .clone()
+        .unwrap_or_else(|| prlx_chain::record::hex0x(signer.address().as_slice()));
+    let domain = consent_domain(&addr).await?;
 
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
+        let key = format!("client-{run:016x}-{i}");
+        let payload_hash = Sha256::digest(prompt.as_bytes());
+        let fields = prlx_chain::consent::SubmissionFields {
+            account: &account,
+            idempotency_key: &key,
+            workload_class: "ai.inference",
+            model: &cli.model,
+            hardware_tier: cli.hardware_tier,
+            priority: "standard",
+            deadline_seconds: cli.deadline_seconds,
+            max_tokens: cli.max_tokens,
+            payload_hash: payload_hash.into(),
+            client_pubkey: &pem,
+        };
+        let hash = fields
+            .hash(&domain)
+            .map_err(|e| anyhow::anyhow!("--account: {e}"))?;
         let body = json!({
             "workload_class": "ai.inference", "model": cli.model, "hardware_tier": cli.hardware_tier,
             "priority": "standard", "deadline_seconds": cli.deadline_seconds,
-            "credit_account": cli.account, "client_pubkey": pem, "prompt": prompt,
-            "max_tokens": cli.max_tokens, "payload_hash": hex::encode(Sha256::digest(prompt.as_bytes())),
+            "credit_account": account, "client_pubkey": pem, "prompt": prompt,
+            "max_tokens": cli.max_tokens, "payload_hash": hex::encode(payload_hash),
+            "signature": prlx_chain::consent::sign(&signer, hash),
         });
-        let key = format!("client-{run:016x}-{i}");
         let (status, answer) = http(&addr, "POST", "/v1/requests", Some(body), Some(&key)).await?;
         if status != 202 {
             bail!("request {i} refused: {status} {answer}");
@@ -252,6 +296,22 @@ async fn balance(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The EIP-712 domain the coordinator at `addr` takes signatures under (`GET /v1/consent`).
+async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Domain> {
+    let (status, body) = http(addr, "GET", "/v1/consent", None, None).await?;
+    if status != 200 {
+        bail!("GET /v1/consent: {status} {body}");
+    }
+    let chain_id = body["chain_id"]
+        .as_u64()
+        .context("/v1/consent: no chain_id")?;
+    let escrow = body["verifying_contract"]
+        .as_str()
+        .context("/v1/consent: no verifying_contract")?;
+    let escrow = prlx_chain::consent::address(escrow)?;
+    Ok(prlx_chain::consent::domain(chain_id, escrow))
 }
 
 /// Runs a stake or rewards subcommand.

@@ -195,6 +195,8 @@ pub struct Submission {
     /// The hash of the payload bytes the coordinator received.
     pub computed_payload_hash: Hash32,
     pub sealed_payload: Sealed,
+    /// Who signed it, as intake checked (`None`: unsigned, refused).
+    pub consent: Option<prlx_events::event::Consent>,
 }
 
 /// A `NodeStaking` event as the chain watcher read it ([`Command::ObserveStake`]).

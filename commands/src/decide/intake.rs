@@ -176,9 +176,42 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
     if let Some(key) = &s.idempotency_key {
         limits::within("idempotency_key", key, limits::MAX_REFERENCE_BYTES)?;
     }
+    // The account's consent: the signature intake checked must be the account's own key.
+    match &s.consent {
+        Some(c) if c.signer == s.credit_account.0 => {}
+        Some(c) => {
+            return Err(Rejection::new(
+                Unauthorized,
+                Some("signature"),
+                format!(
+                    "signed by {}, which may not charge account {}",
+                    c.signer, s.credit_account
+                ),
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                Unauthorized,
+                Some("signature"),
+                "a submission must carry the account's signature (EIP-712)",
+            ))
+        }
+    }
     if let Some(key) = &s.idempotency_key {
-        if state.request_for_key(&s.credit_account, key).is_some() {
-            // A retry: nothing new; the shell answers with the request already accepted.
+        if let Some(earlier) = state.request_for_key(&s.credit_account, key) {
+            // A retry asks for the same thing and gets the request already accepted; the
+            // same key for something else is a client's mistake, not a retry.
+            if let Some(field) = state
+                .requests
+                .get(&earlier)
+                .and_then(|r| differs_from(r, &s))
+            {
+                return Err(Rejection::new(
+                    IdempotencyConflict,
+                    Some("Idempotency-Key"),
+                    format!("already used by request {} with another {field}", earlier.0),
+                ));
+            }
             return Ok(vec![]);
         }
     }
@@ -244,6 +277,7 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
             payload_hash: s.payload_hash,
             sealed_payload: s.sealed_payload,
             price,
+            consent: s.consent,
         }
         .into(),
         CreditsReserved {
@@ -253,4 +287,26 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
         }
         .into(),
     ])
+}
+
+/// The first field in which `s` asks for something else than the request `r` its key created.
+fn differs_from(
+    r: &prlx_projections::coordinator::RequestView,
+    s: &Submission,
+) -> Option<&'static str> {
+    if r.model != s.model {
+        Some("model")
+    } else if r.hardware_tier != s.hardware_tier {
+        Some("hardware_tier")
+    } else if r.priority != s.priority {
+        Some("priority")
+    } else if r.max_tokens != s.max_tokens {
+        Some("max_tokens")
+    } else if r.deadline_seconds != s.deadline_seconds {
+        Some("deadline_seconds")
+    } else if r.payload_hash != s.payload_hash {
+        Some("payload_hash")
+    } else {
+        None
+    }
 }

@@ -89,3 +89,21 @@ pub(super) fn quote_price(
 ) -> Result<u64, AppError> {
     Ok(decide::quote(state, model, tier, priority, max_tokens)?)
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/consent",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The EIP-712 domain and type a submission's `signature` is made under", body = crate::consent::ConsentDomainBody),
+    ),
+)]
+/// What a submission is signed under.
+///
+/// Every submission carries its account's signature over EIP-712 typed data: this domain
+/// (the chain id and the CreditEscrow the account deposits into) and the `Submission` type.
+pub(super) async fn consent_domain(
+    State(coordinator): State<CoordinatorHandle>,
+) -> Json<crate::consent::ConsentDomainBody> {
+    Json(coordinator.consent_domain().body())
+}

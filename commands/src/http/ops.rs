@@ -136,6 +136,7 @@ impl Modify for TransportResponses {
         super::requests::get_request,
         super::accounts::quote,
         super::accounts::get_account,
+        super::accounts::consent_domain,
         super::nodes::register_node,
         super::nodes::list_nodes,
         super::nodes::node_heartbeat,

@@ -41,7 +41,9 @@ pub(super) async fn submit_request(
     ApiJson(body): ApiJson<SubmitRequestBody>,
 ) -> Result<(StatusCode, Json<SubmissionAccepted>), AppError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let (submission, payload) = submission_from_body(body, idempotency_key, IntakeSource::Http)?;
+    let domain = coordinator.consent_domain();
+    let (submission, payload) =
+        submission_from_body(body, idempotency_key, IntakeSource::Http, &domain)?;
     let accepted = submit(&coordinator, submission, payload).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

@@ -139,6 +139,8 @@ pub struct Coordinator {
     /// Set when a chain watcher credits deposits: then a deposit claimed by a caller
     /// (`Command::DepositCredits`, the HTTP endpoint) is refused, since nothing checks it.
     money_from_chain_only: bool,
+    /// What submissions are signed under (its chain and CreditEscrow).
+    consent: crate::consent::ConsentDomain,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -204,6 +206,7 @@ impl Coordinator {
             rider: None,
             seals: seal::SealClock::default(),
             money_from_chain_only: false,
+            consent: crate::consent::ConsentDomain::default(),
         })
     }
 
@@ -214,6 +217,17 @@ impl Coordinator {
     pub fn money_from_chain_only(mut self, only: bool) -> Self {
         self.money_from_chain_only = only;
         self
+    }
+
+    /// Submissions are signed for `domain` (the deployment's chain id and CreditEscrow).
+    pub fn with_consent_domain(mut self, domain: crate::consent::ConsentDomain) -> Self {
+        self.consent = domain;
+        self
+    }
+
+    /// The domain submissions are signed under.
+    pub fn consent_domain(&self) -> crate::consent::ConsentDomain {
+        self.consent
     }
 
     /// Why `command` is refused when money comes from the chain only: `(field, reason)`.

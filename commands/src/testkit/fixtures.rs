@@ -24,9 +24,10 @@ pub fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
 }
 
-/// The credit account `ai`.
+/// The credit account `ai`: the address of the test account of that name
+/// ([`super::accounts`]), whose key signs [`submission`].
 pub fn account() -> AccountId {
-    AccountId("ai".into())
+    super::accounts::account("ai")
 }
 
 /// Node `n`: the id whose 32 bytes are all `n`.
@@ -126,6 +127,7 @@ pub fn request_accepted(id: u64) -> RequestAccepted {
         payload_hash: Hash32([9; 32]),
         sealed_payload: Sealed(vec![7; 8]),
         price: 15,
+        consent: None,
     }
 }
 
@@ -172,6 +174,24 @@ pub fn submission(model: &str, payload: &[u8]) -> Submission {
         payload_hash: Hash32::of(payload),
         computed_payload_hash: Hash32::of(payload),
         sealed_payload: Sealed(Vec::new()),
+        consent: None,
+    }
+    .signed()
+}
+
+impl Submission {
+    /// This submission signed by its account's test key ([`super::accounts`]), under the
+    /// default domain: a test that changes a signed field signs again.
+    pub fn signed(mut self) -> Submission {
+        let key = super::accounts::key_of_address(&self.credit_account.0);
+        if let Some(key) = key {
+            crate::consent::sign_submission(
+                &mut self,
+                &key,
+                &crate::consent::ConsentDomain::default(),
+            );
+        }
+        self
     }
 }
 

@@ -43,8 +43,15 @@ pub fn sha256_hex(s: &str) -> String {
     Hash32::of(s.as_bytes()).to_hex()
 }
 
-/// A valid submission of `prompt` for [`CATALOG`]'s model at tier 3, charged to `account`.
+/// A valid submission of `prompt` for [`CATALOG`]'s model at tier 3, charged to the test
+/// account named `account` ([`super::accounts`]; an `0x` address is taken as it is), not
+/// signed yet: the sender adds the idempotency key and signs ([`signed`]).
 pub fn submission(account: &str, prompt: &str) -> Value {
+    let account = if account.starts_with("0x") || account.is_empty() {
+        account.to_owned()
+    } else {
+        super::accounts::address(account)
+    };
     json!({
         "workload_class": "ai.inference",
         "model": "oss-chat-v1",
@@ -59,7 +66,23 @@ pub fn submission(account: &str, prompt: &str) -> Value {
     })
 }
 
-/// Every submission rejection of a [`submission`] to account `ai` under [`CATALOG`].
+/// `body` as it is sent: with `key` as its idempotency key and, unless it carries a
+/// `signature` already (a case about the signature), signed for `domain` by its account.
+pub fn signed(mut body: Value, key: &str, domain: &crate::consent::ConsentDomain) -> Value {
+    body["idempotency_key"] = json!(key);
+    if body.get("signature").is_none() {
+        super::accounts::sign_body(&mut body, domain);
+    }
+    if body.get("signature").is_none() {
+        // Nothing to sign (a field the case breaks is missing or malformed): a signature
+        // that recovers to no one, so the case is refused for its own field first.
+        body["signature"] = json!(format!("0x{}", "00".repeat(65)));
+    }
+    body
+}
+
+/// Every submission rejection of a [`submission`] to account `ai` under [`CATALOG`], each
+/// body to be sent [`signed`] (the cases about the signature carry theirs).
 pub fn rejection_cases() -> Vec<RejectionCase> {
     let ok = submission("ai", "hello");
     let with = |field: &str, value: Value| {
@@ -189,9 +212,38 @@ pub fn rejection_cases() -> Vec<RejectionCase> {
         ),
         (
             with("credit_account", json!("nobody")),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "credit_account",
+            false,
+        ),
+        (
+            with("credit_account", json!(super::accounts::address("nobody"))),
             S::PAYMENT_REQUIRED,
             "insufficient_credit",
             "credit_account",
+            true,
+        ),
+        (
+            with("signature", json!(null)),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "signature",
+            false,
+        ),
+        (
+            with("signature", json!(format!("0x{}", "00".repeat(65)))),
+            S::BAD_REQUEST,
+            "malformed_request",
+            "signature",
+            false,
+        ),
+        (
+            // Signed by someone else's key: charging the account is not theirs to consent to.
+            with("signature", json!(foreign_signature(&ok))),
+            S::FORBIDDEN,
+            "unauthorized",
+            "signature",
             true,
         ),
     ]
@@ -223,3 +275,19 @@ pub fn assert_error_body(
         "{body}"
     );
 }
+
+/// `body` signed by the key of the account named `stranger` instead of its own, with the
+/// idempotency key the rejection cases are sent with.
+fn foreign_signature(body: &Value) -> String {
+    let mut body = body.clone();
+    body["idempotency_key"] = json!(REJECTION_KEY);
+    super::accounts::sign_body_as(
+        &mut body,
+        &super::accounts::key("stranger"),
+        &crate::consent::ConsentDomain::default(),
+    );
+    body["signature"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The idempotency key the rejection cases are sent with.
+pub const REJECTION_KEY: &str = "rejection-case";

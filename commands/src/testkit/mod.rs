@@ -11,6 +11,8 @@
 //!   [`fixtures::t`].
 //! - [`history`]: a [`History`] records decided events at their decision's time, as the
 //!   shell does, so the fold's time checks hold.
+//! - [`accounts`]: test accounts as chain addresses with keys, and signing a submission body
+//!   as its account.
 //! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests, a
 //!   reward policy, submissions and completions, each with plain values a test overrides with
 //!   struct update syntax.
@@ -19,6 +21,7 @@
 //! - [`sampling`]: a sampled run for validation tests: nodes of named devices, an open
 //!   sampling epoch under a known seed, dispatches and results decided with it.
 
+pub mod accounts;
 pub mod fixtures;
 pub mod history;
 pub mod intake;

@@ -24,7 +24,7 @@ use prlx_events::log::file::{FileLogOptions, FileLogWriter};
 use prlx_events::log::{LogUrl, LogWriter, Record};
 use prlx_events::protocol::{DispatchBody, ResultBody, ResultReport};
 use prlx_events::seal::{StorageKey, NONCE_LEN};
-use prlx_events::{AccountId, Envelope, Hash32, NodeId};
+use prlx_events::{Envelope, Hash32, NodeId};
 use prlx_tests::harness::client::read_records;
 use rsa::rand_core::{OsRng, RngCore};
 use rsa::RsaPrivateKey;
@@ -80,9 +80,10 @@ fn submission(
         idempotency_key: key.map(str::to_owned),
         hardware_tier: if model == "vision-v1" { 2 } else { 1 },
         deadline_seconds,
-        credit_account: AccountId(account.into()),
+        credit_account: prlx_commands::testkit::accounts::account(account),
         ..fixtures::submission(model, prompt.as_bytes())
     }
+    .signed()
 }
 
 /// The node's side of a dispatch: accept the grant once, open the work, answer with a signed,
@@ -219,7 +220,7 @@ async fn write_clean(dir: &Path) {
     for (account, tx, amount) in [("alice", "bank-tx-1", 10_000), ("bob", "bank-tx-2", 500)] {
         coord
             .execute(Command::DepositCredits {
-                account: AccountId(account.into()),
+                account: prlx_commands::testkit::accounts::account(account),
                 tx_ref: tx.into(),
                 amount,
             })

@@ -147,6 +147,21 @@ impl TestChain {
         }
     }
 
+    /// What submissions to a coordinator following this chain are signed under.
+    pub fn consent_domain(&self) -> prlx_commands::consent::ConsentDomain {
+        prlx_commands::consent::ConsentDomain {
+            chain_id: self.deployment.chain_id,
+            escrow: self.deployment.contracts.credit_escrow,
+        }
+    }
+
+    /// A `POST /v1/requests` body as the client sends it: with `key` as its idempotency key,
+    /// signed by its account's key (the client's for [`CLIENT_ACCOUNT`]).
+    pub fn signed(&self, body: serde_json::Value, key: &str) -> serde_json::Value {
+        prlx_commands::testkit::accounts::know(&prlx_chain::devchain::dev_signer(dev_role::CLIENT));
+        prlx_commands::testkit::intake::signed(body, key, &self.consent_domain())
+    }
+
     /// A wallet on this deployment signing as dev account `role`.
     pub async fn wallet(&self, role: usize) -> Wallet {
         Wallet::open(

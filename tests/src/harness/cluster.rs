@@ -19,6 +19,15 @@ use super::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
 use super::models::tiny_submission;
 use super::process::Proc;
 
+/// An idempotency key not used before in this process.
+fn fresh_key() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "submit-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// A coordinator on a fresh file log, a client key, and an HTTP client of the node's kind.
 #[derive(Debug)]
 pub struct FileCluster {
@@ -143,6 +152,7 @@ impl FileCluster {
     pub fn submit(&self, prompt: &str, max_tokens: u32, deadline_seconds: u32) -> RequestId {
         let pem = public_key_pem(&self.client_key.to_public_key());
         let body = tiny_submission(&self.account(), prompt, max_tokens, deadline_seconds, &pem);
+        let body = self.chain.signed(body, &fresh_key());
         let (status, accepted) = self.call("POST", "/v1/requests", Some(&body));
         assert_eq!(status, 202, "{accepted}");
         RequestId(accepted["request_id"].as_u64().unwrap())

@@ -40,7 +40,7 @@ use prlx_commands::decide::{Command, Completion, Dispatch, Submission};
 use prlx_commands::settle::due_settlements;
 use prlx_commands::testkit::fixtures::{catalog, heartbeat, model, registration, submission};
 use prlx_events::event::*;
-use prlx_events::{AccountId, Envelope, Event, Hash32, NodeId, RequestId};
+use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 use prlx_projections::coordinator::RequestStatus;
 use prlx_projections::scheduler::next_assignment;
 use prlx_projections::snapshot::Snapshot;
@@ -197,7 +197,11 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
         })
         .collect();
     core.apply(nodes)?;
-    let accounts = [AccountId("rich".into()), AccountId("poor".into())];
+    // Chain addresses with keys: every submission is signed by its account.
+    let accounts = [
+        prlx_commands::testkit::accounts::account("rich"),
+        prlx_commands::testkit::accounts::account("poor"),
+    ];
     let mut epoch_seed = (
         1u64,
         h(&[b"seed", &p.seed.to_be_bytes(), &1u64.to_be_bytes()]),
@@ -230,7 +234,8 @@ pub fn run(p: SimParams) -> Result<(SimReport, Vec<Envelope>), String> {
                         [rng.below(3) as usize],
                     idempotency_key: rng.chance(30).then(|| format!("k{}", rng.below(50))),
                     ..submission(model, &payload)
-                };
+                }
+                .signed();
                 if rng.chance(3) {
                     s.computed_payload_hash = Hash32([0; 32]);
                 }

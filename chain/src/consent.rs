@@ -1,0 +1,186 @@
+//! Spending consent: a submission is charged to an account only with a signature by the
+//! account's key, or by a key the account delegated a spending limit to, over EIP-712 typed
+//! data bound to the deployment (chain id and the CreditEscrow as verifying contract). The
+//! coordinator verifies at intake and records the signer and the signature; the auditor
+//! verifies again from the record.
+//!
+//! The typed data holds every field that decides what is run and charged (account,
+//! idempotency key, workload, model, tier, priority, deadline, tokens, the prompt's SHA-256 and
+//! the SHA-256 of the key the result is sealed to): a signature cannot be moved to another
+//! request, and replaying one names the same idempotency key, which the coordinator answers
+//! with the request it already created.
+
+use alloy::primitives::{Address, Signature, B256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use alloy::sol_types::{eip712_domain, Eip712Domain, SolStruct};
+
+alloy::sol! {
+    /// What a client signs to have a request charged to its account.
+    struct Submission {
+        address account;
+        string idempotencyKey;
+        string workloadClass;
+        string model;
+        uint8 hardwareTier;
+        string priority;
+        uint32 deadlineSeconds;
+        uint32 maxTokens;
+        bytes32 payloadHash;
+        bytes32 clientKeyHash;
+    }
+
+    /// What an account signs to let `delegate` spend up to `spendingLimit` credits of it,
+    /// until `expiresAt` (Unix seconds).
+    struct Delegation {
+        address account;
+        address delegate;
+        uint64 spendingLimit;
+        uint64 expiresAt;
+    }
+}
+
+/// Why a consent does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentError {
+    #[error("{0:?} is not a 0x address (20 bytes of hex)")]
+    Address(String),
+    #[error("the signature must be 65 bytes of 0x-hex (r, s, v)")]
+    Encoding,
+    #[error("the signature does not recover to a key")]
+    Unrecoverable,
+}
+
+/// The domain every consent of one deployment is signed under.
+pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
+    eip712_domain! {
+        name: "ParalleliX coordinator",
+        version: "1",
+        chain_id: chain_id,
+        verifying_contract: escrow,
+    }
+}
+
+/// Parses a 0x address (any case).
+pub fn address(text: &str) -> Result<Address, ConsentError> {
+    text.parse()
+        .map_err(|_| ConsentError::Address(text.to_owned()))
+}
+
+/// The EIP-712 hash a submission's signer signs.
+pub fn submission_hash(s: &Submission, domain: &Eip712Domain) -> B256 {
+    s.eip712_signing_hash(domain)
+}
+
+/// The EIP-712 hash an account signs to delegate.
+pub fn delegation_hash(d: &Delegation, domain: &Eip712Domain) -> B256 {
+    d.eip712_signing_hash(domain)
+}
+
+/// The address whose key made `signature` (65 bytes, 0x-hex) over `hash`.
+pub fn recover(hash: B256, signature: &str) -> Result<Address, ConsentError> {
+    let hex = signature.strip_prefix("0x").ok_or(ConsentError::Encoding)?;
+    let bytes = hex::decode(hex).map_err(|_| ConsentError::Encoding)?;
+    let sig = Signature::try_from(bytes.as_slice()).map_err(|_| ConsentError::Encoding)?;
+    sig.recover_address_from_prehash(&hash)
+        .map_err(|_| ConsentError::Unrecoverable)
+}
+
+/// The fields of a submission its signature covers, as the coordinator's log records them
+/// (the priority by its name: `low`, `standard`, `high`).
+#[derive(Debug, Clone)]
+pub struct SubmissionFields<'a> {
+    pub account: &'a str,
+    pub idempotency_key: &'a str,
+    pub workload_class: &'a str,
+    pub model: &'a str,
+    pub hardware_tier: u8,
+    pub priority: &'a str,
+    pub deadline_seconds: u32,
+    pub max_tokens: u32,
+    /// SHA-256 of the prompt.
+    pub payload_hash: [u8; 32],
+    /// The client's RSA public key (PEM) the result is sealed to; its SHA-256 is signed.
+    pub client_pubkey: &'a str,
+}
+
+impl SubmissionFields<'_> {
+    /// The typed data; `Err` when the account is not an address.
+    pub fn typed(&self) -> Result<Submission, ConsentError> {
+        Ok(Submission {
+            account: address(self.account)?,
+            idempotencyKey: self.idempotency_key.to_owned(),
+            workloadClass: self.workload_class.to_owned(),
+            model: self.model.to_owned(),
+            hardwareTier: self.hardware_tier,
+            priority: self.priority.to_owned(),
+            deadlineSeconds: self.deadline_seconds,
+            maxTokens: self.max_tokens,
+            payloadHash: B256::from(self.payload_hash),
+            clientKeyHash: B256::from(prlx_events::Hash32::of(self.client_pubkey.as_bytes()).0),
+        })
+    }
+
+    /// The hash to sign under `domain`.
+    pub fn hash(&self, domain: &Eip712Domain) -> Result<B256, ConsentError> {
+        Ok(submission_hash(&self.typed()?, domain))
+    }
+
+    /// Who made `signature` over these fields under `domain`.
+    pub fn signer(&self, domain: &Eip712Domain, signature: &str) -> Result<Address, ConsentError> {
+        recover(self.hash(domain)?, signature)
+    }
+}
+
+/// Signs `hash` with `key`: 65 bytes, 0x-hex (lowercase).
+pub fn sign(key: &PrivateKeySigner, hash: B256) -> String {
+    let sig = key
+        .sign_hash_sync(&hash)
+        .expect("a local key signs any 32-byte hash");
+    format!("0x{}", hex::encode(sig.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devchain::{dev_role, dev_signer};
+
+    fn example(account: Address) -> Submission {
+        Submission {
+            account,
+            idempotencyKey: "k-1".into(),
+            workloadClass: "ai.inference".into(),
+            model: "oss-chat-v1".into(),
+            hardwareTier: 1,
+            priority: "standard".into(),
+            deadlineSeconds: 60,
+            maxTokens: 16,
+            payloadHash: B256::repeat_byte(7),
+            clientKeyHash: B256::repeat_byte(9),
+        }
+    }
+
+    #[test]
+    fn a_signature_recovers_its_signer_and_only_for_what_was_signed() {
+        let key = dev_signer(dev_role::CLIENT);
+        let d = domain(31337, Address::repeat_byte(1));
+        let s = example(key.address());
+        let sig = sign(&key, submission_hash(&s, &d));
+        assert_eq!(recover(submission_hash(&s, &d), &sig), Ok(key.address()));
+        // Another field, another deployment: another hash, another (useless) signer.
+        let more = Submission {
+            maxTokens: 17,
+            ..example(key.address())
+        };
+        assert_ne!(recover(submission_hash(&more, &d), &sig), Ok(key.address()));
+        let other = domain(1, Address::repeat_byte(1));
+        assert_ne!(
+            recover(submission_hash(&s, &other), &sig),
+            Ok(key.address())
+        );
+        assert_eq!(
+            recover(submission_hash(&s, &d), "0x12"),
+            Err(ConsentError::Encoding)
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Test accounts: chain addresses with their keys, so a test signs its submissions as the
+//! account would (every submission carries the account's EIP-712 signature). An account is
+//! named in a test (`"ai"`, `"other"`); its key is derived from the name, so the same name is
+//! the same address in every test and process.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+
+use alloy::signers::local::PrivateKeySigner;
+use prlx_chain::consent::sign;
+use prlx_chain::record::hex0x;
+use prlx_events::{AccountId, Hash32};
+use serde_json::{json, Value};
+
+use crate::consent::ConsentDomain;
+
+fn known() -> &'static Mutex<BTreeMap<String, PrivateKeySigner>> {
+    static KNOWN: OnceLock<Mutex<BTreeMap<String, PrivateKeySigner>>> = OnceLock::new();
+    KNOWN.get_or_init(Default::default)
+}
+
+/// The key of the account named `name`.
+pub fn key(name: &str) -> PrivateKeySigner {
+    let secret = Hash32::of(format!("prlx test account {name}").as_bytes());
+    let key = PrivateKeySigner::from_bytes(&secret.0.into()).expect("a SHA-256 is a valid key");
+    known()
+        .lock()
+        .unwrap()
+        .insert(hex0x(key.address().as_slice()), key.clone());
+    key
+}
+
+/// The address (lowercase 0x-hex) of the account named `name`.
+pub fn address(name: &str) -> String {
+    hex0x(key(name).address().as_slice())
+}
+
+/// The account named `name`.
+pub fn account(name: &str) -> AccountId {
+    AccountId(address(name))
+}
+
+/// The key of a known test account's address (one named through [`key`], [`address`] or
+/// [`account`], or made known by [`know`]).
+pub fn key_of_address(address: &str) -> Option<PrivateKeySigner> {
+    known()
+        .lock()
+        .unwrap()
+        .get(&address.to_ascii_lowercase())
+        .cloned()
+}
+
+/// Makes `key` the one [`sign_body`] signs for its address with (a dev chain's client key).
+pub fn know(key: &PrivateKeySigner) {
+    known()
+        .lock()
+        .unwrap()
+        .insert(hex0x(key.address().as_slice()), key.clone());
+}
+
+/// Signs a `POST /v1/requests` body for `domain` as its `credit_account` would, over its own
+/// fields and its `idempotency_key`: the body's `signature`. A body whose account is not a
+/// known account's address (empty, not an address, a stranger) keeps what it has: such a
+/// body is refused before or at its signature.
+pub fn sign_body(body: &mut Value, domain: &ConsentDomain) {
+    let account = body["credit_account"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let Some(key) = known().lock().unwrap().get(&account).cloned() else {
+        return;
+    };
+    sign_body_as(body, &key, domain);
+}
+
+/// Signs a `POST /v1/requests` body for `domain` with `key`, whoever's account it charges.
+pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDomain) {
+    let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+    let account = field("credit_account").to_ascii_lowercase();
+    let payload_hash: Hash32 = match field("payload_hash").parse() {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    let fields = prlx_chain::consent::SubmissionFields {
+        account: &account,
+        idempotency_key: &field("idempotency_key"),
+        workload_class: &field("workload_class"),
+        model: &field("model"),
+        hardware_tier: body["hardware_tier"]
+            .as_u64()
+            .and_then(|t| u8::try_from(t).ok())
+            .unwrap_or(0),
+        priority: &field("priority"),
+        deadline_seconds: body["deadline_seconds"]
+            .as_u64()
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(0),
+        max_tokens: body["max_tokens"]
+            .as_u64()
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0),
+        payload_hash: payload_hash.0,
+        client_pubkey: &field("client_pubkey"),
+    };
+    if let Ok(hash) = fields.hash(&domain.eip712()) {
+        body["signature"] = json!(sign(key, hash));
+    }
+}
