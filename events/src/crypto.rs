@@ -107,16 +107,48 @@ pub fn heartbeat_statement(node: NodeId, unix_seconds: i64) -> Vec<u8> {
 }
 
 /// What a node signs for a result: a domain tag, then request id (u64 BE), task id (16 bytes),
-/// node id (32 bytes), attempt (u32 BE) and the PoE (32 bytes). Binding all of them means a
-/// signature cannot be replayed for another request, task, node or attempt.
+/// node id (32 bytes), attempt (u32 BE), the PoE (32 bytes) and the SHA-256 of the sealed
+/// result exactly as the node sends it (32 bytes). Binding all of them means a signature cannot
+/// be replayed for another request, task, node or attempt, nor moved onto another ciphertext:
+/// whoever captured a report can resend it, but not make the node answer for different bytes.
+/// `sealed` is [`Hash32::of`] the `sealed_result` of the report.
 pub fn result_statement(
     request: RequestId,
     task: TaskId,
     node: NodeId,
     attempt: u32,
     poe: Hash32,
+    sealed: Hash32,
 ) -> Vec<u8> {
-    let mut m = b"prlx/result/v1\0".to_vec();
+    let mut m = result_fields(b"prlx/result/v2\0", request, task, node, attempt, poe);
+    m.extend_from_slice(&sealed.0);
+    m
+}
+
+/// The result statement before v2: the same fields without the ciphertext's hash. No live path
+/// accepts it any more (a v1 signature can be moved onto any ciphertext); the auditor still
+/// verifies it on records written before the coordinator recorded that hash
+/// (`ResultSubmitted::ciphertext_hash` absent).
+pub fn result_statement_v1(
+    request: RequestId,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    poe: Hash32,
+) -> Vec<u8> {
+    result_fields(b"prlx/result/v1\0", request, task, node, attempt, poe)
+}
+
+/// `tag`, then the fields both result statements share, fixed widths.
+fn result_fields(
+    tag: &[u8],
+    request: RequestId,
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    poe: Hash32,
+) -> Vec<u8> {
+    let mut m = tag.to_vec();
     m.extend_from_slice(&request.0.to_be_bytes());
     m.extend_from_slice(&task.to_bytes());
     m.extend_from_slice(&node.to_bytes());
@@ -492,43 +524,52 @@ mod tests {
     }
 
     #[test]
-    fn result_signatures_cannot_be_replayed_for_another_task_node_or_attempt() {
+    fn result_signatures_cannot_be_replayed_for_another_task_node_attempt_or_ciphertext() {
         let node_key = key();
         let node = node_id_of(&node_key.to_public_key());
         let task = TaskId::whole(RequestId(5));
         let poe = proof_of_execution(task, b"Paris", node);
+        let sealed = Hash32::of(b"the ciphertext the node sent");
         let sig = sign(
             &node_key,
-            &result_statement(RequestId(5), task, node, 0, poe),
+            &result_statement(RequestId(5), task, node, 0, poe, sealed),
             &mut OsRng,
         );
         let pk = node_key.to_public_key();
         assert!(verify(
             &pk,
-            &result_statement(RequestId(5), task, node, 0, poe),
+            &result_statement(RequestId(5), task, node, 0, poe, sealed),
             &sig
         ));
-        assert!(!verify(
-            &pk,
-            &result_statement(RequestId(6), TaskId::whole(RequestId(6)), node, 0, poe),
-            &sig
-        ));
-        assert!(!verify(
-            &pk,
-            &result_statement(RequestId(5), task, node, 1, poe),
-            &sig
-        ));
-        assert!(!verify(
-            &pk,
-            &result_statement(RequestId(5), task, NodeId(Hash32([0; 32])), 0, poe),
-            &sig
-        ));
-        assert!(!verify(
-            &pk,
-            &result_statement(RequestId(5), task, node, 0, Hash32::of(b"x")),
-            &sig
-        ));
+        for other in [
+            result_statement(
+                RequestId(6),
+                TaskId::whole(RequestId(6)),
+                node,
+                0,
+                poe,
+                sealed,
+            ),
+            result_statement(RequestId(5), task, node, 1, poe, sealed),
+            result_statement(RequestId(5), task, NodeId(Hash32([0; 32])), 0, poe, sealed),
+            result_statement(RequestId(5), task, node, 0, Hash32::of(b"x"), sealed),
+            // The same report's signature on another ciphertext (a captured report altered).
+            result_statement(RequestId(5), task, node, 0, poe, Hash32::of(b"other bytes")),
+            // Nor does it pass as the statement before v2, which left the ciphertext out.
+            result_statement_v1(RequestId(5), task, node, 0, poe),
+        ] {
+            assert!(!verify(&pk, &other, &sig));
+        }
         assert!(!verify(&pk, b"garbage", b"not a signature"));
+        // A v1 signature (what the auditor still reads on old records) is no v2 one.
+        let v1 = result_statement_v1(RequestId(5), task, node, 0, poe);
+        let v1_sig = sign(&node_key, &v1, &mut OsRng);
+        assert!(verify(&pk, &v1, &v1_sig));
+        assert!(!verify(
+            &pk,
+            &result_statement(RequestId(5), task, node, 0, poe, sealed),
+            &v1_sig
+        ));
     }
 
     #[test]
@@ -561,11 +602,48 @@ mod tests {
         }
         // Distinct domains: a refusal's signature is no result's, and the other way round.
         let poe = proof_of_execution(task, b"Paris", node);
-        let result = result_statement(RequestId(5), task, node, 0, poe);
+        let result = result_statement(RequestId(5), task, node, 0, poe, Hash32::of(b"sealed"));
         assert!(!verify(&pk, &result, &sig));
         let result_sig = sign(&node_key, &result, &mut OsRng);
         assert!(!verify(&pk, &refusal, &result_sig));
         assert_ne!(refusal[..16], result[..16]);
+    }
+
+    #[test]
+    fn every_signed_statement_has_a_domain_tag_of_its_own() {
+        let node_key = key();
+        let pk = node_key.to_public_key();
+        let node = node_id_of(&pk);
+        let task = TaskId::whole(RequestId(5));
+        let poe = proof_of_execution(task, b"Paris", node);
+        let result = result_statement(RequestId(5), task, node, 0, poe, Hash32::of(b"sealed"));
+        let others = [
+            result_statement_v1(RequestId(5), task, node, 0, poe),
+            heartbeat_statement(node, 1_700_000_000),
+            refusal_statement(
+                RequestId(5),
+                task,
+                node,
+                0,
+                &RefusalReason::ContextExceeded {
+                    prompt_tokens: 1,
+                    max_tokens: 1,
+                    context: 1,
+                },
+            ),
+            grant_statement(node, 1, b"wrapped"),
+            seal_statement(Hash32::of(b"head")),
+        ];
+        let tag = |m: &[u8]| m[..=m.iter().position(|&b| b == 0).unwrap()].to_vec();
+        let mut tags: Vec<Vec<u8>> = others.iter().map(|m| tag(m)).collect();
+        tags.push(tag(&result));
+        let distinct: std::collections::BTreeSet<_> = tags.iter().collect();
+        assert_eq!(distinct.len(), tags.len(), "{tags:?}");
+        // A signature the node made for anything else never verifies as a result's.
+        for other in &others {
+            let sig = sign(&node_key, other, &mut OsRng);
+            assert!(!verify(&pk, &result, &sig));
+        }
     }
 
     #[test]

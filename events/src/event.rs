@@ -300,9 +300,19 @@ pub struct ResultSubmitted {
     pub sealed_result: Sealed,
     /// `SHA-256(task_id || result || node_id)` as the node claims it.
     pub poe: Hash32,
-    /// RSA-PSS-SHA256 over request id, task id, node id, attempt and PoE.
+    /// RSA-PSS-SHA256 by the node's registered key over
+    /// [`crate::crypto::result_statement`]: request id, task id, node id, attempt, PoE and
+    /// `ciphertext_hash`. On a record without `ciphertext_hash`, over
+    /// [`crate::crypto::result_statement_v1`] (the same without the hash).
     pub signature: Sealed,
     pub token_count: u32,
+    /// SHA-256 of the sealed result exactly as the node sent it (under its session key): what
+    /// its signature covers, so the signature cannot be moved onto other bytes. The coordinator
+    /// records a result only once that signature verified. Absent on records written before
+    /// results were signed this way; the auditor verifies those against the v1 statement, and
+    /// only before the first record that carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext_hash: Option<Hash32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -34,6 +34,19 @@ fn t0() -> DateTime<Utc> {
 }
 
 /// One sample of every variant; the test below fails if a variant is missing here.
+fn result_submitted() -> ResultSubmitted {
+    ResultSubmitted {
+        task_id: task(1),
+        attempt: 0,
+        node_id: node(1),
+        sealed_result: Sealed(vec![3; 20]),
+        poe: Hash32::of(b"poe"),
+        signature: Sealed(vec![4; 384]),
+        token_count: 12,
+        ciphertext_hash: Some(Hash32::of(b"sealed as sent")),
+    }
+}
+
 fn one_of_each() -> Vec<Event> {
     let class = ExecutionClass {
         device: "cpu".into(),
@@ -197,14 +210,12 @@ fn one_of_each() -> Vec<Event> {
             deadline_at: t0(),
         }
         .into(),
+        result_submitted().into(),
+        // As recorded before results were signed over their ciphertext: no `ciphertext_hash`.
         ResultSubmitted {
-            task_id: task(1),
-            attempt: 0,
-            node_id: node(1),
-            sealed_result: Sealed(vec![3; 20]),
-            poe: Hash32::of(b"poe"),
-            signature: Sealed(vec![4; 384]),
-            token_count: 12,
+            task_id: task(2),
+            ciphertext_hash: None,
+            ..result_submitted()
         }
         .into(),
         DeadlineExpired {
@@ -429,7 +440,8 @@ fn every_variant_round_trips_byte_for_byte() {
     let events = one_of_each();
     let mut names: Vec<_> = events.iter().map(Event::type_name).collect();
     names.sort();
-    // Some variants twice (a heartbeat with and without its evidence).
+    // Some variants twice (a heartbeat with and without its evidence, a result with and
+    // without its ciphertext hash).
     names.dedup();
     let mut all = Event::TYPE_NAMES.to_vec();
     all.sort();

@@ -69,8 +69,8 @@ pub fn result_body(generation: &Generation) -> Result<ResultBody, BadModelHash> 
 }
 
 /// Commits to `result` for `job` and builds the report: PoE over the canonical bytes, the
-/// node's signature over the result statement, and the bytes sealed under the session key in
-/// the `Result` direction.
+/// bytes sealed under the session key in the `Result` direction, and the node's signature over
+/// the result statement, which covers the sealed bytes' hash (so it is made last).
 pub fn commit_result(
     identity: &Identity,
     job: &Job,
@@ -93,8 +93,6 @@ pub(crate) fn commit_with_poe_of(
 ) -> ResultReport {
     let bytes = result.canonical_bytes();
     let poe = proof_of_execution(job.task, &bytes, poe_node);
-    let statement = result_statement(job.task.request, job.task, identity.node, job.attempt, poe);
-    let signature = sign(&identity.key, &statement, rng);
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
     let sealed_result = seal_message(
@@ -107,6 +105,15 @@ pub(crate) fn commit_with_poe_of(
         nonce,
         &bytes,
     );
+    let statement = result_statement(
+        job.task.request,
+        job.task,
+        identity.node,
+        job.attempt,
+        poe,
+        Hash32::of(&sealed_result),
+    );
+    let signature = sign(&identity.key, &statement, rng);
     ResultReport {
         request_id: job.task.request,
         attempt: job.attempt,
@@ -194,8 +201,27 @@ mod tests {
         .unwrap();
         assert_eq!(opened, result.canonical_bytes());
         assert_eq!(report.poe, proof_of_execution(task, &opened, node));
-        let statement = result_statement(RequestId(42), task, node, 1, report.poe);
+        let statement = result_statement(
+            RequestId(42),
+            task,
+            node,
+            1,
+            report.poe,
+            Hash32::of(&report.sealed_result),
+        );
         assert!(verify(&public, &statement, &report.signature));
+        // The signature is over these sealed bytes and no others.
+        let mut altered = report.sealed_result.clone();
+        altered[0] ^= 1;
+        let moved = result_statement(
+            RequestId(42),
+            task,
+            node,
+            1,
+            report.poe,
+            Hash32::of(&altered),
+        );
+        assert!(!verify(&public, &moved, &report.signature));
         // Sealed as a result, so it cannot pass as a dispatch.
         assert!(open_message(
             &session,

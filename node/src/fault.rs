@@ -179,6 +179,7 @@ impl FaultDrill {
                             identity.node,
                             job.attempt,
                             report.poe,
+                            Hash32::of(&report.sealed_result),
                         );
                         sign(&identity.key, &statement, rng)
                     }

@@ -335,6 +335,7 @@ mod tests {
             poe: Hash32([0; 32]),
             signature: Sealed(vec![]),
             token_count: 1,
+            ciphertext_hash: None,
         }
         .into()
     }

@@ -84,6 +84,7 @@ fn check(identity: &Identity, job: &Job, report: &ResultReport) -> Checked {
         identity.node,
         report.attempt,
         report.poe,
+        Hash32::of(&report.sealed_result),
     );
     let opened = open_message(
         &job.session,
@@ -240,7 +241,14 @@ fn replay_signature_carries_a_signature_made_for_another_task() {
     }
     // The first report's signature is over another request id (nothing earlier to replay).
     let other = decoy_request(first_job.task.request);
-    let decoy_statement = result_statement(other, TaskId::whole(other), me.node, 1, first.poe);
+    let decoy_statement = result_statement(
+        other,
+        TaskId::whole(other),
+        me.node,
+        1,
+        first.poe,
+        Hash32::of(&first.sealed_result),
+    );
     assert!(verify(&public(me), &decoy_statement, &first.signature));
     // The second carries the signature the node made for the first task: valid there only.
     let first_statement = result_statement(
@@ -249,6 +257,7 @@ fn replay_signature_carries_a_signature_made_for_another_task() {
         me.node,
         first.attempt,
         first.poe,
+        Hash32::of(&first.sealed_result),
     );
     assert!(verify(&public(me), &first_statement, &second.signature));
 }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use prlx_events::crypto::{
     grant_statement, heartbeat_statement, parse_public_key_pem, refusal_statement,
-    result_statement, seal_statement,
+    result_statement, result_statement_v1, seal_statement,
 };
 use prlx_events::log::Offset;
 use prlx_events::pss::PssVerifier;
@@ -167,8 +167,25 @@ impl Evidence {
             },
             Event::ResultSubmitted(r) => {
                 if let Some(key) = self.node_key(state, r.node_id) {
-                    let statement =
-                        result_statement(r.task_id.request, r.task_id, r.node_id, r.attempt, r.poe);
+                    // Records written before results were signed over their ciphertext
+                    // carry no hash: their signature is over the v1 statement.
+                    let statement = match r.ciphertext_hash {
+                        Some(sealed) => result_statement(
+                            r.task_id.request,
+                            r.task_id,
+                            r.node_id,
+                            r.attempt,
+                            r.poe,
+                            sealed,
+                        ),
+                        None => result_statement_v1(
+                            r.task_id.request,
+                            r.task_id,
+                            r.node_id,
+                            r.attempt,
+                            r.poe,
+                        ),
+                    };
                     let claim = Claim::Result((r.task_id, r.attempt, r.node_id));
                     self.push(offset, key, statement, &r.signature.0, claim);
                 }

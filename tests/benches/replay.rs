@@ -103,23 +103,31 @@ fn answer(
     };
     let bytes = result.canonical_bytes();
     let poe = proof_of_execution(d.task_id, &bytes, node);
-    let statement = result_statement(d.task_id.request, d.task_id, node, d.attempt, poe);
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
+    let sealed_result = seal_message(
+        session,
+        Direction::Result,
+        d.task_id,
+        node,
+        d.attempt,
+        SESSION_EPOCH,
+        nonce,
+        &bytes,
+    );
+    let statement = result_statement(
+        d.task_id.request,
+        d.task_id,
+        node,
+        d.attempt,
+        poe,
+        Hash32::of(&sealed_result),
+    );
     ResultReport {
         request_id: d.task_id.request,
         attempt: d.attempt,
         epoch: SESSION_EPOCH,
-        sealed_result: seal_message(
-            session,
-            Direction::Result,
-            d.task_id,
-            node,
-            d.attempt,
-            SESSION_EPOCH,
-            nonce,
-            &bytes,
-        ),
+        sealed_result,
         poe,
         signature: sign(key, &statement, &mut OsRng),
         token_count: 24,

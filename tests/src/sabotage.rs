@@ -295,6 +295,7 @@ pub fn run(p: Params) -> Outcome {
                 sealed_result: Sealed(Vec::new()),
                 poe: Hash32([0; 32]),
                 signature: Sealed(Vec::new()),
+                ciphertext_hash: Hash32([0; 32]),
                 token_count: 1,
                 commitment: Ok(()),
                 result_hash: result,

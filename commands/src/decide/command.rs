@@ -134,6 +134,8 @@ pub struct Completion {
     pub sealed_result: Sealed,
     pub poe: Hash32,
     pub signature: Sealed,
+    /// SHA-256 of the sealed result as the node sent it: what the signature covers.
+    pub ciphertext_hash: Hash32,
     pub token_count: u32,
     /// Whether the PoE recomputed from the opened result matches, and the signature verifies.
     /// `Err` says which check failed.

@@ -64,6 +64,7 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
         poe: c.poe,
         signature: c.signature,
         token_count: c.token_count,
+        ciphertext_hash: Some(c.ciphertext_hash),
     }
     .into()];
     if let Err(reason) = c.commitment {

@@ -37,7 +37,15 @@ impl Coordinator {
             .ok_or(ReportError::UnknownRequest(report.request_id))?;
         let node_key = self.node_key(node)?;
         let task = TaskId::whole(report.request_id);
-        let statement = result_statement(report.request_id, task, node, report.attempt, report.poe);
+        let ciphertext_hash = Hash32::of(&report.sealed_result);
+        let statement = result_statement(
+            report.request_id,
+            task,
+            node,
+            report.attempt,
+            report.poe,
+            ciphertext_hash,
+        );
         let signed = verify(&node_key, &statement, &report.signature);
         let client_pubkey = req.client_pubkey.clone();
         let (epoch, session) = self
@@ -100,6 +108,7 @@ impl Coordinator {
             sealed_result,
             poe: report.poe,
             signature: Sealed(report.signature.clone()),
+            ciphertext_hash,
             token_count: report.token_count,
             commitment,
             result_hash: Hash32::of(&result),

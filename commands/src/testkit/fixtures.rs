@@ -196,8 +196,9 @@ impl Submission {
 }
 
 /// `node`'s report of `attempt` of `request`, its commitment checked: placeholder seals, PoE
-/// (`[3; 32]`) and result hash (`[5; 32]`), 3 tokens, no sampling seed, decided at `t(0)`
-/// (the dispatch's time in these tests, so before its deadline).
+/// (`[3; 32]`), ciphertext hash (`[6; 32]`) and result hash (`[5; 32]`), 3 tokens, no
+/// sampling seed, decided at `t(0)` (the dispatch's time in these tests, so before its
+/// deadline).
 pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion {
     Completion {
         request,
@@ -206,6 +207,7 @@ pub fn completion(request: RequestId, node: NodeId, attempt: u32) -> Completion 
         sealed_result: Sealed(vec![1]),
         poe: Hash32([3; 32]),
         signature: Sealed(vec![2]),
+        ciphertext_hash: Hash32([6; 32]),
         token_count: 3,
         commitment: Ok(()),
         result_hash: Hash32([5; 32]),

@@ -142,23 +142,32 @@ fn answer(
     };
     let bytes = result.canonical_bytes();
     let poe = proof_of_execution(d.task_id, &bytes, node.id);
-    let statement = result_statement(d.task_id.request, d.task_id, node.id, d.attempt, poe);
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
+    let sealed_result = seal_message(
+        session,
+        Direction::Result,
+        d.task_id,
+        node.id,
+        d.attempt,
+        epoch,
+        nonce,
+        &bytes,
+    );
+    // Signed over the sealed bytes' hash, as the node daemon signs (statement v2).
+    let statement = result_statement(
+        d.task_id.request,
+        d.task_id,
+        node.id,
+        d.attempt,
+        poe,
+        Hash32::of(&sealed_result),
+    );
     ResultReport {
         request_id: d.task_id.request,
         attempt: d.attempt,
         epoch,
-        sealed_result: seal_message(
-            session,
-            Direction::Result,
-            d.task_id,
-            node.id,
-            d.attempt,
-            epoch,
-            nonce,
-            &bytes,
-        ),
+        sealed_result,
         poe,
         signature: sign(&node.key, &statement, &mut OsRng),
         token_count: 8,

@@ -512,6 +512,7 @@ fn completion(
         sealed_result: Sealed(Vec::new()),
         poe: Hash32([0; 32]),
         signature: Sealed(Vec::new()),
+        ciphertext_hash: Hash32([0; 32]),
         token_count: 1,
         commitment,
         result_hash: result,
