@@ -6,10 +6,11 @@
 //!
 //! The command line: the flag is documented, checked, and loud. The end-to-end tests run a
 //! real `prlx-coordinator serve` with faulty and honest nodes, each a process, as
-//! `node_daemon.rs` does: a bad PoE and a replayed signature (check 1: rejected, flagged,
-//! completed elsewhere), and sampled redundancy (check 2) with every request sampled: a wrong
-//! primary, a wrong replica, a colluding pair, three different results, an honest pair. Each
-//! asserts the request's events on the log in order. Which node gets which dispatch is fixed
+//! `node_daemon.rs` does: a bad PoE (check 1: rejected, flagged, completed elsewhere), a
+//! replayed signature (refused before anything is recorded, the node not flagged, the work
+//! completed elsewhere once its dispatch expires), and sampled redundancy (check 2) with every
+//! request sampled: a wrong primary, a wrong replica, a colluding pair, three different
+//! results, an honest pair. Each asserts the request's events on the log in order. Which node gets which dispatch is fixed
 //! by stopping nodes (SIGSTOP) between their session grant and the next node's (see
 //! `Cluster::in_order`).
 
@@ -424,17 +425,20 @@ fn hash_of(body: &ResultBody) -> Hash32 {
     Hash32::of(&body.canonical_bytes())
 }
 
+/// The deadline of the replayed-signature test: its first dispatch can only expire, so a short
+/// one keeps the test short; the tiny model answers in well under it.
+const REFUSED_DEADLINE_SECONDS: u32 = 15;
+
 #[test]
-fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
+fn a_replayed_signature_is_refused_and_the_node_is_not_flagged() {
     let _serial = serial();
     // No sampling: the honest node's result is released as soon as it verifies.
     let cluster = Cluster::start(Some(0));
     // The faulty node alone first, so the dispatch is surely its; it is held (SIGSTOP) until
-    // the honest node is in the pool, since a rejected commitment with no untried node left
-    // fails the request at once.
+    // the honest node is in the pool, so the work has somewhere to go when it moves on.
     let mut replay = cluster.member("replay", Some("replay-signature"));
     replay.proc.signal("-STOP");
-    let id = cluster.funded_submit(PROMPT, MAX_TOKENS, DEADLINE_SECONDS);
+    let id = cluster.funded_submit(PROMPT, MAX_TOKENS, REFUSED_DEADLINE_SECONDS);
     let task = TaskId::whole(id);
     assert_eq!(cluster.wait_dispatch(task, 0), replay.id);
     let honest = cluster.member("honest", None);
@@ -443,29 +447,32 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
         &format!("FAULT DRILL replay-signature: the report of {task} attempt 0"),
         STARTUP,
     );
-    cluster.wait_event(
-        "CommitmentRejected",
+    // A signature that is not over this report proves nothing about who sent it: refused
+    // before anything is recorded, so it cannot be held against the node it names.
+    let refused = replay.proc.wait_line(
+        &format!("the coordinator refused the report of {task} attempt 0"),
         STARTUP,
-        |e| matches!(e, Event::CommitmentRejected(r) if r.task_id == task),
     );
-    // The work goes back to the queue, for the honest node, which completes it.
+    assert!(
+        refused.contains("report_refused") && refused.contains("signature"),
+        "{refused}"
+    );
+    // The node reported nothing that counts, so its dispatch expires and the work goes to
+    // the honest node, which completes it.
     cluster.wait_settled(id);
 
     let members = [replay, honest];
     let charge = price(&cluster, id);
+    let events = cluster.events();
     assert_story(
-        &cluster.events(),
+        &events,
         id,
         &members,
         &[
             "TaskDispatched 0 replay",
-            "ResultSubmitted 0 replay",
-            "CommitmentRejected 0 replay: the signature does not verify for this task \
-             (replayed or forged)",
-            "NodeFlagged replay",
-            // 1 / (1 + 4·1): a fresh node proven bad once leaves the pool.
-            "StandingChanged replay valid 0 invalid 1 disagreements 0 standing 2000",
-            "NodeRemovedFromPool replay",
+            // The miss is the node's own (it sent no report it signed), weighed as one.
+            "DeadlineExpired 0 replay",
+            "StandingChanged replay valid 0 invalid 0 disagreements 0 standing 5000",
             "TaskDispatched 1 honest",
             "ResultSubmitted 1 honest",
             "CommitmentVerified 1 honest",
@@ -474,6 +481,19 @@ fn a_replayed_signature_is_rejected_and_an_honest_node_completes_the_request() {
             &format!("CreditsCharged {charge}"),
         ],
     );
+    // Nothing of the refused report is on the log: no result, no rejected commitment, no flag.
+    let replay_id = members[0].id;
+    let against: Vec<&str> = events
+        .iter()
+        .filter(|e| match e {
+            Event::ResultSubmitted(r) => r.node_id == replay_id,
+            Event::CommitmentRejected(c) => c.node_id == replay_id,
+            Event::NodeFlagged(f) => f.node_id == replay_id,
+            _ => false,
+        })
+        .map(Event::type_name)
+        .collect();
+    assert!(against.is_empty(), "held against the node: {against:?}");
     let (body, by) = cluster.released_result(id);
     assert_eq!(by, members[1].id);
     assert!(!body.text.contains(WRONG_RESULT_MARK), "{body:?}");

@@ -133,12 +133,14 @@ pub struct Completion {
     pub now: DateTime<Utc>,
     pub sealed_result: Sealed,
     pub poe: Hash32,
+    /// The node's signature over the result statement, verified by the shell before the
+    /// command is built (an unsigned report never reaches `decide`).
     pub signature: Sealed,
     /// SHA-256 of the sealed result as the node sent it: what the signature covers.
     pub ciphertext_hash: Hash32,
     pub token_count: u32,
-    /// Whether the PoE recomputed from the opened result matches, and the signature verifies.
-    /// `Err` says which check failed.
+    /// Whether the result opened under the node's session key and the PoE recomputed from it
+    /// matches. `Err` says which check failed.
     pub commitment: Result<(), String>,
     /// SHA-256 of the canonical result bytes (meaningful when the commitment checked).
     pub result_hash: Hash32,

@@ -79,7 +79,11 @@ pub struct ResultReportBody {
     pub sealed_result: String,
     /// Hex `SHA-256(task_id || result || node_id)`.
     pub poe: String,
-    /// Base64 RSA-PSS-SHA256 signature over the result statement.
+    /// Base64 RSA-PSS-SHA256 signature by the node's registered key over
+    /// `"prlx/result/v2\0" || request id (u64 BE) || task id (16 bytes) || node id (32 bytes)
+    /// || attempt (u32 BE) || poe (32 bytes) || SHA-256(sealed_result bytes) (32 bytes)`. A
+    /// report whose signature does not verify is refused (`report_refused`, field
+    /// `signature`), nothing recorded, whatever the sealed result holds.
     pub signature: String,
     pub token_count: u32,
 }

@@ -161,7 +161,7 @@ pub(super) async fn node_heartbeat(
     request_body = ResultReportBody,
     responses(
         (status = 200, description = "Recorded with its verdict, or a duplicate", body = ReportOutcome),
-        (status = 400, description = "`malformed_request`, or `report_refused` (bad signature, unknown request or epoch)", body = ErrorBody),
+        (status = 400, description = "`malformed_request`, or `report_refused` (a signature that is not the node's over this report's sealed result, an unknown request or epoch): nothing recorded", body = ErrorBody),
         (status = 404, description = "`unknown_node`: no dispatch of this attempt to this node", body = ErrorBody),
         (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
     ),

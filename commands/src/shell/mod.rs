@@ -153,9 +153,10 @@ pub enum ReportError {
     UnknownNode(NodeId),
     #[error("the node has no session for epoch {0}")]
     WrongEpoch(u64),
-    /// Neither the signature nor the session-key seal proves the report is the node's: it
-    /// may be anyone's, so it is not held against the node.
-    #[error("the report's signature does not verify against the node's key, and its result does not open under the node's session key")]
+    /// The signature is not the node's over this task, attempt, PoE and sealed result: the
+    /// report may be anyone's (a captured ciphertext resent, a signature moved from another
+    /// report), so it is not held against the node, whatever its seal says.
+    #[error("the signature does not verify against the node's key over this task, attempt, PoE and sealed result (replayed, moved or forged)")]
     BadSignature,
     /// A refusal must be signed by the node: one that is not may be anyone's.
     #[error("the refusal's signature does not verify against the node's key")]

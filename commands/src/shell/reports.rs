@@ -1,6 +1,6 @@
-//! What a node sends, checked before anything is recorded: its result report (commitment,
-//! signature, seal), its refusal of a dispatch (signature) and its heartbeat (signed by its
-//! registered key).
+//! What a node sends, checked before anything is recorded: its result report (signature over
+//! the sealed bytes first, then seal and commitment), its refusal of a dispatch (signature)
+//! and its heartbeat (signed by its registered key).
 
 use prlx_events::event::Sealed;
 use prlx_events::Hash32;
@@ -21,9 +21,11 @@ use super::{Coordinator, ReportError};
 
 impl Coordinator {
     /// Checks a node's result report and builds the command that records it. A report whose
-    /// signature does not verify is refused here: it may not come from the node at all, so it
-    /// must not count against the node. A signed report whose result does not open or does not
-    /// match its PoE is the node's fault and goes to `decide` as a failed commitment.
+    /// signature does not verify is refused here, whatever its seal says: anyone who saw a
+    /// report can resend its ciphertext, so only the node's signature over these very sealed
+    /// bytes (their hash is in the statement) proves the report is the node's and may change
+    /// its standing. A signed report whose result does not open or does not match its PoE is
+    /// the node's fault and goes to `decide` as a failed commitment.
     pub fn completion(
         &mut self,
         node: NodeId,
@@ -46,7 +48,9 @@ impl Coordinator {
             report.poe,
             ciphertext_hash,
         );
-        let signed = verify(&node_key, &statement, &report.signature);
+        if !verify(&node_key, &statement, &report.signature) {
+            return Err(ReportError::BadSignature);
+        }
         let client_pubkey = req.client_pubkey.clone();
         let (epoch, session) = self
             .session(node)
@@ -63,24 +67,18 @@ impl Coordinator {
             epoch,
             &report.sealed_result,
         );
-        // A report is the node's when either its signature or the session-key seal proves
-        // it; only then may a defect count against the node. The checks in the order of
-        // the protocol: the result opens, the signature is over this task, the PoE matches.
-        let (commitment, result) = match (opened, signed) {
-            (Err(_), false) => return Err(ReportError::BadSignature),
-            (Err(_), true) => (
+        // Signed, so whatever is wrong from here on is the node's doing. The checks in the
+        // order of the protocol: the result opens, then the PoE matches.
+        let (commitment, result) = match opened {
+            Err(_) => (
                 Err("the result does not open under the node's session key".to_owned()),
                 Vec::new(),
             ),
-            (Ok(bytes), false) => (
-                Err("the signature does not verify for this task (replayed or forged)".to_owned()),
-                bytes,
-            ),
-            (Ok(bytes), true) if proof_of_execution(task, &bytes, node) != report.poe => (
+            Ok(bytes) if proof_of_execution(task, &bytes, node) != report.poe => (
                 Err("PoE does not match SHA-256(task_id || result || node_id)".to_owned()),
                 bytes,
             ),
-            (Ok(bytes), true) => (Ok(()), bytes),
+            Ok(bytes) => (Ok(()), bytes),
         };
         let mut rng = rsa::rand_core::OsRng;
         let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];

@@ -20,12 +20,15 @@
 //!   to get that body rejected; shared by the in-process and the real-process tests.
 //! - [`sampling`]: a sampled run for validation tests: nodes of named devices, an open
 //!   sampling epoch under a known seed, dispatches and results decided with it.
+//! - [`session`]: a node of the real shell as its daemon sees it (key, session from its
+//!   grant, dispatches), for tests of what nodes report.
 
 pub mod accounts;
 pub mod fixtures;
 pub mod history;
 pub mod intake;
 pub mod sampling;
+pub mod session;
 
 pub use history::History;
 
