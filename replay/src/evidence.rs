@@ -18,6 +18,7 @@ use prlx_events::crypto::{
     grant_statement, heartbeat_statement, parse_public_key_pem, refusal_statement,
     result_statement, result_statement_v1, seal_statement,
 };
+use prlx_events::event::ResultSubmitted;
 use prlx_events::log::Offset;
 use prlx_events::pss::PssVerifier;
 use prlx_events::{Envelope, Event, NodeId, TaskId};
@@ -72,9 +73,14 @@ enum Claim {
     Seal,
     /// An account's signature over the request charged to it.
     Consent,
-    /// A bad result signature is a divergence only where a commitment accepts the result
-    /// (the coordinator records a signed-off but unsigned result and rejects its commitment).
-    Result(ResultKey),
+    /// A result signed over its ciphertext's hash (statement v2): the coordinator records
+    /// one only once its signature verified, so a bad one is always a divergence (it may have
+    /// flagged the node or paid for the result).
+    Result,
+    /// A result recorded before v2 (statement v1): coordinators then recorded a report whose
+    /// seal opened though its signature did not, and rejected its commitment, so a bad one
+    /// is a divergence only where a commitment accepts the result.
+    ResultV1(ResultKey),
 }
 
 /// A record whose evidence does not hold.
@@ -94,6 +100,9 @@ pub struct EvidenceCounts {
     /// Heartbeats recorded without their signed statement (written before heartbeats kept
     /// it): accepted, but their uptime is the coordinator's word.
     pub unverified_heartbeats: u64,
+    /// Results recorded before results were signed over their ciphertext's hash: their
+    /// signatures are verified against the v1 statement (task, attempt, PoE only).
+    pub v1_results: u64,
     /// `LogSealed` records verified.
     pub seals: u64,
     /// The offset of the last verified seal.
@@ -110,6 +119,9 @@ pub(crate) struct Evidence {
     /// Found in the fold stage itself (a missing key, a seal that covers the wrong head).
     findings: Vec<Finding>,
     accepted: Vec<(Offset, ResultKey)>,
+    /// The first result recorded with its ciphertext's hash: the version marker after which
+    /// a v1 result is a divergence (an upgraded coordinator records no more of them).
+    first_v2_result: Option<Offset>,
     pub counts: EvidenceCounts,
 }
 
@@ -144,6 +156,7 @@ impl Evidence {
             next_worker: 0,
             findings: Vec::new(),
             accepted: Vec::new(),
+            first_v2_result: None,
             counts: EvidenceCounts::default(),
         }
     }
@@ -165,31 +178,7 @@ impl Evidence {
                 }
                 _ => self.counts.unverified_heartbeats += 1,
             },
-            Event::ResultSubmitted(r) => {
-                if let Some(key) = self.node_key(state, r.node_id) {
-                    // Records written before results were signed over their ciphertext
-                    // carry no hash: their signature is over the v1 statement.
-                    let statement = match r.ciphertext_hash {
-                        Some(sealed) => result_statement(
-                            r.task_id.request,
-                            r.task_id,
-                            r.node_id,
-                            r.attempt,
-                            r.poe,
-                            sealed,
-                        ),
-                        None => result_statement_v1(
-                            r.task_id.request,
-                            r.task_id,
-                            r.node_id,
-                            r.attempt,
-                            r.poe,
-                        ),
-                    };
-                    let claim = Claim::Result((r.task_id, r.attempt, r.node_id));
-                    self.push(offset, key, statement, &r.signature.0, claim);
-                }
-            }
+            Event::ResultSubmitted(r) => self.take_result(state, offset, r),
             Event::DispatchRefused(r) => {
                 if let Some(key) = self.node_key(state, r.node_id) {
                     let statement = refusal_statement(
@@ -329,6 +318,49 @@ impl Evidence {
         }
     }
 
+    /// A result's signature: over its ciphertext's hash where the record carries one, else
+    /// over the v1 statement, which only records before the first v2 one may use.
+    fn take_result(&mut self, state: &CoordinatorState, offset: Offset, r: &ResultSubmitted) {
+        let (statement, claim) = match r.ciphertext_hash {
+            Some(sealed) => {
+                self.first_v2_result.get_or_insert(offset);
+                let statement = result_statement(
+                    r.task_id.request,
+                    r.task_id,
+                    r.node_id,
+                    r.attempt,
+                    r.poe,
+                    sealed,
+                );
+                (statement, Claim::Result)
+            }
+            None => {
+                if let Some(first) = self.first_v2_result {
+                    self.findings.push(Finding {
+                        offset,
+                        event_type: "ResultSubmitted",
+                        field: "ciphertext_hash",
+                        message: format!(
+                            "a result without its ciphertext's hash after the first one with it \
+                             (offset {first}): its signature does not cover the sealed result"
+                        ),
+                    });
+                    return;
+                }
+                self.counts.v1_results += 1;
+                let statement =
+                    result_statement_v1(r.task_id.request, r.task_id, r.node_id, r.attempt, r.poe);
+                (
+                    statement,
+                    Claim::ResultV1((r.task_id, r.attempt, r.node_id)),
+                )
+            }
+        };
+        if let Some(key) = self.node_key(state, r.node_id) {
+            self.push(offset, key, statement, &r.signature.0, claim);
+        }
+    }
+
     fn push(
         &mut self,
         offset: Offset,
@@ -432,7 +464,12 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                     "RequestAccepted",
                     "the consent's signature is not the account's over the request's typed data",
                 ),
-                Claim::Result(key) => {
+                Claim::Result => (
+                    "ResultSubmitted",
+                    "the result's signature is not the node's over its task, attempt, PoE and \
+                     sealed result (the hash in ciphertext_hash)",
+                ),
+                Claim::ResultV1(key) => {
                     out.bad_results.insert(key, c.offset);
                     continue;
                 }

@@ -2,22 +2,27 @@
 //! consistently (offsets, checksums, `COMMIT`, sequence numbers: `prlx_tests::tamper`) still
 //! cannot remove, insert or reorder a record without the auditor naming the first break by
 //! offset; recomputing the links as well is caught at the next seal; and evidence forged on
-//! the log (a heartbeat's, a result's, a grant's or a refusal's signature) is caught at its
-//! record.
+//! the log (a heartbeat's, a result's, a grant's or a refusal's signature, a result's
+//! signature that does not cover its recorded ciphertext hash) is caught at its record.
 
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use prlx_commands::decide::{Command, SignedHeartbeat};
-use prlx_commands::shell::{Coordinator, SealPolicy};
+use prlx_commands::shell::SealPolicy;
 use prlx_commands::testkit::fixtures;
+use prlx_commands::testkit::session::{node_with_dispatches, publish_chat_and_credit};
 use prlx_events::crypto::{
-    heartbeat_statement, node_id_of, public_key_pem, refusal_statement, sign,
+    heartbeat_statement, node_id_of, open_message, public_key_pem, refusal_statement, sign,
+    Direction,
 };
-use prlx_events::event::{CreditsDeposited, NodeRegistered, RefusalReason, Sealed};
+use prlx_events::event::{
+    CreditsDeposited, NodeRegistered, RefusalReason, ResultSubmitted, Sealed,
+};
 use prlx_events::log::LogUrl;
-use prlx_events::protocol::RefusalReport;
+use prlx_events::protocol::{DispatchBody, RefusalReport, ResultBody};
 use prlx_events::{Envelope, Event, Hash32, TaskId};
+use prlx_node::worker::{commit_result, Identity, Job};
 use prlx_replay::{verify, DivergenceKind, Report, VerifyOptions};
 use prlx_tests::harness::inproc::open_coordinator;
 use prlx_tests::tamper::{insert, read_payloads, relink, remove, swap, write_log, Forger};
@@ -154,7 +159,7 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
             })
     };
     let mut coord = open().await;
-    catalog_and_credit(&mut coord).await;
+    publish_chat_and_credit(&mut coord).await;
     let nodes: Vec<RsaPrivateKey> = (0..2)
         .map(|_| RsaPrivateKey::new(&mut OsRng, 2048).unwrap())
         .collect();
@@ -199,24 +204,6 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
     }
     drop(coord);
     read_payloads(dir).await
-}
-
-/// Publishes a catalog of `chat` and deposits 10_000 on the fixtures' account.
-async fn catalog_and_credit(coord: &mut Coordinator) {
-    coord
-        .execute(Command::PublishCatalog(fixtures::catalog(vec![
-            fixtures::model("chat", Hash32([1; 32])),
-        ])))
-        .await
-        .unwrap();
-    coord
-        .execute(Command::DepositCredits {
-            account: fixtures::account(),
-            tx_ref: "bank-1".into(),
-            amount: 10_000,
-        })
-        .await
-        .unwrap();
 }
 
 fn type_of(record: &[u8]) -> &'static str {
@@ -301,6 +288,12 @@ async fn a_forged_heartbeat_signature_is_caught_at_its_record() {
 /// The report names the signature of the `event_type` record at `at` as bad evidence.
 #[track_caller]
 fn assert_bad_signature_at(report: &Report, at: usize, event_type: &str) {
+    assert_bad_evidence_at(report, at, event_type, "signature");
+}
+
+/// The report names `field` of the `event_type` record at `at` as bad evidence.
+#[track_caller]
+fn assert_bad_evidence_at(report: &Report, at: usize, event_type: &str, field: &str) {
     let d = report.divergence.as_ref().expect("caught");
     assert_eq!(
         (
@@ -313,7 +306,7 @@ fn assert_bad_signature_at(report: &Report, at: usize, event_type: &str) {
             at as u64,
             DivergenceKind::BadEvidence,
             Some(event_type),
-            Some("signature")
+            Some(field)
         ),
         "{}",
         report.to_text()
@@ -327,9 +320,19 @@ fn forge_signature(
     event_type: &str,
     forge: impl FnOnce(&mut Event),
 ) -> (Vec<Vec<u8>>, usize) {
-    let at = records
-        .iter()
-        .position(|r| type_of(r) == event_type)
+    forge_nth(records, event_type, 0, forge)
+}
+
+/// [`forge_signature`] of the `nth` record of `event_type` (from 0).
+fn forge_nth(
+    records: &[Vec<u8>],
+    event_type: &str,
+    nth: usize,
+    forge: impl FnOnce(&mut Event),
+) -> (Vec<Vec<u8>>, usize) {
+    let at = (0..records.len())
+        .filter(|&i| type_of(&records[i]) == event_type)
+        .nth(nth)
         .unwrap();
     let mut env = Envelope::decode(&records[at]).unwrap();
     forge(&mut env.event);
@@ -400,6 +403,118 @@ async fn a_verified_result_without_the_node_s_signature_and_a_forged_grant_are_c
         report.evidence
     );
     assert_eq!(report.evidence.unverified_heartbeats, 0);
+}
+
+/// A log with two results of one node, each reported as the node daemon's own code reports
+/// it ([`commit_result`]: signed over request, task, node, attempt, PoE and the sealed bytes'
+/// hash) and recorded by the coordinator shell.
+async fn two_signed_results(dir: &Path) -> Vec<Vec<u8>> {
+    let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
+    let signing = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+    let coordinator_key = signing.to_public_key();
+    let mut coord = open_coordinator(&url).await.with_signing_key(signing);
+    publish_chat_and_credit(&mut coord).await;
+    let (node, dispatches) =
+        node_with_dispatches(&mut coord, &coordinator_key, 2, &["one", "two"]).await;
+    assert_eq!(dispatches.len(), 2);
+    let identity = Identity {
+        node: node.id,
+        key: node.key,
+    };
+    for d in dispatches {
+        let work = open_message(
+            &node.session,
+            Direction::Dispatch,
+            d.task_id,
+            node.id,
+            d.attempt,
+            node.epoch,
+            &d.sealed_work.0,
+        )
+        .unwrap();
+        let body: DispatchBody = serde_json::from_slice(&work).unwrap();
+        let result = ResultBody {
+            text: format!("echo: {}", body.prompt),
+            token_ids: vec![1, 2, 3],
+            model_sha256: Hash32([1; 32]),
+            decoding: "greedy".into(),
+            stopped_at_eos: true,
+        };
+        let job = Job {
+            task: d.task_id,
+            attempt: d.attempt,
+            epoch: node.epoch,
+            session: node.session.clone(),
+            body,
+            deadline_at: d.deadline_at,
+            trace: None,
+        };
+        let report = commit_result(&identity, &job, &result, 3, &mut OsRng);
+        let cmd = coord.completion(node.id, &report).unwrap();
+        coord.execute(cmd).await.unwrap();
+    }
+    drop(coord);
+    read_payloads(dir).await
+}
+
+/// Results signed over their sealed bytes (statement v2, `ciphertext_hash` recorded): each is
+/// re-verified at its own record, not only where a commitment accepts it, since the
+/// coordinator records none whose signature failed. (The golden logs' results are v1.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_signature_does_not_cover_its_sealed_result_is_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = two_signed_results(&tmp.path().join("written")).await;
+    let count = |t: &str| records.iter().filter(|r| type_of(r) == t).count() as u64;
+    assert_eq!(
+        (count("ResultSubmitted"), count("CommitmentVerified")),
+        (2, 2)
+    );
+    let result = |nth: usize| {
+        let at = (0..records.len())
+            .filter(|&i| type_of(&records[i]) == "ResultSubmitted")
+            .nth(nth)
+            .unwrap();
+        match Envelope::decode(&records[at]).unwrap().event {
+            Event::ResultSubmitted(r) => r,
+            _ => unreachable!(),
+        }
+    };
+    assert!(result(0).ciphertext_hash.is_some() && result(1).ciphertext_hash.is_some());
+
+    // As written: every signature verifies, results over their ciphertext's hash.
+    let report = audit(&tmp.path().join("written")).await;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.evidence.v1_results, 0);
+    assert_eq!(
+        report.evidence.signatures_verified,
+        count("ResultSubmitted") + count("SessionKeyIssued") + count("LogSealed"),
+        "{:?}",
+        report.evidence
+    );
+
+    let dir = tmp.path().join("forged");
+    let forge = |nth: usize, f: &dyn Fn(&mut ResultSubmitted)| {
+        forge_nth(&records, "ResultSubmitted", nth, |e| {
+            if let Event::ResultSubmitted(r) = e {
+                f(r);
+            }
+        })
+    };
+    // The signature kept, the hash of other bytes recorded: it does not cover them.
+    let (forged, at) = forge(0, &|r| {
+        r.ciphertext_hash = Some(Hash32::of(b"another ciphertext"));
+    });
+    let report = audit_records(&dir, &forged).await;
+    assert_bad_signature_at(&report, at, "ResultSubmitted");
+    // The node's own signature, but the one of its other result.
+    let other = result(1).signature;
+    let (forged, at) = forge(0, &|r| r.signature = other.clone());
+    let report = audit_records(&dir, &forged).await;
+    assert_bad_signature_at(&report, at, "ResultSubmitted");
+    // After a v2 result, one without the hash: its signature covers no sealed result.
+    let (forged, at) = forge(1, &|r| r.ciphertext_hash = None);
+    let report = audit_records(&dir, &forged).await;
+    assert_bad_evidence_at(&report, at, "ResultSubmitted", "ciphertext_hash");
 }
 
 /// Resuming from a snapshot, the chain is checked from the last record the snapshot covers:
@@ -519,7 +634,7 @@ async fn a_refusal_without_the_node_s_signature_is_caught() {
     let mut coord = open_coordinator(&url)
         .await
         .with_signing_key(RsaPrivateKey::new(&mut OsRng, 2048).unwrap());
-    catalog_and_credit(&mut coord).await;
+    publish_chat_and_credit(&mut coord).await;
     let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
     let node = node_id_of(&key.to_public_key());
     let reg = fixtures::registration(node, public_key_pem(&key.to_public_key()));
