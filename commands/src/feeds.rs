@@ -356,6 +356,9 @@ mod tests {
                 runtime: "onnxruntime-1.22.0".into(),
             },
             model_hashes: Default::default(),
+            operator: None,
+            signed_at: None,
+            signature: None,
         }
         .into()
     }

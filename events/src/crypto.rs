@@ -106,6 +106,68 @@ pub fn heartbeat_statement(node: NodeId, unix_seconds: i64) -> Vec<u8> {
     m
 }
 
+/// What a node signs to register: a domain tag, its node id (32 bytes), then what it registers
+/// as recorded: tier (u8), slots (u32 BE), its models in order, its execution class in normal
+/// form (device, driver, runtime), its model hashes by model name (name and 32 bytes each),
+/// its operator address (empty for none), and the time it signed (Unix seconds, i64 BE). Each
+/// list is counted and each string length-prefixed (u32 BE), so no two registrations share
+/// bytes. Signing all of it means a captured signature registers nothing else: not another
+/// operator (who would be paid), another tier or other models.
+pub fn registration_statement(n: &crate::event::NodeRegistered, unix_seconds: i64) -> Vec<u8> {
+    fn put(m: &mut Vec<u8>, s: &str) {
+        m.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        m.extend_from_slice(s.as_bytes());
+    }
+    let mut m = b"prlx/registration/v1\0".to_vec();
+    m.extend_from_slice(&n.node_id.to_bytes());
+    m.push(n.hardware_tier);
+    m.extend_from_slice(&n.slots.to_be_bytes());
+    m.extend_from_slice(&(n.models.len() as u32).to_be_bytes());
+    for model in &n.models {
+        put(&mut m, model);
+    }
+    // The coordinator records the class in normal form; the node signs that form, so the
+    // auditor verifies the record as it is.
+    let class = n
+        .execution_class
+        .normalised()
+        .unwrap_or_else(|_| n.execution_class.clone());
+    for part in [&class.device, &class.driver, &class.runtime] {
+        put(&mut m, part);
+    }
+    m.extend_from_slice(&(n.model_hashes.len() as u32).to_be_bytes());
+    for (model, hash) in &n.model_hashes {
+        put(&mut m, model);
+        m.extend_from_slice(&hash.0);
+    }
+    put(&mut m, n.operator.as_deref().unwrap_or(""));
+    m.extend_from_slice(&unix_seconds.to_be_bytes());
+    m
+}
+
+/// Signs `n` with its node's key at `unix_seconds`: sets `signed_at` and `signature`.
+pub fn sign_registration(
+    key: &RsaPrivateKey,
+    n: &mut crate::event::NodeRegistered,
+    unix_seconds: i64,
+    rng: &mut impl CryptoRngCore,
+) {
+    let statement = registration_statement(n, unix_seconds);
+    n.signed_at = Some(unix_seconds);
+    n.signature = Some(crate::event::Sealed(sign(key, &statement, rng)));
+}
+
+/// Whether `n` carries a signature by the key it registers over its statement.
+pub fn registration_verifies(n: &crate::event::NodeRegistered) -> bool {
+    let (Some(at), Some(signature)) = (n.signed_at, &n.signature) else {
+        return false;
+    };
+    let Ok(key) = parse_public_key_pem(&n.public_key_pem) else {
+        return false;
+    };
+    node_id_of(&key) == n.node_id && verify(&key, &registration_statement(n, at), &signature.0)
+}
+
 /// What a node signs for a result: a domain tag, then request id (u64 BE), task id (16 bytes),
 /// node id (32 bytes), attempt (u32 BE), the PoE (32 bytes) and the SHA-256 of the sealed
 /// result exactly as the node sends it (32 bytes). Binding all of them means a signature cannot

@@ -190,6 +190,28 @@ pub struct NodeRegistered {
     /// from before nodes reported them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_hashes: BTreeMap<String, Hash32>,
+    /// The chain address (0x, 40 lowercase hex) the node names as its operator: the only
+    /// staker whose bond for its id counts and is paid. Absent: no stake counts, so the node
+    /// is never paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// When the node signed its registration, Unix seconds: the statement is
+    /// [`crate::crypto::registration_statement`]. Absent, with `signature`, on registrations
+    /// recorded before nodes signed them; the auditor counts those as unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<i64>,
+    /// RSA-PSS-SHA256 by the registered key over the statement: proof that whoever registered
+    /// holds the key, re-verified by the auditor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Sealed>,
+}
+
+impl NodeRegistered {
+    /// Whether the node signed it: registrations from before nodes signed theirs keep the
+    /// rules they were recorded under (any staker's bond counts, dispatch before a heartbeat).
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

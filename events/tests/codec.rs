@@ -151,6 +151,9 @@ fn one_of_each() -> Vec<Event> {
             stake: 1_000,
             execution_class: class,
             model_hashes: [("oss-chat-v1".to_owned(), Hash32::of(b"model"))].into(),
+            operator: Some("0x00000000000000000000000000000000000000aa".into()),
+            signed_at: Some(1_780_000_000),
+            signature: Some(Sealed(vec![3; 256])),
         }
         .into(),
         NodeHeartbeat {
