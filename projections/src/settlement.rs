@@ -44,6 +44,10 @@ pub struct Settlement {
     /// for nodes not registered yet.
     #[serde(default)]
     pub chain_stakes: BTreeMap<NodeId, u64>,
+    /// Each such node's staker (the contract sets it once): its bond counts only if it is the
+    /// operator the node signed ([`stake_counts`]).
+    #[serde(default)]
+    pub chain_stakers: BTreeMap<NodeId, String>,
     /// Verified uptime of the epochs not settled yet: epoch -> node -> uptime.
     pub uptime: BTreeMap<u64, BTreeMap<NodeId, Uptime>>,
     /// Credits charged in each epoch not settled yet.
@@ -80,6 +84,12 @@ pub struct Operator {
     pub last_slot: Option<u64>,
     /// Rewards paid to it over all settled epochs, in minor units.
     pub paid: u64,
+    /// The operator it signed at registration, and whether it signed one: whose bond on
+    /// chain counts as its stake ([`stake_counts`]).
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub signed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +104,16 @@ pub struct Uptime {
     pub slots: u64,
     /// Sum over the earned slots of stake x tier weight at the time each was earned.
     pub weight: u128,
+}
+
+/// Whether a bond for the node by `staker` counts as its stake (weight, payouts, payout-tree
+/// leaves). For a signed registration only when the staker is the operator the node signed:
+/// the contract makes whoever stakes first for an id its staker, so without this anyone could
+/// front-run a node's first stake with 1 wei and be paid its rewards. A node that named no
+/// operator has no stake that counts. Registrations recorded before nodes signed them keep
+/// the rule they were recorded under: any staker's bond counts.
+pub fn stake_counts(signed: bool, operator: Option<&str>, staker: &str) -> bool {
+    !signed || operator == Some(staker)
 }
 
 /// What is wrong with a reward policy: the field and why.
@@ -352,11 +372,16 @@ impl Settlement {
         let at = env.header.recorded_at;
         match &env.event {
             Event::NodeRegistered(n) => {
-                let stake = self
-                    .chain_stakes
+                // Staked for on chain before it registered: the bond, if it counts.
+                let bound = self
+                    .chain_stakers
                     .get(&n.node_id)
-                    .copied()
-                    .unwrap_or(n.stake);
+                    .is_none_or(|s| stake_counts(n.is_signed(), n.operator.as_deref(), s));
+                let stake = match self.chain_stakes.get(&n.node_id) {
+                    Some(&bond) if bound => bond,
+                    Some(_) => 0,
+                    None => n.stake,
+                };
                 self.operators.entry(n.node_id).or_insert(Operator {
                     tier: n.hardware_tier,
                     stake,
@@ -366,15 +391,26 @@ impl Settlement {
                     in_default: false,
                     last_slot: None,
                     paid: 0,
+                    operator: n.operator.clone(),
+                    signed: n.is_signed(),
                 });
             }
             Event::NodeDrained(d) => self.update(d.node_id, |op| op.draining = true),
             Event::NodeRemovedFromPool(r) => self.update(r.node_id, |op| op.in_pool = false),
             // The chain's bond replaces whatever the node had: stake is what the contract
             // holds. Kept for a node that registers later too.
+            // Only from the operator the node signed: a stranger who staked first for its
+            // id holds a bond that weighs nothing.
             Event::ChainStakeChanged(c) => {
                 self.chain_stakes.insert(c.node_id, c.stake);
-                self.update(c.node_id, |op| op.stake = c.stake);
+                self.chain_stakers.insert(c.node_id, c.staker.clone());
+                self.update(c.node_id, |op| {
+                    op.stake = if stake_counts(op.signed, op.operator.as_deref(), &c.staker) {
+                        c.stake
+                    } else {
+                        0
+                    }
+                });
             }
             Event::StakeDeposited(s) => {
                 // The coordinator checked the node and the sum against its own (larger) total.
@@ -647,6 +683,19 @@ pub fn first_difference(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_the_signed_operators_bond_counts() {
+        let op = "0x00000000000000000000000000000000000000aa";
+        let thief = "0x00000000000000000000000000000000000000bb";
+        assert!(stake_counts(true, Some(op), op));
+        assert!(!stake_counts(true, Some(op), thief));
+        assert!(!stake_counts(true, None, thief));
+        assert!(
+            stake_counts(false, None, thief),
+            "unsigned: as recorded before"
+        );
+    }
 
     #[test]
     fn mul_div_rem_is_exact_past_128_bits() {

@@ -31,7 +31,7 @@ pub(super) fn prepare(state: &CoordinatorState, epoch: u64) -> Result<Vec<Event>
     if state.roots.contains_key(&epoch) {
         return Ok(vec![]);
     }
-    let leaves = root_leaves(payouts, &state.chain_stakes);
+    let leaves = root_leaves(payouts, &state.chain_stakes, &state.nodes);
     if leaves.is_empty() {
         return Err(refused(
             "epoch",

@@ -10,6 +10,7 @@ use prlx_events::{Envelope, Event, Hash32, NodeId, RequestId};
 use crate::coordinator::batch::Owed;
 use crate::coordinator::heartbeat::heartbeat_time_problem;
 use crate::coordinator::lifecycle::{RequestPhase, RequestStatus, Submission, Transition, Wait};
+use crate::coordinator::registration::registration_problem;
 use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{NodeView, RequestView, ReturnedResult, VerifiedResult};
 use crate::fold::{FoldError, Projection};
@@ -17,6 +18,7 @@ use crate::pricing::task_price;
 use crate::refusal::failed_by_refusals;
 use crate::scheduler::choose::{next_assignment, unservable_at, untried_capable};
 use crate::scheduler::index::slot_key;
+use crate::settlement::stake_counts;
 use crate::validation::{compare, removed, standing_bp, Comparison};
 
 impl CoordinatorState {
@@ -150,7 +152,9 @@ impl Projection for CoordinatorState {
     /// payout trees (`recent_payouts`, `roots`); snapshots of 10 lack them and are rebuilt.
     /// 12: steady-state income due from escrow (`usage_due`, `UsageSettled`).
     /// 13: the bootstrap stream's terms (`Settlement::stream`, `RewardStreamObserved`).
-    const FOLD_VERSION: u32 = 13;
+    /// 14: signed registrations (`NodeView::operator`, `signed`): a bond counts only from the
+    /// operator the node signed, and a signed node gets work only after its first heartbeat.
+    const FOLD_VERSION: u32 = 14;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -510,6 +514,9 @@ impl CoordinatorState {
             }
             Event::NodeRegistered(n) => {
                 self.check_class(env, n)?;
+                if let Some((field, why)) = registration_problem(n, at) {
+                    return Err(FoldError::at_field(env, field, why));
+                }
                 if self.nodes.contains_key(&n.node_id) {
                     return Err(FoldError::new(
                         env,
@@ -520,14 +527,22 @@ impl CoordinatorState {
                     hardware_tier: n.hardware_tier,
                     models: n.models.iter().cloned().collect(),
                     slots: n.slots,
-                    // Staked for on chain before it registered: the chain's figure.
-                    stake: self.chain_stakes.get(&n.node_id).map_or(n.stake, |c| c.stake),
+                    // Staked for on chain before it registered: the chain's figure, if the
+                    // staker is the one it signed.
+                    stake: self.chain_stakes.get(&n.node_id).map_or(n.stake, |c| {
+                        if stake_counts(n.is_signed(), n.operator.as_deref(), &c.staker) {
+                            c.stake
+                        } else {
+                            0
+                        }
+                    }),
                     execution_class: n.execution_class.clone(),
                     registered_at: at,
                     last_heartbeat: at,
                     draining: false,
                     in_pool: true,
-                    lapsed: false,
+                    // A signed registration gets work only after its first heartbeat.
+                    lapsed: n.is_signed(),
                     standing_bp: 10_000,
                     busy: 0,
                     public_key_pem: n.public_key_pem.clone(),
@@ -540,13 +555,19 @@ impl CoordinatorState {
                     verified: 0,
                     model_hashes: n.model_hashes.clone(),
                     refusals: 0,
+                    operator: n.operator.clone(),
+                    signed: n.is_signed(),
                 };
                 self.sched.index(
                     &view,
                     slot_key(n.node_id, &view, self.reputation_weight_pct()),
                 );
                 self.nodes.insert(n.node_id, view);
-                self.sched.heartbeats.insert((at, n.node_id));
+                // Only nodes that may take work lapse: one waiting for its first heartbeat
+                // has nothing to lose.
+                if !n.is_signed() {
+                    self.sched.heartbeats.insert((at, n.node_id));
+                }
             }
             Event::NodeHeartbeat(h) => {
                 let node = self.node_mut(env, h.node_id)?;

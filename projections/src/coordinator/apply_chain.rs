@@ -19,7 +19,9 @@ use prlx_events::event::{
 use prlx_events::{Envelope, NodeId};
 
 use crate::coordinator::state::{ChainStake, CoordinatorState, PreparedRoot, ROOT_WINDOW_EPOCHS};
+use crate::coordinator::views::NodeView;
 use crate::fold::FoldError;
+use crate::settlement::stake_counts;
 
 /// Why `text` is not `bytes` bytes of lowercase 0x-hex, the one spelling the log uses: two
 /// spellings of one hash would name one chain event twice.
@@ -121,23 +123,35 @@ impl CoordinatorState {
             },
         );
         if let Some(node) = self.nodes.get_mut(&c.node_id) {
-            node.stake = c.stake;
+            node.stake = if stake_counts(node.signed, node.operator.as_deref(), &c.staker) {
+                c.stake
+            } else {
+                0
+            };
         }
         Ok(())
     }
 }
 
 /// The leaves of an epoch's payout tree: each payout above zero of a node with a staker on
-/// chain, to that staker, in minor units of PRLX, in node id order (the payouts' order).
+/// chain whose bond counts for it ([`stake_counts`]: the operator it signed), to that staker,
+/// in minor units of PRLX, in node id order (the payouts' order). Such a payout has a weight
+/// only from a bond that counts, so the filter holds by construction; it is here so that no
+/// other staker is ever a leaf, whatever reaches the payouts.
 pub fn root_leaves(
     payouts: &[(NodeId, u64)],
     stakes: &BTreeMap<NodeId, ChainStake>,
+    nodes: &BTreeMap<NodeId, NodeView>,
 ) -> Vec<RootLeaf> {
     payouts
         .iter()
         .filter(|(_, amount)| *amount > 0)
         .filter_map(|(node, amount)| {
-            stakes.get(node).map(|s| RootLeaf {
+            let s = stakes.get(node)?;
+            let bound = nodes
+                .get(node)
+                .is_none_or(|n| stake_counts(n.signed, n.operator.as_deref(), &s.staker));
+            bound.then(|| RootLeaf {
                 node_id: *node,
                 recipient: s.staker.clone(),
                 amount_wei: (u128::from(*amount) * CREDIT_UNIT_WEI).to_string(),
@@ -206,7 +220,7 @@ impl CoordinatorState {
                 format!("epoch {} already has a tree", r.epoch),
             ));
         }
-        let leaves = root_leaves(payouts, &self.chain_stakes);
+        let leaves = root_leaves(payouts, &self.chain_stakes, &self.nodes);
         if leaves.is_empty() || leaves != r.leaves {
             return Err(FoldError::at_field(
                 env,

@@ -18,6 +18,8 @@
 //!   table gives, with the scheduler's indexes in step.
 //! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
 //! - `heartbeat`: when a heartbeat's signed time may be recorded, for `decide` and the fold.
+//! - `registration`: when a signed registration may be recorded, and whose bond counts as the
+//!   node's stake.
 
 mod apply;
 mod apply_chain;
@@ -28,6 +30,7 @@ mod apply_validation;
 pub mod batch;
 pub mod heartbeat;
 pub mod lifecycle;
+pub mod registration;
 pub(crate) mod state;
 pub(crate) mod views;
 

@@ -170,7 +170,9 @@ pub struct NodeView {
     pub last_heartbeat: DateTime<Utc>,
     pub draining: bool,
     pub in_pool: bool,
-    /// Missed its heartbeats (`NodeLapsed`) and has not heartbeated since.
+    /// Missed its heartbeats (`NodeLapsed`), or registered with a signed statement and never
+    /// heartbeated, and has not heartbeated since: a node gets work only once it has shown
+    /// it runs, so a registration alone strands no dispatch.
     #[serde(default)]
     pub lapsed: bool,
     pub standing_bp: u32,
@@ -203,6 +205,13 @@ pub struct NodeView {
     /// are counted, so a node that declines much is seen doing so.
     #[serde(default)]
     pub refusals: u64,
+    /// The operator it signed at registration (lowercase 0x-hex): the only staker whose bond
+    /// counts for it ([`super::registration::stake_counts`]).
+    #[serde(default)]
+    pub operator: Option<String>,
+    /// It registered with a signed statement, under the rules that come with one.
+    #[serde(default)]
+    pub signed: bool,
 }
 
 impl NodeView {
