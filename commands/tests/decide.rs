@@ -220,6 +220,7 @@ fn nodes_register_once_and_heartbeat_only_when_known() {
         slots: 2,
         stake: 10,
         execution_class: cpu("onnxruntime-1.32"),
+        model_hashes: [("oss-chat-v1".to_owned(), Hash32::of(b"model"))].into(),
         ..registration(node_id_of(&key), public_key_pem(&key))
     };
     let id = node.node_id;

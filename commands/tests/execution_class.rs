@@ -30,6 +30,7 @@ fn registering(class: ExecutionClass) -> NodeRegistered {
     let key = parse_public_key_pem(client_pem()).unwrap();
     NodeRegistered {
         execution_class: class,
+        model_hashes: [("chat".to_owned(), Hash32([1; 32]))].into(),
         ..registration(node_id_of(&key), client_pem().to_owned())
     }
 }

@@ -18,7 +18,8 @@ use prlx_commands::shell::{Coordinator, Outcome};
 use prlx_commands::testkit::accounts::{account, address};
 use prlx_commands::testkit::fixtures::{self, cpu, registration, reward_policy};
 use prlx_commands::testkit::intake::{
-    assert_error_body, rejection_cases, sha256_hex, signed, submission, CATALOG, REJECTION_KEY,
+    assert_error_body, rejection_cases, sha256_hex, signed, signed_registration,
+    signed_registration_at, submission, CATALOG, CATALOG_MODEL_SHA256, REJECTION_KEY,
 };
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{CatalogPublished, NodeRegistered};
@@ -537,13 +538,48 @@ async fn node_registration_conflict_and_heartbeat() {
     let private = new_key();
     let key = private.to_public_key();
     let expected_id = node_id_of(&key).0.to_hex();
-    let node = json!({
+    let unsigned = json!({
         "public_key_pem": public_key_pem(&key),
         "hardware_tier": 3,
         "models": ["oss-chat-v1"],
         "slots": 2,
+        "model_hashes": {"oss-chat-v1": CATALOG_MODEL_SHA256},
         "execution_class": {"device": "cpu-x86_64-avx2", "driver": "none", "runtime": "onnxruntime-1.22.0"},
     });
+    let node = signed_registration(&private, unsigned.clone());
+
+    // Whoever does not hold the key cannot register it: unsigned, signed by another key,
+    // signed long ago, or a captured signature sent with another operator (who would be
+    // paid). Nothing is recorded.
+    let end = f.log_end().await;
+    let stranger = new_key();
+    let now = chrono::Utc::now().timestamp();
+    let mut other_operator = node.clone();
+    other_operator["operator"] = json!("0x00000000000000000000000000000000000000bb");
+    for (body, field) in [
+        (unsigned.clone(), "signature"),
+        (
+            signed_registration(&stranger, unsigned.clone()),
+            "signature",
+        ),
+        (
+            signed_registration_at(&private, unsigned.clone(), now - 600),
+            "signed_at",
+        ),
+        (other_operator, "signature"),
+    ] {
+        assert_error(
+            &f.post("/v1/nodes", &body).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            Some(field),
+        );
+    }
+    assert_eq!(
+        f.log_end().await,
+        end,
+        "no refused registration is recorded"
+    );
 
     let (status, body) = f.post("/v1/nodes", &node).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -556,8 +592,9 @@ async fn node_registration_conflict_and_heartbeat() {
         "identical re-registration"
     );
 
-    let mut other = node.clone();
+    let mut other = unsigned.clone();
     other["slots"] = json!(8);
+    let other = signed_registration(&private, other);
     assert_error(
         &f.post("/v1/nodes", &other).await,
         StatusCode::CONFLICT,
@@ -568,13 +605,11 @@ async fn node_registration_conflict_and_heartbeat() {
     let end = f.log_end().await;
     let id = node_id_of(&key);
     let path = format!("/v1/nodes/{expected_id}/heartbeat");
-    let now = chrono::Utc::now().timestamp();
     let (status, body) = f.post(&path, &heartbeat(&private, id, now)).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
     assert_eq!(f.log_end().await, end + 1, "the heartbeat is on the log");
 
     // Forged, replayed, stale or unsigned heartbeats record nothing.
-    let stranger = new_key();
     for (body, status, field) in [
         (
             heartbeat(&stranger, id, now + 1),
@@ -827,6 +862,11 @@ fn register(n: u8, tier: u8, stake: u64) -> Command {
     Command::RegisterNode(Box::new(NodeRegistered {
         hardware_tier: tier,
         models: vec!["oss-chat-v1".into()],
+        model_hashes: [(
+            "oss-chat-v1".to_owned(),
+            CATALOG_MODEL_SHA256.parse().unwrap(),
+        )]
+        .into(),
         stake,
         execution_class: cpu("onnxruntime-1.32"),
         ..registration(test_node(n), node_key(n).1.clone())
@@ -1179,9 +1219,15 @@ async fn refusals_requeue_then_fail_the_request_and_forgeries_record_nothing() {
             "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-1.22.0"},
             "model_hashes": {"oss-chat-v1": file},
         });
-        let (status, answer) = f.post("/v1/nodes", &body).await;
+        let (status, answer) = f.post("/v1/nodes", &signed_registration(key, body)).await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
-        ids.push(node_id_of(&key.to_public_key()));
+        let id = node_id_of(&key.to_public_key());
+        // A node gets work once it has heartbeated.
+        let now = chrono::Utc::now().timestamp();
+        let beat = format!("/v1/nodes/{}/heartbeat", id.0.to_hex());
+        let (status, answer) = f.post(&beat, &heartbeat(key, id, now)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+        ids.push(id);
     }
     let (status, answer) = f.post("/v1/requests", &submission("ai", "too long")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");

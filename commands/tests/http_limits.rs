@@ -16,11 +16,14 @@ use prlx_commands::consent::ConsentDomain;
 use prlx_commands::decide::Command;
 use prlx_commands::http::{app, guarded, serve, Connections, RateLimit, TransportOptions};
 use prlx_commands::shell::{Coordinator, Outcome};
-use prlx_commands::testkit::intake::{assert_error_body, client_pem, signed, submission, CATALOG};
+use prlx_commands::testkit::intake::{
+    assert_error_body, client_key, registration_body, signed, signed_registration, submission,
+    CATALOG,
+};
 use prlx_events::event::CatalogPublished;
 use prlx_events::log::LogUrl;
 use prlx_events::seal::StorageKey;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -109,14 +112,12 @@ async fn log_end(router: &Router) -> u64 {
     body["log_end"].as_u64().unwrap()
 }
 
+/// A registration of the [`client_key`], signed now.
 fn node_registration() -> Value {
-    json!({
-        "public_key_pem": client_pem(),
-        "hardware_tier": 3,
-        "models": ["oss-chat-v1"],
-        "slots": 1,
-        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
-    })
+    signed_registration(
+        client_key(),
+        registration_body(&client_key().to_public_key(), 3),
+    )
 }
 
 #[tokio::test]

@@ -91,7 +91,10 @@ fn submissions_refuse_each_string_over_the_cap_naming_it() {
 fn registrations_refuse_too_many_models_and_long_names() {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let public = key.to_public_key();
-    let base = registration(node_id_of(&public), public_key_pem(&public));
+    let base = NodeRegistered {
+        model_hashes: [("chat".to_owned(), Hash32::of(b"model"))].into(),
+        ..registration(node_id_of(&public), public_key_pem(&public))
+    };
     let register = |n: NodeRegistered| Command::RegisterNode(Box::new(n));
     given([catalog()])
         .when(register(NodeRegistered {

@@ -71,14 +71,7 @@ fn settled_epoch() -> (History, RewardEpochSettled) {
 }
 
 fn place(i: u64) -> ChainRef {
-    ChainRef {
-        chain_id: 31337,
-        contract: format!("0x{}", "77".repeat(20)),
-        block_number: i,
-        block_hash: format!("0x{i:064x}"),
-        tx_hash: format!("0x{:064x}", i + 1000),
-        log_index: 0,
-    }
+    fixtures::chain_place(i)
 }
 
 #[test]

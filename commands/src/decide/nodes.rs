@@ -71,9 +71,19 @@ pub(super) fn register(
             ))
         }
     }
+    // Any door's registration that carries a statement is checked here too, so a forged one
+    // never reaches the log whoever passes it on; the HTTP door refuses an unsigned one.
+    if n.signature.is_some() && !prlx_events::crypto::registration_verifies(&n) {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some("signature"),
+            "not a signature by the registered key over this registration (prlx/registration/v1)",
+        ));
+    }
     if let Some(existing) = state.nodes.get(&n.node_id) {
         // Registering again with the same facts is a retry; with other facts a conflict.
         let same = existing.hardware_tier == n.hardware_tier
+            && existing.operator == n.operator
             && existing.slots == n.slots
             && existing.execution_class == n.execution_class
             && existing.model_hashes == n.model_hashes
@@ -114,7 +124,40 @@ pub(super) fn register(
             ));
         }
     }
+    if let Some((field, reason)) = catalog_problem(state, &n) {
+        return Err(Rejection::new(
+            RejectionCode::MalformedRequest,
+            Some(&field),
+            reason,
+        ));
+    }
     Ok(vec![Event::NodeRegistered(n)])
+}
+
+/// Why the models `n` names may not be served as it says, as (field, reason), once a catalog
+/// is published: each must be a catalog model, with the catalog's file reported for it, so a
+/// node cannot join (and heartbeat for uptime) serving a model nobody asks for. A reported
+/// hash that differs is [`prlx_projections::validation::model_hash_problem`]'s, checked
+/// before.
+fn catalog_problem(state: &CoordinatorState, n: &NodeRegistered) -> Option<(String, String)> {
+    state.catalog.as_ref()?;
+    n.models.iter().enumerate().find_map(|(i, name)| {
+        let Some(m) = state.catalog_model(name) else {
+            return Some((
+                format!("models[{i}]"),
+                format!("{name} is not a model of the catalog"),
+            ));
+        };
+        (!n.model_hashes.contains_key(name)).then(|| {
+            (
+                format!("model_hashes.{name}"),
+                format!(
+                    "must be reported: the catalog's file for {name} is {}",
+                    m.sha256
+                ),
+            )
+        })
+    })
 }
 
 pub(super) fn heartbeat(

@@ -195,6 +195,21 @@ pub struct RegisterNodeBody {
     /// the catalog's for that model. Replicas are drawn among nodes that run the same file.
     #[serde(default)]
     pub model_hashes: BTreeMap<String, String>,
+    /// The chain address (0x, 40 lowercase hex) that stakes for the node and is paid its
+    /// rewards: only this staker's bond on `NodeStaking` counts for it. Absent: no stake ever
+    /// counts, so the node is never paid.
+    #[serde(default)]
+    pub operator: Option<String>,
+    /// When the node signed this registration, Unix seconds: within 120 s of the
+    /// coordinator's clock.
+    #[serde(default)]
+    pub signed_at: Option<i64>,
+    /// Base64 RSA-PSS-SHA256 by the node's key (the one in `public_key_pem`) over the
+    /// statement `prlx/registration/v1` (`prlx_events::crypto::registration_statement`): the
+    /// node id, tier, slots, models, execution class in normal form, model hashes, operator
+    /// and `signed_at`. Required: whoever does not hold the key cannot register it.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

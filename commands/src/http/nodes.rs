@@ -8,14 +8,14 @@ use axum::Json;
 use base64::Engine as _;
 use chrono::Utc;
 use prlx_events::crypto::{node_id_of, parse_public_key_pem, public_key_pem};
-use prlx_events::event::{NodeRegistered, RefusalReason, RejectionCode};
+use prlx_events::event::{NodeRegistered, RefusalReason, RejectionCode, Sealed};
 use prlx_events::protocol::{RefusalReport, ResultReport};
 use prlx_events::{NodeId, RequestId};
 
 use crate::actor::{CoordinatorHandle, Intake};
 use crate::decide::{Command, Rejection, SignedHeartbeat};
-use crate::shell::HeartbeatRefused;
 use crate::shell::Outcome;
+use crate::shell::{check_registration, HeartbeatRefused};
 
 use super::body::*;
 use super::extract::{ApiJson, ApiPath};
@@ -30,11 +30,18 @@ use crate::error::{AppError, ErrorBody};
     responses(
         (status = 201, description = "Registered", body = NodeRegisteredBody),
         (status = 200, description = "Already registered with the same parameters", body = NodeRegisteredBody),
-        (status = 400, description = "`malformed_request` (naming the field), `tier_out_of_range`", body = ErrorBody),
+        (status = 400, description = "`malformed_request` (naming the field: a model outside the catalog or below its tier, a model hash missing or not the catalog's, an `operator` not lowercase 0x-hex), `tier_out_of_range`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: no signature, or not the key's over this registration (`signature`), or a stale time (`signed_at`)", body = ErrorBody),
         (status = 409, description = "`node_already_registered` with other parameters", body = ErrorBody),
         (status = 503, description = "`coordinator_unavailable`", body = ErrorBody),
     ),
 )]
+/// Register a node.
+///
+/// Signed by the key it registers, over every parameter, the operator and a time near the
+/// coordinator's clock (see [`RegisterNodeBody`]): registering a key you do not hold, or a
+/// captured registration once its time is old or with anything changed, gets 401 and records
+/// nothing. Its models must be the catalog's, each with the catalog's file hash.
 pub(super) async fn register_node(
     State(coordinator): State<CoordinatorHandle>,
     ApiJson(body): ApiJson<RegisterNodeBody>,
@@ -59,7 +66,15 @@ pub(super) async fn register_node(
         })?;
         model_hashes.insert(model, hash);
     }
-    let command = Command::RegisterNode(Box::new(NodeRegistered {
+    let signature = body
+        .signature
+        .map(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|_| AppError::malformed("signature", "must be base64"))
+        })
+        .transpose()?;
+    let registration = NodeRegistered {
         node_id,
         // Re-encoded, so the log holds one spelling of each key.
         public_key_pem: public_key_pem(&key),
@@ -69,7 +84,20 @@ pub(super) async fn register_node(
         stake: 0,
         execution_class: body.execution_class.into(),
         model_hashes,
-    }));
+        operator: body.operator,
+        signed_at: body.signed_at,
+        signature: signature.map(Sealed),
+    };
+    // The shell's clock, only to bound how old a signed time may be; never recorded.
+    check_registration(&registration, Utc::now().timestamp()).map_err(|refused| {
+        AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            Some(refused.field()),
+            refused.to_string(),
+        )
+    })?;
+    let command = Command::RegisterNode(Box::new(registration));
     let answer = Json(NodeRegisteredBody {
         node_id: node_id.0.to_hex(),
     });

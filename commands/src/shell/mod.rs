@@ -7,6 +7,8 @@
 //!   session grants, sampling epochs, deadlines and lapses, dispatches.
 //! - `reports`: a node's result report checked and turned into a completion, its refusal
 //!   of a dispatch into a refusal; its heartbeat checked ([`HeartbeatGuard`]).
+//! - `registration`: a node's signed registration checked at the door
+//!   ([`check_registration`]).
 //! - `payload`: submissions' payloads hashed and sealed to the storage key.
 //! - `keys`: the storage key and the signing key, created on first start, mode 0600.
 //! - `seal`: the log's hash chain recovered at start, and when a `LogSealed` is due.
@@ -14,6 +16,7 @@
 mod housekeeping;
 mod keys;
 mod payload;
+mod registration;
 mod reports;
 mod seal;
 
@@ -37,6 +40,7 @@ use crate::decide::{decide, Command, Rejection};
 use crate::encoder::{Encoder, SideSender};
 
 pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY_BITS};
+pub use self::registration::{check_registration, RegistrationRefused};
 pub use self::reports::{HeartbeatGuard, HeartbeatRefused, HEARTBEAT_SKEW_SECONDS};
 pub use self::seal::{SealPolicy, SEAL_POLICY};
 pub use crate::encoder::AppendFuture;
@@ -297,6 +301,26 @@ impl Coordinator {
             // The signed time is judged against the time the heartbeat is recorded at.
             Command::Heartbeat { now: at, .. } => *at = now,
             _ => {}
+        }
+        let registration = match &command {
+            // Judged against the time it is recorded at, as the fold judges it.
+            Command::RegisterNode(n) => {
+                prlx_projections::coordinator::registration::registration_problem(n, now)
+            }
+            _ => None,
+        };
+        if let Some((field, why)) = registration {
+            return Ok(Staged {
+                outcome: Outcome::Rejected {
+                    rejection: Rejection::new(
+                        prlx_events::event::RejectionCode::MalformedRequest,
+                        Some(field),
+                        why,
+                    ),
+                    offset: None,
+                },
+                durable: None,
+            });
         }
         if let Some((field, why)) = self.chain_only_refusal(&command) {
             let rejection = Rejection::new(

@@ -89,6 +89,9 @@ pub fn registration(node_id: NodeId, public_key_pem: String) -> NodeRegistered {
         stake: 100,
         execution_class: cpu("onnxruntime-1.32"),
         model_hashes: Default::default(),
+        operator: None,
+        signed_at: None,
+        signature: None,
     }
 }
 
@@ -262,5 +265,17 @@ pub fn heartbeat_recorded(node: NodeId, at: DateTime<Utc>) -> NodeHeartbeat {
         node_id: node,
         at: Some(at.timestamp()),
         signature: Some(Sealed(vec![7; 4])),
+    }
+}
+
+/// The place on chain 31337 of the `i`-th event a test observes: block `i`, at one contract.
+pub fn chain_place(i: u64) -> prlx_events::event::ChainRef {
+    prlx_events::event::ChainRef {
+        chain_id: 31337,
+        contract: format!("0x{}", "77".repeat(20)),
+        block_number: i,
+        block_hash: format!("0x{i:064x}"),
+        tx_hash: format!("0x{:064x}", i + 1000),
+        log_index: 0,
     }
 }

@@ -29,13 +29,17 @@ pub const CATALOG: &str = r#"{
 /// A submission rejected: (body, status, code, field, recorded on the log by the core).
 pub type RejectionCase = (Value, StatusCode, &'static str, &'static str, bool);
 
-/// A client key, generated once per test process (RSA key generation is slow).
+/// A key generated once per test process (RSA key generation is slow): the client's, and a
+/// node's where a test registers one.
+pub fn client_key() -> &'static rsa::RsaPrivateKey {
+    static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap())
+}
+
+/// The public key of [`client_key`], PEM.
 pub fn client_pem() -> &'static str {
     static PEM: OnceLock<String> = OnceLock::new();
-    PEM.get_or_init(|| {
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        public_key_pem(&key.to_public_key())
-    })
+    PEM.get_or_init(|| public_key_pem(&client_key().to_public_key()))
 }
 
 /// The lowercase hex SHA-256 of `s`, as a client sends it in `payload_hash`.
@@ -291,3 +295,66 @@ fn foreign_signature(body: &Value) -> String {
 
 /// The idempotency key the rejection cases are sent with.
 pub const REJECTION_KEY: &str = "rejection-case";
+
+/// The file hash [`CATALOG`] gives `oss-chat-v1`.
+pub const CATALOG_MODEL_SHA256: &str =
+    "413d91283462e82c40ec82d694437f7a972d0dc0d2bcc980f2dbd96afc1b426e";
+
+/// A `POST /v1/nodes` body for `key` serving [`CATALOG`]'s model with its file at `tier`:
+/// one slot, on CPU, no operator; sign it with [`signed_registration`].
+pub fn registration_body(key: &rsa::RsaPublicKey, tier: u8) -> Value {
+    serde_json::json!({
+        "public_key_pem": public_key_pem(key), "hardware_tier": tier,
+        "models": ["oss-chat-v1"], "slots": 1,
+        "model_hashes": {"oss-chat-v1": CATALOG_MODEL_SHA256},
+        "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
+    })
+}
+
+/// `body`, a `POST /v1/nodes` body, signed by `key` (the key it registers) at `signed_at`
+/// (Unix seconds), as `prlx-node run` signs its registration: `signed_at` and `signature`
+/// set over the statement of what the body says.
+pub fn signed_registration_at(key: &rsa::RsaPrivateKey, mut body: Value, signed_at: i64) -> Value {
+    use base64::Engine as _;
+    use prlx_events::event::{ExecutionClass, NodeRegistered};
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let class = &body["execution_class"];
+    let mut n = NodeRegistered {
+        node_id: prlx_events::crypto::node_id_of(&key.to_public_key()),
+        public_key_pem: String::new(),
+        hardware_tier: body["hardware_tier"].as_u64().unwrap_or(0) as u8,
+        models: body["models"]
+            .as_array()
+            .map(|m| m.iter().map(text).collect())
+            .unwrap_or_default(),
+        slots: body["slots"].as_u64().unwrap_or(0) as u32,
+        stake: 0,
+        execution_class: ExecutionClass {
+            device: text(&class["device"]),
+            driver: text(&class["driver"]),
+            runtime: text(&class["runtime"]),
+        },
+        model_hashes: body["model_hashes"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        operator: body["operator"].as_str().map(str::to_owned),
+        signed_at: None,
+        signature: None,
+    };
+    prlx_events::crypto::sign_registration(key, &mut n, signed_at, &mut rsa::rand_core::OsRng);
+    body["signed_at"] = signed_at.into();
+    body["signature"] = base64::engine::general_purpose::STANDARD
+        .encode(&n.signature.expect("just signed").0)
+        .into();
+    body
+}
+
+/// `body` signed by `key` now (see [`signed_registration_at`]).
+pub fn signed_registration(key: &rsa::RsaPrivateKey, body: Value) -> Value {
+    signed_registration_at(key, body, chrono::Utc::now().timestamp())
+}
