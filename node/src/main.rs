@@ -137,6 +137,25 @@ struct RunArgs {
     /// the node is honest. Deliberately not settable from the environment.
     #[arg(long, value_enum, value_name = "KIND")]
     fault: Option<Fault>,
+    /// The chain address that stakes for this node on NodeStaking and receives its payouts
+    /// (0x and 40 hex digits), signed into its registration: only this address's bond counts
+    /// for the node, so someone who stakes for its id first gains nothing. Without it no bond
+    /// counts and the node is never paid (it still serves). Fixed at first registration.
+    #[arg(long, env = "PRLX_OPERATOR", value_name = "0xADDR", value_parser = parse_operator)]
+    operator: Option<String>,
+}
+
+/// A chain address as the log spells it: `0x` and 40 lowercase hex digits.
+fn parse_operator(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    let ok = lower.len() == 42
+        && lower.starts_with("0x")
+        && lower[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(lower)
+    } else {
+        Err("must be a chain address: 0x and 40 hex digits".into())
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -278,6 +297,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drain: Duration::from_secs(args.drain_secs),
         coordinator_key: args.coordinator_key,
         fault: args.fault,
+        operator: args.operator,
     };
     // Engines run on their own threads; the runtime only carries the I/O.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -49,6 +49,9 @@ pub struct DaemonConfig {
     /// A fault drill: report defective results on purpose (tests of the coordinator's
     /// validation only). `None` for an honest node.
     pub fault: Option<Fault>,
+    /// The chain address (0x-hex) that stakes for this node and is paid its rewards, signed
+    /// into its registration. `None`: no bond counts for the node, so it is never paid.
+    pub operator: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

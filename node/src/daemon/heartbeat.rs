@@ -58,7 +58,8 @@ pub(super) async fn heartbeats(
             Ok(a) if a.status == 404 => {
                 // The coordinator does not know us (a fresh log): join again.
                 info!("the coordinator does not know this node; registering again");
-                match client.post_json("/v1/nodes", &registration).await {
+                let signed = registration.sign(&identity.key);
+                match client.post_json("/v1/nodes", &signed).await {
                     Ok(r) if r.is_success() => None,
                     Ok(r) => Some(format!("registering again: {}", r.describe())),
                     Err(e) => Some(format!("registering again: {e}")),

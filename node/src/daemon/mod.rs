@@ -122,10 +122,11 @@ pub async fn run(
         slots: config.slots,
         execution_class: loaded.class.clone(),
         model_hashes: loaded.served.clone(),
+        operator: config.operator.clone(),
     };
     let status = tokio::select! {
         () = stop.wait() => return Ok(Stopped::BeforeServing),
-        r = register(&client, &registration) => r?,
+        r = register(&client, &registration, &node_key) => r?,
     };
     info!(
         "registered with {} ({})",
