@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use prlx_events::crypto::{
     grant_statement, heartbeat_statement, parse_public_key_pem, refusal_statement,
-    result_statement, result_statement_v1, seal_statement,
+    registration_statement, result_statement, result_statement_v1, seal_statement,
 };
 use prlx_events::event::ResultSubmitted;
 use prlx_events::log::Offset;
@@ -66,6 +66,8 @@ impl Key {
 #[derive(Clone, Copy)]
 enum Claim {
     Heartbeat,
+    /// A signed registration: the key it registers signed its parameters and operator.
+    Registration,
     /// The coordinator records a refusal only once its signature verified: a bad one is
     /// always a divergence (it moved work on and may have failed a request).
     Refusal,
@@ -103,6 +105,9 @@ pub struct EvidenceCounts {
     /// Results recorded before results were signed over their ciphertext's hash: their
     /// signatures are verified against the v1 statement (task, attempt, PoE only).
     pub v1_results: u64,
+    /// Registrations recorded without a signed statement (written before nodes signed
+    /// theirs): accepted under the rules they were recorded with.
+    pub unverified_registrations: u64,
     /// `LogSealed` records verified.
     pub seals: u64,
     /// The offset of the last verified seal.
@@ -177,6 +182,16 @@ impl Evidence {
                     }
                 }
                 _ => self.counts.unverified_heartbeats += 1,
+            },
+            Event::NodeRegistered(n) => match (n.signed_at, &n.signature) {
+                // The key is the one registered here, not yet in the state.
+                (Some(at), Some(sig)) => {
+                    if let Some(key) = self.parsed(&n.public_key_pem) {
+                        let statement = registration_statement(n, at);
+                        self.push(offset, key, statement, &sig.0, Claim::Registration);
+                    }
+                }
+                _ => self.counts.unverified_registrations += 1,
             },
             Event::ResultSubmitted(r) => self.take_result(state, offset, r),
             Event::DispatchRefused(r) => {
@@ -447,6 +462,10 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 Claim::Heartbeat => (
                     "NodeHeartbeat",
                     "the heartbeat's signature is not the node's over its id and time",
+                ),
+                Claim::Registration => (
+                    "NodeRegistered",
+                    "the registration's signature is not the registered key's over its parameters, operator and time",
                 ),
                 Claim::Refusal => (
                     "DispatchRefused",
