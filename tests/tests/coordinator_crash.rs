@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use prlx_commands::consent::ConsentDomain;
+use prlx_commands::testkit::intake::{signed_heartbeat, signed_registration};
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
@@ -22,6 +23,9 @@ use serde_json::json;
 
 const REQUESTS: usize = 1_200;
 const KILL_AFTER_ACKS: usize = 400;
+
+/// The catalog's file for `tiny-test-v1`, which a node must report to serve it.
+const TINY_SHA256: &str = "924ad9e508b7a25b657a3a4079033938cd989f88d7463eefc329324f715a5f4d";
 
 const CATALOG: &str = r#"{
     "models": [{"model": "tiny-test-v1",
@@ -122,11 +126,16 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         let body = json!({"public_key_pem": public_key_pem(&key.to_public_key()), "hardware_tier": 1,
             "models": ["tiny-test-v1"], "slots": 400,
+            "model_hashes": {"tiny-test-v1": TINY_SHA256},
             "execution_class": {"device": "cpu", "driver": "none", "runtime": "onnxruntime-test"}});
-        assert_eq!(
-            http(&addr, "POST", "/v1/nodes", Some(&body), None).await.0,
-            201
-        );
+        let body = signed_registration(&key, body);
+        let (status, answer) = http(&addr, "POST", "/v1/nodes", Some(&body), None).await;
+        assert_eq!(status, 201, "{answer}");
+        // Up, so it takes work (a signed node takes none before its first heartbeat).
+        let id = prlx_events::crypto::node_id_of(&key.to_public_key());
+        let path = format!("/v1/nodes/{}/heartbeat", id.0.to_hex());
+        let beat = signed_heartbeat(&key, id);
+        assert_eq!(http(&addr, "POST", &path, Some(&beat), None).await.0, 204);
     }
 
     let acked = Arc::new(Mutex::new(BTreeMap::new()));

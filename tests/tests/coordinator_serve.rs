@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use prlx_commands::http::MAX_BODY_BYTES;
 use prlx_commands::testkit::accounts::address;
-use prlx_commands::testkit::intake::{rejection_cases, submission, CATALOG, REJECTION_KEY};
+use prlx_commands::testkit::intake::{
+    registration_body, rejection_cases, signed_heartbeat, signed_registration, submission, CATALOG,
+    REJECTION_KEY,
+};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::{RewardMode, RewardPolicyPublished};
 use prlx_events::log::LogUrl;
@@ -291,17 +294,18 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
     let (_child, addr) = spawn_serve(dir.path(), &catalog, &chain);
     let mut ids = Vec::new();
     for tier in [2, 4, 3] {
-        let key = new_key().to_public_key();
-        let node = json!({
-            "public_key_pem": public_key_pem(&key),
-            "hardware_tier": tier,
-            "models": ["oss-chat-v1"],
-            "slots": 1,
-            "execution_class": {"device": "cpu", "driver": "-", "runtime": "onnxruntime-1.22.0"},
-        });
+        // Signed by its key, as `prlx-node run` registers, and up (a heartbeat) to take work.
+        let private = new_key();
+        let key = private.to_public_key();
+        let node = signed_registration(&private, registration_body(&key, tier));
         let (status, body) = http(&addr, "POST", "/v1/nodes", Some(&node), None).await;
         assert_eq!(status, 201, "{body}");
-        ids.push((tier, node_id_of(&key)));
+        let id = node_id_of(&key);
+        let path = format!("/v1/nodes/{}/heartbeat", id.0.to_hex());
+        let beat = signed_heartbeat(&private, id);
+        let (status, body) = http(&addr, "POST", &path, Some(&beat), None).await;
+        assert_eq!(status, 204, "{body}");
+        ids.push((tier, id));
     }
     let node_of = |tier: u8| ids.iter().find(|(t, _)| *t == tier).unwrap().1;
     chain.fund(&addr, 10_000, 10_000).await;

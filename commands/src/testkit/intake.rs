@@ -358,3 +358,13 @@ pub fn signed_registration_at(key: &rsa::RsaPrivateKey, mut body: Value, signed_
 pub fn signed_registration(key: &rsa::RsaPrivateKey, body: Value) -> Value {
     signed_registration_at(key, body, chrono::Utc::now().timestamp())
 }
+
+/// A `POST /v1/nodes/{id}/heartbeat` body of `node` signed by `key` now, as `prlx-node run`
+/// heartbeats: a signed node takes no work before its first.
+pub fn signed_heartbeat(key: &rsa::RsaPrivateKey, node: prlx_events::NodeId) -> Value {
+    use base64::Engine as _;
+    let at = chrono::Utc::now().timestamp();
+    let statement = prlx_events::crypto::heartbeat_statement(node, at);
+    let signature = prlx_events::crypto::sign(key, &statement, &mut rsa::rand_core::OsRng);
+    json!({"at": at, "signature": base64::engine::general_purpose::STANDARD.encode(signature)})
+}

@@ -81,12 +81,18 @@ pub async fn node_with_dispatches(
     let id = node_id_of(&key.to_public_key());
     let registration = NodeRegistered {
         slots,
+        // The catalog's file for `chat` ([`publish_chat_and_credit`]).
+        model_hashes: [("chat".to_owned(), Hash32([1; 32]))].into(),
         ..fixtures::registration(id, public_key_pem(&key.to_public_key()))
     };
-    coord
+    let outcome = coord
         .execute(Command::RegisterNode(Box::new(registration)))
         .await
         .unwrap();
+    assert!(
+        matches!(outcome, crate::shell::Outcome::Appended(_)),
+        "the node registers: {outcome:?}"
+    );
     coord.note_registration();
     coord.housekeeping(Utc::now()).await.unwrap();
     for prompt in prompts {
