@@ -100,11 +100,13 @@ done
 [[ -n "${addr:-}" ]] || { cat "$dir/coordinator.out"; echo "the coordinator did not start" >&2; exit 1; }
 echo "   listening on http://$addr"
 
-# Nodes register with no stake: with a chain, stake is what their operators bond on it.
+# Nodes register with no stake: with a chain, stake is what their operators bond on it. Each
+# signs its registration naming its operator, the only staker whose bond counts for it.
 for n in 1 2; do
-  echo "== node $n serving oss-chat-v1"
+  echo "== node $n serving oss-chat-v1, operated by ${operator_wallets[$((n-1))]}"
   $bin/prlx-node run --coordinator "http://$addr" --log "file://$dir/log" \
     --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 \
+    --operator "${operator_wallets[$((n-1))]}" \
     >"$dir/node-$n.out" 2>&1 &
   pids+=($!)
 done
