@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use prlx_commands::actor::{self, Intake};
 use prlx_commands::decide::{Command, Submission};
 use prlx_commands::shell::Coordinator;
+use prlx_commands::testkit::accounts;
 use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{node_id_of, public_key_pem};
 use prlx_events::event::*;
 use prlx_events::log::file::{FileLogOptions, FileLogWriter};
 use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
-use prlx_events::{AccountId, Envelope, Hash32};
+use prlx_events::{Envelope, Hash32};
 use prlx_tests::harness::client::read_records;
 
 const CONCURRENCY: usize = 256;
@@ -39,9 +40,10 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
         Submission {
             source: IntakeSource::Local,
             deadline_seconds: 3600,
-            credit_account: AccountId("bench".into()),
+            credit_account: accounts::account("bench"),
             ..fixtures::submission("bench-model", prompt.as_bytes())
-        },
+        }
+        .signed(),
         prompt.into_bytes(),
     )
 }
@@ -73,7 +75,7 @@ async fn run_coordinator(
         .unwrap();
     handle
         .execute_command(Command::DepositCredits {
-            account: AccountId("bench".into()),
+            account: accounts::account("bench"),
             tx_ref: "t".into(),
             amount: u64::MAX / 4,
         })
@@ -100,19 +102,27 @@ async fn run_coordinator(
         feeds::wait_for_position(&url, Instant::now()).await;
     }
 
+    // Signed before the clock starts: the account signs on its side, and the door recovers
+    // the key before the actor (neither is what this measures).
+    let prepared: Arc<Vec<std::sync::Mutex<Option<(Submission, Vec<u8>)>>>> = Arc::new(
+        (0..requests)
+            .map(|i| std::sync::Mutex::new(Some(submission(i))))
+            .collect(),
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
     let clients: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let handle = handle.clone();
             let next = Arc::clone(&next);
+            let prepared = Arc::clone(&prepared);
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= requests {
                         break;
                     }
-                    let (s, payload) = submission(i);
+                    let (s, payload) = prepared[i].lock().unwrap().take().unwrap();
                     handle
                         .execute(
                             Intake::Submission {

@@ -34,7 +34,7 @@ use prlx_events::event::*;
 use prlx_events::log::{LogReader, LogUrl, Record};
 use prlx_events::protocol::{ResultBody, ResultReport};
 use prlx_events::seal::{StorageKey, NONCE_LEN};
-use prlx_events::{AccountId, Envelope, Hash32, NodeId};
+use prlx_events::{Envelope, Hash32, NodeId};
 use prlx_projections::snapshot::Snapshot;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_replay::{verify, VerifyOptions};
@@ -74,9 +74,10 @@ fn submission(i: usize) -> (Submission, Vec<u8>) {
             },
             deadline_seconds: 600,
             max_tokens: 64,
-            credit_account: AccountId(format!("acct-{}", i % 8)),
+            credit_account: prlx_commands::testkit::accounts::account(&format!("acct-{}", i % 8)),
             ..fixtures::submission("chat-v1", prompt.as_bytes())
-        },
+        }
+        .signed(),
         prompt.into_bytes(),
     )
 }
@@ -157,7 +158,7 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
     for a in 0..8 {
         coord
             .execute(Command::DepositCredits {
-                account: AccountId(format!("acct-{a}")),
+                account: prlx_commands::testkit::accounts::account(&format!("acct-{a}")),
                 tx_ref: format!("bank-{a}"),
                 amount: u64::MAX / 64,
             })

@@ -165,8 +165,10 @@ async fn sealed_log(dir: &Path) -> Vec<Vec<u8>> {
         .collect();
     for key in &nodes {
         let public = key.to_public_key();
-        let reg: NodeRegistered =
-            fixtures::registration(node_id_of(&public), public_key_pem(&public));
+        let reg: NodeRegistered = fixtures::with_chat_file(fixtures::registration(
+            node_id_of(&public),
+            public_key_pem(&public),
+        ));
         coord
             .execute(Command::RegisterNode(Box::new(reg)))
             .await
@@ -224,7 +226,10 @@ async fn the_coordinators_log_is_chained_sealed_and_its_evidence_verifies() {
     assert_eq!(e.unverified_heartbeats, 0);
     assert_eq!(
         e.signatures_verified,
-        count("LogSealed") + count("NodeHeartbeat") + count("SessionKeyIssued"),
+        count("LogSealed")
+            + count("NodeHeartbeat")
+            + count("SessionKeyIssued")
+            + count("RequestAccepted"),
         "{e:?}"
     );
     assert!(count("TaskDispatched") > 0 && count("SessionKeyIssued") == 2);
@@ -481,13 +486,17 @@ async fn a_result_whose_signature_does_not_cover_its_sealed_result_is_caught() {
     };
     assert!(result(0).ciphertext_hash.is_some() && result(1).ciphertext_hash.is_some());
 
-    // As written: every signature verifies, results over their ciphertext's hash.
+    // As written: every signature verifies, results over their ciphertext's hash (and each
+    // accepted request's consent by its account).
     let report = audit(&tmp.path().join("written")).await;
     assert!(report.ok, "{}", report.to_text());
     assert_eq!(report.evidence.v1_results, 0);
     assert_eq!(
         report.evidence.signatures_verified,
-        count("ResultSubmitted") + count("SessionKeyIssued") + count("LogSealed"),
+        count("ResultSubmitted")
+            + count("SessionKeyIssued")
+            + count("LogSealed")
+            + count("RequestAccepted"),
         "{:?}",
         report.evidence
     );
@@ -637,7 +646,10 @@ async fn a_refusal_without_the_node_s_signature_is_caught() {
     publish_chat_and_credit(&mut coord).await;
     let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
     let node = node_id_of(&key.to_public_key());
-    let reg = fixtures::registration(node, public_key_pem(&key.to_public_key()));
+    let reg = fixtures::with_chat_file(fixtures::registration(
+        node,
+        public_key_pem(&key.to_public_key()),
+    ));
     coord
         .execute(Command::RegisterNode(Box::new(reg)))
         .await
@@ -672,7 +684,10 @@ async fn a_refusal_without_the_node_s_signature_is_caught() {
     assert_eq!(count("DispatchRefused"), 1);
     assert_eq!(
         report.evidence.signatures_verified,
-        count("DispatchRefused") + count("SessionKeyIssued") + count("LogSealed"),
+        count("DispatchRefused")
+            + count("SessionKeyIssued")
+            + count("LogSealed")
+            + count("RequestAccepted"),
         "{:?}",
         report.evidence
     );

@@ -245,6 +245,19 @@ impl Cluster {
         };
         let (mut proc, id) = launch.spawn(name);
         proc.wait_line(SESSION_GRANTED, STARTUP);
+        // A node that signed its registration takes work only once it heartbeats: up.
+        let until = Instant::now() + STARTUP;
+        loop {
+            let (_, nodes) = self.call_until_answered("GET", "/v1/nodes", None, None);
+            let up = nodes.as_array().into_iter().flatten().any(|n| {
+                n["node_id"] == id.0.to_hex() && n["last_heartbeat"] != n["registered_at"]
+            });
+            if up {
+                break;
+            }
+            assert!(Instant::now() < until, "{name} never heartbeat");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         (proc, id)
     }
 

@@ -83,7 +83,8 @@ async fn a_node_registered_with_a_512_bit_key_on_an_old_log_is_drained_and_work_
         .unwrap()
         .to_public_key();
     let good_id = node_id_of(&good);
-    let reg: NodeRegistered = fixtures::registration(good_id, public_key_pem(&good));
+    let reg: NodeRegistered =
+        fixtures::with_chat_file(fixtures::registration(good_id, public_key_pem(&good)));
     coord
         .execute(Command::RegisterNode(Box::new(reg)))
         .await

@@ -95,6 +95,15 @@ pub fn registration(node_id: NodeId, public_key_pem: String) -> NodeRegistered {
     }
 }
 
+/// `n` reporting the file every test catalog gives `chat` (`[1; 32]`): a registration decided
+/// under a catalog must report the catalog's file for each model it serves.
+pub fn with_chat_file(n: NodeRegistered) -> NodeRegistered {
+    NodeRegistered {
+        model_hashes: [("chat".to_owned(), Hash32([1; 32]))].into(),
+        ..n
+    }
+}
+
 /// The [`registration`] of [`node`]`(n)` with the placeholder key `key-{n}` (the fold does not
 /// parse keys; `decide` does, so a registration decided needs a real one).
 pub fn registered(n: u8) -> NodeRegistered {

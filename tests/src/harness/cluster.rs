@@ -94,7 +94,8 @@ impl FileCluster {
     }
 
     /// Starts `prlx-node run` named `name` with a fresh key and `extra` arguments (a
-    /// `--fault`, say); returns once it has its session grant.
+    /// `--fault`, say); returns once it has its session grant and its first heartbeat is
+    /// recorded.
     pub fn spawn_node(&self, name: &str, extra: &[&str]) -> (Proc, NodeId) {
         let key = self.dir.path().join(format!("{name}.pem"));
         write_private(&key, &new_key());
@@ -104,6 +105,12 @@ impl FileCluster {
         };
         let (mut proc, id) = launch.spawn(name);
         proc.wait_line(SESSION_GRANTED, STARTUP);
+        // A node that signed its registration takes work only once it heartbeats: up.
+        self.wait_event(
+            &format!("{name}'s first heartbeat"),
+            STARTUP,
+            |e| matches!(e, Event::NodeHeartbeat(h) if h.node_id == id),
+        );
         (proc, id)
     }
 
