@@ -34,6 +34,9 @@ use prlx_tests::harness::client::read_records;
 const CONCURRENCY: usize = 256;
 const NODES: usize = 64;
 
+/// A signed submission and its payload, taken once by the client that sends it.
+type Prepared = std::sync::Mutex<Option<(Submission, Vec<u8>)>>;
+
 fn submission(i: usize) -> (Submission, Vec<u8>) {
     let prompt = format!("prompt number {i}: what is the capital of France?");
     (
@@ -104,7 +107,7 @@ async fn run_coordinator(
 
     // Signed before the clock starts: the account signs on its side, and the door recovers
     // the key before the actor (neither is what this measures).
-    let prepared: Arc<Vec<std::sync::Mutex<Option<(Submission, Vec<u8>)>>>> = Arc::new(
+    let prepared: Arc<Vec<Prepared>> = Arc::new(
         (0..requests)
             .map(|i| std::sync::Mutex::new(Some(submission(i))))
             .collect(),
