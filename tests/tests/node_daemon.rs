@@ -132,6 +132,16 @@ fn two_tiny_nodes_share_the_work_and_a_node_serving_another_model_gets_none() {
     for node in [&mut a, &mut c] {
         node.proc.wait_line(SESSION_GRANTED, STARTUP);
     }
+    // Both tiny nodes up (a signed node takes work only after its first heartbeat), so the
+    // work can spread over them.
+    for node in [&a, &b] {
+        let id = node.id;
+        cluster.wait_event(
+            "a tiny node's first heartbeat",
+            STARTUP,
+            |e| matches!(e, Event::NodeHeartbeat(h) if h.node_id == id),
+        );
+    }
 
     cluster.deposit(10_000_000);
     let prompts = [
