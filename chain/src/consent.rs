@@ -86,6 +86,16 @@ pub fn recover(hash: B256, signature: &str) -> Result<Address, ConsentError> {
         .map_err(|_| ConsentError::Unrecoverable)
 }
 
+/// The name a priority is signed under: the same as the intake's JSON.
+pub fn priority_name(p: prlx_events::event::Priority) -> &'static str {
+    use prlx_events::event::Priority;
+    match p {
+        Priority::Low => "low",
+        Priority::Standard => "standard",
+        Priority::High => "high",
+    }
+}
+
 /// The fields of a submission its signature covers, as the coordinator's log records them
 /// (the priority by its name: `low`, `standard`, `high`).
 #[derive(Debug, Clone)]

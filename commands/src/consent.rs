@@ -8,7 +8,7 @@ use alloy::primitives::Address;
 use alloy::sol_types::Eip712Domain;
 use prlx_chain::consent as eip712;
 use prlx_chain::record::hex0x;
-use prlx_events::event::{Consent, Priority};
+use prlx_events::event::Consent;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -64,14 +64,7 @@ impl ConsentDomain {
     }
 }
 
-/// The name a priority is signed under.
-pub fn priority_name(p: Priority) -> &'static str {
-    match p {
-        Priority::Low => "low",
-        Priority::Standard => "standard",
-        Priority::High => "high",
-    }
-}
+pub use prlx_chain::consent::priority_name;
 
 /// Checks `signature` over `fields` and says who made it: the consent to record. An account
 /// that is not an address is refused naming `credit_account`, a signature that does not

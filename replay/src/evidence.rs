@@ -285,18 +285,13 @@ impl Evidence {
         c: &prlx_events::event::Consent,
     ) {
         use prlx_chain::consent::{address, domain, SubmissionFields};
-        let priority = match r.priority {
-            prlx_events::event::Priority::Low => "low",
-            prlx_events::event::Priority::Standard => "standard",
-            prlx_events::event::Priority::High => "high",
-        };
         let fields = SubmissionFields {
             account: &r.credit_account.0,
             idempotency_key: r.idempotency_key.as_deref().unwrap_or(""),
             workload_class: &r.workload_class,
             model: &r.model,
             hardware_tier: r.hardware_tier,
-            priority,
+            priority: prlx_chain::consent::priority_name(r.priority),
             deadline_seconds: r.deadline_seconds,
             max_tokens: r.max_tokens,
             payload_hash: r.payload_hash.0,
