@@ -34,6 +34,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     app: Router,
     handle: CoordinatorHandle,
+    task: tokio::task::JoinHandle<Result<(), prlx_commands::shell::ShellError>>,
 }
 
 async fn fixture() -> Fixture {
@@ -74,11 +75,41 @@ async fn fixture_signing(
 
 fn serve_coordinator(dir: tempfile::TempDir, coord: Coordinator) -> Fixture {
     let log = coord.writer().reader();
-    let (handle, _task) = actor::spawn(coord);
+    let (handle, task) = actor::spawn(coord);
     Fixture {
         _dir: dir,
         app: app(handle.clone(), log),
         handle,
+        task,
+    }
+}
+
+impl Fixture {
+    /// Stops the coordinator (its actor drains and closes the log) and opens a new one on the
+    /// same log, as a restart or a failover does: nothing of the old process's memory is kept.
+    async fn restarted(self) -> Fixture {
+        let Fixture {
+            _dir: dir,
+            app,
+            handle,
+            task,
+        } = self;
+        drop((app, handle));
+        task.await.unwrap().unwrap();
+        let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
+        // The old writer's files close on its own thread, just after the actor ends.
+        for _ in 0..100 {
+            match Coordinator::open(&url, "http-test", StorageKey::from_bytes([7; 32])).await {
+                Ok(coord) => return serve_coordinator(dir, coord),
+                Err(e)
+                    if e.to_string().contains("locked") || format!("{e:?}").contains("Locked") =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("reopening the log: {e}"),
+            }
+        }
+        panic!("the log stayed locked after the coordinator stopped")
     }
 }
 
@@ -654,10 +685,31 @@ async fn node_registration_conflict_and_heartbeat() {
         "a later signed time is taken"
     );
 
+    // After a restart the new process has seen no heartbeat, but the log has: the captured
+    // statements are still replays.
+    let f = f.restarted().await;
+    let end = f.log_end().await;
+    for at in [now, now + 1] {
+        let refused = f.post(&path, &heartbeat(&private, id, at)).await;
+        assert_error(
+            &refused,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            Some("at"),
+        );
+    }
+    assert_eq!(
+        f.log_end().await,
+        end,
+        "no replay recorded after the restart"
+    );
+    let (status, _) = f.post(&path, &heartbeat(&private, id, now + 2)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "a fresh heartbeat is taken");
+
     let unknown = f
         .post(
             &format!("/v1/nodes/{}/heartbeat", "0".repeat(64)),
-            &heartbeat(&private, id, now + 2),
+            &heartbeat(&private, id, now + 3),
         )
         .await;
     assert_error(
@@ -669,7 +721,7 @@ async fn node_registration_conflict_and_heartbeat() {
     let malformed = f
         .post(
             "/v1/nodes/node-1/heartbeat",
-            &heartbeat(&private, id, now + 3),
+            &heartbeat(&private, id, now + 4),
         )
         .await;
     assert_error(

@@ -138,9 +138,12 @@ pub(super) async fn node_heartbeat(
     let signature = base64::engine::general_purpose::STANDARD
         .decode(&body.signature)
         .map_err(|_| AppError::malformed("signature", "must be base64"))?;
-    let pem = api
+    let (pem, recorded) = api
         .coordinator
-        .read_state(move |s| s.nodes.get(&node_id).map(|n| n.public_key_pem.clone()))
+        .read_state(move |s| {
+            let node = s.nodes.get(&node_id)?;
+            Some((node.public_key_pem.clone(), node.heartbeat_at))
+        })
         .await?
         .ok_or_else(|| {
             Rejection::new(
@@ -152,7 +155,7 @@ pub(super) async fn node_heartbeat(
     // The shell's clock, only to bound how old a signed time may be; never recorded.
     let now = Utc::now().timestamp();
     api.heartbeats
-        .check(node_id, &pem, body.at, &signature, now)
+        .check(node_id, &pem, recorded, body.at, &signature, now)
         .map_err(|refused| match refused {
             HeartbeatRefused::RegisteredKey { .. } => AppError::internal(refused.to_string()),
             _ => AppError::new(

@@ -206,10 +206,11 @@ impl HeartbeatRefused {
 /// coordinator's clock and later than the node's last accepted one. Any door that takes
 /// heartbeats (HTTP today) checks them here, beside the result reports.
 ///
-/// The last accepted times are kept in memory only, to answer a replay with 401 before it
-/// reaches `decide`; the state keeps each node's last signed time too (`heartbeat_at`), so a
-/// statement replayed after a restart is refused there, and the fold refuses a log that
-/// records one.
+/// A replay is refused against the later of two times: the one the log records for the node
+/// (`heartbeat_at` in the state, which the caller passes as `recorded`), so a statement
+/// captured before a restart or a failover is still refused after it, and the one this guard
+/// accepted last, which covers a heartbeat accepted here whose record is still on its way to
+/// the log. `decide` and the fold refuse the same replay again.
 #[derive(Debug, Default)]
 pub struct HeartbeatGuard {
     last: std::sync::Mutex<BTreeMap<NodeId, i64>>,
@@ -217,13 +218,15 @@ pub struct HeartbeatGuard {
 
 impl HeartbeatGuard {
     /// Accepts the heartbeat of `node` signed at `at` (Unix seconds) with `signature`, given
-    /// the node's registered key `pem` and the shell's clock `now` (read by the caller, only
-    /// to bound how old a signed time may be; never recorded). On success `at` becomes the
-    /// node's last accepted time.
+    /// the node's registered key `pem`, the signed time of its last heartbeat on the log
+    /// (`recorded`) and the shell's clock `now` (read by the caller, only to bound how old a
+    /// signed time may be; never recorded). On success `at` becomes the node's last accepted
+    /// time.
     pub fn check(
         &self,
         node: NodeId,
         pem: &str,
+        recorded: Option<i64>,
         at: i64,
         signature: &[u8],
         now: i64,
@@ -242,8 +245,9 @@ impl HeartbeatGuard {
             return Err(HeartbeatRefused::BadSignature);
         }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match last.get(&node) {
-            Some(&seen) if at <= seen => Err(HeartbeatRefused::Replayed),
+        let seen = last.get(&node).copied().max(recorded);
+        match seen {
+            Some(seen) if at <= seen => Err(HeartbeatRefused::Replayed),
             _ => {
                 last.insert(node, at);
                 Ok(())
