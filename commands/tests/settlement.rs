@@ -38,13 +38,16 @@ fn catalog() -> Event {
 }
 
 fn register(n: u8, tier: u8, stake: u64, model: &str) -> Event {
+    registered_as(n, tier, stake, model).into()
+}
+
+fn registered_as(n: u8, tier: u8, stake: u64, model: &str) -> NodeRegistered {
     NodeRegistered {
         hardware_tier: tier,
         models: vec![model.into()],
         stake,
         ..registered(n)
     }
-    .into()
 }
 
 /// A request for `model` with a 10 s deadline, priced and reserved at `price`: the fixtures'
@@ -484,6 +487,68 @@ fn a_node_that_is_up_but_fails_its_dispatches_earns_nothing() {
         "C heartbeated in every slot, but its dispatch had expired: {e0:?}"
     );
     assert!(c.state().rewards.operators[&node(C)].in_default);
+}
+
+#[test]
+fn a_node_earns_no_uptime_once_the_catalog_stops_listing_what_it_serves() {
+    let mut c = opening();
+    let chat = |min_tier| CatalogModel {
+        min_tier,
+        ..model("chat", Hash32([1; 32]))
+    };
+    let republish = |models| -> Event {
+        CatalogPublished {
+            max_attempts: 1,
+            ..fixtures::catalog(models)
+        }
+        .into()
+    };
+    // E reported the file it serves; the fixtures' nodes registered before nodes did.
+    const E: u8 = 5;
+    c.push(
+        -20,
+        NodeRegistered {
+            model_hashes: [("chat".to_owned(), Hash32([1; 32]))].into(),
+            ..registered_as(E, 2, 100, "chat")
+        },
+    );
+    for i in 0..10 {
+        let base = 60 * i;
+        c.heartbeat(base + 5, A); // tier 1
+        c.heartbeat(base + 10, B); // tier 2
+        c.heartbeat(base + 12, E); // tier 2
+        if i == 4 {
+            // "chat" now needs tier 2: A can no longer be given it.
+            c.push(270, republish(vec![chat(2), model("big", Hash32([2; 32]))]));
+        }
+        if i == 6 {
+            // "chat" is dropped: nobody can be given it.
+            c.push(390, republish(vec![model("big", Hash32([2; 32]))]));
+        }
+        if i == 8 {
+            // Back, with another file than the one E reported; A and B reported none, so
+            // they are matched by name.
+            c.push(510, republish(vec![model("chat", Hash32([9; 32]))]));
+        }
+    }
+    let e0 = &c.housekeeping(600)[0];
+    let slots = |n: u8| {
+        e0.payouts
+            .iter()
+            .find(|p| p.node_id == node(n))
+            .map_or(0, |p| p.verified_slots)
+    };
+    assert_eq!(
+        slots(A),
+        6,
+        "0..=4, before chat needed tier 2, and 9: {e0:?}"
+    );
+    assert_eq!(slots(B), 8, "0..=6, before chat was dropped, and 9: {e0:?}");
+    assert_eq!(
+        slots(E),
+        7,
+        "0..=6: not on another file than its own: {e0:?}"
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use prlx_events::event::*;
-use prlx_events::{Envelope, Event, NodeId};
+use prlx_events::{Envelope, Event, Hash32, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::FoldError;
@@ -66,6 +66,10 @@ pub struct Settlement {
     /// then on a bootstrap epoch earns what the stream unlocks in it, not the policy's unlock.
     #[serde(default)]
     pub stream: Option<StreamTerms>,
+    /// The catalog's models as last published (name -> file hash, smallest tier): a node
+    /// earns slots only while it serves one of them ([`serves_catalog`]).
+    #[serde(default)]
+    pub catalog: Option<BTreeMap<String, (Hash32, u8)>>,
 }
 
 /// Settlement's view of one node.
@@ -90,6 +94,27 @@ pub struct Operator {
     pub operator: Option<String>,
     #[serde(default)]
     pub signed: bool,
+    /// The models it registered and the file hash it reported for each.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub model_hashes: BTreeMap<String, Hash32>,
+}
+
+/// Whether `op` is eligible for work under `catalog`: one of its models is a catalog model
+/// its tier may run, with the file the catalog names. A node that serves only models the
+/// catalog dropped (or replaced with another file) gets no requests, so it earns no uptime
+/// either. Without a catalog on the log (logs from before catalogs) every node is eligible;
+/// a node registered before hashes were reported is matched by name.
+pub fn serves_catalog(op: &Operator, catalog: Option<&BTreeMap<String, (Hash32, u8)>>) -> bool {
+    let Some(catalog) = catalog else {
+        return true;
+    };
+    op.models.iter().any(|m| {
+        catalog.get(m).is_some_and(|(sha, min_tier)| {
+            op.tier >= *min_tier && op.model_hashes.get(m).is_none_or(|h| h == sha)
+        })
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +418,8 @@ impl Settlement {
                     paid: 0,
                     operator: n.operator.clone(),
                     signed: n.is_signed(),
+                    models: n.models.clone(),
+                    model_hashes: n.model_hashes.clone(),
                 });
             }
             Event::NodeDrained(d) => self.update(d.node_id, |op| op.draining = true),
@@ -448,6 +475,14 @@ impl Settlement {
                         .ok_or_else(|| FoldError::new(env, "epoch start out of range"))?,
                 );
                 self.policy = Some(p.clone());
+            }
+            Event::CatalogPublished(c) => {
+                let models = c.models.iter();
+                self.catalog = Some(
+                    models
+                        .map(|m| (m.model.clone(), (m.sha256, m.min_tier)))
+                        .collect(),
+                );
             }
             Event::RewardModeChanged(m) => self.mode_changes.push((at, m.mode)),
             // A stream's terms never change: read once.
@@ -536,6 +571,9 @@ impl Settlement {
             return;
         }
         if !op.in_pool || op.draining || op.in_default {
+            return;
+        }
+        if !serves_catalog(op, self.catalog.as_ref()) {
             return;
         }
         let add = u128::from(op.stake) * u128::from(tier_weight(policy, op.tier));

@@ -154,7 +154,9 @@ impl Projection for CoordinatorState {
     /// 13: the bootstrap stream's terms (`Settlement::stream`, `RewardStreamObserved`).
     /// 14: signed registrations (`NodeView::operator`, `signed`): a bond counts only from the
     /// operator the node signed, and a signed node gets work only after its first heartbeat.
-    const FOLD_VERSION: u32 = 14;
+    /// 15: uptime only while a node serves a catalog model (`Settlement::catalog`,
+    /// `Operator::models`, `model_hashes`).
+    const FOLD_VERSION: u32 = 15;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
