@@ -23,6 +23,21 @@ pub struct CatalogModel {
     /// whose `max_tokens` leaves no room for a prompt is refused at intake.
     #[serde(default)]
     pub context_length: u32,
+    /// The slowest a node of each tier may serve it, in tokens per second from dispatch to
+    /// result on the coordinator's clock: entry `i` is tier `i + 2`'s floor (tier 1 has none;
+    /// a missing or zero entry: none). A node whose results stay below its tier's floor is
+    /// moved down (`NodeTierLowered`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_floors_tps: Vec<u32>,
+}
+
+impl CatalogModel {
+    /// The floor of `tier` in thousandths of a token per second; `None`: no floor.
+    pub fn floor_milli_tps(&self, tier: u8) -> Option<u64> {
+        let i = usize::from(tier.checked_sub(2)?);
+        let floor = *self.tier_floors_tps.get(i)?;
+        (floor > 0).then(|| u64::from(floor) * 1000)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -244,6 +244,26 @@ pub struct NodeLapsed {
     pub last_heartbeat: DateTime<Utc>,
 }
 
+/// A node's claimed tier was not borne out by its work: the last
+/// [`TIER_WINDOW`](crate::event::TIER_WINDOW) verified results it returned in a row, each
+/// measured from its dispatch to its result on the log's clock, were slower than the
+/// catalog's floor for its tier and the result's model. It moves to the highest tier whose
+/// floor the last measurement meets (tier 1 has none). `decide` records it with the result
+/// that completes the run; the fold re-derives every field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeTierLowered {
+    pub node_id: NodeId,
+    pub from_tier: u8,
+    pub to_tier: u8,
+    /// The model of the last measured result, whose floors decided `to_tier`.
+    pub model: String,
+    /// The last measured rate, in thousandths of a token per second.
+    pub measured_milli_tps: u64,
+}
+
+/// How many verified results in a row below its tier's floor lower a node's tier.
+pub const TIER_WINDOW: u32 = 3;
+
 /// The coordinator's signing key (PEM), so nodes and auditors can check session grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CoordinatorKeyPublished {
@@ -792,6 +812,7 @@ events! {
     RewardEpochSettled = 1,
     RewardPolicyPublished = 1,
     NodeLapsed = 1,
+    NodeTierLowered = 1,
     LogSealed = 1,
     DispatchRefused = 1,
 }

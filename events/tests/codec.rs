@@ -63,6 +63,7 @@ fn one_of_each() -> Vec<Event> {
                 per_token_price: 2,
                 max_tokens_limit: 512,
                 context_length: 8192,
+                tier_floors_tps: vec![20, 60],
             }],
             max_tier: 5,
             min_deadline_seconds: 5,
@@ -177,6 +178,14 @@ fn one_of_each() -> Vec<Event> {
         NodeLapsed {
             node_id: node(1),
             last_heartbeat: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        }
+        .into(),
+        NodeTierLowered {
+            node_id: node(1),
+            from_tier: 3,
+            to_tier: 2,
+            model: "chat".into(),
+            measured_milli_tps: 41_500,
         }
         .into(),
         CoordinatorKeyPublished {

@@ -423,6 +423,8 @@ impl Settlement {
                 });
             }
             Event::NodeDrained(d) => self.update(d.node_id, |op| op.draining = true),
+            // Its slots weigh at the tier its work bore out from then on.
+            Event::NodeTierLowered(l) => self.update(l.node_id, |op| op.tier = l.to_tier),
             Event::NodeRemovedFromPool(r) => self.update(r.node_id, |op| op.in_pool = false),
             // The chain's bond replaces whatever the node had: stake is what the contract
             // holds. Kept for a node that registers later too.

@@ -3,7 +3,7 @@
 
 use prlx_events::event::*;
 use prlx_events::{Event, Hash32, NodeId, TaskId};
-use prlx_projections::coordinator::{Assignment, ReplicaClass};
+use prlx_projections::coordinator::{calibration, Assignment, ReplicaClass, RequestView};
 use prlx_projections::validation::{
     compare, on_probation, peer_exists, sampled, sampling_rate, unconfirmed_hold, Comparison,
 };
@@ -56,6 +56,8 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
             return Ok(events);
         }
     }
+    // Measured before the report's parts move into its events.
+    let lowered = tier_lowered(state, req, &c);
     let mut events: Vec<Event> = vec![ResultSubmitted {
         task_id,
         attempt: c.attempt,
@@ -105,6 +107,7 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
         }
         .into(),
     );
+    events.extend(lowered);
     // The results as the fold will hold them after `CommitmentVerified`.
     let mut results = req.results.clone();
     results.push(prlx_projections::validation::VerifiedResult {
@@ -267,4 +270,23 @@ pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Ev
 /// goes out at once).
 fn held(state: &CoordinatorState) -> bool {
     unconfirmed_hold(&state.validation_policy()).is_some()
+}
+
+/// The tier this result's measurement moves its node to, when it completes a run of slow
+/// results (`prlx_projections::coordinator::calibration`; the fold re-derives it).
+fn tier_lowered(state: &CoordinatorState, req: &RequestView, c: &Completion) -> Option<Event> {
+    let node = state.nodes.get(&c.node)?;
+    let model = state.catalog_model(&req.model)?;
+    let rate = calibration::measure(req, c.token_count, c.now);
+    let (_, lowered) = calibration::judge(node.hardware_tier, node.tier_run, model, rate);
+    Some(
+        NodeTierLowered {
+            node_id: c.node,
+            from_tier: node.hardware_tier,
+            to_tier: lowered?,
+            model: req.model.clone(),
+            measured_milli_tps: rate.unwrap_or(0),
+        }
+        .into(),
+    )
 }

@@ -46,6 +46,7 @@ pub fn model(name: &str, sha256: Hash32) -> CatalogModel {
         per_token_price: 1,
         max_tokens_limit: 100,
         context_length: 4096,
+        tier_floors_tps: Vec::new(),
     }
 }
 

@@ -420,11 +420,13 @@ impl CoordinatorState {
             Event::DispatchRefused(r) => self.fold_refused(env, r, at)?,
             Event::ResultSubmitted(r) => {
                 self.check_deadline(env, r.task_id.request, at, false)?;
+                let req = self.request(env, r.task_id.request)?;
                 let submitted = Submission {
                     node: r.node_id,
                     attempt: r.attempt,
                     poe: r.poe,
                     sealed_result: r.sealed_result.clone(),
+                    measured_milli_tps: super::calibration::measure(req, r.token_count, at),
                 };
                 self.advance(
                     env,
@@ -469,6 +471,22 @@ impl CoordinatorState {
                 );
                 // Probation counts a node's verified results (docs/validation.md).
                 self.node_mut(env, c.node_id)?.verified += 1;
+                self.calibrate(env, c.node_id, id, s.measured_milli_tps)?;
+            }
+            Event::NodeTierLowered(l) => {
+                self.batch.check_owed(env, Owed::TierLowered(l.node_id))?;
+                let due = self.node_mut(env, l.node_id)?.tier_due.clone();
+                if due.as_ref() != Some(l) {
+                    return Err(FoldError::new(
+                        env,
+                        format!("the measured results give {due:?}, not what is recorded"),
+                    ));
+                }
+                self.batch.discharge(Owed::TierLowered(l.node_id));
+                self.update_node(env, l.node_id, |n| {
+                    n.hardware_tier = l.to_tier;
+                    n.tier_due = None;
+                })?;
             }
             Event::CommitmentRejected(c) => {
                 let id = c.task_id.request;
@@ -559,6 +577,8 @@ impl CoordinatorState {
                     refusals: 0,
                     operator: n.operator.clone(),
                     signed: n.is_signed(),
+                    tier_run: 0,
+                    tier_due: None,
                 };
                 self.sched.index(
                     &view,
@@ -686,6 +706,38 @@ impl CoordinatorState {
             }
         }
         self.log_time = Some(self.log_time.map_or(at, |t| t.max(at)));
+        Ok(())
+    }
+}
+
+impl CoordinatorState {
+    /// Folds a verified result's measurement into its node's tier run; a run that lowers the
+    /// node's tier owes its `NodeTierLowered` in this batch.
+    fn calibrate(
+        &mut self,
+        env: &Envelope,
+        node_id: NodeId,
+        request: RequestId,
+        rate: Option<u64>,
+    ) -> Result<(), FoldError> {
+        let model = self.request(env, request)?.model.clone();
+        let Some(entry) = self.catalog_model(&model).cloned() else {
+            return Ok(());
+        };
+        let node = self.node_mut(env, node_id)?;
+        let (below, lowered) =
+            super::calibration::judge(node.hardware_tier, node.tier_run, &entry, rate);
+        node.tier_run = below;
+        if let Some(to_tier) = lowered {
+            node.tier_due = Some(NodeTierLowered {
+                node_id,
+                from_tier: node.hardware_tier,
+                to_tier,
+                model,
+                measured_milli_tps: rate.unwrap_or(0),
+            });
+            self.batch.owe(Owed::TierLowered(node_id));
+        }
         Ok(())
     }
 }

@@ -17,6 +17,7 @@
 //! | `ValidationResolved`, a majority | `NodeFlagged` of each dissenter |
 //! | `ValidationResolved`, no majority | `NodeFlagged` of each party |
 //! | `StandingChanged` under the removal floor, node in the pool | `NodeRemovedFromPool` |
+//! | `CommitmentVerified` completing a run of slow results (`calibration`) | `NodeTierLowered` |
 //!
 //! And nothing else: a reservation, charge, refund, flag or removal that nothing owes is
 //! refused where it stands. Together with the arms' own checks this gives, at every batch end:
@@ -45,6 +46,7 @@ pub enum Owed {
     Failure(RequestId),
     Flag(NodeId),
     Removal(NodeId),
+    TierLowered(NodeId),
 }
 
 impl std::fmt::Display for Owed {
@@ -56,6 +58,7 @@ impl std::fmt::Display for Owed {
             Owed::Failure(id) => write!(f, "RequestFailed of request {id}"),
             Owed::Flag(n) => write!(f, "NodeFlagged of node {n}"),
             Owed::Removal(n) => write!(f, "NodeRemovedFromPool of node {n}"),
+            Owed::TierLowered(n) => write!(f, "NodeTierLowered of node {n}"),
         }
     }
 }

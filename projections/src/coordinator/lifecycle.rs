@@ -154,6 +154,10 @@ pub struct Submission {
     pub poe: Hash32,
     /// The result sealed to the coordinator's storage key (from `ResultSubmitted`).
     pub sealed_result: Sealed,
+    /// Its rate, dispatch to result ([`super::calibration::rate_milli_tps`]); `None`: not
+    /// measured.
+    #[serde(default)]
+    pub measured_milli_tps: Option<u64>,
 }
 
 /// A request's status as the API reports it: settled or not, and how.
@@ -440,6 +444,7 @@ mod tests {
             attempt,
             poe: Hash32([9; 32]),
             sealed_result: Sealed(vec![1, 2, 3]),
+            measured_milli_tps: None,
         }
     }
 

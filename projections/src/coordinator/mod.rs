@@ -28,6 +28,7 @@ mod apply_lifecycle;
 mod apply_refusal;
 mod apply_validation;
 pub mod batch;
+pub mod calibration;
 pub mod heartbeat;
 pub mod lifecycle;
 pub mod registration;

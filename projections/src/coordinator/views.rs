@@ -212,6 +212,12 @@ pub struct NodeView {
     /// It registered with a signed statement, under the rules that come with one.
     #[serde(default)]
     pub signed: bool,
+    /// Its verified results in a row below its tier's floor ([`super::calibration`]).
+    #[serde(default)]
+    pub tier_run: u32,
+    /// The lowering its last result made due, until it is recorded (in the same batch).
+    #[serde(default)]
+    pub tier_due: Option<prlx_events::event::NodeTierLowered>,
 }
 
 impl NodeView {
