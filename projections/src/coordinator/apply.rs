@@ -155,7 +155,8 @@ impl Projection for CoordinatorState {
     /// 14: signed registrations (`NodeView::operator`, `signed`): a bond counts only from the
     /// operator the node signed, and a signed node gets work only after its first heartbeat.
     /// 15: uptime only while a node serves a catalog model (`Settlement::catalog`,
-    /// `Operator::models`, `model_hashes`).
+    /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
+    /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
     const FOLD_VERSION: u32 = 15;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
