@@ -1056,9 +1056,11 @@ async fn settled_epochs_are_listed_with_their_payouts() {
     let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
     log.run(-100, Command::PublishCatalog(catalog));
     log.run(-100, policy_command());
-    log.run(-50, register(1, 1, 100));
+    // Both at tier 2, the catalog model's smallest: a node below it is given no work and
+    // earns nothing (docs/settlement.md).
+    log.run(-50, register(1, 2, 50));
     log.run(-50, register(2, 2, 300));
-    // A earns slots 0 and 1 at stake 100 x tier 1: weight 200. B earns slot 0 at 300 x 2,
+    // A earns slots 0 and 1 at stake 50 x tier 2: weight 200. B earns slot 0 at 300 x 2,
     // unstakes 100, then earns slot 2 at 200 x 2: weight 1_000.
     log.run(30, fixtures::heartbeat(a, t(30)));
     log.run(90, fixtures::heartbeat(a, t(90)));
