@@ -208,6 +208,55 @@ async fn kcat_submissions_are_answered(log: Log) {
     )));
 }
 
+/// An outsider who can write to the submissions topic still cannot spend an account: a
+/// record signed by any key but the account's is answered `unauthorized` naming `signature`,
+/// and nothing is reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_signed_by_another_key_is_refused_on_the_topic() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url, config) = coordinator(Log::File, &bootstrap, dir.path()).await;
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&body("Spend someone else's credit", &pem, "theft-1")).unwrap();
+    let stranger = prlx_commands::testkit::accounts::key("outsider");
+    forged["idempotency_key"] = "theft-1".into();
+    prlx_commands::testkit::accounts::sign_body_as(
+        &mut forged,
+        &stranger,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    forged.as_object_mut().unwrap().remove("idempotency_key");
+    kcat_publish(
+        &bootstrap,
+        &config.submissions_topic,
+        "theft-1",
+        &forged.to_string(),
+    );
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 1);
+    let (key, answer) = &answers[0];
+    assert_eq!(key, "theft-1");
+    assert_eq!(answer.status, "rejected", "{answer:?}");
+    let error = answer.error.as_ref().unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.field.as_deref()),
+        ("unauthorized", Some("signature")),
+        "{error:?}"
+    );
+    let reserved = handle
+        .read_state(|s| s.accounts.values().map(|a| a.reserved).sum::<u64>())
+        .await
+        .unwrap();
+    assert_eq!(reserved, 0, "nothing reserved from the account");
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+}
+
 /// Publishes `count` submissions keyed `order-0`, `order-1`, …
 async fn publish_burst(bootstrap: &str, topic: &str, count: usize, pem: &str) {
     use rdkafka::config::ClientConfig;
