@@ -46,10 +46,14 @@ pub enum EngineError {
     OrtLibraryMissing { path: PathBuf, origin: String },
     #[error(
         "no ONNX Runtime library configured: {ORT_DYLIB_ENV} is not set and {} does not exist; \
-         run scripts/setup-models.sh",
+         run {setup}",
         pointer.display()
     )]
-    OrtLibraryNotConfigured { pointer: PathBuf },
+    OrtLibraryNotConfigured {
+        pointer: PathBuf,
+        /// The command that writes it.
+        setup: &'static str,
+    },
     #[error("cannot load the ONNX Runtime library {}: {message}", path.display())]
     OrtLibraryLoad { path: PathBuf, message: String },
     #[error(
@@ -173,15 +177,30 @@ impl Default for EngineOptions {
 /// scripts/setup-models.sh. The file must exist; a missing one is an error that says to run
 /// that script.
 pub fn resolve_ort_library(explicit: Option<&Path>, root: &Path) -> Result<PathBuf, EngineError> {
+    resolve_ort_library_for(explicit, root, Provider::Cpu)
+}
+
+/// As [`resolve_ort_library`], for `provider`: a CUDA engine's default is the GPU build that
+/// `scripts/setup-models.sh --gpu` installs ([`crate::gpu::GPU_ORT_POINTER`]).
+pub fn resolve_ort_library_for(
+    explicit: Option<&Path>,
+    root: &Path,
+    provider: Provider,
+) -> Result<PathBuf, EngineError> {
+    let (pointer, setup) = match provider {
+        Provider::Cpu => (ORT_DYLIB_POINTER, "scripts/setup-models.sh"),
+        Provider::Cuda => (crate::gpu::GPU_ORT_POINTER, "scripts/setup-models.sh --gpu"),
+    };
     let (path, origin) = if let Some(path) = explicit {
         (path.to_owned(), "the engine options".to_owned())
     } else if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
         (PathBuf::from(path), format!("${ORT_DYLIB_ENV}"))
     } else {
-        let pointer = root.join(ORT_DYLIB_POINTER);
+        let pointer = root.join(pointer);
         let text = std::fs::read_to_string(&pointer).map_err(|_| {
             EngineError::OrtLibraryNotConfigured {
                 pointer: pointer.clone(),
+                setup,
             }
         })?;
         let path = root.join(text.trim());
@@ -378,7 +397,11 @@ impl Engine {
     /// of one model, read the files once with [`ModelFiles::load`] and use [`Engine::with_files`].
     pub fn load(entry: &ModelEntry, options: &EngineOptions) -> Result<Engine, EngineError> {
         // Resolve the runtime first: a missing library is the cheaper and likelier failure.
-        let library = resolve_ort_library(options.ort_library.as_deref(), &entry.root)?;
+        let library = resolve_ort_library_for(
+            options.ort_library.as_deref(),
+            &entry.root,
+            options.provider,
+        )?;
         let files = ModelFiles::load(entry)?;
         Engine::build(entry, &files, options, &library)
     }
@@ -389,7 +412,11 @@ impl Engine {
         files: &ModelFiles,
         options: &EngineOptions,
     ) -> Result<Engine, EngineError> {
-        let library = resolve_ort_library(options.ort_library.as_deref(), &entry.root)?;
+        let library = resolve_ort_library_for(
+            options.ort_library.as_deref(),
+            &entry.root,
+            options.provider,
+        )?;
         Engine::build(entry, files, options, &library)
     }
 

@@ -16,6 +16,7 @@
 //! - [`commit`]: a job and its report: canonical result bytes, PoE, signature, sealing.
 //! - [`fault`]: fault drills (`--fault`): defective reports on purpose, to test validation.
 //! - [`worker`]: one thread per engine; a job becomes a committed, signed, sealed report.
+//! - [`gpu`]: what a CUDA node runs on (GPU, driver, CUDA and cuDNN), for its execution class.
 //! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
 //! - [`client`]: a small HTTP/1.1 client for the coordinator's API.
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, the log, reports.
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fault;
 pub mod follow;
+pub mod gpu;
 pub mod keys;
 pub mod registry;
 pub mod trace;

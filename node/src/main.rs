@@ -202,6 +202,14 @@ impl EngineArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let engine = match &cli.command {
+        Command::Run(args) => Some(&args.engine),
+        Command::Generate(args) => Some(&args.engine),
+        Command::Claim(_) => None,
+    };
+    if let Some(engine) = engine.filter(|e| e.provider == Provider::Cuda) {
+        with_cuda_libraries(&engine.root)?;
+    }
     match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
@@ -359,4 +367,38 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     );
     println!("token ids: {:?}", generation.token_ids);
     Ok(())
+}
+
+/// Set when this process was started again with the CUDA wheels' libraries on the loader's
+/// path, so it does not start itself once more.
+const CUDA_LIBRARIES_ENV: &str = "PRLX_NODE_CUDA_LIBRARIES";
+
+/// ONNX Runtime opens its CUDA provider with the dynamic loader, which finds `libcudart`,
+/// `libcublas` and `libcudnn` only on `LD_LIBRARY_PATH` (read once, when a process starts).
+/// When `scripts/setup-models.sh --gpu` installed them under the root, the node starts itself
+/// again with their folders first on that path; without them it runs as it is (a system
+/// CUDA install), and a provider that cannot load is the engine's clear error.
+fn with_cuda_libraries(root: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os(CUDA_LIBRARIES_ENV).is_some() {
+        return Ok(());
+    }
+    let Some(folders) = prlx_node::gpu::library_path(root) else {
+        return Ok(());
+    };
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{folders}:{old}"),
+        _ => folders,
+    };
+    let exe = std::env::current_exe().context("finding this executable to start it again")?;
+    tracing::info!(
+        "starting again with the CUDA libraries of {} on LD_LIBRARY_PATH",
+        prlx_node::gpu::GPU_CACHE
+    );
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("LD_LIBRARY_PATH", path)
+        .env(CUDA_LIBRARIES_ENV, "1")
+        .exec();
+    Err(error).context("starting again with the CUDA libraries on LD_LIBRARY_PATH")
 }

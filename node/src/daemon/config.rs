@@ -67,6 +67,8 @@ pub enum DaemonError {
     #[error("no models to serve: --models names none")]
     NoModels,
     #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error(transparent)]
     Client(#[from] ClientError),
     #[error("the coordinator refused the registration: {0}")]
     Registration(String),

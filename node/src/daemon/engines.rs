@@ -9,7 +9,7 @@ use prlx_events::Hash32;
 use tracing::info;
 
 use super::config::{DaemonConfig, DaemonError};
-use crate::engine::{resolve_ort_library, Engine, EngineOptions, ModelFiles, Provider};
+use crate::engine::{resolve_ort_library_for, Engine, EngineOptions, ModelFiles, Provider};
 use crate::registry::Registry;
 
 /// The device part of the execution class: what must match, besides the runtime, for two
@@ -69,24 +69,31 @@ pub(super) fn load_engines(config: &DaemonConfig) -> Result<Loaded, DaemonError>
     }
     let registry = Registry::load(&config.registry, &config.root)?;
     let library =
-        resolve_ort_library(config.ort_library.as_deref(), &config.root).map_err(|error| {
-            DaemonError::Engine {
+        resolve_ort_library_for(config.ort_library.as_deref(), &config.root, config.provider)
+            .map_err(|error| DaemonError::Engine {
                 model: config.models.join(","),
                 error,
-            }
-        })?;
+            })?;
     let options = EngineOptions {
         intra_op_threads: config.threads,
         provider: config.provider,
         ort_library: Some(library.clone()),
     };
-    let class = ExecutionClass {
-        device: device_name(config.provider),
-        driver: match config.provider {
-            Provider::Cpu => "none".into(),
-            Provider::Cuda => "unknown".into(),
+    let class = match config.provider {
+        Provider::Cpu => ExecutionClass {
+            device: device_name(config.provider),
+            driver: "none".into(),
+            runtime: runtime_name(&library),
         },
-        runtime: runtime_name(&library),
+        Provider::Cuda => {
+            let gpu = crate::gpu::query_gpu().map_err(DaemonError::Gpu)?;
+            let versions = crate::gpu::installed_versions(&config.root);
+            ExecutionClass {
+                device: gpu.device,
+                driver: gpu.driver,
+                runtime: crate::gpu::cuda_runtime_name(&runtime_name(&library), &versions),
+            }
+        }
     };
     info!(
         "execution provider {} ({} intra-op thread(s) per engine), runtime {} from {}, device {}",
