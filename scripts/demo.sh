@@ -37,7 +37,13 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 scripts/setup-models.sh
 scripts/chain.sh setup
-cargo build --bins --locked -q
+# PRLX_DEMO_PROVIDER=cuda runs the nodes on the GPU (scripts/gpu-check.sh does).
+provider="${PRLX_DEMO_PROVIDER:-cpu}"
+case "$provider" in
+  cpu) cargo build --bins --locked -q ;;
+  cuda) scripts/setup-models.sh --gpu && cargo build --bins --locked -q --features prlx-node/cuda ;;
+  *) echo "PRLX_DEMO_PROVIDER=$provider: cpu or cuda" >&2; exit 2 ;;
+esac
 bin=./target/debug
 
 # The demo's own chain: its state in DIR, Sablier's packages where setup unpacked them, a port
@@ -105,7 +111,7 @@ echo "   listening on http://$addr"
 for n in 1 2; do
   echo "== node $n serving oss-chat-v1, operated by ${operator_wallets[$((n-1))]}"
   $bin/prlx-node run --coordinator "http://$addr" --log "file://$dir/log" \
-    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 \
+    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 --provider "$provider" \
     --operator "${operator_wallets[$((n-1))]}" \
     >"$dir/node-$n.out" 2>&1 &
   pids+=($!)
