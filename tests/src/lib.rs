@@ -11,6 +11,8 @@
 //! - [`rng`]: the seeded generator the simulation and the fuzz tests draw from.
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
+//! - [`shard`]: the sharding simulation (router, nodes per shard, credit leases across
+//!   shards) of docs/adr/09-sharding.md.
 //! - [`sim`]: the deterministic simulation of the core: seeded submissions, deposits,
 //!   heartbeats, honest, wrong, late, silent and replayed reports, node joins, restarts from
 //!   snapshot and the timers, with the money, liveness (every request ends once, within a
@@ -29,6 +31,7 @@ pub mod intake;
 pub mod kafka;
 pub mod rng;
 pub mod sabotage;
+pub mod shard;
 pub mod sim;
 pub mod tamper;
 pub mod torture;
