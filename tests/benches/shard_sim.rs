@@ -1,5 +1,7 @@
 //! The sharding simulation at the design's scale (docs/adr/09-sharding.md): a million nodes,
-//! 100k requests/s over 16 models in 4 regions, credits reserved across shards by leases.
+//! 100k requests/s over 16 models in 4 regions, credits reserved across shards by leases; run
+//! twice, for 100k accounts (a public market's long tail) and for 100 (gateways such as
+//! ParalleliX AI's, each spending for many users).
 //!
 //! ```sh
 //! cargo bench -p prlx-tests --bench shard_sim            # 60 simulated seconds
@@ -15,7 +17,16 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let p = Params::internet_scale(seconds * 1000);
+    for accounts in [100_000, 100] {
+        run(Params {
+            accounts,
+            ..Params::internet_scale(seconds * 1000)
+        });
+    }
+}
+
+fn run(p: Params) {
+    let seconds = p.duration_ms / 1000;
     let started = Instant::now();
     let f = simulate(&p);
     let wall = started.elapsed();

@@ -1,7 +1,7 @@
 //! One run of the sharding simulation: parameters in, figures out.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
 use super::{pick, unit, zipf, Rng};
 
@@ -97,6 +97,8 @@ enum Message {
         account: usize,
         need: u64,
         recalled: bool,
+        /// Asked ahead of need, while the lease still serves: never recalls, never refuses.
+        ahead: bool,
     },
     /// The home granted `amount` to shard `to`.
     Grant {
@@ -121,6 +123,8 @@ struct World {
     lease: Vec<Vec<u64>>,
     used_at: Vec<Vec<u64>>,
     waiting: HashMap<(usize, usize), VecDeque<Waiting>>,
+    /// Leases asked for ahead of need and not granted yet.
+    refilling: HashSet<(usize, usize)>,
     messages: BinaryHeap<Reverse<(u64, u64)>>,
     bodies: HashMap<u64, Message>,
     next_message: u64,
@@ -163,6 +167,7 @@ impl World {
                 account,
                 need,
                 recalled,
+                ahead,
             } => {
                 let home = self.home(account);
                 let available = self.home_available[account];
@@ -183,6 +188,8 @@ impl World {
                             amount,
                         },
                     );
+                } else if ahead {
+                    self.refilling.remove(&(to, account));
                 } else if !recalled {
                     // Too little at home: call the other shards' leases back, then try again.
                     for s in (0..self.shards).filter(|&s| s != to && s != home) {
@@ -196,6 +203,7 @@ impl World {
                         account,
                         need,
                         recalled: true,
+                        ahead: false,
                     };
                     self.send(now + 2 * self.p.hop_ms + 1, again);
                 } else {
@@ -210,6 +218,7 @@ impl World {
                 amount,
             } => {
                 self.in_flight[account] -= amount;
+                self.refilling.remove(&(to, account));
                 self.lease[to][account] += amount;
                 self.used_at[to][account] = now;
                 self.serve_waiting(to, account, now);
@@ -234,12 +243,33 @@ impl World {
             account,
             need: price,
             recalled: false,
+            ahead: false,
         };
         if shard == self.home(account) {
             self.deliver(now, m);
         } else {
             self.send(now + self.p.hop_ms, m);
         }
+    }
+
+    /// A shard whose lease has fallen under half a lease asks for the next one while it still
+    /// serves from this one, so a busy account's requests do not wait for it.
+    fn refill_ahead(&mut self, shard: usize, account: usize, now: u64) {
+        if shard == self.home(account)
+            || self.lease[shard][account] >= self.chunk(account) / 2
+            || !self.refilling.insert((shard, account))
+        {
+            return;
+        }
+        self.f.lease_requests += 1;
+        let m = Message::LeaseRequest {
+            to: shard,
+            account,
+            need: TYPICAL_PRICE,
+            recalled: false,
+            ahead: true,
+        };
+        self.send(now + self.p.hop_ms, m);
     }
 
     fn give_back(&mut self, shard: usize, account: usize, now: u64) {
@@ -277,6 +307,7 @@ impl World {
                 account,
                 need,
                 recalled: false,
+                ahead: false,
             };
             self.send(now + self.p.hop_ms, m);
             self.waiting.insert((shard, account), queue);
@@ -343,6 +374,7 @@ pub fn simulate(p: &Params) -> Figures {
         lease: vec![vec![0; p.accounts]; shards],
         used_at: vec![vec![0; p.accounts]; shards],
         waiting: HashMap::new(),
+        refilling: HashSet::new(),
         messages: BinaryHeap::new(),
         bodies: HashMap::new(),
         next_message: 0,
@@ -390,6 +422,7 @@ pub fn simulate(p: &Params) -> Figures {
             } else if w.reserve_local(shard, account, price, now) {
                 w.f.local += 1;
                 w.f.accepted += 1;
+                w.refill_ahead(shard, account, now);
             } else {
                 w.wait_for_lease(shard, account, price, now);
             }
