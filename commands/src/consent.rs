@@ -95,6 +95,7 @@ pub fn consent_of(
         signature: signature.to_ascii_lowercase(),
         chain_id: domain.chain_id,
         verifying_contract: hex0x(domain.escrow.as_slice()),
+        delegation: None,
     })
 }
 
@@ -129,5 +130,6 @@ pub fn sign_submission(
         signature,
         chain_id: domain.chain_id,
         verifying_contract: hex0x(domain.escrow.as_slice()),
+        delegation: None,
     });
 }

@@ -206,6 +206,7 @@ impl Submission {
             signature: String::from("0x-unchecked"),
             chain_id: 0,
             verifying_contract: String::new(),
+            delegation: None,
         });
         self
     }
