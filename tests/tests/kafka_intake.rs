@@ -208,6 +208,44 @@ async fn kcat_submissions_are_answered(log: Log) {
     )));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegates_records_are_charged_within_its_limit_and_refused_past_it() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url, config) = coordinator(Log::File, &bootstrap, dir.path()).await;
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    // One request's price (`chat`, 8 tokens: 10 + 8), for an hour.
+    let account = prlx_tests::intake::ACCOUNT_NAME;
+    let delegation = prlx_commands::testkit::accounts::delegation(
+        account,
+        account,
+        "gateway",
+        18,
+        u64::try_from(chrono::Utc::now().timestamp()).unwrap() + 3_600,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    for (reference, prompt) in [("via-1", "First?"), ("via-2", "Second?")] {
+        let record =
+            prlx_tests::intake::delegated_body(prompt, &pem, reference, "gateway", &delegation);
+        kcat_publish(&bootstrap, &config.submissions_topic, reference, &record);
+    }
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 2);
+    assert_eq!(answers[0].1.status, "accepted", "{answers:?}");
+    let error = answers[1].1.error.as_ref().expect("refused past the limit");
+    assert_eq!(
+        (error.code.as_str(), error.field.as_deref()),
+        ("spending_limit_exceeded", Some("delegation.spending_limit")),
+        "{error:?}"
+    );
+    stop.send(true).unwrap();
+    intake.await.unwrap().unwrap();
+}
+
 /// Publishes `count` submissions keyed `order-0`, `order-1`, …
 async fn publish_burst(bootstrap: &str, topic: &str, count: usize, pem: &str) {
     use rdkafka::config::ClientConfig;

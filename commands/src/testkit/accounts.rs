@@ -106,3 +106,25 @@ pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDo
         body["signature"] = json!(sign(key, hash));
     }
 }
+
+/// The delegation of `account`'s spending to `delegate` (test accounts by name), up to
+/// `spending_limit` until `expires_at` (Unix seconds), signed under `domain` by the account
+/// named `by`: the account itself, or for a forged one someone else.
+pub fn delegation(
+    by: &str,
+    account: &str,
+    delegate: &str,
+    spending_limit: u64,
+    expires_at: u64,
+    domain: &ConsentDomain,
+) -> crate::consent::DelegationBody {
+    crate::consent::sign_delegation(
+        &key(by),
+        &address(account),
+        &address(delegate),
+        spending_limit,
+        expires_at,
+        domain,
+    )
+    .expect("test accounts are addresses")
+}
