@@ -143,7 +143,8 @@ wallet stake --dev-account 4 --node-id "${node_ids[1]}" --amount 2000
 echo
 echo "== client (dev account 2) deposits 1 PRLX into CreditEscrow for its account $client_wallet"
 wallet deposit --dev-account 2 --account "$client_wallet" --amount 1
-client balance "$client_wallet" --at-least 1000000000 --wait-secs 60
+# Reading a balance takes the account's signature too (a read-access token, EIP-712).
+client --dev-account 2 balance "$client_wallet" --at-least 1000000000 --wait-secs 60
 from=$(client rewards | sed -n 's/^next_epoch //p')
 echo "   reward epoch in progress: $from (10 s each; the coordinator settles each as it ends)"
 

@@ -48,6 +48,9 @@ pub struct ConsentDomainBody {
     /// What an account signs to let a delegate key sign its submissions (the body's
     /// `delegation`), as EIP-712 encodes its type.
     pub delegation_type: String,
+    /// What a reader signs for `Authorization: Bearer 0xACCOUNT.EXPIRES_AT.0xSIGNATURE`
+    /// (`GET /v1/accounts/{account}`, `GET /v1/requests/{id}`), as EIP-712 encodes its type.
+    pub read_access_type: String,
 }
 
 /// A delegation a submission is signed under: the account's signature over the EIP-712
@@ -83,6 +86,7 @@ impl ConsentDomain {
             verifying_contract: hex0x(self.escrow.as_slice()),
             primary_type: eip712::Submission::eip712_encode_type().into_owned(),
             delegation_type: eip712::Delegation::eip712_encode_type().into_owned(),
+            read_access_type: eip712::ReadAccess::eip712_encode_type().into_owned(),
         }
     }
 }

@@ -2,12 +2,16 @@
 //! results, opens them with the client's own key and checks their proof-of-execution. Its
 //! subcommands show (or wait for) an account's credits, show a node's stake and show the
 //! rewards settled. Credits and stake move on the chain only (`prlx-chain deposit`, `stake`).
+//!
+//! Submissions are signed by the account's key; the reads of an account's balance and
+//! requests carry a read-access token signed by the same key.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
+use prlx_commands::client::AccountReads;
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
@@ -22,7 +26,8 @@ use sha2::{Digest, Sha256};
     long_about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and \
         verify them; or, with a subcommand, show an account's credits, a node's stake and the \
         rewards settled. Credits are bought on chain (`prlx-chain deposit`), stake is bonded on \
-        chain (`prlx-chain stake`). \
+        chain (`prlx-chain stake`). Submissions are signed by the account's key (--key-file or \
+        --dev-account); reads of a balance or a request are signed by the same key. \
         A prompt that is a subcommand's name goes after `--`.",
     subcommand_negates_reqs = true
 )]
@@ -47,11 +52,17 @@ struct Cli {
     account: Option<String>,
     /// The account's key (a file holding the hex private key, readable by its owner only):
     /// every submission carries its EIP-712 signature (the coordinator charges nothing
-    /// unsigned). Domain and type come from the coordinator's `GET /v1/consent`.
-    #[arg(long, value_name = "FILE", conflicts_with = "dev_account")]
+    /// unsigned), and every read of the account a token it signed. Domain and types come from
+    /// the coordinator's `GET /v1/consent`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "dev_account",
+        global = true
+    )]
     key_file: Option<std::path::PathBuf>,
     /// Sign with anvil's public dev account N instead (development chains only).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     dev_account: Option<usize>,
     /// The model reference.
     #[arg(long, default_value = "oss-chat-v1")]
@@ -109,7 +120,7 @@ enum Sub {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     prlx_events::cli::init_tracing(cli.log_format);
     let addr = cli
         .coordinator
@@ -117,12 +128,17 @@ async fn main() -> anyhow::Result<()> {
         .context("--coordinator must be http://HOST:PORT")?
         .trim_end_matches('/')
         .to_owned();
-    match cli.command {
+    match cli.command.take() {
         Some(Sub::Balance {
             account,
             at_least,
             wait_secs,
-        }) => return balance(&addr, &account, at_least, wait_secs).await,
+        }) => {
+            let domain = consent_domain(&addr).await?.eip712();
+            let reads = AccountReads::new(signer(&cli)?, &account, domain)
+                .map_err(|e| anyhow::anyhow!("reading account {account}: {e}"))?;
+            return balance(&addr, reads, at_least, wait_secs).await;
+        }
         Some(command) => return rewards(&addr, command).await,
         None => {}
     }
@@ -130,25 +146,15 @@ async fn main() -> anyhow::Result<()> {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
     let pem = public_key_pem(&key.to_public_key());
     let run: u64 = rand::random();
-    let signer = match (&cli.key_file, cli.dev_account) {
-        (Some(path), _) => prlx_chain::keyfile::read_key_file(path)?,
-        (None, Some(n)) => {
-            anyhow::ensure!(
-                n < prlx_chain::devchain::DEV_KEYS.len(),
-                "--dev-account: {n} is not one of anvil's ten dev accounts"
-            );
-            prlx_chain::devchain::dev_signer(n)
-        }
-        (None, None) => bail!(
-            "submissions are signed by the account's key: give --key-file FILE (or \
-             --dev-account N on a development chain)"
-        ),
-    };
+    let signer = signer(&cli)?;
     let account = cli
         .account
         .clone()
         .unwrap_or_else(|| prlx_chain::record::hex0x(signer.address().as_slice()));
     let domain = consent_domain(&addr).await?;
+    let mut reads = AccountReads::new(signer.clone(), &account, domain.eip712())
+        .map_err(|e| anyhow::anyhow!("--account {account}: {e}"))?;
+    let domain = domain.eip712();
 
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
@@ -192,7 +198,11 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = 0;
     for (id, prompt) in ids {
         let status = loop {
-            let (_, status) = http(&addr, "GET", &format!("/v1/requests/{id}"), None, None).await?;
+            let path = format!("/v1/requests/{id}");
+            let (code, status) = reads.get(&addr, &path).await?;
+            if code != 200 {
+                bail!("GET {path}: {code} {status}");
+            }
             if status["result"].is_object() || status["status"] == "failed" {
                 break status;
             }
@@ -263,14 +273,15 @@ fn account_id(text: &str) -> Result<String, String> {
 /// Prints an account's credits, first waiting up to `wait_secs` for `at_least` of them.
 async fn balance(
     addr: &str,
-    account: &str,
+    mut reads: AccountReads,
     at_least: Option<u64>,
     wait_secs: u64,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let account = reads.account().to_owned();
     let path = format!("/v1/accounts/{account}");
     loop {
-        let (status, body) = http(addr, "GET", &path, None, None).await?;
+        let (status, body) = reads.get(addr, &path).await?;
         // 404: never credited yet, which is a balance of 0 while waiting.
         let balance = match status {
             200 => body["balance"]
@@ -298,8 +309,8 @@ async fn balance(
     }
 }
 
-/// The EIP-712 domain the coordinator at `addr` takes signatures under (`GET /v1/consent`).
-async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Domain> {
+/// The deployment the coordinator at `addr` takes signatures for (`GET /v1/consent`).
+async fn consent_domain(addr: &str) -> anyhow::Result<prlx_commands::consent::ConsentDomain> {
     let (status, body) = http(addr, "GET", "/v1/consent", None, None).await?;
     if status != 200 {
         bail!("GET /v1/consent: {status} {body}");
@@ -311,7 +322,7 @@ async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Do
         .as_str()
         .context("/v1/consent: no verifying_contract")?;
     let escrow = prlx_chain::consent::address(escrow)?;
-    Ok(prlx_chain::consent::domain(chain_id, escrow))
+    Ok(prlx_commands::consent::ConsentDomain { chain_id, escrow })
 }
 
 /// Runs a stake or rewards subcommand.
@@ -429,4 +440,22 @@ fn describe_stake(body: &Value) -> String {
         body["returned"],
         body["rewards_paid"]
     )
+}
+
+/// The key that signs: the account's.
+fn signer(cli: &Cli) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
+    match (&cli.key_file, cli.dev_account) {
+        (Some(path), _) => Ok(prlx_chain::keyfile::read_key_file(path)?),
+        (None, Some(n)) => {
+            anyhow::ensure!(
+                n < prlx_chain::devchain::DEV_KEYS.len(),
+                "--dev-account: {n} is not one of anvil's ten dev accounts"
+            );
+            Ok(prlx_chain::devchain::dev_signer(n))
+        }
+        (None, None) => bail!(
+            "submissions and reads are signed by the account's key: give \
+             --key-file FILE (or --dev-account N on a development chain)"
+        ),
+    }
 }

@@ -128,3 +128,21 @@ pub fn delegation(
     )
     .expect("test accounts are addresses")
 }
+
+/// `Authorization` for reading `account` (a 0x address), signed by the test account named
+/// `signer` under `domain`, expiring `ttl` seconds from now.
+pub fn read_token(signer: &str, account: &str, ttl: u64, domain: &ConsentDomain) -> String {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    read_token_as(&key(signer), account, now + ttl, domain)
+}
+
+/// `Authorization` for reading `account` (a 0x address) until `expires_at`, signed by `key`.
+pub fn read_token_as(
+    key: &PrivateKeySigner,
+    account: &str,
+    expires_at: u64,
+    domain: &ConsentDomain,
+) -> String {
+    let account = account.parse().expect("a 0x address");
+    prlx_chain::read_access::ReadToken::sign(key, account, expires_at, &domain.eip712()).to_header()
+}
