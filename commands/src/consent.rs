@@ -132,6 +132,35 @@ pub fn consent_of(
     })
 }
 
+/// A delegation as `prlx-client delegate` writes it for the delegate: the account and the
+/// deployment it is signed for, and what a submission carries (`delegation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationFile {
+    pub account: String,
+    pub chain_id: u64,
+    /// The CreditEscrow, 0x-hex.
+    pub verifying_contract: String,
+    #[serde(flatten)]
+    pub delegation: DelegationBody,
+}
+
+impl DelegationFile {
+    /// `Err` saying why when it was signed for another deployment than `domain`.
+    pub fn check_domain(&self, domain: &ConsentDomain) -> Result<(), String> {
+        let contract = hex0x(domain.escrow.as_slice());
+        if domain.chain_id == self.chain_id
+            && contract.eq_ignore_ascii_case(&self.verifying_contract)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "signed for chain {} and escrow {}; the coordinator takes chain {} and escrow \
+             {contract}",
+            self.chain_id, self.verifying_contract, domain.chain_id
+        ))
+    }
+}
+
 /// Recovers who signed delegation `d` of `account`: the delegation to record.
 fn delegation_of(
     account: &str,
