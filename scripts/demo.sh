@@ -20,7 +20,8 @@ loopback port and deploys the contracts (a 5-second unstake cooldown), starts
 client's and two operators' wallets, each operator bonds stake for its node and the client
 deposits PRLX into CreditEscrow; once the coordinator has credited the deposit, `prlx-client`
 submits prompts (opening each result with its own key and checking the proof-of-execution),
-waits for a reward epoch to settle and prints its payouts. The coordinator posts each settled
+delegates a spending limit to a gateway key that submits one more prompt under it, waits
+for a reward epoch to settle and prints its payouts. The coordinator posts each settled
 epoch's payout root to the RewardsDistributor and operator 1 claims its node's payouts with
 `prlx-node claim`. Operator 2 then unstakes and withdraws after the cooldown. Everything
 stops with SIGTERM and `prlx-replay verify --chain` re-folds the log, recomputes every
@@ -149,7 +150,8 @@ wallet stake --dev-account 4 --node-id "${node_ids[1]}" --amount 2000
 echo
 echo "== client (dev account 2) deposits 1 PRLX into CreditEscrow for its account $client_wallet"
 wallet deposit --dev-account 2 --account "$client_wallet" --amount 1
-client balance "$client_wallet" --at-least 1000000000 --wait-secs 60
+# Reading a balance takes the account's signature too (a read-access token, EIP-712).
+client --dev-account 2 balance "$client_wallet" --at-least 1000000000 --wait-secs 60
 from=$(client rewards | sed -n 's/^next_epoch //p')
 echo "   reward epoch in progress: $from (10 s each; the coordinator settles each as it ends)"
 
@@ -160,6 +162,18 @@ client --dev-account 2 --account "$client_wallet" --max-tokens 48 \
   "Name the three primary colors." \
   "What is the capital of France?" \
   "Write one sentence about the sea."
+
+# ParalleliX AI's gateway need not hold the wallet's key: the account delegates a spending
+# limit to the gateway's key for an hour, and the gateway signs with its own key.
+gateway_wallet="$($bin/prlx-chain address --dev-account 7)"
+echo
+echo "== client delegates 10000 credits for an hour to a gateway key (dev account 7, $gateway_wallet)"
+client --dev-account 2 delegate --delegate "$gateway_wallet" --spending-limit 10000 \
+  --expires-in 3600 --out "$dir/delegation.json"
+echo "== gateway: one prompt signed by its own key under the delegation, charged to $client_wallet"
+client --dev-account 7 --delegation "$dir/delegation.json" --max-tokens 16 \
+  "Name a planet of the solar system."
+client --dev-account 2 balance "$client_wallet"
 
 echo
 echo "== rewards: epochs settled since epoch $from (waiting for one that paid the nodes)"

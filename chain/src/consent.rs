@@ -38,6 +38,13 @@ alloy::sol! {
         uint64 spendingLimit;
         uint64 expiresAt;
     }
+
+    /// What the account (or a delegate of it) signs to read the account's balance and
+    /// requests until `expiresAt` (Unix seconds): a bearer token, see [`crate::read_access`].
+    struct ReadAccess {
+        address account;
+        uint64 expiresAt;
+    }
 }
 
 /// Why a consent does not hold.
@@ -75,6 +82,11 @@ pub fn submission_hash(s: &Submission, domain: &Eip712Domain) -> B256 {
 /// The EIP-712 hash an account signs to delegate.
 pub fn delegation_hash(d: &Delegation, domain: &Eip712Domain) -> B256 {
     d.eip712_signing_hash(domain)
+}
+
+/// The EIP-712 hash a reader signs.
+pub fn read_access_hash(r: &ReadAccess, domain: &Eip712Domain) -> B256 {
+    r.eip712_signing_hash(domain)
 }
 
 /// The address whose key made `signature` (65 bytes, 0x-hex) over `hash`.
@@ -139,6 +151,34 @@ impl SubmissionFields<'_> {
     /// Who made `signature` over these fields under `domain`.
     pub fn signer(&self, domain: &Eip712Domain, signature: &str) -> Result<Address, ConsentError> {
         recover(self.hash(domain)?, signature)
+    }
+}
+
+/// The terms of a delegation, as a submission carries them and the log records them: the
+/// account is the one the submission charges.
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationFields<'a> {
+    pub account: &'a str,
+    pub delegate: &'a str,
+    pub spending_limit: u64,
+    pub expires_at: u64,
+}
+
+impl DelegationFields<'_> {
+    /// The typed data; `Err` naming the account or the delegate when one is not an address.
+    pub fn typed(&self) -> Result<Delegation, ConsentError> {
+        Ok(Delegation {
+            account: address(self.account)?,
+            delegate: address(self.delegate)?,
+            spendingLimit: self.spending_limit,
+            expiresAt: self.expires_at,
+        })
+    }
+
+    /// The hash the account signs under `domain`; also the delegation's name in the
+    /// coordinator's running total of what was spent under it.
+    pub fn hash(&self, domain: &Eip712Domain) -> Result<B256, ConsentError> {
+        Ok(delegation_hash(&self.typed()?, domain))
     }
 }
 

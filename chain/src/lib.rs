@@ -20,7 +20,9 @@
 //! - [`devchain`]: a private anvil for tests and the demo.
 //! - [`watch`]: following the contracts' events with a confirmation depth.
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
-//! - [`consent`]: the EIP-712 typed data a client signs to have a request charged.
+//! - [`consent`]: the EIP-712 typed data a client signs to have a request charged, and an
+//!   account signs to delegate spending.
+//! - [`read_access`]: the short-lived token by which a caller proves it may read an account.
 //! - [`record`]: an observation as the log records it, and back.
 //! - [`stream`]: the bootstrap stream's terms, read off the Lockup.
 //! - [`keyfile`]: a chain key kept in an owner-only file.
@@ -40,6 +42,7 @@ pub mod devchain;
 pub mod error;
 pub mod keyfile;
 pub mod merkle;
+pub mod read_access;
 pub mod record;
 pub mod stream;
 pub mod verify;

@@ -29,7 +29,9 @@ pub struct ErrorDetail {
     /// A stable snake_case code. The core's rejection codes (`insufficient_credit`,
     /// `malformed_request`, `payload_hash_mismatch`, `unknown_workload_class`, `unknown_model`,
     /// `tier_out_of_range`, `deadline_out_of_range`, `unknown_node`, `node_already_registered`,
-    /// `invalid_amount`) plus the HTTP layer's own: `unknown_request`, `unknown_account`,
+    /// `invalid_amount`, `unauthorized`, `idempotency_conflict`, `delegation_expired`,
+    /// `spending_limit_exceeded`) plus the HTTP layer's own: `unauthenticated`,
+    /// `unknown_request`, `unknown_account`,
     /// `payload_too_large`, `unsupported_media_type`, `not_found`, `method_not_allowed`,
     /// `coordinator_unavailable`, `internal`.
     pub code: String,
@@ -96,7 +98,9 @@ pub fn rejection_status(code: RejectionCode) -> StatusCode {
         RejectionCode::InsufficientCredit => StatusCode::PAYMENT_REQUIRED,
         RejectionCode::NodeAlreadyRegistered => StatusCode::CONFLICT,
         RejectionCode::IdempotencyConflict => StatusCode::CONFLICT,
-        RejectionCode::Unauthorized => StatusCode::FORBIDDEN,
+        RejectionCode::Unauthorized
+        | RejectionCode::DelegationExpired
+        | RejectionCode::SpendingLimitExceeded => StatusCode::FORBIDDEN,
         RejectionCode::UnknownNode => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
-//! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
-//! - [`consent`]: the EIP-712 domain submissions are signed under, and checking a signature.
+//! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests), and the
+//!   reads of an account with a read-access token.
+//! - [`consent`]: the EIP-712 domain submissions are signed under, checking a submission's
+//!   signature and its delegation's, and signing a delegation.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
@@ -30,7 +32,7 @@
 //!   decisions, builders of the events and submissions tests start from.
 //! - `src/bin/`: the binaries, thin (parse arguments, call this library):
 //!   `prlx-coordinator` (`serve`, `demo`) and `prlx-client` (submit prompts and check the
-//!   results; stakes and rewards).
+//!   results, as the account or its delegate; delegate; balances, stakes and rewards).
 
 pub mod actor;
 pub mod chain_post;

@@ -83,7 +83,12 @@ pub struct SubmitRequestBody {
     /// data `Submission` of this request under the domain `GET /v1/consent` gives (account,
     /// idempotency key, workload class, model, tier, priority, deadline, max tokens, the
     /// prompt's SHA-256 and the SHA-256 of `client_pubkey`). Without it nothing is charged.
+    /// With a `delegation`, the delegate's signature instead.
     pub signature: String,
+    /// When a delegate key signs instead of the account's: the account's delegation to it,
+    /// with a spending limit and an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<crate::consent::DelegationBody>,
 }
 
 /// A submission the coordinator accepted and reserved credit for.
@@ -155,7 +160,7 @@ pub fn submission_from_body(
         payload_hash: payload_hash.0,
         client_pubkey: &body.client_pubkey,
     };
-    let consent = consent_of(&fields, domain, &body.signature)
+    let consent = consent_of(&fields, domain, &body.signature, body.delegation.as_ref())
         .map_err(|(field, why)| AppError::malformed(field, why))?;
     let submission = Submission {
         idempotency_key,
@@ -174,6 +179,8 @@ pub fn submission_from_body(
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: Some(consent),
+        // Set by the shell to the time it records the decision at.
+        now: chrono::DateTime::UNIX_EPOCH,
     };
     Ok((submission, body.prompt.into_bytes()))
 }

@@ -76,6 +76,7 @@ pub async fn run(
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: None,
+        now: chrono::DateTime::UNIX_EPOCH,
     };
     let signed_by = |signer: &alloy::signers::local::PrivateKeySigner, mut s: Submission| {
         sign_submission(&mut s, signer, &domain);

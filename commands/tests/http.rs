@@ -15,7 +15,7 @@ use prlx_commands::decide::{decide, Command};
 use prlx_commands::http::{app, MAX_BODY_BYTES};
 use prlx_commands::settle::{due_settlements, SettlementCommand};
 use prlx_commands::shell::{Coordinator, Outcome};
-use prlx_commands::testkit::accounts::{account, address};
+use prlx_commands::testkit::accounts::{account, address, read_token};
 use prlx_commands::testkit::fixtures::{self, cpu, registration, reward_policy};
 use prlx_commands::testkit::intake::{
     assert_error_body, rejection_cases, sha256_hex, signed, signed_registration,
@@ -153,6 +153,26 @@ impl Fixture {
             .await
     }
 
+    /// `GET uri` as the account `ai`, with its read-access token.
+    async fn read(&self, uri: &str) -> (StatusCode, Value) {
+        self.read_as("ai", &address("ai"), uri).await
+    }
+
+    /// `GET uri` with a token for reading `account` signed by the test account `signer`.
+    async fn read_as(&self, signer: &str, account: &str, uri: &str) -> (StatusCode, Value) {
+        let token = read_token(signer, account, 600, &ConsentDomain::default());
+        self.get_with(uri, Some(&token)).await
+    }
+
+    /// `GET uri` with `authorization`, if any.
+    async fn get_with(&self, uri: &str, authorization: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::get(uri);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
     async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value) {
         self.post_with(uri, body, None).await
     }
@@ -231,7 +251,7 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
         json!({"request_id": 0, "status": "accepted", "price": 130})
     );
 
-    let (status, body) = f.get("/v1/requests/0").await;
+    let (status, body) = f.read("/v1/requests/0").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -241,7 +261,7 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
             "attempts": 0, "stage": "queued",
         })
     );
-    let (status, body) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
+    let (status, body) = f.read(&format!("/v1/accounts/{}", address("ai"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
@@ -249,13 +269,13 @@ async fn accepted_submission_reserves_its_price_and_reads_back() {
     );
 
     assert_error(
-        &f.get("/v1/requests/1").await,
+        &f.read("/v1/requests/1").await,
         StatusCode::NOT_FOUND,
         "unknown_request",
         Some("request_id"),
     );
     assert_error(
-        &f.get("/v1/requests/first").await,
+        &f.read("/v1/requests/first").await,
         StatusCode::BAD_REQUEST,
         "malformed_request",
         Some("request_id"),
@@ -374,7 +394,7 @@ async fn idempotent_retry_returns_the_same_id_and_reserves_once() {
         "idempotency_conflict",
         Some("Idempotency-Key"),
     );
-    let (_, ai) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
+    let (_, ai) = f.read(&format!("/v1/accounts/{}", address("ai"))).await;
     assert_eq!(ai["reserved"], first.1["price"], "reserved once");
 
     // Without the key, or under another account, the same body is a new request.
@@ -467,7 +487,7 @@ async fn no_endpoint_credits_an_account_or_moves_stake() {
     );
     assert_eq!(f.log_end().await, end, "nothing was recorded");
     assert_error(
-        &f.get(&format!("/v1/accounts/{}", address("ai"))).await,
+        &f.read(&format!("/v1/accounts/{}", address("ai"))).await,
         StatusCode::NOT_FOUND,
         "unknown_account",
         Some("account"),
@@ -1350,10 +1370,10 @@ async fn refusals_requeue_then_fail_the_request_and_forgeries_record_nothing() {
         (status, &answer["outcome"]),
         (StatusCode::OK, &json!("recorded"))
     );
-    let (status, req) = f.get(&format!("/v1/requests/{request}")).await;
+    let (status, req) = f.read(&format!("/v1/requests/{request}")).await;
     assert_eq!(status, StatusCode::OK, "{req}");
     assert_eq!(req["status"], "failed", "{req}");
-    let (_, account) = f.get(&format!("/v1/accounts/{}", address("ai"))).await;
+    let (_, account) = f.read(&format!("/v1/accounts/{}", address("ai"))).await;
     assert_eq!(
         (&account["balance"], &account["reserved"]),
         (&json!(10_000), &json!(0)),

@@ -11,18 +11,12 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use prlx_commands::actor::{self, CoordinatorHandle};
 use prlx_commands::consent::ConsentDomain;
-use prlx_commands::decide::Command;
-use prlx_commands::http::{app, guarded, serve, Connections, RateLimit, TransportOptions};
-use prlx_commands::shell::{Coordinator, Outcome};
+use prlx_commands::http::{guarded, serve, Connections, RateLimit, TransportOptions};
+use prlx_commands::testkit::app::InProcess;
 use prlx_commands::testkit::intake::{
     assert_error_body, client_key, registration_body, signed, signed_registration, submission,
-    CATALOG,
 };
-use prlx_events::event::CatalogPublished;
-use prlx_events::log::LogUrl;
-use prlx_events::seal::StorageKey;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,33 +26,10 @@ use tower::ServiceExt;
 /// The address the in-process router is reached at, as far as its Host check knows.
 const ADDR: &str = "127.0.0.1:8080";
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    app: Router,
-    _handle: CoordinatorHandle,
-}
-
 /// A coordinator on a fresh file log with the test catalog published; `app` has no
 /// transport checks yet.
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = LogUrl::parse(&format!("file://{}", dir.path().join("log").display())).unwrap();
-    let mut coord = Coordinator::open(&url, "limits-test", StorageKey::from_bytes([7; 32]))
-        .await
-        .unwrap();
-    let catalog: CatalogPublished = serde_json::from_str(CATALOG).unwrap();
-    let outcome = coord
-        .execute(Command::PublishCatalog(catalog))
-        .await
-        .unwrap();
-    assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
-    let log = coord.writer().reader();
-    let (handle, _task) = actor::spawn(coord);
-    Fixture {
-        _dir: dir,
-        app: app(handle.clone(), log),
-        _handle: handle,
-    }
+async fn fixture() -> InProcess {
+    InProcess::start("limits-test", []).await
 }
 
 fn defaults() -> TransportOptions {

@@ -9,9 +9,11 @@ use axum::http::{Request, StatusCode};
 use chrono::Duration;
 use http_body_util::BodyExt;
 use prlx_commands::actor;
+use prlx_commands::consent::ConsentDomain;
 use prlx_commands::decide::{decide, Command, Rejection};
 use prlx_commands::http::app;
 use prlx_commands::shell::Coordinator;
+use prlx_commands::testkit::accounts::read_token;
 use prlx_commands::testkit::fixtures::{account, node};
 use prlx_commands::testkit::sampling::{
     complete, dispatch, node_of, opened, refused, state, types, SEED,
@@ -240,8 +242,11 @@ async fn the_client_reads_whether_its_result_was_confirmed() {
         .unwrap();
     let log = coord.writer().reader();
     let (handle, _task) = actor::spawn(coord);
+    // (as the request's account: only it reads its requests)
+    let token = read_token("ai", &account().0, 600, &ConsentDomain::default());
+    let req = Request::get("/v1/requests/0").header("Authorization", token);
     let res = app(handle, log)
-        .oneshot(Request::get("/v1/requests/0").body(Body::empty()).unwrap())
+        .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);

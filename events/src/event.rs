@@ -69,6 +69,10 @@ pub enum RejectionCode {
     Unauthorized,
     /// An idempotency key already used by the account for another request.
     IdempotencyConflict,
+    /// The delegation a submission was signed under has expired.
+    DelegationExpired,
+    /// The request's price would take a delegation's spending past its limit.
+    SpendingLimitExceeded,
 }
 
 pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};

@@ -163,12 +163,38 @@ pub struct RewardStreamObserved {
 /// signature are lowercase 0x-hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Consent {
-    /// The key that signed: the account itself.
+    /// The key that signed: the account itself, or the delegate of [`Consent::delegation`].
     pub signer: String,
     /// 65 bytes (r, s, v).
     pub signature: String,
     pub chain_id: u64,
     pub verifying_contract: String,
+    /// When a delegate signed: the account's delegation it signed under (absent: the
+    /// account signed itself, and on logs written before delegations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
+}
+
+/// An account's EIP-712 `Delegation(address account, address delegate, uint64
+/// spendingLimit, uint64 expiresAt)` under the consent's domain, whose `account` is the one
+/// the request charges: it lets `delegate` sign submissions charged to the account, up to
+/// `spending_limit` credits in all (a refund gives its credits back to the limit) until
+/// `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Delegation {
+    /// Who signed the delegation, recovered at intake: it must be the account charged.
+    pub signer: String,
+    /// The key it lets sign, lowercase 0x-hex.
+    pub delegate: String,
+    /// Credits that may be reserved and charged under it, refunds given back.
+    pub spending_limit: u64,
+    /// Unix seconds: a request recorded at or after it is refused.
+    pub expires_at: u64,
+    /// The account's signature, 65 bytes (r, s, v), 0x-hex.
+    pub signature: String,
+    /// The delegation's EIP-712 signing hash (keccak-256, not SHA-256): what the spending
+    /// under it is counted by. The auditor derives it again from the fields and the domain.
+    pub hash: Hash32,
 }
 
 /// `CreditEscrow`'s fixed split of settled usage: the treasury's and infra's percent (the

@@ -122,6 +122,14 @@ fn one_of_each() -> Vec<Event> {
                 signature: format!("0x{}", "5a".repeat(65)),
                 chain_id: 31337,
                 verifying_contract: format!("0x{}", "e5".repeat(20)),
+                delegation: Some(Delegation {
+                    signer: format!("0x{}", "3c".repeat(20)),
+                    delegate: format!("0x{}", "9d".repeat(20)),
+                    spending_limit: 5_000,
+                    expires_at: 1_767_225_600,
+                    signature: format!("0x{}", "7b".repeat(65)),
+                    hash: Hash32([0x42; 32]),
+                }),
             }),
         }
         .into(),

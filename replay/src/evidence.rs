@@ -73,8 +73,10 @@ enum Claim {
     Refusal,
     Grant,
     Seal,
-    /// An account's signature over the request charged to it.
+    /// An account's signature over the request charged to it, or its delegate's.
     Consent,
+    /// An account's signature over the delegation a request was signed under.
+    Delegation,
     /// A result signed over its ciphertext's hash (statement v2): the coordinator records
     /// one only once its signature verified, so a bad one is always a divergence (it may have
     /// flagged the node or paid for the result).
@@ -276,15 +278,17 @@ impl Evidence {
         (first, self.counts)
     }
 
-    /// An accepted request's consent: the signer must be the account charged, and the
-    /// signature its key's over the request's typed data under the recorded domain.
+    /// An accepted request's consent: the signer must be the account charged, or the
+    /// delegate of the delegation recorded with it, and the signature its key's over the
+    /// request's typed data under the recorded domain; a delegation must be the account's
+    /// signature over its terms, recorded under the hash they give.
     fn take_consent(
         &mut self,
         offset: Offset,
         r: &prlx_events::event::RequestAccepted,
         c: &prlx_events::event::Consent,
     ) {
-        use prlx_chain::consent::{address, domain, SubmissionFields};
+        use prlx_chain::consent::{address, domain, DelegationFields, SubmissionFields};
         let fields = SubmissionFields {
             account: &r.credit_account.0,
             idempotency_key: r.idempotency_key.as_deref().unwrap_or(""),
@@ -297,35 +301,97 @@ impl Evidence {
             payload_hash: r.payload_hash.0,
             client_pubkey: &r.client_pubkey,
         };
-        let hash = address(&c.verifying_contract)
-            .and_then(|escrow| fields.hash(&domain(c.chain_id, escrow)));
-        match hash {
-            Ok(hash) if c.signer == r.credit_account.0 => {
-                self.pending.push(Check {
-                    offset,
-                    key: Key::Address(c.signer.clone()),
-                    statement: hash.to_vec(),
-                    signature: c.signature.as_bytes().to_vec(),
-                    what: Claim::Consent,
-                });
-                self.flush_if_full();
+        let found = |field: &'static str, message: String| Finding {
+            offset,
+            event_type: "RequestAccepted",
+            field,
+            message,
+        };
+        let domain = match address(&c.verifying_contract) {
+            Ok(escrow) => domain(c.chain_id, escrow),
+            Err(e) => {
+                let finding = found("consent", format!("not a consent that can be checked: {e}"));
+                return self.findings.push(finding);
             }
-            Ok(_) => self.findings.push(Finding {
+        };
+        let signer = c
+            .delegation
+            .as_ref()
+            .map_or(&r.credit_account.0, |d| &d.delegate);
+        match fields.hash(&domain) {
+            Ok(hash) if c.signer == *signer => self.push_recovery(
                 offset,
-                event_type: "RequestAccepted",
-                field: "consent.signer",
-                message: format!(
-                    "signed by {}, not by the account charged ({})",
+                &c.signer,
+                hash.to_vec(),
+                &c.signature,
+                Claim::Consent,
+            ),
+            Ok(_) => self.findings.push(found(
+                "consent.signer",
+                format!(
+                    "signed by {}, not by the account charged ({}) or its delegate",
                     c.signer, r.credit_account
                 ),
-            }),
-            Err(e) => self.findings.push(Finding {
-                offset,
-                event_type: "RequestAccepted",
-                field: "consent",
-                message: format!("not a consent that can be checked: {e}"),
-            }),
+            )),
+            Err(e) => {
+                let finding = found("consent", format!("not a consent that can be checked: {e}"));
+                self.findings.push(finding)
+            }
         }
+        let Some(d) = &c.delegation else { return };
+        let terms = DelegationFields {
+            account: &r.credit_account.0,
+            delegate: &d.delegate,
+            spending_limit: d.spending_limit,
+            expires_at: d.expires_at,
+        };
+        match terms.hash(&domain) {
+            Ok(hash) if hash.0 != d.hash.0 => self.findings.push(found(
+                "consent.delegation.hash",
+                format!(
+                    "recorded {}, but the delegation's terms give {}",
+                    d.hash,
+                    prlx_events::Hash32(hash.0)
+                ),
+            )),
+            Ok(_) if d.signer != r.credit_account.0 => self.findings.push(found(
+                "consent.delegation.signer",
+                format!(
+                    "the delegation is signed by {}, not by the account charged ({})",
+                    d.signer, r.credit_account
+                ),
+            )),
+            Ok(hash) => self.push_recovery(
+                offset,
+                &d.signer,
+                hash.to_vec(),
+                &d.signature,
+                Claim::Delegation,
+            ),
+            Err(e) => self.findings.push(found(
+                "consent.delegation",
+                format!("not a delegation that can be checked: {e}"),
+            )),
+        }
+    }
+
+    /// A secp256k1 signature to recover to `signer` over `hash`, on the pool.
+    fn push_recovery(
+        &mut self,
+        offset: Offset,
+        signer: &str,
+        hash: Vec<u8>,
+        signature: &str,
+        what: Claim,
+    ) {
+        self.pending.push(Check {
+            offset,
+            key: Key::Address(signer.to_owned()),
+            statement: hash,
+            signature: signature.as_bytes().to_vec(),
+            what,
+        });
+        self.flush_if_full();
     }
 
     /// A result's signature: over its ciphertext's hash where the record carries one, else
@@ -476,7 +542,12 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 ),
                 Claim::Consent => (
                     "RequestAccepted",
-                    "the consent's signature is not the account's over the request's typed data",
+                    "the consent's signature is not the signer's (the account's, or the \
+                     delegate's) over the request's typed data",
+                ),
+                Claim::Delegation => (
+                    "RequestAccepted",
+                    "the delegation's signature is not the account's over its terms",
                 ),
                 Claim::Result => (
                     "ResultSubmitted",
@@ -488,10 +559,15 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                     continue;
                 }
             };
+            let field = match c.what {
+                Claim::Consent => "consent.signature",
+                Claim::Delegation => "consent.delegation.signature",
+                _ => "signature",
+            };
             out.findings.push(Finding {
                 offset: c.offset,
                 event_type,
-                field: "signature",
+                field,
                 message: message.into(),
             });
         }

@@ -158,6 +158,17 @@ fn main() -> anyhow::Result<()> {
             "priority": "standard", "deadline_seconds": 600, "credit_account": CLIENT_ACCOUNT, "client_pubkey": pem,
             "prompt": PROMPT, "max_tokens": MAX_TOKENS, "payload_hash": Hash32::of(PROMPT.as_bytes()).to_hex()});
         let body = chain.signed(body, &format!("round-{round}"));
+        // The status reads carry the client's read-access token, signed before the clock
+        // starts (a coordinator recovers its signer once a read).
+        let token = chain.read_token();
+        let status_of = |id: u64| {
+            rt.block_on(prlx_tests::harness::client::read(
+                &addr,
+                &format!("/v1/requests/{id}"),
+                &token,
+            ))
+            .1
+        };
         let cpu_before = pids.map(|(_, pid)| cpu_ns(pid));
         let sent = Utc::now();
         let (status, accepted) = http("POST", "/v1/requests", Some(body));
@@ -169,7 +180,7 @@ fn main() -> anyhow::Result<()> {
         let mut events = Vec::new();
         let answer = match wait {
             Wait::Poll => loop {
-                let (_, st) = http("GET", &format!("/v1/requests/{id}"), None);
+                let st = status_of(id);
                 polls += 1;
                 if st["result"].is_object() {
                     break st;
@@ -188,7 +199,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     anyhow::Ok(())
                 })?;
-                let (_, st) = http("GET", &format!("/v1/requests/{id}"), None);
+                let st = status_of(id);
                 polls += 1;
                 anyhow::ensure!(
                     st["result"].is_object(),

@@ -82,6 +82,29 @@ pub fn submission_body(prompt: &str, client_pem: &str, reference: &str) -> Strin
     signed.to_string()
 }
 
+/// [`submission_body`] signed by the test account named `delegate` instead, carrying the
+/// account's `delegation` to it.
+pub fn delegated_body(
+    prompt: &str,
+    client_pem: &str,
+    reference: &str,
+    delegate: &str,
+    delegation: &prlx_commands::consent::DelegationBody,
+) -> String {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&submission_body(prompt, client_pem, reference)).unwrap();
+    body.as_object_mut().unwrap().remove("signature");
+    let mut signed = prlx_commands::testkit::intake::delegated(
+        body,
+        reference,
+        delegate,
+        delegation,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    signed.as_object_mut().unwrap().remove("idempotency_key");
+    signed.to_string()
+}
+
 /// Topics and a consumer group no earlier run used.
 pub fn fresh_intake_config(bootstrap: &str) -> KafkaIntakeConfig {
     let unique = SystemTime::now()

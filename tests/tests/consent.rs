@@ -110,3 +110,132 @@ async fn the_auditor_recovers_each_consent_and_names_a_forged_one() {
         }
     }
 }
+
+/// `ai`'s delegation to `gateway` of `limit` credits for an hour from `t(0)`.
+fn to_gateway(limit: u64) -> prlx_commands::consent::DelegationBody {
+    prlx_commands::testkit::accounts::delegation(
+        "ai",
+        "ai",
+        "gateway",
+        limit,
+        u64::try_from(t(3_600).timestamp()).unwrap(),
+        &prlx_commands::consent::ConsentDomain::default(),
+    )
+}
+
+/// The catalog, the account funded, and `prompt` submitted by the gateway under `d` at
+/// `t(-80)`: the history and the offset of its `RequestAccepted`.
+fn delegated_request(
+    prompt: &[u8],
+    d: &prlx_commands::consent::DelegationBody,
+) -> (History, usize) {
+    let (mut h, _, _) = signed_request();
+    let s = prlx_commands::decide::Submission {
+        idempotency_key: Some(String::from_utf8_lossy(prompt).into_owned()),
+        now: t(-70),
+        ..fixtures::unsigned_submission("chat", prompt)
+    }
+    .delegated("gateway", d);
+    decide_at(&mut h, t(-70), Command::SubmitRequest(Box::new(s)));
+    let at = h.envelopes().len() - 2;
+    (h, at)
+}
+
+#[tokio::test]
+async fn the_auditor_recovers_each_delegation_and_re_derives_its_limit() {
+    let d = to_gateway(1_000);
+    let (h, at) = delegated_request(b"via the gateway", &d);
+    assert_eq!(audited(&h).await, None, "the honest log verifies");
+    let Event::RequestAccepted(accepted) = &h.envelopes()[at].event else {
+        panic!("not the acceptance")
+    };
+    let consent = accepted.consent.clone().unwrap();
+    let recorded = consent.delegation.clone().unwrap();
+    let stranger = prlx_commands::testkit::accounts::delegation(
+        "stranger",
+        "ai",
+        "gateway",
+        1_000,
+        recorded.expires_at,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    let forgeries = [
+        // Another key's signature over the same terms, recorded as the account's.
+        (
+            prlx_events::event::Delegation {
+                signature: stranger.signature,
+                ..recorded.clone()
+            },
+            "consent.delegation.signature",
+        ),
+        // A higher limit than the account signed, under the hash it did sign.
+        (
+            prlx_events::event::Delegation {
+                spending_limit: 1_000_000,
+                ..recorded.clone()
+            },
+            "consent.delegation.hash",
+        ),
+        // A fresh hash, so that the fold would count the spending anew.
+        (
+            prlx_events::event::Delegation {
+                hash: Hash32([7; 32]),
+                ..recorded.clone()
+            },
+            "consent.delegation.hash",
+        ),
+        // A delegation said to be signed by someone other than the account.
+        (
+            prlx_events::event::Delegation {
+                signer: prlx_commands::testkit::accounts::address("stranger"),
+                ..recorded.clone()
+            },
+            "consent.delegation.signer",
+        ),
+    ];
+    for (delegation, field) in forgeries {
+        let mut forged = h.clone();
+        forged.replace(
+            at,
+            RequestAccepted {
+                consent: Some(Consent {
+                    delegation: Some(delegation),
+                    ..consent.clone()
+                }),
+                ..accepted.clone()
+            },
+        );
+        let found = audited(&forged)
+            .await
+            .expect("a forged delegation is caught");
+        assert_eq!(
+            (found.0, found.1.as_str(), found.2.as_str()),
+            (at as u64, "RequestAccepted", field),
+            "{found:?}"
+        );
+    }
+
+    // Two requests each signed under a delegation of one request's price, the second
+    // recorded as though the limit allowed it: every signature holds, the limit does not.
+    let price = accepted.price;
+    let d = to_gateway(price);
+    let (mut h, _) = delegated_request(b"first", &d);
+    let (other, other_at) = delegated_request(b"second", &d);
+    let Event::RequestAccepted(second) = &other.envelopes()[other_at].event else {
+        panic!("not the acceptance")
+    };
+    let second = RequestAccepted {
+        request_id: prlx_events::RequestId(2),
+        ..second.clone()
+    };
+    h.record(t(-60), fixtures::accepted_and_reserved(second));
+    let at = h.envelopes().len() - 2;
+    assert_eq!(
+        audited(&h).await,
+        Some((
+            at as u64,
+            "RequestAccepted".into(),
+            "consent.delegation.spending_limit".into()
+        ))
+    );
+}

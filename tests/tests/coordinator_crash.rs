@@ -16,7 +16,7 @@ use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
-use prlx_tests::harness::client::{http, try_http};
+use prlx_tests::harness::client::{http, read, try_http};
 use prlx_tests::harness::launch::ServeLaunch;
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
@@ -187,12 +187,10 @@ async fn sigkill_mid_run_loses_no_accepted_request_and_dispatches_none_twice() {
     let mut done = false;
     for _ in 0..200 {
         let (_, health) = http(&addr, "GET", "/healthz", None, None).await;
-        let (_, last) = http(
+        let (_, last) = read(
             &addr,
-            "GET",
             &format!("/v1/requests/{}", REQUESTS - 1),
-            None,
-            None,
+            &chain.read_token(),
         )
         .await;
         if health["status"] == "ok" && last["stage"] == "running" {

@@ -21,7 +21,7 @@ use prlx_events::{AccountId, Envelope, Event, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
-use prlx_tests::harness::client::http;
+use prlx_tests::harness::client::{http, read};
 use prlx_tests::harness::keys::new_key;
 use prlx_tests::harness::launch::{coordinator_command, ServeLaunch};
 use prlx_tests::harness::process::Proc;
@@ -98,12 +98,10 @@ async fn every_rejection_over_real_http() {
         (400, &json!("stake")),
         "{answer}"
     );
-    let (_, account) = http(
+    let (_, account) = read(
         &addr,
-        "GET",
         &format!("/v1/accounts/{CLIENT_ACCOUNT}"),
-        None,
-        None,
+        &chain.read_token(),
     )
     .await;
     assert_eq!(
@@ -225,7 +223,7 @@ async fn serve_takes_real_http_and_exits_0_on_sigterm() {
     .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["request_id"].as_u64().unwrap();
-    let (status, fetched) = http(&addr, "GET", &format!("/v1/requests/{id}"), None, None).await;
+    let (status, fetched) = read(&addr, &format!("/v1/requests/{id}"), &chain.read_token()).await;
     assert_eq!(status, 200);
     assert_eq!(fetched["price"], accepted["price"]);
     assert_eq!(fetched["reserved"], accepted["price"]);
@@ -357,7 +355,7 @@ async fn best_fit_then_capacity_then_queueing_over_real_http() {
     assert_eq!(reasons, [(3, 1), (4, 1)], "the reasons, best first");
     assert_eq!(scheduled[1].task_id.request, RequestId(1));
     assert_eq!(scheduled[1].node_id, node_of(4), "the tier-3 node is busy");
-    let (_, third) = http(&addr, "GET", "/v1/requests/2", None, None).await;
+    let (_, third) = read(&addr, "/v1/requests/2", &chain.read_token()).await;
     assert_eq!(third["stage"], "queued", "{third}");
     assert_eq!(third["attempts"], 0);
     assert!(

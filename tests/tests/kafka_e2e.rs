@@ -269,9 +269,13 @@ impl Cluster {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Option<(u16, Value)> {
+        // The client's reads carry its read-access token; other calls ignore it.
+        let token = self.chain.read_token();
+        let mut headers = vec![("Authorization", token.as_str())];
+        headers.extend(key.map(|k| ("Idempotency-Key", k)));
         self.rt.block_on(async {
             let exchange =
-                prlx_commands::client::request(&self.front.addr, method, path, body, key);
+                prlx_commands::client::request_with(&self.front.addr, method, path, body, &headers);
             match tokio::time::timeout(Duration::from_secs(20), exchange).await {
                 Ok(Ok(answer)) => Some(answer),
                 _ => None,

@@ -208,20 +208,54 @@ async fn kcat_submissions_are_answered(log: Log) {
     )));
 }
 
+/// A coordinator on a file log with its Kafka intake running, and a client's key (PEM).
+struct Intake {
+    handle: CoordinatorHandle,
+    config: KafkaIntakeConfig,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), kafka_intake::IntakeError>>,
+    pem: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn intake(bootstrap: &str) -> Intake {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _url, config) = coordinator(Log::File, bootstrap, dir.path()).await;
+    kafka_intake::ensure_topics(&config).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
+    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = public_key_pem(&client.to_public_key());
+    Intake {
+        handle,
+        config,
+        stop,
+        task,
+        pem,
+        _dir: dir,
+    }
+}
+
+impl Intake {
+    async fn stopped(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// An outsider who can write to the submissions topic still cannot spend an account: a
 /// record signed by any key but the account's is answered `unauthorized` naming `signature`,
 /// and nothing is reserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_signed_by_another_key_is_refused_on_the_topic() {
     let Some(bootstrap) = bootstrap() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (handle, _url, config) = coordinator(Log::File, &bootstrap, dir.path()).await;
-    kafka_intake::ensure_topics(&config).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let intake = tokio::spawn(kafka_intake::run(handle.clone(), config.clone(), stopped));
-
-    let client = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-    let pem = public_key_pem(&client.to_public_key());
+    let running = intake(&bootstrap).await;
+    let Intake {
+        handle,
+        config,
+        pem,
+        ..
+    } = &running;
     let mut forged: serde_json::Value =
         serde_json::from_str(&body("Spend someone else's credit", &pem, "theft-1")).unwrap();
     let stranger = prlx_commands::testkit::accounts::key("outsider");
@@ -253,8 +287,38 @@ async fn a_submission_signed_by_another_key_is_refused_on_the_topic() {
         .await
         .unwrap();
     assert_eq!(reserved, 0, "nothing reserved from the account");
-    stop.send(true).unwrap();
-    intake.await.unwrap().unwrap();
+    running.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegates_records_are_charged_within_its_limit_and_refused_past_it() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let running = intake(&bootstrap).await;
+    let Intake { config, pem, .. } = &running;
+    // One request's price (`chat`, 8 tokens: 10 + 8), for an hour.
+    let account = prlx_tests::intake::ACCOUNT_NAME;
+    let delegation = prlx_commands::testkit::accounts::delegation(
+        account,
+        account,
+        "gateway",
+        18,
+        u64::try_from(chrono::Utc::now().timestamp()).unwrap() + 3_600,
+        &prlx_commands::consent::ConsentDomain::default(),
+    );
+    for (reference, prompt) in [("via-1", "First?"), ("via-2", "Second?")] {
+        let record =
+            prlx_tests::intake::delegated_body(prompt, &pem, reference, "gateway", &delegation);
+        kcat_publish(&bootstrap, &config.submissions_topic, reference, &record);
+    }
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 2);
+    assert_eq!(answers[0].1.status, "accepted", "{answers:?}");
+    let error = answers[1].1.error.as_ref().expect("refused past the limit");
+    assert_eq!(
+        (error.code.as_str(), error.field.as_deref()),
+        ("spending_limit_exceeded", Some("delegation.spending_limit")),
+        "{error:?}"
+    );
+    running.stopped().await;
 }
 
 /// Publishes `count` submissions keyed `order-0`, `order-1`, …

@@ -174,7 +174,7 @@ fn stranded_work_fails_refunded_and_silent_nodes_stop_getting_work() {
             && waited < Duration::from_secs(QUEUE_TIMEOUT_SECONDS + 5),
         "failed {waited:?} after its acceptance"
     );
-    let (code, account) = cluster.call("GET", &format!("/v1/accounts/{}", cluster.account()), None);
+    let (code, account) = cluster.read(&format!("/v1/accounts/{}", cluster.account()));
     assert_eq!(code, 200, "{account}");
     assert_eq!(account["reserved"], 0, "{account}");
 
@@ -257,7 +257,7 @@ fn a_prompt_too_long_for_the_context_is_declined_twice_and_fails_refunded_at_onc
     // The nodes still serve what fits; the account holds nothing.
     let served = cluster.submit("Hello, world", 5, DEADLINE_SECONDS);
     cluster.wait_result(served, Duration::from_secs(30));
-    let (code, account) = cluster.call("GET", &format!("/v1/accounts/{}", cluster.account()), None);
+    let (code, account) = cluster.read(&format!("/v1/accounts/{}", cluster.account()));
     assert_eq!(code, 200, "{account}");
     assert_eq!(account["reserved"], 0, "{account}");
 

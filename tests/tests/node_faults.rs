@@ -136,7 +136,7 @@ fn a_bad_poe_node_is_flagged_and_an_honest_node_completes_the_request() {
     // The work goes back to the queue, for the honest node, which completes it.
     let until = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        let (code, body) = cluster.call("GET", &format!("/v1/requests/{}", id.0), None);
+        let (code, body) = cluster.read(&format!("/v1/requests/{}", id.0));
         assert_eq!(code, 200, "{body}");
         if body.get("result").is_some() {
             break body;

@@ -1,13 +1,20 @@
 //! `prlx-client`: submits prompts to a coordinator as ParalleliX AI would, waits for the
 //! results, opens them with the client's own key and checks their proof-of-execution. Its
-//! subcommands show (or wait for) an account's credits, show a node's stake and show the
-//! rewards settled. Credits and stake move on the chain only (`prlx-chain deposit`, `stake`).
+//! subcommands show (or wait for) an account's credits, delegate an account's spending to
+//! another key, show a node's stake and show the rewards settled. Credits and stake move on
+//! the chain only (`prlx-chain deposit`, `stake`).
+//!
+//! Submissions are signed by the account's key, or by a delegate's with the account's
+//! delegation (`--delegation FILE`, made by `prlx-client delegate`); the reads of an
+//! account's balance and requests carry a read-access token signed by the same key.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
+use prlx_commands::client::AccountReads;
+use prlx_commands::consent::DelegationFile;
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
@@ -22,7 +29,9 @@ use sha2::{Digest, Sha256};
     long_about = "Submit prompts to a ParalleliX coordinator, wait for the results, decrypt and \
         verify them; or, with a subcommand, show an account's credits, a node's stake and the \
         rewards settled. Credits are bought on chain (`prlx-chain deposit`), stake is bonded on \
-        chain (`prlx-chain stake`). \
+        chain (`prlx-chain stake`). Submissions are signed by the account's key (--key-file or \
+        --dev-account), or by a delegate's with --delegation FILE (see `delegate`); reads of a \
+        balance or a request are signed by the same key. \
         A prompt that is a subcommand's name goes after `--`.",
     subcommand_negates_reqs = true
 )]
@@ -47,12 +56,22 @@ struct Cli {
     account: Option<String>,
     /// The account's key (a file holding the hex private key, readable by its owner only):
     /// every submission carries its EIP-712 signature (the coordinator charges nothing
-    /// unsigned). Domain and type come from the coordinator's `GET /v1/consent`.
-    #[arg(long, value_name = "FILE", conflicts_with = "dev_account")]
+    /// unsigned), and every read of the account a token it signed. Domain and types come from
+    /// the coordinator's `GET /v1/consent`. With --delegation, the delegate's key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "dev_account",
+        global = true
+    )]
     key_file: Option<std::path::PathBuf>,
     /// Sign with anvil's public dev account N instead (development chains only).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     dev_account: Option<usize>,
+    /// Submit as a delegate: the account's delegation (a file `prlx-client delegate`
+    /// wrote), whose delegate's key is --key-file. Charges the delegation's account.
+    #[arg(long, value_name = "FILE")]
+    delegation: Option<std::path::PathBuf>,
     /// The model reference.
     #[arg(long, default_value = "oss-chat-v1")]
     model: String,
@@ -88,6 +107,25 @@ enum Sub {
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
     },
+    /// Let another key (ParalleliX AI's gateway, say) sign submissions charged to the account
+    /// of --key-file, up to a spending limit until an expiry: signs the EIP-712 delegation and
+    /// writes it to --out, for the delegate's `prlx-client --delegation FILE`. Nothing is sent
+    /// to the coordinator but the request for its domain.
+    Delegate {
+        /// The delegate's 0x address.
+        #[arg(long, value_parser = account_id)]
+        delegate: String,
+        /// Credits that may be reserved and charged under it in all (a refund gives its
+        /// credits back).
+        #[arg(long, value_name = "CREDITS")]
+        spending_limit: u64,
+        /// Seconds from now until it expires.
+        #[arg(long, default_value_t = 86_400)]
+        expires_in: u64,
+        /// Where to write the delegation (JSON).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
     /// Show a node's stake: staked, pending unstakes, returned, rewards paid.
     StakeInfo {
         /// The node id, 64 hex characters.
@@ -109,7 +147,7 @@ enum Sub {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     prlx_events::cli::init_tracing(cli.log_format);
     let addr = cli
         .coordinator
@@ -117,12 +155,31 @@ async fn main() -> anyhow::Result<()> {
         .context("--coordinator must be http://HOST:PORT")?
         .trim_end_matches('/')
         .to_owned();
-    match cli.command {
+    match cli.command.take() {
         Some(Sub::Balance {
             account,
             at_least,
             wait_secs,
-        }) => return balance(&addr, &account, at_least, wait_secs).await,
+        }) => {
+            let domain = consent_domain(&addr).await?.eip712();
+            let reads = AccountReads::new(signer(&cli)?, &account, domain)
+                .map_err(|e| anyhow::anyhow!("reading account {account}: {e}"))?;
+            return balance(&addr, reads, at_least, wait_secs).await;
+        }
+        Some(Sub::Delegate {
+            delegate,
+            spending_limit,
+            expires_in,
+            out,
+        }) => {
+            let signer = signer(&cli)?;
+            let grant = Grant {
+                delegate,
+                spending_limit,
+                expires_in,
+            };
+            return delegate_to(&addr, &signer, cli.account.as_deref(), grant, &out).await;
+        }
         Some(command) => return rewards(&addr, command).await,
         None => {}
     }
@@ -130,25 +187,27 @@ async fn main() -> anyhow::Result<()> {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
     let pem = public_key_pem(&key.to_public_key());
     let run: u64 = rand::random();
-    let signer = match (&cli.key_file, cli.dev_account) {
-        (Some(path), _) => prlx_chain::keyfile::read_key_file(path)?,
-        (None, Some(n)) => {
-            anyhow::ensure!(
-                n < prlx_chain::devchain::DEV_KEYS.len(),
-                "--dev-account: {n} is not one of anvil's ten dev accounts"
-            );
-            prlx_chain::devchain::dev_signer(n)
-        }
-        (None, None) => bail!(
-            "submissions are signed by the account's key: give --key-file FILE (or \
-             --dev-account N on a development chain)"
-        ),
+    let signer = signer(&cli)?;
+    let delegation = match &cli.delegation {
+        Some(path) => Some(read_delegation(path, &signer)?),
+        None => None,
     };
-    let account = cli
-        .account
-        .clone()
-        .unwrap_or_else(|| prlx_chain::record::hex0x(signer.address().as_slice()));
+    let account = match (&cli.account, &delegation) {
+        (Some(a), Some(d)) if *a != d.account => {
+            bail!("--account {a}: the delegation is of account {}", d.account)
+        }
+        (Some(a), _) => a.clone(),
+        (None, Some(d)) => d.account.clone(),
+        (None, None) => prlx_chain::record::hex0x(signer.address().as_slice()),
+    };
     let domain = consent_domain(&addr).await?;
+    if let Some(d) = &delegation {
+        d.check_domain(&domain)
+            .map_err(|e| anyhow::anyhow!("--delegation: {e}"))?;
+    }
+    let mut reads = AccountReads::new(signer.clone(), &account, domain.eip712())
+        .map_err(|e| anyhow::anyhow!("--account {account}: {e}"))?;
+    let domain = domain.eip712();
 
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
@@ -169,13 +228,16 @@ async fn main() -> anyhow::Result<()> {
         let hash = fields
             .hash(&domain)
             .map_err(|e| anyhow::anyhow!("--account: {e}"))?;
-        let body = json!({
+        let mut body = json!({
             "workload_class": "ai.inference", "model": cli.model, "hardware_tier": cli.hardware_tier,
             "priority": "standard", "deadline_seconds": cli.deadline_seconds,
             "credit_account": account, "client_pubkey": pem, "prompt": prompt,
             "max_tokens": cli.max_tokens, "payload_hash": hex::encode(payload_hash),
             "signature": prlx_chain::consent::sign(&signer, hash),
         });
+        if let Some(d) = &delegation {
+            body["delegation"] = serde_json::to_value(&d.delegation)?;
+        }
         let (status, answer) = http(&addr, "POST", "/v1/requests", Some(body), Some(&key)).await?;
         if status != 202 {
             bail!("request {i} refused: {status} {answer}");
@@ -192,7 +254,11 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = 0;
     for (id, prompt) in ids {
         let status = loop {
-            let (_, status) = http(&addr, "GET", &format!("/v1/requests/{id}"), None, None).await?;
+            let path = format!("/v1/requests/{id}");
+            let (code, status) = reads.get(&addr, &path).await?;
+            if code != 200 {
+                bail!("GET {path}: {code} {status}");
+            }
             if status["result"].is_object() || status["status"] == "failed" {
                 break status;
             }
@@ -263,14 +329,15 @@ fn account_id(text: &str) -> Result<String, String> {
 /// Prints an account's credits, first waiting up to `wait_secs` for `at_least` of them.
 async fn balance(
     addr: &str,
-    account: &str,
+    mut reads: AccountReads,
     at_least: Option<u64>,
     wait_secs: u64,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let account = reads.account().to_owned();
     let path = format!("/v1/accounts/{account}");
     loop {
-        let (status, body) = http(addr, "GET", &path, None, None).await?;
+        let (status, body) = reads.get(addr, &path).await?;
         // 404: never credited yet, which is a balance of 0 while waiting.
         let balance = match status {
             200 => body["balance"]
@@ -298,8 +365,8 @@ async fn balance(
     }
 }
 
-/// The EIP-712 domain the coordinator at `addr` takes signatures under (`GET /v1/consent`).
-async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Domain> {
+/// The deployment the coordinator at `addr` takes signatures for (`GET /v1/consent`).
+async fn consent_domain(addr: &str) -> anyhow::Result<prlx_commands::consent::ConsentDomain> {
     let (status, body) = http(addr, "GET", "/v1/consent", None, None).await?;
     if status != 200 {
         bail!("GET /v1/consent: {status} {body}");
@@ -311,13 +378,13 @@ async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Do
         .as_str()
         .context("/v1/consent: no verifying_contract")?;
     let escrow = prlx_chain::consent::address(escrow)?;
-    Ok(prlx_chain::consent::domain(chain_id, escrow))
+    Ok(prlx_commands::consent::ConsentDomain { chain_id, escrow })
 }
 
 /// Runs a stake or rewards subcommand.
 async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
     match command {
-        Sub::Balance { .. } => unreachable!("handled in main"),
+        Sub::Balance { .. } | Sub::Delegate { .. } => unreachable!("handled in main"),
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");
             let (status, body) = http(addr, "GET", &path, None, None).await?;
@@ -429,4 +496,98 @@ fn describe_stake(body: &Value) -> String {
         body["returned"],
         body["rewards_paid"]
     )
+}
+
+/// The key that signs: the account's, or with --delegation the delegate's.
+fn signer(cli: &Cli) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
+    match (&cli.key_file, cli.dev_account) {
+        (Some(path), _) => Ok(prlx_chain::keyfile::read_key_file(path)?),
+        (None, Some(n)) => {
+            anyhow::ensure!(
+                n < prlx_chain::devchain::DEV_KEYS.len(),
+                "--dev-account: {n} is not one of anvil's ten dev accounts"
+            );
+            Ok(prlx_chain::devchain::dev_signer(n))
+        }
+        (None, None) => bail!(
+            "submissions and reads are signed by the account's key (or its delegate's): give \
+             --key-file FILE (or --dev-account N on a development chain)"
+        ),
+    }
+}
+
+/// What `delegate` grants.
+struct Grant {
+    delegate: String,
+    spending_limit: u64,
+    expires_in: u64,
+}
+
+/// Signs `grant` as the account of `signer` (which must be `account`, if given) and writes it
+/// to `out`.
+async fn delegate_to(
+    addr: &str,
+    signer: &alloy::signers::local::PrivateKeySigner,
+    account: Option<&str>,
+    grant: Grant,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let own = prlx_chain::record::hex0x(signer.address().as_slice());
+    if let Some(account) = account {
+        anyhow::ensure!(
+            account == own,
+            "--account {account}: only the account's own key delegates (this key is {own})"
+        );
+    }
+    let domain = consent_domain(addr).await?;
+    let expires_at = unix_now() + grant.expires_in;
+    let delegation = prlx_commands::consent::sign_delegation(
+        signer,
+        &own,
+        &grant.delegate,
+        grant.spending_limit,
+        expires_at,
+        &domain,
+    )
+    .map_err(|e| anyhow::anyhow!("--delegate: {e}"))?;
+    let file = DelegationFile {
+        account: own.clone(),
+        chain_id: domain.chain_id,
+        verifying_contract: prlx_chain::record::hex0x(domain.escrow.as_slice()),
+        delegation,
+    };
+    std::fs::write(out, serde_json::to_string_pretty(&file)? + "\n")
+        .with_context(|| format!("--out {}", out.display()))?;
+    println!(
+        "account {own} delegates up to {} credits to {} until {expires_at}: {}",
+        grant.spending_limit,
+        grant.delegate,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Reads the delegation in `path`, whose delegate must be `signer`.
+fn read_delegation(
+    path: &std::path::Path,
+    signer: &alloy::signers::local::PrivateKeySigner,
+) -> anyhow::Result<DelegationFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--delegation {}", path.display()))?;
+    let file: DelegationFile = serde_json::from_str(&text)
+        .with_context(|| format!("--delegation {}: not a delegation", path.display()))?;
+    let key = prlx_chain::record::hex0x(signer.address().as_slice());
+    anyhow::ensure!(
+        file.delegation.delegate.eq_ignore_ascii_case(&key),
+        "--delegation {}: delegates to {}, but the key signing is {key}",
+        path.display(),
+        file.delegation.delegate
+    );
+    Ok(file)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -201,6 +201,9 @@ pub struct Submission {
     pub sealed_payload: Sealed,
     /// Who signed it, as intake checked (`None`: unsigned, refused).
     pub consent: Option<prlx_events::event::Consent>,
+    /// When it is decided: the shell's stamp time, also its events' `recorded_at`. A
+    /// delegation is judged alive or expired by it.
+    pub now: DateTime<Utc>,
 }
 
 /// A `NodeStaking` event as the chain watcher read it ([`Command::ObserveStake`]).

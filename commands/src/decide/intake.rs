@@ -2,6 +2,9 @@
 
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, RequestId};
+use prlx_projections::coordinator::delegation::{
+    expiry_problem, limit_problem, signer_problem, ConsentProblem,
+};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::{StakeObservation, Submission, INFERENCE};
@@ -176,26 +179,17 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
     if let Some(key) = &s.idempotency_key {
         limits::within("idempotency_key", key, limits::MAX_REFERENCE_BYTES)?;
     }
-    // The account's consent: the signature intake checked must be the account's own key.
-    match &s.consent {
-        Some(c) if c.signer == s.credit_account.0 => {}
-        Some(c) => {
-            return Err(Rejection::new(
-                Unauthorized,
-                Some("signature"),
-                format!(
-                    "signed by {}, which may not charge account {}",
-                    c.signer, s.credit_account
-                ),
-            ))
-        }
-        None => {
-            return Err(Rejection::new(
-                Unauthorized,
-                Some("signature"),
-                "a submission must carry the account's signature (EIP-712)",
-            ))
-        }
+    // The account's consent: the signature intake checked must be the account's own key, or
+    // its delegate's under a delegation the account signed.
+    let Some(consent) = &s.consent else {
+        return Err(Rejection::new(
+            Unauthorized,
+            Some("signature"),
+            "a submission must carry the account's signature (EIP-712)",
+        ));
+    };
+    if let Some(p) = signer_problem(&s.credit_account, consent) {
+        return Err(refused(p));
     }
     if let Some(key) = &s.idempotency_key {
         if let Some(earlier) = state.request_for_key(&s.credit_account, key) {
@@ -214,6 +208,12 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
             }
             return Ok(vec![]);
         }
+    }
+    // A retry above gets its request whatever became of the delegation since; a new request
+    // must be made while it lives.
+    let delegation = consent.delegation.as_ref();
+    if let Some(p) = delegation.and_then(|d| expiry_problem(d, s.now)) {
+        return Err(refused(p));
     }
     if s.workload_class != INFERENCE {
         return Err(Rejection::new(
@@ -245,6 +245,9 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
             Some("payload_hash"),
             "does not match the SHA-256 of the payload bytes received",
         ));
+    }
+    if let Some(p) = delegation.and_then(|d| limit_problem(state, &s.credit_account, d, price)) {
+        return Err(refused(p));
     }
     let available = state
         .accounts
@@ -287,6 +290,10 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
         }
         .into(),
     ])
+}
+
+fn refused(p: ConsentProblem) -> Rejection {
+    Rejection::new(p.code, Some(p.field), p.reason)
 }
 
 /// The first field in which `s` asks for something else than the request `r` its key created.

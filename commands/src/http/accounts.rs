@@ -11,6 +11,7 @@ use crate::decide;
 
 use super::body::*;
 use super::extract::{ApiPath, ApiQuery};
+use super::reader::{may_read, reads_account, Reader};
 use crate::error::{AppError, ErrorBody};
 use crate::submission::PriorityParam;
 
@@ -27,21 +28,30 @@ pub(super) fn account_body(state: &CoordinatorState, account: &AccountId) -> Opt
     get,
     path = "/v1/accounts/{account}",
     tag = "accounts",
-    params(("account" = String, Path, description = "The credit account")),
+    description = "An account's credits. Only for the account itself or a delegate of it: a \
+        read-access token for this account (docs/security.md, \"Reads\").",
+    params(("account" = String, Path, description = "The credit account (its 0x address)")),
+    security(("read_access" = [])),
     responses(
         (status = 200, body = AccountBody),
+        (status = 401, description = "`unauthenticated` (`Authorization`): no read-access token, or one that is malformed, expired, lives over an hour or does not recover", body = ErrorBody),
+        (status = 403, description = "`unauthorized` (`Authorization`): the token is for another account, or its signer may not read this one", body = ErrorBody),
         (status = 404, description = "`unknown_account`: never credited", body = ErrorBody),
     ),
 )]
 pub(super) async fn get_account(
     State(coordinator): State<CoordinatorHandle>,
+    reader: Reader,
     ApiPath(account): ApiPath,
 ) -> Result<Json<AccountBody>, AppError> {
-    let id = AccountId(account);
+    let id = reads_account(&reader, &account)?;
     let lookup = id.clone();
     coordinator
-        .read_state(move |state| account_body(state, &lookup))
-        .await?
+        .read_state(move |state| {
+            may_read(state, &reader)?;
+            Ok::<_, AppError>(account_body(state, &lookup))
+        })
+        .await??
         .map(Json)
         .ok_or_else(|| {
             AppError::not_found("unknown_account", "account", format!("no account {id}"))

@@ -21,6 +21,7 @@
 //! - `extract`: the JSON, query and path extractors whose rejections name the field.
 //! - `body`: the bodies handlers take and answer.
 //! - `requests`, `accounts`, `nodes`, `stake`, `rewards`, `ops`: the handlers, by resource.
+//! - `reader`: who may read an account's balance and requests (a read-access token).
 //! - `guard`: the transport checks in front of them (Host, Origin, JSON bodies, rate,
 //!   request time), and [`TransportOptions`].
 //! - `rate`: the per-caller rate limiter.
@@ -35,6 +36,7 @@ mod guard;
 mod nodes;
 mod ops;
 pub mod rate;
+mod reader;
 mod requests;
 mod rewards;
 mod serve;

@@ -109,6 +109,32 @@ impl Modify for TransportResponses {
     }
 }
 
+/// Declares the read-access token (`super::reader`) as the `read_access` scheme, which the
+/// reads of an account's balance and requests require.
+struct ReadAccessScheme;
+
+impl Modify for ReadAccessScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("0xACCOUNT.EXPIRES_AT.0xSIGNATURE")
+            .description(Some(
+                "A read-access token: the EIP-712 `ReadAccess(address account, uint64 \
+                 expiresAt)` under the domain of `GET /v1/consent`, signed by the account's key \
+                 or by a delegate's whose delegation a request was accepted under and has not \
+                 expired, written `0xACCOUNT.EXPIRES_AT.0xSIGNATURE`. It must not have expired \
+                 and must expire within an hour of the coordinator's clock. Missing or invalid: \
+                 401 `unauthenticated`; a signer that may not read the account: 403 \
+                 `unauthorized`.",
+            ))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("read_access", SecurityScheme::Http(scheme));
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -121,6 +147,10 @@ impl Modify for TransportResponses {
             `prompt`. The prompt is sealed to the coordinator's storage key on arrival and is never \
             stored or logged in plaintext.\n\n\
             Amounts are integers in credit minor units.\n\n\
+            Submissions carry the account's EIP-712 signature in the body (`signature`), or a \
+            delegate's with the account's signed `delegation`. An account's balance and \
+            requests are read with a read-access token (`Authorization: Bearer`, the \
+            `read_access` scheme).\n\n\
             Heartbeats are signed by the node's registered key. Nothing here credits an account \
             or moves stake: credits are deposits into the CreditEscrow contract and stake is \
             what the NodeStaking contract holds, both read from the chain by the coordinator.\n\n\
@@ -130,7 +160,7 @@ impl Modify for TransportResponses {
             `unsupported_media_type`), a per-caller rate (429 `rate_limited` with \
             `Retry-After`) and a time limit (408 `request_timeout`)."
     ),
-    modifiers(&TransportResponses),
+    modifiers(&TransportResponses, &ReadAccessScheme),
     paths(
         super::requests::submit_request,
         super::requests::get_request,

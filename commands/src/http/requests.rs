@@ -11,6 +11,7 @@ use crate::actor::CoordinatorHandle;
 
 use super::body::*;
 use super::extract::{ApiJson, ApiPath};
+use super::reader::{may_read, Reader};
 use super::MAX_IDEMPOTENCY_KEY_LEN;
 use crate::error::{AppError, ErrorBody};
 use crate::submission::{submission_from_body, submit, SubmissionAccepted, SubmitRequestBody};
@@ -74,15 +75,22 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, App
     get,
     path = "/v1/requests/{id}",
     tag = "requests",
+    description = "A request's status and, once released, its result sealed to the client's \
+        key. Only for its credit account: the account's read-access token, or a delegate's \
+        (docs/security.md, \"Reads\").",
     params(("id" = u64, Path, description = "The request id returned at submission")),
+    security(("read_access" = [])),
     responses(
         (status = 200, body = RequestStatusBody),
         (status = 400, description = "`malformed_request`: the id is not a number", body = ErrorBody),
-        (status = 404, description = "`unknown_request`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated` (`Authorization`): no read-access token, or one that is malformed, expired, lives over an hour or does not recover", body = ErrorBody),
+        (status = 403, description = "`unauthorized` (`Authorization`): the token's signer may not read its account", body = ErrorBody),
+        (status = 404, description = "`unknown_request`: no such request of the token's account (another account's request is answered the same)", body = ErrorBody),
     ),
 )]
 pub(super) async fn get_request(
     State(coordinator): State<CoordinatorHandle>,
+    reader: Reader,
     ApiPath(id): ApiPath,
 ) -> Result<Json<RequestStatusBody>, AppError> {
     let id: u64 = id
@@ -90,8 +98,15 @@ pub(super) async fn get_request(
         .map_err(|_| AppError::malformed("request_id", format!("{id:?} is not a request id")))?;
     coordinator
         .read_state(move |state| {
-            let r = state.requests.get(&RequestId(id))?;
-            Some(RequestStatusBody {
+            may_read(state, &reader)?;
+            let r = state
+                .requests
+                .get(&RequestId(id))
+                .filter(|r| r.account == reader.account);
+            let Some(r) = r else {
+                return Ok::<_, AppError>(None);
+            };
+            Ok(Some(RequestStatusBody {
                 request_id: id,
                 status: serde_json::to_value(r.status)
                     .ok()
@@ -121,9 +136,9 @@ pub(super) async fn get_request(
                     poe: res.poe.to_hex(),
                     node_id: res.node.0.to_hex(),
                 }),
-            })
+            }))
         })
-        .await?
+        .await??
         .map(Json)
         .ok_or_else(|| {
             AppError::not_found("unknown_request", "request_id", format!("no request {id}"))

@@ -300,6 +300,8 @@ impl Coordinator {
             Command::Dispatch(d) => d.now = now,
             // The signed time is judged against the time the heartbeat is recorded at.
             Command::Heartbeat { now: at, .. } => *at = now,
+            // A delegation is alive or expired by the time the request is recorded at.
+            Command::SubmitRequest(s) => s.now = now,
             _ => {}
         }
         let registration = match &command {

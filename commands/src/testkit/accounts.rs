@@ -106,3 +106,43 @@ pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDo
         body["signature"] = json!(sign(key, hash));
     }
 }
+
+/// The delegation of `account`'s spending to `delegate` (test accounts by name), up to
+/// `spending_limit` until `expires_at` (Unix seconds), signed under `domain` by the account
+/// named `by`: the account itself, or for a forged one someone else.
+pub fn delegation(
+    by: &str,
+    account: &str,
+    delegate: &str,
+    spending_limit: u64,
+    expires_at: u64,
+    domain: &ConsentDomain,
+) -> crate::consent::DelegationBody {
+    crate::consent::sign_delegation(
+        &key(by),
+        &address(account),
+        &address(delegate),
+        spending_limit,
+        expires_at,
+        domain,
+    )
+    .expect("test accounts are addresses")
+}
+
+/// `Authorization` for reading `account` (a 0x address), signed by the test account named
+/// `signer` under `domain`, expiring `ttl` seconds from now.
+pub fn read_token(signer: &str, account: &str, ttl: u64, domain: &ConsentDomain) -> String {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    read_token_as(&key(signer), account, now + ttl, domain)
+}
+
+/// `Authorization` for reading `account` (a 0x address) until `expires_at`, signed by `key`.
+pub fn read_token_as(
+    key: &PrivateKeySigner,
+    account: &str,
+    expires_at: u64,
+    domain: &ConsentDomain,
+) -> String {
+    let account = account.parse().expect("a 0x address");
+    prlx_chain::read_access::ReadToken::sign(key, account, expires_at, &domain.eip712()).to_header()
+}

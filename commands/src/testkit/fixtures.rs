@@ -193,6 +193,7 @@ pub fn unsigned_submission(model: &str, payload: &[u8]) -> Submission {
         computed_payload_hash: Hash32::of(payload),
         sealed_payload: Sealed(Vec::new()),
         consent: None,
+        now: t(0),
     }
 }
 
@@ -207,7 +208,26 @@ impl Submission {
             signature: String::from("0x-unchecked"),
             chain_id: 0,
             verifying_contract: String::new(),
+            delegation: None,
         });
+        self
+    }
+
+    /// This submission signed by the test key named `delegate`, under `delegation` (see
+    /// [`super::accounts::delegation`]) and the default domain, as a delegate's door would
+    /// record it: both signers recovered.
+    pub fn delegated(
+        mut self,
+        delegate: &str,
+        delegation: &crate::consent::DelegationBody,
+    ) -> Submission {
+        crate::consent::sign_submission_as_delegate(
+            &mut self,
+            &super::accounts::key(delegate),
+            delegation,
+            &crate::consent::ConsentDomain::default(),
+        )
+        .unwrap_or_else(|(field, why)| panic!("{field}: {why}"));
         self
     }
 

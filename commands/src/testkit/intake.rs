@@ -368,3 +368,18 @@ pub fn signed_heartbeat(key: &rsa::RsaPrivateKey, node: prlx_events::NodeId) -> 
     let signature = prlx_events::crypto::sign(key, &statement, &mut rsa::rand_core::OsRng);
     json!({"at": at, "signature": base64::engine::general_purpose::STANDARD.encode(signature)})
 }
+
+/// `body` as a delegate sends it: with `key` as its idempotency key, signed by the test
+/// account named `delegate`, carrying the account's `delegation`.
+pub fn delegated(
+    mut body: Value,
+    key: &str,
+    delegate: &str,
+    delegation: &crate::consent::DelegationBody,
+    domain: &crate::consent::ConsentDomain,
+) -> Value {
+    body["idempotency_key"] = json!(key);
+    super::accounts::sign_body_as(&mut body, &super::accounts::key(delegate), domain);
+    body["delegation"] = serde_json::to_value(delegation).expect("a delegation is JSON");
+    body
+}

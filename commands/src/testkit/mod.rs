@@ -16,6 +16,7 @@
 //! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests, a
 //!   reward policy, submissions and completions, each with plain values a test overrides with
 //!   struct update syntax.
+//! - [`app`]: the HTTP intake in process (`app()` over a coordinator on a fresh file log).
 //! - [`intake`]: the HTTP intake's one-model catalog, a submission body for it, and every way
 //!   to get that body rejected; shared by the in-process and the real-process tests.
 //! - [`sampling`]: a sampled run for validation tests: nodes of named devices, an open
@@ -24,6 +25,7 @@
 //!   grant, dispatches), for tests of what nodes report.
 
 pub mod accounts;
+pub mod app;
 pub mod fixtures;
 pub mod history;
 pub mod intake;

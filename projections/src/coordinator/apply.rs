@@ -154,10 +154,12 @@ impl Projection for CoordinatorState {
     /// 13: the bootstrap stream's terms (`Settlement::stream`, `RewardStreamObserved`).
     /// 14: signed registrations (`NodeView::operator`, `signed`): a bond counts only from the
     /// operator the node signed, and a signed node gets work only after its first heartbeat.
-    /// 15: uptime only while a node serves a catalog model (`Settlement::catalog`,
+    /// 15: delegated consents (`delegations`, `RequestView::delegation`): what each delegation
+    /// has spent, checked against its limit and life; every consent's signer checked.
+    /// 16: uptime only while a node serves a catalog model (`Settlement::catalog`,
     /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
     /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
-    const FOLD_VERSION: u32 = 15;
+    const FOLD_VERSION: u32 = 16;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -239,6 +241,7 @@ impl CoordinatorState {
                         ),
                     ));
                 }
+                let delegation = self.fold_consent(env, r, at)?;
                 if let Some(key) = &r.idempotency_key {
                     if self.request_for_key(&r.credit_account, key).is_some() {
                         return Err(FoldError::new(
@@ -277,6 +280,7 @@ impl CoordinatorState {
                     results: Vec::new(),
                     replica_class: None,
                     refused: BTreeMap::new(),
+                    delegation,
                 };
                 req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
                 self.requests.insert(r.request_id, req);

@@ -109,8 +109,12 @@ impl CoordinatorState {
                 .reserved
                 .checked_sub(c.amount),
         )?;
-        self.request_mut(env, c.request_id)?.reserved = 0;
+        let req = self.request_mut(env, c.request_id)?;
+        req.reserved = 0;
+        let delegation = req.delegation;
         self.account_mut(env, &c.account)?.reserved = acct_reserved;
+        // Refunded credits were never spent: the delegation may spend them again.
+        self.refund_delegation(env, &c.account, delegation, c.amount)?;
         self.batch.discharge(Owed::Refund(c.request_id));
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! instead of summing it.
 //!
 //! # Layout
-//! - `views`: the records (accounts, requests, nodes, sampling epochs) and the defaults.
+//! - `views`: the records (accounts, requests, nodes, sampling epochs, what delegations
+//!   spent) and the defaults.
 //! - [`lifecycle`]: a request's phases and the one transition table that moves them
 //!   ([`transition`]); a leaf.
 //! - `state`: [`CoordinatorState`] and the catalog's settings.
@@ -17,6 +18,8 @@
 //! - `apply_lifecycle`: the fold's side of the lifecycle: a request moved to the phase the
 //!   table gives, with the scheduler's indexes in step.
 //! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
+//! - [`delegation`]: who may charge an account (its key, or a delegate within its limit and
+//!   life), for `decide` and the fold, and what each delegation has spent.
 //! - `heartbeat`: when a heartbeat's signed time may be recorded, for `decide` and the fold.
 //! - `registration`: when a signed registration may be recorded, and whose bond counts as the
 //!   node's stake.
@@ -29,6 +32,7 @@ mod apply_refusal;
 mod apply_validation;
 pub mod batch;
 pub mod calibration;
+pub mod delegation;
 pub mod heartbeat;
 pub mod lifecycle;
 pub mod registration;
@@ -40,6 +44,7 @@ pub use self::apply_chain::{
     stream_spelling_problem, usage_problem,
 };
 pub use self::batch::OpenBatch;
+pub use self::delegation::ConsentProblem;
 pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
     TransitionError, ValidationOutcome, Wait,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::coordinator::batch::OpenBatch;
 use crate::coordinator::lifecycle::RequestPhase;
 use crate::coordinator::views::{
-    Account, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
+    Account, DelegationUse, NodeView, RequestView, SamplingState, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_NODE_TIMEOUT_SECONDS, DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_REPUTATION_WEIGHT_PCT,
 };
 use crate::scheduler::index::Scheduler;
@@ -75,6 +75,10 @@ pub struct CoordinatorState {
     pub requests: BTreeMap<RequestId, RequestView>,
     /// account -> Idempotency-Key -> the request it created.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
+    /// account -> a delegation's EIP-712 hash -> what its requests hold of its limit (see
+    /// `delegation`): only delegations a request was accepted under.
+    #[serde(default)]
+    pub delegations: BTreeMap<AccountId, BTreeMap<prlx_events::Hash32, DelegationUse>>,
     pub nodes: BTreeMap<NodeId, NodeView>,
     /// Rejections recorded at intake, by code.
     pub rejections: BTreeMap<String, u64>,

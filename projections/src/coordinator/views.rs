@@ -35,6 +35,17 @@ impl Account {
     }
 }
 
+/// A delegation the log holds requests under, and what they hold of its limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationUse {
+    pub delegate: String,
+    pub spending_limit: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Reserved and charged under it, less what was refunded.
+    pub spent: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestView {
     pub account: AccountId,
@@ -81,6 +92,10 @@ pub struct RequestView {
     /// second node of the same model file failing it, a repeat being a duplicate.
     #[serde(default)]
     pub refused: BTreeMap<NodeId, u32>,
+    /// The EIP-712 hash of the delegation it was submitted under, if a delegate signed it:
+    /// its refunds give the delegation's limit back.
+    #[serde(default)]
+    pub delegation: Option<Hash32>,
 }
 
 /// What a replica must share with the primary to be compared with it: the execution class,

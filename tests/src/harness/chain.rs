@@ -15,7 +15,7 @@ use prlx_chain::wallet::{SignerChoice, Wallet};
 use prlx_chain::Deployment;
 use prlx_events::event::CREDIT_UNIT_WEI;
 
-use super::client::http;
+use super::client::read;
 
 /// The stake cooldown of a test deployment, seconds.
 pub const TEST_COOLDOWN_SECONDS: u64 = 5;
@@ -135,7 +135,7 @@ impl TestChain {
         let path = format!("/v1/accounts/{CLIENT_ACCOUNT}");
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, body) = http(addr, "GET", &path, None, None).await;
+            let (status, body) = read(addr, &path, &self.read_token()).await;
             if status == 200 && body["balance"].as_u64() >= Some(at_least) {
                 return;
             }
@@ -160,6 +160,18 @@ impl TestChain {
     pub fn signed(&self, body: serde_json::Value, key: &str) -> serde_json::Value {
         prlx_commands::testkit::accounts::know(&prlx_chain::devchain::dev_signer(dev_role::CLIENT));
         prlx_commands::testkit::intake::signed(body, key, &self.consent_domain())
+    }
+
+    /// The `Authorization` header that reads [`CLIENT_ACCOUNT`]'s balance and requests: a
+    /// read-access token signed by the client's key, good for ten minutes.
+    pub fn read_token(&self) -> String {
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+        prlx_commands::testkit::accounts::read_token_as(
+            &prlx_chain::devchain::dev_signer(dev_role::CLIENT),
+            CLIENT_ACCOUNT,
+            now + 600,
+            &self.consent_domain(),
+        )
     }
 
     /// A wallet on this deployment signing as dev account `role`.

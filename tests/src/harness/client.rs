@@ -24,6 +24,20 @@ pub async fn try_http(
         .map_err(|e| e.to_string())
 }
 
+/// A `GET` with `authorization` (a read-access token's header, see
+/// `TestChain::read_token`): the reads of an account's balance and requests.
+pub async fn read(addr: &str, path: &str, authorization: &str) -> (u16, Value) {
+    prlx_commands::client::request_with(
+        addr,
+        "GET",
+        path,
+        None,
+        &[("Authorization", authorization)],
+    )
+    .await
+    .unwrap()
+}
+
 /// [`try_http`] that must get an answer.
 pub async fn http(
     addr: &str,

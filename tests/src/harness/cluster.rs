@@ -13,7 +13,7 @@ use rsa::RsaPrivateKey;
 use serde_json::Value;
 
 use super::chain::TestChain;
-use super::client::{open_result, poll_result, read_log};
+use super::client::{open_result, poll_result, read, read_log};
 use super::keys::{new_key, write_private, CoordinatorKeys};
 use super::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
 use super::models::tiny_submission;
@@ -129,6 +129,13 @@ impl FileCluster {
         (answer.status, answer.json())
     }
 
+    /// `GET path` as the client's account, with its read-access token: the reads of its
+    /// balance and its requests.
+    pub fn read(&self, path: &str) -> (u16, Value) {
+        let addr = self.url.trim_start_matches("http://");
+        self.rt.block_on(read(addr, path, &self.chain.read_token()))
+    }
+
     /// The client buys `credits` credits on the chain; returns once the coordinator has
     /// credited them.
     pub fn deposit(&self, credits: u64) {
@@ -146,7 +153,7 @@ impl FileCluster {
 
     /// The client account's balance (0 before its first deposit).
     pub fn balance(&self) -> u64 {
-        let (status, body) = self.call("GET", &format!("/v1/accounts/{}", self.account()), None);
+        let (status, body) = self.read(&format!("/v1/accounts/{}", self.account()));
         match status {
             200 => body["balance"].as_u64().unwrap(),
             404 => 0,
@@ -167,7 +174,7 @@ impl FileCluster {
 
     /// The request's status, as the client sees it.
     pub fn status(&self, request: RequestId) -> Value {
-        let (code, body) = self.call("GET", &format!("/v1/requests/{}", request.0), None);
+        let (code, body) = self.read(&format!("/v1/requests/{}", request.0));
         assert_eq!(code, 200, "{body}");
         body
     }
