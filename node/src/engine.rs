@@ -396,6 +396,10 @@ impl Engine {
     /// Verifies and reads the model's files, then builds the session. To build several engines
     /// of one model, read the files once with [`ModelFiles::load`] and use [`Engine::with_files`].
     pub fn load(entry: &ModelEntry, options: &EngineOptions) -> Result<Engine, EngineError> {
+        // A build that cannot run CUDA says so before anything is looked for.
+        if options.provider == Provider::Cuda && !cfg!(feature = "cuda") {
+            return Err(EngineError::CudaNotCompiled);
+        }
         // Resolve the runtime first: a missing library is the cheaper and likelier failure.
         let library = resolve_ort_library_for(
             options.ort_library.as_deref(),

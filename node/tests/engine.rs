@@ -195,9 +195,9 @@ fn missing_ort_library_says_to_run_the_setup_script() {
     assert!(msg.contains("scripts/setup-models.sh"), "{msg}");
 }
 
-/// Asking for CUDA never silently runs on the CPU: without the feature it is refused, and with
-/// it a CUDA provider that cannot register (the setup script's CPU-only ONNX Runtime) is an
-/// error from `error_on_failure`.
+/// Asking for CUDA never silently runs on the CPU: without the feature it is refused; with it,
+/// a missing GPU runtime (`setup-models.sh --gpu` not run) is an error that says so, and a
+/// CUDA provider that cannot run (no GPU, no driver) is an error from `error_on_failure`.
 #[test]
 fn cuda_that_cannot_run_is_an_error_not_a_cpu_fallback() {
     let options = EngineOptions {
@@ -209,6 +209,9 @@ fn cuda_that_cannot_run_is_an_error_not_a_cpu_fallback() {
         Err(EngineError::CudaNotCompiled) => {}
         #[cfg(feature = "cuda")]
         Err(EngineError::Ort { context, .. }) if context.contains("CUDA") => {}
+        // The GPU runtime is not installed here: the error says how to install it.
+        #[cfg(feature = "cuda")]
+        Err(EngineError::OrtLibraryNotConfigured { setup, .. }) if setup.contains("--gpu") => {}
         #[cfg(feature = "cuda")]
         Ok(engine) if std::env::var_os("PRLX_EXPECT_CUDA").is_some() => {
             assert_eq!(engine.provider(), Provider::Cuda);
