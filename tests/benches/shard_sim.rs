@@ -1,4 +1,4 @@
-//! The sharding simulation at the design's scale (docs/adr/09-sharding.md): a million nodes,
+//! The sharding simulation at the design's scale (docs/adr/10-sharding.md): a million nodes,
 //! 100k requests/s over 16 models in 4 regions, credits reserved across shards by leases; run
 //! twice, for 100k accounts (a public market's long tail) and for 100 (gateways such as
 //! ParalleliX AI's, each spending for many users).

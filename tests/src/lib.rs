@@ -12,7 +12,7 @@
 //! - [`sabotage`]: the sabotage simulation: simulated nodes, some of them saboteurs,
 //!   driving the real coordinator core.
 //! - [`shard`]: the sharding simulation (router, nodes per shard, credit leases across
-//!   shards) of docs/adr/09-sharding.md.
+//!   shards) of docs/adr/10-sharding.md.
 //! - [`sim`]: the deterministic simulation of the core: seeded submissions, deposits,
 //!   heartbeats, honest, wrong, late, silent and replayed reports, node joins, restarts from
 //!   snapshot and the timers, with the money, liveness (every request ends once, within a

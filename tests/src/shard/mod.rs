@@ -1,4 +1,4 @@
-//! A simulation of the sharded coordinator of docs/adr/09-sharding.md: the router, nodes
+//! A simulation of the sharded coordinator of docs/adr/10-sharding.md: the router, nodes
 //! placed in shards, and credits reserved across shards by leases, at internet scale (a
 //! million nodes, a hundred thousand requests a second). Only what the design's figures need
 //! is built: no events, no crypto, no models, one step per millisecond of simulated time.
