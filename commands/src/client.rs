@@ -1,16 +1,18 @@
 //! A minimal HTTP/1.1 JSON client for the coordinator's API, used by `prlx-client` and the
-//! tests that drive a real `serve` process.
+//! tests that drive a real `serve` process, over https or http ([`Endpoint`]).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use prlx_events::endpoint::Endpoint;
 use serde_json::Value;
 
-/// Why an exchange produced no answer (the server is unreachable or hung up).
+/// Why an exchange produced no answer (the server is unreachable, refused the handshake or
+/// hung up).
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {path} on {addr}: {reason}")]
+#[error("{method} {path} on {url}: {reason}")]
 pub struct ClientError {
-    pub addr: String,
+    pub url: String,
     pub method: String,
     pub path: String,
     pub reason: String,
@@ -19,19 +21,20 @@ pub struct ClientError {
 /// One request on a fresh connection; returns the status and the JSON body (`Null` when the
 /// body is not JSON).
 pub async fn request(
-    addr: &str,
+    coordinator: &Endpoint,
     method: &str,
     path: &str,
     body: Option<&Value>,
     idempotency_key: Option<&str>,
 ) -> Result<(u16, Value), ClientError> {
     let fail = |reason: String| ClientError {
-        addr: addr.to_owned(),
+        url: coordinator.url().to_owned(),
         method: method.to_owned(),
         path: path.to_owned(),
         reason,
     };
-    let stream = tokio::net::TcpStream::connect(addr)
+    let stream = coordinator
+        .connect()
         .await
         .map_err(|e| fail(e.to_string()))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -41,7 +44,7 @@ pub async fn request(
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr)
+        .header("host", coordinator.authority())
         .header("content-type", "application/json");
     if let Some(key) = idempotency_key {
         req = req.header("Idempotency-Key", key);

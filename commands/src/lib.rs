@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
-//! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests).
+//! - [`client`]: a minimal JSON client of the API over https or http (`prlx-client`, tests).
 //! - [`consent`]: the EIP-712 domain submissions are signed under, and checking a signature.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.

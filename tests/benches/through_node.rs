@@ -100,10 +100,11 @@ fn main() -> anyhow::Result<()> {
     };
     node.arg("run").args([
         "--coordinator",
-        &format!("http://{addr}"),
+        &format!("https://{addr}"),
         "--log",
         &node_log,
     ]);
+    node.arg("--coordinator-cert").arg(serve.cert());
     node.arg("--key").arg(dir.path().join("node.pem"));
     node.args(["--models", "oss-chat-v1", "--tier", "1", "--slots", "1"]);
     node.arg("--root").arg(&root);

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
+use prlx_events::endpoint::Endpoint;
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
 use serde_json::{json, Value};
@@ -31,14 +32,25 @@ struct Cli {
     /// collectors. `RUST_LOG` filters them (default `info`).
     #[arg(long, global = true, env = "PRLX_LOG_FORMAT", default_value = "text")]
     log_format: prlx_events::cli::LogFormat,
-    /// The coordinator's HTTP address.
+    /// The coordinator's address: https://HOST[:PORT], or http://HOST:PORT for one serving
+    /// --plain-http.
     #[arg(
         long,
         env = "PRLX_COORDINATOR",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8080",
         global = true
     )]
     coordinator: String,
+    /// The coordinator's certificate (PEM) to pin: the only certificate trusted, e.g. the
+    /// development certificate `coordinator-tls/cert.pem` it made on first start (or a CA
+    /// that issued its certificate). Without it, https trusts the system's roots.
+    #[arg(
+        long,
+        env = "PRLX_COORDINATOR_CERT",
+        value_name = "FILE",
+        global = true
+    )]
+    coordinator_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Sub>,
     /// The credit account to charge: a 0x address (any case). Defaults to the signing key's
@@ -111,19 +123,14 @@ enum Sub {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     prlx_events::cli::init_tracing(cli.log_format);
-    let addr = cli
-        .coordinator
-        .strip_prefix("http://")
-        .context("--coordinator must be http://HOST:PORT")?
-        .trim_end_matches('/')
-        .to_owned();
+    let coordinator = &Endpoint::new(&cli.coordinator, cli.coordinator_cert.as_deref())?;
     match cli.command {
         Some(Sub::Balance {
             account,
             at_least,
             wait_secs,
-        }) => return balance(&addr, &account, at_least, wait_secs).await,
-        Some(command) => return rewards(&addr, command).await,
+        }) => return balance(coordinator, &account, at_least, wait_secs).await,
+        Some(command) => return rewards(coordinator, command).await,
         None => {}
     }
     // A fresh key per run: results are sealed to it, so only this process can read them.
@@ -148,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         .account
         .clone()
         .unwrap_or_else(|| prlx_chain::record::hex0x(signer.address().as_slice()));
-    let domain = consent_domain(&addr).await?;
+    let domain = consent_domain(coordinator).await?;
 
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
@@ -176,7 +183,8 @@ async fn main() -> anyhow::Result<()> {
             "max_tokens": cli.max_tokens, "payload_hash": hex::encode(payload_hash),
             "signature": prlx_chain::consent::sign(&signer, hash),
         });
-        let (status, answer) = http(&addr, "POST", "/v1/requests", Some(body), Some(&key)).await?;
+        let (status, answer) =
+            http(coordinator, "POST", "/v1/requests", Some(body), Some(&key)).await?;
         if status != 202 {
             bail!("request {i} refused: {status} {answer}");
         }
@@ -192,7 +200,14 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = 0;
     for (id, prompt) in ids {
         let status = loop {
-            let (_, status) = http(&addr, "GET", &format!("/v1/requests/{id}"), None, None).await?;
+            let (_, status) = http(
+                coordinator,
+                "GET",
+                &format!("/v1/requests/{id}"),
+                None,
+                None,
+            )
+            .await?;
             if status["result"].is_object() || status["status"] == "failed" {
                 break status;
             }
@@ -236,13 +251,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn http(
-    addr: &str,
+    coordinator: &Endpoint,
     method: &str,
     path: &str,
     body: Option<Value>,
     idempotency_key: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
-    Ok(prlx_commands::client::request(addr, method, path, body.as_ref(), idempotency_key).await?)
+    Ok(
+        prlx_commands::client::request(coordinator, method, path, body.as_ref(), idempotency_key)
+            .await?,
+    )
 }
 
 /// A credit account as the coordinator names it: a 0x address in lowercase (the watcher
@@ -262,7 +280,7 @@ fn account_id(text: &str) -> Result<String, String> {
 
 /// Prints an account's credits, first waiting up to `wait_secs` for `at_least` of them.
 async fn balance(
-    addr: &str,
+    coordinator: &Endpoint,
     account: &str,
     at_least: Option<u64>,
     wait_secs: u64,
@@ -270,7 +288,7 @@ async fn balance(
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let path = format!("/v1/accounts/{account}");
     loop {
-        let (status, body) = http(addr, "GET", &path, None, None).await?;
+        let (status, body) = http(coordinator, "GET", &path, None, None).await?;
         // 404: never credited yet, which is a balance of 0 while waiting.
         let balance = match status {
             200 => body["balance"]
@@ -298,9 +316,9 @@ async fn balance(
     }
 }
 
-/// The EIP-712 domain the coordinator at `addr` takes signatures under (`GET /v1/consent`).
-async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Domain> {
-    let (status, body) = http(addr, "GET", "/v1/consent", None, None).await?;
+/// The EIP-712 domain the coordinator takes signatures under (`GET /v1/consent`).
+async fn consent_domain(coordinator: &Endpoint) -> anyhow::Result<alloy::sol_types::Eip712Domain> {
+    let (status, body) = http(coordinator, "GET", "/v1/consent", None, None).await?;
     if status != 200 {
         bail!("GET /v1/consent: {status} {body}");
     }
@@ -315,19 +333,19 @@ async fn consent_domain(addr: &str) -> anyhow::Result<alloy::sol_types::Eip712Do
 }
 
 /// Runs a stake or rewards subcommand.
-async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
+async fn rewards(coordinator: &Endpoint, command: Sub) -> anyhow::Result<()> {
     match command {
         Sub::Balance { .. } => unreachable!("handled in main"),
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");
-            let (status, body) = http(addr, "GET", &path, None, None).await?;
+            let (status, body) = http(coordinator, "GET", &path, None, None).await?;
             if status != 200 {
                 bail!("{status} {body}");
             }
             println!("{}", describe_stake(&body));
         }
         Sub::Rewards => {
-            let (status, body) = http(addr, "GET", "/v1/rewards", None, None).await?;
+            let (status, body) = http(coordinator, "GET", "/v1/rewards", None, None).await?;
             if status != 200 {
                 bail!("{status} {body}");
             }
@@ -355,7 +373,7 @@ async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
             let deadline = wait_for_payouts.map(|s| Instant::now() + Duration::from_secs(s));
             let path = format!("/v1/rewards/epochs?from={from}");
             let epochs = loop {
-                let (status, body) = http(addr, "GET", &path, None, None).await?;
+                let (status, body) = http(coordinator, "GET", &path, None, None).await?;
                 if status != 200 {
                     bail!("{status} {body}");
                 }
