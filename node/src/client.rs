@@ -1,10 +1,17 @@
 //! A small HTTP/1.1 client for the coordinator's API (hyper's connection-level client), over
 //! https (the coordinator's default, its certificate pinnable) or http ([`Endpoint`]).
 //!
-//! One connection per call: a node makes a handful of calls a minute (registration,
-//! heartbeats, one report per task), and a fresh connection is what survives a coordinator
-//! restart without any pool bookkeeping. Every call is bounded by a timeout.
+//! One idle connection is kept for the next call: a node calls a few times a minute
+//! (heartbeats, one report per task), and with TLS a fresh connection per call would spend a
+//! handshake on each. A call that fails on the kept connection (the coordinator restarted,
+//! or closed it after its idle timeout, perhaps before this process noticed) is made once
+//! more on a new one, as its caller would retry it anyway: every call of the node is safe to
+//! repeat (a report is recorded once, a registration is idempotent, a heartbeat repeated
+//! after it counted is refused as a replay and changes nothing). A 5xx answer drops the kept
+//! connection, so the next call goes through a load balancer afresh after a failover. Calls
+//! made at once use connections of their own. Every call is bounded by a timeout.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -88,6 +95,8 @@ impl Answer {
 pub struct CoordinatorClient {
     endpoint: Endpoint,
     timeout: Duration,
+    /// The connection kept for the next call.
+    idle: Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>,
 }
 
 impl CoordinatorClient {
@@ -97,6 +106,7 @@ impl CoordinatorClient {
         Ok(CoordinatorClient {
             endpoint: Endpoint::new(url, pin)?,
             timeout: CALL_TIMEOUT,
+            idle: Arc::default(),
         })
     }
 
@@ -156,21 +166,39 @@ impl CoordinatorClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.endpoint.authority());
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let request = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(HOST, self.endpoint.authority());
+            if has_body {
+                request = request.header(CONTENT_TYPE, "application/json");
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| self.unreachable(format!("building the request: {e}")))
+        };
+        let kept = self.idle.lock().expect("never poisoned").take();
+        let mut sent = None;
+        if let Some(mut sender) = kept.filter(|s| !s.is_closed()) {
+            match sender.send_request(request()?).await {
+                Ok(response) => sent = Some((sender, response)),
+                Err(e) => tracing::debug!(error = %e, "kept connection failed; calling again"),
+            }
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| self.unreachable(format!("building the request: {e}")))?;
-        let mut sender = self.connect().await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+        let (sender, response) = match sent {
+            Some(sent) => sent,
+            None => {
+                let mut sender = self.connect().await?;
+                let response = sender
+                    .send_request(request()?)
+                    .await
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                (sender, response)
+            }
+        };
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -179,6 +207,12 @@ impl CoordinatorClient {
             .map_err(|e| self.unreachable(format!("reading the answer: {e}")))?
             .to_bytes()
             .to_vec();
+        if status < 500 && !sender.is_closed() {
+            self.idle
+                .lock()
+                .expect("never poisoned")
+                .get_or_insert(sender);
+        }
         Ok(Answer { status, body })
     }
 
@@ -191,7 +225,7 @@ impl CoordinatorClient {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.unreachable(e.to_string()))?;
-        // Ends when the sender is dropped after the answer.
+        // Ends when the coordinator closes the connection or every sender is dropped.
         tokio::spawn(connection);
         Ok(sender)
     }

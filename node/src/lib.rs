@@ -18,7 +18,7 @@
 //! - [`worker`]: one thread per engine; a job becomes a committed, signed, sealed report.
 //! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
 //! - [`client`]: a small HTTP/1.1 client for the coordinator's API, over https (pinnable) or
-//!   http.
+//!   http, keeping one connection between calls.
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, the log, reports.
 //! - [`trace`]: the opt-in per-job phase trace (`PRLX_NODE_TRACE=1`).
 
