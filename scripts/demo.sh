@@ -91,27 +91,32 @@ client_wallet="$($bin/prlx-chain address --dev-account 2)"
 operator_wallets=("$($bin/prlx-chain address --dev-account 3)" "$($bin/prlx-chain address --dev-account 4)")
 
 echo
-echo "== coordinator on file://$dir/log, crediting and staking only from the chain"
+echo "== coordinator on file://$dir/log, crediting and staking only from the chain, over TLS"
+# TLS with a development certificate it makes on first start in $dir/coordinator-tls; the
+# nodes and the client pin it (--coordinator-cert), so they trust this coordinator alone.
+cert="$dir/coordinator-tls/cert.pem"
 $bin/prlx-coordinator serve --log "file://$dir/log" --listen 127.0.0.1:0 \
   --key-file "$dir/coordinator.key" --signing-key "$dir/coordinator-signing.pem" \
+  --tls-dev-dir "$dir/coordinator-tls" \
   --catalog config/catalog.json --reward-policy config/rewards-demo.json \
   --chain-deployment "$CHAIN_DEPLOYMENT" --chain-confirmations 1 --chain-poll-ms 200 \
   --chain-dev-account 1 \
   >"$dir/coordinator.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do
-  addr=$(sed -n 's#^listening on http://##p' "$dir/coordinator.out" | head -n 1)
+  addr=$(sed -n 's#^listening on https://##p' "$dir/coordinator.out" | head -n 1)
   [[ -n "$addr" ]] && break
   sleep 0.1
 done
 [[ -n "${addr:-}" ]] || { cat "$dir/coordinator.out"; echo "the coordinator did not start" >&2; exit 1; }
-echo "   listening on http://$addr"
+echo "   listening on https://$addr"
+grep -m 1 'development certificate' "$dir/coordinator.out" | sed 's/^.*INFO [a-z_:]*: /   /' 
 
 # Nodes register with no stake: with a chain, stake is what their operators bond on it. Each
 # signs its registration naming its operator, the only staker whose bond counts for it.
 for n in 1 2; do
   echo "== node $n serving oss-chat-v1, operated by ${operator_wallets[$((n-1))]}"
-  $bin/prlx-node run --coordinator "http://$addr" --log "file://$dir/log" \
+  $bin/prlx-node run --coordinator "https://$addr" --coordinator-cert "$cert" --log "file://$dir/log" \
     --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 --provider "$provider" \
     --operator "${operator_wallets[$((n-1))]}" \
     >"$dir/node-$n.out" 2>&1 &
@@ -127,7 +132,7 @@ for n in 1 2; do
   grep -q '^node_id ' "$dir/node-$n.out" || { cat "$dir/node-$n.out"; echo "node $n did not register" >&2; exit 1; }
 done
 
-client() { $bin/prlx-client --coordinator "http://$addr" "$@"; }
+client() { $bin/prlx-client --coordinator "https://$addr" --coordinator-cert "$cert" "$@"; }
 node_ids=()
 for n in 1 2; do node_ids+=("$(sed -n 's/^node_id //p' "$dir/node-$n.out" | head -n 1)"); done
 

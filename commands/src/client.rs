@@ -1,16 +1,18 @@
 //! A minimal HTTP/1.1 JSON client for the coordinator's API, used by `prlx-client` and the
-//! tests that drive a real `serve` process.
+//! tests that drive a real `serve` process, over https or http ([`Endpoint`]).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use prlx_events::endpoint::Endpoint;
 use serde_json::Value;
 
-/// Why an exchange produced no answer (the server is unreachable or hung up).
+/// Why an exchange produced no answer (the server is unreachable, refused the handshake or
+/// hung up).
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {path} on {addr}: {reason}")]
+#[error("{method} {path} on {url}: {reason}")]
 pub struct ClientError {
-    pub addr: String,
+    pub url: String,
     pub method: String,
     pub path: String,
     pub reason: String,
@@ -19,7 +21,7 @@ pub struct ClientError {
 /// One request on a fresh connection; returns the status and the JSON body (`Null` when the
 /// body is not JSON).
 pub async fn request(
-    addr: &str,
+    coordinator: &Endpoint,
     method: &str,
     path: &str,
     body: Option<&Value>,
@@ -29,25 +31,26 @@ pub async fn request(
         .map(|key| ("Idempotency-Key", key))
         .into_iter()
         .collect();
-    request_with(addr, method, path, body, &headers).await
+    request_with(coordinator, method, path, body, &headers).await
 }
 
 /// [`request`] with `headers` (name, value) added: `Authorization` for the reads that need a
 /// read-access token (`prlx_chain::read_access`), `Idempotency-Key`.
 pub async fn request_with(
-    addr: &str,
+    coordinator: &Endpoint,
     method: &str,
     path: &str,
     body: Option<&Value>,
     headers: &[(&str, &str)],
 ) -> Result<(u16, Value), ClientError> {
     let fail = |reason: String| ClientError {
-        addr: addr.to_owned(),
+        url: coordinator.url().to_owned(),
         method: method.to_owned(),
         path: path.to_owned(),
         reason,
     };
-    let stream = tokio::net::TcpStream::connect(addr)
+    let stream = coordinator
+        .connect()
         .await
         .map_err(|e| fail(e.to_string()))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -57,7 +60,7 @@ pub async fn request_with(
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr)
+        .header("host", coordinator.authority())
         .header("content-type", "application/json");
     for (name, value) in headers {
         req = req.header(*name, *value);
@@ -121,8 +124,12 @@ impl AccountReads {
         &self.account_id
     }
 
-    /// `GET path` on `addr` with a live token.
-    pub async fn get(&mut self, addr: &str, path: &str) -> Result<(u16, Value), ClientError> {
+    /// `GET path` on `coordinator` with a live token.
+    pub async fn get(
+        &mut self,
+        coordinator: &Endpoint,
+        path: &str,
+    ) -> Result<(u16, Value), ClientError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -136,7 +143,7 @@ impl AccountReads {
         }
         let header = self.token.as_ref().expect("just signed").to_header();
         request_with(
-            addr,
+            coordinator,
             "GET",
             path,
             None,

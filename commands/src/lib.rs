@@ -4,8 +4,8 @@
 //! # Layout
 //! - [`actor`]: the task that owns the coordinator and serves commands and reads in log
 //!   order, and the cloneable [`CoordinatorHandle`](actor::CoordinatorHandle) that reaches it.
-//! - [`client`]: a minimal JSON-over-HTTP client of the API (`prlx-client`, tests), and the
-//!   reads of an account with a read-access token.
+//! - [`client`]: a minimal JSON client of the API over https or http (`prlx-client`, tests),
+//!   and the reads of an account with a read-access token.
 //! - [`consent`]: the EIP-712 domain submissions are signed under, checking a submission's
 //!   signature and its delegation's, and signing a delegation.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.

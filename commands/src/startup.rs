@@ -48,6 +48,8 @@ pub enum StartupError {
     },
     #[error("{0}")]
     Serve(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl StartupError {
@@ -109,6 +111,25 @@ pub struct HttpOptions {
     pub max_connections: usize,
     /// `None`: no per-caller rate limit.
     pub rate: Option<http::RateLimit>,
+    pub tls: ListenerTls,
+}
+
+/// How the listener speaks (docs/security.md, "TLS").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// TLS with the operator's certificate chain and key (PEM).
+    Given { cert: PathBuf, key: PathBuf },
+    /// TLS with the development certificate kept in `dir`, made on first start.
+    Development { dir: PathBuf },
+    /// Plain HTTP (`--plain-http`): for a coordinator behind a proxy that terminates TLS.
+    Plain,
+}
+
+/// The development certificate's directory beside the signing key (the coordinator's other
+/// files), unless one is given: `coordinator-tls/`.
+pub fn dev_cert_dir(signing_key: &Path) -> PathBuf {
+    let parent = signing_key.parent().unwrap_or(Path::new(""));
+    parent.join("coordinator-tls")
 }
 
 impl Default for HttpOptions {
@@ -120,14 +141,45 @@ impl Default for HttpOptions {
             header_read_timeout: http::DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: http::DEFAULT_MAX_CONNECTIONS,
             rate: Some(http::DEFAULT_RATE_LIMIT),
+            tls: ListenerTls::Development {
+                dir: dev_cert_dir(Path::new("./coordinator-signing.pem")),
+            },
         }
     }
 }
 
 impl HttpOptions {
-    /// The checks for a coordinator bound to `bound` (known only once bound, for port 0).
-    pub fn transport(&self, bound: SocketAddr) -> http::TransportOptions {
-        http::TransportOptions {
+    /// The checks for a coordinator bound to `bound` (known only once bound, for port 0),
+    /// its certificate loaded (the development one made first if due) and logged.
+    pub fn transport(&self, bound: SocketAddr) -> Result<http::TransportOptions, StartupError> {
+        let source = match &self.tls {
+            ListenerTls::Plain => {
+                tracing::warn!(
+                    "--plain-http: serving plain HTTP, so requests and answers cross the \
+                     network readable and unauthenticated; only behind a proxy that \
+                     terminates TLS (docs/security.md, \"TLS\")"
+                );
+                None
+            }
+            ListenerTls::Given { cert, key } => Some(http::CertificateSource::Given {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            ListenerTls::Development { dir } => Some(http::CertificateSource::Development {
+                dir: dir.clone(),
+                names: http::dev_cert_names(bound.ip(), &self.allowed_hosts),
+            }),
+        };
+        let tls = match source {
+            Some(source) => {
+                let tls =
+                    http::ServerTls::load(&source).map_err(|e| StartupError::Tls(e.to_string()))?;
+                tls.log_start();
+                Some(tls)
+            }
+            None => None,
+        };
+        Ok(http::TransportOptions {
             hosts: http::HostAllowList::for_listener(bound, &self.allowed_hosts),
             origins: self
                 .allowed_origins
@@ -138,7 +190,8 @@ impl HttpOptions {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
             rate: self.rate,
-        }
+            tls,
+        })
     }
 }
 
@@ -397,7 +450,12 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
             port = bound.port()
         );
     }
-    let transport = http_options.transport(bound);
+    let transport = http_options.transport(bound)?;
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Submissions are signed for the deployment the coordinator credits from.
     let consent = chain
         .as_ref()
@@ -434,7 +492,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), StartupError> {
     };
     // Printed when the port first answers (the standby answers too, with 503): on stdout,
     // for scripts and tests to read the port from.
-    let listening = |addr| println!("listening on http://{addr}");
+    let listening = |addr| println!("listening on {scheme}://{addr}");
     // The Kafka intake runs beside the HTTP intake, and the nodes' feeds are written, while
     // this instance is active.
     let on_active = |handle: CoordinatorHandle| {

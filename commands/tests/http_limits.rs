@@ -17,6 +17,7 @@ use prlx_commands::testkit::app::InProcess;
 use prlx_commands::testkit::intake::{
     assert_error_body, client_key, registration_body, signed, signed_registration, submission,
 };
+use prlx_events::endpoint::Endpoint;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -376,11 +377,11 @@ fn health_request(addr: SocketAddr) -> String {
 async fn a_normal_client_is_served_through_every_check() {
     let f = fixture().await;
     let (addr, _stop) = serve_loopback(f.app.clone(), |_| {}).await;
-    let addr = addr.to_string();
+    let endpoint = Endpoint::new(&format!("http://{addr}"), None).unwrap();
     let call = |method: &'static str, path: &'static str, body: Option<Value>| {
-        let addr = addr.clone();
+        let endpoint = endpoint.clone();
         async move {
-            prlx_commands::client::request(&addr, method, path, body.as_ref(), None)
+            prlx_commands::client::request(&endpoint, method, path, body.as_ref(), None)
                 .await
                 .unwrap()
         }

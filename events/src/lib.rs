@@ -29,6 +29,8 @@
 //! - [`backoff`]: doubling pauses between retries, for every I/O shell that waits something out.
 //! - `cli` (feature `cli`): what the binaries share: the `tracing` subscriber (`RUST_LOG`,
 //!   `--log-format text|json`) and the shutdown signal.
+//! - `endpoint` (feature `endpoint`): the coordinator's `https://` or `http://` address as its
+//!   clients reach it, the certificates https trusts (pinned, or the system's), the connection.
 //! - `b64`: the serde adapter that writes byte fields as base64 in JSON.
 //! - `fast`: fast paths for the wire's hot scalar formats (timestamps, UUIDs, hex digests).
 
@@ -41,6 +43,8 @@ pub mod class;
 pub mod cli;
 pub mod crypto;
 mod decode_error;
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
 pub mod envelope;
 pub mod event;
 mod fast;

@@ -1,16 +1,26 @@
-//! A small HTTP/1.1 client for the coordinator's API (hyper's connection-level client).
+//! A small HTTP/1.1 client for the coordinator's API (hyper's connection-level client), over
+//! https (the coordinator's default, its certificate pinnable) or http ([`Endpoint`]).
 //!
-//! One connection per call: a node makes a handful of calls a minute (registration,
-//! heartbeats, one report per task), and a fresh connection is what survives a coordinator
-//! restart without any pool bookkeeping. Every call is bounded by a timeout.
+//! One idle connection is kept for the next call: a node calls a few times a minute
+//! (heartbeats, one report per task), and with TLS a fresh connection per call would spend a
+//! handshake on each. A call that fails on the kept connection (the coordinator restarted,
+//! or closed it after its idle timeout, perhaps before this process noticed) is made once
+//! more on a new one, as its caller would retry it anyway: every call of the node is safe to
+//! repeat (a report is recorded once, a registration is idempotent, a heartbeat repeated
+//! after it counted is refused as a replay and changes nothing). A 5xx answer drops the kept
+//! connection, so the next call goes through a load balancer afresh after a failover. Calls
+//! made at once use connections of their own. Every call is bounded by a timeout.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use prlx_events::endpoint::{ConnectError, Endpoint, EndpointError};
 use serde::Serialize;
 
 /// How long one call may take, connection included.
@@ -18,28 +28,30 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "coordinator URL {url:?}: {reason} (expected http://HOST:PORT; for TLS, run the node \
-         beside a local TLS-terminating tunnel)"
-    )]
-    BadUrl { url: String, reason: &'static str },
+    /// The URL or the pinned certificate cannot be used.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     /// Nothing answered or the connection broke: worth a retry (the coordinator may restart).
-    #[error("cannot reach the coordinator at {authority}: {message}")]
-    Unreachable { authority: String, message: String },
-    #[error("the coordinator at {authority} did not answer within {timeout:?}")]
-    Timeout {
-        authority: String,
-        timeout: Duration,
-    },
+    #[error("cannot reach the coordinator at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The TLS handshake was refused: the coordinator's certificate is not the one trusted,
+    /// or it does not speak TLS.
+    #[error(transparent)]
+    Refused(ConnectError),
+    #[error("the coordinator at {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
 }
 
 impl ClientError {
     /// Whether the same call to the coordinator may succeed when made again later: the
-    /// coordinator was unreachable or slow (it may be restarting), not misaddressed. A
-    /// question about HTTP calls, apart from which errors of its log are worth waiting out
-    /// (`LogError::is_retryable`).
+    /// coordinator was unreachable or slow (it may be restarting), not misaddressed or
+    /// untrusted. A question about HTTP calls, apart from which errors of its log are worth
+    /// waiting out (`LogError::is_retryable`).
     pub fn is_retryable_call(&self) -> bool {
-        !matches!(self, ClientError::BadUrl { .. })
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
+        )
     }
 }
 
@@ -78,39 +90,29 @@ impl Answer {
     }
 }
 
-/// The coordinator at `http://HOST:PORT`.
+/// The coordinator at `https://HOST[:PORT]` or `http://HOST:PORT`.
 #[derive(Debug, Clone)]
 pub struct CoordinatorClient {
-    authority: String,
+    endpoint: Endpoint,
     timeout: Duration,
+    /// The connection kept for the next call.
+    idle: Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>,
 }
 
 impl CoordinatorClient {
-    /// Parses `http://HOST:PORT` (a trailing `/` is allowed; a path is not).
-    pub fn new(url: &str) -> Result<CoordinatorClient, ClientError> {
-        let bad = |reason| ClientError::BadUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        if url.starts_with("https://") {
-            return Err(bad("https is not supported by this build"));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("not http://"))?;
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-            return Err(bad("needs exactly HOST:PORT after http://"));
-        }
+    /// Parses the URL (a trailing `/` is allowed; a path is not); `pin` is the PEM file of
+    /// the coordinator's certificate to trust alone (https only).
+    pub fn new(url: &str, pin: Option<&std::path::Path>) -> Result<CoordinatorClient, ClientError> {
         Ok(CoordinatorClient {
-            authority: authority.to_owned(),
+            endpoint: Endpoint::new(url, pin)?,
             timeout: CALL_TIMEOUT,
+            idle: Arc::default(),
         })
     }
 
-    /// `HOST:PORT`.
+    /// `HOST[:PORT]`.
     pub fn authority(&self) -> &str {
-        &self.authority
+        self.endpoint.authority()
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> CoordinatorClient {
@@ -145,9 +147,16 @@ impl CoordinatorClient {
         match tokio::time::timeout(self.timeout, self.exchange(method, path, body)).await {
             Ok(answer) => answer,
             Err(_) => Err(ClientError::Timeout {
-                authority: self.authority.clone(),
+                url: self.endpoint.url().to_owned(),
                 timeout: self.timeout,
             }),
+        }
+    }
+
+    fn unreachable(&self, message: String) -> ClientError {
+        ClientError::Unreachable {
+            url: self.endpoint.url().to_owned(),
+            message,
         }
     }
 
@@ -157,43 +166,68 @@ impl CoordinatorClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
-        let unreachable = |message: String| ClientError::Unreachable {
-            authority: self.authority.clone(),
-            message,
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let request = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(HOST, self.endpoint.authority());
+            if has_body {
+                request = request.header(CONTENT_TYPE, "application/json");
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| self.unreachable(format!("building the request: {e}")))
         };
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        // Drives the connection; it ends when `sender` is dropped after the answer.
-        let driver = tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, &self.authority);
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
+        let kept = self.idle.lock().expect("never poisoned").take();
+        let mut sent = None;
+        if let Some(mut sender) = kept.filter(|s| !s.is_closed()) {
+            match sender.send_request(request()?).await {
+                Ok(response) => sent = Some((sender, response)),
+                Err(e) => tracing::debug!(error = %e, "kept connection failed; calling again"),
+            }
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(format!("building the request: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let (sender, response) = match sent {
+            Some(sent) => sent,
+            None => {
+                let mut sender = self.connect().await?;
+                let response = sender
+                    .send_request(request()?)
+                    .await
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                (sender, response)
+            }
+        };
         let status = response.status().as_u16();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+            .map_err(|e| self.unreachable(format!("reading the answer: {e}")))?
             .to_bytes()
             .to_vec();
-        drop(sender);
-        driver.abort();
+        if status < 500 && !sender.is_closed() {
+            self.idle
+                .lock()
+                .expect("never poisoned")
+                .get_or_insert(sender);
+        }
         Ok(Answer { status, body })
+    }
+
+    /// A new connection, its driver running until the connection closes.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let stream = self.endpoint.connect().await.map_err(|e| match e {
+            e @ ConnectError::Refused { .. } => ClientError::Refused(e),
+            e => self.unreachable(e.to_string()),
+        })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        // Ends when the coordinator closes the connection or every sender is dropped.
+        tokio::spawn(connection);
+        Ok(sender)
     }
 }
 
@@ -204,19 +238,14 @@ mod tests {
     #[test]
     fn parses_http_host_port_and_refuses_the_rest() {
         assert_eq!(
-            CoordinatorClient::new("http://127.0.0.1:8080/")
+            CoordinatorClient::new("http://127.0.0.1:8080/", None)
                 .unwrap()
                 .authority(),
             "127.0.0.1:8080"
         );
-        for url in [
-            "https://c:443",
-            "127.0.0.1:8080",
-            "http://",
-            "http://c:1/v1",
-            "http://u@c:1",
-        ] {
-            assert!(CoordinatorClient::new(url).is_err(), "{url}");
+        for url in ["127.0.0.1:8080", "http://", "http://c:1/v1", "http://u@c:1"] {
+            let err = CoordinatorClient::new(url, None).unwrap_err();
+            assert!(!err.is_retryable_call(), "{url}: {err}");
         }
     }
 
@@ -227,7 +256,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = CoordinatorClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = CoordinatorClient::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -18,7 +18,8 @@
 //! - [`worker`]: one thread per engine; a job becomes a committed, signed, sealed report.
 //! - [`gpu`]: what a CUDA node runs on (GPU, driver, CUDA and cuDNN), for its execution class.
 //! - [`keys`]: the node's RSA key file (PKCS#8 PEM, mode 0600, created on first start).
-//! - [`client`]: a small HTTP/1.1 client for the coordinator's API.
+//! - [`client`]: a small HTTP/1.1 client for the coordinator's API, over https (pinnable) or
+//!   http, keeping one connection between calls.
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, the log, reports.
 //! - [`trace`]: the opt-in per-job phase trace (`PRLX_NODE_TRACE=1`).
 

@@ -94,9 +94,16 @@ struct ClaimArgs {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The coordinator's HTTP API, http://HOST:PORT (registration, heartbeats, results).
+    /// The coordinator's HTTP API (registration, heartbeats, results): https://HOST[:PORT],
+    /// or http://HOST:PORT for a coordinator serving --plain-http.
     #[arg(long, env = "PRLX_COORDINATOR")]
     coordinator: String,
+    /// The coordinator's TLS certificate (PEM) to pin: the only certificate trusted, e.g.
+    /// the development certificate `coordinator-tls/cert.pem` the coordinator made on first
+    /// start (or a CA that issued its certificate). Without it, https trusts the system's
+    /// roots.
+    #[arg(long, env = "PRLX_COORDINATOR_CERT", value_name = "FILE")]
+    coordinator_cert: Option<PathBuf>,
     /// The coordinator's event log, which this node reads (never writes) for its session
     /// grants and dispatches: file://DIR for the embedded log, kafka://HOST:PORT/TOPIC for
     /// Kafka. With a coordinator serving per-node feeds (--node-feed-topic), name the feed
@@ -291,6 +298,7 @@ fn claim(args: ClaimArgs) -> anyhow::Result<()> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = DaemonConfig {
         coordinator: args.coordinator,
+        coordinator_cert: args.coordinator_cert,
         log: args.log,
         key: args.key,
         models: args.models,

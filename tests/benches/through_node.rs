@@ -31,6 +31,9 @@
 //! prints each round's trace line and events; `PRLX_BENCH_NODE_LOG_QUERY=poll_ms=N` sets the
 //! node's log poll interval.
 //!
+//! The coordinator serves TLS with its development certificate, which the node pins;
+//! `PRLX_BENCH_PLAIN_HTTP=1` runs it with `--plain-http` instead, to compare.
+//!
 //! Both processes are started with the process kit (`prlx_tests::harness`): the binaries are
 //! refused when missing or older than their sources, and everything they print is echoed to
 //! this process's stderr, prefixed with their names; the tables go to stdout.
@@ -53,8 +56,8 @@ use prlx_tests::harness::bins::workspace_root;
 use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{open_result, read_records};
 use prlx_tests::harness::keys::new_key;
-use prlx_tests::harness::launch::{node_command, ServeLaunch};
-use prlx_tests::harness::process::Proc;
+use prlx_tests::harness::launch::{node_command, LaunchTls, ServeLaunch};
+use prlx_tests::harness::process::{cpu_ms, cpu_ns, Proc};
 use serde_json::{json, Value};
 
 const PROMPT: &str = "Tell me a story about a robot";
@@ -79,15 +82,27 @@ fn main() -> anyhow::Result<()> {
         &catalog,
         json!({"models": [{"model": "oss-chat-v1", "sha256": entry.sha256.clone(), "min_tier": 1, "base_price": 10,
             "per_token_price": 1, "max_tokens_limit": 512}],
-            "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600})
+            "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600,
+            // One node: a sampled result has no peer to replicate it, so it is released at
+            // once rather than held a minute, and a new node's first results are sampled at
+            // the catalog's rate, not all of them (probation).
+            "validation": {"probation_results": 0, "unconfirmed_hold_seconds": 0}})
         .to_string(),
     )?;
     // The kit's binaries (built and not stale: `cargo build --release --bins` first) on a
     // file log at `dir/log`.
     // Credits come from a private chain, as in production.
     let chain = TestChain::start_blocking(dir.path());
+    // TLS with the coordinator's development certificate, which the node pins;
+    // PRLX_BENCH_PLAIN_HTTP=1: plain HTTP (`--plain-http`), to compare.
+    let plain = std::env::var_os("PRLX_BENCH_PLAIN_HTTP").is_some_and(|v| v == "1");
     let serve = ServeLaunch {
         chain: chain.serve_args(),
+        tls: if plain {
+            LaunchTls::Plain
+        } else {
+            LaunchTls::Development
+        },
         ..ServeLaunch::in_dir(dir.path(), &catalog, "coordinator/1")
     };
     let log = serve.log.clone();
@@ -98,12 +113,13 @@ fn main() -> anyhow::Result<()> {
         Ok(query) if !query.is_empty() => format!("{log}?{query}"),
         _ => log.clone(),
     };
-    node.arg("run").args([
-        "--coordinator",
-        &format!("http://{addr}"),
-        "--log",
-        &node_log,
-    ]);
+    node.arg("run").args(["--log", &node_log]);
+    if plain {
+        node.args(["--coordinator", &format!("http://{addr}")]);
+    } else {
+        node.args(["--coordinator", &format!("https://{addr}")]);
+        node.arg("--coordinator-cert").arg(serve.cert());
+    }
     node.arg("--key").arg(dir.path().join("node.pem"));
     node.args(["--models", "oss-chat-v1", "--tier", "1", "--slots", "1"]);
     node.arg("--root").arg(&root);
@@ -433,35 +449,6 @@ async fn read_events(
             out.push((envelope.event.type_name(), envelope.header.recorded_at));
         }
     }
-}
-
-/// CPU time of each live thread of `pid` so far, in ns (Linux `schedstat`; empty elsewhere).
-fn cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-            if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse().ok()) {
-                out.insert(task.file_name().to_string_lossy().into_owned(), ns);
-            }
-        }
-    }
-    out
-}
-
-/// CPU ms between two [`cpu_ns`] snapshots: threads that ended in between are left out (a
-/// short-lived resolver thread would otherwise read as negative time).
-fn cpu_ms(
-    before: &std::collections::BTreeMap<String, u64>,
-    after: &std::collections::BTreeMap<String, u64>,
-) -> f64 {
-    let ns: u64 = after
-        .iter()
-        .map(|(tid, &ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
-        .sum();
-    ns as f64 / 1e6
 }
 
 /// A node's trace line (see `prlx_node::trace`).

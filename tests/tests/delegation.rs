@@ -95,7 +95,10 @@ fn a_gateway_spends_under_its_delegation_within_the_limit_and_no_further() {
         600,
         &cluster.chain.consent_domain(),
     );
-    let addr = cluster.url.trim_start_matches("http://");
+    let addr = cluster
+        .url
+        .split_once("://")
+        .map_or(cluster.url.as_str(), |(_, a)| a);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,7 +111,8 @@ fn a_gateway_spends_under_its_delegation_within_the_limit_and_no_further() {
         assert_eq!(status, 403, "{path}: {body}");
     }
     let (status, _) = rt.block_on(async {
-        prlx_commands::client::request(addr, "GET", "/v1/requests/0", None, None)
+        let coordinator = prlx_tests::harness::client::endpoint(addr);
+        prlx_commands::client::request(&coordinator, "GET", "/v1/requests/0", None, None)
             .await
             .unwrap()
     });

@@ -22,7 +22,7 @@
 #![cfg(feature = "kafka")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,7 +36,7 @@ use prlx_events::protocol::ResultBody;
 use prlx_events::{Envelope, Event, NodeId, RequestId, TaskId};
 use prlx_tests::harness::bins::{workspace_bin, workspace_root};
 use prlx_tests::harness::chain::TestChain;
-use prlx_tests::harness::client::{open_result, poll_result, read_log};
+use prlx_tests::harness::client::{endpoint, open_result, pin, poll_result, read_log, try_http};
 use prlx_tests::harness::keys::{new_key, write_private, CoordinatorKeys};
 use prlx_tests::harness::launch::{NodeLaunch, ServeLaunch, SESSION_GRANTED, STARTUP};
 use prlx_tests::harness::models::{tiny_catalog, tiny_sha, tiny_submission, TINY};
@@ -59,15 +59,20 @@ fn fresh_topic(tag: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The front: a TCP forwarder to the healthy coordinator, like a load balancer.
 
-/// The status code of `GET /healthz` at `addr`, or `None` when it does not answer.
+/// The status code of `GET /healthz` at `addr` (over https, pinned: the process kit knows
+/// each coordinator's certificate), or `None` when it does not answer.
 fn health(addr: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    rt.block_on(async {
+        let probe = try_http(addr, "GET", "/healthz", None, None);
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok((status, _))) => Some(status),
+            _ => None,
+        }
+    })
 }
 
 struct Front {
@@ -225,6 +230,9 @@ impl Cluster {
             )
         };
         let (proc, addr) = launch.spawn(name);
+        // The front forwards bytes: its clients speak TLS to the instance behind it, and
+        // every instance serves the one certificate beside the keys they share.
+        pin(&self.front.addr, &launch.cert());
         self.front.add(&addr);
         (proc, addr)
     }
@@ -238,10 +246,11 @@ impl Cluster {
             Some(template) => format!("kafka://{}/{template}", self.bootstrap),
             None => self.log.clone(),
         };
-        let coordinator = format!("http://{}", self.front.addr);
+        let coordinator = format!("https://{}", self.front.addr);
+        let cert = ServeLaunch::in_dir(self.dir.path(), &self.catalog, "").cert();
         let launch = NodeLaunch {
             drain_secs: Some(30),
-            ..NodeLaunch::new(&coordinator, &follow, &key, &self.keys.public)
+            ..NodeLaunch::new(&coordinator, Some(&cert), &follow, &key, &self.keys.public)
         };
         let (mut proc, id) = launch.spawn(name);
         proc.wait_line(SESSION_GRANTED, STARTUP);
@@ -273,9 +282,10 @@ impl Cluster {
         let token = self.chain.read_token();
         let mut headers = vec![("Authorization", token.as_str())];
         headers.extend(key.map(|k| ("Idempotency-Key", k)));
+        let front = endpoint(&self.front.addr);
         self.rt.block_on(async {
             let exchange =
-                prlx_commands::client::request_with(&self.front.addr, method, path, body, &headers);
+                prlx_commands::client::request_with(&front, method, path, body, &headers);
             match tokio::time::timeout(Duration::from_secs(20), exchange).await {
                 Ok(Ok(answer)) => Some(answer),
                 _ => None,

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use prlx_commands::client::AccountReads;
 use prlx_commands::consent::DelegationFile;
 use prlx_events::crypto::{open_with_private_key, proof_of_execution, public_key_pem};
+use prlx_events::endpoint::Endpoint;
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
 use serde_json::{json, Value};
@@ -40,14 +41,25 @@ struct Cli {
     /// collectors. `RUST_LOG` filters them (default `info`).
     #[arg(long, global = true, env = "PRLX_LOG_FORMAT", default_value = "text")]
     log_format: prlx_events::cli::LogFormat,
-    /// The coordinator's HTTP address.
+    /// The coordinator's address: https://HOST[:PORT], or http://HOST:PORT for one serving
+    /// --plain-http.
     #[arg(
         long,
         env = "PRLX_COORDINATOR",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8080",
         global = true
     )]
     coordinator: String,
+    /// The coordinator's certificate (PEM) to pin: the only certificate trusted, e.g. the
+    /// development certificate `coordinator-tls/cert.pem` it made on first start (or a CA
+    /// that issued its certificate). Without it, https trusts the system's roots.
+    #[arg(
+        long,
+        env = "PRLX_COORDINATOR_CERT",
+        value_name = "FILE",
+        global = true
+    )]
+    coordinator_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Sub>,
     /// The credit account to charge: a 0x address (any case). Defaults to the signing key's
@@ -149,22 +161,17 @@ enum Sub {
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     prlx_events::cli::init_tracing(cli.log_format);
-    let addr = cli
-        .coordinator
-        .strip_prefix("http://")
-        .context("--coordinator must be http://HOST:PORT")?
-        .trim_end_matches('/')
-        .to_owned();
+    let coordinator = &Endpoint::new(&cli.coordinator, cli.coordinator_cert.as_deref())?;
     match cli.command.take() {
         Some(Sub::Balance {
             account,
             at_least,
             wait_secs,
         }) => {
-            let domain = consent_domain(&addr).await?.eip712();
+            let domain = consent_domain(coordinator).await?.eip712();
             let reads = AccountReads::new(signer(&cli)?, &account, domain)
                 .map_err(|e| anyhow::anyhow!("reading account {account}: {e}"))?;
-            return balance(&addr, reads, at_least, wait_secs).await;
+            return balance(coordinator, reads, at_least, wait_secs).await;
         }
         Some(Sub::Delegate {
             delegate,
@@ -178,9 +185,9 @@ async fn main() -> anyhow::Result<()> {
                 spending_limit,
                 expires_in,
             };
-            return delegate_to(&addr, &signer, cli.account.as_deref(), grant, &out).await;
+            return delegate_to(coordinator, &signer, cli.account.as_deref(), grant, &out).await;
         }
-        Some(command) => return rewards(&addr, command).await,
+        Some(command) => return rewards(coordinator, command).await,
         None => {}
     }
     // A fresh key per run: results are sealed to it, so only this process can read them.
@@ -200,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(d)) => d.account.clone(),
         (None, None) => prlx_chain::record::hex0x(signer.address().as_slice()),
     };
-    let domain = consent_domain(&addr).await?;
+    let domain = consent_domain(coordinator).await?;
     if let Some(d) = &delegation {
         d.check_domain(&domain)
             .map_err(|e| anyhow::anyhow!("--delegation: {e}"))?;
@@ -238,7 +245,8 @@ async fn main() -> anyhow::Result<()> {
         if let Some(d) = &delegation {
             body["delegation"] = serde_json::to_value(&d.delegation)?;
         }
-        let (status, answer) = http(&addr, "POST", "/v1/requests", Some(body), Some(&key)).await?;
+        let (status, answer) =
+            http(coordinator, "POST", "/v1/requests", Some(body), Some(&key)).await?;
         if status != 202 {
             bail!("request {i} refused: {status} {answer}");
         }
@@ -255,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
     for (id, prompt) in ids {
         let status = loop {
             let path = format!("/v1/requests/{id}");
-            let (code, status) = reads.get(&addr, &path).await?;
+            let (code, status) = reads.get(coordinator, &path).await?;
             if code != 200 {
                 bail!("GET {path}: {code} {status}");
             }
@@ -302,13 +310,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn http(
-    addr: &str,
+    coordinator: &Endpoint,
     method: &str,
     path: &str,
     body: Option<Value>,
     idempotency_key: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
-    Ok(prlx_commands::client::request(addr, method, path, body.as_ref(), idempotency_key).await?)
+    Ok(
+        prlx_commands::client::request(coordinator, method, path, body.as_ref(), idempotency_key)
+            .await?,
+    )
 }
 
 /// A credit account as the coordinator names it: a 0x address in lowercase (the watcher
@@ -328,7 +339,7 @@ fn account_id(text: &str) -> Result<String, String> {
 
 /// Prints an account's credits, first waiting up to `wait_secs` for `at_least` of them.
 async fn balance(
-    addr: &str,
+    coordinator: &Endpoint,
     mut reads: AccountReads,
     at_least: Option<u64>,
     wait_secs: u64,
@@ -337,7 +348,7 @@ async fn balance(
     let account = reads.account().to_owned();
     let path = format!("/v1/accounts/{account}");
     loop {
-        let (status, body) = reads.get(addr, &path).await?;
+        let (status, body) = reads.get(coordinator, &path).await?;
         // 404: never credited yet, which is a balance of 0 while waiting.
         let balance = match status {
             200 => body["balance"]
@@ -365,9 +376,11 @@ async fn balance(
     }
 }
 
-/// The deployment the coordinator at `addr` takes signatures for (`GET /v1/consent`).
-async fn consent_domain(addr: &str) -> anyhow::Result<prlx_commands::consent::ConsentDomain> {
-    let (status, body) = http(addr, "GET", "/v1/consent", None, None).await?;
+/// The deployment `coordinator` takes signatures for (`GET /v1/consent`).
+async fn consent_domain(
+    coordinator: &Endpoint,
+) -> anyhow::Result<prlx_commands::consent::ConsentDomain> {
+    let (status, body) = http(coordinator, "GET", "/v1/consent", None, None).await?;
     if status != 200 {
         bail!("GET /v1/consent: {status} {body}");
     }
@@ -382,19 +395,19 @@ async fn consent_domain(addr: &str) -> anyhow::Result<prlx_commands::consent::Co
 }
 
 /// Runs a stake or rewards subcommand.
-async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
+async fn rewards(coordinator: &Endpoint, command: Sub) -> anyhow::Result<()> {
     match command {
         Sub::Balance { .. } | Sub::Delegate { .. } => unreachable!("handled in main"),
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");
-            let (status, body) = http(addr, "GET", &path, None, None).await?;
+            let (status, body) = http(coordinator, "GET", &path, None, None).await?;
             if status != 200 {
                 bail!("{status} {body}");
             }
             println!("{}", describe_stake(&body));
         }
         Sub::Rewards => {
-            let (status, body) = http(addr, "GET", "/v1/rewards", None, None).await?;
+            let (status, body) = http(coordinator, "GET", "/v1/rewards", None, None).await?;
             if status != 200 {
                 bail!("{status} {body}");
             }
@@ -422,7 +435,7 @@ async fn rewards(addr: &str, command: Sub) -> anyhow::Result<()> {
             let deadline = wait_for_payouts.map(|s| Instant::now() + Duration::from_secs(s));
             let path = format!("/v1/rewards/epochs?from={from}");
             let epochs = loop {
-                let (status, body) = http(addr, "GET", &path, None, None).await?;
+                let (status, body) = http(coordinator, "GET", &path, None, None).await?;
                 if status != 200 {
                     bail!("{status} {body}");
                 }
@@ -526,7 +539,7 @@ struct Grant {
 /// Signs `grant` as the account of `signer` (which must be `account`, if given) and writes it
 /// to `out`.
 async fn delegate_to(
-    addr: &str,
+    coordinator: &Endpoint,
     signer: &alloy::signers::local::PrivateKeySigner,
     account: Option<&str>,
     grant: Grant,
@@ -539,7 +552,7 @@ async fn delegate_to(
             "--account {account}: only the account's own key delegates (this key is {own})"
         );
     }
-    let domain = consent_domain(addr).await?;
+    let domain = consent_domain(coordinator).await?;
     let expires_at = unix_now() + grant.expires_in;
     let delegation = prlx_commands::consent::sign_delegation(
         signer,

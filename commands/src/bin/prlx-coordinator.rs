@@ -53,9 +53,15 @@ enum Cmd {
     /// Serve the HTTP intake (submissions, deposits, quotes, node registration and heartbeats;
     /// the API is described at /openapi.json) until SIGTERM or Ctrl-C.
     ///
-    /// Prints `listening on http://ADDR` to stdout once bound. On a signal it stops taking
-    /// connections, lets requests in flight finish, and exits 0; everything it acknowledged is
-    /// already durable on the log.
+    /// Prints `listening on https://ADDR` to stdout once bound (`http://` with --plain-http).
+    /// On a signal it stops taking connections, lets requests in flight finish, and exits 0;
+    /// everything it acknowledged is already durable on the log.
+    ///
+    /// It speaks TLS: with --tls-cert and --tls-key in production, else with a development
+    /// certificate made on first start (self-signed, kept in --tls-dev-dir and logged with its
+    /// SHA-256 fingerprint), which clients pin with `--coordinator-cert DIR/cert.pem`.
+    /// --plain-http turns TLS off, for a proxy that terminates it in front (docs/security.md,
+    /// "TLS").
     ///
     /// The API is unauthenticated: bind it to loopback or put it behind an authenticating
     /// proxy. Every request's Host, Origin, Content-Type, rate and time are checked
@@ -107,9 +113,37 @@ enum Cmd {
     },
 }
 
-/// The HTTP door's transport checks and limits (docs/security.md, "Transport checks").
+/// The HTTP door's TLS, transport checks and limits (docs/security.md, "TLS" and "Transport
+/// checks").
 #[derive(clap::Args, Debug)]
 struct HttpArgs {
+    /// The server's certificate (PEM; the chain, the server's own first) for TLS in
+    /// production. Without it, a development certificate (see --tls-dev-dir).
+    #[arg(long, env = "PRLX_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; readable by its owner
+    /// only).
+    #[arg(long, env = "PRLX_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where the development certificate is kept (cert.pem, and key.pem with mode 0600),
+    /// made on first start without --tls-cert and reused after: self-signed (ECDSA P-256)
+    /// for localhost, 127.0.0.1, ::1, the listen address and the --allowed-host names.
+    /// [default: coordinator-tls/ beside --signing-key]
+    #[arg(
+        long,
+        env = "PRLX_TLS_DEV_DIR",
+        value_name = "DIR",
+        conflicts_with = "tls_cert"
+    )]
+    tls_dev_dir: Option<PathBuf>,
+    /// Serve plain HTTP, without TLS: only behind a proxy that terminates TLS for it (a
+    /// warning says so at start).
+    #[arg(
+        long,
+        env = "PRLX_PLAIN_HTTP",
+        conflicts_with_all = ["tls_cert", "tls_key", "tls_dev_dir"]
+    )]
+    plain_http: bool,
     /// Also accept requests whose Host header is this (repeatable). By default only the
     /// listen address and localhost, 127.0.0.1 and [::1] on its port are accepted, which
     /// refuses DNS-rebinding pages. NAME:PORT matches exactly, a bare NAME on any port; `*`
@@ -151,9 +185,19 @@ struct HttpArgs {
 }
 
 impl HttpArgs {
-    fn options(self) -> startup::HttpOptions {
+    fn options(self, signing_key: &std::path::Path) -> startup::HttpOptions {
         use std::time::Duration;
+        let tls = match (self.plain_http, self.tls_cert, self.tls_key) {
+            (true, _, _) => startup::ListenerTls::Plain,
+            (false, Some(cert), Some(key)) => startup::ListenerTls::Given { cert, key },
+            _ => startup::ListenerTls::Development {
+                dir: self
+                    .tls_dev_dir
+                    .unwrap_or_else(|| startup::dev_cert_dir(signing_key)),
+            },
+        };
         startup::HttpOptions {
+            tls,
             allowed_hosts: self.allowed_hosts,
             allowed_origins: self.allowed_origins,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
@@ -368,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
             http,
         } => {
             let options = ServeOptions {
-                http: (*http).options(),
+                http: (*http).options(&signing_key),
                 chain: (*chain).config()?,
                 intake: startup::intake_config(
                     &log,

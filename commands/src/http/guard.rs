@@ -75,8 +75,8 @@ impl HostAllowList {
         ]
         .into_iter()
         .collect();
-        if port == 80 {
-            // A client leaves the default port out of `Host`.
+        if matches!(port, 80 | 443) {
+            // A client leaves its scheme's default port (http 80, https 443) out of `Host`.
             hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
             if !listen.ip().is_unspecified() {
                 hosts.insert(host_of_ip(listen.ip()));
@@ -129,6 +129,9 @@ pub struct TransportOptions {
     pub max_connections: usize,
     /// `None`: no rate limit.
     pub rate: Option<RateLimit>,
+    /// `Some`: connections speak TLS with this certificate ([`super::tls`]); `None`: plain
+    /// HTTP (`--plain-http`, behind a TLS-terminating proxy; in-process tests).
+    pub tls: Option<super::tls::ServerTls>,
 }
 
 impl TransportOptions {
@@ -141,6 +144,7 @@ impl TransportOptions {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate: Some(DEFAULT_RATE_LIMIT),
+            tls: None,
         }
     }
 }

@@ -26,11 +26,15 @@
 //!   request time), and [`TransportOptions`].
 //! - `rate`: the per-caller rate limiter.
 //! - `serve`: the server, with its connection limit and header read timeout.
+//! - `tls`: TLS on the listener (the server configuration, each connection's handshake), over
+//!   `certificate`: the operator's certificate files, or the development certificate made on
+//!   first start.
 //! - The error answer is [`crate::error`]; submission parsing, shared with the Kafka intake,
 //!   is [`crate::submission`].
 
 mod accounts;
 mod body;
+mod certificate;
 mod extract;
 mod guard;
 mod nodes;
@@ -42,6 +46,7 @@ mod rewards;
 mod serve;
 mod stake;
 mod state;
+mod tls;
 
 use std::sync::Arc;
 
@@ -113,6 +118,7 @@ pub fn app_with_body_limit(
         .with_state(api)
 }
 
+pub use self::certificate::{subject_names as dev_cert_names, CertificateError, CertificateSource};
 pub use self::guard::{
     guarded, HostAllowList, TransportOptions, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RATE_LIMIT, DEFAULT_REQUEST_TIMEOUT,
@@ -120,3 +126,4 @@ pub use self::guard::{
 pub use self::ops::openapi;
 pub use self::rate::RateLimit;
 pub use self::serve::{serve, Connections};
+pub use self::tls::ServerTls;

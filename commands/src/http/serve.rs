@@ -5,6 +5,8 @@
 //! closes, so a flood of idle sockets cannot take every file descriptor. The header read
 //! timeout closes a connection that has not sent a whole request head in time (a slowloris),
 //! and with it an idle keep-alive connection, so idle clients do not hold slots forever.
+//! With TLS, each connection's handshake runs in its own task within the same timeout
+//! ([`super::tls`]), so a slow handshake neither stalls accepting nor holds a slot for long.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,18 +18,21 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use super::guard::TransportOptions;
+use super::tls::ServerTls;
 
-/// The connection slots and header timeout of one listener, shared by the servers that take
-/// turns on it (the standby's and the active one's).
+/// The connection slots, header timeout and TLS of one listener, shared by the servers that
+/// take turns on it (the standby's and the active one's).
 #[derive(Debug, Clone)]
 pub struct Connections {
     slots: Arc<Semaphore>,
     header_read_timeout: Duration,
+    tls: Option<ServerTls>,
 }
 
 impl Connections {
@@ -35,6 +40,7 @@ impl Connections {
         Connections {
             slots: Arc::new(Semaphore::new(options.max_connections.max(1))),
             header_read_timeout: options.header_read_timeout,
+            tls: options.tls.clone(),
         }
     }
 
@@ -74,6 +80,7 @@ pub async fn serve(
         let task = Connection {
             router: router.clone(),
             header_read_timeout: connections.header_read_timeout,
+            tls: connections.tls.clone(),
             stop: stop.clone(),
             open: open.clone(),
             _slot: slot,
@@ -106,6 +113,7 @@ async fn next_connection(
 struct Connection {
     router: Router,
     header_read_timeout: Duration,
+    tls: Option<ServerTls>,
     stop: watch::Receiver<bool>,
     open: watch::Receiver<()>,
     _slot: OwnedSemaphorePermit,
@@ -113,6 +121,29 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: TcpStream, remote: SocketAddr) {
+        let Some(tls) = self.tls.clone() else {
+            return self.serve_http(stream, remote).await;
+        };
+        // Answers are written as they come: no segment held back (TLS writes records).
+        let _ = stream.set_nodelay(true);
+        let mut stop = self.stop.clone();
+        let stopping = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let accepted = tokio::select! {
+            accepted = tls.accept(stream, remote, self.header_read_timeout) => accepted,
+            // Nothing was asked on it yet: shutting down drops it.
+            () = stopping => None,
+        };
+        if let Some(stream) = accepted {
+            self.serve_http(stream, remote).await;
+        }
+    }
+
+    async fn serve_http<S>(self, stream: S, remote: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let service = self
             .router
             .clone()

@@ -17,21 +17,28 @@ fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, ShellError> {
     let err = |reason: String| key_error(path, reason);
     match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "permissions {:o} let others read it; chmod 600",
-                    mode & 0o777
-                )));
-            }
+            check_owner_only(path).map_err(err)?;
             Ok(Some(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(err(e.to_string())),
     }
+}
+
+/// Refuses a key file that anyone but its owner can read (group or others), saying how to
+/// fix it; the coordinator's TLS key is held to the same rule as its other keys.
+pub(crate) fn check_owner_only(path: &Path) -> Result<(), String> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {:o} let others read it; chmod 600",
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// Creates a secret key file with mode 0600 (never replacing one) and syncs it.

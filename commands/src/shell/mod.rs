@@ -39,6 +39,7 @@ use rsa::RsaPrivateKey;
 use crate::decide::{decide, Command, Rejection};
 use crate::encoder::{Encoder, SideSender};
 
+pub(crate) use self::keys::check_owner_only;
 pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY_BITS};
 pub use self::registration::{check_registration, RegistrationRefused};
 pub use self::reports::{HeartbeatGuard, HeartbeatRefused, HEARTBEAT_SKEW_SECONDS};

@@ -25,8 +25,10 @@ pub(super) fn retry_backoff() -> Backoff {
 /// Everything `prlx-node run` is told.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// `http://HOST:PORT`.
+    /// `https://HOST[:PORT]`, or `http://HOST:PORT` for a coordinator serving plain HTTP.
     pub coordinator: String,
+    /// The coordinator's TLS certificate (PEM) to trust alone; `None`: the system's roots.
+    pub coordinator_cert: Option<PathBuf>,
     /// The coordinator's log, e.g. `file:///var/lib/prlx/log`.
     pub log: String,
     /// The node's private key (PKCS#8 PEM); created on first start.

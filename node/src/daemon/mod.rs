@@ -101,7 +101,7 @@ pub async fn run(
         .as_deref()
         .map(read_pinned_key)
         .transpose()?;
-    let client = CoordinatorClient::new(&config.coordinator)?;
+    let client = CoordinatorClient::new(&config.coordinator, config.coordinator_cert.as_deref())?;
     let (log_url, feed) = follow_url(&config.log, node)?;
     if let Some(feed) = &feed {
         info!("reading this node's feed {feed}");

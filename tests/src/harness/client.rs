@@ -1,17 +1,44 @@
 //! What the tests do as a client of a running coordinator: HTTP exchanges, opening a returned
 //! result, and reading the log it writes (by URL, or from a reader the caller holds).
+//!
+//! Exchanges name the coordinator by its address, `HOST:PORT`. One that [`pin`] was told of
+//! (every coordinator [`ServeLaunch`](super::launch::ServeLaunch) starts with TLS) is spoken
+//! to over https, trusting only its certificate; any other over plain http.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use prlx_events::crypto::open_with_private_key;
+use prlx_events::endpoint::Endpoint;
 use prlx_events::log::{LogReader, LogUrl, Offset, Record};
 use prlx_events::{Hash32, NodeId, RequestId};
 use rsa::RsaPrivateKey;
 use serde_json::Value;
 
-/// One exchange with the coordinator at `addr` (`HOST:PORT`); `Err` when the connection fails
-/// (a killed server), so callers can tell "refused" from "answered".
+/// The addresses spoken to over https, with what each trusts.
+static PINNED: Mutex<BTreeMap<String, Endpoint>> = Mutex::new(BTreeMap::new());
+
+/// From now on, exchanges with `addr` (`HOST:PORT`: a coordinator, or a front that forwards
+/// to coordinators serving `cert`) go over https and trust only `cert` (PEM).
+pub fn pin(addr: &str, cert: &Path) {
+    let endpoint = Endpoint::new(&format!("https://{addr}"), Some(cert))
+        .unwrap_or_else(|e| panic!("{addr}: {e}"));
+    PINNED.lock().unwrap().insert(addr.to_owned(), endpoint);
+}
+
+/// How exchanges reach `addr`: https pinned as [`pin`] was told, else plain http.
+pub fn endpoint(addr: &str) -> Endpoint {
+    if let Some(pinned) = PINNED.lock().unwrap().get(addr) {
+        return pinned.clone();
+    }
+    Endpoint::new(&format!("http://{addr}"), None).unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// One exchange with the coordinator at `addr` (`HOST:PORT`; see [`endpoint`]); `Err` when
+/// the connection fails (a killed server), so callers can tell "refused" from "answered".
 pub async fn try_http(
     addr: &str,
     method: &str,
@@ -19,7 +46,7 @@ pub async fn try_http(
     body: Option<&Value>,
     idempotency_key: Option<&str>,
 ) -> Result<(u16, Value), String> {
-    prlx_commands::client::request(addr, method, path, body, idempotency_key)
+    prlx_commands::client::request(&endpoint(addr), method, path, body, idempotency_key)
         .await
         .map_err(|e| e.to_string())
 }
@@ -28,7 +55,7 @@ pub async fn try_http(
 /// `TestChain::read_token`): the reads of an account's balance and requests.
 pub async fn read(addr: &str, path: &str, authorization: &str) -> (u16, Value) {
     prlx_commands::client::request_with(
-        addr,
+        &endpoint(addr),
         "GET",
         path,
         None,

@@ -36,8 +36,10 @@ pub struct FileCluster {
     pub log_dir: PathBuf,
     pub keys: CoordinatorKeys,
     _coordinator: Proc,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// The coordinator's certificate, which its clients pin.
+    pub cert: PathBuf,
     client: CoordinatorClient,
     rt: tokio::runtime::Runtime,
     /// The key results are sealed for.
@@ -60,10 +62,12 @@ impl FileCluster {
             ..ServeLaunch::in_dir(dir.path(), &catalog_path, producer)
         };
         let (coordinator, addr) = launch.spawn("coordinator");
-        let url = format!("http://{addr}");
+        let url = format!("https://{addr}");
+        let cert = launch.cert();
         FileCluster {
-            client: CoordinatorClient::new(&url).unwrap(),
+            client: CoordinatorClient::new(&url, Some(&cert)).unwrap(),
             url,
+            cert,
             log_dir: dir.path().join("log"),
             dir,
             keys,
@@ -90,7 +94,13 @@ impl FileCluster {
     /// A node of this coordinator with the key file `key`: it reads this log and pins this
     /// coordinator's signing key.
     pub fn node_launch(&self, key: &Path) -> NodeLaunch {
-        NodeLaunch::new(&self.url, &self.log_url(), key, &self.keys.public)
+        NodeLaunch::new(
+            &self.url,
+            Some(&self.cert),
+            &self.log_url(),
+            key,
+            &self.keys.public,
+        )
     }
 
     /// Starts `prlx-node run` named `name` with a fresh key and `extra` arguments (a
@@ -132,7 +142,10 @@ impl FileCluster {
     /// `GET path` as the client's account, with its read-access token: the reads of its
     /// balance and its requests.
     pub fn read(&self, path: &str) -> (u16, Value) {
-        let addr = self.url.trim_start_matches("http://");
+        let addr = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, a)| a);
         self.rt.block_on(read(addr, path, &self.chain.read_token()))
     }
 

@@ -35,6 +35,10 @@ pub fn coordinator_command() -> Command {
             "PRLX_REWARD_MODE",
             "PRLX_LEASE_SESSION_MS",
             "PRLX_NODE_FEED_TOPIC",
+            "PRLX_TLS_CERT",
+            "PRLX_TLS_KEY",
+            "PRLX_TLS_DEV_DIR",
+            "PRLX_PLAIN_HTTP",
         ],
     )
 }
@@ -48,6 +52,7 @@ pub fn node_command() -> Command {
             "PRLX_LOG",
             "PRLX_NODE_KEY",
             "PRLX_COORDINATOR_KEY",
+            "PRLX_COORDINATOR_CERT",
         ],
     )
 }
@@ -76,7 +81,20 @@ pub fn node_run_to_exit(dir: &Path, key: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `prlx-coordinator serve` on a free loopback port.
+/// How a launched coordinator speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchTls {
+    /// TLS with the development certificate it makes (or finds) in
+    /// [`ServeLaunch::tls_dir`] (`--tls-dev-dir`).
+    Development,
+    /// TLS with these files (`--tls-cert`, `--tls-key`).
+    Given { cert: PathBuf, key: PathBuf },
+    /// `--plain-http`.
+    Plain,
+}
+
+/// `prlx-coordinator serve` on a free loopback port, over TLS with its development
+/// certificate unless told otherwise (`tls`).
 #[derive(Debug, Clone)]
 pub struct ServeLaunch {
     /// `--log`: `file://…` or `kafka://…`.
@@ -99,6 +117,8 @@ pub struct ServeLaunch {
     /// `--allowed-host`, each: the addresses of a front that forwards to the coordinator
     /// (its clients' `Host` names the front, not the coordinator).
     pub allowed_hosts: Vec<String>,
+    /// TLS, and with which certificate.
+    pub tls: LaunchTls,
     /// More arguments, last (`--rate-limit 0` for a load test, say).
     pub extra: Vec<String>,
 }
@@ -118,11 +138,31 @@ impl ServeLaunch {
             node_feed_topic: None,
             chain: Vec::new(),
             allowed_hosts: Vec::new(),
+            tls: LaunchTls::Development,
             extra: Vec::new(),
         }
     }
 
-    /// Starts it as `name`; returns once it listens, with its address (`127.0.0.1:PORT`).
+    /// `--tls-dev-dir`: `coordinator-tls/` beside the signing key (the binary's default too),
+    /// so instances sharing their keys (a Kafka standby) share the certificate as well.
+    pub fn tls_dir(&self) -> PathBuf {
+        let keys = self.signing_key.parent().unwrap_or(Path::new("."));
+        keys.join("coordinator-tls")
+    }
+
+    /// The certificate it serves, the one to pin (`--coordinator-cert`): the development
+    /// one once it has started, or the given one.
+    pub fn cert(&self) -> PathBuf {
+        match &self.tls {
+            LaunchTls::Development => self.tls_dir().join("cert.pem"),
+            LaunchTls::Given { cert, .. } => cert.clone(),
+            LaunchTls::Plain => panic!("a coordinator serving plain HTTP has no certificate"),
+        }
+    }
+
+    /// Starts it as `name`; returns once it listens, with its address (`127.0.0.1:PORT`),
+    /// which the kit's exchanges ([`super::client`]) then reach over https pinned to
+    /// [`cert`](Self::cert) (or plain http).
     pub fn spawn(&self, name: &str) -> (Proc, String) {
         let mut cmd = coordinator_command();
         cmd.arg("serve")
@@ -142,14 +182,28 @@ impl ServeLaunch {
         for host in &self.allowed_hosts {
             cmd.args(["--allowed-host", host]);
         }
+        match &self.tls {
+            LaunchTls::Development => cmd.arg("--tls-dev-dir").arg(self.tls_dir()),
+            LaunchTls::Given { cert, key } => {
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key)
+            }
+            LaunchTls::Plain => cmd.arg("--plain-http"),
+        };
         cmd.args(&self.extra);
         let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_line("listening on http://", STARTUP);
+        let listening = match self.tls {
+            LaunchTls::Plain => "listening on http://",
+            _ => "listening on https://",
+        };
+        let line = proc.wait_line(listening, STARTUP);
         let addr = line
             .trim()
-            .strip_prefix("listening on http://")
+            .strip_prefix(listening)
             .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"))
             .to_owned();
+        if self.tls != LaunchTls::Plain {
+            super::client::pin(&addr, &self.cert());
+        }
         (proc, addr)
     }
 }
@@ -158,8 +212,10 @@ impl ServeLaunch {
 /// models and ONNX Runtime found under the workspace root (scripts/setup-models.sh).
 #[derive(Debug, Clone)]
 pub struct NodeLaunch {
-    /// `--coordinator`: `http://HOST:PORT`.
+    /// `--coordinator`: `https://HOST:PORT` (or `http://` for a plain coordinator).
     pub coordinator: String,
+    /// `--coordinator-cert`: the coordinator's certificate to pin (https).
+    pub coordinator_cert: Option<PathBuf>,
     /// `--log`: the coordinator's log, or the node's feed on Kafka.
     pub log: String,
     /// `--key`: made on first start unless the test wrote one.
@@ -177,10 +233,18 @@ pub struct NodeLaunch {
 }
 
 impl NodeLaunch {
-    /// A node serving the tiny model, with the node's defaults for the rest.
-    pub fn new(coordinator: &str, log: &str, key: &Path, coordinator_key: &Path) -> NodeLaunch {
+    /// A node serving the tiny model, with the node's defaults for the rest; `coordinator`
+    /// is `https://…` pinned to `coordinator_cert`, or `http://…` without one.
+    pub fn new(
+        coordinator: &str,
+        coordinator_cert: Option<&Path>,
+        log: &str,
+        key: &Path,
+        coordinator_key: &Path,
+    ) -> NodeLaunch {
         NodeLaunch {
             coordinator: coordinator.to_owned(),
+            coordinator_cert: coordinator_cert.map(Path::to_owned),
             log: log.to_owned(),
             key: key.to_owned(),
             coordinator_key: coordinator_key.to_owned(),
@@ -206,6 +270,9 @@ impl NodeLaunch {
             .arg(workspace_root())
             .arg("--coordinator-key")
             .arg(&self.coordinator_key);
+        if let Some(cert) = &self.coordinator_cert {
+            cmd.arg("--coordinator-cert").arg(cert);
+        }
         if let Some(secs) = self.drain_secs {
             cmd.args(["--drain-secs", &secs.to_string()]);
         }

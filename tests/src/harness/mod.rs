@@ -18,8 +18,10 @@
 //! - [`inproc`]: the coordinator's shell opened in the test's own process, on a file log.
 //! - [`chain`]: [`TestChain`](chain::TestChain), a private anvil with the contracts deployed,
 //!   where tests buy credits as a client does.
-//! - [`launch`]: `prlx-coordinator serve` and `prlx-node run`, on a file log or on Kafka.
-//! - [`client`]: HTTP exchanges with a coordinator, opening a result, reading a log.
+//! - [`launch`]: `prlx-coordinator serve` (over TLS with its development certificate unless
+//!   told otherwise) and `prlx-node run` (pinning it), on a file log or on Kafka.
+//! - [`client`]: HTTP exchanges with a coordinator (https, pinned to the certificate of each
+//!   one started), opening a result, reading a log.
 //! - [`cluster`]: [`FileCluster`](cluster::FileCluster), one coordinator on a fresh file log
 //!   for tests that add nodes to it.
 

@@ -1,6 +1,7 @@
 //! A child process of a test: its stdout and stderr lines collected (and echoed, prefixed
 //! with its name, to the test's output), waited on for a line or its exit, signalled, and
-//! killed when the test is done with it or fails.
+//! killed when the test is done with it or fails; and the CPU time a process has spent, for
+//! the benches.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -158,4 +159,33 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time of each live thread of `pid` so far, in ns (Linux `schedstat`; empty elsewhere).
+pub fn cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse().ok()) {
+                out.insert(task.file_name().to_string_lossy().into_owned(), ns);
+            }
+        }
+    }
+    out
+}
+
+/// CPU ms between two [`cpu_ns`] snapshots: threads that ended in between are left out (a
+/// short-lived resolver thread would otherwise read as negative time).
+pub fn cpu_ms(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> f64 {
+    let ns: u64 = after
+        .iter()
+        .map(|(tid, &ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    ns as f64 / 1e6
 }
