@@ -257,7 +257,7 @@ async fn a_submission_signed_by_another_key_is_refused_on_the_topic() {
         ..
     } = &running;
     let mut forged: serde_json::Value =
-        serde_json::from_str(&body("Spend someone else's credit", &pem, "theft-1")).unwrap();
+        serde_json::from_str(&body("Spend someone else's credit", pem, "theft-1")).unwrap();
     let stranger = prlx_commands::testkit::accounts::key("outsider");
     forged["idempotency_key"] = "theft-1".into();
     prlx_commands::testkit::accounts::sign_body_as(
@@ -307,7 +307,7 @@ async fn a_delegates_records_are_charged_within_its_limit_and_refused_past_it() 
     );
     for (reference, prompt) in [("via-1", "First?"), ("via-2", "Second?")] {
         let record =
-            prlx_tests::intake::delegated_body(prompt, &pem, reference, "gateway", &delegation);
+            prlx_tests::intake::delegated_body(prompt, pem, reference, "gateway", &delegation);
         kcat_publish(&bootstrap, &config.submissions_topic, reference, &record);
     }
     let answers = kcat_read(&bootstrap, &config.replies_topic, 2);
