@@ -42,7 +42,9 @@ fn a_gateway_spends_under_its_delegation_within_the_limit_and_no_further() {
     let gateway_address = prlx_chain::record::hex0x(gateway.address().as_slice());
     let client = || {
         let mut cmd = Command::new(workspace_bin("prlx-client"));
-        cmd.args(["--coordinator", &cluster.url]);
+        cmd.args(["--coordinator", &cluster.url])
+            .arg("--coordinator-cert")
+            .arg(&cluster.cert);
         cmd
     };
 
