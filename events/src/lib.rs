@@ -53,6 +53,7 @@ pub mod log;
 pub mod onchain;
 pub mod protocol;
 pub mod pss;
+pub mod rewards;
 pub mod schema;
 pub mod seal;
 pub mod upcast;
