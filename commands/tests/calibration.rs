@@ -171,7 +171,7 @@ fn a_lowering_nothing_measured_is_refused() {
 }
 
 #[test]
-fn short_results_and_tier_one_are_not_measured() {
+fn short_results_are_not_measured() {
     let mut h = history();
     // 15 tokens over 10 s: too short to time; the run does not move.
     for (id, at) in [(0, 0), (1, 20), (2, 40), (3, 60)] {

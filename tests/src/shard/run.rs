@@ -175,7 +175,7 @@ impl World {
                     // The home spends from its own balance: no lease.
                     self.serve_waiting(to, account, now);
                 } else if available >= need {
-                    let want = need.max(self.chunk(account));
+                    let want = need.max(self.chunk());
                     let amount = want.min(available);
                     self.home_available[account] -= amount;
                     self.in_flight[account] += amount;
@@ -256,7 +256,7 @@ impl World {
     /// serves from this one, so a busy account's requests do not wait for it.
     fn refill_ahead(&mut self, shard: usize, account: usize, now: u64) {
         if shard == self.home(account)
-            || self.lease[shard][account] >= self.chunk(account) / 2
+            || self.lease[shard][account] >= self.chunk() / 2
             || !self.refilling.insert((shard, account))
         {
             return;
@@ -282,7 +282,7 @@ impl World {
     }
 
     /// A lease's size: enough for `lease_prices` typical requests.
-    fn chunk(&self, _account: usize) -> u64 {
+    fn chunk(&self) -> u64 {
         self.p.lease_prices * TYPICAL_PRICE
     }
 
