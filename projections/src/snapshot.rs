@@ -117,6 +117,15 @@ pub async fn catch_up<S: Projection, R: LogReader>(
     fold: &mut Fold<S>,
     reader: &R,
 ) -> Result<(), SnapshotError> {
+    catch_up_observed(fold, reader, |_, _| {}).await
+}
+
+/// As [`catch_up`], calling `seen` after each record is folded, with the fold and the record.
+pub async fn catch_up_observed<S: Projection, R: LogReader>(
+    fold: &mut Fold<S>,
+    reader: &R,
+    mut seen: impl FnMut(&Fold<S>, &Envelope),
+) -> Result<(), SnapshotError> {
     loop {
         let records = reader.read(fold.next_offset(), 4096).await?;
         if records.is_empty() {
@@ -128,6 +137,7 @@ pub async fn catch_up<S: Projection, R: LogReader>(
                 source,
             })?;
             fold.feed(r.offset, &env)?;
+            seen(fold, &env);
         }
     }
 }

@@ -159,7 +159,7 @@ impl Projection for CoordinatorState {
     /// 16: uptime only while a node serves a catalog model (`Settlement::catalog`,
     /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
     /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
-    const FOLD_VERSION: u32 = 16;
+    const FOLD_VERSION: u32 = 17;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -281,6 +281,8 @@ impl CoordinatorState {
                     replica_class: None,
                     refused: BTreeMap::new(),
                     delegation,
+                    idempotency_key: r.idempotency_key.clone(),
+                    settled_seq: None,
                 };
                 req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
                 self.requests.insert(r.request_id, req);

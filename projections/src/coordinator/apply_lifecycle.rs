@@ -46,6 +46,7 @@ impl CoordinatorState {
         if matches!(next, RequestPhase::Exhausted) {
             self.batch.owe(Owed::Failure(id));
         }
+        let settles = super::finished::settles(&next);
         let left = self.request_mut(env, id)?.enter(next);
         self.unindex_phase(id, &left);
         self.index_phase(id);
@@ -58,6 +59,9 @@ impl CoordinatorState {
             if let Some(node) = now {
                 self.update_node(env, node, |n| n.busy += 1)?;
             }
+        }
+        if settles && !super::finished::settles(&left) {
+            self.settled(id);
         }
         Ok(left)
     }

@@ -17,6 +17,7 @@
 //! - `apply_refusal`: the fold's arm of a node declining a dispatch.
 //! - `apply_lifecycle`: the fold's side of the lifecycle: a request moved to the phase the
 //!   table gives, with the scheduler's indexes in step.
+//! - [`finished`]: settled requests leave the state after a window; their summaries.
 //! - `batch`: what a decision's batch owes until it ends ([`OpenBatch`]).
 //! - [`delegation`]: who may charge an account (its key, or a delegate within its limit and
 //!   life), for `decide` and the fold, and what each delegation has spent.
@@ -33,6 +34,7 @@ mod apply_validation;
 pub mod batch;
 pub mod calibration;
 pub mod delegation;
+pub mod finished;
 pub mod heartbeat;
 pub mod lifecycle;
 pub mod registration;
@@ -45,6 +47,7 @@ pub use self::apply_chain::{
 };
 pub use self::batch::OpenBatch;
 pub use self::delegation::ConsentProblem;
+pub use self::finished::{RequestSummary, FINISHED_WINDOW};
 pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
     TransitionError, ValidationOutcome, Wait,

@@ -1,7 +1,7 @@
 //! [`CoordinatorState`]: everything intake, scheduling, validation and settlement decide
 //! against, and the catalog's settings with their defaults.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::*;
@@ -72,8 +72,17 @@ pub struct CoordinatorState {
     /// (no `UsageSettled` observed): epoch -> income in credits. Within the same window.
     #[serde(default)]
     pub usage_due: BTreeMap<u64, u64>,
+    /// Requests whose work is open, and the last [`FINISHED_WINDOW`] settled (see `finished`).
+    ///
+    /// [`FINISHED_WINDOW`]: crate::coordinator::FINISHED_WINDOW
     pub requests: BTreeMap<RequestId, RequestView>,
-    /// account -> Idempotency-Key -> the request it created.
+    /// The settled requests still in `requests`, oldest first.
+    #[serde(default)]
+    pub finished: VecDeque<RequestId>,
+    /// Requests settled since the log began.
+    #[serde(default)]
+    pub settled_total: u64,
+    /// account -> Idempotency-Key -> the request it created, for the requests in `requests`.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
     /// account -> a delegation's EIP-712 hash -> what its requests hold of its limit (see
     /// `delegation`): only delegations a request was accepted under.

@@ -96,6 +96,12 @@ pub struct RequestView {
     /// its refunds give the delegation's limit back.
     #[serde(default)]
     pub delegation: Option<Hash32>,
+    /// The Idempotency-Key it was accepted under: it leaves the state with the request.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Its place among settlements, once settled (see `finished`).
+    #[serde(default)]
+    pub settled_seq: Option<u64>,
 }
 
 /// What a replica must share with the primary to be compared with it: the execution class,
