@@ -160,6 +160,9 @@ pub struct CoordinatorHandle {
     tx: mpsc::Sender<Message>,
     /// What submissions are signed under (the coordinator's, copied at spawn).
     consent: crate::consent::ConsentDomain,
+    /// The request index of settled requests that left the state (the coordinator's, copied
+    /// at spawn), for reads.
+    index: Option<crate::index::IndexWriter>,
 }
 
 /// Starts the actor on the current Tokio runtime. The task ends when every handle is dropped
@@ -167,8 +170,9 @@ pub struct CoordinatorHandle {
 pub fn spawn(coordinator: Coordinator) -> (CoordinatorHandle, JoinHandle<Result<(), ShellError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let consent = coordinator.consent_domain();
+    let index = coordinator.index().cloned();
     let task = tokio::spawn(run(coordinator, rx));
-    (CoordinatorHandle { tx, consent }, task)
+    (CoordinatorHandle { tx, consent, index }, task)
 }
 
 /// The longest the actor sleeps without looking at the clock, so deadlines are noticed
@@ -440,6 +444,11 @@ impl CoordinatorHandle {
         f: impl FnOnce(&CoordinatorState) -> T + Send + 'static,
     ) -> Result<T, ActorError> {
         self.read(move |fold| f(&fold.state)).await
+    }
+
+    /// The request index, when the coordinator keeps one.
+    pub fn index(&self) -> Option<&crate::index::IndexWriter> {
+        self.index.as_ref()
     }
 
     /// Resolves once the actor has stopped (for any reason).

@@ -79,6 +79,17 @@ impl AppError {
         Self::new(StatusCode::NOT_FOUND, code, Some(field), message)
     }
 
+    /// 503 `index_unavailable`: the request index cannot answer now (it is behind, or its
+    /// writer failed); a retry may succeed.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_unavailable",
+            None,
+            message,
+        )
+    }
+
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, message)
     }

@@ -19,6 +19,8 @@
 //!   and its OpenAPI document.
 //! - `kafka_intake` (feature `kafka`): submissions consumed from a Kafka topic, answers
 //!   produced to a reply topic.
+//! - [`index`]: the request index: settled requests that have left the state, on disk,
+//!   for reads and retries at any age.
 //! - [`settle`]: staking, reward mode and reward-epoch commands.
 //! - [`shell`]: the [`Coordinator`](shell::Coordinator): recovery, stamping, append, apply;
 //!   housekeeping; result reports and heartbeats checked; the storage and signing keys.
@@ -45,6 +47,7 @@ pub mod error;
 pub mod failover;
 pub mod feeds;
 pub mod http;
+pub mod index;
 #[cfg(feature = "kafka")]
 pub mod kafka_intake;
 pub mod settle;

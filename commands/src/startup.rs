@@ -81,6 +81,26 @@ pub struct OpenOptions {
     pub catalog: PathBuf,
     pub rewards: RewardOptions,
     pub producer: String,
+    /// Where the request index of settled requests is kept (`None`: not kept; a request
+    /// that has left the state is then not found).
+    pub index_dir: Option<PathBuf>,
+}
+
+/// The request index's directory beside the storage key (the coordinator's other files),
+/// one per producer (instances of one deployment each keep their own): `coordinator-index/`.
+pub fn index_dir(key_file: &Path, producer: &str) -> PathBuf {
+    let parent = key_file.parent().unwrap_or(Path::new(""));
+    let name: String = producer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    parent.join("coordinator-index").join(name)
 }
 
 /// What serving takes besides [`OpenOptions`].
@@ -256,7 +276,8 @@ pub fn feed_topics(log: &str, template: Option<&str>) -> Result<Option<FeedTopic
 pub async fn open_coordinator(o: &OpenOptions) -> Result<Coordinator, StartupError> {
     let url = LogUrl::parse(&o.log)?;
     let key = load_or_create_key(&o.key_file)?;
-    let mut coord = Coordinator::open(&url, &o.producer, key).await?;
+    let mut coord =
+        Coordinator::open_indexed(&url, &o.producer, key, o.index_dir.as_deref()).await?;
     tracing::info!(
         "log {}: recovered {} records",
         o.log,

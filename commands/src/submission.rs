@@ -176,6 +176,7 @@ pub fn submission_from_body(
         client_pubkey: body.client_pubkey,
         payload_hash,
         // Filled in by the actor, which holds the storage key.
+        earlier: None,
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: Some(consent),
@@ -252,6 +253,13 @@ impl SubmissionAnswer {
             // Answered in the same turn as the append: the newest request is this one.
             Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
             Outcome::Refused(_) => None,
+            Outcome::EarlierRequest { request_id, price } => {
+                return Ok(SubmissionAccepted {
+                    request_id: request_id.0,
+                    status: "accepted".into(),
+                    price: *price,
+                })
+            }
         };
         match id.and_then(|id| state.requests.get(&id).map(|r| (id, r.price))) {
             Some((id, price)) => Ok(SubmissionAccepted {

@@ -73,6 +73,7 @@ pub async fn run(
         credit_account: account.clone(),
         client_pubkey: String::new(),
         payload_hash: Hash32::of(prompt.as_bytes()),
+        earlier: None,
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: None,
@@ -184,6 +185,9 @@ fn describe(o: &Outcome) -> String {
     match o {
         Outcome::Appended(r) => format!("recorded at offsets {}..{}", r.start, r.end),
         Outcome::Unchanged => "already recorded, nothing new".into(),
+        Outcome::EarlierRequest { request_id, .. } => {
+            format!("a retry of request {}, settled earlier", request_id.0)
+        }
         Outcome::Rejected { rejection, offset } => format!(
             "rejected {} ({}): {}{}",
             serde_json::to_value(rejection.code)

@@ -91,6 +91,12 @@ enum Cmd {
         /// This writer's producer id on the log.
         #[arg(long, env = "PRLX_PRODUCER", default_value = "coordinator/1")]
         producer: String,
+        /// Where the request index is kept: settled requests that have left the
+        /// coordinator's memory, for reads and late retries. Derived from the log: made,
+        /// caught up or rebuilt from it at start (delete it to rebuild).
+        /// [default: coordinator-index/<producer> beside --key-file]
+        #[arg(long, env = "PRLX_INDEX_DIR", value_name = "DIR")]
+        index_dir: Option<PathBuf>,
         /// The coordinator's RSA signing key (PKCS#8 PEM, mode 0600; a 3072-bit key is
         /// created on first start). It signs the session grants that let nodes read their
         /// dispatches; its public half goes on the log for nodes and auditors.
@@ -103,7 +109,7 @@ enum Cmd {
         #[command(flatten)]
         lease: LeaseArgs,
         #[command(flatten)]
-        intake: IntakeArgs,
+        intake: Box<IntakeArgs>,
         #[command(flatten)]
         feeds: FeedArgs,
         #[command(flatten)]
@@ -394,6 +400,7 @@ async fn main() -> anyhow::Result<()> {
                 catalog,
                 rewards: rewards.options(),
                 producer,
+                index_dir: None,
             };
             Ok(tour::run(&open, requests, &mut std::io::stdout()).await?)
         }
@@ -404,6 +411,7 @@ async fn main() -> anyhow::Result<()> {
             catalog,
             rewards,
             producer,
+            index_dir,
             signing_key,
             lease,
             intake,
@@ -426,6 +434,9 @@ async fn main() -> anyhow::Result<()> {
                 signing_key,
                 lease_session: std::time::Duration::from_millis(lease.lease_session_ms),
                 open: OpenOptions {
+                    index_dir: Some(
+                        index_dir.unwrap_or_else(|| startup::index_dir(&key_file, &producer)),
+                    ),
                     log,
                     key_file,
                     catalog,

@@ -198,6 +198,9 @@ pub struct Submission {
     pub payload_hash: Hash32,
     /// The hash of the payload bytes the coordinator received.
     pub computed_payload_hash: Hash32,
+    /// Put in by the shell: the settled request that left the state under the same
+    /// idempotency key, from the request index (`None` when there is none, or no key).
+    pub earlier: Option<Box<prlx_projections::coordinator::RequestSummary>>,
     pub sealed_payload: Sealed,
     /// Who signed it, as intake checked (`None`: unsigned, refused).
     pub consent: Option<prlx_events::event::Consent>,

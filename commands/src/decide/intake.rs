@@ -192,18 +192,23 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
         return Err(refused(p));
     }
     if let Some(key) = &s.idempotency_key {
-        if let Some(earlier) = state.request_for_key(&s.credit_account, key) {
+        // The request made under this key: in the state, or (settled and retired) as the
+        // shell found it in the request index.
+        let earlier = state
+            .request_for_key(&s.credit_account, key)
+            .and_then(|id| state.summary(id))
+            .or_else(|| s.earlier.as_deref().cloned());
+        if let Some(earlier) = earlier {
             // A retry asks for the same thing and gets the request already accepted; the
             // same key for something else is a client's mistake, not a retry.
-            if let Some(field) = state
-                .requests
-                .get(&earlier)
-                .and_then(|r| differs_from(r, &s))
-            {
+            if let Some(field) = differs_from(&earlier, &s) {
                 return Err(Rejection::new(
                     IdempotencyConflict,
                     Some("Idempotency-Key"),
-                    format!("already used by request {} with another {field}", earlier.0),
+                    format!(
+                        "already used by request {} with another {field}",
+                        earlier.request_id.0
+                    ),
                 ));
             }
             return Ok(vec![]);
@@ -298,7 +303,7 @@ fn refused(p: ConsentProblem) -> Rejection {
 
 /// The first field in which `s` asks for something else than the request `r` its key created.
 fn differs_from(
-    r: &prlx_projections::coordinator::RequestView,
+    r: &prlx_projections::coordinator::RequestSummary,
     s: &Submission,
 ) -> Option<&'static str> {
     if r.model != s.model {

@@ -103,7 +103,8 @@ pub(super) async fn register_node(
     });
     match coordinator.execute_command(command).await? {
         Outcome::Appended(_) => Ok((StatusCode::CREATED, answer)),
-        Outcome::Unchanged => Ok((StatusCode::OK, answer)),
+        // Only a submission comes to an earlier request.
+        Outcome::Unchanged | Outcome::EarlierRequest { .. } => Ok((StatusCode::OK, answer)),
         Outcome::Rejected { rejection, .. } => Err(AppError::from(rejection)),
         Outcome::Refused(m) => Err(AppError::internal(m)),
     }
@@ -178,7 +179,9 @@ pub(super) async fn node_heartbeat(
         })
         .await?
     {
-        Outcome::Appended(_) | Outcome::Unchanged => Ok(StatusCode::NO_CONTENT),
+        Outcome::Appended(_) | Outcome::Unchanged | Outcome::EarlierRequest { .. } => {
+            Ok(StatusCode::NO_CONTENT)
+        }
         Outcome::Rejected { rejection, .. } => Err(rejection.into()),
         Outcome::Refused(m) => Err(AppError::internal(m)),
     }
@@ -282,7 +285,7 @@ async fn report_outcome(
         Outcome::Appended(_) => Ok(Json(ReportOutcome {
             outcome: "recorded".into(),
         })),
-        Outcome::Unchanged => Ok(Json(ReportOutcome {
+        Outcome::Unchanged | Outcome::EarlierRequest { .. } => Ok(Json(ReportOutcome {
             outcome: "duplicate".into(),
         })),
         Outcome::Rejected { rejection, .. } => Err(rejection.into()),

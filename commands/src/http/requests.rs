@@ -6,6 +6,7 @@ use axum::Json;
 use base64::Engine as _;
 use prlx_events::event::IntakeSource;
 use prlx_events::RequestId;
+use prlx_projections::coordinator::RequestSummary;
 
 use crate::actor::CoordinatorHandle;
 
@@ -96,51 +97,69 @@ pub(super) async fn get_request(
     let id: u64 = id
         .parse()
         .map_err(|_| AppError::malformed("request_id", format!("{id:?} is not a request id")))?;
-    coordinator
+    let not_found =
+        || AppError::not_found("unknown_request", "request_id", format!("no request {id}"));
+    let account = reader.account.clone();
+    let (summary, retired_through, issued) = coordinator
         .read_state(move |state| {
             may_read(state, &reader)?;
-            let r = state
-                .requests
-                .get(&RequestId(id))
-                .filter(|r| r.account == reader.account);
-            let Some(r) = r else {
-                return Ok::<_, AppError>(None);
-            };
-            Ok(Some(RequestStatusBody {
-                request_id: id,
-                status: serde_json::to_value(r.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                price: r.price,
-                reserved: r.reserved,
-                charged: r.charged,
-                model: r.model.clone(),
-                hardware_tier: r.hardware_tier,
-                priority: r.priority.into(),
-                attempts: r.attempts,
-                stage: if r.validating() {
-                    "validating"
-                } else if r.queued.is_some() {
-                    "queued"
-                } else if r.running.is_some() {
-                    "running"
-                } else {
-                    "done"
-                }
-                .into(),
-                validation: r.outcome().map(|o| o.as_str().to_owned()),
-                result: r.result.as_ref().map(|res| ResultBodyOut {
-                    sealed_for_client: base64::engine::general_purpose::STANDARD
-                        .encode(&res.sealed_for_client.0),
-                    poe: res.poe.to_hex(),
-                    node_id: res.node.0.to_hex(),
-                }),
-            }))
+            Ok::<_, AppError>((
+                state.summary(RequestId(id)),
+                state.retired_through(),
+                id < state.next_request_id,
+            ))
         })
-        .await??
-        .map(Json)
-        .ok_or_else(|| {
-            AppError::not_found("unknown_request", "request_id", format!("no request {id}"))
-        })
+        .await??;
+    let summary = match summary {
+        Some(s) => Some(s),
+        // Settled and retired from the state: the request index has it, once it holds every
+        // settlement the state has let go of.
+        None if issued => match coordinator.index() {
+            Some(index) => {
+                index
+                    .wait_for(retired_through, INDEX_READ_WAIT)
+                    .await
+                    .map_err(AppError::unavailable)?;
+                let store = index.index().clone();
+                tokio::task::spawn_blocking(move || store.get(RequestId(id)))
+                    .await
+                    .map_err(|e| AppError::internal(e.to_string()))?
+                    .map_err(|e| AppError::internal(e.to_string()))?
+            }
+            None => None,
+        },
+        None => None,
+    };
+    summary
+        .filter(|s| s.account == account)
+        .map(|s| Json(status_body(&s)))
+        .ok_or_else(not_found)
+}
+
+/// How long a read waits for the request index to catch up with what the state retired.
+const INDEX_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn status_body(s: &RequestSummary) -> RequestStatusBody {
+    RequestStatusBody {
+        request_id: s.request_id.0,
+        status: serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        price: s.price,
+        reserved: s.reserved,
+        charged: s.charged,
+        model: s.model.clone(),
+        hardware_tier: s.hardware_tier,
+        priority: s.priority.into(),
+        attempts: s.attempts,
+        stage: s.stage.clone(),
+        validation: s.validation.clone(),
+        result: s.result.as_ref().map(|res| ResultBodyOut {
+            sealed_for_client: base64::engine::general_purpose::STANDARD
+                .encode(&res.sealed_for_client.0),
+            poe: res.poe.to_hex(),
+            node_id: res.node.0.to_hex(),
+        }),
+    }
 }

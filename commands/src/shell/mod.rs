@@ -14,6 +14,7 @@
 //! - `seal`: the log's hash chain recovered at start, and when a `LogSealed` is due.
 
 mod housekeeping;
+mod indexing;
 mod keys;
 mod payload;
 mod registration;
@@ -38,6 +39,7 @@ use rsa::RsaPrivateKey;
 
 use crate::decide::{decide, Command, Rejection};
 use crate::encoder::{Encoder, SideSender};
+use crate::index::IndexWriter;
 
 pub(crate) use self::keys::check_owner_only;
 pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY_BITS};
@@ -62,6 +64,12 @@ pub enum ShellError {
     /// deciding on would only fail at the first record written.
     #[error("the log at offset {offset:?}: {reason}")]
     Unfinished { offset: Option<u64>, reason: String },
+    #[error(transparent)]
+    IndexStore(#[from] crate::index::IndexError),
+    /// The index writer failed or fell behind: answering a retry without it could accept a
+    /// duplicate.
+    #[error("request index: {0}")]
+    Index(String),
 }
 
 /// A command decided and applied, its events on their way to the log.
@@ -102,6 +110,9 @@ pub enum Outcome {
     Appended(std::ops::Range<Offset>),
     /// Nothing to do (a retry of something already recorded).
     Unchanged,
+    /// A retry of a submission whose request has settled and left the state: nothing
+    /// recorded; its id and price, as the request index holds them.
+    EarlierRequest { request_id: RequestId, price: u64 },
     /// Refused; a refused submission is recorded at `offset`.
     Rejected {
         rejection: Rejection,
@@ -146,6 +157,11 @@ pub struct Coordinator {
     money_from_chain_only: bool,
     /// What submissions are signed under (its chain and CreditEscrow).
     consent: crate::consent::ConsentDomain,
+    /// Where settled requests go when they leave the state (`None`: not kept; tests).
+    index: Option<IndexWriter>,
+    /// Set when the log was empty at start: the index records the log's identity with the
+    /// first record this coordinator stages.
+    index_needs_log_id: bool,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -178,9 +194,29 @@ impl Coordinator {
         producer: impl Into<String>,
         key: StorageKey,
     ) -> Result<Self, ShellError> {
+        Self::open_indexed(url, producer, key, None).await
+    }
+
+    /// As [`Coordinator::open`], keeping settled requests that leave the state in the request
+    /// index in `index_dir` (made, caught up or rebuilt from the log as it is folded).
+    pub async fn open_indexed(
+        url: &LogUrl,
+        producer: impl Into<String>,
+        key: StorageKey,
+        index_dir: Option<&std::path::Path>,
+    ) -> Result<Self, ShellError> {
         let writer = std::sync::Arc::new(url.open_writer()?);
         let mut fold = Fold::<CoordinatorState>::default();
-        catch_up(&mut fold, &writer.reader()).await?;
+        let (index, index_needs_log_id) = match index_dir {
+            Some(dir) => {
+                let (w, empty) = indexing::open_and_fold(dir, &writer.reader(), &mut fold).await?;
+                (Some(w), empty)
+            }
+            None => {
+                catch_up(&mut fold, &writer.reader()).await?;
+                (None, false)
+            }
+        };
         if let Some(reason) = fold.state.unfinished_batch() {
             return Err(ShellError::Unfinished {
                 offset: fold.last_offset,
@@ -213,6 +249,8 @@ impl Coordinator {
             seals: seal::SealClock::default(),
             money_from_chain_only: false,
             consent: crate::consent::ConsentDomain::default(),
+            index,
+            index_needs_log_id,
         })
     }
 
@@ -273,6 +311,11 @@ impl Coordinator {
 
     pub fn state_fold(&self) -> &Fold<CoordinatorState> {
         &self.fold
+    }
+
+    /// The request index's writer, when settled requests are kept in one.
+    pub fn index(&self) -> Option<&IndexWriter> {
+        self.index.as_ref()
     }
 
     pub fn writer(&self) -> &AnyWriter {
@@ -339,13 +382,23 @@ impl Coordinator {
                 durable: None,
             });
         }
+        if let Some(index) = &self.index {
+            indexing::look_up_earlier(index, &self.fold.state, &mut command)?;
+        }
         let audit = match &command {
             Command::SubmitRequest(s) => Some((s.idempotency_key.clone(), s.source.clone())),
             _ => None,
         };
+        let earlier = match &command {
+            Command::SubmitRequest(s) => s.earlier.as_ref().map(|e| Outcome::EarlierRequest {
+                request_id: e.request_id,
+                price: e.price,
+            }),
+            _ => None,
+        };
         match decide(&self.fold.state, command) {
             Ok(events) if events.is_empty() => Ok(Staged {
-                outcome: Outcome::Unchanged,
+                outcome: earlier.unwrap_or(Outcome::Unchanged),
                 durable: None,
             }),
             Ok(events) => Ok(Staged {
@@ -449,6 +502,17 @@ impl Coordinator {
             self.fold.apply_own(&env).map_err(ShellError::OwnFold)?;
             self.next_sequence += 1;
             staged.push(env);
+        }
+        if let Some(index) = &self.index {
+            if std::mem::take(&mut self.index_needs_log_id) {
+                if let Some(first) = staged.first() {
+                    index
+                        .index()
+                        .set_log_id(&first.header.event_id.to_string())?;
+                }
+            }
+            let settled = staged.iter().filter_map(|e| indexing::settles(&e.event));
+            index.send(indexing::summaries(&self.fold.state, settled, 0));
         }
         if std::mem::take(&mut self.riding) {
             let (append, side) = self.encoder.append_riding(staged);

@@ -190,6 +190,7 @@ pub fn unsigned_submission(model: &str, payload: &[u8]) -> Submission {
         credit_account: account(),
         client_pubkey: String::new(),
         payload_hash: Hash32::of(payload),
+        earlier: None,
         computed_payload_hash: Hash32::of(payload),
         sealed_payload: Sealed(Vec::new()),
         consent: None,

@@ -1,0 +1,211 @@
+//! Settled requests leave the coordinator's state after `FINISHED_WINDOW` settlements; the
+//! request index answers for them after that: their summaries, and their idempotency keys (a
+//! retry at any age gets its request, never a second one). The index is rebuilt from the log
+//! when it is missing, damaged or another log's.
+//!
+//! The requests settle the cheap way, through the shell's own housekeeping: no node serves
+//! their model, so once the catalog's `node_timeout_seconds` (1 s here) has passed they fail
+//! and are refunded in full.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use prlx_commands::decide::Command;
+use prlx_commands::shell::{Coordinator, Outcome, ShellError};
+use prlx_commands::testkit::fixtures::{account, catalog, model, unsigned_submission};
+use prlx_events::event::RejectionCode;
+use prlx_events::log::{LogError, LogUrl};
+use prlx_events::seal::StorageKey;
+use prlx_events::{Hash32, RequestId};
+use prlx_projections::coordinator::{RequestStatus, FINISHED_WINDOW};
+
+/// More than the window by this many: the first `OVER` requests leave the state.
+const OVER: usize = 40;
+
+fn url(dir: &Path) -> LogUrl {
+    LogUrl::parse(&format!("file://{}", dir.join("log").display())).unwrap()
+}
+
+/// Housekeeping runs only with a signing key (it grants sessions first).
+fn signing_key() -> rsa::RsaPrivateKey {
+    static KEY: std::sync::OnceLock<rsa::RsaPrivateKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap())
+        .clone()
+}
+
+/// Opens the coordinator on `dir`'s log and index. One dropped just before still holds the
+/// log's lock for a moment (its encoder thread lets go after the drop): tried again.
+async fn open(dir: &Path) -> Coordinator {
+    for _ in 0..500 {
+        let opened = Coordinator::open_indexed(
+            &url(dir),
+            "coordinator/1",
+            StorageKey::from_bytes([7; 32]),
+            Some(&dir.join("index")),
+        )
+        .await;
+        match opened {
+            Err(ShellError::Log(LogError::Locked { .. })) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            opened => return opened.unwrap().with_signing_key(signing_key()),
+        }
+    }
+    panic!("the log stayed locked")
+}
+
+fn submit(i: usize, max_tokens: u32) -> Command {
+    let mut s = unsigned_submission("chat", format!("prompt {i}").as_bytes());
+    s.idempotency_key = Some(format!("key-{i}"));
+    s.max_tokens = max_tokens;
+    Command::SubmitRequest(Box::new(s.signed()))
+}
+
+/// A log with `FINISHED_WINDOW + OVER` requests accepted and settled (failed: no node).
+async fn settled_log(dir: &Path) -> Coordinator {
+    let mut coord = open(dir).await;
+    let mut cat = catalog(vec![model("chat", Hash32([1; 32]))]);
+    cat.node_timeout_seconds = 1;
+    coord.execute(Command::PublishCatalog(cat)).await.unwrap();
+    coord
+        .execute(Command::DepositCredits {
+            account: account(),
+            tx_ref: "0x1".into(),
+            amount: 1_000_000_000,
+        })
+        .await
+        .unwrap();
+    for i in 0..FINISHED_WINDOW + OVER {
+        let outcome = coord.execute(submit(i, 16)).await.unwrap();
+        assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    coord.housekeeping(Utc::now()).await.unwrap();
+    assert_eq!(
+        coord.state().settled_total() as usize,
+        FINISHED_WINDOW + OVER,
+        "every request settled"
+    );
+    coord
+}
+
+async fn synced(coord: &Coordinator) {
+    coord.index().unwrap().sync().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coord = settled_log(dir.path()).await;
+    synced(&coord).await;
+    let state = coord.state();
+    // Then the state keeps only the window of settled requests
+    assert_eq!(state.requests.len(), FINISHED_WINDOW);
+    assert!(!state.requests.contains_key(&RequestId(0)));
+    assert!(state.requests.contains_key(&RequestId(OVER as u64)));
+    assert!(state.request_for_key(&account(), "key-0").is_none());
+    // And the index holds the ones that left, as a reader sees them
+    let index = coord.index().unwrap().index().clone();
+    for id in 0..OVER as u64 {
+        let s = index.get(RequestId(id)).unwrap().expect("in the index");
+        assert_eq!(s.request_id, RequestId(id));
+        assert_eq!(s.status, RequestStatus::Failed);
+        assert_eq!((s.reserved, s.charged), (0, 0), "refunded in full");
+        assert_eq!(s.stage, "done");
+        assert_eq!(s.settled_seq, Some(id + 1));
+    }
+    // When request 0 is submitted again under its key
+    let end = coord.state_fold().next_offset();
+    let again = coord.execute(submit(0, 16)).await.unwrap();
+    // Then it is the same request, and nothing is recorded
+    assert!(
+        matches!(
+            again,
+            Outcome::EarlierRequest {
+                request_id: RequestId(0),
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(coord.state_fold().next_offset(), end);
+    // And the same key for something else is refused, naming the field that differs
+    match coord.execute(submit(0, 17)).await.unwrap() {
+        Outcome::Rejected { rejection, .. } => {
+            assert_eq!(rejection.code, RejectionCode::IdempotencyConflict);
+            assert!(
+                rejection
+                    .message
+                    .contains("request 0 with another max_tokens"),
+                "{}",
+                rejection.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // And a key in the window is still answered from the state
+    let last = (FINISHED_WINDOW + OVER - 1) as u64;
+    assert!(matches!(
+        coord.execute(submit(last as usize, 16)).await.unwrap(),
+        Outcome::Unchanged
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_damaged_or_foreign_index_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = settled_log(dir.path()).await;
+    synced(&coord).await;
+    let expected = coord
+        .index()
+        .unwrap()
+        .index()
+        .get(RequestId(3))
+        .unwrap()
+        .unwrap();
+    drop(coord);
+    let store = dir.path().join("index").join("requests.redb");
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("missing", &|| {
+            std::fs::remove_dir_all(dir.path().join("index")).unwrap()
+        }),
+        ("damaged", &|| {
+            std::fs::write(&store, b"not a store at all").unwrap()
+        }),
+        ("truncated", &|| {
+            let bytes = std::fs::read(&store).unwrap();
+            std::fs::write(&store, &bytes[..bytes.len() / 3]).unwrap()
+        }),
+    ];
+    for (what, damage) in cases {
+        damage();
+        // When the coordinator starts again
+        let coord = open(dir.path()).await;
+        // Then the index holds every request that left the state, as before
+        let index = coord.index().unwrap().index().clone();
+        assert_eq!(
+            index.get(RequestId(3)).unwrap().as_ref(),
+            Some(&expected),
+            "{what}"
+        );
+        for id in 0..OVER as u64 {
+            assert!(index.get(RequestId(id)).unwrap().is_some(), "{what}: {id}");
+        }
+        assert!(
+            index.meta().unwrap().settled_through >= OVER as u64,
+            "{what}"
+        );
+        drop(coord);
+    }
+    // And an index of another log is emptied and rebuilt: a fresh log in the same place
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    let mut coord = open(dir.path()).await;
+    let index = coord.index().unwrap().index().clone();
+    assert!(index.get(RequestId(3)).unwrap().is_none(), "another log's");
+    // (the new log's identity is taken from its first record)
+    let mut cat = catalog(vec![model("chat", Hash32([1; 32]))]);
+    cat.node_timeout_seconds = 1;
+    coord.execute(Command::PublishCatalog(cat)).await.unwrap();
+    assert!(index.meta().unwrap().log_id.is_some());
+}
