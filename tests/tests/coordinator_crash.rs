@@ -16,8 +16,9 @@ use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
-use prlx_tests::harness::client::{http, read, try_http};
+use prlx_tests::harness::client::{http, read};
 use prlx_tests::harness::launch::ServeLaunch;
+use prlx_tests::harness::load;
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
 
@@ -61,53 +62,17 @@ fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) 
     .spawn("coordinator")
 }
 
-/// Submits `keys` with `concurrency` clients; returns key -> request id for every 202, and
-/// stops early (leaving the rest) once the server stops answering.
+/// Submits `keys` from 32 clients (see `load::submit_all`).
 async fn submit_all(
     addr: &str,
     keys: Vec<usize>,
-    client_pem: &str,
+    pem: &str,
     domain: ConsentDomain,
     acked: Arc<Mutex<BTreeMap<usize, u64>>>,
 ) {
-    let queue = Arc::new(Mutex::new(keys.into_iter()));
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (addr, pem, queue, acked) = (
-                addr.to_owned(),
-                client_pem.to_owned(),
-                Arc::clone(&queue),
-                Arc::clone(&acked),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let next = queue.lock().unwrap().next();
-                    let Some(i) = next else { break };
-                    match try_http(
-                        &addr,
-                        "POST",
-                        "/v1/requests",
-                        Some(&submission(i, &pem, &domain)),
-                        Some(&format!("k-{i}")),
-                    )
-                    .await
-                    {
-                        Ok((202, body)) => {
-                            acked
-                                .lock()
-                                .unwrap()
-                                .insert(i, body["request_id"].as_u64().unwrap());
-                        }
-                        Ok((status, body)) => panic!("request {i}: {status} {body}"),
-                        Err(_) => break, // the server is gone
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let pem = pem.to_owned();
+    let body: load::Body = Arc::new(move |i| submission(i, &pem, &domain));
+    load::submit_all(addr, keys, 32, body, acked).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     max_tokens,
                     credit_account: account,
                     payload_hash: Hash32([2; 32]),
+                    earlier: None,
                     computed_payload_hash: if good_hash {
                         Hash32([2; 32])
                     } else {

@@ -22,6 +22,7 @@
 //!   told otherwise) and `prlx-node run` (pinning it), on a file log or on Kafka.
 //! - [`client`]: HTTP exchanges with a coordinator (https, pinned to the certificate of each
 //!   one started), opening a result, reading a log.
+//! - [`load`]: submissions by the thousand from concurrent clients, for the crash tests.
 //! - [`cluster`]: [`FileCluster`](cluster::FileCluster), one coordinator on a fresh file log
 //!   for tests that add nodes to it.
 
@@ -32,5 +33,6 @@ pub mod cluster;
 pub mod inproc;
 pub mod keys;
 pub mod launch;
+pub mod load;
 pub mod models;
 pub mod process;
