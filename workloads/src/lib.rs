@@ -39,6 +39,9 @@ pub mod render;
 pub mod sweep;
 pub mod wordcount;
 
+#[cfg(test)]
+mod tests;
+
 pub use batch::InferenceEngine;
 pub use class::{Class, SubtaskKind, KNOWN_CLASSES};
 pub use codec::MAX_INPUT_BYTES;
