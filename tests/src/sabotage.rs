@@ -17,10 +17,10 @@ use prlx_commands::decide::{decide, Command, Completion, Dispatch, Submission};
 use prlx_commands::testkit::fixtures::{catalog, model, registration, unsigned_submission};
 use prlx_events::event::*;
 use prlx_events::{Envelope, Event, Hash32, Header, NodeId, RequestId};
-use prlx_projections::coordinator::RequestStatus;
+use prlx_projections::coordinator::{RequestStatus, RequestSummary};
 use prlx_projections::scheduler::next_assignment;
 use prlx_projections::{CoordinatorState, Fold};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One run's parameters. Fractions in basis points.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +132,8 @@ fn node_id(i: u32) -> NodeId {
 /// The coordinator core, stamped and folded as the shell would.
 struct Core {
     fold: Fold<CoordinatorState>,
+    /// Every settled request's summary, taken when it settled.
+    settled: BTreeMap<RequestId, RequestSummary>,
     seq: u64,
     start: DateTime<Utc>,
 }
@@ -161,6 +163,17 @@ impl Core {
                 .unwrap_or_else(|err| panic!("the core's own events do not fold: {err}"));
             self.seq += 1;
         }
+        // A settled request leaves the state after a window: its summary is taken now, as
+        // the shell takes it for the request index.
+        for e in &events {
+            let id = match e {
+                Event::ResultReturned(r) => r.request_id,
+                Event::RequestFailed(r) => r.request_id,
+                _ => continue,
+            };
+            let summary = self.fold.state.summary(id).expect("settled just now");
+            self.settled.insert(id, summary);
+        }
         events
     }
 
@@ -180,6 +193,7 @@ pub fn run(p: Params) -> Outcome {
     let seed = p.seed.to_be_bytes();
     let mut core = Core {
         fold: Fold::default(),
+        settled: BTreeMap::new(),
         seq: 0,
         start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
     };
@@ -319,7 +333,18 @@ pub fn run(p: Params) -> Outcome {
     });
 
     let st = &core.fold.state;
-    for (id, req) in &st.requests {
+    assert!(
+        st.requests
+            .values()
+            .all(|r| r.status != RequestStatus::Accepted),
+        "every request in the state settled"
+    );
+    assert_eq!(
+        core.settled.len() as u64,
+        p.requests,
+        "every request settled"
+    );
+    for (id, req) in &core.settled {
         match (req.status, &req.result) {
             (RequestStatus::Completed, Some(res)) => {
                 out.released += 1;
