@@ -81,14 +81,14 @@ pub struct OpenOptions {
     pub catalog: PathBuf,
     pub rewards: RewardOptions,
     pub producer: String,
-    /// Where the request index of settled requests is kept (`None`: not kept; a request
-    /// that has left the state is then not found).
-    pub index_dir: Option<PathBuf>,
+    /// Where the request index and the snapshots are kept (`None`: not kept; a request that
+    /// has left the state is then not found, and every start folds the whole log).
+    pub state_dir: Option<PathBuf>,
 }
 
-/// The request index's directory beside the storage key (the coordinator's other files),
-/// one per producer (instances of one deployment each keep their own): `coordinator-index/`.
-pub fn index_dir(key_file: &Path, producer: &str) -> PathBuf {
+/// The coordinator's state directory (request index, snapshot) beside the storage key (the coordinator's other files),
+/// one per producer (instances of one deployment each keep their own): `coordinator-state/`.
+pub fn state_dir(key_file: &Path, producer: &str) -> PathBuf {
     let parent = key_file.parent().unwrap_or(Path::new(""));
     let name: String = producer
         .chars()
@@ -100,7 +100,7 @@ pub fn index_dir(key_file: &Path, producer: &str) -> PathBuf {
             }
         })
         .collect();
-    parent.join("coordinator-index").join(name)
+    parent.join("coordinator-state").join(name)
 }
 
 /// What serving takes besides [`OpenOptions`].
@@ -277,7 +277,7 @@ pub async fn open_coordinator(o: &OpenOptions) -> Result<Coordinator, StartupErr
     let url = LogUrl::parse(&o.log)?;
     let key = load_or_create_key(&o.key_file)?;
     let mut coord =
-        Coordinator::open_indexed(&url, &o.producer, key, o.index_dir.as_deref()).await?;
+        Coordinator::open_indexed(&url, &o.producer, key, o.state_dir.as_deref()).await?;
     tracing::info!(
         "log {}: recovered {} records",
         o.log,

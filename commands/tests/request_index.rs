@@ -3,6 +3,9 @@
 //! retry at any age gets its request, never a second one). The index is rebuilt from the log
 //! when it is missing, damaged or another log's.
 //!
+//! The coordinator starts from its snapshot (taken on a schedule) when it is of this log, and
+//! folds to the state a full fold gives.
+//!
 //! The requests settle the cheap way, through the shell's own housekeeping: no node serves
 //! their model, so once the catalog's `node_timeout_seconds` (1 s here) has passed they fail
 //! and are refunded in full.
@@ -12,13 +15,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use prlx_commands::decide::Command;
-use prlx_commands::shell::{Coordinator, Outcome, ShellError};
+use prlx_commands::shell::{Coordinator, Outcome, ShellError, SnapshotPolicy};
 use prlx_commands::testkit::fixtures::{account, catalog, model, unsigned_submission};
 use prlx_events::event::RejectionCode;
 use prlx_events::log::{LogError, LogUrl};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Hash32, RequestId};
 use prlx_projections::coordinator::{RequestStatus, FINISHED_WINDOW};
+use prlx_projections::snapshot::catch_up;
+use prlx_projections::{CoordinatorState, Fold};
 
 /// More than the window by this many: the first `OVER` requests leave the state.
 const OVER: usize = 40;
@@ -49,7 +54,15 @@ async fn open(dir: &Path) -> Coordinator {
             Err(ShellError::Log(LogError::Locked { .. })) => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
-            opened => return opened.unwrap().with_signing_key(signing_key()),
+            opened => {
+                return opened
+                    .unwrap()
+                    .with_signing_key(signing_key())
+                    .with_snapshot_policy(SnapshotPolicy {
+                        every_records: 5_000,
+                        every: Duration::from_secs(3600),
+                    })
+            }
         }
     }
     panic!("the log stayed locked")
@@ -208,4 +221,41 @@ async fn a_missing_damaged_or_foreign_index_is_rebuilt_from_the_log() {
     cat.node_timeout_seconds = 1;
     coord.execute(Command::PublishCatalog(cat)).await.unwrap();
     assert!(index.meta().unwrap().log_id.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_starts_from_the_snapshot_and_folds_to_the_state_of_a_full_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    // Given a coordinator that took snapshots every 5,000 records on the way
+    let mut coord = settled_log(dir.path()).await;
+    coord.snapshot_saved().await;
+    let records = coord.state_fold().next_offset();
+    drop(coord);
+    let snapshot = dir.path().join("index").join("coordinator.snapshot");
+    let size = std::fs::metadata(&snapshot)
+        .expect("a snapshot was saved")
+        .len();
+    // When it starts again
+    let coord = open(dir.path()).await;
+    // Then it started from the snapshot, past the start of the log
+    let from = coord.restored_from().expect("started from the snapshot");
+    assert!(from >= 5_000 && from < records, "{from} of {records}");
+    // And its state is the one a full fold of the log gives
+    let mut full = Fold::<CoordinatorState>::default();
+    catch_up(&mut full, &url(dir.path()).open_reader().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(coord.state_fold().state, full.state);
+    assert_eq!(coord.state_fold().last_offset, full.last_offset);
+    // And the snapshot holds the window, not history: under 1 KiB per settled request in it
+    assert!(
+        size < (FINISHED_WINDOW as u64) * 1024,
+        "{size} bytes for a window of {FINISHED_WINDOW}"
+    );
+    drop(coord);
+    // And a snapshot of another log is not used: the same directory over a fresh log
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    let coord = open(dir.path()).await;
+    assert_eq!(coord.restored_from(), None);
+    assert!(!snapshot.exists(), "removed with the other log's index");
 }

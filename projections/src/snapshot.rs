@@ -19,6 +19,19 @@ pub struct Snapshot<S> {
     pub fold_version: u32,
     pub last_offset: Option<Offset>,
     pub fold: Fold<S>,
+    /// Which log it was taken of, for a reader that must not trust one of another log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Which log a snapshot was taken of, and of which record last: a log replaced or rewritten
+/// under the snapshot's path is told apart by its records' event ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The event id of the log's first record.
+    pub log_id: String,
+    /// The event id of the record at `last_offset`.
+    pub last_event_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +68,7 @@ impl<S: Projection> Snapshot<S> {
             fold_version: S::FOLD_VERSION,
             last_offset: fold.last_offset,
             fold: fold.clone(),
+            origin: None,
         }
     }
 
@@ -82,6 +96,11 @@ impl<S: Projection> Snapshot<S> {
     /// The fold in the snapshot at `path`, or `None` when there is none or it was made by
     /// another format or fold version (then the caller rebuilds from the log).
     pub fn load(path: &Path) -> Result<Option<Fold<S>>, SnapshotError> {
+        Ok(Self::load_whole(path)?.map(|s| s.fold))
+    }
+
+    /// As [`Snapshot::load`], the whole snapshot (its origin too).
+    pub fn load_whole(path: &Path) -> Result<Option<Self>, SnapshotError> {
         let body = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -108,7 +127,7 @@ impl<S: Projection> Snapshot<S> {
             return Ok(None);
         }
         let snap: Snapshot<S> = serde_json::from_slice(&body).map_err(malformed)?;
-        Ok(Some(snap.fold))
+        Ok(Some(snap))
     }
 }
 

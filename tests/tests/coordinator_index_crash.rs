@@ -151,7 +151,7 @@ async fn sigkill_while_the_index_is_written_loses_no_settled_request_and_accepts
     drop(server);
 
     // Without its index: rebuilt from the log at the start, with the same answers.
-    let index = dir.path().join("coordinator-index");
+    let index = dir.path().join("coordinator-state");
     assert!(index.is_dir(), "the index is beside the keys");
     std::fs::remove_dir_all(&index).unwrap();
     let (_server, addr) = spawn_serve(dir.path(), &catalog, &chain);

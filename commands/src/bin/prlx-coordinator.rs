@@ -91,12 +91,13 @@ enum Cmd {
         /// This writer's producer id on the log.
         #[arg(long, env = "PRLX_PRODUCER", default_value = "coordinator/1")]
         producer: String,
-        /// Where the request index is kept: settled requests that have left the
-        /// coordinator's memory, for reads and late retries. Derived from the log: made,
-        /// caught up or rebuilt from it at start (delete it to rebuild).
-        /// [default: coordinator-index/<producer> beside --key-file]
-        #[arg(long, env = "PRLX_INDEX_DIR", value_name = "DIR")]
-        index_dir: Option<PathBuf>,
+        /// The coordinator's local state, derived from the log: the request index (settled
+        /// requests that have left its memory, for reads and late retries) and its snapshot
+        /// (taken every 200,000 records or minute, so a restart folds only the tail). Made,
+        /// caught up or rebuilt from the log at start; delete it to rebuild.
+        /// [default: coordinator-state/<producer> beside --key-file]
+        #[arg(long, env = "PRLX_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// The coordinator's RSA signing key (PKCS#8 PEM, mode 0600; a 3072-bit key is
         /// created on first start). It signs the session grants that let nodes read their
         /// dispatches; its public half goes on the log for nodes and auditors.
@@ -400,7 +401,7 @@ async fn main() -> anyhow::Result<()> {
                 catalog,
                 rewards: rewards.options(),
                 producer,
-                index_dir: None,
+                state_dir: None,
             };
             Ok(tour::run(&open, requests, &mut std::io::stdout()).await?)
         }
@@ -411,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
             catalog,
             rewards,
             producer,
-            index_dir,
+            state_dir,
             signing_key,
             lease,
             intake,
@@ -434,8 +435,8 @@ async fn main() -> anyhow::Result<()> {
                 signing_key,
                 lease_session: std::time::Duration::from_millis(lease.lease_session_ms),
                 open: OpenOptions {
-                    index_dir: Some(
-                        index_dir.unwrap_or_else(|| startup::index_dir(&key_file, &producer)),
+                    state_dir: Some(
+                        state_dir.unwrap_or_else(|| startup::state_dir(&key_file, &producer)),
                     ),
                     log,
                     key_file,

@@ -64,6 +64,7 @@ impl Coordinator {
         &mut self,
         now: DateTime<Utc>,
     ) -> Result<Vec<AppendFuture>, ShellError> {
+        self.snapshot_tick();
         let mut pending = Vec::new();
         let mut stage = |this: &mut Self, command| -> Result<(), ShellError> {
             if let Some(durable) = this.stage(command)?.durable {

@@ -42,27 +42,47 @@ pub(super) fn summaries(
         .collect()
 }
 
-/// Opens the index in `dir` for the log `reader` reads, starts its writer, and folds the log
-/// from the start into `fold`, handing the writer every settlement beyond what the index
-/// holds (all of them for a new, damaged or foreign index: the rebuild by scan). Returns the
-/// writer and whether the log was empty (its identity is then recorded with the first
-/// record this coordinator writes).
+/// What [`open_and_fold`] opened.
+pub(super) struct Opened {
+    pub index: IndexWriter,
+    /// The log's identity: the event id of its first record (`None` while it is empty).
+    pub log_id: Option<String>,
+    /// The last offset of the snapshot the fold started from, if it started from one.
+    pub restored_from: Option<prlx_events::log::Offset>,
+}
+
+/// Opens the index in `dir` for the log `reader` reads and starts its writer; starts `fold`
+/// from the snapshot in `dir` when it is usable (`snapshots::usable`), and folds the rest of
+/// the log into it, handing the writer every settlement beyond what the index holds (all of
+/// them for a new, damaged or foreign index: the rebuild by scan).
 pub(super) async fn open_and_fold<R: LogReader>(
     dir: &Path,
     reader: &R,
     fold: &mut Fold<CoordinatorState>,
-) -> Result<(IndexWriter, bool), ShellError> {
+) -> Result<Opened, ShellError> {
     let index = RequestIndex::open(dir)?;
     let first = first_event_id(reader).await?;
     let meta = index.meta()?;
+    let snapshot = dir.join(super::snapshots::FILE);
     if meta.log_id != first || (first.is_none() && meta.settled_through > 0) {
         if meta.log_id.is_some() || meta.settled_through > 0 {
             tracing::warn!(path = %index.path().display(), was = ?meta.log_id, log = ?first,
                 "the request index was built from another log; rebuilding it");
         }
         index.clear(first.as_deref())?;
+        // Whatever snapshot is beside it is of that log too.
+        let _ = std::fs::remove_file(&snapshot);
     }
     let after = index.meta()?.settled_through;
+    let mut restored_from = None;
+    if let Some(restored) =
+        super::snapshots::usable(&snapshot, reader, first.as_deref(), after).await
+    {
+        tracing::info!(path = %snapshot.display(), offset = ?restored.last_offset,
+            "starting from the coordinator snapshot");
+        *fold = restored;
+        restored_from = fold.last_offset;
+    }
     let writer = IndexWriter::start(std::sync::Arc::new(index), after).map_err(|e| {
         crate::index::IndexError::Io {
             op: "start the index writer",
@@ -90,7 +110,11 @@ pub(super) async fn open_and_fold<R: LogReader>(
         tracing::info!(settlements = rebuilt, path = %dir.display(),
             "request index caught up with the log");
     }
-    Ok((writer, first.is_none()))
+    Ok(Opened {
+        index: writer,
+        log_id: first,
+        restored_from,
+    })
 }
 
 /// The event id of the log's first record: the log's identity for the index.

@@ -20,6 +20,7 @@ mod payload;
 mod registration;
 mod reports;
 mod seal;
+mod snapshots;
 
 use prlx_events::log::{AnyWriter, LogError, LogUrl, Offset};
 use prlx_events::seal::StorageKey;
@@ -46,6 +47,7 @@ pub use self::keys::{load_or_create_key, load_or_create_signing_key, SIGNING_KEY
 pub use self::registration::{check_registration, RegistrationRefused};
 pub use self::reports::{HeartbeatGuard, HeartbeatRefused, HEARTBEAT_SKEW_SECONDS};
 pub use self::seal::{SealPolicy, SEAL_POLICY};
+pub use self::snapshots::SnapshotPolicy;
 pub use crate::encoder::AppendFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,9 +161,15 @@ pub struct Coordinator {
     consent: crate::consent::ConsentDomain,
     /// Where settled requests go when they leave the state (`None`: not kept; tests).
     index: Option<IndexWriter>,
-    /// Set when the log was empty at start: the index records the log's identity with the
-    /// first record this coordinator stages.
-    index_needs_log_id: bool,
+    /// The event id of the log's first record (`None` while the log is empty): which log
+    /// the index and the snapshots are of.
+    log_id: Option<String>,
+    /// The event id of the last record staged.
+    last_staged: Option<String>,
+    /// Snapshots on a schedule, when the coordinator keeps a state directory.
+    snapshots: Option<snapshots::Snapshots>,
+    /// Where the snapshot it started from ended, if it started from one.
+    restored_from: Option<Offset>,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -197,24 +205,28 @@ impl Coordinator {
         Self::open_indexed(url, producer, key, None).await
     }
 
-    /// As [`Coordinator::open`], keeping settled requests that leave the state in the request
-    /// index in `index_dir` (made, caught up or rebuilt from the log as it is folded).
+    /// As [`Coordinator::open`], with a state directory: settled requests that leave the state
+    /// go to the request index there (made, caught up or rebuilt from the log as it is
+    /// folded), the fold starts from the snapshot there when it is usable, and snapshots are
+    /// taken on a schedule ([`SnapshotPolicy`]).
     pub async fn open_indexed(
         url: &LogUrl,
         producer: impl Into<String>,
         key: StorageKey,
-        index_dir: Option<&std::path::Path>,
+        state_dir: Option<&std::path::Path>,
     ) -> Result<Self, ShellError> {
         let writer = std::sync::Arc::new(url.open_writer()?);
         let mut fold = Fold::<CoordinatorState>::default();
-        let (index, index_needs_log_id) = match index_dir {
+        let (index, log_id, snapshots, restored_from) = match state_dir {
             Some(dir) => {
-                let (w, empty) = indexing::open_and_fold(dir, &writer.reader(), &mut fold).await?;
-                (Some(w), empty)
+                let o = indexing::open_and_fold(dir, &writer.reader(), &mut fold).await?;
+                let snaps =
+                    snapshots::Snapshots::new(dir.join(snapshots::FILE), SnapshotPolicy::default());
+                (Some(o.index), o.log_id, Some(snaps), o.restored_from)
             }
             None => {
                 catch_up(&mut fold, &writer.reader()).await?;
-                (None, false)
+                (None, None, None, None)
             }
         };
         if let Some(reason) = fold.state.unfinished_batch() {
@@ -250,7 +262,10 @@ impl Coordinator {
             money_from_chain_only: false,
             consent: crate::consent::ConsentDomain::default(),
             index,
-            index_needs_log_id,
+            log_id,
+            last_staged: None,
+            snapshots,
+            restored_from,
         })
     }
 
@@ -466,6 +481,49 @@ impl Coordinator {
         if range.end > range.start {
             self.fold.advance(range.end - 1);
         }
+        if let Some(snaps) = &mut self.snapshots {
+            snaps.durable(range, self.index.as_ref());
+        }
+    }
+
+    /// Which log a snapshot taken now is of, and its last record.
+    fn origin(&self) -> Option<prlx_projections::snapshot::Origin> {
+        Some(prlx_projections::snapshot::Origin {
+            log_id: self.log_id.clone()?,
+            last_event_id: self.last_staged.clone()?,
+        })
+    }
+
+    /// Snapshots from now on follow `policy` (when the coordinator keeps a state directory).
+    pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        if let Some(s) = &mut self.snapshots {
+            s.set_policy(policy);
+        }
+        self
+    }
+
+    /// Takes a snapshot if one is due by time alone (housekeeping calls it on every tick).
+    pub(super) fn snapshot_tick(&mut self) {
+        if !self.snapshots.as_ref().is_some_and(|s| s.due()) {
+            return;
+        }
+        let origin = self.origin();
+        if let Some(snaps) = &mut self.snapshots {
+            snaps.take_if_due(&self.fold, origin);
+        }
+    }
+
+    /// The last offset of the snapshot this coordinator started from, if it started from one
+    /// (and folded only the log after it).
+    pub fn restored_from(&self) -> Option<Offset> {
+        self.restored_from
+    }
+
+    /// Waits until a snapshot being saved is on disk.
+    pub async fn snapshot_saved(&mut self) {
+        if let Some(s) = &mut self.snapshots {
+            s.settled().await;
+        }
     }
 
     /// The time the next events are stamped with. Log time never goes back: a decision made
@@ -504,16 +562,24 @@ impl Coordinator {
             staged.push(env);
         }
         if let Some(index) = &self.index {
-            if std::mem::take(&mut self.index_needs_log_id) {
+            if self.log_id.is_none() {
+                // The log was empty: this batch starts it, and names it.
                 if let Some(first) = staged.first() {
-                    index
-                        .index()
-                        .set_log_id(&first.header.event_id.to_string())?;
+                    let id = first.header.event_id.to_string();
+                    index.index().set_log_id(&id)?;
+                    self.log_id = Some(id);
                 }
             }
             let settled = staged.iter().filter_map(|e| indexing::settles(&e.event));
             index.send(indexing::summaries(&self.fold.state, settled, 0));
         }
+        if let Some(last) = staged.last() {
+            self.last_staged = Some(last.header.event_id.to_string());
+        }
+        if let Some(snaps) = &mut self.snapshots {
+            snaps.staged(staged.len());
+        }
+        self.snapshot_tick();
         if std::mem::take(&mut self.riding) {
             let (append, side) = self.encoder.append_riding(staged);
             self.rider = Some(side);

@@ -94,6 +94,10 @@ impl CoordinatorState {
         self.settled_total += 1;
         if let Some(req) = self.requests.get_mut(&id) {
             req.settled_seq = Some(self.settled_total);
+            // Settled, it is dispatched and sealed to its client no more: its prompt and the
+            // client's key only weigh on the window (and on every snapshot).
+            req.sealed_payload = prlx_events::event::Sealed(Vec::new());
+            req.client_pubkey = String::new();
         }
         self.finished.push_back(id);
         while self.finished.len() > FINISHED_WINDOW {
