@@ -18,6 +18,8 @@
 //!   snapshot and the timers, with the money, liveness (every request ends once, within a
 //!   bound derived from the catalog) and payout (no slot paid without proof) invariants
 //!   checked as it goes.
+//! - [`soak`]: a coordinator and tiny-model nodes under sustained load, their memory sampled:
+//!   the soak bench and the short soak test.
 //! - [`tamper`]: consistent rewrites of a file log (records removed, inserted, swapped and
 //!   everything renumbered to match), for the auditor's negative tests and golden logs.
 //! - [`torture`]: the payload format shared by the crash-test writer process and its checker.
@@ -33,5 +35,6 @@ pub mod rng;
 pub mod sabotage;
 pub mod shard;
 pub mod sim;
+pub mod soak;
 pub mod tamper;
 pub mod torture;

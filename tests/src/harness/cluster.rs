@@ -35,7 +35,7 @@ pub struct FileCluster {
     pub dir: tempfile::TempDir,
     pub log_dir: PathBuf,
     pub keys: CoordinatorKeys,
-    _coordinator: Proc,
+    coordinator: Proc,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// The coordinator's certificate, which its clients pin.
@@ -52,6 +52,12 @@ impl FileCluster {
     /// Starts the coordinator with `catalog` (a catalog file's JSON) as `producer`; returns
     /// once it listens.
     pub fn start(catalog: &Value, producer: &str) -> FileCluster {
+        FileCluster::start_with(catalog, producer, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments to `serve` (`--rate-limit 0` for a load
+    /// test, whose client and nodes all call from one loopback address).
+    pub fn start_with(catalog: &Value, producer: &str, extra: &[&str]) -> FileCluster {
         let dir = tempfile::tempdir().unwrap();
         let catalog_path = dir.path().join("catalog.json");
         std::fs::write(&catalog_path, catalog.to_string()).unwrap();
@@ -59,6 +65,7 @@ impl FileCluster {
         let chain = TestChain::start_blocking(dir.path());
         let launch = ServeLaunch {
             chain: chain.serve_args(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             ..ServeLaunch::in_dir(dir.path(), &catalog_path, producer)
         };
         let (coordinator, addr) = launch.spawn("coordinator");
@@ -71,7 +78,7 @@ impl FileCluster {
             log_dir: dir.path().join("log"),
             dir,
             keys,
-            _coordinator: coordinator,
+            coordinator,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -79,6 +86,11 @@ impl FileCluster {
             client_key: new_key(),
             chain,
         }
+    }
+
+    /// The coordinator's process id (for its memory and CPU time).
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.pid()
     }
 
     /// The client's credit account (its chain address).
@@ -107,12 +119,22 @@ impl FileCluster {
     /// `--fault`, say); returns once it has its session grant and its first heartbeat is
     /// recorded.
     pub fn spawn_node(&self, name: &str, extra: &[&str]) -> (Proc, NodeId) {
+        self.spawn_node_with(name, |launch| NodeLaunch {
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            ..launch
+        })
+    }
+
+    /// [`spawn_node`](Self::spawn_node) with the launch as `edit` makes it from this
+    /// cluster's (its variables, say).
+    pub fn spawn_node_with(
+        &self,
+        name: &str,
+        edit: impl FnOnce(NodeLaunch) -> NodeLaunch,
+    ) -> (Proc, NodeId) {
         let key = self.dir.path().join(format!("{name}.pem"));
         write_private(&key, &new_key());
-        let launch = NodeLaunch {
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            ..self.node_launch(&key)
-        };
+        let launch = edit(self.node_launch(&key));
         let (mut proc, id) = launch.spawn(name);
         proc.wait_line(SESSION_GRANTED, STARTUP);
         // A node that signed its registration takes work only once it heartbeats: up.

@@ -230,6 +230,8 @@ pub struct NodeLaunch {
     pub drain_secs: Option<u32>,
     /// More arguments, last (`--fault KIND`).
     pub extra: Vec<String>,
+    /// Variables set for it: `RUST_LOG` to quiet its per-job lines under load, say.
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeLaunch {
@@ -252,6 +254,7 @@ impl NodeLaunch {
             registry: None,
             drain_secs: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -280,6 +283,7 @@ impl NodeLaunch {
             cmd.arg("--registry").arg(registry);
         }
         cmd.args(&self.extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("node_id ", STARTUP);
         let id = line
