@@ -13,6 +13,17 @@ const KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("keys");
 /// `settled_through` (u64, little-endian), `log_id` (the event id of the log's first record).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// The store's page cache. redb's default would let the pages of an index that grows with
+/// history pile up in the coordinator's memory; reads of old requests are rare enough to go
+/// to disk.
+const CACHE_BYTES: usize = 4 << 20;
+
+fn create(path: &Path) -> Result<Database, DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
 /// The store's file inside the index directory.
 const FILE: &str = "requests.redb";
 
@@ -74,12 +85,11 @@ impl RequestIndex {
         let db = loop {
             // redb asserts on some damage (a file cut short) instead of returning an error;
             // the index is derived, so a store that panics on open is damaged like any other.
-            let created =
-                std::panic::catch_unwind(|| Database::create(&path)).unwrap_or_else(|_| {
-                    Err(DatabaseError::Storage(redb::StorageError::Corrupted(
-                        "the store panicked on open".into(),
-                    )))
-                });
+            let created = std::panic::catch_unwind(|| create(&path)).unwrap_or_else(|_| {
+                Err(DatabaseError::Storage(redb::StorageError::Corrupted(
+                    "the store panicked on open".into(),
+                )))
+            });
             match created {
                 Ok(db) => break db,
                 Err(DatabaseError::DatabaseAlreadyOpen)
@@ -104,7 +114,7 @@ impl RequestIndex {
                     tracing::warn!(path = %path.display(), error = %e,
                         "request index does not open; rebuilding it from the log");
                     std::fs::remove_file(&path).map_err(|e| io("remove the damaged store", e))?;
-                    break Database::create(&path).map_err(|e| store(&path, e))?;
+                    break create(&path).map_err(|e| store(&path, e))?;
                 }
             }
         };
