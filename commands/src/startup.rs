@@ -84,6 +84,8 @@ pub struct OpenOptions {
     /// Where the request index and the snapshots are kept (`None`: not kept; a request that
     /// has left the state is then not found, and every start folds the whole log).
     pub state_dir: Option<PathBuf>,
+    /// When snapshots are taken (with a state directory).
+    pub snapshots: crate::shell::SnapshotPolicy,
 }
 
 /// The coordinator's state directory (request index, snapshot) beside the storage key (the coordinator's other files),
@@ -276,8 +278,9 @@ pub fn feed_topics(log: &str, template: Option<&str>) -> Result<Option<FeedTopic
 pub async fn open_coordinator(o: &OpenOptions) -> Result<Coordinator, StartupError> {
     let url = LogUrl::parse(&o.log)?;
     let key = load_or_create_key(&o.key_file)?;
-    let mut coord =
-        Coordinator::open_indexed(&url, &o.producer, key, o.state_dir.as_deref()).await?;
+    let mut coord = Coordinator::open_indexed(&url, &o.producer, key, o.state_dir.as_deref())
+        .await?
+        .with_snapshot_policy(o.snapshots);
     tracing::info!(
         "log {}: recovered {} records",
         o.log,

@@ -72,8 +72,13 @@ pub struct SoakConfig {
     pub sample_every: Duration,
     /// Share of `duration` counted as warm-up, in percent.
     pub warmup_percent: u32,
+    /// Warm-up lasts at least until this many requests completed (the coordinator keeps a
+    /// window of settled requests: its memory grows until the window is full).
+    pub warmup_requests: u64,
     /// Each request's `max_tokens`.
     pub max_tokens: u32,
+    /// More flags for `prlx-coordinator serve`.
+    pub serve_args: Vec<String>,
 }
 
 impl Default for SoakConfig {
@@ -85,7 +90,9 @@ impl Default for SoakConfig {
             duration: Duration::from_secs(600),
             sample_every: Duration::from_secs(5),
             warmup_percent: 20,
+            warmup_requests: 0,
             max_tokens: 16,
+            serve_args: Vec::new(),
         }
     }
 }
@@ -134,7 +141,9 @@ pub fn run(config: &SoakConfig) -> SoakReport {
     let catalog = tiny_catalog(&[TINY], 5);
     // One loopback address for the client and every node: the per-caller rate limit would
     // throttle the load, not measure the coordinator.
-    let cluster = FileCluster::start_with(&catalog, "coordinator/1", &["--rate-limit", "0"]);
+    let mut serve_args = vec!["--rate-limit", "0"];
+    serve_args.extend(config.serve_args.iter().map(String::as_str));
+    let cluster = FileCluster::start_with(&catalog, "coordinator/1", &serve_args);
     let nodes: Vec<Proc> = (0..config.nodes)
         .map(|i| {
             let (proc, _) = cluster.spawn_node_with(&format!("node-{i}"), |launch| NodeLaunch {
@@ -257,8 +266,9 @@ async fn drive(config: &SoakConfig, cluster: &FileCluster, nodes: &[Proc]) -> So
         if let Some(i) = sample.nodes_kib.iter().position(|&k| k == 0) {
             panic!("node-{i} exited during the soak");
         }
+        let completed = sample.completed;
         samples.push(sample);
-        if warm.is_none() && at >= warmup {
+        if warm.is_none() && at >= warmup && completed >= config.warmup_requests {
             warm = Some(samples.len() - 1);
             warm_at = Utc::now();
         }

@@ -98,6 +98,14 @@ enum Cmd {
         /// [default: coordinator-state/<producer> beside --key-file]
         #[arg(long, env = "PRLX_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// A snapshot after this many records since the last one.
+        #[arg(long, env = "PRLX_SNAPSHOT_EVERY_RECORDS", default_value_t = 200_000,
+            value_parser = clap::value_parser!(u64).range(1..))]
+        snapshot_every_records: u64,
+        /// A snapshot after this many seconds since the last one, if any record came since.
+        #[arg(long, env = "PRLX_SNAPSHOT_EVERY_SECS", default_value_t = 60,
+            value_parser = clap::value_parser!(u64).range(1..))]
+        snapshot_every_secs: u64,
         /// The coordinator's RSA signing key (PKCS#8 PEM, mode 0600; a 3072-bit key is
         /// created on first start). It signs the session grants that let nodes read their
         /// dispatches; its public half goes on the log for nodes and auditors.
@@ -402,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
                 rewards: rewards.options(),
                 producer,
                 state_dir: None,
+                snapshots: Default::default(),
             };
             Ok(tour::run(&open, requests, &mut std::io::stdout()).await?)
         }
@@ -413,6 +422,8 @@ async fn main() -> anyhow::Result<()> {
             rewards,
             producer,
             state_dir,
+            snapshot_every_records,
+            snapshot_every_secs,
             signing_key,
             lease,
             intake,
@@ -443,6 +454,10 @@ async fn main() -> anyhow::Result<()> {
                     catalog,
                     rewards: rewards.options(),
                     producer,
+                    snapshots: prlx_commands::shell::SnapshotPolicy {
+                        every_records: snapshot_every_records,
+                        every: std::time::Duration::from_secs(snapshot_every_secs),
+                    },
                 },
             };
             Ok(startup::serve(options).await?)
