@@ -46,7 +46,7 @@ pub enum Audience {
 pub struct FeedState {
     /// Every node that registered.
     nodes: BTreeSet<NodeId>,
-    /// The nodes each request not yet failed was dispatched to.
+    /// The nodes each request not yet settled was dispatched to.
     tried: BTreeMap<RequestId, BTreeSet<NodeId>>,
 }
 
@@ -66,8 +66,18 @@ impl FeedState {
             Event::RequestFailed(f) => {
                 self.tried.remove(&f.request_id);
             }
+            // Settled: no failure can follow, so nothing more is routed by who tried it. Kept,
+            // it would grow with every request the log ever completed.
+            Event::ResultReturned(r) => {
+                self.tried.remove(&r.request_id);
+            }
             _ => {}
         }
+    }
+
+    /// Requests it still tracks: dispatched and not settled.
+    pub fn open_requests(&self) -> usize {
+        self.tried.len()
     }
 }
 
@@ -361,6 +371,48 @@ mod tests {
             signature: None,
         }
         .into()
+    }
+
+    /// The projector's fold keeps only requests in flight: a request is forgotten once it
+    /// settles, completed or failed, so its state does not grow with history.
+    #[test]
+    fn settled_requests_leave_the_feed_state() {
+        use prlx_events::event::{RequestFailed, ResultReturned, Sealed, TaskDispatched};
+        use prlx_events::{RequestId, TaskId};
+        let node = NodeId(Hash32([1; 32]));
+        let dispatched = |r: u64| -> Event {
+            TaskDispatched {
+                task_id: TaskId::whole(RequestId(r)),
+                attempt: 0,
+                node_id: node,
+                sealed_work: Sealed(vec![]),
+                deadline_at: chrono::DateTime::UNIX_EPOCH,
+            }
+            .into()
+        };
+        let mut state = FeedState::default();
+        for r in 0..3 {
+            state.apply(&dispatched(r));
+        }
+        assert_eq!(state.open_requests(), 3);
+        state.apply(
+            &ResultReturned {
+                request_id: RequestId(0),
+                sealed_for_client: Sealed(vec![]),
+                poe: Hash32([0; 32]),
+                node_id: node,
+            }
+            .into(),
+        );
+        let failed: Event = RequestFailed {
+            request_id: RequestId(1),
+            reason: "no attempt left".into(),
+            cause: None,
+        }
+        .into();
+        assert_eq!(audience(&state, &failed), Audience::Nodes(vec![node]));
+        state.apply(&failed);
+        assert_eq!(state.open_requests(), 1, "only request 2 is in flight");
     }
 
     /// A new node's feed starts with the latest key on the log, byte for byte, then its
