@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use prlx_commands::actor::{self, Intake};
 use prlx_commands::decide::{Command, Submission};
-use prlx_commands::shell::Coordinator;
+use prlx_commands::shell::{Coordinator, Outcome};
 use prlx_commands::testkit::accounts;
 use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{node_id_of, public_key_pem};
@@ -86,16 +86,21 @@ async fn run_coordinator(
         .unwrap();
     for key in &keys[1..] {
         let public = key.to_public_key();
-        handle
+        let registered = handle
             .execute_command(Command::RegisterNode(Box::new(NodeRegistered {
                 models: vec!["bench-model".into()],
                 slots: 512,
                 stake: 1,
                 execution_class: cpu("onnxruntime-1.22"),
+                // A node serving a catalog model reports the catalog's file.
+                model_hashes: [("bench-model".to_owned(), Hash32([0; 32]))]
+                    .into_iter()
+                    .collect(),
                 ..registration(node_id_of(&public), public_key_pem(&public))
             })))
             .await
             .unwrap();
+        assert!(matches!(registered, Outcome::Appended(_)), "{registered:?}");
     }
     // Grants are issued by housekeeping; a read returns once they are durable.
     handle.read_state(|_| ()).await.unwrap();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prlx_commands::decide::{Command, Submission};
-use prlx_commands::shell::{Coordinator, SESSION_EPOCH};
+use prlx_commands::shell::{Coordinator, Outcome, SESSION_EPOCH};
 use prlx_commands::testkit::fixtures::{self, catalog, cpu, model, registration};
 use prlx_events::crypto::{
     accept_session, node_id_of, proof_of_execution, public_key_pem, result_statement, seal_message,
@@ -169,17 +169,20 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
     for (i, key) in keys[1..].iter().enumerate() {
         let public = key.to_public_key();
         let id = node_id_of(&public);
-        coord
+        let registered = coord
             .execute(Command::RegisterNode(Box::new(NodeRegistered {
                 hardware_tier: 1 + (i % 3) as u8,
                 models: vec!["chat-v1".into()],
                 slots: 64,
                 stake: 1_000 * (i as u64 + 1),
                 execution_class: cpu("onnxruntime-1.22"),
+                // A node serving a catalog model reports the catalog's file.
+                model_hashes: [("chat-v1".to_owned(), MODEL_SHA)].into_iter().collect(),
                 ..registration(id, public_key_pem(&public))
             })))
             .await
             .unwrap();
+        assert!(matches!(registered, Outcome::Appended(_)), "{registered:?}");
         nodes.push((key.clone(), id));
     }
     coord.note_registration();

@@ -165,7 +165,7 @@ pub struct Coordinator {
     /// the index and the snapshots are of.
     log_id: Option<String>,
     /// The event id of the last record staged.
-    last_staged: Option<String>,
+    last_staged: Option<Uuid>,
     /// Snapshots on a schedule, when the coordinator keeps a state directory.
     snapshots: Option<snapshots::Snapshots>,
     /// Where the snapshot it started from ended, if it started from one.
@@ -490,7 +490,7 @@ impl Coordinator {
     fn origin(&self) -> Option<prlx_projections::snapshot::Origin> {
         Some(prlx_projections::snapshot::Origin {
             log_id: self.log_id.clone()?,
-            last_event_id: self.last_staged.clone()?,
+            last_event_id: self.last_staged?.to_string(),
         })
     }
 
@@ -574,7 +574,7 @@ impl Coordinator {
             index.send(indexing::summaries(&self.fold.state, settled, 0));
         }
         if let Some(last) = staged.last() {
-            self.last_staged = Some(last.header.event_id.to_string());
+            self.last_staged = Some(last.header.event_id);
         }
         if let Some(snaps) = &mut self.snapshots {
             snaps.staged(staged.len());
