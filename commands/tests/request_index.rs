@@ -259,3 +259,25 @@ async fn a_restart_starts_from_the_snapshot_and_folds_to_the_state_of_a_full_fol
     assert_eq!(coord.restored_from(), None);
     assert!(!snapshot.exists(), "removed with the other log's index");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_ahead_of_the_log_is_wound_back_to_what_the_log_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = settled_log(dir.path()).await;
+    synced(&coord).await;
+    let settled = coord.state().settled_total();
+    // Given summaries written for settlements a crash then cut from the log's tail
+    let index = coord.index().unwrap().index().clone();
+    let mut ahead = index.get(RequestId(0)).unwrap().unwrap();
+    ahead.settled_seq = Some(settled + 100);
+    index.write(&[ahead], true).unwrap();
+    assert_eq!(index.meta().unwrap().settled_through, settled + 100);
+    drop((coord, index));
+    // When the coordinator starts again
+    let coord = open(dir.path()).await;
+    // Then the index claims only what the log settled, so the next settlements (numbered
+    // from there) are waited for before a retry trusts it
+    let writer = coord.index().unwrap();
+    assert_eq!(writer.index().meta().unwrap().settled_through, settled);
+    assert_eq!(writer.progress().written, settled);
+}

@@ -168,6 +168,15 @@ impl RequestIndex {
         })
     }
 
+    /// Says it holds settlements up to `seq` and no further, synced (after a crash lost a
+    /// tail of the log that summaries had been written for).
+    pub fn set_settled_through(&self, seq: u64) -> Result<(), IndexError> {
+        self.commit(Durability::Immediate, |_, _, meta| {
+            meta.insert("settled_through", seq.to_le_bytes().as_slice())?;
+            Ok(())
+        })
+    }
+
     /// Writes `summaries` (settled requests, in settlement order), synced to disk when
     /// `sync`. The index then holds every settlement up to the last one's sequence.
     pub fn write(&self, summaries: &[RequestSummary], sync: bool) -> Result<(), IndexError> {

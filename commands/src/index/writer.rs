@@ -33,6 +33,7 @@ pub struct IndexWriter {
     /// The highest settlement sequence committed (readable by readers), and whether the
     /// writer has failed (then it stays where it was).
     written: watch::Receiver<Progress>,
+    progress_tx: Arc<watch::Sender<Progress>>,
 }
 
 /// How far the writer has come.
@@ -51,14 +52,16 @@ impl IndexWriter {
             written,
             failed: None,
         });
-        let store = index.clone();
+        let progress = Arc::new(progress);
+        let (store, sender) = (index.clone(), progress.clone());
         thread::Builder::new()
             .name("prlx-index".into())
-            .spawn(move || run(&store, &jobs, &progress))?;
+            .spawn(move || run(&store, &jobs, &sender))?;
         Ok(Self {
             queue,
             index,
             written: receiver,
+            progress_tx: progress,
         })
     }
 
@@ -82,6 +85,12 @@ impl IndexWriter {
             .map_err(|_| "the index writer has stopped".to_owned())?;
         rx.await
             .map_err(|_| "the index writer has stopped".to_owned())?
+    }
+
+    /// Sets what it has written to `seq` exactly, down if need be (see
+    /// [`RequestIndex::set_settled_through`]); only before anything else is sent.
+    pub fn restart_at(&self, seq: u64) {
+        self.progress_tx.send_modify(|p| p.written = seq);
     }
 
     pub fn progress(&self) -> Progress {

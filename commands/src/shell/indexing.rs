@@ -106,6 +106,14 @@ pub(super) async fn open_and_fold<R: LogReader>(
     })
     .await?;
     writer.sync().await.map_err(ShellError::Index)?;
+    // The index now holds every settlement the log does. It may claim more (summaries
+    // written ahead of a log tail a crash lost): those requests are open again and will
+    // settle under new numbers, so what it holds is what the log has settled, no more.
+    let settled = fold.state.settled_total();
+    if after > settled {
+        writer.index().set_settled_through(settled)?;
+        writer.restart_at(settled);
+    }
     if rebuilt > 0 {
         tracing::info!(settlements = rebuilt, path = %dir.display(),
             "request index caught up with the log");
