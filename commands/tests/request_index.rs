@@ -103,15 +103,17 @@ async fn settled_log(dir: &Path) -> Coordinator {
     coord
 }
 
-async fn synced(coord: &Coordinator) {
+/// The index synced, and no snapshot left half written (a test then moves the files).
+async fn synced(coord: &mut Coordinator) {
     coord.index().unwrap().sync().await.unwrap();
+    coord.snapshot_saved().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut coord = settled_log(dir.path()).await;
-    synced(&coord).await;
+    synced(&mut coord).await;
     let state = coord.state();
     // Then the state keeps only the window of settled requests
     assert_eq!(state.requests.len(), FINISHED_WINDOW);
@@ -168,8 +170,8 @@ async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_damaged_or_foreign_index_is_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let coord = settled_log(dir.path()).await;
-    synced(&coord).await;
+    let mut coord = settled_log(dir.path()).await;
+    synced(&mut coord).await;
     let expected = coord
         .index()
         .unwrap()
@@ -263,8 +265,8 @@ async fn a_restart_starts_from_the_snapshot_and_folds_to_the_state_of_a_full_fol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_ahead_of_the_log_is_wound_back_to_what_the_log_settled() {
     let dir = tempfile::tempdir().unwrap();
-    let coord = settled_log(dir.path()).await;
-    synced(&coord).await;
+    let mut coord = settled_log(dir.path()).await;
+    synced(&mut coord).await;
     let settled = coord.state().settled_total();
     // Given summaries written for settlements a crash then cut from the log's tail
     let index = coord.index().unwrap().index().clone();
