@@ -12,12 +12,11 @@ use prlx_commands::consent::ConsentDomain;
 use prlx_commands::testkit::intake::{signed_heartbeat, signed_registration};
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
-use prlx_events::{AccountId, Envelope, Event, Hash32, RequestId};
+use prlx_events::{AccountId, Envelope, Event, RequestId};
 use prlx_projections::snapshot::catch_up;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{http, read};
-use prlx_tests::harness::launch::ServeLaunch;
 use prlx_tests::harness::load;
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
@@ -35,34 +34,12 @@ const CATALOG: &str = r#"{
     "max_tier": 4, "min_deadline_seconds": 5, "max_deadline_seconds": 3600
 }"#;
 
-/// Request `i`, signed by the client under `domain` with `k-{i}` as its idempotency key.
-fn submission(i: usize, client_pem: &str, domain: &ConsentDomain) -> serde_json::Value {
-    let prompt = format!("request {i}");
-    let body = json!({
-        "workload_class": "ai.inference", "model": "tiny-test-v1", "hardware_tier": 1,
-        "priority": if i.is_multiple_of(3) { "high" } else { "standard" }, "deadline_seconds": 3600,
-        "credit_account": CLIENT_ACCOUNT, "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
-        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-    });
-    prlx_commands::testkit::accounts::know(&prlx_chain::devchain::dev_signer(
-        prlx_chain::devchain::dev_role::CLIENT,
-    ));
-    prlx_commands::testkit::intake::signed(body, &format!("k-{i}"), domain)
-}
-
-/// `prlx-coordinator serve` with every key and the log under `dir`, crediting from `chain`,
-/// and its address.
+/// `prlx-coordinator serve` on `dir` (see `load::serve`).
 fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) {
-    ServeLaunch {
-        chain: chain.serve_args(),
-        // 32 clients as fast as they can, all from loopback: a load test, not an abuser.
-        extra: vec!["--rate-limit".into(), "0".into()],
-        ..ServeLaunch::in_dir(dir, catalog, "serve-test/1")
-    }
-    .spawn("coordinator")
+    load::serve(dir, catalog, chain, "serve-test/1")
 }
 
-/// Submits `keys` from 32 clients (see `load::submit_all`).
+/// Submits `keys` of `tiny-test-v1` from 32 clients (see `load::submit_signed`).
 async fn submit_all(
     addr: &str,
     keys: Vec<usize>,
@@ -70,9 +47,7 @@ async fn submit_all(
     domain: ConsentDomain,
     acked: Arc<Mutex<BTreeMap<usize, u64>>>,
 ) {
-    let pem = pem.to_owned();
-    let body: load::Body = Arc::new(move |i| submission(i, &pem, &domain));
-    load::submit_all(addr, keys, 32, body, acked).await
+    load::submit_signed(addr, keys, 32, "tiny-test-v1", pem, domain, acked).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,14 +16,12 @@ use std::sync::{Arc, Mutex};
 use prlx_commands::consent::ConsentDomain;
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
-use prlx_events::{Envelope, Event, Hash32};
+use prlx_events::{Envelope, Event};
 use prlx_projections::coordinator::FINISHED_WINDOW;
-use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
+use prlx_tests::harness::chain::TestChain;
 use prlx_tests::harness::client::read;
-use prlx_tests::harness::launch::ServeLaunch;
 use prlx_tests::harness::load;
 use prlx_tests::harness::process::Proc;
-use serde_json::json;
 
 /// Enough that the first few hundred leave memory before the kill.
 const REQUESTS: usize = FINISHED_WINDOW + 600;
@@ -38,30 +36,12 @@ const CATALOG: &str = r#"{
     "node_timeout_seconds": 1
 }"#;
 
-fn submission(i: usize, client_pem: &str, domain: &ConsentDomain) -> serde_json::Value {
-    let prompt = format!("request {i}");
-    let body = json!({
-        "workload_class": "ai.inference", "model": "nobody-serves-v1", "hardware_tier": 1,
-        "priority": "standard", "deadline_seconds": 3600,
-        "credit_account": CLIENT_ACCOUNT, "client_pubkey": client_pem, "prompt": prompt, "max_tokens": 8,
-        "payload_hash": Hash32::of(prompt.as_bytes()).to_hex(),
-    });
-    prlx_commands::testkit::accounts::know(&prlx_chain::devchain::dev_signer(
-        prlx_chain::devchain::dev_role::CLIENT,
-    ));
-    prlx_commands::testkit::intake::signed(body, &format!("k-{i}"), domain)
-}
-
+/// `prlx-coordinator serve` on `dir` (see `load::serve`).
 fn spawn_serve(dir: &Path, catalog: &Path, chain: &TestChain) -> (Proc, String) {
-    ServeLaunch {
-        chain: chain.serve_args(),
-        extra: vec!["--rate-limit".into(), "0".into()],
-        ..ServeLaunch::in_dir(dir, catalog, "index-crash/1")
-    }
-    .spawn("coordinator")
+    load::serve(dir, catalog, chain, "index-crash/1")
 }
 
-/// Submits `keys` from 16 clients (see `load::submit_all`).
+/// Submits `keys` of `nobody-serves-v1` from 16 clients (see `load::submit_signed`).
 async fn submit_all(
     addr: &str,
     keys: Vec<usize>,
@@ -69,9 +49,7 @@ async fn submit_all(
     domain: ConsentDomain,
     acked: Arc<Mutex<BTreeMap<usize, u64>>>,
 ) {
-    let pem = pem.to_owned();
-    let body: load::Body = Arc::new(move |i| submission(i, &pem, &domain));
-    load::submit_all(addr, keys, 16, body, acked).await
+    load::submit_signed(addr, keys, 16, "nobody-serves-v1", pem, domain, acked).await
 }
 
 /// Retries every key (all of them: the client cannot know which unanswered one landed) and

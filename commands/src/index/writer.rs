@@ -31,9 +31,8 @@ pub struct IndexWriter {
     queue: std_mpsc::Sender<Job>,
     index: Arc<RequestIndex>,
     /// The highest settlement sequence committed (readable by readers), and whether the
-    /// writer has failed (then it stays where it was).
-    written: watch::Receiver<Progress>,
-    progress_tx: Arc<watch::Sender<Progress>>,
+    /// writer has failed (then it stays where it was). Shared with the thread, which moves it.
+    progress: Arc<watch::Sender<Progress>>,
 }
 
 /// How far the writer has come.
@@ -48,11 +47,10 @@ impl IndexWriter {
     /// Starts the thread; `written` is what the index already holds (its `settled_through`).
     pub fn start(index: Arc<RequestIndex>, written: u64) -> std::io::Result<Self> {
         let (queue, jobs) = std_mpsc::channel::<Job>();
-        let (progress, receiver) = watch::channel(Progress {
+        let progress = Arc::new(watch::Sender::new(Progress {
             written,
             failed: None,
-        });
-        let progress = Arc::new(progress);
+        }));
         let (store, sender) = (index.clone(), progress.clone());
         thread::Builder::new()
             .name("prlx-index".into())
@@ -60,8 +58,7 @@ impl IndexWriter {
         Ok(Self {
             queue,
             index,
-            written: receiver,
-            progress_tx: progress,
+            progress,
         })
     }
 
@@ -90,17 +87,17 @@ impl IndexWriter {
     /// Sets what it has written to `seq` exactly, down if need be (see
     /// [`RequestIndex::set_settled_through`]); only before anything else is sent.
     pub fn restart_at(&self, seq: u64) {
-        self.progress_tx.send_modify(|p| p.written = seq);
+        self.progress.send_modify(|p| p.written = seq);
     }
 
     pub fn progress(&self) -> Progress {
-        self.written.borrow().clone()
+        self.progress.borrow().clone()
     }
 
     /// Waits until every settlement up to `seq` is committed, for at most `timeout`; the
     /// writer's error if it failed, or a timeout.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), String> {
-        let mut rx = self.written.clone();
+        let mut rx = self.progress.subscribe();
         let reached = tokio::time::timeout(
             timeout,
             rx.wait_for(|p| p.written >= seq || p.failed.is_some()),
@@ -112,9 +109,7 @@ impl IndexWriter {
                 Some(e) => Err(e.clone()),
             },
             Ok(Err(_)) => Err("the index writer has stopped".into()),
-            Err(_) => Err(format!(
-                "the request index is behind: settlement {seq} not written after {timeout:?}"
-            )),
+            Err(_) => Err(behind(seq, timeout)),
         }
     }
 
@@ -130,13 +125,15 @@ impl IndexWriter {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the request index is behind: settlement {seq} not written after {timeout:?}"
-                ));
+                return Err(behind(seq, timeout));
             }
             thread::sleep(Duration::from_micros(200));
         }
     }
+}
+
+fn behind(seq: u64, timeout: Duration) -> String {
+    format!("the request index is behind: settlement {seq} not written after {timeout:?}")
 }
 
 fn run(index: &RequestIndex, jobs: &std_mpsc::Receiver<Job>, progress: &watch::Sender<Progress>) {
