@@ -48,7 +48,9 @@ impl From<Priority> for PriorityParam {
 /// An inference request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubmitRequestBody {
-    /// The workload class; `ai.inference` is the only one served.
+    /// The workload class: `ai.inference`, or a general-path class (`batch.inference`,
+    /// `mapreduce.wordcount`, `render.tiles`, `sweep.epidemic`), whose parameters are the
+    /// `prompt`, as JSON text.
     #[schema(example = "ai.inference")]
     pub workload_class: String,
     /// A model reference from the published catalog.
@@ -64,8 +66,8 @@ pub struct SubmitRequestBody {
     pub credit_account: String,
     /// The client's RSA public key (PEM, SPKI) that the result is sealed to.
     pub client_pubkey: String,
-    /// The prompt. It is sealed to the coordinator's storage key on arrival and never stored
-    /// or logged in plaintext.
+    /// The prompt; for a general-path class, its parameters as JSON text. It is sealed to the
+    /// coordinator's storage key on arrival and never stored or logged in plaintext.
     pub prompt: String,
     /// At most the model's `max_tokens_limit`.
     pub max_tokens: u32,
@@ -177,6 +179,7 @@ pub fn submission_from_body(
         payload_hash,
         // Filled in by the actor, which holds the storage key.
         earlier: None,
+        plan: None,
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: Some(consent),
@@ -250,8 +253,13 @@ impl SubmissionAnswer {
                 .idempotency_key
                 .as_deref()
                 .and_then(|key| state.request_for_key(&self.account, key)),
-            // Answered in the same turn as the append: the newest request is this one.
-            Outcome::Appended(_) => state.next_request_id.checked_sub(1).map(RequestId),
+            // Answered in the same turn as the append: the request its key names (a
+            // general-path task's sub-tasks take the ids after it), else the newest.
+            Outcome::Appended(_) => self
+                .idempotency_key
+                .as_deref()
+                .and_then(|key| state.request_for_key(&self.account, key))
+                .or_else(|| state.next_request_id.checked_sub(1).map(RequestId)),
             Outcome::Refused(_) => None,
             Outcome::EarlierRequest { request_id, price } => {
                 return Ok(SubmissionAccepted {

@@ -74,6 +74,7 @@ pub async fn run(
         client_pubkey: String::new(),
         payload_hash: Hash32::of(prompt.as_bytes()),
         earlier: None,
+        plan: None,
         computed_payload_hash: Hash32([0; 32]),
         sealed_payload: Sealed(Vec::new()),
         consent: None,

@@ -1,7 +1,7 @@
-//! The fold's checks of time and of events no version defines: a dispatch's deadline is
+//! The fold's checks of time and of records nothing owes: a dispatch's deadline is
 //! re-derived from the time it is recorded at, an expiry counts only at or after that
 //! deadline, a result only before it, a heartbeat only with a fresh signed statement, and
-//! `SubtasksPlanned` is refused.
+//! `SubtasksPlanned` that no acceptance owes is refused.
 //!
 //! Each case folds an honest history first, so a refusal is the forged record's doing.
 
@@ -112,18 +112,24 @@ fn a_result_recorded_at_or_after_its_deadline_does_not_count() {
 }
 
 #[test]
-fn sub_task_plans_are_refused_until_a_version_defines_them() {
+fn a_plan_nothing_owes_is_refused() {
+    // Request 0 is an inference request: no acceptance of a general-path task owes a plan.
     let (mut h, _) = dispatched_at_10();
     h.push(
         SubtasksPlanned {
             request_id: RequestId(0),
+            class: "render.tiles".into(),
+            plan_digest: prlx_events::Hash32([0; 32]),
             subtasks: vec![],
         }
         .into(),
     );
     let (event, reason) = fold(&h).expect_err("refused");
     assert_eq!(event, "SubtasksPlanned");
-    assert!(reason.contains("not defined"), "{reason}");
+    assert!(
+        reason.contains("nothing in this decision owes it"),
+        "{reason}"
+    );
 }
 
 /// A heartbeat earns uptime, so the fold takes only one the node signed, at a time near the

@@ -158,19 +158,71 @@ pub struct RequestRejected {
     pub message: String,
 }
 
+/// One sub-task of a general-path task: a unit of work with a request id of its own, run,
+/// proven and validated like an inference request (its task id is its own request's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PlannedSubtask {
+    /// Its index in the task's plan (its position: the plan is in topological order).
     pub subtask: u32,
-    /// Sub-tasks whose results this one needs; none means it may run in parallel.
+    /// The request id allocated to it: the task's own id plus one plus `subtask`.
+    pub request_id: RequestId,
+    /// What a node runs (`prlx-workloads` `SubtaskKind`, e.g. `render.tile`).
+    pub kind: String,
+    /// Sub-tasks whose validated results this one's input is built from, ascending, each
+    /// before it. Empty: it is queued at once, in parallel with every other such sub-task.
     pub depends_on: Vec<u32>,
-    pub sealed_payload: Sealed,
-    pub payload_hash: Hash32,
+    /// Work units (the class's cost unit), fixed at planning time.
+    pub cost: u64,
+    /// Its share of the task's price, from `cost` and the catalog (the fold re-derives it).
+    pub price: u64,
+    /// Its input sealed to the coordinator's storage key, with the input's SHA-256: present
+    /// for a sub-task without deps; a dependent one gets its input in `SubtaskReleased`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_payload: Option<Sealed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hash: Option<Hash32>,
 }
 
+/// The segmenter's plan of a general-path task (protocol step 2), recorded with its
+/// acceptance: the task itself never runs; its sub-tasks do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SubtasksPlanned {
     pub request_id: RequestId,
+    /// The task's workload class (`RequestAccepted.workload_class`).
+    pub class: String,
+    /// SHA-256 of the plan's canonical encoding (`prlx-workloads` `Plan::digest`), inputs
+    /// included: two plans of one task agree on it.
+    pub plan_digest: Hash32,
     pub subtasks: Vec<PlannedSubtask>,
+}
+
+/// A dependent sub-task's input, built by the coordinator from its deps' validated results
+/// once every one of them is in: it is queued from here on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubtaskReleased {
+    pub request_id: RequestId,
+    /// The task it belongs to, and its index there.
+    pub task: RequestId,
+    pub subtask: u32,
+    /// The validated result hash of each dep, in `depends_on` order: what its input was
+    /// built from.
+    pub inputs: Vec<Hash32>,
+    pub payload_hash: Hash32,
+    /// The input sealed to the coordinator's storage key.
+    pub sealed_payload: Sealed,
+}
+
+/// A general-path task's output, aggregated from its sub-tasks' validated results in the
+/// plan's order, returned whole and sealed to the client (protocol step 8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AggregateReturned {
+    pub request_id: RequestId,
+    /// The output sealed to the client's public key.
+    pub sealed_for_client: Sealed,
+    /// SHA-256 of the output bytes.
+    pub output_hash: Hash32,
+    /// The validated result hash of each sub-task, by index: what was aggregated.
+    pub results: Vec<Hash32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,6 +612,8 @@ pub enum FailureCause {
     /// Two nodes serving the same model file declined it (`DispatchRefused`): it cannot run
     /// on that file.
     Refused,
+    /// A general-path task whose sub-task failed: the task fails with it.
+    SubtaskFailed,
 }
 
 // Staking and settlement (9): `crate::rewards`.
@@ -647,7 +701,9 @@ events! {
     CreditsRefunded = 1,
     RequestAccepted = 1,
     RequestRejected = 1,
-    SubtasksPlanned = 1,
+    SubtasksPlanned = 2,
+    SubtaskReleased = 1,
+    AggregateReturned = 1,
     NodeRegistered = 1,
     NodeHeartbeat = 1,
     NodeDrained = 1,

@@ -7,13 +7,28 @@ use serde::{Deserialize, Serialize};
 use crate::event::RefusalReason;
 use crate::ids::{Hash32, RequestId};
 
-/// The work of one inference request, sealed under the node's session key.
+/// The work of one request, sealed under the node's session key: an inference request's
+/// prompt, or a general-path sub-task's kind and input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchBody {
     pub request_id: RequestId,
     pub model: String,
     pub prompt: String,
     pub max_tokens: u32,
+    /// Set for a general-path sub-task: the node runs the built-in kind over the input and
+    /// returns its output bytes as the result (no code from a submitter ever runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask: Option<SubtaskWork>,
+}
+
+/// A sub-task as a node runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskWork {
+    /// The built-in kind (`prlx-workloads` `SubtaskKind`, e.g. `render.tile`).
+    pub kind: String,
+    /// Its canonical input bytes.
+    #[serde(with = "crate::b64")]
+    pub input: Vec<u8>,
 }
 
 /// A node's output. Its canonical bytes ([`ResultBody::canonical_bytes`]) are what the PoE

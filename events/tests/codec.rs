@@ -143,12 +143,46 @@ fn one_of_each() -> Vec<Event> {
         .into(),
         SubtasksPlanned {
             request_id: RequestId(2),
-            subtasks: vec![PlannedSubtask {
-                subtask: 1,
-                depends_on: vec![0],
-                sealed_payload: Sealed(vec![9]),
-                payload_hash: Hash32::of(b"s"),
-            }],
+            class: "mapreduce.wordcount".into(),
+            plan_digest: Hash32::of(b"plan"),
+            subtasks: vec![
+                PlannedSubtask {
+                    subtask: 0,
+                    request_id: RequestId(3),
+                    kind: "wordcount.map".into(),
+                    depends_on: vec![],
+                    cost: 12,
+                    price: 30,
+                    sealed_payload: Some(Sealed(vec![9])),
+                    payload_hash: Some(Hash32::of(b"s")),
+                },
+                PlannedSubtask {
+                    subtask: 1,
+                    request_id: RequestId(4),
+                    kind: "wordcount.reduce".into(),
+                    depends_on: vec![0],
+                    cost: 12,
+                    price: 30,
+                    sealed_payload: None,
+                    payload_hash: None,
+                },
+            ],
+        }
+        .into(),
+        SubtaskReleased {
+            request_id: RequestId(4),
+            task: RequestId(2),
+            subtask: 1,
+            inputs: vec![Hash32::of(b"r0")],
+            payload_hash: Hash32::of(b"in"),
+            sealed_payload: Sealed(vec![8, 7]),
+        }
+        .into(),
+        AggregateReturned {
+            request_id: RequestId(2),
+            sealed_for_client: Sealed(vec![1, 2]),
+            output_hash: Hash32::of(b"out"),
+            results: vec![Hash32::of(b"r0"), Hash32::of(b"r1")],
         }
         .into(),
         NodeRegistered {

@@ -78,7 +78,24 @@ pub fn commit_result(
     token_count: u32,
     rng: &mut impl CryptoRngCore,
 ) -> ResultReport {
-    commit_with_poe_of(identity, job, result, token_count, identity.node, rng)
+    commit_with_poe_of(
+        identity,
+        job,
+        &result.canonical_bytes(),
+        token_count,
+        identity.node,
+        rng,
+    )
+}
+
+/// [`commit_result`] for a general-path sub-task: its output bytes are the result.
+pub fn commit_output(
+    identity: &Identity,
+    job: &Job,
+    output: &[u8],
+    rng: &mut impl CryptoRngCore,
+) -> ResultReport {
+    commit_with_poe_of(identity, job, output, 0, identity.node, rng)
 }
 
 /// [`commit_result`] with the PoE computed over `poe_node`: the node's own id for an honest
@@ -86,13 +103,12 @@ pub fn commit_result(
 pub(crate) fn commit_with_poe_of(
     identity: &Identity,
     job: &Job,
-    result: &ResultBody,
+    bytes: &[u8],
     token_count: u32,
     poe_node: NodeId,
     rng: &mut impl CryptoRngCore,
 ) -> ResultReport {
-    let bytes = result.canonical_bytes();
-    let poe = proof_of_execution(job.task, &bytes, poe_node);
+    let poe = proof_of_execution(job.task, bytes, poe_node);
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
     let sealed_result = seal_message(
@@ -103,7 +119,7 @@ pub(crate) fn commit_with_poe_of(
         job.attempt,
         job.epoch,
         nonce,
-        &bytes,
+        bytes,
     );
     let statement = result_statement(
         job.task.request,
@@ -173,6 +189,7 @@ mod tests {
                 model: "tiny-test-v1".into(),
                 prompt: "p".into(),
                 max_tokens: 4,
+                subtask: None,
             },
             deadline_at: Utc::now(),
             trace: None,
@@ -254,6 +271,7 @@ mod tests {
                 model: "tiny-test-v1".into(),
                 prompt: "p".into(),
                 max_tokens: 4095,
+                subtask: None,
             },
             deadline_at: Utc::now(),
             trace: None,

@@ -203,11 +203,35 @@ fn commit_bad_poe(
     commit_with_poe_of(
         identity,
         job,
-        result,
+        &result.canonical_bytes(),
         token_count,
         decoy_node(identity.node),
         rng,
     )
+}
+
+impl FaultDrill {
+    /// The defective report of a general-path sub-task's `output`: a wrong output (one byte
+    /// appended, or the node's id for a unique one), or a PoE over another node's id. Drills
+    /// about signatures are inference-only; a sub-task gets an honest report under them.
+    pub fn commit_output(
+        &self,
+        identity: &Identity,
+        job: &Job,
+        output: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> ResultReport {
+        let mut altered = output.to_vec();
+        match self.fault {
+            Fault::WrongResult => altered.push(0),
+            Fault::WrongResultUnique => altered.extend_from_slice(&identity.node.to_bytes()),
+            Fault::BadPoe => {
+                return commit_with_poe_of(identity, job, output, 0, decoy_node(identity.node), rng)
+            }
+            _ => {}
+        }
+        crate::commit::commit_output(identity, job, &altered, rng)
+    }
 }
 
 #[cfg(test)]

@@ -504,6 +504,7 @@ mod tests {
             model: "tiny-test-v1".into(),
             prompt: "secret prompt".into(),
             max_tokens: 8,
+            subtask: None,
         };
         let sealed = seal_message(
             session,

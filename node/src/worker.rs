@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use prlx_events::event::RefusalReason;
-use prlx_events::protocol::{RefusalReport, ResultReport};
+use prlx_events::protocol::{RefusalReport, ResultReport, SubtaskWork};
 use prlx_events::TaskId;
 use rsa::rand_core::OsRng;
 use tokio::sync::mpsc::UnboundedSender;
@@ -37,7 +37,9 @@ use crate::trace::JobTrace;
 
 // Where they were before `commit` had a module of its own; callers outside the crate use these
 // paths.
-pub use crate::commit::{commit_refusal, commit_result, result_body, BadModelHash, Identity, Job};
+pub use crate::commit::{
+    commit_output, commit_refusal, commit_result, result_body, BadModelHash, Identity, Job,
+};
 
 /// What a node reports for a job: its result, or its refusal of work it cannot run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -243,6 +245,27 @@ fn run_job(
         engine.reference(),
         job.body.max_tokens
     );
+    if let Some(work) = &job.body.subtask {
+        let output = run_subtask(engine, work)?;
+        if let Some(trace) = &mut trace {
+            trace.mark("generated");
+        }
+        let report = match drill {
+            None => commit_output(identity, job, &output, &mut OsRng),
+            Some(drill) => {
+                warn_drill(drill, job);
+                drill.commit_output(identity, job, &output, &mut OsRng)
+            }
+        };
+        return Ok(Finished {
+            task: job.task,
+            attempt: job.attempt,
+            deadline_at: job.deadline_at,
+            report: Report::Result(report),
+            elapsed: started.elapsed(),
+            trace,
+        });
+    }
     let generation = match engine.generate(&job.body.prompt, job.body.max_tokens) {
         Ok(generation) => generation,
         Err(e) => {
@@ -276,12 +299,7 @@ fn run_job(
     let report = Report::Result(match drill {
         None => commit_result(identity, job, &result, tokens, &mut OsRng),
         Some(drill) => {
-            warn!(
-                "FAULT DRILL {}: the report of {} attempt {} is defective on purpose",
-                drill.fault(),
-                job.task,
-                job.attempt
-            );
+            warn_drill(drill, job);
             drill.commit(identity, job, &result, tokens, &mut OsRng)
         }
     });
@@ -296,6 +314,49 @@ fn run_job(
             trace
         }),
     })
+}
+
+fn warn_drill(drill: &FaultDrill, job: &Job) {
+    warn!(
+        "FAULT DRILL {}: the report of {} attempt {} is defective on purpose",
+        drill.fault(),
+        job.task,
+        job.attempt
+    );
+}
+
+/// Runs a general-path sub-task with the built-in workload library: a batch shard through
+/// this worker's engine, any other kind in pure integer code. A malformed or hostile input is
+/// an error (not reported: the coordinator re-dispatches after the deadline), never a panic.
+fn run_subtask(engine: &mut Engine, work: &SubtaskWork) -> Result<Vec<u8>, String> {
+    let kind = prlx_workloads::SubtaskKind::from_name(&work.kind)
+        .ok_or_else(|| format!("unknown sub-task kind {:?}", work.kind))?;
+    info!(
+        "running sub-task kind {kind} on {} input bytes",
+        work.input.len()
+    );
+    let mut adapter = EngineAdapter(engine);
+    prlx_workloads::execute_with_engine(kind, &work.input, &mut adapter)
+        .map_err(|e| format!("sub-task {kind}: {e}"))
+}
+
+/// This worker's engine as the workload library's inference seam: a shard's prompts run on
+/// the model the worker serves (the coordinator only sends a shard of the request's model).
+struct EngineAdapter<'a>(&'a mut Engine);
+
+impl prlx_workloads::InferenceEngine for EngineAdapter<'_> {
+    fn infer(&mut self, model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
+        if model != self.0.reference() {
+            return Err(format!(
+                "a shard of {model:?} sent to a worker of {:?}",
+                self.0.reference()
+            ));
+        }
+        self.0
+            .generate(prompt, max_tokens)
+            .map(|g| g.text)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The refusal an engine error calls for, if it is one: only a prompt too long for the

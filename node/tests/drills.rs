@@ -51,6 +51,7 @@ fn job(request: u64, session: &SessionKey) -> Job {
             model: "tiny-test-v1".into(),
             prompt: "p".into(),
             max_tokens: 8,
+            subtask: None,
         },
         deadline_at: Utc::now(),
         trace: None,

@@ -18,3 +18,18 @@ pub fn task_price(model: &CatalogModel, priority: Priority, max_tokens: u32) -> 
         .checked_add(model.base_price)?;
     Some(base.checked_mul(percent)?.div_ceil(100))
 }
+
+/// The price of one general-path sub-task of `kind` costing `cost` work units: the kind's
+/// units are priced as tokens of the task's model ([`prlx_workloads::SubtaskKind::
+/// units_per_priced_token`], rounded up), at least one, so each sub-task also pays the model's
+/// `base_price`: splitting finer costs more. `None` for an unknown kind or an overflow.
+pub fn subtask_price(
+    model: &CatalogModel,
+    priority: Priority,
+    kind: &str,
+    cost: u64,
+) -> Option<u64> {
+    let kind = prlx_workloads::SubtaskKind::from_name(kind)?;
+    let tokens = cost.div_ceil(kind.units_per_priced_token()).max(1);
+    task_price(model, priority, u32::try_from(tokens).ok()?)
+}

@@ -49,6 +49,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     credit_account: account,
                     payload_hash: Hash32([2; 32]),
                     earlier: None,
+                    plan: None,
                     computed_payload_hash: if good_hash {
                         Hash32([2; 32])
                     } else {

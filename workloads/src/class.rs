@@ -98,6 +98,18 @@ impl SubtaskKind {
         SubtaskKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// How many of its cost units are priced as one token of the catalog's
+    /// `per_token_price`: a batch shard's units are tokens; the pure kinds' units are much
+    /// cheaper than a token of a model (the coordinator's pricing, `prlx-projections`).
+    pub fn units_per_priced_token(self) -> u64 {
+        match self {
+            SubtaskKind::BatchShard => 1,
+            SubtaskKind::WordMap | SubtaskKind::WordReduce => 64,
+            SubtaskKind::RenderTile => 4096,
+            SubtaskKind::SweepChunk => 64,
+        }
+    }
+
     /// Whether a node can run it with this crate alone (no inference engine).
     pub fn is_pure(self) -> bool {
         self != SubtaskKind::BatchShard

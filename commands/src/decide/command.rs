@@ -65,6 +65,11 @@ pub enum Command {
     },
     /// A node returned a result; the shell opened it and checked the commitment and signature.
     CompleteTask(Box<Completion>),
+    /// A dependent sub-task's input, built by the shell from its deps' validated results.
+    ReleaseSubtask(Box<SubtaskReleased>),
+    /// A general-path task's output, aggregated by the shell from its sub-tasks' validated
+    /// results and sealed to the client.
+    ReturnAggregate(Box<AggregateReturned>),
     /// A node declined the dispatch it holds; the shell checked its signature.
     RefuseDispatch(Box<Refusal>),
     /// Put the coordinator's signing key on the log (at start, when it is not there yet).
@@ -201,12 +206,39 @@ pub struct Submission {
     /// Put in by the shell: the settled request that left the state under the same
     /// idempotency key, from the request index (`None` when there is none, or no key).
     pub earlier: Option<Box<prlx_projections::coordinator::RequestSummary>>,
+    /// Put in by the shell for a general-path class: the segmenter's plan of the parameters
+    /// (the payload), its sub-tasks' inputs sealed; or which parameter is wrong and why.
+    pub plan: Option<Result<Box<PlannedTask>, ParamProblem>>,
     pub sealed_payload: Sealed,
     /// Who signed it, as intake checked (`None`: unsigned, refused).
     pub consent: Option<prlx_events::event::Consent>,
     /// When it is decided: the shell's stamp time, also its events' `recorded_at`. A
     /// delegation is judged alive or expired by it.
     pub now: DateTime<Utc>,
+}
+
+/// A general-path task as the shell's segmenter planned it (`prlx-workloads` `plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTask {
+    pub class: String,
+    pub digest: Hash32,
+    pub subtasks: Vec<PlannedInput>,
+}
+
+/// One sub-task of a [`PlannedTask`]: its static input sealed (none for a dependent one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedInput {
+    pub kind: String,
+    pub deps: Vec<u32>,
+    pub cost: u64,
+    pub input: Option<(Hash32, Sealed)>,
+}
+
+/// Parameters that do not fit their class: the field (a JSON path under `params`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamProblem {
+    pub field: String,
+    pub reason: String,
 }
 
 /// A `NodeStaking` event as the chain watcher read it ([`Command::ObserveStake`]).

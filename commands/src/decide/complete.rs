@@ -10,10 +10,10 @@ use prlx_projections::validation::{
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Completion;
-use crate::decide::rejection::{internal, Rejection};
+use crate::decide::rejection::{internal, known_request, Rejection};
 use crate::decide::work::{
-    after_failure, give_up, known_request, missed_deadline, release_result, review_flags,
-    standing_events, without_peer, HistoryDelta,
+    after_failure, give_up, missed_deadline, release_result, review_flags, standing_events,
+    without_peer, HistoryDelta,
 };
 
 pub(super) fn complete(state: &CoordinatorState, c: Completion) -> Result<Vec<Event>, Rejection> {

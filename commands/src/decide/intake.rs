@@ -2,6 +2,7 @@
 
 use prlx_events::event::*;
 use prlx_events::{AccountId, Event, RequestId};
+use prlx_projections::coordinator::apply_subtasks::is_general;
 use prlx_projections::coordinator::delegation::{
     expiry_problem, limit_problem, signer_problem, ConsentProblem,
 };
@@ -220,17 +221,25 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
     if let Some(p) = delegation.and_then(|d| expiry_problem(d, s.now)) {
         return Err(refused(p));
     }
-    if s.workload_class != INFERENCE {
+    let general = is_general(&s.workload_class);
+    if s.workload_class != INFERENCE && !general {
         return Err(Rejection::new(
             UnknownWorkloadClass,
             Some("workload_class"),
             format!(
-                "{:?} is not a known workload class (known: {INFERENCE})",
-                s.workload_class
+                "{:?} is not a known workload class (known: {INFERENCE}, {})",
+                s.workload_class,
+                prlx_workloads::KNOWN_CLASSES.join(", ")
             ),
         ));
     }
-    let price = quote(state, &s.model, s.hardware_tier, s.priority, s.max_tokens)?;
+    // The model, tier and max_tokens are checked the same for every class: a general task
+    // runs on the named model's pool, and its inferences (batch) are bounded by max_tokens.
+    let mut price = quote(state, &s.model, s.hardware_tier, s.priority, s.max_tokens)?;
+    let mut shares = Vec::new();
+    if general {
+        (price, shares) = super::general::price(state, &s)?;
+    }
     let catalog = state.catalog.as_ref().expect("quote checked the catalog");
     if s.deadline_seconds < catalog.min_deadline_seconds
         || s.deadline_seconds > catalog.max_deadline_seconds
@@ -269,7 +278,11 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
         ));
     }
     let request_id = RequestId(state.next_request_id);
-    Ok(vec![
+    let plan = match (&s.plan, general) {
+        (Some(Ok(plan)), true) => Some(super::general::planned(request_id, plan, &shares)),
+        _ => None,
+    };
+    let mut events = vec![
         RequestAccepted {
             request_id,
             idempotency_key: s.idempotency_key,
@@ -294,7 +307,9 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
             amount: price,
         }
         .into(),
-    ])
+    ];
+    events.extend(plan);
+    Ok(events)
 }
 
 fn refused(p: ConsentProblem) -> Rejection {

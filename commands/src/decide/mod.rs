@@ -18,6 +18,8 @@
 //! - `work`: dispatch, deadlines, the queue's admission bound, the hold on a result waiting
 //!   for a replica, failure and re-dispatch, release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
+//! - `general`: the general path: a task's plan at intake, a dependent sub-task's release,
+//!   the task's aggregate, and a sub-task's failure failing its task.
 //! - `refuse`: a node declining a dispatch it cannot run.
 //! - `sampling`: sampling epochs' seeds.
 //! - Staking and reward epochs are in [`crate::settle`].
@@ -25,6 +27,7 @@
 mod class;
 pub(crate) mod command;
 mod complete;
+mod general;
 mod intake;
 pub mod limits;
 mod nodes;
@@ -39,8 +42,8 @@ use prlx_events::Event;
 use prlx_projections::CoordinatorState;
 
 pub use self::command::{
-    Command, Completion, Dispatch, Refusal, RootPost, SignedHeartbeat, StakeObservation,
-    Submission, INFERENCE,
+    Command, Completion, Dispatch, ParamProblem, PlannedInput, PlannedTask, Refusal, RootPost,
+    SignedHeartbeat, StakeObservation, Submission, INFERENCE,
 };
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
@@ -90,6 +93,8 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
             release,
         } => work::release_held(state, request, now, release),
         Command::CompleteTask(c) => complete::complete(state, *c),
+        Command::ReleaseSubtask(r) => general::release(state, *r),
+        Command::ReturnAggregate(a) => general::aggregate(state, *a),
         Command::RefuseDispatch(r) => refuse::refuse(state, *r),
         Command::CommitSamplingSeed {
             epoch,

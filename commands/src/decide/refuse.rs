@@ -8,8 +8,8 @@ use prlx_projections::refusal::{reason_problem, same_file_refuser};
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Refusal;
-use crate::decide::rejection::Rejection;
-use crate::decide::work::{after_failure, give_up, known_request};
+use crate::decide::rejection::{known_request, Rejection};
+use crate::decide::work::{after_failure, give_up};
 
 pub(super) fn refuse(state: &CoordinatorState, r: Refusal) -> Result<Vec<Event>, Rejection> {
     let req = known_request(state, r.request)?;

@@ -1,7 +1,9 @@
 //! [`Rejection`]: a command refused, naming the field and the reason.
 
 use prlx_events::event::*;
-use prlx_events::Event;
+use prlx_events::{Event, RequestId};
+use prlx_projections::coordinator::RequestView;
+use prlx_projections::CoordinatorState;
 
 /// Why a command was refused: a code, the field at fault, and words for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,4 +39,16 @@ impl Rejection {
 /// A command the shell built wrong (not the client): refused like a malformed request.
 pub(crate) fn internal(field: &str, message: impl Into<String>) -> Rejection {
     Rejection::new(RejectionCode::MalformedRequest, Some(field), message)
+}
+
+/// The request, or the internal rejection that names it unknown (the shell only sends ids it
+/// read from the state).
+pub(crate) fn known_request(
+    state: &CoordinatorState,
+    request: RequestId,
+) -> Result<&RequestView, Rejection> {
+    state
+        .requests
+        .get(&request)
+        .ok_or_else(|| internal("request", format!("unknown request {request}")))
 }

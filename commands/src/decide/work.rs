@@ -13,7 +13,7 @@ use prlx_projections::validation::{
 use prlx_projections::CoordinatorState;
 
 use crate::decide::command::Dispatch;
-use crate::decide::rejection::{internal, Rejection};
+use crate::decide::rejection::{internal, known_request, Rejection};
 
 pub(super) fn dispatch(state: &CoordinatorState, d: Dispatch) -> Result<Vec<Event>, Rejection> {
     if let Some(seed) = &d.seed {
@@ -86,6 +86,7 @@ pub(super) fn give_up(
             .into(),
         );
     }
+    events.extend(super::general::task_fails_with(state, request));
     events
 }
 
@@ -350,6 +351,10 @@ pub(super) fn release_result(
         node_id: node,
     }
     .into()];
+    if req.subtask_of.is_some() {
+        // Its result goes to its task; the task is charged with its aggregate.
+        return events;
+    }
     let charge = req.price.min(req.reserved);
     events.push(
         CreditsCharged {
@@ -461,16 +466,4 @@ pub(super) fn review_flags(
         events.extend(standing_events(state, p, (0, 0, 1)));
     }
     events
-}
-
-/// The request, or the internal rejection that names it unknown (the shell only sends ids it
-/// read from the state).
-pub(super) fn known_request(
-    state: &CoordinatorState,
-    request: RequestId,
-) -> Result<&RequestView, Rejection> {
-    state
-        .requests
-        .get(&request)
-        .ok_or_else(|| internal("request", format!("unknown request {request}")))
 }

@@ -11,7 +11,7 @@ use rand::RngCore;
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{grant_session, seal_message, seal_to_public_key, Direction, SessionKey};
 use prlx_events::event::SessionKeyIssued;
-use prlx_events::protocol::DispatchBody;
+use prlx_events::protocol::{DispatchBody, SubtaskWork};
 use prlx_events::{NodeId, RequestId, TaskId};
 use prlx_projections::scheduler::{
     any_node_serves, next_assignment, past_registration_grace, Choice,
@@ -192,6 +192,11 @@ impl Coordinator {
         for command in crate::settle::due_settlements(&self.fold.state, now) {
             stage(self, Command::Settlement(command))?;
         }
+        // The general path: dependent sub-tasks whose deps returned, tasks whose sub-tasks
+        // all did. Before dispatch, so a released sub-task goes out in this round.
+        for command in self.general_path_commands()? {
+            stage(self, command)?;
+        }
         // Replicas are drawn under the open epoch's seed (docs/validation.md).
         let seed = self.sampling_seed()?;
         while let Some(choice) = next_assignment(&self.fold.state, seed.as_ref()) {
@@ -354,11 +359,26 @@ impl Coordinator {
                 path: "storage key".into(),
                 reason: format!("payload of {} does not open: {e}", choice.request),
             })?;
-        let body = DispatchBody {
-            request_id: choice.request,
-            model: req.model.clone(),
-            prompt: String::from_utf8_lossy(&prompt).into_owned(),
-            max_tokens: req.max_tokens,
+        let body = match &req.subtask_of {
+            // A general-path sub-task: its kind and input bytes, run by the node's built-in
+            // workload library.
+            Some(of) => DispatchBody {
+                request_id: choice.request,
+                model: req.model.clone(),
+                prompt: String::new(),
+                max_tokens: req.max_tokens,
+                subtask: Some(SubtaskWork {
+                    kind: of.kind.clone(),
+                    input: prompt,
+                }),
+            },
+            None => DispatchBody {
+                request_id: choice.request,
+                model: req.model.clone(),
+                prompt: String::from_utf8_lossy(&prompt).into_owned(),
+                max_tokens: req.max_tokens,
+                subtask: None,
+            },
         };
         let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);

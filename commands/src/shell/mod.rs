@@ -13,6 +13,7 @@
 //! - `keys`: the storage key and the signing key, created on first start, mode 0600.
 //! - `seal`: the log's hash chain recovered at start, and when a `LogSealed` is due.
 
+mod general;
 mod housekeeping;
 mod indexing;
 mod keys;
@@ -170,6 +171,8 @@ pub struct Coordinator {
     snapshots: Option<snapshots::Snapshots>,
     /// Where the snapshot it started from ended, if it started from one.
     restored_from: Option<Offset>,
+    /// The general path's plans of open tasks.
+    plans: general::Plans,
 }
 
 /// Why a node's result report was refused before it reached `decide` (it proves nothing
@@ -266,6 +269,7 @@ impl Coordinator {
             last_staged: None,
             snapshots,
             restored_from,
+            plans: Default::default(),
         })
     }
 

@@ -4,6 +4,8 @@ use prlx_events::event::Sealed;
 use prlx_events::Hash32;
 use rand::RngCore;
 
+use prlx_projections::coordinator::apply_subtasks::is_general;
+
 use crate::decide::{Command, Submission};
 
 use super::Coordinator;
@@ -29,6 +31,9 @@ impl Coordinator {
     /// Builds the command for a submission whose payload arrived as bytes.
     pub fn submission(&self, mut s: Submission, payload: &[u8]) -> Command {
         let (computed, sealed) = self.seal_payload(payload);
+        if is_general(&s.workload_class) {
+            s.plan = Some(self.plan_task(&s.workload_class, &s.model, s.max_tokens, payload));
+        }
         s.computed_payload_hash = computed;
         s.sealed_payload = sealed;
         Command::SubmitRequest(Box::new(s))

@@ -191,6 +191,7 @@ pub fn unsigned_submission(model: &str, payload: &[u8]) -> Submission {
         client_pubkey: String::new(),
         payload_hash: Hash32::of(payload),
         earlier: None,
+        plan: None,
         computed_payload_hash: Hash32::of(payload),
         sealed_payload: Sealed(Vec::new()),
         consent: None,

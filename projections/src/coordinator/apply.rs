@@ -65,6 +65,7 @@ impl CoordinatorState {
                 .queue_deadline(f.request_id)
                 .is_some_and(|due| at >= due),
             Some(FailureCause::Refused) => failed_by_refusals(self, req),
+            Some(FailureCause::SubtaskFailed) => self.task_has_failed_subtask(req),
         };
         if derived {
             return Ok(());
@@ -159,7 +160,7 @@ impl Projection for CoordinatorState {
     /// 16: uptime only while a node serves a catalog model (`Settlement::catalog`,
     /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
     /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
-    const FOLD_VERSION: u32 = 17;
+    const FOLD_VERSION: u32 = 18;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -218,11 +219,13 @@ impl CoordinatorState {
                 self.accounts.entry(d.account.clone()).or_default().balance = balance;
             }
             Event::RequestAccepted(r) => {
-                // The price is the catalog's, re-derived: a log cannot bill other prices.
+                // The price is the catalog's, re-derived: a log cannot bill other prices. A
+                // general-path task's is its sub-tasks', checked with its plan.
+                let general = super::apply_subtasks::is_general(&r.workload_class);
                 let priced = self
                     .catalog_model(&r.model)
                     .and_then(|m| task_price(m, r.priority, r.max_tokens));
-                if priced != Some(r.price) {
+                if !general && priced != Some(r.price) {
                     return Err(FoldError::new(
                         env,
                         format!(
@@ -283,8 +286,18 @@ impl CoordinatorState {
                     delegation,
                     idempotency_key: r.idempotency_key.clone(),
                     settled_seq: None,
+                    subtask_of: None,
+                    plan: None,
                 };
-                req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
+                if general {
+                    // A task never runs itself: its plan follows in this batch.
+                    req = req.into_task(&r.workload_class);
+                    req.enter(RequestPhase::Split);
+                    self.batch.owe(Owed::Plan(r.request_id));
+                    self.open_tasks.insert(r.request_id);
+                } else {
+                    req.enter(RequestPhase::Queued(req.queue_entry(r.request_id)));
+                }
                 self.requests.insert(r.request_id, req);
                 self.next_request_id += 1;
                 self.index_phase(r.request_id);
@@ -307,8 +320,15 @@ impl CoordinatorState {
                     poe: r.poe,
                     node: r.node_id,
                 });
-                self.batch.owe(Owed::Charge(r.request_id));
+                // A sub-task's result goes to its task, not to a client: the task is charged,
+                // when its aggregate is returned.
+                if self.requests[&r.request_id].subtask_of.is_none() {
+                    self.batch.owe(Owed::Charge(r.request_id));
+                }
             }
+            Event::SubtasksPlanned(p) => self.fold_planned(env, p, at)?,
+            Event::SubtaskReleased(r) => self.fold_released(env, r, at)?,
+            Event::AggregateReturned(a) => self.fold_aggregated(env, a)?,
             Event::CoordinatorKeyPublished(k) => {
                 self.coordinator_key = Some(k.public_key_pem.clone())
             }
@@ -668,12 +688,6 @@ impl CoordinatorState {
             }
             // Not defined yet: nothing emits it, so one on a log was not written by this
             // coordinator, and folding it as a no-op would let it mean anything later.
-            Event::SubtasksPlanned(_) => {
-                return Err(FoldError::new(
-                    env,
-                    "SubtasksPlanned: sub-task plans are not defined by this version",
-                ))
-            }
             // A report kept out is one of an attempt the node was given and that is over: a
             // log cannot file a running attempt's result, or one never dispatched, as late.
             Event::LateResultDiscarded(l) => {

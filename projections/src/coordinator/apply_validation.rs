@@ -341,9 +341,18 @@ impl CoordinatorState {
         self.enter(env, id, next)?;
         let req = self.request_mut(env, id)?;
         // The sealed results were kept only to release one without its node; the verdict
-        // is in, so only their hashes stay (they are on the log in `ResultSubmitted`).
+        // is in, so only their hashes stay (they are on the log in `ResultSubmitted`). A
+        // sub-task keeps the one that wins: its task's aggregate (or a dependent sub-task's
+        // input) is built from it.
+        let winner = match (&req.subtask_of, &v.result_hash) {
+            (Some(_), Some(hash)) => Some(*hash),
+            (Some(_), None) => req.results.last().map(|r| r.result_hash),
+            (None, _) => None,
+        };
         for r in &mut req.results {
-            r.sealed_result = Sealed(Vec::new());
+            if Some(r.result_hash) != winner {
+                r.sealed_result = Sealed(Vec::new());
+            }
         }
         Ok(())
     }

@@ -8,7 +8,9 @@
 //! | event | owes, in its batch |
 //! |---|---|
 //! | `RequestAccepted` | `CreditsReserved` of exactly its price, from its account |
-//! | `ResultReturned` | `CreditsCharged` of its price (what is reserved, if less) |
+//! | `RequestAccepted` of a general-path task | `SubtasksPlanned` of it |
+//! | `ResultReturned` (not of a sub-task) | `CreditsCharged` of its price (what is reserved, if less) |
+//! | `AggregateReturned` | `CreditsCharged` of its price (what is reserved, if less) |
 //! | `CreditsCharged` leaving credit reserved | `CreditsRefunded` of the rest |
 //! | `RequestFailed` with credit reserved | `CreditsRefunded` of all of it |
 //! | a failed dispatch that leaves no attempt (`Exhausted`) | `RequestFailed` |
@@ -40,6 +42,8 @@ use crate::fold::FoldError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Owed {
     Reservation(RequestId),
+    /// A general-path task's plan, recorded with its acceptance.
+    Plan(RequestId),
     Charge(RequestId),
     Refund(RequestId),
     /// A request with no attempt left fails in the decision that used up its last one.
@@ -53,6 +57,7 @@ impl std::fmt::Display for Owed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Owed::Reservation(id) => write!(f, "CreditsReserved of request {id}"),
+            Owed::Plan(id) => write!(f, "SubtasksPlanned of request {id}"),
             Owed::Charge(id) => write!(f, "CreditsCharged of request {id}"),
             Owed::Refund(id) => write!(f, "CreditsRefunded of request {id}"),
             Owed::Failure(id) => write!(f, "RequestFailed of request {id}"),

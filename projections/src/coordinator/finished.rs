@@ -100,6 +100,11 @@ impl CoordinatorState {
             req.client_pubkey = String::new();
         }
         self.finished.push_back(id);
+        self.open_tasks.remove(&id);
+        let held = self.held_subtasks.remove(&id).unwrap_or_default();
+        for sub in held {
+            self.retire(sub);
+        }
         while self.finished.len() > FINISHED_WINDOW {
             let Some(old) = self.finished.pop_front() else {
                 break;
@@ -110,6 +115,17 @@ impl CoordinatorState {
 
     /// Takes a settled request out of the state, with its idempotency key.
     fn retire(&mut self, id: RequestId) {
+        let task = self.requests.get(&id).and_then(|r| r.subtask_of.as_ref());
+        if let Some(task) = task.map(|of| of.task) {
+            if self
+                .requests
+                .get(&task)
+                .is_some_and(|t| !settles(t.phase()))
+            {
+                self.held_subtasks.entry(task).or_default().push(id);
+                return;
+            }
+        }
         let Some(req) = self.requests.remove(&id) else {
             return;
         };

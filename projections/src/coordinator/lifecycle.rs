@@ -23,6 +23,17 @@
 //! | `Validated`, no majority | `RequestFailed` | `Failed` |
 //! | `Queued`, `Exhausted` | `RequestFailed` | `Failed` |
 //!
+//! The general path adds two phases. A task (`RequestAccepted` of a general class) is `Split`
+//! from its acceptance: its sub-tasks run, it never does. A sub-task with deps starts `Blocked`.
+//!
+//! | phase | event | next phase |
+//! |---|---|---|
+//! | (none) | `SubtasksPlanned`, a sub-task without deps | `Queued` (set by the fold) |
+//! | (none) | `SubtasksPlanned`, a sub-task with deps | `Blocked` (set by the fold) |
+//! | `Blocked` | `SubtaskReleased` | `Queued` |
+//! | `Split` | `AggregateReturned` | `Completed` |
+//! | `Split`, `Blocked` | `RequestFailed` | `Failed` |
+//!
 //! A leaf: it uses only the event types and the queue entry.
 
 use std::fmt;
@@ -59,6 +70,10 @@ pub enum RequestPhase {
     Completed(ValidationOutcome),
     /// It will not be served: settled (with the outcome of its validation, if it had one).
     Failed(Option<ValidationOutcome>),
+    /// A general-path task: its sub-tasks run; its aggregate (or its failure) comes next.
+    Split,
+    /// A sub-task waiting for its deps' validated results before it is queued.
+    Blocked,
 }
 
 /// What an event does to a request's phase, with what the fold derived from its record.
@@ -108,6 +123,10 @@ pub enum Transition {
     ResultReturned,
     /// `RequestFailed`.
     RequestFailed,
+    /// `SubtaskReleased`: its input is built; it joins its queue.
+    Released(QueueEntry),
+    /// `AggregateReturned`, with the weakest of its sub-tasks' validation outcomes.
+    Aggregated(ValidationOutcome),
 }
 
 /// What follows a failed dispatch, as the request's record gives it.
@@ -280,6 +299,9 @@ pub fn transition(phase: &RequestPhase, t: &Transition) -> Result<RequestPhase, 
         }
         (P::Validated(NoMajority), T::RequestFailed) => P::Failed(Some(NoMajority)),
         (P::Queued(_) | P::Exhausted, T::RequestFailed) => P::Failed(None),
+        (P::Blocked, T::Released(entry)) => P::Queued(entry.clone()),
+        (P::Split, T::Aggregated(outcome)) if *outcome != NoMajority => P::Completed(*outcome),
+        (P::Split | P::Blocked, T::RequestFailed) => P::Failed(None),
         _ => {
             return Err(TransitionError {
                 phase: phase.to_string(),
@@ -371,6 +393,8 @@ impl fmt::Display for RequestPhase {
             Self::Validated(o) => write!(f, "validated ({})", o.as_str()),
             Self::Completed(o) => write!(f, "completed ({})", o.as_str()),
             Self::Failed(_) => write!(f, "failed"),
+            Self::Split => write!(f, "split into sub-tasks"),
+            Self::Blocked => write!(f, "waiting for its deps"),
         }
     }
 }
@@ -396,6 +420,8 @@ impl fmt::Display for Transition {
             Self::ValidationResolved(o) => write!(f, "ValidationResolved ({})", o.as_str()),
             Self::ResultReturned => write!(f, "ResultReturned"),
             Self::RequestFailed => write!(f, "RequestFailed"),
+            Self::Released(_) => write!(f, "SubtaskReleased"),
+            Self::Aggregated(o) => write!(f, "AggregateReturned ({})", o.as_str()),
         }
     }
 }
@@ -582,6 +608,14 @@ mod tests {
             ),
             (P::Queued(entry()), T::RequestFailed, P::Failed(None)),
             (P::Exhausted, T::RequestFailed, P::Failed(None)),
+            (P::Blocked, T::Released(entry()), P::Queued(entry())),
+            (
+                P::Split,
+                T::Aggregated(O::Confirmed),
+                P::Completed(O::Confirmed),
+            ),
+            (P::Split, T::RequestFailed, P::Failed(None)),
+            (P::Blocked, T::RequestFailed, P::Failed(None)),
         ]
     }
 
@@ -639,6 +673,27 @@ mod tests {
             (P::Completed(O::NotSampled), T::ResultReturned),
             (P::Failed(None), T::RequestFailed),
             (P::Failed(None), T::RedundancySampled(wait())),
+            // A task never runs itself; a blocked sub-task is not scheduled; each is
+            // released or aggregated once.
+            (
+                P::Split,
+                T::Scheduled {
+                    node: node(1),
+                    attempt: 0,
+                },
+            ),
+            (
+                P::Blocked,
+                T::Scheduled {
+                    node: node(1),
+                    attempt: 0,
+                },
+            ),
+            (P::Queued(entry()), T::Released(entry())),
+            (P::Split, T::ResultReturned),
+            (P::Validated(O::Confirmed), T::Aggregated(O::Confirmed)),
+            (P::Split, T::Aggregated(O::NoMajority)),
+            (P::Completed(O::NotSampled), T::Aggregated(O::NotSampled)),
         ];
         for (phase, t) in cases {
             let err = transition(&phase, &t).expect_err(&format!("{phase} + {t}"));

@@ -15,6 +15,7 @@
 //! - `apply_validation`: the fold's arms of sampling epochs, draws and verdicts.
 //! - `apply_credits`: the fold's arms of reservations, charges and refunds.
 //! - `apply_refusal`: the fold's arm of a node declining a dispatch.
+//! - [`apply_subtasks`]: the fold's arms of the general path: plans, releases, aggregates.
 //! - `apply_lifecycle`: the fold's side of the lifecycle: a request moved to the phase the
 //!   table gives, with the scheduler's indexes in step.
 //! - [`finished`]: settled requests leave the state after a window; their summaries.
@@ -30,6 +31,7 @@ mod apply_chain;
 mod apply_credits;
 mod apply_lifecycle;
 mod apply_refusal;
+pub mod apply_subtasks;
 mod apply_validation;
 pub mod batch;
 pub mod calibration;

@@ -82,6 +82,14 @@ pub struct CoordinatorState {
     /// Requests settled since the log began.
     #[serde(default)]
     pub settled_total: u64,
+    /// Settled sub-tasks past the window whose task has not settled: its aggregate still
+    /// reads their results. They retire when their task settles.
+    /// General-path tasks accepted and not settled: the shell's round of releases and
+    /// aggregates walks these.
+    #[serde(default)]
+    pub open_tasks: BTreeSet<RequestId>,
+    #[serde(default)]
+    pub held_subtasks: BTreeMap<RequestId, Vec<RequestId>>,
     /// account -> Idempotency-Key -> the request it created, for the requests in `requests`.
     pub idempotency: BTreeMap<AccountId, BTreeMap<String, RequestId>>,
     /// account -> a delegation's EIP-712 hash -> what its requests hold of its limit (see

@@ -102,6 +102,32 @@ pub struct RequestView {
     /// Its place among settlements, once settled (see `finished`).
     #[serde(default)]
     pub settled_seq: Option<u64>,
+    /// A general-path sub-task: which task it belongs to, and its place there.
+    #[serde(default)]
+    pub subtask_of: Option<SubtaskOf>,
+    /// A general-path task: its class and, once planned, its sub-tasks.
+    #[serde(default)]
+    pub plan: Option<TaskPlan>,
+}
+
+/// A sub-task's place in its task's graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskOf {
+    pub task: RequestId,
+    pub index: u32,
+    /// What a node runs (`prlx-workloads` `SubtaskKind` name).
+    pub kind: String,
+    /// The indexes of the sub-tasks its input is built from.
+    pub deps: Vec<u32>,
+}
+
+/// A general-path task's graph as the log recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlan {
+    pub class: String,
+    pub digest: Hash32,
+    /// Its sub-tasks' request ids, by index; empty until `SubtasksPlanned`.
+    pub subtasks: Vec<RequestId>,
 }
 
 /// What a replica must share with the primary to be compared with it: the execution class,
@@ -168,6 +194,23 @@ impl RequestView {
     /// What its validation concluded, once `ValidationResolved` is recorded.
     pub fn outcome(&self) -> Option<ValidationOutcome> {
         self.phase.outcome()
+    }
+
+    /// The hash of the result it returned, once returned: the verified result of the node
+    /// whose result went out.
+    pub fn returned_hash(&self) -> Option<Hash32> {
+        let node = self.result.as_ref()?.node;
+        self.results
+            .iter()
+            .rev()
+            .find(|r| r.node == node)
+            .map(|r| r.result_hash)
+    }
+
+    /// Its verified result that went out, sealed to the storage key, once returned.
+    pub fn returned_result(&self) -> Option<&VerifiedResult> {
+        let node = self.result.as_ref()?.node;
+        self.results.iter().rev().find(|r| r.node == node)
     }
 }
 

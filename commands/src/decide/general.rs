@@ -1,0 +1,240 @@
+//! The general path in `decide`: a task's price and plan at intake, a dependent sub-task's
+//! release, the task's aggregate, and a failed sub-task failing its task.
+//!
+//! The shell does what needs the storage key or plaintext (parsing the parameters, planning,
+//! sealing inputs, opening results, aggregating, sealing to the client) and hands the results
+//! in; `decide` checks them against the state so a stale or forged command records nothing.
+
+use prlx_events::event::*;
+use prlx_events::{Event, Hash32, RequestId};
+use prlx_projections::coordinator::{RequestStatus, RequestView};
+use prlx_projections::pricing::subtask_price;
+use prlx_projections::CoordinatorState;
+
+use crate::decide::command::{PlannedTask, Submission};
+use crate::decide::rejection::known_request;
+use crate::decide::rejection::Rejection;
+
+/// The task's price, the sum of its sub-tasks', with each one's share; the plan's problems
+/// (from the shell's parse) as the rejection naming the parameter.
+pub(super) fn price(
+    state: &CoordinatorState,
+    s: &Submission,
+) -> Result<(u64, Vec<u64>), Rejection> {
+    let plan = match &s.plan {
+        Some(Ok(plan)) => plan,
+        Some(Err(p)) => {
+            return Err(Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some(&p.field),
+                p.reason.clone(),
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some("params"),
+                "a general-path task needs its parameters planned",
+            ))
+        }
+    };
+    let model = state
+        .catalog_model(&s.model)
+        .expect("the quote checked the model");
+    let mut shares = Vec::with_capacity(plan.subtasks.len());
+    let mut total: u64 = 0;
+    for sub in &plan.subtasks {
+        let share = subtask_price(model, s.priority, &sub.kind, sub.cost).ok_or_else(|| {
+            Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some("params"),
+                format!("sub-task {} ({}) cannot be priced", shares.len(), sub.kind),
+            )
+        })?;
+        total = total.checked_add(share).ok_or_else(|| {
+            Rejection::new(
+                RejectionCode::MalformedRequest,
+                Some("params"),
+                "the task's price overflows",
+            )
+        })?;
+        shares.push(share);
+    }
+    Ok((total, shares))
+}
+
+/// The plan's event for task `task`, its sub-tasks taking the ids after it.
+pub(super) fn planned(task: RequestId, plan: &PlannedTask, shares: &[u64]) -> Event {
+    SubtasksPlanned {
+        request_id: task,
+        class: plan.class.clone(),
+        plan_digest: plan.digest,
+        subtasks: plan
+            .subtasks
+            .iter()
+            .zip(shares)
+            .enumerate()
+            .map(|(i, (sub, &price))| PlannedSubtask {
+                subtask: i as u32,
+                request_id: RequestId(task.0 + 1 + i as u64),
+                kind: sub.kind.clone(),
+                depends_on: sub.deps.clone(),
+                cost: sub.cost,
+                price,
+                payload_hash: sub.input.as_ref().map(|(h, _)| *h),
+                sealed_payload: sub.input.as_ref().map(|(_, s)| s.clone()),
+            })
+            .collect(),
+    }
+    .into()
+}
+
+pub(super) fn release(
+    state: &CoordinatorState,
+    r: SubtaskReleased,
+) -> Result<Vec<Event>, Rejection> {
+    let req = known_request(state, r.request_id)?;
+    let Some(of) = &req.subtask_of else {
+        return Err(bad(
+            "request_id",
+            format!("{} is not a sub-task", r.request_id),
+        ));
+    };
+    if (of.task, of.index) != (r.task, r.subtask) {
+        return Err(bad(
+            "task",
+            format!("{} is another task's sub-task", r.request_id),
+        ));
+    }
+    if !matches!(
+        req.phase(),
+        prlx_projections::coordinator::RequestPhase::Blocked
+    ) {
+        // Released already (or failed with its task): nothing to do.
+        return Ok(vec![]);
+    }
+    let task = known_request(state, of.task)?;
+    let inputs = dep_results(state, task, &of.deps)
+        .ok_or_else(|| bad("request_id", "a dep has not returned its result yet"))?;
+    if inputs != r.inputs {
+        return Err(bad("inputs", "not the deps' validated results"));
+    }
+    Ok(vec![r.into()])
+}
+
+pub(super) fn aggregate(
+    state: &CoordinatorState,
+    a: AggregateReturned,
+) -> Result<Vec<Event>, Rejection> {
+    let task = known_request(state, a.request_id)?;
+    let Some(plan) = &task.plan else {
+        return Err(bad("request_id", format!("{} is not a task", a.request_id)));
+    };
+    if task.status != RequestStatus::Accepted {
+        return Ok(vec![]); // settled already
+    }
+    let all: Vec<u32> = (0..plan.subtasks.len() as u32).collect();
+    let results = dep_results(state, task, &all)
+        .ok_or_else(|| bad("request_id", "a sub-task has not returned its result yet"))?;
+    if results != a.results {
+        return Err(bad("results", "not the sub-tasks' validated results"));
+    }
+    let charge = task.price.min(task.reserved);
+    let mut events: Vec<Event> = vec![
+        a.clone().into(),
+        CreditsCharged {
+            account: task.account.clone(),
+            request_id: a.request_id,
+            amount: charge,
+        }
+        .into(),
+    ];
+    if task.reserved > charge {
+        events.push(
+            CreditsRefunded {
+                account: task.account.clone(),
+                request_id: a.request_id,
+                amount: task.reserved - charge,
+            }
+            .into(),
+        );
+    }
+    Ok(events)
+}
+
+/// The returned results' hashes of `task`'s sub-tasks `indexes`, if every one has returned.
+fn dep_results(
+    state: &CoordinatorState,
+    task: &RequestView,
+    indexes: &[u32],
+) -> Option<Vec<Hash32>> {
+    let plan = task.plan.as_ref()?;
+    indexes
+        .iter()
+        .map(|&i| {
+            let sub = state.requests.get(plan.subtasks.get(i as usize)?)?;
+            (sub.status == RequestStatus::Completed)
+                .then(|| sub.returned_hash())
+                .flatten()
+        })
+        .collect()
+}
+
+/// When sub-task `failed` fails, its task fails with it (refunded in full) and so do its
+/// siblings that have not started (waiting on deps, or queued); those running finish and
+/// settle on their own.
+pub(super) fn task_fails_with(state: &CoordinatorState, failed: RequestId) -> Vec<Event> {
+    let Some(of) = state
+        .requests
+        .get(&failed)
+        .and_then(|r| r.subtask_of.as_ref())
+    else {
+        return vec![];
+    };
+    let Some(task) = state.requests.get(&of.task) else {
+        return vec![];
+    };
+    if task.status != RequestStatus::Accepted {
+        return vec![];
+    }
+    let mut events: Vec<Event> = vec![RequestFailed {
+        request_id: of.task,
+        reason: format!("its sub-task {} ({}) failed", of.index, failed),
+        cause: Some(FailureCause::SubtaskFailed),
+    }
+    .into()];
+    if task.reserved > 0 {
+        events.push(
+            CreditsRefunded {
+                account: task.account.clone(),
+                request_id: of.task,
+                amount: task.reserved,
+            }
+            .into(),
+        );
+    }
+    let siblings = task.plan.as_ref().map(|p| p.subtasks.as_slice());
+    for &id in siblings.unwrap_or_default() {
+        let waiting = state.requests.get(&id).is_some_and(|r| {
+            id != failed && r.status == RequestStatus::Accepted && r.running.is_none() && {
+                use prlx_projections::coordinator::RequestPhase::*;
+                matches!(r.phase(), Blocked | Queued(_))
+            }
+        });
+        if waiting {
+            events.push(
+                RequestFailed {
+                    request_id: id,
+                    reason: format!("its task {} failed", of.task),
+                    cause: Some(FailureCause::SubtaskFailed),
+                }
+                .into(),
+            );
+        }
+    }
+    events
+}
+
+fn bad(field: &str, message: impl Into<String>) -> Rejection {
+    Rejection::new(RejectionCode::MalformedRequest, Some(field), message)
+}
