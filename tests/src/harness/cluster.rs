@@ -207,6 +207,43 @@ impl FileCluster {
         RequestId(accepted["request_id"].as_u64().unwrap())
     }
 
+    /// Submits a general-path task of `class` with `params` (its prompt, as JSON text) on the
+    /// tiny model's pool, sealed for [`client_key`](Self::client_key); returns the task's id
+    /// and the price reserved.
+    pub fn submit_task(
+        &self,
+        class: &str,
+        params: &Value,
+        deadline_seconds: u32,
+    ) -> (RequestId, u64) {
+        let (status, accepted) = self.try_submit_task(class, params, deadline_seconds);
+        assert_eq!(status, 202, "{accepted}");
+        (
+            RequestId(accepted["request_id"].as_u64().unwrap()),
+            accepted["price"].as_u64().unwrap(),
+        )
+    }
+
+    /// [`submit_task`](Self::submit_task), answered as it comes: the status and body.
+    pub fn try_submit_task(
+        &self,
+        class: &str,
+        params: &Value,
+        deadline_seconds: u32,
+    ) -> (u16, Value) {
+        let pem = public_key_pem(&self.client_key.to_public_key());
+        let mut body = tiny_submission(
+            &self.account(),
+            &params.to_string(),
+            64,
+            deadline_seconds,
+            &pem,
+        );
+        body["workload_class"] = Value::from(class);
+        let body = self.chain.signed(body, &fresh_key());
+        self.call("POST", "/v1/requests", Some(&body))
+    }
+
     /// The request's status, as the client sees it.
     pub fn status(&self, request: RequestId) -> Value {
         let (code, body) = self.read(&format!("/v1/requests/{}", request.0));
