@@ -612,8 +612,14 @@ pub enum FailureCause {
     /// Two nodes serving the same model file declined it (`DispatchRefused`): it cannot run
     /// on that file.
     Refused,
-    /// A general-path task whose sub-task failed: the task fails with it.
+    /// A general-path task whose sub-task failed: the task fails with it (and so do its
+    /// sub-tasks that had not started).
     SubtaskFailed,
+    /// A general-path task whose sub-tasks' validated results do not combine: a dependent
+    /// sub-task's input, or the aggregate, cannot be built from them (the workload library
+    /// refuses them). Only the coordinator can open them, so the fold checks only that some
+    /// sub-task of the task had returned a result.
+    OutputsRefused,
 }
 
 // Staking and settlement (9): `crate::rewards`.

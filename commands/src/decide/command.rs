@@ -67,6 +67,12 @@ pub enum Command {
     CompleteTask(Box<Completion>),
     /// A dependent sub-task's input, built by the shell from its deps' validated results.
     ReleaseSubtask(Box<SubtaskReleased>),
+    /// A general-path task whose sub-tasks' validated results the shell could not combine
+    /// (into a dependent sub-task's input, or the aggregate): it fails, refunded.
+    FailTask {
+        task: RequestId,
+        reason: String,
+    },
     /// A general-path task's output, aggregated by the shell from its sub-tasks' validated
     /// results and sealed to the client.
     ReturnAggregate(Box<AggregateReturned>),

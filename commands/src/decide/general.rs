@@ -180,6 +180,29 @@ fn dep_results(
         .collect()
 }
 
+/// The shell could not combine a task's validated results: the task fails, refunded, with
+/// its sub-tasks that have not started.
+pub(super) fn fail(
+    state: &CoordinatorState,
+    task: RequestId,
+    reason: String,
+) -> Result<Vec<Event>, Rejection> {
+    let t = known_request(state, task)?;
+    if t.plan.is_none() {
+        return Err(bad("task", format!("{task} is not a general-path task")));
+    }
+    if t.status != RequestStatus::Accepted {
+        return Ok(vec![]);
+    }
+    Ok(task_fails(
+        state,
+        task,
+        None,
+        FailureCause::OutputsRefused,
+        format!("its sub-tasks' results do not combine: {reason}"),
+    ))
+}
+
 /// When sub-task `failed` fails, its task fails with it (refunded in full) and so do its
 /// siblings that have not started (waiting on deps, or queued); those running finish and
 /// settle on their own.
@@ -191,23 +214,39 @@ pub(super) fn task_fails_with(state: &CoordinatorState, failed: RequestId) -> Ve
     else {
         return vec![];
     };
-    let Some(task) = state.requests.get(&of.task) else {
-        return vec![];
-    };
-    if task.status != RequestStatus::Accepted {
-        return vec![];
+    match state.requests.get(&of.task) {
+        Some(task) if task.status == RequestStatus::Accepted => task_fails(
+            state,
+            of.task,
+            Some(failed),
+            FailureCause::SubtaskFailed,
+            format!("its sub-task {} ({}) failed", of.index, failed),
+        ),
+        _ => vec![],
     }
+}
+
+/// `task_id` fails for `cause`, refunded, with its sub-tasks that have not started but
+/// `failed` (already failing in this decision).
+fn task_fails(
+    state: &CoordinatorState,
+    task_id: RequestId,
+    failed: Option<RequestId>,
+    cause: FailureCause,
+    reason: String,
+) -> Vec<Event> {
+    let task = &state.requests[&task_id];
     let mut events: Vec<Event> = vec![RequestFailed {
-        request_id: of.task,
-        reason: format!("its sub-task {} ({}) failed", of.index, failed),
-        cause: Some(FailureCause::SubtaskFailed),
+        request_id: task_id,
+        reason,
+        cause: Some(cause),
     }
     .into()];
     if task.reserved > 0 {
         events.push(
             CreditsRefunded {
                 account: task.account.clone(),
-                request_id: of.task,
+                request_id: task_id,
                 amount: task.reserved,
             }
             .into(),
@@ -216,7 +255,7 @@ pub(super) fn task_fails_with(state: &CoordinatorState, failed: RequestId) -> Ve
     let siblings = task.plan.as_ref().map(|p| p.subtasks.as_slice());
     for &id in siblings.unwrap_or_default() {
         let waiting = state.requests.get(&id).is_some_and(|r| {
-            id != failed && r.status == RequestStatus::Accepted && r.running.is_none() && {
+            Some(id) != failed && r.status == RequestStatus::Accepted && r.running.is_none() && {
                 use prlx_projections::coordinator::RequestPhase::*;
                 matches!(r.phase(), Blocked | Queued(_))
             }
@@ -225,7 +264,7 @@ pub(super) fn task_fails_with(state: &CoordinatorState, failed: RequestId) -> Ve
             events.push(
                 RequestFailed {
                     request_id: id,
-                    reason: format!("its task {} failed", of.task),
+                    reason: format!("its task {task_id} failed"),
                     cause: Some(FailureCause::SubtaskFailed),
                 }
                 .into(),

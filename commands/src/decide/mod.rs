@@ -95,6 +95,7 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         Command::CompleteTask(c) => complete::complete(state, *c),
         Command::ReleaseSubtask(r) => general::release(state, *r),
         Command::ReturnAggregate(a) => general::aggregate(state, *a),
+        Command::FailTask { task, reason } => general::fail(state, task, reason),
         Command::RefuseDispatch(r) => refuse::refuse(state, *r),
         Command::CommitSamplingSeed {
             epoch,

@@ -146,11 +146,15 @@ impl Coordinator {
                         sealed_payload,
                     })));
                 }
-                // Validated outputs that do not make an input: the nodes agreed on output
-                // this library refuses. Left for the operator to see; the task's sub-task
-                // waits (and its queue bound does not run while it is blocked).
+                // Validated outputs that do not make an input (the nodes agreed on output
+                // the library refuses): the task cannot go on, and fails, refunded.
                 Err(e) => {
-                    tracing::error!(%task, index, "cannot build the input of a sub-task: {e}")
+                    tracing::error!(%task, index, "cannot build the input of a sub-task: {e}");
+                    commands.push(Command::FailTask {
+                        task,
+                        reason: format!("the input of sub-task {index}: {e}"),
+                    });
+                    break;
                 }
             }
         }
@@ -210,7 +214,10 @@ impl Coordinator {
             Ok(output) => output,
             Err(e) => {
                 tracing::error!(%task, "cannot aggregate the task's validated results: {e}");
-                return Ok(None);
+                return Ok(Some(Command::FailTask {
+                    task,
+                    reason: format!("the aggregate: {e}"),
+                }));
             }
         };
         let t = &self.fold.state.requests[&task];

@@ -66,6 +66,7 @@ impl CoordinatorState {
                 .is_some_and(|due| at >= due),
             Some(FailureCause::Refused) => failed_by_refusals(self, req),
             Some(FailureCause::SubtaskFailed) => self.task_has_failed_subtask(req),
+            Some(FailureCause::OutputsRefused) => self.task_has_returned_subtask(req),
         };
         if derived {
             return Ok(());

@@ -245,18 +245,28 @@ impl CoordinatorState {
     }
 
     /// Whether the task of `req` (itself, or the task it is a sub-task of) has a failed
-    /// sub-task: the cause `SubtaskFailed` re-derived.
+    /// sub-task, or (for a sub-task) has failed itself: the cause `SubtaskFailed` re-derived.
     pub(super) fn task_has_failed_subtask(&self, req: &RequestView) -> bool {
         let task = match &req.subtask_of {
             Some(of) => self.requests.get(&of.task),
             None => Some(req),
         };
+        let task_failed =
+            req.subtask_of.is_some() && task.is_some_and(|t| t.status == RequestStatus::Failed);
+        task_failed || self.any_subtask(task, RequestStatus::Failed)
+    }
+
+    /// Whether task `req` has a sub-task that returned its result: the cause
+    /// `OutputsRefused` re-derived as far as the fold can (it cannot open the results).
+    pub(super) fn task_has_returned_subtask(&self, req: &RequestView) -> bool {
+        req.subtask_of.is_none() && self.any_subtask(Some(req), RequestStatus::Completed)
+    }
+
+    fn any_subtask(&self, task: Option<&RequestView>, status: RequestStatus) -> bool {
         task.and_then(|t| t.plan.as_ref()).is_some_and(|p| {
-            p.subtasks.iter().any(|id| {
-                self.requests
-                    .get(id)
-                    .is_some_and(|r| r.status == RequestStatus::Failed)
-            })
+            p.subtasks
+                .iter()
+                .any(|id| self.requests.get(id).is_some_and(|r| r.status == status))
         })
     }
 }
