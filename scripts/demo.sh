@@ -19,7 +19,8 @@ loopback port and deploys the contracts (a 5-second unstake cooldown), starts
 `prlx-node run` daemons serving oss-chat-v1. With `prlx-chain`, the deployer funds the
 client's and two operators' wallets, each operator bonds stake for its node and the client
 deposits PRLX into CreditEscrow; once the coordinator has credited the deposit, `prlx-client`
-submits prompts (opening each result with its own key and checking the proof-of-execution),
+submits prompts (opening each result with its own key and checking the proof-of-execution)
+and one general-path task (a render in tiles across both nodes, saved as render.png),
 delegates a spending limit to a gateway key that submits one more prompt under it, waits
 for a reward epoch to settle and prints its payouts. The coordinator posts each settled
 epoch's payout root to the RewardsDistributor and operator 1 claims its node's payouts with
@@ -167,6 +168,15 @@ client --dev-account 2 --account "$client_wallet" --max-tokens 48 \
   "Name the three primary colors." \
   "What is the capital of France?" \
   "Write one sentence about the sea."
+
+# The general path: one task split into sub-tasks that run on both nodes at once, validated
+# like prompts, aggregated by the coordinator and returned whole, sealed to the client.
+echo
+echo "== client: a general-path task: a 256x192 Mandelbrot render in 12 tiles across both nodes, aggregated into a PNG"
+client --dev-account 2 --account "$client_wallet" --class render.tiles --max-tokens 48 \
+  --out "$dir/render.png" \
+  '{"width": 256, "height": 192, "tile": 64, "scene": {"fractal": "mandelbrot", "max_iter": 256}}'
+test -s "$dir/render.png" || { echo "the rendered PNG was not written" >&2; exit 1; }
 
 # ParalleliX AI's gateway need not hold the wallet's key: the account delegates a spending
 # limit to the gateway's key for an hour, and the gateway signs with its own key.

@@ -207,6 +207,18 @@ impl Report {
             let _ = writeln!(s, "  {t:<26} {n}");
         }
         let _ = writeln!(s, "requests {}, nodes {}", self.requests, self.nodes);
+        let count = |t: &str| self.events_by_type.get(t).copied().unwrap_or(0);
+        if count("SubtasksPlanned") > 0 {
+            // The fold checked each: a plan's graph, ids and prices; a release after every
+            // dep returned, naming their results; an aggregate naming every sub-task's.
+            let _ = writeln!(
+                s,
+                "general path: {} task graphs checked, {} dependent sub-tasks released after their deps, {} aggregates matched to their sub-tasks' validated results",
+                count("SubtasksPlanned"),
+                count("SubtaskReleased"),
+                count("AggregateReturned")
+            );
+        }
         let e = &self.evidence;
         let chain = match self.chain_from {
             Some(from) => format!("linked from offset {from}"),

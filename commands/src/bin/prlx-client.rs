@@ -97,7 +97,16 @@ struct Cli {
     /// How long to wait for all results.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
-    /// The prompts, one request each.
+    /// The workload class: `ai.inference` (prompts), or a general-path class
+    /// (`batch.inference`, `mapreduce.wordcount`, `render.tiles`, `sweep.epidemic`) whose
+    /// tasks' parameters are given as JSON in place of prompts (`@FILE` reads a file).
+    #[arg(long, default_value = "ai.inference")]
+    class: String,
+    /// Where a general-path task's output goes (`FILE`; `FILE.ID` for each of several
+    /// tasks, by request id). Without it, only its size and SHA-256 are printed.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+    /// The prompts, one request each (for a general-path class, each task's parameters).
     #[arg(required = true)]
     prompts: Vec<String>,
 }
@@ -216,14 +225,20 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--account {account}: {e}"))?;
     let domain = domain.eip712();
 
+    let general = cli.class != "ai.inference";
     let mut ids = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
+        let prompt = &match prompt.strip_prefix('@') {
+            Some(path) if general => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the parameters of task {i} from {path}"))?,
+            _ => prompt.clone(),
+        };
         let key = format!("client-{run:016x}-{i}");
         let payload_hash = Sha256::digest(prompt.as_bytes());
         let fields = prlx_chain::consent::SubmissionFields {
             account: &account,
             idempotency_key: &key,
-            workload_class: "ai.inference",
+            workload_class: &cli.class,
             model: &cli.model,
             hardware_tier: cli.hardware_tier,
             priority: "standard",
@@ -236,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
             .hash(&domain)
             .map_err(|e| anyhow::anyhow!("--account: {e}"))?;
         let mut body = json!({
-            "workload_class": "ai.inference", "model": cli.model, "hardware_tier": cli.hardware_tier,
+            "workload_class": cli.class, "model": cli.model, "hardware_tier": cli.hardware_tier,
             "priority": "standard", "deadline_seconds": cli.deadline_seconds,
             "credit_account": account, "client_pubkey": pem, "prompt": prompt,
             "max_tokens": cli.max_tokens, "payload_hash": hex::encode(payload_hash),
@@ -260,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
 
     let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
     let mut failures = 0;
+    let tasks = ids.len();
     for (id, prompt) in ids {
         let status = loop {
             let path = format!("/v1/requests/{id}");
@@ -288,6 +304,12 @@ async fn main() -> anyhow::Result<()> {
             .decode(result["sealed_for_client"].as_str().unwrap_or_default())?;
         let bytes = open_with_private_key(&key, &id.to_be_bytes(), &sealed)
             .context("opening the result with the client key")?;
+        if general {
+            if !task_output(&cli, id, &status, &bytes, tasks)? {
+                failures += 1;
+            }
+            continue;
+        }
         let body: ResultBody = serde_json::from_slice(&bytes).context("parsing the result")?;
         let node: NodeId = result["node_id"].as_str().unwrap_or_default().parse()?;
         let poe: Hash32 = result["poe"].as_str().unwrap_or_default().parse()?;
@@ -307,6 +329,40 @@ async fn main() -> anyhow::Result<()> {
         bail!("{failures} request(s) failed or did not verify");
     }
     Ok(())
+}
+
+/// A general-path task's output: checked against the hash the coordinator recorded with its
+/// aggregate, written to --out if given. Whether it verified.
+fn task_output(
+    cli: &Cli,
+    id: u64,
+    status: &Value,
+    output: &[u8],
+    tasks: usize,
+) -> anyhow::Result<bool> {
+    let recorded: Hash32 = status["result"]["poe"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    let hash = Hash32::of(output);
+    let subtasks = status["subtasks"].as_array().map_or(0, Vec::len);
+    let mut line = format!(
+        "\ntask {id} ({}): {} bytes aggregated from {subtasks} sub-tasks, validation {}, SHA-256 {hash} ({})",
+        cli.class,
+        output.len(),
+        status["validation"].as_str().unwrap_or("?"),
+        if hash == recorded { "as recorded" } else { "MISMATCH" }
+    );
+    if let Some(out) = &cli.out {
+        let path = match tasks {
+            1 => out.clone(),
+            _ => std::path::PathBuf::from(format!("{}.{id}", out.display())),
+        };
+        std::fs::write(&path, output).with_context(|| format!("writing {}", path.display()))?;
+        line.push_str(&format!(", written to {}", path.display()));
+    }
+    println!("{line}");
+    Ok(hash == recorded)
 }
 
 async fn http(

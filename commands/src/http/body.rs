@@ -56,6 +56,17 @@ pub struct RequestStatusBody {
     /// AES-256-GCM key, AAD = the request id as u64 big-endian) and its proof-of-execution.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultBodyOut>,
+    /// A general-path task's sub-tasks' request ids, by index (each readable here too). Its
+    /// result is the aggregate: `poe` is then the SHA-256 of the output and `node_id` all
+    /// zeros (no one node produced it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<u64>,
+    /// A general-path sub-task's task; its result goes to the task, not to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+    /// Its index in the task's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask: Option<u32>,
 }
 
 /// A returned result.

@@ -161,5 +161,8 @@ fn status_body(s: &RequestSummary) -> RequestStatusBody {
             poe: res.poe.to_hex(),
             node_id: res.node.0.to_hex(),
         }),
+        subtasks: s.subtasks.iter().map(|id| id.0).collect(),
+        task: s.subtask_of.map(|(task, _)| task.0),
+        subtask: s.subtask_of.map(|(_, index)| index),
     }
 }

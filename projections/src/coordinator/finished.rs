@@ -50,6 +50,12 @@ pub struct RequestSummary {
     /// holds every request up to the one it last wrote, so the shell can tell whether a
     /// request that left the state is in it yet.
     pub settled_seq: Option<u64>,
+    /// A general-path task's sub-tasks, by index (empty for any other request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<RequestId>,
+    /// A general-path sub-task's task and index there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask_of: Option<(RequestId, u32)>,
 }
 
 impl RequestView {
@@ -57,7 +63,10 @@ impl RequestView {
     pub fn summary(&self, id: RequestId) -> RequestSummary {
         let stage = if self.validating() {
             "validating"
-        } else if self.queued.is_some() {
+        } else if matches!(self.phase(), RequestPhase::Split) {
+            // A task's work is its sub-tasks'.
+            "running"
+        } else if self.queued.is_some() || matches!(self.phase(), RequestPhase::Blocked) {
             "queued"
         } else if self.running.is_some() {
             "running"
@@ -83,6 +92,12 @@ impl RequestView {
             idempotency_key: self.idempotency_key.clone(),
             result: self.result.clone(),
             settled_seq: self.settled_seq,
+            subtasks: self
+                .plan
+                .as_ref()
+                .map(|p| p.subtasks.clone())
+                .unwrap_or_default(),
+            subtask_of: self.subtask_of.as_ref().map(|of| (of.task, of.index)),
         }
     }
 }
