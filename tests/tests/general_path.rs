@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use prlx_events::{Envelope, Event, RequestId};
 use prlx_tests::harness::client::read_log;
 use prlx_tests::harness::cluster::FileCluster;
-use prlx_tests::harness::models::{tiny_catalog, TINY};
+use prlx_tests::harness::models::{tiny_catalog, TinyEngine, TINY};
 use serde_json::{json, Value};
 
 /// One cluster at a time: the tests time sub-tasks on a machine with few cores.
@@ -300,19 +300,6 @@ fn unknown_classes_and_bad_parameters_are_refused_naming_the_field() {
     assert_eq!(c.balance(), 1_000);
 }
 
-/// The tiny model in this process, as the workload library's engine: the reference a batch
-/// task's aggregate must equal.
-struct LocalEngine(prlx_node::engine::Engine);
-
-impl prlx_workloads::InferenceEngine for LocalEngine {
-    fn infer(&mut self, _model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
-        self.0
-            .generate(prompt, max_tokens)
-            .map(|g| g.text)
-            .map_err(|e| e.to_string())
-    }
-}
-
 #[test]
 fn batch_inference_shards_run_on_the_nodes_engines_each_checked_by_a_replica() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,17 +313,8 @@ fn batch_inference_shards_run_on_the_nodes_engines_each_checked_by_a_replica() {
         .collect();
     let params = json!({"model": TINY, "inputs": prompts, "shard_size": 2, "max_tokens": 12});
 
-    let root = prlx_tests::harness::bins::workspace_root();
-    let registry =
-        prlx_node::registry::Registry::load(&root.join("node/models/registry.toml"), &root)
-            .unwrap();
-    let options = prlx_node::engine::EngineOptions {
-        ort_library: Some(prlx_node::engine::resolve_ort_library(None, &root).unwrap()),
-        ..Default::default()
-    };
-    let engine = prlx_node::engine::Engine::load(registry.get(TINY).unwrap(), &options).unwrap();
     let spec = prlx_workloads::parse("batch.inference", &params).unwrap();
-    let expect = prlx_workloads::run_in_one_process(&spec, Some(&mut LocalEngine(engine))).unwrap();
+    let expect = prlx_workloads::run_in_one_process(&spec, Some(&mut TinyEngine::load())).unwrap();
 
     let task = run_task(&c, "batch.inference", &params, &expect);
     let status = c.status(task);

@@ -74,3 +74,34 @@ pub fn tiny_submission(
         "payload_hash": prlx_events::Hash32::of(prompt.as_bytes()).to_hex(),
     })
 }
+
+/// The tiny model loaded in this process, as the workload library's inference engine: the
+/// one-process reference a `batch.inference` task's aggregate must equal.
+pub struct TinyEngine(prlx_node::engine::Engine);
+
+impl std::fmt::Debug for TinyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TinyEngine")
+    }
+}
+
+impl TinyEngine {
+    pub fn load() -> TinyEngine {
+        let root = workspace_root();
+        let registry = Registry::load(&root.join("node/models/registry.toml"), &root).unwrap();
+        let options = prlx_node::engine::EngineOptions {
+            ort_library: Some(prlx_node::engine::resolve_ort_library(None, &root).unwrap()),
+            ..Default::default()
+        };
+        TinyEngine(prlx_node::engine::Engine::load(registry.get(TINY).unwrap(), &options).unwrap())
+    }
+}
+
+impl prlx_workloads::InferenceEngine for TinyEngine {
+    fn infer(&mut self, _model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
+        self.0
+            .generate(prompt, max_tokens)
+            .map(|g| g.text)
+            .map_err(|e| e.to_string())
+    }
+}
