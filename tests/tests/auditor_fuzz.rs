@@ -109,20 +109,15 @@ async fn read_all(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn mutated_logs_never_crash_the_auditor() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    let clean = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit/clean");
-    let original = rt.block_on(read_all(&clean));
-    assert!(
-        original.len() > 20,
-        "the golden log has {} records",
-        original.len()
-    );
+        .unwrap()
+}
+
+fn cases() -> (u64, u64) {
     let cases: u64 = std::env::var("PRLX_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -131,10 +126,17 @@ fn mutated_logs_never_crash_the_auditor() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    (cases, first)
+}
+
+/// Mutates `original` once per seed, verifies each mutated log, and fails on a panic; returns
+/// how many of the mutated logs the auditor refused.
+fn fuzz(rt: &tokio::runtime::Runtime, original: &[Value]) -> u64 {
+    let (cases, first) = cases();
     let mut rejected = 0;
     for seed in first..first + cases {
         let mut rng = Rng::new(seed);
-        let mut records = original.clone();
+        let mut records = original.to_vec();
         let what: Vec<String> = (0..1 + pick(&mut rng, 3))
             .map(|_| mutate(&mut records, &mut rng))
             .collect();
@@ -154,15 +156,47 @@ fn mutated_logs_never_crash_the_auditor() {
             })
         }));
         match outcome {
-            Ok(Ok(report)) => rejected += usize::from(!report.ok),
+            Ok(Ok(report)) => rejected += u64::from(!report.ok),
             Ok(Err(_)) => rejected += 1,
             Err(_) => panic!("seed {seed}: the auditor panicked on a log with {what:?}"),
         }
     }
+    rejected
+}
+
+#[test]
+fn mutated_logs_never_crash_the_auditor() {
+    let rt = runtime();
+    let clean = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit/clean");
+    let original = rt.block_on(read_all(&clean));
+    assert!(
+        original.len() > 20,
+        "the golden log has {} records",
+        original.len()
+    );
+    let rejected = fuzz(&rt, &original);
     // Most mutations must be caught; the rest (a value replaced by an equal one, a record
     // swapped with itself) change nothing.
+    let (cases, _) = cases();
     assert!(
-        rejected as u64 * 2 > cases,
+        rejected * 2 > cases,
         "only {rejected} of {cases} mutated logs were refused"
     );
+}
+
+/// The same over a general-path task's log (plan, releases, aggregate: records the golden
+/// log has none of), built by `prlx_commands::testkit::general`. Its results carry placeholder
+/// signatures, so the auditor refuses even the unmutated log on evidence: only "no panic" is
+/// asserted here; the fold's refusal of each forged general-path record is tested in
+/// `prlx-commands` (`general_fold.rs`).
+#[test]
+fn mutated_general_path_logs_never_crash_the_auditor() {
+    let rt = runtime();
+    let original: Vec<Value> = prlx_commands::testkit::general::honest()
+        .envelopes()
+        .iter()
+        .map(|env| serde_json::from_slice(&env.encode()).unwrap())
+        .collect();
+    assert!(original.len() > 20, "{} records", original.len());
+    fuzz(&rt, &original);
 }

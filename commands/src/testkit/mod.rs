@@ -16,6 +16,8 @@
 //! - [`fixtures`]: catalogs, models, node registrations, deposits, accepted requests, a
 //!   reward policy, submissions and completions, each with plain values a test overrides with
 //!   struct update syntax.
+//! - [`general`]: a general-path task's honest history (plan, maps, release, reduce,
+//!   aggregate), decided step by step.
 //! - [`app`]: the HTTP intake in process (`app()` over a coordinator on a fresh file log).
 //! - [`intake`]: the HTTP intake's one-model catalog, a submission body for it, and every way
 //!   to get that body rejected; shared by the in-process and the real-process tests.
@@ -27,6 +29,7 @@
 pub mod accounts;
 pub mod app;
 pub mod fixtures;
+pub mod general;
 pub mod history;
 pub mod intake;
 pub mod sampling;
