@@ -9,8 +9,8 @@
 //! For each node count a fresh `prlx-coordinator serve` on a file log and that many
 //! `prlx-node run` processes (one slot each) run two tasks, each `PRLX_BENCH_ROUNDS` times
 //! (default 3, the best kept):
-//! - `batch.inference`: 16 prompts in 8 shards of 2 on the tiny model, 24 tokens each;
-//! - `render.tiles`: a 256x256 Mandelbrot view in 16 tiles of 64x64, 2000 iterations.
+//! - `batch.inference`: 64 prompts in 8 shards of 8 on the tiny model, up to 64 tokens each;
+//! - `render.tiles`: a 512x512 Mandelbrot view in 16 tiles of 128x128, 2000 iterations.
 //!
 //! Wall time is the coordinator's own: from the task's `RequestAccepted` to its
 //! `AggregateReturned`, both `recorded_at` on the log (no client polling in it). The
@@ -38,19 +38,19 @@ struct Workload {
 }
 
 fn workloads() -> Vec<Workload> {
-    let prompts: Vec<String> = (0..16)
+    let prompts: Vec<String> = (0..64)
         .map(|i| format!("Write a line about the number {i}."))
         .collect();
     vec![
         Workload {
-            name: "batch 16 prompts / 8 shards",
+            name: "batch 64 prompts / 8 shards",
             class: "batch.inference",
-            params: json!({"model": TINY, "inputs": prompts, "shard_size": 2, "max_tokens": 24}),
+            params: json!({"model": TINY, "inputs": prompts, "shard_size": 8, "max_tokens": 64}),
         },
         Workload {
-            name: "render 256x256 / 16 tiles",
+            name: "render 512x512 / 16 tiles",
             class: "render.tiles",
-            params: json!({"width": 256, "height": 256, "tile": 64,
+            params: json!({"width": 512, "height": 512, "tile": 128,
                            "scene": {"fractal": "mandelbrot", "center_re": "-0.7436",
                                      "center_im": "0.1318", "span": "0.02", "max_iter": 2000}}),
         },
