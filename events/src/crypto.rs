@@ -222,7 +222,8 @@ fn result_fields(
 /// What a node signs to decline a dispatch: a domain tag of its own (so a refusal signature
 /// never passes as a result's, nor a result's as a refusal's), request id (u64 BE), task id
 /// (16 bytes), node id (32 bytes), attempt (u32 BE), then the reason: a code byte and its
-/// numbers, each u32 BE. Fixed widths, so no two statements share bytes.
+/// numbers (`ContextExceeded`'s three u32 BE, `OutputTooLarge`'s two u64 BE). Fixed widths per
+/// code, so no two statements share bytes.
 pub fn refusal_statement(
     request: RequestId,
     task: TaskId,
@@ -243,6 +244,12 @@ pub fn refusal_statement(
         } => {
             m.push(1);
             for n in [prompt_tokens, max_tokens, context] {
+                m.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        RefusalReason::OutputTooLarge { bytes, limit } => {
+            m.push(2);
+            for n in [bytes, limit] {
                 m.extend_from_slice(&n.to_be_bytes());
             }
         }

@@ -440,6 +440,10 @@ pub enum RefusalReason {
         max_tokens: u32,
         context: u32,
     },
+    /// A general-path sub-task's output is larger than a sub-task may return
+    /// (`prlx-workloads` `MAX_OUTPUT_BYTES`): the data, not the node, makes it so (a word table
+    /// of a text of distinct words, say), so any node of the same file would produce it too.
+    OutputTooLarge { bytes: u64, limit: u64 },
 }
 
 impl std::fmt::Display for RefusalReason {
@@ -453,6 +457,10 @@ impl std::fmt::Display for RefusalReason {
                 f,
                 "a prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
                  model's context of {context} tokens"
+            ),
+            RefusalReason::OutputTooLarge { bytes, limit } => write!(
+                f,
+                "the sub-task's output of {bytes} bytes is more than the {limit} a sub-task may return"
             ),
         }
     }

@@ -250,6 +250,20 @@ fn run_job(
         if let Some(trace) = &mut trace {
             trace.mark("generated");
         }
+        if output.len() > prlx_workloads::MAX_OUTPUT_BYTES {
+            // Too large to report (and to lie on the log): declined, signed. The data makes
+            // it so, and any node would find the same, so it costs this node no standing.
+            let reason = RefusalReason::OutputTooLarge {
+                bytes: output.len() as u64,
+                limit: prlx_workloads::MAX_OUTPUT_BYTES as u64,
+            };
+            return Ok(finish(
+                job,
+                Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng)),
+                started,
+                trace,
+            ));
+        }
         let report = match drill {
             None => commit_output(identity, job, &output, &mut OsRng),
             Some(drill) => {
@@ -257,14 +271,7 @@ fn run_job(
                 drill.commit_output(identity, job, &output, &mut OsRng)
             }
         };
-        return Ok(Finished {
-            task: job.task,
-            attempt: job.attempt,
-            deadline_at: job.deadline_at,
-            report: Report::Result(report),
-            elapsed: started.elapsed(),
-            trace,
-        });
+        return Ok(finish(job, Report::Result(report), started, trace));
     }
     let generation = match engine.generate(&job.body.prompt, job.body.max_tokens) {
         Ok(generation) => generation,
@@ -277,14 +284,12 @@ fn run_job(
                 };
                 return Err(format!("{kind}: {e}"));
             };
-            return Ok(Finished {
-                task: job.task,
-                attempt: job.attempt,
-                deadline_at: job.deadline_at,
-                report: Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng)),
-                elapsed: started.elapsed(),
+            return Ok(finish(
+                job,
+                Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng)),
+                started,
                 trace,
-            });
+            ));
         }
     };
     if let Some(trace) = &mut trace {
@@ -314,6 +319,18 @@ fn run_job(
             trace
         }),
     })
+}
+
+/// The job's report, with the time it took and its trace.
+fn finish(job: &Job, report: Report, started: Instant, trace: Option<JobTrace>) -> Finished {
+    Finished {
+        task: job.task,
+        attempt: job.attempt,
+        deadline_at: job.deadline_at,
+        report,
+        elapsed: started.elapsed(),
+        trace,
+    }
 }
 
 fn warn_drill(drill: &FaultDrill, job: &Job) {

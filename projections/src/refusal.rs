@@ -49,6 +49,19 @@ pub fn reason_problem(
             }
             None
         }
+        RefusalReason::OutputTooLarge { bytes, limit } => {
+            if req.subtask_of.is_none() {
+                return Some("only a general-path sub-task has an output limit".into());
+            }
+            let max = prlx_workloads::MAX_OUTPUT_BYTES as u64;
+            if limit != max {
+                return Some(format!("limit {limit} is not the protocol's {max}"));
+            }
+            if bytes <= limit {
+                return Some(format!("an output of {bytes} bytes fits the limit {limit}"));
+            }
+            None
+        }
     }
 }
 

@@ -343,3 +343,45 @@ fn batch_inference_shards_run_on_the_nodes_engines_each_checked_by_a_replica() {
     let (_, body) = c.try_submit_task("batch.inference", &other, 60);
     assert_eq!(body["error"]["field"], "params.model", "{body}");
 }
+
+#[test]
+fn an_output_too_large_to_return_is_declined_by_nodes_and_the_task_refunded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = start(0);
+    c.deposit(5_000_000);
+    let (_a, _) = c.spawn_node("node-a", &[]);
+    let (_b, _) = c.spawn_node("node-b", &[]);
+    // ~60k distinct words in one shard: the map's table is larger than a sub-task may
+    // return, which only running it shows.
+    let text: String = (0..60_000u32).map(|i| format!("w{i:x} ")).collect();
+    let words = json!({"text": text, "map_shards": 1});
+    let before = c.balance();
+    let (task, _) = c.submit_task("mapreduce.wordcount", &words, 600);
+    let until = std::time::Instant::now() + RESULT_WAIT;
+    let status = loop {
+        let status = c.status(task);
+        if status["status"] != "accepted" {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(c.balance(), before, "refunded in full");
+    let events = timed(&c);
+    let refusals = events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, Event::DispatchRefused(r)
+                if matches!(r.reason, prlx_events::event::RefusalReason::OutputTooLarge { .. }))
+        })
+        .count();
+    assert_eq!(refusals, 2, "both nodes declined, signed");
+    assert!(
+        !events.iter().any(|(_, e)| matches!(
+            e,
+            Event::NodeFlagged(_) | Event::DeadlineExpired(_) | Event::StandingChanged(_)
+        )),
+        "declining costs an honest node nothing"
+    );
+}

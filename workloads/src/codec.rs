@@ -16,6 +16,16 @@ use crate::error::{AggError, ExecError};
 /// dispatch reaches it.
 pub const MAX_INPUT_BYTES: usize = 16 << 20;
 
+/// The largest output a sub-task may return: it travels in the node's signed report (the
+/// coordinator takes bodies of at most 1 MiB, and the report carries it sealed, in base64)
+/// and lies on the log, sealed, in `ResultSubmitted`. A node whose output is larger declines
+/// the dispatch instead of running into either limit.
+pub const MAX_OUTPUT_BYTES: usize = 512 << 10;
+
+/// The largest output a whole task may have: the aggregate lies on the log, sealed to the
+/// client, in one record of at most 8 MiB.
+pub const MAX_TASK_OUTPUT_BYTES: usize = 4 << 20;
+
 /// Decodes a sub-task's input; unknown fields and trailing bytes are refused by the types
 /// (`deny_unknown_fields`) and by `serde_json` (nesting is capped at 128 levels, so a deep
 /// input is an error rather than a stack overflow).

@@ -44,7 +44,7 @@ mod tests;
 
 pub use batch::InferenceEngine;
 pub use class::{Class, SubtaskKind, KNOWN_CLASSES};
-pub use codec::MAX_INPUT_BYTES;
+pub use codec::{MAX_INPUT_BYTES, MAX_OUTPUT_BYTES, MAX_TASK_OUTPUT_BYTES};
 pub use dispatch::{
     aggregate, execute, execute_with_engine, input_for, parse, plan, quote, run_in_one_process,
     Quote, TaskSpec, MAX_SUBTASKS,

@@ -15,8 +15,9 @@ use crate::params::{fixed_point, Fields};
 use crate::png;
 
 pub const MAX_SIDE: u64 = 4096;
-/// 2048 x 2048: the assembled RGB buffer stays at 12 MiB on the coordinator.
-pub const MAX_PIXELS: u64 = 1 << 22;
+/// 1024 x 1024: the image's RGB bytes (3 MiB) fit a task's output even if the PNG could not
+/// compress them ([`crate::MAX_TASK_OUTPUT_BYTES`]).
+pub const MAX_PIXELS: u64 = 1 << 20;
 pub const MIN_TILE: u64 = 16;
 pub const MAX_TILE: u64 = 1024;
 pub const MAX_TILES: u64 = 1024;
@@ -55,7 +56,7 @@ struct TileInput {
     scene: Scene,
 }
 
-/// `width`, `height` (1..=4096, at most 2048 x 2048 pixels), `tile` (16..=1024, default 256,
+/// `width`, `height` (1..=4096, at most 1024 x 1024 pixels), `tile` (16..=1024, default 256,
 /// at most 1024 tiles) and `scene`: `fractal` ("mandelbrot" | "julia"), `center_re`,
 /// `center_im` (decimal strings, |.| <= 4, default -0.5 and 0), `span` (0 < span <= 8, default
 /// 3), `c_re`, `c_im` (Julia only, |.| <= 2, default -0.8 and 0.156), `max_iter` (1..=4096,
@@ -75,6 +76,17 @@ pub(crate) fn parse(f: &mut Fields) -> Result<RenderSpec, ParamError> {
         return Err(f.err(
             "tile",
             format!("{tiles} tiles of {tile} pixels, more than {MAX_TILES}"),
+        ));
+    }
+    // A tile's output is its raw RGB: it must fit a sub-task's output.
+    let tile_bytes = tile.min(width) * tile.min(height) * 3;
+    if tile_bytes > crate::MAX_OUTPUT_BYTES as u64 {
+        return Err(f.err(
+            "tile",
+            format!(
+                "a tile of {tile} pixels is {tile_bytes} bytes of RGB, more than the {} a sub-task may return",
+                crate::MAX_OUTPUT_BYTES
+            ),
         ));
     }
     let scene_value = f.required("scene")?;

@@ -220,6 +220,16 @@ impl Coordinator {
                 }));
             }
         };
+        if output.len() > prlx_workloads::MAX_TASK_OUTPUT_BYTES {
+            return Ok(Some(Command::FailTask {
+                task,
+                reason: format!(
+                    "the aggregate of {} bytes is more than the {} a task's output may have",
+                    output.len(),
+                    prlx_workloads::MAX_TASK_OUTPUT_BYTES
+                ),
+            }));
+        }
         let t = &self.fold.state.requests[&task];
         let client = prlx_events::crypto::parse_public_key_pem(&t.client_pubkey)
             .map_err(|e| key_error(format!("client key of task {task}: {e}")))?;

@@ -71,7 +71,17 @@ fn each_bad_field_is_named() {
         ),
         (
             "render.tiles",
-            json!({"width": 2048, "height": 2048, "tile": 16, "scene": mandel}),
+            json!({"width": 1024, "height": 1024, "tile": 16, "scene": mandel}),
+            "tile",
+        ),
+        (
+            "render.tiles",
+            json!({"width": 1024, "height": 1025, "scene": mandel}),
+            "height",
+        ),
+        (
+            "render.tiles",
+            json!({"width": 1024, "height": 1024, "tile": 512, "scene": mandel}),
             "tile",
         ),
         (
