@@ -861,6 +861,7 @@ async fn openapi_lists_every_path() {
         "/v1/accounts/{account}",
         "/v1/consent",
         "/v1/quote",
+        "/v1/quote/task",
         "/v1/nodes",
         "/v1/nodes/{id}/heartbeat",
         "/v1/nodes/{id}/results",

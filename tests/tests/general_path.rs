@@ -385,3 +385,46 @@ fn an_output_too_large_to_return_is_declined_by_nodes_and_the_task_refunded() {
         "declining costs an honest node nothing"
     );
 }
+
+#[test]
+fn a_task_is_quoted_as_it_is_charged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = start(0);
+    c.deposit(100_000);
+    let render = json!({"width": 128, "height": 96, "tile": 32,
+                        "scene": {"fractal": "mandelbrot", "max_iter": 500}});
+    let ask = |class: &str, params: &Value| {
+        c.call(
+            "POST",
+            "/v1/quote/task",
+            Some(
+                &json!({"workload_class": class, "model": TINY, "hardware_tier": 1,
+                         "max_tokens": 64, "params": params}),
+            ),
+        )
+    };
+    let (status, quote) = ask("render.tiles", &render);
+    assert_eq!(status, 200, "{quote}");
+    assert_eq!(quote["subtasks"], 12, "{quote}");
+    assert_eq!(quote["depth"], 1, "{quote}");
+    assert_eq!(quote["cost_unit"], "pixel x max_iter", "{quote}");
+    let (_, price) = c.submit_task("render.tiles", &render, 600);
+    assert_eq!(quote["price"].as_u64(), Some(price), "quoted as charged");
+
+    let words = json!({"text": "a b c d e f g h", "map_shards": 4, "fan_in": 2});
+    let (_, quote) = ask("mapreduce.wordcount", &words);
+    assert_eq!(
+        (quote["subtasks"].as_u64(), quote["depth"].as_u64()),
+        (Some(7), Some(3))
+    );
+
+    let (status, body) = ask(
+        "render.tiles",
+        &json!({"width": 0, "height": 8, "scene": {}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "params.width", "{body}");
+    let (status, body) = ask("ai.inference", &json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "workload_class", "{body}");
+}

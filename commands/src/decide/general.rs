@@ -11,7 +11,7 @@ use prlx_projections::coordinator::{RequestStatus, RequestView};
 use prlx_projections::pricing::subtask_price;
 use prlx_projections::CoordinatorState;
 
-use crate::decide::command::{PlannedTask, Submission};
+use crate::decide::command::{ParamProblem, PlannedTask, Submission};
 use crate::decide::rejection::known_request;
 use crate::decide::rejection::Rejection;
 
@@ -38,17 +38,72 @@ pub(super) fn price(
             ))
         }
     };
-    let model = state
-        .catalog_model(&s.model)
-        .expect("the quote checked the model");
-    let mut shares = Vec::with_capacity(plan.subtasks.len());
+    plan_price(
+        state,
+        &s.model,
+        s.priority,
+        plan.subtasks.iter().map(|sub| (sub.kind.clone(), sub.cost)),
+    )
+}
+
+/// A general-path task's parameters checked and planned (pure: the same parameters always
+/// give the same plan): `class`'s own bounds, and for `batch.inference` the request's model
+/// and `max_tokens`, which the catalog checked and the account signed (a shard asks for no
+/// other model and no more tokens). The problem names the parameter (`params.FIELD`).
+pub fn plan_params(
+    class: &str,
+    model: &str,
+    max_tokens: u32,
+    params: &serde_json::Value,
+) -> Result<(prlx_workloads::TaskSpec, prlx_workloads::Plan), ParamProblem> {
+    let spec = prlx_workloads::parse(class, params).map_err(|e| ParamProblem {
+        field: match e.field_name() {
+            Some(f) => format!("params.{f}"),
+            None => "workload_class".into(),
+        },
+        reason: e.to_string(),
+    })?;
+    if let prlx_workloads::TaskSpec::BatchInference(b) = &spec {
+        if b.model() != model {
+            return Err(ParamProblem {
+                field: "params.model".into(),
+                reason: format!("must be the request's model {model:?}"),
+            });
+        }
+        if b.max_tokens() > max_tokens {
+            return Err(ParamProblem {
+                field: "params.max_tokens".into(),
+                reason: format!("must be at most the request's max_tokens {max_tokens}"),
+            });
+        }
+    }
+    let plan = prlx_workloads::plan(&spec);
+    Ok((spec, plan))
+}
+
+/// The price of `plan` for `model` at `priority`, the sum of its sub-tasks', with each one's
+/// share (what `decide` reserves, and `POST /v1/quote/task` answers).
+pub fn plan_price(
+    state: &CoordinatorState,
+    model: &str,
+    priority: Priority,
+    subtasks: impl IntoIterator<Item = (String, u64)>,
+) -> Result<(u64, Vec<u64>), Rejection> {
+    let model = state.catalog_model(model).ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::UnknownModel,
+            Some("model"),
+            format!("{model:?} is not in the catalog"),
+        )
+    })?;
+    let mut shares = Vec::new();
     let mut total: u64 = 0;
-    for sub in &plan.subtasks {
-        let share = subtask_price(model, s.priority, &sub.kind, sub.cost).ok_or_else(|| {
+    for (kind, cost) in subtasks {
+        let share = subtask_price(model, priority, &kind, cost).ok_or_else(|| {
             Rejection::new(
                 RejectionCode::MalformedRequest,
                 Some("params"),
-                format!("sub-task {} ({}) cannot be priced", shares.len(), sub.kind),
+                format!("sub-task {} ({kind}) cannot be priced", shares.len()),
             )
         })?;
         total = total.checked_add(share).ok_or_else(|| {

@@ -45,6 +45,7 @@ pub use self::command::{
     Command, Completion, Dispatch, ParamProblem, PlannedInput, PlannedTask, Refusal, RootPost,
     SignedHeartbeat, StakeObservation, Submission, INFERENCE,
 };
+pub use self::general::{plan_params, plan_price};
 pub use self::pricing::{quote, task_price};
 pub use self::rejection::Rejection;
 use crate::settle::decide_settlement;

@@ -10,7 +10,7 @@ use crate::actor::CoordinatorHandle;
 use crate::decide;
 
 use super::body::*;
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::reader::{may_read, reads_account, Reader};
 use crate::error::{AppError, ErrorBody};
 use crate::submission::PriorityParam;
@@ -84,6 +84,58 @@ pub(super) async fn quote(
             Ok(Json(QuoteBody {
                 model: q.model,
                 price,
+            }))
+        })
+        .await?
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/quote/task",
+    tag = "requests",
+    request_body = TaskQuoteRequest,
+    responses(
+        (status = 200, description = "The price a general-path task with these parameters is charged, and its graph's size", body = TaskQuoteBody),
+        (status = 400, description = "`malformed_request` (naming the parameter, e.g. `params.width`), `unknown_workload_class`, `unknown_model`, `tier_out_of_range`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn quote_task(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiJson(q): ApiJson<TaskQuoteRequest>,
+) -> Result<Json<TaskQuoteBody>, AppError> {
+    if !prlx_projections::coordinator::apply_subtasks::is_general(&q.workload_class) {
+        return Err(AppError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            crate::error::code_name(prlx_events::event::RejectionCode::UnknownWorkloadClass),
+            Some("workload_class"),
+            format!(
+                "{:?} is not a general-path class (known: {})",
+                q.workload_class,
+                prlx_workloads::KNOWN_CLASSES.join(", ")
+            ),
+        ));
+    }
+    // Planned here, outside the actor: parsing and planning are pure and may take a while.
+    let (_, plan) = decide::plan_params(&q.workload_class, &q.model, q.max_tokens, &q.params)
+        .map_err(|p| AppError::malformed(&p.field, p.reason))?;
+    let priority: Priority = q.priority.unwrap_or(PriorityParam::Standard).into();
+    coordinator
+        .read_state(move |state| {
+            // The same checks of model, tier and max_tokens as a submission's.
+            quote_price(state, &q.model, q.hardware_tier, priority, q.max_tokens)?;
+            let subtasks = plan
+                .subtasks
+                .iter()
+                .map(|s| (s.kind.name().to_owned(), s.cost));
+            let (price, _) = decide::plan_price(state, &q.model, priority, subtasks)?;
+            Ok(Json(TaskQuoteBody {
+                workload_class: q.workload_class,
+                model: q.model,
+                price,
+                subtasks: plan.subtasks.len() as u32,
+                depth: plan.depth(),
+                cost: plan.total_cost(),
+                cost_unit: plan.class.cost_unit().to_owned(),
             }))
         })
         .await?

@@ -155,6 +155,40 @@ pub struct QuoteBody {
     pub price: u64,
 }
 
+/// A general-path task to price, as it would be submitted (without the account, key or
+/// signature): its parameters as a JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskQuoteRequest {
+    #[schema(example = "render.tiles")]
+    pub workload_class: String,
+    /// The catalog model whose pool runs it (and, for `batch.inference`, the model run).
+    pub model: String,
+    pub hardware_tier: u8,
+    #[serde(default)]
+    pub priority: Option<PriorityParam>,
+    pub max_tokens: u32,
+    /// The class's parameters (what a submission's `prompt` holds as JSON text).
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+}
+
+/// A general-path task's price: the sum of its sub-tasks', each its cost units priced as
+/// tokens of the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskQuoteBody {
+    pub workload_class: String,
+    pub model: String,
+    /// What the submission is charged, in credit minor units (reserved whole at intake).
+    pub price: u64,
+    /// How many sub-tasks the segmenter makes of it.
+    pub subtasks: u32,
+    /// The longest chain of dependent sub-tasks (1: all run in parallel).
+    pub depth: u32,
+    /// Work units in all, and what a unit is (e.g. `pixel x max_iter`).
+    pub cost: u64,
+    pub cost_unit: String,
+}
+
 /// What two honest nodes must share to produce the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionClassBody {

@@ -101,6 +101,7 @@ pub fn app_with_body_limit(
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/accounts/{account}", get(get_account))
         .route("/v1/quote", get(quote))
+        .route("/v1/quote/task", post(quote_task))
         .route("/v1/consent", get(consent_domain))
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))

@@ -165,6 +165,7 @@ impl Modify for ReadAccessScheme {
         super::requests::submit_request,
         super::requests::get_request,
         super::accounts::quote,
+        super::accounts::quote_task,
         super::accounts::get_account,
         super::accounts::consent_domain,
         super::nodes::register_node,

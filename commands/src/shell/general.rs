@@ -12,7 +12,7 @@ use prlx_events::{Hash32, RequestId, TaskId};
 use prlx_projections::coordinator::{RequestPhase, RequestStatus};
 use prlx_workloads::{Plan, TaskSpec};
 
-use crate::decide::{Command, ParamProblem, PlannedInput, PlannedTask};
+use crate::decide::{plan_params, Command, ParamProblem, PlannedInput, PlannedTask};
 
 use super::reports::result_aad;
 use super::{Coordinator, ShellError};
@@ -37,23 +37,12 @@ impl Coordinator {
         max_tokens: u32,
         payload: &[u8],
     ) -> Result<Box<PlannedTask>, ParamProblem> {
-        let (spec, plan) = parse_and_plan(class, payload)?;
-        if let TaskSpec::BatchInference(b) = &spec {
-            // The request's model and max_tokens are what the catalog checked and the
-            // account signed: a shard asks for no other model and no more tokens.
-            if b.model() != model {
-                return Err(ParamProblem {
-                    field: "params.model".into(),
-                    reason: format!("must be the request's model {model:?}"),
-                });
-            }
-            if b.max_tokens() > max_tokens {
-                return Err(ParamProblem {
-                    field: "params.max_tokens".into(),
-                    reason: format!("must be at most the request's max_tokens {max_tokens}"),
-                });
-            }
-        }
+        let params: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| ParamProblem {
+                field: "prompt".into(),
+                reason: format!("a general-path task's prompt holds its parameters as JSON: {e}"),
+            })?;
+        let (_, plan) = plan_params(class, model, max_tokens, &params)?;
         let subtasks = plan
             .subtasks
             .iter()
@@ -171,8 +160,12 @@ impl Coordinator {
         let payload = self
             .open_payload(&t.payload_hash, &t.sealed_payload)
             .map_err(|e| key_error(format!("parameters of task {task} do not open: {e}")))?;
-        let planned = parse_and_plan(&class, &payload)
-            .map_err(|p| key_error(format!("task {task} no longer plans: {}", p.reason)))?;
+        let planned = serde_json::from_slice(&payload)
+            .map_err(|e| e.to_string())
+            .and_then(|params| {
+                plan_params(&class, &t.model, t.max_tokens, &params).map_err(|p| p.reason)
+            })
+            .map_err(|why| key_error(format!("task {task} no longer plans: {why}")))?;
         self.plans.by_task.insert(task, planned);
         Ok(())
     }
@@ -248,24 +241,6 @@ impl Coordinator {
             },
         ))))
     }
-}
-
-/// Parses a task's parameters (JSON) and plans it: pure, so the same payload always gives the
-/// same plan.
-fn parse_and_plan(class: &str, payload: &[u8]) -> Result<(TaskSpec, Plan), ParamProblem> {
-    let params: serde_json::Value = serde_json::from_slice(payload).map_err(|e| ParamProblem {
-        field: "prompt".into(),
-        reason: format!("a general-path task's prompt holds its parameters as JSON: {e}"),
-    })?;
-    let spec = prlx_workloads::parse(class, &params).map_err(|e| ParamProblem {
-        field: match e.field_name() {
-            Some(f) => format!("params.{f}"),
-            None => "workload_class".into(),
-        },
-        reason: e.to_string(),
-    })?;
-    let plan = prlx_workloads::plan(&spec);
-    Ok((spec, plan))
 }
 
 fn key_error(reason: String) -> ShellError {
