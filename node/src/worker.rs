@@ -357,9 +357,18 @@ fn run_subtask(engine: &mut Engine, work: &SubtaskWork) -> Result<Vec<u8>, Strin
         .map_err(|e| format!("sub-task {kind}: {e}"))
 }
 
-/// This worker's engine as the workload library's inference seam: a shard's prompts run on
-/// the model the worker serves (the coordinator only sends a shard of the request's model).
-struct EngineAdapter<'a>(&'a mut Engine);
+/// An engine as the workload library's inference seam: a shard's prompts run on the model the
+/// worker serves (the coordinator only sends a shard of the request's model). Public so a
+/// one-process reference runs prompts exactly as a node does.
+pub struct EngineAdapter<'a>(pub &'a mut Engine);
+
+impl std::fmt::Debug for EngineAdapter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EngineAdapter")
+            .field(&self.0.reference())
+            .finish()
+    }
+}
 
 impl prlx_workloads::InferenceEngine for EngineAdapter<'_> {
     fn infer(&mut self, model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
@@ -369,10 +378,16 @@ impl prlx_workloads::InferenceEngine for EngineAdapter<'_> {
                 self.0.reference()
             ));
         }
-        self.0
-            .generate(prompt, max_tokens)
-            .map(|g| g.text)
-            .map_err(|e| e.to_string())
+        match self.0.generate(prompt, max_tokens) {
+            Ok(generation) => Ok(generation.text),
+            // The prompt is at fault (empty, or too long for the context), not the node: every
+            // node of this model file finds the same, so that prompt's place in the shard's
+            // output says so, the rest of the shard still runs, and replicas still compare.
+            // Failing the shard instead would leave it unreported, and an honest node would
+            // miss its deadline over a submitter's prompt.
+            Err(e) if e.is_rejection() => Ok(format!("[not run: {e}]")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

@@ -308,14 +308,23 @@ fn batch_inference_shards_run_on_the_nodes_engines_each_checked_by_a_replica() {
     c.deposit(50_000);
     let (_a, _) = c.spawn_node("node-a", &[]);
     let (_b, _) = c.spawn_node("node-b", &[]);
-    let prompts: Vec<String> = (0..6)
+    let mut prompts: Vec<String> = (0..6)
         .map(|i| format!("Story {i}: once upon a time"))
         .collect();
+    // A submitter's prompt too long for the model's context: it cannot run on any node, and
+    // its place in the output says so (the shard still runs, and its nodes miss nothing).
+    prompts[3] = "a ".repeat(8_000);
     let params = json!({"model": TINY, "inputs": prompts, "shard_size": 2, "max_tokens": 12});
 
     let spec = prlx_workloads::parse("batch.inference", &params).unwrap();
     let expect = prlx_workloads::run_in_one_process(&spec, Some(&mut TinyEngine::load())).unwrap();
 
+    let expected: Vec<String> = serde_json::from_slice(&expect).unwrap();
+    assert!(
+        expected[3].starts_with("[not run: a prompt of"),
+        "{}",
+        expected[3]
+    );
     let task = run_task(&c, "batch.inference", &params, &expect);
     let status = c.status(task);
     assert_eq!(status["validation"], "confirmed", "{status}");

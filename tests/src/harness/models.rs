@@ -98,10 +98,8 @@ impl TinyEngine {
 }
 
 impl prlx_workloads::InferenceEngine for TinyEngine {
-    fn infer(&mut self, _model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
-        self.0
-            .generate(prompt, max_tokens)
-            .map(|g| g.text)
-            .map_err(|e| e.to_string())
+    fn infer(&mut self, model: &str, prompt: &str, max_tokens: u32) -> Result<String, String> {
+        // As a node's worker runs a shard's prompts (a prompt at fault included).
+        prlx_node::worker::EngineAdapter(&mut self.0).infer(model, prompt, max_tokens)
     }
 }
