@@ -60,8 +60,14 @@ pub async fn chat_coordinator_on(url: &LogUrl) -> CoordinatorHandle {
 /// The JSON body of a submission of `prompt` for `chat`, answered to `client_pem`, signed by
 /// the account for the record key `reference` (its idempotency key).
 pub fn submission_body(prompt: &str, client_pem: &str, reference: &str) -> String {
+    class_body("ai.inference", prompt, client_pem, reference)
+}
+
+/// [`submission_body`] of workload class `class`: for a general-path class, `prompt` holds
+/// the task's parameters as JSON text.
+pub fn class_body(class: &str, prompt: &str, client_pem: &str, reference: &str) -> String {
     let body = serde_json::json!({
-        "workload_class": "ai.inference",
+        "workload_class": class,
         "model": "chat",
         "hardware_tier": 1,
         "priority": "standard",

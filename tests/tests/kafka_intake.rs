@@ -208,6 +208,49 @@ async fn kcat_submissions_are_answered(log: Log) {
     )));
 }
 
+/// A general-path task takes the same door: published on the topic, it is accepted with its
+/// price and planned (`SubtasksPlanned` in the same decision); bad parameters are answered
+/// naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_general_path_task_on_the_topic_is_accepted_and_planned() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let running = intake(&bootstrap).await;
+    let Intake {
+        handle,
+        config,
+        pem,
+        ..
+    } = &running;
+    let params = r#"{"text": "a b a c", "map_shards": 2, "fan_in": 2}"#;
+    let task = prlx_tests::intake::class_body("mapreduce.wordcount", params, pem, "task-1");
+    kcat_publish(&bootstrap, &config.submissions_topic, "task-1", &task);
+    let bad = prlx_tests::intake::class_body(
+        "render.tiles",
+        r#"{"width": 0, "height": 8, "scene": {"fractal": "julia"}}"#,
+        pem,
+        "task-2",
+    );
+    kcat_publish(&bootstrap, &config.submissions_topic, "task-2", &bad);
+    let answers = kcat_read(&bootstrap, &config.replies_topic, 2);
+    let (_, accepted) = &answers[0];
+    assert_eq!(accepted.status, "accepted", "{accepted:?}");
+    let id = prlx_events::RequestId(accepted.request_id.unwrap());
+    let (_, rejected) = &answers[1];
+    let error = rejected.error.as_ref().unwrap();
+    assert_eq!(error.field.as_deref(), Some("params.width"), "{error:?}");
+    let planned = handle
+        .read_state(move |s| {
+            s.requests[&id]
+                .plan
+                .as_ref()
+                .map_or(0, |p| p.subtasks.len())
+        })
+        .await
+        .unwrap();
+    assert_eq!(planned, 3, "two maps and a reduce");
+    running.stopped().await;
+}
+
 /// A coordinator on a file log with its Kafka intake running, and a client's key (PEM).
 struct Intake {
     handle: CoordinatorHandle,
