@@ -90,12 +90,34 @@ pub fn read_access_hash(r: &ReadAccess, domain: &Eip712Domain) -> B256 {
 }
 
 /// The address whose key made `signature` (65 bytes, 0x-hex) over `hash`.
+///
+/// Parsed as alloy parses it (r, s and the parity from v: 27/28 or 0/1), recovered by
+/// libsecp256k1: every submission's consent is recovered at the door and again by the
+/// auditor, where k256's recovery was the largest single cost.
 pub fn recover(hash: B256, signature: &str) -> Result<Address, ConsentError> {
     let hex = signature.strip_prefix("0x").ok_or(ConsentError::Encoding)?;
     let bytes = hex::decode(hex).map_err(|_| ConsentError::Encoding)?;
     let sig = Signature::try_from(bytes.as_slice()).map_err(|_| ConsentError::Encoding)?;
-    sig.recover_address_from_prehash(&hash)
-        .map_err(|_| ConsentError::Unrecoverable)
+    let id = secp256k1::ecdsa::RecoveryId::try_from(i32::from(sig.v()))
+        .map_err(|_| ConsentError::Unrecoverable)?;
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&sig.r().to_be_bytes::<32>());
+    compact[32..].copy_from_slice(&sig.s().to_be_bytes::<32>());
+    let recoverable = secp256k1::ecdsa::RecoverableSignature::from_compact(&compact, id)
+        .map_err(|_| ConsentError::Unrecoverable)?;
+    let key = secp()
+        .recover_ecdsa(secp256k1::Message::from_digest(hash.0), &recoverable)
+        .map_err(|_| ConsentError::Unrecoverable)?;
+    Ok(Address::from_raw_public_key(
+        &key.serialize_uncompressed()[1..],
+    ))
+}
+
+/// A verification context, made once (it costs more than a recovery).
+fn secp() -> &'static secp256k1::Secp256k1<secp256k1::VerifyOnly> {
+    static SECP: std::sync::OnceLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+        std::sync::OnceLock::new();
+    SECP.get_or_init(secp256k1::Secp256k1::verification_only)
 }
 
 /// The name a priority is signed under: the same as the intake's JSON.
@@ -232,5 +254,38 @@ mod tests {
             recover(submission_hash(&s, &d), "0x12"),
             Err(ConsentError::Encoding)
         );
+    }
+
+    /// libsecp256k1's recovery gives what k256's (alloy's) gives, for honest signatures, their
+    /// high-S twins (s -> n - s, the parity flipped) and damaged ones: switching the library
+    /// changes no verdict the door or the auditor reaches.
+    #[test]
+    fn recovery_agrees_with_k256_on_honest_malleated_and_damaged_signatures() {
+        use alloy::primitives::U256;
+        let n = U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .unwrap();
+        let k256 = |hash: B256, sig: &Signature| {
+            sig.recover_address_from_prehash(&hash)
+                .map_err(|_| ConsentError::Unrecoverable)
+        };
+        let hex65 = |sig: &Signature| format!("0x{}", hex::encode(sig.as_bytes()));
+        for i in 0..64u8 {
+            let key = PrivateKeySigner::random();
+            let hash = alloy::primitives::keccak256([i]);
+            let honest = key.sign_hash_sync(&hash).unwrap();
+            let twin = Signature::new(honest.r(), n - honest.s(), !honest.v());
+            let damaged = Signature::new(honest.r(), honest.s() ^ U256::from(1u8), honest.v());
+            for sig in [honest, twin, damaged] {
+                assert_eq!(
+                    recover(hash, &hex65(&sig)),
+                    k256(hash, &sig),
+                    "{i}: {sig:?}"
+                );
+            }
+            assert_eq!(recover(hash, &hex65(&honest)), Ok(key.address()));
+        }
     }
 }
