@@ -291,30 +291,15 @@ fn task_fails(
     reason: String,
 ) -> Vec<Event> {
     let task = &state.requests[&task_id];
-    let mut events: Vec<Event> = vec![RequestFailed {
-        request_id: task_id,
-        reason,
-        cause: Some(cause),
-    }
-    .into()];
-    if task.reserved > 0 {
-        events.push(
-            CreditsRefunded {
-                account: task.account.clone(),
-                request_id: task_id,
-                amount: task.reserved,
-            }
-            .into(),
-        );
-    }
+    let mut events = super::failure::failed_and_refunded(state, task_id, cause, reason);
     let siblings = task.plan.as_ref().map(|p| p.subtasks.as_slice());
     for &id in siblings.unwrap_or_default() {
-        let waiting = state.requests.get(&id).is_some_and(|r| {
-            Some(id) != failed && r.status == RequestStatus::Accepted && r.running.is_none() && {
+        // Not started: waiting for its deps, or queued (a phase of an accepted request).
+        let waiting = Some(id) != failed
+            && state.requests.get(&id).is_some_and(|r| {
                 use prlx_projections::coordinator::RequestPhase::*;
                 matches!(r.phase(), Blocked | Queued(_))
-            }
-        });
+            });
         if waiting {
             events.push(
                 RequestFailed {

@@ -18,6 +18,7 @@
 //! - `work`: dispatch, deadlines, the queue's admission bound, the hold on a result waiting
 //!   for a replica, failure and re-dispatch, release, standing and flags.
 //! - `complete`: a node's result, judged and validated.
+//! - `failure`: a request's failure and full refund, the pair every failing decision records.
 //! - `general`: the general path: a task's plan at intake, a dependent sub-task's release,
 //!   the task's aggregate, and a sub-task's failure failing its task.
 //! - `refuse`: a node declining a dispatch it cannot run.
@@ -27,6 +28,7 @@
 mod class;
 pub(crate) mod command;
 mod complete;
+mod failure;
 mod general;
 mod intake;
 pub mod limits;

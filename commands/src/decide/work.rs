@@ -69,23 +69,7 @@ pub(super) fn give_up(
     cause: FailureCause,
     reason: String,
 ) -> Vec<Event> {
-    let req = &state.requests[&request];
-    let mut events: Vec<Event> = vec![RequestFailed {
-        request_id: request,
-        reason,
-        cause: Some(cause),
-    }
-    .into()];
-    if req.reserved > 0 {
-        events.push(
-            CreditsRefunded {
-                account: req.account.clone(),
-                request_id: request,
-                amount: req.reserved,
-            }
-            .into(),
-        );
-    }
+    let mut events = super::failure::failed_and_refunded(state, request, cause, reason);
     events.extend(super::general::task_fails_with(state, request));
     events
 }

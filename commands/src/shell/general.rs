@@ -37,12 +37,7 @@ impl Coordinator {
         max_tokens: u32,
         payload: &[u8],
     ) -> Result<Box<PlannedTask>, ParamProblem> {
-        let params: serde_json::Value =
-            serde_json::from_slice(payload).map_err(|e| ParamProblem {
-                field: "prompt".into(),
-                reason: format!("a general-path task's prompt holds its parameters as JSON: {e}"),
-            })?;
-        let (_, plan) = plan_params(class, model, max_tokens, &params)?;
+        let (_, plan) = plan_payload(class, model, max_tokens, payload)?;
         let subtasks = plan
             .subtasks
             .iter()
@@ -68,7 +63,7 @@ impl Coordinator {
             return Ok(Vec::new());
         }
         self.plans.scanned = Some(now);
-        let open: Vec<RequestId> = state.open_tasks.iter().copied().collect();
+        let open = state.open_tasks.clone();
         self.plans.by_task.retain(|id, _| open.contains(id));
         let mut commands = Vec::new();
         for task in open {
@@ -160,12 +155,8 @@ impl Coordinator {
         let payload = self
             .open_payload(&t.payload_hash, &t.sealed_payload)
             .map_err(|e| key_error(format!("parameters of task {task} do not open: {e}")))?;
-        let planned = serde_json::from_slice(&payload)
-            .map_err(|e| e.to_string())
-            .and_then(|params| {
-                plan_params(&class, &t.model, t.max_tokens, &params).map_err(|p| p.reason)
-            })
-            .map_err(|why| key_error(format!("task {task} no longer plans: {why}")))?;
+        let planned = plan_payload(&class, &t.model, t.max_tokens, &payload)
+            .map_err(|p| key_error(format!("task {task} no longer plans: {}", p.reason)))?;
         self.plans.by_task.insert(task, planned);
         Ok(())
     }
@@ -241,6 +232,21 @@ impl Coordinator {
             },
         ))))
     }
+}
+
+/// A task's payload (its parameters, JSON) checked and planned: at intake, and again after a
+/// restart from the sealed copy.
+fn plan_payload(
+    class: &str,
+    model: &str,
+    max_tokens: u32,
+    payload: &[u8],
+) -> Result<(TaskSpec, Plan), ParamProblem> {
+    let params: serde_json::Value = serde_json::from_slice(payload).map_err(|e| ParamProblem {
+        field: "prompt".into(),
+        reason: format!("a general-path task's prompt holds its parameters as JSON: {e}"),
+    })?;
+    plan_params(class, model, max_tokens, &params)
 }
 
 fn key_error(reason: String) -> ShellError {

@@ -52,12 +52,7 @@ impl Coordinator {
             return Err(ReportError::BadSignature);
         }
         let client_pubkey = req.client_pubkey.clone();
-        // A sub-task's output is not tokens: its count is never a measure of the node's
-        // tier, whatever the node reported (the count is outside what it signs).
-        let token_count = match req.subtask_of {
-            Some(_) => 0,
-            None => report.token_count,
-        };
+
         let (epoch, session) = self
             .session(node)
             .ok_or(ReportError::WrongEpoch(report.epoch))?;
@@ -113,7 +108,7 @@ impl Coordinator {
             poe: report.poe,
             signature: Sealed(report.signature.clone()),
             ciphertext_hash,
-            token_count,
+            token_count: report.token_count,
             commitment,
             result_hash: Hash32::of(&result),
             sealed_for_client,

@@ -21,6 +21,7 @@ use crate::coordinator::state::CoordinatorState;
 use crate::coordinator::views::{RequestView, ReturnedResult, SubtaskOf, TaskPlan};
 use crate::fold::FoldError;
 use crate::pricing::subtask_price;
+use crate::scheduler::queue::QueueEntry;
 
 /// The node id an aggregate is returned under: no one node produced it.
 pub const AGGREGATOR: prlx_events::NodeId = prlx_events::NodeId(Hash32([0; 32]));
@@ -177,17 +178,20 @@ impl CoordinatorState {
         {
             return fail("its inputs are not its deps' validated results".into());
         }
-        let mut next = req.clone();
-        next.accepted_at = at;
-        let entry = next.queue_entry(r.request_id);
+        // Its admission bound, and its place in the queue, run from its release: it could
+        // not be queued before.
+        let entry = QueueEntry::new(
+            req.priority,
+            at + chrono::Duration::seconds(i64::from(req.deadline_seconds)),
+            r.request_id,
+        );
         // Checked against the table before anything moves.
-        self.next_phase(env, r.request_id, &Transition::Released(entry.clone()))?;
+        let next = self.next_phase(env, r.request_id, &Transition::Released(entry))?;
         let req = self.request_mut(env, r.request_id)?;
-        // Its admission bound runs from its release: it could not be queued before.
         req.accepted_at = at;
         req.payload_hash = r.payload_hash;
         req.sealed_payload = r.sealed_payload.clone();
-        self.advance(env, r.request_id, &Transition::Released(entry))?;
+        self.enter(env, r.request_id, next)?;
         Ok(())
     }
 

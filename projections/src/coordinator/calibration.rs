@@ -35,8 +35,12 @@ pub fn rate_milli_tps(
 }
 
 /// The rate of `req`'s running attempt's result of `token_count` tokens recorded at `at`:
-/// its dispatch is its deadline less the request's.
+/// its dispatch is its deadline less the request's. `None` for a general-path sub-task.
 pub fn measure(req: &RequestView, token_count: u32, at: DateTime<Utc>) -> Option<u64> {
+    if req.subtask_of.is_some() {
+        // A general-path sub-task's output is not tokens, whatever count its report carries.
+        return None;
+    }
     let deadline_at = req.running.as_ref()?.deadline_at?;
     let dispatched_at = deadline_at - chrono::Duration::seconds(i64::from(req.deadline_seconds));
     rate_milli_tps(token_count, dispatched_at, at)

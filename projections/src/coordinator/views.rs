@@ -199,12 +199,7 @@ impl RequestView {
     /// The hash of the result it returned, once returned: the verified result of the node
     /// whose result went out.
     pub fn returned_hash(&self) -> Option<Hash32> {
-        let node = self.result.as_ref()?.node;
-        self.results
-            .iter()
-            .rev()
-            .find(|r| r.node == node)
-            .map(|r| r.result_hash)
+        self.returned_result().map(|r| r.result_hash)
     }
 
     /// Its verified result that went out, sealed to the storage key, once returned.
