@@ -238,7 +238,8 @@ def verify_tokenizer(path: str, bos: int, eos: int) -> None:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def convert(gguf_path: str, out_dir: str, mode: str, q4_acc: int, rope_impl: str) -> None:
+def convert(gguf_path: str, out_dir: str, mode: str, q4_acc: int, rope_impl: str,
+            attn_impl: str = "gqa") -> None:
     t0 = time.time()
     reader = gguf.GGUFReader(gguf_path)
     arch = field(reader, "general.architecture")
@@ -298,7 +299,7 @@ def convert(gguf_path: str, out_dir: str, mode: str, q4_acc: int, rope_impl: str
     cfg = ol.LlamaConfig(
         vocab_size=V, hidden_size=D, num_layers=n_layers, num_heads=H, num_kv_heads=KV,
         head_dim=HD, intermediate_size=F, rope_theta=theta, rms_eps=eps, q4_accuracy_level=q4_acc,
-        max_positions=ctx, rope_impl=rope_impl,
+        max_positions=ctx, rope_impl=rope_impl, attn_impl=attn_impl,
         doc=f"{name} converted from {os.path.basename(gguf_path)} ({mode})",
         metadata={"source": os.path.basename(gguf_path), "weights": mode,
                   "bos_token_id": bos, "eos_token_id": eos, "context_length": ctx},
@@ -347,13 +348,18 @@ def main() -> None:
                          "to int8 per 32-block like llama.cpp (~2.5x faster on CPU); 0 keeps fp32 math")
     ap.add_argument("--rope", choices=["ops", "contrib"], default="ops",
                     help="RoPE as plain ONNX ops (default) or com.microsoft RotaryEmbedding (needs position_ids < context_length)")
+    ap.add_argument("--attention", choices=["gqa", "ops"], default="gqa",
+                    help="com.microsoft GroupQueryAttention over each sequence's own length (default: "
+                         "batch-invariant, right-padded batches) or MatMul/Softmax over the padded length")
     ap.add_argument("--print-gguf-path", action="store_true", help="print the resolved .gguf path and exit")
     args = ap.parse_args()
     path = args.gguf or find_package_gguf(args.package)
     if args.print_gguf_path:
         print(path)
         return
-    convert(path, args.out_dir, args.weights, args.accuracy_level, args.rope)
+    if args.attention == "gqa" and args.rope == "contrib":
+        ap.error("--rope contrib needs --attention ops (the GQA graph applies RoPE with plain ops)")
+    convert(path, args.out_dir, args.weights, args.accuracy_level, args.rope, args.attention)
 
 
 if __name__ == "__main__":

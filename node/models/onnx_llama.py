@@ -153,6 +153,9 @@ class LlamaConfig:
     rope_impl: str = "ops"
     # MatMulNBits accuracy_level for the 8-bit tied lm_head (CPU only has a fast int8 kernel)
     q8_accuracy_level: int = 4
+    # "gqa": com.microsoft GroupQueryAttention, each sequence attending over its own length
+    # (batch-invariant; right-padded batches); "ops": MatMul/Softmax over the padded length
+    attn_impl: str = "gqa"
     doc: str = ""
     metadata: dict = field(default_factory=dict)
 
@@ -301,20 +304,22 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
     # ---------------- mask (shared) ----------------
     # total length T from attention_mask, new length S from input_ids, past = T - S
     t_len = g.op("Shape", ["attention_mask"], name="mask/shape_T", start=1, end=2)
-    s_len = g.op("Shape", ["input_ids"], name="mask/shape_S", start=1, end=2)
     t_sc = g.op("Squeeze", [t_len, g.const_i64([0])], name="mask/T")
-    s_sc = g.op("Squeeze", [s_len, g.const_i64([0])], name="mask/S")
-    past_sc = g.op("Sub", [t_sc, s_sc], name="mask/past")
-    zero = g.const_i64(0, "const_zero_scalar")
     one = g.const_i64(1, "const_one_scalar")
-    k_idx = g.op("Range", [zero, t_sc, one], name="mask/k_idx")  # [T]
-    q_idx = g.op("Range", [past_sc, t_sc, one], name="mask/q_idx")  # [S]
-    k_row = g.op("Unsqueeze", [k_idx, g.const_i64([0])], name="mask/k_row")  # [1,T]
-    q_col = g.op("Unsqueeze", [q_idx, g.const_i64([1])], name="mask/q_col")  # [S,1]
-    causal = g.op("LessOrEqual", [k_row, q_col], name="mask/causal")  # [S,T]
-    am = g.op("Cast", ["attention_mask"], name="mask/am_bool", to=TensorProto.BOOL)  # [B,T]
-    am = g.op("Unsqueeze", [am, g.const_i64([1, 2, 3])], name="mask/am_unsq")  # [B,1,1,1,T]
-    mask = g.op("And", [am, causal], name="mask/and")  # [B,1,1,S,T]
+    if cfg.attn_impl == "ops":
+        zero = g.const_i64(0, "const_zero_scalar")
+        s_len = g.op("Shape", ["input_ids"], name="mask/shape_S", start=1, end=2)
+        s_sc = g.op("Squeeze", [s_len, g.const_i64([0])], name="mask/S")
+        past_sc = g.op("Sub", [t_sc, s_sc], name="mask/past")
+        # the causal and padding mask of the MatMul/Softmax attention (GQA derives its own)
+        k_idx = g.op("Range", [zero, t_sc, one], name="mask/k_idx")  # [T]
+        q_idx = g.op("Range", [past_sc, t_sc, one], name="mask/q_idx")  # [S]
+        k_row = g.op("Unsqueeze", [k_idx, g.const_i64([0])], name="mask/k_row")  # [1,T]
+        q_col = g.op("Unsqueeze", [q_idx, g.const_i64([1])], name="mask/q_col")  # [S,1]
+        causal = g.op("LessOrEqual", [k_row, q_col], name="mask/causal")  # [S,T]
+        am = g.op("Cast", ["attention_mask"], name="mask/am_bool", to=TensorProto.BOOL)  # [B,T]
+        am = g.op("Unsqueeze", [am, g.const_i64([1, 2, 3])], name="mask/am_unsq")  # [B,1,1,1,T]
+        mask = g.op("And", [am, causal], name="mask/and")  # [B,1,1,S,T]
 
     # ---------------- rotary (shared) ----------------
     # rotate-half (HF / NeoX) convention; inv_freq[i] = theta^(-2i/HD)
@@ -339,6 +344,7 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
         neg_sin_h = g.op("Neg", [sin_h], name="rope/neg_sin_half")
         cos = g.op("Concat", [cos_h, cos_h], name="rope/cos", axis=-1)
         sin_signed = g.op("Concat", [neg_sin_h, sin_h], name="rope/sin_signed", axis=-1)
+        cos_bs, sin_bs = cos, sin_signed  # [B,S,HD]
         cos = g.op("Unsqueeze", [cos, g.const_i64([1])], name="rope/cos_unsq")  # [B,1,S,HD]
         sin_signed = g.op("Unsqueeze", [sin_signed, g.const_i64([1])], name="rope/sin_unsq")
         split_half = g.const_i64([half, half], "rope_split")
@@ -350,6 +356,17 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
             b = g.op("Mul", [rot, sin_signed], name=f"{name}/mul_sin")
             return g.op("Add", [a, b], name=f"{name}/add")
 
+        # the same rotation for x [B,S,n,HD] (GroupQueryAttention takes BSNH)
+        cos_s = g.op("Unsqueeze", [cos_bs, g.const_i64([2])], name="rope/cos_bsnh")  # [B,S,1,HD]
+        sin_s = g.op("Unsqueeze", [sin_bs, g.const_i64([2])], name="rope/sin_bsnh")
+
+        def rope_bsnh(x, name):
+            x1, x2 = g.op("Split", [x, split_half], name=f"{name}/split", n_out=2, axis=-1)
+            rot = g.op("Concat", [x2, x1], name=f"{name}/swap", axis=-1)
+            a = g.op("Mul", [x, cos_s], name=f"{name}/mul_cos")
+            b = g.op("Mul", [rot, sin_s], name=f"{name}/mul_sin")
+            return g.op("Add", [a, b], name=f"{name}/add")
+
     scale = 1.0 / float(np.sqrt(HD))
     # 1/sqrt(head_dim) is folded into the Q rows of the weights when it is a power of two
     # (exact in floating point); otherwise it is applied with a Mul.
@@ -357,12 +374,54 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
     split_qkv = g.const_i64([H * HD, KV * HD, KV * HD], "qkv_split")
     split_ffn = g.const_i64([cfg.intermediate_size, cfg.intermediate_size], "ffn_split")
 
+    def mlp(i, p, lw, x):
+        hn = rmsnorm(x, lw.ffn_norm, f"{p}.post_attention_layernorm")
+        gu = linear(hn, lw.gate_up, f"{p}.mlp.gate_up_proj")
+        gate, up = g.op("Split", [gu, split_ffn], name=f"{p}.mlp.split", n_out=2, axis=-1)
+        sg = g.op("Sigmoid", [gate], name=f"{p}.mlp.sigmoid")
+        act = g.op("Mul", [gate, sg], name=f"{p}.mlp.silu")
+        act = g.op("Mul", [act, up], name=f"{p}.mlp.gate_mul_up")
+        dn = linear(act, lw.down, f"{p}.mlp.down_proj")
+        return g.op("Add", [x, dn], name=f"{p}.mlp.residual")
+
+    if cfg.attn_impl == "gqa":
+        assert cfg.rope_impl == "ops", "attn_impl gqa applies RoPE with plain ops"
+        # Right-padded batches: sequence b holds its tokens at cache slots 0..len_b-1, and
+        # GroupQueryAttention reads exactly those (seqlens_k = len_b - 1), so a sequence's
+        # numbers never depend on the padding or on the other sequences of its batch.
+        lens = g.op("ReduceSum", ["attention_mask", g.const_i64([1])], name="gqa/lens", keepdims=0)
+        last = g.op("Sub", [lens, one], name="gqa/last")
+        seqlens_k = g.op("Cast", [last], name="gqa/seqlens_k", to=TensorProto.INT32)
+        total_len = g.op("Cast", [t_sc], name="gqa/total_len", to=TensorProto.INT32)
+
+    def gqa_attention(i, p, q, k, v):
+        q = g.op("Reshape", [q, g.const_i64([0, 0, H, HD])], name=f"{p}.attn.q_reshape")
+        k = g.op("Reshape", [k, g.const_i64([0, 0, KV, HD])], name=f"{p}.attn.k_reshape")
+        q = rope_bsnh(q, f"{p}.attn.q_rope")
+        k = rope_bsnh(k, f"{p}.attn.k_rope")
+        q = g.op("Reshape", [q, g.const_i64([0, 0, H * HD])], name=f"{p}.attn.q_flat")
+        k = g.op("Reshape", [k, g.const_i64([0, 0, KV * HD])], name=f"{p}.attn.k_flat")
+        ctx = g.uid(f"{p}.attn.ctx")
+        g.op("GroupQueryAttention",
+             [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens_k, total_len],
+             name=f"{p}.attn.gqa", domain=MS_DOMAIN,
+             outputs=[ctx, f"present.{i}.key", f"present.{i}.value"],
+             num_heads=H, kv_num_heads=KV, scale=1.0 if fold_scale else scale)
+        return linear(ctx, lw_o[i], f"{p}.attn.o_proj")
+
+    lw_o = [lw.o for lw in layers]
+
     # ---------------- layers ----------------
     for i, lw in enumerate(layers):
         p = f"layers.{i}"
         hn = rmsnorm(x, lw.attn_norm, f"{p}.input_layernorm")
         qkv = linear(hn, _scale_rows(lw.qkv, H * HD, scale) if fold_scale else lw.qkv, f"{p}.attn.qkv_proj")
         q, k, v = g.op("Split", [qkv, split_qkv], name=f"{p}.attn.split_qkv", n_out=3, axis=-1)
+        if cfg.attn_impl == "gqa":
+            o = gqa_attention(i, p, q, k, v)
+            x = g.op("Add", [x, o], name=f"{p}.attn.residual")
+            x = mlp(i, p, lw, x)
+            continue
         q = g.op("Reshape", [q, g.const_i64([0, 0, H, HD])], name=f"{p}.attn.q_reshape")
         q = g.op("Transpose", [q], name=f"{p}.attn.q_t", perm=[0, 2, 1, 3])  # [B,H,S,HD]
         k = g.op("Reshape", [k, g.const_i64([0, 0, KV, HD])], name=f"{p}.attn.k_reshape")
@@ -392,15 +451,7 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
         ctx = g.op("Reshape", [ctx, g.const_i64([0, 0, H * HD])], name=f"{p}.attn.ctx_flat")
         o = linear(ctx, lw.o, f"{p}.attn.o_proj")
         x = g.op("Add", [x, o], name=f"{p}.attn.residual")
-
-        hn = rmsnorm(x, lw.ffn_norm, f"{p}.post_attention_layernorm")
-        gu = linear(hn, lw.gate_up, f"{p}.mlp.gate_up_proj")
-        gate, up = g.op("Split", [gu, split_ffn], name=f"{p}.mlp.split", n_out=2, axis=-1)
-        sg = g.op("Sigmoid", [gate], name=f"{p}.mlp.sigmoid")
-        act = g.op("Mul", [gate, sg], name=f"{p}.mlp.silu")
-        act = g.op("Mul", [act, up], name=f"{p}.mlp.gate_mul_up")
-        dn = linear(act, lw.down, f"{p}.mlp.down_proj")
-        x = g.op("Add", [x, dn], name=f"{p}.mlp.residual")
+        x = mlp(i, p, lw, x)
 
     x = rmsnorm(x, final_norm, "model.norm")
 
@@ -441,7 +492,8 @@ def build_llama(cfg: LlamaConfig, embed, layers: List[LayerWeights], final_norm:
         "vocab_size": V, "hidden_size": D, "num_layers": cfg.num_layers, "num_heads": H,
         "num_kv_heads": KV, "head_dim": HD, "intermediate_size": cfg.intermediate_size,
         "rope_theta": cfg.rope_theta, "rms_eps": cfg.rms_eps, "max_positions": cfg.max_positions,
-        "q4_accuracy_level": cfg.q4_accuracy_level, "io_contract": "parallelix-llama-kv-v1",
+        "q4_accuracy_level": cfg.q4_accuracy_level,
+        "io_contract": "parallelix-llama-kv-v2" if cfg.attn_impl == "gqa" else "parallelix-llama-kv-v1",
     }
     meta.update(cfg.metadata)
     for k_, v_ in meta.items():

@@ -1,6 +1,6 @@
 //! The inference engine: one ONNX Runtime session of one registry model, greedy decoding with
 //! a KV cache, following the graph contract of node/models/README.md
-//! (`parallelix-llama-kv-v1`).
+//! (`parallelix-llama-kv-v2`).
 //!
 //! `ort::Session::run` takes `&mut self` (ONNX Runtime's `Run` is not safe to call concurrently on
 //! one session), so an [`Engine`] is one worker: the node holds one engine per slot and never puts

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// The only graph I/O contract this node speaks (node/models/README.md).
-pub const IO_CONTRACT: &str = "parallelix-llama-kv-v1";
+pub const IO_CONTRACT: &str = "parallelix-llama-kv-v2";
 
 /// Why a registry or a model file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +364,7 @@ mod tests {
 path = "models/m.onnx"
 tokenizer = "models/tokenizer.json"
 sha256 = "SHA"
-io_contract = "parallelix-llama-kv-v1"
+io_contract = "parallelix-llama-kv-v2"
 vocab_size = 10
 num_layers = 1
 num_kv_heads = 1
@@ -422,7 +422,7 @@ chat_template = "raw"
             .unwrap_err()
             .to_string();
         assert!(err.contains("jinja"), "{err}");
-        let err = parse(&with_sha("").replace("kv-v1", "kv-v2"))
+        let err = parse(&with_sha("").replace("kv-v2", "kv-v1"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("parallelix-llama-kv-v2"), "{err}");

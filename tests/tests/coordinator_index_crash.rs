@@ -30,7 +30,7 @@ const KILL_AFTER_ACKS: usize = FINISHED_WINDOW + 300;
 
 const CATALOG: &str = r#"{
     "models": [{"model": "nobody-serves-v1",
-        "sha256": "924ad9e508b7a25b657a3a4079033938cd989f88d7463eefc329324f715a5f4d",
+        "sha256": "494c3b00fd977637bf2cbff7c4b1fd3b8ad304499dab5affc241a7d351ba2bb5",
         "min_tier": 1, "base_price": 10, "per_token_price": 1, "max_tokens_limit": 64}],
     "max_tier": 4, "min_deadline_seconds": 5, "max_deadline_seconds": 3600,
     "node_timeout_seconds": 1
