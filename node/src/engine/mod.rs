@@ -7,252 +7,42 @@
 //! one behind a mutex. Several engines of one model can share the verified file bytes and the
 //! parsed tokenizer through [`ModelFiles`].
 //!
-//! ONNX Runtime itself is a shared library opened at run time (`ort`'s `load-dynamic`): see
-//! [`resolve_ort_library`] for where its path comes from. ONNX Runtime allows one environment per
-//! process, so the first engine creates it and every later one shares it ([`ort_environment`]).
+//! ONNX Runtime itself is a shared library opened at run time: see [`runtime`]. One model run
+//! (the hot path, single-stream and batched alike) is [`forward`]'s.
 //!
 //! The per-token loop is the hot path: the prompt is tokenized once, the attention mask is a
 //! slice of a buffer of ones allocated with the engine, the `present.*` outputs are moved (not
 //! copied) into the next step's `past_key_values.*` inputs, and the logits are read in place.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ort::environment::Environment;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor, TensorRef};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
 use tokenizers::Tokenizer;
 
-use crate::registry::{ChatTemplate, ModelEntry, RegistryError, VerifiedModel, IO_CONTRACT};
+use crate::registry::{ModelEntry, VerifiedModel};
 
-/// The environment variable naming the ONNX Runtime shared library.
-pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
-/// Where scripts/setup-models.sh writes that path, relative to the repository root.
-pub const ORT_DYLIB_POINTER: &str = ".cache/ort/ORT_DYLIB_PATH";
+mod error;
+mod forward;
+mod paths;
+pub mod runtime;
+
+use error::ort_err;
+pub use error::EngineError;
+pub use forward::argmax;
+pub(crate) use forward::Rows;
+use forward::{count, forward, ModelSpec};
+pub use runtime::{
+    ort_environment, resolve_ort_library, resolve_ort_library_for, EngineOptions, Provider,
+    ORT_DYLIB_ENV, ORT_DYLIB_POINTER,
+};
+use runtime::{session_builder, with_provider};
+
 /// The only decoding this engine does; recorded with each [`Generation`].
 pub const DECODING: &str = "greedy";
-
-/// Why an engine could not be built or could not generate.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(
-        "the ONNX Runtime library {} (from {origin}) does not exist; run scripts/setup-models.sh, \
-         which installs it and writes its path to {ORT_DYLIB_POINTER}",
-        path.display()
-    )]
-    OrtLibraryMissing { path: PathBuf, origin: String },
-    #[error(
-        "no ONNX Runtime library configured: {ORT_DYLIB_ENV} is not set and {} does not exist; \
-         run {setup}",
-        pointer.display()
-    )]
-    OrtLibraryNotConfigured {
-        pointer: PathBuf,
-        /// The command that writes it.
-        setup: &'static str,
-    },
-    #[error("cannot load the ONNX Runtime library {}: {message}", path.display())]
-    OrtLibraryLoad { path: PathBuf, message: String },
-    #[error(
-        "ONNX Runtime is already loaded from {} in this process and cannot also be loaded from {}",
-        loaded.display(),
-        requested.display()
-    )]
-    OrtLibraryConflict { loaded: PathBuf, requested: PathBuf },
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("cannot parse the tokenizer {}: {error}", path.display())]
-    TokenizerLoad {
-        path: PathBuf,
-        error: tokenizers::Error,
-    },
-    #[error("tokenizer failed: {0}")]
-    Tokenizer(tokenizers::Error),
-    #[error("model {reference:?} does not follow {IO_CONTRACT}: {problem}")]
-    Contract { reference: String, problem: String },
-    #[error(
-        "the CUDA execution provider was requested, but this prlx-node was built without the \
-         `cuda` feature"
-    )]
-    CudaNotCompiled,
-    #[error("{context}: {error}")]
-    Ort {
-        context: &'static str,
-        error: ort::Error,
-    },
-    #[error("the prompt is empty after templating and tokenization")]
-    EmptyPrompt,
-    #[error(
-        "a prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the model's \
-         context of {context_length} tokens"
-    )]
-    ContextOverflow {
-        prompt_tokens: usize,
-        max_tokens: u32,
-        context_length: usize,
-    },
-}
-
-impl EngineError {
-    /// True when the request itself is at fault (answer it with a rejection), false when the
-    /// node could not do the work (a failure: retry or reschedule).
-    pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            EngineError::EmptyPrompt | EngineError::ContextOverflow { .. }
-        )
-    }
-}
-
-fn ort_err(context: &'static str) -> impl FnOnce(ort::Error) -> EngineError {
-    move |error| EngineError::Ort { context, error }
-}
-
-/// The execution provider a session runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Provider {
-    #[default]
-    Cpu,
-    /// Needs the `cuda` cargo feature and a CUDA build of ONNX Runtime. A CUDA provider that
-    /// fails to register is an error, never a silent fall back to the CPU.
-    Cuda,
-}
-
-impl Provider {
-    /// ONNX Runtime's name for it.
-    pub fn ort_name(self) -> &'static str {
-        match self {
-            Provider::Cpu => "CPUExecutionProvider",
-            Provider::Cuda => "CUDAExecutionProvider",
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.ort_name())
-    }
-}
-
-impl std::str::FromStr for Provider {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Provider, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Provider::Cpu),
-            "cuda" => Ok(Provider::Cuda),
-            other => Err(format!(
-                "unknown execution provider {other:?} (cpu or cuda)"
-            )),
-        }
-    }
-}
-
-/// How to build an engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineOptions {
-    /// ONNX Runtime intra-op threads. 1 by default: on a 2-core host one thread per session
-    /// measured faster, and the node runs one session per slot anyway.
-    pub intra_op_threads: usize,
-    pub provider: Provider,
-    /// The ONNX Runtime library; `None` looks it up as [`resolve_ort_library`] says.
-    pub ort_library: Option<PathBuf>,
-}
-
-impl Default for EngineOptions {
-    fn default() -> EngineOptions {
-        EngineOptions {
-            intra_op_threads: 1,
-            provider: Provider::Cpu,
-            ort_library: None,
-        }
-    }
-}
-
-/// The ONNX Runtime library to load: `explicit` if given, else `$ORT_DYLIB_PATH` if set and
-/// non-empty, else the path written in `<root>/.cache/ort/ORT_DYLIB_PATH` by
-/// scripts/setup-models.sh. The file must exist; a missing one is an error that says to run
-/// that script.
-pub fn resolve_ort_library(explicit: Option<&Path>, root: &Path) -> Result<PathBuf, EngineError> {
-    resolve_ort_library_for(explicit, root, Provider::Cpu)
-}
-
-/// As [`resolve_ort_library`], for `provider`: a CUDA engine's default is the GPU build that
-/// `scripts/setup-models.sh --gpu` installs ([`crate::gpu::GPU_ORT_POINTER`]).
-pub fn resolve_ort_library_for(
-    explicit: Option<&Path>,
-    root: &Path,
-    provider: Provider,
-) -> Result<PathBuf, EngineError> {
-    let (pointer, setup) = match provider {
-        Provider::Cpu => (ORT_DYLIB_POINTER, "scripts/setup-models.sh"),
-        Provider::Cuda => (crate::gpu::GPU_ORT_POINTER, "scripts/setup-models.sh --gpu"),
-    };
-    let (path, origin) = if let Some(path) = explicit {
-        (path.to_owned(), "the engine options".to_owned())
-    } else if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
-        (PathBuf::from(path), format!("${ORT_DYLIB_ENV}"))
-    } else {
-        let pointer = root.join(pointer);
-        let text = std::fs::read_to_string(&pointer).map_err(|_| {
-            EngineError::OrtLibraryNotConfigured {
-                pointer: pointer.clone(),
-                setup,
-            }
-        })?;
-        let path = root.join(text.trim());
-        (path, pointer.display().to_string())
-    };
-    if !path.is_file() {
-        return Err(EngineError::OrtLibraryMissing { path, origin });
-    }
-    Ok(path)
-}
-
-struct LoadedRuntime {
-    library: PathBuf,
-    environment: Environment,
-}
-
-static RUNTIME: Mutex<Option<LoadedRuntime>> = Mutex::new(None);
-
-/// The process's ONNX Runtime environment, loading `library` on first use.
-///
-/// ONNX Runtime can be loaded once per process and `ort` allows one environment per process
-/// (ever: a dropped one cannot be replaced), so this keeps it for the life of the process.
-/// Asking for a different library afterwards is an error rather than a silent use of the first.
-pub fn ort_environment(library: &Path) -> Result<Environment, EngineError> {
-    let library = std::fs::canonicalize(library).unwrap_or_else(|_| library.to_owned());
-    let mut runtime = RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(loaded) = runtime.as_ref() {
-        if loaded.library != library {
-            return Err(EngineError::OrtLibraryConflict {
-                loaded: loaded.library.clone(),
-                requested: library,
-            });
-        }
-        return Ok(loaded.environment.clone());
-    }
-    let builder = ort::init_from(&library).map_err(|e| EngineError::OrtLibraryLoad {
-        path: library.clone(),
-        message: e.to_string(),
-    })?;
-    let environment = builder
-        .with_name("prlx-node")
-        .with_telemetry(false)
-        .build()
-        .map_err(ort_err("creating the ONNX Runtime environment"))?;
-    *runtime = Some(LoadedRuntime {
-        library,
-        environment: environment.clone(),
-    });
-    Ok(environment)
-}
 
 /// A model's files, verified against the registry and parsed once, to build any number of
 /// engines (one per worker slot) from.
@@ -350,18 +140,6 @@ fn per_second(count: u32, elapsed: Duration) -> f64 {
     }
 }
 
-/// What the decode loop needs from the registry entry.
-#[derive(Debug, Clone)]
-struct ModelSpec {
-    reference: String,
-    prefix_ids: Vec<u32>,
-    eos_token_ids: Vec<u32>,
-    chat_template: ChatTemplate,
-    num_layers: usize,
-    vocab_size: usize,
-    context_length: usize,
-}
-
 /// One ONNX Runtime session of one model: a single worker. See the module docs.
 pub struct Engine {
     session: Session,
@@ -377,7 +155,8 @@ pub struct Engine {
     /// Scratch for the ids and positions of the current step.
     step_ids: Vec<i64>,
     step_positions: Vec<i64>,
-    /// The previous step's `present.*`, in input order, moved into the next step.
+    /// The previous step's `present.*`, in input order, moved into the next step (kept between
+    /// generations for its allocation only).
     past: Vec<DynValue>,
 }
 
@@ -499,12 +278,9 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Greedy generation: at most `max_tokens` model runs, each yielding one token, stopping
-    /// early at an EOS id. Argmax ties go to the lowest id.
-    pub fn generate(&mut self, prompt: &str, max_tokens: u32) -> Result<Generation, EngineError> {
-        let started = Instant::now();
+    /// The prompt's ids, checked: not empty, and room in the context for `max_tokens` more.
+    pub(crate) fn prepare(&self, prompt: &str, max_tokens: u32) -> Result<Vec<u32>, EngineError> {
         let prompt_ids = self.encode_prompt(prompt)?;
-        let tokenized = started.elapsed();
         if prompt_ids.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -517,48 +293,30 @@ impl Engine {
                 context_length: self.spec.context_length,
             });
         }
+        Ok(prompt_ids)
+    }
 
-        let mut timing = GenerationTiming {
-            tokenize: tokenized,
-            ..GenerationTiming::default()
-        };
-        let mut token_ids = Vec::with_capacity(budget);
-        let mut eos_token_id = None;
+    /// True when `id` ends a generation.
+    pub(crate) fn is_eos(&self, id: u32) -> bool {
+        self.spec.eos_token_ids.contains(&id)
+    }
 
-        self.step_ids.clear();
-        self.step_ids
-            .extend(prompt_ids.iter().map(|&id| i64::from(id)));
-        self.past.clear();
-        let mut past_len = 0;
-        for step in 0..budget {
-            let run_started = Instant::now();
-            let next = self.run_step(past_len)?;
-            let elapsed = run_started.elapsed();
-            if step == 0 {
-                timing.prefill = elapsed;
-            } else {
-                timing.decode += elapsed;
-                timing.decode_steps += 1;
-            }
-            past_len += self.step_ids.len();
-            if self.spec.eos_token_ids.contains(&next) {
-                eos_token_id = Some(next);
-                break;
-            }
-            token_ids.push(next);
-            self.step_ids.clear();
-            self.step_ids.push(i64::from(next));
-        }
-        // Free the cache now rather than holding it until the next request.
-        self.past.clear();
-
+    /// A finished generation: the ids decoded to text, the timing closed at `started`.
+    pub(crate) fn finish(
+        &self,
+        prompt_tokens: usize,
+        token_ids: Vec<u32>,
+        eos_token_id: Option<u32>,
+        mut timing: GenerationTiming,
+        started: Instant,
+    ) -> Result<Generation, EngineError> {
         let text = self
             .tokenizer
             .decode(&token_ids, true)
             .map_err(EngineError::Tokenizer)?;
         timing.total = started.elapsed();
         Ok(Generation {
-            prompt_tokens: count(prompt_ids.len()),
+            prompt_tokens: count(prompt_tokens),
             generated_tokens: count(token_ids.len()),
             token_ids,
             text,
@@ -570,9 +328,79 @@ impl Engine {
         })
     }
 
-    /// One model run over `step_ids` at positions `past_len..`, with `past` (or the empty past
-    /// at prefill) as the cache. Leaves the new cache in `past`; returns the greedy next id.
-    fn run_step(&mut self, past_len: usize) -> Result<u32, EngineError> {
+    /// Greedy generation: at most `max_tokens` model runs, each yielding one token, stopping
+    /// early at an EOS id. Argmax ties go to the lowest id.
+    pub fn generate(&mut self, prompt: &str, max_tokens: u32) -> Result<Generation, EngineError> {
+        let started = Instant::now();
+        let prompt_ids = self.prepare(prompt, max_tokens)?;
+        let budget = usize::try_from(max_tokens).unwrap_or(usize::MAX);
+        let mut timing = GenerationTiming {
+            tokenize: started.elapsed(),
+            ..GenerationTiming::default()
+        };
+        let mut token_ids = Vec::with_capacity(budget.min(self.spec.context_length));
+        let mut eos_token_id = None;
+
+        self.step_ids.clear();
+        self.step_ids
+            .extend(prompt_ids.iter().map(|&id| i64::from(id)));
+        let mut past = std::mem::take(&mut self.past);
+        past.clear();
+        let mut next = Vec::with_capacity(1);
+        let mut past_len = 0;
+        for step in 0..budget {
+            let run_started = Instant::now();
+            past_len = self.run_alone(past_len, &mut past, &mut next)?;
+            let elapsed = run_started.elapsed();
+            if step == 0 {
+                timing.prefill = elapsed;
+            } else {
+                timing.decode += elapsed;
+                timing.decode_steps += 1;
+            }
+            let next = next[0];
+            if self.is_eos(next) {
+                eos_token_id = Some(next);
+                break;
+            }
+            token_ids.push(next);
+            self.step_ids.clear();
+            self.step_ids.push(i64::from(next));
+        }
+        // Free the cache now rather than holding it until the next request; keep the vector.
+        past.clear();
+        self.past = past;
+        self.finish(prompt_ids.len(), token_ids, eos_token_id, timing, started)
+    }
+
+    /// Runs the whole prompt alone (batch 1, an empty past): the greedy first id and the
+    /// prompt's cache (`present.*`, `[1, kv_heads, n, head_dim]` each, in input order).
+    pub(crate) fn prefill(
+        &mut self,
+        prompt_ids: &[u32],
+    ) -> Result<(u32, Vec<DynValue>), EngineError> {
+        self.step_ids.clear();
+        self.step_ids
+            .extend(prompt_ids.iter().map(|&id| i64::from(id)));
+        let mut past = Vec::with_capacity(2 * self.spec.num_layers);
+        let mut next = Vec::with_capacity(1);
+        self.run_alone(0, &mut past, &mut next)?;
+        Ok((next[0], past))
+    }
+
+    /// One run of batch 1: `step_ids` at positions `past_len..`, over `past` (empty: a
+    /// prefill). Returns the new past length.
+    fn run_alone(
+        &mut self,
+        past_len: usize,
+        past: &mut Vec<DynValue>,
+        next: &mut Vec<u32>,
+    ) -> Result<usize, EngineError> {
+        let seq = self.step_ids.len();
+        let total = past_len + seq;
+        self.step_positions.clear();
+        self.step_positions
+            .extend((past_len..total).map(|p| p as i64));
         let Engine {
             session,
             spec,
@@ -580,108 +408,41 @@ impl Engine {
             mask,
             step_ids,
             step_positions,
-            past,
             ..
         } = self;
-        let seq = step_ids.len();
-        let total = past_len + seq;
-        step_positions.clear();
-        step_positions.extend((past_len..total).map(|p| p as i64));
-
-        let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(3 + 2 * spec.num_layers);
-        inputs.push(
-            TensorRef::from_array_view(([1, seq], step_ids.as_slice()))
-                .map_err(ort_err("creating an input tensor"))?
-                .into(),
-        );
-        inputs.push(
-            TensorRef::from_array_view(([1, total], &mask[..total]))
-                .map_err(ort_err("creating an input tensor"))?
-                .into(),
-        );
-        inputs.push(
-            TensorRef::from_array_view(([1, seq], step_positions.as_slice()))
-                .map_err(ort_err("creating an input tensor"))?
-                .into(),
-        );
-        if past.is_empty() {
-            inputs.extend((0..2 * spec.num_layers).map(|_| SessionInputValue::from(&*empty_past)));
-        } else {
-            inputs.extend(past.drain(..).map(SessionInputValue::from));
-        }
-
-        let outputs = session
-            .run(inputs.as_slice())
-            .map_err(ort_err("running the model"))?;
-        let mut outputs = outputs.into_iter();
-        let (_, logits) = outputs.next().ok_or_else(|| EngineError::Contract {
-            reference: spec.reference.clone(),
-            problem: "the model returned no outputs".into(),
-        })?;
-        let (_, logits) = logits
-            .try_extract_tensor::<f32>()
-            .map_err(ort_err("reading the logits"))?;
-        let vocab = spec.vocab_size;
-        if logits.len() != seq * vocab {
-            return Err(EngineError::Contract {
-                reference: spec.reference.clone(),
-                problem: format!(
-                    "logits hold {} values, expected {seq} x {vocab}",
-                    logits.len()
-                ),
-            });
-        }
-        let next = argmax(&logits[(seq - 1) * vocab..]);
-        past.extend(outputs.map(|(_, present)| present));
-        Ok(next)
+        let rows = Rows {
+            batch: 1,
+            seq,
+            ids: step_ids,
+            positions: step_positions,
+            mask: &mask[..total],
+            total,
+        };
+        forward(session, spec, empty_past, rows, past, next)?;
+        Ok(total)
     }
-}
 
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// The index of the largest value; the lowest index among equal maxima, NaN never chosen.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    let mut best_value = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_value {
-            best = i;
-            best_value = v;
-        }
+    /// One decode step of a batch (one new id per row): `past` is the batch's cache, replaced
+    /// by the `present.*` outputs; `next` gets each row's greedy id.
+    pub(crate) fn decode_rows(
+        &mut self,
+        rows: Rows<'_>,
+        past: &mut Vec<DynValue>,
+        next: &mut Vec<u32>,
+    ) -> Result<(), EngineError> {
+        let Engine {
+            session,
+            spec,
+            empty_past,
+            ..
+        } = self;
+        forward(session, spec, empty_past, rows, past, next)
     }
-    count(best)
-}
 
-fn session_builder(
-    environment: &Environment,
-    intra_op_threads: usize,
-) -> ort::Result<SessionBuilder> {
-    // Sequential execution with one inter-op thread and the full default optimisation level
-    // (ORT fuses the RMSNorm pattern itself), as the models README validated for determinism.
-    Ok(Session::builder(environment)?
-        .with_intra_threads(intra_op_threads.max(1))?
-        .with_inter_threads(1)?
-        .with_parallel_execution(false)?
-        .with_optimization_level(GraphOptimizationLevel::All)?)
-}
-
-fn with_provider(
-    builder: SessionBuilder,
-    provider: Provider,
-) -> Result<SessionBuilder, EngineError> {
-    match provider {
-        Provider::Cpu => Ok(builder),
-        #[cfg(feature = "cuda")]
-        Provider::Cuda => builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| EngineError::Ort {
-                context: "registering the CUDA execution provider",
-                error: e.into(),
-            }),
-        #[cfg(not(feature = "cuda"))]
-        Provider::Cuda => Err(EngineError::CudaNotCompiled),
+    /// `[kv_heads, head_dim]` of each cache tensor, and how many there are (2 per layer).
+    pub(crate) fn cache_dims(&self) -> (usize, usize, usize) {
+        let dims = self.empty_past.shape();
+        (dims[1] as usize, dims[3] as usize, 2 * self.spec.num_layers)
     }
 }
 
