@@ -23,6 +23,7 @@
 //! - [`daemon`]: the I/O shell of `prlx-node run`: registration, heartbeats, the log, reports.
 //! - [`trace`]: the opt-in per-job phase trace (`PRLX_NODE_TRACE=1`).
 
+pub mod batch;
 pub mod client;
 pub mod commit;
 pub mod daemon;
