@@ -123,9 +123,14 @@ struct RunArgs {
     /// this tier and below.
     #[arg(long)]
     tier: u8,
-    /// Requests run at once. One engine per slot is loaded for each model.
+    /// Requests run at once. One engine per slot is loaded for each model, or, with
+    /// --batching, one engine per model holding this many requests in its batch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     slots: u32,
+    /// Continuous batching: one engine per model decodes up to --slots requests at once,
+    /// joining and leaving between steps, with the bytes single-stream decoding gives.
+    #[arg(long)]
+    batching: bool,
     #[command(flatten)]
     engine: EngineArgs,
     /// Seconds between heartbeats to the coordinator.
@@ -304,6 +309,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         models: args.models,
         hardware_tier: args.tier,
         slots: args.slots,
+        batching: args.batching,
         threads: args.engine.threads,
         registry: args.engine.registry_path(),
         root: args.engine.root,

@@ -37,6 +37,9 @@ pub struct DaemonConfig {
     pub models: Vec<String>,
     pub hardware_tier: u8,
     pub slots: u32,
+    /// One engine per model decoding up to `slots` requests at once, instead of one engine
+    /// per slot.
+    pub batching: bool,
     /// ONNX Runtime intra-op threads per engine.
     pub threads: usize,
     pub registry: PathBuf,

@@ -56,7 +56,7 @@ pub fn runtime_name(library: &Path) -> String {
     )
 }
 
-/// The engines (one per slot per model), the served models' SHA-256 and the execution class.
+/// The engines (one per slot per model, or one per model when batching), the served models' SHA-256 and the execution class.
 pub(super) struct Loaded {
     pub(super) engines: Vec<Engine>,
     pub(super) served: BTreeMap<String, Hash32>,
@@ -112,7 +112,8 @@ pub(super) fn load_engines(config: &DaemonConfig) -> Result<Loaded, DaemonError>
             error,
         };
         let files = ModelFiles::load(entry).map_err(engine_err)?;
-        for _ in 0..config.slots {
+        let count = if config.batching { 1 } else { config.slots };
+        for _ in 0..count {
             engines.push(Engine::with_files(entry, &files, &options).map_err(engine_err)?);
         }
         let sha: Hash32 = files
@@ -120,7 +121,7 @@ pub(super) fn load_engines(config: &DaemonConfig) -> Result<Loaded, DaemonError>
             .sha256
             .parse()
             .expect("the registry checked the file against a 64-hex-character SHA-256");
-        info!("loaded {model} (sha256 {sha}): {} engine(s)", config.slots);
+        info!("loaded {model} (sha256 {sha}): {count} engine(s)");
         served.insert(model.clone(), sha);
     }
     Ok(Loaded {

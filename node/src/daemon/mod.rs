@@ -156,8 +156,19 @@ pub async fn run(
     });
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let drill = config.fault.map(|fault| Arc::new(FaultDrill::new(fault)));
-    let pool = WorkerPool::start(loaded.engines, Arc::clone(&identity), done_tx, drill)
-        .map_err(DaemonError::Threads)?;
+    let pool = if config.batching {
+        let capacity = usize::try_from(config.slots).unwrap_or(usize::MAX);
+        WorkerPool::start_batched(
+            loaded.engines,
+            capacity,
+            Arc::clone(&identity),
+            done_tx,
+            drill,
+        )
+    } else {
+        WorkerPool::start(loaded.engines, Arc::clone(&identity), done_tx, drill)
+    }
+    .map_err(DaemonError::Threads)?;
     let reporter = tokio::spawn(report_results(client.clone(), node, done_rx));
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),

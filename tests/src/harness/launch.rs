@@ -224,6 +224,8 @@ pub struct NodeLaunch {
     pub coordinator_key: PathBuf,
     /// `--models`.
     pub models: String,
+    /// `--slots` (1 unless set).
+    pub slots: u32,
     /// `--registry`, instead of `node/models/registry.toml`.
     pub registry: Option<PathBuf>,
     /// `--drain-secs`, instead of the node's default.
@@ -251,6 +253,7 @@ impl NodeLaunch {
             key: key.to_owned(),
             coordinator_key: coordinator_key.to_owned(),
             models: TINY.to_owned(),
+            slots: 1,
             registry: None,
             drain_secs: None,
             extra: Vec::new(),
@@ -267,7 +270,7 @@ impl NodeLaunch {
             .arg("--key")
             .arg(&self.key)
             .args(["--models", &self.models])
-            .args(["--tier", "1", "--slots", "1"])
+            .args(["--tier", "1", "--slots", &self.slots.to_string()])
             .args(["--heartbeat-secs", "1"])
             .arg("--root")
             .arg(workspace_root())
