@@ -16,8 +16,11 @@ report to DIR/report.md (default .cache/gpu-check/):
   4. the engine on CUDA: `prlx-node generate --provider cuda` of oss-chat-v1 (SmolLM2-135M),
      twice, and once on the CPU: the two GPU answers must be identical, and the report says
      whether they equal the CPU's; tokens/s of each;
-  5. the execution class a CUDA node declares (GPU, driver, CUDA, cuDNN, ONNX Runtime);
-  6. one request through a real coordinator and a CUDA node: scripts/demo.sh with
+  5. continuous batching against single-stream decoding (node/benches/batching.rs, one
+     round: 1, 4, 16 and 64 concurrent requests, identical ids checked), on CUDA and on the
+     CPU;
+  6. the execution class a CUDA node declares (GPU, driver, CUDA, cuDNN, ONNX Runtime);
+  7. one request through a real coordinator and a CUDA node: scripts/demo.sh with
      PRLX_DEMO_PROVIDER=cuda (anvil, contracts, settlement and audit as usual).
 
 Each step has its own time limit; a failed step is reported and the next ones that do not
@@ -121,6 +124,25 @@ if step generate-cuda-1 120 generate cuda "$OUT/cuda-1.txt" \
     echo "The CUDA answer differs from the CPU's (another execution class: expected to be possible)." >> "$REPORT"
   fi
 fi
+
+# Batched against single-stream tokens/s. The bench is a plain process: the CUDA wheels'
+# libraries go on its loader path here (prlx-node does that for itself).
+batching() {  # provider
+  LD_LIBRARY_PATH="$(cat .cache/ort-gpu/CUDA_LIBRARY_PATH)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    PRLX_BENCH_QUICK=1 PRLX_BENCH_PROVIDER="$1" \
+    cargo bench --locked -p prlx-node --features cuda --bench batching
+}
+export -f batching
+for provider in cuda cpu; do
+  if step "batching-$provider" 240 batching "$provider"; then
+    {
+      echo
+      echo "## Continuous batching ($provider)"
+      echo
+      sed -n '/^max_tokens/,$p' "$OUT/batching-$provider.log"
+    } >> "$REPORT"
+  fi
+done
 
 # The class a CUDA node declares, as prlx-node run logs it at start.
 class_of() {

@@ -8,6 +8,10 @@
 //! cargo bench -p prlx-node --bench batching            # PRLX_BENCH_QUICK=1: one round each
 //! ```
 //!
+//! `PRLX_BENCH_PROVIDER=cuda` runs both on the GPU (a build with `--features prlx-node/cuda`,
+//! the runtime of `scripts/setup-models.sh --gpu`, its CUDA libraries on `LD_LIBRARY_PATH`:
+//! scripts/gpu-check.sh does all three).
+//!
 //! tokens/s = model runs that yield a token (EOS included) / wall time, prompts included;
 //! the median of the rounds, which alternate single and batched.
 
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use prlx_node::batch::{run_all, Outcome, Request};
-use prlx_node::engine::{Engine, EngineOptions, Generation};
+use prlx_node::engine::{Engine, EngineOptions, Generation, Provider};
 use prlx_node::registry::Registry;
 
 const MAX_TOKENS: u32 = 32;
@@ -68,7 +72,14 @@ fn main() -> anyhow::Result<()> {
         .to_owned();
     let registry = Registry::load(&root.join("node/models/registry.toml"), &root)?;
     let quick = std::env::var_os("PRLX_BENCH_QUICK").is_some();
-    let options = EngineOptions::default();
+    let provider: Provider = match std::env::var("PRLX_BENCH_PROVIDER") {
+        Ok(name) => name.parse().map_err(anyhow::Error::msg)?,
+        Err(_) => Provider::Cpu,
+    };
+    let options = EngineOptions {
+        provider,
+        ..EngineOptions::default()
+    };
     let mut table = Vec::new();
     for reference in ["oss-chat-v1", "tiny-test-v1"] {
         let mut engine = Engine::load(registry.get(reference)?, &options)?;
@@ -119,9 +130,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "max_tokens {MAX_TOKENS}, greedy, CPU, {} intra-op thread(s), identical ids checked; \
+        "max_tokens {MAX_TOKENS}, greedy, {}, {} intra-op thread(s), identical ids checked; \
          median of rounds",
-        options.intra_op_threads
+        options.provider, options.intra_op_threads
     );
     println!();
     println!(
