@@ -115,10 +115,14 @@ grep -m 1 'development certificate' "$dir/coordinator.out" | sed 's/^.*INFO [a-z
 
 # Nodes register with no stake: with a chain, stake is what their operators bond on it. Each
 # signs its registration naming its operator, the only staker whose bond counts for it.
+# Node 1 runs one request at a time; node 2 decodes up to 4 at once in one batch (the same
+# bytes: replicas between them agree).
+node_mode=("--slots 1" "--slots 4 --batching")
 for n in 1 2; do
-  echo "== node $n serving oss-chat-v1, operated by ${operator_wallets[$((n-1))]}"
+  echo "== node $n serving oss-chat-v1 (${node_mode[$((n-1))]}), operated by ${operator_wallets[$((n-1))]}"
+  # shellcheck disable=SC2086 # the mode is two or three words
   $bin/prlx-node run --coordinator "https://$addr" --coordinator-cert "$cert" --log "file://$dir/log" \
-    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 --slots 1 --provider "$provider" \
+    --key "$dir/node-$n.pem" --models oss-chat-v1 --tier 1 ${node_mode[$((n-1))]} --provider "$provider" \
     --operator "${operator_wallets[$((n-1))]}" \
     >"$dir/node-$n.out" 2>&1 &
   pids+=($!)
