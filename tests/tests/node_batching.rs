@@ -31,7 +31,10 @@ fn a_batching_node_decodes_requests_together_and_agrees_with_a_per_slot_node() {
 
     // Long enough (no early EOS after "abc") that requests overlap on the batching node.
     let prompts: Vec<String> = (0..8).map(|i| format!("{}abc", "z".repeat(i))).collect();
-    let ids: Vec<RequestId> = prompts.iter().map(|p| c.submit(p, MAX_TOKENS, 60)).collect();
+    let ids: Vec<RequestId> = prompts
+        .iter()
+        .map(|p| c.submit(p, MAX_TOKENS, 60))
+        .collect();
     let mut local = TinyEngine::load();
     let mut served = BTreeSet::new();
     for (id, prompt) in ids.iter().zip(&prompts) {

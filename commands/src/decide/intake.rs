@@ -146,8 +146,13 @@ pub(super) fn deposit(
             "must be positive",
         ));
     }
-    // The same on-chain transaction observed twice credits once: the repeat is a no-op.
-    if state.deposits.contains(&tx_ref) {
+    // The same on-chain transaction observed twice credits once: the repeat is a no-op. One
+    // from below the deposit window was credited when the watcher read its block (it reads in
+    // chain order), though its reference has left the state: a no-op too.
+    let below_window = chain
+        .as_ref()
+        .is_some_and(|c| c.place.block_number < state.deposit_floor());
+    if below_window || state.deposits.contains(&tx_ref) {
         return Ok(vec![]);
     }
     let balance = state.accounts.get(&account).map_or(0, |a| a.balance);

@@ -179,6 +179,20 @@ impl CoordinatorState {
             self.chain_block_hash = Some(place.block_hash.clone());
         }
     }
+
+    /// Drops the references of chain deposits below the window: the floor tells them apart.
+    pub(super) fn forget_old_deposits(&mut self) {
+        let floor = self.deposit_floor();
+        while self
+            .chain_deposits
+            .first()
+            .is_some_and(|(block, _)| *block < floor)
+        {
+            if let Some((_, tx_ref)) = self.chain_deposits.pop_first() {
+                self.deposits.remove(&tx_ref);
+            }
+        }
+    }
 }
 
 impl CoordinatorState {

@@ -54,5 +54,7 @@ pub use self::lifecycle::{
     transition, Assignment, RequestPhase, RequestStatus, Retry, Submission, Transition,
     TransitionError, ValidationOutcome, Wait,
 };
-pub use self::state::{ChainStake, CoordinatorState, PreparedRoot, ROOT_WINDOW_EPOCHS};
+pub use self::state::{
+    ChainStake, CoordinatorState, PreparedRoot, DEPOSIT_WINDOW_BLOCKS, ROOT_WINDOW_EPOCHS,
+};
 pub use self::views::*;

@@ -21,6 +21,12 @@ use crate::settlement::Settlement;
 /// payouts, and no more, so it does not grow with history.
 pub const ROOT_WINDOW_EPOCHS: usize = 64;
 
+/// How many blocks below the highest observed chain block chain deposits' references are kept
+/// in memory. Below that a chain deposit is known without them: the watcher reads the chain
+/// in order, so every deposit of an older block was observed, and credited, already. At 2 s a
+/// block that is over two hours; a page of the watcher (2,000 blocks by default) fits in it.
+pub const DEPOSIT_WINDOW_BLOCKS: u64 = 4096;
+
 /// An epoch's payout tree, prepared and maybe posted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedRoot {
@@ -45,7 +51,13 @@ pub struct ChainStake {
 pub struct CoordinatorState {
     pub catalog: Option<CatalogPublished>,
     pub accounts: BTreeMap<AccountId, Account>,
+    /// Deposit references credited: every one without a chain place (a coordinator without a
+    /// chain, a development setup), and the chain deposits of the window
+    /// ([`DEPOSIT_WINDOW_BLOCKS`]).
     pub deposits: BTreeSet<String>,
+    /// The window's chain deposits by (block, reference): the order they leave `deposits` in.
+    #[serde(default)]
+    pub chain_deposits: BTreeSet<(u64, String)>,
     /// The highest block a chain deposit was observed in: where the watcher resumes after a
     /// restart (re-reading that block is harmless, its deposits are in `deposits`).
     #[serde(default)]
@@ -117,6 +129,12 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
+    /// The lowest block whose chain deposits are still told apart by reference: one from an
+    /// older block was credited before (the watcher reads in chain order), or never seen.
+    pub fn deposit_floor(&self) -> u64 {
+        self.chain_block.saturating_sub(DEPOSIT_WINDOW_BLOCKS)
+    }
+
     pub fn catalog_model(&self, model: &str) -> Option<&CatalogModel> {
         self.catalog
             .as_ref()?
