@@ -271,7 +271,30 @@ pub fn sign(key: &RsaPrivateKey, message: &[u8], rng: &mut impl CryptoRngCore) -
         .to_vec()
 }
 
+/// RSA-PSS with SHA-256 and a 32-byte salt, as [`sign`] makes. Keys of 2048 to 8192 bits (every
+/// key the protocol accepts) are checked by AWS-LC, several times faster than the `rsa` crate
+/// (the auditor checks every signature on the log); any other size by the `rsa` crate, so the
+/// answer never depends on which does it (tests compare them on honest and damaged input).
 pub fn verify(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
+    let bits = key.n().bits();
+    if (2048..=8192).contains(&bits) {
+        let components = aws_lc_rs::signature::RsaPublicKeyComponents {
+            n: key.n().to_bytes_be(),
+            e: key.e().to_bytes_be(),
+        };
+        return components
+            .verify(
+                &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+                message,
+                signature,
+            )
+            .is_ok();
+    }
+    verify_portable(key, message, signature)
+}
+
+/// [`verify`] by the pure-Rust `rsa` crate, for any key size.
+pub fn verify_portable(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
     let Ok(sig) = Signature::try_from(signature) else {
         return false;
     };
@@ -511,6 +534,42 @@ mod tests {
         assert!(check_key_size(&ok).is_ok());
     }
     use rsa::rand_core::OsRng;
+
+    #[test]
+    fn aws_lc_and_the_rsa_crate_agree_on_every_signature() {
+        let key = key();
+        let public = key.to_public_key();
+        let other = RsaPrivateKey::new(&mut OsRng, 2048)
+            .unwrap()
+            .to_public_key();
+        let message = b"prlx/test/v1 statement";
+        let good = sign(&key, message, &mut OsRng);
+        let mut flipped = good.clone();
+        flipped[17] ^= 0x40;
+        let mut longer = vec![0u8];
+        longer.extend_from_slice(&good);
+        let cases: [(&RsaPublicKey, &[u8], &[u8], bool); 7] = [
+            (&public, message, &good, true),
+            (&public, b"another statement", &good, false),
+            (&other, message, &good, false),
+            (&public, message, &flipped, false),
+            (&public, message, &good[..good.len() - 1], false),
+            (&public, message, &longer, false),
+            (&public, message, &[], false),
+        ];
+        for (i, (key, message, signature, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(verify(key, message, signature), expected, "case {i}");
+            assert_eq!(
+                verify_portable(key, message, signature),
+                expected,
+                "case {i}"
+            );
+        }
+        // A key size AWS-LC's parameters leave out still verifies, by the rsa crate.
+        let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+        let signature = sign(&small, message, &mut OsRng);
+        assert!(verify(&small.to_public_key(), message, &signature));
+    }
 
     fn key() -> RsaPrivateKey {
         // 2048 bits keeps the test fast; production keys are 3072.
