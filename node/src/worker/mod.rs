@@ -92,19 +92,35 @@ impl WorkerPool {
                 Arc::new(Mutex::new(rx))
             });
             let rx = Arc::clone(rx);
-            let shared = Shared {
+            let shared = || Shared {
                 identity: Arc::clone(&identity),
                 done: done.clone(),
                 draining: Arc::clone(&draining),
                 busy: Arc::clone(&busy),
                 drill: drill.clone(),
             };
-            let worker = std::thread::Builder::new()
-                .name(format!("worker-{i}-{model}"))
-                .spawn(move || match capacity {
-                    None => work(engine, &rx, &shared),
-                    Some(capacity) => batched::work_batched(engine, capacity, &rx, &shared),
-                })?;
+            let worker = std::thread::Builder::new().name(format!("worker-{i}-{model}"));
+            let worker = match capacity {
+                None => {
+                    let shared = shared();
+                    worker.spawn(move || work(engine, &rx, &shared))?
+                }
+                Some(capacity) => {
+                    // A batch's finished jobs are committed (PoE, signature, seal: ~5 ms
+                    // each) on a thread of their own, so the batch keeps decoding meanwhile.
+                    let (finished, outcomes) = std::sync::mpsc::channel();
+                    let committer = shared();
+                    workers.push(
+                        std::thread::Builder::new()
+                            .name(format!("commit-{i}-{model}"))
+                            .spawn(move || batched::commit_all(outcomes, &committer))?,
+                    );
+                    let shared = shared();
+                    worker.spawn(move || {
+                        batched::work_batched(engine, capacity, &rx, &shared, finished)
+                    })?
+                }
+            };
             workers.push(worker);
         }
         Ok(WorkerPool {
