@@ -388,37 +388,25 @@ impl<T> BatchEngine<T> {
             return Ok(());
         }
         let (heads, head_dim, tensors) = self.engine.cache_dims();
-        let read = |value: &DynValue| -> Result<Vec<f32>, EngineError> {
-            let (_, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| EngineError::Batch(format!("reading the cache: {e}")))?;
-            Ok(data.to_vec())
+        // Row `src_row` of a cache `src_slots` long, its first `len` slots, into row `dst_row`.
+        let copy_row = |data: &mut [f32], dst_row, src: &[f32], src_slots, src_row, len| {
+            for h in 0..heads {
+                let from = (src_row * heads + h) * src_slots * head_dim;
+                let to = (dst_row * heads + h) * slots * head_dim;
+                data[to..to + len * head_dim].copy_from_slice(&src[from..from + len * head_dim]);
+            }
         };
         let mut past = Vec::with_capacity(tensors);
         for t in 0..tensors {
             let mut data = vec![0f32; rows * heads * slots * head_dim];
             if !kept.is_empty() {
-                let (_, old) = self.past[t]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| EngineError::Batch(format!("reading the cache: {e}")))?;
+                let old = cache_values(&self.past[t])?;
                 for (r, &(i, len)) in kept.iter().enumerate() {
-                    for h in 0..heads {
-                        let src = (i * heads + h) * self.slots * head_dim;
-                        let dst = (r * heads + h) * slots * head_dim;
-                        data[dst..dst + len * head_dim]
-                            .copy_from_slice(&old[src..src + len * head_dim]);
-                    }
+                    copy_row(&mut data, r, old, self.slots, i, len);
                 }
             }
             if let Some((cache, len)) = join {
-                let own = read(&cache[t])?;
-                let r = kept.len();
-                for h in 0..heads {
-                    let src = h * len * head_dim;
-                    let dst = (r * heads + h) * slots * head_dim;
-                    data[dst..dst + len * head_dim]
-                        .copy_from_slice(&own[src..src + len * head_dim]);
-                }
+                copy_row(&mut data, kept.len(), cache_values(&cache[t])?, len, 0, len);
             }
             let tensor = Tensor::from_array(([rows, heads, slots, head_dim], data))
                 .map_err(|e| EngineError::Batch(format!("building the cache: {e}")))?;
@@ -492,6 +480,14 @@ pub fn run_all<T>(
         |outcome| outcomes.push(outcome),
     );
     (batch.engine, outcomes)
+}
+
+/// A cache tensor's values, in place.
+fn cache_values(value: &DynValue) -> Result<&[f32], EngineError> {
+    value
+        .try_extract_tensor::<f32>()
+        .map(|(_, data)| data)
+        .map_err(|e| EngineError::Batch(format!("reading the cache: {e}")))
 }
 
 fn count(n: usize) -> u32 {
