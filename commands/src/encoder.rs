@@ -19,9 +19,10 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use prlx_events::chain::Chain;
-use prlx_events::crypto::{seal_statement, sign};
+use prlx_events::crypto::seal_statement;
 use prlx_events::event::Sealed;
 use prlx_events::log::{AnyWriter, LogError, Side};
+use prlx_events::signer::Signer;
 use prlx_events::{Envelope, Event};
 use rsa::RsaPrivateKey;
 use tokio::sync::oneshot;
@@ -56,7 +57,7 @@ pub type SideSender = oneshot::Sender<Side>;
 pub struct Encoder {
     queue: std_mpsc::Sender<Job>,
     /// Signs the seals; set once the shell has its signing key.
-    sealer: Arc<OnceLock<Arc<RsaPrivateKey>>>,
+    sealer: Arc<OnceLock<Signer>>,
 }
 
 impl Encoder {
@@ -64,7 +65,7 @@ impl Encoder {
     /// record to the one before it from `chain` on (the chain of the log as it is now).
     pub fn start(writer: Arc<AnyWriter>, mut chain: Chain) -> std::io::Result<Self> {
         let (queue, jobs) = std_mpsc::channel::<Job>();
-        let sealer = Arc::new(OnceLock::<Arc<RsaPrivateKey>>::new());
+        let sealer = Arc::new(OnceLock::<Signer>::new());
         let key = sealer.clone();
         let failed = Arc::new(AtomicBool::new(false));
         thread::Builder::new()
@@ -103,8 +104,10 @@ impl Encoder {
 
     /// The key that signs the seals from now on (the coordinator's signing key; its public
     /// half is on the log). Only the first call counts.
-    pub fn seal_with(&self, key: Arc<RsaPrivateKey>) {
-        let _ = self.sealer.set(key);
+    pub fn seal_with(&self, key: &RsaPrivateKey) {
+        if self.sealer.get().is_none() {
+            let _ = self.sealer.set(Signer::new(key));
+        }
     }
 
     /// Queues `batch` behind every earlier one; resolves once it is durable.
@@ -146,11 +149,7 @@ impl Encoder {
 }
 
 /// Links and encodes `batch` after `chain`, signing its seals with `key`; moves the chain on.
-fn chain_batch(
-    chain: &mut Chain,
-    batch: Vec<Envelope>,
-    key: Option<&Arc<RsaPrivateKey>>,
-) -> Vec<Vec<u8>> {
+fn chain_batch(chain: &mut Chain, batch: Vec<Envelope>, key: Option<&Signer>) -> Vec<Vec<u8>> {
     batch
         .into_iter()
         .map(|mut env| {
@@ -158,8 +157,7 @@ fn chain_batch(
             env.header.prev = Some(head);
             if let (Event::LogSealed(seal), Some(key)) = (&mut env.event, key) {
                 seal.head = head;
-                seal.signature =
-                    Sealed(sign(key, &seal_statement(head), &mut rsa::rand_core::OsRng));
+                seal.signature = Sealed(key.sign(&seal_statement(head)));
             }
             let bytes = env.encode();
             chain.push(&bytes);
@@ -243,7 +241,7 @@ mod tests {
     async fn seals_are_filled_in_with_the_head_and_signed() {
         let (_dir, writer, encoder) = encoder_on_a_new_log();
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        encoder.seal_with(Arc::new(key.clone()));
+        encoder.seal_with(&key);
         let placeholder = Event::from(LogSealed {
             head: Hash32([0; 32]),
             signature: Sealed(Vec::new()),

@@ -56,6 +56,7 @@ pub mod pss;
 pub mod rewards;
 pub mod schema;
 pub mod seal;
+pub mod signer;
 pub mod statements;
 pub mod upcast;
 

@@ -319,7 +319,7 @@ impl Coordinator {
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
         self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
         let key = std::sync::Arc::new(key);
-        self.encoder.seal_with(key.clone());
+        self.encoder.seal_with(&key);
         self.signing_key = Some(key);
         self
     }
