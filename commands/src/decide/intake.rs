@@ -68,6 +68,13 @@ pub(super) fn observe_deposit(
     deposit(state, account, tx_ref, credits, Some(chain))
 }
 
+/// Whether the chain event at `place` was applied already: its key is in the window's, or it
+/// is from below the window, where the watcher (reading in chain order) applied everything
+/// when it read the block. Observed again, it is a no-op.
+pub(super) fn seen_on_chain(state: &CoordinatorState, place: &ChainRef) -> bool {
+    place.block_number < state.chain_floor() || state.chain_seen.contains(&place.key())
+}
+
 /// A change of a node's bond the chain watcher observed: recorded once per chain event, the
 /// node's stake becoming what stays bonded (also for a node not registered yet).
 pub(super) fn observe_stake(
@@ -82,7 +89,7 @@ pub(super) fn observe_stake(
         bonded_wei,
         chain,
     } = o;
-    if state.chain_seen.contains(&chain.key()) {
+    if seen_on_chain(state, &chain) {
         return Ok(vec![]);
     }
     let before = state.chain_stakes.get(&node_id);
@@ -151,7 +158,7 @@ pub(super) fn deposit(
     // chain order), though its reference has left the state: a no-op too.
     let below_window = chain
         .as_ref()
-        .is_some_and(|c| c.place.block_number < state.deposit_floor());
+        .is_some_and(|c| c.place.block_number < state.chain_floor());
     if below_window || state.deposits.contains(&tx_ref) {
         return Ok(vec![]);
     }

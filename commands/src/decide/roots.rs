@@ -56,7 +56,7 @@ pub(super) fn posted(state: &CoordinatorState, p: RootPost) -> Result<Vec<Event>
     if let Some((field, why)) = prlx_projections::coordinator::place_problem(&p.chain) {
         return Err(refused(field, why));
     }
-    if state.chain_seen.contains(&p.chain.key()) {
+    if super::intake::seen_on_chain(state, &p.chain) {
         return Ok(vec![]);
     }
     let Some(prepared) = state.roots.get(&p.epoch) else {
@@ -93,7 +93,7 @@ pub(super) fn usage_settled(
     state: &CoordinatorState,
     u: UsageSettled,
 ) -> Result<Vec<Event>, Rejection> {
-    if state.chain_seen.contains(&u.chain.key()) {
+    if super::intake::seen_on_chain(state, &u.chain) {
         return Ok(vec![]);
     }
     let due = state.usage_due.get(&u.epoch).copied();

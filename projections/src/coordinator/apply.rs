@@ -161,7 +161,8 @@ impl Projection for CoordinatorState {
     /// 16: uptime only while a node serves a catalog model (`Settlement::catalog`,
     /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
     /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
-    const FOLD_VERSION: u32 = 19;
+    /// 20: chain events other than deposits windowed like deposits (`chain_seen_blocks`).
+    const FOLD_VERSION: u32 = 20;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -211,18 +212,7 @@ impl CoordinatorState {
                     }
                     // Below the window every deposit was credited already: a record of one
                     // is a second credit (or of a deposit the watcher never saw).
-                    if c.place.block_number < self.deposit_floor() {
-                        return Err(FoldError::at_field(
-                            env,
-                            "chain.block_number",
-                            format!(
-                                "{} is below the deposit window (from block {}): the chain is \
-                                 read in order, so a deposit there was credited before",
-                                c.place.block_number,
-                                self.deposit_floor()
-                            ),
-                        ));
-                    }
+                    self.within_window(env, &c.place)?;
                     self.note_chain_place(&c.place);
                 }
                 let acct = self.accounts.get(&d.account).cloned().unwrap_or_default();
@@ -236,7 +226,7 @@ impl CoordinatorState {
                     self.chain_deposits
                         .insert((c.place.block_number, d.tx_ref.clone()));
                 }
-                self.forget_old_deposits();
+                self.forget_below_window();
             }
             Event::RequestAccepted(r) => {
                 // The price is the catalog's, re-derived: a log cannot bill other prices. A

@@ -102,18 +102,11 @@ impl CoordinatorState {
         env: &Envelope,
         c: &ChainStakeChanged,
     ) -> Result<(), FoldError> {
-        let key = c.chain.key();
-        if self.chain_seen.contains(&key) {
-            return Err(FoldError::new(
-                env,
-                format!("chain event {key} applied twice"),
-            ));
-        }
+        let key = self.unseen_chain_event(env, &c.chain)?;
         if let Some((field, why)) = chain_stake_problem(self.chain_stakes.get(&c.node_id), c) {
             return Err(FoldError::at_field(env, field, why));
         }
-        self.chain_seen.insert(key);
-        self.note_chain_place(&c.chain);
+        self.remember_chain_event(&c.chain, key);
         self.chain_stakes.insert(
             c.node_id,
             ChainStake {
@@ -180,18 +173,69 @@ impl CoordinatorState {
         }
     }
 
-    /// Drops the references of chain deposits below the window: the floor tells them apart.
-    pub(super) fn forget_old_deposits(&mut self) {
-        let floor = self.deposit_floor();
-        while self
-            .chain_deposits
-            .first()
-            .is_some_and(|(block, _)| *block < floor)
-        {
+    /// Drops the names of chain events below the window, deposits' and others': the floor
+    /// tells them apart.
+    pub(super) fn forget_below_window(&mut self) {
+        let floor = self.chain_floor();
+        while self.chain_deposits.first().is_some_and(|(b, _)| *b < floor) {
             if let Some((_, tx_ref)) = self.chain_deposits.pop_first() {
                 self.deposits.remove(&tx_ref);
             }
         }
+        while self
+            .chain_seen_blocks
+            .first()
+            .is_some_and(|(b, _)| *b < floor)
+        {
+            if let Some((_, key)) = self.chain_seen_blocks.pop_first() {
+                self.chain_seen.remove(&key);
+            }
+        }
+    }
+
+    /// `place`'s key, if its event may be applied: not applied before, and not from below the
+    /// window, where every event was applied when the watcher read its block (so a record of
+    /// one is a second application, or of an event the watcher never saw).
+    pub(super) fn unseen_chain_event(
+        &self,
+        env: &Envelope,
+        place: &ChainRef,
+    ) -> Result<String, FoldError> {
+        let key = place.key();
+        if self.chain_seen.contains(&key) {
+            return Err(FoldError::new(
+                env,
+                format!("chain event {key} applied twice"),
+            ));
+        }
+        self.within_window(env, place)?;
+        Ok(key)
+    }
+
+    /// Refuses a chain event from below the window ([`CoordinatorState::chain_floor`]).
+    pub(super) fn within_window(&self, env: &Envelope, place: &ChainRef) -> Result<(), FoldError> {
+        if place.block_number < self.chain_floor() {
+            return Err(FoldError::at_field(
+                env,
+                "chain.block_number",
+                format!(
+                    "{} is below the chain window (from block {}): the chain is read in \
+                     order, so an event there was applied before",
+                    place.block_number,
+                    self.chain_floor()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records that the event at `place`, named `key`, applied; moves the window on.
+    fn remember_chain_event(&mut self, place: &ChainRef, key: String) {
+        self.chain_seen_blocks
+            .insert((place.block_number, key.clone()));
+        self.chain_seen.insert(key);
+        self.note_chain_place(place);
+        self.forget_below_window();
     }
 }
 
@@ -269,13 +313,7 @@ impl CoordinatorState {
         env: &Envelope,
         p: &RewardRootPosted,
     ) -> Result<(), FoldError> {
-        let key = p.chain.key();
-        if self.chain_seen.contains(&key) {
-            return Err(FoldError::new(
-                env,
-                format!("chain event {key} applied twice"),
-            ));
-        }
+        let key = self.unseen_chain_event(env, &p.chain)?;
         let Some(prepared) = self.roots.get_mut(&p.epoch) else {
             return Err(FoldError::at_field(
                 env,
@@ -301,8 +339,7 @@ impl CoordinatorState {
             ));
         }
         prepared.posted = true;
-        self.chain_seen.insert(key);
-        self.note_chain_place(&p.chain);
+        self.remember_chain_event(&p.chain, key);
         Ok(())
     }
 }
@@ -361,18 +398,11 @@ impl CoordinatorState {
         env: &Envelope,
         u: &UsageSettled,
     ) -> Result<(), FoldError> {
-        let key = u.chain.key();
-        if self.chain_seen.contains(&key) {
-            return Err(FoldError::new(
-                env,
-                format!("chain event {key} applied twice"),
-            ));
-        }
+        let key = self.unseen_chain_event(env, &u.chain)?;
         if let Some((field, why)) = usage_problem(self.usage_due.get(&u.epoch).copied(), u) {
             return Err(FoldError::at_field(env, field, why));
         }
-        self.chain_seen.insert(key);
-        self.note_chain_place(&u.chain);
+        self.remember_chain_event(&u.chain, key);
         self.usage_due.remove(&u.epoch);
         Ok(())
     }

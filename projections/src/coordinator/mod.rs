@@ -55,6 +55,6 @@ pub use self::lifecycle::{
     TransitionError, ValidationOutcome, Wait,
 };
 pub use self::state::{
-    ChainStake, CoordinatorState, PreparedRoot, DEPOSIT_WINDOW_BLOCKS, ROOT_WINDOW_EPOCHS,
+    ChainStake, CoordinatorState, PreparedRoot, CHAIN_WINDOW_BLOCKS, ROOT_WINDOW_EPOCHS,
 };
 pub use self::views::*;

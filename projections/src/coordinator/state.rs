@@ -21,11 +21,12 @@ use crate::settlement::Settlement;
 /// payouts, and no more, so it does not grow with history.
 pub const ROOT_WINDOW_EPOCHS: usize = 64;
 
-/// How many blocks below the highest observed chain block chain deposits' references are kept
-/// in memory. Below that a chain deposit is known without them: the watcher reads the chain
-/// in order, so every deposit of an older block was observed, and credited, already. At 2 s a
-/// block that is over two hours; a page of the watcher (2,000 blocks by default) fits in it.
-pub const DEPOSIT_WINDOW_BLOCKS: u64 = 4096;
+/// How many blocks below the highest observed chain block the names of chain events (deposit
+/// references, and the keys of stake changes, root posts and usage settlements) are kept in
+/// memory. Below that an event is known without them: the watcher reads the chain in order,
+/// so every event of an older block was observed, and applied, already. At 2 s a block that
+/// is over two hours; a page of the watcher (2,000 blocks by default) fits in it.
+pub const CHAIN_WINDOW_BLOCKS: u64 = 4096;
 
 /// An epoch's payout tree, prepared and maybe posted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ pub struct CoordinatorState {
     pub accounts: BTreeMap<AccountId, Account>,
     /// Deposit references credited: every one without a chain place (a coordinator without a
     /// chain, a development setup), and the chain deposits of the window
-    /// ([`DEPOSIT_WINDOW_BLOCKS`]).
+    /// ([`CHAIN_WINDOW_BLOCKS`]).
     pub deposits: BTreeSet<String>,
     /// The window's chain deposits by (block, reference): the order they leave `deposits` in.
     #[serde(default)]
@@ -66,9 +67,13 @@ pub struct CoordinatorState {
     /// the chain's, so a reorg deeper than the confirmations while it was down is not missed.
     #[serde(default)]
     pub chain_block_hash: Option<String>,
-    /// Chain events applied other than deposits (their `ChainRef::key`): each applies once.
+    /// Chain events applied other than deposits (their `ChainRef::key`), of the window
+    /// ([`CHAIN_WINDOW_BLOCKS`]): each applies once.
     #[serde(default)]
     pub chain_seen: BTreeSet<String>,
+    /// The same by (block, key): the order they leave `chain_seen` in.
+    #[serde(default)]
+    pub chain_seen_blocks: BTreeSet<(u64, String)>,
     /// What the staking contract holds for each node id, as last observed (a node may be
     /// staked for before it registers).
     #[serde(default)]
@@ -129,10 +134,10 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    /// The lowest block whose chain deposits are still told apart by reference: one from an
-    /// older block was credited before (the watcher reads in chain order), or never seen.
-    pub fn deposit_floor(&self) -> u64 {
-        self.chain_block.saturating_sub(DEPOSIT_WINDOW_BLOCKS)
+    /// The lowest block whose chain events are still told apart by name: one from an older
+    /// block was applied before (the watcher reads in chain order), or never seen.
+    pub fn chain_floor(&self) -> u64 {
+        self.chain_block.saturating_sub(CHAIN_WINDOW_BLOCKS)
     }
 
     pub fn catalog_model(&self, model: &str) -> Option<&CatalogModel> {
