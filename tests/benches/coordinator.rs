@@ -14,6 +14,9 @@
 //!   with the nodes' feed projector beside it (`--node-feed-topic`): that row against the
 //!   coordinator's is what the projector costs the coordinator, and "feeds complete" is when
 //!   the projector had copied every dispatch to its node's topic (same clock).
+//! - CPU per request: the process's CPU time (all threads, user and system) over the timed
+//!   part, per request. Steadier than the rates on a shared machine, and it tells a side
+//!   bound by its CPU from one bound by the log's syncs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +59,7 @@ async fn run_coordinator(
     requests: usize,
     keys: &[rsa::RsaPrivateKey],
     feeds: Option<&str>,
-) -> (Duration, Vec<(usize, Vec<u8>)>, Option<Duration>) {
+) -> (Timed, Vec<(usize, Vec<u8>)>, Option<Duration>) {
     let url = LogUrl::parse(url).unwrap();
     let coord = Coordinator::open(&url, "bench/1", StorageKey::from_bytes([3; 32]))
         .await
@@ -118,7 +121,7 @@ async fn run_coordinator(
             .collect(),
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let t = Instant::now();
+    let t = Timer::start();
     let clients: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let handle = handle.clone();
@@ -157,7 +160,7 @@ async fn run_coordinator(
         })
         .await
         .unwrap();
-    let elapsed = t.elapsed();
+    let elapsed = t.stop();
     assert_eq!(
         (queued, running),
         (0, requests),
@@ -166,7 +169,7 @@ async fn run_coordinator(
     drop(handle);
     task.await.unwrap().unwrap();
     let feeds_complete = match projector {
-        Some(projector) => Some(feeds::caught_up(&url, projector, t).await),
+        Some(projector) => Some(feeds::caught_up(&url, projector, t.wall).await),
         None => None,
     };
 
@@ -209,11 +212,11 @@ fn batches(records: &[(usize, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
     batches
 }
 
-async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duration {
+async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Timed {
     let w = Arc::new(FileLogWriter::open(dir, FileLogOptions::default()).unwrap());
     let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
-    let t = Instant::now();
+    let t = Timer::start();
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let w = Arc::clone(&w);
@@ -227,10 +230,49 @@ async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Duratio
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
-    t.elapsed()
+    t.stop()
+}
+
+/// The process's CPU time so far (every thread, user and system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux's /proc");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A timed part's wall-clock and CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+struct Timer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Self {
+            cpu: cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn stop(&self) -> Timed {
+        let wall = self.wall.elapsed();
+        Timed {
+            wall,
+            cpu: cpu_time() - self.cpu,
+        }
+    }
 }
 
 /// Keys for the coordinator and the nodes, cached between runs (generating 65 RSA keys takes
@@ -245,7 +287,7 @@ fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
 /// record is acknowledged: an idempotent producer with `acks=all`, as the log's writer is,
 /// without its transactions, deciding, folding or sealing.
 #[cfg(feature = "kafka")]
-async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)]) -> Duration {
+async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)]) -> Timed {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;
@@ -270,7 +312,7 @@ async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)
         .unwrap();
     let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
-    let t = Instant::now();
+    let t = Timer::start();
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let producer = producer.clone();
@@ -296,18 +338,18 @@ async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
-    t.elapsed()
+    t.stop()
 }
 
 /// Every round's pair, as requests-per-second ratios, for the spread.
-fn coord_vs_fed(coord: &[Duration], fed: &[Duration]) -> String {
+fn coord_vs_fed(coord: &[Timed], fed: &[Timed]) -> String {
     coord
         .iter()
         .zip(fed)
-        .map(|(c, f)| format!("{:.2}", c.as_secs_f64() / f.as_secs_f64()))
+        .map(|(c, f)| format!("{:.2}", c.wall.as_secs_f64() / f.wall.as_secs_f64()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -479,35 +521,48 @@ fn main() {
     raw.sort();
     fed.sort();
     let (c, r) = (coord[rounds / 2], raw[rounds / 2]);
+    // CPU per request: the median of the rounds on its own (it need not be the wall median's).
+    let cpu_per_request = |side: &[Timed]| {
+        let mut cpu: Vec<Duration> = side.iter().map(|t| t.cpu).collect();
+        cpu.sort();
+        cpu[cpu.len() / 2].as_secs_f64() * 1e6 / requests as f64
+    };
     println!("{requests} requests, {events} events ({:.1} per request), {CONCURRENCY} concurrent clients, {NODES} nodes; median of {rounds}", events as f64 / requests as f64);
-    println!("| path | requests/s (admitted -> dispatched, durable) | events/s |");
-    println!("|---|---:|---:|");
-    let row = |what: &str, took: Duration| {
+    println!(
+        "| path | requests/s (admitted -> dispatched, durable) | events/s | CPU per request (µs) |"
+    );
+    println!("|---|---:|---:|---:|");
+    let row = |what: &str, took: Duration, cpu: f64| {
         println!(
-            "| {what} | {:.0} | {:.0} |",
+            "| {what} | {:.0} | {:.0} | {cpu:.1} |",
             requests as f64 / took.as_secs_f64(),
             events as f64 / took.as_secs_f64()
         )
     };
-    row("coordinator (decide + fold + seal + append)", c);
+    row(
+        "coordinator (decide + fold + seal + append)",
+        c.wall,
+        cpu_per_request(&coord),
+    );
     let (log, raw_what) = match &kafka {
         Some(_) => ("Kafka log", "raw rdkafka produce of the same records"),
         None => ("file log", "raw file-log append of the same records"),
     };
     println!("log: {log}");
-    row(raw_what, r);
+    row(raw_what, r.wall, cpu_per_request(&raw));
     println!(
         "coordinator / raw: {:.2}",
-        r.as_secs_f64() / c.as_secs_f64()
+        r.wall.as_secs_f64() / c.wall.as_secs_f64()
     );
     if let Some(f) = fed.get(rounds / 2) {
         row(
             "coordinator with per-node feeds (a copy of each dispatch to its node's topic)",
-            *f,
+            f.wall,
+            cpu_per_request(&fed),
         );
         println!(
             "with feeds / without: {:.2} (each round: {})",
-            c.as_secs_f64() / f.as_secs_f64(),
+            c.wall.as_secs_f64() / f.wall.as_secs_f64(),
             pairs
         );
         let complete: Vec<String> = fed_complete
@@ -518,7 +573,7 @@ fn main() {
                     "{:.2} s ({:.0} requests/s; coordinator done at {:.2} s)",
                     done.as_secs_f64(),
                     requests as f64 / done.as_secs_f64(),
-                    took.as_secs_f64()
+                    took.wall.as_secs_f64()
                 )
             })
             .collect();
