@@ -16,6 +16,10 @@
 //!   the events", against which the auditor's cost is measured.
 //! - raw JSONL from memory: the parse alone.
 //! - snapshot + tail: `verify --from-snapshot` with a snapshot taken 90% of the way in.
+//! - snapshot load: reading and parsing that snapshot alone, what a restart costs before its
+//!   tail (the cut fixes the tail at a tenth of the log, so "snapshot + tail" cannot be
+//!   more than 10x faster than the full replay here; the load alone shows what a restart
+//!   with a short tail costs).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -353,8 +357,14 @@ fn main() {
         from_snapshot: Some(snap.clone()),
         ..Default::default()
     };
-    let (mut auditor, mut folded, mut raw, mut raw_mem, mut tail) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut auditor, mut folded, mut raw, mut raw_mem, mut tail, mut load) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..rounds {
         let t = Instant::now();
         let report = rt.block_on(verify(&full_opts, |_| ())).unwrap();
@@ -388,14 +398,23 @@ fn main() {
         let report = rt.block_on(verify(&tail_opts, |_| ())).unwrap();
         tail.push(t.elapsed());
         assert!(report.ok && report.records == events - cut);
+
+        let t = Instant::now();
+        let restored = Snapshot::<CoordinatorState>::load(&snap).unwrap();
+        load.push(t.elapsed());
+        assert_eq!(
+            std::hint::black_box(restored).map(|f| f.last_offset),
+            Some(Some(records[cut as usize - 1].offset))
+        );
     }
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
-    let (a, f, r, m, t) = (
+    let (a, f, r, m, t, l) = (
         median(auditor),
         median(folded),
         median(raw),
         median(raw_mem),
         median(tail),
+        median(load),
     );
     println!(
         "{events} events from {requests} requests ({:.1} per request, {:.0} bytes per event on average); median of {rounds}",
@@ -426,5 +445,11 @@ fn main() {
         events - cut,
         t.as_secs_f64() * 1e3,
         a.as_secs_f64() / t.as_secs_f64()
+    );
+    println!(
+        "| snapshot load alone | {:.1} | | full / this: {:.1}x; decode + fold / this: {:.1}x |",
+        l.as_secs_f64() * 1e3,
+        a.as_secs_f64() / l.as_secs_f64(),
+        f.as_secs_f64() / l.as_secs_f64()
     );
 }
