@@ -56,7 +56,6 @@ pub mod pss;
 pub mod rewards;
 pub mod schema;
 pub mod seal;
-pub mod signer;
 pub mod statements;
 pub mod upcast;
 

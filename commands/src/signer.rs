@@ -7,8 +7,13 @@
 //! signature several times faster. Parsing a key into AWS-LC checks it, which costs more than
 //! a signature, so the parsed key is kept here instead of being made per statement.
 //!
-//! The signatures are the same scheme as [`crate::crypto::sign`]'s: RSA-PSS, SHA-256, a salt
-//! of 32 bytes, so [`crate::crypto::verify`] checks either (tests below).
+//! The signatures are the same scheme as [`prlx_events::crypto::sign`]'s: RSA-PSS, SHA-256, a
+//! salt of 32 bytes, so [`prlx_events::crypto::verify`] checks either (tests below).
+//!
+//! Here in the shell, not in `prlx-events`: AWS-LC draws the salt from the operating system
+//! itself (it ignores any generator passed in), and the pure core takes randomness only as a
+//! parameter. The salt feeds no decision and no fold: a seal's signature is checked, never
+//! re-derived, so replay is unaffected.
 
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -64,6 +69,8 @@ impl Signer {
         match &self.inner {
             Inner::AwsLc(pair) => {
                 let mut signature = vec![0; pair.public_modulus_len()];
+                // The salt's randomness: AWS-LC draws it from the operating system whatever
+                // generator is passed (see the module's note on why that is the shell's).
                 pair.sign(
                     &aws_lc_rs::signature::RSA_PSS_SHA256,
                     &aws_lc_rs::rand::SystemRandom::new(),
@@ -73,7 +80,9 @@ impl Signer {
                 .expect("AWS-LC signs with a key it parsed");
                 signature
             }
-            Inner::Portable(key) => crate::crypto::sign(key, message, &mut rsa::rand_core::OsRng),
+            Inner::Portable(key) => {
+                prlx_events::crypto::sign(key, message, &mut rsa::rand_core::OsRng)
+            }
         }
     }
 }
@@ -83,7 +92,7 @@ mod tests {
     use rsa::rand_core::OsRng;
 
     use super::*;
-    use crate::crypto::{verify, verify_portable};
+    use prlx_events::crypto::{verify, verify_portable};
 
     fn both_verify(key: &RsaPrivateKey, message: &[u8], signature: &[u8]) -> (bool, bool) {
         let public = key.to_public_key();
