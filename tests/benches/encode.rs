@@ -6,8 +6,8 @@
 //! `CreditsReserved`, `RequestScheduled` with three ranked candidates, `TaskDispatched`), of
 //! the sizes the coordinator bench writes (~3.2 KB together). Side by side, per request:
 //! - encode: `Envelope::encode` of the four (JSON);
-//! - encode + link: the same with each record linked to the one before it (`prev`, then the
-//!   record's SHA-256): what the encoder thread does before an append;
+//! - encode + link: `encoder::chain_batch`, what the encoder thread does before an append:
+//!   each record linked to the one before it (`prev`, then the record's SHA-256) and encoded;
 //! - decode: `Envelope::decode` of the four records, for scale.
 //!
 //! The coordinator bench's CPU per request (~40 µs on the file log) is what this is part of.
@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use prlx_commands::encoder::chain_batch;
 use prlx_commands::testkit::fixtures::{self, node};
 use prlx_events::chain::Chain;
 use prlx_events::event::*;
@@ -108,15 +109,8 @@ fn main() {
         let batch = envelopes.clone();
         let t = Instant::now();
         let mut chain = Chain::after(None);
-        let out: Vec<Vec<u8>> = batch
-            .into_iter()
-            .map(|mut env| {
-                env.header.prev = Some(chain.head());
-                let bytes = env.encode();
-                chain.push(&bytes);
-                bytes
-            })
-            .collect();
+        // The encoder thread's own function, with no seal among the records.
+        let out = chain_batch(&mut chain, batch, None);
         link.push(t.elapsed());
         std::hint::black_box((out, chain.head()));
 
