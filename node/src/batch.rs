@@ -19,12 +19,16 @@
 //! sequence's length: every step adds one slot to every row, so it stays so until the rows
 //! change. When a sequence joins or leaves the cache is copied once into a tensor of the new
 //! shape (the rows kept, the joining prompt's cache added, trimmed to the new longest length).
+//! Between those changes the cache stays where the session keeps it (on a GPU, its memory);
+//! a change brings it to the host, and the next step's run takes the new tensor back.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Instant;
 
-use ort::value::{DynValue, Tensor};
+use ort::memory::AllocationDevice;
+use ort::value::{DynValue, Tensor, TensorValueType};
 
 use crate::engine::{Engine, EngineError, Generation, GenerationTiming, Rows};
 
@@ -131,6 +135,19 @@ impl<T> BatchEngine<T> {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Where the batch's cache is, as ONNX Runtime names the device (`Cpu`, `Cuda`); `None`
+    /// while nothing runs. After a step, the session's device; after a join or a leave, the
+    /// host, until the next step takes it back.
+    pub fn cache_device(&self) -> Option<String> {
+        let tensor = self
+            .past
+            .first()?
+            .view()
+            .downcast::<TensorValueType<f32>>()
+            .ok()?;
+        Some(tensor.memory_info().allocation_device().as_str().to_owned())
     }
 
     /// The engine, for work outside the batch (a general-path sub-task runs on it alone,
@@ -402,11 +419,18 @@ impl<T> BatchEngine<T> {
             if !kept.is_empty() {
                 let old = cache_values(&self.past[t])?;
                 for (r, &(i, len)) in kept.iter().enumerate() {
-                    copy_row(&mut data, r, old, self.slots, i, len);
+                    copy_row(&mut data, r, &old, self.slots, i, len);
                 }
             }
             if let Some((cache, len)) = join {
-                copy_row(&mut data, kept.len(), cache_values(&cache[t])?, len, 0, len);
+                copy_row(
+                    &mut data,
+                    kept.len(),
+                    &cache_values(&cache[t])?,
+                    len,
+                    0,
+                    len,
+                );
             }
             let tensor = Tensor::from_array(([rows, heads, slots, head_dim], data))
                 .map_err(|e| EngineError::Batch(format!("building the cache: {e}")))?;
@@ -482,12 +506,23 @@ pub fn run_all<T>(
     (batch.engine, outcomes)
 }
 
-/// A cache tensor's values, in place.
-fn cache_values(value: &DynValue) -> Result<&[f32], EngineError> {
-    value
-        .try_extract_tensor::<f32>()
-        .map(|(_, data)| data)
-        .map_err(|e| EngineError::Batch(format!("reading the cache: {e}")))
+/// A cache tensor's values: in place when it is in host memory, else copied out of the
+/// device.
+fn cache_values(value: &DynValue) -> Result<Cow<'_, [f32]>, EngineError> {
+    let failed = |e: ort::Error| EngineError::Batch(format!("reading the cache: {e}"));
+    let tensor = value
+        .view()
+        .downcast::<TensorValueType<f32>>()
+        .map_err(failed)?;
+    if tensor.memory_info().is_cpu_accessible() {
+        return value
+            .try_extract_tensor::<f32>()
+            .map(|(_, data)| Cow::Borrowed(data))
+            .map_err(failed);
+    }
+    let host = tensor.to(AllocationDevice::CPU, 0).map_err(failed)?;
+    let (_, data) = host.extract_tensor();
+    Ok(Cow::Owned(data.to_vec()))
 }
 
 fn count(n: usize) -> u32 {

@@ -1,12 +1,15 @@
 //! Continuous batching against the real models built by scripts/setup-models.sh: every
 //! sequence of a batch gets the bytes single-stream decoding gives it, whatever joins or
 //! leaves around it.
+//!
+//! `PRLX_TEST_PROVIDER=cuda` runs them on the GPU (a build with `--features cuda` and the
+//! runtime of `scripts/setup-models.sh --gpu`: scripts/gpu-check.sh does both).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prlx_node::batch::{run_all, BatchEngine, Outcome, Request};
-use prlx_node::engine::{Engine, EngineError, EngineOptions, Generation};
+use prlx_node::engine::{Engine, EngineError, EngineOptions, Generation, Provider};
 use prlx_node::registry::Registry;
 
 const TINY: &str = "tiny-test-v1";
@@ -28,8 +31,16 @@ fn engine(reference: &str) -> Engine {
         "{} is missing: run scripts/setup-models.sh",
         entry.path.display()
     );
-    Engine::load(entry, &EngineOptions::default())
-        .unwrap_or_else(|e| panic!("loading {reference}: {e}"))
+    let options = EngineOptions {
+        provider: provider(),
+        ..EngineOptions::default()
+    };
+    Engine::load(entry, &options).unwrap_or_else(|e| panic!("loading {reference}: {e}"))
+}
+
+/// `PRLX_TEST_PROVIDER`, the CPU when unset.
+fn provider() -> Provider {
+    std::env::var("PRLX_TEST_PROVIDER").map_or(Provider::Cpu, |p| p.parse().unwrap())
 }
 
 fn request(tag: usize, prompt: &str, max_tokens: u32) -> Request<usize> {
@@ -227,4 +238,32 @@ fn a_refused_prompt_fails_alone_and_a_full_batch_gives_requests_back() {
     let back = batch.admit(request(3, "full", 20)).unwrap_err();
     assert_eq!(back.tag, 3);
     assert_eq!(batch.running(), 2);
+}
+
+/// Device-resident decoding: a step leaves the cache where the session computed it (on a GPU,
+/// its memory), and the next step takes it from there; only a join or a leave brings it to
+/// the host. On the CPU both are host memory: this checks the path; on CUDA, the placement.
+#[test]
+fn steps_keep_the_cache_on_the_sessions_device() {
+    let device = match provider() {
+        Provider::Cpu => "Cpu",
+        Provider::Cuda => "Cuda",
+    };
+    let mut batch = BatchEngine::new(engine(CHAT), 4);
+    assert_eq!(batch.cache_device(), None);
+    for (tag, prompt) in ["Name a colour.", "What is the capital of France?"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(batch.admit(request(tag, prompt, 12)).unwrap().is_none());
+    }
+    assert_eq!(
+        batch.cache_device().as_deref(),
+        Some("Cpu"),
+        "after the joins"
+    );
+    for step in 0..4 {
+        assert!(batch.step().is_empty(), "nothing ends before its budget");
+        assert_eq!(batch.cache_device().as_deref(), Some(device), "step {step}");
+    }
 }

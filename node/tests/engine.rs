@@ -3,8 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use prlx_node::engine::{Engine, EngineError, EngineOptions, Provider};
+use prlx_node::engine::{
+    ort_environment, resolve_ort_library, Engine, EngineError, EngineOptions, Provider,
+};
 use prlx_node::registry::{ModelEntry, Registry, RegistryError};
+
+#[path = "../benches/common/floor.rs"]
+#[allow(dead_code)]
+mod floor;
 
 const TINY: &str = "tiny-test-v1";
 const CHAT: &str = "oss-chat-v1";
@@ -156,6 +162,31 @@ fn smollm2_answers_paris_with_identical_ids_across_runs() {
     // Same execution class, other thread count: validation compares these bytes.
     let mut two = engine_with(CHAT, threads(2));
     assert_eq!(two.generate(prompt, 32).unwrap().token_ids, first.token_ids);
+}
+
+/// The engine runs through ONNX Runtime's I/O binding (the cache left where the session
+/// computed it); a plain `Session::run` loop, which copies every output out and every input
+/// in, must give the same ids, step for step.
+#[test]
+fn bound_runs_give_the_ids_of_plain_session_runs() {
+    for (reference, prompt, runs) in [(TINY, "hello there", 40), (CHAT, "Name a colour.", 24)] {
+        let mut engine = engine(reference);
+        let generation = engine.generate(prompt, runs).unwrap();
+        let library = resolve_ort_library(None, &root()).unwrap();
+        let mut plain =
+            floor::Floor::new(&entry(reference), &ort_environment(&library).unwrap(), 1).unwrap();
+        let prompt_ids: Vec<i64> = engine
+            .encode_prompt(prompt)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let plain_ids = plain
+            .generate(&prompt_ids, generation.token_ids.len())
+            .unwrap();
+        assert!(!generation.token_ids.is_empty(), "{reference}");
+        assert_eq!(plain_ids, generation.token_ids, "{reference}");
+    }
 }
 
 #[test]

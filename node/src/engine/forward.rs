@@ -1,12 +1,21 @@
 //! One model run: a batch of rows through the session, the greedy id of each row's last
 //! position, the new cache. The hot path of both single-stream and batched decoding.
+//!
+//! Runs go through ONNX Runtime's I/O binding ([`Binding`]) so that the cache stays where
+//! the session computes it: on a GPU, the `present.*` outputs are left in device memory and
+//! bound as the next run's `past_key_values.*` there, and only the logits come to the host.
+//! A plain `Session::run` copies every output to the host and every input back, which would
+//! move the whole cache across the bus twice per token. On the CPU both are host memory and
+//! the binding changes nothing but the path, which is why the CPU tests cover it.
 
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor, TensorRef};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynValue, Tensor};
 
 use crate::registry::ChatTemplate;
 
 use super::error::{ort_err, EngineError};
+use super::runtime::Provider;
 
 /// What the decode loop needs from the registry entry.
 #[derive(Debug, Clone)]
@@ -33,11 +42,57 @@ pub(crate) struct Rows<'a> {
     pub(crate) total: usize,
 }
 
+/// A session's I/O binding and where its outputs go: the cache on the session's device, the
+/// logits on the host. Bound afresh for every run and cleared after it: an output bound to a
+/// device keeps its buffer in the binding, and ONNX Runtime would write the next run's
+/// outputs into it (the cache grows by a slot per run, so the shapes would not even match)
+/// while it is still that run's input.
+pub(super) struct Binding {
+    binding: IoBinding,
+    cache: MemoryInfo<'static>,
+    host: MemoryInfo<'static>,
+    /// The contract's input and output names, in order (checked at load).
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Binding {
+    pub(super) fn new(session: &Session, provider: Provider) -> Result<Binding, EngineError> {
+        let device = match provider {
+            Provider::Cpu => AllocationDevice::CPU,
+            // The CUDA provider is registered with its default device, 0.
+            Provider::Cuda => AllocationDevice::CUDA,
+        };
+        let memory = |device| {
+            MemoryInfo::new(device, 0, AllocatorType::Device, MemoryType::Default)
+                .map_err(ort_err("describing the cache's memory"))
+        };
+        Ok(Binding {
+            binding: session
+                .create_binding()
+                .map_err(ort_err("creating the I/O binding"))?,
+            cache: memory(device)?,
+            host: memory(AllocationDevice::CPU)?,
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|i| i.name().to_owned())
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| o.name().to_owned())
+                .collect(),
+        })
+    }
+}
+
 /// One model run over `rows`, with `past` (or the empty past when it is empty: a prefill of
-/// batch 1) as the cache. Leaves the new cache in `past`; `next` gets each row's greedy id
-/// at its last position.
+/// batch 1) as the cache. Leaves the new cache in `past`, where the session computed it;
+/// `next` gets each row's greedy id at its last position.
 pub(super) fn forward(
     session: &mut Session,
+    binding: &mut Binding,
     spec: &ModelSpec,
     empty_past: &Tensor<f32>,
     rows: Rows<'_>,
@@ -52,30 +107,57 @@ pub(super) fn forward(
         mask,
         total,
     } = rows;
-    let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(3 + 2 * spec.num_layers);
-    inputs.push(
-        TensorRef::from_array_view(([batch, seq], ids))
-            .map_err(ort_err("creating an input tensor"))?
-            .into(),
-    );
-    inputs.push(
-        TensorRef::from_array_view(([batch, total], mask))
-            .map_err(ort_err("creating an input tensor"))?
-            .into(),
-    );
-    inputs.push(
-        TensorRef::from_array_view(([batch, seq], positions))
-            .map_err(ort_err("creating an input tensor"))?
-            .into(),
-    );
+    let Binding {
+        binding,
+        cache,
+        host,
+        inputs,
+        outputs,
+    } = binding;
+    // Empty already unless the last run failed (which keeps at most one old cache alive).
+    binding.clear();
+    // Owned tensors: the binding keeps what it is given, and clones a borrowed one first.
+    let small = |shape: [usize; 2], values: &[i64]| {
+        Tensor::from_array((shape, values.to_vec())).map_err(ort_err("creating an input tensor"))
+    };
+    let bind = |binding: &mut IoBinding, name: &str, value: &DynValue| {
+        binding
+            .bind_input(name, value)
+            .map_err(ort_err("binding an input"))
+    };
+    bind(binding, &inputs[0], &small([batch, seq], ids)?.into_dyn())?;
+    bind(
+        binding,
+        &inputs[1],
+        &small([batch, total], mask)?.into_dyn(),
+    )?;
+    bind(
+        binding,
+        &inputs[2],
+        &small([batch, seq], positions)?.into_dyn(),
+    )?;
     if past.is_empty() {
-        inputs.extend((0..2 * spec.num_layers).map(|_| SessionInputValue::from(empty_past)));
+        for name in &inputs[3..] {
+            binding
+                .bind_input(name.as_str(), empty_past)
+                .map_err(ort_err("binding an input"))?;
+        }
     } else {
-        inputs.extend(past.drain(..).map(SessionInputValue::from));
+        for (name, value) in inputs[3..].iter().zip(past.drain(..)) {
+            bind(binding, name, &value)?;
+        }
+    }
+    binding
+        .bind_output_to_device(outputs[0].as_str(), host)
+        .map_err(ort_err("binding the logits"))?;
+    for name in &outputs[1..] {
+        binding
+            .bind_output_to_device(name.as_str(), cache)
+            .map_err(ort_err("binding the cache"))?;
     }
 
     let outputs = session
-        .run(inputs.as_slice())
+        .run_binding(binding)
         .map_err(ort_err("running the model"))?;
     let mut outputs = outputs.into_iter();
     let (_, logits) = outputs.next().ok_or_else(|| EngineError::Contract {
@@ -101,6 +183,8 @@ pub(super) fn forward(
         argmax(&logits[last..last + vocab])
     }));
     past.extend(outputs.map(|(_, present)| present));
+    // Let go of this run's inputs (the old cache) and outputs now, not at the next run.
+    binding.clear();
     Ok(())
 }
 

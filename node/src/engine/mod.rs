@@ -11,8 +11,10 @@
 //! (the hot path, single-stream and batched alike) is [`forward`]'s.
 //!
 //! The per-token loop is the hot path: the prompt is tokenized once, the attention mask is a
-//! slice of a buffer of ones allocated with the engine, the `present.*` outputs are moved (not
-//! copied) into the next step's `past_key_values.*` inputs, and the logits are read in place.
+//! slice of a buffer of ones allocated with the engine, the `present.*` outputs stay where the
+//! session computed them (device memory on a GPU: ONNX Runtime's I/O binding) and are moved
+//! (not copied) into the next step's `past_key_values.*` inputs, and the logits are read in
+//! place.
 
 use std::fmt;
 use std::path::Path;
@@ -34,7 +36,7 @@ use error::ort_err;
 pub use error::EngineError;
 pub use forward::argmax;
 pub(crate) use forward::Rows;
-use forward::{count, forward, ModelSpec};
+use forward::{count, forward, Binding, ModelSpec};
 pub use runtime::{
     ort_environment, resolve_ort_library, resolve_ort_library_for, EngineOptions, Provider,
     ORT_DYLIB_ENV, ORT_DYLIB_POINTER,
@@ -143,6 +145,8 @@ fn per_second(count: u32, elapsed: Duration) -> f64 {
 /// One ONNX Runtime session of one model: a single worker. See the module docs.
 pub struct Engine {
     session: Session,
+    /// Where runs put the cache and the logits (see [`forward`]).
+    binding: Binding,
     tokenizer: Arc<Tokenizer>,
     spec: ModelSpec,
     model_sha256: String,
@@ -217,12 +221,14 @@ impl Engine {
             .commit_from_memory(&files.model.bytes)
             .map_err(ort_err("loading the model into ONNX Runtime"))?;
         check_contract(&session, entry)?;
+        let binding = Binding::new(&session, options.provider)?;
 
         let past_shape = [1, entry.num_kv_heads, 0, entry.head_dim];
         let empty_past = Tensor::from_array((past_shape, Vec::<f32>::new()))
             .map_err(ort_err("creating the empty past tensor"))?;
         Ok(Engine {
             session,
+            binding,
             tokenizer: Arc::clone(&files.tokenizer),
             spec: ModelSpec {
                 reference: entry.reference.clone(),
@@ -403,6 +409,7 @@ impl Engine {
             .extend((past_len..total).map(|p| p as i64));
         let Engine {
             session,
+            binding,
             spec,
             empty_past,
             mask,
@@ -418,7 +425,7 @@ impl Engine {
             mask: &mask[..total],
             total,
         };
-        forward(session, spec, empty_past, rows, past, next)?;
+        forward(session, binding, spec, empty_past, rows, past, next)?;
         Ok(total)
     }
 
@@ -432,11 +439,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let Engine {
             session,
+            binding,
             spec,
             empty_past,
             ..
         } = self;
-        forward(session, spec, empty_past, rows, past, next)
+        forward(session, binding, spec, empty_past, rows, past, next)
     }
 
     /// `[kv_heads, head_dim]` of each cache tensor, and how many there are (2 per layer).
