@@ -16,11 +16,13 @@ report to DIR/report.md (default .cache/gpu-check/):
   4. the engine on CUDA: `prlx-node generate --provider cuda` of oss-chat-v1 (SmolLM2-135M),
      twice, and once on the CPU: the two GPU answers must be identical, and the report says
      whether they equal the CPU's; tokens/s of each;
-  5. continuous batching against single-stream decoding (node/benches/batching.rs, one
+  5. the batching tests on CUDA (node/tests/batch.rs with PRLX_TEST_PROVIDER=cuda): batched
+     ids equal single-stream ones, and steps keep the KV cache in GPU memory (I/O binding);
+  6. continuous batching against single-stream decoding (node/benches/batching.rs, one
      round: 1, 4, 16 and 64 concurrent requests, identical ids checked), on CUDA and on the
      CPU;
-  6. the execution class a CUDA node declares (GPU, driver, CUDA, cuDNN, ONNX Runtime);
-  7. one request through a real coordinator and a CUDA node: scripts/demo.sh with
+  7. the execution class a CUDA node declares (GPU, driver, CUDA, cuDNN, ONNX Runtime);
+  8. one request through a real coordinator and a CUDA node: scripts/demo.sh with
      PRLX_DEMO_PROVIDER=cuda (anvil, contracts, settlement and audit as usual).
 
 Each step has its own time limit; a failed step is reported and the next ones that do not
@@ -125,10 +127,21 @@ if step generate-cuda-1 120 generate cuda "$OUT/cuda-1.txt" \
   fi
 fi
 
-# Batched against single-stream tokens/s. The bench is a plain process: the CUDA wheels'
-# libraries go on its loader path here (prlx-node does that for itself).
+# The batching tests on the GPU, the cache's placement among them. A plain test process:
+# the CUDA wheels' libraries go on its loader path (prlx-node does that for itself).
+cuda_libraries() {
+  echo "$(cat .cache/ort-gpu/CUDA_LIBRARY_PATH)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+batch_tests() {
+  LD_LIBRARY_PATH="$(cuda_libraries)" PRLX_TEST_PROVIDER=cuda \
+    cargo test --locked --release -p prlx-node --features cuda --test batch
+}
+export -f cuda_libraries batch_tests
+step batch-tests-cuda 240 batch_tests
+
+# Batched against single-stream tokens/s (a plain process too).
 batching() {  # provider
-  LD_LIBRARY_PATH="$(cat .cache/ort-gpu/CUDA_LIBRARY_PATH)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  LD_LIBRARY_PATH="$(cuda_libraries)" \
     PRLX_BENCH_QUICK=1 PRLX_BENCH_PROVIDER="$1" \
     cargo bench --locked -p prlx-node --features cuda --bench batching
 }
