@@ -18,11 +18,11 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
 
-use crate::signer::Signer;
 use prlx_events::chain::Chain;
 use prlx_events::crypto::seal_statement;
 use prlx_events::event::Sealed;
 use prlx_events::log::{AnyWriter, LogError, Side};
+use prlx_events::signer::Signer;
 use prlx_events::{Envelope, Event};
 use rsa::RsaPrivateKey;
 use tokio::sync::oneshot;

@@ -52,7 +52,6 @@ pub mod index;
 pub mod kafka_intake;
 pub mod settle;
 pub mod shell;
-pub mod signer;
 #[cfg(feature = "kafka")]
 pub mod startup;
 pub mod submission;

@@ -26,6 +26,8 @@
 //! - [`pss`]: RSA-PSS-SHA256 verification made once per key, for checking many signatures
 //!   (the auditor).
 //! - [`seal`]: AES-256-GCM sealing of payloads at rest (the coordinator's storage key).
+//! - `signer` (feature `signing`): an RSA key parsed once by AWS-LC, for the shells that sign
+//!   on their hot paths (the coordinator's seals, a node's results).
 //! - [`backoff`]: doubling pauses between retries, for every I/O shell that waits something out.
 //! - `cli` (feature `cli`): what the binaries share: the `tracing` subscriber (`RUST_LOG`,
 //!   `--log-format text|json`) and the shutdown signal.
@@ -56,6 +58,8 @@ pub mod pss;
 pub mod rewards;
 pub mod schema;
 pub mod seal;
+#[cfg(feature = "signing")]
+pub mod signer;
 pub mod statements;
 pub mod upcast;
 

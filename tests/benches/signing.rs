@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use prlx_commands::signer::Signer;
 use prlx_events::crypto::{seal_statement, sign, verify};
+use prlx_events::signer::Signer;
 use prlx_events::Hash32;
 use rsa::rand_core::OsRng;
 use rsa::RsaPrivateKey;
