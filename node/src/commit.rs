@@ -7,12 +7,13 @@
 
 use chrono::{DateTime, Utc};
 use prlx_events::crypto::{
-    proof_of_execution, refusal_statement, result_statement, seal_message, sign, Direction,
+    node_id_of, proof_of_execution, refusal_statement, result_statement, seal_message, Direction,
     SessionKey,
 };
 use prlx_events::event::RefusalReason;
 use prlx_events::protocol::{DispatchBody, RefusalReport, ResultBody, ResultReport};
 use prlx_events::seal::NONCE_LEN;
+use prlx_events::signer::Signer;
 use prlx_events::{Hash32, NodeId, TaskId};
 use rsa::rand_core::CryptoRngCore;
 use rsa::RsaPrivateKey;
@@ -23,7 +24,27 @@ use crate::trace::JobTrace;
 /// The node's identity: what its workers sign with.
 pub struct Identity {
     pub node: NodeId,
+    /// For opening session grants (RSA-OAEP, once per epoch).
     pub key: RsaPrivateKey,
+    /// The same key parsed once for signing: a signature per result is on the hot path, and
+    /// the `rsa` crate takes milliseconds for each at 3072 bits (see `prlx_events::signer`).
+    signer: Signer,
+}
+
+impl Identity {
+    /// The identity of `key`: its node id and its signer.
+    pub fn new(key: RsaPrivateKey) -> Identity {
+        Identity {
+            node: node_id_of(&key.to_public_key()),
+            signer: Signer::new(&key),
+            key,
+        }
+    }
+
+    /// The node's RSA-PSS-SHA256 signature over `statement`, as `crypto::verify` checks it.
+    pub fn sign(&self, statement: &[u8]) -> Vec<u8> {
+        self.signer.sign(statement)
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -129,7 +150,7 @@ pub(crate) fn commit_with_poe_of(
         poe,
         Hash32::of(&sealed_result),
     );
-    let signature = sign(&identity.key, &statement, rng);
+    let signature = identity.sign(&statement);
     ResultReport {
         request_id: job.task.request,
         attempt: job.attempt,
@@ -143,12 +164,7 @@ pub(crate) fn commit_with_poe_of(
 
 /// The node's signed refusal of `job` for `reason`: no result, nothing sealed (a refusal
 /// carries nothing secret), only the signature over the refusal statement.
-pub fn commit_refusal(
-    identity: &Identity,
-    job: &Job,
-    reason: RefusalReason,
-    rng: &mut impl CryptoRngCore,
-) -> RefusalReport {
+pub fn commit_refusal(identity: &Identity, job: &Job, reason: RefusalReason) -> RefusalReport {
     let statement = refusal_statement(
         job.task.request,
         job.task,
@@ -159,7 +175,7 @@ pub fn commit_refusal(
     RefusalReport {
         request_id: job.task.request,
         attempt: job.attempt,
-        signature: sign(&identity.key, &statement, rng),
+        signature: identity.sign(&statement),
         reason,
     }
 }
@@ -167,16 +183,16 @@ pub fn commit_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prlx_events::crypto::{node_id_of, open_message, verify};
+    use prlx_events::crypto::{open_message, verify};
     use prlx_events::RequestId;
     use rsa::rand_core::OsRng;
 
     #[test]
     fn a_committed_result_checks_out_the_way_the_coordinator_checks_it() {
         let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
-        let node = node_id_of(&key.to_public_key());
         let public = key.to_public_key();
-        let identity = Identity { node, key };
+        let identity = Identity::new(key);
+        let node = identity.node;
         let session = SessionKey::generate(&mut OsRng);
         let task = TaskId::whole(RequestId(42));
         let job = Job {
@@ -257,9 +273,9 @@ mod tests {
     #[test]
     fn a_refusal_is_signed_over_the_task_attempt_and_reason() {
         let key = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
-        let node = node_id_of(&key.to_public_key());
         let public = key.to_public_key();
-        let identity = Identity { node, key };
+        let identity = Identity::new(key);
+        let node = identity.node;
         let task = TaskId::whole(RequestId(7));
         let job = Job {
             task,
@@ -281,7 +297,7 @@ mod tests {
             max_tokens: 4095,
             context: 4096,
         };
-        let report = commit_refusal(&identity, &job, reason.clone(), &mut OsRng);
+        let report = commit_refusal(&identity, &job, reason.clone());
         assert_eq!((report.request_id, report.attempt), (RequestId(7), 2));
         let statement = refusal_statement(RequestId(7), task, node, 2, &reason);
         assert!(verify(&public, &statement, &report.signature));

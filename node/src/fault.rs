@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use prlx_events::crypto::{result_statement, sign};
+use prlx_events::crypto::result_statement;
 use prlx_events::protocol::{ResultBody, ResultReport};
 use prlx_events::{Hash32, NodeId, RequestId, TaskId};
 use rsa::rand_core::CryptoRngCore;
@@ -181,7 +181,7 @@ impl FaultDrill {
                             report.poe,
                             Hash32::of(&report.sealed_result),
                         );
-                        sign(&identity.key, &statement, rng)
+                        identity.sign(&statement)
                     }
                 };
                 report

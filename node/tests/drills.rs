@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use chrono::Utc;
 use prlx_events::crypto::{
-    node_id_of, open_message, proof_of_execution, result_statement, verify, Direction, SessionKey,
+    open_message, proof_of_execution, result_statement, verify, Direction, SessionKey,
 };
 use prlx_events::protocol::{DispatchBody, ResultBody, ResultReport};
 use prlx_events::{Hash32, RequestId, TaskId};
@@ -28,12 +28,7 @@ fn new_key() -> RsaPrivateKey {
 /// Two node identities, made once (key generation is the slow part of these tests).
 fn identities() -> &'static [Identity; 2] {
     static IDS: OnceLock<[Identity; 2]> = OnceLock::new();
-    IDS.get_or_init(|| {
-        [new_key(), new_key()].map(|key| Identity {
-            node: node_id_of(&key.to_public_key()),
-            key,
-        })
-    })
+    IDS.get_or_init(|| [new_key(), new_key()].map(Identity::new))
 }
 
 fn public(identity: &Identity) -> RsaPublicKey {

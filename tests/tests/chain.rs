@@ -422,10 +422,8 @@ async fn two_signed_results(dir: &Path) -> Vec<Vec<u8>> {
     let (node, dispatches) =
         node_with_dispatches(&mut coord, &coordinator_key, 2, &["one", "two"]).await;
     assert_eq!(dispatches.len(), 2);
-    let identity = Identity {
-        node: node.id,
-        key: node.key,
-    };
+    let identity = Identity::new(node.key);
+    assert_eq!(identity.node, node.id);
     for d in dispatches {
         let work = open_message(
             &node.session,

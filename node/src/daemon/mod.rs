@@ -150,10 +150,7 @@ pub async fn run(
         },
     };
 
-    let identity = Arc::new(Identity {
-        node,
-        key: node_key,
-    });
+    let identity = Arc::new(Identity::new(node_key));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let drill = config.fault.map(|fault| Arc::new(FaultDrill::new(fault)));
     let pool = if config.batching {

@@ -150,7 +150,7 @@ pub(super) fn run_job(
             };
             return Ok(finish(
                 job,
-                Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng)),
+                Report::Refusal(commit_refusal(identity, job, reason)),
                 started,
                 trace,
             ));
@@ -219,7 +219,7 @@ pub(super) fn report_engine_error(
         };
         return Err(format!("{kind}: {e}"));
     };
-    let report = Report::Refusal(commit_refusal(identity, job, reason, &mut OsRng));
+    let report = Report::Refusal(commit_refusal(identity, job, reason));
     Ok(finish(job, report, started, trace))
 }
 
