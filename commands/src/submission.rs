@@ -66,8 +66,9 @@ pub struct SubmitRequestBody {
     pub credit_account: String,
     /// The client's RSA public key (PEM, SPKI) that the result is sealed to.
     pub client_pubkey: String,
-    /// The prompt; for a general-path class, its parameters as JSON text. It is sealed to the
-    /// coordinator's storage key on arrival and never stored or logged in plaintext.
+    /// The prompt, not empty; for a general-path class, its parameters as JSON text. It is
+    /// sealed to the coordinator's storage key on arrival and never stored or logged in
+    /// plaintext.
     pub prompt: String,
     /// At most the model's `max_tokens_limit`.
     pub max_tokens: u32,
@@ -119,6 +120,11 @@ pub fn submission_from_body(
 ) -> Result<(Submission, Vec<u8>), AppError> {
     if body.credit_account.is_empty() {
         return Err(AppError::malformed("credit_account", "must not be empty"));
+    }
+    // Nothing to run: a node would refuse it after the credits were reserved and the request
+    // dispatched, so it is declined here, before anything is recorded.
+    if body.prompt.is_empty() {
+        return Err(AppError::malformed("prompt", "must not be empty"));
     }
     let idempotency_key = match (idempotency_key, body.idempotency_key.take()) {
         (Some(door), Some(field)) if door != field => {

@@ -152,6 +152,18 @@ pub fn rejection_cases() -> Vec<RejectionCase> {
             false,
         ),
         (
+            // With the empty prompt's own hash: without the check it would be accepted.
+            {
+                let mut s = with("prompt", json!(""));
+                s["payload_hash"] = json!(sha256_hex(""));
+                s
+            },
+            S::BAD_REQUEST,
+            "malformed_request",
+            "prompt",
+            false,
+        ),
+        (
             with("credit_account", json!("")),
             S::BAD_REQUEST,
             "malformed_request",
