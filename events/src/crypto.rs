@@ -205,15 +205,25 @@ pub fn grant_session(
     key: &SessionKey,
     rng: &mut impl CryptoRngCore,
 ) -> SessionGrant {
+    grant_session_signed_by(node_key, epoch, key, rng, |statement, rng| {
+        sign(coordinator, statement, rng)
+    })
+}
+
+/// [`grant_session`] with the signature made by `sign` over the grant's statement (the
+/// coordinator's shell signs with its key parsed once: `signer::Signer`).
+pub fn grant_session_signed_by<R: CryptoRngCore>(
+    node_key: &RsaPublicKey,
+    epoch: u64,
+    key: &SessionKey,
+    rng: &mut R,
+    sign: impl FnOnce(&[u8], &mut R) -> Vec<u8>,
+) -> SessionGrant {
     let node_id = node_id_of(node_key);
     let wrapped_key = node_key
         .encrypt(rng, Oaep::new::<Sha256>(), key.expose_bytes())
         .expect("a 32-byte key fits in OAEP for keys of 2048 bits and more");
-    let signature = sign(
-        coordinator,
-        &grant_statement(node_id, epoch, &wrapped_key),
-        rng,
-    );
+    let signature = sign(&grant_statement(node_id, epoch, &wrapped_key), rng);
     SessionGrant {
         node_id,
         epoch,

@@ -9,15 +9,17 @@ use prlx_events::Hash32;
 use rand::RngCore;
 
 use chrono::{DateTime, Utc};
-use prlx_events::crypto::{grant_session, seal_message, seal_to_public_key, Direction, SessionKey};
+use prlx_events::crypto::{
+    grant_session_signed_by, seal_message, seal_to_public_key, Direction, SessionKey,
+};
 use prlx_events::event::SessionKeyIssued;
 use prlx_events::protocol::{DispatchBody, SubtaskWork};
+use prlx_events::signer::Signer;
 use prlx_events::{NodeId, RequestId, TaskId};
 use prlx_projections::scheduler::{
     any_node_serves, next_assignment, past_registration_grace, Choice,
 };
 use prlx_projections::validation::unconfirmed_hold;
-use rsa::RsaPrivateKey;
 
 use crate::decide::{Command, Dispatch};
 
@@ -72,7 +74,7 @@ impl Coordinator {
             }
             Ok(())
         };
-        // An `Arc`: cloning the key itself copies its big integers on every command.
+        // An `Arc`: the signer is cloned on every command.
         let Some(signing) = self.signing_key.clone() else {
             return Ok(pending);
         };
@@ -310,14 +312,17 @@ impl Coordinator {
     }
 
     /// A session grant for `node`, as the command that records it; the key is cached.
-    fn grant(&mut self, signing: &RsaPrivateKey, node: NodeId, pem: &str) -> Option<Command> {
+    fn grant(&mut self, signing: &Signer, node: NodeId, pem: &str) -> Option<Command> {
         let Ok(node_key) = prlx_events::crypto::parse_public_key_pem(pem) else {
             // Registration checks the key; a node whose key does not parse gets no work.
             return None;
         };
         let mut rng = rsa::rand_core::OsRng;
         let session = SessionKey::generate(&mut rng);
-        let grant = grant_session(signing, &node_key, SESSION_EPOCH, &session, &mut rng);
+        let grant =
+            grant_session_signed_by(&node_key, SESSION_EPOCH, &session, &mut rng, |s, _| {
+                signing.sign(s)
+            });
         let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
         rng.fill_bytes(&mut nonce);
         let sealed = self.key.seal(

@@ -135,8 +135,9 @@ pub struct Coordinator {
     producer: String,
     next_sequence: u64,
     key: StorageKey,
-    /// Signs session grants; without it the coordinator takes requests but dispatches none.
-    signing_key: Option<std::sync::Arc<RsaPrivateKey>>,
+    /// Signs session grants, parsed once (a registration's grant is signed in the actor's
+    /// turn); without it the coordinator takes requests but dispatches none.
+    signing_key: Option<std::sync::Arc<prlx_events::signer::Signer>>,
     /// Its public half as published (PEM), encoded once: housekeeping compares it with the
     /// log's after every command, and encoding it each time showed in the profile.
     signing_pem: Option<String>,
@@ -318,9 +319,8 @@ impl Coordinator {
 
     pub fn with_signing_key(mut self, key: RsaPrivateKey) -> Self {
         self.signing_pem = Some(prlx_events::crypto::public_key_pem(&key.to_public_key()));
-        let key = std::sync::Arc::new(key);
         self.encoder.seal_with(&key);
-        self.signing_key = Some(key);
+        self.signing_key = Some(std::sync::Arc::new(prlx_events::signer::Signer::new(&key)));
         self
     }
 
