@@ -315,6 +315,61 @@ fn a_killed_node_s_dispatch_is_redispatched_after_its_deadline() {
     );
 }
 
+/// The coordinator dies (SIGKILL) while a node runs its request, stays down until the node
+/// has failed to report, and comes back on the same log and address: the node's report,
+/// retried meanwhile, is taken by the restarted coordinator, and the request ends once, from
+/// its first dispatch, charged once.
+#[test]
+fn a_coordinator_killed_mid_task_takes_the_result_after_its_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cluster = start_cluster(5);
+    let mut a = node(&cluster, "node-a", TINY, Some(&new_key()), None);
+    cluster.deposit(1_000_000);
+    // As above: generates to max_tokens, long enough to be killed under; a deadline far
+    // beyond the restart, so nothing is re-dispatched.
+    let id = cluster.submit("abc", 3000, 120);
+    let task = TaskId::whole(id);
+    a.proc.wait_line(
+        &format!("running {task} attempt 0"),
+        Duration::from_secs(60),
+    );
+    cluster.kill_coordinator();
+    assert!(
+        !cluster
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::ResultSubmitted(r) if r.task_id == task)),
+        "the result was recorded before the kill: nothing was in flight"
+    );
+    a.proc.wait_line(
+        &format!("reporting {task} attempt 0 failed"),
+        Duration::from_secs(60),
+    );
+    cluster.start_coordinator();
+
+    let status = cluster.wait_result(id, Duration::from_secs(90));
+    let (bytes, node, poe) = cluster.open_result(id, &status);
+    assert_eq!(node, a.id);
+    assert_eq!(poe, proof_of_execution(task, &bytes, node));
+    assert_eq!(status["attempts"], 1, "{status}");
+
+    // The only request of the log: every count is its own.
+    let events = cluster.events();
+    let count = |what: fn(&Event) -> bool| events.iter().filter(|e| what(e)).count();
+    assert_eq!(count(|e| matches!(e, Event::TaskDispatched(_))), 1);
+    assert_eq!(count(|e| matches!(e, Event::ResultSubmitted(_))), 1);
+    assert_eq!(count(|e| matches!(e, Event::ResultReturned(_))), 1);
+    assert_eq!(count(|e| matches!(e, Event::DeadlineExpired(_))), 0);
+    let charged: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CreditsCharged(c) if c.request_id == id => Some(c.amount),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(charged.len(), 1, "charged once: {charged:?}");
+}
+
 #[test]
 fn sigterm_mid_request_finishes_and_reports_it_then_exits_0() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -36,6 +36,9 @@ pub struct FileCluster {
     pub log_dir: PathBuf,
     pub keys: CoordinatorKeys,
     coordinator: Proc,
+    /// How the coordinator was started and where it listens, for a restart.
+    launch: ServeLaunch,
+    addr: String,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// The coordinator's certificate, which its clients pin.
@@ -79,6 +82,8 @@ impl FileCluster {
             dir,
             keys,
             coordinator,
+            launch,
+            addr,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -86,6 +91,23 @@ impl FileCluster {
             client_key: new_key(),
             chain,
         }
+    }
+
+    /// SIGKILLs the coordinator; [`start_coordinator`](Self::start_coordinator) brings it back.
+    pub fn kill_coordinator(&mut self) {
+        self.coordinator.kill();
+    }
+
+    /// Starts the coordinator again (after [`kill_coordinator`](Self::kill_coordinator)) on the
+    /// same log, state, keys and address, so its nodes reach it again; returns once it
+    /// listens.
+    pub fn start_coordinator(&mut self) {
+        let (coordinator, addr) = self.launch.spawn_at("coordinator", &self.addr);
+        assert_eq!(
+            addr, self.addr,
+            "the restarted coordinator listens where it did"
+        );
+        self.coordinator = coordinator;
     }
 
     /// The coordinator's process id (for its memory and CPU time).

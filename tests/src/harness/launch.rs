@@ -164,10 +164,16 @@ impl ServeLaunch {
     /// which the kit's exchanges ([`super::client`]) then reach over https pinned to
     /// [`cert`](Self::cert) (or plain http).
     pub fn spawn(&self, name: &str) -> (Proc, String) {
+        self.spawn_at(name, "127.0.0.1:0")
+    }
+
+    /// As [`spawn`](Self::spawn), listening on `listen` (the address an earlier instance had,
+    /// for a restart its nodes find again).
+    pub fn spawn_at(&self, name: &str, listen: &str) -> (Proc, String) {
         let mut cmd = coordinator_command();
         cmd.arg("serve")
             .args(["--log", &self.log])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .arg("--key-file")
             .arg(&self.key_file)
             .arg("--signing-key")
