@@ -220,7 +220,8 @@ impl CoordinatorClient {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let stream = self.endpoint.connect().await.map_err(|e| match e {
             e @ ConnectError::Refused { .. } => ClientError::Refused(e),
-            e => self.unreachable(e.to_string()),
+            // Its own message already names the coordinator; only the cause is added here.
+            ConnectError::Unreachable { source, .. } => self.unreachable(source.to_string()),
         })?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -263,6 +264,14 @@ mod tests {
             .unwrap();
         let err = rt.block_on(client.get("/healthz")).unwrap_err();
         assert!(err.is_retryable_call(), "{err}");
+        // Said once, with the cause (the node logs it on every retry).
+        let message = err.to_string();
+        assert_eq!(
+            message.matches("cannot reach the coordinator").count(),
+            1,
+            "{message}"
+        );
+        assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     }
 
     #[test]
