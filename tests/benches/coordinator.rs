@@ -5,10 +5,10 @@
 //!
 //! - coordinator: the real actor (decide, fold, sealing, group-committed appends), with 64
 //!   registered nodes of 512 slots each and session grants issued before the clock starts;
-//!   `CONCURRENCY` clients submit; the clock stops when a read (answered only after every
-//!   earlier append is durable) sees nothing left in the queue.
+//!   `PRLX_BENCH_CONCURRENCY` clients (256 by default) submit; the clock stops when a read
+//!   (answered only after every earlier append is durable) sees nothing left in the queue.
 //! - raw: the same records, read back from the coordinator's log, appended to a fresh file log
-//!   in the same batches (one per command) by `CONCURRENCY` tasks: no deciding, folding or
+//!   in the same batches (one per command) by as many tasks: no deciding, folding or
 //!   sealing, only the log.
 //! - with `PRLX_BENCH_KAFKA` and `PRLX_BENCH_FEEDS=1`, each round also runs the coordinator
 //!   with the nodes' feed projector beside it (`--node-feed-topic`): that row against the
@@ -17,6 +17,8 @@
 //! - CPU per request: the process's CPU time (all threads, user and system) over the timed
 //!   part, per request. Steadier than the rates on a shared machine, and it tells a side
 //!   bound by its CPU from one bound by the log's syncs.
+//! - CPU by thread: each thread's CPU over the timed part as a share of its wall clock (1.0:
+//!   a core busy all along; threads of one name summed), which tells a stage that saturates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +36,18 @@ use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Hash32};
 use prlx_tests::harness::client::read_records;
 
-const CONCURRENCY: usize = 256;
+/// Concurrent clients (and raw appenders): `PRLX_BENCH_CONCURRENCY`, 256 by default. The
+/// ratio depends on it: raw append is bound by the log's syncs, so more appenders in flight
+/// make its group commits larger and it faster, while the coordinator is bound by its CPU.
+fn concurrency() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("PRLX_BENCH_CONCURRENCY")
+            .ok()
+            .map(|v| v.parse().expect("PRLX_BENCH_CONCURRENCY: a number"))
+            .unwrap_or(256)
+    })
+}
 const NODES: usize = 64;
 
 /// A signed submission and its payload, taken once by the client that sends it.
@@ -122,7 +135,7 @@ async fn run_coordinator(
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Timer::start();
-    let clients: Vec<_> = (0..CONCURRENCY)
+    let clients: Vec<_> = (0..concurrency())
         .map(|_| {
             let handle = handle.clone();
             let next = Arc::clone(&next);
@@ -217,7 +230,7 @@ async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Timed {
     let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
     let t = Timer::start();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let tasks: Vec<_> = (0..concurrency())
         .map(|_| {
             let w = Arc::clone(&w);
             let queue = Arc::clone(&queue);
@@ -246,32 +259,80 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// A timed part's wall-clock and CPU time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Each thread's CPU time so far by thread name (threads of one name summed), from
+/// `/proc/self/task/*/stat`.
+fn cpu_by_thread() -> std::collections::BTreeMap<String, Duration> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("Linux's /proc")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        *by_name.entry(name).or_default() += Duration::from_millis(ticks * 10);
+    }
+    by_name
+}
+
+/// A timed part's wall-clock and CPU time, and the CPU's share of the wall clock by thread
+/// name (1.0: one core busy all along), which tells a stage that saturates its thread.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Timed {
     wall: Duration,
     cpu: Duration,
+    threads: Vec<(String, Duration)>,
 }
 
 struct Timer {
     wall: Instant,
     cpu: Duration,
+    threads: std::collections::BTreeMap<String, Duration>,
 }
 
 impl Timer {
     fn start() -> Self {
         Self {
             cpu: cpu_time(),
+            threads: cpu_by_thread(),
             wall: Instant::now(),
         }
     }
 
     fn stop(&self) -> Timed {
         let wall = self.wall.elapsed();
+        let threads = cpu_by_thread()
+            .into_iter()
+            .map(|(name, cpu)| {
+                let before = self.threads.get(&name).copied().unwrap_or_default();
+                (name, cpu.saturating_sub(before))
+            })
+            .filter(|(_, cpu)| !cpu.is_zero())
+            .collect();
         Timed {
             wall,
             cpu: cpu_time() - self.cpu,
+            threads,
         }
+    }
+
+    /// "name share, …" of `timed`'s threads, busiest first.
+    fn shares(timed: &Timed) -> String {
+        let mut threads = timed.threads.clone();
+        threads.sort_by(|a, b| b.1.cmp(&a.1));
+        threads
+            .iter()
+            .map(|(name, cpu)| {
+                format!("{name} {:.2}", cpu.as_secs_f64() / timed.wall.as_secs_f64())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -283,7 +344,7 @@ fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
 }
 
 /// The raw side on Kafka: the same records produced to a fresh one-partition topic of the
-/// same broker by `CONCURRENCY` tasks, one batch at a time, each batch awaited until every
+/// same broker by as many tasks as there are clients, one batch at a time, each batch awaited until every
 /// record is acknowledged: an idempotent producer with `acks=all`, as the log's writer is,
 /// without its transactions, deciding, folding or sealing.
 #[cfg(feature = "kafka")]
@@ -313,7 +374,7 @@ async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)
     let batches = batches(records);
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
     let t = Timer::start();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let tasks: Vec<_> = (0..concurrency())
         .map(|_| {
             let producer = producer.clone();
             let queue = Arc::clone(&queue);
@@ -520,14 +581,19 @@ fn main() {
     coord.sort();
     raw.sort();
     fed.sort();
-    let (c, r) = (coord[rounds / 2], raw[rounds / 2]);
+    let (c, r) = (coord[rounds / 2].clone(), raw[rounds / 2].clone());
     // CPU per request: the median of the rounds on its own (it need not be the wall median's).
     let cpu_per_request = |side: &[Timed]| {
         let mut cpu: Vec<Duration> = side.iter().map(|t| t.cpu).collect();
         cpu.sort();
         cpu[cpu.len() / 2].as_secs_f64() * 1e6 / requests as f64
     };
-    println!("{requests} requests, {events} events ({:.1} per request), {CONCURRENCY} concurrent clients, {NODES} nodes; median of {rounds}", events as f64 / requests as f64);
+    println!(
+        "{requests} requests, {events} events ({:.1} per request), {} concurrent clients, \
+         {NODES} nodes; median of {rounds}",
+        events as f64 / requests as f64,
+        concurrency()
+    );
     println!(
         "| path | requests/s (admitted -> dispatched, durable) | events/s | CPU per request (µs) |"
     );
@@ -553,6 +619,11 @@ fn main() {
     println!(
         "coordinator / raw: {:.2}",
         r.wall.as_secs_f64() / c.wall.as_secs_f64()
+    );
+    println!(
+        "CPU by thread, share of the wall clock (median round): coordinator: {}; raw: {}",
+        Timer::shares(&c),
+        Timer::shares(&r)
     );
     if let Some(f) = fed.get(rounds / 2) {
         row(
