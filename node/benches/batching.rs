@@ -15,10 +15,12 @@
 //! tokens/s = model runs that yield a token (EOS included) / wall time, prompts included;
 //! the median of the rounds, which alternate single and batched.
 
+#[path = "common/batched.rs"]
+mod batched;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use prlx_node::batch::{run_all, Outcome, Request};
 use prlx_node::engine::{Engine, EngineOptions, Generation, Provider};
 use prlx_node::registry::Registry;
 
@@ -98,29 +100,15 @@ fn main() -> anyhow::Result<()> {
                 tokens = expected.iter().map(runs).sum::<u64>();
                 single_rates.push(tokens as f64 / single);
 
-                let requests = prompts
-                    .iter()
-                    .enumerate()
-                    .map(|(tag, prompt)| Request {
-                        tag,
-                        prompt: prompt.clone(),
-                        max_tokens: MAX_TOKENS,
-                        deadline: None,
-                    })
-                    .collect();
-                let started = Instant::now();
-                let (back, outcomes) = run_all(engine, n, requests);
-                let batched = started.elapsed().as_secs_f64();
+                let (back, batched) = batched::run_checked(
+                    engine,
+                    n,
+                    &prompts,
+                    MAX_TOKENS,
+                    |tag| &expected[tag].token_ids,
+                    "the single-stream ids",
+                )?;
                 engine = back;
-                for outcome in outcomes {
-                    let Outcome::Done { tag, generation } = outcome else {
-                        anyhow::bail!("a batched request did not finish: {outcome:?}");
-                    };
-                    anyhow::ensure!(
-                        generation.token_ids == expected[tag].token_ids,
-                        "request {tag}: batched ids differ from single-stream ids"
-                    );
-                }
                 batch_rates.push(tokens as f64 / batched);
             }
             let (single, batched) = (median(single_rates), median(batch_rates));

@@ -16,13 +16,15 @@
 //! up and is not counted. `N` is 16, or
 //! `PRLX_BENCH_CONCURRENT`.
 
+#[path = "../../node/benches/common/batched.rs"]
+mod batched;
+
 use std::time::{Duration, Instant};
 
 use prlx_events::crypto::public_key_pem;
 use prlx_events::log::{LogReader, LogUrl};
 use prlx_events::protocol::ResultBody;
 use prlx_events::{Envelope, Event, Hash32, RequestId};
-use prlx_node::batch::{run_all, Outcome, Request};
 use prlx_node::engine::{Engine, EngineOptions};
 use prlx_node::registry::Registry;
 use prlx_tests::harness::bins::workspace_root;
@@ -30,6 +32,7 @@ use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{open_result, read_records};
 use prlx_tests::harness::keys::new_key;
 use prlx_tests::harness::launch::{node_command, LaunchTls, ServeLaunch};
+use prlx_tests::harness::models::chat_catalog_for_one_node;
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
 
@@ -56,12 +59,7 @@ fn main() -> anyhow::Result<()> {
     let catalog = dir.path().join("catalog.json");
     std::fs::write(
         &catalog,
-        json!({"models": [{"model": "oss-chat-v1", "sha256": entry.sha256.clone(), "min_tier": 1, "base_price": 10,
-            "per_token_price": 1, "max_tokens_limit": 512}],
-            "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600,
-            // One node: nothing to replicate to, so results are released at once.
-            "validation": {"probation_results": 0, "unconfirmed_hold_seconds": 0}})
-        .to_string(),
+        chat_catalog_for_one_node(&entry.sha256).to_string(),
     )?;
     let chain = TestChain::start_blocking(dir.path());
     let serve = ServeLaunch {
@@ -166,29 +164,15 @@ fn main() -> anyhow::Result<()> {
             .map(|b| b.token_ids.len() + usize::from(b.stopped_at_eos))
             .sum();
 
-        let requests = prompts
-            .iter()
-            .enumerate()
-            .map(|(tag, prompt)| Request {
-                tag,
-                prompt: prompt.clone(),
-                max_tokens: MAX_TOKENS,
-                deadline: None,
-            })
-            .collect();
-        let started = Instant::now();
-        let (back, outcomes) = run_all(engine, concurrent, requests);
-        let bare_elapsed = started.elapsed().as_secs_f64();
+        let (back, bare_elapsed) = batched::run_checked(
+            engine,
+            concurrent,
+            &prompts,
+            MAX_TOKENS,
+            |tag| &bodies[tag].token_ids,
+            "the node's",
+        )?;
         engine = back;
-        for outcome in outcomes {
-            let Outcome::Done { tag, generation } = outcome else {
-                anyhow::bail!("a bare request did not finish: {outcome:?}");
-            };
-            anyhow::ensure!(
-                generation.token_ids == bodies[tag].token_ids,
-                "prompt {tag}: the node's ids differ from the bare batch's"
-            );
-        }
         let (node_rate, bare_rate) = (runs as f64 / node_elapsed, runs as f64 / bare_elapsed);
         eprintln!(
             "round {round}: {runs} tokens; node {node_rate:.1} tok/s, bare batch {bare_rate:.1} \

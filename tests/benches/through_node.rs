@@ -57,6 +57,7 @@ use prlx_tests::harness::chain::{TestChain, CLIENT_ACCOUNT};
 use prlx_tests::harness::client::{open_result, read_records};
 use prlx_tests::harness::keys::new_key;
 use prlx_tests::harness::launch::{node_command, LaunchTls, ServeLaunch};
+use prlx_tests::harness::models::chat_catalog_for_one_node;
 use prlx_tests::harness::process::{cpu_ms, cpu_ns, Proc};
 use serde_json::{json, Value};
 
@@ -80,14 +81,7 @@ fn main() -> anyhow::Result<()> {
     let catalog = dir.path().join("catalog.json");
     std::fs::write(
         &catalog,
-        json!({"models": [{"model": "oss-chat-v1", "sha256": entry.sha256.clone(), "min_tier": 1, "base_price": 10,
-            "per_token_price": 1, "max_tokens_limit": 512}],
-            "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600,
-            // One node: a sampled result has no peer to replicate it, so it is released at
-            // once rather than held a minute, and a new node's first results are sampled at
-            // the catalog's rate, not all of them (probation).
-            "validation": {"probation_results": 0, "unconfirmed_hold_seconds": 0}})
-        .to_string(),
+        chat_catalog_for_one_node(&entry.sha256).to_string(),
     )?;
     // The kit's binaries (built and not stale: `cargo build --release --bins` first) on a
     // file log at `dir/log`.

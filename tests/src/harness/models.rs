@@ -52,6 +52,20 @@ pub fn tiny_catalog(models: &[&str], min_deadline_seconds: u32) -> Value {
     })
 }
 
+/// A catalog file offering `oss-chat-v1` (SmolLM2-135M) with the file whose SHA-256 is `sha256`,
+/// for the benches that run one node of it (`through_node`, `batching_node`): tier 1 up, up to
+/// 512 tokens, deadlines from 5 s to an hour. With one node a sampled result has no peer to
+/// replicate it, so it is released at once rather than held a minute, and a new node's first
+/// results are sampled at the catalog's rate, not all of them (no probation).
+pub fn chat_catalog_for_one_node(sha256: &str) -> Value {
+    json!({
+        "models": [{"model": "oss-chat-v1", "sha256": sha256, "min_tier": 1, "base_price": 10,
+            "per_token_price": 1, "max_tokens_limit": 512}],
+        "max_tier": 5, "min_deadline_seconds": 5, "max_deadline_seconds": 3600,
+        "validation": {"probation_results": 0, "unconfirmed_hold_seconds": 0}
+    })
+}
+
 /// The body of `POST /v1/requests` asking the tiny model to continue `prompt`, charged to
 /// `account`, the result sealed for `client_pem`.
 pub fn tiny_submission(
