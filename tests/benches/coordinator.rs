@@ -325,7 +325,7 @@ impl Timer {
     /// "name share, …" of `timed`'s threads, busiest first.
     fn shares(timed: &Timed) -> String {
         let mut threads = timed.threads.clone();
-        threads.sort_by(|a, b| b.1.cmp(&a.1));
+        threads.sort_by_key(|t| std::cmp::Reverse(t.1));
         threads
             .iter()
             .map(|(name, cpu)| {
