@@ -8,15 +8,15 @@
 //!
 //! The requests settle the cheap way, through the shell's own housekeeping: no node serves
 //! their model, so once the catalog's `node_timeout_seconds` (1 s here) has passed they fail
-//! and are refunded in full.
+//! and are refunded in full (`testkit::settled`).
 
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
 use prlx_commands::decide::Command;
 use prlx_commands::shell::{Coordinator, Outcome, ShellError, SnapshotPolicy};
-use prlx_commands::testkit::fixtures::{account, catalog, model, unsigned_submission};
+use prlx_commands::testkit::fixtures::{account, catalog, model};
+use prlx_commands::testkit::settled::{self, keyed_submission};
 use prlx_events::event::RejectionCode;
 use prlx_events::log::{LogError, LogUrl};
 use prlx_events::seal::StorageKey;
@@ -68,38 +68,10 @@ async fn open(dir: &Path) -> Coordinator {
     panic!("the log stayed locked")
 }
 
-fn submit(i: usize, max_tokens: u32) -> Command {
-    let mut s = unsigned_submission("chat", format!("prompt {i}").as_bytes());
-    s.idempotency_key = Some(format!("key-{i}"));
-    s.max_tokens = max_tokens;
-    Command::SubmitRequest(Box::new(s.signed()))
-}
-
 /// A log with `FINISHED_WINDOW + OVER` requests accepted and settled (failed: no node).
 async fn settled_log(dir: &Path) -> Coordinator {
     let mut coord = open(dir).await;
-    let mut cat = catalog(vec![model("chat", Hash32([1; 32]))]);
-    cat.node_timeout_seconds = 1;
-    coord.execute(Command::PublishCatalog(cat)).await.unwrap();
-    coord
-        .execute(Command::DepositCredits {
-            account: account(),
-            tx_ref: "0x1".into(),
-            amount: 1_000_000_000,
-        })
-        .await
-        .unwrap();
-    for i in 0..FINISHED_WINDOW + OVER {
-        let outcome = coord.execute(submit(i, 16)).await.unwrap();
-        assert!(matches!(outcome, Outcome::Appended(_)), "{outcome:?}");
-    }
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    coord.housekeeping(Utc::now()).await.unwrap();
-    assert_eq!(
-        coord.state().settled_total() as usize,
-        FINISHED_WINDOW + OVER,
-        "every request settled"
-    );
+    settled::settle(&mut coord, FINISHED_WINDOW + OVER).await;
     coord
 }
 
@@ -132,7 +104,7 @@ async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
     }
     // When request 0 is submitted again under its key
     let end = coord.state_fold().next_offset();
-    let again = coord.execute(submit(0, 16)).await.unwrap();
+    let again = coord.execute(keyed_submission(0, 16)).await.unwrap();
     // Then it is the same request, and nothing is recorded
     assert!(
         matches!(
@@ -146,7 +118,7 @@ async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
     );
     assert_eq!(coord.state_fold().next_offset(), end);
     // And the same key for something else is refused, naming the field that differs
-    match coord.execute(submit(0, 17)).await.unwrap() {
+    match coord.execute(keyed_submission(0, 17)).await.unwrap() {
         Outcome::Rejected { rejection, .. } => {
             assert_eq!(rejection.code, RejectionCode::IdempotencyConflict);
             assert!(
@@ -162,7 +134,10 @@ async fn settled_requests_leave_the_state_and_the_index_answers_for_them() {
     // And a key in the window is still answered from the state
     let last = (FINISHED_WINDOW + OVER - 1) as u64;
     assert!(matches!(
-        coord.execute(submit(last as usize, 16)).await.unwrap(),
+        coord
+            .execute(keyed_submission(last as usize, 16))
+            .await
+            .unwrap(),
         Outcome::Unchanged
     ));
 }

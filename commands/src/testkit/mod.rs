@@ -25,6 +25,8 @@
 //!   sampling epoch under a known seed, dispatches and results decided with it.
 //! - [`session`]: a node of the real shell as its daemon sees it (key, session from its
 //!   grant, dispatches), for tests of what nodes report.
+//! - [`settled`]: many requests accepted and settled through the shell, for tests of what
+//!   happens once they leave the state's window.
 
 pub mod accounts;
 pub mod app;
@@ -34,6 +36,7 @@ pub mod history;
 pub mod intake;
 pub mod sampling;
 pub mod session;
+pub mod settled;
 
 pub use history::History;
 
