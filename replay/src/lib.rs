@@ -38,6 +38,7 @@ use serde::Serialize;
 
 pub mod chain;
 mod evidence;
+mod keys;
 
 pub use evidence::EvidenceCounts;
 
@@ -572,6 +573,7 @@ fn fold_stage(
     let mut by_type = BTreeMap::new();
     let mut divergence = None;
     let mut evidence = evidence::Evidence::start();
+    let mut keys = keys::AcceptedKeys::default();
     let mut last = None;
     'stages: for stage in batches {
         let batch = match stage {
@@ -595,6 +597,17 @@ fn fold_stage(
                     event_type: Some(e.error.event_type.to_owned()),
                     field: e.error.field,
                     message: e.error.reason,
+                });
+                break 'stages;
+            }
+            // After the fold, which names a key used twice inside the state's window itself.
+            if let Some(message) = keys.accepted_again(offset, &env) {
+                divergence = Some(Divergence {
+                    offset,
+                    kind: DivergenceKind::FoldRefused,
+                    event_type: Some(env.event.type_name().to_owned()),
+                    field: Some("idempotency_key".to_owned()),
+                    message,
                 });
                 break 'stages;
             }
