@@ -72,8 +72,11 @@ impl Signer {
         match &self.inner {
             Inner::AwsLc(pair) => {
                 let mut signature = vec![0; pair.public_modulus_len()];
-                // The salt's randomness: AWS-LC draws it from the operating system whatever
-                // generator is passed (see the module's note on why that is the shell's).
+                // Randomness in prlx-events, deliberately: the PSS salt, which AWS-LC draws
+                // from the operating system whatever generator is passed. Only the shells
+                // reach this (the `signing` feature; prlx-projections does not enable it, so
+                // `cargo build -p prlx-projections` cannot use it), and no decision or fold
+                // reads a salt: a signature is checked on replay, never re-derived.
                 pair.sign(
                     &aws_lc_rs::signature::RSA_PSS_SHA256,
                     &aws_lc_rs::rand::SystemRandom::new(),
