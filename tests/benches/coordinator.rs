@@ -35,10 +35,12 @@ use prlx_events::log::{LogUrl, LogWriter};
 use prlx_events::seal::StorageKey;
 use prlx_events::{Envelope, Hash32};
 use prlx_tests::harness::client::read_records;
+use prlx_tests::harness::process::cpu_ns_by_name;
 
 /// Concurrent clients (and raw appenders): `PRLX_BENCH_CONCURRENCY`, 256 by default. The
 /// ratio depends on it: raw append is bound by the log's syncs, so more appenders in flight
-/// make its group commits larger and it faster, while the coordinator is bound by its CPU.
+/// make its group commits larger and it faster, while the coordinator measured flat from 64
+/// to 1024 clients (BENCHMARKS.md).
 fn concurrency() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
@@ -259,28 +261,6 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Each thread's CPU time so far by thread name (threads of one name summed), from
-/// `/proc/self/task/*/stat`.
-fn cpu_by_thread() -> std::collections::BTreeMap<String, Duration> {
-    let mut by_name = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .expect("Linux's /proc")
-        .flatten()
-    {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue; // the thread ended meanwhile
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        *by_name.entry(name).or_default() += Duration::from_millis(ticks * 10);
-    }
-    by_name
-}
-
 /// A timed part's wall-clock and CPU time, and the CPU's share of the wall clock by thread
 /// name (1.0: one core busy all along), which tells a stage that saturates its thread.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -293,25 +273,26 @@ struct Timed {
 struct Timer {
     wall: Instant,
     cpu: Duration,
-    threads: std::collections::BTreeMap<String, Duration>,
+    /// ns by thread name ([`cpu_ns_by_name`]).
+    threads: std::collections::BTreeMap<String, u64>,
 }
 
 impl Timer {
     fn start() -> Self {
         Self {
             cpu: cpu_time(),
-            threads: cpu_by_thread(),
+            threads: cpu_ns_by_name(std::process::id()),
             wall: Instant::now(),
         }
     }
 
     fn stop(&self) -> Timed {
         let wall = self.wall.elapsed();
-        let threads = cpu_by_thread()
+        let threads = cpu_ns_by_name(std::process::id())
             .into_iter()
-            .map(|(name, cpu)| {
+            .map(|(name, ns)| {
                 let before = self.threads.get(&name).copied().unwrap_or_default();
-                (name, cpu.saturating_sub(before))
+                (name, Duration::from_nanos(ns.saturating_sub(before)))
             })
             .filter(|(_, cpu)| !cpu.is_zero())
             .collect();
@@ -344,9 +325,9 @@ fn bench_keys() -> Vec<rsa::RsaPrivateKey> {
 }
 
 /// The raw side on Kafka: the same records produced to a fresh one-partition topic of the
-/// same broker by as many tasks as there are clients, one batch at a time, each batch awaited until every
-/// record is acknowledged: an idempotent producer with `acks=all`, as the log's writer is,
-/// without its transactions, deciding, folding or sealing.
+/// same broker by as many tasks as there are clients, one batch at a time, each batch awaited
+/// until every record is acknowledged: an idempotent producer with `acks=all`, as the log's
+/// writer is, without its transactions, deciding, folding or sealing.
 #[cfg(feature = "kafka")]
 async fn run_raw_kafka(bootstrap: &str, topic: &str, records: &[(usize, Vec<u8>)]) -> Timed {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -164,17 +164,38 @@ impl Drop for Proc {
 /// CPU time of each live thread of `pid` so far, in ns (Linux `schedstat`; empty elsewhere).
 pub fn cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-            if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse().ok()) {
-                out.insert(task.file_name().to_string_lossy().into_owned(), ns);
-            }
+    for (task, ns) in thread_cpu_ns(pid) {
+        let tid = task.file_name().unwrap_or_default().to_string_lossy();
+        out.insert(tid.into_owned(), ns);
+    }
+    out
+}
+
+/// As [`cpu_ns`], summed by thread name (`comm`) instead of thread id: what a pool of
+/// threads of one name spent, whichever of them ran.
+pub fn cpu_ns_by_name(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (task, ns) in thread_cpu_ns(pid) {
+        if let Ok(name) = std::fs::read_to_string(task.join("comm")) {
+            *out.entry(name.trim_end().to_owned()).or_default() += ns;
         }
     }
     out
+}
+
+/// Each live thread's `/proc/PID/task/TID` and its CPU time so far in ns.
+fn thread_cpu_ns(pid: u32) -> Vec<(std::path::PathBuf, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let ns = text.split_whitespace().next()?.parse().ok()?;
+            Some((task.path(), ns))
+        })
+        .collect()
 }
 
 /// CPU ms between two [`cpu_ns`] snapshots: threads that ended in between are left out (a
