@@ -10,6 +10,7 @@
 //! per request for the length of the replay. From a snapshot it knows the keys of the tail
 //! and of the snapshot's window only.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use prlx_events::log::Offset;
@@ -33,17 +34,17 @@ impl AcceptedKeys {
         bytes.extend_from_slice(key.as_bytes());
         let digest = Hash32::of(&bytes);
         let fingerprint: [u8; 16] = digest.0[..16].try_into().expect("16 of 32 bytes");
-        match self.first.insert(fingerprint, offset) {
-            None => None,
-            Some(first) => {
-                // Keep the first acceptance as the one named.
-                self.first.insert(fingerprint, first);
-                Some(format!(
-                    "idempotency key {key:?} of account {} accepted again: first at offset \
-                     {first} (request ids are new, the consent is the same)",
-                    r.credit_account.0
-                ))
+        match self.first.entry(fingerprint) {
+            Entry::Vacant(slot) => {
+                slot.insert(offset);
+                None
             }
+            Entry::Occupied(first) => Some(format!(
+                "idempotency key {key:?} of account {} accepted again: first at offset {} \
+                 (request ids are new, the consent is the same)",
+                r.credit_account.0,
+                first.get()
+            )),
         }
     }
 }

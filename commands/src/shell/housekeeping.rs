@@ -74,7 +74,7 @@ impl Coordinator {
             }
             Ok(())
         };
-        // An `Arc`: the signer is cloned on every command.
+        // Cloned out of `self` (an `Arc`: cheap) so that staging may borrow `self` mutably.
         let Some(signing) = self.signing_key.clone() else {
             return Ok(pending);
         };
