@@ -115,7 +115,7 @@ impl<S: Projection> Snapshot<S> {
                 })
             }
         };
-        // Check the versions before decoding the state: an old state may not decode at all.
+        // An old state may not decode at all: its versions say it is old, not damaged.
         #[derive(Deserialize)]
         struct Versions {
             format_version: u32,
@@ -125,12 +125,26 @@ impl<S: Projection> Snapshot<S> {
             path: path.display().to_string(),
             source,
         };
-        let v: Versions = serde_json::from_slice(&body).map_err(malformed)?;
-        if v.format_version != FORMAT_VERSION || v.fold_version != S::FOLD_VERSION {
-            return Ok(None);
+        // One parse when the snapshot is of this build (the common case: parsing the versions
+        // first would read the whole body twice); only a body that does not decode is asked
+        // for its versions, to tell a snapshot of another build from a damaged one.
+        match serde_json::from_slice::<Snapshot<S>>(&body) {
+            Ok(snap)
+                if snap.format_version == FORMAT_VERSION
+                    && snap.fold_version == S::FOLD_VERSION =>
+            {
+                Ok(Some(snap))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => match serde_json::from_slice::<Versions>(&body) {
+                Ok(v)
+                    if v.format_version != FORMAT_VERSION || v.fold_version != S::FOLD_VERSION =>
+                {
+                    Ok(None)
+                }
+                _ => Err(malformed(e)),
+            },
         }
-        let snap: Snapshot<S> = serde_json::from_slice(&body).map_err(malformed)?;
-        Ok(Some(snap))
     }
 }
 

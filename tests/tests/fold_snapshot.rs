@@ -142,6 +142,35 @@ async fn a_snapshot_of_another_fold_version_is_rebuilt_not_trusted() {
     assert_eq!(restored.state.accounts[&AccountId("a".into())].balance, 7);
 }
 
+/// Loading decodes the body once; the versions are read on their own only when it does not
+/// decode, so a snapshot of another build whose state no longer decodes is still "rebuild",
+/// and one of this build that does not decode is still damaged.
+#[test]
+fn a_snapshot_that_does_not_decode_is_old_or_malformed_by_its_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let body = |fold_version: u32| {
+        format!(
+            r#"{{"format_version":{},"fold_version":{fold_version},"last_offset":3,"fold":{{"state":"a shape of some other build"}}}}"#,
+            prlx_projections::snapshot::FORMAT_VERSION
+        )
+    };
+
+    std::fs::write(&path, body(CoordinatorState::FOLD_VERSION + 1)).unwrap();
+    assert!(Snapshot::<CoordinatorState>::load(&path).unwrap().is_none());
+
+    std::fs::write(&path, body(CoordinatorState::FOLD_VERSION)).unwrap();
+    let err = Snapshot::<CoordinatorState>::load(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("is malformed"),
+        "a snapshot of this build that does not decode is damaged: {err}"
+    );
+
+    std::fs::write(&path, b"{\"format_version\":").unwrap();
+    let err = Snapshot::<CoordinatorState>::load(&path).unwrap_err();
+    assert!(err.to_string().contains("is malformed"), "{err}");
+}
+
 #[test]
 fn a_redelivered_event_is_dropped_not_applied_twice() {
     let log = history(vec![Command::DepositCredits {
