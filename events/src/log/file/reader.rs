@@ -183,9 +183,12 @@ impl FileLogReader {
         cursor.forget_read_ahead();
         let mut out = Vec::with_capacity(max.min((end - from) as usize));
         while cursor.next < end && out.len() < max {
-            match cursor.next_frame(self.options.max_record_bytes)? {
+            // Records before `from` (a cursor opened at its segment's base) are checked and
+            // stepped over, not copied out: a restart from a snapshot starts mid-segment.
+            let keep = cursor.next >= from;
+            match cursor.next_frame(self.options.max_record_bytes, keep)? {
                 Some((offset, payload)) => {
-                    if offset >= from {
+                    if let Some(payload) = payload {
                         out.push(Record { offset, payload });
                     }
                 }
@@ -212,6 +215,9 @@ impl FileLogReader {
     }
 }
 
+/// A record read by a [`Cursor`]: its offset, and its payload when it was kept.
+type Frame = (Offset, Option<Vec<u8>>);
+
 impl Cursor {
     /// Forgets read-ahead bytes. Bytes past the durable end may still change (a crashed
     /// writer's torn tail is cut and rewritten by the next one), so read-ahead is only trusted
@@ -221,8 +227,12 @@ impl Cursor {
         self.buf_pos = self.pos;
     }
 
-    /// The next record of this segment, `None` at its end.
-    fn next_frame(&mut self, max_record: usize) -> Result<Option<(Offset, Vec<u8>)>, LogError> {
+    /// The next record of this segment, `None` at its end; its payload only if `keep`.
+    fn next_frame(
+        &mut self,
+        max_record: usize,
+        keep: bool,
+    ) -> Result<Option<Frame>, LogError> {
         loop {
             let start = (self.pos - self.buf_pos) as usize;
             match parse_frame(&self.buf[start..self.filled], max_record) {
@@ -233,7 +243,8 @@ impl Cursor {
                             f.offset, self.next
                         )));
                     }
-                    let payload = self.buf[start + RECORD_HEADER_LEN..start + f.frame_len].to_vec();
+                    let payload = keep
+                        .then(|| self.buf[start + RECORD_HEADER_LEN..start + f.frame_len].to_vec());
                     self.pos += f.frame_len as u64;
                     self.next += 1;
                     return Ok(Some((f.offset, payload)));
