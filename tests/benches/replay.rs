@@ -15,11 +15,18 @@
 //!   `Value`, count by `type` and sum `data.amount`. No checks at all: the floor of "reading
 //!   the events", against which the auditor's cost is measured.
 //! - raw JSONL from memory: the parse alone.
-//! - snapshot + tail: `verify --from-snapshot` with a snapshot taken 90% of the way in.
-//! - snapshot load: reading and parsing that snapshot alone, what a restart costs before its
-//!   tail (the cut fixes the tail at a tenth of the log, so "snapshot + tail" cannot be
-//!   more than 10x faster than the full replay here; the load alone shows what a restart
-//!   with a short tail costs).
+//! - snapshot + tail, at each of [`CUTS`] (a snapshot taken that far into the log):
+//!   - auditor: `verify --from-snapshot`, against the auditor's full replay;
+//!   - restart: `snapshot::restore`, the coordinator's own start (load the snapshot, read,
+//!     decode and fold the tail), against the same from no snapshot (read, decode and fold
+//!     the whole log);
+//!   - the snapshot's load alone.
+//!
+//!   A cut fixes the tail at a share of the log, so neither can be more than 1 / that share
+//!   faster than its full replay (10x at 90%): the cuts show how the gain grows as the tail
+//!   shrinks. The coordinator snapshots every 200,000 records or minute, so on a log much
+//!   longer than that (a day of traffic) its tail is a small share, and the snapshot's size
+//!   does not grow with the log.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -39,7 +46,7 @@ use prlx_events::log::{LogReader, LogUrl, Record};
 use prlx_events::protocol::{ResultBody, ResultReport};
 use prlx_events::seal::{StorageKey, NONCE_LEN};
 use prlx_events::{Envelope, Hash32, NodeId};
-use prlx_projections::snapshot::Snapshot;
+use prlx_projections::snapshot::{restore, Snapshot};
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_replay::{verify, VerifyOptions};
 use rsa::rand_core::{OsRng, RngCore};
@@ -47,6 +54,8 @@ use rsa::rand_core::{OsRng, RngCore};
 const NODES: usize = 16;
 const CHUNK: usize = 512;
 const MODEL_SHA: Hash32 = Hash32([0x5a; 32]);
+/// Where snapshots are cut, in per mille of the log's events.
+const CUTS: [u64; 3] = [900, 950, 990];
 
 /// Keys for the coordinator and the nodes, cached between runs (the same cache as the
 /// coordinator benchmark).
@@ -324,18 +333,33 @@ fn main() {
         .map(|r| String::from_utf8(r.payload.clone()).unwrap())
         .collect();
 
-    // A snapshot 90% of the way in.
-    let cut = events * 9 / 10;
-    let snap = dir.join("cut.snapshot");
-    {
+    // A snapshot at each cut, from one fold.
+    let cuts: Vec<Cut> = {
         let mut fold = Fold::<CoordinatorState>::default();
-        for r in &records[..cut as usize] {
-            fold.feed(r.offset, &Envelope::decode(&r.payload).unwrap())
-                .unwrap();
-        }
-        Snapshot::of(&fold).save(&snap).unwrap();
-    }
-    let snap_bytes = std::fs::metadata(&snap).unwrap().len();
+        let mut folded = 0;
+        CUTS.iter()
+            .map(|per_mille| {
+                let at = events * per_mille / 1000;
+                for r in &records[folded..at as usize] {
+                    fold.feed(r.offset, &Envelope::decode(&r.payload).unwrap())
+                        .unwrap();
+                }
+                folded = at as usize;
+                let path = dir.join(format!("cut-{per_mille}.snapshot"));
+                Snapshot::of(&fold).save(&path).unwrap();
+                Cut {
+                    per_mille: *per_mille,
+                    at,
+                    bytes: std::fs::metadata(&path).unwrap().len(),
+                    path,
+                    auditor: Vec::new(),
+                    restart: Vec::new(),
+                    load: Vec::new(),
+                }
+            })
+            .collect()
+    };
+    let mut cuts = cuts;
 
     if std::env::var_os("PRLX_BENCH_PROFILE").is_some() {
         // Only the auditor, over and over: for `perf record`.
@@ -352,19 +376,9 @@ fn main() {
         log: url.clone(),
         ..Default::default()
     };
-    let tail_opts = VerifyOptions {
-        log: url.clone(),
-        from_snapshot: Some(snap.clone()),
-        ..Default::default()
-    };
-    let (mut auditor, mut folded, mut raw, mut raw_mem, mut tail, mut load) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut auditor, mut folded, mut raw, mut raw_mem, mut restart) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let no_snapshot = dir.join("none.snapshot");
     for _ in 0..rounds {
         let t = Instant::now();
         let report = rt.block_on(verify(&full_opts, |_| ())).unwrap();
@@ -395,26 +409,23 @@ fn main() {
         raw_mem.push(t.elapsed());
 
         let t = Instant::now();
-        let report = rt.block_on(verify(&tail_opts, |_| ())).unwrap();
-        tail.push(t.elapsed());
-        assert!(report.ok && report.records == events - cut);
+        let fold = rt
+            .block_on(restore::<CoordinatorState, _>(&no_snapshot, &reader))
+            .unwrap();
+        restart.push(t.elapsed());
+        assert_eq!(fold.last_offset, records.last().map(|r| r.offset));
 
-        let t = Instant::now();
-        let restored = Snapshot::<CoordinatorState>::load(&snap).unwrap();
-        load.push(t.elapsed());
-        assert_eq!(
-            std::hint::black_box(restored).map(|f| f.last_offset),
-            Some(Some(records[cut as usize - 1].offset))
-        );
+        for cut in &mut cuts {
+            cut.round(&rt, &url, &reader, &records);
+        }
     }
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
-    let (a, f, r, m, t, l) = (
+    let (a, f, r, m, s) = (
         median(auditor),
         median(folded),
         median(raw),
         median(raw_mem),
-        median(tail),
-        median(load),
+        median(restart),
     );
     println!(
         "{events} events from {requests} requests ({:.1} per request, {:.0} bytes per event on average); median of {rounds}",
@@ -440,16 +451,75 @@ fn main() {
         );
     }
     println!(
-        "| snapshot ({} KiB, after {cut} events) + tail of {} events | {:.1} | | full / this: {:.1}x |",
-        snap_bytes / 1024,
-        events - cut,
-        t.as_secs_f64() * 1e3,
-        a.as_secs_f64() / t.as_secs_f64()
+        "| restart from no snapshot: read, decode and fold the whole log (`snapshot::restore`) | {:.1} | {:.0} | {:.2} |",
+        s.as_secs_f64() * 1e3,
+        rate(s),
+        r.as_secs_f64() / s.as_secs_f64()
     );
-    println!(
-        "| snapshot load alone | {:.1} | | full / this: {:.1}x; decode + fold / this: {:.1}x |",
-        l.as_secs_f64() * 1e3,
-        a.as_secs_f64() / l.as_secs_f64(),
-        f.as_secs_f64() / l.as_secs_f64()
-    );
+    println!();
+    println!("| cut | snapshot (KiB) | tail (events) | auditor: snapshot + tail (ms) | auditor full / this | restart: snapshot + tail (ms) | restart full / this | snapshot load alone (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for cut in cuts {
+        let (t, c, l) = (median(cut.auditor), median(cut.restart), median(cut.load));
+        println!(
+            "| {:.1} % | {} | {} | {:.1} | {:.1}x | {:.1} | {:.1}x | {:.1} |",
+            cut.per_mille as f64 / 10.0,
+            cut.bytes / 1024,
+            events - cut.at,
+            t.as_secs_f64() * 1e3,
+            a.as_secs_f64() / t.as_secs_f64(),
+            c.as_secs_f64() * 1e3,
+            s.as_secs_f64() / c.as_secs_f64(),
+            l.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// A snapshot cut into the log, and its timings.
+struct Cut {
+    per_mille: u64,
+    /// Events before the cut (the snapshot's), so the tail starts at this index.
+    at: u64,
+    path: PathBuf,
+    bytes: u64,
+    auditor: Vec<Duration>,
+    restart: Vec<Duration>,
+    load: Vec<Duration>,
+}
+
+impl Cut {
+    /// One round: the auditor from the snapshot, the restart, the load alone.
+    fn round(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        url: &str,
+        reader: &impl LogReader,
+        records: &[Record],
+    ) {
+        let events = records.len() as u64;
+        let opts = VerifyOptions {
+            log: url.to_owned(),
+            from_snapshot: Some(self.path.clone()),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let report = rt.block_on(verify(&opts, |_| ())).unwrap();
+        self.auditor.push(t.elapsed());
+        assert!(report.ok && report.records == events - self.at);
+
+        let t = Instant::now();
+        let fold = rt
+            .block_on(restore::<CoordinatorState, _>(&self.path, reader))
+            .unwrap();
+        self.restart.push(t.elapsed());
+        assert_eq!(fold.last_offset, records.last().map(|r| r.offset));
+
+        let t = Instant::now();
+        let restored = Snapshot::<CoordinatorState>::load(&self.path).unwrap();
+        self.load.push(t.elapsed());
+        assert_eq!(
+            std::hint::black_box(restored).map(|f| f.last_offset),
+            Some(Some(records[self.at as usize - 1].offset))
+        );
+    }
 }
