@@ -228,11 +228,7 @@ impl Cursor {
     }
 
     /// The next record of this segment, `None` at its end; its payload only if `keep`.
-    fn next_frame(
-        &mut self,
-        max_record: usize,
-        keep: bool,
-    ) -> Result<Option<Frame>, LogError> {
+    fn next_frame(&mut self, max_record: usize, keep: bool) -> Result<Option<Frame>, LogError> {
         loop {
             let start = (self.pos - self.buf_pos) as usize;
             match parse_frame(&self.buf[start..self.filled], max_record) {
