@@ -24,6 +24,10 @@ use std::time::Instant;
 use prlx_node::engine::{Engine, EngineOptions, Generation, Provider};
 use prlx_node::registry::Registry;
 
+#[path = "common/median.rs"]
+mod median;
+use median::median;
+
 const MAX_TOKENS: u32 = 32;
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 
@@ -60,11 +64,6 @@ fn prompts(n: usize) -> Vec<String> {
 
 fn runs(g: &Generation) -> u64 {
     u64::from(g.generated_tokens) + u64::from(g.stopped_at_eos)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

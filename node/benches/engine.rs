@@ -21,6 +21,10 @@ use floor::Floor;
 use prlx_node::engine::{ort_environment, resolve_ort_library, Engine, EngineOptions};
 use prlx_node::registry::{ModelEntry, Registry};
 
+#[path = "common/median.rs"]
+mod median;
+use median::median;
+
 const PROMPT: &str = "Tell me a story about a robot";
 const MAX_TOKENS: u32 = 64;
 
@@ -120,9 +124,4 @@ fn bench_model(entry: &ModelEntry, options: &EngineOptions, rounds: usize) -> an
         engine: median(engine_rates),
         floor: median(floor_rates),
     })
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

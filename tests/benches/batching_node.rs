@@ -36,15 +36,14 @@ use prlx_tests::harness::models::chat_catalog_for_one_node;
 use prlx_tests::harness::process::Proc;
 use serde_json::json;
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 const MAX_TOKENS: u32 = 32;
 const ROUNDS: usize = 5;
 const NODE_STARTUP: Duration = Duration::from_secs(180);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let concurrent: usize = match std::env::var("PRLX_BENCH_CONCURRENT") {

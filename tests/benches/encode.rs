@@ -22,6 +22,10 @@ use prlx_events::event::*;
 use prlx_events::onchain::Consent;
 use prlx_events::{Envelope, Event, Header, TaskId};
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 fn header(seq: u64) -> Header {
     Header {
         event_id: uuid::Uuid::from_u128(u128::from(seq) * 7919 + 1),
@@ -80,11 +84,6 @@ fn request(i: u64) -> Vec<Event> {
         .into(),
     );
     events
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

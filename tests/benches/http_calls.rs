@@ -27,6 +27,10 @@ use prlx_node::client::CoordinatorClient;
 use prlx_tests::harness::launch::{LaunchTls, ServeLaunch};
 use prlx_tests::harness::process::{cpu_ms, cpu_ns};
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 const ROUNDS: usize = 5;
 
 /// One way of calling: its name, and one call.
@@ -80,11 +84,6 @@ struct Row {
     rate: Vec<f64>,
     server: Vec<f64>,
     client: Vec<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

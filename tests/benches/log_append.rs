@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use prlx_events::log::file::{FileLogOptions, FileLogReader, FileLogWriter};
 use prlx_events::log::{LogReader, LogWriter};
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 const PAYLOAD: usize = 256;
 
 fn payload(i: usize) -> Vec<u8> {
@@ -98,11 +102,6 @@ fn log_concurrent(
         }
         t.elapsed()
     })
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -51,6 +51,10 @@ use prlx_projections::{CoordinatorState, Fold};
 use prlx_replay::{verify, VerifyOptions};
 use rsa::rand_core::{OsRng, RngCore};
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 const NODES: usize = 16;
 const CHUNK: usize = 512;
 const MODEL_SHA: Hash32 = Hash32([0x5a; 32]);
@@ -297,11 +301,6 @@ fn raw_jsonl_fold(lines: impl Iterator<Item = String>) -> (u64, u128) {
         n += 1;
     }
     (n, sum)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

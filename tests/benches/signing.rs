@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p prlx-tests --bench signing` (`PRLX_BENCH_QUICK=1` for a short run).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prlx_events::crypto::{seal_statement, sign, verify};
 use prlx_events::signer::Signer;
@@ -13,10 +13,9 @@ use prlx_events::Hash32;
 use rsa::rand_core::OsRng;
 use rsa::RsaPrivateKey;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
 
 fn main() {
     let rounds = if std::env::var_os("PRLX_BENCH_QUICK").is_some() {

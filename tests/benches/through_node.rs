@@ -61,6 +61,10 @@ use prlx_tests::harness::models::chat_catalog_for_one_node;
 use prlx_tests::harness::process::{cpu_ms, cpu_ns, Proc};
 use serde_json::{json, Value};
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 const PROMPT: &str = "Tell me a story about a robot";
 const MAX_TOKENS: u32 = 64;
 const ROUNDS: usize = 7;
@@ -468,9 +472,4 @@ fn parse_trace(line: &str) -> NodeTrace {
 
 fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_microseconds().unwrap_or(0) as f64 / 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

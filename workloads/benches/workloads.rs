@@ -13,6 +13,10 @@ use prlx_workloads::{
 };
 use serde_json::json;
 
+#[path = "../../node/benches/common/median.rs"]
+mod median;
+use median::median;
+
 /// Stands in for ONNX: measures only the crate's framing around the engine.
 struct EchoEngine;
 
@@ -20,11 +24,6 @@ impl InferenceEngine for EchoEngine {
     fn infer(&mut self, _model: &str, prompt: &str, _max_tokens: u32) -> Result<String, String> {
         Ok(prompt.to_string())
     }
-}
-
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
 }
 
 fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
