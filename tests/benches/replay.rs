@@ -333,7 +333,7 @@ fn main() {
         .collect();
 
     // A snapshot at each cut, from one fold.
-    let cuts: Vec<Cut> = {
+    let mut cuts: Vec<Cut> = {
         let mut fold = Fold::<CoordinatorState>::default();
         let mut folded = 0;
         CUTS.iter()
@@ -358,7 +358,6 @@ fn main() {
             })
             .collect()
     };
-    let mut cuts = cuts;
 
     if std::env::var_os("PRLX_BENCH_PROFILE").is_some() {
         // Only the auditor, over and over: for `perf record`.
