@@ -22,12 +22,15 @@
 //! - [`history`]: [`RewardHistory`], settled epochs and returned stake for the read side.
 //! - [`snapshot`]: `{format_version, fold_version, last_offset, state}` files; a stale fold
 //!   version forces a rebuild from the log.
+//! - [`restart`]: a restart from a snapshot, the log's tail read while the snapshot is
+//!   parsed.
 
 pub mod coordinator;
 pub mod fold;
 pub mod history;
 pub mod pricing;
 pub mod refusal;
+pub mod restart;
 pub mod scheduler;
 pub mod settlement;
 pub mod snapshot;

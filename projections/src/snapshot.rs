@@ -177,13 +177,3 @@ pub async fn catch_up_observed<S: Projection, R: LogReader>(
         }
     }
 }
-
-/// Restores from the snapshot at `path` when it is usable, then folds the tail of the log.
-pub async fn restore<S: Projection, R: LogReader>(
-    path: &Path,
-    reader: &R,
-) -> Result<Fold<S>, SnapshotError> {
-    let mut fold = Snapshot::<S>::load(path)?.unwrap_or_default();
-    catch_up(&mut fold, reader).await?;
-    Ok(fold)
-}

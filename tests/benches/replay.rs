@@ -17,7 +17,7 @@
 //! - raw JSONL from memory: the parse alone.
 //! - snapshot + tail, at each of [`CUTS`] (a snapshot taken that far into the log):
 //!   - auditor: `verify --from-snapshot`, against the auditor's full replay;
-//!   - restart: `snapshot::restore`, the coordinator's own start (load the snapshot, read,
+//!   - restart: `restart::restore`, the coordinator's own start (load the snapshot, read,
 //!     decode and fold the tail), against the same from no snapshot (read, decode and fold
 //!     the whole log);
 //!   - the snapshot's load alone.
@@ -46,7 +46,8 @@ use prlx_events::log::{LogReader, LogUrl, Record};
 use prlx_events::protocol::{ResultBody, ResultReport};
 use prlx_events::seal::{StorageKey, NONCE_LEN};
 use prlx_events::{Envelope, Hash32, NodeId};
-use prlx_projections::snapshot::{restore, Snapshot};
+use prlx_projections::restart::restore;
+use prlx_projections::snapshot::Snapshot;
 use prlx_projections::{CoordinatorState, Fold};
 use prlx_replay::{verify, VerifyOptions};
 use rsa::rand_core::{OsRng, RngCore};
@@ -449,7 +450,7 @@ fn main() {
         );
     }
     println!(
-        "| restart from no snapshot: read, decode and fold the whole log (`snapshot::restore`) | {:.1} | {:.0} | {:.2} |",
+        "| restart from no snapshot: read, decode and fold the whole log (`restart::restore`) | {:.1} | {:.0} | {:.2} |",
         s.as_secs_f64() * 1e3,
         rate(s),
         r.as_secs_f64() / s.as_secs_f64()

@@ -9,7 +9,8 @@ use prlx_events::log::file::{FileLogOptions, FileLogWriter};
 use prlx_events::log::LogWriter;
 use prlx_events::{AccountId, Envelope, Hash32};
 use prlx_projections::fold::Projection;
-use prlx_projections::snapshot::{restore, Snapshot};
+use prlx_projections::restart::restore;
+use prlx_projections::snapshot::Snapshot;
 use prlx_projections::{CoordinatorState, Fold};
 use proptest::prelude::*;
 

@@ -75,9 +75,9 @@ pub(super) async fn open_and_fold<R: LogReader>(
     }
     let after = index.meta()?.settled_through;
     let mut restored_from = None;
-    if let Some(restored) =
-        super::snapshots::usable(&snapshot, reader, first.as_deref(), after).await
-    {
+    let (restored, ahead) =
+        super::snapshots::usable(&snapshot, reader, first.as_deref(), after).await;
+    if let Some(restored) = restored {
         tracing::info!(path = %snapshot.display(), offset = ?restored.last_offset,
             "starting from the coordinator snapshot");
         *fold = restored;
@@ -92,7 +92,7 @@ pub(super) async fn open_and_fold<R: LogReader>(
     })?;
     let mut pending: Vec<RequestId> = Vec::new();
     let mut rebuilt = 0usize;
-    catch_up_observed(fold, reader, |fold, env| {
+    let mut seen = |fold: &Fold<CoordinatorState>, env: &prlx_events::Envelope| {
         if let Some(id) = settles(&env.event) {
             pending.push(id);
         }
@@ -103,8 +103,10 @@ pub(super) async fn open_and_fold<R: LogReader>(
             rebuilt += s.len();
             writer.send(s);
         }
-    })
-    .await?;
+    };
+    // The records read while the snapshot was parsed, then the rest of the log.
+    ahead.feed_into(fold, &mut seen)?;
+    catch_up_observed(fold, reader, &mut seen).await?;
     writer.sync().await.map_err(ShellError::Index)?;
     // The index now holds every settlement the log does. It may claim more (summaries
     // written ahead of a log tail a crash lost): those requests are open again and will

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use prlx_events::log::{LogReader, Offset};
 use prlx_events::Envelope;
+use prlx_projections::restart::{load_reading_ahead, ReadAhead};
 use prlx_projections::snapshot::{Origin, Snapshot};
 use prlx_projections::{CoordinatorState, Fold};
 
@@ -164,19 +165,20 @@ impl Snapshots {
 
 /// The snapshot at `path` as a fold to start from, if it is usable for the log `reader`
 /// reads (see the module doc) and the index has synced through `index_through` settlements;
-/// `None` with the reason logged otherwise.
+/// `None` with the reason logged otherwise. With it, the records of the tail read while it
+/// was parsed (`ReadAhead::feed_into` feeds them where they belong, or not at all).
 pub(super) async fn usable<R: LogReader>(
     path: &Path,
     reader: &R,
     log_id: Option<&str>,
     index_through: u64,
-) -> Option<Fold<CoordinatorState>> {
-    let snap = match Snapshot::<CoordinatorState>::load_whole(path) {
-        Ok(Some(s)) => s,
-        Ok(None) => return None,
+) -> (Option<Fold<CoordinatorState>>, ReadAhead) {
+    let (snap, ahead) = match load_reading_ahead::<CoordinatorState, R>(path, reader).await {
+        Ok((Some(s), ahead)) => (s, ahead),
+        Ok((None, ahead)) => return (None, ahead),
         Err(e) => {
             tracing::warn!(error = %e, "coordinator snapshot unreadable; folding the whole log");
-            return None;
+            return (None, ReadAhead::default());
         }
     };
     let why_not = async {
@@ -185,17 +187,24 @@ pub(super) async fn usable<R: LogReader>(
             return Err("it is of another log");
         }
         let last = snap.last_offset.ok_or("it is of an empty log")?;
-        let record = reader
-            .read(last, 1)
-            .await
-            .map_err(|_| "its last record does not read")?;
-        let record = record
-            .into_iter()
-            .find(|r| r.offset == last)
-            .ok_or("the log ends before its last record")?;
-        let env =
-            Envelope::decode(&record.payload).map_err(|_| "its last record does not decode")?;
-        if env.header.event_id.to_string() != origin.last_event_id {
+        let event_id = match ahead.record(last) {
+            Some(env) => env.header.event_id,
+            None => {
+                let record = reader
+                    .read(last, 1)
+                    .await
+                    .map_err(|_| "its last record does not read")?;
+                let record = record
+                    .into_iter()
+                    .find(|r| r.offset == last)
+                    .ok_or("the log ends before its last record")?;
+                Envelope::decode(&record.payload)
+                    .map_err(|_| "its last record does not decode")?
+                    .header
+                    .event_id
+            }
+        };
+        if event_id.to_string() != origin.last_event_id {
             return Err("its last record is not the log's");
         }
         if index_through < snap.fold.state.retired_through() {
@@ -205,11 +214,11 @@ pub(super) async fn usable<R: LogReader>(
     }
     .await;
     match why_not {
-        Ok(()) => Some(snap.fold),
+        Ok(()) => (Some(snap.fold), ahead),
         Err(why) => {
             tracing::warn!(path = %path.display(), reason = why,
                 "coordinator snapshot not used; folding the whole log");
-            None
+            (None, ahead)
         }
     }
 }
