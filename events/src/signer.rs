@@ -77,15 +77,19 @@ impl Signer {
                 // reach this (the `signing` feature; prlx-projections does not enable it, so
                 // `cargo build -p prlx-projections` cannot use it), and no decision or fold
                 // reads a salt: a signature is checked on replay, never re-derived.
+                // Deliberate randomness (shell only, PSS salt; see above): not replayed.
+                let salt_source = aws_lc_rs::rand::SystemRandom::new();
                 pair.sign(
                     &aws_lc_rs::signature::RSA_PSS_SHA256,
-                    &aws_lc_rs::rand::SystemRandom::new(),
+                    &salt_source,
                     message,
                     &mut signature,
                 )
                 .expect("AWS-LC signs with a key it parsed");
                 signature
             }
+            // The same deliberate randomness (the PSS salt), by the rsa crate for key sizes
+            // AWS-LC refuses.
             Inner::Portable(key) => crate::crypto::sign(key, message, &mut rsa::rand_core::OsRng),
         }
     }
