@@ -14,7 +14,7 @@ use prlx_events::log::{LogReader, Offset};
 use prlx_events::Envelope;
 
 use crate::fold::{Fold, Projection};
-use crate::snapshot::{catch_up, Snapshot, SnapshotError};
+use crate::snapshot::{catch_up, read_body, Snapshot, SnapshotError};
 
 /// The most records decoded ahead; the read-ahead also stops once the snapshot is parsed.
 const AHEAD_MAX: usize = 16_384;
@@ -69,16 +69,20 @@ where
     S: Projection + Send + 'static,
     R: LogReader,
 {
-    let Some(from) = peek_from(path) else {
-        return Ok((Snapshot::load_whole(path)?, ReadAhead::default()));
+    let Some(body) = read_body(path)? else {
+        return Ok((None, ReadAhead::default()));
+    };
+    let Some(from) = parse_from(&body) else {
+        return Ok((Snapshot::decode(path, &body)?, ReadAhead::default()));
     };
     let owned: PathBuf = path.to_owned();
     let parse = std::thread::Builder::new()
         .name("prlx-snapshot-load".into())
-        .spawn(move || Snapshot::<S>::load_whole(&owned));
+        .spawn(move || Snapshot::<S>::decode(&owned, &body));
     let parse = match parse {
         Ok(handle) => handle,
-        // No thread to be had: load first, read after, as without the read-ahead.
+        // No thread to be had: load first, read after, as without the read-ahead (the body
+        // went with the closure the spawn dropped).
         Err(_) => return Ok((Snapshot::load_whole(path)?, ReadAhead::default())),
     };
     let mut ahead = ReadAhead {
@@ -129,27 +133,11 @@ where
     Ok(fold)
 }
 
-/// Where the tail after the snapshot at `path` starts: its last offset, read from the file's
-/// first bytes as [`Snapshot::save`] writes them (`{"format_version":N,"fold_version":N,
+/// Where the tail after the snapshot in `body` starts: its last offset, read from the
+/// file's first bytes as [`Snapshot::save`] writes them (`{"format_version":N,"fold_version":N,
 /// "last_offset":X,`; serde writes fields in declaration order), so the read can start before
 /// the parse ends. From its last record, not after it, so the record that names the
-/// snapshot's origin is read ahead too. `None` when there is no file, it is empty or it
-/// starts otherwise.
-fn peek_from(path: &Path) -> Option<Offset> {
-    use std::io::Read;
-    let mut head = [0u8; 128];
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    parse_from(&head[..n])
-}
-
+/// snapshot's origin is read ahead too. `None` when it starts otherwise.
 fn parse_from(head: &[u8]) -> Option<Offset> {
     let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
     let rest = head.strip_prefix(b"{\"format_version\":")?;

@@ -104,17 +104,15 @@ impl<S: Projection> Snapshot<S> {
 
     /// As [`Snapshot::load`], the whole snapshot (its origin too).
     pub fn load_whole(path: &Path) -> Result<Option<Self>, SnapshotError> {
-        let body = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(SnapshotError::Io {
-                    op: "read",
-                    path: path.display().to_string(),
-                    source: e,
-                })
-            }
-        };
+        match read_body(path)? {
+            Some(body) => Self::decode(path, &body),
+            None => Ok(None),
+        }
+    }
+
+    /// The snapshot in `body`, the bytes of the file at `path` (named in errors); `None` when
+    /// it was made by another format or fold version.
+    pub fn decode(path: &Path, body: &[u8]) -> Result<Option<Self>, SnapshotError> {
         // An old state may not decode at all: its versions say it is old, not damaged.
         #[derive(Deserialize)]
         struct Versions {
@@ -128,7 +126,7 @@ impl<S: Projection> Snapshot<S> {
         // One parse when the snapshot is of this build (the common case: parsing the versions
         // first would read the whole body twice); only a body that does not decode is asked
         // for its versions, to tell a snapshot of another build from a damaged one.
-        match serde_json::from_slice::<Snapshot<S>>(&body) {
+        match serde_json::from_slice::<Snapshot<S>>(body) {
             Ok(snap)
                 if snap.format_version == FORMAT_VERSION
                     && snap.fold_version == S::FOLD_VERSION =>
@@ -136,7 +134,7 @@ impl<S: Projection> Snapshot<S> {
                 Ok(Some(snap))
             }
             Ok(_) => Ok(None),
-            Err(e) => match serde_json::from_slice::<Versions>(&body) {
+            Err(e) => match serde_json::from_slice::<Versions>(body) {
                 Ok(v)
                     if v.format_version != FORMAT_VERSION || v.fold_version != S::FOLD_VERSION =>
                 {
@@ -145,6 +143,19 @@ impl<S: Projection> Snapshot<S> {
                 _ => Err(malformed(e)),
             },
         }
+    }
+}
+
+/// The bytes of the snapshot file at `path`; `None` when there is none.
+pub fn read_body(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SnapshotError::Io {
+            op: "read",
+            path: path.display().to_string(),
+            source: e,
+        }),
     }
 }
 
