@@ -17,9 +17,9 @@
 //! - raw JSONL from memory: the parse alone.
 //! - snapshot + tail, at each of [`CUTS`] (a snapshot taken that far into the log):
 //!   - auditor: `verify --from-snapshot`, against the auditor's full replay;
-//!   - restart: `restart::restore`, the coordinator's own start (load the snapshot, read,
-//!     decode and fold the tail), against the same from no snapshot (read, decode and fold
-//!     the whole log);
+//!   - restart: `restart::restore`, what the coordinator's start does (parse the snapshot
+//!     while the tail is read and decoded, then fold the tail), against the same from no
+//!     snapshot (read, decode and fold the whole log);
 //!   - the snapshot's load alone.
 //!
 //!   A cut fixes the tail at a share of the log, so neither can be more than 1 / that share
