@@ -10,7 +10,7 @@
 //! request, and replaying one names the same idempotency key, which the coordinator answers
 //! with the request it already created.
 
-use alloy::primitives::{Address, Signature, B256};
+use alloy::primitives::{keccak256, Address, Signature, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use alloy::sol_types::{eip712_domain, Eip712Domain, SolStruct};
@@ -72,6 +72,17 @@ pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
 pub fn address(text: &str) -> Result<Address, ConsentError> {
     text.parse()
         .map_err(|_| ConsentError::Address(text.to_owned()))
+}
+
+/// EIP-712's hash to sign: `keccak256(0x19 0x01 ‖ domain separator ‖ struct hash)`, from a
+/// separator computed once (`Eip712Domain::separator` hashes the domain's fields on every
+/// call).
+pub fn typed_data_hash(separator: &B256, struct_hash: &B256) -> B256 {
+    let mut all = [0u8; 66];
+    all[..2].copy_from_slice(&[0x19, 0x01]);
+    all[2..34].copy_from_slice(separator.as_slice());
+    all[34..].copy_from_slice(struct_hash.as_slice());
+    keccak256(all)
 }
 
 /// The EIP-712 hash a submission's signer signs.
@@ -170,6 +181,21 @@ impl SubmissionFields<'_> {
         Ok(submission_hash(&self.typed()?, domain))
     }
 
+    /// The typed data's EIP-712 struct hash: this submission's leaf in a batch's tree
+    /// ([`crate::consent_batch`]), and what [`typed_data_hash`] signs under a domain. The
+    /// type's hash is computed once per process (alloy's `eip712_hash_struct` hashes the
+    /// type's text on every call: a keccak per consent the auditor need not make).
+    pub fn leaf(&self) -> Result<B256, ConsentError> {
+        static TYPE_HASH: std::sync::OnceLock<B256> = std::sync::OnceLock::new();
+        let type_hash =
+            TYPE_HASH.get_or_init(|| keccak256(Submission::eip712_encode_type().as_bytes()));
+        let data = self.typed()?.eip712_encode_data();
+        let mut both = Vec::with_capacity(32 + data.len());
+        both.extend_from_slice(type_hash.as_slice());
+        both.extend_from_slice(&data);
+        Ok(keccak256(both))
+    }
+
     /// Who made `signature` over these fields under `domain`.
     pub fn signer(&self, domain: &Eip712Domain, signature: &str) -> Result<Address, ConsentError> {
         recover(self.hash(domain)?, signature)
@@ -253,6 +279,31 @@ mod tests {
         assert_eq!(
             recover(submission_hash(&s, &d), "0x12"),
             Err(ConsentError::Encoding)
+        );
+    }
+
+    /// The leaf and the hash built from a separator computed once are alloy's own.
+    #[test]
+    fn the_cached_type_and_domain_hashes_give_alloys_hashes() {
+        let d = domain(31337, Address::repeat_byte(1));
+        let account = format!("0x{}", "ab".repeat(20));
+        let fields = SubmissionFields {
+            account: &account,
+            idempotency_key: "k-1",
+            workload_class: "ai.inference",
+            model: "oss-chat-v1",
+            hardware_tier: 2,
+            priority: "high",
+            deadline_seconds: 60,
+            max_tokens: 16,
+            payload_hash: [7; 32],
+            client_pubkey: "-----BEGIN PUBLIC KEY-----",
+        };
+        let typed = fields.typed().unwrap();
+        assert_eq!(fields.leaf().unwrap(), typed.eip712_hash_struct());
+        assert_eq!(
+            typed_data_hash(&d.separator(), &fields.leaf().unwrap()),
+            fields.hash(&d).unwrap()
         );
     }
 

@@ -22,6 +22,7 @@
 //! - [`verify`]: checking a recorded observation against the chain (the auditor).
 //! - [`consent`]: the EIP-712 typed data a client signs to have a request charged, and an
 //!   account signs to delegate spending.
+//! - [`consent_batch`]: one consent for a batch of submissions (a tree of their typed data).
 //! - [`read_access`]: the short-lived token by which a caller proves it may read an account.
 //! - [`record`]: an observation as the log records it, and back.
 //! - [`stream`]: the bootstrap stream's terms, read off the Lockup.
@@ -36,6 +37,7 @@ pub mod artifact;
 pub mod bindings;
 pub mod claims;
 pub mod consent;
+pub mod consent_batch;
 pub mod deploy;
 pub mod deployment;
 pub mod devchain;

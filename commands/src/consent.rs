@@ -6,11 +6,16 @@
 //! within the delegation's limit and life, and the auditor checks the signatures again from
 //! the record.
 
-use alloy::primitives::Address;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+
+use alloy::primitives::{Address, B256};
 use alloy::sol_types::Eip712Domain;
 use prlx_chain::consent as eip712;
+use prlx_chain::consent_batch;
 use prlx_chain::record::hex0x;
-use prlx_events::event::{Consent, Delegation};
+use prlx_events::event::{Consent, ConsentBatch, Delegation};
+use prlx_events::Hash32;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,6 +56,9 @@ pub struct ConsentDomainBody {
     /// What a reader signs for `Authorization: Bearer 0xACCOUNT.EXPIRES_AT.0xSIGNATURE`
     /// (`GET /v1/accounts/{account}`, `GET /v1/requests/{id}`), as EIP-712 encodes its type.
     pub read_access_type: String,
+    /// What a signer signs to consent to a batch of submissions at once (the body's
+    /// `consent_batch`), as EIP-712 encodes its type.
+    pub batch_type: String,
 }
 
 /// A delegation a submission is signed under: the account's signature over the EIP-712
@@ -87,49 +95,165 @@ impl ConsentDomain {
             primary_type: eip712::Submission::eip712_encode_type().into_owned(),
             delegation_type: eip712::Delegation::eip712_encode_type().into_owned(),
             read_access_type: eip712::ReadAccess::eip712_encode_type().into_owned(),
+            batch_type: consent_batch::SubmissionBatch::eip712_encode_type().into_owned(),
         }
     }
 }
 
 pub use prlx_chain::consent::priority_name;
 
-/// Checks `signature` over `fields` (and the delegation's over its terms, if the submission
-/// came with one) and says who made them: the consent to record. An account that is not an
-/// address is refused naming `credit_account`, a signature that does not decode or recover
-/// naming `signature` or `delegation.signature`, a delegate that is not an address naming
-/// `delegation.delegate` (`(field, reason)`); whether the signers may charge the account is
-/// `decide`'s question.
+/// A submission's place in a batch its `signature` covers: the signer signed the EIP-712
+/// `SubmissionBatch(bytes32 root, uint32 count)` once for the whole batch, and `root` is what
+/// this submission's `Submission` struct hash at `index` and `proof` give
+/// (`prlx_chain::consent_batch`: pairs are `keccak256(left ‖ right)`, a last node without a
+/// partner moves up alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentBatchBody {
+    /// This submission's place in the batch, from 0.
+    pub index: u32,
+    /// How many submissions the batch holds (1 to 65,536).
+    pub count: u32,
+    /// The sibling hashes on the path from this submission to the root, from the leaves up:
+    /// each 64 lowercase hex characters.
+    pub proof: Vec<String>,
+}
+
+impl ConsentBatchBody {
+    /// The batch as the log records it; `Err((field, reason))` for a proof hash that is not
+    /// one.
+    fn recorded(&self) -> Result<ConsentBatch, (&'static str, String)> {
+        let proof = self
+            .proof
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.parse::<Hash32>().map_err(|_| {
+                    (
+                        "consent_batch.proof",
+                        format!("hash {i} must be 64 lowercase hex characters"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ConsentBatch {
+            index: self.index,
+            count: self.count,
+            proof,
+        })
+    }
+}
+
+/// The hash a consent's signer signed: the submission's own, or, in a batch, the batch's whose
+/// root the submission and its proof give. `Err((field, reason))` when the account is not an
+/// address or the batch's shape does not hold.
+pub fn signed_hash(
+    fields: &eip712::SubmissionFields<'_>,
+    domain: &Eip712Domain,
+    batch: Option<&ConsentBatch>,
+) -> Result<B256, (&'static str, String)> {
+    let not_an_account = |_| {
+        (
+            "credit_account",
+            "must be the account's 0x address (the one its deposits name)".to_owned(),
+        )
+    };
+    let Some(b) = batch else {
+        return fields.hash(domain).map_err(not_an_account);
+    };
+    let proof: Vec<B256> = b.proof.iter().map(|h| B256::from(h.0)).collect();
+    let root = consent_batch::root_of(
+        fields.leaf().map_err(not_an_account)?,
+        b.index,
+        b.count,
+        &proof,
+    )
+    .map_err(|e| ("consent_batch", e.to_string()))?;
+    Ok(consent_batch::batch_hash(root, b.count, domain))
+}
+
+/// Checks `signature` over `fields` (over the batch `batch` places it in, if any; and the
+/// delegation's over its terms, if the submission came with one) and says who made them: the
+/// consent to record. An account that is not an address is refused naming `credit_account`,
+/// a batch whose shape does not hold naming `consent_batch` (or `consent_batch.proof`), a
+/// signature that does not decode or recover naming `signature` or `delegation.signature`,
+/// a delegate that is not an address naming `delegation.delegate` (`(field, reason)`);
+/// whether the signers may charge the account is `decide`'s question.
 pub fn consent_of(
     fields: &eip712::SubmissionFields<'_>,
     domain: &ConsentDomain,
     signature: &str,
     delegation: Option<&DelegationBody>,
+    batch: Option<&ConsentBatchBody>,
 ) -> Result<Consent, (&'static str, String)> {
+    let batch = batch.map(|b| b.recorded().map(Box::new)).transpose()?;
     let delegation = delegation
         .map(|d| delegation_of(fields.account, d, domain))
         .transpose()?;
-    let signer = match fields.signer(&domain.eip712(), signature) {
-        Ok(signer) => signer,
-        Err(eip712::ConsentError::Address(_)) => {
-            return Err((
-                "credit_account",
-                "must be the account's 0x address (the one its deposits name)".into(),
-            ))
-        }
-        Err(e) => {
-            return Err((
-                "signature",
-                format!("{e} (EIP-712 typed data, see GET /v1/consent)"),
-            ))
-        }
-    };
+    let hash = signed_hash(fields, &domain.eip712(), batch.as_deref())?;
+    let signer = recover_once(hash, signature).map_err(|e| {
+        let what = if batch.is_some() {
+            "EIP-712 SubmissionBatch over the root this submission's proof gives"
+        } else {
+            "EIP-712 typed data"
+        };
+        ("signature", format!("{e} ({what}, see GET /v1/consent)"))
+    })?;
     Ok(Consent {
         signer: hex0x(signer.as_slice()),
         signature: signature.to_ascii_lowercase(),
         chain_id: domain.chain_id,
         verifying_contract: hex0x(domain.escrow.as_slice()),
         delegation,
+        batch,
     })
+}
+
+/// Recovers `signature`'s signer over `hash`, remembering the last [`RECOVERED_KEPT`] answers:
+/// a batch's signature and a delegation's come with many submissions, and a recovery is the
+/// costliest check of one. A recovery is a function of `(hash, signature)`, so a remembered
+/// answer is the answer; what a caller sends can only evict entries, never change one.
+fn recover_once(hash: B256, signature: &str) -> Result<Address, eip712::ConsentError> {
+    let key = (hash, signature.to_ascii_lowercase());
+    if let Some(signer) = recovered().lock().expect("not poisoned").get(&key) {
+        return Ok(signer);
+    }
+    let signer = eip712::recover(hash, signature)?;
+    recovered().lock().expect("not poisoned").keep(key, signer);
+    Ok(signer)
+}
+
+/// How many recovered signers the door remembers.
+const RECOVERED_KEPT: usize = 4_096;
+
+/// The door's memory of recovered signers, oldest first out.
+#[derive(Default)]
+struct Recovered {
+    signers: BTreeMap<(B256, String), Address>,
+    order: VecDeque<(B256, String)>,
+}
+
+impl Recovered {
+    fn get(&self, key: &(B256, String)) -> Option<Address> {
+        self.signers.get(key).copied()
+    }
+
+    fn keep(&mut self, key: (B256, String), signer: Address) {
+        if self.signers.insert(key.clone(), signer).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECOVERED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.signers.remove(&old);
+            }
+        }
+    }
+}
+
+/// One memory for every door of the process (HTTP handlers and the Kafka intake run on
+/// several threads): a pure memo, so sharing it changes no answer.
+fn recovered() -> &'static Mutex<Recovered> {
+    static RECOVERED: OnceLock<Mutex<Recovered>> = OnceLock::new();
+    RECOVERED.get_or_init(Mutex::default)
 }
 
 /// A delegation as `prlx-client delegate` writes it for the delegate: the account and the
@@ -185,7 +309,7 @@ fn delegation_of(
             "must be the account's 0x address (the one its deposits name)".to_owned(),
         )
     })?;
-    let signer = eip712::recover(hash, &d.signature).map_err(|e| {
+    let signer = recover_once(hash, &d.signature).map_err(|e| {
         (
             "delegation.signature",
             format!("{e} (EIP-712 Delegation, see GET /v1/consent)"),
@@ -245,6 +369,7 @@ pub fn sign_submission(
         chain_id: domain.chain_id,
         verifying_contract: hex0x(domain.escrow.as_slice()),
         delegation: None,
+        batch: None,
     });
 }
 
@@ -261,7 +386,52 @@ pub fn sign_submission_as_delegate(
         return Err(("credit_account", "not an address".into()));
     };
     let fields = submission_fields(s);
-    s.consent = Some(consent_of(&fields, domain, &signature, Some(delegation))?);
+    s.consent = Some(consent_of(
+        &fields,
+        domain,
+        &signature,
+        Some(delegation),
+        None,
+    )?);
+    Ok(())
+}
+
+/// Signs `batch` with `key` once, as its accounts' key (or their delegate's) would sign a
+/// batch: each submission's consent carries its place in the batch. `Err` when one's account
+/// is not an address or the batch is empty or past `MAX_BATCH`. Delegations, if any, are
+/// left as they are (a delegate signs the batch under each submission's own).
+pub fn sign_batch(
+    batch: &mut [crate::decide::Submission],
+    key: &alloy::signers::local::PrivateKeySigner,
+    domain: &ConsentDomain,
+) -> Result<(), (&'static str, String)> {
+    let leaves = batch
+        .iter()
+        .map(|s| submission_fields(s).leaf())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("credit_account", e.to_string()))?;
+    let (root, proofs) =
+        consent_batch::tree(&leaves).map_err(|e| ("consent_batch", e.to_string()))?;
+    let count = leaves.len() as u32;
+    let signature = eip712::sign(
+        key,
+        consent_batch::batch_hash(root, count, &domain.eip712()),
+    );
+    for (index, (s, proof)) in batch.iter_mut().zip(proofs).enumerate() {
+        let delegation = s.consent.take().and_then(|c| c.delegation);
+        s.consent = Some(Consent {
+            signer: hex0x(key.address().as_slice()),
+            signature: signature.clone(),
+            chain_id: domain.chain_id,
+            verifying_contract: hex0x(domain.escrow.as_slice()),
+            delegation,
+            batch: Some(Box::new(ConsentBatch {
+                index: index as u32,
+                count,
+                proof: proof.into_iter().map(|h| Hash32(h.0)).collect(),
+            })),
+        });
+    }
     Ok(())
 }
 

@@ -92,6 +92,11 @@ pub struct SubmitRequestBody {
     /// with a spending limit and an expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<crate::consent::DelegationBody>,
+    /// When `signature` covers a batch of submissions signed at once: this one's place in
+    /// it (the EIP-712 `SubmissionBatch` of `GET /v1/consent`'s `batch_type`). The door and
+    /// the auditor recover each batch's signature once, not once per submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_batch: Option<crate::consent::ConsentBatchBody>,
 }
 
 /// A submission the coordinator accepted and reserved credit for.
@@ -168,8 +173,14 @@ pub fn submission_from_body(
         payload_hash: payload_hash.0,
         client_pubkey: &body.client_pubkey,
     };
-    let consent = consent_of(&fields, domain, &body.signature, body.delegation.as_ref())
-        .map_err(|(field, why)| AppError::malformed(field, why))?;
+    let consent = consent_of(
+        &fields,
+        domain,
+        &body.signature,
+        body.delegation.as_ref(),
+        body.consent_batch.as_ref(),
+    )
+    .map_err(|(field, why)| AppError::malformed(field, why))?;
     let submission = Submission {
         idempotency_key,
         source,

@@ -411,6 +411,97 @@ async fn idempotent_retry_returns_the_same_id_and_reserves_once() {
     );
 }
 
+/// Three submissions signed once, as a batch: each is accepted under the account's key, and a
+/// place in the batch that does not hold is refused naming the field, reserving nothing.
+#[tokio::test]
+async fn a_batch_signed_once_is_accepted_per_submission_and_a_bent_place_refused() {
+    let f = fixture().await;
+    f.deposit("ai", "0x1", 10_000).await;
+    let mut bodies: Vec<Value> = ["one", "two", "three"]
+        .iter()
+        .map(|p| {
+            let mut b = submission("ai", p);
+            b["idempotency_key"] = json!(format!("batch-{p}"));
+            b
+        })
+        .collect();
+    prlx_commands::testkit::accounts::sign_bodies_as_batch(
+        &mut bodies,
+        &prlx_commands::testkit::accounts::key("ai"),
+        &ConsentDomain::default(),
+    );
+    assert_eq!(bodies[0]["signature"], bodies[2]["signature"]);
+    let (status, consent) = f.read("/v1/consent").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        consent["batch_type"],
+        "SubmissionBatch(bytes32 root,uint32 count)"
+    );
+
+    // Bent places of the second, each refused for its own field.
+    let mut bent = bodies[1].clone();
+    bent["consent_batch"]["proof"][0] = json!("00".repeat(32));
+    let mut past = bodies[1].clone();
+    past["consent_batch"]["index"] = json!(3);
+    let mut short = bodies[1].clone();
+    short["consent_batch"]["proof"] = json!([bodies[1]["consent_batch"]["proof"][1]]);
+    let mut not_hex = bodies[1].clone();
+    not_hex["consent_batch"]["proof"][1] = json!("0x12");
+    let end = f.log_end().await;
+    for (body, status, code, field) in [
+        (
+            &past,
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "consent_batch",
+        ),
+        (
+            &short,
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "consent_batch",
+        ),
+        (
+            &not_hex,
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "consent_batch.proof",
+        ),
+    ] {
+        let key = body["idempotency_key"].as_str().unwrap().to_owned();
+        let got = f.post_with("/v1/requests", body, Some(&key)).await;
+        assert_error(&got, status, code, Some(field));
+    }
+    assert_eq!(f.log_end().await, end, "a malformed place records nothing");
+    // Another sibling leads to another root, signed by no one the account knows: refused
+    // (and recorded) as a signature that may not charge the account.
+    let got = f.post_with("/v1/requests", &bent, Some("batch-two")).await;
+    assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
+    assert_eq!(got.1["error"]["field"], "signature", "{}", got.1);
+
+    for (i, body) in bodies.iter().enumerate() {
+        let key = body["idempotency_key"].as_str().unwrap().to_owned();
+        let (status, answer) = f.post_with("/v1/requests", body, Some(&key)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{i}: {answer}");
+    }
+    let (_, ai) = f.read(&format!("/v1/accounts/{}", address("ai"))).await;
+    assert_eq!(ai["reserved"], 390, "three reserved: {ai}");
+    // What the door records: the account as signer, each submission's place.
+    for (i, body) in bodies.iter().enumerate() {
+        let (submission, _) = prlx_commands::submission::submission_from_body(
+            serde_json::from_value(body.clone()).unwrap(),
+            None,
+            prlx_events::event::IntakeSource::Http,
+            &ConsentDomain::default(),
+        )
+        .unwrap();
+        let consent = submission.consent.expect("a consent");
+        assert_eq!(consent.signer, address("ai"));
+        let batch = consent.batch.expect("recorded in its batch");
+        assert_eq!((batch.index, batch.count), (i as u32, 3));
+    }
+}
+
 #[tokio::test]
 async fn concurrent_submissions_get_dense_distinct_ids() {
     let f = fixture().await;

@@ -173,6 +173,22 @@ pub struct Consent {
     /// account signed itself, and on logs written before delegations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<Delegation>,
+    /// When the signature covers a batch of submissions (`prlx_chain::consent_batch`): this
+    /// one's place in it. The signature is then over the EIP-712 `SubmissionBatch(bytes32
+    /// root, uint32 count)` whose root the submission's typed data and this proof give
+    /// (absent: the signature is over this submission alone, and on logs written before
+    /// batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Box<ConsentBatch>>,
+}
+
+/// A submission's place in a batch signed once: its index, the batch's count and the sibling
+/// hashes (keccak-256) on its path to the root, from the leaves up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsentBatch {
+    pub index: u32,
+    pub count: u32,
+    pub proof: Vec<Hash32>,
 }
 
 /// An account's EIP-712 `Delegation(address account, address delegate, uint64

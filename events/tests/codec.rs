@@ -130,6 +130,11 @@ fn one_of_each() -> Vec<Event> {
                     signature: format!("0x{}", "7b".repeat(65)),
                     hash: Hash32([0x42; 32]),
                 }),
+                batch: Some(Box::new(ConsentBatch {
+                    index: 2,
+                    count: 5,
+                    proof: vec![Hash32([0x11; 32]), Hash32([0x22; 32])],
+                })),
             }),
         }
         .into(),

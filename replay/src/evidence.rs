@@ -24,6 +24,8 @@ use prlx_events::pss::PssVerifier;
 use prlx_events::{Envelope, Event, NodeId, TaskId};
 use prlx_projections::CoordinatorState;
 
+use crate::consents::Consents;
+
 /// A result, as the commitment that accepts it names it.
 type ResultKey = (TaskId, u32, NodeId);
 
@@ -112,6 +114,9 @@ pub struct EvidenceCounts {
     pub unverified_registrations: u64,
     /// `LogSealed` records verified.
     pub seals: u64,
+    /// Signatures that several records carry (a batch's consent, a delegation), verified at
+    /// the first and not again.
+    pub signatures_reused: u64,
     /// The offset of the last verified seal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seal: Option<Offset>,
@@ -129,6 +134,7 @@ pub(crate) struct Evidence {
     /// The first result recorded with its ciphertext's hash: the version marker after which
     /// a v1 result is a divergence (an upgraded coordinator records no more of them).
     first_v2_result: Option<Offset>,
+    consents: Consents,
     pub counts: EvidenceCounts,
 }
 
@@ -164,6 +170,7 @@ impl Evidence {
             findings: Vec::new(),
             accepted: Vec::new(),
             first_v2_result: None,
+            consents: Consents::default(),
             counts: EvidenceCounts::default(),
         }
     }
@@ -278,120 +285,40 @@ impl Evidence {
         (first, self.counts)
     }
 
-    /// An accepted request's consent: the signer must be the account charged, or the
-    /// delegate of the delegation recorded with it, and the signature its key's over the
-    /// request's typed data under the recorded domain; a delegation must be the account's
-    /// signature over its terms, recorded under the hash they give.
+    /// An accepted request's consent (`consents`): its recoveries go to the pool, once per
+    /// distinct signature.
     fn take_consent(
         &mut self,
         offset: Offset,
         r: &prlx_events::event::RequestAccepted,
         c: &prlx_events::event::Consent,
     ) {
-        use prlx_chain::consent::{address, domain, DelegationFields, SubmissionFields};
-        let fields = SubmissionFields {
-            account: &r.credit_account.0,
-            idempotency_key: r.idempotency_key.as_deref().unwrap_or(""),
-            workload_class: &r.workload_class,
-            model: &r.model,
-            hardware_tier: r.hardware_tier,
-            priority: prlx_chain::consent::priority_name(r.priority),
-            deadline_seconds: r.deadline_seconds,
-            max_tokens: r.max_tokens,
-            payload_hash: r.payload_hash.0,
-            client_pubkey: &r.client_pubkey,
-        };
-        let found = |field: &'static str, message: String| Finding {
-            offset,
-            event_type: "RequestAccepted",
-            field,
-            message,
-        };
-        let domain = match address(&c.verifying_contract) {
-            Ok(escrow) => domain(c.chain_id, escrow),
-            Err(e) => {
-                let finding = found("consent", format!("not a consent that can be checked: {e}"));
-                return self.findings.push(finding);
-            }
-        };
-        let signer = c
-            .delegation
-            .as_ref()
-            .map_or(&r.credit_account.0, |d| &d.delegate);
-        match fields.hash(&domain) {
-            Ok(hash) if c.signer == *signer => self.push_recovery(
+        let mut recoveries = Vec::new();
+        let mut problems = Vec::new();
+        self.consents.take(r, c, &mut recoveries, &mut problems);
+        self.counts.signatures_reused = self.consents.reused;
+        for (field, message) in problems {
+            self.findings.push(Finding {
                 offset,
-                &c.signer,
-                hash.to_vec(),
-                &c.signature,
-                Claim::Consent,
-            ),
-            Ok(_) => self.findings.push(found(
-                "consent.signer",
-                format!(
-                    "signed by {}, not by the account charged ({}) or its delegate",
-                    c.signer, r.credit_account
-                ),
-            )),
-            Err(e) => {
-                let finding = found("consent", format!("not a consent that can be checked: {e}"));
-                self.findings.push(finding)
-            }
+                event_type: "RequestAccepted",
+                field,
+                message,
+            });
         }
-        let Some(d) = &c.delegation else { return };
-        let terms = DelegationFields {
-            account: &r.credit_account.0,
-            delegate: &d.delegate,
-            spending_limit: d.spending_limit,
-            expires_at: d.expires_at,
-        };
-        match terms.hash(&domain) {
-            Ok(hash) if hash.0 != d.hash.0 => self.findings.push(found(
-                "consent.delegation.hash",
-                format!(
-                    "recorded {}, but the delegation's terms give {}",
-                    d.hash,
-                    prlx_events::Hash32(hash.0)
-                ),
-            )),
-            Ok(_) if d.signer != r.credit_account.0 => self.findings.push(found(
-                "consent.delegation.signer",
-                format!(
-                    "the delegation is signed by {}, not by the account charged ({})",
-                    d.signer, r.credit_account
-                ),
-            )),
-            Ok(hash) => self.push_recovery(
+        for rec in recoveries {
+            self.pending.push(Check {
                 offset,
-                &d.signer,
-                hash.to_vec(),
-                &d.signature,
-                Claim::Delegation,
-            ),
-            Err(e) => self.findings.push(found(
-                "consent.delegation",
-                format!("not a delegation that can be checked: {e}"),
-            )),
+                key: Key::Address(rec.signer),
+                statement: rec.hash,
+                signature: rec.signature.into_bytes(),
+                what: if rec.delegation {
+                    Claim::Delegation
+                } else {
+                    Claim::Consent
+                },
+            });
+            self.flush_if_full();
         }
-    }
-
-    /// A secp256k1 signature to recover to `signer` over `hash`, on the pool.
-    fn push_recovery(
-        &mut self,
-        offset: Offset,
-        signer: &str,
-        hash: Vec<u8>,
-        signature: &str,
-        what: Claim,
-    ) {
-        self.pending.push(Check {
-            offset,
-            key: Key::Address(signer.to_owned()),
-            statement: hash,
-            signature: signature.as_bytes().to_vec(),
-            what,
-        });
-        self.flush_if_full();
     }
 
     /// A result's signature: over its ciphertext's hash where the record carries one, else
@@ -543,7 +470,7 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 Claim::Consent => (
                     "RequestAccepted",
                     "the consent's signature is not the signer's (the account's, or the \
-                     delegate's) over the request's typed data",
+                     delegate's) over the request's typed data (or its batch's)",
                 ),
                 Claim::Delegation => (
                     "RequestAccepted",

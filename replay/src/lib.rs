@@ -37,6 +37,7 @@ use prlx_projections::{CoordinatorState, Fold};
 use serde::Serialize;
 
 pub mod chain;
+mod consents;
 mod evidence;
 mod keys;
 

@@ -49,6 +49,7 @@ fn request(i: u64) -> Vec<Event> {
             chain_id: 31337,
             verifying_contract: format!("0x{}", "00".repeat(20)),
             delegation: None,
+            batch: None,
         }),
         ..fixtures::request_accepted(i)
     };

@@ -32,15 +32,7 @@ fn signed_request() -> (History, usize, RequestAccepted) {
 
 /// The auditor's first divergence over `h`: (offset, event type, field).
 async fn audited(h: &History) -> Option<(u64, String, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    let records: Vec<Vec<u8>> = h.envelopes().iter().map(Envelope::encode).collect();
-    prlx_tests::tamper::write_log(&dir.path().join("log"), &records).await;
-    let options = VerifyOptions {
-        log: format!("file://{}", dir.path().join("log").display()),
-        ..VerifyOptions::default()
-    };
-    let report = verify(&options, |_| ()).await.unwrap();
-    report.divergence.map(|d| {
+    audited_report(h).await.divergence.map(|d| {
         (
             d.offset,
             d.event_type.unwrap_or_default(),
@@ -238,4 +230,136 @@ async fn the_auditor_recovers_each_delegation_and_re_derives_its_limit() {
             "consent.delegation.spending_limit".into()
         ))
     );
+}
+
+/// The catalog, the account funded, and three requests whose account signed them once, as a
+/// batch: the history and the offsets of their `RequestAccepted`s.
+fn batch_signed_requests() -> (History, Vec<usize>) {
+    let (mut h, _, _) = signed_request();
+    let mut batch: Vec<_> = [b"one".as_slice(), b"two", b"three"]
+        .iter()
+        .map(|prompt| prlx_commands::decide::Submission {
+            idempotency_key: Some(String::from_utf8_lossy(prompt).into_owned()),
+            now: t(-70),
+            ..fixtures::unsigned_submission("chat", prompt)
+        })
+        .collect();
+    let account = batch[0].credit_account.0.clone();
+    let key = prlx_commands::testkit::accounts::key_of_address(&account).expect("a test account");
+    prlx_commands::consent::sign_batch(
+        &mut batch,
+        &key,
+        &prlx_commands::consent::ConsentDomain::default(),
+    )
+    .unwrap();
+    let mut at = Vec::new();
+    for s in batch {
+        decide_at(&mut h, t(-70), Command::SubmitRequest(Box::new(s)));
+        at.push(h.envelopes().len() - 2);
+    }
+    (h, at)
+}
+
+/// One signature for three requests: the auditor recovers it once, and still names the
+/// record whose place in the batch, or whose signed fields, were changed, though the same
+/// signature verified for its neighbours.
+#[tokio::test]
+async fn the_auditor_recovers_a_batch_consent_once_and_names_a_forged_place() {
+    let (h, at) = batch_signed_requests();
+    let accepted = |i: usize| match &h.envelopes()[at[i]].event {
+        Event::RequestAccepted(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let second = accepted(1);
+    let consent = second.consent.clone().expect("signed");
+    let place = *consent.batch.clone().expect("in a batch");
+    assert_eq!((place.index, place.count), (1, 3));
+    assert_eq!(consent.signature, accepted(0).consent.unwrap().signature);
+    let report = audited_report(&h).await;
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+    assert_eq!(
+        report.evidence.signatures_reused, 2,
+        "{:?}",
+        report.evidence
+    );
+
+    let with_place = |b: prlx_events::event::ConsentBatch| RequestAccepted {
+        consent: Some(Consent {
+            batch: Some(Box::new(b)),
+            ..consent.clone()
+        }),
+        ..second.clone()
+    };
+    let mut bent = place.clone();
+    bent.proof[0] = Hash32([9; 32]);
+    let forgeries = [
+        // Another sibling: another root, a signature that is not the account's over it.
+        (with_place(bent), "consent.signature"),
+        // Another place: the first's (whose path has the same length).
+        (
+            with_place(prlx_events::event::ConsentBatch {
+                index: 0,
+                ..place.clone()
+            }),
+            "consent.signature",
+        ),
+        // A place the count does not have.
+        (
+            with_place(prlx_events::event::ConsentBatch {
+                index: 3,
+                ..place.clone()
+            }),
+            "consent.batch",
+        ),
+        // A proof one hash short.
+        (
+            with_place(prlx_events::event::ConsentBatch {
+                proof: place.proof[1..].to_vec(),
+                ..place.clone()
+            }),
+            "consent.batch",
+        ),
+        // A signed field changed (the prompt's hash, which the fold cannot see behind the
+        // seal), the batch consent kept.
+        (
+            RequestAccepted {
+                payload_hash: Hash32([5; 32]),
+                ..second.clone()
+            },
+            "consent.signature",
+        ),
+        // Not in a batch at all: the signature is not over the request alone.
+        (
+            RequestAccepted {
+                consent: Some(Consent {
+                    batch: None,
+                    ..consent.clone()
+                }),
+                ..second.clone()
+            },
+            "consent.signature",
+        ),
+    ];
+    for (forged_record, field) in forgeries {
+        let mut forged = h.clone();
+        forged.replace(at[1], forged_record.clone());
+        let found = audited(&forged).await.expect("a forged place is caught");
+        assert_eq!(
+            found,
+            (at[1] as u64, "RequestAccepted".to_owned(), field.to_owned()),
+            "{forged_record:?}"
+        );
+    }
+}
+
+/// The auditor's whole report over `h`.
+async fn audited_report(h: &History) -> prlx_replay::Report {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<Vec<u8>> = h.envelopes().iter().map(Envelope::encode).collect();
+    prlx_tests::tamper::write_log(&dir.path().join("log"), &records).await;
+    let options = VerifyOptions {
+        log: format!("file://{}", dir.path().join("log").display()),
+        ..VerifyOptions::default()
+    };
+    verify(&options, |_| ()).await.unwrap()
 }

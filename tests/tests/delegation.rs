@@ -3,7 +3,8 @@
 //! delegates a spending limit to a gateway key with `prlx-client delegate`; the gateway runs
 //! `prlx-client --delegation FILE` with its own key, gets its result from a real node and
 //! reads it with its own read-access token; past the limit it is refused; a stranger reads
-//! nothing; and the auditor verifies the log, delegation and all.
+//! nothing; the account signs two prompts once (`--batch-consent`); and the auditor verifies
+//! the log, delegation and batch and all.
 
 use std::process::Command;
 
@@ -120,11 +121,25 @@ fn a_gateway_spends_under_its_delegation_within_the_limit_and_no_further() {
     });
     assert_eq!(status, 401);
 
-    // The auditor recovers both signatures and re-derives the limit.
-    let (ok, out) = run(Command::new(workspace_bin("prlx-replay")).args([
-        "verify",
-        "--log",
-        &cluster.log_url(),
-    ]));
+    // The account signs two prompts once (`--batch-consent`): both run.
+    let (ok, out) = run(client()
+        .args(["--dev-account", "2", "--batch-consent", "--model", TINY])
+        .args(["--max-tokens", "8", "--deadline-seconds", "30"])
+        .args([
+            "--timeout-secs",
+            "60",
+            "first of a batch",
+            "second of a batch",
+        ]));
     assert!(ok, "{out}");
+    assert_eq!(out.matches("PoE verified").count(), 2, "{out}");
+
+    // The auditor recovers every signature (the batch's once) and re-derives the limit.
+    let out = Command::new(workspace_bin("prlx-replay"))
+        .args(["verify", "--json", "--log", &cluster.log_url()])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["evidence"]["signatures_reused"], 1, "{report}");
 }

@@ -84,6 +84,11 @@ struct Cli {
     /// wrote), whose delegate's key is --key-file. Charges the delegation's account.
     #[arg(long, value_name = "FILE")]
     delegation: Option<std::path::PathBuf>,
+    /// Sign all the prompts of this run with one signature (EIP-712 `SubmissionBatch` over
+    /// the root of a tree of their typed data), each submission carrying its place in the
+    /// batch: one recovery for the coordinator and the auditor instead of one per request.
+    #[arg(long)]
+    batch_consent: bool,
     /// The model reference.
     #[arg(long, default_value = "oss-chat-v1")]
     model: String,
@@ -226,9 +231,10 @@ async fn main() -> anyhow::Result<()> {
     let domain = domain.eip712();
 
     let general = cli.class != "ai.inference";
-    let mut ids = Vec::new();
+    // Every body and its typed data's struct hash first: a batch signs them all at once.
+    let mut bodies = Vec::new();
     for (i, prompt) in cli.prompts.iter().enumerate() {
-        let prompt = &match prompt.strip_prefix('@') {
+        let prompt = match prompt.strip_prefix('@') {
             Some(path) if general => std::fs::read_to_string(path)
                 .with_context(|| format!("reading the parameters of task {i} from {path}"))?,
             _ => prompt.clone(),
@@ -247,19 +253,24 @@ async fn main() -> anyhow::Result<()> {
             payload_hash: payload_hash.into(),
             client_pubkey: &pem,
         };
-        let hash = fields
-            .hash(&domain)
+        let leaf = fields
+            .leaf()
             .map_err(|e| anyhow::anyhow!("--account: {e}"))?;
         let mut body = json!({
             "workload_class": cli.class, "model": cli.model, "hardware_tier": cli.hardware_tier,
             "priority": "standard", "deadline_seconds": cli.deadline_seconds,
             "credit_account": account, "client_pubkey": pem, "prompt": prompt,
             "max_tokens": cli.max_tokens, "payload_hash": hex::encode(payload_hash),
-            "signature": prlx_chain::consent::sign(&signer, hash),
         });
         if let Some(d) = &delegation {
             body["delegation"] = serde_json::to_value(&d.delegation)?;
         }
+        bodies.push((key, body, prompt, leaf));
+    }
+    sign_bodies(&mut bodies, &signer, &domain, cli.batch_consent)?;
+
+    let mut ids = Vec::new();
+    for (i, (key, body, prompt, _)) in bodies.into_iter().enumerate() {
         let (status, answer) =
             http(coordinator, "POST", "/v1/requests", Some(body), Some(&key)).await?;
         if status != 202 {
@@ -270,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
             "request {id} accepted, price {}: {prompt:?}",
             answer["price"]
         );
-        ids.push((id, prompt.clone()));
+        ids.push((id, prompt));
     }
 
     let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
@@ -565,6 +576,41 @@ fn describe_stake(body: &Value) -> String {
         body["returned"],
         body["rewards_paid"]
     )
+}
+
+/// Signs each body (key, body, prompt, its typed data's struct hash): alone, or with `batch`
+/// all of them once, each body carrying its place in the batch.
+fn sign_bodies(
+    bodies: &mut [(String, Value, String, alloy::primitives::B256)],
+    signer: &alloy::signers::local::PrivateKeySigner,
+    domain: &alloy::sol_types::Eip712Domain,
+    batch: bool,
+) -> anyhow::Result<()> {
+    use prlx_chain::consent::{sign, typed_data_hash};
+    use prlx_chain::consent_batch::{batch_struct_hash, tree};
+    let separator = domain.separator();
+    if !batch {
+        for (_, body, _, leaf) in bodies.iter_mut() {
+            body["signature"] = json!(sign(signer, typed_data_hash(&separator, leaf)));
+        }
+        return Ok(());
+    }
+    let leaves: Vec<_> = bodies.iter().map(|b| b.3).collect();
+    let (root, proofs) = tree(&leaves).map_err(|e| anyhow::anyhow!("--batch-consent: {e}"))?;
+    let count = leaves.len() as u32;
+    let signature = sign(
+        signer,
+        typed_data_hash(&separator, &batch_struct_hash(root, count)),
+    );
+    for (index, ((_, body, _, _), proof)) in bodies.iter_mut().zip(proofs).enumerate() {
+        body["signature"] = json!(signature);
+        body["consent_batch"] = json!({
+            "index": index,
+            "count": count,
+            "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        });
+    }
+    Ok(())
 }
 
 /// The key that signs: the account's, or with --delegation the delegate's.

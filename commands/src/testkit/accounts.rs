@@ -75,12 +75,45 @@ pub fn sign_body(body: &mut Value, domain: &ConsentDomain) {
 
 /// Signs a `POST /v1/requests` body for `domain` with `key`, whoever's account it charges.
 pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDomain) {
+    if let Some(Ok(hash)) = with_body_fields(body, |f| f.hash(&domain.eip712())) {
+        body["signature"] = json!(sign(key, hash));
+    }
+}
+
+/// Signs `bodies` (`POST /v1/requests` bodies with their idempotency keys) once, as a batch,
+/// with `key`: each gets the batch's `signature` and its `consent_batch`.
+pub fn sign_bodies_as_batch(bodies: &mut [Value], key: &PrivateKeySigner, domain: &ConsentDomain) {
+    use prlx_chain::consent_batch::{batch_hash, tree};
+    let leaves: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            with_body_fields(b, |f| f.leaf())
+                .and_then(Result::ok)
+                .expect("a body with an account address and a payload hash")
+        })
+        .collect();
+    let (root, proofs) = tree(&leaves).expect("1 to MAX_BATCH bodies");
+    let count = leaves.len() as u32;
+    let signature = sign(key, batch_hash(root, count, &domain.eip712()));
+    for (index, (body, proof)) in bodies.iter_mut().zip(proofs).enumerate() {
+        body["signature"] = json!(signature);
+        body["consent_batch"] = json!({
+            "index": index,
+            "count": count,
+            "proof": proof.iter().map(|h| Hash32(h.0).to_string()).collect::<Vec<_>>(),
+        });
+    }
+}
+
+/// `f` of the signed fields of a `POST /v1/requests` body (`None` when its payload hash is
+/// not one).
+fn with_body_fields<T>(
+    body: &Value,
+    f: impl FnOnce(&prlx_chain::consent::SubmissionFields<'_>) -> T,
+) -> Option<T> {
     let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
     let account = field("credit_account").to_ascii_lowercase();
-    let payload_hash: Hash32 = match field("payload_hash").parse() {
-        Ok(h) => h,
-        Err(_) => return,
-    };
+    let payload_hash: Hash32 = field("payload_hash").parse().ok()?;
     let fields = prlx_chain::consent::SubmissionFields {
         account: &account,
         idempotency_key: &field("idempotency_key"),
@@ -102,9 +135,7 @@ pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDo
         payload_hash: payload_hash.0,
         client_pubkey: &field("client_pubkey"),
     };
-    if let Ok(hash) = fields.hash(&domain.eip712()) {
-        body["signature"] = json!(sign(key, hash));
-    }
+    Some(f(&fields))
 }
 
 /// The delegation of `account`'s spending to `delegate` (test accounts by name), up to

@@ -211,6 +211,7 @@ impl Submission {
             chain_id: 0,
             verifying_contract: String::new(),
             delegation: None,
+            batch: None,
         });
         self
     }
