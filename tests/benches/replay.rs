@@ -15,6 +15,9 @@
 //!   `Value`, count by `type` and sum `data.amount`. No checks at all: the floor of "reading
 //!   the events", against which the auditor's cost is measured.
 //! - raw JSONL from memory: the parse alone.
+//! - the auditor over the same workload with each account's consents signed once per 64
+//!   submissions (`prlx_chain::consent_batch`; its own cached log), against that log's own
+//!   raw JSONL fold: what a publisher that batches its consents saves the auditor.
 //! - snapshot + tail, at each of [`CUTS`] (a snapshot taken that far into the log):
 //!   - auditor: `verify --from-snapshot`, against the auditor's full replay;
 //!   - restart: `restart::restore`, what the coordinator's start does (parse the snapshot
@@ -153,8 +156,43 @@ fn answer(
     }
 }
 
-/// Writes `requests` requests' worth of coordinator work to a fresh log at `dir`.
-async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
+/// Each account's submissions in `chunk` signed once per `batch` of them (in order, each
+/// account's in turn), as a publisher that batches its consents does; `None`: as they are,
+/// each signed alone.
+fn signed_in_batches(
+    chunk: Vec<(Submission, Vec<u8>)>,
+    batch: Option<usize>,
+) -> Vec<(Submission, Vec<u8>)> {
+    let Some(size) = batch else { return chunk };
+    let mut by_account: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, (s, _)) in chunk.iter().enumerate() {
+        by_account
+            .entry(s.credit_account.0.clone())
+            .or_default()
+            .push(i);
+    }
+    let (mut subs, payloads): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+    for (account, indices) in by_account {
+        let key = prlx_commands::testkit::accounts::key_of_address(&account).unwrap();
+        for group in indices.chunks(size) {
+            let mut batch: Vec<Submission> = group.iter().map(|&i| subs[i].clone()).collect();
+            prlx_commands::consent::sign_batch(
+                &mut batch,
+                &key,
+                &prlx_commands::consent::ConsentDomain::default(),
+            )
+            .unwrap();
+            for (&i, s) in group.iter().zip(batch) {
+                subs[i] = s;
+            }
+        }
+    }
+    subs.into_iter().zip(payloads).collect()
+}
+
+/// Writes `requests` requests' worth of coordinator work to a fresh log at `dir`, consents
+/// signed in batches of `batch` per account if given.
+async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey], batch: Option<usize>) {
     let url = LogUrl::parse(&format!("file://{}", dir.display())).unwrap();
     let mut coord = Coordinator::open(&url, "coordinator/1", StorageKey::from_bytes([7; 32]))
         .await
@@ -211,8 +249,10 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
     let mut next = 0;
     while next < requests {
         let mut pending = Vec::new();
-        for i in next..(next + CHUNK).min(requests) {
-            let (s, payload) = submission(i);
+        let chunk: Vec<_> = (next..(next + CHUNK).min(requests))
+            .map(submission)
+            .collect();
+        for (s, payload) in signed_in_batches(chunk, batch) {
             let cmd = coord.submission(s, &payload);
             pending.extend(coord.stage(cmd).unwrap().durable);
         }
@@ -262,9 +302,12 @@ async fn generate(dir: &Path, requests: usize, keys: &[rsa::RsaPrivateKey]) {
 /// The cached log, written again when missing or when it no longer verifies (the event
 /// model changed). Named apart from the logs of builds before the hash chain, which still
 /// verify but carry no links or seals.
-fn bench_log(rt: &tokio::runtime::Runtime, requests: usize) -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-bench-chained-{requests}"));
+fn bench_log(rt: &tokio::runtime::Runtime, requests: usize, batch: Option<usize>) -> PathBuf {
+    let name = match batch {
+        None => format!("replay-bench-chained-{requests}"),
+        Some(b) => format!("replay-bench-batched-{b}-{requests}"),
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let url = format!("file://{}", dir.join("log").display());
     let ok = dir.join("log").exists()
         && rt
@@ -280,7 +323,7 @@ fn bench_log(rt: &tokio::runtime::Runtime, requests: usize) -> PathBuf {
         let _ = std::fs::remove_dir_all(&dir);
         let keys = bench_keys();
         let t = Instant::now();
-        rt.block_on(generate(&dir.join("log"), requests, &keys));
+        rt.block_on(generate(&dir.join("log"), requests, &keys, batch));
         eprintln!(
             "generated the bench log in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -312,7 +355,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = bench_log(&rt, requests);
+    let dir = bench_log(&rt, requests, None);
+    let batched = Batched::open(&rt, requests);
     let url = format!("file://{}", dir.join("log").display());
     let reader = LogUrl::parse(&url).unwrap().open_reader().unwrap();
     let records = rt.block_on(read_from(&reader, 0));
@@ -377,6 +421,7 @@ fn main() {
     };
     let (mut auditor, mut folded, mut raw, mut raw_mem, mut restart) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut batched_times = (Vec::new(), Vec::new());
     let no_snapshot = dir.join("none.snapshot");
     for _ in 0..rounds {
         let t = Instant::now();
@@ -406,6 +451,8 @@ fn main() {
         let t = Instant::now();
         std::hint::black_box(raw_jsonl_fold(lines.iter().cloned()));
         raw_mem.push(t.elapsed());
+
+        batched.round(&rt, &mut batched_times);
 
         let t = Instant::now();
         let fold = rt
@@ -455,6 +502,7 @@ fn main() {
         rate(s),
         r.as_secs_f64() / s.as_secs_f64()
     );
+    batched.print(batched_times);
     println!();
     println!("| cut | snapshot (KiB) | tail (events) | auditor: snapshot + tail (ms) | auditor full / this | restart: snapshot + tail (ms) | restart full / this | snapshot load alone (ms) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -519,6 +567,76 @@ impl Cut {
         assert_eq!(
             std::hint::black_box(restored).map(|f| f.last_offset),
             Some(Some(records[self.at as usize - 1].offset))
+        );
+    }
+}
+
+/// The same workload with each account's consents signed once per [`CONSENT_BATCH`]
+/// submissions: its own log and JSONL, its auditor against its own raw fold.
+struct Batched {
+    url: String,
+    jsonl: PathBuf,
+    events: u64,
+}
+
+/// Submissions per batch signature in the batched log.
+const CONSENT_BATCH: usize = 64;
+
+impl Batched {
+    fn open(rt: &tokio::runtime::Runtime, requests: usize) -> Batched {
+        let dir = bench_log(rt, requests, Some(CONSENT_BATCH));
+        let url = format!("file://{}", dir.join("log").display());
+        let reader = LogUrl::parse(&url).unwrap().open_reader().unwrap();
+        let records = rt.block_on(read_from(&reader, 0));
+        let jsonl = dir.join("events.jsonl");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&jsonl).unwrap());
+        for r in &records {
+            f.write_all(&r.payload).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+        Batched {
+            url,
+            jsonl,
+            events: records.len() as u64,
+        }
+    }
+
+    /// One round: its auditor, then its raw JSONL fold.
+    fn round(&self, rt: &tokio::runtime::Runtime, times: &mut (Vec<Duration>, Vec<Duration>)) {
+        let opts = VerifyOptions {
+            log: self.url.clone(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let report = rt.block_on(verify(&opts, |_| ())).unwrap();
+        times.0.push(t.elapsed());
+        assert!(
+            report.ok && report.records == self.events,
+            "{}",
+            report.to_text()
+        );
+        assert!(report.evidence.signatures_reused > 0);
+
+        let t = Instant::now();
+        let f = BufReader::new(std::fs::File::open(&self.jsonl).unwrap());
+        let (n, _) = std::hint::black_box(raw_jsonl_fold(f.lines().map(Result::unwrap)));
+        times.1.push(t.elapsed());
+        assert_eq!(n, self.events);
+    }
+
+    fn print(&self, (auditor, raw): (Vec<Duration>, Vec<Duration>)) {
+        let (a, r) = (median(auditor), median(raw));
+        println!(
+            "| auditor, consents signed once per {CONSENT_BATCH} submissions of an account (its own log, {} events) | {:.1} | {:.0} | {:.2} |",
+            self.events,
+            a.as_secs_f64() * 1e3,
+            self.events as f64 / a.as_secs_f64(),
+            r.as_secs_f64() / a.as_secs_f64()
+        );
+        println!(
+            "| raw JSONL fold of that log | {:.1} | {:.0} | 1.00 |",
+            r.as_secs_f64() * 1e3,
+            self.events as f64 / r.as_secs_f64(),
         );
     }
 }
