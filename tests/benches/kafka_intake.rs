@@ -3,7 +3,9 @@
 //! - file log: the coordinator's log on a file; every answer released only once its request
 //!   is durable and every offset committed after its answer (at least once, idempotent);
 //! - Kafka log, at least once: the log on the broker, the intake as above;
-//! - Kafka log, exactly once: answers and offsets in the log writer's transactions.
+//! - Kafka log, exactly once: answers and offsets in the log writer's transactions;
+//! - file log with consents in batches: as the file log, each 64 submissions signed once
+//!   (`consent_batch`), so the door recovers one signature per 64 instead of one each.
 //!
 //! `PRLX_BENCH_KAFKA=127.0.0.1:19092 cargo bench -p prlx-tests --bench kafka_intake`
 //! (`PRLX_BENCH_QUICK=1` for a short run). Without `PRLX_BENCH_KAFKA` it says so and exits.
@@ -31,13 +33,53 @@ enum Way {
     FileLog,
     KafkaLogAtLeastOnce,
     KafkaLogExactlyOnce,
+    FileLogConsentBatches,
+}
+
+/// Submissions signed at once in the batched way.
+const CONSENT_BATCH: usize = 64;
+
+/// The bodies of the batched way: each [`CONSENT_BATCH`] of them signed once.
+fn batch_signed_bodies(submissions: usize, pem: &str) -> Vec<String> {
+    let key = prlx_commands::testkit::accounts::key(prlx_tests::intake::ACCOUNT_NAME);
+    let mut bodies: Vec<serde_json::Value> = (0..submissions)
+        .map(|i| {
+            let mut b: serde_json::Value =
+                serde_json::from_str(&submission_body(&prompt(i), pem, &reference(i))).unwrap();
+            b["idempotency_key"] = reference(i).into();
+            b
+        })
+        .collect();
+    for batch in bodies.chunks_mut(CONSENT_BATCH) {
+        prlx_commands::testkit::accounts::sign_bodies_as_batch(
+            batch,
+            &key,
+            &prlx_commands::consent::ConsentDomain::default(),
+        );
+    }
+    bodies
+        .into_iter()
+        .map(|mut b| {
+            // The record's key is the reference; the body need not repeat it.
+            b.as_object_mut().unwrap().remove("idempotency_key");
+            b.to_string()
+        })
+        .collect()
+}
+
+fn prompt(i: usize) -> String {
+    format!("prompt number {i}: the capital of France?")
+}
+
+fn reference(i: usize) -> String {
+    format!("order-{i}")
 }
 
 async fn run_once(bootstrap: &str, submissions: usize, pem: &str, way: Way) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let mut config = fresh_intake_config(bootstrap);
     let handle = match way {
-        Way::FileLog => chat_coordinator(dir.path()).await.0,
+        Way::FileLog | Way::FileLogConsentBatches => chat_coordinator(dir.path()).await.0,
         Way::KafkaLogAtLeastOnce | Way::KafkaLogExactlyOnce => {
             config.transactional = matches!(way, Way::KafkaLogExactlyOnce);
             let topic = prlx_tests::kafka::fresh_topic("bench", "intake-log");
@@ -53,21 +95,18 @@ async fn run_once(bootstrap: &str, submissions: usize, pem: &str, way: Way) -> D
         .set("acks", "all")
         .create()
         .unwrap();
-    let bodies: Vec<String> = (0..submissions)
-        .map(|i| {
-            submission_body(
-                &format!("prompt number {i}: the capital of France?"),
-                pem,
-                &format!("order-{i}"),
-            )
-        })
-        .collect();
+    let bodies: Vec<String> = match way {
+        Way::FileLogConsentBatches => batch_signed_bodies(submissions, pem),
+        _ => (0..submissions)
+            .map(|i| submission_body(&prompt(i), pem, &reference(i)))
+            .collect(),
+    };
     // Queued all at once (send_result does not wait), then every delivery awaited.
     let sends: Vec<_> = bodies
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let key = format!("order-{i}");
+            let key = reference(i);
             producer
                 .send_result(
                     FutureRecord::to(&config.submissions_topic)
@@ -130,6 +169,7 @@ fn main() {
         Way::FileLog,
         Way::KafkaLogAtLeastOnce,
         Way::KafkaLogExactlyOnce,
+        Way::FileLogConsentBatches,
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
     for _ in 0..rounds {
