@@ -83,6 +83,12 @@ impl Links {
     /// Checks the next record, `bytes` as on the log with `prev` from its header, and moves on
     /// to it. Answers whether it is linked.
     pub fn check(&mut self, bytes: &[u8], prev: Option<Hash32>) -> Result<bool, LinkError> {
+        self.check_linked(link_to(bytes), prev)
+    }
+
+    /// [`Links::check`] with the record's link (`link_to` of its bytes) already computed: the
+    /// hashing, like decoding, can run on several threads, and only this step in order.
+    pub fn check_linked(&mut self, link: Hash32, prev: Option<Hash32>) -> Result<bool, LinkError> {
         let checked = match (self.before, prev) {
             (None, Some(found)) if found != GENESIS => Err(LinkError::NotFirst { found }),
             (Some((expected, _)), Some(found)) if found != expected => {
@@ -91,7 +97,7 @@ impl Links {
             (Some((_, true)), None) => Err(LinkError::Unlinked),
             _ => Ok(prev.is_some()),
         };
-        self.before = Some((link_to(bytes), prev.is_some()));
+        self.before = Some((link, prev.is_some()));
         checked
     }
 }
