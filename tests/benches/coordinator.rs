@@ -17,6 +17,8 @@
 //! - CPU per request: the process's CPU time (all threads, user and system) over the timed
 //!   part, per request. Steadier than the rates on a shared machine, and it tells a side
 //!   bound by its CPU from one bound by the log's syncs.
+//! - on Kafka, the broker's CPU too (its pid from `scripts/kafka.sh`'s pid file or
+//!   `PRLX_BENCH_KAFKA_PID`), since the broker does the log's work there.
 //! - CPU by thread: each thread's CPU over the timed part as a share of its wall clock (1.0:
 //!   a core busy all along; threads of one name summed), which tells a stage that saturates.
 
@@ -253,12 +255,35 @@ async fn run_raw(dir: &std::path::Path, records: &[(usize, Vec<u8>)]) -> Timed {
 
 /// The process's CPU time so far (every thread, user and system), from `/proc/self/stat`.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux's /proc");
+    cpu_time_of("self").expect("Linux's /proc")
+}
+
+/// The CPU time so far of process `pid` (every thread, user and system), `None` when it
+/// cannot be read.
+fn cpu_time_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on every Linux this runs on.
-    Duration::from_millis(ticks * 10)
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The Kafka broker's pid, when it runs on this machine: `PRLX_BENCH_KAFKA_PID`, else the
+/// pid file of `scripts/kafka.sh` (`KAFKA_STATE_DIR`, default `.cache/kafka`). With it the
+/// Kafka rows also count the broker's CPU, which does the log's work there (the bench
+/// process's own CPU leaves it out).
+fn broker_pid() -> Option<String> {
+    if let Ok(pid) = std::env::var("PRLX_BENCH_KAFKA_PID") {
+        return Some(pid);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let state = std::env::var("KAFKA_STATE_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|_| root.join(".cache/kafka"));
+    let pid = std::fs::read_to_string(state.join("kafka.pid")).ok()?;
+    let pid = pid.trim().to_owned();
+    cpu_time_of(&pid).map(|_| pid)
 }
 
 /// A timed part's wall-clock and CPU time, and the CPU's share of the wall clock by thread
@@ -267,20 +292,27 @@ fn cpu_time() -> Duration {
 struct Timed {
     wall: Duration,
     cpu: Duration,
+    /// The broker's CPU over the same part, on Kafka with its pid known.
+    broker_cpu: Option<Duration>,
     threads: Vec<(String, Duration)>,
 }
 
 struct Timer {
     wall: Instant,
     cpu: Duration,
+    broker: Option<(String, Duration)>,
     /// ns by thread name ([`cpu_ns_by_name`]).
     threads: std::collections::BTreeMap<String, u64>,
 }
 
 impl Timer {
     fn start() -> Self {
+        let broker = std::env::var_os("PRLX_BENCH_KAFKA")
+            .and(broker_pid())
+            .and_then(|pid| cpu_time_of(&pid).map(|cpu| (pid, cpu)));
         Self {
             cpu: cpu_time(),
+            broker,
             threads: cpu_ns_by_name(std::process::id()),
             wall: Instant::now(),
         }
@@ -299,6 +331,10 @@ impl Timer {
         Timed {
             wall,
             cpu: cpu_time() - self.cpu,
+            broker_cpu: self
+                .broker
+                .as_ref()
+                .and_then(|(pid, before)| cpu_time_of(pid).map(|now| now.saturating_sub(*before))),
             threads,
         }
     }
@@ -597,6 +633,21 @@ fn main() {
     };
     println!("log: {log}");
     row(raw_what, r.wall, cpu_per_request(&raw));
+    // The broker's CPU per request over each side's rounds (median), when it was measured.
+    let broker_per_request = |side: &[Timed]| {
+        let mut cpu: Vec<Duration> = side.iter().filter_map(|t| t.broker_cpu).collect();
+        cpu.sort();
+        cpu.get(cpu.len() / 2)
+            .map(|c| c.as_secs_f64() * 1e6 / requests as f64)
+    };
+    if let (Some(bc), Some(br)) = (broker_per_request(&coord), broker_per_request(&raw)) {
+        println!(
+            "the broker's CPU per request (µs): coordinator's rounds {bc:.1}, raw's {br:.1}; \
+             with the bench process's: {:.1} and {:.1}",
+            bc + cpu_per_request(&coord),
+            br + cpu_per_request(&raw)
+        );
+    }
     println!(
         "coordinator / raw: {:.2}",
         r.wall.as_secs_f64() / c.wall.as_secs_f64()
