@@ -478,6 +478,13 @@ async fn a_batch_signed_once_is_accepted_per_submission_and_a_bent_place_refused
     let got = f.post_with("/v1/requests", &bent, Some("batch-two")).await;
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
     assert_eq!(got.1["error"]["field"], "signature", "{}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("consent_batch")),
+        "the answer says where the key came from: {}",
+        got.1
+    );
 
     for (i, body) in bodies.iter().enumerate() {
         let key = body["idempotency_key"].as_str().unwrap().to_owned();

@@ -46,6 +46,14 @@ impl ConsentProblem {
 /// of a delegation the account signed.
 pub fn signer_problem(account: &AccountId, consent: &Consent) -> Option<ConsentProblem> {
     use RejectionCode::Unauthorized;
+    // A batch's signature recovers to whoever's key signed the root the submission's place
+    // and proof give: a wrong place or proof shows up here as a stranger's key.
+    let batch = if consent.batch.is_some() {
+        " (recovered from the batch's signature over the root this submission's \
+         consent_batch gives: a wrong index or proof gives another key)"
+    } else {
+        ""
+    };
     let Some(d) = &consent.delegation else {
         return (consent.signer != account.0).then(|| {
             ConsentProblem::new(
@@ -53,7 +61,7 @@ pub fn signer_problem(account: &AccountId, consent: &Consent) -> Option<ConsentP
                 ("signature", "consent.signer"),
                 format!(
                     "signed by {}, which may not charge account {account} (without a \
-                     delegation only the account's own key may)",
+                     delegation only the account's own key may){batch}",
                     consent.signer
                 ),
             )
@@ -74,7 +82,7 @@ pub fn signer_problem(account: &AccountId, consent: &Consent) -> Option<ConsentP
             Unauthorized,
             ("signature", "consent.signer"),
             format!(
-                "signed by {}, but the delegation of {account} names delegate {}",
+                "signed by {}, but the delegation of {account} names delegate {}{batch}",
                 consent.signer, d.delegate
             ),
         )
