@@ -21,7 +21,8 @@ client's and two operators' wallets, each operator bonds stake for its node and 
 deposits PRLX into CreditEscrow; once the coordinator has credited the deposit, `prlx-client`
 submits prompts (opening each result with its own key and checking the proof-of-execution)
 and one general-path task (a render in tiles across both nodes, saved as render.png),
-delegates a spending limit to a gateway key that submits one more prompt under it, waits
+delegates a spending limit to a gateway key that submits two more prompts under it, signed
+once as a batch, waits
 for a reward epoch to settle and prints its payouts. The coordinator posts each settled
 epoch's payout root to the RewardsDistributor and operator 1 claims its node's payouts with
 `prlx-node claim`. Operator 2 then unstakes and withdraws after the cooldown. Everything
@@ -189,9 +190,10 @@ echo
 echo "== client delegates 10000 credits for an hour to a gateway key (dev account 7, $gateway_wallet)"
 client --dev-account 2 delegate --delegate "$gateway_wallet" --spending-limit 10000 \
   --expires-in 3600 --out "$dir/delegation.json"
-echo "== gateway: one prompt signed by its own key under the delegation, charged to $client_wallet"
-client --dev-account 7 --delegation "$dir/delegation.json" --max-tokens 16 \
-  "Name a planet of the solar system."
+echo "== gateway: two prompts signed once by its own key (--batch-consent) under the delegation, charged to $client_wallet"
+client --dev-account 7 --delegation "$dir/delegation.json" --batch-consent --max-tokens 16 \
+  "Name a planet of the solar system." \
+  "Name an ocean of the Earth."
 client --dev-account 2 balance "$client_wallet"
 
 echo
