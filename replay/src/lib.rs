@@ -232,8 +232,8 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "hash chain {chain}, {sealed}; {} signatures verified, {} heartbeats and {} registrations unsigned, {} results signed without their ciphertext (older records)",
-            e.signatures_verified, e.unverified_heartbeats, e.unverified_registrations, e.v1_results
+            "hash chain {chain}, {sealed}; {} signatures verified ({} more records carried one of them: a batch's consent, a delegation), {} heartbeats and {} registrations unsigned, {} results signed without their ciphertext (older records)",
+            e.signatures_verified, e.signatures_reused, e.unverified_heartbeats, e.unverified_registrations, e.v1_results
         );
         if let Some(head) = &self.chain_head {
             let _ = writeln!(s, "chain head {head}");
