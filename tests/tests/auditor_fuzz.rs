@@ -200,3 +200,67 @@ fn mutated_general_path_logs_never_crash_the_auditor() {
     assert!(original.len() > 20, "{} records", original.len());
     fuzz(&rt, &original);
 }
+
+/// The same over requests whose account signed them once, as a batch (`consent_batch`: a
+/// place and a proof in each record, one signature recovered once): mutated places, proofs
+/// and counts must be answered, never panicked on. The unmutated log verifies.
+#[test]
+fn mutated_batch_consent_logs_never_crash_the_auditor() {
+    use prlx_commands::decide::{Command, Submission};
+    use prlx_commands::testkit::fixtures::{self, t};
+    use prlx_commands::testkit::{decide_at, History};
+    let rt = runtime();
+    let mut h = History::new();
+    h.record(
+        t(-100),
+        [fixtures::catalog(vec![fixtures::model("chat", prlx_events::Hash32([1; 32]))]).into()],
+    );
+    h.record(t(-90), [fixtures::deposited(10_000).into()]);
+    let mut batch: Vec<Submission> = (0..5)
+        .map(|i| Submission {
+            idempotency_key: Some(format!("batch-{i}")),
+            now: t(-80),
+            ..fixtures::unsigned_submission("chat", format!("prompt {i}").as_bytes())
+        })
+        .collect();
+    let key = prlx_commands::testkit::accounts::key_of_address(&batch[0].credit_account.0)
+        .expect("a test account");
+    prlx_commands::consent::sign_batch(
+        &mut batch,
+        &key,
+        &prlx_commands::consent::ConsentDomain::default(),
+    )
+    .unwrap();
+    for s in batch {
+        decide_at(&mut h, t(-80), Command::SubmitRequest(Box::new(s)));
+    }
+    let original: Vec<Value> = h
+        .envelopes()
+        .iter()
+        .map(|env| serde_json::from_slice(&env.encode()).unwrap())
+        .collect();
+    let batched = original
+        .iter()
+        .filter(|r| !r["data"]["consent"]["batch"].is_null())
+        .count();
+    assert_eq!(batched, 5, "every request carries its place");
+    let clean = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = format!("file://{}", dir.path().join("log").display());
+        let writer = LogUrl::parse(&log).unwrap().open_writer().unwrap();
+        let bytes = original
+            .iter()
+            .map(|r| r.to_string().into_bytes())
+            .collect();
+        writer.append(bytes).await.unwrap();
+        drop(writer);
+        let options = VerifyOptions {
+            log,
+            ..VerifyOptions::default()
+        };
+        verify(&options, |_| ()).await.unwrap()
+    });
+    assert!(clean.ok, "{}", clean.to_text());
+    assert_eq!(clean.evidence.signatures_reused, 4, "{:?}", clean.evidence);
+    fuzz(&rt, &original);
+}
