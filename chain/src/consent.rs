@@ -39,6 +39,13 @@ alloy::sol! {
         uint64 expiresAt;
     }
 
+    /// What an account signs to withdraw its delegation whose EIP-712 hash is `delegation`
+    /// before it expires: no submission signed under it is accepted after.
+    struct DelegationRevocation {
+        address account;
+        bytes32 delegation;
+    }
+
     /// What the account (or a delegate of it) signs to read the account's balance and
     /// requests until `expiresAt` (Unix seconds): a bearer token, see [`crate::read_access`].
     struct ReadAccess {
@@ -228,6 +235,20 @@ impl DelegationFields<'_> {
     pub fn hash(&self, domain: &Eip712Domain) -> Result<B256, ConsentError> {
         Ok(delegation_hash(&self.typed()?, domain))
     }
+}
+
+/// The hash an account signs to revoke its delegation `delegation` (the delegation's
+/// EIP-712 hash) under `domain`; `Err` when the account is not an address.
+pub fn revocation_hash(
+    account: &str,
+    delegation: [u8; 32],
+    domain: &Eip712Domain,
+) -> Result<B256, ConsentError> {
+    Ok(DelegationRevocation {
+        account: address(account)?,
+        delegation: B256::from(delegation),
+    }
+    .eip712_signing_hash(domain))
 }
 
 /// Signs `hash` with `key`: 65 bytes, 0x-hex (lowercase).

@@ -59,6 +59,9 @@ pub struct ConsentDomainBody {
     /// What a signer signs to consent to a batch of submissions at once (the body's
     /// `consent_batch`), as EIP-712 encodes its type.
     pub batch_type: String,
+    /// What an account signs to revoke a delegation (`POST /v1/delegations/revocations`),
+    /// as EIP-712 encodes its type.
+    pub revocation_type: String,
 }
 
 /// A delegation a submission is signed under: the account's signature over the EIP-712
@@ -96,6 +99,7 @@ impl ConsentDomain {
             delegation_type: eip712::Delegation::eip712_encode_type().into_owned(),
             read_access_type: eip712::ReadAccess::eip712_encode_type().into_owned(),
             batch_type: consent_batch::SubmissionBatch::eip712_encode_type().into_owned(),
+            revocation_type: eip712::DelegationRevocation::eip712_encode_type().into_owned(),
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn rejection_status(code: RejectionCode) -> StatusCode {
         RejectionCode::IdempotencyConflict => StatusCode::CONFLICT,
         RejectionCode::Unauthorized
         | RejectionCode::DelegationExpired
+        | RejectionCode::DelegationRevoked
         | RejectionCode::SpendingLimitExceeded => StatusCode::FORBIDDEN,
         RejectionCode::UnknownNode => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,

@@ -8,6 +8,7 @@
 //!   and the reads of an account with a read-access token.
 //! - [`consent`]: the EIP-712 domain submissions are signed under, checking a submission's
 //!   signature and its delegation's, and signing a delegation.
+//! - [`revocation`]: an account's revocation of a delegation at the door.
 //! - [`decide`]: commands, rejections, pricing, and `decide(&state, command)`.
 //! - [`encoder`]: the thread that encodes the coordinator's events and starts their appends.
 //! - [`failover`]: `serve` under the log's lease: active while holding it, a standby that
@@ -50,6 +51,7 @@ pub mod http;
 pub mod index;
 #[cfg(feature = "kafka")]
 pub mod kafka_intake;
+pub mod revocation;
 pub mod settle;
 pub mod shell;
 #[cfg(feature = "kafka")]

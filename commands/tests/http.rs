@@ -958,6 +958,7 @@ async fn openapi_lists_every_path() {
         "/v1/requests/{id}",
         "/v1/accounts/{account}",
         "/v1/consent",
+        "/v1/delegations/revocations",
         "/v1/quote",
         "/v1/quote/task",
         "/v1/nodes",

@@ -193,6 +193,95 @@ async fn a_delegates_submission_is_refused_expired_forged_or_without_its_delegat
     assert_eq!(f.reserved().await, 0);
 }
 
+/// The account revokes its delegation over HTTP: the delegate's submissions and reads are
+/// refused after; a revocation by anyone but the account, or garbled, is refused naming the
+/// field, and revoking twice answers the same.
+#[tokio::test]
+async fn a_revoked_delegation_signs_and_reads_no_more() {
+    let f = fixture().await;
+    let domain = ConsentDomain::default();
+    let d = to_gateway(10 * PRICE, 3_600);
+    assert_eq!(
+        f.submit_as_gateway("before", "before", &d).await.0,
+        StatusCode::ACCEPTED
+    );
+    let uri = format!("/v1/accounts/{}", address("ai"));
+    assert_eq!(f.read_as("gateway", "ai", &uri).await.0, StatusCode::OK);
+
+    let revoke = |body: Value| {
+        Request::post("/v1/delegations/revocations")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let by = |name: &str| {
+        serde_json::to_value(
+            prlx_commands::revocation::sign_revocation(
+                &prlx_commands::testkit::accounts::key(name),
+                &address("ai"),
+                &d,
+                &domain,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let mut garbled = by("ai");
+    garbled["signature"] = "0x12".into();
+    let mut not_an_address = by("ai");
+    not_an_address["delegate"] = "gateway".into();
+    use StatusCode as S;
+    for (body, status, code, field) in [
+        (by("gateway"), S::FORBIDDEN, "unauthorized", "signature"),
+        (garbled, S::BAD_REQUEST, "malformed_request", "signature"),
+        (
+            not_an_address,
+            S::BAD_REQUEST,
+            "malformed_request",
+            "delegate",
+        ),
+    ] {
+        let got = f.send(revoke(body)).await;
+        assert_error_body(got.0, &got.1, status, code, Some(field));
+    }
+    // Still usable: none of those was the account's word.
+    assert_eq!(
+        f.submit_as_gateway("still", "still", &d).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    let (status, answer) = f.send(revoke(by("ai"))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "revoked", "{answer}");
+    assert_eq!(
+        f.send(revoke(by("ai"))).await,
+        (status, answer.clone()),
+        "twice: the same"
+    );
+
+    let got = f.submit_as_gateway("after", "after", &d).await;
+    assert_error_body(
+        got.0,
+        &got.1,
+        StatusCode::FORBIDDEN,
+        "delegation_revoked",
+        Some("delegation"),
+    );
+    assert_eq!(
+        f.rejections("delegation_revoked").await,
+        1,
+        "the refusal is on the log"
+    );
+    let got = f.read_as("gateway", "ai", &uri).await;
+    assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
+    // The request made before it is answered as before, to the account.
+    assert_eq!(
+        f.submit_as_gateway("before", "before", &d).await.1["request_id"],
+        0
+    );
+    assert_eq!(f.read_as("ai", "ai", &uri).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn reads_answer_only_the_account_and_its_live_delegates() {
     let f = fixture().await;

@@ -73,6 +73,8 @@ pub enum RejectionCode {
     DelegationExpired,
     /// The request's price would take a delegation's spending past its limit.
     SpendingLimitExceeded,
+    /// The delegation a submission was signed under was revoked by its account.
+    DelegationRevoked,
 }
 
 pub use crate::catalog::{CatalogModel, CatalogPublished, ValidationPolicy};
@@ -754,4 +756,5 @@ events! {
     NodeTierLowered = 1,
     LogSealed = 1,
     DispatchRefused = 1,
+    DelegationRevoked = 1,
 }

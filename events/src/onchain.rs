@@ -182,6 +182,28 @@ pub struct Consent {
     pub batch: Option<Box<ConsentBatch>>,
 }
 
+/// An account withdrew one of its delegations before its expiry, by its signature over the
+/// EIP-712 `DelegationRevocation(address account, bytes32 delegation)` (`prlx_chain::consent`)
+/// under the recorded domain: no request signed under the delegation is accepted after it.
+/// The delegation's terms are recorded so that the auditor derives its hash again and the
+/// fold forgets the revocation once the delegation would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DelegationRevoked {
+    pub account: crate::ids::AccountId,
+    /// The delegation's EIP-712 hash, as `Delegation::hash` records it.
+    pub delegation: Hash32,
+    pub delegate: String,
+    pub spending_limit: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Who signed the revocation, recovered at intake: it must be the account.
+    pub signer: String,
+    /// 65 bytes (r, s, v), 0x-hex.
+    pub signature: String,
+    pub chain_id: u64,
+    pub verifying_contract: String,
+}
+
 /// A submission's place in a batch signed once: its index, the batch's count and the sibling
 /// hashes (keccak-256) on its path to the root, from the leaves up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

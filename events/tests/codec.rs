@@ -146,6 +146,18 @@ fn one_of_each() -> Vec<Event> {
             message: "différent ✓".into(),
         }
         .into(),
+        DelegationRevoked {
+            account: AccountId(format!("0x{}", "3c".repeat(20))),
+            delegation: Hash32([0x42; 32]),
+            delegate: format!("0x{}", "9d".repeat(20)),
+            spending_limit: 5_000,
+            expires_at: 1_767_225_600,
+            signer: format!("0x{}", "3c".repeat(20)),
+            signature: format!("0x{}", "6e".repeat(65)),
+            chain_id: 31337,
+            verifying_contract: format!("0x{}", "e5".repeat(20)),
+        }
+        .into(),
         SubtasksPlanned {
             request_id: RequestId(2),
             class: "mapreduce.wordcount".into(),

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use alloy::primitives::B256;
 use alloy::sol_types::Eip712Domain;
-use prlx_chain::consent::{address, domain, typed_data_hash, DelegationFields, SubmissionFields};
+use prlx_chain::consent::{
+    address, domain, revocation_hash, typed_data_hash, DelegationFields, SubmissionFields,
+};
 use prlx_chain::consent_batch::{batch_struct_hash, root_of};
 use prlx_events::event::{Consent, ConsentBatch, RequestAccepted};
 
@@ -141,6 +143,51 @@ impl Consents {
                 "consent.delegation",
                 format!("not a delegation that can be checked: {e}"),
             )),
+        }
+    }
+
+    /// A revocation: the hash its recorded terms give must be the one recorded, and the
+    /// signature the account's over the revocation (the fold checks that the recorded
+    /// signer is the account).
+    pub fn take_revocation(
+        &mut self,
+        r: &prlx_events::event::DelegationRevoked,
+        out: &mut Vec<Recovery>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let unchecked = |e: String| {
+            (
+                "delegation",
+                format!("not a revocation that can be checked: {e}"),
+            )
+        };
+        let domain = match address(&r.verifying_contract) {
+            Ok(escrow) => domain(r.chain_id, escrow),
+            Err(e) => return problems.push(unchecked(e.to_string())),
+        };
+        let terms = DelegationFields {
+            account: &r.account.0,
+            delegate: &r.delegate,
+            spending_limit: r.spending_limit,
+            expires_at: r.expires_at,
+        };
+        let hash = match terms.hash(&domain) {
+            Ok(h) if h.0 != r.delegation.0 => {
+                return problems.push((
+                    "delegation",
+                    format!(
+                        "recorded {}, but the delegation's terms give {}",
+                        r.delegation,
+                        prlx_events::Hash32(h.0)
+                    ),
+                ))
+            }
+            Ok(h) => h,
+            Err(e) => return problems.push(unchecked(e.to_string())),
+        };
+        match revocation_hash(&r.account.0, hash.0, &domain) {
+            Ok(signed) => self.hand_out(&r.signer, signed.to_vec(), &r.signature, false, out),
+            Err(e) => problems.push(unchecked(e.to_string())),
         }
     }
 

@@ -24,7 +24,7 @@ use prlx_events::pss::PssVerifier;
 use prlx_events::{Envelope, Event, NodeId, TaskId};
 use prlx_projections::CoordinatorState;
 
-use crate::consents::Consents;
+use crate::consents::{Consents, Recovery};
 
 /// A result, as the commitment that accepts it names it.
 type ResultKey = (TaskId, u32, NodeId);
@@ -79,6 +79,8 @@ enum Claim {
     Consent,
     /// An account's signature over the delegation a request was signed under.
     Delegation,
+    /// An account's signature over its revocation of a delegation.
+    Revocation,
     /// A result signed over its ciphertext's hash (statement v2): the coordinator records
     /// one only once its signature verified, so a bad one is always a divergence (it may have
     /// flagged the node or paid for the result).
@@ -220,6 +222,7 @@ impl Evidence {
                     self.take_consent(offset, r, c);
                 }
             }
+            Event::DelegationRevoked(r) => self.take_revocation(offset, r),
             Event::CommitmentVerified(c) => self
                 .accepted
                 .push((offset, (c.task_id, c.attempt, c.node_id))),
@@ -293,29 +296,55 @@ impl Evidence {
         r: &prlx_events::event::RequestAccepted,
         c: &prlx_events::event::Consent,
     ) {
-        let mut recoveries = Vec::new();
-        let mut problems = Vec::new();
+        let (mut recoveries, mut problems) = (Vec::new(), Vec::new());
         self.consents.take(r, c, &mut recoveries, &mut problems);
         self.counts.signatures_reused = self.consents.reused;
+        self.hand_over(offset, "RequestAccepted", recoveries, problems, |rec| {
+            if rec.delegation {
+                Claim::Delegation
+            } else {
+                Claim::Consent
+            }
+        });
+    }
+
+    /// A revocation: the delegation's hash derived from its recorded terms, and the
+    /// account's signature over the revocation under the recorded domain.
+    fn take_revocation(&mut self, offset: Offset, r: &prlx_events::event::DelegationRevoked) {
+        let (mut recoveries, mut problems) = (Vec::new(), Vec::new());
+        self.consents
+            .take_revocation(r, &mut recoveries, &mut problems);
+        self.counts.signatures_reused = self.consents.reused;
+        self.hand_over(offset, "DelegationRevoked", recoveries, problems, |_| {
+            Claim::Revocation
+        });
+    }
+
+    /// The record at `offset`'s problems as findings, its recoveries to the pool.
+    fn hand_over(
+        &mut self,
+        offset: Offset,
+        event_type: &'static str,
+        recoveries: Vec<Recovery>,
+        problems: Vec<(&'static str, String)>,
+        claim: impl Fn(&Recovery) -> Claim,
+    ) {
         for (field, message) in problems {
             self.findings.push(Finding {
                 offset,
-                event_type: "RequestAccepted",
+                event_type,
                 field,
                 message,
             });
         }
         for rec in recoveries {
+            let what = claim(&rec);
             self.pending.push(Check {
                 offset,
                 key: Key::Address(rec.signer),
                 statement: rec.hash,
                 signature: rec.signature.into_bytes(),
-                what: if rec.delegation {
-                    Claim::Delegation
-                } else {
-                    Claim::Consent
-                },
+                what,
             });
             self.flush_if_full();
         }
@@ -475,6 +504,10 @@ fn verify_all(chunks: mpsc::Receiver<Vec<Check>>) -> Verified {
                 Claim::Delegation => (
                     "RequestAccepted",
                     "the delegation's signature is not the account's over its terms",
+                ),
+                Claim::Revocation => (
+                    "DelegationRevoked",
+                    "the revocation's signature is not the account's over the delegation's hash",
                 ),
                 Claim::Result => (
                     "ResultSubmitted",

@@ -363,3 +363,65 @@ async fn audited_report(h: &History) -> prlx_replay::Report {
     };
     verify(&options, |_| ()).await.unwrap()
 }
+
+/// A revocation on the log: the auditor derives the delegation's hash from its recorded terms
+/// and recovers the account's signature over the revocation; another key's signature, or
+/// terms that do not give the recorded hash, are named by offset.
+#[tokio::test]
+async fn the_auditor_recovers_each_revocation_and_names_a_forged_one() {
+    let d = to_gateway(1_000);
+    let (mut h, _) = delegated_request(b"before the revocation", &d);
+    let domain = prlx_commands::consent::ConsentDomain::default();
+    let revocation = |by: &str| {
+        let body = prlx_commands::revocation::sign_revocation(
+            &key(by),
+            &prlx_commands::testkit::accounts::address("ai"),
+            &d,
+            &domain,
+        )
+        .unwrap();
+        prlx_commands::revocation::revocation_of(&body, &domain).unwrap()
+    };
+    decide_at(
+        &mut h,
+        t(-60),
+        Command::RevokeDelegation {
+            revocation: Box::new(revocation("ai")),
+            now: t(-60),
+        },
+    );
+    let at = h.envelopes().len() - 1;
+    let Event::DelegationRevoked(honest) = h.envelopes()[at].event.clone() else {
+        panic!("not the revocation")
+    };
+    assert_eq!(audited(&h).await, None, "the honest log verifies");
+    let forgeries = [
+        // Another key's signature, recorded as the account's.
+        (
+            prlx_events::event::DelegationRevoked {
+                signature: revocation("stranger").signature,
+                ..honest.clone()
+            },
+            "signature",
+        ),
+        // Terms that do not give the hash recorded: another delegation's.
+        (
+            prlx_events::event::DelegationRevoked {
+                spending_limit: honest.spending_limit + 1,
+                ..honest.clone()
+            },
+            "delegation",
+        ),
+    ];
+    for (forged_record, field) in forgeries {
+        let mut forged = h.clone();
+        forged.replace(at, forged_record);
+        let found = audited(&forged)
+            .await
+            .expect("a forged revocation is caught");
+        assert_eq!(
+            found,
+            (at as u64, "DelegationRevoked".to_owned(), field.to_owned())
+        );
+    }
+}

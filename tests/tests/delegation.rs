@@ -3,8 +3,9 @@
 //! delegates a spending limit to a gateway key with `prlx-client delegate`; the gateway runs
 //! `prlx-client --delegation FILE` with its own key, gets its result from a real node and
 //! reads it with its own read-access token; past the limit it is refused; a stranger reads
-//! nothing; the account signs two prompts once (`--batch-consent`); and the auditor verifies
-//! the log, delegation and batch and all.
+//! nothing; the account revokes the delegation (`prlx-client revoke`) and the gateway is
+//! refused; the account signs two prompts once (`--batch-consent`); and the auditor verifies
+//! the log, delegation, revocation and batch and all.
 
 use std::process::Command;
 
@@ -120,6 +121,16 @@ fn a_gateway_spends_under_its_delegation_within_the_limit_and_no_further() {
             .unwrap()
     });
     assert_eq!(status, 401);
+
+    // The account revokes the delegation: the gateway is refused for that reason now.
+    let (ok, out) = run(client()
+        .args(["--dev-account", "2", "revoke", "--delegation"])
+        .arg(&delegation));
+    assert!(ok, "{out}");
+    assert!(out.contains("revoked its delegation"), "{out}");
+    let (ok, out) = submit("asks once revoked");
+    assert!(!ok, "revoked: {out}");
+    assert!(out.contains("delegation_revoked"), "{out}");
 
     // The account signs two prompts once (`--batch-consent`): both run.
     let (ok, out) = run(client()

@@ -152,6 +152,14 @@ enum Sub {
         #[arg(long, value_name = "FILE")]
         out: std::path::PathBuf,
     },
+    /// Withdraw a delegation of the account of --key-file before it expires (the file
+    /// `delegate` wrote): the account signs the EIP-712 revocation and the coordinator
+    /// records it; no submission signed under the delegation is accepted after.
+    Revoke {
+        /// The delegation (JSON, as `delegate` wrote it).
+        #[arg(long, value_name = "FILE")]
+        delegation: std::path::PathBuf,
+    },
     /// Show a node's stake: staked, pending unstakes, returned, rewards paid.
     StakeInfo {
         /// The node id, 64 hex characters.
@@ -200,6 +208,9 @@ async fn main() -> anyhow::Result<()> {
                 expires_in,
             };
             return delegate_to(coordinator, &signer, cli.account.as_deref(), grant, &out).await;
+        }
+        Some(Sub::Revoke { delegation }) => {
+            return revoke(coordinator, &signer(&cli)?, &delegation).await;
         }
         Some(command) => return rewards(coordinator, command).await,
         None => {}
@@ -464,7 +475,9 @@ async fn consent_domain(
 /// Runs a stake or rewards subcommand.
 async fn rewards(coordinator: &Endpoint, command: Sub) -> anyhow::Result<()> {
     match command {
-        Sub::Balance { .. } | Sub::Delegate { .. } => unreachable!("handled in main"),
+        Sub::Balance { .. } | Sub::Delegate { .. } | Sub::Revoke { .. } => {
+            unreachable!("handled in main")
+        }
         Sub::StakeInfo { node_id } => {
             let path = format!("/v1/nodes/{node_id}/stake");
             let (status, body) = http(coordinator, "GET", &path, None, None).await?;
@@ -682,15 +695,50 @@ async fn delegate_to(
     Ok(())
 }
 
+/// Revokes the delegation in `path`, which must be of `signer`'s own account.
+async fn revoke(
+    coordinator: &Endpoint,
+    signer: &alloy::signers::local::PrivateKeySigner,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let file = delegation_file(path)?;
+    let own = prlx_chain::record::hex0x(signer.address().as_slice());
+    anyhow::ensure!(
+        file.account.eq_ignore_ascii_case(&own),
+        "--delegation {}: a delegation of account {}, but the key signing is {own}",
+        path.display(),
+        file.account
+    );
+    let domain = consent_domain(coordinator).await?;
+    file.check_domain(&domain)
+        .map_err(|e| anyhow::anyhow!("--delegation {}: {e}", path.display()))?;
+    let body = prlx_commands::revocation::sign_revocation(signer, &own, &file.delegation, &domain)
+        .map_err(|e| anyhow::anyhow!("--delegation {}: {e}", path.display()))?;
+    let (status, answer) = http(
+        coordinator,
+        "POST",
+        "/v1/delegations/revocations",
+        Some(serde_json::to_value(&body)?),
+        None,
+    )
+    .await?;
+    if status != 200 {
+        bail!("revocation refused: {status} {answer}");
+    }
+    println!(
+        "account {own} revoked its delegation {} to {}",
+        answer["delegation"].as_str().unwrap_or("?"),
+        file.delegation.delegate
+    );
+    Ok(())
+}
+
 /// Reads the delegation in `path`, whose delegate must be `signer`.
 fn read_delegation(
     path: &std::path::Path,
     signer: &alloy::signers::local::PrivateKeySigner,
 ) -> anyhow::Result<DelegationFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--delegation {}", path.display()))?;
-    let file: DelegationFile = serde_json::from_str(&text)
-        .with_context(|| format!("--delegation {}: not a delegation", path.display()))?;
+    let file = delegation_file(path)?;
     let key = prlx_chain::record::hex0x(signer.address().as_slice());
     anyhow::ensure!(
         file.delegation.delegate.eq_ignore_ascii_case(&key),
@@ -699,6 +747,14 @@ fn read_delegation(
         file.delegation.delegate
     );
     Ok(file)
+}
+
+/// The delegation `prlx-client delegate` wrote to `path`.
+fn delegation_file(path: &std::path::Path) -> anyhow::Result<DelegationFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--delegation {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("--delegation {}: not a delegation", path.display()))
 }
 
 fn unix_now() -> u64 {

@@ -40,6 +40,12 @@ pub enum Command {
         chain: ChainDeposit,
     },
     SubmitRequest(Box<Submission>),
+    /// An account's revocation of one of its delegations, its signer recovered at the door;
+    /// `now` is set by the shell to the time it records the decision at.
+    RevokeDelegation {
+        revocation: Box<DelegationRevoked>,
+        now: DateTime<Utc>,
+    },
     RegisterNode(Box<NodeRegistered>),
     Heartbeat {
         node_id: NodeId,

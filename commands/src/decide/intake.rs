@@ -4,7 +4,7 @@ use prlx_events::event::*;
 use prlx_events::{AccountId, Event, RequestId};
 use prlx_projections::coordinator::apply_subtasks::is_general;
 use prlx_projections::coordinator::delegation::{
-    expiry_problem, limit_problem, signer_problem, ConsentProblem,
+    expiry_problem, limit_problem, revoked_problem, signer_problem, ConsentProblem,
 };
 use prlx_projections::CoordinatorState;
 
@@ -230,7 +230,9 @@ pub(super) fn submit(state: &CoordinatorState, s: Submission) -> Result<Vec<Even
     // A retry above gets its request whatever became of the delegation since; a new request
     // must be made while it lives.
     let delegation = consent.delegation.as_ref();
-    if let Some(p) = delegation.and_then(|d| expiry_problem(d, s.now)) {
+    if let Some(p) = delegation.and_then(|d| {
+        expiry_problem(d, s.now).or_else(|| revoked_problem(state, &s.credit_account, d))
+    }) {
         return Err(refused(p));
     }
     let general = is_general(&s.workload_class);

@@ -22,6 +22,7 @@
 //! - `general`: the general path: a task's plan at intake, a dependent sub-task's release,
 //!   the task's aggregate, and a sub-task's failure failing its task.
 //! - `refuse`: a node declining a dispatch it cannot run.
+//! - `revocation`: an account revoking one of its delegations.
 //! - `sampling`: sampling epochs' seeds.
 //! - Staking and reward epochs are in [`crate::settle`].
 
@@ -36,6 +37,7 @@ mod nodes;
 mod pricing;
 mod refuse;
 pub(crate) mod rejection;
+mod revocation;
 mod roots;
 mod sampling;
 mod work;
@@ -69,6 +71,9 @@ pub fn decide(state: &CoordinatorState, command: Command) -> Result<Vec<Event>, 
         Command::ObserveUsage(u) => roots::usage_settled(state, *u),
         Command::ObserveStream(o) => roots::stream_observed(state, *o),
         Command::SubmitRequest(s) => intake::submit(state, *s),
+        Command::RevokeDelegation { revocation, now } => {
+            revocation::revoke(state, *revocation, now)
+        }
         Command::RegisterNode(n) => nodes::register(state, *n),
         Command::Heartbeat {
             node_id,

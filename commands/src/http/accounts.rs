@@ -169,3 +169,40 @@ pub(super) async fn consent_domain(
 ) -> Json<crate::consent::ConsentDomainBody> {
     Json(coordinator.consent_domain().body())
 }
+
+#[utoipa::path(
+    post,
+    path = "/v1/delegations/revocations",
+    tag = "accounts",
+    description = "An account withdraws one of its delegations before it expires: no submission \
+        signed under it is accepted after, and its delegate no longer reads the account \
+        (docs/security.md, \"Delegated spending\"). Revoking one already revoked answers the same.",
+    request_body = crate::revocation::RevocationBody,
+    responses(
+        (status = 200, description = "Revoked (now or before)", body = crate::revocation::RevocationAnswer),
+        (status = 400, description = "`malformed_request` (`account`, `delegate`, `signature`: an address that is not one, a signature that does not recover; `delegation`: the account holds 64 unexpired revocations)", body = ErrorBody),
+        (status = 403, description = "`unauthorized` (`signature`): not signed by the account; `delegation_expired` (`expires_at`): nothing left to revoke", body = ErrorBody),
+    ),
+)]
+pub(super) async fn revoke_delegation(
+    State(coordinator): State<CoordinatorHandle>,
+    ApiJson(body): ApiJson<crate::revocation::RevocationBody>,
+) -> Result<Json<crate::revocation::RevocationAnswer>, AppError> {
+    let revocation = crate::revocation::revocation_of(&body, &coordinator.consent_domain())
+        .map_err(|(field, why)| AppError::malformed(field, why))?;
+    let delegation = revocation.delegation;
+    let outcome = coordinator
+        .execute_command(decide::Command::RevokeDelegation {
+            revocation: Box::new(revocation),
+            // Set by the shell to the time it records the decision at.
+            now: chrono::DateTime::UNIX_EPOCH,
+        })
+        .await?;
+    match outcome {
+        crate::shell::Outcome::Rejected { rejection, .. } => Err(rejection.into()),
+        _ => Ok(Json(crate::revocation::RevocationAnswer {
+            delegation: delegation.to_string(),
+            status: "revoked".into(),
+        })),
+    }
+}

@@ -103,6 +103,7 @@ pub fn app_with_body_limit(
         .route("/v1/quote", get(quote))
         .route("/v1/quote/task", post(quote_task))
         .route("/v1/consent", get(consent_domain))
+        .route("/v1/delegations/revocations", post(revoke_delegation))
         .route("/v1/nodes", post(register_node).get(list_nodes))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
         .route("/v1/nodes/{id}/results", post(submit_result))

@@ -168,6 +168,7 @@ impl Modify for ReadAccessScheme {
         super::accounts::quote_task,
         super::accounts::get_account,
         super::accounts::consent_domain,
+        super::accounts::revoke_delegation,
         super::nodes::register_node,
         super::nodes::list_nodes,
         super::nodes::node_heartbeat,

@@ -365,6 +365,8 @@ impl Coordinator {
             Command::Heartbeat { now: at, .. } => *at = now,
             // A delegation is alive or expired by the time the request is recorded at.
             Command::SubmitRequest(s) => s.now = now,
+            // A delegation is revocable while it lives, by the time the revocation is recorded.
+            Command::RevokeDelegation { now: at, .. } => *at = now,
             _ => {}
         }
         let registration = match &command {

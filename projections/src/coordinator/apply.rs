@@ -162,7 +162,8 @@ impl Projection for CoordinatorState {
     /// `Operator::models`, `model_hashes`); tier claims measured (`NodeView::tier_run`,
     /// `tier_due`, `Submission::measured_milli_tps`, `NodeTierLowered`).
     /// 20: chain events other than deposits windowed like deposits (`chain_seen_blocks`).
-    const FOLD_VERSION: u32 = 20;
+    /// 21: revoked delegations (`revoked`, `DelegationRevoked`).
+    const FOLD_VERSION: u32 = 21;
 
     fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.batch.check_boundary(env)?;
@@ -177,6 +178,7 @@ impl CoordinatorState {
         let at = env.header.recorded_at;
         match &env.event {
             Event::CatalogPublished(c) => self.catalog = Some(c.clone()),
+            Event::DelegationRevoked(r) => self.fold_revoked(env, r, at)?,
             Event::CreditsDeposited(d) => {
                 if self.deposits.contains(&d.tx_ref) {
                     return Err(FoldError::new(

@@ -135,7 +135,28 @@ pub fn limit_problem(
     })
 }
 
+/// Whether a request under `d`, charged to `account`, names a revoked delegation.
+pub fn revoked_problem(
+    state: &CoordinatorState,
+    account: &AccountId,
+    d: &Delegation,
+) -> Option<ConsentProblem> {
+    state.is_revoked(account, &d.hash).then(|| ConsentProblem {
+        code: RejectionCode::DelegationRevoked,
+        field: "delegation",
+        recorded: "consent.delegation.hash",
+        reason: format!("account {account} revoked the delegation {}", d.hash),
+    })
+}
+
 impl CoordinatorState {
+    /// Whether `account` revoked its delegation `hash` (`revocation`).
+    pub fn is_revoked(&self, account: &AccountId, hash: &Hash32) -> bool {
+        self.revoked
+            .get(account)
+            .is_some_and(|r| r.contains_key(hash))
+    }
+
     /// What the log holds under `account`'s delegation `hash`, if any request used it.
     pub fn delegation_use(&self, account: &AccountId, hash: &Hash32) -> Option<&DelegationUse> {
         self.delegations.get(account)?.get(hash)
@@ -143,11 +164,14 @@ impl CoordinatorState {
 
     /// Whether `reader` (lowercase 0x-hex) is a delegate of `account` by a delegation the log
     /// records (one a request was accepted under) that is not expired at `now` (Unix
-    /// seconds).
+    /// seconds) nor revoked.
     pub fn is_delegate(&self, account: &AccountId, reader: &str, now: i64) -> bool {
         self.delegations.get(account).is_some_and(|ds| {
-            ds.values()
-                .any(|u| u.delegate == reader && i64::try_from(u.expires_at).is_ok_and(|e| now < e))
+            ds.iter().any(|(hash, u)| {
+                u.delegate == reader
+                    && i64::try_from(u.expires_at).is_ok_and(|e| now < e)
+                    && !self.is_revoked(account, hash)
+            })
         })
     }
 
@@ -186,7 +210,9 @@ impl CoordinatorState {
                 ));
             }
         }
-        if let Some(p) = expiry_problem(d, at).or_else(|| limit_problem(self, account, d, r.price))
+        if let Some(p) = expiry_problem(d, at)
+            .or_else(|| revoked_problem(self, account, d))
+            .or_else(|| limit_problem(self, account, d, r.price))
         {
             return Err(refused(p));
         }

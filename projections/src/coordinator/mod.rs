@@ -40,6 +40,7 @@ pub mod finished;
 pub mod heartbeat;
 pub mod lifecycle;
 pub mod registration;
+pub mod revocation;
 pub(crate) mod state;
 pub(crate) mod views;
 

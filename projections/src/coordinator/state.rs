@@ -113,6 +113,10 @@ pub struct CoordinatorState {
     /// `delegation`): only delegations a request was accepted under.
     #[serde(default)]
     pub delegations: BTreeMap<AccountId, BTreeMap<prlx_events::Hash32, DelegationUse>>,
+    /// account -> a revoked delegation's EIP-712 hash -> its expiry (Unix seconds): see
+    /// `revocation`; kept until the delegation would have expired.
+    #[serde(default)]
+    pub revoked: BTreeMap<AccountId, BTreeMap<prlx_events::Hash32, u64>>,
     pub nodes: BTreeMap<NodeId, NodeView>,
     /// Rejections recorded at intake, by code.
     pub rejections: BTreeMap<String, u64>,
