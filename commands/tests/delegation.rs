@@ -276,6 +276,12 @@ fn only_the_account_revokes_and_only_a_living_delegation() {
     given(funded())
         .when(revoke(revocation("gateway", &d), 0))
         .then_reject(RejectionCode::Unauthorized, "signature");
+    // An account no deposit created has nothing to revoke (and keys cost nothing to make).
+    let mut unfunded = History::new();
+    unfunded.record(t(-100), [funded().envelopes()[0].event.clone()]);
+    given(unfunded)
+        .when(revoke(revocation("ai", &d), 0))
+        .then_reject(RejectionCode::MalformedRequest, "account");
     // Expired: nothing left to revoke.
     given(funded())
         .when(revoke(revocation("ai", &d), 3_600))

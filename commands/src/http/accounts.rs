@@ -180,7 +180,7 @@ pub(super) async fn consent_domain(
     request_body = crate::revocation::RevocationBody,
     responses(
         (status = 200, description = "Revoked (now or before)", body = crate::revocation::RevocationAnswer),
-        (status = 400, description = "`malformed_request` (`account`, `delegate`, `signature`: an address that is not one, a signature that does not recover; `delegation`: the account holds 64 unexpired revocations)", body = ErrorBody),
+        (status = 400, description = "`malformed_request` (`account`, `delegate`, `signature`: an address that is not one, a signature that does not recover; `account`: no deposit ever credited it; `delegation`: the account holds 64 unexpired revocations)", body = ErrorBody),
         (status = 403, description = "`unauthorized` (`signature`): not signed by the account; `delegation_expired` (`expires_at`): nothing left to revoke", body = ErrorBody),
     ),
 )]

@@ -33,6 +33,18 @@ pub fn revocation_problem(
             ),
         ));
     }
+    // Only an account a deposit created has anything to delegate; refusing the others keeps
+    // the revocations the state holds bounded by funded accounts, not by keys anyone makes.
+    if !state.accounts.contains_key(&r.account) {
+        return Some((
+            RejectionCode::MalformedRequest,
+            "account",
+            format!(
+                "no deposit ever credited account {}: it has no delegation to revoke",
+                r.account
+            ),
+        ));
+    }
     if expired(r.expires_at, at) {
         return Some((
             RejectionCode::DelegationExpired,
