@@ -957,6 +957,7 @@ async fn openapi_lists_every_path() {
         "/v1/requests",
         "/v1/requests/{id}",
         "/v1/accounts/{account}",
+        "/v1/accounts/{account}/delegations",
         "/v1/consent",
         "/v1/delegations/revocations",
         "/v1/quote",

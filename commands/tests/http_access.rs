@@ -274,6 +274,25 @@ async fn a_revoked_delegation_signs_and_reads_no_more() {
     );
     let got = f.read_as("gateway", "ai", &uri).await;
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
+    // The account lists it: used twice before (2 x 130 spent), revoked; nobody else may.
+    let listing = format!("/v1/accounts/{}/delegations", address("ai"));
+    let (status, list) = f.read_as("ai", "ai", &listing).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        (&list[0]["delegate"], &list[0]["spent"], &list[0]["revoked"]),
+        (
+            &Value::from(address("gateway")),
+            &Value::from(2 * PRICE),
+            &Value::from(true)
+        ),
+        "{list}"
+    );
+    assert_eq!(list[0]["delegation"], answer["delegation"], "{list}");
+    for reader in ["gateway", "stranger"] {
+        let got = f.read_as(reader, "ai", &listing).await;
+        assert_eq!(got.0, StatusCode::FORBIDDEN, "{reader}: {}", got.1);
+    }
     // The request made before it is answered as before, to the account.
     assert_eq!(
         f.submit_as_gateway("before", "before", &d).await.1["request_id"],

@@ -206,3 +206,66 @@ pub(super) async fn revoke_delegation(
         })),
     }
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}/delegations",
+    tag = "accounts",
+    description = "An account's delegations as the log holds them: each one a request was \
+        accepted under (its delegate, limit, what it has spent, its expiry), and each the account \
+        revoked. Only for the account itself or a live delegate of it: a read-access token for this \
+        account (docs/security.md, \"Reads\").",
+    params(("account" = String, Path, description = "The credit account (its 0x address)")),
+    security(("read_access" = [])),
+    responses(
+        (status = 200, body = Vec<DelegationEntry>),
+        (status = 401, description = "`unauthenticated` (`Authorization`)", body = ErrorBody),
+        (status = 403, description = "`unauthorized` (`Authorization`)", body = ErrorBody),
+    ),
+)]
+pub(super) async fn list_delegations(
+    State(coordinator): State<CoordinatorHandle>,
+    reader: Reader,
+    ApiPath(account): ApiPath,
+) -> Result<Json<Vec<DelegationEntry>>, AppError> {
+    let id = reads_account(&reader, &account)?;
+    coordinator
+        .read_state(move |state| {
+            may_read(state, &reader)?;
+            Ok::<_, AppError>(delegations_of(state, &id))
+        })
+        .await?
+        .map(Json)
+}
+
+/// `account`'s delegations, by hash: used ones with their terms, revoked ones marked.
+fn delegations_of(state: &CoordinatorState, account: &AccountId) -> Vec<DelegationEntry> {
+    let mut all: std::collections::BTreeMap<prlx_events::Hash32, DelegationEntry> = state
+        .delegations
+        .get(account)
+        .into_iter()
+        .flatten()
+        .map(|(hash, u)| {
+            let entry = DelegationEntry {
+                delegation: hash.to_string(),
+                delegate: Some(u.delegate.clone()),
+                spending_limit: Some(u.spending_limit),
+                spent: Some(u.spent),
+                expires_at: u.expires_at,
+                revoked: state.is_revoked(account, hash),
+            };
+            (*hash, entry)
+        })
+        .collect();
+    for (hash, expires_at) in state.revoked.get(account).into_iter().flatten() {
+        all.entry(*hash).or_insert_with(|| DelegationEntry {
+            delegation: hash.to_string(),
+            delegate: None,
+            spending_limit: None,
+            spent: None,
+            expires_at: *expires_at,
+            revoked: true,
+        });
+    }
+    all.into_values().collect()
+}

@@ -135,6 +135,26 @@ pub struct AccountBody {
     pub available: u64,
 }
 
+/// One of an account's delegations, as the log holds it: one a request was accepted under,
+/// or one the account revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DelegationEntry {
+    /// The delegation's EIP-712 hash (hex), as requests under it record it.
+    pub delegation: String,
+    /// The delegate's address; absent for a delegation revoked before any request used it
+    /// (the log keeps only its hash and expiry then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spending_limit: Option<u64>,
+    /// Reserved and charged under it, less what was refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<u64>,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub revoked: bool,
+}
+
 /// What a request would cost.
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -100,6 +100,7 @@ pub fn app_with_body_limit(
         .route("/v1/requests", post(submit_request))
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/accounts/{account}", get(get_account))
+        .route("/v1/accounts/{account}/delegations", get(list_delegations))
         .route("/v1/quote", get(quote))
         .route("/v1/quote/task", post(quote_task))
         .route("/v1/consent", get(consent_domain))

@@ -169,6 +169,7 @@ impl Modify for ReadAccessScheme {
         super::accounts::get_account,
         super::accounts::consent_domain,
         super::accounts::revoke_delegation,
+        super::accounts::list_delegations,
         super::nodes::register_node,
         super::nodes::list_nodes,
         super::nodes::node_heartbeat,
