@@ -158,7 +158,9 @@ pub fn chain_batch(chain: &mut Chain, batch: Vec<Envelope>, key: Option<&Signer>
             env.header.prev = Some(head);
             if let (Event::LogSealed(seal), Some(key)) = (&mut env.event, key) {
                 seal.head = head;
-                seal.signature = Sealed(key.sign(&seal_statement(head)));
+                // The seal's PSS salt: the shell's randomness, not replayed (a seal is checked).
+                let salt = aws_lc_rs::rand::SystemRandom::new();
+                seal.signature = Sealed(key.sign(&seal_statement(head), &salt));
             }
             let bytes = env.encode();
             chain.push(&bytes);

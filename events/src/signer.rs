@@ -13,10 +13,10 @@
 //! of 32 bytes, so [`crate::crypto::verify`] checks either (tests below).
 //!
 //! Behind the `signing` feature, like `cli` and `endpoint`: it is for the shells that sign
-//! (the coordinator, the node), not for the pure decide and fold. AWS-LC draws the salt from
-//! the operating system itself (it ignores any generator passed in), and the pure core takes
-//! randomness only as a parameter. The salt feeds no decision and no fold: a signature is
-//! checked, never re-derived, so replay is unaffected.
+//! (the coordinator, the node), not for the pure decide and fold. The salt's randomness is the
+//! caller's, passed to [`Signer::sign`] as [`crate::crypto::sign`] takes its generator: no
+//! randomness originates here. The salt feeds no decision and no fold: a signature is checked,
+//! never re-derived, so replay is unaffected.
 
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -67,36 +67,60 @@ impl Signer {
         }
     }
 
-    /// RSA-PSS-SHA256 over `message`, salted from the operating system's randomness.
-    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+    /// RSA-PSS-SHA256 over `message`, salted from `salt`: the caller's randomness (the shell's
+    /// operating-system generator), as [`crate::crypto::sign`] takes its generator. The salt
+    /// feeds no decision and no fold: a signature is checked on replay, never re-derived.
+    pub fn sign(&self, message: &[u8], salt: &dyn aws_lc_rs::rand::SecureRandom) -> Vec<u8> {
         match &self.inner {
             Inner::AwsLc(pair) => {
                 let mut signature = vec![0; pair.public_modulus_len()];
-                // Randomness in prlx-events, deliberately: the PSS salt, which AWS-LC draws
-                // from the operating system whatever generator is passed. Only the shells
-                // reach this (the `signing` feature; prlx-projections does not enable it, so
-                // `cargo build -p prlx-projections` cannot use it), and no decision or fold
-                // reads a salt: a signature is checked on replay, never re-derived.
-                // Deliberate randomness (shell only, PSS salt; see above): not replayed.
-                let salt_source = aws_lc_rs::rand::SystemRandom::new();
                 pair.sign(
                     &aws_lc_rs::signature::RSA_PSS_SHA256,
-                    &salt_source,
+                    salt,
                     message,
                     &mut signature,
                 )
                 .expect("AWS-LC signs with a key it parsed");
                 signature
             }
-            // The same deliberate randomness (the PSS salt), by the rsa crate for key sizes
-            // AWS-LC refuses.
-            Inner::Portable(key) => crate::crypto::sign(key, message, &mut rsa::rand_core::OsRng),
+            Inner::Portable(key) => crate::crypto::sign(key, message, &mut Salt(salt)),
         }
     }
 }
 
+/// The caller's randomness as the `rsa` crate's generator, for the keys AWS-LC refuses.
+struct Salt<'a>(&'a dyn aws_lc_rs::rand::SecureRandom);
+
+impl rsa::rand_core::RngCore for Salt<'_> {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0
+            .fill(dest)
+            .expect("the operating system's randomness fills");
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for Salt<'_> {}
+
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::rand::SystemRandom;
     use rsa::rand_core::OsRng;
 
     use super::*;
@@ -118,7 +142,7 @@ mod tests {
             format!("{signer:?}").contains("aws-lc, 2048 bits"),
             "{signer:?}"
         );
-        let signature = signer.sign(b"seal of the log");
+        let signature = signer.sign(b"seal of the log", &SystemRandom::new());
         assert_eq!(signature.len(), 256);
         // Both verifiers accept it, and the rsa crate's own check (salt length included).
         assert_eq!(
@@ -133,7 +157,7 @@ mod tests {
         let public = other.to_public_key();
         assert!(!verify(&public, b"seal of the log", &signature));
         // Salted: two signatures of one message differ, and both verify.
-        let again = signer.sign(b"seal of the log");
+        let again = signer.sign(b"seal of the log", &SystemRandom::new());
         assert_ne!(signature, again);
         assert_eq!(both_verify(&key, b"seal of the log", &again), (true, true));
     }
@@ -146,7 +170,7 @@ mod tests {
             format!("{signer:?}").contains("rsa, 1024 bits"),
             "{signer:?}"
         );
-        let signature = signer.sign(b"m");
+        let signature = signer.sign(b"m", &SystemRandom::new());
         assert!(verify(&key.to_public_key(), b"m", &signature));
         assert!(!verify(&key.to_public_key(), b"n", &signature));
     }

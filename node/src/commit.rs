@@ -41,9 +41,11 @@ impl Identity {
         }
     }
 
-    /// The node's RSA-PSS-SHA256 signature over `statement`, as `crypto::verify` checks it.
+    /// The node's RSA-PSS-SHA256 signature over `statement`, as `crypto::verify` checks it,
+    /// salted from the operating system's randomness.
     pub fn sign(&self, statement: &[u8]) -> Vec<u8> {
-        self.signer.sign(statement)
+        self.signer
+            .sign(statement, &aws_lc_rs::rand::SystemRandom::new())
     }
 }
 

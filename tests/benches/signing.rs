@@ -36,7 +36,7 @@ fn main() {
             let a = sign(&key, &statement, &mut OsRng);
             portable.push(t.elapsed());
             let t = Instant::now();
-            let b = signer.sign(&statement);
+            let b = signer.sign(&statement, &aws_lc_rs::rand::SystemRandom::new());
             lc.push(t.elapsed());
             // Both are signatures the auditor accepts.
             assert!(verify(&public, &statement, &a) && verify(&public, &statement, &b));

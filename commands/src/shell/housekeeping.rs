@@ -321,7 +321,7 @@ impl Coordinator {
         let session = SessionKey::generate(&mut rng);
         let grant =
             grant_session_signed_by(&node_key, SESSION_EPOCH, &session, &mut rng, |s, _| {
-                signing.sign(s)
+                signing.sign(s, &aws_lc_rs::rand::SystemRandom::new())
             });
         let mut nonce = [0u8; prlx_events::seal::NONCE_LEN];
         rng.fill_bytes(&mut nonce);
