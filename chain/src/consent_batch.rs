@@ -153,6 +153,53 @@ pub fn batch_struct_hash(root: B256, count: u32) -> B256 {
     keccak256(all)
 }
 
+/// A submission's place in a batch: its index, the batch's count, the proof's siblings.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub index: u32,
+    pub count: u32,
+    pub proof: &'a [B256],
+}
+
+/// Why the hash a consent signs cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignedHashError {
+    /// The submission's account is not an address.
+    #[error(transparent)]
+    Account(#[from] crate::consent::ConsentError),
+    /// Its place in the batch does not hold.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// The hash a consent's signer signed, under the domain whose separator is `separator`: the
+/// submission's own typed data, or in a batch the `SubmissionBatch` whose root its `place`
+/// gives. The door and the auditor both judge a consent by this.
+pub fn signed_hash(
+    fields: &crate::consent::SubmissionFields<'_>,
+    place: Option<Place<'_>>,
+    separator: &B256,
+) -> Result<B256, SignedHashError> {
+    let leaf = fields.leaf()?;
+    let signed = match place {
+        None => leaf,
+        Some(p) => batch_struct_hash(root_of(leaf, p.index, p.count, p.proof)?, p.count),
+    };
+    Ok(crate::consent::typed_data_hash(separator, &signed))
+}
+
+/// Signs the batch of `leaves` (its submissions' struct hashes, in order) once with `key`:
+/// the signature, and each leaf's proof.
+pub fn sign_batch(
+    key: &alloy::signers::local::PrivateKeySigner,
+    leaves: &[B256],
+    domain: &Eip712Domain,
+) -> Result<(String, Vec<Vec<B256>>), BatchError> {
+    let (root, proofs) = tree(leaves)?;
+    let hash = batch_hash(root, leaves.len() as u32, domain);
+    Ok((crate::consent::sign(key, hash), proofs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +269,56 @@ mod tests {
             Err(BatchError::Count(MAX_BATCH + 1))
         );
         assert_eq!(tree(&[]), Err(BatchError::Count(0)));
+    }
+
+    /// `sign_batch`'s signature recovers, over `signed_hash` of each place, to its key; a
+    /// submission alone is signed over its own typed data.
+    #[test]
+    fn a_batch_signature_recovers_for_every_place() {
+        use crate::consent::{recover, SubmissionFields};
+        let key = crate::devchain::dev_signer(crate::devchain::dev_role::CLIENT);
+        let d = crate::consent::domain(31337, alloy::primitives::Address::repeat_byte(1));
+        let account = crate::record::hex0x(key.address().as_slice());
+        let keys: Vec<String> = (0..5).map(|i| format!("k-{i}")).collect();
+        let fields: Vec<SubmissionFields> = keys
+            .iter()
+            .map(|k| SubmissionFields {
+                account: &account,
+                idempotency_key: k,
+                workload_class: "ai.inference",
+                model: "m",
+                hardware_tier: 1,
+                priority: "standard",
+                deadline_seconds: 60,
+                max_tokens: 8,
+                payload_hash: [3; 32],
+                client_pubkey: "pem",
+            })
+            .collect();
+        let leaves: Vec<B256> = fields.iter().map(|f| f.leaf().unwrap()).collect();
+        let (signature, proofs) = sign_batch(&key, &leaves, &d).unwrap();
+        for (i, (f, proof)) in fields.iter().zip(&proofs).enumerate() {
+            let place = Place {
+                index: i as u32,
+                count: 5,
+                proof,
+            };
+            let hash = signed_hash(f, Some(place), &d.separator()).unwrap();
+            assert_eq!(recover(hash, &signature), Ok(key.address()), "{i}");
+        }
+        assert_eq!(
+            signed_hash(&fields[0], None, &d.separator()),
+            Ok(fields[0].hash(&d).unwrap())
+        );
+        let bent = Place {
+            index: 9,
+            count: 5,
+            proof: &proofs[0],
+        };
+        assert!(matches!(
+            signed_hash(&fields[0], Some(bent), &d.separator()),
+            Err(SignedHashError::Batch(BatchError::Index { .. }))
+        ));
     }
 
     /// The signed hash binds the root and the count.

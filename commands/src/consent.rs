@@ -147,34 +147,6 @@ impl ConsentBatchBody {
     }
 }
 
-/// The hash a consent's signer signed: the submission's own, or, in a batch, the batch's whose
-/// root the submission and its proof give. `Err((field, reason))` when the account is not an
-/// address or the batch's shape does not hold.
-pub fn signed_hash(
-    fields: &eip712::SubmissionFields<'_>,
-    domain: &Eip712Domain,
-    batch: Option<&ConsentBatch>,
-) -> Result<B256, (&'static str, String)> {
-    let not_an_account = |_| {
-        (
-            "credit_account",
-            "must be the account's 0x address (the one its deposits name)".to_owned(),
-        )
-    };
-    let Some(b) = batch else {
-        return fields.hash(domain).map_err(not_an_account);
-    };
-    let proof: Vec<B256> = b.proof.iter().map(|h| B256::from(h.0)).collect();
-    let root = consent_batch::root_of(
-        fields.leaf().map_err(not_an_account)?,
-        b.index,
-        b.count,
-        &proof,
-    )
-    .map_err(|e| ("consent_batch", e.to_string()))?;
-    Ok(consent_batch::batch_hash(root, b.count, domain))
-}
-
 /// Checks `signature` over `fields` (over the batch `batch` places it in, if any; and the
 /// delegation's over its terms, if the submission came with one) and says who made them: the
 /// consent to record. An account that is not an address is refused naming `credit_account`,
@@ -193,7 +165,25 @@ pub fn consent_of(
     let delegation = delegation
         .map(|d| delegation_of(fields.account, d, domain))
         .transpose()?;
-    let hash = signed_hash(fields, &domain.eip712(), batch.as_deref())?;
+    let proof: Vec<B256> = batch
+        .iter()
+        .flat_map(|b| &b.proof)
+        .map(|h| h.0.into())
+        .collect();
+    let place = batch.as_deref().map(|b| consent_batch::Place {
+        index: b.index,
+        count: b.count,
+        proof: &proof,
+    });
+    let hash = consent_batch::signed_hash(fields, place, &domain.eip712().separator()).map_err(
+        |e| match e {
+            consent_batch::SignedHashError::Account(_) => (
+                "credit_account",
+                "must be the account's 0x address (the one its deposits name)".to_owned(),
+            ),
+            consent_batch::SignedHashError::Batch(e) => ("consent_batch", e.to_string()),
+        },
+    )?;
     let signer = recover_once(hash, signature).map_err(|e| {
         let what = if batch.is_some() {
             "EIP-712 SubmissionBatch over the root this submission's proof gives"
@@ -414,13 +404,9 @@ pub fn sign_batch(
         .map(|s| submission_fields(s).leaf())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("credit_account", e.to_string()))?;
-    let (root, proofs) =
-        consent_batch::tree(&leaves).map_err(|e| ("consent_batch", e.to_string()))?;
+    let (signature, proofs) = consent_batch::sign_batch(key, &leaves, &domain.eip712())
+        .map_err(|e| ("consent_batch", e.to_string()))?;
     let count = leaves.len() as u32;
-    let signature = eip712::sign(
-        key,
-        consent_batch::batch_hash(root, count, &domain.eip712()),
-    );
     for (index, (s, proof)) in batch.iter_mut().zip(proofs).enumerate() {
         let delegation = s.consent.take().and_then(|c| c.delegation);
         s.consent = Some(Consent {

@@ -13,11 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use alloy::primitives::B256;
 use alloy::sol_types::Eip712Domain;
-use prlx_chain::consent::{
-    address, domain, revocation_hash, typed_data_hash, DelegationFields, SubmissionFields,
-};
-use prlx_chain::consent_batch::{batch_struct_hash, root_of};
-use prlx_events::event::{Consent, ConsentBatch, RequestAccepted};
+use prlx_chain::consent::{address, domain, revocation_hash, DelegationFields, SubmissionFields};
+use prlx_chain::consent_batch::{signed_hash, Place, SignedHashError};
+use prlx_events::event::{Consent, RequestAccepted};
 
 /// How many recoveries the auditor remembers as handed out.
 const REMEMBERED: usize = 4_096;
@@ -95,13 +93,24 @@ impl Consents {
             .delegation
             .as_ref()
             .map_or(&r.credit_account.0, |d| &d.delegate);
-        let hash = match &c.batch {
-            None => fields
-                .leaf()
-                .map(|leaf| typed_data_hash(&separator, &leaf))
-                .map_err(|e| unchecked(e.to_string())),
-            Some(b) => batch_signed(&fields, b, &separator),
-        };
+        let proof: Vec<B256> = c
+            .batch
+            .iter()
+            .flat_map(|b| &b.proof)
+            .map(|h| h.0.into())
+            .collect();
+        let place = c.batch.as_deref().map(|b| Place {
+            index: b.index,
+            count: b.count,
+            proof: &proof,
+        });
+        let hash = signed_hash(&fields, place, &separator).map_err(|e| match e {
+            SignedHashError::Account(e) => unchecked(e.to_string()),
+            SignedHashError::Batch(e) => (
+                "consent.batch",
+                format!("not a batch place that can be checked: {e}"),
+            ),
+        });
         match hash {
             Ok(hash) if c.signer == *signer => {
                 self.hand_out(&c.signer, hash.to_vec(), &c.signature, false, out)
@@ -219,26 +228,4 @@ impl Consents {
             }
         }
     }
-}
-
-/// The hash a batch's signer signed, from the request's typed data and its recorded place.
-fn batch_signed(
-    fields: &SubmissionFields<'_>,
-    b: &ConsentBatch,
-    separator: &B256,
-) -> Result<B256, Problem> {
-    let leaf = fields
-        .leaf()
-        .map_err(|e| ("consent", format!("not a consent that can be checked: {e}")))?;
-    let proof: Vec<B256> = b.proof.iter().map(|h| h.0.into()).collect();
-    let root = root_of(leaf, b.index, b.count, &proof).map_err(|e| {
-        (
-            "consent.batch",
-            format!("not a batch place that can be checked: {e}"),
-        )
-    })?;
-    Ok(typed_data_hash(
-        separator,
-        &batch_struct_hash(root, b.count),
-    ))
 }

@@ -600,21 +600,17 @@ fn sign_bodies(
     batch: bool,
 ) -> anyhow::Result<()> {
     use prlx_chain::consent::{sign, typed_data_hash};
-    use prlx_chain::consent_batch::{batch_struct_hash, tree};
-    let separator = domain.separator();
     if !batch {
+        let separator = domain.separator();
         for (_, body, _, leaf) in bodies.iter_mut() {
             body["signature"] = json!(sign(signer, typed_data_hash(&separator, leaf)));
         }
         return Ok(());
     }
     let leaves: Vec<_> = bodies.iter().map(|b| b.3).collect();
-    let (root, proofs) = tree(&leaves).map_err(|e| anyhow::anyhow!("--batch-consent: {e}"))?;
+    let (signature, proofs) = prlx_chain::consent_batch::sign_batch(signer, &leaves, domain)
+        .map_err(|e| anyhow::anyhow!("--batch-consent: {e}"))?;
     let count = leaves.len() as u32;
-    let signature = sign(
-        signer,
-        typed_data_hash(&separator, &batch_struct_hash(root, count)),
-    );
     for (index, ((_, body, _, _), proof)) in bodies.iter_mut().zip(proofs).enumerate() {
         body["signature"] = json!(signature);
         body["consent_batch"] = json!({

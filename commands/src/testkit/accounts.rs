@@ -83,7 +83,6 @@ pub fn sign_body_as(body: &mut Value, key: &PrivateKeySigner, domain: &ConsentDo
 /// Signs `bodies` (`POST /v1/requests` bodies with their idempotency keys) once, as a batch,
 /// with `key`: each gets the batch's `signature` and its `consent_batch`.
 pub fn sign_bodies_as_batch(bodies: &mut [Value], key: &PrivateKeySigner, domain: &ConsentDomain) {
-    use prlx_chain::consent_batch::{batch_hash, tree};
     let leaves: Vec<_> = bodies
         .iter()
         .map(|b| {
@@ -92,9 +91,9 @@ pub fn sign_bodies_as_batch(bodies: &mut [Value], key: &PrivateKeySigner, domain
                 .expect("a body with an account address and a payload hash")
         })
         .collect();
-    let (root, proofs) = tree(&leaves).expect("1 to MAX_BATCH bodies");
+    let (signature, proofs) = prlx_chain::consent_batch::sign_batch(key, &leaves, &domain.eip712())
+        .expect("1 to MAX_BATCH bodies");
     let count = leaves.len() as u32;
-    let signature = sign(key, batch_hash(root, count, &domain.eip712()));
     for (index, (body, proof)) in bodies.iter_mut().zip(proofs).enumerate() {
         body["signature"] = json!(signature);
         body["consent_batch"] = json!({
