@@ -72,22 +72,9 @@ impl Consents {
             client_pubkey: &r.client_pubkey,
         };
         let unchecked = |e: String| ("consent", format!("not a consent that can be checked: {e}"));
-        let key = (c.chain_id, c.verifying_contract.clone());
-        let (domain, separator) = match self.domains.get(&key) {
-            Some(known) => known.clone(),
-            None => match address(&c.verifying_contract) {
-                Ok(escrow) => {
-                    let d = domain(c.chain_id, escrow);
-                    let known = (d.clone(), d.separator());
-                    // A log names one deployment or a few; one naming many gets no memory
-                    // past the bound (a hostile log cannot grow the auditor with them).
-                    if self.domains.len() < DOMAINS_KEPT {
-                        self.domains.insert(key, known.clone());
-                    }
-                    known
-                }
-                Err(e) => return problems.push(unchecked(e.to_string())),
-            },
+        let (domain, separator) = match self.domain(c.chain_id, &c.verifying_contract) {
+            Ok(known) => known,
+            Err(e) => return problems.push(unchecked(e.to_string())),
         };
         let signer = c
             .delegation
@@ -170,8 +157,8 @@ impl Consents {
                 format!("not a revocation that can be checked: {e}"),
             )
         };
-        let domain = match address(&r.verifying_contract) {
-            Ok(escrow) => domain(r.chain_id, escrow),
+        let (domain, _) = match self.domain(r.chain_id, &r.verifying_contract) {
+            Ok(known) => known,
             Err(e) => return problems.push(unchecked(e.to_string())),
         };
         let terms = DelegationFields {
@@ -198,6 +185,26 @@ impl Consents {
             Ok(signed) => self.hand_out(&r.signer, signed.to_vec(), &r.signature, false, out),
             Err(e) => problems.push(unchecked(e.to_string())),
         }
+    }
+
+    /// The EIP-712 domain of a deployment and its separator, computed once for each of the
+    /// first [`DOMAINS_KEPT`] (a log names one deployment or a few; a hostile one naming many
+    /// cannot grow the auditor with them).
+    fn domain(
+        &mut self,
+        chain_id: u64,
+        contract: &str,
+    ) -> Result<(Eip712Domain, B256), prlx_chain::consent::ConsentError> {
+        let key = (chain_id, contract.to_owned());
+        if let Some(known) = self.domains.get(&key) {
+            return Ok(known.clone());
+        }
+        let d = domain(chain_id, address(contract)?);
+        let known = (d.clone(), d.separator());
+        if self.domains.len() < DOMAINS_KEPT {
+            self.domains.insert(key, known.clone());
+        }
+        Ok(known)
     }
 
     /// Queues the recovery unless the same one is already queued.
