@@ -44,18 +44,33 @@ pub(super) async fn get_account(
     reader: Reader,
     ApiPath(account): ApiPath,
 ) -> Result<Json<AccountBody>, AppError> {
-    let id = reads_account(&reader, &account)?;
-    let lookup = id.clone();
+    read_account(&coordinator, reader, &account, account_body)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            AppError::not_found(
+                "unknown_account",
+                "account",
+                format!("no account {}", account.to_ascii_lowercase()),
+            )
+        })
+}
+
+/// `f` of `account` in the state, for a reader whose token is for `account` and who may read
+/// it (the account, or a live delegate), checked in the same turn as `f` runs.
+async fn read_account<T: Send + 'static>(
+    coordinator: &CoordinatorHandle,
+    reader: Reader,
+    account: &str,
+    f: impl FnOnce(&CoordinatorState, &AccountId) -> T + Send + 'static,
+) -> Result<T, AppError> {
+    let id = reads_account(&reader, account)?;
     coordinator
         .read_state(move |state| {
             may_read(state, &reader)?;
-            Ok::<_, AppError>(account_body(state, &lookup))
+            Ok::<_, AppError>(f(state, &id))
         })
-        .await??
-        .map(Json)
-        .ok_or_else(|| {
-            AppError::not_found("unknown_account", "account", format!("no account {id}"))
-        })
+        .await?
 }
 
 #[utoipa::path(
@@ -228,13 +243,8 @@ pub(super) async fn list_delegations(
     reader: Reader,
     ApiPath(account): ApiPath,
 ) -> Result<Json<Vec<DelegationEntry>>, AppError> {
-    let id = reads_account(&reader, &account)?;
-    coordinator
-        .read_state(move |state| {
-            may_read(state, &reader)?;
-            Ok::<_, AppError>(delegations_of(state, &id))
-        })
-        .await?
+    read_account(&coordinator, reader, &account, delegations_of)
+        .await
         .map(Json)
 }
 
